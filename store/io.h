@@ -1,0 +1,117 @@
+/*
+ * io.h - the narrow I/O layer every log write goes through (cf. SQLite's
+ * VFS).  Three engines: io_uring (io_uring.c), psync (io_psync.c) and
+ * fault (io_fault.c, tests only: fails, tears or "loses power" on cue).
+ *
+ * A flush writes the same bytes at the same offset to up to two files
+ * (the primary and the secondary copy), each write followed by an
+ * fdatasync of that file.  One flush is in flight at a time (group commit
+ * serialises them).  The buffer must stay untouched until the flush is
+ * reaped.  Per copy the result is 0 (written and synced) or -errno; a
+ * copy whose write or sync failed is never reported as synced.
+ *
+ * The small synchronous calls (pread, pwrite, datasync) are for recovery,
+ * healing and reads; the copy index lets the fault engine aim at one copy.
+ */
+#ifndef MS_IO_H
+#define MS_IO_H
+
+#include <sys/types.h>
+
+#include "ms.h"
+
+#define MS_IO_COPIES 2
+
+enum ms_io_kind { MS_IO_URING, MS_IO_PSYNC };
+
+struct ms_io_flush {
+	int fd[MS_IO_COPIES];	/* -1: skip this copy */
+	const void *buf;
+	size_t len;
+	uint64_t off;
+	int res[MS_IO_COPIES];	/* out: 0 synced, -errno failed */
+	/* engine state */
+	size_t done[MS_IO_COPIES];
+	int pending;
+};
+
+struct ms_io;
+
+struct ms_io_ops {
+	const char *name;
+	/* Start a flush.  0, or -errno if nothing could be started. */
+	int (*flush_start)(struct ms_io *io, struct ms_io_flush *f);
+	/* 1: the flush finished (res[] filled); 0: not yet (only if !block). */
+	int (*flush_reap)(struct ms_io *io, struct ms_io_flush *f, int block);
+	int (*pread)(struct ms_io *io, int copy, int fd, void *buf, size_t len,
+		     uint64_t off);
+	int (*pwrite)(struct ms_io *io, int copy, int fd, const void *buf,
+		      size_t len, uint64_t off);
+	int (*datasync)(struct ms_io *io, int copy, int fd);
+	/* An fd that polls readable when a flush can be reaped, or -1. */
+	int (*event_fd)(struct ms_io *io);
+	void (*free)(struct ms_io *io);
+};
+
+struct ms_io {
+	const struct ms_io_ops *ops;
+};
+
+/*
+ * io_uring engine.  A refusal by the kernel or a container (ENOSYS,
+ * EPERM, ...) fails with an error that says so and names the setting
+ * `io_engine = psync`.
+ */
+int ms_io_uring_new(unsigned entries, struct ms_io **io_r,
+		    const char **error_r);
+int ms_io_psync_new(struct ms_io **io_r);
+
+/* What the io_uring engine does with one completion; pure, for tests. */
+enum ms_uring_step { MS_URING_OK, MS_URING_RESUBMIT, MS_URING_FAILED };
+enum ms_uring_step ms_io_uring_write_step(size_t want, int res,
+					  size_t *done_r);
+
+/*
+ * Fault engine (tests).  It wraps another engine and counts writes and
+ * fdatasyncs per copy (flush writes and the synchronous calls alike).
+ */
+struct ms_fault_plan {
+	int copy;		/* copy that write/sync faults hit; -1 = any */
+	unsigned long fail_write;	/* fail the Nth write with EIO; 0 never */
+	unsigned long fail_sync;	/* fail the Nth fdatasync with EIO */
+	int sticky;		/* after a failure every later write and
+				   sync of that copy fails too (dead disk) */
+	unsigned long short_write;	/* Nth write stops after short_len */
+	size_t short_len;
+	unsigned long torn_write;	/* Nth write (any copy) writes torn_len
+					   bytes, then power is lost */
+	size_t torn_len;
+	unsigned long power_loss_sync;	/* Nth fdatasync (any copy) never
+					   completes: power is lost */
+};
+
+int ms_io_fault_new(struct ms_io *inner, const struct ms_fault_plan *plan,
+		    struct ms_io **io_r);
+/* 1 if the plan's power loss has happened (every later call fails EIO). */
+int ms_io_fault_powered_off(struct ms_io *io);
+/* Lose power now (every later call fails EIO). */
+void ms_io_fault_power_off(struct ms_io *io);
+/*
+ * After power loss: apply to the files what a disk could have kept.  For
+ * every file written, bytes past its last completed fdatasync are, sector
+ * by sector from a random cut, kept, zeroed or replaced with garbage, and
+ * the file is cut at a random length >= its synced length.  Seeded.
+ */
+int ms_io_fault_apply_loss(struct ms_io *io, uint64_t seed);
+/* Counters, for tests. */
+unsigned long ms_io_fault_writes(struct ms_io *io, int copy);
+unsigned long ms_io_fault_syncs(struct ms_io *io, int copy);
+
+static inline void ms_io_free(struct ms_io **io)
+{
+	if (*io != NULL)
+		(*io)->ops->free(*io);
+	*io = NULL;
+}
+
+#endif

@@ -1,0 +1,89 @@
+/*
+ * io_psync.c - the plain engine: pwrite + fdatasync, one copy after the
+ * other, synchronously in flush_start.  Same formats and results as
+ * io_uring; for kernels and containers that refuse io_uring.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "io.h"
+#include "seg.h"
+
+static int psync_pread(struct ms_io *io, int copy, int fd, void *buf,
+		       size_t len, uint64_t off)
+{
+	(void)io;
+	(void)copy;
+	return ms_pread_full(fd, buf, len, off);
+}
+
+static int psync_pwrite(struct ms_io *io, int copy, int fd, const void *buf,
+			size_t len, uint64_t off)
+{
+	(void)io;
+	(void)copy;
+	return ms_pwrite_full(fd, buf, len, off);
+}
+
+static int psync_datasync(struct ms_io *io, int copy, int fd)
+{
+	(void)io;
+	(void)copy;
+	return fdatasync(fd) < 0 ? -errno : 0;
+}
+
+static int psync_flush_start(struct ms_io *io, struct ms_io_flush *f)
+{
+	for (int c = 0; c < MS_IO_COPIES; c++) {
+		if (f->fd[c] < 0) {
+			f->res[c] = 0;
+			continue;
+		}
+		int ret = psync_pwrite(io, c, f->fd[c], f->buf, f->len, f->off);
+		if (ret == 0)
+			ret = psync_datasync(io, c, f->fd[c]);
+		f->res[c] = ret;
+	}
+	f->pending = 0;
+	return 0;
+}
+
+static int psync_flush_reap(struct ms_io *io, struct ms_io_flush *f, int block)
+{
+	(void)io;
+	(void)f;
+	(void)block;
+	return 1;
+}
+
+static int psync_event_fd(struct ms_io *io)
+{
+	(void)io;
+	return -1;
+}
+
+static void psync_free(struct ms_io *io)
+{
+	free(io);
+}
+
+static const struct ms_io_ops psync_ops = {
+	.name = "psync",
+	.flush_start = psync_flush_start,
+	.flush_reap = psync_flush_reap,
+	.pread = psync_pread,
+	.pwrite = psync_pwrite,
+	.datasync = psync_datasync,
+	.event_fd = psync_event_fd,
+	.free = psync_free,
+};
+
+int ms_io_psync_new(struct ms_io **io_r)
+{
+	struct ms_io *io = ms_calloc(1, sizeof(*io));
+	io->ops = &psync_ops;
+	*io_r = io;
+	return 0;
+}

@@ -1,0 +1,243 @@
+/*
+ * io_uring.c - the io_uring engine.  A flush is one submit of a linked
+ * write -> fdatasync chain per copy, both copies at once.
+ *
+ * What bites, and what we do about it:
+ *  - a short write breaks its link: the fdatasync after it completes with
+ *    -ECANCELED (or, on some kernels, runs anyway).  We resubmit the
+ *    remainder with a fresh fdatasync after it, since a sync covers only
+ *    writes that completed before it started.
+ *  - a chain ends at each submit, so write and sync go in one submit.
+ *  - a failed write or sync marks that copy failed for this flush; it is
+ *    never retried as if it succeeded (the kernel may have dropped the
+ *    dirty pages after reporting the error).
+ */
+#include <errno.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "io.h"
+#include "seg.h"
+
+struct uring_io {
+	struct ms_io io;
+	struct io_uring ring;
+	int efd;
+	int resubmit[MS_IO_COPIES];
+	int failed[MS_IO_COPIES];
+};
+
+#define UD(copy, op) ((uint64_t)(copy) << 1 | (op))
+#define OP_WRITE 0
+#define OP_SYNC 1
+
+enum ms_uring_step ms_io_uring_write_step(size_t want, int res, size_t *done_r)
+{
+	if (res < 0)
+		return MS_URING_FAILED;
+	if (res == 0 && want > 0)
+		return MS_URING_FAILED; /* no progress: would loop forever */
+	if ((size_t)res > want)
+		return MS_URING_FAILED; /* cannot happen; never trust it */
+	*done_r += (size_t)res;
+	return (size_t)res == want ? MS_URING_OK : MS_URING_RESUBMIT;
+}
+
+static int uring_queue_chain(struct uring_io *u, struct ms_io_flush *f, int c)
+{
+	struct io_uring_sqe *w = io_uring_get_sqe(&u->ring);
+	struct io_uring_sqe *s = w ? io_uring_get_sqe(&u->ring) : NULL;
+	if (w == NULL || s == NULL)
+		return -EBUSY; /* ring sized for 2 chains: a bug if hit */
+	io_uring_prep_write(w, f->fd[c], (const uint8_t *)f->buf + f->done[c],
+			    (unsigned)(f->len - f->done[c]),
+			    f->off + f->done[c]);
+	w->flags |= IOSQE_IO_LINK;
+	io_uring_sqe_set_data64(w, UD(c, OP_WRITE));
+	io_uring_prep_fsync(s, f->fd[c], IORING_FSYNC_DATASYNC);
+	io_uring_sqe_set_data64(s, UD(c, OP_SYNC));
+	f->pending += 2;
+	return 0;
+}
+
+static int uring_submit(struct uring_io *u)
+{
+	int ret;
+	do {
+		ret = io_uring_submit(&u->ring);
+	} while (ret == -EINTR);
+	return ret < 0 ? ret : 0;
+}
+
+static int uring_flush_start(struct ms_io *io, struct ms_io_flush *f)
+{
+	struct uring_io *u = (struct uring_io *)io;
+	int ret;
+
+	f->pending = 0;
+	for (int c = 0; c < MS_IO_COPIES; c++) {
+		f->done[c] = 0;
+		f->res[c] = 0;
+		u->resubmit[c] = 0;
+		u->failed[c] = 0;
+		if (f->fd[c] < 0)
+			continue;
+		if (f->len == 0) {
+			/* nothing to write: a sync alone keeps the contract */
+			f->res[c] = fdatasync(f->fd[c]) < 0 ? -errno : 0;
+			continue;
+		}
+		if ((ret = uring_queue_chain(u, f, c)) < 0)
+			return ret;
+	}
+	if (f->pending > 0 && (ret = uring_submit(u)) < 0)
+		return ret;
+	return 0;
+}
+
+static void uring_complete(struct uring_io *u, struct ms_io_flush *f,
+			   uint64_t ud, int res)
+{
+	int c = (int)(ud >> 1);
+
+	f->pending--;
+	if ((ud & 1) == OP_WRITE) {
+		switch (ms_io_uring_write_step(f->len - f->done[c], res,
+					       &f->done[c])) {
+		case MS_URING_OK:
+			break;
+		case MS_URING_RESUBMIT:
+			u->resubmit[c] = 1;
+			break;
+		case MS_URING_FAILED:
+			u->failed[c] = 1;
+			f->res[c] = res < 0 ? res : -EIO;
+			break;
+		}
+		return;
+	}
+	/* the fdatasync of this copy's chain */
+	if (u->failed[c])
+		return;
+	if (u->resubmit[c]) {
+		/* short write: write the rest, then sync again */
+		u->resubmit[c] = 0;
+		if (uring_queue_chain(u, f, c) < 0 || uring_submit(u) < 0) {
+			u->failed[c] = 1;
+			f->res[c] = -EIO;
+		}
+		return;
+	}
+	if (res < 0) {
+		u->failed[c] = 1;
+		f->res[c] = res;
+	}
+}
+
+static int uring_flush_reap(struct ms_io *io, struct ms_io_flush *f, int block)
+{
+	struct uring_io *u = (struct uring_io *)io;
+	struct io_uring_cqe *cqe;
+	uint64_t v;
+
+	while (f->pending > 0) {
+		int ret = block ? io_uring_wait_cqe(&u->ring, &cqe)
+				: io_uring_peek_cqe(&u->ring, &cqe);
+		if (ret == -EAGAIN && !block)
+			return 0;
+		if (ret == -EINTR)
+			continue;
+		if (ret < 0) {
+			/* the ring itself failed: fail what is still open */
+			for (int c = 0; c < MS_IO_COPIES; c++)
+				if (f->fd[c] >= 0 && !u->failed[c] &&
+				    f->done[c] < f->len)
+					f->res[c] = ret;
+			f->pending = 0;
+			break;
+		}
+		uring_complete(u, f, io_uring_cqe_get_data64(cqe), cqe->res);
+		io_uring_cqe_seen(&u->ring, cqe);
+	}
+	if (u->efd >= 0)
+		(void)!read(u->efd, &v, sizeof(v));
+	return 1;
+}
+
+static int uring_pread(struct ms_io *io, int copy, int fd, void *buf,
+		       size_t len, uint64_t off)
+{
+	(void)io;
+	(void)copy;
+	return ms_pread_full(fd, buf, len, off);
+}
+
+static int uring_pwrite(struct ms_io *io, int copy, int fd, const void *buf,
+			size_t len, uint64_t off)
+{
+	(void)io;
+	(void)copy;
+	return ms_pwrite_full(fd, buf, len, off);
+}
+
+static int uring_datasync(struct ms_io *io, int copy, int fd)
+{
+	(void)io;
+	(void)copy;
+	return fdatasync(fd) < 0 ? -errno : 0;
+}
+
+static int uring_event_fd(struct ms_io *io)
+{
+	return ((struct uring_io *)io)->efd;
+}
+
+static void uring_free(struct ms_io *io)
+{
+	struct uring_io *u = (struct uring_io *)io;
+	io_uring_queue_exit(&u->ring);
+	if (u->efd >= 0)
+		close(u->efd);
+	free(u);
+}
+
+static const struct ms_io_ops uring_ops = {
+	.name = "uring",
+	.flush_start = uring_flush_start,
+	.flush_reap = uring_flush_reap,
+	.pread = uring_pread,
+	.pwrite = uring_pwrite,
+	.datasync = uring_datasync,
+	.event_fd = uring_event_fd,
+	.free = uring_free,
+};
+
+int ms_io_uring_new(unsigned entries, struct ms_io **io_r,
+		    const char **error_r)
+{
+	struct uring_io *u = ms_calloc(1, sizeof(*u));
+	int ret;
+
+	if (entries < 8)
+		entries = 8;
+	ret = io_uring_queue_init(entries, &u->ring, 0);
+	if (ret < 0) {
+		*error_r = ms_errf("io_uring refused by the kernel or container "
+				   "(%s); set io_engine = psync in [store] to "
+				   "run without it",
+				   strerror(-ret));
+		free(u);
+		return ret;
+	}
+	u->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (u->efd >= 0 && io_uring_register_eventfd(&u->ring, u->efd) < 0) {
+		close(u->efd);
+		u->efd = -1;
+	}
+	u->io.ops = &uring_ops;
+	*io_r = &u->io;
+	return 0;
+}

@@ -1,0 +1,936 @@
+/*
+ * log.c - appends, group commit, reads with self-heal, iteration.  The
+ * contract is in log.h, the formats in seg.h/rec.h and docs/format.md,
+ * open-time recovery in recover.c.
+ *
+ * Order of events for one batch (publish last, cf. LMDB's commit):
+ *   1. appends copy records into the batch and get their position;
+ *   2. the flush writes the batch and fdatasyncs it, on both copies at once;
+ *   3. only when both copies have answered does `durable` move and do the
+ *      callbacks run: the 250 / OK goes out after this.
+ * A segment's seal is the last record of its last batch; the next
+ * segment's file is created (and its directory synced) only after that
+ * batch completed, so at most one segment ever has unsynced bytes.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log_int.h"
+#include "msg.h"
+
+static const char *const copy_names[MS_IO_COPIES] = { "primary",
+						      "secondary" };
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+void ms_log_copy_fail(struct ms_log *log, int c, int err, const char *what)
+{
+	struct ms_log_copy *cp = &log->copy[c];
+	if (cp->state == MS_COPY_FAILED)
+		return;
+	cp->state = MS_COPY_FAILED;
+	snprintf(cp->error, sizeof(cp->error), "%s: %s", what,
+		 ms_strerror(err));
+	int ok = 0;
+	for (int i = 0; i < log->ncopies; i++)
+		ok += log->copy[i].state == MS_COPY_OK;
+	if (ok > 0)
+		msg_error("copy=%s dir=%s failed (%s); continuing on the other "
+			  "copy, DEGRADED: run mstore repair",
+			  copy_names[c], cp->root, cp->error);
+	else
+		msg_error("copy=%s dir=%s failed (%s); no writable copy is "
+			  "left: every write is refused",
+			  copy_names[c], cp->root, cp->error);
+}
+
+void ms_log_segs_add(struct ms_log *log, uint64_t seg)
+{
+	if (log->nsegs > 0 && log->segs[log->nsegs - 1] >= seg)
+		return;
+	if (log->nsegs == log->capsegs) {
+		log->capsegs = log->capsegs ? log->capsegs * 2 : 64;
+		log->segs = ms_realloc(log->segs,
+				       log->capsegs * sizeof(*log->segs));
+	}
+	log->segs[log->nsegs++] = seg;
+}
+
+int ms_log_seg_fd(struct ms_log *log, int c, uint64_t seg)
+{
+	struct ms_log_copy *cp = &log->copy[c];
+	char name[MS_SEG_NAME_LEN + 1];
+	int victim = 0;
+
+	for (int i = 0; i < MS_LOG_FD_CACHE; i++) {
+		if (cp->cache[i].fd >= 0 && cp->cache[i].seg == seg) {
+			cp->cache[i].used = ++log->counter;
+			return cp->cache[i].fd;
+		}
+		if (cp->cache[i].fd < 0 ||
+		    cp->cache[i].used < cp->cache[victim].used)
+			victim = i;
+	}
+	ms_seg_name(seg, name);
+	int fd = openat(cp->log_fd, name,
+			(log->cfg.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (cp->cache[victim].fd >= 0)
+		close(cp->cache[victim].fd);
+	cp->cache[victim].fd = fd;
+	cp->cache[victim].seg = seg;
+	cp->cache[victim].used = ++log->counter;
+	return fd;
+}
+
+void ms_log_seg_fd_forget(struct ms_log *log, int c, uint64_t seg)
+{
+	struct ms_log_copy *cp = &log->copy[c];
+	for (int i = 0; i < MS_LOG_FD_CACHE; i++) {
+		if (cp->cache[i].fd >= 0 && cp->cache[i].seg == seg) {
+			close(cp->cache[i].fd);
+			cp->cache[i].fd = -1;
+		}
+	}
+}
+
+/* ---- open ---- */
+
+static int copy_open(struct ms_log *log, int c, const char **error_r)
+{
+	struct ms_log_copy *cp = &log->copy[c];
+	const char *dir = log->cfg.dir[c];
+
+	if (log->cfg.create && !log->cfg.readonly && mkdir(dir, 0750) < 0 &&
+	    errno != EEXIST) {
+		*error_r = ms_errf("%s copy: mkdir %s: %s", copy_names[c], dir,
+				   strerror(errno));
+		return -errno;
+	}
+	cp->root_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cp->root_fd < 0) {
+		int err = -errno;
+		*error_r = ms_errf("%s copy: open %s: %s", copy_names[c], dir,
+				   strerror(errno));
+		return err;
+	}
+	if (!log->cfg.readonly) {
+		if (mkdirat(cp->root_fd, "log", 0750) < 0 && errno != EEXIST)
+			goto fail;
+		if (mkdirat(cp->root_fd, "lost+found", 0750) < 0 &&
+		    errno != EEXIST)
+			goto fail;
+	}
+	cp->log_fd = openat(cp->root_fd, "log",
+			    O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cp->log_fd < 0)
+		goto fail;
+	return 0;
+fail:;
+	int err = -errno;
+	*error_r = ms_errf("%s copy: %s/log: %s", copy_names[c], dir,
+			   strerror(errno));
+	return err;
+}
+
+/* Agree on one store identity across the copies (or make a new one). */
+static int meta_setup(struct ms_log *log, const char **error_r)
+{
+	struct ms_meta m[MS_IO_COPIES];
+	int ret[MS_IO_COPIES];
+	const char *err[MS_IO_COPIES] = { "", "" };
+	int good = -1;
+
+	for (int c = 0; c < log->ncopies; c++) {
+		ret[c] = log->copy[c].state == MS_COPY_OK
+				 ? ms_meta_read(log->copy[c].root_fd, &m[c],
+						&err[c])
+				 : -ENOENT;
+		if (ret[c] == 0 && good < 0)
+			good = c;
+	}
+	if (good < 0) {
+		for (int c = 0; c < log->ncopies; c++) {
+			if (ret[c] != -ENOENT) {
+				*error_r = ms_errf("%s copy %s: %s",
+						   copy_names[c],
+						   log->copy[c].root, err[c]);
+				return ret[c];
+			}
+		}
+		if (!log->cfg.create || log->cfg.readonly) {
+			*error_r = ms_errf("no store at %s (no %s)",
+					   log->copy[0].root, MS_META_NAME);
+			return -ENOENT;
+		}
+		randombytes_buf(log->meta.store_id, sizeof(log->meta.store_id));
+		randombytes_buf(log->meta.salt, sizeof(log->meta.salt));
+		log->meta.created = (uint64_t)time(NULL);
+		for (int c = 0; c < log->ncopies; c++) {
+			int r = ms_meta_write(log->copy[c].root_fd, &log->meta,
+					      error_r);
+			if (r < 0)
+				return r;
+		}
+		msg_info("created new store in %s", log->copy[0].root);
+		return 0;
+	}
+	log->meta = m[good];
+	for (int c = 0; c < log->ncopies; c++) {
+		if (c == good || log->copy[c].state != MS_COPY_OK)
+			continue;
+		if (ret[c] == 0) {
+			if (memcmp(m[c].store_id, m[good].store_id,
+				   MS_STORE_ID_SIZE) != 0 ||
+			    memcmp(m[c].salt, m[good].salt, MS_SALT_SIZE) != 0) {
+				*error_r = ms_errf(
+					"%s copy %s and %s copy %s belong to "
+					"different stores",
+					copy_names[good], log->copy[good].root,
+					copy_names[c], log->copy[c].root);
+				return MS_EMISMATCH;
+			}
+			continue;
+		}
+		/* missing or damaged meta on one copy: take the good one's */
+		if (log->cfg.readonly)
+			continue;
+		msg_warn("copy=%s dir=%s: %s; rewriting it from the %s copy",
+			 copy_names[c], log->copy[c].root, err[c],
+			 copy_names[good]);
+		int r = ms_meta_write(log->copy[c].root_fd, &log->meta, error_r);
+		if (r < 0)
+			ms_log_copy_fail(log, c, r, "write meta");
+	}
+	return 0;
+}
+
+int ms_log_open(const struct ms_log_cfg *cfg, struct ms_log **log_r,
+		const char **error_r)
+{
+	struct ms_log *log = ms_calloc(1, sizeof(*log));
+	int ret;
+
+	log->cfg = *cfg;
+	log->cfg.io = NULL;
+	if (log->cfg.seg_size == 0)
+		log->cfg.seg_size = MS_LOG_SEG_SIZE_DEFAULT;
+	if (log->cfg.seg_size < MS_LOG_SEG_SIZE_MIN)
+		log->cfg.seg_size = MS_LOG_SEG_SIZE_MIN;
+	log->ncopies = cfg->dir[1] != NULL ? 2 : 1;
+	for (int c = 0; c < MS_IO_COPIES; c++) {
+		log->copy[c].root_fd = log->copy[c].log_fd = -1;
+		log->copy[c].head_fd = -1;
+		for (int i = 0; i < MS_LOG_FD_CACHE; i++)
+			log->copy[c].cache[i].fd = -1;
+		if (c < log->ncopies)
+			log->copy[c].root = ms_strdup(cfg->dir[c]);
+	}
+	log->io = cfg->io;
+	log->sum = XXH3_createState();
+	if (log->sum == NULL)
+		msg_fatal("out of memory (XXH3 state)");
+	if (sodium_init() < 0) {
+		*error_r = "libsodium failed to initialise";
+		ret = -EIO;
+		goto fail;
+	}
+
+	int nok = 0;
+	const char *first_err = NULL;
+	for (int c = 0; c < log->ncopies; c++) {
+		const char *e;
+		ret = copy_open(log, c, &e);
+		if (ret < 0) {
+			first_err = first_err ? first_err : e;
+			ms_log_copy_fail(log, c, ret, e);
+		} else {
+			nok++;
+		}
+	}
+	if (nok == 0) {
+		*error_r = first_err;
+		ret = MS_ENOCOPY;
+		goto fail;
+	}
+	if ((ret = meta_setup(log, error_r)) < 0)
+		goto fail;
+	if (log->io == NULL && !log->cfg.readonly) {
+		if (cfg->engine == MS_IO_URING)
+			ret = ms_io_uring_new(cfg->uring_entries ? cfg->uring_entries : 64,
+					      &log->io, error_r);
+		else
+			ret = ms_io_psync_new(&log->io);
+		if (ret < 0)
+			goto fail;
+	} else if (log->io == NULL) {
+		ms_io_psync_new(&log->io);
+	}
+	if ((ret = ms_log_recover(log, error_r)) < 0)
+		goto fail;
+	*log_r = log;
+	return 0;
+fail:
+	if (log->io == NULL)
+		log->io = cfg->io; /* owned even on failure */
+	log->cfg.readonly = 1;	/* close must not try to flush */
+	ms_log_close(&log);
+	return ret;
+}
+
+/* ---- appends ---- */
+
+static struct ms_log_batch *batch_new(struct ms_log *log, uint64_t seg,
+				      uint64_t off)
+{
+	struct ms_log_batch *b = log->spare;
+	if (b != NULL) {
+		log->spare = b->next;
+	} else {
+		b = ms_calloc(1, sizeof(*b));
+		ms_buf_init(&b->data, 0);
+	}
+	b->next = NULL;
+	b->seg = seg;
+	b->off = off;
+	b->new_seg = 0;
+	b->sealed = 0;
+	b->nw = 0;
+	b->last_seq = 0;
+	ms_buf_reset(&b->data);
+	if (log->q_last != NULL)
+		log->q_last->next = b;
+	else
+		log->q_first = b;
+	log->q_last = b;
+	return b;
+}
+
+/* The batch the next record for the head segment goes into. */
+static struct ms_log_batch *batch_open(struct ms_log *log)
+{
+	struct ms_log_batch *b = log->q_last;
+	if (b == NULL || b->sealed || b->seg != log->head_seg ||
+	    (log->inflight && b == log->q_first))
+		b = batch_new(log, log->head_seg, log->head_end);
+	return b;
+}
+
+static void head_start(struct ms_log *log)
+{
+	struct ms_seg_hdr h;
+	uint8_t hb[MS_SEG_HDR_SIZE];
+
+	memcpy(h.store_id, log->meta.store_id, MS_STORE_ID_SIZE);
+	h.seg = log->head_seg;
+	h.timeline = log->timeline;
+	h.first_seq = log->next_seq;
+	ms_seg_hdr_encode(&h, hb);
+	struct ms_log_batch *b = batch_new(log, log->head_seg, 0);
+	b->new_seg = 1;
+	if (ms_buf_append(&b->data, hb, sizeof(hb)) < 0)
+		msg_panic("batch buffer refused a segment header");
+	XXH3_64bits_reset(log->sum);
+	XXH3_64bits_update(log->sum, hb, sizeof(hb));
+	log->head_end = MS_SEG_HDR_SIZE;
+	log->seg_first_seq = log->next_seq;
+	log->seg_count = 0;
+	log->need_hdr = 0;
+	ms_log_segs_add(log, log->head_seg);
+}
+
+static int put_record(struct ms_log *log, uint8_t type, uint8_t flags,
+		      const void *payload, uint32_t len, ms_log_done_fn *done,
+		      void *ctx, struct ms_pos *pos_r, uint64_t *seq_r)
+{
+	uint8_t hb[MS_REC_HDR_SIZE];
+	struct ms_log_batch *b = batch_open(log);
+	size_t at = b->data.len;
+
+	ms_rec_encode_hdr(hb, type, flags, len, log->next_seq, log->timeline,
+			  payload);
+	if (ms_buf_reserve(&b->data, sizeof(hb) + len) < 0)
+		return MS_ETOOBIG;
+	ms_buf_append(&b->data, hb, sizeof(hb));
+	ms_buf_append(&b->data, payload, len);
+	XXH3_64bits_update(log->sum, b->data.data + at, sizeof(hb) + len);
+
+	struct ms_pos pos = { log->head_seg, log->head_end };
+	if (done != NULL) {
+		if (b->nw == b->capw) {
+			b->capw = b->capw ? b->capw * 2 : 64;
+			b->w = ms_realloc(b->w, b->capw * sizeof(*b->w));
+		}
+		b->w[b->nw++] = (struct ms_log_waiter){ done, ctx,
+							log->next_seq, pos };
+	}
+	if (pos_r != NULL)
+		*pos_r = pos;
+	if (seq_r != NULL)
+		*seq_r = log->next_seq;
+	b->last_seq = log->next_seq;
+	log->head_end += sizeof(hb) + len;
+	log->next_seq++;
+	log->seg_count++;
+	return 0;
+}
+
+static void head_seal(struct ms_log *log)
+{
+	struct ms_seg_seal s = {
+		.count = log->seg_count,
+		.first_seq = log->seg_first_seq,
+		.last_seq = log->next_seq - 1,
+		.seal_off = log->head_end,
+		.sum = XXH3_64bits_digest(log->sum),
+	};
+	uint8_t p[MS_SEG_SEAL_PAYLOAD];
+
+	ms_seg_seal_encode(&s, p);
+	if (put_record(log, MS_REC_SEAL, 0, p, sizeof(p), NULL, NULL, NULL,
+		       NULL) < 0)
+		msg_panic("batch buffer refused a seal record");
+	log->q_last->sealed = 1;
+	log->head_seg++;
+	log->need_hdr = 1;
+}
+
+int ms_log_append(struct ms_log *log, uint8_t type, uint8_t flags,
+		  const void *payload, uint32_t len, ms_log_done_fn *done,
+		  void *ctx, struct ms_pos *pos_r, uint64_t *seq_r)
+{
+	const char *err;
+	uint8_t probe[MS_REC_HDR_SIZE];
+	struct ms_rec_hdr h;
+
+	if (log->cfg.readonly)
+		return MS_ESTATE;
+	if (log->dead)
+		return MS_ENOCOPY;
+	if (len > MS_REC_MAX_PAYLOAD)
+		return MS_ETOOBIG;
+	if (type == MS_REC_SEAL)
+		return -EINVAL;
+	/* the header must pass our own reader's checks */
+	probe[0] = type;
+	probe[1] = flags;
+	ms_put16(probe + 2, 0);
+	ms_put32(probe + 4, len);
+	if (ms_rec_check_hdr(probe, &h, &err) < 0)
+		return -EINVAL;
+
+	uint64_t need = MS_REC_HDR_SIZE + (uint64_t)len + MS_SEG_SEAL_SIZE;
+	if (!log->need_hdr && log->seg_count > 0 &&
+	    log->head_end + need > log->cfg.seg_size)
+		head_seal(log);
+	if (log->need_hdr)
+		head_start(log);
+	int ret = put_record(log, type, flags, payload, len, done, ctx, pos_r,
+			     seq_r);
+	if (ret == 0) {
+		log->st.appends++;
+		log->st.append_bytes += len;
+	}
+	return ret;
+}
+
+/* ---- flushes ---- */
+
+static int head_fd_for(struct ms_log *log, int c, struct ms_log_batch *b)
+{
+	struct ms_log_copy *cp = &log->copy[c];
+	char name[MS_SEG_NAME_LEN + 1];
+
+	if (cp->head_fd >= 0 && cp->head_fd_seg == b->seg)
+		return cp->head_fd;
+	if (cp->head_fd >= 0)
+		close(cp->head_fd);
+	cp->head_fd = -1;
+	ms_seg_name(b->seg, name);
+	int flags = O_RDWR | O_CLOEXEC | (b->new_seg ? O_CREAT | O_EXCL : 0);
+	int fd = openat(cp->log_fd, name, flags, 0640);
+	if (fd < 0) {
+		int err = -errno;
+		ms_log_copy_fail(log, c, err,
+				 ms_errf("create segment %s", name));
+		return err;
+	}
+	/* the new file's directory entry must be durable before its data
+	   is acknowledged */
+	if (b->new_seg && fsync(cp->log_fd) < 0) {
+		int err = -errno;
+		close(fd);
+		ms_log_copy_fail(log, c, err, "fsync log directory");
+		return err;
+	}
+	cp->head_fd = fd;
+	cp->head_fd_seg = b->seg;
+	return fd;
+}
+
+static void batch_finish(struct ms_log *log, struct ms_log_batch *b,
+			 int status)
+{
+	if (status == 0) {
+		log->durable.seg = b->seg;
+		log->durable.off = b->off + b->data.len;
+		if (b->last_seq != 0)
+			log->durable_seq = b->last_seq;
+	}
+	for (size_t i = 0; i < b->nw; i++) {
+		b->w[i].fn(b->w[i].ctx, status, b->w[i].seq, b->w[i].pos);
+	}
+	b->nw = 0;
+}
+
+static void flush_fail_all(struct ms_log *log)
+{
+	log->dead = 1;
+	while (log->q_first != NULL) {
+		struct ms_log_batch *b = log->q_first;
+		log->q_first = b->next;
+		batch_finish(log, b, MS_ENOCOPY);
+		b->next = log->spare;
+		log->spare = b;
+	}
+	log->q_last = NULL;
+}
+
+static void flush_start(struct ms_log *log)
+{
+	struct ms_log_batch *b = log->q_first;
+	int nok = 0;
+
+	for (int c = 0; c < MS_IO_COPIES; c++) {
+		log->fl.fd[c] = -1;
+		if (c >= log->ncopies || log->copy[c].state != MS_COPY_OK)
+			continue;
+		int fd = head_fd_for(log, c, b);
+		if (fd >= 0) {
+			log->fl.fd[c] = fd;
+			nok++;
+		}
+	}
+	if (nok == 0) {
+		flush_fail_all(log);
+		return;
+	}
+	log->fl.buf = b->data.data;
+	log->fl.len = b->data.len;
+	log->fl.off = b->off;
+	log->flush_t0 = now_ns();
+	int ret = log->io->ops->flush_start(log->io, &log->fl);
+	if (ret < 0) {
+		for (int c = 0; c < log->ncopies; c++)
+			if (log->fl.fd[c] >= 0)
+				ms_log_copy_fail(log, c, ret, "submit flush");
+		flush_fail_all(log);
+		return;
+	}
+	log->inflight = 1;
+}
+
+static void flush_done(struct ms_log *log)
+{
+	struct ms_log_batch *b = log->q_first;
+	int nok = 0;
+
+	log->inflight = 0;
+	for (int c = 0; c < MS_IO_COPIES; c++) {
+		if (log->fl.fd[c] < 0)
+			continue;
+		if (log->fl.res[c] < 0)
+			ms_log_copy_fail(log, c, log->fl.res[c],
+					 ms_errf("write+fdatasync segment %llu "
+						 "offset %llu length %zu",
+						 (unsigned long long)b->seg,
+						 (unsigned long long)b->off,
+						 b->data.len));
+		else
+			nok++;
+	}
+	if (nok == 0) {
+		flush_fail_all(log);
+		return;
+	}
+	log->st.flushes++;
+	log->st.flushed_records += b->nw;
+	log->st.flush_ns += now_ns() - log->flush_t0;
+	log->q_first = b->next;
+	if (log->q_first == NULL)
+		log->q_last = NULL;
+	batch_finish(log, b, 0);
+	if (b->sealed) {
+		for (int c = 0; c < log->ncopies; c++) {
+			if (log->copy[c].head_fd >= 0)
+				close(log->copy[c].head_fd);
+			log->copy[c].head_fd = -1;
+		}
+	}
+	b->next = log->spare;
+	log->spare = b;
+}
+
+int ms_log_run(struct ms_log *log, int block)
+{
+	if (log->inflight) {
+		int r = log->io->ops->flush_reap(log->io, &log->fl, block);
+		if (r < 0)
+			return r;
+		if (r == 0)
+			return 1;
+		flush_done(log);
+	}
+	if (!log->inflight && log->q_first != NULL && !log->dead)
+		flush_start(log);
+	return log->inflight || log->q_first != NULL;
+}
+
+int ms_log_sync(struct ms_log *log)
+{
+	int r;
+	while ((r = ms_log_run(log, 1)) > 0)
+		;
+	if (r < 0)
+		return r;
+	return log->dead ? MS_ENOCOPY : 0;
+}
+
+int ms_log_event_fd(struct ms_log *log)
+{
+	return log->io->ops->event_fd(log->io);
+}
+
+/* ---- reads ---- */
+
+/* Read and check the record at pos on copy c. */
+static int read_copy(struct ms_log *log, int c, struct ms_pos pos,
+		     struct ms_rec_hdr *hdr_r, struct ms_buf *out,
+		     const char **error_r)
+{
+	uint8_t hb[MS_REC_HDR_SIZE];
+	int fd = ms_log_seg_fd(log, c, pos.seg);
+	int ret;
+
+	if (fd < 0) {
+		*error_r = ms_errf("open: %s", ms_strerror(fd));
+		return fd;
+	}
+	ret = log->io->ops->pread(log->io, c, fd, hb, sizeof(hb), pos.off);
+	if (ret < 0) {
+		*error_r = ms_errf("read header: %s", ms_strerror(ret));
+		return ret;
+	}
+	if ((ret = ms_rec_check_hdr(hb, hdr_r, error_r)) < 0)
+		return ret;
+	ms_buf_reset(out);
+	if ((ret = ms_buf_resize(out, hdr_r->len)) < 0) {
+		*error_r = "record larger than the read buffer allows";
+		return ret;
+	}
+	ret = log->io->ops->pread(log->io, c, fd, out->data, hdr_r->len,
+				  pos.off + MS_REC_HDR_SIZE);
+	if (ret < 0) {
+		*error_r = ms_errf("read payload: %s", ms_strerror(ret));
+		return ret;
+	}
+	return ms_rec_check_sum(hb, out->data, hdr_r->len, error_r);
+}
+
+static void heal(struct ms_log *log, int c, struct ms_pos pos,
+		 const struct ms_rec_hdr *h, const struct ms_buf *payload)
+{
+	uint8_t hb[MS_REC_HDR_SIZE];
+	int fd = ms_log_seg_fd(log, c, pos.seg);
+	int ret = fd;
+
+	/* rebuild the exact header bytes of the good copy */
+	ms_rec_encode_hdr(hb, h->type, h->flags, h->len, h->seq, h->timeline,
+			  payload->data);
+	if (fd >= 0)
+		ret = log->io->ops->pwrite(log->io, c, fd, hb, sizeof(hb),
+					   pos.off);
+	if (ret >= 0)
+		ret = log->io->ops->pwrite(log->io, c, fd, payload->data,
+					   h->len, pos.off + MS_REC_HDR_SIZE);
+	if (ret >= 0)
+		ret = log->io->ops->datasync(log->io, c, fd);
+	if (ret < 0) {
+		msg_error("copy=%s segment=%llu offset=%llu: self-heal write "
+			  "failed: %s",
+			  copy_names[c], (unsigned long long)pos.seg,
+			  (unsigned long long)pos.off, ms_strerror(ret));
+		return;
+	}
+	log->st.heals++;
+	msg_warn("copy=%s segment=%llu offset=%llu: bad record rewritten from "
+		 "the %s copy (self-heal)",
+		 copy_names[c], (unsigned long long)pos.seg,
+		 (unsigned long long)pos.off, copy_names[1 - c]);
+}
+
+int ms_log_read(struct ms_log *log, struct ms_pos pos,
+		struct ms_rec_hdr *hdr_r, struct ms_buf *payload,
+		const char **error_r)
+{
+	const char *why[MS_IO_COPIES] = { "not tried", "not tried" };
+	int bad[MS_IO_COPIES] = { 0, 0 };
+	int ret = MS_ECORRUPT;
+
+	if (pos.seg > log->durable.seg ||
+	    (pos.seg == log->durable.seg && pos.off >= log->durable.off) ||
+	    pos.off < MS_SEG_HDR_SIZE) {
+		*error_r = ms_errf("segment %llu offset %llu: not a durable "
+				   "record position",
+				   (unsigned long long)pos.seg,
+				   (unsigned long long)pos.off);
+		return MS_ENOTFOUND;
+	}
+	for (int c = 0; c < log->ncopies; c++) {
+		struct ms_rec_hdr h;
+		ret = read_copy(log, c, pos, &h, payload, &why[c]);
+		if (ret == 0) {
+			for (int o = 0; o < c; o++)
+				if (bad[o] && !log->cfg.readonly)
+					heal(log, o, pos, &h, payload);
+			*hdr_r = h;
+			return 0;
+		}
+		bad[c] = 1;
+		log->st.read_errors++;
+		msg_warn("copy=%s segment=%llu offset=%llu: %s",
+			 copy_names[c], (unsigned long long)pos.seg,
+			 (unsigned long long)pos.off, why[c]);
+	}
+	*error_r = ms_errf("segment %llu offset %llu: bad on every copy "
+			   "(primary: %s; secondary: %s)",
+			   (unsigned long long)pos.seg,
+			   (unsigned long long)pos.off, why[0],
+			   log->ncopies > 1 ? why[1] : "none configured");
+	return ret == MS_ENOTFOUND ? MS_ECORRUPT : (ret < 0 ? ret : MS_ECORRUPT);
+}
+
+int ms_log_scrub(struct ms_log *log, uint64_t seg, struct ms_scrub_stats *st,
+		 const char **error_r)
+{
+	struct ms_buf buf[MS_IO_COPIES];
+	struct ms_pos pos = { seg, MS_SEG_HDR_SIZE };
+	int ret = 0;
+
+	for (int c = 0; c < MS_IO_COPIES; c++)
+		ms_buf_init(&buf[c], 0);
+	for (;;) {
+		struct ms_rec_hdr h[MS_IO_COPIES];
+		const char *why[MS_IO_COPIES] = { "", "" };
+		int ok[MS_IO_COPIES] = { 0, 0 }, good = -1;
+
+		if (pos.seg > log->durable.seg ||
+		    (pos.seg == log->durable.seg && pos.off >= log->durable.off))
+			break;
+		for (int c = 0; c < log->ncopies; c++) {
+			ok[c] = read_copy(log, c, pos, &h[c], &buf[c],
+					  &why[c]) == 0;
+			if (ok[c] && good < 0)
+				good = c;
+		}
+		if (good < 0) {
+			st->bad++;
+			*error_r = ms_errf("segment %llu offset %llu: bad on "
+					   "every copy (primary: %s; "
+					   "secondary: %s)",
+					   (unsigned long long)pos.seg,
+					   (unsigned long long)pos.off, why[0],
+					   log->ncopies > 1 ? why[1] : "none");
+			ret = MS_ECORRUPT;
+			break;
+		}
+		for (int c = 0; c < log->ncopies; c++) {
+			if (c == good)
+				continue;
+			if (ok[c] && h[c].sum == h[good].sum &&
+			    h[c].len == h[good].len &&
+			    memcmp(buf[c].data, buf[good].data, h[c].len) == 0)
+				continue;
+			if (!ok[c])
+				msg_warn("copy=%s segment=%llu offset=%llu: %s",
+					 copy_names[c],
+					 (unsigned long long)pos.seg,
+					 (unsigned long long)pos.off, why[c]);
+			if (log->cfg.readonly || log->copy[c].state != MS_COPY_OK)
+				continue;
+			heal(log, c, pos, &h[good], &buf[good]);
+			st->healed++;
+		}
+		st->records++;
+		st->bytes += MS_REC_HDR_SIZE + h[good].len;
+		pos.off += MS_REC_HDR_SIZE + h[good].len;
+		if (h[good].type == MS_REC_SEAL)
+			break;
+	}
+	for (int c = 0; c < MS_IO_COPIES; c++)
+		ms_buf_free(&buf[c]);
+	return ret;
+}
+
+const uint64_t *ms_log_segments(struct ms_log *log, size_t *n_r)
+{
+	*n_r = log->nsegs;
+	return log->segs;
+}
+
+/* ---- iteration ---- */
+
+struct ms_log_iter {
+	struct ms_log *log;
+	size_t segi;
+	struct ms_pos pos;
+	struct ms_buf payload;
+};
+
+int ms_log_iter_new(struct ms_log *log, struct ms_pos from,
+		    struct ms_log_iter **it_r)
+{
+	struct ms_log_iter *it = ms_calloc(1, sizeof(*it));
+	it->log = log;
+	ms_buf_init(&it->payload, 0);
+	it->segi = 0;
+	if (from.seg != 0) {
+		while (it->segi < log->nsegs && log->segs[it->segi] < from.seg)
+			it->segi++;
+	}
+	it->pos.seg = it->segi < log->nsegs ? log->segs[it->segi] : 0;
+	it->pos.off = from.seg != 0 && it->pos.seg == from.seg &&
+				      from.off > MS_SEG_HDR_SIZE
+			      ? from.off
+			      : MS_SEG_HDR_SIZE;
+	*it_r = it;
+	return 0;
+}
+
+int ms_log_iter_next(struct ms_log_iter *it, struct ms_pos *pos_r,
+		     struct ms_rec_hdr *hdr_r, const uint8_t **payload_r,
+		     const char **error_r)
+{
+	struct ms_log *log = it->log;
+
+	for (;;) {
+		if (it->segi >= log->nsegs)
+			return 0;
+		if (it->pos.seg > log->durable.seg ||
+		    (it->pos.seg == log->durable.seg &&
+		     it->pos.off >= log->durable.off))
+			return 0;
+		int ret = ms_log_read(log, it->pos, hdr_r, &it->payload,
+				      error_r);
+		if (ret < 0)
+			return ret;
+		*pos_r = it->pos;
+		*payload_r = it->payload.data;
+		if (hdr_r->type == MS_REC_SEAL) {
+			/* a seal ends its segment: go on to the next */
+			if (++it->segi < log->nsegs) {
+				it->pos.seg = log->segs[it->segi];
+				it->pos.off = MS_SEG_HDR_SIZE;
+			} else {
+				it->pos.off += MS_REC_HDR_SIZE + hdr_r->len;
+			}
+		} else {
+			it->pos.off += MS_REC_HDR_SIZE + hdr_r->len;
+		}
+		return 1;
+	}
+}
+
+void ms_log_iter_free(struct ms_log_iter **itp)
+{
+	struct ms_log_iter *it = *itp;
+	if (it == NULL)
+		return;
+	ms_buf_free(&it->payload);
+	free(it);
+	*itp = NULL;
+}
+
+/* ---- status, close ---- */
+
+void ms_log_get_status(struct ms_log *log, struct ms_log_status *st)
+{
+	*st = log->st;
+	st->ncopies = log->ncopies;
+	st->degraded = 0;
+	for (int c = 0; c < log->ncopies; c++) {
+		st->copy[c] = log->copy[c].state;
+		st->copy_dir[c] = log->copy[c].root;
+		snprintf(st->copy_error[c], sizeof(st->copy_error[c]), "%s",
+			 log->copy[c].error);
+		if (log->copy[c].state != MS_COPY_OK)
+			st->degraded = 1;
+	}
+	st->dead = log->dead;
+	st->engine = log->io ? log->io->ops->name : "none";
+	st->durable = log->durable;
+	st->durable_seq = log->durable_seq;
+	st->next_seq = log->next_seq;
+	st->timeline = log->timeline;
+	st->first_seg = log->nsegs ? log->segs[0] : 0;
+	st->head_seg = log->head_seg;
+	st->nsegs = log->nsegs;
+}
+
+const struct ms_meta *ms_log_meta(struct ms_log *log)
+{
+	return &log->meta;
+}
+
+static void batch_free_list(struct ms_log_batch *b)
+{
+	while (b != NULL) {
+		struct ms_log_batch *next = b->next;
+		ms_buf_free(&b->data);
+		free(b->w);
+		free(b);
+		b = next;
+	}
+}
+
+void ms_log_close(struct ms_log **logp)
+{
+	struct ms_log *log = *logp;
+	if (log == NULL)
+		return;
+	if (!log->cfg.readonly && log->io != NULL)
+		(void)ms_log_sync(log);
+	batch_free_list(log->q_first);
+	batch_free_list(log->spare);
+	for (int c = 0; c < MS_IO_COPIES; c++) {
+		struct ms_log_copy *cp = &log->copy[c];
+		for (int i = 0; i < MS_LOG_FD_CACHE; i++)
+			if (cp->cache[i].fd >= 0)
+				close(cp->cache[i].fd);
+		if (cp->head_fd >= 0)
+			close(cp->head_fd);
+		if (cp->log_fd >= 0)
+			close(cp->log_fd);
+		if (cp->root_fd >= 0)
+			close(cp->root_fd);
+		free(cp->root);
+	}
+	ms_io_free(&log->io);
+	if (log->sum != NULL)
+		XXH3_freeState(log->sum);
+	free(log->segs);
+	free(log);
+	*logp = NULL;
+}

@@ -1,0 +1,142 @@
+/*
+ * log.h - the store's ordered log of records, kept on two copies
+ * (primary and secondary), with group commit.
+ *
+ * Promise: the done callback of an append says 0 only after the record
+ * was written and fdatasync'ed on every copy that is still healthy, and
+ * at least one is.  A copy whose write or sync fails is marked failed and
+ * left alone (degraded, logged, in the status); with no healthy copy left
+ * the log is dead: every queued and later append fails with MS_ENOCOPY
+ * and nothing more is acknowledged.
+ *
+ * Group commit: appends only copy the record into the open batch.  A
+ * flush takes the oldest batch; the next flush starts when it completes,
+ * taking everything that arrived meanwhile (no timer).  Call ms_log_run()
+ * from the event loop (when ms_log_event_fd() polls readable, or after
+ * appending); ms_log_sync() runs until everything queued is settled.
+ *
+ * Reads check every record; a record bad on one copy is read from the
+ * other and the bad copy is rewritten (self-heal).  Bad on both: an error
+ * naming segment:offset and what failed on each copy.
+ *
+ * Open recovers: the durable prefix is the longest run of valid records
+ * (both copies read in lockstep, a record good on either counts); a torn
+ * tail is copied to <copy>/lost+found/ and cut; the copies are made equal.
+ * Not thread-safe: one thread owns a log.
+ */
+#ifndef MS_LOG_H
+#define MS_LOG_H
+
+#include "buf.h"
+#include "io.h"
+#include "rec.h"
+#include "seg.h"
+
+#define MS_LOG_SEG_SIZE_DEFAULT ((uint64_t)64 << 20)
+#define MS_LOG_SEG_SIZE_MIN ((uint64_t)4096)
+
+struct ms_log_cfg {
+	const char *dir[MS_IO_COPIES];	/* copy roots; dir[1] NULL: one copy */
+	uint64_t seg_size;		/* 0: MS_LOG_SEG_SIZE_DEFAULT */
+	enum ms_io_kind engine;
+	unsigned uring_entries;		/* 0: default */
+	struct ms_io *io;		/* use this engine (tests); owned */
+	int create;			/* make a new store if there is none */
+	int readonly;			/* no recovery writes, no appends */
+};
+
+enum ms_copy_state { MS_COPY_OK, MS_COPY_FAILED };
+
+struct ms_log_status {
+	int ncopies;
+	enum ms_copy_state copy[MS_IO_COPIES];
+	char copy_error[MS_IO_COPIES][256];
+	const char *copy_dir[MS_IO_COPIES];
+	int degraded;			/* a copy has failed */
+	int dead;			/* no copy is writable */
+	const char *engine;
+	struct ms_pos durable;		/* end of the durable log */
+	uint64_t durable_seq;		/* last durable record's seq */
+	uint64_t next_seq;
+	uint64_t timeline;
+	uint64_t first_seg, head_seg, nsegs;
+	uint64_t appends, append_bytes;
+	uint64_t flushes, flushed_records, flush_ns;
+	uint64_t heals, read_errors;
+};
+
+/* status: 0 durable, else why not (the record is not acknowledged). */
+typedef void ms_log_done_fn(void *ctx, int status, uint64_t seq,
+			    struct ms_pos pos);
+
+struct ms_log;
+
+int ms_log_open(const struct ms_log_cfg *cfg, struct ms_log **log_r,
+		const char **error_r);
+/* Settles everything queued (ms_log_sync), then closes. */
+void ms_log_close(struct ms_log **log);
+
+/*
+ * Queue a record.  Its position and seq are known at once (pos_r, seq_r
+ * may be NULL); done(ctx, ...) runs from ms_log_run()/ms_log_sync() once
+ * the record is durable or has failed.  MS_ETOOBIG, MS_ENOCOPY (dead),
+ * MS_ESTATE (read-only), -EINVAL (reserved type) without queuing.
+ */
+int ms_log_append(struct ms_log *log, uint8_t type, uint8_t flags,
+		  const void *payload, uint32_t len, ms_log_done_fn *done,
+		  void *ctx, struct ms_pos *pos_r, uint64_t *seq_r);
+
+/*
+ * Make progress: reap a finished flush (running its callbacks) and start
+ * the next.  block: wait for the flush in flight.  Returns 1 while work
+ * is queued or in flight, 0 when idle, <0 on an engine error.
+ */
+int ms_log_run(struct ms_log *log, int block);
+/* Run until idle.  0 if every record queued so far is durable. */
+int ms_log_sync(struct ms_log *log);
+/* Polls readable when ms_log_run() has a completion to reap; -1: none. */
+int ms_log_event_fd(struct ms_log *log);
+
+/*
+ * Read the durable record at pos.  Payload goes to *payload (reset
+ * first).  MS_ENOTFOUND past the durable end; MS_ECORRUPT when no copy
+ * has a good record there (*error_r names segment:offset and each copy's
+ * failure).
+ */
+int ms_log_read(struct ms_log *log, struct ms_pos pos,
+		struct ms_rec_hdr *hdr_r, struct ms_buf *payload,
+		const char **error_r);
+
+/*
+ * Scrub: read every record of one segment on every copy, rewrite a bad
+ * record from a copy where it is good, count what was found.  A record
+ * bad on every copy stops the scrub of that segment (its length cannot be
+ * trusted) with MS_ECORRUPT and *error_r naming segment:offset.
+ */
+struct ms_scrub_stats {
+	uint64_t records, bytes, healed, bad;
+};
+int ms_log_scrub(struct ms_log *log, uint64_t seg, struct ms_scrub_stats *st,
+		 const char **error_r);
+/* Segment numbers of the log, ascending (valid until the next append). */
+const uint64_t *ms_log_segments(struct ms_log *log, size_t *n_r);
+
+void ms_log_get_status(struct ms_log *log, struct ms_log_status *st);
+const struct ms_meta *ms_log_meta(struct ms_log *log);
+
+/* Walk the durable records in log order, from a position. */
+struct ms_log_iter;
+/* from.seg == 0: from the first record of the log. */
+int ms_log_iter_new(struct ms_log *log, struct ms_pos from,
+		    struct ms_log_iter **it_r);
+/*
+ * 1 with the record (payload_r valid until the next call), 0 at the
+ * durable end, <0 when a record is bad on every copy (*error_r says
+ * where; the iterator cannot go past it).
+ */
+int ms_log_iter_next(struct ms_log_iter *it, struct ms_pos *pos_r,
+		     struct ms_rec_hdr *hdr_r, const uint8_t **payload_r,
+		     const char **error_r);
+void ms_log_iter_free(struct ms_log_iter **it);
+
+#endif

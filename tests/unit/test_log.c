@@ -1,0 +1,529 @@
+/*
+ * test_log - the log engine's promises, one cmocka test each:
+ * appends and reads across segment rolls, recovery of a torn tail,
+ * EIO on one copy (write, sync) → degraded but acknowledged, EIO on both
+ * → nothing acknowledged, short writes, corruption on one copy healed,
+ * corruption on both reported with segment:offset, broken files refused
+ * cleanly, and the io_uring completion rules.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "log.h"
+#include "msg.h"
+#include "mstest.h"
+
+struct t {
+	char *root;
+	char a[4200], b[4200];
+};
+
+static struct t *t_new(void)
+{
+	static struct t t;
+	t.root = mst_tmpdir("log");
+	snprintf(t.a, sizeof(t.a), "%s/a", t.root);
+	snprintf(t.b, sizeof(t.b), "%s/b", t.root);
+	return &t;
+}
+
+static struct ms_log *t_open(struct t *t, uint64_t seg_size,
+			     struct ms_io *io, enum ms_io_kind kind)
+{
+	struct ms_log_cfg cfg = { .dir = { t->a, t->b },
+				  .seg_size = seg_size,
+				  .engine = kind,
+				  .io = io,
+				  .create = 1 };
+	struct ms_log *log = NULL;
+	const char *err = NULL;
+	int ret = ms_log_open(&cfg, &log, &err);
+	if (ret < 0)
+		fail_msg("open: %s", err);
+	return log;
+}
+
+struct acks {
+	int ok, failed, last_status;
+};
+
+static void on_done(void *ctx, int status, uint64_t seq, struct ms_pos pos)
+{
+	struct acks *a = ctx;
+	(void)seq;
+	(void)pos;
+	if (status == 0)
+		a->ok++;
+	else
+		a->failed++;
+	a->last_status = status;
+}
+
+/* append n records with content key+i; positions into pos[] */
+static void put_n(struct ms_log *log, int n, uint64_t key, struct ms_pos *pos,
+		  struct acks *a, size_t len)
+{
+	uint8_t buf[70000];
+	assert_true(len <= sizeof(buf));
+	for (int i = 0; i < n; i++) {
+		mst_fill(buf, len, key + (uint64_t)i);
+		int ret = ms_log_append(log, MS_REC_NOOP, 0, buf, (uint32_t)len,
+					on_done, a, &pos[i], NULL);
+		assert_int_equal(ret, 0);
+		if (i % 5 == 4)
+			ms_log_run(log, 0);
+	}
+	ms_log_sync(log);
+}
+
+static void check_n(struct ms_log *log, int n, uint64_t key,
+		    const struct ms_pos *pos, size_t len)
+{
+	uint8_t want[70000];
+	struct ms_buf p;
+	ms_buf_init(&p, 0);
+	for (int i = 0; i < n; i++) {
+		struct ms_rec_hdr h;
+		const char *err = NULL;
+		int ret = ms_log_read(log, pos[i], &h, &p, &err);
+		if (ret < 0)
+			fail_msg("read %d: %s", i, err);
+		mst_fill(want, len, key + (uint64_t)i);
+		assert_int_equal(h.len, len);
+		assert_memory_equal(p.data, want, len);
+	}
+	ms_buf_free(&p);
+}
+
+static void seg_path(char *out, size_t n, const char *root, uint64_t seg)
+{
+	char name[MS_SEG_NAME_LEN + 1];
+	ms_seg_name(seg, name);
+	snprintf(out, n, "%s/log/%s", root, name);
+}
+
+static void test_append_read_roll(void **state)
+{
+	(void)state;
+	for (int kind = 0; kind < 2; kind++) {
+		struct t *t = t_new();
+		struct ms_pos pos[300];
+		struct acks a = { 0 };
+		struct ms_log *log = t_open(t, 16384, NULL,
+					    kind ? MS_IO_PSYNC : MS_IO_URING);
+		put_n(log, 300, 1, pos, &a, 500);
+		assert_int_equal(a.ok, 300);
+		struct ms_log_status st;
+		ms_log_get_status(log, &st);
+		assert_true(st.nsegs > 5); /* rolled many times */
+		assert_false(st.degraded);
+		check_n(log, 300, 1, pos, 500);
+		ms_log_close(&log);
+		const char *why;
+		assert_true(mst_copies_equal(t->a, t->b, &why));
+		/* reopen: everything is still there and appends continue */
+		log = t_open(t, 16384, NULL, MS_IO_PSYNC);
+		check_n(log, 300, 1, pos, 500);
+		struct ms_pos pos2[10];
+		put_n(log, 10, 1000, pos2, &a, 100);
+		check_n(log, 10, 1000, pos2, 100);
+		ms_log_close(&log);
+		mst_rmtree(t->root);
+	}
+}
+
+static void test_torn_tail_recovered(void **state)
+{
+	(void)state;
+	struct t *t = t_new();
+	struct ms_pos pos[20];
+	struct acks a = { 0 };
+	struct ms_log *log = t_open(t, 0, NULL, MS_IO_PSYNC);
+	put_n(log, 20, 7, pos, &a, 1000);
+	ms_log_close(&log);
+	/* garbage after the last record on the primary, a half record on
+	   the secondary */
+	char p[4300];
+	seg_path(p, sizeof(p), t->a, 1);
+	int fd = open(p, O_WRONLY | O_APPEND);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "garbage garbage garbage garbage garbage", 39), 39);
+	close(fd);
+	seg_path(p, sizeof(p), t->b, 1);
+	long long size = mst_file_size(p);
+	assert_int_equal(truncate(p, size - 10), 0);
+	log = t_open(t, 0, NULL, MS_IO_PSYNC);
+	/* the last record survives: it was whole on the primary */
+	check_n(log, 20, 7, pos, 1000);
+	ms_log_close(&log);
+	const char *why;
+	assert_true(mst_copies_equal(t->a, t->b, &why));
+	/* the tail went to lost+found */
+	char lf[4300];
+	snprintf(lf, sizeof(lf), "%s/lost+found", t->a);
+	struct stat st;
+	assert_int_equal(stat(lf, &st), 0);
+	mst_rmtree(t->root);
+}
+
+static void fault_case(int copy, int on_sync, int both)
+{
+	struct t *t = t_new();
+	struct ms_pos pos[40];
+	struct acks a = { 0 };
+	struct ms_io *inner, *io;
+	struct ms_fault_plan plan = { .copy = both ? -1 : copy,
+				      .sticky = 1 };
+	if (on_sync)
+		plan.fail_sync = 5;
+	else
+		plan.fail_write = 5;
+	ms_io_psync_new(&inner);
+	ms_io_fault_new(inner, &plan, &io);
+	struct ms_log *log = t_open(t, 0, io, MS_IO_PSYNC);
+	uint8_t buf[100];
+	for (int i = 0; i < 40; i++) {
+		mst_fill(buf, sizeof(buf), 50 + (uint64_t)i);
+		int ret = ms_log_append(log, MS_REC_NOOP, 0, buf, sizeof(buf),
+					on_done, &a, &pos[i], NULL);
+		if (both && ret == MS_ENOCOPY)
+			break;
+		assert_int_equal(ret, 0);
+		ms_log_run(log, 1);
+	}
+	ms_log_sync(log);
+	struct ms_log_status st;
+	ms_log_get_status(log, &st);
+	if (!both) {
+		assert_int_equal(a.ok, 40);
+		assert_int_equal(a.failed, 0);
+		assert_true(st.degraded);
+		assert_false(st.dead);
+		assert_int_equal(st.copy[copy], MS_COPY_FAILED);
+		assert_int_equal(st.copy[1 - copy], MS_COPY_OK);
+		check_n(log, 40, 50, pos, sizeof(buf));
+	} else {
+		/* 4 flushes went through, the 5th failed on both copies */
+		assert_int_equal(a.ok, 4);
+		assert_true(a.failed >= 1);
+		assert_int_equal(a.last_status, MS_ENOCOPY);
+		assert_true(st.dead);
+		assert_int_equal(ms_log_append(log, MS_REC_NOOP, 0, buf, 1,
+					       NULL, NULL, NULL, NULL),
+				 MS_ENOCOPY);
+	}
+	ms_log_close(&log);
+	/* reopen without faults: the failed copy is repaired */
+	log = t_open(t, 0, NULL, MS_IO_PSYNC);
+	check_n(log, both ? 4 : 40, 50, pos, sizeof(buf));
+	ms_log_get_status(log, &st);
+	/* nothing acknowledged is lost; a record whose write failed is not
+	   there, one whose sync failed may be (it was never acknowledged) */
+	if (both && !on_sync)
+		assert_int_equal(st.durable_seq, 4);
+	if (both && on_sync)
+		assert_true(st.durable_seq == 4 || st.durable_seq == 5);
+	ms_log_close(&log);
+	const char *why;
+	if (!mst_copies_equal(t->a, t->b, &why))
+		fail_msg("%s", why);
+	mst_rmtree(t->root);
+}
+
+static void test_eio_secondary_write(void **state)
+{
+	(void)state;
+	fault_case(1, 0, 0);
+}
+
+static void test_eio_secondary_sync(void **state)
+{
+	(void)state;
+	fault_case(1, 1, 0);
+}
+
+static void test_eio_primary_write(void **state)
+{
+	(void)state;
+	fault_case(0, 0, 0);
+}
+
+static void test_eio_both(void **state)
+{
+	(void)state;
+	fault_case(0, 0, 1);
+	fault_case(0, 1, 1);
+}
+
+static void test_short_write(void **state)
+{
+	(void)state;
+	struct t *t = t_new();
+	struct ms_pos pos[10];
+	struct acks a = { 0 };
+	struct ms_io *inner, *io;
+	struct ms_fault_plan plan = { .copy = 0, .short_write = 3,
+				      .short_len = 17 };
+	ms_io_psync_new(&inner);
+	ms_io_fault_new(inner, &plan, &io);
+	struct ms_log *log = t_open(t, 0, io, MS_IO_PSYNC);
+	put_n(log, 10, 3, pos, &a, 3000);
+	assert_int_equal(a.ok, 10);
+	struct ms_log_status st;
+	ms_log_get_status(log, &st);
+	assert_false(st.degraded);
+	check_n(log, 10, 3, pos, 3000);
+	ms_log_close(&log);
+	const char *why;
+	assert_true(mst_copies_equal(t->a, t->b, &why));
+	mst_rmtree(t->root);
+}
+
+static void test_uring_steps(void **state)
+{
+	(void)state;
+	size_t done = 0;
+	assert_int_equal(ms_io_uring_write_step(100, 100, &done), MS_URING_OK);
+	assert_int_equal(done, 100);
+	done = 0;
+	assert_int_equal(ms_io_uring_write_step(100, 40, &done),
+			 MS_URING_RESUBMIT);
+	assert_int_equal(done, 40);
+	assert_int_equal(ms_io_uring_write_step(60, 60, &done), MS_URING_OK);
+	assert_int_equal(done, 100);
+	assert_int_equal(ms_io_uring_write_step(100, -EIO, &done),
+			 MS_URING_FAILED);
+	assert_int_equal(ms_io_uring_write_step(100, 0, &done),
+			 MS_URING_FAILED);
+	assert_int_equal(ms_io_uring_write_step(10, 11, &done),
+			 MS_URING_FAILED);
+}
+
+/* 3 sealed segments, then damage */
+static struct ms_log *sealed_store(struct t *t, struct ms_pos *pos)
+{
+	struct acks a = { 0 };
+	struct ms_log *log = t_open(t, 8192, NULL, MS_IO_PSYNC);
+	put_n(log, 30, 99, pos, &a, 700);
+	assert_int_equal(a.ok, 30);
+	ms_log_close(&log);
+	return NULL;
+}
+
+static void test_corrupt_one_copy_healed(void **state)
+{
+	(void)state;
+	struct t *t = t_new();
+	struct ms_pos pos[30];
+	sealed_store(t, pos);
+	char pa[4300], pb[4300];
+	/* flip a payload byte of record 2 (segment 1) on the primary, and
+	   a header byte of record 20 on the secondary */
+	seg_path(pa, sizeof(pa), t->a, pos[2].seg);
+	assert_int_equal(mst_flip(pa, pos[2].off + MS_REC_HDR_SIZE + 5, 0x40),
+			 0);
+	seg_path(pb, sizeof(pb), t->b, pos[20].seg);
+	assert_int_equal(mst_flip(pb, pos[20].off + 9, 0x01), 0);
+	struct ms_log *log = t_open(t, 8192, NULL, MS_IO_PSYNC);
+	check_n(log, 30, 99, pos, 700); /* right bytes from the other copy */
+	struct ms_log_status st;
+	ms_log_get_status(log, &st);
+	/* a read tries the primary first: only its damage was seen */
+	assert_int_equal(st.heals, 1);
+	/* the scrub reads both copies and heals the secondary too */
+	struct ms_scrub_stats ss = { 0 };
+	size_t nsegs;
+	const uint64_t *segs = ms_log_segments(log, &nsegs);
+	for (size_t i = 0; i < nsegs; i++) {
+		const char *err;
+		assert_int_equal(ms_log_scrub(log, segs[i], &ss, &err), 0);
+	}
+	assert_int_equal(ss.healed, 1);
+	assert_int_equal(ss.bad, 0);
+	assert_true(ss.records >= 30);
+	ms_log_close(&log);
+	const char *why;
+	if (!mst_copies_equal(t->a, t->b, &why)) /* both repaired */
+		fail_msg("%s", why);
+	mst_rmtree(t->root);
+}
+
+static void test_corrupt_both_copies(void **state)
+{
+	(void)state;
+	struct t *t = t_new();
+	struct ms_pos pos[30];
+	sealed_store(t, pos);
+	char pa[4300], pb[4300];
+	seg_path(pa, sizeof(pa), t->a, pos[4].seg);
+	seg_path(pb, sizeof(pb), t->b, pos[4].seg);
+	assert_int_equal(mst_flip(pa, pos[4].off + 40, 0x10), 0);
+	assert_int_equal(mst_flip(pb, pos[4].off + 41, 0x10), 0);
+	struct ms_log *log = t_open(t, 8192, NULL, MS_IO_PSYNC);
+	struct ms_buf p;
+	struct ms_rec_hdr h;
+	const char *err = NULL;
+	ms_buf_init(&p, 0);
+	assert_int_equal(ms_log_read(log, pos[4], &h, &p, &err), MS_ECORRUPT);
+	char want[100];
+	snprintf(want, sizeof(want), "segment %llu offset %llu",
+		 (unsigned long long)pos[4].seg,
+		 (unsigned long long)pos[4].off);
+	if (strstr(err, want) == NULL || strstr(err, "primary") == NULL ||
+	    strstr(err, "secondary") == NULL)
+		fail_msg("error does not name the place and copies: %s", err);
+	/* the neighbours are fine */
+	assert_int_equal(ms_log_read(log, pos[3], &h, &p, &err), 0);
+	assert_int_equal(ms_log_read(log, pos[5], &h, &p, &err), 0);
+	ms_buf_free(&p);
+	ms_log_close(&log);
+	mst_rmtree(t->root);
+}
+
+static void test_broken_files_refused(void **state)
+{
+	(void)state;
+	struct ms_pos pos[30];
+	const char *err = NULL;
+	struct ms_log *log;
+	char pa[4300], pb[4300];
+
+	/* a sealed segment cut short on one copy: rebuilt from the other */
+	struct t *t = t_new();
+	sealed_store(t, pos);
+	seg_path(pa, sizeof(pa), t->a, 1);
+	assert_int_equal(truncate(pa, 100), 0);
+	log = t_open(t, 8192, NULL, MS_IO_PSYNC);
+	check_n(log, 30, 99, pos, 700);
+	ms_log_close(&log);
+	assert_true(mst_copies_equal(t->a, t->b, &err));
+	mst_rmtree(t->root);
+
+	/* wrong magic on both copies of a sealed segment: a clean refusal */
+	t = t_new();
+	sealed_store(t, pos);
+	seg_path(pa, sizeof(pa), t->a, 2);
+	seg_path(pb, sizeof(pb), t->b, 2);
+	assert_int_equal(mst_flip(pa, 0, 0xff), 0);
+	assert_int_equal(mst_flip(pb, 0, 0xff), 0);
+	struct ms_log_cfg cfg = { .dir = { t->a, t->b },
+				  .engine = MS_IO_PSYNC };
+	assert_int_equal(ms_log_open(&cfg, &log, &err), MS_ECORRUPT);
+	assert_non_null(strstr(err, "segment 2"));
+	mst_rmtree(t->root);
+
+	/* an absurd length in a record header on both copies of the head:
+	   the log ends before it, nothing crashes */
+	t = t_new();
+	struct acks a = { 0 };
+	log = t_open(t, 0, NULL, MS_IO_PSYNC);
+	put_n(log, 10, 5, pos, &a, 100);
+	ms_log_close(&log);
+	uint8_t big[4] = { 0xff, 0xff, 0xff, 0x7f };
+	for (int c = 0; c < 2; c++) {
+		seg_path(pa, sizeof(pa), c ? t->b : t->a, 1);
+		int fd = open(pa, O_WRONLY);
+		assert_true(fd >= 0);
+		assert_int_equal(pwrite(fd, big, 4, (off_t)pos[7].off + 4), 4);
+		close(fd);
+	}
+	log = t_open(t, 0, NULL, MS_IO_PSYNC);
+	check_n(log, 7, 5, pos, 100);
+	struct ms_log_status st;
+	ms_log_get_status(log, &st);
+	assert_int_equal(st.durable_seq, 7);
+	ms_log_close(&log);
+	mst_rmtree(t->root);
+
+	/* copies of two different stores are refused */
+	t = t_new();
+	log = t_open(t, 0, NULL, MS_IO_PSYNC);
+	ms_log_close(&log);
+	char other[4300];
+	snprintf(other, sizeof(other), "%s/c", t->root);
+	struct ms_log_cfg c2 = { .dir = { other, NULL }, .create = 1,
+				 .engine = MS_IO_PSYNC };
+	assert_int_equal(ms_log_open(&c2, &log, &err), 0);
+	ms_log_close(&log);
+	struct ms_log_cfg c3 = { .dir = { t->a, other },
+				 .engine = MS_IO_PSYNC };
+	assert_int_equal(ms_log_open(&c3, &log, &err), MS_EMISMATCH);
+	mst_rmtree(t->root);
+}
+
+static void test_missing_secondary_rebuilt(void **state)
+{
+	(void)state;
+	struct t *t = t_new();
+	struct ms_pos pos[30];
+	sealed_store(t, pos);
+	mst_rmtree(t->b); /* a new, empty secondary device */
+	struct ms_log *log = t_open(t, 8192, NULL, MS_IO_PSYNC);
+	check_n(log, 30, 99, pos, 700);
+	ms_log_close(&log);
+	const char *why;
+	if (!mst_copies_equal(t->a, t->b, &why))
+		fail_msg("%s", why);
+	mst_rmtree(t->root);
+}
+
+static void test_bad_appends(void **state)
+{
+	(void)state;
+	struct t *t = t_new();
+	struct ms_log *log = t_open(t, 0, NULL, MS_IO_PSYNC);
+	assert_int_equal(ms_log_append(log, MS_REC_SEAL, 0, "x", 1, NULL, NULL,
+				       NULL, NULL),
+			 -EINVAL);
+	assert_int_equal(ms_log_append(log, 0, 0, "x", 1, NULL, NULL, NULL,
+				       NULL),
+			 -EINVAL);
+	assert_int_equal(ms_log_append(log, MS_REC_NOOP, 1, "x", 1, NULL, NULL,
+				       NULL, NULL),
+			 -EINVAL);
+	assert_int_equal(ms_log_append(log, MS_REC_NOOP, 0, "x",
+				       MS_REC_MAX_PAYLOAD + 1, NULL, NULL,
+				       NULL, NULL),
+			 MS_ETOOBIG);
+	struct ms_buf p;
+	struct ms_rec_hdr h;
+	const char *err;
+	ms_buf_init(&p, 0);
+	assert_int_equal(ms_log_read(log, (struct ms_pos){ 7, 64 }, &h, &p,
+				     &err),
+			 MS_ENOTFOUND);
+	ms_buf_free(&p);
+	ms_log_close(&log);
+	mst_rmtree(t->root);
+}
+
+int main(void)
+{
+	ms_msg_set_level((enum ms_msg_level)(MS_MSG_PANIC + 1));
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_append_read_roll),
+		cmocka_unit_test(test_torn_tail_recovered),
+		cmocka_unit_test(test_eio_secondary_write),
+		cmocka_unit_test(test_eio_secondary_sync),
+		cmocka_unit_test(test_eio_primary_write),
+		cmocka_unit_test(test_eio_both),
+		cmocka_unit_test(test_short_write),
+		cmocka_unit_test(test_uring_steps),
+		cmocka_unit_test(test_corrupt_one_copy_healed),
+		cmocka_unit_test(test_corrupt_both_copies),
+		cmocka_unit_test(test_broken_files_refused),
+		cmocka_unit_test(test_missing_secondary_rebuilt),
+		cmocka_unit_test(test_bad_appends),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
