@@ -1,0 +1,126 @@
+/*
+ * mstore - the offline (and, later, online) administration command.
+ * One subcommand per file (cmd_<name>.c); this file holds the table, the
+ * helpers of tools.h, and main.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "msg.h"
+#include "tools.h"
+
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *usage;
+} cmds[] = {
+	{ "verify", cmd_verify,
+	  "verify DIR [--secondary DIR2] [--json]   check every record of "
+	  "both copies" },
+	{ "dump", cmd_dump,
+	  "dump DIR [--from SEG:OFF] [--count N] [--copy primary|secondary]"
+	  "   one line per record" },
+	{ "repair", cmd_repair,
+	  "repair DIR [--secondary DIR2]   recover, then rewrite every bad "
+	  "record from the good copy" },
+	{ "init", cmd_init,
+	  "init DIR [--secondary DIR2]   create an empty store" },
+	{ "append", cmd_append,
+	  "append DIR [--secondary DIR2] FILE...   store files as body "
+	  "records (test and demo aid)" },
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: mstore COMMAND ARGS\n");
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		fprintf(out, "  mstore %s\n", cmds[i].usage);
+	fprintf(out, "exit status: 0 clean, 1 problems found, 2 could not "
+		     "run\n");
+}
+
+int tool_store_find(const char *dir, const char *secondary, int must_exist,
+		    struct tool_store *ts)
+{
+	struct stat st;
+	char meta[4200];
+
+	snprintf(ts->primary, sizeof(ts->primary), "%s/primary", dir);
+	snprintf(meta, sizeof(meta), "%s/mstore.meta", ts->primary);
+	if (secondary == NULL && stat(meta, &st) == 0) {
+		snprintf(ts->secondary, sizeof(ts->secondary), "%s/secondary",
+			 dir);
+		ts->copy[0] = ts->primary;
+		ts->copy[1] = ts->secondary;
+		return 0;
+	}
+	snprintf(meta, sizeof(meta), "%s/mstore.meta", dir);
+	if (must_exist && stat(meta, &st) < 0) {
+		fprintf(stderr,
+			"mstore: no store at %s (neither %s/mstore.meta nor "
+			"%s/primary/mstore.meta)\n",
+			dir, dir, dir);
+		return -1;
+	}
+	snprintf(ts->primary, sizeof(ts->primary), "%s", dir);
+	ts->copy[0] = ts->primary;
+	ts->copy[1] = NULL;
+	if (secondary != NULL) {
+		snprintf(ts->secondary, sizeof(ts->secondary), "%s", secondary);
+		ts->copy[1] = ts->secondary;
+	}
+	return 0;
+}
+
+static int progress_shown;
+
+void tool_progress(const char *what, uint64_t done, uint64_t total)
+{
+	if (!isatty(STDERR_FILENO))
+		return;
+	fprintf(stderr, "\r%s: %llu/%llu (%llu%%)   ", what,
+		(unsigned long long)done, (unsigned long long)total,
+		(unsigned long long)(total ? done * 100 / total : 100));
+	progress_shown = 1;
+}
+
+void tool_progress_end(void)
+{
+	if (progress_shown)
+		fprintf(stderr, "\r\033[K");
+	progress_shown = 0;
+}
+
+void tool_json_str(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(out, "\\%c", *p);
+		else if (*p < 0x20)
+			fprintf(out, "\\u%04x", *p);
+		else
+			fputc(*p, out);
+	}
+	fputc('"', out);
+}
+
+int main(int argc, char **argv)
+{
+	ms_msg_init("mstore");
+	if (argc < 2 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "--help") == 0) {
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? TOOL_FAILED : TOOL_OK;
+	}
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (strcmp(argv[1], cmds[i].name) == 0)
+			return cmds[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "mstore: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return TOOL_FAILED;
+}

@@ -1,0 +1,47 @@
+/*
+ * tools.h - what the mstore subcommands share: the subcommand entry
+ * points, finding a store's copies from a directory argument, and the
+ * progress line.
+ *
+ * Exit status of every subcommand: 0 done / clean, 1 problems found,
+ * 2 could not run (usage, no store, I/O error before any check).
+ */
+#ifndef MS_TOOLS_H
+#define MS_TOOLS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#define TOOL_OK 0
+#define TOOL_PROBLEMS 1
+#define TOOL_FAILED 2
+
+int cmd_verify(int argc, char **argv);
+int cmd_dump(int argc, char **argv);
+int cmd_repair(int argc, char **argv);
+int cmd_init(int argc, char **argv);
+int cmd_append(int argc, char **argv);
+
+/*
+ * The copies of the store named by dir: dir/primary and dir/secondary
+ * when dir holds them (the layout `make run` uses), else dir itself as
+ * the primary and `secondary` (may be NULL) as the other.  copy[1] is
+ * NULL when the store has one copy.  Returns 0 or -1 with a message
+ * printed.
+ */
+struct tool_store {
+	char primary[4096];
+	char secondary[4096];
+	const char *copy[2];
+};
+int tool_store_find(const char *dir, const char *secondary, int must_exist,
+		    struct tool_store *ts);
+
+/* A "\r"-rewritten progress line on stderr, only when it is a terminal. */
+void tool_progress(const char *what, uint64_t done, uint64_t total);
+void tool_progress_end(void);
+
+/* Print s as a JSON string (quotes included). */
+void tool_json_str(FILE *out, const char *s);
+
+#endif
