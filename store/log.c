@@ -359,6 +359,8 @@ static int put_record(struct ms_log *log, uint8_t type, uint8_t flags,
 	struct ms_log_batch *b = batch_open(log);
 	size_t at = b->data.len;
 
+	if (b->last_seq == 0)
+		flags |= MS_REC_F_BATCH; /* first record of its batch */
 	ms_rec_encode_hdr(hb, type, flags, len, log->next_seq, log->timeline,
 			  payload);
 	if (ms_buf_reserve(&b->data, sizeof(hb) + len) < 0)
@@ -421,7 +423,7 @@ int ms_log_append(struct ms_log *log, uint8_t type, uint8_t flags,
 		return MS_ENOCOPY;
 	if (len > MS_REC_MAX_PAYLOAD)
 		return MS_ETOOBIG;
-	if (type == MS_REC_SEAL)
+	if (type == MS_REC_SEAL || (flags & MS_REC_F_BATCH) != 0)
 		return -EINVAL;
 	/* the header must pass our own reader's checks */
 	probe[0] = type;
@@ -830,8 +832,13 @@ int ms_log_iter_next(struct ms_log_iter *it, struct ms_pos *pos_r,
 			return 0;
 		if (it->pos.seg > log->durable.seg ||
 		    (it->pos.seg == log->durable.seg &&
-		     it->pos.off >= log->durable.off))
+		     it->pos.off >= log->durable.off)) {
+			if (log->damage != NULL) {
+				*error_r = log->damage;
+				return MS_ECORRUPT;
+			}
 			return 0;
+		}
 		int ret = ms_log_read(log, it->pos, hdr_r, &it->payload,
 				      error_r);
 		if (ret < 0)
@@ -931,6 +938,7 @@ void ms_log_close(struct ms_log **logp)
 	if (log->sum != NULL)
 		XXH3_freeState(log->sum);
 	free(log->segs);
+	free(log->damage);
 	free(log);
 	*logp = NULL;
 }

@@ -64,9 +64,9 @@ int ms_rec_check_hdr(const uint8_t hdr[MS_REC_HDR_SIZE],
 		*error_r = ms_errf("unknown record type %u", type);
 		return MS_ECORRUPT;
 	}
-	uint8_t allowed = type == MS_REC_BODY
-				  ? (MS_REC_F_LZ4 | MS_REC_F_SEALED)
-				  : 0;
+	uint8_t allowed = MS_REC_F_BATCH |
+			  (type == MS_REC_BODY ? (MS_REC_F_LZ4 | MS_REC_F_SEALED)
+					       : 0);
 	if ((flags & ~allowed) != 0) {
 		*error_r = ms_errf("flags 0x%02x not allowed for %s record",
 				   flags, ms_rec_type_name(type));

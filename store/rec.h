@@ -5,7 +5,7 @@
  * Record layout (all little-endian; docs/format.md has the full text):
  *
  *   0   u8   type       enum ms_rec_type, never 0
- *   1   u8   flags      per type; MS_REC_F_* for BODY, 0 for the others
+ *   1   u8   flags      MS_REC_F_BATCH on any type; LZ4/SEALED on BODY
  *   2   u16  reserved   must be 0
  *   4   u32  len        payload bytes that follow the header
  *   8   u64  seq        log sequence number: +1 per record, whole store
@@ -50,6 +50,13 @@ enum ms_rec_type {
 /* BODY record flags */
 #define MS_REC_F_LZ4 0x01	/* payload data is an LZ4 block */
 #define MS_REC_F_SEALED 0x02	/* payload data is XChaCha20-Poly1305 sealed */
+/*
+ * Any type: this record is the first of a flush batch.  Batches are
+ * flushed one after the other, so when it was written every byte before
+ * it in its segment was already durable.  Recovery uses it to tell a torn
+ * tail (cut it) from damage to acknowledged records (never cut those).
+ */
+#define MS_REC_F_BATCH 0x80
 
 struct ms_rec_hdr {
 	uint8_t type;

@@ -241,6 +241,41 @@ static int save_tail(struct ms_log *log, int c, uint64_t seg, int fd,
 	return ret;
 }
 
+/*
+ * Is there a valid batch-start record past off on this copy?  If so the
+ * bytes before it were durable when it was written: damage at off is not
+ * a torn tail but lost acknowledged data, and must not be cut.  Returns
+ * its offset, or 0.  Candidates are found by the cheap header rules
+ * first, so the checksum runs rarely.
+ */
+static uint64_t find_batch_mark(int fd, uint64_t off, uint64_t min_seq)
+{
+	struct ms_seg_reader r;
+	uint64_t found = 0;
+
+	if (fd < 0 || ms_seg_reader_init(&r, fd) < 0)
+		return 0;
+	for (uint64_t p = off + 1; p + MS_REC_HDR_SIZE <= r.size; p++) {
+		const uint8_t *b;
+		struct ms_rec_hdr h;
+		const char *err;
+		if (ms_seg_reader_peek(&r, p, MS_REC_HDR_SIZE, &b) < 0)
+			break;
+		if ((b[1] & MS_REC_F_BATCH) == 0 ||
+		    ms_rec_check_hdr(b, &h, &err) < 0 || h.seq < min_seq ||
+		    h.len > r.size - p - MS_REC_HDR_SIZE)
+			continue;
+		ms_seg_reader_seek(&r, p);
+		const uint8_t *rec;
+		if (ms_seg_reader_next(&r, &h, &rec, &err) == 1) {
+			found = p;
+			break;
+		}
+	}
+	ms_seg_reader_free(&r);
+	return found;
+}
+
 /* Make every healthy copy equal to the scan's merged prefix. */
 static int apply_scan(struct ms_log *log, uint64_t seg, int fd[],
 		      struct scan *s)
@@ -509,6 +544,37 @@ int ms_log_recover(struct ms_log *log, const char **error_r)
 			ret = MS_ECORRUPT;
 			scan_free(&s);
 			break;
+		}
+		if (last && !s.sealed) {
+			for (int c = 0; c < log->ncopies; c++) {
+				uint64_t mark = s.size[c] > s.end
+							? find_batch_mark(fd[c], s.end,
+									  s.last_seq + 1)
+							: 0;
+				if (mark == 0)
+					continue;
+				*error_r = ms_errf(
+					"segment %llu offset %llu: record bad "
+					"on every copy, but acknowledged "
+					"records follow (%s copy: a batch "
+					"starts at offset %llu); refusing to "
+					"cut them: run mstore verify",
+					(unsigned long long)seg,
+					(unsigned long long)s.end,
+					copy_names[c],
+					(unsigned long long)mark);
+				ret = MS_ECORRUPT;
+			}
+			if (ret < 0 && log->cfg.readonly) {
+				/* a reader may still see what comes before */
+				free(log->damage);
+				log->damage = ms_strdup(*error_r);
+				ret = 0;
+			}
+			if (ret < 0) {
+				scan_free(&s);
+				break;
+			}
 		}
 		if (!log->cfg.readonly)
 			apply_scan(log, seg, fd, &s);

@@ -461,6 +461,54 @@ static void test_broken_files_refused(void **state)
 	mst_rmtree(t->root);
 }
 
+/* damage on both copies in the open segment, with acknowledged records
+   after it: recovery must refuse to cut them (it is not a torn tail) */
+static void test_head_damage_not_cut(void **state)
+{
+	(void)state;
+	struct t *t = t_new();
+	struct ms_pos pos[12];
+	struct acks a = { 0 };
+	struct ms_log *log = t_open(t, 0, NULL, MS_IO_PSYNC);
+	for (int i = 0; i < 12; i++) /* one batch per record */
+		put_n(log, 1, 200 + (uint64_t)i, &pos[i], &a, 300);
+	ms_log_close(&log);
+	char pa[4300], pb[4300];
+	seg_path(pa, sizeof(pa), t->a, 1);
+	seg_path(pb, sizeof(pb), t->b, 1);
+	long long size = mst_file_size(pa);
+	assert_int_equal(mst_flip(pa, pos[5].off + 50, 0x08), 0);
+	assert_int_equal(mst_flip(pb, pos[5].off + 60, 0x08), 0);
+	struct ms_log_cfg cfg = { .dir = { t->a, t->b },
+				  .engine = MS_IO_PSYNC };
+	const char *err = NULL;
+	assert_int_equal(ms_log_open(&cfg, &log, &err), MS_ECORRUPT);
+	char want[64];
+	snprintf(want, sizeof(want), "offset %llu",
+		 (unsigned long long)pos[5].off);
+	if (strstr(err, want) == NULL || strstr(err, "refusing") == NULL)
+		fail_msg("unexpected error: %s", err);
+	/* nothing was cut */
+	assert_int_equal(mst_file_size(pa), size);
+	assert_int_equal(mst_file_size(pb), size);
+	/* a read-only open serves what comes before and reports the rest */
+	cfg.readonly = 1;
+	assert_int_equal(ms_log_open(&cfg, &log, &err), 0);
+	struct ms_log_iter *it;
+	struct ms_pos p;
+	struct ms_rec_hdr h;
+	const uint8_t *pl;
+	int n = 0, r;
+	ms_log_iter_new(log, (struct ms_pos){ 0, 0 }, &it);
+	while ((r = ms_log_iter_next(it, &p, &h, &pl, &err)) == 1)
+		n++;
+	assert_int_equal(n, 5);
+	assert_int_equal(r, MS_ECORRUPT);
+	ms_log_iter_free(&it);
+	ms_log_close(&log);
+	mst_rmtree(t->root);
+}
+
 static void test_missing_secondary_rebuilt(void **state)
 {
 	(void)state;
@@ -522,6 +570,7 @@ int main(void)
 		cmocka_unit_test(test_corrupt_one_copy_healed),
 		cmocka_unit_test(test_corrupt_both_copies),
 		cmocka_unit_test(test_broken_files_refused),
+		cmocka_unit_test(test_head_damage_not_cut),
 		cmocka_unit_test(test_missing_secondary_rebuilt),
 		cmocka_unit_test(test_bad_appends),
 	};
