@@ -42,9 +42,12 @@ int cmd_repair(int argc, char **argv)
 				  .create = 1 };
 	struct ms_log *log;
 	const char *err;
-	if (ms_log_open(&cfg, &log, &err) < 0) {
-		fprintf(stderr, "mstore repair: %s\n", err);
-		return TOOL_FAILED;
+	int ret = ms_log_open(&cfg, &log, &err);
+	if (ret < 0) {
+		/* damage recovery will not cut is a finding, not a failure to
+		   run */
+		printf("UNREPAIRABLE %s\n", err);
+		return ret == MS_ECORRUPT ? TOOL_PROBLEMS : TOOL_FAILED;
 	}
 	size_t nsegs;
 	const uint64_t *segs = ms_log_segments(log, &nsegs);
