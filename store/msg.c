@@ -48,6 +48,9 @@ void ms_msg_set_hook(ms_msg_hook_fn *fn, void *ctx)
 }
 
 static void msg_vprint(enum ms_msg_level level, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+
+static void msg_vprint(enum ms_msg_level level, const char *fmt, va_list ap)
 {
 	char text[2048];
 
