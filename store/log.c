@@ -832,13 +832,8 @@ int ms_log_iter_next(struct ms_log_iter *it, struct ms_pos *pos_r,
 			return 0;
 		if (it->pos.seg > log->durable.seg ||
 		    (it->pos.seg == log->durable.seg &&
-		     it->pos.off >= log->durable.off)) {
-			if (log->damage != NULL) {
-				*error_r = log->damage;
-				return MS_ECORRUPT;
-			}
+		     it->pos.off >= log->durable.off))
 			return 0;
-		}
 		int ret = ms_log_read(log, it->pos, hdr_r, &it->payload,
 				      error_r);
 		if (ret < 0)
@@ -938,7 +933,6 @@ void ms_log_close(struct ms_log **logp)
 	if (log->sum != NULL)
 		XXH3_freeState(log->sum);
 	free(log->segs);
-	free(log->damage);
 	free(log);
 	*logp = NULL;
 }

@@ -63,7 +63,6 @@ struct ms_log {
 
 	struct ms_pos durable;
 	uint64_t durable_seq;
-	char *damage;		/* read-only open: why the log ends early */
 
 	struct ms_log_batch *q_first, *q_last, *spare;
 	int inflight;

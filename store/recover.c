@@ -566,9 +566,13 @@ int ms_log_recover(struct ms_log *log, const char **error_r)
 				ret = MS_ECORRUPT;
 			}
 			if (ret < 0 && log->cfg.readonly) {
-				/* a reader may still see what comes before */
-				free(log->damage);
-				log->damage = ms_strdup(*error_r);
+				/* a reader may still read every record on
+				   disk: each is checked on its own, and a walk
+				   stops at the damage with its position */
+				uint64_t end = s.size[0] > s.size[1] ? s.size[0]
+								     : s.size[1];
+				msg_warn("%s", *error_r);
+				s.end = end;
 				ret = 0;
 			}
 			if (ret < 0) {

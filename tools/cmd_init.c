@@ -92,6 +92,23 @@ int cmd_init(int argc, char **argv)
 	return TOOL_OK;
 }
 
+int cmd_keygen(int argc, char **argv)
+{
+	const char *err;
+	if (argc != 2 || argv[1][0] == '-') {
+		fprintf(stderr, "usage: mstore keygen KEYFILE\n");
+		return TOOL_FAILED;
+	}
+	if (ms_body_key_generate(argv[1], &err) < 0) {
+		fprintf(stderr, "mstore keygen: %s\n", err);
+		return TOOL_FAILED;
+	}
+	printf("wrote %s (keep it outside the store, and back it up: "
+	       "sealed bodies cannot be read without it)\n",
+	       argv[1]);
+	return TOOL_OK;
+}
+
 struct append_ctx {
 	const char *file;
 	int status;

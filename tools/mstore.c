@@ -29,6 +29,12 @@ static const struct {
 	  "record from the good copy" },
 	{ "init", cmd_init,
 	  "init DIR [--secondary DIR2]   create an empty store" },
+	{ "cat", cmd_cat,
+	  "cat DIR SEG:OFF [--key KEYFILE]   write a body's plain bytes to "
+	  "stdout, checked" },
+	{ "keygen", cmd_keygen,
+	  "keygen KEYFILE   create an at-rest key file (mode 0600, never "
+	  "overwrites)" },
 	{ "append", cmd_append,
 	  "append DIR [--secondary DIR2] FILE...   store files as body "
 	  "records (test and demo aid)" },

@@ -21,6 +21,8 @@ int cmd_dump(int argc, char **argv);
 int cmd_repair(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_append(int argc, char **argv);
+int cmd_cat(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
 
 /*
  * The copies of the store named by dir: dir/primary and dir/secondary

@@ -25,7 +25,7 @@
 
 struct t {
 	char *root;
-	char a[4200], b[4200];
+	char a[1024], b[1024];
 };
 
 static struct t *t_new(void)
@@ -153,7 +153,7 @@ static void test_torn_tail_recovered(void **state)
 	ms_log_close(&log);
 	/* garbage after the last record on the primary, a half record on
 	   the secondary */
-	char p[4300];
+	char p[2200];
 	seg_path(p, sizeof(p), t->a, 1);
 	int fd = open(p, O_WRONLY | O_APPEND);
 	assert_true(fd >= 0);
@@ -169,7 +169,7 @@ static void test_torn_tail_recovered(void **state)
 	const char *why;
 	assert_true(mst_copies_equal(t->a, t->b, &why));
 	/* the tail went to lost+found */
-	char lf[4300];
+	char lf[2200];
 	snprintf(lf, sizeof(lf), "%s/lost+found", t->a);
 	struct stat st;
 	assert_int_equal(stat(lf, &st), 0);
@@ -326,7 +326,7 @@ static void test_corrupt_one_copy_healed(void **state)
 	struct t *t = t_new();
 	struct ms_pos pos[30];
 	sealed_store(t, pos);
-	char pa[4300], pb[4300];
+	char pa[2200], pb[2200];
 	/* flip a payload byte of record 2 (segment 1) on the primary, and
 	   a header byte of record 20 on the secondary */
 	seg_path(pa, sizeof(pa), t->a, pos[2].seg);
@@ -364,7 +364,7 @@ static void test_corrupt_both_copies(void **state)
 	struct t *t = t_new();
 	struct ms_pos pos[30];
 	sealed_store(t, pos);
-	char pa[4300], pb[4300];
+	char pa[2200], pb[2200];
 	seg_path(pa, sizeof(pa), t->a, pos[4].seg);
 	seg_path(pb, sizeof(pb), t->b, pos[4].seg);
 	assert_int_equal(mst_flip(pa, pos[4].off + 40, 0x10), 0);
@@ -396,7 +396,7 @@ static void test_broken_files_refused(void **state)
 	struct ms_pos pos[30];
 	const char *err = NULL;
 	struct ms_log *log;
-	char pa[4300], pb[4300];
+	char pa[2200], pb[2200];
 
 	/* a sealed segment cut short on one copy: rebuilt from the other */
 	struct t *t = t_new();
@@ -449,7 +449,7 @@ static void test_broken_files_refused(void **state)
 	t = t_new();
 	log = t_open(t, 0, NULL, MS_IO_PSYNC);
 	ms_log_close(&log);
-	char other[4300];
+	char other[2200];
 	snprintf(other, sizeof(other), "%s/c", t->root);
 	struct ms_log_cfg c2 = { .dir = { other, NULL }, .create = 1,
 				 .engine = MS_IO_PSYNC };
@@ -473,7 +473,7 @@ static void test_head_damage_not_cut(void **state)
 	for (int i = 0; i < 12; i++) /* one batch per record */
 		put_n(log, 1, 200 + (uint64_t)i, &pos[i], &a, 300);
 	ms_log_close(&log);
-	char pa[4300], pb[4300];
+	char pa[2200], pb[2200];
 	seg_path(pa, sizeof(pa), t->a, 1);
 	seg_path(pb, sizeof(pb), t->b, 1);
 	long long size = mst_file_size(pa);
