@@ -13,6 +13,7 @@
 #include "body.h"
 #include "log.h"
 #include "msg.h"
+#include "store_cfg.h"
 #include "tools.h"
 
 int cmd_cat(int argc, char **argv)
@@ -37,7 +38,11 @@ int cmd_cat(int argc, char **argv)
 	}
 	struct ms_pos pos;
 	char *end;
-	if (dir == NULL || where == NULL)
+	if (where == NULL && tool_cfg() != NULL) {
+		where = dir; /* mstore -c FILE cat SEG:OFF */
+		dir = NULL;
+	}
+	if (where == NULL)
 		goto usage;
 	pos.seg = strtoull(where, &end, 10);
 	if (end == where || *end != ':' || where[0] == '-')
@@ -47,6 +52,8 @@ int cmd_cat(int argc, char **argv)
 		goto usage;
 	if (tool_store_find(dir, secondary, 1, &ts) < 0)
 		return TOOL_FAILED;
+	if (keyfile == NULL && tool_cfg() != NULL)
+		keyfile = tool_cfg()->key_file;
 	if (keyfile != NULL && ms_body_key_load(keyfile, key, &err) < 0) {
 		fprintf(stderr, "mstore cat: %s\n", err);
 		return TOOL_FAILED;

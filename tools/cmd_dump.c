@@ -92,8 +92,6 @@ int cmd_dump(int argc, char **argv)
 			goto usage;
 		}
 	}
-	if (dir == NULL)
-		goto usage;
 	if (tool_store_find(dir, secondary, 1, &ts) < 0)
 		return TOOL_FAILED;
 	if (copy != NULL && strcmp(copy, "secondary") == 0) {

@@ -16,11 +16,19 @@
 #include "body.h"
 #include "log.h"
 #include "msg.h"
+#include "store_cfg.h"
 #include "tools.h"
 
+/*
+ * Open (or, with create, make) the store named by the arguments: DIR, or
+ * the [store] copies of `mstore -c FILE`, in which case every positional
+ * argument is left for the caller (*first_file).  With a config, its
+ * engine is used; the tools otherwise use psync.
+ */
 static int open_store(int argc, char **argv, int create, const char **key,
 		      int *first_file, struct ms_log **log_r)
 {
+	const struct ms_store_cfg *conf = tool_cfg();
 	const char *dir = NULL, *secondary = NULL;
 	struct tool_store ts;
 	int i;
@@ -32,36 +40,34 @@ static int open_store(int argc, char **argv, int create, const char **key,
 			*key = argv[++i];
 		else if (argv[i][0] == '-')
 			return -1;
-		else if (dir == NULL)
+		else if (dir == NULL && conf == NULL)
 			dir = argv[i];
 		else
 			break;
 	}
-	if (dir == NULL)
+	if (dir == NULL && conf == NULL)
 		return -1;
 	*first_file = i;
-	if (create) {
-		if (secondary == NULL) {
-			if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
-				fprintf(stderr, "mstore: mkdir %s: %s\n", dir,
-					strerror(errno));
-				return -2;
-			}
-			snprintf(ts.primary, sizeof(ts.primary), "%s/primary",
-				 dir);
-			snprintf(ts.secondary, sizeof(ts.secondary),
-				 "%s/secondary", dir);
-			ts.copy[0] = ts.primary;
-			ts.copy[1] = ts.secondary;
-		} else if (tool_store_find(dir, secondary, 0, &ts) < 0) {
+	if (create && dir != NULL && secondary == NULL) {
+		if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+			fprintf(stderr, "mstore: mkdir %s: %s\n", dir,
+				strerror(errno));
 			return -2;
 		}
-	} else if (tool_store_find(dir, secondary, 1, &ts) < 0) {
+		snprintf(ts.primary, sizeof(ts.primary), "%s/primary", dir);
+		snprintf(ts.secondary, sizeof(ts.secondary), "%s/secondary",
+			 dir);
+		ts.copy[0] = ts.primary;
+		ts.copy[1] = ts.secondary;
+	} else if (tool_store_find(dir, secondary, !create, &ts) < 0) {
 		return -2;
 	}
-	struct ms_log_cfg cfg = { .dir = { ts.copy[0], ts.copy[1] },
-				  .engine = MS_IO_PSYNC,
-				  .create = create };
+	struct ms_log_cfg cfg = { .engine = MS_IO_PSYNC };
+	if (conf != NULL)
+		ms_store_cfg_to_log(conf, &cfg);
+	cfg.dir[0] = ts.copy[0];
+	cfg.dir[1] = ts.copy[1];
+	cfg.create = create;
 	const char *err;
 	if (ms_log_open(&cfg, log_r, &err) < 0) {
 		fprintf(stderr, "mstore: %s\n", err);
@@ -143,13 +149,17 @@ int cmd_append(int argc, char **argv)
 					"DIR2] [--key KEYFILE] FILE...\n");
 		return TOOL_FAILED;
 	}
+	const struct ms_store_cfg *conf = tool_cfg();
+	if (keyfile == NULL && conf != NULL)
+		keyfile = conf->key_file;
 	if (keyfile != NULL && ms_body_key_load(keyfile, key, &err) < 0) {
 		fprintf(stderr, "mstore append: %s\n", err);
 		ms_log_close(&log);
 		return TOOL_FAILED;
 	}
 	const struct ms_meta *m = ms_log_meta(log);
-	ms_body_ctx_init(&bctx, m->store_id, m->salt, keyfile ? key : NULL, 1);
+	ms_body_ctx_init(&bctx, m->store_id, m->salt, keyfile ? key : NULL,
+			 conf ? conf->compress : 1);
 	ms_buf_init(&plain, MS_BODY_MAX_PLAIN);
 	ms_buf_init(&payload, MS_REC_MAX_PAYLOAD);
 	struct append_ctx *ctx = ms_calloc((size_t)(argc - first),

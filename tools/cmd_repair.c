@@ -27,8 +27,6 @@ int cmd_repair(int argc, char **argv)
 		else
 			goto usage;
 	}
-	if (dir == NULL)
-		goto usage;
 	if (tool_store_find(dir, secondary, 1, &ts) < 0)
 		return TOOL_FAILED;
 	if (ts.copy[1] == NULL) {

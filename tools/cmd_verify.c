@@ -429,11 +429,6 @@ int cmd_verify(int argc, char **argv)
 			return TOOL_FAILED;
 		}
 	}
-	if (dir == NULL) {
-		fprintf(stderr,
-			"usage: mstore verify DIR [--secondary DIR2] [--json]\n");
-		return TOOL_FAILED;
-	}
 	if (tool_store_find(dir, secondary, 1, &ts) < 0)
 		return TOOL_FAILED;
 	memset(cs, 0, sizeof(cs));

@@ -11,13 +11,34 @@
 #include <unistd.h>
 
 #include "msg.h"
+#include "store_cfg.h"
 #include "tools.h"
+
+static struct ms_store_cfg cfg;
+static int have_cfg;
+
+const struct ms_store_cfg *tool_cfg(void)
+{
+	return have_cfg ? &cfg : NULL;
+}
+
+int cmd_config(int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 1 || !have_cfg) {
+		fprintf(stderr, "usage: mstore -c FILE config\n");
+		return TOOL_FAILED;
+	}
+	return ms_store_cfg_dump(&cfg, stdout) < 0 ? TOOL_FAILED : TOOL_OK;
+}
 
 static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 	const char *usage;
 } cmds[] = {
+	{ "config", cmd_config,
+	  "config   print the effective settings of -c FILE" },
 	{ "verify", cmd_verify,
 	  "verify DIR [--secondary DIR2] [--json]   check every record of "
 	  "both copies" },
@@ -42,7 +63,9 @@ static const struct {
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: mstore COMMAND ARGS\n");
+	fprintf(out, "usage: mstore [-c mstore.conf] COMMAND ARGS\n"
+		     "  (with -c, DIR may be left out: the [store] copies are "
+		     "used)\n");
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		fprintf(out, "  mstore %s\n", cmds[i].usage);
 	fprintf(out, "exit status: 0 clean, 1 problems found, 2 could not "
@@ -55,6 +78,25 @@ int tool_store_find(const char *dir, const char *secondary, int must_exist,
 	struct stat st;
 	char meta[4200];
 
+	if (dir == NULL) {
+		if (!have_cfg) {
+			fprintf(stderr, "mstore: name the store: DIR, or -c "
+					"mstore.conf before the command\n");
+			return -1;
+		}
+		snprintf(ts->primary, sizeof(ts->primary), "%s", cfg.primary);
+		snprintf(ts->secondary, sizeof(ts->secondary), "%s",
+			 secondary ? secondary : cfg.secondary);
+		ts->copy[0] = ts->primary;
+		ts->copy[1] = ts->secondary;
+		snprintf(meta, sizeof(meta), "%s/mstore.meta", ts->primary);
+		if (must_exist && stat(meta, &st) < 0) {
+			fprintf(stderr, "mstore: no store at %s\n",
+				ts->primary);
+			return -1;
+		}
+		return 0;
+	}
 	snprintf(ts->primary, sizeof(ts->primary), "%s/primary", dir);
 	snprintf(meta, sizeof(meta), "%s/mstore.meta", ts->primary);
 	if (secondary == NULL && stat(meta, &st) == 0) {
@@ -117,7 +159,18 @@ void tool_json_str(FILE *out, const char *s)
 
 int main(int argc, char **argv)
 {
+	const char *err;
+
 	ms_msg_init("mstore");
+	if (argc >= 3 && strcmp(argv[1], "-c") == 0) {
+		if (ms_store_cfg_load(argv[2], &cfg, &err) < 0) {
+			fprintf(stderr, "mstore: %s\n", err);
+			return TOOL_FAILED;
+		}
+		have_cfg = 1;
+		argc -= 2;
+		argv += 2;
+	}
 	if (argc < 2 || strcmp(argv[1], "-h") == 0 ||
 	    strcmp(argv[1], "--help") == 0) {
 		usage(argc < 2 ? stderr : stdout);

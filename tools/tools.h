@@ -39,6 +39,14 @@ struct tool_store {
 int tool_store_find(const char *dir, const char *secondary, int must_exist,
 		    struct tool_store *ts);
 
+/*
+ * The configuration given with `mstore -c FILE COMMAND ...`, or NULL.
+ * With it, DIR may be left out: the [store] copies are used.
+ */
+struct ms_store_cfg;
+const struct ms_store_cfg *tool_cfg(void);
+int cmd_config(int argc, char **argv);
+
 /* A "\r"-rewritten progress line on stderr, only when it is a terminal. */
 void tool_progress(const char *what, uint64_t done, uint64_t total);
 void tool_progress_end(void);

@@ -19,6 +19,13 @@
 
 #include <cmocka.h>
 
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
 #include "log.h"
 #include "msg.h"
 #include "mstest.h"
@@ -555,6 +562,57 @@ static void test_bad_appends(void **state)
 	mst_rmtree(t->root);
 }
 
+/* As in a container whose seccomp profile forbids io_uring: the open
+   fails, and the error says so and names the setting. */
+static void test_uring_refused(void **state)
+{
+	(void)state;
+	struct t *t = t_new();
+	int pfd[2];
+	assert_int_equal(pipe(pfd), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct sock_filter f[] = {
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+				 offsetof(struct seccomp_data, nr)),
+			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup,
+				 0, 1),
+			BPF_STMT(BPF_RET | BPF_K,
+				 SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		};
+		struct sock_fprog prog = { MS_ARRAY_SIZE(f), f };
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+		    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+			_exit(77);
+		struct ms_log_cfg cfg = { .dir = { t->a, t->b },
+					  .engine = MS_IO_URING, .create = 1 };
+		struct ms_log *log;
+		const char *err = "";
+		int ret = ms_log_open(&cfg, &log, &err);
+		if (write(pfd[1], err, strlen(err)) < 0)
+			_exit(3);
+		_exit(ret == -EPERM ? 0 : 1);
+	}
+	close(pfd[1]);
+	char msg[512] = "";
+	ssize_t n = read(pfd[0], msg, sizeof(msg) - 1);
+	msg[n > 0 ? n : 0] = '\0';
+	close(pfd[0]);
+	int status;
+	waitpid(pid, &status, 0);
+	if (WEXITSTATUS(status) == 77)
+		skip();
+	assert_int_equal(WEXITSTATUS(status), 0);
+	if (strstr(msg, "io_uring") == NULL ||
+	    strstr(msg, "io_engine = psync") == NULL)
+		fail_msg("error does not say what to do: %s", msg);
+	/* and psync works there */
+	struct ms_log *log = t_open(t, 0, NULL, MS_IO_PSYNC);
+	ms_log_close(&log);
+	mst_rmtree(t->root);
+}
+
 int main(void)
 {
 	ms_msg_set_level((enum ms_msg_level)(MS_MSG_PANIC + 1));
@@ -573,6 +631,7 @@ int main(void)
 		cmocka_unit_test(test_head_damage_not_cut),
 		cmocka_unit_test(test_missing_secondary_rebuilt),
 		cmocka_unit_test(test_bad_appends),
+		cmocka_unit_test(test_uring_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,123 @@
+/*
+ * store_cfg.c - the [store] table and its loader; see store_cfg.h.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "cfg.h"
+#include "store_cfg.h"
+
+static const char *const engine_names[] = { "uring", "psync", NULL };
+
+#define F(field) offsetof(struct ms_store_cfg, field)
+
+static const struct ms_cfg_def store_defs[] = {
+	{ "store", "primary", MS_CFG_STR, NULL, 1, 4000, NULL, F(primary),
+	  "directory of the primary copy of the log" },
+	{ "store", "secondary", MS_CFG_STR, NULL, 1, 4000, NULL, F(secondary),
+	  "directory of the secondary copy (another device)" },
+	{ "store", "segment_size", MS_CFG_SIZE, "64M", 1 << 20,
+	  (uint64_t)1 << 30, NULL, F(segment_size),
+	  "target size of a log segment" },
+	{ "store", "io_engine", MS_CFG_ENUM, "uring", 0, 0, engine_names,
+	  F(io_engine),
+	  "uring, or psync where the kernel or a container refuses io_uring" },
+	{ "store", "uring_entries", MS_CFG_UINT, "64", 8, 4096, NULL,
+	  F(uring_entries), "io_uring submission queue size" },
+	{ "store", "key_file", MS_CFG_STR, NULL, 0, 4000, NULL, F(key_file),
+	  "at-rest key (mstore keygen), kept outside the store; empty: "
+	  "bodies are not sealed" },
+	{ "store", "compress", MS_CFG_BOOL, "yes", 0, 0, NULL, F(compress),
+	  "LZ4-compress bodies when that saves at least 1/16" },
+};
+
+static int check(struct ms_store_cfg *cfg, const char **error_r)
+{
+	if (cfg->primary == NULL || cfg->secondary == NULL) {
+		*error_r = "[store] needs both primary and secondary";
+		return MS_ECONFIG;
+	}
+	if (strcmp(cfg->primary, cfg->secondary) == 0) {
+		*error_r = "[store] primary and secondary are the same "
+			   "directory: the copies would not be independent";
+		return MS_ECONFIG;
+	}
+	return 0;
+}
+
+int ms_store_cfg_parse(const char *text, size_t len, struct ms_store_cfg *cfg,
+		       const char **error_r)
+{
+	struct ms_store_cfg c;
+	int ret = ms_cfg_parse(store_defs, MS_ARRAY_SIZE(store_defs), text, len,
+			       &c, error_r);
+	if (ret < 0)
+		return ret;
+	if ((ret = check(&c, error_r)) < 0) {
+		ms_store_cfg_free(&c);
+		return ret;
+	}
+	*cfg = c;
+	return 0;
+}
+
+/* dir of path + "/" + p, for a relative p */
+static void absolutise(char **p, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	if (*p == NULL || (*p)[0] == '/' || slash == NULL)
+		return;
+	size_t dl = (size_t)(slash - path);
+	size_t n = dl + 1 + strlen(*p) + 1;
+	char *r = ms_malloc(n);
+	memcpy(r, path, dl);
+	r[dl] = '/';
+	strcpy(r + dl + 1, *p);
+	free(*p);
+	*p = r;
+}
+
+int ms_store_cfg_load(const char *path, struct ms_store_cfg *cfg,
+		      const char **error_r)
+{
+	struct ms_store_cfg c;
+	int ret = ms_cfg_load(store_defs, MS_ARRAY_SIZE(store_defs), path, &c,
+			      error_r);
+	if (ret < 0)
+		return ret;
+	if ((ret = check(&c, error_r)) < 0) {
+		*error_r = ms_errf("%s: %s", path, *error_r);
+		ms_store_cfg_free(&c);
+		return ret;
+	}
+	absolutise(&c.primary, path);
+	absolutise(&c.secondary, path);
+	absolutise(&c.key_file, path);
+	*cfg = c;
+	return 0;
+}
+
+void ms_store_cfg_free(struct ms_store_cfg *cfg)
+{
+	ms_cfg_free(store_defs, MS_ARRAY_SIZE(store_defs), cfg);
+}
+
+int ms_store_cfg_dump(const struct ms_store_cfg *cfg, FILE *out)
+{
+	return ms_cfg_dump(store_defs, MS_ARRAY_SIZE(store_defs), cfg, out);
+}
+
+void ms_store_cfg_to_log(const struct ms_store_cfg *cfg,
+			 struct ms_log_cfg *log_cfg)
+{
+	memset(log_cfg, 0, sizeof(*log_cfg));
+	log_cfg->dir[0] = cfg->primary;
+	log_cfg->dir[1] = cfg->secondary;
+	log_cfg->seg_size = cfg->segment_size;
+	log_cfg->engine = cfg->io_engine == MS_ENGINE_PSYNC ? MS_IO_PSYNC
+							    : MS_IO_URING;
+	log_cfg->uring_entries = (unsigned)cfg->uring_entries;
+}

@@ -1,0 +1,40 @@
+/*
+ * store_cfg.h - the [store] section of mstore.conf: where the copies live,
+ * segment size, I/O engine, at-rest key.  One table (store_cfg.c) for
+ * mstored and the tools; docs/config.md lists the keys.
+ *
+ * Relative paths are taken relative to the directory of the config file.
+ */
+#ifndef MS_STORE_CFG_H
+#define MS_STORE_CFG_H
+
+#include <stdio.h>
+
+#include "log.h"
+
+enum ms_store_engine { MS_ENGINE_URING, MS_ENGINE_PSYNC };
+
+struct ms_store_cfg {
+	char *primary;		/* primary copy directory (required) */
+	char *secondary;	/* secondary copy directory (required) */
+	uint64_t segment_size;
+	unsigned io_engine;	/* enum ms_store_engine */
+	uint64_t uring_entries;
+	char *key_file;		/* at-rest key, outside the store; optional */
+	int compress;		/* LZ4 for bodies when it helps */
+};
+
+/* Load and check path; cfg is filled only on success. */
+int ms_store_cfg_load(const char *path, struct ms_store_cfg *cfg,
+		      const char **error_r);
+/* Parse text (for tests); relative paths are kept as they are. */
+int ms_store_cfg_parse(const char *text, size_t len, struct ms_store_cfg *cfg,
+		       const char **error_r);
+void ms_store_cfg_free(struct ms_store_cfg *cfg);
+/* Print the effective settings in file syntax. */
+int ms_store_cfg_dump(const struct ms_store_cfg *cfg, FILE *out);
+/* The log settings this configuration asks for (strings borrowed). */
+void ms_store_cfg_to_log(const struct ms_store_cfg *cfg,
+			 struct ms_log_cfg *log_cfg);
+
+#endif
