@@ -228,7 +228,9 @@ int ms_wr_str(struct ms_buf *b, const char *s, size_t n)
 		return MS_ETOOBIG;
 	if (memchr(s, '\0', n) != NULL)
 		return MS_ECORRUPT;
-	if ((ret = ms_wr_u16(b, (uint16_t)n)) < 0)
+	/* all or nothing: room for length and bytes first */
+	if ((ret = ms_buf_reserve(b, 2 + n)) < 0)
 		return ret;
+	ms_wr_u16(b, (uint16_t)n);
 	return ms_buf_append(b, s, n);
 }

@@ -19,6 +19,7 @@ static const uint8_t meta_magic[8] = { 'M', 'S', 'T', 'O', 'M', 'E', 'T', 'A' };
 
 void ms_seg_name(uint64_t seg, char *out)
 {
+	ms_assert(seg <= MS_SEG_MAX_NUMBER);
 	snprintf(out, MS_SEG_NAME_LEN + 1, "%012llu.seg",
 		 (unsigned long long)seg);
 }
@@ -112,7 +113,7 @@ int ms_seg_seal_decode(const uint8_t *payload, size_t len,
 		return MS_ECORRUPT;
 	}
 	if (s.seal_off < MS_SEG_HDR_SIZE ||
-	    s.seal_off - MS_SEG_HDR_SIZE < s.count * MS_REC_HDR_SIZE) {
+	    (s.seal_off - MS_SEG_HDR_SIZE) / MS_REC_HDR_SIZE < s.count) {
 		*error_r = "seal offset too small for its record count";
 		return MS_ECORRUPT;
 	}
@@ -151,6 +152,10 @@ int ms_meta_decode(const uint8_t *buf, size_t len, struct ms_meta *m_r,
 		*error_r = ms_errf("meta format version %u, expected %u",
 				   ms_get32(buf + 8), MS_SEG_VERSION);
 		return MS_EVERSION;
+	}
+	if (ms_get32(buf + 12) != 0) {
+		*error_r = "meta file reserved field is not zero";
+		return MS_ECORRUPT;
 	}
 	memcpy(m_r->store_id, buf + 16, MS_STORE_ID_SIZE);
 	memcpy(m_r->salt, buf + 32, MS_SALT_SIZE);
@@ -268,7 +273,8 @@ int ms_seg_reader_peek(struct ms_seg_reader *r, uint64_t off, size_t len,
 {
 	if (off > r->size || len > r->size - off)
 		return MS_ETRUNC;
-	if (off >= r->win_off && off + len <= r->win_off + r->win.len) {
+	if (r->win.data != NULL && off >= r->win_off &&
+	    off + len <= r->win_off + r->win.len) {
 		*p_r = r->win.data + (off - r->win_off);
 		return 0;
 	}
