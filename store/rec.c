@@ -135,8 +135,10 @@ static const uint8_t *rd_take(struct ms_rd *rd, size_t n)
 		return NULL;
 	}
 	const uint8_t *p = rd->p;
-	rd->p += n;
-	rd->left -= n;
+	if (n > 0) {
+		rd->p += n;
+		rd->left -= n;
+	}
 	return p;
 }
 

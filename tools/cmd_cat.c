@@ -84,7 +84,8 @@ int cmd_cat(int argc, char **argv)
 				  &plain, &err) < 0) {
 		fprintf(stderr, "mstore cat: body at %s: %s\n", where, err);
 		ret = TOOL_PROBLEMS;
-	} else if (fwrite(plain.data, 1, plain.len, stdout) != plain.len ||
+	} else if ((plain.len > 0 &&
+		    fwrite(plain.data, 1, plain.len, stdout) != plain.len) ||
 		   fflush(stdout) != 0) {
 		fprintf(stderr, "mstore cat: write: short\n");
 	} else {

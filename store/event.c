@@ -1,0 +1,1040 @@
+/*
+ * event.c - payload codecs of the mail-model records; see event.h and
+ * docs/format.md ("Record payloads").
+ *
+ * One set of rules serves both directions: the encoder checks a struct
+ * by running the decoder's checks (over its packed lists, or item by item
+ * over its C arrays), so the two cannot drift apart.  The encoder checks
+ * everything and computes the exact size before it writes a byte.
+ */
+#include <errno.h>
+
+#include "event.h"
+
+/* ---- names ---- */
+
+/*
+ * Length of the valid UTF-8 prefix of p[0..len-1] (RFC 3629 table 3-7:
+ * shortest form only, no surrogates, nothing above U+10FFFF).
+ */
+static size_t utf8_valid_prefix(const uint8_t *p, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		uint8_t c = p[i];
+		uint8_t lo = 0x80, hi = 0xbf;
+		size_t n;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			n = 1;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			n = 2;
+			if (c == 0xe0)
+				lo = 0xa0; /* else overlong */
+			else if (c == 0xed)
+				hi = 0x9f; /* else a surrogate */
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			n = 3;
+			if (c == 0xf0)
+				lo = 0x90; /* else overlong */
+			else if (c == 0xf4)
+				hi = 0x8f; /* else above U+10FFFF */
+		} else {
+			return i; /* continuation, C0/C1 overlong, F5..FF */
+		}
+		if (len - i <= n)
+			return i;
+		if (p[i + 1] < lo || p[i + 1] > hi)
+			return i;
+		for (size_t k = 2; k <= n; k++) {
+			if (p[i + k] < 0x80 || p[i + k] > 0xbf)
+				return i;
+		}
+		i += n + 1;
+	}
+	return i;
+}
+
+/* NULL if p[0..len-1] is a good name of at most max bytes, else why not. */
+static const char *name_problem(const uint8_t *p, size_t len, size_t max)
+{
+	size_t ok;
+
+	if (len == 0)
+		return "empty";
+	if (len > max)
+		return ms_errf("%zu bytes, more than %zu", len, max);
+	for (size_t i = 0; i < len; i++) {
+		if (p[i] == '\0')
+			return ms_errf("NUL at byte %zu", i);
+		if (p[i] == '\r')
+			return ms_errf("CR at byte %zu", i);
+		if (p[i] == '\n')
+			return ms_errf("LF at byte %zu", i);
+	}
+	ok = utf8_valid_prefix(p, len);
+	if (ok != len)
+		return ms_errf("invalid UTF-8 at byte %zu", ok);
+	return NULL;
+}
+
+bool ms_event_name_valid(const char *s, size_t len, size_t max)
+{
+	if (s == NULL)
+		return false;
+	return name_problem((const uint8_t *)s, len, max) == NULL;
+}
+
+/* ---- decoding ---- */
+
+struct dec {
+	struct ms_rd rd;
+	size_t len;       /* the whole payload, for offsets */
+	const char *what; /* type name, for messages */
+	int ret;          /* first failure, 0 if none */
+	const char *error;
+};
+
+static void dec_init(struct dec *d, uint8_t type, const uint8_t *p, size_t len)
+{
+	ms_rd_init(&d->rd, p, len);
+	d->len = len;
+	d->what = ms_rec_type_name(type);
+	d->ret = 0;
+	d->error = NULL;
+}
+
+static size_t dec_off(const struct dec *d)
+{
+	return d->len - d->rd.left;
+}
+
+/* Record the first failure and stop the cursor: later reads all fail. */
+static void dec_fail(struct dec *d, int ret, const char *error)
+{
+	if (d->ret != 0)
+		return;
+	d->ret = ret;
+	d->error = error;
+	d->rd.err = ret;
+}
+
+/* After a read at off: if the cursor ran out there, say so. */
+static bool dec_ok(struct dec *d, const char *field, size_t off)
+{
+	if (d->ret != 0)
+		return false;
+	if (d->rd.err == 0)
+		return true;
+	dec_fail(d, d->rd.err,
+		 ms_errf("%s: payload ends in %s (offset %zu of %zu)", d->what,
+			 field, off, d->len));
+	return false;
+}
+
+static void dec_bad(struct dec *d, const char *field, size_t off,
+		    const char *why)
+{
+	dec_fail(d, MS_ECORRUPT,
+		 ms_errf("%s: bad %s at offset %zu: %s", d->what, field, off,
+			 why));
+}
+
+static uint8_t get8(struct dec *d, const char *field)
+{
+	size_t off = dec_off(d);
+	uint8_t v = ms_rd_u8(&d->rd);
+	return dec_ok(d, field, off) ? v : 0;
+}
+
+static uint16_t get16(struct dec *d, const char *field)
+{
+	size_t off = dec_off(d);
+	uint16_t v = ms_rd_u16(&d->rd);
+	return dec_ok(d, field, off) ? v : 0;
+}
+
+static uint32_t get32(struct dec *d, const char *field)
+{
+	size_t off = dec_off(d);
+	uint32_t v = ms_rd_u32(&d->rd);
+	return dec_ok(d, field, off) ? v : 0;
+}
+
+static uint64_t get64(struct dec *d, const char *field)
+{
+	size_t off = dec_off(d);
+	uint64_t v = ms_rd_u64(&d->rd);
+	return dec_ok(d, field, off) ? v : 0;
+}
+
+static void get_bytes(struct dec *d, const char *field, uint8_t *out, size_t n)
+{
+	size_t off = dec_off(d);
+	const uint8_t *p = ms_rd_bytes(&d->rd, n);
+	if (dec_ok(d, field, off))
+		memcpy(out, p, n);
+	else
+		memset(out, 0, n);
+}
+
+/* A u32 that must not be 0 (uid, uidvalidity). */
+static uint32_t get32_nz(struct dec *d, const char *field)
+{
+	size_t off = dec_off(d);
+	uint32_t v = get32(d, field);
+	if (d->ret == 0 && v == 0)
+		dec_bad(d, field, off, "0");
+	return v;
+}
+
+static uint64_t get64_nz(struct dec *d, const char *field)
+{
+	size_t off = dec_off(d);
+	uint64_t v = get64(d, field);
+	if (d->ret == 0 && v == 0)
+		dec_bad(d, field, off, "0");
+	return v;
+}
+
+/* A u32 with no bits outside mask. */
+static uint32_t get32_mask(struct dec *d, const char *field, uint32_t mask)
+{
+	size_t off = dec_off(d);
+	uint32_t v = get32(d, field);
+	if (d->ret == 0 && (v & ~mask) != 0)
+		dec_bad(d, field, off,
+			ms_errf("unknown bits 0x%x", (unsigned)(v & ~mask)));
+	return v;
+}
+
+/* str: u16 length + bytes, checked as a name of at most max bytes. */
+static void get_name(struct dec *d, const char *field, size_t max,
+		     struct ms_event_str *out)
+{
+	size_t off = dec_off(d);
+	uint16_t n = get16(d, field);
+	const uint8_t *p = ms_rd_bytes(&d->rd, n);
+	const char *why;
+
+	out->s = NULL;
+	out->len = 0;
+	if (!dec_ok(d, field, off))
+		return;
+	if ((why = name_problem(p, n, max)) != NULL) {
+		dec_bad(d, field, off, why);
+		return;
+	}
+	out->s = (const char *)p;
+	out->len = n;
+}
+
+/* n keywords (the count is read by the caller); packed form. */
+static void get_keyword_items(struct dec *d, uint32_t n,
+			      struct ms_event_keywords *kws)
+{
+	const uint8_t *start = d->rd.p;
+	struct ms_event_str kw;
+
+	for (uint32_t i = 0; i < n && d->ret == 0; i++)
+		get_name(d, "keyword", MS_EVENT_KEYWORD_MAX, &kw);
+	kws->n = n;
+	kws->list = NULL;
+	kws->packed = start;
+	kws->packed_len = (size_t)(d->rd.p - start);
+}
+
+static void get_keywords(struct dec *d, struct ms_event_keywords *kws)
+{
+	size_t off = dec_off(d);
+	uint16_t n = get16(d, "nkeywords");
+
+	memset(kws, 0, sizeof(*kws));
+	if (d->ret != 0)
+		return;
+	/* each keyword takes at least its 2 length bytes (the name check
+	   then refuses an empty one, with a better message) */
+	if (n > d->rd.left / 2) {
+		dec_fail(d, MS_ETRUNC,
+			 ms_errf("%s: nkeywords %u at offset %zu needs at "
+				 "least %zu bytes, %zu left",
+				 d->what, n, off, (size_t)n * 2, d->rd.left));
+		return;
+	}
+	get_keyword_items(d, n, kws);
+}
+
+/* n uid ranges, 8n bytes already known to be there or not; packed form. */
+static void get_range_items(struct dec *d, uint32_t n,
+			    struct ms_event_ranges *rs)
+{
+	size_t off = dec_off(d);
+	const uint8_t *p = ms_rd_bytes(&d->rd, (size_t)n * 8);
+	uint32_t prev_hi = 0;
+
+	memset(rs, 0, sizeof(*rs));
+	if (!dec_ok(d, "uid ranges", off))
+		return;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t lo = ms_get32(p + (size_t)i * 8);
+		uint32_t hi = ms_get32(p + (size_t)i * 8 + 4);
+		size_t at = off + (size_t)i * 8;
+
+		if (lo == 0) {
+			dec_bad(d, "uid range", at, ms_errf("%u: lo 0", i));
+			return;
+		}
+		if (lo > hi) {
+			dec_bad(d, "uid range", at,
+				ms_errf("%u: lo %u > hi %u", i, lo, hi));
+			return;
+		}
+		if (i > 0 && lo <= prev_hi) {
+			dec_bad(d, "uid range", at,
+				ms_errf("%u: lo %u not above the previous "
+					"hi %u (unsorted or overlapping)",
+					i, lo, prev_hi));
+			return;
+		}
+		prev_hi = hi;
+	}
+	rs->n = n;
+	rs->packed = p;
+}
+
+static void get_ranges(struct dec *d, struct ms_event_ranges *rs)
+{
+	size_t off = dec_off(d);
+	uint32_t n = get32(d, "nranges");
+
+	memset(rs, 0, sizeof(*rs));
+	if (d->ret != 0)
+		return;
+	if (n == 0) {
+		dec_bad(d, "nranges", off, "0");
+		return;
+	}
+	if (n > d->rd.left / 8) {
+		dec_fail(d, MS_ETRUNC,
+			 ms_errf("%s: nranges %u at offset %zu needs %zu "
+				 "bytes, %zu left",
+				 d->what, n, off, (size_t)n * 8, d->rd.left));
+		return;
+	}
+	get_range_items(d, n, rs);
+}
+
+static void get_seg_items(struct dec *d, uint32_t n, struct ms_event_segs *ss)
+{
+	size_t off = dec_off(d);
+	const uint8_t *p = ms_rd_bytes(&d->rd, (size_t)n * 8);
+
+	memset(ss, 0, sizeof(*ss));
+	if (!dec_ok(d, "segments", off))
+		return;
+	for (uint32_t i = 1; i < n; i++) {
+		uint64_t prev = ms_get64(p + (size_t)(i - 1) * 8);
+		uint64_t cur = ms_get64(p + (size_t)i * 8);
+		if (cur <= prev) {
+			dec_bad(d, "segment", off + (size_t)i * 8,
+				ms_errf("%u: %llu not above %llu", i,
+					(unsigned long long)cur,
+					(unsigned long long)prev));
+			return;
+		}
+	}
+	ss->n = n;
+	ss->packed = p;
+}
+
+static void get_segs(struct dec *d, struct ms_event_segs *ss)
+{
+	size_t off = dec_off(d);
+	uint32_t n = get32(d, "nsegs");
+
+	memset(ss, 0, sizeof(*ss));
+	if (d->ret != 0)
+		return;
+	if (n == 0) {
+		dec_bad(d, "nsegs", off, "0");
+		return;
+	}
+	if (n > d->rd.left / 8) {
+		dec_fail(d, MS_ETRUNC,
+			 ms_errf("%s: nsegs %u at offset %zu needs %zu bytes, "
+				 "%zu left",
+				 d->what, n, off, (size_t)n * 8, d->rd.left));
+		return;
+	}
+	get_seg_items(d, n, ss);
+}
+
+static void dec_place(struct dec *d, struct ms_event_place *e)
+{
+	size_t off;
+
+	e->user_id = get64(d, "user_id");
+	e->mbox_id = get64(d, "mbox_id");
+	e->uid = get32_nz(d, "uid");
+	e->modseq = get64_nz(d, "modseq");
+	e->flags = get32_mask(d, "flags", MS_EVENT_FLAG_MASK);
+	e->received_date = (int64_t)get64(d, "received_date");
+	e->save_date = (int64_t)get64(d, "save_date");
+	get_bytes(d, "guid", e->guid, sizeof(e->guid));
+	get_bytes(d, "body_key", e->body_key, sizeof(e->body_key));
+	e->body_seq = get64(d, "body_seq");
+	e->physical_size = get64(d, "physical_size");
+	off = dec_off(d);
+	e->virtual_size = get64(d, "virtual_size");
+	if (d->ret == 0 && e->virtual_size < e->physical_size)
+		dec_bad(d, "virtual_size", off,
+			ms_errf("%llu below physical size %llu",
+				(unsigned long long)e->virtual_size,
+				(unsigned long long)e->physical_size));
+	get_keywords(d, &e->keywords);
+}
+
+static void dec_flags(struct dec *d, struct ms_event_flags *e)
+{
+	size_t off;
+
+	e->user_id = get64(d, "user_id");
+	e->mbox_id = get64(d, "mbox_id");
+	e->modseq = get64_nz(d, "modseq");
+	off = dec_off(d);
+	e->mode = get8(d, "mode");
+	if (d->ret == 0 && e->mode > MS_EVENT_MODE_REPLACE)
+		dec_bad(d, "mode", off, ms_errf("%u", e->mode));
+	e->flags = get32_mask(d, "flags", MS_EVENT_FLAG_MASK);
+	get_keywords(d, &e->keywords);
+	get_ranges(d, &e->ranges);
+}
+
+static void dec_event(struct dec *d, struct ms_event *ev)
+{
+	size_t off;
+
+	switch (ev->type) {
+	case MS_REC_USER_CREATE: {
+		struct ms_event_user_create *e = &ev->u.user_create;
+		e->user_id = get64(d, "user_id");
+		get_name(d, "name", MS_EVENT_USER_NAME_MAX, &e->name);
+		break;
+	}
+	case MS_REC_USER_DELETE:
+		ev->u.user_delete.user_id = get64(d, "user_id");
+		break;
+	case MS_REC_MBOX_CREATE: {
+		struct ms_event_mbox_create *e = &ev->u.mbox_create;
+		e->user_id = get64(d, "user_id");
+		e->mbox_id = get64(d, "mbox_id");
+		e->uidvalidity = get32_nz(d, "uidvalidity");
+		e->special_use = get32_mask(d, "special_use", MS_EVENT_SU_MASK);
+		get_name(d, "name", MS_EVENT_MBOX_NAME_MAX, &e->name);
+		break;
+	}
+	case MS_REC_MBOX_RENAME: {
+		struct ms_event_mbox_rename *e = &ev->u.mbox_rename;
+		e->user_id = get64(d, "user_id");
+		e->mbox_id = get64(d, "mbox_id");
+		get_name(d, "new_name", MS_EVENT_MBOX_NAME_MAX, &e->new_name);
+		break;
+	}
+	case MS_REC_MBOX_DELETE:
+		ev->u.mbox_delete.user_id = get64(d, "user_id");
+		ev->u.mbox_delete.mbox_id = get64(d, "mbox_id");
+		break;
+	case MS_REC_MBOX_SUBSCRIBE: {
+		struct ms_event_mbox_subscribe *e = &ev->u.mbox_subscribe;
+		e->user_id = get64(d, "user_id");
+		off = dec_off(d);
+		e->subscribed = get8(d, "subscribed");
+		if (d->ret == 0 && e->subscribed > 1)
+			dec_bad(d, "subscribed", off,
+				ms_errf("%u, not 0 or 1", e->subscribed));
+		get_name(d, "name", MS_EVENT_MBOX_NAME_MAX, &e->name);
+		break;
+	}
+	case MS_REC_PLACE:
+		dec_place(d, &ev->u.place);
+		break;
+	case MS_REC_FLAGS:
+		dec_flags(d, &ev->u.flags);
+		break;
+	case MS_REC_EXPUNGE: {
+		struct ms_event_expunge *e = &ev->u.expunge;
+		e->user_id = get64(d, "user_id");
+		e->mbox_id = get64(d, "mbox_id");
+		e->modseq = get64_nz(d, "modseq");
+		get_ranges(d, &e->ranges);
+		break;
+	}
+	case MS_REC_QUOTA:
+		ev->u.quota.user_id = get64(d, "user_id");
+		ev->u.quota.max_bytes = get64(d, "max_bytes");
+		ev->u.quota.max_messages = get64(d, "max_messages");
+		break;
+	case MS_REC_TIMELINE: {
+		struct ms_event_timeline *e = &ev->u.timeline;
+		e->new_timeline = get64_nz(d, "new_timeline");
+		e->fork_seq = get64(d, "fork_seq");
+		get_bytes(d, "store_id", e->store_id, sizeof(e->store_id));
+		break;
+	}
+	case MS_REC_RETIRE:
+		get_segs(d, &ev->u.retire.segs);
+		break;
+	case MS_REC_CHECKPOINT:
+		ev->u.checkpoint.applied_seq = get64(d, "applied_seq");
+		ev->u.checkpoint.index_generation =
+			get64(d, "index_generation");
+		ev->u.checkpoint.time = get64(d, "time");
+		break;
+	case MS_REC_NOOP:
+		/* all of it; not through the cursor when empty, as the
+		   payload pointer may then be NULL (NULL + 0 is undefined) */
+		ev->u.noop.len = d->rd.left;
+		ev->u.noop.data = d->rd.left > 0
+					  ? ms_rd_bytes(&d->rd, d->rd.left)
+					  : d->rd.p;
+		break;
+	default:
+		/* the caller rejected every other type */
+		ms_assert(!"unexpected record type");
+	}
+}
+
+int ms_event_decode(uint8_t type, const uint8_t *payload, size_t len,
+		    struct ms_event *ev_r, const char **error_r)
+{
+	struct ms_event ev;
+	struct dec d;
+	const char *error = NULL;
+	int ret;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.type = type;
+	if (type == MS_REC_BODY || type == MS_REC_SEAL) {
+		error = ms_errf("%s records are not events (their payload "
+				"has its own decoder)",
+				ms_rec_type_name(type));
+		ret = MS_ECORRUPT;
+		goto out;
+	}
+	if (type == 0 || type > MS_REC_TYPE_MAX) {
+		error = ms_errf("unknown record type %u", type);
+		ret = MS_ECORRUPT;
+		goto out;
+	}
+	if (len > MS_REC_MAX_PAYLOAD) {
+		error = ms_errf("%s: payload of %zu bytes, more than %u",
+				ms_rec_type_name(type), len,
+				MS_REC_MAX_PAYLOAD);
+		ret = MS_ECORRUPT;
+		goto out;
+	}
+	dec_init(&d, type, payload, len);
+	dec_event(&d, &ev);
+	if (d.ret != 0) {
+		error = d.error;
+		ret = d.ret;
+		goto out;
+	}
+	if ((ret = ms_rd_end(&d.rd)) < 0) {
+		/* every failed read was reported above: this is a leftover */
+		error = ms_errf("%s: %zu bytes after the last field (offset "
+				"%zu of %zu)",
+				d.what, d.rd.left, dec_off(&d), len);
+		goto out;
+	}
+	*ev_r = ev;
+out:
+	if (ret < 0 && error_r != NULL)
+		*error_r = error;
+	return ret;
+}
+
+/* ---- list accessors ---- */
+
+static const struct ms_event_keywords *ev_keywords(const struct ms_event *ev)
+{
+	switch (ev->type) {
+	case MS_REC_PLACE:
+		return &ev->u.place.keywords;
+	case MS_REC_FLAGS:
+		return &ev->u.flags.keywords;
+	default:
+		return NULL;
+	}
+}
+
+static const struct ms_event_ranges *ev_ranges(const struct ms_event *ev)
+{
+	switch (ev->type) {
+	case MS_REC_FLAGS:
+		return &ev->u.flags.ranges;
+	case MS_REC_EXPUNGE:
+		return &ev->u.expunge.ranges;
+	default:
+		return NULL;
+	}
+}
+
+/* Exactly one form is set, or none for an empty list. */
+static bool one_form(uint32_t n, const void *list, const void *packed)
+{
+	if (list != NULL && packed != NULL)
+		return false;
+	return n == 0 || list != NULL || packed != NULL;
+}
+
+void ms_event_kw_iter_init(struct ms_event_kw_iter *it,
+			   const struct ms_event *ev)
+{
+	it->kws = ev_keywords(ev);
+	it->i = 0;
+	it->off = 0;
+}
+
+int ms_event_kw_next(struct ms_event_kw_iter *it, const char **kw_r,
+		     size_t *len_r)
+{
+	const struct ms_event_keywords *k = it->kws;
+	size_t n;
+
+	if (k == NULL || it->i >= k->n)
+		return 0;
+	if (!one_form(k->n, k->list, k->packed))
+		return -EINVAL;
+	if (k->list != NULL) {
+		*kw_r = k->list[it->i].s;
+		*len_r = k->list[it->i].len;
+		it->i++;
+		return 1;
+	}
+	if (k->packed_len - it->off < 2)
+		return -EINVAL;
+	n = ms_get16(k->packed + it->off);
+	if (k->packed_len - it->off - 2 < n)
+		return -EINVAL;
+	*kw_r = (const char *)k->packed + it->off + 2;
+	*len_r = n;
+	it->off += 2 + n;
+	it->i++;
+	return 1;
+}
+
+int ms_event_keyword(const struct ms_event *ev, uint32_t i, const char **kw_r,
+		     size_t *len_r)
+{
+	struct ms_event_kw_iter it;
+	const char *kw = NULL;
+	size_t len = 0;
+
+	ms_event_kw_iter_init(&it, ev);
+	if (it.kws == NULL || i >= it.kws->n)
+		return -EINVAL;
+	if (it.kws->list != NULL && it.kws->packed == NULL)
+		it.i = i; /* O(1) */
+	do {
+		if (ms_event_kw_next(&it, &kw, &len) <= 0)
+			return -EINVAL;
+	} while (it.i <= i);
+	*kw_r = kw;
+	*len_r = len;
+	return 0;
+}
+
+int ms_event_range(const struct ms_event *ev, uint32_t i, uint32_t *lo_r,
+		   uint32_t *hi_r)
+{
+	const struct ms_event_ranges *r = ev_ranges(ev);
+
+	if (r == NULL || i >= r->n || !one_form(r->n, r->list, r->packed))
+		return -EINVAL;
+	if (r->list != NULL) {
+		*lo_r = r->list[i].lo;
+		*hi_r = r->list[i].hi;
+	} else {
+		*lo_r = ms_get32(r->packed + (size_t)i * 8);
+		*hi_r = ms_get32(r->packed + (size_t)i * 8 + 4);
+	}
+	return 0;
+}
+
+int ms_event_seg(const struct ms_event *ev, uint32_t i, uint64_t *seg_r)
+{
+	const struct ms_event_segs *s =
+		ev->type == MS_REC_RETIRE ? &ev->u.retire.segs : NULL;
+
+	if (s == NULL || i >= s->n || !one_form(s->n, s->list, s->packed))
+		return -EINVAL;
+	*seg_r = s->list != NULL ? s->list[i]
+				 : ms_get64(s->packed + (size_t)i * 8);
+	return 0;
+}
+
+/* ---- encoding: check and size ---- */
+
+static bool name_ok(const struct ms_event_str *s, size_t max, size_t *size)
+{
+	if (!ms_event_name_valid(s->s, s->len, max))
+		return false;
+	*size += 2 + s->len;
+	return true;
+}
+
+/* Keywords of a struct: the rules, and their size on disk (with count). */
+static bool keywords_ok(const struct ms_event_keywords *k, size_t *size)
+{
+	if (k->n > UINT16_MAX || !one_form(k->n, k->list, k->packed))
+		return false;
+	*size += 2;
+	if (k->list != NULL) {
+		for (uint32_t i = 0; i < k->n; i++) {
+			if (!name_ok(&k->list[i], MS_EVENT_KEYWORD_MAX, size))
+				return false;
+		}
+		return true;
+	}
+	if (k->n == 0)
+		return k->packed == NULL || k->packed_len == 0;
+	/* the decoder's checks over the packed bytes */
+	struct ms_event_keywords tmp;
+	struct dec d;
+	dec_init(&d, MS_REC_PLACE, k->packed, k->packed_len);
+	get_keyword_items(&d, k->n, &tmp);
+	if (d.ret != 0 || ms_rd_end(&d.rd) != 0)
+		return false;
+	*size += k->packed_len;
+	return true;
+}
+
+static bool ranges_ok(const struct ms_event_ranges *r, size_t *size)
+{
+	if (r->n == 0 || !one_form(r->n, r->list, r->packed))
+		return false;
+	if (r->list != NULL) {
+		for (uint32_t i = 0; i < r->n; i++) {
+			uint32_t lo = r->list[i].lo, hi = r->list[i].hi;
+			if (lo == 0 || lo > hi)
+				return false;
+			if (i > 0 && lo <= r->list[i - 1].hi)
+				return false;
+		}
+	} else {
+		struct ms_event_ranges tmp;
+		struct dec d;
+		dec_init(&d, MS_REC_FLAGS, r->packed, (size_t)r->n * 8);
+		get_range_items(&d, r->n, &tmp);
+		if (d.ret != 0)
+			return false;
+	}
+	*size += 4 + (size_t)r->n * 8;
+	return true;
+}
+
+static bool segs_ok(const struct ms_event_segs *s, size_t *size)
+{
+	if (s->n == 0 || !one_form(s->n, s->list, s->packed))
+		return false;
+	if (s->list != NULL) {
+		for (uint32_t i = 1; i < s->n; i++) {
+			if (s->list[i] <= s->list[i - 1])
+				return false;
+		}
+	} else {
+		struct ms_event_segs tmp;
+		struct dec d;
+		dec_init(&d, MS_REC_RETIRE, s->packed, (size_t)s->n * 8);
+		get_seg_items(&d, s->n, &tmp);
+		if (d.ret != 0)
+			return false;
+	}
+	*size += 4 + (size_t)s->n * 8;
+	return true;
+}
+
+/* The rules of event.h for ev; *size_r gets its payload size. */
+static int ev_check(const struct ms_event *ev, size_t *size_r)
+{
+	size_t size = 0;
+	bool ok;
+
+	switch (ev->type) {
+	case MS_REC_USER_CREATE:
+		size = 8;
+		ok = name_ok(&ev->u.user_create.name, MS_EVENT_USER_NAME_MAX,
+			     &size);
+		break;
+	case MS_REC_USER_DELETE:
+		size = 8;
+		ok = true;
+		break;
+	case MS_REC_MBOX_CREATE: {
+		const struct ms_event_mbox_create *e = &ev->u.mbox_create;
+		size = 8 + 8 + 4 + 4;
+		ok = e->uidvalidity != 0 &&
+		     (e->special_use & ~(uint32_t)MS_EVENT_SU_MASK) == 0 &&
+		     name_ok(&e->name, MS_EVENT_MBOX_NAME_MAX, &size);
+		break;
+	}
+	case MS_REC_MBOX_RENAME:
+		size = 8 + 8;
+		ok = name_ok(&ev->u.mbox_rename.new_name,
+			     MS_EVENT_MBOX_NAME_MAX, &size);
+		break;
+	case MS_REC_MBOX_DELETE:
+		size = 8 + 8;
+		ok = true;
+		break;
+	case MS_REC_MBOX_SUBSCRIBE:
+		size = 8 + 1;
+		ok = ev->u.mbox_subscribe.subscribed <= 1 &&
+		     name_ok(&ev->u.mbox_subscribe.name, MS_EVENT_MBOX_NAME_MAX,
+			     &size);
+		break;
+	case MS_REC_PLACE: {
+		const struct ms_event_place *e = &ev->u.place;
+		size = 8 + 8 + 4 + 8 + 4 + 8 + 8 + MS_EVENT_GUID_SIZE +
+		       MS_EVENT_BODY_KEY_SIZE + 8 + 8 + 8;
+		ok = e->uid != 0 && e->modseq != 0 &&
+		     (e->flags & ~(uint32_t)MS_EVENT_FLAG_MASK) == 0 &&
+		     e->virtual_size >= e->physical_size &&
+		     keywords_ok(&e->keywords, &size);
+		break;
+	}
+	case MS_REC_FLAGS: {
+		const struct ms_event_flags *e = &ev->u.flags;
+		size = 8 + 8 + 8 + 1 + 4;
+		ok = e->modseq != 0 && e->mode <= MS_EVENT_MODE_REPLACE &&
+		     (e->flags & ~(uint32_t)MS_EVENT_FLAG_MASK) == 0 &&
+		     keywords_ok(&e->keywords, &size) &&
+		     ranges_ok(&e->ranges, &size);
+		break;
+	}
+	case MS_REC_EXPUNGE:
+		size = 8 + 8 + 8;
+		ok = ev->u.expunge.modseq != 0 &&
+		     ranges_ok(&ev->u.expunge.ranges, &size);
+		break;
+	case MS_REC_QUOTA:
+		size = 8 + 8 + 8;
+		ok = true;
+		break;
+	case MS_REC_TIMELINE:
+		size = 8 + 8 + MS_EVENT_STORE_ID_SIZE;
+		ok = ev->u.timeline.new_timeline != 0;
+		break;
+	case MS_REC_RETIRE:
+		ok = segs_ok(&ev->u.retire.segs, &size);
+		break;
+	case MS_REC_CHECKPOINT:
+		size = 8 + 8 + 8;
+		ok = true;
+		break;
+	case MS_REC_NOOP:
+		if (ev->u.noop.len > MS_REC_MAX_PAYLOAD)
+			return MS_ETOOBIG;
+		size = ev->u.noop.len;
+		ok = ev->u.noop.data != NULL || ev->u.noop.len == 0;
+		break;
+	default:
+		ok = false;
+		break;
+	}
+	if (!ok)
+		return -EINVAL;
+	if (size > MS_REC_MAX_PAYLOAD)
+		return MS_ETOOBIG;
+	*size_r = size;
+	return 0;
+}
+
+/*
+ * ---- encoding: write ----
+ * ms_event_encode() reserved the exact size first, so no write can fail.
+ */
+static void put8(struct ms_buf *b, uint8_t v)
+{
+	int ret = ms_wr_u8(b, v);
+	ms_assert(ret == 0);
+}
+
+static void put16(struct ms_buf *b, uint16_t v)
+{
+	int ret = ms_wr_u16(b, v);
+	ms_assert(ret == 0);
+}
+
+static void put32(struct ms_buf *b, uint32_t v)
+{
+	int ret = ms_wr_u32(b, v);
+	ms_assert(ret == 0);
+}
+
+static void put64(struct ms_buf *b, uint64_t v)
+{
+	int ret = ms_wr_u64(b, v);
+	ms_assert(ret == 0);
+}
+
+static void put_bytes(struct ms_buf *b, const void *p, size_t n)
+{
+	int ret = ms_wr_bytes(b, p, n);
+	ms_assert(ret == 0);
+}
+
+static void put_str(struct ms_buf *b, const struct ms_event_str *s)
+{
+	int ret = ms_wr_str(b, s->s, s->len);
+	ms_assert(ret == 0);
+}
+
+static void put_keywords(struct ms_buf *b, const struct ms_event_keywords *k)
+{
+	put16(b, (uint16_t)k->n);
+	if (k->list != NULL) {
+		for (uint32_t i = 0; i < k->n; i++)
+			put_str(b, &k->list[i]);
+	} else if (k->n > 0) {
+		put_bytes(b, k->packed, k->packed_len);
+	}
+}
+
+static void put_ranges(struct ms_buf *b, const struct ms_event_ranges *r)
+{
+	put32(b, r->n);
+	if (r->list != NULL) {
+		for (uint32_t i = 0; i < r->n; i++) {
+			put32(b, r->list[i].lo);
+			put32(b, r->list[i].hi);
+		}
+	} else {
+		put_bytes(b, r->packed, (size_t)r->n * 8);
+	}
+}
+
+static void put_segs(struct ms_buf *b, const struct ms_event_segs *s)
+{
+	put32(b, s->n);
+	if (s->list != NULL) {
+		for (uint32_t i = 0; i < s->n; i++)
+			put64(b, s->list[i]);
+	} else {
+		put_bytes(b, s->packed, (size_t)s->n * 8);
+	}
+}
+
+static void put_event(struct ms_buf *b, const struct ms_event *ev)
+{
+	switch (ev->type) {
+	case MS_REC_USER_CREATE:
+		put64(b, ev->u.user_create.user_id);
+		put_str(b, &ev->u.user_create.name);
+		break;
+	case MS_REC_USER_DELETE:
+		put64(b, ev->u.user_delete.user_id);
+		break;
+	case MS_REC_MBOX_CREATE: {
+		const struct ms_event_mbox_create *e = &ev->u.mbox_create;
+		put64(b, e->user_id);
+		put64(b, e->mbox_id);
+		put32(b, e->uidvalidity);
+		put32(b, e->special_use);
+		put_str(b, &e->name);
+		break;
+	}
+	case MS_REC_MBOX_RENAME:
+		put64(b, ev->u.mbox_rename.user_id);
+		put64(b, ev->u.mbox_rename.mbox_id);
+		put_str(b, &ev->u.mbox_rename.new_name);
+		break;
+	case MS_REC_MBOX_DELETE:
+		put64(b, ev->u.mbox_delete.user_id);
+		put64(b, ev->u.mbox_delete.mbox_id);
+		break;
+	case MS_REC_MBOX_SUBSCRIBE:
+		put64(b, ev->u.mbox_subscribe.user_id);
+		put8(b, ev->u.mbox_subscribe.subscribed);
+		put_str(b, &ev->u.mbox_subscribe.name);
+		break;
+	case MS_REC_PLACE: {
+		const struct ms_event_place *e = &ev->u.place;
+		put64(b, e->user_id);
+		put64(b, e->mbox_id);
+		put32(b, e->uid);
+		put64(b, e->modseq);
+		put32(b, e->flags);
+		put64(b, (uint64_t)e->received_date);
+		put64(b, (uint64_t)e->save_date);
+		put_bytes(b, e->guid, sizeof(e->guid));
+		put_bytes(b, e->body_key, sizeof(e->body_key));
+		put64(b, e->body_seq);
+		put64(b, e->physical_size);
+		put64(b, e->virtual_size);
+		put_keywords(b, &e->keywords);
+		break;
+	}
+	case MS_REC_FLAGS: {
+		const struct ms_event_flags *e = &ev->u.flags;
+		put64(b, e->user_id);
+		put64(b, e->mbox_id);
+		put64(b, e->modseq);
+		put8(b, e->mode);
+		put32(b, e->flags);
+		put_keywords(b, &e->keywords);
+		put_ranges(b, &e->ranges);
+		break;
+	}
+	case MS_REC_EXPUNGE:
+		put64(b, ev->u.expunge.user_id);
+		put64(b, ev->u.expunge.mbox_id);
+		put64(b, ev->u.expunge.modseq);
+		put_ranges(b, &ev->u.expunge.ranges);
+		break;
+	case MS_REC_QUOTA:
+		put64(b, ev->u.quota.user_id);
+		put64(b, ev->u.quota.max_bytes);
+		put64(b, ev->u.quota.max_messages);
+		break;
+	case MS_REC_TIMELINE:
+		put64(b, ev->u.timeline.new_timeline);
+		put64(b, ev->u.timeline.fork_seq);
+		put_bytes(b, ev->u.timeline.store_id,
+			  sizeof(ev->u.timeline.store_id));
+		break;
+	case MS_REC_RETIRE:
+		put_segs(b, &ev->u.retire.segs);
+		break;
+	case MS_REC_CHECKPOINT:
+		put64(b, ev->u.checkpoint.applied_seq);
+		put64(b, ev->u.checkpoint.index_generation);
+		put64(b, ev->u.checkpoint.time);
+		break;
+	case MS_REC_NOOP:
+		put_bytes(b, ev->u.noop.data, ev->u.noop.len);
+		break;
+	default:
+		ms_assert(!"type passed ev_check");
+	}
+}
+
+int ms_event_encode(const struct ms_event *ev, struct ms_buf *out)
+{
+	size_t size = 0, start = out->len;
+	int ret;
+
+	if ((ret = ev_check(ev, &size)) < 0)
+		return ret;
+	if ((ret = ms_buf_reserve(out, size)) < 0)
+		return ret;
+	put_event(out, ev);
+	ms_assert(out->len - start == size);
+	return 0;
+}
