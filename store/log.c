@@ -24,8 +24,11 @@
 #include "log_int.h"
 #include "msg.h"
 
-static const char *const copy_names[MS_IO_COPIES] = { "primary",
-						      "secondary" };
+const char *ms_log_copy_name(int c)
+{
+	ms_assert(c >= 0 && c < MS_IO_COPIES);
+	return c == 0 ? "primary" : "secondary";
+}
 
 static uint64_t now_ns(void)
 {
@@ -48,11 +51,11 @@ void ms_log_copy_fail(struct ms_log *log, int c, int err, const char *what)
 	if (ok > 0)
 		msg_error("copy=%s dir=%s failed (%s); continuing on the other "
 			  "copy, DEGRADED: run mstore repair",
-			  copy_names[c], cp->root, cp->error);
+			  ms_log_copy_name(c), cp->root, cp->error);
 	else
 		msg_error("copy=%s dir=%s failed (%s); no writable copy is "
 			  "left: every write is refused",
-			  copy_names[c], cp->root, cp->error);
+			  ms_log_copy_name(c), cp->root, cp->error);
 }
 
 void ms_log_segs_add(struct ms_log *log, uint64_t seg)
@@ -115,14 +118,14 @@ static int copy_open(struct ms_log *log, int c, const char **error_r)
 
 	if (log->cfg.create && !log->cfg.readonly && mkdir(dir, 0750) < 0 &&
 	    errno != EEXIST) {
-		*error_r = ms_errf("%s copy: mkdir %s: %s", copy_names[c], dir,
+		*error_r = ms_errf("%s copy: mkdir %s: %s", ms_log_copy_name(c), dir,
 				   strerror(errno));
 		return -errno;
 	}
 	cp->root_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (cp->root_fd < 0) {
 		int err = -errno;
-		*error_r = ms_errf("%s copy: open %s: %s", copy_names[c], dir,
+		*error_r = ms_errf("%s copy: open %s: %s", ms_log_copy_name(c), dir,
 				   strerror(errno));
 		return err;
 	}
@@ -140,7 +143,7 @@ static int copy_open(struct ms_log *log, int c, const char **error_r)
 	return 0;
 fail:;
 	int err = -errno;
-	*error_r = ms_errf("%s copy: %s/log: %s", copy_names[c], dir,
+	*error_r = ms_errf("%s copy: %s/log: %s", ms_log_copy_name(c), dir,
 			   strerror(errno));
 	return err;
 }
@@ -153,7 +156,8 @@ static int meta_setup(struct ms_log *log, const char **error_r)
 	const char *err[MS_IO_COPIES] = { "", "" };
 	int good = -1;
 
-	for (int c = 0; c < log->ncopies; c++) {
+	ms_assert(log->ncopies >= 1 && log->ncopies <= MS_IO_COPIES);
+	for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 		ret[c] = log->copy[c].state == MS_COPY_OK
 				 ? ms_meta_read(log->copy[c].root_fd, &m[c],
 						&err[c])
@@ -162,10 +166,10 @@ static int meta_setup(struct ms_log *log, const char **error_r)
 			good = c;
 	}
 	if (good < 0) {
-		for (int c = 0; c < log->ncopies; c++) {
+		for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 			if (ret[c] != -ENOENT) {
 				*error_r = ms_errf("%s copy %s: %s",
-						   copy_names[c],
+						   ms_log_copy_name(c),
 						   log->copy[c].root, err[c]);
 				return ret[c];
 			}
@@ -178,7 +182,7 @@ static int meta_setup(struct ms_log *log, const char **error_r)
 		randombytes_buf(log->meta.store_id, sizeof(log->meta.store_id));
 		randombytes_buf(log->meta.salt, sizeof(log->meta.salt));
 		log->meta.created = (uint64_t)time(NULL);
-		for (int c = 0; c < log->ncopies; c++) {
+		for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 			int r = ms_meta_write(log->copy[c].root_fd, &log->meta,
 					      error_r);
 			if (r < 0)
@@ -188,7 +192,7 @@ static int meta_setup(struct ms_log *log, const char **error_r)
 		return 0;
 	}
 	log->meta = m[good];
-	for (int c = 0; c < log->ncopies; c++) {
+	for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 		if (c == good || log->copy[c].state != MS_COPY_OK)
 			continue;
 		if (ret[c] == 0) {
@@ -198,8 +202,8 @@ static int meta_setup(struct ms_log *log, const char **error_r)
 				*error_r = ms_errf(
 					"%s copy %s and %s copy %s belong to "
 					"different stores",
-					copy_names[good], log->copy[good].root,
-					copy_names[c], log->copy[c].root);
+					ms_log_copy_name(good), log->copy[good].root,
+					ms_log_copy_name(c), log->copy[c].root);
 				return MS_EMISMATCH;
 			}
 			continue;
@@ -208,8 +212,8 @@ static int meta_setup(struct ms_log *log, const char **error_r)
 		if (log->cfg.readonly)
 			continue;
 		msg_warn("copy=%s dir=%s: %s; rewriting it from the %s copy",
-			 copy_names[c], log->copy[c].root, err[c],
-			 copy_names[good]);
+			 ms_log_copy_name(c), log->copy[c].root, err[c],
+			 ms_log_copy_name(good));
 		int r = ms_meta_write(log->copy[c].root_fd, &log->meta, error_r);
 		if (r < 0)
 			ms_log_copy_fail(log, c, r, "write meta");
@@ -250,7 +254,7 @@ int ms_log_open(const struct ms_log_cfg *cfg, struct ms_log **log_r,
 
 	int nok = 0;
 	const char *first_err = NULL;
-	for (int c = 0; c < log->ncopies; c++) {
+	for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 		const char *e;
 		ret = copy_open(log, c, &e);
 		if (ret < 0) {
@@ -535,7 +539,7 @@ static void flush_start(struct ms_log *log)
 	log->flush_t0 = now_ns();
 	int ret = log->io->ops->flush_start(log->io, &log->fl);
 	if (ret < 0) {
-		for (int c = 0; c < log->ncopies; c++)
+		for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++)
 			if (log->fl.fd[c] >= 0)
 				ms_log_copy_fail(log, c, ret, "submit flush");
 		flush_fail_all(log);
@@ -575,7 +579,7 @@ static void flush_done(struct ms_log *log)
 		log->q_last = NULL;
 	batch_finish(log, b, 0);
 	if (b->sealed) {
-		for (int c = 0; c < log->ncopies; c++) {
+		for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 			if (log->copy[c].head_fd >= 0)
 				close(log->copy[c].head_fd);
 			log->copy[c].head_fd = -1;
@@ -672,15 +676,15 @@ static void heal(struct ms_log *log, int c, struct ms_pos pos,
 	if (ret < 0) {
 		msg_error("copy=%s segment=%llu offset=%llu: self-heal write "
 			  "failed: %s",
-			  copy_names[c], (unsigned long long)pos.seg,
+			  ms_log_copy_name(c), (unsigned long long)pos.seg,
 			  (unsigned long long)pos.off, ms_strerror(ret));
 		return;
 	}
 	log->st.heals++;
 	msg_warn("copy=%s segment=%llu offset=%llu: bad record rewritten from "
 		 "the %s copy (self-heal)",
-		 copy_names[c], (unsigned long long)pos.seg,
-		 (unsigned long long)pos.off, copy_names[1 - c]);
+		 ms_log_copy_name(c), (unsigned long long)pos.seg,
+		 (unsigned long long)pos.off, ms_log_copy_name(1 - c));
 }
 
 int ms_log_read(struct ms_log *log, struct ms_pos pos,
@@ -691,6 +695,7 @@ int ms_log_read(struct ms_log *log, struct ms_pos pos,
 	int bad[MS_IO_COPIES] = { 0, 0 };
 	int ret = MS_ECORRUPT;
 
+	ms_assert(log->ncopies >= 1 && log->ncopies <= MS_IO_COPIES);
 	if (pos.seg > log->durable.seg ||
 	    (pos.seg == log->durable.seg && pos.off >= log->durable.off) ||
 	    pos.off < MS_SEG_HDR_SIZE) {
@@ -700,7 +705,7 @@ int ms_log_read(struct ms_log *log, struct ms_pos pos,
 				   (unsigned long long)pos.off);
 		return MS_ENOTFOUND;
 	}
-	for (int c = 0; c < log->ncopies; c++) {
+	for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 		struct ms_rec_hdr h;
 		ret = read_copy(log, c, pos, &h, payload, &why[c]);
 		if (ret == 0) {
@@ -713,7 +718,7 @@ int ms_log_read(struct ms_log *log, struct ms_pos pos,
 		bad[c] = 1;
 		log->st.read_errors++;
 		msg_warn("copy=%s segment=%llu offset=%llu: %s",
-			 copy_names[c], (unsigned long long)pos.seg,
+			 ms_log_copy_name(c), (unsigned long long)pos.seg,
 			 (unsigned long long)pos.off, why[c]);
 	}
 	*error_r = ms_errf("segment %llu offset %llu: bad on every copy "
@@ -731,6 +736,7 @@ int ms_log_scrub(struct ms_log *log, uint64_t seg, struct ms_scrub_stats *st,
 	struct ms_pos pos = { seg, MS_SEG_HDR_SIZE };
 	int ret = 0;
 
+	ms_assert(log->ncopies >= 1 && log->ncopies <= MS_IO_COPIES);
 	for (int c = 0; c < MS_IO_COPIES; c++)
 		ms_buf_init(&buf[c], 0);
 	for (;;) {
@@ -741,7 +747,7 @@ int ms_log_scrub(struct ms_log *log, uint64_t seg, struct ms_scrub_stats *st,
 		if (pos.seg > log->durable.seg ||
 		    (pos.seg == log->durable.seg && pos.off >= log->durable.off))
 			break;
-		for (int c = 0; c < log->ncopies; c++) {
+		for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 			ok[c] = read_copy(log, c, pos, &h[c], &buf[c],
 					  &why[c]) == 0;
 			if (ok[c] && good < 0)
@@ -758,7 +764,7 @@ int ms_log_scrub(struct ms_log *log, uint64_t seg, struct ms_scrub_stats *st,
 			ret = MS_ECORRUPT;
 			break;
 		}
-		for (int c = 0; c < log->ncopies; c++) {
+		for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 			if (c == good)
 				continue;
 			if (ok[c] && h[c].sum == h[good].sum &&
@@ -767,7 +773,7 @@ int ms_log_scrub(struct ms_log *log, uint64_t seg, struct ms_scrub_stats *st,
 				continue;
 			if (!ok[c])
 				msg_warn("copy=%s segment=%llu offset=%llu: %s",
-					 copy_names[c],
+					 ms_log_copy_name(c),
 					 (unsigned long long)pos.seg,
 					 (unsigned long long)pos.off, why[c]);
 			if (log->cfg.readonly || log->copy[c].state != MS_COPY_OK)
@@ -872,7 +878,7 @@ void ms_log_get_status(struct ms_log *log, struct ms_log_status *st)
 	*st = log->st;
 	st->ncopies = log->ncopies;
 	st->degraded = 0;
-	for (int c = 0; c < log->ncopies; c++) {
+	for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 		st->copy[c] = log->copy[c].state;
 		st->copy_dir[c] = log->copy[c].root;
 		snprintf(st->copy_error[c], sizeof(st->copy_error[c]), "%s",

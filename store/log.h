@@ -122,6 +122,8 @@ int ms_log_scrub(struct ms_log *log, uint64_t seg, struct ms_scrub_stats *st,
 const uint64_t *ms_log_segments(struct ms_log *log, size_t *n_r);
 
 void ms_log_get_status(struct ms_log *log, struct ms_log_status *st);
+/* "primary" or "secondary" (c is 0 or 1). */
+const char *ms_log_copy_name(int c);
 const struct ms_meta *ms_log_meta(struct ms_log *log);
 
 /* Walk the durable records in log order, from a position. */

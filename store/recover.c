@@ -32,8 +32,6 @@
 #include "log_int.h"
 #include "msg.h"
 
-static const char *const copy_names[MS_IO_COPIES] = { "primary",
-						      "secondary" };
 
 struct range {
 	uint64_t off, len;
@@ -216,7 +214,7 @@ static int save_tail(struct ms_log *log, int c, uint64_t seg, int fd,
 
 	snprintf(name, sizeof(name), "lost+found/%012llu.seg@%llu.%s.%lld",
 		 (unsigned long long)seg, (unsigned long long)off,
-		 copy_names[c], (long long)time(NULL));
+		 ms_log_copy_name(c), (long long)time(NULL));
 	int out = openat(cp->root_fd, name,
 			 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	if (out < 0)
@@ -235,7 +233,7 @@ static int save_tail(struct ms_log *log, int c, uint64_t seg, int fd,
 	if (ret == 0)
 		msg_warn("copy=%s segment=%llu: %llu bytes past offset %llu "
 			 "(never acknowledged) saved to %s/%s and cut",
-			 copy_names[c], (unsigned long long)seg,
+			 ms_log_copy_name(c), (unsigned long long)seg,
 			 (unsigned long long)(size - off),
 			 (unsigned long long)off, cp->root, name);
 	return ret;
@@ -283,7 +281,8 @@ static int apply_scan(struct ms_log *log, uint64_t seg, int fd[],
 	char name[MS_SEG_NAME_LEN + 1];
 
 	ms_seg_name(seg, name);
-	for (int c = 0; c < log->ncopies; c++) {
+	ms_assert(log->ncopies >= 1 && log->ncopies <= MS_IO_COPIES);
+	for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 		int o = 1 - c, changed = 0, ret = 0;
 		if (log->copy[c].state != MS_COPY_OK)
 			continue;
@@ -302,8 +301,8 @@ static int apply_scan(struct ms_log *log, uint64_t seg, int fd[],
 			s->size[c] = 0;
 			msg_warn("copy=%s segment=%llu: missing, rebuilt from "
 				 "the %s copy",
-				 copy_names[c], (unsigned long long)seg,
-				 copy_names[o]);
+				 ms_log_copy_name(c), (unsigned long long)seg,
+				 ms_log_copy_name(o));
 		}
 		if (s->size[c] > s->end) {
 			ret = save_tail(log, c, seg, fd[c], s->end, s->size[c]);
@@ -319,8 +318,8 @@ static int apply_scan(struct ms_log *log, uint64_t seg, int fd[],
 		if (s->nfix[c] > 0 && ret == 0)
 			msg_warn("copy=%s segment=%llu: %zu damaged or missing "
 				 "range(s) rewritten from the %s copy",
-				 copy_names[c], (unsigned long long)seg,
-				 s->nfix[c], copy_names[o]);
+				 ms_log_copy_name(c), (unsigned long long)seg,
+				 s->nfix[c], ms_log_copy_name(o));
 		if (changed && ret == 0 && fdatasync(fd[c]) < 0)
 			ret = -errno;
 		if (ret < 0)
@@ -336,17 +335,18 @@ static void move_aside(struct ms_log *log, uint64_t seg)
 	char name[MS_SEG_NAME_LEN + 1], dst[128];
 
 	ms_seg_name(seg, name);
-	for (int c = 0; c < log->ncopies; c++) {
+	ms_assert(log->ncopies >= 1 && log->ncopies <= MS_IO_COPIES);
+	for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 		struct ms_log_copy *cp = &log->copy[c];
 		if (cp->state != MS_COPY_OK)
 			continue;
 		snprintf(dst, sizeof(dst), "lost+found/%s.%s.%lld", name,
-			 copy_names[c], (long long)time(NULL));
+			 ms_log_copy_name(c), (long long)time(NULL));
 		if (renameat(cp->log_fd, name, cp->root_fd, dst) == 0) {
 			(void)fsync(cp->log_fd);
 			msg_warn("copy=%s: segment %s has no valid header "
 				 "(never acknowledged); moved to %s/%s",
-				 copy_names[c], name, cp->root, dst);
+				 ms_log_copy_name(c), name, cp->root, dst);
 		}
 	}
 }
@@ -394,8 +394,9 @@ static void clone_segment(struct ms_log *log, uint64_t seg, int c, int from_fd)
 	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
 	int fd = openat(cp->log_fd, tmp,
 			O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	memset(&st, 0, sizeof(st));
 	if (fd < 0 || fstat(from_fd, &st) < 0)
-		ret = -errno;
+		ret = errno ? -errno : -EIO;
 	if (ret == 0)
 		ret = copy_bytes(from_fd, fd, 0, (uint64_t)st.st_size);
 	if (ret == 0 && fdatasync(fd) < 0)
@@ -413,7 +414,7 @@ static void clone_segment(struct ms_log *log, uint64_t seg, int c, int from_fd)
 	}
 	msg_warn("copy=%s segment=%llu: bad header or seal, rebuilt whole "
 		 "from the %s copy",
-		 copy_names[c], (unsigned long long)seg, copy_names[1 - c]);
+		 ms_log_copy_name(c), (unsigned long long)seg, ms_log_copy_name(1 - c));
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -428,7 +429,7 @@ static int list_segments(struct ms_log *log, uint64_t **list_r, size_t *n_r)
 	uint64_t *list = NULL;
 	size_t n = 0, cap = 0;
 
-	for (int c = 0; c < log->ncopies; c++) {
+	for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 		if (log->copy[c].state != MS_COPY_OK)
 			continue;
 		int dfd = dup(log->copy[c].log_fd);
@@ -471,6 +472,7 @@ int ms_log_recover(struct ms_log *log, const char **error_r)
 	uint64_t min_seq = 1;
 	int ret = 0;
 
+	ms_assert(log->ncopies >= 1 && log->ncopies <= MS_IO_COPIES);
 	log->timeline = 1;
 	log->next_seq = 1;
 	log->head_seg = 1;
@@ -482,7 +484,7 @@ int ms_log_recover(struct ms_log *log, const char **error_r)
 		int last = i + 1 == n;
 		int fd[MS_IO_COPIES] = { -1, -1 };
 
-		for (int c = 0; c < log->ncopies; c++)
+		for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++)
 			if (log->copy[c].state == MS_COPY_OK) {
 				int r = ms_log_seg_fd(log, c, seg);
 				fd[c] = r >= 0 ? r : -1;
@@ -493,7 +495,7 @@ int ms_log_recover(struct ms_log *log, const char **error_r)
 			struct ms_rec_hdr sh[MS_IO_COPIES];
 			uint8_t tail[MS_IO_COPIES][MS_SEG_SEAL_SIZE];
 			int ok[MS_IO_COPIES] = { 0, 0 };
-			for (int c = 0; c < log->ncopies; c++)
+			for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++)
 				ok[c] = sealed_ok(log, seg, fd[c], min_seq,
 						  &seal[c], &sh[c], tail[c]);
 			int good = ok[0] ? 0 : ok[1] ? 1 : -1;
@@ -527,7 +529,7 @@ int ms_log_recover(struct ms_log *log, const char **error_r)
 				break;
 			}
 			if (!log->cfg.readonly) {
-				for (int c = 0; c < log->ncopies; c++)
+				for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++)
 					ms_log_seg_fd_forget(log, c, seg);
 				move_aside(log, seg);
 			}
@@ -546,7 +548,7 @@ int ms_log_recover(struct ms_log *log, const char **error_r)
 			break;
 		}
 		if (last && !s.sealed) {
-			for (int c = 0; c < log->ncopies; c++) {
+			for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 				uint64_t mark = s.size[c] > s.end
 							? find_batch_mark(fd[c], s.end,
 									  s.last_seq + 1)
@@ -561,7 +563,7 @@ int ms_log_recover(struct ms_log *log, const char **error_r)
 					"cut them: run mstore verify",
 					(unsigned long long)seg,
 					(unsigned long long)s.end,
-					copy_names[c],
+					ms_log_copy_name(c),
 					(unsigned long long)mark);
 				ret = MS_ECORRUPT;
 			}

@@ -71,11 +71,11 @@ static void absolutise(char **p, const char *path)
 	if (*p == NULL || (*p)[0] == '/' || slash == NULL)
 		return;
 	size_t dl = (size_t)(slash - path);
-	size_t n = dl + 1 + strlen(*p) + 1;
-	char *r = ms_malloc(n);
+	size_t pl = strlen(*p);
+	char *r = ms_malloc(dl + 1 + pl + 1);
 	memcpy(r, path, dl);
 	r[dl] = '/';
-	strcpy(r + dl + 1, *p);
+	memcpy(r + dl + 1, *p, pl + 1);
 	free(*p);
 	*p = r;
 }

@@ -24,11 +24,11 @@
 #include <xxhash.h>
 
 #include "buf.h"
+#include "log.h"
 #include "msg.h"
 #include "seg.h"
 #include "tools.h"
 
-static const char *const copy_names[2] = { "primary", "secondary" };
 
 struct problem {
 	int copy;		/* 0, 1, or 2 for "both" */
@@ -133,8 +133,8 @@ static void verify_segment(int c, int logfd, uint64_t seg, int newest,
 	char name[MS_SEG_NAME_LEN + 1];
 	struct ms_seg_reader r;
 	struct ms_seg_hdr hdr;
-	const uint8_t *p;
-	const char *err;
+	const uint8_t *p = NULL;
+	const char *err = "";
 	int ret;
 
 	ms_seg_name(seg, name);
@@ -271,7 +271,7 @@ static void verify_copy(int c, const char *dir, struct copy_stats *cs,
 	}
 	uint64_t expect = 0;
 	for (size_t i = 0; i < cs->nsegs; i++) {
-		tool_progress(ms_errf("verify %s", copy_names[c]), i,
+		tool_progress(ms_errf("verify %s", ms_log_copy_name(c)), i,
 			      cs->nsegs);
 		verify_segment(c, logfd, cs->segs[i], i + 1 == cs->nsegs, cs,
 			       &expect, cs);
@@ -361,13 +361,13 @@ static void print_text(const struct tool_store *ts, int ncopies,
 		const struct problem *p = &problems[i];
 		printf("PROBLEM copy=%s segment=%llu offset=%llu type=%s "
 		       "check=%s: %s\n",
-		       p->copy == 2 ? "both" : copy_names[p->copy],
+		       p->copy == 2 ? "both" : ms_log_copy_name(p->copy),
 		       (unsigned long long)p->seg, (unsigned long long)p->off,
 		       p->type, p->check, p->detail);
 	}
 	for (int c = 0; c < ncopies; c++)
 		printf("%s %s: %llu segments, %llu records, %llu bytes\n",
-		       copy_names[c], ts->copy[c],
+		       ms_log_copy_name(c), ts->copy[c],
 		       (unsigned long long)cs[c].segments,
 		       (unsigned long long)cs[c].records,
 		       (unsigned long long)cs[c].bytes);
@@ -387,7 +387,7 @@ static void print_json(const struct tool_store *ts, int ncopies,
 	printf("\",\"copies\":[");
 	for (int c = 0; c < ncopies; c++) {
 		printf("%s{\"copy\":\"%s\",\"dir\":", c ? "," : "",
-		       copy_names[c]);
+		       ms_log_copy_name(c));
 		tool_json_str(stdout, ts->copy[c]);
 		printf(",\"segments\":%llu,\"records\":%llu,\"bytes\":%llu}",
 		       (unsigned long long)cs[c].segments,
@@ -400,7 +400,7 @@ static void print_json(const struct tool_store *ts, int ncopies,
 		printf("%s{\"copy\":\"%s\",\"segment\":%llu,\"offset\":%llu,"
 		       "\"type\":\"%s\",\"check\":\"%s\",\"detail\":",
 		       i ? "," : "",
-		       p->copy == 2 ? "both" : copy_names[p->copy],
+		       p->copy == 2 ? "both" : ms_log_copy_name(p->copy),
 		       (unsigned long long)p->seg, (unsigned long long)p->off,
 		       p->type, p->check);
 		tool_json_str(stdout, p->detail);
