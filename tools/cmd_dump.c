@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "body.h"
+#include "event.h"
 #include "log.h"
 #include "msg.h"
 #include "tools.h"
@@ -31,6 +32,114 @@ static int parse_pos(const char *s, struct ms_pos *pos_r)
 	pos_r->seg = seg;
 	pos_r->off = off;
 	return 0;
+}
+
+static void print_str(const char *key, struct ms_event_str s)
+{
+	/* names are checked UTF-8 without control bytes; quote them */
+	printf(" %s=\"%.*s\"", key, (int)s.len, s.s);
+}
+
+static void print_ranges(const struct ms_event *ev,
+			 const struct ms_event_ranges *r)
+{
+	printf(" uids=");
+	for (uint32_t i = 0; i < r->n && i < 8; i++) {
+		uint32_t lo, hi;
+		if (ms_event_range(ev, i, &lo, &hi) < 0)
+			break;
+		if (lo == hi)
+			printf("%s%u", i ? "," : "", lo);
+		else
+			printf("%s%u:%u", i ? "," : "", lo, hi);
+	}
+	if (r->n > 8)
+		printf(",...(%u ranges)", r->n);
+}
+
+/* What an event record says, in a few key=value words. */
+static void print_event(const struct ms_rec_hdr *h, const uint8_t *payload)
+{
+	struct ms_event ev;
+	const char *err;
+
+	if (ms_event_decode(h->type, payload, h->len, &ev, &err) < 0) {
+		printf(" BAD-PAYLOAD(%s)", err);
+		return;
+	}
+	switch (ev.type) {
+	case MS_REC_USER_CREATE:
+		printf(" user=%" PRIu64, ev.u.user_create.user_id);
+		print_str("name", ev.u.user_create.name);
+		break;
+	case MS_REC_USER_DELETE:
+		printf(" user=%" PRIu64, ev.u.user_delete.user_id);
+		break;
+	case MS_REC_MBOX_CREATE:
+		printf(" user=%" PRIu64 " mbox=%" PRIu64 " uidvalidity=%u",
+		       ev.u.mbox_create.user_id, ev.u.mbox_create.mbox_id,
+		       ev.u.mbox_create.uidvalidity);
+		print_str("name", ev.u.mbox_create.name);
+		break;
+	case MS_REC_MBOX_RENAME:
+		printf(" user=%" PRIu64 " mbox=%" PRIu64,
+		       ev.u.mbox_rename.user_id, ev.u.mbox_rename.mbox_id);
+		print_str("to", ev.u.mbox_rename.new_name);
+		break;
+	case MS_REC_MBOX_DELETE:
+		printf(" user=%" PRIu64 " mbox=%" PRIu64,
+		       ev.u.mbox_delete.user_id, ev.u.mbox_delete.mbox_id);
+		break;
+	case MS_REC_MBOX_SUBSCRIBE:
+		printf(" user=%" PRIu64 " %s", ev.u.mbox_subscribe.user_id,
+		       ev.u.mbox_subscribe.subscribed ? "subscribe"
+						      : "unsubscribe");
+		print_str("name", ev.u.mbox_subscribe.name);
+		break;
+	case MS_REC_PLACE:
+		printf(" user=%" PRIu64 " mbox=%" PRIu64 " uid=%u modseq=%" PRIu64
+		       " flags=0x%x size=%" PRIu64 " body=",
+		       ev.u.place.user_id, ev.u.place.mbox_id, ev.u.place.uid,
+		       ev.u.place.modseq, ev.u.place.flags,
+		       ev.u.place.physical_size);
+		for (int i = 0; i < 8; i++)
+			printf("%02x", ev.u.place.body_key[i]);
+		break;
+	case MS_REC_FLAGS:
+		printf(" user=%" PRIu64 " mbox=%" PRIu64 " modseq=%" PRIu64
+		       " mode=%u flags=0x%x keywords=%u",
+		       ev.u.flags.user_id, ev.u.flags.mbox_id,
+		       ev.u.flags.modseq, ev.u.flags.mode, ev.u.flags.flags,
+		       ev.u.flags.keywords.n);
+		print_ranges(&ev, &ev.u.flags.ranges);
+		break;
+	case MS_REC_EXPUNGE:
+		printf(" user=%" PRIu64 " mbox=%" PRIu64 " modseq=%" PRIu64,
+		       ev.u.expunge.user_id, ev.u.expunge.mbox_id,
+		       ev.u.expunge.modseq);
+		print_ranges(&ev, &ev.u.expunge.ranges);
+		break;
+	case MS_REC_QUOTA:
+		printf(" user=%" PRIu64 " max_bytes=%" PRIu64
+		       " max_messages=%" PRIu64,
+		       ev.u.quota.user_id, ev.u.quota.max_bytes,
+		       ev.u.quota.max_messages);
+		break;
+	case MS_REC_TIMELINE:
+		printf(" new_timeline=%" PRIu64 " fork_seq=%" PRIu64,
+		       ev.u.timeline.new_timeline, ev.u.timeline.fork_seq);
+		break;
+	case MS_REC_RETIRE:
+		printf(" segments=%u", ev.u.retire.segs.n);
+		break;
+	case MS_REC_CHECKPOINT:
+		printf(" applied_seq=%" PRIu64 " generation=%" PRIu64,
+		       ev.u.checkpoint.applied_seq,
+		       ev.u.checkpoint.index_generation);
+		break;
+	default:
+		break;
+	}
 }
 
 static void print_record(struct ms_pos pos, const struct ms_rec_hdr *h,
@@ -59,7 +168,11 @@ static void print_record(struct ms_pos pos, const struct ms_rec_hdr *h,
 			printf(" records=%" PRIu64 " first=%" PRIu64
 			       " last=%" PRIu64 " sum=%016" PRIx64,
 			       s.count, s.first_seq, s.last_seq, s.sum);
+	} else if (h->type != MS_REC_NOOP) {
+		print_event(h, payload);
 	}
+	if (h->flags & MS_REC_F_BATCH)
+		printf(" batch");
 	printf("\n");
 }
 
