@@ -65,6 +65,12 @@ struct ms_io {
 int ms_io_uring_new(unsigned entries, struct ms_io **io_r,
 		    const char **error_r);
 int ms_io_psync_new(struct ms_io **io_r);
+/* psync's synchronous calls, for engines that do these the same way. */
+int ms_io_plain_pread(struct ms_io *io, int copy, int fd, void *buf,
+		      size_t len, uint64_t off);
+int ms_io_plain_pwrite(struct ms_io *io, int copy, int fd, const void *buf,
+		       size_t len, uint64_t off);
+int ms_io_plain_datasync(struct ms_io *io, int copy, int fd);
 
 /* What the io_uring engine does with one completion; pure, for tests. */
 enum ms_uring_step { MS_URING_OK, MS_URING_RESUBMIT, MS_URING_FAILED };

@@ -11,7 +11,7 @@
 #include "io.h"
 #include "seg.h"
 
-static int psync_pread(struct ms_io *io, int copy, int fd, void *buf,
+int ms_io_plain_pread(struct ms_io *io, int copy, int fd, void *buf,
 		       size_t len, uint64_t off)
 {
 	(void)io;
@@ -19,7 +19,7 @@ static int psync_pread(struct ms_io *io, int copy, int fd, void *buf,
 	return ms_pread_full(fd, buf, len, off);
 }
 
-static int psync_pwrite(struct ms_io *io, int copy, int fd, const void *buf,
+int ms_io_plain_pwrite(struct ms_io *io, int copy, int fd, const void *buf,
 			size_t len, uint64_t off)
 {
 	(void)io;
@@ -27,7 +27,7 @@ static int psync_pwrite(struct ms_io *io, int copy, int fd, const void *buf,
 	return ms_pwrite_full(fd, buf, len, off);
 }
 
-static int psync_datasync(struct ms_io *io, int copy, int fd)
+int ms_io_plain_datasync(struct ms_io *io, int copy, int fd)
 {
 	(void)io;
 	(void)copy;
@@ -41,9 +41,9 @@ static int psync_flush_start(struct ms_io *io, struct ms_io_flush *f)
 			f->res[c] = 0;
 			continue;
 		}
-		int ret = psync_pwrite(io, c, f->fd[c], f->buf, f->len, f->off);
+		int ret = ms_io_plain_pwrite(io, c, f->fd[c], f->buf, f->len, f->off);
 		if (ret == 0)
-			ret = psync_datasync(io, c, f->fd[c]);
+			ret = ms_io_plain_datasync(io, c, f->fd[c]);
 		f->res[c] = ret;
 	}
 	f->pending = 0;
@@ -73,9 +73,9 @@ static const struct ms_io_ops psync_ops = {
 	.name = "psync",
 	.flush_start = psync_flush_start,
 	.flush_reap = psync_flush_reap,
-	.pread = psync_pread,
-	.pwrite = psync_pwrite,
-	.datasync = psync_datasync,
+	.pread = ms_io_plain_pread,
+	.pwrite = ms_io_plain_pwrite,
+	.datasync = ms_io_plain_datasync,
 	.event_fd = psync_event_fd,
 	.free = psync_free,
 };

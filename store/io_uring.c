@@ -167,29 +167,6 @@ static int uring_flush_reap(struct ms_io *io, struct ms_io_flush *f, int block)
 	return 1;
 }
 
-static int uring_pread(struct ms_io *io, int copy, int fd, void *buf,
-		       size_t len, uint64_t off)
-{
-	(void)io;
-	(void)copy;
-	return ms_pread_full(fd, buf, len, off);
-}
-
-static int uring_pwrite(struct ms_io *io, int copy, int fd, const void *buf,
-			size_t len, uint64_t off)
-{
-	(void)io;
-	(void)copy;
-	return ms_pwrite_full(fd, buf, len, off);
-}
-
-static int uring_datasync(struct ms_io *io, int copy, int fd)
-{
-	(void)io;
-	(void)copy;
-	return fdatasync(fd) < 0 ? -errno : 0;
-}
-
 static int uring_event_fd(struct ms_io *io)
 {
 	return ((struct uring_io *)io)->efd;
@@ -208,9 +185,9 @@ static const struct ms_io_ops uring_ops = {
 	.name = "uring",
 	.flush_start = uring_flush_start,
 	.flush_reap = uring_flush_reap,
-	.pread = uring_pread,
-	.pwrite = uring_pwrite,
-	.datasync = uring_datasync,
+	.pread = ms_io_plain_pread,
+	.pwrite = ms_io_plain_pwrite,
+	.datasync = ms_io_plain_datasync,
 	.event_fd = uring_event_fd,
 	.free = uring_free,
 };

@@ -20,22 +20,11 @@
 #include "buf.h"
 #include "msg.h"
 #include "mstest.h"
+#include "mstest_cmocka.h"
 #include "rec.h"
 
 /* ---- helpers ---- */
 
-/* fail with the case name unless got == want (error codes by name) */
-#define CHECK_RET(got, want, ...)                                          \
-	do {                                                               \
-		int got_ = (got), want_ = (want);                          \
-		if (got_ != want_) {                                       \
-			char what_[200];                                   \
-			snprintf(what_, sizeof(what_), __VA_ARGS__);       \
-			fail_msg("%s: got %d (%s), want %d (%s)", what_,   \
-				 got_, ms_strerror(got_), want_,           \
-				 ms_strerror(want_));                      \
-		}                                                          \
-	} while (0)
 
 /*
  * The header exactly as rec.h describes it, written field by field with

@@ -20,19 +20,9 @@
 
 #include "msg.h"
 #include "mstest.h"
+#include "mstest_cmocka.h"
 #include "seg.h"
 
-#define CHECK_RET(got, want, ...)                                          \
-	do {                                                               \
-		int got_ = (got), want_ = (want);                          \
-		if (got_ != want_) {                                       \
-			char what_[200];                                   \
-			snprintf(what_, sizeof(what_), __VA_ARGS__);       \
-			fail_msg("%s: got %d (%s), want %d (%s)", what_,   \
-				 got_, ms_strerror(got_), want_,           \
-				 ms_strerror(want_));                      \
-		}                                                          \
-	} while (0)
 
 /* ---- names ---- */
 
