@@ -32,6 +32,31 @@ static const struct ms_cfg_def store_defs[] = {
 	  "bodies are not sealed" },
 	{ "store", "compress", MS_CFG_BOOL, "yes", 0, 0, NULL, F(compress),
 	  "LZ4-compress bodies when that saves at least 1/16" },
+	{ "store", "index", MS_CFG_STR, NULL, 0, 4000, NULL, F(index),
+	  "LMDB index directory (derived from the log, rebuildable); empty: "
+	  "<primary>/index" },
+	{ "store", "index_map_size", MS_CFG_SIZE, "16G", 16 << 20,
+	  (uint64_t)1 << 44, NULL, F(index_map_size),
+	  "largest size the index may grow to (address space, not disk)" },
+	{ "store", "socket", MS_CFG_STR, "mstored.sock", 1, 100, NULL,
+	  F(socket), "unix socket for user-role clients" },
+	{ "store", "socket_mode", MS_CFG_MODE, "0660", 0, 0777, NULL,
+	  F(socket_mode), "permissions of the socket file" },
+	{ "store", "admin_socket", MS_CFG_STR, "mstored-admin.sock", 1, 100,
+	  NULL, F(admin_socket), "unix socket for the admin role" },
+	{ "store", "admin_socket_mode", MS_CFG_MODE, "0600", 0, 0777, NULL,
+	  F(admin_socket_mode), "permissions of the admin socket file" },
+	{ "store", "user", MS_CFG_STR, NULL, 0, 64, NULL, F(user),
+	  "run as this user after binding (when started as root)" },
+	{ "store", "max_frame", MS_CFG_SIZE, "64M", 64 << 10, 256 << 20, NULL,
+	  F(max_frame), "largest protocol frame (so, largest message)" },
+	{ "store", "max_connections", MS_CFG_UINT, "1024", 1, 100000, NULL,
+	  F(max_connections), "client connections at once" },
+	{ "store", "max_output", MS_CFG_SIZE, "4M", 64 << 10, 1 << 30, NULL,
+	  F(max_output), "reply bytes queued per client before it is no "
+	  "longer read" },
+	{ "store", "idle_timeout", MS_CFG_DURATION, "30m", 0, 0, NULL,
+	  F(idle_timeout), "close a client idle this long (0: never)" },
 };
 
 static int check(struct ms_store_cfg *cfg, const char **error_r)
@@ -96,6 +121,9 @@ int ms_store_cfg_load(const char *path, struct ms_store_cfg *cfg,
 	absolutise(&c.primary, path);
 	absolutise(&c.secondary, path);
 	absolutise(&c.key_file, path);
+	absolutise(&c.index, path);
+	absolutise(&c.socket, path);
+	absolutise(&c.admin_socket, path);
 	*cfg = c;
 	return 0;
 }

@@ -22,6 +22,18 @@ struct ms_store_cfg {
 	uint64_t uring_entries;
 	char *key_file;		/* at-rest key, outside the store; optional */
 	int compress;		/* LZ4 for bodies when it helps */
+	/* mstored */
+	char *index;		/* LMDB index directory */
+	uint64_t index_map_size;
+	char *socket;		/* user-role clients (Dovecot, LMTP) */
+	unsigned socket_mode;
+	char *admin_socket;	/* admin role (tools); keep it 0600 */
+	unsigned admin_socket_mode;
+	char *user;		/* drop root to this user after binding */
+	uint64_t max_frame;
+	uint64_t max_connections;
+	uint64_t max_output;
+	uint64_t idle_timeout;	/* ms */
 };
 
 /* Load and check path; cfg is filled only on success. */
