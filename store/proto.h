@@ -1,0 +1,568 @@
+/*
+ * proto.h - the mstore protocol: binary, length-prefixed, pipelined
+ * frames over a unix socket between mstored and its clients (LMTP
+ * receiver, Dovecot plugin, tools).  Pure codec: bytes in, structs out,
+ * structs in, bytes out; no I/O, no globals, safe on any input (fuzzed by
+ * tests/fuzz/fuzz_proto.c).  docs/protocol.md is the reference, with the
+ * byte layout of every body in tables; this header is its C form.
+ *
+ * Frame (all integers little-endian):
+ *
+ *   0   u32  len     bytes after this field (8 + body); 8 <= len, and
+ *                    4 + len <= the receiver's max frame size
+ *   4   u16  op      enum ms_op; a reply has MS_OP_REPLY (0x8000) set
+ *   6   u16  flags   0 (reserved)
+ *   8   u32  id      chosen by the client, echoed in the reply
+ *   12  body[len - 8]
+ *
+ * A client may send many requests without waiting (pipelining); each reply
+ * carries its request's op | MS_OP_REPLY and id, and replies may come in
+ * any order.  Every reply body starts with an i32 status: 0, followed by
+ * the op's reply fields; or a negative MS_E* / -errno code, followed by a
+ * str with the reason and nothing else.
+ *
+ * Body fields: u8/u16/u32/u64 little-endian, i32/i64 two's complement,
+ * str = u16 length + bytes (no terminator), blob = u32 length + bytes.
+ * A body must be consumed exactly: bytes left over make it invalid.
+ *
+ * Rules that both sides enforce (decoders with MS_ECORRUPT / MS_ETOOBIG,
+ * encoders with -EINVAL / MS_ETOOBIG), so whatever decodes encodes back to
+ * the same bytes:
+ *   - names: the rule of ms_event_name_valid() (1..max bytes of UTF-8, no
+ *     NUL, CR, LF): mailbox names <= MS_EVENT_MBOX_NAME_MAX, user names <=
+ *     MS_EVENT_USER_NAME_MAX, keywords <= MS_EVENT_KEYWORD_MAX, counter
+ *     keys and the server name <= MS_PROTO_NAME_MAX.  A user field that may
+ *     be empty ("the session's user") says so below;
+ *   - reasons: 0..MS_PROTO_MAX_REASON bytes of UTF-8 without NUL, CR, LF;
+ *   - uid, uidvalidity, uidnext, message modseq != 0; system flags only in
+ *     MS_EVENT_FLAG_MASK; special-use only in MS_EVENT_SU_MASK; booleans 0
+ *     or 1; STORE mode 0..2; unseen <= messages; virtual >= physical size;
+ *   - uid sets: n ranges (at least 1 in a request, 0 allowed in a reply),
+ *     at most MS_PROTO_MAX_RANGES, each 1 <= lo <= hi, sorted and not
+ *     overlapping (lo > previous hi);
+ *   - keyword lists: at most MS_PROTO_MAX_KEYWORDS; APPEND: 1..
+ *     MS_PROTO_MAX_PLACEMENTS placements (the body may be empty),
+ *     received 0 ("now") .. MS_PROTO_TIME_MAX; STATUS: at most
+ *     MS_PROTO_MAX_COUNTERS counters; FETCH_BODY: offset <= INT64_MAX,
+ *     total <= INT64_MAX, chunk <= total; WAIT: timeout <=
+ *     MS_PROTO_MAX_WAIT_MS; HELLO: version >= 1, role 0 or 1, a user name
+ *     for the user role and none for the admin role;
+ *   - a reply status is 0 or negative.
+ *
+ * Lists (keywords, uid ranges, placements and the items of list replies)
+ * are never copied out on decode: a decoded struct points at the list as
+ * it lies in the frame ("packed" form) and the iterators below read it
+ * item by item.  An encoder may instead be handed a plain C array ("list"
+ * form); the iterators read either form.  Set at most one of the two
+ * (neither for an empty list).
+ *
+ * BORROWED: every pointer in a decoded struct (names, reasons, blobs,
+ * packed lists) points into the body that was decoded: valid while that
+ * buffer is and not moved (an ms_buf that grows may move its data), and
+ * not NUL-terminated.  Fixed-size fields (GUID) are copied.
+ */
+#ifndef MS_PROTO_H
+#define MS_PROTO_H
+
+#include "buf.h"
+#include "event.h"
+#include "rec.h"
+
+#define MS_PROTO_VERSION 1
+#define MS_PROTO_HDR_SIZE 12
+/* Whole frame (len field included); a receiver's max is configured
+   between MS_PROTO_HDR_SIZE and MS_PROTO_MAX_FRAME_LIMIT. */
+#define MS_PROTO_MAX_FRAME_DEFAULT ((uint32_t)64 << 20)
+#define MS_PROTO_MAX_FRAME_LIMIT ((uint32_t)256 << 20)
+#define MS_OP_REPLY 0x8000
+
+#define MS_PROTO_MAX_PLACEMENTS 1000
+#define MS_PROTO_MAX_RANGES 100000
+#define MS_PROTO_MAX_KEYWORDS 1000
+#define MS_PROTO_MAX_COUNTERS 1024
+#define MS_PROTO_MAX_REASON 1024
+#define MS_PROTO_NAME_MAX 255
+#define MS_PROTO_MAX_WAIT_MS 3600000u /* one hour */
+/* 9999-12-31T23:59:59Z, the last second IMAP can write */
+#define MS_PROTO_TIME_MAX INT64_C(253402300799)
+
+enum ms_op {
+	MS_OP_HELLO = 1,
+	MS_OP_STATUS = 2,
+	MS_OP_USER_CREATE = 10,
+	MS_OP_USER_DELETE = 11,
+	MS_OP_USER_LIST = 12,
+	MS_OP_MBOX_LIST = 20,
+	MS_OP_MBOX_CREATE = 21,
+	MS_OP_MBOX_RENAME = 22,
+	MS_OP_MBOX_DELETE = 23,
+	MS_OP_MBOX_SUBSCRIBE = 24,
+	MS_OP_MBOX_STATUS = 25,
+	MS_OP_APPEND = 30,
+	MS_OP_FETCH_META = 31,
+	MS_OP_FETCH_BODY = 32,
+	MS_OP_CHANGES = 33,
+	MS_OP_STORE = 34,
+	MS_OP_EXPUNGE = 35,
+	MS_OP_COPY = 36,
+	MS_OP_MOVE = 37,
+	MS_OP_QUOTA_GET = 40,
+	MS_OP_QUOTA_SET = 41,
+	MS_OP_WAIT = 42,
+};
+
+enum ms_role {
+	MS_ROLE_USER = 0,
+	MS_ROLE_ADMIN = 1
+};
+
+/*
+ * Name of an op ("hello", "mbox-create", ...; the MS_OP_REPLY bit is
+ * ignored), "unknown" if it is not one.  true from ms_op_known() if op
+ * (without MS_OP_REPLY) is one of enum ms_op.
+ */
+const char *ms_op_name(uint16_t op);
+bool ms_op_known(uint16_t op);
+
+/* ---- frames ---- */
+
+struct ms_proto_hdr {
+	uint32_t len; /* bytes after the len field: 8 + body_len */
+	uint16_t op;
+	uint16_t flags; /* always 0 in a frame that passed */
+	uint32_t id;
+	const uint8_t *body; /* buf + MS_PROTO_HDR_SIZE; borrowed */
+	uint32_t body_len;   /* the frame takes HDR_SIZE + body_len bytes */
+};
+
+/*
+ * Check the frame at the start of buf (avail bytes; more frames may
+ * follow).  max is the largest whole frame accepted (0: the default;
+ * above MS_PROTO_MAX_FRAME_LIMIT: the limit).  Returns:
+ *   0            a whole frame is there: *hdr_r filled;
+ *   MS_ETRUNC    more bytes are needed: *need_r (if not NULL) = the size
+ *                of the whole frame when its len field is there, else
+ *                MS_PROTO_HDR_SIZE;
+ *   MS_ECORRUPT  len < 8 or flags != 0: close the connection;
+ *   MS_ETOOBIG   the frame is over max: close the connection.
+ * Checks are made as soon as their bytes are there, so a bad len is
+ * refused after 4 bytes.  The op is not checked: an unknown op is the
+ * body decoder's business (-EOPNOTSUPP), answered with an error reply.
+ * On failure *hdr_r is untouched and *error_r (if not NULL) says why.
+ */
+int ms_proto_frame(const uint8_t *buf, size_t avail, uint32_t max,
+		   struct ms_proto_hdr *hdr_r, size_t *need_r,
+		   const char **error_r);
+
+/*
+ * Build a frame by hand: ms_proto_begin appends a header (len still 0) to
+ * out, which may already hold other frames, and gives its offset;
+ * append the body (ms_wr_*); ms_proto_end(out, that offset) sets len.
+ * 0 or MS_ETOOBIG (out->max reached; from ms_proto_end: the frame passes
+ * MS_PROTO_MAX_FRAME_LIMIT, and out->len is set back to start).  The body
+ * is not checked: prefer the encoders below.
+ */
+int ms_proto_begin(struct ms_buf *out, uint16_t op, uint32_t id,
+		   size_t *start_r);
+int ms_proto_end(struct ms_buf *out, size_t start);
+
+/*
+ * Append a whole error reply: op | MS_OP_REPLY, id, status (< 0, else
+ * -EINVAL and nothing appended), reason (NULL = empty).  The reason is
+ * made to fit the rule: cut to MS_PROTO_MAX_REASON bytes at a character
+ * boundary, and every byte that is not valid UTF-8 or is NUL, CR or LF
+ * replaced by '?'.  0 or MS_ETOOBIG (out->max); out->len unchanged on
+ * failure.
+ */
+int ms_proto_error(struct ms_buf *out, uint16_t op, uint32_t id, int status,
+		   const char *reason);
+
+/* ---- building blocks ---- */
+
+/* A byte string, not NUL-terminated. */
+struct ms_pstr {
+	const char *s;
+	size_t len;
+};
+
+#define MS_PSTR(lit) ((struct ms_pstr){(lit), sizeof(lit) - 1})
+
+static inline struct ms_pstr ms_pstr_c(const char *s)
+{
+	return (struct ms_pstr){s, s != NULL ? strlen(s) : 0};
+}
+
+/* Keywords: u16 n, then n × str.  list[0..n-1] or packed (packed_len). */
+struct ms_keywords {
+	uint32_t n;
+	const struct ms_pstr *list;
+	const uint8_t *packed;
+	size_t packed_len;
+};
+
+struct ms_uid_range {
+	uint32_t lo, hi;
+};
+
+/* uid set: u32 n, then n × (u32 lo, u32 hi).  list or packed (8n bytes). */
+struct ms_uid_set {
+	uint32_t n;
+	const struct ms_uid_range *list;
+	const uint8_t *packed;
+};
+
+/* Range i of a uid set, O(1).  0; -EINVAL if i >= n or no/both forms. */
+int ms_uid_set_range(const struct ms_uid_set *set, uint32_t i, uint32_t *lo_r,
+		     uint32_t *hi_r);
+
+/* ---- list items ---- */
+
+struct ms_placement {        /* APPEND request */
+	struct ms_pstr user; /* empty = the session's user */
+	struct ms_pstr mailbox;
+	uint32_t flags;   /* MS_EVENT_FLAG_* */
+	int64_t received; /* unix seconds; 0 = now */
+	struct ms_keywords keywords;
+};
+
+struct ms_counter { /* STATUS reply */
+	struct ms_pstr key;
+	uint64_t value;
+};
+
+struct ms_user_info { /* USER_LIST reply */
+	uint64_t user_id;
+	struct ms_pstr name;
+};
+
+struct ms_mbox_info { /* MBOX_LIST, MBOX_CREATE, MBOX_STATUS replies */
+	uint64_t mbox_id;
+	struct ms_pstr name;
+	uint32_t uidvalidity;
+	uint32_t uidnext;
+	uint64_t highestmodseq;
+	uint32_t messages;
+	uint32_t unseen;
+	uint64_t bytes;
+	uint32_t special_use; /* MS_EVENT_SU_* */
+	uint8_t subscribed;
+};
+
+/* APPEND reply: one per placement.  status < 0: only reason is set. */
+struct ms_append_result {
+	int32_t status;
+	struct ms_pstr reason;
+	uint64_t mbox_id;
+	uint32_t uidvalidity;
+	uint32_t uid;
+	uint64_t modseq;
+};
+
+struct ms_msg_meta { /* FETCH_META reply */
+	uint32_t uid;
+	uint64_t modseq;
+	uint32_t flags;
+	struct ms_keywords keywords;
+	int64_t received; /* unix seconds */
+	int64_t saved;    /* unix seconds */
+	uint8_t guid[MS_EVENT_GUID_SIZE];
+	uint64_t physical_size;
+	uint64_t virtual_size;
+};
+
+struct ms_msg_change { /* CHANGES reply */
+	uint32_t uid;
+	uint64_t modseq;
+	uint32_t flags;
+	struct ms_keywords keywords;
+};
+
+struct ms_uid_pair { /* COPY, MOVE replies */
+	uint32_t src_uid;
+	uint32_t dst_uid;
+};
+
+/* Lists of items: list[0..n-1], or packed (packed_len bytes, n items). */
+#define MS_PROTO_LIST_MEMBERS(item) \
+	uint32_t n;                 \
+	const struct item *list;    \
+	const uint8_t *packed;      \
+	size_t packed_len
+
+struct ms_placements {
+	MS_PROTO_LIST_MEMBERS(ms_placement);
+};
+struct ms_counters {
+	MS_PROTO_LIST_MEMBERS(ms_counter);
+};
+struct ms_user_infos {
+	MS_PROTO_LIST_MEMBERS(ms_user_info);
+};
+struct ms_mbox_infos {
+	MS_PROTO_LIST_MEMBERS(ms_mbox_info);
+};
+struct ms_append_results {
+	MS_PROTO_LIST_MEMBERS(ms_append_result);
+};
+struct ms_msg_metas {
+	MS_PROTO_LIST_MEMBERS(ms_msg_meta);
+};
+struct ms_msg_changes {
+	MS_PROTO_LIST_MEMBERS(ms_msg_change);
+};
+struct ms_uid_pairs {
+	MS_PROTO_LIST_MEMBERS(ms_uid_pair);
+};
+
+/* ---- requests ---- */
+
+struct ms_req_hello {        /* HELLO */
+	uint16_t version;    /* the highest the client speaks */
+	uint8_t role;        /* enum ms_role */
+	struct ms_pstr user; /* user role: the user; admin role: empty */
+};
+
+struct ms_req_user { /* USER_CREATE, USER_DELETE */
+	struct ms_pstr name;
+};
+
+/* MBOX_CREATE (name, special_use), MBOX_RENAME (name → new_name),
+   MBOX_DELETE (name), MBOX_SUBSCRIBE (name, subscribe), MBOX_STATUS (name).
+   Fields an op does not carry must be 0 / empty to encode. */
+struct ms_req_mbox {
+	struct ms_pstr name;
+	struct ms_pstr new_name;
+	uint32_t special_use;
+	uint8_t subscribe;
+};
+
+struct ms_req_append {       /* APPEND */
+	const uint8_t *body; /* may be empty (body_len 0) */
+	uint32_t body_len;
+	struct ms_placements placements;
+};
+
+/* FETCH_META, EXPUNGE (mailbox, uids); COPY, MOVE (+ dst; empty for the
+   others). */
+struct ms_req_uids {
+	struct ms_pstr mailbox;
+	struct ms_uid_set uids;
+	struct ms_pstr dst;
+};
+
+struct ms_req_store { /* STORE */
+	struct ms_pstr mailbox;
+	struct ms_uid_set uids;
+	uint8_t mode; /* enum ms_event_mode */
+	uint32_t flags;
+	struct ms_keywords keywords;
+	uint64_t unchangedsince; /* 0 = no test */
+};
+
+struct ms_req_fetch_body { /* FETCH_BODY */
+	struct ms_pstr mailbox;
+	uint32_t uid;
+	uint64_t offset;
+	uint32_t max_len; /* 0 = the server's default chunk size */
+};
+
+struct ms_req_changes { /* CHANGES */
+	struct ms_pstr mailbox;
+	uint64_t since_modseq;
+};
+
+/* QUOTA_GET (user), QUOTA_SET (user, limits; 0 = unlimited).  user empty
+   = the session's user.  QUOTA_GET: limits must be 0 to encode. */
+struct ms_req_quota {
+	struct ms_pstr user;
+	uint64_t max_bytes;
+	uint64_t max_messages;
+};
+
+struct ms_req_wait { /* WAIT */
+	struct ms_pstr mailbox;
+	uint64_t known_modseq;
+	uint32_t timeout_ms;
+};
+
+/* STATUS, USER_LIST, MBOX_LIST: empty body, no member. */
+struct ms_req {
+	uint16_t op; /* enum ms_op, without MS_OP_REPLY */
+	union {
+		struct ms_req_hello hello;
+		struct ms_req_user user;
+		struct ms_req_mbox mbox;
+		struct ms_req_append append;
+		struct ms_req_uids uids;
+		struct ms_req_store store;
+		struct ms_req_fetch_body fetch_body;
+		struct ms_req_changes changes;
+		struct ms_req_quota quota;
+		struct ms_req_wait wait;
+	} u;
+};
+
+/* ---- replies ---- */
+
+struct ms_rep_hello {
+	uint16_t version; /* the one the server will speak */
+	uint64_t user_id; /* 0 for the admin role */
+	struct ms_pstr server;
+};
+
+struct ms_rep_changes {
+	uint64_t highestmodseq;
+	uint32_t uidvalidity;
+	struct ms_msg_changes changes;
+	struct ms_uid_set expunged;
+};
+
+struct ms_rep_modseq_uids { /* STORE: failed; EXPUNGE: expunged */
+	uint64_t modseq;
+	struct ms_uid_set uids;
+};
+
+struct ms_rep_copy { /* COPY, MOVE */
+	uint32_t uidvalidity;
+	struct ms_uid_pairs pairs;
+};
+
+struct ms_rep_fetch_body {
+	uint64_t total;
+	const uint8_t *chunk;
+	uint32_t chunk_len;
+};
+
+struct ms_rep_quota { /* QUOTA_GET */
+	uint64_t max_bytes;
+	uint64_t max_messages;
+	uint64_t used_bytes;
+	uint64_t used_messages;
+};
+
+/*
+ * A reply.  status < 0: only reason is set (the union is not used).
+ * status 0: the member named for op is; MBOX_RENAME, MBOX_DELETE,
+ * MBOX_SUBSCRIBE and QUOTA_SET have none.
+ */
+struct ms_reply {
+	uint16_t op; /* enum ms_op, without MS_OP_REPLY */
+	int32_t status;
+	struct ms_pstr reason;
+	union {
+		struct ms_rep_hello hello;           /* HELLO */
+		struct ms_counters counters;         /* STATUS */
+		uint64_t user_id;                    /* USER_CREATE/DELETE */
+		struct ms_user_infos users;          /* USER_LIST */
+		struct ms_mbox_infos mboxes;         /* MBOX_LIST */
+		struct ms_mbox_info mbox;            /* MBOX_CREATE/STATUS */
+		struct ms_append_results append;     /* APPEND */
+		struct ms_msg_metas metas;           /* FETCH_META */
+		struct ms_rep_fetch_body fetch_body; /* FETCH_BODY */
+		struct ms_rep_changes changes;       /* CHANGES */
+		struct ms_rep_modseq_uids store;     /* STORE */
+		struct ms_rep_modseq_uids expunge;   /* EXPUNGE */
+		struct ms_rep_copy copy;             /* COPY, MOVE */
+		struct ms_rep_quota quota;           /* QUOTA_GET */
+		uint64_t highestmodseq;              /* WAIT */
+	} u;
+};
+
+/* ---- codecs ---- */
+
+/*
+ * Decode and check a request body (hdr.body, hdr.body_len of a frame) for
+ * op.  0 with *req_r filled.  On failure *req_r is untouched and *error_r
+ * (if not NULL) names the field and its body offset (ms_errf text, valid
+ * for MS_ERRF_SLOTS more ms_errf calls on this thread):
+ *   -EOPNOTSUPP  op is not a request op (unknown, or MS_OP_REPLY set);
+ *   MS_ETRUNC    the body ends before an item does (or a count needs
+ *                more bytes than are left);
+ *   MS_ECORRUPT  a rule is broken or bytes are left over;
+ *   MS_ETOOBIG   a count is over its MS_PROTO_MAX_* limit.
+ * The daemon answers the last three with status -EINVAL (MS_ETOOBIG:
+ * MS_ETOOBIG), the first with -EOPNOTSUPP.
+ */
+int ms_req_decode(uint16_t op, const uint8_t *body, size_t len,
+		  struct ms_req *req_r, const char **error_r);
+
+/*
+ * Decode a reply body for op (MS_OP_REPLY may be set or not).  An error
+ * reply (status < 0) decodes for any op, even an unknown one.  Returns
+ * and error_r as ms_req_decode(); 0 means the body is well formed: the
+ * op's own outcome is rep_r->status.
+ */
+int ms_reply_decode(uint16_t op, const uint8_t *body, size_t len,
+		    struct ms_reply *rep_r, const char **error_r);
+
+/*
+ * Append a whole frame for req (op req->op) or rep (op rep->op |
+ * MS_OP_REPLY) with this id to out; nothing of the struct is kept.  The
+ * frame is checked by the decoder before it is accepted, so whatever
+ * encodes decodes.  0; -EOPNOTSUPP for an unknown op (an error reply,
+ * status < 0, encodes for any op); -EINVAL if a rule is broken or a list
+ * has both forms or none while n > 0; MS_ETOOBIG if a count is over its
+ * limit, the frame over MS_PROTO_MAX_FRAME_LIMIT or out->max.  On failure
+ * out->len is as it was (the buffer may have grown, its data moved) and
+ * *error_r (if not NULL) says why.
+ */
+int ms_req_encode(struct ms_buf *out, uint32_t id, const struct ms_req *req,
+		  const char **error_r);
+int ms_reply_encode(struct ms_buf *out, uint32_t id, const struct ms_reply *rep,
+		    const char **error_r);
+
+/* ---- iterators ---- */
+
+/*
+ * Walk a list in either form, item by item:
+ *
+ *   struct ms_proto_iter it;
+ *   struct ms_mbox_info info;
+ *   ms_proto_iter_mboxes(&it, &rep.u.mboxes);
+ *   while ((ret = ms_proto_next_mbox(&it, &info)) > 0)
+ *           ...
+ *
+ * next returns 1 with the next item, 0 at the end, -EINVAL if the packed
+ * list is malformed (never for a decoded struct) or the iterator was set
+ * up for another kind of list.  Items borrow like the list they come
+ * from; a packed item's keywords are packed too.
+ */
+struct ms_proto_iter {
+	int kind; /* private */
+	uint32_t n, i;
+	const void *list;
+	const uint8_t *p;
+	size_t left;
+};
+
+void ms_proto_iter_keywords(struct ms_proto_iter *it,
+			    const struct ms_keywords *l);
+void ms_proto_iter_placements(struct ms_proto_iter *it,
+			      const struct ms_placements *l);
+void ms_proto_iter_counters(struct ms_proto_iter *it,
+			    const struct ms_counters *l);
+void ms_proto_iter_users(struct ms_proto_iter *it,
+			 const struct ms_user_infos *l);
+void ms_proto_iter_mboxes(struct ms_proto_iter *it,
+			  const struct ms_mbox_infos *l);
+void ms_proto_iter_results(struct ms_proto_iter *it,
+			   const struct ms_append_results *l);
+void ms_proto_iter_metas(struct ms_proto_iter *it,
+			 const struct ms_msg_metas *l);
+void ms_proto_iter_changes(struct ms_proto_iter *it,
+			   const struct ms_msg_changes *l);
+void ms_proto_iter_pairs(struct ms_proto_iter *it,
+			 const struct ms_uid_pairs *l);
+
+int ms_proto_next_keyword(struct ms_proto_iter *it, struct ms_pstr *kw_r);
+int ms_proto_next_placement(struct ms_proto_iter *it, struct ms_placement *p_r);
+int ms_proto_next_counter(struct ms_proto_iter *it, struct ms_counter *c_r);
+int ms_proto_next_user(struct ms_proto_iter *it, struct ms_user_info *u_r);
+int ms_proto_next_mbox(struct ms_proto_iter *it, struct ms_mbox_info *m_r);
+int ms_proto_next_result(struct ms_proto_iter *it,
+			 struct ms_append_result *r_r);
+int ms_proto_next_meta(struct ms_proto_iter *it, struct ms_msg_meta *m_r);
+int ms_proto_next_change(struct ms_proto_iter *it, struct ms_msg_change *c_r);
+int ms_proto_next_pair(struct ms_proto_iter *it, struct ms_uid_pair *p_r);
+
+#endif
