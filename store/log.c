@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sodium.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -140,6 +141,21 @@ static int copy_open(struct ms_log *log, int c, const char **error_r)
 			    O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (cp->log_fd < 0)
 		goto fail;
+	if (!log->cfg.readonly) {
+		/* one writer per store: mstored, or an offline tool */
+		cp->lock_fd = openat(cp->root_fd, "mstore.lock",
+				     O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+		if (cp->lock_fd < 0)
+			goto fail;
+		if (flock(cp->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+			int err = -errno;
+			*error_r = ms_errf("%s copy %s is in use by another "
+					   "process (mstored, or a tool that "
+					   "writes); stop it first",
+					   ms_log_copy_name(c), dir);
+			return err == -EWOULDBLOCK ? -EBUSY : err;
+		}
+	}
 	return 0;
 fail:;
 	int err = -errno;
@@ -236,6 +252,7 @@ int ms_log_open(const struct ms_log_cfg *cfg, struct ms_log **log_r,
 	log->ncopies = cfg->dir[1] != NULL ? 2 : 1;
 	for (int c = 0; c < MS_IO_COPIES; c++) {
 		log->copy[c].root_fd = log->copy[c].log_fd = -1;
+		log->copy[c].lock_fd = -1;
 		log->copy[c].head_fd = -1;
 		for (int i = 0; i < MS_LOG_FD_CACHE; i++)
 			log->copy[c].cache[i].fd = -1;
@@ -257,6 +274,10 @@ int ms_log_open(const struct ms_log_cfg *cfg, struct ms_log **log_r,
 	for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 		const char *e;
 		ret = copy_open(log, c, &e);
+		if (ret == -EBUSY) {
+			*error_r = e;
+			goto fail;
+		}
 		if (ret < 0) {
 			first_err = first_err ? first_err : e;
 			ms_log_copy_fail(log, c, ret, e);
@@ -486,9 +507,35 @@ static int head_fd_for(struct ms_log *log, int c, struct ms_log_batch *b)
 	return fd;
 }
 
+void ms_log_set_apply_hook(struct ms_log *log, ms_log_apply_fn *fn,
+			   void *ctx)
+{
+	log->apply = fn;
+	log->apply_ctx = ctx;
+}
+
+/* The batch is durable: hand each of its records to the apply hook. */
+static void batch_apply(struct ms_log *log, const struct ms_log_batch *b)
+{
+	size_t off = b->new_seg ? MS_SEG_HDR_SIZE : 0;
+	while (off + MS_REC_HDR_SIZE <= b->data.len) {
+		struct ms_rec_hdr h;
+		const char *err;
+		/* our own bytes, encoded by put_record */
+		if (ms_rec_check_hdr(b->data.data + off, &h, &err) < 0)
+			msg_panic("batch holds a bad record header: %s", err);
+		log->apply(log->apply_ctx, &h,
+			   b->data.data + off + MS_REC_HDR_SIZE,
+			   (struct ms_pos){ b->seg, b->off + off });
+		off += MS_REC_HDR_SIZE + h.len;
+	}
+}
+
 static void batch_finish(struct ms_log *log, struct ms_log_batch *b,
 			 int status)
 {
+	if (status == 0 && log->apply != NULL)
+		batch_apply(log, b);
 	if (status == 0) {
 		log->durable.seg = b->seg;
 		log->durable.off = b->off + b->data.len;
@@ -933,6 +980,8 @@ void ms_log_close(struct ms_log **logp)
 			close(cp->log_fd);
 		if (cp->root_fd >= 0)
 			close(cp->root_fd);
+		if (cp->lock_fd >= 0)
+			close(cp->lock_fd); /* releases the flock */
 		free(cp->root);
 	}
 	ms_io_free(&log->io);

@@ -92,6 +92,16 @@ int ms_log_append(struct ms_log *log, uint8_t type, uint8_t flags,
  * is queued or in flight, 0 when idle, <0 on an engine error.
  */
 int ms_log_run(struct ms_log *log, int block);
+/*
+ * Called for every record, in log order, when its batch is durable
+ * (seals included), before the done callbacks of that batch; payload
+ * is valid during the call.  The daemon applies the index here.
+ */
+typedef void ms_log_apply_fn(void *ctx, const struct ms_rec_hdr *hdr,
+			     const uint8_t *payload, struct ms_pos pos);
+void ms_log_set_apply_hook(struct ms_log *log, ms_log_apply_fn *fn,
+			   void *ctx);
+
 /* Run until idle.  0 if every record queued so far is durable. */
 int ms_log_sync(struct ms_log *log);
 /* Polls readable when ms_log_run() has a completion to reap; -1: none. */

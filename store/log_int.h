@@ -15,6 +15,7 @@ struct ms_log_copy {
 	char *root;
 	int root_fd;
 	int log_fd;		/* <root>/log */
+	int lock_fd;		/* <root>/mstore.lock, flock'ed: one writer */
 	enum ms_copy_state state;
 	char error[256];
 	int head_fd;		/* segment log->flush_seg, for flushes */
@@ -72,6 +73,8 @@ struct ms_log {
 	uint64_t counter;	/* fd cache clock */
 
 	struct ms_log_status st;	/* counters */
+	ms_log_apply_fn *apply;
+	void *apply_ctx;
 };
 
 void ms_log_copy_fail(struct ms_log *log, int c, int err, const char *what);

@@ -37,6 +37,14 @@ static const struct {
 	int (*fn)(int argc, char **argv);
 	const char *usage;
 } cmds[] = {
+	{ "user", cmd_user,
+	  "user add NAME | user list   (online, -c FILE: mstored's admin "
+	  "socket)" },
+	{ "deliver", cmd_deliver,
+	  "deliver USER MAILBOX FILE   store a message through mstored "
+	  "(online, -c FILE)" },
+	{ "stats", cmd_stats,
+	  "stats   mstored's counters (online, -c FILE)" },
 	{ "config", cmd_config,
 	  "config   print the effective settings of -c FILE" },
 	{ "verify", cmd_verify,

@@ -23,6 +23,9 @@ int cmd_init(int argc, char **argv);
 int cmd_append(int argc, char **argv);
 int cmd_cat(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
+int cmd_user(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
+int cmd_deliver(int argc, char **argv);
 
 /*
  * The copies of the store named by dir: dir/primary and dir/secondary

@@ -534,6 +534,27 @@ static void test_missing_secondary_rebuilt(void **state)
 	mst_rmtree(t->root);
 }
 
+/* one writer per store: a second open for writing is refused */
+static void test_one_writer(void **state)
+{
+	(void)state;
+	struct t *t = t_new();
+	struct ms_log *log = t_open(t, 0, NULL, MS_IO_PSYNC), *log2;
+	struct ms_log_cfg cfg = { .dir = { t->a, t->b },
+				  .engine = MS_IO_PSYNC };
+	const char *err = "";
+	assert_int_equal(ms_log_open(&cfg, &log2, &err), -EBUSY);
+	assert_non_null(strstr(err, "in use by another process"));
+	cfg.readonly = 1; /* readers are welcome */
+	assert_int_equal(ms_log_open(&cfg, &log2, &err), 0);
+	ms_log_close(&log2);
+	ms_log_close(&log);
+	cfg.readonly = 0; /* and the lock goes with its holder */
+	assert_int_equal(ms_log_open(&cfg, &log2, &err), 0);
+	ms_log_close(&log2);
+	mst_rmtree(t->root);
+}
+
 static void test_bad_appends(void **state)
 {
 	(void)state;
@@ -726,6 +747,7 @@ int main(void)
 		cmocka_unit_test(test_broken_files_refused),
 		cmocka_unit_test(test_head_damage_not_cut),
 		cmocka_unit_test(test_missing_secondary_rebuilt),
+		cmocka_unit_test(test_one_writer),
 		cmocka_unit_test(test_bad_appends),
 		cmocka_unit_test(test_uring_refused),
 		cmocka_unit_test(test_uring_enospc_secondary),

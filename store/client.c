@@ -1,0 +1,257 @@
+/*
+ * client.c - blocking protocol client; see client.h.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "msg.h"
+
+struct ms_client {
+	int fd;
+	unsigned timeout_ms;
+	uint32_t next_id;
+	uint32_t max_frame;
+	struct ms_buf in;
+	size_t consumed;	/* bytes of in handed out by the last recv */
+	char reason[512];
+};
+
+int ms_client_connect(const char *path, unsigned timeout_ms,
+		      struct ms_client **c_r, const char **error_r)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		*error_r = ms_errf("socket path too long: %s", path);
+		return -ENAMETOOLONG;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int err = -errno;
+		*error_r = ms_errf("connect to %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return err;
+	}
+	struct ms_client *c = ms_calloc(1, sizeof(*c));
+	c->fd = fd;
+	c->timeout_ms = timeout_ms;
+	c->next_id = 1;
+	c->max_frame = MS_PROTO_MAX_FRAME_LIMIT;
+	ms_buf_init(&c->in, (size_t)MS_PROTO_MAX_FRAME_LIMIT + 65536);
+	*c_r = c;
+	return 0;
+}
+
+void ms_client_close(struct ms_client **cp)
+{
+	struct ms_client *c = *cp;
+	if (c == NULL)
+		return;
+	close(c->fd);
+	ms_buf_free(&c->in);
+	free(c);
+	*cp = NULL;
+}
+
+uint32_t ms_client_id(struct ms_client *c)
+{
+	return c->next_id++;
+}
+
+static int wait_fd(struct ms_client *c, short ev)
+{
+	struct pollfd p = { .fd = c->fd, .events = ev };
+	int n;
+	do {
+		n = poll(&p, 1, c->timeout_ms ? (int)c->timeout_ms : -1);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	return n == 0 ? -ETIMEDOUT : 0;
+}
+
+int ms_client_send(struct ms_client *c, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	while (len > 0) {
+		int ret = wait_fd(c, POLLOUT);
+		if (ret < 0)
+			return ret;
+		ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
+		   const uint8_t **body_r, size_t *len_r,
+		   const char **error_r)
+{
+	/* drop the frame handed out last time */
+	if (c->consumed > 0) {
+		memmove(c->in.data, c->in.data + c->consumed,
+			c->in.len - c->consumed);
+		c->in.len -= c->consumed;
+		c->consumed = 0;
+	}
+	for (;;) {
+		size_t need = 0;
+		const char *err = "";
+		int ret = ms_proto_frame(c->in.data, c->in.len, c->max_frame,
+					 hdr_r, &need, &err);
+		if (ret == 0) {
+			size_t flen = 4 + (size_t)hdr_r->len;
+			*body_r = c->in.data + MS_PROTO_HDR_SIZE;
+			*len_r = flen - MS_PROTO_HDR_SIZE;
+			c->consumed = flen;
+			return 0;
+		}
+		if (ret != MS_ETRUNC) {
+			*error_r = ms_errf("bad frame from the server: %s", err);
+			return ret;
+		}
+		if ((ret = ms_buf_reserve(&c->in, 65536)) < 0) {
+			*error_r = "reply over the frame limit";
+			return ret;
+		}
+		if ((ret = wait_fd(c, POLLIN)) < 0) {
+			*error_r = ret == -ETIMEDOUT ? "server timed out"
+						     : strerror(-ret);
+			return ret;
+		}
+		ssize_t n = recv(c->fd, c->in.data + c->in.len, 65536, 0);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			*error_r = ms_errf("recv: %s", strerror(errno));
+			return -errno;
+		}
+		if (n == 0) {
+			*error_r = "the server closed the connection";
+			return MS_ETRUNC;
+		}
+		c->in.len += (size_t)n;
+	}
+}
+
+int ms_client_call(struct ms_client *c, const struct ms_buf *req, uint32_t id,
+		   const uint8_t **body_r, size_t *len_r, const char **error_r)
+{
+	struct ms_proto_hdr h;
+	const uint8_t *body;
+	size_t len;
+	int ret = ms_client_send(c, req->data, req->len);
+	if (ret < 0) {
+		*error_r = ms_errf("send: %s", strerror(-ret));
+		return ret;
+	}
+	do {
+		if ((ret = ms_client_recv(c, &h, &body, &len, error_r)) < 0)
+			return ret;
+	} while (h.id != id && h.id != 0);
+	struct ms_rd rd;
+	ms_rd_init(&rd, body, len);
+	int32_t status = (int32_t)ms_rd_u32(&rd);
+	if (rd.err != 0) {
+		*error_r = "reply without a status";
+		return MS_ECORRUPT;
+	}
+	if (status != 0) {
+		uint16_t rl = 0;
+		const uint8_t *r = ms_rd_str(&rd, &rl);
+		snprintf(c->reason, sizeof(c->reason), "%.*s", r ? (int)rl : 0,
+			 r ? (const char *)r : "");
+		*error_r = c->reason;
+		return status < 0 ? status : MS_ECORRUPT;
+	}
+	*body_r = rd.p;
+	*len_r = rd.left;
+	return 0;
+}
+
+int ms_client_request(struct ms_client *c, const struct ms_req *q,
+		      struct ms_reply *rep_r, const char **error_r)
+{
+	struct ms_buf b;
+	struct ms_proto_hdr h;
+	const uint8_t *body;
+	size_t len;
+	uint32_t id = ms_client_id(c);
+	int ret;
+
+	ms_buf_init(&b, MS_PROTO_MAX_FRAME_LIMIT);
+	ret = ms_req_encode(&b, id, q, error_r);
+	if (ret == 0 && (ret = ms_client_send(c, b.data, b.len)) < 0)
+		*error_r = ms_errf("send: %s", strerror(-ret));
+	ms_buf_free(&b);
+	if (ret < 0)
+		return ret;
+	do {
+		if ((ret = ms_client_recv(c, &h, &body, &len, error_r)) < 0)
+			return ret;
+	} while (h.id != id && h.id != 0);
+	if ((ret = ms_reply_decode(h.op, body, len, rep_r, error_r)) < 0)
+		return ret;
+	if (rep_r->status < 0) {
+		snprintf(c->reason, sizeof(c->reason), "%.*s",
+			 (int)rep_r->reason.len,
+			 rep_r->reason.s ? rep_r->reason.s : "");
+		*error_r = c->reason;
+	}
+	return rep_r->status;
+}
+
+int ms_client_hello(struct ms_client *c, const char *user,
+		    const char **error_r)
+{
+	struct ms_req q = { .op = MS_OP_HELLO };
+	struct ms_reply rep;
+	q.u.hello.version = MS_PROTO_VERSION;
+	q.u.hello.role = user ? MS_ROLE_USER : MS_ROLE_ADMIN;
+	q.u.hello.user = ms_pstr_c(user);
+	return ms_client_request(c, &q, &rep, error_r);
+}
+
+int ms_client_fetch_body(struct ms_client *c, const char *mailbox,
+			 uint32_t uid, uint32_t chunk, struct ms_buf *out,
+			 const char **error_r)
+{
+	struct ms_req q = { .op = MS_OP_FETCH_BODY };
+	struct ms_reply rep;
+	uint64_t total = 0;
+	int ret;
+
+	ms_buf_reset(out);
+	q.u.fetch_body.mailbox = ms_pstr_c(mailbox);
+	q.u.fetch_body.uid = uid;
+	q.u.fetch_body.max_len = chunk;
+	do {
+		q.u.fetch_body.offset = out->len;
+		if ((ret = ms_client_request(c, &q, &rep, error_r)) < 0)
+			return ret;
+		total = rep.u.fetch_body.total;
+		if ((ret = ms_buf_append(out, rep.u.fetch_body.chunk,
+					 rep.u.fetch_body.chunk_len)) < 0) {
+			*error_r = "body larger than the buffer allows";
+			return ret;
+		}
+		if (rep.u.fetch_body.chunk_len == 0 && out->len < total) {
+			*error_r = "server sent an empty chunk";
+			return MS_ECORRUPT;
+		}
+	} while (out->len < total);
+	return 0;
+}

@@ -1,0 +1,62 @@
+/*
+ * client.h - the blocking client side of the mstore protocol, for every
+ * program that talks to mstored (mstore-lmtpd, the Dovecot plugin,
+ * tools, udsync).  Transport only: frames out, frames in, with the same
+ * bounds as the server; the request and reply bodies are proto.h's.
+ *
+ * Pipelining: send several request frames (one ms_buf may hold many),
+ * then read replies with ms_client_recv() in whatever order they come.
+ * ms_client_call() is the simple case: one request, its reply.
+ */
+#ifndef MS_CLIENT_H
+#define MS_CLIENT_H
+
+#include "buf.h"
+#include "proto.h"
+
+struct ms_client;
+
+/* Connect to a unix socket; timeout_ms bounds each read and write. */
+int ms_client_connect(const char *path, unsigned timeout_ms,
+		      struct ms_client **c_r, const char **error_r);
+void ms_client_close(struct ms_client **c);
+/* A fresh request id. */
+uint32_t ms_client_id(struct ms_client *c);
+/* Write every byte of buf.  0 or -errno. */
+int ms_client_send(struct ms_client *c, const void *buf, size_t len);
+/*
+ * Read the next whole frame.  *body_r (after the 12-byte header) stays
+ * valid until the next recv.  0; -errno; MS_ETRUNC if the server closed
+ * the connection; MS_ECORRUPT/MS_ETOOBIG for a frame that breaks the
+ * rules (the connection is then unusable).
+ */
+int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
+		   const uint8_t **body_r, size_t *len_r,
+		   const char **error_r);
+/*
+ * Send req (one frame with id) and wait for its reply.  A reply whose
+ * status is not 0 returns that status, with the server's reason in
+ * *error_r; otherwise 0, and *body_r and *len_r hold the reply body after
+ * the status.
+ */
+int ms_client_call(struct ms_client *c, const struct ms_buf *req, uint32_t id,
+		   const uint8_t **body_r, size_t *len_r, const char **error_r);
+
+/*
+ * One request, its decoded reply: encode q, send, wait for the reply with
+ * its id, decode it into *rep_r (borrowing from the client's buffer:
+ * valid until the next recv or request).  Returns rep_r->status (0 or a
+ * negative code, with the server's reason in *error_r), or a transport
+ * or codec error.
+ */
+int ms_client_request(struct ms_client *c, const struct ms_req *q,
+		      struct ms_reply *rep_r, const char **error_r);
+/* HELLO as a user (user != NULL) or as admin. */
+int ms_client_hello(struct ms_client *c, const char *user,
+		    const char **error_r);
+/* A whole message body, fetched in chunks of chunk bytes. */
+int ms_client_fetch_body(struct ms_client *c, const char *mailbox,
+			 uint32_t uid, uint32_t chunk, struct ms_buf *out,
+			 const char **error_r);
+
+#endif

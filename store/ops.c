@@ -1,0 +1,1541 @@
+/*
+ * ops.c - requests of the mstore protocol, on the log and the index; see
+ * ops.h for the promise.
+ *
+ * Write path: a request is checked against the index (the committed,
+ * durable state) and the in-memory allocation state, its records are
+ * appended to the log, and its reply is built at once but held.  Each
+ * record's completion applies it to the index in the loop's write
+ * transaction; at the end of the loop's turn (ms_ops_tick) the
+ * transaction is committed and the held replies of the requests whose
+ * records are all durable go out.  A failed log (no writable copy)
+ * answers them with MS_ENOCOPY instead.
+ *
+ * Read path: read transactions on the committed index; bodies are read
+ * from the log (checked, healed from the other copy) and decoded; the
+ * last decoded body is kept per connection, since a large body is
+ * fetched in chunks.
+ *
+ * Isolation: a user-role session names mailboxes only, always within
+ * the user it said hello as; no request carries a mailbox or message id,
+ * so there is nothing to forge.  Admin requests come only from the admin
+ * socket.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <sodium.h>
+#include <time.h>
+
+#include "body.h"
+#include "event.h"
+#include "idx.h"
+#include "log.h"
+#include "msg.h"
+#include "ops.h"
+
+#define OPS_SERVER_NAME "mstored"
+
+struct sess {
+	int hello;
+	uint64_t user_id;
+	char user[MS_PROTO_NAME_MAX + 1];
+	/* the last body decoded for FETCH_BODY */
+	uint8_t body_key[32];
+	int have_body;
+	struct ms_buf body;
+};
+
+struct req;
+
+
+struct req {
+	struct ms_ops *ops;
+	struct ms_conn *conn;	/* a reference */
+	uint16_t op;
+	uint32_t id;
+	int pending;		/* records not settled yet */
+	int status;
+	struct ms_buf reply;	/* the whole reply frame, held */
+	/* names reserved while their create is in flight */
+	char *pend_user;
+	uint64_t pend_mbox_user;
+	char *pend_mbox;
+	/* quota use in flight: one entry per placement, released with the
+	   request */
+	uint64_t *pend_quota_users;
+	size_t npend_quota;
+	uint64_t pend_quota_bytes;
+	struct req *next;
+};
+
+struct mstate {			/* allocation state of one mailbox */
+	uint64_t id;
+	uint64_t uidnext;
+	uint64_t modseq;	/* highest given */
+	struct mstate *next;
+};
+
+struct upend {			/* quota use in flight per user */
+	uint64_t user_id, bytes, msgs;
+	struct upend *next;
+};
+
+#define MSTATE_BUCKETS 4096
+
+struct ms_ops {
+	struct ms_log *log;
+	struct ms_idx *idx;
+	char *idx_dir;
+	uint64_t map_size;
+	struct ms_body_ctx bctx;
+	struct ms_srv *srv;
+	struct ms_idx_txn *txn;
+	struct req *ready, *ready_tail;
+	struct req *inflight;	/* requests with records in the log */
+	struct mstate *mstate[MSTATE_BUCKETS];
+	struct upend *upend;
+	uint64_t next_user_id, next_mbox_id;
+	uint32_t last_uidvalidity;
+	struct {
+		char **v;
+		size_t n;
+	} pend_users, pend_mboxes;
+	uint64_t completions;
+	int dead_reported;
+	/* counters for STATUS */
+	uint64_t n_requests, n_errors, n_appends, n_bodies_deduped;
+	uint64_t n_anomalies;
+};
+
+/* ---- small helpers ---- */
+
+static int reply_error(struct ms_conn *c, uint16_t op, uint32_t id, int status,
+		       const char *reason)
+{
+	struct ms_buf b;
+	ms_buf_init(&b, 0);
+	ms_proto_error(&b, op, id, status, reason);
+	ms_conn_send(c, b.data, b.len);
+	ms_buf_free(&b);
+	return status;
+}
+
+static void reply_now(struct ms_conn *c, uint32_t id, const struct ms_reply *rep)
+{
+	struct ms_buf b;
+	const char *err = "";
+	ms_buf_init(&b, 0);
+	if (ms_reply_encode(&b, id, rep, &err) < 0) {
+		ms_buf_reset(&b);
+		msg_error("encoding a %s reply: %s", ms_op_name(rep->op), err);
+		ms_proto_error(&b, rep->op, id, -EIO, "reply encoding failed");
+	}
+	ms_conn_send(c, b.data, b.len);
+	ms_buf_free(&b);
+}
+
+static struct mstate *mstate_get(struct ms_ops *ops, struct ms_idx_rd *rd,
+				 uint64_t mbox_id)
+{
+	struct mstate **b = &ops->mstate[mbox_id % MSTATE_BUCKETS];
+	for (struct mstate *m = *b; m != NULL; m = m->next)
+		if (m->id == mbox_id)
+			return m;
+	struct ms_idx_mbox im;
+	if (ms_idx_mbox_get(rd, mbox_id, &im) < 0)
+		return NULL;
+	struct mstate *m = ms_calloc(1, sizeof(*m));
+	m->id = mbox_id;
+	m->uidnext = im.uidnext ? im.uidnext : 1;
+	m->modseq = im.highestmodseq;
+	m->next = *b;
+	*b = m;
+	return m;
+}
+
+/* A new mailbox: its allocation state starts fresh. */
+static void mstate_new(struct ms_ops *ops, uint64_t mbox_id)
+{
+	struct mstate *m = ms_calloc(1, sizeof(*m));
+	m->id = mbox_id;
+	m->uidnext = 1;
+	m->modseq = 1;
+	m->next = ops->mstate[mbox_id % MSTATE_BUCKETS];
+	ops->mstate[mbox_id % MSTATE_BUCKETS] = m;
+}
+
+static struct upend *upend_get(struct ms_ops *ops, uint64_t user_id)
+{
+	for (struct upend *u = ops->upend; u != NULL; u = u->next)
+		if (u->user_id == user_id)
+			return u;
+	struct upend *u = ms_calloc(1, sizeof(*u));
+	u->user_id = user_id;
+	u->next = ops->upend;
+	ops->upend = u;
+	return u;
+}
+
+static int pend_has(const char *const *v, size_t n, const char *s)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(v[i], s) == 0)
+			return 1;
+	return 0;
+}
+
+static char *pend_add(char ***v, size_t *n, const char *s)
+{
+	*v = ms_realloc(*v, (*n + 1) * sizeof(**v));
+	(*v)[*n] = ms_strdup(s);
+	return (*v)[(*n)++];
+}
+
+static void pend_del(char **v, size_t *n, const char *s)
+{
+	for (size_t i = 0; i < *n; i++) {
+		if (v[i] == s) {
+			v[i] = v[--*n];
+			return;
+		}
+	}
+}
+
+static char *mbox_key(uint64_t user_id, const char *name, size_t len)
+{
+	char *k = ms_malloc(len + 24);
+	snprintf(k, len + 24, "%llu/%.*s", (unsigned long long)user_id,
+		 (int)len, name);
+	return k;
+}
+
+/* ---- records and their completion ---- */
+
+static void req_settled(struct req *r)
+{
+	struct ms_ops *ops = r->ops;
+	/* off the in-flight list, onto the ready list */
+	for (struct req **p = &ops->inflight; *p != NULL; p = &(*p)->next) {
+		if (*p == r) {
+			*p = r->next;
+			break;
+		}
+	}
+	r->next = NULL;
+	if (ops->ready_tail)
+		ops->ready_tail->next = r;
+	else
+		ops->ready = r;
+	ops->ready_tail = r;
+}
+
+/* Every durable record, in log order: apply it to the index. */
+static void apply_record(void *ctx, const struct ms_rec_hdr *h,
+			 const uint8_t *payload, struct ms_pos pos)
+{
+	struct ms_ops *ops = ctx;
+	const char *err = "";
+	int ret = 0;
+
+	if (ops->txn == NULL)
+		ret = ms_idx_begin(ops->idx, &ops->txn);
+	if (ret == 0)
+		ret = ms_idx_apply(ops->txn, h->seq, pos, h, payload, &err);
+	if (ret == MS_IDX_ANOMALY) {
+		ops->n_anomalies++;
+		msg_warn("index: record seq=%llu: %s",
+			 (unsigned long long)h->seq, err);
+	} else if (ret < 0) {
+		/* the record is durable; the index is derived and a restart
+		   replays it.  Stop rather than answer from a state that
+		   lost it. */
+		msg_fatal("index: applying seq=%llu failed: %s (%s); exiting, "
+			  "the restart replays the log",
+			  (unsigned long long)h->seq, ms_strerror(ret), err);
+	}
+}
+
+/* A record of a request is durable (and applied) or has failed. */
+static void rec_done(void *ctx, int status, uint64_t seq, struct ms_pos pos)
+{
+	struct req *r = ctx;
+	(void)seq;
+	(void)pos;
+	r->ops->completions++;
+	if (status != 0 && r->status == 0)
+		r->status = status;
+	if (--r->pending == 0)
+		req_settled(r);
+}
+
+static int req_append(struct req *r, uint8_t type, uint8_t flags,
+		      const void *payload, uint32_t len, uint64_t *seq_r)
+{
+	int ret = ms_log_append(r->ops->log, type, flags, payload, len,
+				rec_done, r, NULL, seq_r);
+	if (ret == 0)
+		r->pending++;
+	return ret;
+}
+
+static int req_append_event(struct req *r, const struct ms_event *ev,
+			    uint64_t *seq_r)
+{
+	struct ms_buf b;
+	ms_buf_init(&b, MS_REC_MAX_PAYLOAD);
+	int ret = ms_event_encode(ev, &b);
+	if (ret == 0)
+		ret = req_append(r, ev->type, 0, b.data, (uint32_t)b.len, seq_r);
+	ms_buf_free(&b);
+	return ret;
+}
+
+static struct req *req_new(struct ms_ops *ops, struct ms_conn *c, uint16_t op,
+			   uint32_t id)
+{
+	struct req *r = ms_calloc(1, sizeof(*r));
+	r->ops = ops;
+	r->conn = c;
+	ms_conn_ref(c);
+	r->op = op;
+	r->id = id;
+	ms_buf_init(&r->reply, 0);
+	return r;
+}
+
+static void req_free(struct req *r)
+{
+	struct ms_ops *ops = r->ops;
+	if (r->pend_user)
+		pend_del(ops->pend_users.v, &ops->pend_users.n, r->pend_user);
+	if (r->pend_mbox)
+		pend_del(ops->pend_mboxes.v, &ops->pend_mboxes.n, r->pend_mbox);
+	free(r->pend_user);
+	free(r->pend_mbox);
+	for (size_t i = 0; i < r->npend_quota; i++) {
+		struct upend *u = upend_get(ops, r->pend_quota_users[i]);
+		u->bytes -= r->pend_quota_bytes;
+		u->msgs--;
+	}
+	free(r->pend_quota_users);
+	ms_conn_unref(&r->conn);
+	ms_buf_free(&r->reply);
+	free(r);
+}
+
+/*
+ * The request's records are queued: hold the reply until they are
+ * durable, or answer now if it wrote none.
+ */
+static void req_submit(struct req *r, const struct ms_reply *rep)
+{
+	const char *err = "";
+	if (ms_reply_encode(&r->reply, r->id, rep, &err) < 0) {
+		msg_error("encoding a %s reply: %s", ms_op_name(rep->op), err);
+		ms_buf_reset(&r->reply);
+		ms_proto_error(&r->reply, r->op, r->id, -EIO,
+			       "reply encoding failed");
+	}
+	if (r->pending == 0) {
+		r->next = NULL;
+		req_settled(r);
+		return;
+	}
+	r->next = r->ops->inflight;
+	r->ops->inflight = r;
+}
+
+/* ---- sessions ---- */
+
+static struct sess *sess_of(struct ms_conn *c)
+{
+	struct sess *s = ms_conn_data(c);
+	if (s == NULL) {
+		s = ms_calloc(1, sizeof(*s));
+		ms_buf_init(&s->body, MS_BODY_MAX_PLAIN);
+		ms_conn_set_data(c, s);
+	}
+	return s;
+}
+
+void ms_ops_closed(struct ms_ops *ops, struct ms_conn *c)
+{
+	(void)ops;
+	struct sess *s = ms_conn_data(c);
+	if (s == NULL)
+		return;
+	ms_buf_free(&s->body);
+	free(s);
+	ms_conn_set_data(c, NULL);
+}
+
+/* The user a request acts for: the session's, or (admin) a named one. */
+static int resolve_user(struct ms_idx_rd *rd, struct ms_conn *c,
+			struct sess *s, struct ms_pstr name,
+			struct ms_idx_user *u_r, const char **why_r)
+{
+	if (!ms_conn_is_admin(c)) {
+		if (name.len > 0 && (name.len != strlen(s->user) ||
+				     memcmp(name.s, s->user, name.len) != 0)) {
+			*why_r = "a user session can only act for its own user";
+			return -EACCES;
+		}
+		int ret = ms_idx_user_get(rd, s->user_id, u_r);
+		if (ret < 0)
+			*why_r = "the session's user no longer exists";
+		return ret;
+	}
+	if (name.len == 0) {
+		*why_r = "an admin request must name the user";
+		return -EINVAL;
+	}
+	int ret = ms_idx_user_by_name(rd, name.s, name.len, u_r);
+	if (ret < 0)
+		*why_r = "no such user";
+	return ret;
+}
+
+static int resolve_mbox(struct ms_idx_rd *rd, uint64_t user_id,
+			struct ms_pstr name, struct ms_idx_mbox *m_r,
+			const char **why_r)
+{
+	int ret = ms_idx_mbox_by_name(rd, user_id, name.s, name.len, m_r);
+	if (ret == MS_ENOTFOUND)
+		*why_r = "no such mailbox";
+	else if (ret < 0)
+		*why_r = "index lookup failed";
+	return ret;
+}
+
+static void fill_mbox_info(struct ms_mbox_info *i, const struct ms_idx_mbox *m)
+{
+	i->mbox_id = m->id;
+	i->name = (struct ms_pstr){ m->name, m->name_len };
+	i->uidvalidity = m->uidvalidity;
+	i->uidnext = (uint32_t)m->uidnext;
+	i->highestmodseq = m->highestmodseq;
+	i->messages = (uint32_t)m->messages;
+	i->unseen = (uint32_t)m->unseen;
+	i->bytes = m->bytes;
+	i->special_use = m->special_use;
+	i->subscribed = (uint8_t)(m->subscribed != 0);
+}
+
+/* ---- requests ---- */
+
+static int op_hello(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
+		    uint32_t id, const struct ms_req_hello *q,
+		    const char **why_r)
+{
+	struct ms_reply rep = { .op = MS_OP_HELLO };
+	if (q->version < 1) {
+		*why_r = "protocol version 1 or later is needed";
+		return -EPROTONOSUPPORT;
+	}
+	if (q->role == MS_ROLE_ADMIN) {
+		if (!ms_conn_is_admin(c)) {
+			*why_r = "the admin role needs the admin socket";
+			return -EACCES;
+		}
+		s->hello = 1;
+		s->user_id = 0;
+		s->user[0] = '\0';
+	} else {
+		struct ms_idx_rd *rd;
+		struct ms_idx_user u;
+		if (q->user.len == 0 || q->user.len > MS_PROTO_NAME_MAX) {
+			*why_r = "a user session names its user";
+			return -EINVAL;
+		}
+		int ret = ms_idx_read_begin(ops->idx, &rd);
+		if (ret == 0) {
+			ret = ms_idx_user_by_name(rd, q->user.s, q->user.len,
+						  &u);
+			ms_idx_read_end(&rd);
+		}
+		if (ret < 0) {
+			*why_r = "no such user";
+			return ret;
+		}
+		s->hello = 1;
+		s->user_id = u.id;
+		memcpy(s->user, q->user.s, q->user.len);
+		s->user[q->user.len] = '\0';
+	}
+	rep.u.hello.version = MS_PROTO_VERSION;
+	rep.u.hello.user_id = s->user_id;
+	rep.u.hello.server = MS_PSTR(OPS_SERVER_NAME);
+	reply_now(c, id, &rep);
+	return 0;
+}
+
+static int op_status(struct ms_ops *ops, struct ms_conn *c, uint32_t id)
+{
+	struct ms_log_status ls;
+	struct ms_idx_stats is;
+	struct ms_idx_rd *rd;
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = ms_idx_stats(rd, &is);
+	ms_idx_read_end(&rd);
+	if (ret < 0)
+		return ret;
+	ms_log_get_status(ops->log, &ls);
+	struct ms_counter cs[] = {
+		{ MS_PSTR("log.copy.primary.ok"), ls.copy[0] == MS_COPY_OK },
+		{ MS_PSTR("log.copy.secondary.ok"),
+		  ls.ncopies > 1 && ls.copy[1] == MS_COPY_OK },
+		{ MS_PSTR("log.degraded"), (uint64_t)ls.degraded },
+		{ MS_PSTR("log.dead"), (uint64_t)ls.dead },
+		{ MS_PSTR("log.durable_seq"), ls.durable_seq },
+		{ MS_PSTR("log.durable_segment"), ls.durable.seg },
+		{ MS_PSTR("log.durable_offset"), ls.durable.off },
+		{ MS_PSTR("log.timeline"), ls.timeline },
+		{ MS_PSTR("log.segments"), ls.nsegs },
+		{ MS_PSTR("log.appends"), ls.appends },
+		{ MS_PSTR("log.append_bytes"), ls.append_bytes },
+		{ MS_PSTR("log.flushes"), ls.flushes },
+		{ MS_PSTR("log.flushed_records"), ls.flushed_records },
+		{ MS_PSTR("log.flush_ns"), ls.flush_ns },
+		{ MS_PSTR("log.heals"), ls.heals },
+		{ MS_PSTR("log.read_errors"), ls.read_errors },
+		{ MS_PSTR("index.applied_seq"), is.applied_seq },
+		{ MS_PSTR("index.users"), is.users },
+		{ MS_PSTR("index.mailboxes"), is.mailboxes },
+		{ MS_PSTR("index.messages"), is.messages },
+		{ MS_PSTR("index.expunged"), is.expunged },
+		{ MS_PSTR("index.bodies"), is.bodies },
+		{ MS_PSTR("index.anomalies"), is.anomalies },
+		{ MS_PSTR("ops.requests"), ops->n_requests },
+		{ MS_PSTR("ops.errors"), ops->n_errors },
+		{ MS_PSTR("ops.appends"), ops->n_appends },
+		{ MS_PSTR("ops.bodies_deduplicated"), ops->n_bodies_deduped },
+		{ MS_PSTR("srv.connections"),
+		  ops->srv ? ms_srv_conns(ops->srv) : 0 },
+	};
+	struct ms_reply rep = { .op = MS_OP_STATUS };
+	rep.u.counters.n = MS_ARRAY_SIZE(cs);
+	rep.u.counters.list = cs;
+	reply_now(c, id, &rep);
+	return 0;
+}
+
+static int op_user_create(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
+			  const struct ms_req_user *q, const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_user u;
+	char name[MS_PROTO_NAME_MAX + 1];
+
+	if (!ms_conn_is_admin(c)) {
+		*why_r = "creating users needs the admin role";
+		return -EACCES;
+	}
+	if (!ms_event_name_valid(q->name.s, q->name.len, MS_PROTO_NAME_MAX)) {
+		*why_r = "invalid user name";
+		return -EINVAL;
+	}
+	memcpy(name, q->name.s, q->name.len);
+	name[q->name.len] = '\0';
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = ms_idx_user_by_name(rd, q->name.s, q->name.len, &u);
+	ms_idx_read_end(&rd);
+	if (ret == 0 ||
+	    pend_has((const char *const *)ops->pend_users.v,
+		     ops->pend_users.n, name)) {
+		*why_r = "the user exists";
+		return -EEXIST;
+	}
+	if (ret != MS_ENOTFOUND)
+		return ret;
+
+	struct req *r = req_new(ops, c, MS_OP_USER_CREATE, id);
+	uint64_t uid = ops->next_user_id++;
+	uint64_t mid = ops->next_mbox_id++;
+	struct ms_event ev = { .type = MS_REC_USER_CREATE };
+	ev.u.user_create.user_id = uid;
+	ev.u.user_create.name = (struct ms_event_str){ q->name.s, q->name.len };
+	ret = req_append_event(r, &ev, NULL);
+	/* every user has an INBOX from the start */
+	if (ret == 0) {
+		struct ms_event mb = { .type = MS_REC_MBOX_CREATE };
+		uint32_t uv = (uint32_t)time(NULL);
+		if (uv <= ops->last_uidvalidity)
+			uv = ops->last_uidvalidity + 1;
+		ops->last_uidvalidity = uv;
+		mb.u.mbox_create.user_id = uid;
+		mb.u.mbox_create.mbox_id = mid;
+		mb.u.mbox_create.uidvalidity = uv;
+		mb.u.mbox_create.name = (struct ms_event_str){ "INBOX", 5 };
+		ret = req_append_event(r, &mb, NULL);
+		mstate_new(ops, mid);
+	}
+	if (ret < 0 && r->pending == 0) {
+		req_free(r);
+		*why_r = "the store refused the write";
+		return ret;
+	}
+	if (ret < 0)
+		r->status = ret;
+	r->pend_user = pend_add(&ops->pend_users.v, &ops->pend_users.n, name);
+	struct ms_reply rep = { .op = MS_OP_USER_CREATE };
+	rep.u.user_id = uid;
+	req_submit(r, &rep);
+	return 0;
+}
+
+static int op_user_list(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
+			const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_iter *it;
+	struct ms_idx_user u;
+	struct ms_user_info *list = NULL;
+	size_t n = 0;
+
+	if (!ms_conn_is_admin(c)) {
+		*why_r = "listing users needs the admin role";
+		return -EACCES;
+	}
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = ms_idx_users_iter(rd, &it);
+	while (ret == 0 && (ret = ms_idx_users_next(it, &u)) > 0) {
+		list = ms_realloc(list, (n + 1) * sizeof(*list));
+		list[n].user_id = u.id;
+		list[n].name = (struct ms_pstr){ u.name, u.name_len };
+		n++;
+		ret = 0;
+	}
+	ms_idx_iter_free(&it);
+	if (ret == 0) {
+		struct ms_reply rep = { .op = MS_OP_USER_LIST };
+		rep.u.users.n = (uint32_t)n;
+		rep.u.users.list = list;
+		reply_now(c, id, &rep);
+	}
+	ms_idx_read_end(&rd);
+	free(list);
+	return ret;
+}
+
+static int op_mbox_create(struct ms_ops *ops, struct ms_conn *c,
+			  struct sess *s, uint32_t id,
+			  const struct ms_req_mbox *q, const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_mbox m;
+
+	if (ms_conn_is_admin(c)) {
+		*why_r = "mailboxes are created in a user session";
+		return -EINVAL;
+	}
+	if (!ms_event_name_valid(q->name.s, q->name.len,
+				 MS_EVENT_MBOX_NAME_MAX) ||
+	    (q->special_use & ~(uint32_t)MS_EVENT_SU_MASK) != 0) {
+		*why_r = "invalid mailbox name or special-use flags";
+		return -EINVAL;
+	}
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = ms_idx_mbox_by_name(rd, s->user_id, q->name.s, q->name.len, &m);
+	ms_idx_read_end(&rd);
+	char *key = mbox_key(s->user_id, q->name.s, q->name.len);
+	if (ret == 0 || pend_has((const char *const *)ops->pend_mboxes.v,
+				 ops->pend_mboxes.n, key)) {
+		free(key);
+		*why_r = "the mailbox exists";
+		return -EEXIST;
+	}
+	if (ret != MS_ENOTFOUND) {
+		free(key);
+		return ret;
+	}
+	struct req *r = req_new(ops, c, MS_OP_MBOX_CREATE, id);
+	uint32_t uv = (uint32_t)time(NULL);
+	if (uv <= ops->last_uidvalidity)
+		uv = ops->last_uidvalidity + 1;
+	ops->last_uidvalidity = uv;
+	uint64_t mid = ops->next_mbox_id++;
+	struct ms_event ev = { .type = MS_REC_MBOX_CREATE };
+	ev.u.mbox_create.user_id = s->user_id;
+	ev.u.mbox_create.mbox_id = mid;
+	ev.u.mbox_create.uidvalidity = uv;
+	ev.u.mbox_create.special_use = q->special_use;
+	ev.u.mbox_create.name = (struct ms_event_str){ q->name.s, q->name.len };
+	ret = req_append_event(r, &ev, NULL);
+	if (ret < 0) {
+		free(key);
+		req_free(r);
+		*why_r = "the store refused the write";
+		return ret;
+	}
+	mstate_new(ops, mid);
+	r->pend_mbox = pend_add(&ops->pend_mboxes.v, &ops->pend_mboxes.n, key);
+	free(key);
+	struct ms_reply rep = { .op = MS_OP_MBOX_CREATE };
+	rep.u.mbox.mbox_id = mid;
+	rep.u.mbox.name = q->name;
+	rep.u.mbox.uidvalidity = uv;
+	rep.u.mbox.uidnext = 1;
+	rep.u.mbox.highestmodseq = 1;
+	rep.u.mbox.special_use = q->special_use;
+	req_submit(r, &rep);
+	return 0;
+}
+
+static int op_mbox_list(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
+			uint32_t id, const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_iter *it;
+	struct ms_idx_mbox m;
+	struct ms_mbox_info *list = NULL;
+	size_t n = 0;
+
+	if (ms_conn_is_admin(c)) {
+		*why_r = "mailboxes are listed in a user session";
+		return -EINVAL;
+	}
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = ms_idx_mboxes_iter(rd, s->user_id, &it);
+	while (ret == 0 && (ret = ms_idx_mboxes_next(it, &m)) > 0) {
+		list = ms_realloc(list, (n + 1) * sizeof(*list));
+		fill_mbox_info(&list[n++], &m);
+		ret = 0;
+	}
+	ms_idx_iter_free(&it);
+	if (ret == 0) {
+		struct ms_reply rep = { .op = MS_OP_MBOX_LIST };
+		rep.u.mboxes.n = (uint32_t)n;
+		rep.u.mboxes.list = list;
+		reply_now(c, id, &rep);
+	}
+	ms_idx_read_end(&rd);
+	free(list);
+	return ret;
+}
+
+static int op_mbox_status(struct ms_ops *ops, struct ms_conn *c,
+			  struct sess *s, uint32_t id,
+			  const struct ms_req_mbox *q, const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_mbox m;
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = resolve_mbox(rd, s->user_id, q->name, &m, why_r);
+	if (ret == 0) {
+		struct ms_reply rep = { .op = MS_OP_MBOX_STATUS };
+		fill_mbox_info(&rep.u.mbox, &m);
+		reply_now(c, id, &rep);
+	}
+	ms_idx_read_end(&rd);
+	return ret;
+}
+
+/* Bytes of the message with every bare LF counted as CRLF. */
+static uint64_t virtual_size(const uint8_t *p, size_t len)
+{
+	uint64_t v = len;
+	for (size_t i = 0; i < len; i++)
+		if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
+			v++;
+	return v;
+}
+
+static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
+		     uint32_t id, const struct ms_req_append *q,
+		     const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_proto_iter it;
+	struct ms_placement pl;
+	uint16_t n = (uint16_t)q->placements.n;
+	struct ms_append_result *res = ms_calloc(n ? n : 1, sizeof(*res));
+	struct {
+		uint64_t user_id, mbox_id;
+		uint32_t uid;
+		uint64_t modseq;
+		struct ms_placement pl;
+	} *ok = ms_calloc(n ? n : 1, sizeof(*ok));
+	size_t nok = 0;
+	uint64_t vsize = virtual_size(q->body, q->body_len);
+	int64_t now = (int64_t)time(NULL);
+
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		goto out;
+	ms_proto_iter_placements(&it, &q->placements);
+	for (uint16_t i = 0; i < n; i++) {
+		struct ms_idx_user u;
+		struct ms_idx_mbox m;
+		const char *why = "";
+		if (ms_proto_next_placement(&it, &pl) <= 0) {
+			ret = -EINVAL;
+			*why_r = "bad placement list";
+			break;
+		}
+		int st = resolve_user(rd, c, s, pl.user, &u, &why);
+		if (st == 0)
+			st = resolve_mbox(rd, u.id, pl.mailbox, &m, &why);
+		struct upend *up = st == 0 ? upend_get(ops, u.id) : NULL;
+		if (st == 0 &&
+		    ((u.max_bytes &&
+		      u.use_bytes + up->bytes + q->body_len > u.max_bytes) ||
+		     (u.max_messages &&
+		      u.use_messages + up->msgs + 1 > u.max_messages))) {
+			st = -EDQUOT;
+			why = "over quota";
+		}
+		struct mstate *ms = st == 0 ? mstate_get(ops, rd, m.id) : NULL;
+		if (st == 0 && (ms == NULL || ms->uidnext > UINT32_MAX)) {
+			st = ms ? -EOVERFLOW : MS_ENOTFOUND;
+			why = ms ? "mailbox out of UIDs" : "no such mailbox";
+		}
+		res[i].status = st;
+		if (st < 0) {
+			res[i].reason = ms_pstr_c(why);
+			continue;
+		}
+		ok[nok].user_id = u.id;
+		ok[nok].mbox_id = m.id;
+		ok[nok].uid = (uint32_t)ms->uidnext++;
+		ok[nok].modseq = ++ms->modseq;
+		ok[nok].pl = pl;
+		up->bytes += q->body_len;
+		up->msgs++;
+		res[i].mbox_id = m.id;
+		res[i].uidvalidity = m.uidvalidity;
+		res[i].uid = ok[nok].uid;
+		res[i].modseq = ok[nok].modseq;
+		nok++;
+	}
+	if (ret < 0) {
+		ms_idx_read_end(&rd);
+		goto out;
+	}
+
+	struct req *r = req_new(ops, c, MS_OP_APPEND, id);
+	uint8_t key[32];
+	uint64_t body_seq = 0;
+	if (nok > 0) {
+		/* single instance: a body the store has is referenced */
+		struct ms_idx_body b;
+		ms_body_dedup_key(&ops->bctx, q->body, q->body_len, key);
+		if (ms_idx_body_get(rd, key, &b) == 0) {
+			body_seq = b.seq;
+			ops->n_bodies_deduped++;
+		} else {
+			struct ms_buf payload;
+			uint8_t flags = 0;
+			ms_buf_init(&payload, MS_REC_MAX_PAYLOAD);
+			ret = ms_body_encode(&ops->bctx, q->body, q->body_len,
+					     &payload, &flags);
+			if (ret == 0)
+				ret = req_append(r, MS_REC_BODY, flags,
+						 payload.data,
+						 (uint32_t)payload.len,
+						 &body_seq);
+			ms_buf_free(&payload);
+		}
+	}
+	ms_idx_read_end(&rd);
+	for (size_t i = 0; i < nok && ret == 0; i++) {
+		struct ms_event ev = { .type = MS_REC_PLACE };
+		struct ms_event_place *p = &ev.u.place;
+		p->user_id = ok[i].user_id;
+		p->mbox_id = ok[i].mbox_id;
+		p->uid = ok[i].uid;
+		p->modseq = ok[i].modseq;
+		p->flags = ok[i].pl.flags & MS_EVENT_FLAG_MASK;
+		p->received_date = ok[i].pl.received ? ok[i].pl.received : now;
+		p->save_date = now;
+		randombytes_buf(p->guid, sizeof(p->guid));
+		memcpy(p->body_key, key, sizeof(key));
+		p->body_seq = body_seq;
+		p->physical_size = q->body_len;
+		p->virtual_size = vsize;
+		p->keywords.n = ok[i].pl.keywords.n;
+		p->keywords.packed = ok[i].pl.keywords.packed;
+		p->keywords.packed_len = ok[i].pl.keywords.packed_len;
+		p->keywords.list = NULL;
+		if (ok[i].pl.keywords.list != NULL) {
+			/* a decoded request always has the packed form */
+			ret = -EINVAL;
+			break;
+		}
+		ret = req_append_event(r, &ev, NULL);
+	}
+	/* the quota use counted above stays in flight with the request */
+	r->pend_quota_users = ms_calloc(nok ? nok : 1, sizeof(uint64_t));
+	r->pend_quota_bytes = q->body_len;
+	for (size_t i = 0; i < nok; i++)
+		r->pend_quota_users[r->npend_quota++] = ok[i].user_id;
+	if (ret < 0) {
+		/* the log refused: nothing of this request is acknowledged */
+		if (r->pending == 0) {
+			req_free(r);
+			*why_r = "the store refused the write";
+			goto out;
+		}
+		r->status = ret;
+	}
+	ops->n_appends++;
+	struct ms_reply rep = { .op = MS_OP_APPEND };
+	rep.u.append.n = n;
+	rep.u.append.list = res;
+	req_submit(r, &rep);
+	ret = 0;
+out:
+	free(res);
+	free(ok);
+	return ret;
+}
+
+/* Every uid of a set that names a present message, as ranges. */
+static int present_ranges(struct ms_idx_rd *rd, uint64_t mbox_id,
+			  const struct ms_uid_set *set, uint64_t unchangedsince,
+			  struct ms_buf *hit, struct ms_buf *failed,
+			  uint32_t *nhit_r, uint32_t *nfailed_r)
+{
+	uint32_t nhit = 0, nfail = 0;
+	for (uint32_t i = 0; i < set->n; i++) {
+		uint32_t lo, hi;
+		struct ms_idx_iter *it;
+		struct ms_idx_msg m;
+		int ret;
+		if (ms_uid_set_range(set, i, &lo, &hi) < 0)
+			return -EINVAL;
+		if ((ret = ms_idx_msgs_iter(rd, mbox_id, lo, hi, &it)) < 0)
+			return ret;
+		while ((ret = ms_idx_msgs_next(it, &m)) > 0) {
+			struct ms_buf *b = hit;
+			uint32_t *cnt = &nhit;
+			if (unchangedsince != 0 && m.modseq > unchangedsince) {
+				b = failed;
+				cnt = &nfail;
+			}
+			struct ms_uid_range *last =
+				*cnt ? (struct ms_uid_range *)(void *)(b->data +
+					b->len - sizeof(*last))
+				     : NULL;
+			if (last != NULL && last->hi + 1 == m.uid) {
+				last->hi = m.uid;
+			} else {
+				struct ms_uid_range r = { m.uid, m.uid };
+				ms_buf_append(b, &r, sizeof(r));
+				(*cnt)++;
+			}
+		}
+		ms_idx_iter_free(&it);
+		if (ret < 0)
+			return ret;
+	}
+	*nhit_r = nhit;
+	*nfailed_r = nfail;
+	return 0;
+}
+
+static int op_store_expunge(struct ms_ops *ops, struct ms_conn *c,
+			    struct sess *s, uint16_t op, uint32_t id,
+			    const struct ms_req *q, const char **why_r)
+{
+	const struct ms_pstr *mbname = op == MS_OP_STORE
+					       ? &q->u.store.mailbox
+					       : &q->u.uids.mailbox;
+	const struct ms_uid_set *set = op == MS_OP_STORE ? &q->u.store.uids
+							 : &q->u.uids.uids;
+	struct ms_idx_rd *rd;
+	struct ms_idx_mbox m;
+	struct ms_buf hit, failed;
+	uint32_t nhit = 0, nfail = 0;
+
+	if (ms_conn_is_admin(c)) {
+		*why_r = "messages are changed in a user session";
+		return -EINVAL;
+	}
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ms_buf_init(&hit, 0);
+	ms_buf_init(&failed, 0);
+	ret = resolve_mbox(rd, s->user_id, *mbname, &m, why_r);
+	if (ret == 0)
+		ret = present_ranges(rd, m.id, set,
+				     op == MS_OP_STORE
+					     ? q->u.store.unchangedsince
+					     : 0,
+				     &hit, &failed, &nhit, &nfail);
+	struct mstate *ms = ret == 0 ? mstate_get(ops, rd, m.id) : NULL;
+	ms_idx_read_end(&rd);
+	if (ret == 0 && ms == NULL)
+		ret = MS_ENOTFOUND;
+	if (ret < 0)
+		goto out;
+
+	struct req *r = req_new(ops, c, op, id);
+	uint64_t modseq = ms->modseq;
+	if (nhit > 0) {
+		struct ms_event ev = { .type = op == MS_OP_STORE
+						       ? MS_REC_FLAGS
+						       : MS_REC_EXPUNGE };
+		modseq = ++ms->modseq;
+		if (op == MS_OP_STORE) {
+			ev.u.flags.user_id = s->user_id;
+			ev.u.flags.mbox_id = m.id;
+			ev.u.flags.modseq = modseq;
+			ev.u.flags.mode = q->u.store.mode;
+			ev.u.flags.flags = q->u.store.flags;
+			ev.u.flags.keywords.n = q->u.store.keywords.n;
+			ev.u.flags.keywords.packed = q->u.store.keywords.packed;
+			ev.u.flags.keywords.packed_len =
+				q->u.store.keywords.packed_len;
+			ev.u.flags.ranges.n = nhit;
+			ev.u.flags.ranges.list =
+				(const struct ms_event_range *)(void *)hit.data;
+		} else {
+			ev.u.expunge.user_id = s->user_id;
+			ev.u.expunge.mbox_id = m.id;
+			ev.u.expunge.modseq = modseq;
+			ev.u.expunge.ranges.n = nhit;
+			ev.u.expunge.ranges.list =
+				(const struct ms_event_range *)(void *)hit.data;
+		}
+		ret = req_append_event(r, &ev, NULL);
+		if (ret < 0) {
+			req_free(r);
+			*why_r = "the store refused the write";
+			goto out;
+		}
+	}
+	struct ms_reply rep = { .op = op };
+	struct ms_rep_modseq_uids *mu = op == MS_OP_STORE ? &rep.u.store
+							  : &rep.u.expunge;
+	mu->modseq = modseq;
+	if (op == MS_OP_STORE) {
+		mu->uids.n = nfail;
+		mu->uids.list = (const struct ms_uid_range *)(void *)failed.data;
+	} else {
+		mu->uids.n = nhit;
+		mu->uids.list = (const struct ms_uid_range *)(void *)hit.data;
+	}
+	req_submit(r, &rep);
+out:
+	ms_buf_free(&hit);
+	ms_buf_free(&failed);
+	return ret;
+}
+
+static int op_fetch_meta(struct ms_ops *ops, struct ms_conn *c,
+			 struct sess *s, uint32_t id,
+			 const struct ms_req_uids *q, const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_mbox m;
+	struct ms_msg_meta *list = NULL;
+	size_t n = 0, cap = 0;
+	uint64_t bytes = 0;
+
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = resolve_mbox(rd, s->user_id, q->mailbox, &m, why_r);
+	for (uint32_t i = 0; ret == 0 && i < q->uids.n; i++) {
+		uint32_t lo, hi;
+		struct ms_idx_iter *it;
+		struct ms_idx_msg msg;
+		if ((ret = ms_uid_set_range(&q->uids, i, &lo, &hi)) < 0 ||
+		    (ret = ms_idx_msgs_iter(rd, m.id, lo, hi, &it)) < 0)
+			break;
+		while ((ret = ms_idx_msgs_next(it, &msg)) > 0) {
+			if (n == cap) {
+				cap = cap ? cap * 2 : 64;
+				list = ms_realloc(list, cap * sizeof(*list));
+			}
+			struct ms_msg_meta *mm = &list[n++];
+			memset(mm, 0, sizeof(*mm));
+			mm->uid = msg.uid;
+			mm->modseq = msg.modseq;
+			mm->flags = msg.flags;
+			mm->keywords.n = msg.nkeywords;
+			mm->keywords.packed = msg.keywords;
+			mm->keywords.packed_len = msg.keywords_len;
+			mm->received = msg.received_date;
+			mm->saved = msg.save_date;
+			memcpy(mm->guid, msg.guid, sizeof(mm->guid));
+			mm->physical_size = msg.physical_size;
+			mm->virtual_size = msg.virtual_size;
+			bytes += 64 + msg.keywords_len;
+		}
+		ms_idx_iter_free(&it);
+		if (bytes > MS_PROTO_MAX_FRAME_DEFAULT / 2) {
+			ret = MS_ETOOBIG;
+			*why_r = "too many messages for one reply; ask for "
+				 "fewer uids";
+		}
+	}
+	if (ret == 0) {
+		struct ms_reply rep = { .op = MS_OP_FETCH_META };
+		rep.u.metas.n = (uint32_t)n;
+		rep.u.metas.list = list;
+		reply_now(c, id, &rep);
+	}
+	ms_idx_read_end(&rd);
+	free(list);
+	return ret;
+}
+
+static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
+			 struct sess *s, uint32_t id,
+			 const struct ms_req_fetch_body *q, const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_mbox m;
+	struct ms_idx_msg msg;
+	struct ms_idx_body b;
+
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = resolve_mbox(rd, s->user_id, q->mailbox, &m, why_r);
+	if (ret == 0 &&
+	    (ret = ms_idx_msg_get(rd, m.id, q->uid, &msg)) == MS_ENOTFOUND)
+		*why_r = "no such message";
+	if (ret == 0 && (!s->have_body || memcmp(s->body_key, msg.body_key,
+						 32) != 0)) {
+		if ((ret = ms_idx_body_get(rd, msg.body_key, &b)) < 0)
+			*why_r = "the message's body is not in the index";
+	} else if (ret == 0) {
+		ret = 1; /* cached */
+	}
+	ms_idx_read_end(&rd);
+	if (ret < 0)
+		return ret;
+	if (ret == 0) {
+		struct ms_buf payload;
+		struct ms_rec_hdr h;
+		s->have_body = 0;
+		ms_buf_init(&payload, MS_REC_MAX_PAYLOAD);
+		ret = ms_log_read(ops->log, b.pos, &h, &payload, why_r);
+		if (ret == 0 && h.type != MS_REC_BODY) {
+			ret = MS_ECORRUPT;
+			*why_r = "the index points at a record that is not a "
+				 "body";
+		}
+		if (ret == 0)
+			ret = ms_body_decode(&ops->bctx, h.flags, payload.data,
+					     payload.len, &s->body, why_r);
+		ms_buf_free(&payload);
+		if (ret < 0) {
+			msg_error("user=%s mailbox uid=%u: body at %llu:%llu: "
+				  "%s",
+				  s->user, q->uid,
+				  (unsigned long long)b.pos.seg,
+				  (unsigned long long)b.pos.off, *why_r);
+			return ret;
+		}
+		memcpy(s->body_key, msg.body_key, 32);
+		s->have_body = 1;
+	}
+	uint64_t total = s->body.len;
+	uint64_t off = q->offset < total ? q->offset : total;
+	uint64_t len = total - off;
+	uint64_t maxc = q->max_len ? q->max_len : (1u << 20);
+	if (maxc > MS_PROTO_MAX_FRAME_DEFAULT / 2)
+		maxc = MS_PROTO_MAX_FRAME_DEFAULT / 2;
+	if (len > maxc)
+		len = maxc;
+	struct ms_reply rep = { .op = MS_OP_FETCH_BODY };
+	rep.u.fetch_body.total = total;
+	rep.u.fetch_body.chunk = s->body.data + off;
+	rep.u.fetch_body.chunk_len = (uint32_t)len;
+	reply_now(c, id, &rep);
+	return 0;
+}
+
+static int op_changes(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
+		      uint32_t id, const struct ms_req_changes *q,
+		      const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_mbox m;
+	struct ms_idx_iter *it = NULL;
+	struct ms_idx_change ch;
+	struct ms_msg_change *list = NULL;
+	struct ms_uid_range *xr = NULL;
+	size_t n = 0, nx = 0;
+
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = resolve_mbox(rd, s->user_id, q->mailbox, &m, why_r);
+	if (ret == 0)
+		ret = ms_idx_changes_iter(rd, m.id, q->since_modseq, &it);
+	while (ret == 0 && (ret = ms_idx_changes_next(it, &ch)) > 0) {
+		ret = 0;
+		if (ch.is_expunge) {
+			xr = ms_realloc(xr, (nx + 1) * sizeof(*xr));
+			xr[nx++] = (struct ms_uid_range){ ch.uid_lo, ch.uid_hi };
+			continue;
+		}
+		list = ms_realloc(list, (n + 1) * sizeof(*list));
+		list[n].uid = ch.msg.uid;
+		list[n].modseq = ch.msg.modseq;
+		list[n].flags = ch.msg.flags;
+		list[n].keywords = (struct ms_keywords){
+			ch.msg.nkeywords, NULL, ch.msg.keywords,
+			ch.msg.keywords_len
+		};
+		n++;
+	}
+	ms_idx_iter_free(&it);
+	if (ret == 0) {
+		/* the wire wants the expunged set sorted and disjoint */
+		for (size_t i = 1; i < nx; i++)
+			for (size_t j = i; j > 0 && xr[j - 1].lo > xr[j].lo; j--) {
+				struct ms_uid_range t = xr[j];
+				xr[j] = xr[j - 1];
+				xr[j - 1] = t;
+			}
+		size_t w = 0;
+		for (size_t i = 0; i < nx; i++) {
+			if (w > 0 && xr[i].lo <= (uint64_t)xr[w - 1].hi + 1) {
+				if (xr[i].hi > xr[w - 1].hi)
+					xr[w - 1].hi = xr[i].hi;
+			} else {
+				xr[w++] = xr[i];
+			}
+		}
+		struct ms_reply rep = { .op = MS_OP_CHANGES };
+		rep.u.changes.highestmodseq = m.highestmodseq;
+		rep.u.changes.uidvalidity = m.uidvalidity;
+		rep.u.changes.changes.n = (uint32_t)n;
+		rep.u.changes.changes.list = list;
+		rep.u.changes.expunged.n = (uint32_t)w;
+		rep.u.changes.expunged.list = xr;
+		reply_now(c, id, &rep);
+	}
+	ms_idx_read_end(&rd);
+	free(list);
+	free(xr);
+	return ret;
+}
+
+void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
+		    const struct ms_proto_hdr *h, const uint8_t *body,
+		    size_t len)
+{
+	struct sess *s = sess_of(c);
+	struct ms_req q;
+	const char *why = "";
+	int ret;
+
+	ops->n_requests++;
+	ret = ms_req_decode(h->op, body, len, &q, &why);
+	if (ret < 0) {
+		ops->n_errors++;
+		reply_error(c, h->op, h->id,
+			    ret == -EOPNOTSUPP	 ? -EOPNOTSUPP
+			    : ret == MS_ETOOBIG ? MS_ETOOBIG
+						 : -EINVAL,
+			    why);
+		return;
+	}
+	if (!s->hello && q.op != MS_OP_HELLO) {
+		ops->n_errors++;
+		reply_error(c, h->op, h->id, -EACCES, "say hello first");
+		return;
+	}
+	switch (q.op) {
+	case MS_OP_HELLO:
+		ret = op_hello(ops, c, s, h->id, &q.u.hello, &why);
+		break;
+	case MS_OP_STATUS:
+		ret = op_status(ops, c, h->id);
+		break;
+	case MS_OP_USER_CREATE:
+		ret = op_user_create(ops, c, h->id, &q.u.user, &why);
+		break;
+	case MS_OP_USER_LIST:
+		ret = op_user_list(ops, c, h->id, &why);
+		break;
+	case MS_OP_MBOX_CREATE:
+		ret = op_mbox_create(ops, c, s, h->id, &q.u.mbox, &why);
+		break;
+	case MS_OP_MBOX_LIST:
+		ret = op_mbox_list(ops, c, s, h->id, &why);
+		break;
+	case MS_OP_MBOX_STATUS:
+		ret = op_mbox_status(ops, c, s, h->id, &q.u.mbox, &why);
+		break;
+	case MS_OP_APPEND:
+		ret = op_append(ops, c, s, h->id, &q.u.append, &why);
+		break;
+	case MS_OP_FETCH_META:
+		ret = op_fetch_meta(ops, c, s, h->id, &q.u.uids, &why);
+		break;
+	case MS_OP_FETCH_BODY:
+		ret = op_fetch_body(ops, c, s, h->id, &q.u.fetch_body, &why);
+		break;
+	case MS_OP_CHANGES:
+		ret = op_changes(ops, c, s, h->id, &q.u.changes, &why);
+		break;
+	case MS_OP_STORE:
+	case MS_OP_EXPUNGE:
+		ret = op_store_expunge(ops, c, s, q.op, h->id, &q, &why);
+		break;
+	default:
+		ret = -EOPNOTSUPP;
+		why = "not implemented yet in this mstored";
+		break;
+	}
+	if (ret < 0) {
+		ops->n_errors++;
+		reply_error(c, h->op, h->id, ret,
+			    why[0] ? why : ms_strerror(ret));
+	}
+}
+
+/* ---- the loop's turn ---- */
+
+void ms_ops_tick(struct ms_ops *ops)
+{
+	/* start the flush of what this turn queued; with psync that is the
+	   whole write, so reap it too */
+	for (int i = 0; i < 8; i++) {
+		uint64_t before = ops->completions;
+		int more = ms_log_run(ops->log, 0);
+		if (more <= 0 || (i > 0 && ops->completions == before))
+			break;
+	}
+	if (ops->txn != NULL) {
+		int ret = ms_idx_commit(&ops->txn);
+		if (ret < 0)
+			msg_fatal("index commit failed: %s; exiting, the "
+				  "restart replays the log",
+				  ms_strerror(ret));
+	}
+	while (ops->ready != NULL) {
+		struct req *r = ops->ready;
+		ops->ready = r->next;
+		if (ops->ready == NULL)
+			ops->ready_tail = NULL;
+		if (r->status != 0) {
+			ms_buf_reset(&r->reply);
+			ms_proto_error(&r->reply, r->op, r->id, r->status,
+				       r->status == MS_ENOCOPY
+					       ? "store unavailable: no "
+						 "writable copy of the log"
+					       : ms_strerror(r->status));
+		}
+		ms_conn_send(r->conn, r->reply.data, r->reply.len);
+		req_free(r);
+	}
+	struct ms_log_status st;
+	ms_log_get_status(ops->log, &st);
+	if (st.dead && !ops->dead_reported) {
+		ops->dead_reported = 1;
+		msg_error("no writable copy of the log is left: every write "
+			  "is refused until mstored is restarted on a repaired "
+			  "store");
+	}
+}
+
+void ms_ops_log_ready(struct ms_ops *ops)
+{
+	ms_ops_tick(ops);
+}
+
+int ms_ops_event_fd(struct ms_ops *ops)
+{
+	return ms_log_event_fd(ops->log);
+}
+
+void ms_ops_set_srv(struct ms_ops *ops, struct ms_srv *srv)
+{
+	ops->srv = srv;
+}
+
+void ms_ops_drain(struct ms_ops *ops)
+{
+	ms_log_sync(ops->log);
+	ms_ops_tick(ops);
+}
+
+/* ---- open, close ---- */
+
+static int init_ids(struct ms_ops *ops, const char **error_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_iter *uit, *mit;
+	struct ms_idx_user u;
+	struct ms_idx_mbox m;
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0) {
+		*error_r = "index read failed";
+		return ret;
+	}
+	ops->next_user_id = 1;
+	ops->next_mbox_id = 1;
+	ret = ms_idx_users_iter(rd, &uit);
+	while (ret == 0 && (ret = ms_idx_users_next(uit, &u)) > 0) {
+		ret = 0;
+		if (u.id >= ops->next_user_id)
+			ops->next_user_id = u.id + 1;
+		if ((ret = ms_idx_mboxes_iter(rd, u.id, &mit)) < 0)
+			break;
+		while ((ret = ms_idx_mboxes_next(mit, &m)) > 0) {
+			if (m.id >= ops->next_mbox_id)
+				ops->next_mbox_id = m.id + 1;
+			if (m.uidvalidity > ops->last_uidvalidity)
+				ops->last_uidvalidity = m.uidvalidity;
+		}
+		ms_idx_iter_free(&mit);
+	}
+	ms_idx_iter_free(&uit);
+	ms_idx_read_end(&rd);
+	if (ret < 0)
+		*error_r = "index scan failed";
+	/* ids of deleted users and mailboxes are never given again: the
+	   log's record count bounds every id given so far */
+	struct ms_log_status st;
+	ms_log_get_status(ops->log, &st);
+	if (ops->next_user_id < st.next_seq)
+		ops->next_user_id = st.next_seq;
+	if (ops->next_mbox_id < st.next_seq)
+		ops->next_mbox_id = st.next_seq;
+	return ret < 0 ? ret : 0;
+}
+
+int ms_ops_open(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
+		const char **error_r)
+{
+	struct ms_ops *ops = ms_calloc(1, sizeof(*ops));
+	struct ms_log_cfg lc;
+	uint8_t key[32];
+	int ret;
+
+	ms_store_cfg_to_log(cfg, &lc);
+	lc.create = 1;
+	if ((ret = ms_log_open(&lc, &ops->log, error_r)) < 0)
+		goto fail;
+	const struct ms_meta *meta = ms_log_meta(ops->log);
+	if (cfg->key_file != NULL &&
+	    (ret = ms_body_key_load(cfg->key_file, key, error_r)) < 0)
+		goto fail;
+	ms_body_ctx_init(&ops->bctx, meta->store_id, meta->salt,
+			 cfg->key_file ? key : NULL, cfg->compress);
+	sodium_memzero(key, sizeof(key));
+
+	if (cfg->index != NULL) {
+		ops->idx_dir = ms_strdup(cfg->index);
+	} else {
+		size_t n = strlen(cfg->primary) + 8;
+		ops->idx_dir = ms_malloc(n);
+		snprintf(ops->idx_dir, n, "%s/index", cfg->primary);
+	}
+	ops->map_size = cfg->index_map_size;
+	ret = ms_idx_open(ops->idx_dir, ops->map_size, &ops->idx, error_r);
+	if (ret == 0) {
+		/* an index ahead of the log (a log restored from a copy, a
+		   cut tail) describes records that do not exist: rebuild */
+		struct ms_log_status ls;
+		struct ms_pos ipos;
+		uint64_t iseq = 0;
+		ms_log_get_status(ops->log, &ls);
+		if (ms_idx_applied(ops->idx, &iseq, &ipos) == 0 &&
+		    iseq > ls.durable_seq) {
+			*error_r = ms_errf("index has applied seq %llu but the "
+					   "log ends at %llu",
+					   (unsigned long long)iseq,
+					   (unsigned long long)ls.durable_seq);
+			ret = MS_ECORRUPT;
+		} else {
+			ret = ms_idx_catch_up(ops->idx, ops->log, error_r);
+		}
+		if (ret < 0)
+			ms_idx_close(&ops->idx);
+	}
+	if (ret < 0) {
+		msg_warn("index %s: %s; rebuilding it from the log",
+			 ops->idx_dir, *error_r);
+		if ((ret = ms_idx_rebuild(ops->idx_dir, ops->map_size,
+					  ops->log, error_r)) < 0 ||
+		    (ret = ms_idx_open(ops->idx_dir, ops->map_size, &ops->idx,
+				       error_r)) < 0)
+			goto fail;
+		msg_info("index rebuilt from the log");
+	}
+	if ((ret = init_ids(ops, error_r)) < 0)
+		goto fail;
+	ms_log_set_apply_hook(ops->log, apply_record, ops);
+	*ops_r = ops;
+	return 0;
+fail:
+	ms_ops_close(&ops);
+	return ret;
+}
+
+void ms_ops_close(struct ms_ops **opsp)
+{
+	struct ms_ops *ops = *opsp;
+	if (ops == NULL)
+		return;
+	/* settle the log first: what completes is applied and committed */
+	if (ops->log != NULL && ops->idx != NULL) {
+		ms_log_sync(ops->log);
+		if (ops->txn != NULL && ms_idx_commit(&ops->txn) < 0)
+			msg_error("index commit at close failed; the next start "
+				  "replays the log");
+	}
+	if (ops->txn != NULL)
+		ms_idx_abort(&ops->txn);
+	if (ops->log != NULL)
+		ms_log_set_apply_hook(ops->log, NULL, NULL);
+	while (ops->inflight != NULL) {
+		struct req *r = ops->inflight;
+		ops->inflight = r->next;
+		req_free(r);
+	}
+	while (ops->ready != NULL) {
+		struct req *r = ops->ready;
+		ops->ready = r->next;
+		req_free(r);
+	}
+	for (size_t i = 0; i < MSTATE_BUCKETS; i++) {
+		while (ops->mstate[i] != NULL) {
+			struct mstate *m = ops->mstate[i];
+			ops->mstate[i] = m->next;
+			free(m);
+		}
+	}
+	while (ops->upend != NULL) {
+		struct upend *u = ops->upend;
+		ops->upend = u->next;
+		free(u);
+	}
+	for (size_t i = 0; i < ops->pend_users.n; i++)
+		free(ops->pend_users.v[i]);
+	for (size_t i = 0; i < ops->pend_mboxes.n; i++)
+		free(ops->pend_mboxes.v[i]);
+	free(ops->pend_users.v);
+	free(ops->pend_mboxes.v);
+	if (ops->idx != NULL) {
+		ms_idx_sync(ops->idx);
+		ms_idx_close(&ops->idx);
+	}
+	ms_log_close(&ops->log);
+	ms_body_ctx_wipe(&ops->bctx);
+	free(ops->idx_dir);
+	free(ops);
+	*opsp = NULL;
+}

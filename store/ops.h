@@ -1,0 +1,45 @@
+/*
+ * ops.h - what mstored does with each request: the mail model on top of
+ * the log and the index.  It validates a request against the index,
+ * writes the records that carry it, and answers when they are durable
+ * and applied; reads are answered from the index (and the log for
+ * bodies) at once.
+ *
+ * The promise: a reply that says a change succeeded is sent only after
+ * its records are durable on the log's copies (ms_log) and applied to
+ * the index in a committed transaction.
+ *
+ * Allocation (UIDs, modseqs, user and mailbox ids, UIDVALIDITY) happens
+ * here, in memory, when a request is accepted, so pipelined requests get
+ * distinct numbers before their records are durable; the index catches
+ * up as batches complete.  A number given to a record that never became
+ * durable is never shown to anyone and may be given again after a
+ * restart.
+ */
+#ifndef MS_OPS_H
+#define MS_OPS_H
+
+#include "proto.h"
+#include "srv.h"
+#include "store_cfg.h"
+
+struct ms_ops;
+
+/* Open log (with recovery) and index (rebuilt or caught up). */
+int ms_ops_open(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
+		const char **error_r);
+void ms_ops_close(struct ms_ops **ops);
+void ms_ops_set_srv(struct ms_ops *ops, struct ms_srv *srv);
+/* The log's completion fd (-1 with psync) and what to do when it fires. */
+int ms_ops_event_fd(struct ms_ops *ops);
+void ms_ops_log_ready(struct ms_ops *ops);
+/* srv.h handler entry points. */
+void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
+		    const struct ms_proto_hdr *h, const uint8_t *body,
+		    size_t len);
+void ms_ops_closed(struct ms_ops *ops, struct ms_conn *c);
+void ms_ops_tick(struct ms_ops *ops);
+/* Settle everything in flight (shutdown). */
+void ms_ops_drain(struct ms_ops *ops);
+
+#endif

@@ -1,0 +1,80 @@
+/*
+ * srv.h - the daemon's event loop and connections: unix sockets, framed
+ * requests in, replies out, with bounds on everything that grows.  It
+ * knows frames (proto.h) but no operation: each whole request frame goes
+ * to the handler, which answers now or later (after the log made the
+ * request durable) with ms_conn_send().
+ *
+ * One thread, epoll.  Other fds (the log's completion eventfd, a
+ * signalfd) join the loop with ms_srv_watch().  Connections are counted
+ * references: a handler that answers later holds one (ms_conn_ref), so a
+ * client that hangs up while its request is in flight never leaves a
+ * dangling pointer; the reply is then dropped.
+ *
+ * Limits: frame size (a larger frame closes the connection: its bytes
+ * cannot be skipped safely), connections, output queued per connection
+ * (past it the connection is not read until the client drains it),
+ * idle time.
+ */
+#ifndef MS_SRV_H
+#define MS_SRV_H
+
+#include <sys/types.h>
+
+#include "buf.h"
+#include "proto.h"
+
+struct ms_srv;
+struct ms_conn;
+
+struct ms_srv_limits {
+	uint32_t max_frame;		/* bytes, header included */
+	unsigned max_conns;
+	size_t max_out;			/* queued reply bytes before reads pause */
+	unsigned idle_ms;		/* 0: no idle limit */
+};
+
+struct ms_srv_handler {
+	/* A whole request; body valid until return. */
+	void (*request)(void *ctx, struct ms_conn *c,
+			const struct ms_proto_hdr *h, const uint8_t *body,
+			size_t len);
+	/* The connection is gone (its data may be freed here). */
+	void (*closed)(void *ctx, struct ms_conn *c);
+	/* After each turn of the loop (commit, flush replies...). */
+	void (*tick)(void *ctx);
+};
+
+int ms_srv_new(const struct ms_srv_limits *lim,
+	       const struct ms_srv_handler *h, void *ctx,
+	       struct ms_srv **srv_r);
+void ms_srv_free(struct ms_srv **srv);
+/*
+ * Listen on a unix socket at path (a stale socket file is replaced),
+ * mode applied to the socket file; admin: connections on it have the
+ * admin flag.  Call before dropping privileges.
+ */
+int ms_srv_listen(struct ms_srv *srv, const char *path, unsigned mode,
+		  int admin, const char **error_r);
+/* Watch fd for input; fn runs from the loop when it is readable. */
+int ms_srv_watch(struct ms_srv *srv, int fd, void (*fn)(void *arg),
+		 void *arg);
+/* Run until ms_srv_stop(); 0, or -errno if epoll itself failed. */
+int ms_srv_run(struct ms_srv *srv);
+void ms_srv_stop(struct ms_srv *srv);
+unsigned ms_srv_conns(struct ms_srv *srv);
+
+/* Queue a whole frame for the client (copied).  Dropped if closed. */
+void ms_conn_send(struct ms_conn *c, const void *frame, size_t len);
+void ms_conn_ref(struct ms_conn *c);
+void ms_conn_unref(struct ms_conn **c);
+/* Close after the queued output is written. */
+void ms_conn_close(struct ms_conn *c);
+int ms_conn_is_admin(const struct ms_conn *c);
+int ms_conn_is_closed(const struct ms_conn *c);
+/* Peer credentials (SO_PEERCRED) taken at accept. */
+uid_t ms_conn_uid(const struct ms_conn *c);
+void *ms_conn_data(const struct ms_conn *c);
+void ms_conn_set_data(struct ms_conn *c, void *data);
+
+#endif

@@ -1,0 +1,485 @@
+/*
+ * test_mstored - the daemon through its protocol, with a private mstored
+ * per test (tests/lib/msd.c): the mail model (users, mailboxes, append,
+ * fetch, flags, changes, expunge), single-instance bodies, isolation
+ * between users, malformed input, concurrent clients, and an index that
+ * is lost or kept across restarts.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "client.h"
+#include "idx.h"
+#include "log.h"
+#include "msd.h"
+#include "msg.h"
+#include "mstest.h"
+
+static int req(struct ms_client *c, struct ms_req *q, struct ms_reply *rep)
+{
+	const char *err = "";
+	int ret = ms_client_request(c, q, rep, &err);
+	if (ret < 0 && ret != rep->status)
+		fail_msg("%s request: transport: %s (%d)", ms_op_name(q->op),
+			 err, ret);
+	return ret;
+}
+
+static struct ms_append_result append1(struct ms_client *c, const char *mbox,
+				       const void *body, size_t len,
+				       uint32_t flags)
+{
+	struct ms_placement pl = { .mailbox = ms_pstr_c(mbox), .flags = flags };
+	struct ms_req q = { .op = MS_OP_APPEND };
+	struct ms_reply rep;
+	struct ms_proto_iter it;
+	struct ms_append_result r = { .status = -1 };
+	q.u.append.body = body;
+	q.u.append.body_len = (uint32_t)len;
+	q.u.append.placements.n = 1;
+	q.u.append.placements.list = &pl;
+	if (req(c, &q, &rep) == 0) {
+		ms_proto_iter_results(&it, &rep.u.append);
+		assert_int_equal(ms_proto_next_result(&it, &r), 1);
+	}
+	return r;
+}
+
+static struct ms_mbox_info mbox_status(struct ms_client *c, const char *mbox)
+{
+	struct ms_req q = { .op = MS_OP_MBOX_STATUS };
+	struct ms_reply rep;
+	q.u.mbox.name = ms_pstr_c(mbox);
+	assert_int_equal(req(c, &q, &rep), 0);
+	return rep.u.mbox;
+}
+
+static void test_mail_model(void **state)
+{
+	(void)state;
+	struct msd d;
+	msd_setup(&d, "mstored", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "alice"), 0);
+	assert_int_equal(msd_user_add(&d, "alice"), -EEXIST);
+	struct ms_client *c = msd_connect(&d, "alice");
+
+	/* INBOX exists from the start; create another mailbox */
+	struct ms_mbox_info in = mbox_status(c, "INBOX");
+	assert_int_equal(in.messages, 0);
+	assert_true(in.uidvalidity != 0);
+	struct ms_req q = { .op = MS_OP_MBOX_CREATE };
+	struct ms_reply rep;
+	q.u.mbox.name = MS_PSTR("Archiv/Entwürfe");
+	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(req(c, &q, &rep), -EEXIST);
+
+	/* append three messages, fetch them back byte for byte */
+	static const char *bodies[] = {
+		"Subject: one\r\n\r\nfirst\r\n",
+		"Subject: two\n\nbare LF\n",	/* virtual size counts CRs */
+		"",				/* an empty message */
+	};
+	for (int i = 0; i < 3; i++) {
+		struct ms_append_result r =
+			append1(c, "INBOX", bodies[i], strlen(bodies[i]),
+				i == 0 ? MS_EVENT_FLAG_SEEN : 0);
+		assert_int_equal(r.status, 0);
+		assert_int_equal(r.uid, (uint32_t)i + 1);
+		assert_int_equal(r.uidvalidity, in.uidvalidity);
+	}
+	struct ms_mbox_info st = mbox_status(c, "INBOX");
+	assert_int_equal(st.messages, 3);
+	assert_int_equal(st.unseen, 2);
+	assert_int_equal(st.uidnext, 4);
+	struct ms_buf body;
+	const char *err;
+	ms_buf_init(&body, 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(ms_client_fetch_body(c, "INBOX", (uint32_t)i + 1,
+						      7, &body, &err),
+				 0);
+		assert_int_equal(body.len, strlen(bodies[i]));
+		assert_memory_equal(body.data, bodies[i], body.len);
+	}
+	struct ms_uid_range all = { 1, 100 };
+	q = (struct ms_req){ .op = MS_OP_FETCH_META };
+	q.u.uids.mailbox = MS_PSTR("INBOX");
+	q.u.uids.uids.n = 1;
+	q.u.uids.uids.list = &all;
+	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(rep.u.metas.n, 3);
+	struct ms_proto_iter it;
+	struct ms_msg_meta mm;
+	ms_proto_iter_metas(&it, &rep.u.metas);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(ms_proto_next_meta(&it, &mm), 1);
+		assert_int_equal(mm.uid, (uint32_t)i + 1);
+		assert_int_equal(mm.physical_size, strlen(bodies[i]));
+	}
+	/* three bare LFs: virtual size is 3 more than physical */
+	ms_proto_iter_metas(&it, &rep.u.metas);
+	ms_proto_next_meta(&it, &mm);
+	ms_proto_next_meta(&it, &mm);
+	assert_int_equal(mm.virtual_size, mm.physical_size + 3);
+
+	/* flags: \Seen on all, with a keyword; modseq goes up */
+	uint64_t hms = mbox_status(c, "INBOX").highestmodseq;
+	struct ms_pstr kw = MS_PSTR("$Important");
+	q = (struct ms_req){ .op = MS_OP_STORE };
+	q.u.store.mailbox = MS_PSTR("INBOX");
+	q.u.store.uids.n = 1;
+	q.u.store.uids.list = &all;
+	q.u.store.mode = MS_EVENT_MODE_ADD;
+	q.u.store.flags = MS_EVENT_FLAG_SEEN;
+	q.u.store.keywords.n = 1;
+	q.u.store.keywords.list = &kw;
+	assert_int_equal(req(c, &q, &rep), 0);
+	uint64_t m2 = rep.u.store.modseq;
+	assert_true(m2 > hms);
+	assert_int_equal(mbox_status(c, "INBOX").unseen, 0);
+	/* CONDSTORE: unchangedsince older than the change fails them all */
+	q.u.store.unchangedsince = hms;
+	q.u.store.flags = MS_EVENT_FLAG_FLAGGED;
+	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(rep.u.store.uids.n, 1); /* 1:3 failed */
+
+	/* changes since hms: three changed messages */
+	q = (struct ms_req){ .op = MS_OP_CHANGES };
+	q.u.changes.mailbox = MS_PSTR("INBOX");
+	q.u.changes.since_modseq = hms;
+	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(rep.u.changes.changes.n, 3);
+	assert_int_equal(rep.u.changes.expunged.n, 0);
+
+	/* expunge uid 2: gone from meta, in the change feed */
+	struct ms_uid_range two = { 2, 2 };
+	q = (struct ms_req){ .op = MS_OP_EXPUNGE };
+	q.u.uids.mailbox = MS_PSTR("INBOX");
+	q.u.uids.uids.n = 1;
+	q.u.uids.uids.list = &two;
+	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(rep.u.expunge.uids.n, 1);
+	assert_int_equal(mbox_status(c, "INBOX").messages, 2);
+	q = (struct ms_req){ .op = MS_OP_CHANGES };
+	q.u.changes.mailbox = MS_PSTR("INBOX");
+	q.u.changes.since_modseq = m2;
+	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(rep.u.changes.expunged.n, 1);
+	assert_int_equal(ms_client_fetch_body(c, "INBOX", 2, 0, &body, &err),
+			 MS_ENOTFOUND);
+	/* a new message never reuses uid 2, or 3 */
+	struct ms_append_result r = append1(c, "INBOX", "x", 1, 0);
+	assert_int_equal(r.uid, 4);
+
+	/* survive a restart: same uidvalidity, uids, flags */
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+	msd_start(&d);
+	c = msd_connect(&d, "alice");
+	st = mbox_status(c, "INBOX");
+	assert_int_equal(st.uidvalidity, in.uidvalidity);
+	assert_int_equal(st.messages, 3);
+	assert_int_equal(st.uidnext, 5);
+	assert_int_equal(append1(c, "INBOX", "y", 1, 0).uid, 5);
+	ms_buf_free(&body);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
+static void test_single_instance(void **state)
+{
+	(void)state;
+	struct msd d;
+	msd_setup(&d, "mstored-sis", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "bob"), 0);
+	struct ms_client *c = msd_connect(&d, "bob");
+	char big[20000];
+	mst_fill((uint8_t *)big, sizeof(big), 5);
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(append1(c, "INBOX", big, sizeof(big), 0).status,
+				 0);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+	/* the log holds one body record and 100 placements */
+	struct ms_log_cfg lc = { .dir = { d.primary, d.secondary },
+				 .readonly = 1 };
+	struct ms_log *log;
+	const char *err;
+	assert_int_equal(ms_log_open(&lc, &log, &err), 0);
+	struct ms_log_iter *it;
+	struct ms_pos pos;
+	struct ms_rec_hdr h;
+	const uint8_t *p;
+	int bodies = 0, places = 0;
+	ms_log_iter_new(log, (struct ms_pos){ 0, 0 }, &it);
+	while (ms_log_iter_next(it, &pos, &h, &p, &err) == 1) {
+		bodies += h.type == MS_REC_BODY;
+		places += h.type == MS_REC_PLACE;
+	}
+	ms_log_iter_free(&it);
+	ms_log_close(&log);
+	assert_int_equal(bodies, 1);
+	assert_int_equal(places, 100);
+}
+
+static void test_isolation(void **state)
+{
+	(void)state;
+	struct msd d;
+	msd_setup(&d, "mstored-iso", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "alice"), 0);
+	assert_int_equal(msd_user_add(&d, "bob"), 0);
+	struct ms_client *a = msd_connect(&d, "alice");
+	struct ms_client *b = msd_connect(&d, "bob");
+	assert_int_equal(append1(a, "INBOX", "secret", 6, 0).status, 0);
+	struct ms_req q = { .op = MS_OP_MBOX_CREATE };
+	struct ms_reply rep;
+	q.u.mbox.name = MS_PSTR("Private");
+	assert_int_equal(req(a, &q, &rep), 0);
+
+	/* bob sees his own, empty INBOX and no "Private" */
+	assert_int_equal(mbox_status(b, "INBOX").messages, 0);
+	q = (struct ms_req){ .op = MS_OP_MBOX_STATUS };
+	q.u.mbox.name = MS_PSTR("Private");
+	assert_int_equal(req(b, &q, &rep), MS_ENOTFOUND);
+	struct ms_buf body;
+	const char *err;
+	ms_buf_init(&body, 0);
+	assert_int_equal(ms_client_fetch_body(b, "INBOX", 1, 0, &body, &err),
+			 MS_ENOTFOUND);
+	/* delivering into alice's mailbox from bob's session is refused */
+	struct ms_placement pl = { .user = MS_PSTR("alice"),
+				   .mailbox = MS_PSTR("INBOX") };
+	q = (struct ms_req){ .op = MS_OP_APPEND };
+	q.u.append.body = (const uint8_t *)"x";
+	q.u.append.body_len = 1;
+	q.u.append.placements.n = 1;
+	q.u.append.placements.list = &pl;
+	assert_int_equal(req(b, &q, &rep), 0);
+	struct ms_proto_iter it;
+	struct ms_append_result r;
+	ms_proto_iter_results(&it, &rep.u.append);
+	ms_proto_next_result(&it, &r);
+	assert_int_equal(r.status, -EACCES);
+	/* bob cannot expunge or flag alice's uid 1 */
+	struct ms_uid_range one = { 1, 1 };
+	q = (struct ms_req){ .op = MS_OP_EXPUNGE };
+	q.u.uids.mailbox = MS_PSTR("INBOX");
+	q.u.uids.uids.n = 1;
+	q.u.uids.uids.list = &one;
+	assert_int_equal(req(b, &q, &rep), 0);
+	assert_int_equal(rep.u.expunge.uids.n, 0); /* nothing of his */
+	assert_int_equal(mbox_status(a, "INBOX").messages, 1);
+	/* admin operations from the user socket */
+	q = (struct ms_req){ .op = MS_OP_USER_CREATE };
+	q.u.user.name = MS_PSTR("mallory");
+	assert_int_equal(req(b, &q, &rep), -EACCES);
+	q = (struct ms_req){ .op = MS_OP_USER_LIST };
+	assert_int_equal(req(b, &q, &rep), -EACCES);
+	struct ms_client *x;
+	assert_int_equal(ms_client_connect(d.sock, 5000, &x, &err), 0);
+	assert_int_equal(ms_client_hello(x, NULL, &err), -EACCES);
+	/* nothing before hello; unknown users */
+	q = (struct ms_req){ .op = MS_OP_MBOX_LIST };
+	assert_int_equal(req(x, &q, &rep), -EACCES);
+	assert_int_equal(ms_client_hello(x, "nobody", &err), MS_ENOTFOUND);
+	ms_client_close(&x);
+	ms_buf_free(&body);
+	ms_client_close(&a);
+	ms_client_close(&b);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
+/* raw bytes to the socket: the daemon answers or hangs up, and keeps
+   serving everyone else */
+static void test_malformed_frames(void **state)
+{
+	(void)state;
+	struct msd d;
+	msd_setup(&d, "mstored-bad", "max_frame = 1M");
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "carol"), 0);
+	struct ms_client *good = msd_connect(&d, "carol");
+	uint64_t rs = 99;
+	static uint8_t junk[300000];
+	for (int round = 0; round < 60; round++) {
+		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		assert_true(strlen(d.sock) < sizeof(sa.sun_path));
+		memcpy(sa.sun_path, d.sock, strlen(d.sock) + 1);
+		assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)),
+				 0);
+		size_t n = 1 + mst_randn(&rs, round < 50 ? 200 : sizeof(junk));
+		for (size_t i = 0; i < n; i++)
+			junk[i] = (uint8_t)mst_rand(&rs);
+		if (round % 3 == 0 && n >= 12) {
+			/* a sane header, a garbage body */
+			ms_put32(junk, (uint32_t)(n - 4));
+			ms_put16(junk + 4, (uint16_t)(1 + round % 42));
+			ms_put16(junk + 6, 0);
+		}
+		if (round == 55) {
+			/* a frame header announcing 1 GB */
+			ms_put32(junk, 1u << 30);
+			n = 12;
+		}
+		(void)!send(fd, junk, n, MSG_NOSIGNAL);
+		shutdown(fd, SHUT_WR);
+		char sink[4096];
+		while (recv(fd, sink, sizeof(sink), 0) > 0)
+			;
+		close(fd);
+	}
+	/* still alive, still correct */
+	assert_int_equal(append1(good, "INBOX", "ok", 2, 0).status, 0);
+	assert_int_equal(mbox_status(good, "INBOX").messages, 1);
+	ms_client_close(&good);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
+/* N processes append to one mailbox and to their own, at once */
+static void test_concurrent_appends(void **state)
+{
+	(void)state;
+	enum { NPROC = 6, PER = 150 };
+	struct msd d;
+	msd_setup(&d, "mstored-conc", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "dave"), 0);
+	struct ms_client *c = msd_connect(&d, "dave");
+	for (int p = 0; p < NPROC; p++) {
+		char name[32];
+		snprintf(name, sizeof(name), "box%d", p);
+		struct ms_req q = { .op = MS_OP_MBOX_CREATE };
+		struct ms_reply rep;
+		q.u.mbox.name = ms_pstr_c(name);
+		assert_int_equal(req(c, &q, &rep), 0);
+	}
+	for (int p = 0; p < NPROC; p++) {
+		if (fork() != 0)
+			continue;
+		struct ms_client *cc = msd_connect(&d, "dave");
+		char name[32], msg[2000];
+		snprintf(name, sizeof(name), "box%d", p);
+		for (int i = 0; i < PER; i++) {
+			size_t len = 100 + (size_t)((p * 31 + i * 17) % 1800);
+			mst_fill((uint8_t *)msg, len, (uint64_t)p * 100000 + (uint64_t)i);
+			struct ms_append_result r1 =
+				append1(cc, "INBOX", msg, len, 0);
+			struct ms_append_result r2 = append1(cc, name, msg, len, 0);
+			if (r1.status != 0 || r2.status != 0 ||
+			    r2.uid != (uint32_t)i + 1)
+				_exit(1);
+		}
+		ms_client_close(&cc);
+		_exit(0);
+	}
+	for (int p = 0; p < NPROC; p++) {
+		int status;
+		wait(&status);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	/* INBOX: dense uids 1..N*PER; every body comes back whole */
+	struct ms_mbox_info st = mbox_status(c, "INBOX");
+	assert_int_equal(st.messages, NPROC * PER);
+	assert_int_equal(st.uidnext, NPROC * PER + 1);
+	struct ms_buf body;
+	const char *err;
+	ms_buf_init(&body, 0);
+	for (int p = 0; p < NPROC; p++) {
+		char name[32], want[2000];
+		snprintf(name, sizeof(name), "box%d", p);
+		for (int i = 0; i < PER; i += 7) {
+			size_t len = 100 + (size_t)((p * 31 + i * 17) % 1800);
+			mst_fill((uint8_t *)want, len, (uint64_t)p * 100000 + (uint64_t)i);
+			assert_int_equal(ms_client_fetch_body(c, name,
+							      (uint32_t)i + 1,
+							      0, &body, &err),
+					 0);
+			assert_int_equal(body.len, len);
+			assert_memory_equal(body.data, want, len);
+		}
+	}
+	ms_buf_free(&body);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
+static char *index_dump(const char *dir)
+{
+	struct ms_idx *idx;
+	const char *err;
+	char *buf = NULL;
+	size_t len = 0;
+	if (ms_idx_open(dir, 0, &idx, &err) < 0)
+		fail_msg("open index %s: %s", dir, err);
+	FILE *f = open_memstream(&buf, &len);
+	ms_idx_dump(idx, f);
+	fclose(f);
+	ms_idx_close(&idx);
+	return buf;
+}
+
+/* delete the index: the restart rebuilds the same one from the log */
+static void test_index_loss(void **state)
+{
+	(void)state;
+	struct msd d;
+	msd_setup(&d, "mstored-idx", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "erin"), 0);
+	struct ms_client *c = msd_connect(&d, "erin");
+	for (int i = 0; i < 50; i++)
+		append1(c, "INBOX", "hello!!", 5 + (size_t)(i % 3),
+			(uint32_t)i & 3);
+	struct ms_uid_range r = { 10, 20 };
+	struct ms_req q = { .op = MS_OP_EXPUNGE };
+	struct ms_reply rep;
+	q.u.uids.mailbox = MS_PSTR("INBOX");
+	q.u.uids.uids.n = 1;
+	q.u.uids.uids.list = &r;
+	assert_int_equal(req(c, &q, &rep), 0);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+	char *before = index_dump(d.index);
+	mst_rmtree(d.index);
+	msd_start(&d);
+	c = msd_connect(&d, "erin");
+	assert_int_equal(mbox_status(c, "INBOX").messages, 39);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+	char *after = index_dump(d.index);
+	assert_string_equal(before, after);
+	free(before);
+	free(after);
+}
+
+int main(void)
+{
+	ms_msg_set_level(MS_MSG_ERROR);
+	signal(SIGPIPE, SIG_IGN);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_mail_model),
+		cmocka_unit_test(test_single_instance),
+		cmocka_unit_test(test_isolation),
+		cmocka_unit_test(test_malformed_frames),
+		cmocka_unit_test(test_concurrent_appends),
+		cmocka_unit_test(test_index_loss),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,165 @@
+/*
+ * cmd_user - `mstore -c FILE user add|list NAME` and `mstore -c FILE
+ * stats`: online administration through mstored's admin socket (the
+ * socket of the config's [store] section).  Exit 0 done, 1 the daemon
+ * refused (the reason is printed), 2 could not run.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "client.h"
+#include "store_cfg.h"
+#include "tools.h"
+
+static struct ms_client *admin_connect(void)
+{
+	const struct ms_store_cfg *cfg = tool_cfg();
+	struct ms_client *c;
+	const char *err;
+
+	if (cfg == NULL) {
+		fprintf(stderr, "mstore: this command talks to mstored: give "
+				"-c mstore.conf\n");
+		return NULL;
+	}
+	if (ms_client_connect(cfg->admin_socket, 30000, &c, &err) < 0 ||
+	    ms_client_hello(c, NULL, &err) < 0) {
+		fprintf(stderr, "mstore: mstored at %s: %s\n",
+			cfg->admin_socket, err);
+		return NULL;
+	}
+	return c;
+}
+
+int cmd_user(int argc, char **argv)
+{
+	struct ms_req q;
+	struct ms_reply rep;
+	const char *err = "";
+	int ret;
+
+	if (argc < 2 || (strcmp(argv[1], "add") == 0 && argc != 3) ||
+	    (strcmp(argv[1], "list") == 0 && argc != 2) ||
+	    (strcmp(argv[1], "add") != 0 && strcmp(argv[1], "list") != 0)) {
+		fprintf(stderr, "usage: mstore -c FILE user add NAME | user "
+				"list\n");
+		return TOOL_FAILED;
+	}
+	struct ms_client *c = admin_connect();
+	if (c == NULL)
+		return TOOL_FAILED;
+	if (strcmp(argv[1], "add") == 0) {
+		q = (struct ms_req){ .op = MS_OP_USER_CREATE };
+		q.u.user.name = ms_pstr_c(argv[2]);
+		ret = ms_client_request(c, &q, &rep, &err);
+		if (ret == 0)
+			printf("user %s created (id %" PRIu64 ", with INBOX)\n",
+			       argv[2], rep.u.user_id);
+	} else {
+		q = (struct ms_req){ .op = MS_OP_USER_LIST };
+		ret = ms_client_request(c, &q, &rep, &err);
+		struct ms_proto_iter it;
+		struct ms_user_info u;
+		ms_proto_iter_users(&it, &rep.u.users);
+		while (ret == 0 && ms_proto_next_user(&it, &u) > 0)
+			printf("%" PRIu64 " %.*s\n", u.user_id, (int)u.name.len,
+			       u.name.s);
+	}
+	ms_client_close(&c);
+	if (ret < 0) {
+		fprintf(stderr, "mstore user: %s\n", err);
+		return ret == rep.status ? TOOL_PROBLEMS : TOOL_FAILED;
+	}
+	return TOOL_OK;
+}
+
+int cmd_stats(int argc, char **argv)
+{
+	struct ms_req q = { .op = MS_OP_STATUS };
+	struct ms_reply rep;
+	const char *err = "";
+	(void)argv;
+	if (argc != 1) {
+		fprintf(stderr, "usage: mstore -c FILE stats\n");
+		return TOOL_FAILED;
+	}
+	struct ms_client *c = admin_connect();
+	if (c == NULL)
+		return TOOL_FAILED;
+	int ret = ms_client_request(c, &q, &rep, &err);
+	struct ms_proto_iter it;
+	struct ms_counter k;
+	ms_proto_iter_counters(&it, &rep.u.counters);
+	while (ret == 0 && ms_proto_next_counter(&it, &k) > 0)
+		printf("%.*s %" PRIu64 "\n", (int)k.key.len, k.key.s, k.value);
+	ms_client_close(&c);
+	if (ret < 0) {
+		fprintf(stderr, "mstore stats: %s\n", err);
+		return TOOL_FAILED;
+	}
+	return TOOL_OK;
+}
+
+/* `mstore -c FILE deliver USER MAILBOX FILE`: an admin APPEND. */
+int cmd_deliver(int argc, char **argv)
+{
+	struct ms_buf body;
+	const char *err = "";
+	if (argc != 4) {
+		fprintf(stderr, "usage: mstore -c FILE deliver USER MAILBOX "
+				"MESSAGE-FILE\n");
+		return TOOL_FAILED;
+	}
+	FILE *f = fopen(argv[3], "rb");
+	if (f == NULL) {
+		perror(argv[3]);
+		return TOOL_FAILED;
+	}
+	ms_buf_init(&body, MS_PROTO_MAX_FRAME_DEFAULT);
+	char chunk[65536];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		if (ms_buf_append(&body, chunk, n) < 0) {
+			fprintf(stderr, "mstore deliver: message too large\n");
+			fclose(f);
+			ms_buf_free(&body);
+			return TOOL_FAILED;
+		}
+	fclose(f);
+	struct ms_client *c = admin_connect();
+	if (c == NULL) {
+		ms_buf_free(&body);
+		return TOOL_FAILED;
+	}
+	struct ms_placement pl = { .user = ms_pstr_c(argv[1]),
+				   .mailbox = ms_pstr_c(argv[2]) };
+	struct ms_req q = { .op = MS_OP_APPEND };
+	struct ms_reply rep;
+	q.u.append.body = body.data;
+	q.u.append.body_len = (uint32_t)body.len;
+	q.u.append.placements.n = 1;
+	q.u.append.placements.list = &pl;
+	int ret = ms_client_request(c, &q, &rep, &err);
+	struct ms_proto_iter it;
+	struct ms_append_result r = { .status = ret };
+	if (ret == 0) {
+		ms_proto_iter_results(&it, &rep.u.append);
+		if (ms_proto_next_result(&it, &r) <= 0)
+			r.status = -EPROTO;
+	}
+	if (ret == 0 && r.status == 0)
+		printf("delivered to %s/%s: uid %u (uidvalidity %u)\n",
+		       argv[1], argv[2], r.uid, r.uidvalidity);
+	else if (ret == 0)
+		fprintf(stderr, "mstore deliver: %.*s\n", (int)r.reason.len,
+			r.reason.s);
+	else
+		fprintf(stderr, "mstore deliver: %s\n", err);
+	ms_client_close(&c);
+	ms_buf_free(&body);
+	return ret < 0 && ret != rep.status ? TOOL_FAILED
+	       : r.status != 0		    ? TOOL_PROBLEMS
+					    : TOOL_OK;
+}
