@@ -75,6 +75,15 @@ struct mstate {			/* allocation state of one mailbox */
 	struct mstate *next;
 };
 
+struct waiter {			/* a WAIT request */
+	struct ms_conn *conn;	/* a reference */
+	uint32_t id;
+	uint64_t mbox_id;
+	uint64_t known;
+	uint64_t deadline_ms;
+	struct waiter *next;
+};
+
 struct upend {			/* quota use in flight per user */
 	uint64_t user_id, bytes, msgs;
 	struct upend *next;
@@ -102,6 +111,10 @@ struct ms_ops {
 	} pend_users, pend_mboxes;
 	uint64_t completions;
 	int dead_reported;
+	int idx_full;		/* apply hit the map size: grow, replay */
+	struct waiter *waiters;	/* WAIT requests parked until a change */
+	uint64_t *touched;	/* mailboxes changed in this turn */
+	size_t ntouched, captouched;
 	/* counters for STATUS */
 	uint64_t n_requests, n_errors, n_appends, n_bodies_deduped;
 	uint64_t n_anomalies;
@@ -241,10 +254,29 @@ static void apply_record(void *ctx, const struct ms_rec_hdr *h,
 		ret = ms_idx_begin(ops->idx, &ops->txn);
 	if (ret == 0)
 		ret = ms_idx_apply(ops->txn, h->seq, pos, h, payload, &err);
+	/* these payloads start with u64 user id, u64 mailbox id
+	   (docs/format.md): note the mailbox for WAIT */
+	if ((h->type == MS_REC_PLACE || h->type == MS_REC_FLAGS ||
+	     h->type == MS_REC_EXPUNGE || h->type == MS_REC_MBOX_DELETE ||
+	     h->type == MS_REC_MBOX_RENAME) &&
+	    h->len >= 16 && ops->waiters != NULL) {
+		if (ops->ntouched == ops->captouched) {
+			ops->captouched = ops->captouched ? ops->captouched * 2
+							  : 64;
+			ops->touched = ms_realloc(ops->touched,
+						  ops->captouched *
+							  sizeof(*ops->touched));
+		}
+		ops->touched[ops->ntouched++] = ms_get64(payload + 8);
+	}
 	if (ret == MS_IDX_ANOMALY) {
 		ops->n_anomalies++;
 		msg_warn("index: record seq=%llu: %s",
 			 (unsigned long long)h->seq, err);
+	} else if (ret == MS_ETOOBIG || ops->idx_full) {
+		/* the map is full: the turn's end grows it and replays the
+		   log from the index's position (the records are durable) */
+		ops->idx_full = 1;
 	} else if (ret < 0) {
 		/* the record is durable; the index is derived and a restart
 		   replays it.  Stop rather than answer from a state that
@@ -1230,6 +1262,458 @@ static int op_changes(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	return ret;
 }
 
+
+/* Names under a parent: "parent/..." */
+static int is_child(const char *name, size_t len, struct ms_pstr parent)
+{
+	return len > parent.len + 1 && name[parent.len] == '/' &&
+	       memcmp(name, parent.s, parent.len) == 0;
+}
+
+static int op_mbox_rename(struct ms_ops *ops, struct ms_conn *c,
+			  struct sess *s, uint32_t id,
+			  const struct ms_req_mbox *q, const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_mbox m, other;
+	struct ms_idx_iter *it = NULL;
+	struct {
+		uint64_t id;
+		char *name;
+		size_t len;
+	} *kids = NULL;
+	size_t nkids = 0;
+
+	if (ms_conn_is_admin(c)) {
+		*why_r = "mailboxes are renamed in a user session";
+		return -EINVAL;
+	}
+	if (!ms_event_name_valid(q->new_name.s, q->new_name.len,
+				 MS_EVENT_MBOX_NAME_MAX)) {
+		*why_r = "invalid new mailbox name";
+		return -EINVAL;
+	}
+	if ((q->name.len == 5 && memcmp(q->name.s, "INBOX", 5) == 0) ||
+	    (q->new_name.len == 5 && memcmp(q->new_name.s, "INBOX", 5) == 0)) {
+		/* RFC 3501 moves INBOX's messages instead; that is the IMAP
+		   server's business (Dovecot does it with COPY/EXPUNGE) */
+		*why_r = "INBOX cannot be renamed, nor be the new name";
+		return -EINVAL;
+	}
+	if (is_child(q->new_name.s, q->new_name.len, q->name)) {
+		*why_r = "a mailbox cannot move under itself";
+		return -EINVAL;
+	}
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = resolve_mbox(rd, s->user_id, q->name, &m, why_r);
+	if (ret == 0 && ms_idx_mbox_by_name(rd, s->user_id, q->new_name.s,
+					    q->new_name.len, &other) == 0) {
+		ret = -EEXIST;
+		*why_r = "a mailbox of the new name exists";
+	}
+	/* children move with their parent */
+	if (ret == 0)
+		ret = ms_idx_mboxes_iter(rd, s->user_id, &it);
+	while (ret == 0 && (ret = ms_idx_mboxes_next(it, &other)) > 0) {
+		ret = 0;
+		if (!is_child(other.name, other.name_len, q->name))
+			continue;
+		kids = ms_realloc(kids, (nkids + 1) * sizeof(*kids));
+		size_t rest = other.name_len - q->name.len;
+		kids[nkids].id = other.id;
+		kids[nkids].len = q->new_name.len + rest;
+		kids[nkids].name = ms_malloc(kids[nkids].len + 1);
+		memcpy(kids[nkids].name, q->new_name.s, q->new_name.len);
+		memcpy(kids[nkids].name + q->new_name.len,
+		       other.name + q->name.len, rest);
+		nkids++;
+		struct ms_idx_mbox clash;
+		if (kids[nkids - 1].len > MS_EVENT_MBOX_NAME_MAX ||
+		    ms_idx_mbox_by_name(rd, s->user_id, kids[nkids - 1].name,
+					kids[nkids - 1].len, &clash) == 0) {
+			ret = -EEXIST;
+			*why_r = "a child's new name is taken or too long";
+		}
+	}
+	ms_idx_iter_free(&it);
+	ms_idx_read_end(&rd);
+	if (ret == 0) {
+		struct req *r = req_new(ops, c, MS_OP_MBOX_RENAME, id);
+		struct ms_event ev = { .type = MS_REC_MBOX_RENAME };
+		ev.u.mbox_rename.user_id = s->user_id;
+		ev.u.mbox_rename.mbox_id = m.id;
+		ev.u.mbox_rename.new_name =
+			(struct ms_event_str){ q->new_name.s, q->new_name.len };
+		ret = req_append_event(r, &ev, NULL);
+		for (size_t i = 0; i < nkids && ret == 0; i++) {
+			ev.u.mbox_rename.mbox_id = kids[i].id;
+			ev.u.mbox_rename.new_name = (struct ms_event_str){
+				kids[i].name, kids[i].len
+			};
+			ret = req_append_event(r, &ev, NULL);
+		}
+		if (ret < 0 && r->pending == 0) {
+			req_free(r);
+			*why_r = "the store refused the write";
+		} else {
+			if (ret < 0)
+				r->status = ret;
+			struct ms_reply rep = { .op = MS_OP_MBOX_RENAME };
+			req_submit(r, &rep);
+			ret = 0;
+		}
+	}
+	for (size_t i = 0; i < nkids; i++)
+		free(kids[i].name);
+	free(kids);
+	return ret;
+}
+
+/* One record, no reply body: DELETE, SUBSCRIBE, USER_DELETE, QUOTA_SET. */
+static int write_one(struct ms_ops *ops, struct ms_conn *c, uint16_t op,
+		     uint32_t id, const struct ms_event *ev,
+		     const struct ms_reply *rep, const char **why_r)
+{
+	struct req *r = req_new(ops, c, op, id);
+	int ret = req_append_event(r, ev, NULL);
+	if (ret < 0) {
+		req_free(r);
+		*why_r = "the store refused the write";
+		return ret;
+	}
+	req_submit(r, rep);
+	return 0;
+}
+
+static int op_mbox_delete(struct ms_ops *ops, struct ms_conn *c,
+			  struct sess *s, uint32_t id,
+			  const struct ms_req_mbox *q, const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_mbox m;
+	if (ms_conn_is_admin(c)) {
+		*why_r = "mailboxes are deleted in a user session";
+		return -EINVAL;
+	}
+	if (q->name.len == 5 && memcmp(q->name.s, "INBOX", 5) == 0) {
+		*why_r = "INBOX cannot be deleted";
+		return -EINVAL;
+	}
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = resolve_mbox(rd, s->user_id, q->name, &m, why_r);
+	ms_idx_read_end(&rd);
+	if (ret < 0)
+		return ret;
+	struct ms_event ev = { .type = MS_REC_MBOX_DELETE };
+	ev.u.mbox_delete.user_id = s->user_id;
+	ev.u.mbox_delete.mbox_id = m.id;
+	struct ms_reply rep = { .op = MS_OP_MBOX_DELETE };
+	return write_one(ops, c, MS_OP_MBOX_DELETE, id, &ev, &rep, why_r);
+}
+
+static int op_mbox_subscribe(struct ms_ops *ops, struct ms_conn *c,
+			     struct sess *s, uint32_t id,
+			     const struct ms_req_mbox *q, const char **why_r)
+{
+	if (ms_conn_is_admin(c)) {
+		*why_r = "subscriptions belong to a user session";
+		return -EINVAL;
+	}
+	if (!ms_event_name_valid(q->name.s, q->name.len,
+				 MS_EVENT_MBOX_NAME_MAX)) {
+		*why_r = "invalid mailbox name";
+		return -EINVAL;
+	}
+	/* IMAP allows subscribing names that do not exist */
+	struct ms_event ev = { .type = MS_REC_MBOX_SUBSCRIBE };
+	ev.u.mbox_subscribe.user_id = s->user_id;
+	ev.u.mbox_subscribe.subscribed = q->subscribe != 0;
+	ev.u.mbox_subscribe.name = (struct ms_event_str){ q->name.s, q->name.len };
+	struct ms_reply rep = { .op = MS_OP_MBOX_SUBSCRIBE };
+	return write_one(ops, c, MS_OP_MBOX_SUBSCRIBE, id, &ev, &rep, why_r);
+}
+
+static int op_user_delete(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
+			  const struct ms_req_user *q, const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_user u;
+	if (!ms_conn_is_admin(c)) {
+		*why_r = "deleting users needs the admin role";
+		return -EACCES;
+	}
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = ms_idx_user_by_name(rd, q->name.s, q->name.len, &u);
+	ms_idx_read_end(&rd);
+	if (ret < 0) {
+		*why_r = "no such user";
+		return ret;
+	}
+	struct ms_event ev = { .type = MS_REC_USER_DELETE };
+	ev.u.user_delete.user_id = u.id;
+	struct ms_reply rep = { .op = MS_OP_USER_DELETE };
+	rep.u.user_id = u.id;
+	return write_one(ops, c, MS_OP_USER_DELETE, id, &ev, &rep, why_r);
+}
+
+static int op_quota(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
+		    uint16_t op, uint32_t id, const struct ms_req_quota *q,
+		    const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_user u;
+	if (op == MS_OP_QUOTA_SET && !ms_conn_is_admin(c)) {
+		*why_r = "setting a quota needs the admin role";
+		return -EACCES;
+	}
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = resolve_user(rd, c, s, q->user, &u, why_r);
+	ms_idx_read_end(&rd);
+	if (ret < 0)
+		return ret;
+	if (op == MS_OP_QUOTA_GET) {
+		struct ms_reply rep = { .op = MS_OP_QUOTA_GET };
+		rep.u.quota.max_bytes = u.max_bytes;
+		rep.u.quota.max_messages = u.max_messages;
+		rep.u.quota.used_bytes = u.use_bytes;
+		rep.u.quota.used_messages = u.use_messages;
+		reply_now(c, id, &rep);
+		return 0;
+	}
+	struct ms_event ev = { .type = MS_REC_QUOTA };
+	ev.u.quota.user_id = u.id;
+	ev.u.quota.max_bytes = q->max_bytes;
+	ev.u.quota.max_messages = q->max_messages;
+	struct ms_reply rep = { .op = MS_OP_QUOTA_SET };
+	return write_one(ops, c, MS_OP_QUOTA_SET, id, &ev, &rep, why_r);
+}
+
+/* COPY and MOVE inside the session's user: new placements of the same
+   bodies (nothing is copied but the placement), then, for MOVE, an
+   expunge of the sources. */
+static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
+			uint16_t op, uint32_t id, const struct ms_req_uids *q,
+			const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_mbox src, dst;
+	struct ms_idx_user u;
+	struct ms_uid_pair *pairs = NULL;
+	struct ms_event *evs = NULL;
+	size_t n = 0, cap = 0;
+	uint64_t bytes = 0;
+
+	if (ms_conn_is_admin(c)) {
+		*why_r = "messages are copied in a user session";
+		return -EINVAL;
+	}
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = resolve_mbox(rd, s->user_id, q->mailbox, &src, why_r);
+	if (ret == 0)
+		ret = resolve_mbox(rd, s->user_id, q->dst, &dst, why_r);
+	if (ret == 0 && src.id == dst.id) {
+		ret = -EINVAL;
+		*why_r = "source and destination are the same mailbox";
+	}
+	if (ret == 0)
+		ret = ms_idx_user_get(rd, s->user_id, &u);
+	struct mstate *ms = ret == 0 ? mstate_get(ops, rd, dst.id) : NULL;
+	struct mstate *ss = ret == 0 ? mstate_get(ops, rd, src.id) : NULL;
+	if (ret == 0 && (ms == NULL || ss == NULL))
+		ret = MS_ENOTFOUND;
+	/* keywords of the sources are copied out of the read handle */
+	struct ms_buf kwbuf;
+	ms_buf_init(&kwbuf, 0);
+	for (uint32_t i = 0; ret == 0 && i < q->uids.n; i++) {
+		uint32_t lo, hi;
+		struct ms_idx_iter *it;
+		struct ms_idx_msg m;
+		if ((ret = ms_uid_set_range(&q->uids, i, &lo, &hi)) < 0 ||
+		    (ret = ms_idx_msgs_iter(rd, src.id, lo, hi, &it)) < 0)
+			break;
+		while ((ret = ms_idx_msgs_next(it, &m)) > 0) {
+			if (n == cap) {
+				cap = cap ? cap * 2 : 64;
+				pairs = ms_realloc(pairs, cap * sizeof(*pairs));
+				evs = ms_realloc(evs, cap * sizeof(*evs));
+			}
+			struct ms_event *ev = &evs[n];
+			memset(ev, 0, sizeof(*ev));
+			ev->type = MS_REC_PLACE;
+			struct ms_event_place *p = &ev->u.place;
+			p->user_id = s->user_id;
+			p->mbox_id = dst.id;
+			p->flags = m.flags;
+			p->received_date = m.received_date;
+			p->save_date = (int64_t)time(NULL);
+			memcpy(p->guid, m.guid, sizeof(p->guid));
+			memcpy(p->body_key, m.body_key, sizeof(p->body_key));
+			p->physical_size = m.physical_size;
+			p->virtual_size = m.virtual_size;
+			p->keywords.n = m.nkeywords;
+			/* offset now, pointer once kwbuf stops moving */
+			p->keywords.packed_len = m.keywords_len;
+			p->keywords.packed = (const uint8_t *)(uintptr_t)kwbuf.len;
+			ms_buf_append(&kwbuf, m.keywords, m.keywords_len);
+			pairs[n].src_uid = m.uid;
+			bytes += m.physical_size;
+			n++;
+		}
+		ms_idx_iter_free(&it);
+	}
+	if (ret == 0 && op == MS_OP_COPY && n > 0) {
+		struct upend *up = upend_get(ops, s->user_id);
+		if ((u.max_bytes &&
+		     u.use_bytes + up->bytes + bytes > u.max_bytes) ||
+		    (u.max_messages &&
+		     u.use_messages + up->msgs + n > u.max_messages)) {
+			ret = -EDQUOT;
+			*why_r = "over quota";
+		}
+	}
+	ms_idx_read_end(&rd);
+	if (ret < 0)
+		goto out;
+
+	struct req *r = req_new(ops, c, op, id);
+	for (size_t i = 0; i < n && ret == 0; i++) {
+		struct ms_event_place *p = &evs[i].u.place;
+		p->keywords.packed = kwbuf.data + (uintptr_t)p->keywords.packed;
+		p->uid = (uint32_t)ms->uidnext++;
+		p->modseq = ++ms->modseq;
+		pairs[i].dst_uid = p->uid;
+		ret = req_append_event(r, &evs[i], NULL);
+	}
+	if (ret == 0 && op == MS_OP_MOVE && n > 0) {
+		/* the sources, as ranges (they came in uid order) */
+		struct ms_event_range *rg = ms_calloc(n, sizeof(*rg));
+		uint32_t nr = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (nr > 0 && rg[nr - 1].hi + 1 == pairs[i].src_uid)
+				rg[nr - 1].hi = pairs[i].src_uid;
+			else
+				rg[nr++] = (struct ms_event_range){
+					pairs[i].src_uid, pairs[i].src_uid
+				};
+		}
+		struct ms_event ev = { .type = MS_REC_EXPUNGE };
+		ev.u.expunge.user_id = s->user_id;
+		ev.u.expunge.mbox_id = src.id;
+		ev.u.expunge.modseq = ++ss->modseq;
+		ev.u.expunge.ranges.n = nr;
+		ev.u.expunge.ranges.list = rg;
+		ret = req_append_event(r, &ev, NULL);
+		free(rg);
+	}
+	if (ret < 0 && r->pending == 0) {
+		req_free(r);
+		*why_r = "the store refused the write";
+		goto out;
+	}
+	if (ret < 0)
+		r->status = ret;
+	/* copies in flight are not counted against the quota until they
+	   are durable (the check above used the committed use) */
+	struct ms_reply rep = { .op = op };
+	rep.u.copy.uidvalidity = dst.uidvalidity;
+	rep.u.copy.pairs.n = (uint32_t)n;
+	rep.u.copy.pairs.list = pairs;
+	req_submit(r, &rep);
+	ret = 0;
+out:
+	ms_buf_free(&kwbuf);
+	free(pairs);
+	free(evs);
+	return ret;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* WAIT: answer at once if the mailbox moved past known, else park. */
+static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
+		   uint32_t id, const struct ms_req_wait *q, const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_mbox m;
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = resolve_mbox(rd, s->user_id, q->mailbox, &m, why_r);
+	ms_idx_read_end(&rd);
+	if (ret < 0)
+		return ret;
+	if (m.highestmodseq != q->known_modseq || q->timeout_ms == 0) {
+		struct ms_reply rep = { .op = MS_OP_WAIT };
+		rep.u.highestmodseq = m.highestmodseq;
+		reply_now(c, id, &rep);
+		return 0;
+	}
+	struct waiter *w = ms_calloc(1, sizeof(*w));
+	w->conn = c;
+	ms_conn_ref(c);
+	w->id = id;
+	w->mbox_id = m.id;
+	w->known = q->known_modseq;
+	w->deadline_ms = now_ms() + q->timeout_ms;
+	w->next = ops->waiters;
+	ops->waiters = w;
+	return 0;
+}
+
+/* After a commit: wake the waiters whose mailbox changed or timed out. */
+static void wake_waiters(struct ms_ops *ops)
+{
+	uint64_t now = now_ms();
+	struct waiter **pw = &ops->waiters;
+	struct ms_idx_rd *rd = NULL;
+
+	while (*pw != NULL) {
+		struct waiter *w = *pw;
+		int wake = ms_conn_is_closed(w->conn) || now >= w->deadline_ms;
+		for (size_t i = 0; !wake && i < ops->ntouched; i++)
+			wake = ops->touched[i] == w->mbox_id;
+		if (!wake) {
+			pw = &w->next;
+			continue;
+		}
+		*pw = w->next;
+		if (!ms_conn_is_closed(w->conn)) {
+			struct ms_idx_mbox m;
+			struct ms_reply rep = { .op = MS_OP_WAIT };
+			if (rd == NULL && ms_idx_read_begin(ops->idx, &rd) < 0)
+				rd = NULL;
+			if (rd != NULL && ms_idx_mbox_get(rd, w->mbox_id, &m) == 0) {
+				rep.u.highestmodseq = m.highestmodseq;
+				reply_now(w->conn, w->id, &rep);
+			} else {
+				reply_error(w->conn, MS_OP_WAIT, w->id,
+					    MS_ENOTFOUND,
+					    "the mailbox is gone");
+			}
+		}
+		ms_conn_unref(&w->conn);
+		free(w);
+	}
+	if (rd != NULL)
+		ms_idx_read_end(&rd);
+	ops->ntouched = 0;
+}
+
 void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 		    const struct ms_proto_hdr *h, const uint8_t *body,
 		    size_t len)
@@ -1293,9 +1777,32 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 	case MS_OP_EXPUNGE:
 		ret = op_store_expunge(ops, c, s, q.op, h->id, &q, &why);
 		break;
+	case MS_OP_MBOX_RENAME:
+		ret = op_mbox_rename(ops, c, s, h->id, &q.u.mbox, &why);
+		break;
+	case MS_OP_MBOX_DELETE:
+		ret = op_mbox_delete(ops, c, s, h->id, &q.u.mbox, &why);
+		break;
+	case MS_OP_MBOX_SUBSCRIBE:
+		ret = op_mbox_subscribe(ops, c, s, h->id, &q.u.mbox, &why);
+		break;
+	case MS_OP_USER_DELETE:
+		ret = op_user_delete(ops, c, h->id, &q.u.user, &why);
+		break;
+	case MS_OP_QUOTA_GET:
+	case MS_OP_QUOTA_SET:
+		ret = op_quota(ops, c, s, q.op, h->id, &q.u.quota, &why);
+		break;
+	case MS_OP_COPY:
+	case MS_OP_MOVE:
+		ret = op_copy_move(ops, c, s, q.op, h->id, &q.u.uids, &why);
+		break;
+	case MS_OP_WAIT:
+		ret = op_wait(ops, c, s, h->id, &q.u.wait, &why);
+		break;
 	default:
 		ret = -EOPNOTSUPP;
-		why = "not implemented yet in this mstored";
+		why = "unknown operation";
 		break;
 	}
 	if (ret < 0) {
@@ -1317,13 +1824,32 @@ void ms_ops_tick(struct ms_ops *ops)
 		if (more <= 0 || (i > 0 && ops->completions == before))
 			break;
 	}
-	if (ops->txn != NULL) {
+	if (ops->txn != NULL && !ops->idx_full) {
 		int ret = ms_idx_commit(&ops->txn);
-		if (ret < 0)
+		if (ret == MS_ETOOBIG)
+			ops->idx_full = 1;
+		else if (ret < 0)
 			msg_fatal("index commit failed: %s; exiting, the "
 				  "restart replays the log",
 				  ms_strerror(ret));
 	}
+	if (ops->idx_full) {
+		const char *err = "";
+		if (ops->txn != NULL)
+			ms_idx_abort(&ops->txn);
+		int ret = ms_idx_grow(ops->idx, 0);
+		if (ret == 0)
+			ret = ms_idx_catch_up(ops->idx, ops->log, &err);
+		if (ret < 0)
+			msg_fatal("index: map full and growing it failed: %s "
+				  "(%s)",
+				  ms_strerror(ret), err);
+		msg_info("index map grown; the log's tail was replayed");
+		ops->idx_full = 0;
+	}
+	if (ops->waiters != NULL)
+		wake_waiters(ops);
+	ops->ntouched = 0;
 	while (ops->ready != NULL) {
 		struct req *r = ops->ready;
 		ops->ready = r->next;
@@ -1518,6 +2044,13 @@ void ms_ops_close(struct ms_ops **opsp)
 			free(m);
 		}
 	}
+	while (ops->waiters != NULL) {
+		struct waiter *w = ops->waiters;
+		ops->waiters = w->next;
+		ms_conn_unref(&w->conn);
+		free(w);
+	}
+	free(ops->touched);
 	while (ops->upend != NULL) {
 		struct upend *u = ops->upend;
 		ops->upend = u->next;

@@ -469,6 +469,210 @@ static void test_index_loss(void **state)
 	free(after);
 }
 
+static uint64_t user_quota(struct ms_client *c, uint64_t *msgs_r)
+{
+	struct ms_req q = { .op = MS_OP_QUOTA_GET };
+	struct ms_reply rep;
+	assert_int_equal(req(c, &q, &rep), 0);
+	*msgs_r = rep.u.quota.used_messages;
+	return rep.u.quota.used_bytes;
+}
+
+/* rename (children too), delete, subscribe, copy, move, quota, wait */
+static void test_mailbox_ops(void **state)
+{
+	(void)state;
+	struct msd d;
+	msd_setup(&d, "mstored-ops", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "fay"), 0);
+	struct ms_client *c = msd_connect(&d, "fay");
+	struct ms_req q;
+	struct ms_reply rep;
+	static const char *names[] = { "Work", "Work/2025", "Work/2025/Q1",
+				       "Worker" };
+	for (size_t i = 0; i < 4; i++) {
+		q = (struct ms_req){ .op = MS_OP_MBOX_CREATE };
+		q.u.mbox.name = ms_pstr_c(names[i]);
+		assert_int_equal(req(c, &q, &rep), 0);
+	}
+	assert_int_equal(append1(c, "Work/2025", "m1", 2, 0).status, 0);
+	uint32_t uv = mbox_status(c, "Work/2025").uidvalidity;
+
+	/* rename moves the children, not "Worker"; UIDVALIDITY stays */
+	q = (struct ms_req){ .op = MS_OP_MBOX_RENAME };
+	q.u.mbox.name = MS_PSTR("Work");
+	q.u.mbox.new_name = MS_PSTR("Archive/Work");
+	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(mbox_status(c, "Archive/Work/2025").uidvalidity, uv);
+	assert_int_equal(mbox_status(c, "Archive/Work/2025").messages, 1);
+	mbox_status(c, "Archive/Work/2025/Q1");
+	mbox_status(c, "Worker");
+	q = (struct ms_req){ .op = MS_OP_MBOX_STATUS };
+	q.u.mbox.name = MS_PSTR("Work/2025");
+	assert_int_equal(req(c, &q, &rep), MS_ENOTFOUND);
+	/* under itself, onto a taken name, INBOX: refused */
+	q = (struct ms_req){ .op = MS_OP_MBOX_RENAME };
+	q.u.mbox.name = MS_PSTR("Worker");
+	q.u.mbox.new_name = MS_PSTR("Worker/x");
+	assert_int_equal(req(c, &q, &rep), -EINVAL);
+	q.u.mbox.new_name = MS_PSTR("Archive/Work");
+	assert_int_equal(req(c, &q, &rep), -EEXIST);
+	q.u.mbox.name = MS_PSTR("INBOX");
+	q.u.mbox.new_name = MS_PSTR("Old");
+	assert_int_equal(req(c, &q, &rep), -EINVAL);
+
+	/* subscribe shows in the list; delete removes */
+	q = (struct ms_req){ .op = MS_OP_MBOX_SUBSCRIBE };
+	q.u.mbox.name = MS_PSTR("Worker");
+	q.u.mbox.subscribe = 1;
+	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(mbox_status(c, "Worker").subscribed, 1);
+	q = (struct ms_req){ .op = MS_OP_MBOX_DELETE };
+	q.u.mbox.name = MS_PSTR("Worker");
+	assert_int_equal(req(c, &q, &rep), 0);
+	q.u.mbox.name = MS_PSTR("INBOX");
+	assert_int_equal(req(c, &q, &rep), -EINVAL);
+	q = (struct ms_req){ .op = MS_OP_MBOX_STATUS };
+	q.u.mbox.name = MS_PSTR("Worker");
+	assert_int_equal(req(c, &q, &rep), MS_ENOTFOUND);
+
+	/* copy shares the body; move expunges the source */
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(append1(c, "INBOX", "copy me", 7, 1).status, 0);
+	uint64_t msgs0, bytes0 = user_quota(c, &msgs0);
+	struct ms_uid_range r13 = { 1, 3 };
+	q = (struct ms_req){ .op = MS_OP_COPY };
+	q.u.uids.mailbox = MS_PSTR("INBOX");
+	q.u.uids.uids.n = 1;
+	q.u.uids.uids.list = &r13;
+	q.u.uids.dst = MS_PSTR("Archive/Work");
+	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(rep.u.copy.pairs.n, 3);
+	assert_int_equal(mbox_status(c, "Archive/Work").messages, 3);
+	uint64_t msgs1, bytes1 = user_quota(c, &msgs1);
+	assert_int_equal(msgs1, msgs0 + 3);
+	assert_int_equal(bytes1, bytes0 + 21);
+	struct ms_buf body;
+	const char *err;
+	ms_buf_init(&body, 0);
+	assert_int_equal(ms_client_fetch_body(c, "Archive/Work", 2, 0, &body,
+					      &err),
+			 0);
+	assert_int_equal(body.len, 7);
+	struct ms_uid_range r45 = { 4, 5 };
+	q.op = MS_OP_MOVE;
+	q.u.uids.uids.list = &r45;
+	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(rep.u.copy.pairs.n, 2);
+	assert_int_equal(mbox_status(c, "INBOX").messages, 3);
+	assert_int_equal(mbox_status(c, "Archive/Work").messages, 5);
+	uint64_t msgs2;
+	user_quota(c, &msgs2);
+	assert_int_equal(msgs2, msgs1);
+
+	/* quota: the admin sets it, an append past it is refused */
+	struct ms_client *adm = msd_connect(&d, NULL);
+	q = (struct ms_req){ .op = MS_OP_QUOTA_SET };
+	q.u.quota.user = MS_PSTR("fay");
+	q.u.quota.max_messages = msgs2 + 1;
+	assert_int_equal(req(adm, &q, &rep), 0);
+	q.u.quota.user = MS_PSTR("");
+	assert_int_equal(req(c, &q, &rep), -EACCES); /* not by the user */
+	assert_int_equal(append1(c, "INBOX", "fits", 4, 0).status, 0);
+	assert_int_equal(append1(c, "INBOX", "over", 4, 0).status, -EDQUOT);
+	q = (struct ms_req){ .op = MS_OP_COPY };
+	q.u.uids.mailbox = MS_PSTR("INBOX");
+	q.u.uids.uids.n = 1;
+	q.u.uids.uids.list = &r13;
+	q.u.uids.dst = MS_PSTR("Archive/Work");
+	assert_int_equal(req(c, &q, &rep), -EDQUOT);
+
+	/* wait: a change from another connection wakes it */
+	uint64_t hms = mbox_status(c, "INBOX").highestmodseq;
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct ms_client *w = msd_connect(&d, "fay");
+		struct ms_req wq = { .op = MS_OP_WAIT };
+		struct ms_reply wr;
+		const char *e;
+		wq.u.wait.mailbox = MS_PSTR("INBOX");
+		wq.u.wait.known_modseq = hms;
+		wq.u.wait.timeout_ms = 20000;
+		int ret = ms_client_request(w, &wq, &wr, &e);
+		_exit(ret == 0 && wr.u.highestmodseq > hms ? 0 : 1);
+	}
+	usleep(300000);
+	struct ms_uid_range one = { 1, 1 };
+	q = (struct ms_req){ .op = MS_OP_STORE };
+	q.u.store.mailbox = MS_PSTR("INBOX");
+	q.u.store.uids.n = 1;
+	q.u.store.uids.list = &one;
+	q.u.store.flags = MS_EVENT_FLAG_FLAGGED;
+	assert_int_equal(req(c, &q, &rep), 0);
+	int status;
+	waitpid(pid, &status, 0);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* ...and with nothing happening it times out with the same value */
+	hms = mbox_status(c, "INBOX").highestmodseq;
+	q = (struct ms_req){ .op = MS_OP_WAIT };
+	q.u.wait.mailbox = MS_PSTR("INBOX");
+	q.u.wait.known_modseq = hms;
+	q.u.wait.timeout_ms = 1200;
+	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(rep.u.highestmodseq, hms);
+
+	/* the admin deletes the user: it can no longer say hello */
+	q = (struct ms_req){ .op = MS_OP_USER_DELETE };
+	q.u.user.name = MS_PSTR("fay");
+	assert_int_equal(req(adm, &q, &rep), 0);
+	struct ms_client *x;
+	assert_int_equal(ms_client_connect(d.sock, 5000, &x, &err), 0);
+	assert_int_equal(ms_client_hello(x, "fay", &err), MS_ENOTFOUND);
+	ms_client_close(&x);
+	ms_buf_free(&body);
+	ms_client_close(&adm);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
+/* a small index map fills up: the daemon grows it and goes on */
+static void test_index_grows(void **state)
+{
+	(void)state;
+	enum { REQS = 120, PER = 1000 };
+	struct msd d;
+	msd_setup(&d, "mstored-grow", "index_map_size = 16M");
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "gil"), 0);
+	struct ms_client *c = msd_connect(&d, "gil");
+	static struct ms_placement pl[PER];
+	for (int i = 0; i < PER; i++)
+		pl[i] = (struct ms_placement){ .mailbox = MS_PSTR("INBOX") };
+	for (int r = 0; r < REQS; r++) {
+		char msg[64];
+		int n = snprintf(msg, sizeof(msg), "Subject: %d\r\n\r\nx\r\n", r);
+		struct ms_req q = { .op = MS_OP_APPEND };
+		struct ms_reply rep;
+		q.u.append.body = (const uint8_t *)msg;
+		q.u.append.body_len = (uint32_t)n;
+		q.u.append.placements.n = PER;
+		q.u.append.placements.list = pl;
+		assert_int_equal(req(c, &q, &rep), 0);
+	}
+	assert_int_equal(mbox_status(c, "INBOX").messages, REQS * PER);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+	FILE *f = fopen(d.logfile, "r");
+	char line[512];
+	int grown = 0;
+	while (f && fgets(line, sizeof(line), f))
+		grown |= strstr(line, "index map grown") != NULL;
+	if (f)
+		fclose(f);
+	assert_true(grown);
+}
+
 int main(void)
 {
 	ms_msg_set_level(MS_MSG_ERROR);
@@ -480,6 +684,8 @@ int main(void)
 		cmocka_unit_test(test_malformed_frames),
 		cmocka_unit_test(test_concurrent_appends),
 		cmocka_unit_test(test_index_loss),
+		cmocka_unit_test(test_mailbox_ops),
+		cmocka_unit_test(test_index_grows),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
