@@ -411,8 +411,8 @@ static void print_json(const struct tool_store *ts, int ncopies,
 
 int cmd_verify(int argc, char **argv)
 {
-	const char *dir = NULL, *secondary = NULL;
-	int json = 0, could_not_run = 0;
+	const char *dir = NULL, *secondary = NULL, *idxopt = NULL;
+	int json = 0, could_not_run = 0, no_index = 0;
 	struct tool_store ts;
 	struct copy_stats cs[2];
 
@@ -421,11 +421,16 @@ int cmd_verify(int argc, char **argv)
 			json = 1;
 		else if (strcmp(argv[i], "--secondary") == 0 && i + 1 < argc)
 			secondary = argv[++i];
+		else if (strcmp(argv[i], "--index") == 0 && i + 1 < argc)
+			idxopt = argv[++i];
+		else if (strcmp(argv[i], "--no-index") == 0)
+			no_index = 1;
 		else if (argv[i][0] != '-' && dir == NULL)
 			dir = argv[i];
 		else {
 			fprintf(stderr, "usage: mstore verify DIR "
-					"[--secondary DIR2] [--json]\n");
+					"[--secondary DIR2] [--json] [--index "
+					"IDXDIR | --no-index]\n");
 			return TOOL_FAILED;
 		}
 	}
@@ -441,6 +446,13 @@ int cmd_verify(int argc, char **argv)
 	}
 	if (ncopies == 2)
 		compare_copies(&ts, cs);
+	/* the index against the log, when the log itself is sound */
+	const char *what = "";
+	int ic = no_index || nproblems ? -1 : index_check(&ts, idxopt, &what);
+	if (ic == 1)
+		problem(2, 0, 0, "index", "index", what);
+	else if (ic < 0 && !no_index && !nproblems && !json)
+		printf("index: not checked (%s)\n", what);
 	if (json)
 		print_json(&ts, ncopies, cs);
 	else

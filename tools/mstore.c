@@ -48,14 +48,18 @@ static const struct {
 	{ "config", cmd_config,
 	  "config   print the effective settings of -c FILE" },
 	{ "verify", cmd_verify,
-	  "verify DIR [--secondary DIR2] [--json]   check every record of "
-	  "both copies" },
+	  "verify DIR [--secondary DIR2] [--json] [--index IDXDIR | "
+	  "--no-index]   every record of both copies; the index against "
+	  "the log" },
 	{ "dump", cmd_dump,
 	  "dump DIR [--from SEG:OFF] [--count N] [--copy primary|secondary]"
 	  "   one line per record" },
 	{ "repair", cmd_repair,
 	  "repair DIR [--secondary DIR2]   recover, then rewrite every bad "
 	  "record from the good copy" },
+	{ "reindex", cmd_reindex,
+	  "reindex DIR [--index IDXDIR]   rebuild the index from the log "
+	  "(offline)" },
 	{ "init", cmd_init,
 	  "init DIR [--secondary DIR2]   create an empty store" },
 	{ "cat", cmd_cat,

@@ -26,6 +26,7 @@ int cmd_keygen(int argc, char **argv);
 int cmd_user(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_deliver(int argc, char **argv);
+int cmd_reindex(int argc, char **argv);
 
 /*
  * The copies of the store named by dir: dir/primary and dir/secondary
@@ -56,5 +57,9 @@ void tool_progress_end(void);
 
 /* Print s as a JSON string (quotes included). */
 void tool_json_str(FILE *out, const char *s);
+
+/* 0 index agrees with the log, 1 it does not, -1 could not check */
+int index_check(const struct tool_store *ts, const char *idxopt,
+		const char **what_r);
 
 #endif
