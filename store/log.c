@@ -776,12 +776,20 @@ int ms_log_read(struct ms_log *log, struct ms_pos pos,
 	return ret == MS_ENOTFOUND ? MS_ECORRUPT : (ret < 0 ? ret : MS_ECORRUPT);
 }
 
-int ms_log_scrub(struct ms_log *log, uint64_t seg, struct ms_scrub_stats *st,
-		 const char **error_r)
+/*
+ * Scrub from *posp, at most max_bytes of records (0: no limit), stopping
+ * after a seal or at the durable end; *posp is left after the last record
+ * checked.  1 if the segment was finished (seal or durable end), 0 if
+ * the budget ran out first, <0 when a record is bad on every copy.
+ */
+static int scrub_from(struct ms_log *log, struct ms_pos *posp,
+		      uint64_t max_bytes, struct ms_scrub_stats *st,
+		      const char **error_r)
 {
 	struct ms_buf buf[MS_IO_COPIES];
-	struct ms_pos pos = { seg, MS_SEG_HDR_SIZE };
-	int ret = 0;
+	struct ms_pos pos = *posp;
+	uint64_t done = 0;
+	int ret = 1;
 
 	ms_assert(log->ncopies >= 1 && log->ncopies <= MS_IO_COPIES);
 	for (int c = 0; c < MS_IO_COPIES; c++)
@@ -794,6 +802,10 @@ int ms_log_scrub(struct ms_log *log, uint64_t seg, struct ms_scrub_stats *st,
 		if (pos.seg > log->durable.seg ||
 		    (pos.seg == log->durable.seg && pos.off >= log->durable.off))
 			break;
+		if (max_bytes != 0 && done >= max_bytes) {
+			ret = 0;
+			break;
+		}
 		for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 			ok[c] = read_copy(log, c, pos, &h[c], &buf[c],
 					  &why[c]) == 0;
@@ -830,13 +842,64 @@ int ms_log_scrub(struct ms_log *log, uint64_t seg, struct ms_scrub_stats *st,
 		}
 		st->records++;
 		st->bytes += MS_REC_HDR_SIZE + h[good].len;
+		done += MS_REC_HDR_SIZE + h[good].len;
 		pos.off += MS_REC_HDR_SIZE + h[good].len;
 		if (h[good].type == MS_REC_SEAL)
 			break;
 	}
 	for (int c = 0; c < MS_IO_COPIES; c++)
 		ms_buf_free(&buf[c]);
+	*posp = pos;
 	return ret;
+}
+
+int ms_log_scrub(struct ms_log *log, uint64_t seg, struct ms_scrub_stats *st,
+		 const char **error_r)
+{
+	struct ms_pos pos = { seg, MS_SEG_HDR_SIZE };
+	int ret = scrub_from(log, &pos, 0, st, error_r);
+	return ret < 0 ? ret : 0;
+}
+
+int ms_log_scrub_step(struct ms_log *log, struct ms_pos *pos,
+		      uint64_t max_bytes, struct ms_scrub_stats *st,
+		      const char **error_r)
+{
+	size_t i = 0;
+	if (log->nsegs == 0)
+		return 1;
+	/* where the position is (segments may have gone since) */
+	while (i < log->nsegs && log->segs[i] < pos->seg)
+		i++;
+	if (i == log->nsegs || pos->off < MS_SEG_HDR_SIZE) {
+		if (i == log->nsegs)
+			i = 0;
+		*pos = (struct ms_pos){ log->segs[i], MS_SEG_HDR_SIZE };
+	} else if (log->segs[i] != pos->seg) {
+		*pos = (struct ms_pos){ log->segs[i], MS_SEG_HDR_SIZE };
+	}
+	int ret = scrub_from(log, pos, max_bytes, st, error_r);
+	if (ret < 0) {
+		/* cannot read past it: the next step starts at the next
+		   segment (the error was reported and counted) */
+		if (i + 1 < log->nsegs)
+			*pos = (struct ms_pos){ log->segs[i + 1],
+						MS_SEG_HDR_SIZE };
+		else
+			*pos = (struct ms_pos){ log->segs[0], MS_SEG_HDR_SIZE };
+		return ret;
+	}
+	if (ret == 1) {
+		/* this segment is done: on to the next, or a new pass */
+		if (i + 1 < log->nsegs) {
+			*pos = (struct ms_pos){ log->segs[i + 1],
+						MS_SEG_HDR_SIZE };
+			return 0;
+		}
+		*pos = (struct ms_pos){ log->segs[0], MS_SEG_HDR_SIZE };
+		return 1;
+	}
+	return 0;
 }
 
 const uint64_t *ms_log_segments(struct ms_log *log, size_t *n_r)

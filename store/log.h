@@ -128,6 +128,15 @@ struct ms_scrub_stats {
 };
 int ms_log_scrub(struct ms_log *log, uint64_t seg, struct ms_scrub_stats *st,
 		 const char **error_r);
+/*
+ * Scrub a little: at most max_bytes of records from *pos (which then
+ * points where to go on; {0,0} starts at the beginning).  1 when a whole
+ * pass over the log just ended, 0 otherwise, <0 for a record bad on
+ * every copy (reported in *error_r; the next step skips its segment).
+ */
+int ms_log_scrub_step(struct ms_log *log, struct ms_pos *pos,
+		      uint64_t max_bytes, struct ms_scrub_stats *st,
+		      const char **error_r);
 /* Segment numbers of the log, ascending (valid until the next append). */
 const uint64_t *ms_log_segments(struct ms_log *log, size_t *n_r);
 

@@ -112,6 +112,11 @@ struct ms_ops {
 	uint64_t completions;
 	int dead_reported;
 	int idx_full;		/* apply hit the map size: grow, replay */
+	uint64_t scrub_rate;	/* bytes per second, 0: off */
+	uint64_t scrub_last_ms;
+	struct ms_pos scrub_pos;
+	struct ms_scrub_stats scrub;
+	uint64_t scrub_passes;
 	struct waiter *waiters;	/* WAIT requests parked until a change */
 	uint64_t *touched;	/* mailboxes changed in this turn */
 	size_t ntouched, captouched;
@@ -121,6 +126,8 @@ struct ms_ops {
 };
 
 /* ---- small helpers ---- */
+
+static uint64_t now_ms(void);
 
 static int reply_error(struct ms_conn *c, uint16_t op, uint32_t id, int status,
 		       const char *reason)
@@ -543,6 +550,11 @@ static int op_status(struct ms_ops *ops, struct ms_conn *c, uint32_t id)
 		{ MS_PSTR("ops.errors"), ops->n_errors },
 		{ MS_PSTR("ops.appends"), ops->n_appends },
 		{ MS_PSTR("ops.bodies_deduplicated"), ops->n_bodies_deduped },
+		{ MS_PSTR("scrub.records"), ops->scrub.records },
+		{ MS_PSTR("scrub.bytes"), ops->scrub.bytes },
+		{ MS_PSTR("scrub.healed"), ops->scrub.healed },
+		{ MS_PSTR("scrub.bad"), ops->scrub.bad },
+		{ MS_PSTR("scrub.passes"), ops->scrub_passes },
 		{ MS_PSTR("srv.connections"),
 		  ops->srv ? ms_srv_conns(ops->srv) : 0 },
 	};
@@ -1814,6 +1826,35 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 
 /* ---- the loop's turn ---- */
 
+/*
+ * The online scrub: a budget of scrub_rate bytes per second of records,
+ * each read on both copies and healed from the good one (a read that
+ * finds the primary good never looks at the secondary, so this is what
+ * finds damage there).  At most 4 MiB per turn, to bound the latency it
+ * adds to requests.
+ */
+static void scrub_tick(struct ms_ops *ops)
+{
+	if (ops->scrub_rate == 0)
+		return;
+	uint64_t now = now_ms();
+	if (ops->scrub_last_ms == 0)
+		ops->scrub_last_ms = now;
+	uint64_t budget = ops->scrub_rate * (now - ops->scrub_last_ms) / 1000;
+	if (budget < 65536)
+		return; /* wait for a worthwhile slice */
+	if (budget > (4u << 20))
+		budget = 4u << 20;
+	ops->scrub_last_ms = now;
+	const char *err = "";
+	int ret = ms_log_scrub_step(ops->log, &ops->scrub_pos, budget,
+				    &ops->scrub, &err);
+	if (ret < 0)
+		msg_error("scrub: %s", err);
+	else if (ret == 1)
+		ops->scrub_passes++;
+}
+
 void ms_ops_tick(struct ms_ops *ops)
 {
 	/* start the flush of what this turn queued; with psync that is the
@@ -1866,6 +1907,7 @@ void ms_ops_tick(struct ms_ops *ops)
 		ms_conn_send(r->conn, r->reply.data, r->reply.len);
 		req_free(r);
 	}
+	scrub_tick(ops);
 	struct ms_log_status st;
 	ms_log_get_status(ops->log, &st);
 	if (st.dead && !ops->dead_reported) {
@@ -2004,6 +2046,7 @@ int ms_ops_open(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
 	if ((ret = init_ids(ops, error_r)) < 0)
 		goto fail;
 	ms_log_set_apply_hook(ops->log, apply_record, ops);
+	ops->scrub_rate = cfg->scrub_rate;
 	*ops_r = ops;
 	return 0;
 fail:

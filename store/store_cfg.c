@@ -57,6 +57,10 @@ static const struct ms_cfg_def store_defs[] = {
 	  "longer read" },
 	{ "store", "idle_timeout", MS_CFG_DURATION, "30m", 0, 0, NULL,
 	  F(idle_timeout), "close a client idle this long (0: never)" },
+	{ "store", "scrub_rate", MS_CFG_SIZE, "8M", 0, (uint64_t)1 << 34,
+	  NULL, F(scrub_rate),
+	  "bytes per second the online scrub reads (and checks on both "
+	  "copies); 0: no online scrub" },
 };
 
 static int check(struct ms_store_cfg *cfg, const char **error_r)

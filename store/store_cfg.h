@@ -34,6 +34,7 @@ struct ms_store_cfg {
 	uint64_t max_connections;
 	uint64_t max_output;
 	uint64_t idle_timeout;	/* ms */
+	uint64_t scrub_rate;	/* bytes per second read on each copy */
 };
 
 /* Load and check path; cfg is filled only on success. */

@@ -673,6 +673,59 @@ static void test_index_grows(void **state)
 	assert_true(grown);
 }
 
+static uint64_t counter(struct ms_client *c, const char *key)
+{
+	struct ms_req q = { .op = MS_OP_STATUS };
+	struct ms_reply rep;
+	struct ms_proto_iter it;
+	struct ms_counter k;
+	assert_int_equal(req(c, &q, &rep), 0);
+	ms_proto_iter_counters(&it, &rep.u.counters);
+	while (ms_proto_next_counter(&it, &k) > 0)
+		if (k.key.len == strlen(key) && memcmp(k.key.s, key, k.key.len) == 0)
+			return k.value;
+	fail_msg("no counter %s", key);
+	return 0;
+}
+
+/* the online scrub finds damage on the secondary (which reads never
+   look at while the primary is good) and rewrites it */
+static void test_online_scrub(void **state)
+{
+	(void)state;
+	struct msd d;
+	msd_setup(&d, "mstored-scrub", "scrub_rate = 64M\nsegment_size = 1M");
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "hal"), 0);
+	struct ms_client *c = msd_connect(&d, "hal");
+	static char big[50000];
+	for (int i = 0; i < 60; i++) {
+		mst_fill((uint8_t *)big, sizeof(big), (uint64_t)i);
+		assert_int_equal(append1(c, "INBOX", big, sizeof(big), 0).status,
+				 0);
+	}
+	char sa[1200], sb[1200];
+	snprintf(sa, sizeof(sa), "%s/log/000000000001.seg", d.primary);
+	snprintf(sb, sizeof(sb), "%s/log/000000000001.seg", d.secondary);
+	const char *why;
+	assert_true(mst_files_equal(sa, sb, &why));
+	assert_int_equal(mst_flip(sb, 5000, 0x20), 0);
+	assert_false(mst_files_equal(sa, sb, &why));
+	struct ms_client *adm = msd_connect(&d, NULL);
+	uint64_t healed = 0;
+	for (int i = 0; i < 100 && healed == 0; i++) {
+		usleep(100000);
+		healed = counter(adm, "scrub.healed");
+	}
+	assert_int_equal(healed, 1);
+	assert_true(mst_files_equal(sa, sb, &why));
+	assert_true(counter(adm, "scrub.records") > 0);
+	assert_int_equal(counter(adm, "scrub.bad"), 0);
+	ms_client_close(&adm);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
 int main(void)
 {
 	ms_msg_set_level(MS_MSG_ERROR);
@@ -686,6 +739,7 @@ int main(void)
 		cmocka_unit_test(test_index_loss),
 		cmocka_unit_test(test_mailbox_ops),
 		cmocka_unit_test(test_index_grows),
+		cmocka_unit_test(test_online_scrub),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
