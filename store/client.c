@@ -197,6 +197,20 @@ int ms_client_request(struct ms_client *c, const struct ms_req *q,
 	if (ret == 0 && (ret = ms_client_send(c, b.data, b.len)) < 0)
 		*error_r = ms_errf("send: %s", strerror(-ret));
 	ms_buf_free(&b);
+	if (ret == -EPIPE || ret == -ECONNRESET) {
+		/* the server hung up; it may have said why (a refused
+		   connection gets one error frame with id 0) */
+		const char *e2 = "";
+		if (ms_client_recv(c, &h, &body, &len, &e2) == 0 &&
+		    ms_reply_decode(h.op, body, len, rep_r, &e2) == 0 &&
+		    rep_r->status < 0) {
+			snprintf(c->reason, sizeof(c->reason), "%.*s",
+				 (int)rep_r->reason.len,
+				 rep_r->reason.s ? rep_r->reason.s : "");
+			*error_r = c->reason;
+			return rep_r->status;
+		}
+	}
 	if (ret < 0)
 		return ret;
 	do {

@@ -11,7 +11,9 @@
  *	root to [store] user, and serves the mstore protocol
  *	(docs/protocol.md) until SIGTERM or SIGINT: then it stops reading
  *	requests, lets the batch in flight finish, applies it, answers it,
- *	and exits.  SIGHUP reloads what can change at run time (the limits).
+ *	and exits.  SIGHUP reloads what can change at run time: the
+ *	connection limits and the scrub rate (other changes are logged as
+ *	needing a restart).
  *	-t checks the configuration and exits.
  *
  * DIAGNOSTICS
@@ -43,7 +45,61 @@ struct daemon {
 	struct ms_ops *ops;
 	int sigfd;
 	const char *conf_path;
+	struct ms_store_cfg *cfg;	/* the settings in force */
 };
+
+static void limits_of(const struct ms_store_cfg *cfg, struct ms_srv_limits *lim)
+{
+	lim->max_frame = (uint32_t)cfg->max_frame;
+	lim->max_conns = (unsigned)cfg->max_connections;
+	lim->max_out = (size_t)cfg->max_output;
+	lim->idle_ms = (unsigned)cfg->idle_timeout;
+}
+
+#define SAME_STR(a, b) \
+	(((a) == NULL && (b) == NULL) || \
+	 ((a) != NULL && (b) != NULL && strcmp((a), (b)) == 0))
+
+/* SIGHUP: take what can change at run time; say what needs a restart. */
+static void reload(struct daemon *d)
+{
+	struct ms_store_cfg n;
+	const char *err;
+	if (ms_store_cfg_load(d->conf_path, &n, &err) < 0) {
+		msg_error("reload: %s; keeping the settings in force", err);
+		return;
+	}
+	const struct ms_store_cfg *o = d->cfg;
+	if (!SAME_STR(o->primary, n.primary) ||
+	    !SAME_STR(o->secondary, n.secondary) ||
+	    !SAME_STR(o->index, n.index) || !SAME_STR(o->socket, n.socket) ||
+	    !SAME_STR(o->admin_socket, n.admin_socket) ||
+	    !SAME_STR(o->user, n.user) || !SAME_STR(o->key_file, n.key_file) ||
+	    o->io_engine != n.io_engine || o->segment_size != n.segment_size ||
+	    o->compress != n.compress || o->socket_mode != n.socket_mode ||
+	    o->admin_socket_mode != n.admin_socket_mode)
+		msg_warn("reload: paths, sockets, user, key, engine, segment "
+			 "size and compression change only at a restart; "
+			 "those changes are not in force");
+	struct ms_srv_limits lim;
+	limits_of(&n, &lim);
+	ms_srv_set_limits(d->srv, &lim);
+	ms_ops_reload(d->ops, &n);
+	msg_info("reload: max_frame=%llu max_connections=%llu "
+		 "max_output=%llu idle_timeout=%llu scrub_rate=%llu",
+		 (unsigned long long)n.max_frame,
+		 (unsigned long long)n.max_connections,
+		 (unsigned long long)n.max_output,
+		 (unsigned long long)n.idle_timeout,
+		 (unsigned long long)n.scrub_rate);
+	/* keep the new values (the paths stay as they were opened) */
+	d->cfg->max_frame = n.max_frame;
+	d->cfg->max_connections = n.max_connections;
+	d->cfg->max_output = n.max_output;
+	d->cfg->idle_timeout = n.idle_timeout;
+	d->cfg->scrub_rate = n.scrub_rate;
+	ms_store_cfg_free(&n);
+}
 
 static void on_signal(void *arg)
 {
@@ -52,8 +108,7 @@ static void on_signal(void *arg)
 
 	while (read(d->sigfd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGHUP) {
-			msg_info("SIGHUP: configuration reload is limited to "
-				 "log verbosity for now; restart for the rest");
+			reload(d);
 			continue;
 		}
 		msg_info("signal %u: finishing the batch in flight, then "
@@ -155,12 +210,9 @@ int main(int argc, char **argv)
 		msg_error("%s", err);
 		goto out;
 	}
-	struct ms_srv_limits lim = {
-		.max_frame = (uint32_t)cfg.max_frame,
-		.max_conns = (unsigned)cfg.max_connections,
-		.max_out = (size_t)cfg.max_output,
-		.idle_ms = (unsigned)cfg.idle_timeout,
-	};
+	struct ms_srv_limits lim;
+	limits_of(&cfg, &lim);
+	d.cfg = &cfg;
 	struct ms_srv_handler h = { h_request, h_closed, h_tick };
 	if (ms_srv_new(&lim, &h, d.ops, &d.srv) < 0 ||
 	    ms_srv_listen(d.srv, cfg.socket, cfg.socket_mode, 0, &err) < 0 ||

@@ -1933,6 +1933,11 @@ void ms_ops_set_srv(struct ms_ops *ops, struct ms_srv *srv)
 	ops->srv = srv;
 }
 
+void ms_ops_reload(struct ms_ops *ops, const struct ms_store_cfg *cfg)
+{
+	ops->scrub_rate = cfg->scrub_rate;
+}
+
 void ms_ops_drain(struct ms_ops *ops)
 {
 	ms_log_sync(ops->log);

@@ -143,6 +143,11 @@ int ms_srv_watch(struct ms_srv *srv, int fd, void (*fn)(void *arg),
 	return watch_add(srv, w, EPOLLIN);
 }
 
+void ms_srv_set_limits(struct ms_srv *srv, const struct ms_srv_limits *lim)
+{
+	srv->lim = *lim;
+}
+
 unsigned ms_srv_conns(struct ms_srv *srv)
 {
 	return srv->nconns;

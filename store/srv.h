@@ -63,6 +63,8 @@ int ms_srv_watch(struct ms_srv *srv, int fd, void (*fn)(void *arg),
 int ms_srv_run(struct ms_srv *srv);
 void ms_srv_stop(struct ms_srv *srv);
 unsigned ms_srv_conns(struct ms_srv *srv);
+/* New limits (SIGHUP); existing connections keep their buffers. */
+void ms_srv_set_limits(struct ms_srv *srv, const struct ms_srv_limits *lim);
 
 /* Queue a whole frame for the client (copied).  Dropped if closed. */
 void ms_conn_send(struct ms_conn *c, const void *frame, size_t len);

@@ -726,6 +726,46 @@ static void test_online_scrub(void **state)
 	assert_int_equal(msd_stop(&d), 0);
 }
 
+/* SIGHUP takes new limits without a restart */
+static void test_reload(void **state)
+{
+	(void)state;
+	struct msd d;
+	msd_setup(&d, "mstored-hup", "max_connections = 100");
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "ivy"), 0);
+	struct ms_client *a = msd_connect(&d, "ivy");
+	struct ms_client *b = msd_connect(&d, "ivy");
+	FILE *f = fopen(d.conf, "w");
+	assert_non_null(f);
+	fprintf(f, "[store]\nprimary = primary\nsecondary = secondary\n"
+		   "index = index\nsocket = s.sock\nadmin_socket = a.sock\n"
+		   "max_connections = 2\n");
+	fclose(f);
+	kill(d.pid, SIGHUP);
+	usleep(300000);
+	/* a third connection is turned away with a reason */
+	struct ms_client *x;
+	const char *err = "";
+	assert_int_equal(ms_client_connect(d.sock, 5000, &x, &err), 0);
+	assert_int_equal(ms_client_hello(x, "ivy", &err), -EBUSY);
+	ms_client_close(&x);
+	/* the two in place still work */
+	assert_int_equal(append1(a, "INBOX", "a", 1, 0).status, 0);
+	assert_int_equal(append1(b, "INBOX", "b", 1, 0).status, 0);
+	ms_client_close(&a);
+	ms_client_close(&b);
+	assert_int_equal(msd_stop(&d), 0);
+	f = fopen(d.logfile, "r");
+	char line[512];
+	int seen = 0;
+	while (f && fgets(line, sizeof(line), f))
+		seen |= strstr(line, "reload: max_frame") != NULL;
+	if (f)
+		fclose(f);
+	assert_true(seen);
+}
+
 int main(void)
 {
 	ms_msg_set_level(MS_MSG_ERROR);
@@ -740,6 +780,7 @@ int main(void)
 		cmocka_unit_test(test_mailbox_ops),
 		cmocka_unit_test(test_index_grows),
 		cmocka_unit_test(test_online_scrub),
+		cmocka_unit_test(test_reload),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
