@@ -25,6 +25,7 @@
  *	dropped; everything after that runs as [store] user.  Clients on
  *	the user socket can touch only the user they said hello as.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
@@ -33,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "msg.h"
@@ -140,13 +142,63 @@ static void h_tick(void *ctx)
 	ms_ops_tick(ctx);
 }
 
-static int drop_privileges(const char *user)
+/* chown path and, for a directory, what is in it, down to depth */
+static int chown_tree(const char *path, uid_t uid, gid_t gid, int depth)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -1;
+	if (S_ISLNK(st.st_mode))
+		return 0; /* never follow a link as root */
+	if ((st.st_uid != uid || st.st_gid != gid) &&
+	    lchown(path, uid, gid) < 0)
+		return -1;
+	if (!S_ISDIR(st.st_mode) || depth == 0)
+		return 0;
+	DIR *d = opendir(path);
+	if (d == NULL)
+		return -1;
+	struct dirent *de;
+	int ret = 0;
+	while (ret == 0 && (de = readdir(d)) != NULL) {
+		char sub[4200];
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
+		ret = chown_tree(sub, uid, gid, depth - 1);
+	}
+	closedir(d);
+	return ret;
+}
+
+/*
+ * The store's files belong to the user mstored runs as: after the drop
+ * it must still create segments, lost+found files and index pages.
+ */
+static int drop_privileges(const char *user, const struct ms_store_cfg *cfg,
+			   const char *index)
 {
 	if (user == NULL || getuid() != 0)
 		return 0;
 	struct passwd *pw = getpwnam(user);
 	if (pw == NULL) {
 		msg_error("[store] user %s does not exist", user);
+		return -1;
+	}
+	const char *paths[] = { cfg->primary, cfg->secondary, index };
+	for (size_t i = 0; i < 3; i++) {
+		if (paths[i] != NULL &&
+		    chown_tree(paths[i], pw->pw_uid, pw->pw_gid, 2) < 0) {
+			msg_error("cannot give %s to %s: %s", paths[i], user,
+				  strerror(errno));
+			return -1;
+		}
+	}
+	/* the sockets too, so that the user's group can be let in */
+	if (lchown(cfg->socket, pw->pw_uid, pw->pw_gid) < 0 ||
+	    lchown(cfg->admin_socket, pw->pw_uid, pw->pw_gid) < 0) {
+		msg_error("cannot give the sockets to %s: %s", user,
+			  strerror(errno));
 		return -1;
 	}
 	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 ||
@@ -221,7 +273,7 @@ int main(int argc, char **argv)
 		msg_error("%s", err);
 		goto out;
 	}
-	if (drop_privileges(cfg.user) < 0)
+	if (drop_privileges(cfg.user, &cfg, ms_ops_index_dir(d.ops)) < 0)
 		goto out;
 	ms_srv_watch(d.srv, d.sigfd, on_signal, &d);
 	int lfd = ms_ops_event_fd(d.ops);

@@ -1928,6 +1928,11 @@ int ms_ops_event_fd(struct ms_ops *ops)
 	return ms_log_event_fd(ops->log);
 }
 
+const char *ms_ops_index_dir(struct ms_ops *ops)
+{
+	return ops->idx_dir;
+}
+
 void ms_ops_set_srv(struct ms_ops *ops, struct ms_srv *srv)
 {
 	ops->srv = srv;

@@ -29,6 +29,8 @@ struct ms_ops;
 int ms_ops_open(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
 		const char **error_r);
 void ms_ops_close(struct ms_ops **ops);
+/* Where the index lives. */
+const char *ms_ops_index_dir(struct ms_ops *ops);
 void ms_ops_set_srv(struct ms_ops *ops, struct ms_srv *srv);
 /* The log's completion fd (-1 with psync) and what to do when it fires. */
 int ms_ops_event_fd(struct ms_ops *ops);

@@ -766,6 +766,43 @@ static void test_reload(void **state)
 	assert_true(seen);
 }
 
+/* started as root with [store] user: it drops to that user and still
+   creates segments and index pages */
+static void test_drop_root(void **state)
+{
+	(void)state;
+	if (getuid() != 0)
+		skip();
+	struct msd d;
+	msd_setup(&d, "mstored-user", "user = nobody\nsegment_size = 1M");
+	msd_start(&d);
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)d.pid);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	unsigned ruid = 0, euid = 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Uid: %u %u", &ruid, &euid) == 2)
+			break;
+	fclose(f);
+	assert_int_equal(ruid, 65534);
+	assert_int_equal(euid, 65534);
+	assert_int_equal(msd_user_add(&d, "joe"), 0);
+	struct ms_client *c = msd_connect(&d, "joe");
+	static char big[100000];
+	for (int i = 0; i < 40; i++) { /* 4 MB: new segments after the drop */
+		mst_fill((uint8_t *)big, sizeof(big), (uint64_t)i);
+		assert_int_equal(append1(c, "INBOX", big, sizeof(big), 0).status,
+				 0);
+	}
+	assert_int_equal(mbox_status(c, "INBOX").messages, 40);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+	char seg[1200];
+	snprintf(seg, sizeof(seg), "%s/log/000000000004.seg", d.secondary);
+	assert_true(mst_file_size(seg) > 0);
+}
+
 int main(void)
 {
 	ms_msg_set_level(MS_MSG_ERROR);
@@ -781,6 +818,7 @@ int main(void)
 		cmocka_unit_test(test_index_grows),
 		cmocka_unit_test(test_online_scrub),
 		cmocka_unit_test(test_reload),
+		cmocka_unit_test(test_drop_root),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
