@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cfg.h"
 #include "client.h"
 #include "store_cfg.h"
 #include "tools.h"
@@ -40,23 +41,27 @@ int cmd_user(int argc, char **argv)
 	const char *err = "";
 	int ret;
 
-	if (argc < 2 || (strcmp(argv[1], "add") == 0 && argc != 3) ||
-	    (strcmp(argv[1], "list") == 0 && argc != 2) ||
-	    (strcmp(argv[1], "add") != 0 && strcmp(argv[1], "list") != 0)) {
-		fprintf(stderr, "usage: mstore -c FILE user add NAME | user "
-				"list\n");
+	int add = argc == 3 && strcmp(argv[1], "add") == 0;
+	int del = argc == 3 && strcmp(argv[1], "del") == 0;
+	int list = argc == 2 && strcmp(argv[1], "list") == 0;
+	if (!add && !del && !list) {
+		fprintf(stderr, "usage: mstore -c FILE user add NAME | user del "
+				"NAME | user list\n");
 		return TOOL_FAILED;
 	}
 	struct ms_client *c = admin_connect();
 	if (c == NULL)
 		return TOOL_FAILED;
-	if (strcmp(argv[1], "add") == 0) {
-		q = (struct ms_req){ .op = MS_OP_USER_CREATE };
+	if (add || del) {
+		q = (struct ms_req){ .op = add ? MS_OP_USER_CREATE
+					       : MS_OP_USER_DELETE };
 		q.u.user.name = ms_pstr_c(argv[2]);
 		ret = ms_client_request(c, &q, &rep, &err);
-		if (ret == 0)
+		if (ret == 0 && add)
 			printf("user %s created (id %" PRIu64 ", with INBOX)\n",
 			       argv[2], rep.u.user_id);
+		else if (ret == 0)
+			printf("user %s deleted with all its mail\n", argv[2]);
 	} else {
 		q = (struct ms_req){ .op = MS_OP_USER_LIST };
 		ret = ms_client_request(c, &q, &rep, &err);
@@ -162,4 +167,50 @@ int cmd_deliver(int argc, char **argv)
 	return ret < 0 && ret != rep.status ? TOOL_FAILED
 	       : r.status != 0		    ? TOOL_PROBLEMS
 					    : TOOL_OK;
+}
+
+/* `mstore -c FILE quota USER [BYTES MESSAGES]`: show, or set (0 = none). */
+int cmd_quota(int argc, char **argv)
+{
+	struct ms_req q = { .op = MS_OP_QUOTA_GET };
+	struct ms_reply rep;
+	const char *err = "";
+	uint64_t bytes = 0, msgs = 0;
+
+	if (argc != 2 && argc != 4) {
+		fprintf(stderr, "usage: mstore -c FILE quota USER [MAX-BYTES "
+				"MAX-MESSAGES]   (sizes like 10G; 0 = no "
+				"limit)\n");
+		return TOOL_FAILED;
+	}
+	if (argc == 4 &&
+	    (ms_parse_size(argv[2], strlen(argv[2]), &bytes) < 0 ||
+	     ms_parse_u64(argv[3], strlen(argv[3]), &msgs) < 0)) {
+		fprintf(stderr, "mstore quota: bad limits '%s' '%s'\n", argv[2],
+			argv[3]);
+		return TOOL_FAILED;
+	}
+	struct ms_client *c = admin_connect();
+	if (c == NULL)
+		return TOOL_FAILED;
+	q.u.quota.user = ms_pstr_c(argv[1]);
+	if (argc == 4) {
+		q.op = MS_OP_QUOTA_SET;
+		q.u.quota.max_bytes = bytes;
+		q.u.quota.max_messages = msgs;
+	}
+	int ret = ms_client_request(c, &q, &rep, &err);
+	if (ret == 0 && argc == 2)
+		printf("user %s: %" PRIu64 " of %" PRIu64 " bytes, %" PRIu64
+		       " of %" PRIu64 " messages (0: no limit)\n",
+		       argv[1], rep.u.quota.used_bytes, rep.u.quota.max_bytes,
+		       rep.u.quota.used_messages, rep.u.quota.max_messages);
+	else if (ret == 0)
+		printf("user %s: quota set\n", argv[1]);
+	ms_client_close(&c);
+	if (ret < 0) {
+		fprintf(stderr, "mstore quota: %s\n", err);
+		return ret == rep.status ? TOOL_PROBLEMS : TOOL_FAILED;
+	}
+	return TOOL_OK;
 }

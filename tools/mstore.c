@@ -38,8 +38,10 @@ static const struct {
 	const char *usage;
 } cmds[] = {
 	{ "user", cmd_user,
-	  "user add NAME | user list   (online, -c FILE: mstored's admin "
-	  "socket)" },
+	  "user add NAME | user del NAME | user list   (online, -c FILE: "
+	  "mstored's admin socket)" },
+	{ "quota", cmd_quota,
+	  "quota USER [MAX-BYTES MAX-MESSAGES]   show or set (online)" },
 	{ "deliver", cmd_deliver,
 	  "deliver USER MAILBOX FILE   store a message through mstored "
 	  "(online, -c FILE)" },

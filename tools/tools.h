@@ -27,6 +27,7 @@ int cmd_user(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_deliver(int argc, char **argv);
 int cmd_reindex(int argc, char **argv);
+int cmd_quota(int argc, char **argv);
 
 /*
  * The copies of the store named by dir: dir/primary and dir/secondary

@@ -1,0 +1,59 @@
+"""The online tools, through mstored's admin socket: user add/del/list,
+quota show/set (enforced at delivery), deliver, stats; and what they say
+when mstored is not there."""
+import os
+import subprocess
+
+from conftest import BUILD
+
+SRC = os.environ.get("MSTORE_SRC") or os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def run_sh(*args, var):
+    env = dict(os.environ, MSTORE_VAR=str(var))
+    return subprocess.run([os.path.join(SRC, "tests/lib/run.sh"), *args,
+                           BUILD], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_online_admin(mstore, tmp_path):
+    var = tmp_path / "var"
+    try:
+        r = run_sh("start", var=var)
+        assert r.returncode == 0, r.stdout + r.stderr
+        conf = var / "mstore.conf"
+        assert "user alice created" in mstore("-c", conf, "user", "add",
+                                              "alice", check=0).stdout
+        dup = mstore("-c", conf, "user", "add", "alice")
+        assert dup.returncode == 1 and "exists" in dup.stderr
+        bad = mstore("-c", conf, "user", "add", "bad\nname")
+        assert bad.returncode == 2 and "bad user name" in bad.stderr
+        users = mstore("-c", conf, "user", "list", check=0).stdout.split()
+        assert "alice" in users and "demo" in users
+        msg = tmp_path / "m.eml"
+        msg.write_bytes(b"Subject: q\r\n\r\n" + b"x" * 1000 + b"\r\n")
+        mstore("-c", conf, "quota", "alice", "2500", "0", check=0)
+        q = mstore("-c", conf, "quota", "alice", check=0).stdout
+        assert "of 2500 bytes" in q
+        mstore("-c", conf, "deliver", "alice", "INBOX", msg, check=0)
+        mstore("-c", conf, "deliver", "alice", "INBOX", msg, check=0)
+        over = mstore("-c", conf, "deliver", "alice", "INBOX", msg)
+        assert over.returncode == 1 and "quota" in over.stderr
+        q = mstore("-c", conf, "quota", "alice", check=0).stdout
+        assert "2032 of 2500 bytes, 2 of 0 messages" in q
+        nobox = mstore("-c", conf, "deliver", "alice", "Nope", msg)
+        assert nobox.returncode == 1 and "no such mailbox" in nobox.stderr
+        stats = dict(l.split() for l in
+                     mstore("-c", conf, "stats", check=0).stdout.splitlines())
+        assert stats["index.users"] == "2"
+        mstore("-c", conf, "user", "del", "alice", check=0)
+        users = mstore("-c", conf, "user", "list", check=0).stdout.split()
+        assert "alice" not in users
+        gone = mstore("-c", conf, "quota", "alice")
+        assert gone.returncode == 1 and "no such user" in gone.stderr
+    finally:
+        run_sh("stop", var=var)
+    # with mstored stopped, the online tools say so and exit 2
+    down = mstore("-c", conf, "stats")
+    assert down.returncode == 2 and "mstored at" in down.stderr
