@@ -186,9 +186,9 @@ int ms_client_request(struct ms_client *c, const struct ms_req *q,
 		      struct ms_reply *rep_r, const char **error_r)
 {
 	struct ms_buf b;
-	struct ms_proto_hdr h;
-	const uint8_t *body;
-	size_t len;
+	struct ms_proto_hdr h = { 0 };
+	const uint8_t *body = NULL;
+	size_t len = 0;
 	uint32_t id = ms_client_id(c);
 	int ret;
 

@@ -481,7 +481,7 @@ static int op_hello(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		s->user[0] = '\0';
 	} else {
 		struct ms_idx_rd *rd;
-		struct ms_idx_user u;
+		struct ms_idx_user u = { 0 };
 		if (q->user.len == 0 || q->user.len > MS_PROTO_NAME_MAX) {
 			*why_r = "a user session names its user";
 			return -EINVAL;
@@ -820,8 +820,8 @@ static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		goto out;
 	ms_proto_iter_placements(&it, &q->placements);
 	for (uint16_t i = 0; i < n; i++) {
-		struct ms_idx_user u;
-		struct ms_idx_mbox m;
+		struct ms_idx_user u = { 0 };
+		struct ms_idx_mbox m = { 0 };
 		const char *why = "";
 		if (ms_proto_next_placement(&it, &pl) <= 0) {
 			ret = -EINVAL;
@@ -845,8 +845,10 @@ static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 			st = ms ? -EOVERFLOW : MS_ENOTFOUND;
 			why = ms ? "mailbox out of UIDs" : "no such mailbox";
 		}
+		if (st > 0 || (st == 0 && ms == NULL))
+			st = MS_ENOTFOUND; /* cannot happen; never trust it */
 		res[i].status = st;
-		if (st < 0) {
+		if (st < 0 || ms == NULL) {
 			res[i].reason = ms_pstr_c(why);
 			continue;
 		}
@@ -999,7 +1001,7 @@ static int op_store_expunge(struct ms_ops *ops, struct ms_conn *c,
 	const struct ms_uid_set *set = op == MS_OP_STORE ? &q->u.store.uids
 							 : &q->u.uids.uids;
 	struct ms_idx_rd *rd;
-	struct ms_idx_mbox m;
+	struct ms_idx_mbox m = { 0 };
 	struct ms_buf hit, failed;
 	uint32_t nhit = 0, nfail = 0;
 
@@ -1021,10 +1023,10 @@ static int op_store_expunge(struct ms_ops *ops, struct ms_conn *c,
 				     &hit, &failed, &nhit, &nfail);
 	struct mstate *ms = ret == 0 ? mstate_get(ops, rd, m.id) : NULL;
 	ms_idx_read_end(&rd);
-	if (ret == 0 && ms == NULL)
-		ret = MS_ENOTFOUND;
-	if (ret < 0)
+	if (ms == NULL) {
+		ret = ret < 0 ? ret : MS_ENOTFOUND;
 		goto out;
+	}
 
 	struct req *r = req_new(ops, c, op, id);
 	uint64_t modseq = ms->modseq;
@@ -1516,8 +1518,8 @@ static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 			const char **why_r)
 {
 	struct ms_idx_rd *rd;
-	struct ms_idx_mbox src, dst;
-	struct ms_idx_user u;
+	struct ms_idx_mbox src = { 0 }, dst = { 0 };
+	struct ms_idx_user u = { 0 };
 	struct ms_uid_pair *pairs = NULL;
 	struct ms_event *evs = NULL;
 	size_t n = 0, cap = 0;
@@ -1966,7 +1968,6 @@ static int init_ids(struct ms_ops *ops, const char **error_r)
 	ops->next_mbox_id = 1;
 	ret = ms_idx_users_iter(rd, &uit);
 	while (ret == 0 && (ret = ms_idx_users_next(uit, &u)) > 0) {
-		ret = 0;
 		if (u.id >= ops->next_user_id)
 			ops->next_user_id = u.id + 1;
 		if ((ret = ms_idx_mboxes_iter(rd, u.id, &mit)) < 0)

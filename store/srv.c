@@ -53,6 +53,7 @@ struct ms_srv {
 	struct ms_conn *conns;
 	struct watch **watches;
 	size_t nwatches;
+	struct ms_conn *dead;	/* dropped this turn: released at its end */
 };
 
 static uint64_t now_ms(void)
@@ -91,8 +92,8 @@ static int watch_add(struct ms_srv *srv, struct watch *w, unsigned events)
 static struct watch *watch_new(struct ms_srv *srv)
 {
 	struct watch *w = ms_calloc(1, sizeof(*w));
-	srv->watches = ms_realloc(srv->watches,
-				  (srv->nwatches + 1) * sizeof(*srv->watches));
+	srv->watches = ms_realloc(srv->watches, /* NOLINT(bugprone-sizeof-expression): an array of pointers */
+				  (srv->nwatches + 1) * sizeof(struct watch *));
 	srv->watches[srv->nwatches++] = w;
 	return w;
 }
@@ -176,7 +177,12 @@ static void conn_free(struct ms_conn *c)
 	free(c);
 }
 
-/* The fd goes now; the struct when the last reference does. */
+/*
+ * The fd goes now; the connection's own reference at the end of the
+ * loop's turn (srv_reap), so that a connection never vanishes under a
+ * function that is still using it; the struct goes with the last
+ * reference.
+ */
 static void conn_drop(struct ms_conn *c)
 {
 	struct ms_srv *srv = c->srv;
@@ -195,7 +201,18 @@ static void conn_drop(struct ms_conn *c)
 	srv->nconns--;
 	if (srv->h.closed)
 		srv->h.closed(srv->ctx, c);
-	ms_conn_unref(&c);
+	c->next = srv->dead;
+	c->prev = NULL;
+	srv->dead = c;
+}
+
+static void srv_reap(struct ms_srv *srv)
+{
+	while (srv->dead != NULL) {
+		struct ms_conn *c = srv->dead;
+		srv->dead = c->next;
+		ms_conn_unref(&c);
+	}
 }
 
 void ms_conn_ref(struct ms_conn *c)
@@ -318,12 +335,9 @@ static void conn_frames(struct ms_conn *c)
 			break;
 		}
 		size_t flen = 4 + (size_t)h.len;
-		ms_conn_ref(c);
 		srv->h.request(srv->ctx, c, &h, c->in.data + off +
 						       MS_PROTO_HDR_SIZE,
 			       flen - MS_PROTO_HDR_SIZE);
-		struct ms_conn *cc = c;
-		ms_conn_unref(&cc);
 		off += flen;
 	}
 	if (c->closed)
@@ -355,12 +369,8 @@ static void conn_read(struct ms_conn *c)
 		}
 		c->in.len += (size_t)n;
 		c->last_ms = now_ms();
-		ms_conn_ref(c);
 		conn_frames(c);
-		struct ms_conn *cc = c;
-		int gone = c->closed;
-		ms_conn_unref(&cc);
-		if (gone || c->closing)
+		if (c->closed || c->closing)
 			break;
 		if (c->out.len - c->out_off >= c->srv->lim.max_out)
 			break; /* let the client read first */
@@ -462,7 +472,6 @@ int ms_srv_run(struct ms_srv *srv)
 				break;
 			case W_CONN: {
 				struct ms_conn *c = w->conn;
-				ms_conn_ref(c);
 				if (evs[i].events & (EPOLLERR | EPOLLHUP) &&
 				    !(evs[i].events & EPOLLIN))
 					conn_drop(c);
@@ -471,7 +480,6 @@ int ms_srv_run(struct ms_srv *srv)
 					conn_flush(c);
 				if (!c->closed && (evs[i].events & EPOLLIN))
 					conn_read(c);
-				ms_conn_unref(&c);
 				break;
 			}
 			}
@@ -479,6 +487,7 @@ int ms_srv_run(struct ms_srv *srv)
 		if (srv->h.tick)
 			srv->h.tick(srv->ctx);
 		srv_idle_check(srv);
+		srv_reap(srv);
 	}
 	return 0;
 }
@@ -495,6 +504,7 @@ void ms_srv_free(struct ms_srv **srvp)
 		return;
 	while (srv->conns != NULL)
 		conn_drop(srv->conns);
+	srv_reap(srv);
 	for (size_t i = 0; i < srv->nwatches; i++) {
 		if (srv->watches[i]->kind == W_LISTEN)
 			close(srv->watches[i]->fd);
