@@ -143,6 +143,10 @@ static int uring_flush_reap(struct ms_io *io, struct ms_io_flush *f, int block)
 	struct io_uring_cqe *cqe;
 	uint64_t v;
 
+	/* consume the wake-up first: otherwise the eventfd stays readable
+	   while the flush is half done, and a poll loop spins on it */
+	if (u->efd >= 0)
+		(void)!read(u->efd, &v, sizeof(v));
 	while (f->pending > 0) {
 		int ret = block ? io_uring_wait_cqe(&u->ring, &cqe)
 				: io_uring_peek_cqe(&u->ring, &cqe);
@@ -162,8 +166,6 @@ static int uring_flush_reap(struct ms_io *io, struct ms_io_flush *f, int block)
 		uring_complete(u, f, io_uring_cqe_get_data64(cqe), cqe->res);
 		io_uring_cqe_seen(&u->ring, cqe);
 	}
-	if (u->efd >= 0)
-		(void)!read(u->efd, &v, sizeof(v));
 	return 1;
 }
 

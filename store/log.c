@@ -1007,6 +1007,11 @@ void ms_log_get_status(struct ms_log *log, struct ms_log_status *st)
 	st->nsegs = log->nsegs;
 }
 
+int ms_log_dead(const struct ms_log *log)
+{
+	return log->dead;
+}
+
 const struct ms_meta *ms_log_meta(struct ms_log *log)
 {
 	return &log->meta;

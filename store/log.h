@@ -141,6 +141,8 @@ int ms_log_scrub_step(struct ms_log *log, struct ms_pos *pos,
 const uint64_t *ms_log_segments(struct ms_log *log, size_t *n_r);
 
 void ms_log_get_status(struct ms_log *log, struct ms_log_status *st);
+/* 1 when no copy is writable (cheap; for the event loop). */
+int ms_log_dead(const struct ms_log *log);
 /* "primary" or "secondary" (c is 0 or 1). */
 const char *ms_log_copy_name(int c);
 const struct ms_meta *ms_log_meta(struct ms_log *log);

@@ -1910,9 +1910,7 @@ void ms_ops_tick(struct ms_ops *ops)
 		req_free(r);
 	}
 	scrub_tick(ops);
-	struct ms_log_status st;
-	ms_log_get_status(ops->log, &st);
-	if (st.dead && !ops->dead_reported) {
+	if (ms_log_dead(ops->log) && !ops->dead_reported) {
 		ops->dead_reported = 1;
 		msg_error("no writable copy of the log is left: every write "
 			  "is refused until mstored is restarted on a repaired "

@@ -18,19 +18,28 @@
  * one thread doing ms_log_read + ms_body_decode on the same bodies.
  *
  * Restart: a store with MS_BENCH_MESSAGES messages in one INBOX, built
- * with APPENDs of 1000 placements, pipelined; then SIGTERM, and the
- * time from msd_start() until the sockets answer (target < 1 s); then
- * the same with the index directory deleted (a full rebuild from the
- * log).  MBOX_STATUS checks the count each time.
+ * by two clients pipelining APPENDs of 1000 placements.  Then, each
+ * after a clean stop (SIGTERM, timed), msd_start() is timed until the
+ * sockets answer: three times with the page cache warm (target < 1 s),
+ * once with the store's files evicted from the cache, once with the
+ * index directory deleted (a full rebuild from the log).  MBOX_STATUS
+ * checks the count each time.  msd_start() gives up after 30 s.
+ *
+ * The table also shows, from the daemon's STATUS and /proc, appends per
+ * flush, mean flush time and CPU time per append, and the same for the
+ * engine: they say whether a figure is the disk's or the CPU's.  Lines
+ * that a daemon logged above info level are shown once its store goes.
  *
  * Each case measures for MS_BENCH_SECONDS (default 3) after a warm-up
- * of a tenth of that.  Environment: MS_BENCH_DIR (default var/bench),
- * MS_BENCH_SECONDS, MS_BENCH_MESSAGES (default 1000000),
- * MS_BENCH_ENGINE=psync, MSTORE_BUILD (where mstored is).  fio, if
- * installed, adds the disk's figures for reference.  Exit 77 when
- * mstored is not built, the engine cannot run here, or the socket
- * paths under MS_BENCH_DIR would be too long; 1 when a case failed.
- * Every process started here is stopped and reaped before exit.
+ * of a tenth of that.  Environment: MS_BENCH_DIR (default var/bench;
+ * the daemons' directories go there too), MS_BENCH_SECONDS,
+ * MS_BENCH_MESSAGES (default 1000000), MS_BENCH_ENGINE=psync,
+ * MSTORE_BUILD (where mstored is).  fio, if installed, adds the disk's
+ * figures for reference.  Exit 77 when mstored is not built, the engine
+ * cannot run here, or the socket paths under MS_BENCH_DIR would be too
+ * long; 1 when a case failed (a missed target is reported, not failed).
+ * Every process started here is stopped and reaped before exit; on
+ * SIGTERM or SIGINT they are killed and scratch directories are left.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -60,9 +69,9 @@
 #define BENCH_MAX_CLIENTS 64
 #define BENCH_TAG_MAGIC 0x6e62736dU /* "msbn" */
 #define BENCH_FETCH_CHUNK (1u << 20)
-#define BENCH_TIMEOUT_MS 60000u	 /* per client read or write */
+#define BENCH_TIMEOUT_MS 60000u /* per client read or write */
 #define BENCH_BUILD_CLIENTS 2
-#define BENCH_BUILD_DEPTH 4	 /* APPENDs in flight per build client */
+#define BENCH_BUILD_DEPTH 4 /* APPENDs in flight per build client */
 #define BENCH_BUILD_BODY 512
 #define BENCH_MESSAGES_MAX 100000000UL
 
@@ -76,8 +85,8 @@ struct tag {
 /* One client's results, in memory shared with the parent. */
 struct slot {
 	uint64_t window; /* operations completed in the measured window */
-	uint64_t bytes;	 /* bytes moved in the window */
-	uint64_t total;	 /* operations (or messages) completed in all */
+	uint64_t bytes;  /* bytes moved in the window */
+	uint64_t total;  /* operations (or messages) completed in all */
 	uint32_t max_uid;
 	int failed;
 	char err[200];
@@ -88,22 +97,27 @@ struct shared {
 	struct slot s[BENCH_MAX_CLIENTS];
 };
 
-enum job_kind { JOB_APPEND, JOB_FETCH, JOB_BUILD };
+enum job_kind {
+	JOB_APPEND,
+	JOB_FETCH,
+	JOB_BUILD
+};
 
 /* What the clients of one run do; copied into each child by fork. */
 struct job {
 	enum job_kind kind;
-	uint32_t len;	 /* body size */
-	int nusers;	 /* client i is user i % nusers */
+	uint32_t len; /* body size */
+	int nusers;   /* client i is user i % nusers */
 	double warm, secs;
 	uint32_t max_uid[BENCH_MAX_CLIENTS]; /* fetch: messages per user */
-	uint64_t messages;		     /* build: in all */
+	uint64_t messages;                   /* build: in all */
 	int nclients;
 };
 
 /* Counters of the daemon's STATUS that explain a figure. */
 struct dstat {
-	uint64_t flushes, flushed_records, flush_ns, appends;
+	uint64_t flushes, flush_ns, appends;
+	double cpu_s; /* the daemon's CPU time (all its threads) */
 };
 
 /* Everything to stop if we are told to go (run-bench's timeout). */
@@ -128,11 +142,32 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* CPU seconds of a process, all threads (io_uring workers too), or 0. */
+static double proc_cpu_s(pid_t pid)
+{
+	char path[64], line[1024];
+	unsigned long long ut = 0, st = 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return 0;
+	char *p = fgets(line, sizeof(line), f);
+	fclose(f);
+	/* after "pid (comm) ": state is field 3, utime 14, stime 15 */
+	if (p == NULL || (p = strrchr(line, ')')) == NULL ||
+	    sscanf(p + 1,
+		   " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu "
+		   "%llu",
+		   &ut, &st) != 2)
+		return 0;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static void sleep_until(double t)
 {
 	for (double d = t - now_s(); d > 0; d = t - now_s()) {
-		struct timespec ts = { (time_t)d,
-				       (long)((d - (double)(time_t)d) * 1e9) };
+		struct timespec ts = {(time_t)d,
+				      (long)((d - (double)(time_t)d) * 1e9)};
 		nanosleep(&ts, NULL);
 	}
 }
@@ -149,7 +184,7 @@ static void user_name(int u, char *out, size_t n)
 
 static void tag_put(uint8_t *body, uint32_t client, uint64_t seq)
 {
-	struct tag t = { BENCH_TAG_MAGIC, client, seq };
+	struct tag t = {BENCH_TAG_MAGIC, client, seq};
 	memcpy(body, &t, sizeof(t));
 }
 
@@ -164,8 +199,8 @@ static void slot_fail(struct slot *sl, const char *what, const char *err)
 static int client_append(struct ms_client *c, int i, const struct job *job,
 			 struct slot *sl, double w0, double w1)
 {
-	struct ms_placement pl = { .mailbox = MS_PSTR("INBOX") };
-	struct ms_req q = { .op = MS_OP_APPEND };
+	struct ms_placement pl = {.mailbox = MS_PSTR("INBOX")};
+	struct ms_req q = {.op = MS_OP_APPEND};
 	uint8_t *body = ms_malloc(job->len);
 	int ret = 0;
 
@@ -177,7 +212,7 @@ static int client_append(struct ms_client *c, int i, const struct job *job,
 	for (uint64_t seq = 0; now_s() < w1; seq++) {
 		struct ms_reply rep;
 		struct ms_proto_iter it;
-		struct ms_append_result r;
+		struct ms_append_result r = {0};
 		const char *err = "";
 		tag_put(body, (uint32_t)i, seq);
 		if ((ret = ms_client_request(c, &q, &rep, &err)) < 0) {
@@ -187,7 +222,8 @@ static int client_append(struct ms_client *c, int i, const struct job *job,
 		ms_proto_iter_results(&it, &rep.u.append);
 		if (ms_proto_next_result(&it, &r) != 1 || r.status != 0) {
 			slot_fail(sl, "APPEND placement",
-				  r.status ? ms_strerror(r.status) : "none");
+				  r.status ? ms_strerror(r.status)
+					   : "no result in the reply");
 			ret = -1;
 			break;
 		}
@@ -231,8 +267,9 @@ static int client_fetch(struct ms_client *c, int i, const struct job *job,
 			memcpy(&t, body.data, sizeof(t));
 		if (body.len != job->len || t.magic != BENCH_TAG_MAGIC ||
 		    t.client != (uint32_t)u || t.seq + 1 != uid) {
-			slot_fail(sl, "FETCH_BODY", "a body is not the one "
-						    "appended with that uid");
+			slot_fail(sl, "FETCH_BODY",
+				  "a body is not the one "
+				  "appended with that uid");
 			ret = -1;
 			break;
 		}
@@ -256,7 +293,7 @@ static int client_build(struct ms_client *c, int i, const struct job *job,
 	uint64_t next = (uint64_t)i;
 	struct ms_placement *pls = ms_calloc(per, sizeof(*pls));
 	uint8_t body[BENCH_BUILD_BODY];
-	struct ms_req q = { .op = MS_OP_APPEND };
+	struct ms_req q = {.op = MS_OP_APPEND};
 	struct ms_buf out;
 	int inflight = 0, ret = 0;
 
@@ -278,10 +315,12 @@ static int client_build(struct ms_client *c, int i, const struct job *job,
 			tag_put(body, (uint32_t)i, next);
 			ms_buf_reset(&out);
 			if ((ret = ms_req_encode(&out, ms_client_id(c), &q,
-						 &err)) < 0 ||
-			    (ret = ms_client_send(c, out.data, out.len)) < 0) {
-				slot_fail(sl, "APPEND send",
-					  ret == -EINVAL ? err : strerror(-ret));
+						 &err)) < 0) {
+				slot_fail(sl, "APPEND encode", err);
+				goto out;
+			}
+			if ((ret = ms_client_send(c, out.data, out.len)) < 0) {
+				slot_fail(sl, "APPEND send", strerror(-ret));
 				goto out;
 			}
 			inflight++;
@@ -299,9 +338,9 @@ static int client_build(struct ms_client *c, int i, const struct job *job,
 			goto out;
 		}
 		if (rep.status != 0 || rep.op != MS_OP_APPEND) {
-			slot_fail(sl, "APPEND", rep.status ? ms_strerror(
-								     rep.status)
-							   : "not an APPEND reply");
+			slot_fail(sl, "APPEND",
+				  rep.status ? ms_strerror(rep.status)
+					     : "not an APPEND reply");
 			ret = -1;
 			goto out;
 		}
@@ -315,6 +354,10 @@ static int client_build(struct ms_client *c, int i, const struct job *job,
 			}
 			sl->total++;
 		}
+		if (ret < 0) {
+			slot_fail(sl, "APPEND reply", "bad result list");
+			goto out;
+		}
 		inflight--;
 	}
 out:
@@ -325,7 +368,7 @@ out:
 
 static int status_get(struct ms_client *admin, struct dstat *st)
 {
-	struct ms_req q = { .op = MS_OP_STATUS };
+	struct ms_req q = {.op = MS_OP_STATUS};
 	struct ms_reply rep;
 	struct ms_proto_iter it;
 	struct ms_counter cn;
@@ -343,11 +386,9 @@ static int status_get(struct ms_client *admin, struct dstat *st)
 			const char *key;
 			size_t off;
 		} keys[] = {
-			{ "log.flushes", offsetof(struct dstat, flushes) },
-			{ "log.flushed_records",
-			  offsetof(struct dstat, flushed_records) },
-			{ "log.flush_ns", offsetof(struct dstat, flush_ns) },
-			{ "ops.appends", offsetof(struct dstat, appends) },
+			{"log.flushes", offsetof(struct dstat, flushes)},
+			{"log.flush_ns", offsetof(struct dstat, flush_ns)},
+			{"ops.appends", offsetof(struct dstat, appends)},
 		};
 		for (size_t k = 0; k < MS_ARRAY_SIZE(keys); k++)
 			if (cn.key.len == strlen(keys[k].key) &&
@@ -365,8 +406,8 @@ static int reap(int n, double deadline)
 	while (left > 0) {
 		for (int i = 0; i < n; i++) {
 			int status;
-			if (kids[i] <= 0 || waitpid(kids[i], &status,
-						    WNOHANG) != kids[i])
+			if (kids[i] <= 0 ||
+			    waitpid(kids[i], &status, WNOHANG) != kids[i])
 				continue;
 			if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 				bad++;
@@ -376,8 +417,9 @@ static int reap(int n, double deadline)
 		if (left == 0)
 			break;
 		if (now_s() > deadline) {
-			fprintf(stderr, "bench-store: %d clients still running;"
-					" killing them\n",
+			fprintf(stderr,
+				"bench-store: %d clients still running;"
+				" killing them\n",
 				left);
 			for (int i = 0; i < n; i++) {
 				if (kids[i] > 0) {
@@ -388,7 +430,7 @@ static int reap(int n, double deadline)
 			}
 			return -1;
 		}
-		struct timespec ts = { 0, 5 * 1000000L };
+		struct timespec ts = {0, 5 * 1000000L};
 		nanosleep(&ts, NULL);
 	}
 	return bad ? -1 : 0;
@@ -416,9 +458,10 @@ static void child_main(struct msd *d, const struct job *job, int i,
 	while (read(go_fd, &b, 1) < 0 && errno == EINTR)
 		;
 	double w0 = sh->t_go + job->warm, w1 = w0 + job->secs;
-	int ret = job->kind == JOB_APPEND  ? client_append(c, i, job, sl, w0, w1)
-		  : job->kind == JOB_FETCH ? client_fetch(c, i, job, sl, w0, w1)
-					   : client_build(c, i, job, sl, w0, w1);
+	int ret = job->kind == JOB_APPEND ? client_append(c, i, job, sl, w0, w1)
+		  : job->kind == JOB_FETCH
+			  ? client_fetch(c, i, job, sl, w0, w1)
+			  : client_build(c, i, job, sl, w0, w1);
 	ms_client_close(&c);
 	_exit(ret < 0 ? 1 : 0);
 }
@@ -463,7 +506,7 @@ static int run_clients(struct msd *d, const struct job *job, int n,
 	/* all connected (or failed); a bound in case one hangs */
 	int nready = 0;
 	for (double end = now_s() + 60; ret == 0 && now_s() < end;) {
-		struct pollfd p = { .fd = ready[0], .events = POLLIN };
+		struct pollfd p = {.fd = ready[0], .events = POLLIN};
 		char b;
 		if (poll(&p, 1, 1000) <= 0)
 			continue;
@@ -482,8 +525,10 @@ static int run_clients(struct msd *d, const struct job *job, int n,
 	if (ret == 0 && snap != NULL) {
 		sleep_until(w0);
 		status_get(admin, &snap[0]);
+		snap[0].cpu_s = proc_cpu_s(d->pid);
 		sleep_until(w1);
 		status_get(admin, &snap[1]);
+		snap[1].cpu_s = proc_cpu_s(d->pid);
 	}
 	/* a build has no fixed time: bound it by a generous rate */
 	double deadline = job->kind == JOB_BUILD
@@ -530,7 +575,7 @@ static void eng_done(void *ctx, int status, uint64_t seq, struct ms_pos pos)
 
 static int engine_case(const char *dir, enum ms_io_kind kind, uint32_t len,
 		       int appenders, double warm, double secs, double *aps_r,
-		       double *batch_r, double *flush_us_r)
+		       double *batch_r, double *flush_us_r, double *cpu_us_r)
 {
 	char root[4096], a[4200], b[4200];
 	snprintf(root, sizeof(root), "%s/log-%u-%d", dir, len, appenders);
@@ -539,9 +584,8 @@ static int engine_case(const char *dir, enum ms_io_kind kind, uint32_t len,
 		return -errno;
 	snprintf(a, sizeof(a), "%s/primary", root);
 	snprintf(b, sizeof(b), "%s/secondary", root);
-	struct ms_log_cfg cfg = { .dir = { a, b }, .engine = kind,
-				  .create = 1 };
-	struct eng e = { 0 };
+	struct ms_log_cfg cfg = {.dir = {a, b}, .engine = kind, .create = 1};
+	struct eng e = {0};
 	const char *err;
 	if (ms_log_open(&cfg, &e.log, &err) < 0) {
 		fprintf(stderr, "bench-store: engine: %s\n", err);
@@ -558,6 +602,7 @@ static int engine_case(const char *dir, enum ms_io_kind kind, uint32_t len,
 	double t0 = now_s(), t1 = t0;
 	uint64_t start_done = 0;
 	struct ms_log_status st0, st;
+	double cpu0 = 0;
 	int warming = 1;
 	memset(&st0, 0, sizeof(st0));
 	while (!e.failed) {
@@ -569,22 +614,24 @@ static int engine_case(const char *dir, enum ms_io_kind kind, uint32_t len,
 			t0 = t1;
 			start_done = e.done;
 			ms_log_get_status(e.log, &st0);
+			cpu0 = proc_cpu_s(getpid());
 		}
 		if (!warming && t1 - t0 >= secs)
 			break;
 	}
 	uint64_t n = e.done - start_done;
 	ms_log_get_status(e.log, &st);
+	*cpu_us_r = n ? (proc_cpu_s(getpid()) - cpu0) / (double)n * 1e6 : 0;
 	e.stop = 1;
 	ms_log_sync(e.log);
 	uint64_t fl = st.flushes - st0.flushes;
 	*aps_r = t1 > t0 ? (double)n / (t1 - t0) : 0;
 	*batch_r = fl ? (double)(st.flushed_records - st0.flushed_records) /
-				(double)fl
+				   (double)fl
 		      : 0;
-	*flush_us_r = fl ? (double)(st.flush_ns - st0.flush_ns) / (double)fl /
-				   1e3
-			 : 0;
+	*flush_us_r =
+		fl ? (double)(st.flush_ns - st0.flush_ns) / (double)fl / 1e3
+		   : 0;
 	ms_log_close(&e.log);
 	free(e.buf);
 	mst_rmtree(root);
@@ -599,9 +646,9 @@ static int engine_case(const char *dir, enum ms_io_kind kind, uint32_t len,
 static int engine_read(const struct msd *d, enum ms_io_kind kind, double warm,
 		       double secs, double *rps_r, double *mbs_r)
 {
-	struct ms_log_cfg cfg = { .dir = { d->primary, d->secondary },
-				  .engine = kind,
-				  .readonly = 1 };
+	struct ms_log_cfg cfg = {.dir = {d->primary, d->secondary},
+				 .engine = kind,
+				 .readonly = 1};
 	struct ms_log *log;
 	struct ms_log_iter *it;
 	struct ms_pos *pos = NULL, p;
@@ -615,7 +662,7 @@ static int engine_read(const struct msd *d, enum ms_io_kind kind, double warm,
 		fprintf(stderr, "bench-store: read-only open: %s\n", err);
 		return ret;
 	}
-	if ((ret = ms_log_iter_new(log, (struct ms_pos){ 0, 0 }, &it)) < 0) {
+	if ((ret = ms_log_iter_new(log, (struct ms_pos){0, 0}, &it)) < 0) {
 		ms_log_close(&log);
 		return ret;
 	}
@@ -681,18 +728,73 @@ static void daemon_setup(struct msd *d, enum ms_io_kind kind, int nusers)
 	}
 }
 
+/*
+ * What the daemon logged above info level, said once per store (before
+ * its directory goes): those lines would explain a figure.
+ */
+static int daemon_log_check(const struct msd *d)
+{
+	static const char *const bad[] = {
+		"mstored: warning:", "mstored: error:", "mstored: fatal:",
+		"mstored: panic:"};
+	char line[1024], first[1024] = "";
+	int n = 0;
+	FILE *f = fopen(d->logfile, "r");
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		for (size_t i = 0; i < MS_ARRAY_SIZE(bad); i++) {
+			if (strstr(line, bad[i]) == NULL)
+				continue;
+			if (n++ == 0)
+				snprintf(first, sizeof(first), "%s", line);
+			break;
+		}
+	}
+	fclose(f);
+	if (n > 0)
+		printf("  (mstored logged %d warnings or errors; the first: "
+		       "%.*s)\n",
+		       n, (int)strcspn(first, "\n"), first);
+	return n;
+}
+
 static void daemon_done(struct msd *d)
 {
 	msd_stop(d);
 	cur_msd = NULL;
+	daemon_log_check(d);
 	mst_rmtree(d->dir);
+}
+
+static int evict_one(const char *path, const struct stat *st, int flag,
+		     struct FTW *f)
+{
+	(void)st;
+	(void)f;
+	if (flag != FTW_F)
+		return 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		/* only clean pages go: the stopped daemon synced them */
+		fdatasync(fd);
+		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+		close(fd);
+	}
+	return 0;
+}
+
+/* Drop the store's files (and only them) from the page cache. */
+static void evict_cache(const char *dir)
+{
+	nftw(dir, evict_one, 16, FTW_PHYS);
 }
 
 /* Messages in the user's INBOX, or -1. */
 static long long inbox_messages(struct msd *d, const char *user)
 {
 	struct ms_client *c = msd_connect(d, user);
-	struct ms_req q = { .op = MS_OP_MBOX_STATUS };
+	struct ms_req q = {.op = MS_OP_MBOX_STATUS};
 	struct ms_reply rep;
 	const char *err = "";
 	long long n = -1;
@@ -808,8 +910,7 @@ static int check_env(const char *dir, enum ms_io_kind kind)
 			strerror(errno));
 		return -1;
 	}
-	struct ms_log_cfg cfg = { .dir = { a, s }, .engine = kind,
-				  .create = 1 };
+	struct ms_log_cfg cfg = {.dir = {a, s}, .engine = kind, .create = 1};
 	struct ms_log *log;
 	const char *err = "";
 	int ret = ms_log_open(&cfg, &log, &err);
@@ -828,12 +929,12 @@ static int check_env(const char *dir, enum ms_io_kind kind)
 
 int main(void)
 {
-	static const uint32_t sizes[] = { 4096, 65536 };
-	static const int clients[] = { 1, 8, 64 };
+	static const uint32_t sizes[] = {4096, 65536};
+	static const int clients[] = {1, 8, 64};
 	const char *dir_env = getenv("MS_BENCH_DIR");
 	const char *eng = getenv("MS_BENCH_ENGINE");
-	enum ms_io_kind kind = eng && strcmp(eng, "psync") == 0 ? MS_IO_PSYNC
-								: MS_IO_URING;
+	enum ms_io_kind kind =
+		eng && strcmp(eng, "psync") == 0 ? MS_IO_PSYNC : MS_IO_URING;
 	double secs, msgs_d;
 	char dir[PATH_MAX], mk[PATH_MAX + 32];
 	int fails = 0;
@@ -858,7 +959,7 @@ int main(void)
 		return 1;
 	/* the daemons' directories (msd_setup) go there too: same disk */
 	setenv("TMPDIR", dir, 1);
-	struct sigaction sa = { .sa_handler = on_fatal_signal };
+	struct sigaction sa = {.sa_handler = on_fatal_signal};
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
@@ -888,18 +989,20 @@ int main(void)
 	printf("\nappends: each client a process with its own connection "
 	       "and user, closed loop\n(1 APPEND in flight), 1 placement "
 	       "into INBOX; engine: ms_log in-process, NOOP records\nof the "
-	       "message size, as many closed-loop appenders; app/sync: "
-	       "appends per flush\n(a flush = write + fdatasync of both "
-	       "copies)\n");
-	printf("%-7s %-7s %10s %8s %8s %9s  %10s %8s %8s %9s  %7s\n",
+	       "message size, as many closed-loop appenders.  app/sync: "
+	       "appends per flush (a\nflush = write + fdatasync of both "
+	       "copies); cpu_us: CPU time of the daemon (of the\nengine's "
+	       "process), all threads, per append\n");
+	printf("%-15s %-43s  %-43s\n", "",
+	       "--------------- mstored -------------------",
+	       "--------------- engine --------------------");
+	printf("%-7s %7s %9s %6s %8s %8s %6s  %9s %6s %8s %8s %6s %7s\n",
 	       "message", "clients", "appends/s", "MB/s", "app/sync",
-	       "flush_us", "engine/s", "MB/s", "app/sync", "flush_us",
-	       "daemon/");
-	printf("%-7s %-7s %10s %8s %8s %9s  %10s %8s %8s %9s  %7s\n", "", "",
-	       "(daemon)", "", "", "", "(engine)", "", "", "", "engine");
-	double ratio64[MS_ARRAY_SIZE(sizes)] = { 0 };
+	       "flush_us", "cpu_us", "appends/s", "MB/s", "app/sync",
+	       "flush_us", "cpu_us", "d/e");
+	double ratio64[MS_ARRAY_SIZE(sizes)] = {0};
 	struct msd d;
-	struct job fjob = { .kind = JOB_FETCH };
+	struct job fjob = {.kind = JOB_FETCH};
 	int have_fetch_store = 0;
 	for (size_t s = 0; s < MS_ARRAY_SIZE(sizes); s++) {
 		for (size_t k = 0; k < MS_ARRAY_SIZE(clients); k++) {
@@ -907,14 +1010,14 @@ int main(void)
 			int n = clients[k];
 			int last = s + 1 == MS_ARRAY_SIZE(sizes) &&
 				   k + 1 == MS_ARRAY_SIZE(clients);
-			double eaps = 0, ebatch = 0, efus = 0;
+			double eaps = 0, ebatch = 0, efus = 0, ecpu = 0;
 			int ok = engine_case(dir, kind, len, n, warm, secs,
-					     &eaps, &ebatch, &efus) == 0;
-			struct job job = { .kind = JOB_APPEND,
-					   .len = len,
-					   .nusers = n,
-					   .warm = warm,
-					   .secs = secs };
+					     &eaps, &ebatch, &efus, &ecpu) == 0;
+			struct job job = {.kind = JOB_APPEND,
+					  .len = len,
+					  .nusers = n,
+					  .warm = warm,
+					  .secs = secs};
 			struct dstat st[2];
 			daemon_setup(&d, kind, n);
 			if (run_clients(&d, &job, n, sh, st) < 0)
@@ -924,45 +1027,46 @@ int main(void)
 				win += sh->s[i].window;
 				fjob.max_uid[i] = sh->s[i].max_uid;
 			}
-			if (last && ok) {
+			if (!ok) {
+				printf("%-7s %7d FAILED\n", size_name(len), n);
+				fails++;
+				daemon_done(&d);
+				continue;
+			}
+			double aps = (double)win / secs;
+			uint64_t fl = st[1].flushes - st[0].flushes;
+			uint64_t na = st[1].appends - st[0].appends;
+			double dbatch = fl ? (double)na / (double)fl : 0;
+			double dfus =
+				fl ? (double)(st[1].flush_ns - st[0].flush_ns) /
+						(double)fl / 1e3
+				   : 0;
+			double dcpu = na ? (st[1].cpu_s - st[0].cpu_s) /
+						      (double)na * 1e6
+					 : 0;
+			double ratio = eaps > 0 ? aps / eaps : 0;
+			if (n == 64)
+				ratio64[s] = ratio;
+			printf("%-7s %7d %9.0f %6.1f %8.1f %8.0f %6.0f  %9.0f "
+			       "%6.1f %8.1f %8.0f %6.0f %6.0f%%\n",
+			       size_name(len), n, aps, aps * len / 1e6, dbatch,
+			       dfus, dcpu, eaps, eaps * len / 1e6, ebatch, efus,
+			       ecpu, 100 * ratio);
+			fflush(stdout);
+			if (last) {
 				have_fetch_store = 1; /* keep it running */
 				fjob.len = len;
 				fjob.nusers = n;
 			} else {
 				daemon_done(&d);
 			}
-			if (!ok) {
-				printf("%-7s %-7d FAILED\n", size_name(len),
-				       n);
-				fails++;
-				continue;
-			}
-			double aps = (double)win / secs;
-			uint64_t fl = st[1].flushes - st[0].flushes;
-			double dbatch = fl ? (double)(st[1].appends -
-						      st[0].appends) /
-						     (double)fl
-					   : 0;
-			double dfus = fl ? (double)(st[1].flush_ns -
-						    st[0].flush_ns) /
-						   (double)fl / 1e3
-					 : 0;
-			double ratio = eaps > 0 ? aps / eaps : 0;
-			if (n == 64)
-				ratio64[s] = ratio;
-			printf("%-7s %-7d %10.0f %8.1f %8.1f %9.0f  %10.0f "
-			       "%8.1f %8.1f %9.0f  %6.0f%%\n",
-			       size_name(len), n, aps, aps * len / 1e6, dbatch,
-			       dfus, eaps, eaps * len / 1e6, ebatch, efus,
-			       100 * ratio);
-			fflush(stdout);
 		}
 	}
 	printf("target: daemon >= 70%% of the engine's append rate at 64 "
 	       "clients:");
 	for (size_t s = 0; s < MS_ARRAY_SIZE(sizes); s++)
-		printf(" %s %.0f%% (%s)", size_name(sizes[s]),
-		       100 * ratio64[s], ratio64[s] >= 0.7 ? "met" : "MISSED");
+		printf(" %s %.0f%% (%s)", size_name(sizes[s]), 100 * ratio64[s],
+		       ratio64[s] >= 0.7 ? "met" : "MISSED");
 	printf("\n");
 
 	/* ---- fetch ---- */
@@ -972,17 +1076,20 @@ int main(void)
 			stored += fjob.max_uid[u];
 		printf("\nfetch: %s messages, a random one of the %llu just "
 		       "appended each time, FETCH_BODY\nin 1 MiB chunks "
-		       "(ms_client_fetch_body; one request per message), "
+		       "(ms_client_fetch_body: one request per message), "
 		       "page cache warm;\nengine: one thread, ms_log_read + "
 		       "ms_body_decode of the same bodies\n",
 		       size_name(fjob.len), (unsigned long long)stored);
-		printf("%-7s %10s %8s\n", "clients", "fetches/s", "MB/s");
+		printf("%-7s %9s %6s %7s\n", "clients", "fetches/s", "MB/s",
+		       "d/e");
 		fjob.warm = warm;
 		fjob.secs = secs;
+		double frps[MS_ARRAY_SIZE(clients)] = {0};
+		double fmbs[MS_ARRAY_SIZE(clients)] = {0};
+		int fok[MS_ARRAY_SIZE(clients)] = {0};
 		for (size_t k = 0; k < MS_ARRAY_SIZE(clients); k++) {
 			int n = clients[k];
 			if (run_clients(&d, &fjob, n, sh, NULL) < 0) {
-				printf("%-7d FAILED\n", n);
 				fails++;
 				continue;
 			}
@@ -991,17 +1098,29 @@ int main(void)
 				win += sh->s[i].window;
 				bytes += sh->s[i].bytes;
 			}
-			printf("%-7d %10.0f %8.1f\n", n, (double)win / secs,
-			       (double)bytes / secs / 1e6);
-			fflush(stdout);
+			fok[k] = 1;
+			frps[k] = (double)win / secs;
+			fmbs[k] = (double)bytes / secs / 1e6;
 		}
+		/* the reference needs the daemon stopped: print after it */
 		msd_stop(&d);
 		double rps = 0, mbs = 0;
-		if (engine_read(&d, kind, warm, secs, &rps, &mbs) < 0) {
+		int eok = engine_read(&d, kind, warm, secs, &rps, &mbs) == 0;
+		for (size_t k = 0; k < MS_ARRAY_SIZE(clients); k++) {
+			if (!fok[k])
+				printf("%-7d FAILED\n", clients[k]);
+			else if (!eok)
+				printf("%-7d %9.0f %6.1f\n", clients[k],
+				       frps[k], fmbs[k]);
+			else
+				printf("%-7d %9.0f %6.1f %6.0f%%\n", clients[k],
+				       frps[k], fmbs[k], 100 * fmbs[k] / mbs);
+		}
+		if (eok) {
+			printf("%-7s %9.0f %6.1f\n", "engine", rps, mbs);
+		} else {
 			printf("%-7s FAILED\n", "engine");
 			fails++;
-		} else {
-			printf("%-7s %10.0f %8.1f\n", "engine", rps, mbs);
 		}
 		daemon_done(&d);
 	}
@@ -1011,10 +1130,10 @@ int main(void)
 	       (unsigned long long)messages);
 	fflush(stdout);
 	daemon_setup(&d, kind, 1);
-	struct job bjob = { .kind = JOB_BUILD,
-			    .nusers = 1,
-			    .messages = messages,
-			    .nclients = BENCH_BUILD_CLIENTS };
+	struct job bjob = {.kind = JOB_BUILD,
+			   .nusers = 1,
+			   .messages = messages,
+			   .nclients = BENCH_BUILD_CLIENTS};
 	double t0 = now_s();
 	int ok = run_clients(&d, &bjob, BENCH_BUILD_CLIENTS, sh, NULL) == 0;
 	double tbuild = now_s() - t0;
@@ -1029,42 +1148,59 @@ int main(void)
 		return 1;
 	}
 	printf("  build: APPENDs of %u placements (%u-byte bodies), %d "
-	       "clients x %d pipelined:\n         %.1f s, %.0f messages/s\n",
+	       "clients x %d pipelined:\n  %.1f s, %.0f messages/s\n",
 	       MS_PROTO_MAX_PLACEMENTS, BENCH_BUILD_BODY, BENCH_BUILD_CLIENTS,
 	       BENCH_BUILD_DEPTH, tbuild, (double)messages / tbuild);
-	t0 = now_s();
-	int st = msd_stop(&d);
-	double tstop = now_s() - t0;
-	printf("  store: log %.0f MB per copy, index %.0f MB\n",
-	       du_mb(d.primary), du_mb(d.index));
-	printf("  %-40s %7.2f s%s\n", "stop (SIGTERM until it exits)", tstop,
-	       WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "" : "  (exit FAILED)");
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		fails++;
-	for (int rebuild = 0; rebuild <= 1; rebuild++) {
-		if (rebuild) {
-			msd_stop(&d);
+	/*
+	 * Starts: three with the page cache warm, one with the store's
+	 * files evicted from it, one with the index deleted (and the log
+	 * evicted): each after a clean stop, each checked by MBOX_STATUS.
+	 */
+	static const char *const what[] = {
+		"start until the sockets answer, warm",
+		"start until the sockets answer, warm",
+		"start until the sockets answer, warm",
+		"start, store files evicted from cache",
+		"start, index deleted: full rebuild",
+	};
+	double tstart[MS_ARRAY_SIZE(what)], tstop = 0, tmax = 0;
+	int bad_count = 0, bad_stop = 0;
+	for (size_t r = 0; r < MS_ARRAY_SIZE(what); r++) {
+		t0 = now_s();
+		int st = msd_stop(&d);
+		double t = now_s() - t0;
+		tstop = t > tstop ? t : tstop;
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			bad_stop++;
+		if (r == 0)
+			printf("  store: log %.0f MB per copy, index %.0f MB\n",
+			       du_mb(d.primary), du_mb(d.index));
+		if (r + 1 == MS_ARRAY_SIZE(what))
 			mst_rmtree(d.index);
-		}
+		if (r + 2 >= MS_ARRAY_SIZE(what))
+			evict_cache(d.dir);
 		t0 = now_s();
 		msd_start(&d);
-		double tstart = now_s() - t0;
+		tstart[r] = now_s() - t0;
 		have = inbox_messages(&d, "bench0");
 		double tstatus = now_s() - t0;
-		printf("  %-40s %7.2f s", rebuild ? "start, index deleted "
-						    "(rebuild), until it answers"
-						  : "start until the sockets answer",
-		       tstart);
-		if (!rebuild)
-			printf("  target < 1 s: %s",
-			       tstart < 1 ? "met" : "MISSED");
-		printf("\n  %-40s %7.2f s  INBOX %lld messages: %s\n",
-		       "  ... and MBOX_STATUS answered", tstatus, have,
-		       have == (long long)messages ? "ok" : "WRONG");
+		if (r < 3 && tstart[r] > tmax)
+			tmax = tstart[r];
 		if (have != (long long)messages)
-			fails++;
+			bad_count++;
+		printf("  %-38s %6.2f s (MBOX_STATUS at %.2f s: %lld "
+		       "messages%s)\n",
+		       what[r], tstart[r], tstatus, have,
+		       have == (long long)messages ? "" : ", WRONG");
 		fflush(stdout);
 	}
+	printf("  %-38s %6.2f s (the longest of %zu)%s\n",
+	       "stop: SIGTERM until it exits", tstop, MS_ARRAY_SIZE(what),
+	       bad_stop ? ", exit status FAILED" : "");
+	printf("target: restart with %llu messages < 1 s: %.2f s, the "
+	       "longest warm start (%s)\n",
+	       (unsigned long long)messages, tmax, tmax < 1 ? "met" : "MISSED");
+	fails += bad_count + bad_stop;
 	daemon_done(&d);
 	munmap(sh, sizeof(*sh));
 	return fails ? 1 : 0;
