@@ -25,10 +25,15 @@ static struct ms_client *admin_connect(void)
 				"-c mstore.conf\n");
 		return NULL;
 	}
-	if (ms_client_connect(cfg->admin_socket, 30000, &c, &err) < 0 ||
-	    ms_client_hello(c, NULL, &err) < 0) {
+	if (ms_client_connect(cfg->admin_socket, 30000, &c, &err) < 0) {
 		fprintf(stderr, "mstore: mstored at %s: %s\n",
 			cfg->admin_socket, err);
+		return NULL;
+	}
+	if (ms_client_hello(c, NULL, &err) < 0) {
+		fprintf(stderr, "mstore: mstored at %s: %s\n",
+			cfg->admin_socket, err);
+		ms_client_close(&c);
 		return NULL;
 	}
 	return c;
@@ -72,11 +77,12 @@ int cmd_user(int argc, char **argv)
 			printf("%" PRIu64 " %.*s\n", u.user_id, (int)u.name.len,
 			       u.name.s);
 	}
-	ms_client_close(&c);
-	if (ret < 0) {
+	/* err may point into the client: report before closing it */
+	if (ret < 0)
 		fprintf(stderr, "mstore user: %s\n", err);
+	ms_client_close(&c);
+	if (ret < 0)
 		return ret == rep.status ? TOOL_PROBLEMS : TOOL_FAILED;
-	}
 	return TOOL_OK;
 }
 
@@ -99,12 +105,10 @@ int cmd_stats(int argc, char **argv)
 	ms_proto_iter_counters(&it, &rep.u.counters);
 	while (ret == 0 && ms_proto_next_counter(&it, &k) > 0)
 		printf("%.*s %" PRIu64 "\n", (int)k.key.len, k.key.s, k.value);
-	ms_client_close(&c);
-	if (ret < 0) {
+	if (ret < 0)
 		fprintf(stderr, "mstore stats: %s\n", err);
-		return TOOL_FAILED;
-	}
-	return TOOL_OK;
+	ms_client_close(&c);
+	return ret < 0 ? TOOL_FAILED : TOOL_OK;
 }
 
 /* `mstore -c FILE deliver USER MAILBOX FILE`: an admin APPEND. */
@@ -207,10 +211,10 @@ int cmd_quota(int argc, char **argv)
 		       rep.u.quota.used_messages, rep.u.quota.max_messages);
 	else if (ret == 0)
 		printf("user %s: quota set\n", argv[1]);
-	ms_client_close(&c);
-	if (ret < 0) {
+	if (ret < 0)
 		fprintf(stderr, "mstore quota: %s\n", err);
+	ms_client_close(&c);
+	if (ret < 0)
 		return ret == rep.status ? TOOL_PROBLEMS : TOOL_FAILED;
-	}
 	return TOOL_OK;
 }

@@ -577,7 +577,7 @@ static int engine_case(const char *dir, enum ms_io_kind kind, uint32_t len,
 		       int appenders, double warm, double secs, double *aps_r,
 		       double *batch_r, double *flush_us_r, double *cpu_us_r)
 {
-	char root[4096], a[4200], b[4200];
+	char root[4200], a[4300], b[4300];
 	snprintf(root, sizeof(root), "%s/log-%u-%d", dir, len, appenders);
 	mst_rmtree(root);
 	if (mkdir(root, 0755) < 0)
