@@ -35,3 +35,15 @@ def mstore():
     def call(*args, check=None):
         return run(path, *args, check=check)
     return call
+
+
+SRC = os.environ.get("MSTORE_SRC") or os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def run_sh(*args, var):
+    """tests/lib/run.sh (what make run/stop call) against a scratch var."""
+    env = dict(os.environ, MSTORE_VAR=str(var))
+    return subprocess.run([os.path.join(SRC, "tests/lib/run.sh"), *args,
+                           BUILD], capture_output=True, text=True,
+                          env=env, timeout=120)

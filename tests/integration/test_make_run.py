@@ -7,17 +7,8 @@ import re
 import subprocess
 import time
 
-from conftest import BUILD, prog
+from conftest import prog, run_sh
 
-SRC = os.environ.get("MSTORE_SRC") or os.path.abspath(
-    os.path.join(os.path.dirname(__file__), "..", ".."))
-
-
-def run_sh(*args, var):
-    env = dict(os.environ, MSTORE_VAR=str(var))
-    return subprocess.run([os.path.join(SRC, "tests/lib/run.sh"), *args,
-                           BUILD], capture_output=True, text=True,
-                          env=env, timeout=120)
 
 
 def alive(pid):

@@ -1,20 +1,9 @@
 """mstore verify checks the index against the log (its own invariants,
 then its dump against a rebuild from the log alone); mstore reindex
 rebuilds it offline, and refuses while mstored holds the store."""
-import os
-import subprocess
 
-from conftest import BUILD, prog
+from conftest import prog, run_sh
 
-SRC = os.environ.get("MSTORE_SRC") or os.path.abspath(
-    os.path.join(os.path.dirname(__file__), "..", ".."))
-
-
-def run_sh(*args, var):
-    env = dict(os.environ, MSTORE_VAR=str(var))
-    return subprocess.run([os.path.join(SRC, "tests/lib/run.sh"), *args,
-                           BUILD], capture_output=True, text=True,
-                          env=env, timeout=120)
 
 
 def test_index_against_log(mstore, tmp_path):

@@ -1,20 +1,9 @@
 """The online tools, through mstored's admin socket: user add/del/list,
 quota show/set (enforced at delivery), deliver, stats; and what they say
 when mstored is not there."""
-import os
-import subprocess
 
-from conftest import BUILD
+from conftest import run_sh
 
-SRC = os.environ.get("MSTORE_SRC") or os.path.abspath(
-    os.path.join(os.path.dirname(__file__), "..", ".."))
-
-
-def run_sh(*args, var):
-    env = dict(os.environ, MSTORE_VAR=str(var))
-    return subprocess.run([os.path.join(SRC, "tests/lib/run.sh"), *args,
-                           BUILD], capture_output=True, text=True,
-                          env=env, timeout=120)
 
 
 def test_online_admin(mstore, tmp_path):
