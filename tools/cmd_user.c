@@ -8,9 +8,12 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cfg.h"
 #include "client.h"
+#include "idx.h"
+#include "log.h"
 #include "store_cfg.h"
 #include "tools.h"
 
@@ -86,16 +89,115 @@ int cmd_user(int argc, char **argv)
 	return TOOL_OK;
 }
 
+/*
+ * Offline: what the log and the index hold, from the files (mstored may
+ * run: both are opened read-only).
+ */
+static int stats_offline(const char *dir, const char *secondary)
+{
+	struct tool_store ts;
+	const char *err = "";
+	uint64_t count[MS_REC_TYPE_MAX + 1] = { 0 };
+	uint64_t bytes[MS_REC_TYPE_MAX + 1] = { 0 };
+
+	if (tool_store_find(dir, secondary, 1, &ts) < 0)
+		return TOOL_FAILED;
+	struct ms_log_cfg lc = { .dir = { ts.copy[0], ts.copy[1] },
+				 .readonly = 1 };
+	struct ms_log *log;
+	if (ms_log_open(&lc, &log, &err) < 0) {
+		fprintf(stderr, "mstore stats: %s\n", err);
+		return TOOL_FAILED;
+	}
+	struct ms_log_iter *it;
+	struct ms_pos pos;
+	struct ms_rec_hdr h;
+	const uint8_t *p;
+	int ret;
+	ms_log_iter_new(log, (struct ms_pos){ 0, 0 }, &it);
+	while ((ret = ms_log_iter_next(it, &pos, &h, &p, &err)) == 1) {
+		count[h.type]++;
+		bytes[h.type] += MS_REC_HDR_SIZE + h.len;
+	}
+	ms_log_iter_free(&it);
+	struct ms_log_status st;
+	ms_log_get_status(log, &st);
+	printf("log.segments %" PRIu64 "\nlog.durable_seq %" PRIu64
+	       "\nlog.timeline %" PRIu64 "\n",
+	       st.nsegs, st.durable_seq, st.timeline);
+	for (unsigned t = 1; t <= MS_REC_TYPE_MAX; t++)
+		if (count[t] != 0)
+			printf("log.records.%s %" PRIu64 "\nlog.bytes.%s %" PRIu64
+			       "\n",
+			       ms_rec_type_name(t), count[t],
+			       ms_rec_type_name(t), bytes[t]);
+	if (ret < 0)
+		printf("log.unreadable %s\n", err);
+	ms_log_close(&log);
+
+	const struct ms_store_cfg *cfg = tool_cfg();
+	char idxdir[4200];
+	if (cfg != NULL && cfg->index != NULL)
+		snprintf(idxdir, sizeof(idxdir), "%s", cfg->index);
+	else
+		snprintf(idxdir, sizeof(idxdir), "%s/index", ts.primary);
+	struct ms_idx *idx;
+	struct ms_idx_rd *rd;
+	struct ms_idx_stats is;
+	struct stat sb;
+	char data[4300];
+	/* look first: opening would create an empty index */
+	snprintf(data, sizeof(data), "%s/data.mdb", idxdir);
+	if (stat(data, &sb) < 0) {
+		printf("index.unavailable no index at %s\n", idxdir);
+		return ret < 0 ? TOOL_PROBLEMS : TOOL_OK;
+	}
+	if (ms_idx_open(idxdir, 0, &idx, &err) < 0) {
+		printf("index.unavailable %s\n", err);
+		return ret < 0 ? TOOL_PROBLEMS : TOOL_OK;
+	}
+	if (ms_idx_read_begin(idx, &rd) == 0) {
+		if (ms_idx_stats(rd, &is) == 0)
+			printf("index.applied_seq %" PRIu64 "\nindex.users %" PRIu64
+			       "\nindex.mailboxes %" PRIu64
+			       "\nindex.messages %" PRIu64
+			       "\nindex.expunged %" PRIu64
+			       "\nindex.bodies %" PRIu64
+			       "\nindex.anomalies %" PRIu64
+			       "\nindex.map_used %" PRIu64 "\n",
+			       is.applied_seq, is.users, is.mailboxes,
+			       is.messages, is.expunged, is.bodies,
+			       is.anomalies, is.map_used);
+		ms_idx_read_end(&rd);
+	}
+	ms_idx_close(&idx);
+	return ret < 0 ? TOOL_PROBLEMS : TOOL_OK;
+}
+
+/* `mstore -c FILE stats` asks mstored; `mstore stats DIR` (or
+   --offline) reads the files. */
 int cmd_stats(int argc, char **argv)
 {
 	struct ms_req q = { .op = MS_OP_STATUS };
 	struct ms_reply rep;
-	const char *err = "";
-	(void)argv;
-	if (argc != 1) {
-		fprintf(stderr, "usage: mstore -c FILE stats\n");
-		return TOOL_FAILED;
+	const char *err = "", *dir = NULL, *secondary = NULL;
+	int offline = 0;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--offline") == 0)
+			offline = 1;
+		else if (strcmp(argv[i], "--secondary") == 0 && i + 1 < argc)
+			secondary = argv[++i];
+		else if (argv[i][0] != '-' && dir == NULL)
+			dir = argv[i];
+		else {
+			fprintf(stderr, "usage: mstore -c FILE stats | mstore "
+					"[-c FILE] stats DIR|--offline\n");
+			return TOOL_FAILED;
+		}
 	}
+	if (offline || dir != NULL)
+		return stats_offline(dir, secondary);
 	struct ms_client *c = admin_connect();
 	if (c == NULL)
 		return TOOL_FAILED;

@@ -46,7 +46,8 @@ static const struct {
 	  "deliver USER MAILBOX FILE   store a message through mstored "
 	  "(online, -c FILE)" },
 	{ "stats", cmd_stats,
-	  "stats   mstored's counters (online, -c FILE)" },
+	  "stats [DIR | --offline]   mstored's counters (online, -c FILE), "
+	  "or what the files hold" },
 	{ "config", cmd_config,
 	  "config   print the effective settings of -c FILE" },
 	{ "verify", cmd_verify,

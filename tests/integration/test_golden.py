@@ -25,3 +25,15 @@ def test_golden_verifies_and_reads(mstore):
                           capture_output=True, check=True).stdout
     assert body.startswith(b"From: a@example.test\r\n")
     assert body.count(b"The same line again.\r\n") == 5
+
+
+def test_offline_stats_reads_only(mstore):
+    store = os.path.join(DATA, "golden")
+    out = mstore("stats", store, check=0).stdout
+    stats = dict(l.split(" ", 1) for l in out.splitlines())
+    assert stats["log.records.place"] == "1"
+    assert stats["log.records.seal"] == "1"
+    assert stats["log.durable_seq"] == "15"
+    assert stats["index.unavailable"].startswith("no index")
+    # looking created nothing in the committed store
+    assert not os.path.exists(os.path.join(store, "primary", "index"))

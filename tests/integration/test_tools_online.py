@@ -36,6 +36,12 @@ def test_online_admin(mstore, tmp_path):
         stats = dict(l.split() for l in
                      mstore("-c", conf, "stats", check=0).stdout.splitlines())
         assert stats["index.users"] == "2"
+        # the files, read while mstored runs, tell the same story
+        off = dict(l.split(" ", 1) for l in
+                   mstore("-c", conf, "stats", "--offline",
+                          check=0).stdout.splitlines())
+        assert off["index.users"] == "2"
+        assert off["log.records.place"] == "3"
         mstore("-c", conf, "user", "del", "alice", check=0)
         users = mstore("-c", conf, "user", "list", check=0).stdout.split()
         assert "alice" not in users
