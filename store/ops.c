@@ -173,6 +173,17 @@ static struct mstate *mstate_get(struct ms_ops *ops, struct ms_idx_rd *rd,
 	return m;
 }
 
+/* UIDVALIDITY of a new mailbox: the time, but never one given before
+   (a mailbox created again under an old name must get a new one). */
+static uint32_t next_uidvalidity(struct ms_ops *ops)
+{
+	uint32_t uv = (uint32_t)time(NULL);
+	if (uv <= ops->last_uidvalidity)
+		uv = ops->last_uidvalidity + 1;
+	ops->last_uidvalidity = uv;
+	return uv;
+}
+
 /* A new mailbox: its allocation state starts fresh. */
 static void mstate_new(struct ms_ops *ops, uint64_t mbox_id)
 {
@@ -606,10 +617,7 @@ static int op_user_create(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 	/* every user has an INBOX from the start */
 	if (ret == 0) {
 		struct ms_event mb = { .type = MS_REC_MBOX_CREATE };
-		uint32_t uv = (uint32_t)time(NULL);
-		if (uv <= ops->last_uidvalidity)
-			uv = ops->last_uidvalidity + 1;
-		ops->last_uidvalidity = uv;
+		uint32_t uv = next_uidvalidity(ops);
 		mb.u.mbox_create.user_id = uid;
 		mb.u.mbox_create.mbox_id = mid;
 		mb.u.mbox_create.uidvalidity = uv;
@@ -701,10 +709,7 @@ static int op_mbox_create(struct ms_ops *ops, struct ms_conn *c,
 		return ret;
 	}
 	struct req *r = req_new(ops, c, MS_OP_MBOX_CREATE, id);
-	uint32_t uv = (uint32_t)time(NULL);
-	if (uv <= ops->last_uidvalidity)
-		uv = ops->last_uidvalidity + 1;
-	ops->last_uidvalidity = uv;
+	uint32_t uv = next_uidvalidity(ops);
 	uint64_t mid = ops->next_mbox_id++;
 	struct ms_event ev = { .type = MS_REC_MBOX_CREATE };
 	ev.u.mbox_create.user_id = s->user_id;

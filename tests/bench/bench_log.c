@@ -68,50 +68,6 @@ static void on_done(void *ctx, int status, uint64_t seq, struct ms_pos pos)
 		b->failed = 1;
 }
 
-/*
- * One fio run of write + fdatasync per block; write IOPS and KiB/s from
- * terse v3 fields 49 and 48.  overwrite: into a file written beforehand.
- */
-static int fio(const char *dir, const char *bs, double secs, int overwrite,
-	       double *iops_r, double *kbs_r)
-{
-	char cmd[8192], line[8192], path[4200];
-	snprintf(path, sizeof(path), "%s/fio.dat", dir);
-	unlink(path);
-	if (overwrite) {
-		snprintf(cmd, sizeof(cmd),
-			 "dd if=/dev/zero of=%s bs=1M count=1024 conv=fsync "
-			 "status=none",
-			 path);
-		if (system(cmd) != 0)
-			return -1;
-	}
-	snprintf(cmd, sizeof(cmd),
-		 "fio --name=ms --filename=%s --rw=write --bs=%s "
-		 "--size=%s --fdatasync=1 --ioengine=psync --runtime=%.0f "
-		 "--time_based --fallocate=none --output-format=terse "
-		 "--terse-version=3 2>/dev/null",
-		 path, bs, overwrite ? "1G" : "16G", secs < 1 ? 1 : secs);
-	FILE *p = popen(cmd, "r");
-	if (p == NULL)
-		return -1;
-	int ok = fgets(line, sizeof(line), p) != NULL;
-	pclose(p);
-	unlink(path);
-	if (!ok)
-		return -1;
-	char *save = NULL, *f = strtok_r(line, ";", &save);
-	for (int i = 1; f != NULL; i++, f = strtok_r(NULL, ";", &save)) {
-		if (i == 48)
-			*kbs_r = strtod(f, NULL);
-		if (i == 49) {
-			*iops_r = strtod(f, NULL);
-			return 0;
-		}
-	}
-	return -1;
-}
-
 static int run_case(const char *dir, enum ms_io_kind kind, uint32_t len,
 		    int appenders, double secs, double *aps_r, double *mbs_r,
 		    double *batch_r, double *flush_us_r)
@@ -193,10 +149,10 @@ int main(void)
 
 	double sync_iops = 0, sync_kbs = 0, seq_iops = 0, seq_kbs = 0;
 	double ow_iops = 0, ow_kbs = 0, owseq_iops = 0, owseq_kbs = 0;
-	if (fio(dir, "4k", secs, 0, &sync_iops, &sync_kbs) < 0 ||
-	    fio(dir, "1M", secs, 0, &seq_iops, &seq_kbs) < 0 ||
-	    fio(dir, "4k", secs, 1, &ow_iops, &ow_kbs) < 0 ||
-	    fio(dir, "1M", secs, 1, &owseq_iops, &owseq_kbs) < 0) {
+	if (mst_fio(dir, "4k", secs, 0, &sync_iops, &sync_kbs) < 0 ||
+	    mst_fio(dir, "1M", secs, 0, &seq_iops, &seq_kbs) < 0 ||
+	    mst_fio(dir, "4k", secs, 1, &ow_iops, &ow_kbs) < 0 ||
+	    mst_fio(dir, "1M", secs, 1, &owseq_iops, &owseq_kbs) < 0) {
 		fprintf(stderr, "bench-log: fio failed\n");
 		return 1;
 	}

@@ -826,40 +826,6 @@ static double du_mb(const char *dir)
 	return (double)du_total / 1e6;
 }
 
-/* ---- fio, for reference (as bench-log, appending only) ---- */
-
-static int fio(const char *dir, const char *bs, double secs, double *iops_r,
-	       double *kbs_r)
-{
-	char cmd[8192], line[8192], path[4200];
-	snprintf(path, sizeof(path), "%s/fio.dat", dir);
-	unlink(path);
-	snprintf(cmd, sizeof(cmd),
-		 "fio --name=ms --filename=%s --rw=write --bs=%s "
-		 "--size=16G --fdatasync=1 --ioengine=psync --runtime=%.0f "
-		 "--time_based --fallocate=none --output-format=terse "
-		 "--terse-version=3 2>/dev/null",
-		 path, bs, secs < 1 ? 1 : secs);
-	FILE *p = popen(cmd, "r");
-	if (p == NULL)
-		return -1;
-	int ok = fgets(line, sizeof(line), p) != NULL;
-	pclose(p);
-	unlink(path);
-	if (!ok)
-		return -1;
-	char *save = NULL, *f = strtok_r(line, ";", &save);
-	for (int i = 1; f != NULL; i++, f = strtok_r(NULL, ";", &save)) {
-		if (i == 48)
-			*kbs_r = strtod(f, NULL);
-		if (i == 49) {
-			*iops_r = strtod(f, NULL);
-			return 0;
-		}
-	}
-	return -1;
-}
-
 /* ---- main ---- */
 
 static int env_double(const char *name, double def, double lo, double hi,
@@ -977,8 +943,8 @@ int main(void)
 	double sync_iops = 0, kbs = 0, seq_iops = 0, seq_kbs = 0;
 	if (system("command -v fio >/dev/null 2>&1") != 0)
 		printf("disk (fio): not installed, no disk figures\n");
-	else if (fio(dir, "4k", secs, &sync_iops, &kbs) < 0 ||
-		 fio(dir, "1M", secs, &seq_iops, &seq_kbs) < 0)
+	else if (mst_fio(dir, "4k", secs, 0, &sync_iops, &kbs) < 0 ||
+		 mst_fio(dir, "1M", secs, 0, &seq_iops, &seq_kbs) < 0)
 		printf("disk (fio): failed, no disk figures\n");
 	else
 		printf("disk (fio, appending): 4 KiB write+fdatasync %.0f/s; "

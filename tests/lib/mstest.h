@@ -37,4 +37,12 @@ unsigned long mst_rounds(unsigned long normal, unsigned long stress);
 
 void mst_skip(const char *reason) __attribute__((noreturn));
 
+/*
+ * Benchmarks: one fio run of write + fdatasync per block of bs in dir
+ * (appending to a new file, or overwriting one written beforehand), for
+ * secs seconds.  0 with write IOPS and KiB/s, -1 if fio failed.
+ */
+int mst_fio(const char *dir, const char *bs, double secs, int overwrite,
+	    double *iops_r, double *kbs_r);
+
 #endif
