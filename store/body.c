@@ -291,6 +291,19 @@ static void body_ad(const struct ms_body_ctx *ctx, const uint8_t *dedup,
 int ms_body_encode(const struct ms_body_ctx *ctx, const void *plain, size_t len,
 		   struct ms_buf *payload, uint8_t *flags_r)
 {
+	uint8_t key[MS_BODY_DEDUP_SIZE];
+	if (len > MS_BODY_MAX_PLAIN) {
+		ms_buf_reset(payload);
+		return MS_ETOOBIG;
+	}
+	ms_body_dedup_key(ctx, plain, len, key);
+	return ms_body_encode_keyed(ctx, plain, len, key, payload, flags_r);
+}
+
+int ms_body_encode_keyed(const struct ms_body_ctx *ctx, const void *plain,
+			 size_t len, const uint8_t key[MS_BODY_DEDUP_SIZE],
+			 struct ms_buf *payload, uint8_t *flags_r)
+{
 	uint8_t dedup[MS_BODY_DEDUP_SIZE], ad[AD_SIZE];
 	const uint8_t *inner = plain;
 	size_t inner_len = len, zcap = 0;
@@ -323,7 +336,7 @@ int ms_body_encode(const struct ms_body_ctx *ctx, const void *plain, size_t len,
 	if ((ret = ms_buf_resize(payload, total)) < 0)
 		goto out;
 
-	ms_body_dedup_key(ctx, plain, len, dedup);
+	memcpy(dedup, key, sizeof(dedup));
 	p = payload->data;
 	memcpy(p, dedup, sizeof(dedup));
 	ms_put64(p + MS_BODY_DEDUP_SIZE, (uint64_t)len);

@@ -105,6 +105,16 @@ int ms_body_encode(const struct ms_body_ctx *ctx, const void *plain, size_t len,
 		   struct ms_buf *payload, uint8_t *flags_r);
 
 /*
+ * The same, with the dedup key the caller already computed with
+ * ms_body_dedup_key() (a writer that looked the body up first need not
+ * hash it twice).  A wrong key is not detected here: decode will refuse
+ * the body.
+ */
+int ms_body_encode_keyed(const struct ms_body_ctx *ctx, const void *plain,
+			 size_t len, const uint8_t key[MS_BODY_DEDUP_SIZE],
+			 struct ms_buf *payload, uint8_t *flags_r);
+
+/*
  * Read the fixed part (dedup key, plain length) without checking the
  * rest: for index building from a payload prefix.  0; MS_ETRUNC if len is
  * below MS_BODY_FIXED_SIZE (outputs untouched).  The values are not

@@ -889,8 +889,9 @@ static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 			struct ms_buf payload;
 			uint8_t flags = 0;
 			ms_buf_init(&payload, MS_REC_MAX_PAYLOAD);
-			ret = ms_body_encode(&ops->bctx, q->body, q->body_len,
-					     &payload, &flags);
+			ret = ms_body_encode_keyed(&ops->bctx, q->body,
+						   q->body_len, key, &payload,
+						   &flags);
 			if (ret == 0)
 				ret = req_append(r, MS_REC_BODY, flags,
 						 payload.data,
