@@ -34,6 +34,7 @@ struct ms_conn {
 	int closed;		/* fd gone, or closing */
 	int closing;		/* close when out is drained */
 	int admin;
+	int in_frames;		/* conn_frames is running (no re-entry) */
 	uid_t uid;
 	struct ms_buf in, out;
 	size_t out_off;
@@ -318,10 +319,15 @@ static void conn_frames(struct ms_conn *c)
 	struct ms_srv *srv = c->srv;
 	size_t off = 0;
 
+	c->in_frames = 1;
 	while (!c->closed && !c->closing) {
 		struct ms_proto_hdr h;
 		size_t need = 0;
 		const char *err = "";
+		/* a client that does not read its replies is not served
+		   further until it does: what it sent waits in c->in */
+		if (c->out.len - c->out_off >= srv->lim.max_out)
+			break;
 		int ret = ms_proto_frame(c->in.data + off, c->in.len - off,
 					 srv->lim.max_frame, &h, &need, &err);
 		if (ret == MS_ETRUNC)
@@ -340,6 +346,7 @@ static void conn_frames(struct ms_conn *c)
 			       flen - MS_PROTO_HDR_SIZE);
 		off += flen;
 	}
+	c->in_frames = 0;
 	if (c->closed)
 		return;
 	memmove(c->in.data, c->in.data + off, c->in.len - off);
@@ -476,8 +483,15 @@ int ms_srv_run(struct ms_srv *srv)
 				    !(evs[i].events & EPOLLIN))
 					conn_drop(c);
 				if (!c->closed &&
-				    (evs[i].events & EPOLLOUT))
+				    (evs[i].events & EPOLLOUT)) {
 					conn_flush(c);
+					/* drained: serve what waited */
+					if (!c->closed && !c->in_frames &&
+					    c->in.len > 0 &&
+					    c->out.len - c->out_off <
+						    srv->lim.max_out)
+						conn_frames(c);
+				}
 				if (!c->closed && (evs[i].events & EPOLLIN))
 					conn_read(c);
 				break;

@@ -803,6 +803,153 @@ static void test_drop_root(void **state)
 	assert_true(mst_file_size(seg) > 0);
 }
 
+/* n pipelined requests q in one send; returns the first id */
+static uint32_t send_many(struct ms_client *c, const struct ms_req *q, int n)
+{
+	struct ms_buf b;
+	const char *err = "";
+	uint32_t first = 0;
+	ms_buf_init(&b, 0);
+	for (int i = 0; i < n; i++) {
+		uint32_t id = ms_client_id(c);
+		if (i == 0)
+			first = id;
+		assert_int_equal(ms_req_encode(&b, id, q, &err), 0);
+	}
+	assert_int_equal(ms_client_send(c, b.data, b.len), 0);
+	ms_buf_free(&b);
+	return first;
+}
+
+/*
+ * A client that pipelines large replies and does not read them is not
+ * served further (its output stays near max_output) while others are;
+ * once it reads, every reply arrives.  An idle client is closed after
+ * idle_timeout.
+ */
+static void test_backpressure_idle(void **state)
+{
+	(void)state;
+	enum { N = 300 };
+	struct msd d;
+	msd_setup(&d, "mstored-bp",
+		  "max_output = 64k\nmax_frame = 128k\nidle_timeout = 2s");
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "kay"), 0);
+	struct ms_client *c = msd_connect(&d, "kay");
+	static char big[60000];
+	mst_fill((uint8_t *)big, sizeof(big), 9);
+	assert_int_equal(append1(c, "INBOX", big, sizeof(big), 0).status, 0);
+	struct ms_req q = { .op = MS_OP_FETCH_BODY };
+	q.u.fetch_body.mailbox = MS_PSTR("INBOX");
+	q.u.fetch_body.uid = 1;
+	q.u.fetch_body.max_len = sizeof(big);
+	send_many(c, &q, N); /* 18 MB of replies, none read yet */
+	/* another client is served meanwhile */
+	struct ms_client *o = msd_connect(&d, "kay");
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(mbox_status(o, "INBOX").messages, 1);
+	/* now read them all: nothing was dropped */
+	for (int i = 0; i < N; i++) {
+		struct ms_proto_hdr h;
+		const uint8_t *body;
+		size_t len;
+		const char *err = "";
+		struct ms_reply rep;
+		assert_int_equal(ms_client_recv(c, &h, &body, &len, &err), 0);
+		assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err), 0);
+		assert_int_equal(rep.status, 0);
+		assert_int_equal(rep.u.fetch_body.chunk_len, sizeof(big));
+	}
+	/* idle: closed after 2 s without a request */
+	sleep(4);
+	struct ms_req st = { .op = MS_OP_MBOX_STATUS };
+	struct ms_reply rep;
+	const char *err = "";
+	st.u.mbox.name = MS_PSTR("INBOX");
+	assert_true(ms_client_request(o, &st, &rep, &err) < 0);
+	ms_client_close(&o);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
+/*
+ * SIGTERM with pipelined appends in flight: every append answered OK is
+ * there after a restart; a client that hangs up with appends in flight
+ * leaves the daemon serving, and what it stored is whole.
+ */
+static void test_shutdown_and_hangup(void **state)
+{
+	(void)state;
+	enum { N = 200 };
+	struct msd d;
+	msd_setup(&d, "mstored-term", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "lou"), 0);
+
+	/* hang up with 100 appends just sent */
+	struct ms_client *h = msd_connect(&d, "lou");
+	struct ms_placement pl = { .mailbox = MS_PSTR("INBOX") };
+	struct ms_req q = { .op = MS_OP_APPEND };
+	q.u.append.body = (const uint8_t *)"hangup body\r\n";
+	q.u.append.body_len = 13;
+	q.u.append.placements.n = 1;
+	q.u.append.placements.list = &pl;
+	send_many(h, &q, 100);
+	ms_client_close(&h);
+	struct ms_client *c = msd_connect(&d, "lou");
+	uint32_t stored = mbox_status(c, "INBOX").messages;
+	assert_true(stored <= 100);
+	struct ms_buf body;
+	const char *err = "";
+	ms_buf_init(&body, 0);
+	for (uint32_t u = 1; u <= stored; u++) {
+		assert_int_equal(ms_client_fetch_body(c, "INBOX", u, 0, &body,
+						      &err),
+				 0);
+		assert_int_equal(body.len, 13);
+	}
+
+	/* SIGTERM right after N pipelined appends */
+	q.u.append.body = (const uint8_t *)"term body\r\n";
+	q.u.append.body_len = 11;
+	send_many(c, &q, N);
+	kill(d.pid, SIGTERM);
+	uint32_t ok_uids[N];
+	int nok = 0;
+	for (int i = 0; i < N; i++) {
+		struct ms_proto_hdr hd;
+		const uint8_t *b;
+		size_t len;
+		struct ms_reply rep;
+		if (ms_client_recv(c, &hd, &b, &len, &err) < 0)
+			break; /* the rest were never read: no promise */
+		assert_int_equal(ms_reply_decode(hd.op, b, len, &rep, &err), 0);
+		if (rep.status != 0)
+			continue;
+		struct ms_proto_iter it;
+		struct ms_append_result r;
+		ms_proto_iter_results(&it, &rep.u.append);
+		assert_int_equal(ms_proto_next_result(&it, &r), 1);
+		if (r.status == 0)
+			ok_uids[nok++] = r.uid;
+	}
+	ms_client_close(&c);
+	int status = msd_stop(&d); /* already stopping: wait for it */
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	msd_start(&d);
+	c = msd_connect(&d, "lou");
+	for (int i = 0; i < nok; i++) {
+		assert_int_equal(ms_client_fetch_body(c, "INBOX", ok_uids[i], 0,
+						      &body, &err),
+				 0);
+		assert_memory_equal(body.data, "term body\r\n", 11);
+	}
+	ms_buf_free(&body);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
 int main(void)
 {
 	ms_msg_set_level(MS_MSG_ERROR);
@@ -819,6 +966,8 @@ int main(void)
 		cmocka_unit_test(test_online_scrub),
 		cmocka_unit_test(test_reload),
 		cmocka_unit_test(test_drop_root),
+		cmocka_unit_test(test_backpressure_idle),
+		cmocka_unit_test(test_shutdown_and_hangup),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
