@@ -147,41 +147,6 @@ int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 	}
 }
 
-int ms_client_call(struct ms_client *c, const struct ms_buf *req, uint32_t id,
-		   const uint8_t **body_r, size_t *len_r, const char **error_r)
-{
-	struct ms_proto_hdr h;
-	const uint8_t *body;
-	size_t len;
-	int ret = ms_client_send(c, req->data, req->len);
-	if (ret < 0) {
-		*error_r = ms_errf("send: %s", strerror(-ret));
-		return ret;
-	}
-	do {
-		if ((ret = ms_client_recv(c, &h, &body, &len, error_r)) < 0)
-			return ret;
-	} while (h.id != id && h.id != 0);
-	struct ms_rd rd;
-	ms_rd_init(&rd, body, len);
-	int32_t status = (int32_t)ms_rd_u32(&rd);
-	if (rd.err != 0) {
-		*error_r = "reply without a status";
-		return MS_ECORRUPT;
-	}
-	if (status != 0) {
-		uint16_t rl = 0;
-		const uint8_t *r = ms_rd_str(&rd, &rl);
-		snprintf(c->reason, sizeof(c->reason), "%.*s", r ? (int)rl : 0,
-			 r ? (const char *)r : "");
-		*error_r = c->reason;
-		return status < 0 ? status : MS_ECORRUPT;
-	}
-	*body_r = rd.p;
-	*len_r = rd.left;
-	return 0;
-}
-
 int ms_client_request(struct ms_client *c, const struct ms_req *q,
 		      struct ms_reply *rep_r, const char **error_r)
 {

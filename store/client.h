@@ -6,7 +6,7 @@
  *
  * Pipelining: send several request frames (one ms_buf may hold many),
  * then read replies with ms_client_recv() in whatever order they come.
- * ms_client_call() is the simple case: one request, its reply.
+ * ms_client_request() is the simple case: one request, its reply.
  */
 #ifndef MS_CLIENT_H
 #define MS_CLIENT_H
@@ -33,15 +33,6 @@ int ms_client_send(struct ms_client *c, const void *buf, size_t len);
 int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 		   const uint8_t **body_r, size_t *len_r,
 		   const char **error_r);
-/*
- * Send req (one frame with id) and wait for its reply.  A reply whose
- * status is not 0 returns that status, with the server's reason in
- * *error_r; otherwise 0, and *body_r and *len_r hold the reply body after
- * the status.
- */
-int ms_client_call(struct ms_client *c, const struct ms_buf *req, uint32_t id,
-		   const uint8_t **body_r, size_t *len_r, const char **error_r);
-
 /*
  * One request, its decoded reply: encode q, send, wait for the reply with
  * its id, decode it into *rep_r (borrowing from the client's buffer:
