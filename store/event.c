@@ -92,142 +92,62 @@ bool ms_event_name_valid(const char *s, size_t len, size_t max)
 
 /* ---- decoding ---- */
 
-struct dec {
-	struct ms_rd rd;
-	size_t len;       /* the whole payload, for offsets */
-	const char *what; /* type name, for messages */
-	int ret;          /* first failure, 0 if none */
-	const char *error;
-};
-
-static void dec_init(struct dec *d, uint8_t type, const uint8_t *p, size_t len)
+static void get_bytes(struct ms_dec *d, const char *field, uint8_t *out,
+		      size_t n)
 {
-	ms_rd_init(&d->rd, p, len);
-	d->len = len;
-	d->what = ms_rec_type_name(type);
-	d->ret = 0;
-	d->error = NULL;
-}
-
-static size_t dec_off(const struct dec *d)
-{
-	return d->len - d->rd.left;
-}
-
-/* Record the first failure and stop the cursor: later reads all fail. */
-static void dec_fail(struct dec *d, int ret, const char *error)
-{
-	if (d->ret != 0)
-		return;
-	d->ret = ret;
-	d->error = error;
-	d->rd.err = ret;
-}
-
-/* After a read at off: if the cursor ran out there, say so. */
-static bool dec_ok(struct dec *d, const char *field, size_t off)
-{
-	if (d->ret != 0)
-		return false;
-	if (d->rd.err == 0)
-		return true;
-	dec_fail(d, d->rd.err,
-		 ms_errf("%s: payload ends in %s (offset %zu of %zu)", d->what,
-			 field, off, d->len));
-	return false;
-}
-
-static void dec_bad(struct dec *d, const char *field, size_t off,
-		    const char *why)
-{
-	dec_fail(d, MS_ECORRUPT,
-		 ms_errf("%s: bad %s at offset %zu: %s", d->what, field, off,
-			 why));
-}
-
-static uint8_t get8(struct dec *d, const char *field)
-{
-	size_t off = dec_off(d);
-	uint8_t v = ms_rd_u8(&d->rd);
-	return dec_ok(d, field, off) ? v : 0;
-}
-
-static uint16_t get16(struct dec *d, const char *field)
-{
-	size_t off = dec_off(d);
-	uint16_t v = ms_rd_u16(&d->rd);
-	return dec_ok(d, field, off) ? v : 0;
-}
-
-static uint32_t get32(struct dec *d, const char *field)
-{
-	size_t off = dec_off(d);
-	uint32_t v = ms_rd_u32(&d->rd);
-	return dec_ok(d, field, off) ? v : 0;
-}
-
-static uint64_t get64(struct dec *d, const char *field)
-{
-	size_t off = dec_off(d);
-	uint64_t v = ms_rd_u64(&d->rd);
-	return dec_ok(d, field, off) ? v : 0;
-}
-
-static void get_bytes(struct dec *d, const char *field, uint8_t *out, size_t n)
-{
-	size_t off = dec_off(d);
+	size_t off = ms_dec_off(d);
 	const uint8_t *p = ms_rd_bytes(&d->rd, n);
-	if (dec_ok(d, field, off))
+	if (ms_dec_ok(d, field, off))
 		memcpy(out, p, n);
 	else
 		memset(out, 0, n);
 }
 
 /* A u32 that must not be 0 (uid, uidvalidity). */
-static uint32_t get32_nz(struct dec *d, const char *field)
+static uint32_t get32_nz(struct ms_dec *d, const char *field)
 {
-	size_t off = dec_off(d);
-	uint32_t v = get32(d, field);
+	size_t off = ms_dec_off(d);
+	uint32_t v = ms_dec_u32(d, field);
 	if (d->ret == 0 && v == 0)
-		dec_bad(d, field, off, "0");
+		ms_dec_bad(d, field, off, "0");
 	return v;
 }
 
-static uint64_t get64_nz(struct dec *d, const char *field)
+static uint64_t get64_nz(struct ms_dec *d, const char *field)
 {
-	size_t off = dec_off(d);
-	uint64_t v = get64(d, field);
+	size_t off = ms_dec_off(d);
+	uint64_t v = ms_dec_u64(d, field);
 	if (d->ret == 0 && v == 0)
-		dec_bad(d, field, off, "0");
+		ms_dec_bad(d, field, off, "0");
 	return v;
 }
 
 /* A u32 with no bits outside mask. */
-static uint32_t get32_mask(struct dec *d, const char *field, uint32_t mask)
+static uint32_t get32_mask(struct ms_dec *d, const char *field, uint32_t mask)
 {
-	size_t off = dec_off(d);
-	uint32_t v = get32(d, field);
+	size_t off = ms_dec_off(d);
+	uint32_t v = ms_dec_u32(d, field);
 	if (d->ret == 0 && (v & ~mask) != 0)
-		dec_bad(d, field, off,
-			ms_errf("unknown bits 0x%x", (unsigned)(v & ~mask)));
+		ms_dec_bad(d, field, off,
+			   ms_errf("unknown bits 0x%x", (unsigned)(v & ~mask)));
 	return v;
 }
 
 /* str: u16 length + bytes, checked as a name of at most max bytes. */
-static void get_name(struct dec *d, const char *field, size_t max,
+static void get_name(struct ms_dec *d, const char *field, size_t max,
 		     struct ms_event_str *out)
 {
-	size_t off = dec_off(d);
-	uint16_t n = get16(d, field);
+	size_t off = ms_dec_off(d);
+	uint16_t n = ms_dec_u16(d, field);
 	const uint8_t *p = ms_rd_bytes(&d->rd, n);
 	const char *why;
 
 	out->s = NULL;
 	out->len = 0;
-	if (!dec_ok(d, field, off))
+	if (!ms_dec_ok(d, field, off))
 		return;
 	if ((why = name_problem(p, n, max)) != NULL) {
-		dec_bad(d, field, off, why);
+		ms_dec_bad(d, field, off, why);
 		return;
 	}
 	out->s = (const char *)p;
@@ -235,7 +155,7 @@ static void get_name(struct dec *d, const char *field, size_t max,
 }
 
 /* n keywords (the count is read by the caller); packed form. */
-static void get_keyword_items(struct dec *d, uint32_t n,
+static void get_keyword_items(struct ms_dec *d, uint32_t n,
 			      struct ms_event_keywords *kws)
 {
 	const uint8_t *start = d->rd.p;
@@ -249,10 +169,10 @@ static void get_keyword_items(struct dec *d, uint32_t n,
 	kws->packed_len = (size_t)(d->rd.p - start);
 }
 
-static void get_keywords(struct dec *d, struct ms_event_keywords *kws)
+static void get_keywords(struct ms_dec *d, struct ms_event_keywords *kws)
 {
-	size_t off = dec_off(d);
-	uint16_t n = get16(d, "nkeywords");
+	size_t off = ms_dec_off(d);
+	uint16_t n = ms_dec_u16(d, "nkeywords");
 
 	memset(kws, 0, sizeof(*kws));
 	if (d->ret != 0)
@@ -260,25 +180,26 @@ static void get_keywords(struct dec *d, struct ms_event_keywords *kws)
 	/* each keyword takes at least its 2 length bytes (the name check
 	   then refuses an empty one, with a better message) */
 	if (n > d->rd.left / 2) {
-		dec_fail(d, MS_ETRUNC,
-			 ms_errf("%s: nkeywords %u at offset %zu needs at "
-				 "least %zu bytes, %zu left",
-				 d->what, n, off, (size_t)n * 2, d->rd.left));
+		ms_dec_fail(d, MS_ETRUNC,
+			    ms_errf("%s: nkeywords %u at offset %zu needs at "
+				    "least %zu bytes, %zu left",
+				    d->what, n, off, (size_t)n * 2,
+				    d->rd.left));
 		return;
 	}
 	get_keyword_items(d, n, kws);
 }
 
 /* n uid ranges, 8n bytes already known to be there or not; packed form. */
-static void get_range_items(struct dec *d, uint32_t n,
+static void get_range_items(struct ms_dec *d, uint32_t n,
 			    struct ms_event_ranges *rs)
 {
-	size_t off = dec_off(d);
+	size_t off = ms_dec_off(d);
 	const uint8_t *p = ms_rd_bytes(&d->rd, (size_t)n * 8);
 	uint32_t prev_hi = 0;
 
 	memset(rs, 0, sizeof(*rs));
-	if (!dec_ok(d, "uid ranges", off))
+	if (!ms_dec_ok(d, "uid ranges", off))
 		return;
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t lo = ms_get32(p + (size_t)i * 8);
@@ -286,19 +207,19 @@ static void get_range_items(struct dec *d, uint32_t n,
 		size_t at = off + (size_t)i * 8;
 
 		if (lo == 0) {
-			dec_bad(d, "uid range", at, ms_errf("%u: lo 0", i));
+			ms_dec_bad(d, "uid range", at, ms_errf("%u: lo 0", i));
 			return;
 		}
 		if (lo > hi) {
-			dec_bad(d, "uid range", at,
-				ms_errf("%u: lo %u > hi %u", i, lo, hi));
+			ms_dec_bad(d, "uid range", at,
+				   ms_errf("%u: lo %u > hi %u", i, lo, hi));
 			return;
 		}
 		if (i > 0 && lo <= prev_hi) {
-			dec_bad(d, "uid range", at,
-				ms_errf("%u: lo %u not above the previous "
-					"hi %u (unsorted or overlapping)",
-					i, lo, prev_hi));
+			ms_dec_bad(d, "uid range", at,
+				   ms_errf("%u: lo %u not above the previous "
+					   "hi %u (unsorted or overlapping)",
+					   i, lo, prev_hi));
 			return;
 		}
 		prev_hi = hi;
@@ -307,44 +228,46 @@ static void get_range_items(struct dec *d, uint32_t n,
 	rs->packed = p;
 }
 
-static void get_ranges(struct dec *d, struct ms_event_ranges *rs)
+static void get_ranges(struct ms_dec *d, struct ms_event_ranges *rs)
 {
-	size_t off = dec_off(d);
-	uint32_t n = get32(d, "nranges");
+	size_t off = ms_dec_off(d);
+	uint32_t n = ms_dec_u32(d, "nranges");
 
 	memset(rs, 0, sizeof(*rs));
 	if (d->ret != 0)
 		return;
 	if (n == 0) {
-		dec_bad(d, "nranges", off, "0");
+		ms_dec_bad(d, "nranges", off, "0");
 		return;
 	}
 	if (n > d->rd.left / 8) {
-		dec_fail(d, MS_ETRUNC,
-			 ms_errf("%s: nranges %u at offset %zu needs %zu "
-				 "bytes, %zu left",
-				 d->what, n, off, (size_t)n * 8, d->rd.left));
+		ms_dec_fail(d, MS_ETRUNC,
+			    ms_errf("%s: nranges %u at offset %zu needs %zu "
+				    "bytes, %zu left",
+				    d->what, n, off, (size_t)n * 8,
+				    d->rd.left));
 		return;
 	}
 	get_range_items(d, n, rs);
 }
 
-static void get_seg_items(struct dec *d, uint32_t n, struct ms_event_segs *ss)
+static void get_seg_items(struct ms_dec *d, uint32_t n,
+			  struct ms_event_segs *ss)
 {
-	size_t off = dec_off(d);
+	size_t off = ms_dec_off(d);
 	const uint8_t *p = ms_rd_bytes(&d->rd, (size_t)n * 8);
 
 	memset(ss, 0, sizeof(*ss));
-	if (!dec_ok(d, "segments", off))
+	if (!ms_dec_ok(d, "segments", off))
 		return;
 	for (uint32_t i = 1; i < n; i++) {
 		uint64_t prev = ms_get64(p + (size_t)(i - 1) * 8);
 		uint64_t cur = ms_get64(p + (size_t)i * 8);
 		if (cur <= prev) {
-			dec_bad(d, "segment", off + (size_t)i * 8,
-				ms_errf("%u: %llu not above %llu", i,
-					(unsigned long long)cur,
-					(unsigned long long)prev));
+			ms_dec_bad(d, "segment", off + (size_t)i * 8,
+				   ms_errf("%u: %llu not above %llu", i,
+					   (unsigned long long)cur,
+					   (unsigned long long)prev));
 			return;
 		}
 	}
@@ -352,87 +275,88 @@ static void get_seg_items(struct dec *d, uint32_t n, struct ms_event_segs *ss)
 	ss->packed = p;
 }
 
-static void get_segs(struct dec *d, struct ms_event_segs *ss)
+static void get_segs(struct ms_dec *d, struct ms_event_segs *ss)
 {
-	size_t off = dec_off(d);
-	uint32_t n = get32(d, "nsegs");
+	size_t off = ms_dec_off(d);
+	uint32_t n = ms_dec_u32(d, "nsegs");
 
 	memset(ss, 0, sizeof(*ss));
 	if (d->ret != 0)
 		return;
 	if (n == 0) {
-		dec_bad(d, "nsegs", off, "0");
+		ms_dec_bad(d, "nsegs", off, "0");
 		return;
 	}
 	if (n > d->rd.left / 8) {
-		dec_fail(d, MS_ETRUNC,
-			 ms_errf("%s: nsegs %u at offset %zu needs %zu bytes, "
-				 "%zu left",
-				 d->what, n, off, (size_t)n * 8, d->rd.left));
+		ms_dec_fail(
+			d, MS_ETRUNC,
+			ms_errf("%s: nsegs %u at offset %zu needs %zu bytes, "
+				"%zu left",
+				d->what, n, off, (size_t)n * 8, d->rd.left));
 		return;
 	}
 	get_seg_items(d, n, ss);
 }
 
-static void dec_place(struct dec *d, struct ms_event_place *e)
+static void dec_place(struct ms_dec *d, struct ms_event_place *e)
 {
 	size_t off;
 
-	e->user_id = get64(d, "user_id");
-	e->mbox_id = get64(d, "mbox_id");
+	e->user_id = ms_dec_u64(d, "user_id");
+	e->mbox_id = ms_dec_u64(d, "mbox_id");
 	e->uid = get32_nz(d, "uid");
 	e->modseq = get64_nz(d, "modseq");
 	e->flags = get32_mask(d, "flags", MS_EVENT_FLAG_MASK);
-	e->received_date = (int64_t)get64(d, "received_date");
-	e->save_date = (int64_t)get64(d, "save_date");
+	e->received_date = (int64_t)ms_dec_u64(d, "received_date");
+	e->save_date = (int64_t)ms_dec_u64(d, "save_date");
 	get_bytes(d, "guid", e->guid, sizeof(e->guid));
 	get_bytes(d, "body_key", e->body_key, sizeof(e->body_key));
-	e->body_seq = get64(d, "body_seq");
-	e->physical_size = get64(d, "physical_size");
-	off = dec_off(d);
-	e->virtual_size = get64(d, "virtual_size");
+	e->body_seq = ms_dec_u64(d, "body_seq");
+	e->physical_size = ms_dec_u64(d, "physical_size");
+	off = ms_dec_off(d);
+	e->virtual_size = ms_dec_u64(d, "virtual_size");
 	if (d->ret == 0 && e->virtual_size < e->physical_size)
-		dec_bad(d, "virtual_size", off,
-			ms_errf("%llu below physical size %llu",
-				(unsigned long long)e->virtual_size,
-				(unsigned long long)e->physical_size));
+		ms_dec_bad(d, "virtual_size", off,
+			   ms_errf("%llu below physical size %llu",
+				   (unsigned long long)e->virtual_size,
+				   (unsigned long long)e->physical_size));
 	get_keywords(d, &e->keywords);
 }
 
-static void dec_flags(struct dec *d, struct ms_event_flags *e)
+static void dec_flags(struct ms_dec *d, struct ms_event_flags *e)
 {
 	size_t off;
 
-	e->user_id = get64(d, "user_id");
-	e->mbox_id = get64(d, "mbox_id");
+	e->user_id = ms_dec_u64(d, "user_id");
+	e->mbox_id = ms_dec_u64(d, "mbox_id");
 	e->modseq = get64_nz(d, "modseq");
-	off = dec_off(d);
-	e->mode = get8(d, "mode");
+	off = ms_dec_off(d);
+	e->mode = ms_dec_u8(d, "mode");
 	if (d->ret == 0 && e->mode > MS_EVENT_MODE_REPLACE)
-		dec_bad(d, "mode", off, ms_errf("%u", e->mode));
+		ms_dec_bad(d, "mode", off, ms_errf("%u", e->mode));
 	e->flags = get32_mask(d, "flags", MS_EVENT_FLAG_MASK);
 	get_keywords(d, &e->keywords);
 	get_ranges(d, &e->ranges);
 }
 
-static void dec_event(struct dec *d, struct ms_event *ev)
+static void dec_event(struct ms_dec *d, struct ms_event *ev)
 {
 	size_t off;
 
 	switch (ev->type) {
 	case MS_REC_USER_CREATE: {
 		struct ms_event_user_create *e = &ev->u.user_create;
-		e->user_id = get64(d, "user_id");
+		e->user_id = ms_dec_u64(d, "user_id");
 		get_name(d, "name", MS_EVENT_USER_NAME_MAX, &e->name);
 		break;
 	}
 	case MS_REC_USER_DELETE:
-		ev->u.user_delete.user_id = get64(d, "user_id");
+		ev->u.user_delete.user_id = ms_dec_u64(d, "user_id");
 		break;
 	case MS_REC_MBOX_CREATE: {
 		struct ms_event_mbox_create *e = &ev->u.mbox_create;
-		e->user_id = get64(d, "user_id");
-		e->mbox_id = get64(d, "mbox_id");
+		e->user_id = ms_dec_u64(d, "user_id");
+		e->mbox_id = ms_dec_u64(d, "mbox_id");
 		e->uidvalidity = get32_nz(d, "uidvalidity");
 		e->special_use = get32_mask(d, "special_use", MS_EVENT_SU_MASK);
 		get_name(d, "name", MS_EVENT_MBOX_NAME_MAX, &e->name);
@@ -440,23 +364,23 @@ static void dec_event(struct dec *d, struct ms_event *ev)
 	}
 	case MS_REC_MBOX_RENAME: {
 		struct ms_event_mbox_rename *e = &ev->u.mbox_rename;
-		e->user_id = get64(d, "user_id");
-		e->mbox_id = get64(d, "mbox_id");
+		e->user_id = ms_dec_u64(d, "user_id");
+		e->mbox_id = ms_dec_u64(d, "mbox_id");
 		get_name(d, "new_name", MS_EVENT_MBOX_NAME_MAX, &e->new_name);
 		break;
 	}
 	case MS_REC_MBOX_DELETE:
-		ev->u.mbox_delete.user_id = get64(d, "user_id");
-		ev->u.mbox_delete.mbox_id = get64(d, "mbox_id");
+		ev->u.mbox_delete.user_id = ms_dec_u64(d, "user_id");
+		ev->u.mbox_delete.mbox_id = ms_dec_u64(d, "mbox_id");
 		break;
 	case MS_REC_MBOX_SUBSCRIBE: {
 		struct ms_event_mbox_subscribe *e = &ev->u.mbox_subscribe;
-		e->user_id = get64(d, "user_id");
-		off = dec_off(d);
-		e->subscribed = get8(d, "subscribed");
+		e->user_id = ms_dec_u64(d, "user_id");
+		off = ms_dec_off(d);
+		e->subscribed = ms_dec_u8(d, "subscribed");
 		if (d->ret == 0 && e->subscribed > 1)
-			dec_bad(d, "subscribed", off,
-				ms_errf("%u, not 0 or 1", e->subscribed));
+			ms_dec_bad(d, "subscribed", off,
+				   ms_errf("%u, not 0 or 1", e->subscribed));
 		get_name(d, "name", MS_EVENT_MBOX_NAME_MAX, &e->name);
 		break;
 	}
@@ -468,21 +392,21 @@ static void dec_event(struct dec *d, struct ms_event *ev)
 		break;
 	case MS_REC_EXPUNGE: {
 		struct ms_event_expunge *e = &ev->u.expunge;
-		e->user_id = get64(d, "user_id");
-		e->mbox_id = get64(d, "mbox_id");
+		e->user_id = ms_dec_u64(d, "user_id");
+		e->mbox_id = ms_dec_u64(d, "mbox_id");
 		e->modseq = get64_nz(d, "modseq");
 		get_ranges(d, &e->ranges);
 		break;
 	}
 	case MS_REC_QUOTA:
-		ev->u.quota.user_id = get64(d, "user_id");
-		ev->u.quota.max_bytes = get64(d, "max_bytes");
-		ev->u.quota.max_messages = get64(d, "max_messages");
+		ev->u.quota.user_id = ms_dec_u64(d, "user_id");
+		ev->u.quota.max_bytes = ms_dec_u64(d, "max_bytes");
+		ev->u.quota.max_messages = ms_dec_u64(d, "max_messages");
 		break;
 	case MS_REC_TIMELINE: {
 		struct ms_event_timeline *e = &ev->u.timeline;
 		e->new_timeline = get64_nz(d, "new_timeline");
-		e->fork_seq = get64(d, "fork_seq");
+		e->fork_seq = ms_dec_u64(d, "fork_seq");
 		get_bytes(d, "store_id", e->store_id, sizeof(e->store_id));
 		break;
 	}
@@ -490,10 +414,10 @@ static void dec_event(struct dec *d, struct ms_event *ev)
 		get_segs(d, &ev->u.retire.segs);
 		break;
 	case MS_REC_CHECKPOINT:
-		ev->u.checkpoint.applied_seq = get64(d, "applied_seq");
+		ev->u.checkpoint.applied_seq = ms_dec_u64(d, "applied_seq");
 		ev->u.checkpoint.index_generation =
-			get64(d, "index_generation");
-		ev->u.checkpoint.time = get64(d, "time");
+			ms_dec_u64(d, "index_generation");
+		ev->u.checkpoint.time = ms_dec_u64(d, "time");
 		break;
 	case MS_REC_NOOP:
 		/* all of it; not through the cursor when empty, as the
@@ -513,7 +437,7 @@ int ms_event_decode(uint8_t type, const uint8_t *payload, size_t len,
 		    struct ms_event *ev_r, const char **error_r)
 {
 	struct ms_event ev;
-	struct dec d;
+	struct ms_dec d;
 	const char *error = NULL;
 	int ret;
 
@@ -538,7 +462,7 @@ int ms_event_decode(uint8_t type, const uint8_t *payload, size_t len,
 		ret = MS_ECORRUPT;
 		goto out;
 	}
-	dec_init(&d, type, payload, len);
+	ms_dec_init(&d, payload, len, ms_rec_type_name(type), NULL, "payload");
 	dec_event(&d, &ev);
 	if (d.ret != 0) {
 		error = d.error;
@@ -549,7 +473,7 @@ int ms_event_decode(uint8_t type, const uint8_t *payload, size_t len,
 		/* every failed read was reported above: this is a leftover */
 		error = ms_errf("%s: %zu bytes after the last field (offset "
 				"%zu of %zu)",
-				d.what, d.rd.left, dec_off(&d), len);
+				d.what, d.rd.left, ms_dec_off(&d), len);
 		goto out;
 	}
 	*ev_r = ev;
@@ -706,8 +630,9 @@ static bool keywords_ok(const struct ms_event_keywords *k, size_t *size)
 		return k->packed == NULL || k->packed_len == 0;
 	/* the decoder's checks over the packed bytes */
 	struct ms_event_keywords tmp;
-	struct dec d;
-	dec_init(&d, MS_REC_PLACE, k->packed, k->packed_len);
+	struct ms_dec d;
+	ms_dec_init(&d, k->packed, k->packed_len,
+		    ms_rec_type_name(MS_REC_PLACE), NULL, "payload");
 	get_keyword_items(&d, k->n, &tmp);
 	if (d.ret != 0 || ms_rd_end(&d.rd) != 0)
 		return false;
@@ -729,8 +654,9 @@ static bool ranges_ok(const struct ms_event_ranges *r, size_t *size)
 		}
 	} else {
 		struct ms_event_ranges tmp;
-		struct dec d;
-		dec_init(&d, MS_REC_FLAGS, r->packed, (size_t)r->n * 8);
+		struct ms_dec d;
+		ms_dec_init(&d, r->packed, (size_t)r->n * 8,
+			    ms_rec_type_name(MS_REC_FLAGS), NULL, "payload");
 		get_range_items(&d, r->n, &tmp);
 		if (d.ret != 0)
 			return false;
@@ -750,8 +676,9 @@ static bool segs_ok(const struct ms_event_segs *s, size_t *size)
 		}
 	} else {
 		struct ms_event_segs tmp;
-		struct dec d;
-		dec_init(&d, MS_REC_RETIRE, s->packed, (size_t)s->n * 8);
+		struct ms_dec d;
+		ms_dec_init(&d, s->packed, (size_t)s->n * 8,
+			    ms_rec_type_name(MS_REC_RETIRE), NULL, "payload");
 		get_seg_items(&d, s->n, &tmp);
 		if (d.ret != 0)
 			return false;

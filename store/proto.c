@@ -156,168 +156,85 @@ static size_t reason_char(const char *s, size_t left)
 
 /* ---- decoding ---- */
 
-struct dec {
-	struct ms_rd rd;
-	size_t len;          /* the whole input, for offsets */
-	const char *op_name; /* for messages */
-	const char *dir;     /* "request", "reply", "list" */
-	int ret;             /* first failure, 0 if none */
-	const char *error;
-};
-
-static void dec_init(struct dec *d, const char *op_name, const char *dir,
-		     const uint8_t *p, size_t len)
-{
-	ms_rd_init(&d->rd, p, len);
-	d->len = len;
-	d->op_name = op_name;
-	d->dir = dir;
-	d->ret = 0;
-	d->error = NULL;
-}
-
-static size_t dec_off(const struct dec *d)
-{
-	return d->len - d->rd.left;
-}
-
-/* Record the first failure and stop the cursor: later reads all fail. */
-static void dec_fail(struct dec *d, int ret, const char *error)
-{
-	if (d->ret != 0)
-		return;
-	d->ret = ret;
-	d->error = error;
-	d->rd.err = ret;
-}
-
-/* After a read at off: if the cursor ran out there, say so. */
-static bool dec_ok(struct dec *d, const char *field, size_t off)
-{
-	if (d->ret != 0)
-		return false;
-	if (d->rd.err == 0)
-		return true;
-	dec_fail(d, d->rd.err,
-		 ms_errf("%s %s: body ends in %s (offset %zu of %zu)",
-			 d->op_name, d->dir, field, off, d->len));
-	return false;
-}
-
-static void dec_bad(struct dec *d, const char *field, size_t off,
-		    const char *why)
-{
-	dec_fail(d, MS_ECORRUPT,
-		 ms_errf("%s %s: bad %s at offset %zu: %s", d->op_name, d->dir,
-			 field, off, why));
-}
-
-static uint8_t get8(struct dec *d, const char *field)
-{
-	size_t off = dec_off(d);
-	uint8_t v = ms_rd_u8(&d->rd);
-	return dec_ok(d, field, off) ? v : 0;
-}
-
-static uint16_t get16(struct dec *d, const char *field)
-{
-	size_t off = dec_off(d);
-	uint16_t v = ms_rd_u16(&d->rd);
-	return dec_ok(d, field, off) ? v : 0;
-}
-
-static uint32_t get32(struct dec *d, const char *field)
-{
-	size_t off = dec_off(d);
-	uint32_t v = ms_rd_u32(&d->rd);
-	return dec_ok(d, field, off) ? v : 0;
-}
-
-static uint64_t get64(struct dec *d, const char *field)
-{
-	size_t off = dec_off(d);
-	uint64_t v = ms_rd_u64(&d->rd);
-	return dec_ok(d, field, off) ? v : 0;
-}
-
 /* A u32 that must not be 0 (uid, uidvalidity, uidnext). */
-static uint32_t get32_nz(struct dec *d, const char *field)
+static uint32_t get32_nz(struct ms_dec *d, const char *field)
 {
-	size_t off = dec_off(d);
-	uint32_t v = get32(d, field);
+	size_t off = ms_dec_off(d);
+	uint32_t v = ms_dec_u32(d, field);
 	if (d->ret == 0 && v == 0)
-		dec_bad(d, field, off, "0");
+		ms_dec_bad(d, field, off, "0");
 	return v;
 }
 
-static uint64_t get64_nz(struct dec *d, const char *field)
+static uint64_t get64_nz(struct ms_dec *d, const char *field)
 {
-	size_t off = dec_off(d);
-	uint64_t v = get64(d, field);
+	size_t off = ms_dec_off(d);
+	uint64_t v = ms_dec_u64(d, field);
 	if (d->ret == 0 && v == 0)
-		dec_bad(d, field, off, "0");
+		ms_dec_bad(d, field, off, "0");
 	return v;
 }
 
 /* A u32 with no bits outside mask. */
-static uint32_t get32_mask(struct dec *d, const char *field, uint32_t mask)
+static uint32_t get32_mask(struct ms_dec *d, const char *field, uint32_t mask)
 {
-	size_t off = dec_off(d);
-	uint32_t v = get32(d, field);
+	size_t off = ms_dec_off(d);
+	uint32_t v = ms_dec_u32(d, field);
 	if (d->ret == 0 && (v & ~mask) != 0)
-		dec_bad(d, field, off,
-			ms_errf("unknown bits 0x%x", (unsigned)(v & ~mask)));
+		ms_dec_bad(d, field, off,
+			   ms_errf("unknown bits 0x%x", (unsigned)(v & ~mask)));
 	return v;
 }
 
 /* A u64 that must not pass max. */
-static uint64_t get64_max(struct dec *d, const char *field, uint64_t max)
+static uint64_t get64_max(struct ms_dec *d, const char *field, uint64_t max)
 {
-	size_t off = dec_off(d);
-	uint64_t v = get64(d, field);
+	size_t off = ms_dec_off(d);
+	uint64_t v = ms_dec_u64(d, field);
 	if (d->ret == 0 && v > max)
-		dec_bad(d, field, off,
-			ms_errf("%llu, more than %llu", (unsigned long long)v,
-				(unsigned long long)max));
+		ms_dec_bad(d, field, off,
+			   ms_errf("%llu, more than %llu",
+				   (unsigned long long)v,
+				   (unsigned long long)max));
 	return v;
 }
 
-static uint8_t get_bool(struct dec *d, const char *field)
+static uint8_t get_bool(struct ms_dec *d, const char *field)
 {
-	size_t off = dec_off(d);
-	uint8_t v = get8(d, field);
+	size_t off = ms_dec_off(d);
+	uint8_t v = ms_dec_u8(d, field);
 	if (d->ret == 0 && v > 1)
-		dec_bad(d, field, off, ms_errf("%u, not 0 or 1", v));
+		ms_dec_bad(d, field, off, ms_errf("%u, not 0 or 1", v));
 	return v;
 }
 
 /* A status: 0 or negative. */
-static int32_t get_status(struct dec *d, const char *field)
+static int32_t get_status(struct ms_dec *d, const char *field)
 {
-	size_t off = dec_off(d);
-	int32_t v = (int32_t)get32(d, field);
+	size_t off = ms_dec_off(d);
+	int32_t v = (int32_t)ms_dec_u32(d, field);
 	if (d->ret == 0 && v > 0)
-		dec_bad(d, field, off, ms_errf("%d, positive", (int)v));
+		ms_dec_bad(d, field, off, ms_errf("%d, positive", (int)v));
 	return v;
 }
 
 /* str: u16 length + bytes; the raw bytes, or NULL with d failed. */
-static const char *get_str(struct dec *d, const char *field, uint16_t *n_r,
+static const char *get_str(struct ms_dec *d, const char *field, uint16_t *n_r,
 			   size_t *off_r)
 {
-	size_t off = dec_off(d);
-	uint16_t n = get16(d, field);
+	size_t off = ms_dec_off(d);
+	uint16_t n = ms_dec_u16(d, field);
 	const uint8_t *p = ms_rd_bytes(&d->rd, n);
 
 	*off_r = off;
-	if (!dec_ok(d, field, off))
+	if (!ms_dec_ok(d, field, off))
 		return NULL;
 	*n_r = n;
 	return (const char *)p;
 }
 
 /* A name of at most max bytes; empty allowed if may_be_empty. */
-static void get_name(struct dec *d, const char *field, size_t max,
+static void get_name(struct ms_dec *d, const char *field, size_t max,
 		     bool may_be_empty, struct ms_pstr *out)
 {
 	uint16_t n = 0;
@@ -331,14 +248,14 @@ static void get_name(struct dec *d, const char *field, size_t max,
 		return;
 	if (!(n == 0 && may_be_empty) &&
 	    (why = name_problem(s, n, max)) != NULL) {
-		dec_bad(d, field, off, why);
+		ms_dec_bad(d, field, off, why);
 		return;
 	}
 	out->s = s;
 	out->len = n;
 }
 
-static void get_reason(struct dec *d, const char *field, struct ms_pstr *out)
+static void get_reason(struct ms_dec *d, const char *field, struct ms_pstr *out)
 {
 	uint16_t n = 0;
 	size_t off;
@@ -350,7 +267,7 @@ static void get_reason(struct dec *d, const char *field, struct ms_pstr *out)
 	if (s == NULL)
 		return;
 	if (n > 0 && (why = name_problem(s, n, MS_PROTO_MAX_REASON)) != NULL) {
-		dec_bad(d, field, off, why);
+		ms_dec_bad(d, field, off, why);
 		return;
 	}
 	out->s = s;
@@ -358,44 +275,43 @@ static void get_reason(struct dec *d, const char *field, struct ms_pstr *out)
 }
 
 /* i64 unix time in 0..MS_PROTO_TIME_MAX. */
-static int64_t get_time(struct dec *d, const char *field)
+static int64_t get_time(struct ms_dec *d, const char *field)
 {
-	size_t off = dec_off(d);
-	int64_t v = (int64_t)get64(d, field);
+	size_t off = ms_dec_off(d);
+	int64_t v = (int64_t)ms_dec_u64(d, field);
 	if (d->ret == 0 && (v < 0 || v > MS_PROTO_TIME_MAX))
-		dec_bad(d, field, off,
-			ms_errf("%lld, not in 0..%lld", (long long)v,
-				(long long)MS_PROTO_TIME_MAX));
+		ms_dec_bad(d, field, off,
+			   ms_errf("%lld, not in 0..%lld", (long long)v,
+				   (long long)MS_PROTO_TIME_MAX));
 	return v;
 }
 
 /* blob: u32 length + bytes. */
-static const uint8_t *get_blob(struct dec *d, const char *field,
+static const uint8_t *get_blob(struct ms_dec *d, const char *field,
 			       uint32_t *len_r)
 {
-	size_t off = dec_off(d);
-	uint32_t n = get32(d, field);
+	size_t off = ms_dec_off(d);
+	uint32_t n = ms_dec_u32(d, field);
 	const uint8_t *p;
 
 	*len_r = 0;
 	if (d->ret != 0)
 		return NULL;
 	if (n > d->rd.left) {
-		dec_fail(d, MS_ETRUNC,
-			 ms_errf("%s %s: %s of %u bytes at offset %zu, %zu "
-				 "left",
-				 d->op_name, d->dir, field, n, off,
-				 d->rd.left));
+		ms_dec_fail(d, MS_ETRUNC,
+			    ms_errf("%s: %s of %u bytes at offset %zu, %zu "
+				    "left",
+				    d->what, field, n, off, d->rd.left));
 		return NULL;
 	}
 	p = ms_rd_bytes(&d->rd, n);
-	if (!dec_ok(d, field, off))
+	if (!ms_dec_ok(d, field, off))
 		return NULL;
 	*len_r = n;
 	return p;
 }
 
-static void dec_item(struct dec *d, int kind, union item *it);
+static void dec_item(struct ms_dec *d, int kind, union item *it);
 
 /*
  * n items of a kind whose count (read at count_off) is already known:
@@ -403,7 +319,7 @@ static void dec_item(struct dec *d, int kind, union item *it);
  * item in turn.  The packed extent goes to *packed_r, *packed_len_r
  * (NULL, 0 for an empty list).
  */
-static void dec_items(struct dec *d, int kind, uint32_t n, size_t count_off,
+static void dec_items(struct ms_dec *d, int kind, uint32_t n, size_t count_off,
 		      const uint8_t **packed_r, size_t *packed_len_r)
 {
 	const struct kind_info *k = &kinds[kind];
@@ -415,18 +331,17 @@ static void dec_items(struct dec *d, int kind, uint32_t n, size_t count_off,
 	if (d->ret != 0)
 		return;
 	if (n > k->max) {
-		dec_fail(d, MS_ETOOBIG,
-			 ms_errf("%s %s: %s %u at offset %zu, more than %u",
-				 d->op_name, d->dir, k->count, n, count_off,
-				 k->max));
+		ms_dec_fail(d, MS_ETOOBIG,
+			    ms_errf("%s: %s %u at offset %zu, more than %u",
+				    d->what, k->count, n, count_off, k->max));
 		return;
 	}
 	if (n > d->rd.left / k->min_size) {
-		dec_fail(d, MS_ETRUNC,
-			 ms_errf("%s %s: %s %u at offset %zu needs at least "
-				 "%zu bytes, %zu left",
-				 d->op_name, d->dir, k->count, n, count_off,
-				 (size_t)n * k->min_size, d->rd.left));
+		ms_dec_fail(d, MS_ETRUNC,
+			    ms_errf("%s: %s %u at offset %zu needs at least "
+				    "%zu bytes, %zu left",
+				    d->what, k->count, n, count_off,
+				    (size_t)n * k->min_size, d->rd.left));
 		return;
 	}
 	for (uint32_t i = 0; i < n && d->ret == 0; i++)
@@ -438,31 +353,33 @@ static void dec_items(struct dec *d, int kind, uint32_t n, size_t count_off,
 }
 
 /* A count of the kind's width, then its items. */
-static uint32_t dec_list(struct dec *d, int kind, const uint8_t **packed_r,
+static uint32_t dec_list(struct ms_dec *d, int kind, const uint8_t **packed_r,
 			 size_t *packed_len_r)
 {
 	const struct kind_info *k = &kinds[kind];
-	size_t off = dec_off(d);
-	uint32_t n = k->width == 2 ? get16(d, k->count) : get32(d, k->count);
+	size_t off = ms_dec_off(d);
+	uint32_t n = k->width == 2 ? ms_dec_u16(d, k->count)
+				   : ms_dec_u32(d, k->count);
 
 	dec_items(d, kind, n, off, packed_r, packed_len_r);
 	return d->ret == 0 ? n : 0;
 }
 
-static void get_keywords(struct dec *d, struct ms_keywords *kws)
+static void get_keywords(struct ms_dec *d, struct ms_keywords *kws)
 {
 	memset(kws, 0, sizeof(*kws));
 	kws->n = dec_list(d, K_KEYWORD, &kws->packed, &kws->packed_len);
 }
 
 /* n uid ranges (8n bytes known to be there); checks the rules. */
-static void get_range_items(struct dec *d, uint32_t n, struct ms_uid_set *set)
+static void get_range_items(struct ms_dec *d, uint32_t n,
+			    struct ms_uid_set *set)
 {
-	size_t off = dec_off(d);
+	size_t off = ms_dec_off(d);
 	const uint8_t *p = ms_rd_bytes(&d->rd, (size_t)n * 8);
 	uint32_t prev_hi = 0;
 
-	if (!dec_ok(d, "uid ranges", off))
+	if (!ms_dec_ok(d, "uid ranges", off))
 		return;
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t lo = ms_get32(p + (size_t)i * 8);
@@ -470,16 +387,17 @@ static void get_range_items(struct dec *d, uint32_t n, struct ms_uid_set *set)
 		size_t at = off + (size_t)i * 8;
 
 		if (lo == 0) {
-			dec_bad(d, "uid range", at, ms_errf("%u: lo 0", i));
+			ms_dec_bad(d, "uid range", at, ms_errf("%u: lo 0", i));
 			return;
 		}
 		if (lo > hi) {
-			dec_bad(d, "uid range", at,
-				ms_errf("%u: lo %u > hi %u", i, lo, hi));
+			ms_dec_bad(d, "uid range", at,
+				   ms_errf("%u: lo %u > hi %u", i, lo, hi));
 			return;
 		}
 		if (i > 0 && lo <= prev_hi) {
-			dec_bad(d, "uid range", at,
+			ms_dec_bad(
+				d, "uid range", at,
 				ms_errf("%u: lo %u not above the previous hi "
 					"%u (unsorted or overlapping)",
 					i, lo, prev_hi));
@@ -492,59 +410,59 @@ static void get_range_items(struct dec *d, uint32_t n, struct ms_uid_set *set)
 }
 
 /* uid set with at least min_n ranges. */
-static void get_uid_set(struct dec *d, const char *field, uint32_t min_n,
+static void get_uid_set(struct ms_dec *d, const char *field, uint32_t min_n,
 			struct ms_uid_set *set)
 {
-	size_t off = dec_off(d);
-	uint32_t n = get32(d, field);
+	size_t off = ms_dec_off(d);
+	uint32_t n = ms_dec_u32(d, field);
 
 	memset(set, 0, sizeof(*set));
 	if (d->ret != 0)
 		return;
 	if (n < min_n) {
-		dec_bad(d, field, off, "no uid range");
+		ms_dec_bad(d, field, off, "no uid range");
 		return;
 	}
 	if (n > MS_PROTO_MAX_RANGES) {
-		dec_fail(d, MS_ETOOBIG,
-			 ms_errf("%s %s: %s %u at offset %zu, more than %u",
-				 d->op_name, d->dir, field, n, off,
-				 MS_PROTO_MAX_RANGES));
+		ms_dec_fail(d, MS_ETOOBIG,
+			    ms_errf("%s: %s %u at offset %zu, more than %u",
+				    d->what, field, n, off,
+				    MS_PROTO_MAX_RANGES));
 		return;
 	}
 	if (n > d->rd.left / 8) {
-		dec_fail(d, MS_ETRUNC,
-			 ms_errf("%s %s: %s %u at offset %zu needs %zu bytes, "
-				 "%zu left",
-				 d->op_name, d->dir, field, n, off,
-				 (size_t)n * 8, d->rd.left));
+		ms_dec_fail(d, MS_ETRUNC,
+			    ms_errf("%s: %s %u at offset %zu needs %zu bytes, "
+				    "%zu left",
+				    d->what, field, n, off, (size_t)n * 8,
+				    d->rd.left));
 		return;
 	}
 	get_range_items(d, n, set);
 }
 
-static void dec_mbox_info(struct dec *d, struct ms_mbox_info *m)
+static void dec_mbox_info(struct ms_dec *d, struct ms_mbox_info *m)
 {
 	size_t off;
 
-	m->mbox_id = get64(d, "mbox_id");
+	m->mbox_id = ms_dec_u64(d, "mbox_id");
 	get_name(d, "mailbox name", MS_EVENT_MBOX_NAME_MAX, false, &m->name);
 	m->uidvalidity = get32_nz(d, "uidvalidity");
 	m->uidnext = get32_nz(d, "uidnext");
-	m->highestmodseq = get64(d, "highestmodseq");
-	m->messages = get32(d, "messages");
-	off = dec_off(d);
-	m->unseen = get32(d, "unseen");
+	m->highestmodseq = ms_dec_u64(d, "highestmodseq");
+	m->messages = ms_dec_u32(d, "messages");
+	off = ms_dec_off(d);
+	m->unseen = ms_dec_u32(d, "unseen");
 	if (d->ret == 0 && m->unseen > m->messages)
-		dec_bad(d, "unseen", off,
-			ms_errf("%u, more than the %u messages", m->unseen,
-				m->messages));
-	m->bytes = get64(d, "bytes");
+		ms_dec_bad(d, "unseen", off,
+			   ms_errf("%u, more than the %u messages", m->unseen,
+				   m->messages));
+	m->bytes = ms_dec_u64(d, "bytes");
 	m->special_use = get32_mask(d, "special_use", MS_EVENT_SU_MASK);
 	m->subscribed = get_bool(d, "subscribed");
 }
 
-static void dec_item(struct dec *d, int kind, union item *it)
+static void dec_item(struct ms_dec *d, int kind, union item *it)
 {
 	size_t off;
 
@@ -567,10 +485,10 @@ static void dec_item(struct dec *d, int kind, union item *it)
 	case K_COUNTER:
 		get_name(d, "counter key", MS_PROTO_NAME_MAX, false,
 			 &it->counter.key);
-		it->counter.value = get64(d, "counter value");
+		it->counter.value = ms_dec_u64(d, "counter value");
 		break;
 	case K_USER:
-		it->user.user_id = get64(d, "user_id");
+		it->user.user_id = ms_dec_u64(d, "user_id");
 		get_name(d, "user name", MS_EVENT_USER_NAME_MAX, false,
 			 &it->user.name);
 		break;
@@ -586,7 +504,7 @@ static void dec_item(struct dec *d, int kind, union item *it)
 			get_reason(d, "result reason", &r->reason);
 			break;
 		}
-		r->mbox_id = get64(d, "mbox_id");
+		r->mbox_id = ms_dec_u64(d, "mbox_id");
 		r->uidvalidity = get32_nz(d, "uidvalidity");
 		r->uid = get32_nz(d, "uid");
 		r->modseq = get64_nz(d, "modseq");
@@ -599,17 +517,18 @@ static void dec_item(struct dec *d, int kind, union item *it)
 		m->modseq = get64_nz(d, "modseq");
 		m->flags = get32_mask(d, "flags", MS_EVENT_FLAG_MASK);
 		get_keywords(d, &m->keywords);
-		m->received = (int64_t)get64(d, "received");
-		m->saved = (int64_t)get64(d, "saved");
-		off = dec_off(d);
+		m->received = (int64_t)ms_dec_u64(d, "received");
+		m->saved = (int64_t)ms_dec_u64(d, "saved");
+		off = ms_dec_off(d);
 		g = ms_rd_bytes(&d->rd, sizeof(m->guid));
-		if (dec_ok(d, "guid", off))
+		if (ms_dec_ok(d, "guid", off))
 			memcpy(m->guid, g, sizeof(m->guid));
-		m->physical_size = get64(d, "physical_size");
-		off = dec_off(d);
-		m->virtual_size = get64(d, "virtual_size");
+		m->physical_size = ms_dec_u64(d, "physical_size");
+		off = ms_dec_off(d);
+		m->virtual_size = ms_dec_u64(d, "virtual_size");
 		if (d->ret == 0 && m->virtual_size < m->physical_size)
-			dec_bad(d, "virtual_size", off,
+			ms_dec_bad(
+				d, "virtual_size", off,
 				ms_errf("%llu below physical size %llu",
 					(unsigned long long)m->virtual_size,
 					(unsigned long long)m->physical_size));
@@ -630,26 +549,28 @@ static void dec_item(struct dec *d, int kind, union item *it)
 	}
 }
 
-static void dec_req(struct dec *d, uint16_t op, struct ms_req *r)
+static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 {
 	size_t off;
 
 	switch (op) {
 	case MS_OP_HELLO: {
 		struct ms_req_hello *h = &r->u.hello;
-		h->version = get16(d, "version");
+		h->version = ms_dec_u16(d, "version");
 		if (d->ret == 0 && h->version == 0)
-			dec_bad(d, "version", 0, "0");
-		off = dec_off(d);
-		h->role = get8(d, "role");
+			ms_dec_bad(d, "version", 0, "0");
+		off = ms_dec_off(d);
+		h->role = ms_dec_u8(d, "role");
 		if (d->ret == 0 && h->role > MS_ROLE_ADMIN)
-			dec_bad(d, "role", off, ms_errf("%u", h->role));
-		off = dec_off(d);
+			ms_dec_bad(d, "role", off, ms_errf("%u", h->role));
+		off = ms_dec_off(d);
 		get_name(d, "user", MS_EVENT_USER_NAME_MAX, true, &h->user);
 		if (d->ret == 0 && h->role == MS_ROLE_USER && h->user.len == 0)
-			dec_bad(d, "user", off, "the user role needs a user");
+			ms_dec_bad(d, "user", off,
+				   "the user role needs a user");
 		if (d->ret == 0 && h->role == MS_ROLE_ADMIN && h->user.len > 0)
-			dec_bad(d, "user", off, "not empty for the admin role");
+			ms_dec_bad(d, "user", off,
+				   "not empty for the admin role");
 		break;
 	}
 	case MS_OP_STATUS:
@@ -681,12 +602,12 @@ static void dec_req(struct dec *d, uint16_t op, struct ms_req *r)
 	case MS_OP_APPEND: {
 		struct ms_req_append *a = &r->u.append;
 		a->body = get_blob(d, "message body", &a->body_len);
-		off = dec_off(d);
+		off = ms_dec_off(d);
 		a->placements.n =
 			dec_list(d, K_PLACEMENT, &a->placements.packed,
 				 &a->placements.packed_len);
 		if (d->ret == 0 && a->placements.n == 0)
-			dec_bad(d, "nplacements", off, "0");
+			ms_dec_bad(d, "nplacements", off, "0");
 		break;
 	}
 	case MS_OP_FETCH_META:
@@ -707,13 +628,13 @@ static void dec_req(struct dec *d, uint16_t op, struct ms_req *r)
 		get_name(d, "mailbox", MS_EVENT_MBOX_NAME_MAX, false,
 			 &s->mailbox);
 		get_uid_set(d, "nranges", 1, &s->uids);
-		off = dec_off(d);
-		s->mode = get8(d, "mode");
+		off = ms_dec_off(d);
+		s->mode = ms_dec_u8(d, "mode");
 		if (d->ret == 0 && s->mode > MS_EVENT_MODE_REPLACE)
-			dec_bad(d, "mode", off, ms_errf("%u", s->mode));
+			ms_dec_bad(d, "mode", off, ms_errf("%u", s->mode));
 		s->flags = get32_mask(d, "flags", MS_EVENT_FLAG_MASK);
 		get_keywords(d, &s->keywords);
-		s->unchangedsince = get64(d, "unchangedsince");
+		s->unchangedsince = ms_dec_u64(d, "unchangedsince");
 		break;
 	}
 	case MS_OP_FETCH_BODY: {
@@ -722,34 +643,34 @@ static void dec_req(struct dec *d, uint16_t op, struct ms_req *r)
 			 &f->mailbox);
 		f->uid = get32_nz(d, "uid");
 		f->offset = get64_max(d, "offset", INT64_MAX);
-		f->max_len = get32(d, "max_len");
+		f->max_len = ms_dec_u32(d, "max_len");
 		break;
 	}
 	case MS_OP_CHANGES:
 		get_name(d, "mailbox", MS_EVENT_MBOX_NAME_MAX, false,
 			 &r->u.changes.mailbox);
-		r->u.changes.since_modseq = get64(d, "since_modseq");
+		r->u.changes.since_modseq = ms_dec_u64(d, "since_modseq");
 		break;
 	case MS_OP_QUOTA_GET:
 	case MS_OP_QUOTA_SET:
 		get_name(d, "user", MS_EVENT_USER_NAME_MAX, true,
 			 &r->u.quota.user);
 		if (op == MS_OP_QUOTA_SET) {
-			r->u.quota.max_bytes = get64(d, "max_bytes");
-			r->u.quota.max_messages = get64(d, "max_messages");
+			r->u.quota.max_bytes = ms_dec_u64(d, "max_bytes");
+			r->u.quota.max_messages = ms_dec_u64(d, "max_messages");
 		}
 		break;
 	case MS_OP_WAIT: {
 		struct ms_req_wait *w = &r->u.wait;
 		get_name(d, "mailbox", MS_EVENT_MBOX_NAME_MAX, false,
 			 &w->mailbox);
-		w->known_modseq = get64(d, "known_modseq");
-		off = dec_off(d);
-		w->timeout_ms = get32(d, "timeout_ms");
+		w->known_modseq = ms_dec_u64(d, "known_modseq");
+		off = ms_dec_off(d);
+		w->timeout_ms = ms_dec_u32(d, "timeout_ms");
 		if (d->ret == 0 && w->timeout_ms > MS_PROTO_MAX_WAIT_MS)
-			dec_bad(d, "timeout_ms", off,
-				ms_errf("%u, more than %u", w->timeout_ms,
-					MS_PROTO_MAX_WAIT_MS));
+			ms_dec_bad(d, "timeout_ms", off,
+				   ms_errf("%u, more than %u", w->timeout_ms,
+					   MS_PROTO_MAX_WAIT_MS));
 		break;
 	}
 	default:
@@ -759,17 +680,17 @@ static void dec_req(struct dec *d, uint16_t op, struct ms_req *r)
 }
 
 /* The fields after status 0 of a reply to a known op. */
-static void dec_reply(struct dec *d, uint16_t op, struct ms_reply *r)
+static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 {
 	size_t off;
 
 	switch (op) {
 	case MS_OP_HELLO:
-		off = dec_off(d);
-		r->u.hello.version = get16(d, "version");
+		off = ms_dec_off(d);
+		r->u.hello.version = ms_dec_u16(d, "version");
 		if (d->ret == 0 && r->u.hello.version == 0)
-			dec_bad(d, "version", off, "0");
-		r->u.hello.user_id = get64(d, "user_id");
+			ms_dec_bad(d, "version", off, "0");
+		r->u.hello.user_id = ms_dec_u64(d, "user_id");
 		get_name(d, "server name", MS_PROTO_NAME_MAX, false,
 			 &r->u.hello.server);
 		break;
@@ -779,7 +700,7 @@ static void dec_reply(struct dec *d, uint16_t op, struct ms_reply *r)
 		break;
 	case MS_OP_USER_CREATE:
 	case MS_OP_USER_DELETE:
-		r->u.user_id = get64(d, "user_id");
+		r->u.user_id = ms_dec_u64(d, "user_id");
 		break;
 	case MS_OP_USER_LIST:
 		r->u.users.n = dec_list(d, K_USER, &r->u.users.packed,
@@ -809,18 +730,18 @@ static void dec_reply(struct dec *d, uint16_t op, struct ms_reply *r)
 	case MS_OP_FETCH_BODY: {
 		struct ms_rep_fetch_body *f = &r->u.fetch_body;
 		f->total = get64_max(d, "total", INT64_MAX);
-		off = dec_off(d);
+		off = ms_dec_off(d);
 		f->chunk = get_blob(d, "chunk", &f->chunk_len);
 		if (d->ret == 0 && f->chunk_len > f->total)
-			dec_bad(d, "chunk", off,
-				ms_errf("%u bytes, more than the total %llu",
-					f->chunk_len,
-					(unsigned long long)f->total));
+			ms_dec_bad(d, "chunk", off,
+				   ms_errf("%u bytes, more than the total %llu",
+					   f->chunk_len,
+					   (unsigned long long)f->total));
 		break;
 	}
 	case MS_OP_CHANGES: {
 		struct ms_rep_changes *c = &r->u.changes;
-		c->highestmodseq = get64(d, "highestmodseq");
+		c->highestmodseq = ms_dec_u64(d, "highestmodseq");
 		c->uidvalidity = get32_nz(d, "uidvalidity");
 		c->changes.n = dec_list(d, K_CHANGE, &c->changes.packed,
 					&c->changes.packed_len);
@@ -830,7 +751,7 @@ static void dec_reply(struct dec *d, uint16_t op, struct ms_reply *r)
 	case MS_OP_STORE:
 	case MS_OP_EXPUNGE:
 		/* store and expunge have the same layout */
-		r->u.store.modseq = get64(d, "modseq");
+		r->u.store.modseq = ms_dec_u64(d, "modseq");
 		get_uid_set(d, op == MS_OP_STORE ? "nfailed" : "nexpunged", 0,
 			    &r->u.store.uids);
 		break;
@@ -841,13 +762,13 @@ static void dec_reply(struct dec *d, uint16_t op, struct ms_reply *r)
 					     &r->u.copy.pairs.packed_len);
 		break;
 	case MS_OP_QUOTA_GET:
-		r->u.quota.max_bytes = get64(d, "max_bytes");
-		r->u.quota.max_messages = get64(d, "max_messages");
-		r->u.quota.used_bytes = get64(d, "used_bytes");
-		r->u.quota.used_messages = get64(d, "used_messages");
+		r->u.quota.max_bytes = ms_dec_u64(d, "max_bytes");
+		r->u.quota.max_messages = ms_dec_u64(d, "max_messages");
+		r->u.quota.used_bytes = ms_dec_u64(d, "used_bytes");
+		r->u.quota.used_messages = ms_dec_u64(d, "used_messages");
 		break;
 	case MS_OP_WAIT:
-		r->u.highestmodseq = get64(d, "highestmodseq");
+		r->u.highestmodseq = ms_dec_u64(d, "highestmodseq");
 		break;
 	default:
 		ms_assert(!"unexpected op");
@@ -855,15 +776,14 @@ static void dec_reply(struct dec *d, uint16_t op, struct ms_reply *r)
 }
 
 /* The end of a decode: a failure, or bytes left over. */
-static int dec_finish(struct dec *d, const char **error_r)
+static int dec_finish(struct ms_dec *d, const char **error_r)
 {
 	int ret = d->ret;
 
 	if (ret == 0 && (ret = ms_rd_end(&d->rd)) < 0)
-		d->error = ms_errf("%s %s: %zu bytes after the last field "
+		d->error = ms_errf("%s: %zu bytes after the last field "
 				   "(offset %zu of %zu)",
-				   d->op_name, d->dir, d->rd.left, dec_off(d),
-				   d->len);
+				   d->what, d->rd.left, ms_dec_off(d), d->len);
 	else if (ret == 0)
 		return 0;
 	if (error_r != NULL)
@@ -875,7 +795,7 @@ int ms_req_decode(uint16_t op, const uint8_t *body, size_t len,
 		  struct ms_req *req_r, const char **error_r)
 {
 	struct ms_req req;
-	struct dec d;
+	struct ms_dec d;
 	int ret;
 
 	if ((op & MS_OP_REPLY) != 0 || !ms_op_known(op)) {
@@ -885,7 +805,7 @@ int ms_req_decode(uint16_t op, const uint8_t *body, size_t len,
 	}
 	memset(&req, 0, sizeof(req));
 	req.op = op;
-	dec_init(&d, ms_op_name(op), "request", body, len);
+	ms_dec_init(&d, body, len, ms_op_name(op), "request", "body");
 	dec_req(&d, op, &req);
 	if ((ret = dec_finish(&d, error_r)) < 0)
 		return ret;
@@ -897,13 +817,13 @@ int ms_reply_decode(uint16_t op, const uint8_t *body, size_t len,
 		    struct ms_reply *rep_r, const char **error_r)
 {
 	struct ms_reply rep;
-	struct dec d;
+	struct ms_dec d;
 	int ret;
 
 	op &= (uint16_t)~MS_OP_REPLY;
 	memset(&rep, 0, sizeof(rep));
 	rep.op = op;
-	dec_init(&d, ms_op_name(op), "reply", body, len);
+	ms_dec_init(&d, body, len, ms_op_name(op), "reply", "body");
 	rep.status = get_status(&d, "status");
 	if (d.ret == 0 && rep.status < 0) {
 		get_reason(&d, "reason", &rep.reason);
@@ -939,7 +859,7 @@ static void iter_init(struct ms_proto_iter *it, int kind, uint32_t n,
 
 static int iter_next(struct ms_proto_iter *it, int kind, union item *out)
 {
-	struct dec d;
+	struct ms_dec d;
 
 	if (it->kind != kind)
 		return -EINVAL;
@@ -954,7 +874,7 @@ static int iter_next(struct ms_proto_iter *it, int kind, union item *out)
 		it->i++;
 		return 1;
 	}
-	dec_init(&d, "packed", "list", it->p, it->left);
+	ms_dec_init(&d, it->p, it->left, "packed", "list", "body");
 	dec_item(&d, kind, out);
 	if (d.ret != 0)
 		return -EINVAL;
@@ -1210,14 +1130,14 @@ static void check_packed(struct enc *e, int kind, uint32_t n,
 {
 	const uint8_t *p;
 	size_t plen;
-	struct dec d;
+	struct ms_dec d;
 
-	dec_init(&d, "packed", "list", packed, packed_len);
+	ms_dec_init(&d, packed, packed_len, "packed", "list", "body");
 	dec_items(&d, kind, n, 0, &p, &plen);
 	if (d.ret == 0 && ms_rd_end(&d.rd) != 0)
-		dec_fail(&d, MS_ECORRUPT,
-			 ms_errf("packed %s list: %zu bytes after %u items",
-				 kinds[kind].count, d.rd.left, n));
+		ms_dec_fail(&d, MS_ECORRUPT,
+			    ms_errf("packed %s list: %zu bytes after %u items",
+				    kinds[kind].count, d.rd.left, n));
 	if (d.ret != 0)
 		enc_fail(e, d.ret == MS_ETOOBIG ? MS_ETOOBIG : -EINVAL,
 			 d.error);

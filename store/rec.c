@@ -3,6 +3,7 @@
  * The layout is in rec.h and docs/format.md.  Pure: no I/O, no globals,
  * safe on any input (fuzzed by tests/fuzz/fuzz_rec.c).
  */
+#include <stdio.h>
 #include <xxhash.h>
 
 #include "buf.h"
@@ -34,8 +35,8 @@ const char *ms_rec_type_name(unsigned type)
 	return type_names[type];
 }
 
-static uint64_t rec_sum(const uint8_t hdr[MS_REC_HDR_SIZE],
-			const void *payload, uint32_t len)
+static uint64_t rec_sum(const uint8_t hdr[MS_REC_HDR_SIZE], const void *payload,
+			uint32_t len)
 {
 	uint64_t psum = XXH3_64bits(len ? payload : "", len);
 	return XXH3_64bits_withSeed(hdr, 24, psum);
@@ -64,9 +65,9 @@ int ms_rec_check_hdr(const uint8_t hdr[MS_REC_HDR_SIZE],
 		*error_r = ms_errf("unknown record type %u", type);
 		return MS_ECORRUPT;
 	}
-	uint8_t allowed = MS_REC_F_BATCH |
-			  (type == MS_REC_BODY ? (MS_REC_F_LZ4 | MS_REC_F_SEALED)
-					       : 0);
+	uint8_t allowed =
+		MS_REC_F_BATCH |
+		(type == MS_REC_BODY ? (MS_REC_F_LZ4 | MS_REC_F_SEALED) : 0);
 	if ((flags & ~allowed) != 0) {
 		*error_r = ms_errf("flags 0x%02x not allowed for %s record",
 				   flags, ms_rec_type_name(type));
@@ -90,8 +91,8 @@ int ms_rec_check_hdr(const uint8_t hdr[MS_REC_HDR_SIZE],
 	return 0;
 }
 
-int ms_rec_check_sum(const uint8_t hdr[MS_REC_HDR_SIZE],
-		     const void *payload, uint32_t len, const char **error_r)
+int ms_rec_check_sum(const uint8_t hdr[MS_REC_HDR_SIZE], const void *payload,
+		     uint32_t len, const char **error_r)
 {
 	if (rec_sum(hdr, payload, len) != ms_get64(hdr + 24)) {
 		*error_r = "record checksum mismatch";
@@ -236,3 +237,64 @@ int ms_wr_str(struct ms_buf *b, const char *s, size_t n)
 	ms_wr_u16(b, (uint16_t)n);
 	return ms_buf_append(b, s, n);
 }
+
+/* ---- checked decoder ---- */
+
+void ms_dec_init(struct ms_dec *d, const void *p, size_t len, const char *what,
+		 const char *what2, const char *noun)
+{
+	ms_rd_init(&d->rd, p, len);
+	d->len = len;
+	snprintf(d->what, sizeof(d->what), "%s%s%s", what, what2 ? " " : "",
+		 what2 ? what2 : "");
+	d->noun = noun;
+	d->ret = 0;
+	d->error = NULL;
+}
+
+size_t ms_dec_off(const struct ms_dec *d)
+{
+	return d->len - d->rd.left;
+}
+
+void ms_dec_fail(struct ms_dec *d, int ret, const char *error)
+{
+	if (d->ret != 0)
+		return;
+	d->ret = ret;
+	d->error = error;
+	d->rd.err = ret;
+}
+
+int ms_dec_ok(struct ms_dec *d, const char *field, size_t off)
+{
+	if (d->ret != 0)
+		return 0;
+	if (d->rd.err == 0)
+		return 1;
+	ms_dec_fail(d, d->rd.err,
+		    ms_errf("%s: %s ends in %s (offset %zu of %zu)", d->what,
+			    d->noun, field, off, d->len));
+	return 0;
+}
+
+void ms_dec_bad(struct ms_dec *d, const char *field, size_t off,
+		const char *why)
+{
+	ms_dec_fail(d, MS_ECORRUPT,
+		    ms_errf("%s: bad %s at offset %zu: %s", d->what, field, off,
+			    why));
+}
+
+#define DEC_GET(name, type, rdfn)                        \
+	type name(struct ms_dec *d, const char *field)   \
+	{                                                \
+		size_t off = ms_dec_off(d);              \
+		type v = rdfn(&d->rd);                   \
+		return ms_dec_ok(d, field, off) ? v : 0; \
+	}
+
+DEC_GET(ms_dec_u8, uint8_t, ms_rd_u8)
+DEC_GET(ms_dec_u16, uint16_t, ms_rd_u16)
+DEC_GET(ms_dec_u32, uint32_t, ms_rd_u32)
+DEC_GET(ms_dec_u64, uint64_t, ms_rd_u64)

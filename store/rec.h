@@ -28,28 +28,28 @@
 #define MS_REC_MAX_PAYLOAD ((uint32_t)256 << 20)
 
 enum ms_rec_type {
-	MS_REC_BODY = 1,	  /* message body (single instance) */
-	MS_REC_PLACE = 2,	  /* message placement: user, mailbox, uid → body */
-	MS_REC_FLAGS = 3,	  /* flag / keyword change */
-	MS_REC_EXPUNGE = 4,	  /* expunge of placements */
+	MS_REC_BODY = 1,    /* message body (single instance) */
+	MS_REC_PLACE = 2,   /* message placement: user, mailbox, uid → body */
+	MS_REC_FLAGS = 3,   /* flag / keyword change */
+	MS_REC_EXPUNGE = 4, /* expunge of placements */
 	MS_REC_MBOX_CREATE = 5,
 	MS_REC_MBOX_RENAME = 6,
 	MS_REC_MBOX_DELETE = 7,
 	MS_REC_MBOX_SUBSCRIBE = 8,
 	MS_REC_USER_CREATE = 9,
 	MS_REC_USER_DELETE = 10,
-	MS_REC_QUOTA = 11,	  /* quota settings */
-	MS_REC_TIMELINE = 12,	  /* timeline change (promotion) */
-	MS_REC_RETIRE = 13,	  /* segment retirement (compaction) */
-	MS_REC_CHECKPOINT = 14,	  /* checkpoint */
-	MS_REC_SEAL = 15,	  /* segment footer: last record of a segment */
-	MS_REC_NOOP = 16,	  /* filler / test record, no meaning */
+	MS_REC_QUOTA = 11,      /* quota settings */
+	MS_REC_TIMELINE = 12,   /* timeline change (promotion) */
+	MS_REC_RETIRE = 13,     /* segment retirement (compaction) */
+	MS_REC_CHECKPOINT = 14, /* checkpoint */
+	MS_REC_SEAL = 15,       /* segment footer: last record of a segment */
+	MS_REC_NOOP = 16,       /* filler / test record, no meaning */
 	MS_REC_TYPE_MAX = MS_REC_NOOP,
 };
 
 /* BODY record flags */
-#define MS_REC_F_LZ4 0x01	/* payload data is an LZ4 block */
-#define MS_REC_F_SEALED 0x02	/* payload data is XChaCha20-Poly1305 sealed */
+#define MS_REC_F_LZ4 0x01    /* payload data is an LZ4 block */
+#define MS_REC_F_SEALED 0x02 /* payload data is XChaCha20-Poly1305 sealed */
 /*
  * Any type: this record is the first of a flush batch.  Batches are
  * flushed one after the other, so when it was written every byte before
@@ -83,8 +83,8 @@ int ms_rec_check_hdr(const uint8_t hdr[MS_REC_HDR_SIZE],
 		     struct ms_rec_hdr *hdr_r, const char **error_r);
 
 /* Check the checksum of a header already passed ms_rec_check_hdr(). */
-int ms_rec_check_sum(const uint8_t hdr[MS_REC_HDR_SIZE],
-		     const void *payload, uint32_t len, const char **error_r);
+int ms_rec_check_sum(const uint8_t hdr[MS_REC_HDR_SIZE], const void *payload,
+		     uint32_t len, const char **error_r);
 
 /*
  * Decode the record that starts at buf, with avail bytes after it.
@@ -123,6 +123,36 @@ const uint8_t *ms_rd_bytes(struct ms_rd *rd, size_t n);
 const uint8_t *ms_rd_str(struct ms_rd *rd, uint16_t *len_r);
 /* 0 if no get failed and no byte is left over; else MS_ECORRUPT/ETRUNC. */
 int ms_rd_end(const struct ms_rd *rd);
+
+/*
+ * A checked decoder on top of a cursor, for the payload and frame codecs
+ * (event.c, proto.c): the first failure wins and stops the cursor, and
+ * its text names what was decoded, the field and the offset.
+ */
+struct ms_dec {
+	struct ms_rd rd;
+	size_t len;       /* the whole input, for offsets */
+	char what[64];    /* "place", "append request": for messages */
+	const char *noun; /* "payload", "body" */
+	int ret;          /* first failure, 0 if none */
+	const char *error;
+};
+
+/* what2 (may be NULL) is appended to what with a space. */
+void ms_dec_init(struct ms_dec *d, const void *p, size_t len, const char *what,
+		 const char *what2, const char *noun);
+size_t ms_dec_off(const struct ms_dec *d);
+/* Record the first failure and stop the cursor. */
+void ms_dec_fail(struct ms_dec *d, int ret, const char *error);
+/* After a read at off: 1 if it worked, else record where input ran out. */
+int ms_dec_ok(struct ms_dec *d, const char *field, size_t off);
+/* A rule broken by field at off (MS_ECORRUPT). */
+void ms_dec_bad(struct ms_dec *d, const char *field, size_t off,
+		const char *why);
+uint8_t ms_dec_u8(struct ms_dec *d, const char *field);
+uint16_t ms_dec_u16(struct ms_dec *d, const char *field);
+uint32_t ms_dec_u32(struct ms_dec *d, const char *field);
+uint64_t ms_dec_u64(struct ms_dec *d, const char *field);
 
 struct ms_buf;
 /* Writers append to a buffer; they return 0 or MS_ETOOBIG. */
