@@ -251,51 +251,89 @@ static void get_ranges(struct ms_dec *d, struct ms_event_ranges *rs)
 	get_range_items(d, n, rs);
 }
 
-static void get_seg_items(struct ms_dec *d, uint32_t n,
-			  struct ms_event_segs *ss)
+static bool drop_item_ok(const struct ms_event_drop *x, uint64_t prev_off,
+			 uint32_t i, const char **why_r)
 {
-	size_t off = ms_dec_off(d);
-	const uint8_t *p = ms_rd_bytes(&d->rd, (size_t)n * 8);
+	static const uint8_t zero[MS_EVENT_BODY_KEY_SIZE];
 
-	memset(ss, 0, sizeof(*ss));
-	if (!ms_dec_ok(d, "segments", off))
-		return;
-	for (uint32_t i = 1; i < n; i++) {
-		uint64_t prev = ms_get64(p + (size_t)(i - 1) * 8);
-		uint64_t cur = ms_get64(p + (size_t)i * 8);
-		if (cur <= prev) {
-			ms_dec_bad(d, "segment", off + (size_t)i * 8,
-				   ms_errf("%u: %llu not above %llu", i,
-					   (unsigned long long)cur,
-					   (unsigned long long)prev));
-			return;
-		}
+	if (x->off < MS_EVENT_SEG_HDR_SIZE || (i > 0 && x->off <= prev_off)) {
+		*why_r = ms_errf(
+			"%u: offset %llu not above %llu", i,
+			(unsigned long long)x->off,
+			(unsigned long long)(i > 0 ? prev_off
+						   : MS_EVENT_SEG_HDR_SIZE -
+							     1));
+		return false;
 	}
-	ss->n = n;
-	ss->packed = p;
+	if (x->type != MS_REC_BODY && x->type != MS_REC_PLACE &&
+	    x->type != MS_REC_NOOP) {
+		*why_r = ms_errf("%u: type %u cannot be dropped", i, x->type);
+		return false;
+	}
+	if (x->type != MS_REC_BODY && memcmp(x->key, zero, sizeof(zero)) != 0) {
+		*why_r = ms_errf("%u: a key on a %s", i,
+				 ms_rec_type_name(x->type));
+		return false;
+	}
+	return true;
 }
 
-static void get_segs(struct ms_dec *d, struct ms_event_segs *ss)
+static void drop_unpack(const uint8_t *p, struct ms_event_drop *x)
+{
+	x->off = ms_get64(p);
+	x->type = p[8];
+	memcpy(x->key, p + 9, sizeof(x->key));
+}
+
+/* n dropped records, n * MS_EVENT_DROP_SIZE bytes; packed form. */
+static void get_drop_items(struct ms_dec *d, uint32_t n,
+			   struct ms_event_drops *ds)
 {
 	size_t off = ms_dec_off(d);
-	uint32_t n = ms_dec_u32(d, "nsegs");
+	const uint8_t *p = ms_rd_bytes(&d->rd, (size_t)n * MS_EVENT_DROP_SIZE);
+	uint64_t prev = 0;
 
-	memset(ss, 0, sizeof(*ss));
+	memset(ds, 0, sizeof(*ds));
+	if (!ms_dec_ok(d, "dropped records", off))
+		return;
+	for (uint32_t i = 0; i < n; i++) {
+		struct ms_event_drop x;
+		const char *why;
+
+		drop_unpack(p + (size_t)i * MS_EVENT_DROP_SIZE, &x);
+		if (!drop_item_ok(&x, prev, i, &why)) {
+			ms_dec_bad(d, "dropped record",
+				   off + (size_t)i * MS_EVENT_DROP_SIZE, why);
+			return;
+		}
+		prev = x.off;
+	}
+	ds->n = n;
+	ds->packed = p;
+}
+
+static void get_drops(struct ms_dec *d, struct ms_event_drops *ds)
+{
+	size_t off = ms_dec_off(d);
+	uint32_t n = ms_dec_u32(d, "ndrops");
+
+	memset(ds, 0, sizeof(*ds));
 	if (d->ret != 0)
 		return;
 	if (n == 0) {
-		ms_dec_bad(d, "nsegs", off, "0");
+		ms_dec_bad(d, "ndrops", off, "0");
 		return;
 	}
-	if (n > d->rd.left / 8) {
-		ms_dec_fail(
-			d, MS_ETRUNC,
-			ms_errf("%s: nsegs %u at offset %zu needs %zu bytes, "
-				"%zu left",
-				d->what, n, off, (size_t)n * 8, d->rd.left));
+	if (n > d->rd.left / MS_EVENT_DROP_SIZE) {
+		ms_dec_fail(d, MS_ETRUNC,
+			    ms_errf("%s: ndrops %u at offset %zu needs %zu "
+				    "bytes, %zu left",
+				    d->what, n, off,
+				    (size_t)n * MS_EVENT_DROP_SIZE,
+				    d->rd.left));
 		return;
 	}
-	get_seg_items(d, n, ss);
+	get_drop_items(d, n, ds);
 }
 
 static void dec_place(struct ms_dec *d, struct ms_event_place *e)
@@ -320,6 +358,7 @@ static void dec_place(struct ms_dec *d, struct ms_event_place *e)
 			   ms_errf("%llu below physical size %llu",
 				   (unsigned long long)e->virtual_size,
 				   (unsigned long long)e->physical_size));
+	e->restore_uid = ms_dec_u32(d, "restore_uid");
 	get_keywords(d, &e->keywords);
 }
 
@@ -395,6 +434,7 @@ static void dec_event(struct ms_dec *d, struct ms_event *ev)
 		e->user_id = ms_dec_u64(d, "user_id");
 		e->mbox_id = ms_dec_u64(d, "mbox_id");
 		e->modseq = get64_nz(d, "modseq");
+		e->time = ms_dec_u64(d, "time");
 		get_ranges(d, &e->ranges);
 		break;
 	}
@@ -411,7 +451,12 @@ static void dec_event(struct ms_dec *d, struct ms_event *ev)
 		break;
 	}
 	case MS_REC_RETIRE:
-		get_segs(d, &ev->u.retire.segs);
+		ev->u.retire.seg = ms_dec_u64(d, "seg");
+		ev->u.retire.sum = ms_dec_u64(d, "sum");
+		get_drops(d, &ev->u.retire.drops);
+		break;
+	case MS_REC_PURGE:
+		ev->u.purge.before = get64_nz(d, "before");
 		break;
 	case MS_REC_CHECKPOINT:
 		ev->u.checkpoint.applied_seq = ms_dec_u64(d, "applied_seq");
@@ -443,7 +488,7 @@ int ms_event_decode(uint8_t type, const uint8_t *payload, size_t len,
 
 	memset(&ev, 0, sizeof(ev));
 	ev.type = type;
-	if (type == MS_REC_BODY || type == MS_REC_SEAL) {
+	if (type == MS_REC_BODY || type == MS_REC_SEAL || type == MS_REC_HOLE) {
 		error = ms_errf("%s records are not events (their payload "
 				"has its own decoder)",
 				ms_rec_type_name(type));
@@ -591,15 +636,19 @@ int ms_event_range(const struct ms_event *ev, uint32_t i, uint32_t *lo_r,
 	return 0;
 }
 
-int ms_event_seg(const struct ms_event *ev, uint32_t i, uint64_t *seg_r)
+int ms_event_drop(const struct ms_event *ev, uint32_t i,
+		  struct ms_event_drop *drop_r)
 {
-	const struct ms_event_segs *s =
-		ev->type == MS_REC_RETIRE ? &ev->u.retire.segs : NULL;
+	const struct ms_event_drops *ds =
+		ev->type == MS_REC_RETIRE ? &ev->u.retire.drops : NULL;
 
-	if (s == NULL || i >= s->n || !one_form(s->n, s->list, s->packed))
+	if (ds == NULL || i >= ds->n || !one_form(ds->n, ds->list, ds->packed))
 		return -EINVAL;
-	*seg_r = s->list != NULL ? s->list[i]
-				 : ms_get64(s->packed + (size_t)i * 8);
+	if (ds->list != NULL)
+		*drop_r = ds->list[i];
+	else
+		drop_unpack(ds->packed + (size_t)i * MS_EVENT_DROP_SIZE,
+			    drop_r);
 	return 0;
 }
 
@@ -665,25 +714,30 @@ static bool ranges_ok(const struct ms_event_ranges *r, size_t *size)
 	return true;
 }
 
-static bool segs_ok(const struct ms_event_segs *s, size_t *size)
+static bool drops_ok(const struct ms_event_drops *ds, size_t *size)
 {
-	if (s->n == 0 || !one_form(s->n, s->list, s->packed))
+	if (ds->n == 0 || !one_form(ds->n, ds->list, ds->packed))
 		return false;
-	if (s->list != NULL) {
-		for (uint32_t i = 1; i < s->n; i++) {
-			if (s->list[i] <= s->list[i - 1])
+	if (ds->n > MS_REC_MAX_PAYLOAD / MS_EVENT_DROP_SIZE)
+		return false;
+	if (ds->list != NULL) {
+		for (uint32_t i = 0; i < ds->n; i++) {
+			const char *why;
+			if (!drop_item_ok(&ds->list[i],
+					  i > 0 ? ds->list[i - 1].off : 0, i,
+					  &why))
 				return false;
 		}
 	} else {
-		struct ms_event_segs tmp;
+		struct ms_event_drops tmp;
 		struct ms_dec d;
-		ms_dec_init(&d, s->packed, (size_t)s->n * 8,
+		ms_dec_init(&d, ds->packed, (size_t)ds->n * MS_EVENT_DROP_SIZE,
 			    ms_rec_type_name(MS_REC_RETIRE), NULL, "payload");
-		get_seg_items(&d, s->n, &tmp);
+		get_drop_items(&d, ds->n, &tmp);
 		if (d.ret != 0)
 			return false;
 	}
-	*size += 4 + (size_t)s->n * 8;
+	*size += 4 + (size_t)ds->n * MS_EVENT_DROP_SIZE;
 	return true;
 }
 
@@ -729,7 +783,7 @@ static int ev_check(const struct ms_event *ev, size_t *size_r)
 	case MS_REC_PLACE: {
 		const struct ms_event_place *e = &ev->u.place;
 		size = 8 + 8 + 4 + 8 + 4 + 8 + 8 + MS_EVENT_GUID_SIZE +
-		       MS_EVENT_BODY_KEY_SIZE + 8 + 8 + 8;
+		       MS_EVENT_BODY_KEY_SIZE + 8 + 8 + 8 + 4;
 		ok = e->uid != 0 && e->modseq != 0 &&
 		     (e->flags & ~(uint32_t)MS_EVENT_FLAG_MASK) == 0 &&
 		     e->virtual_size >= e->physical_size &&
@@ -746,7 +800,7 @@ static int ev_check(const struct ms_event *ev, size_t *size_r)
 		break;
 	}
 	case MS_REC_EXPUNGE:
-		size = 8 + 8 + 8;
+		size = 8 + 8 + 8 + 8;
 		ok = ev->u.expunge.modseq != 0 &&
 		     ranges_ok(&ev->u.expunge.ranges, &size);
 		break;
@@ -759,7 +813,12 @@ static int ev_check(const struct ms_event *ev, size_t *size_r)
 		ok = ev->u.timeline.new_timeline != 0;
 		break;
 	case MS_REC_RETIRE:
-		ok = segs_ok(&ev->u.retire.segs, &size);
+		size = 8 + 8;
+		ok = drops_ok(&ev->u.retire.drops, &size);
+		break;
+	case MS_REC_PURGE:
+		size = 8;
+		ok = ev->u.purge.before != 0;
 		break;
 	case MS_REC_CHECKPOINT:
 		size = 8 + 8 + 8;
@@ -847,14 +906,17 @@ static void put_ranges(struct ms_buf *b, const struct ms_event_ranges *r)
 	}
 }
 
-static void put_segs(struct ms_buf *b, const struct ms_event_segs *s)
+static void put_drops(struct ms_buf *b, const struct ms_event_drops *ds)
 {
-	put32(b, s->n);
-	if (s->list != NULL) {
-		for (uint32_t i = 0; i < s->n; i++)
-			put64(b, s->list[i]);
-	} else {
-		put_bytes(b, s->packed, (size_t)s->n * 8);
+	put32(b, ds->n);
+	if (ds->packed != NULL) {
+		put_bytes(b, ds->packed, (size_t)ds->n * MS_EVENT_DROP_SIZE);
+		return;
+	}
+	for (uint32_t i = 0; i < ds->n; i++) {
+		put64(b, ds->list[i].off);
+		put8(b, ds->list[i].type);
+		put_bytes(b, ds->list[i].key, sizeof(ds->list[i].key));
 	}
 }
 
@@ -905,6 +967,7 @@ static void put_event(struct ms_buf *b, const struct ms_event *ev)
 		put64(b, e->body_seq);
 		put64(b, e->physical_size);
 		put64(b, e->virtual_size);
+		put32(b, e->restore_uid);
 		put_keywords(b, &e->keywords);
 		break;
 	}
@@ -923,6 +986,7 @@ static void put_event(struct ms_buf *b, const struct ms_event *ev)
 		put64(b, ev->u.expunge.user_id);
 		put64(b, ev->u.expunge.mbox_id);
 		put64(b, ev->u.expunge.modseq);
+		put64(b, ev->u.expunge.time);
 		put_ranges(b, &ev->u.expunge.ranges);
 		break;
 	case MS_REC_QUOTA:
@@ -937,7 +1001,12 @@ static void put_event(struct ms_buf *b, const struct ms_event *ev)
 			  sizeof(ev->u.timeline.store_id));
 		break;
 	case MS_REC_RETIRE:
-		put_segs(b, &ev->u.retire.segs);
+		put64(b, ev->u.retire.seg);
+		put64(b, ev->u.retire.sum);
+		put_drops(b, &ev->u.retire.drops);
+		break;
+	case MS_REC_PURGE:
+		put64(b, ev->u.purge.before);
 		break;
 	case MS_REC_CHECKPOINT:
 		put64(b, ev->u.checkpoint.applied_seq);

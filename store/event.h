@@ -27,10 +27,13 @@
  *   - PLACE: virtual size >= physical size (CRLF only adds bytes);
  *   - uid ranges (FLAGS, EXPUNGE): at least one; each 1 <= lo <= hi; sorted
  *     and not overlapping (lo > previous hi; adjacent ranges are allowed);
- *   - RETIRE: at least one segment, numbers strictly increasing;
+ *   - RETIRE: at least one dropped record; offsets strictly increasing
+ *     and at least MS_EVENT_SEG_HDR_SIZE; type BODY, PLACE or NOOP; the
+ *     key all zero unless the type is BODY;
+ *   - PURGE: before != 0;
  *   - a payload is at most MS_REC_MAX_PAYLOAD bytes.
  *
- * Variable-length lists (keywords, uid ranges, retired segments) are never
+ * Variable-length lists (keywords, uid ranges, dropped records) are never
  * copied out: a decoded event points at the list as it lies in the payload
  * ("packed" form), and the accessors below read item i from there.  A
  * writer may instead hand the encoder a plain C array ("list" form); the
@@ -50,6 +53,8 @@
 #define MS_EVENT_GUID_SIZE 16
 #define MS_EVENT_BODY_KEY_SIZE 32
 #define MS_EVENT_STORE_ID_SIZE 16
+#define MS_EVENT_SEG_HDR_SIZE 64 /* records start here (seg.h) */
+#define MS_EVENT_DROP_SIZE 41    /* one RETIRE item on disk */
 
 /* IMAP system flags (PLACE, FLAGS).  \Recent is never stored. */
 enum {
@@ -105,10 +110,19 @@ struct ms_event_ranges {
 	const uint8_t *packed;
 };
 
-/* n segment numbers: list[0..n-1], or packed = n × u64. */
-struct ms_event_segs {
+/* A record compaction drops: its offset in the segment, its type, and
+   for a BODY its dedup key (zero otherwise). */
+struct ms_event_drop {
+	uint64_t off;
+	uint8_t type;
+	uint8_t key[MS_EVENT_BODY_KEY_SIZE];
+};
+
+/* n dropped records: list[0..n-1], or packed = n × (u64 off, u8 type,
+   u8[32] key). */
+struct ms_event_drops {
 	uint32_t n;
-	const uint64_t *list;
+	const struct ms_event_drop *list;
 	const uint8_t *packed;
 };
 
@@ -159,7 +173,10 @@ struct ms_event_place {
 	uint8_t body_key[MS_EVENT_BODY_KEY_SIZE]; /* dedup key of the BODY */
 	uint64_t body_seq; /* seq of that BODY record: a hint, key is truth */
 	uint64_t physical_size;
-	uint64_t virtual_size;             /* with CRLF line ends */
+	uint64_t virtual_size; /* with CRLF line ends */
+	/* undelete: the expunged uid of this mailbox this placement brings
+	   back (it leaves the expunged set); 0 for a new message */
+	uint32_t restore_uid;
 	struct ms_event_keywords keywords; /* n <= UINT16_MAX */
 };
 
@@ -177,6 +194,7 @@ struct ms_event_expunge {
 	uint64_t user_id;
 	uint64_t mbox_id;
 	uint64_t modseq;
+	uint64_t time; /* unix seconds: starts the undelete window */
 	struct ms_event_ranges ranges;
 };
 
@@ -192,8 +210,21 @@ struct ms_event_timeline {
 	uint8_t store_id[MS_EVENT_STORE_ID_SIZE]; /* the promoted store */
 };
 
+/*
+ * Compaction of one sealed segment: the listed records become HOLE
+ * records (rec.h) in place, everything else stays byte for byte at its
+ * offset, and the seal gets the new segment checksum sum.
+ */
 struct ms_event_retire {
-	struct ms_event_segs segs;
+	uint64_t seg;
+	uint64_t sum; /* seal checksum of the compacted segment */
+	struct ms_event_drops drops;
+};
+
+/* Expunged messages whose expunge time is before this leave the
+   expunged set for good (the end of the undelete window). */
+struct ms_event_purge {
+	uint64_t before; /* unix seconds */
 };
 
 struct ms_event_checkpoint {
@@ -223,6 +254,7 @@ struct ms_event {
 		struct ms_event_quota quota;
 		struct ms_event_timeline timeline;
 		struct ms_event_retire retire;
+		struct ms_event_purge purge;
 		struct ms_event_checkpoint checkpoint;
 		struct ms_event_noop noop;
 	} u;
@@ -258,17 +290,18 @@ int ms_event_decode(uint8_t type, const uint8_t *payload, size_t len,
 
 /*
  * Item i of the keywords (PLACE, FLAGS), uid ranges (FLAGS, EXPUNGE) or
- * segments (RETIRE) of ev, in either form.  0; -EINVAL if ev's type has no
- * such list, i >= n, or a packed list is malformed (never for a decoded
+ * dropped records (RETIRE) of ev, in either form.  0; -EINVAL if ev's type has
+ * no such list, i >= n, or a packed list is malformed (never for a decoded
  * event).  Outputs untouched on failure; *kw_r borrows like the event.
- * ms_event_range() and ms_event_seg() take O(1); ms_event_keyword() walks
+ * ms_event_range() and ms_event_drop() take O(1); ms_event_keyword() walks
  * the packed form from the start, O(i): walk all with the iterator.
  */
 int ms_event_keyword(const struct ms_event *ev, uint32_t i, const char **kw_r,
 		     size_t *len_r);
 int ms_event_range(const struct ms_event *ev, uint32_t i, uint32_t *lo_r,
 		   uint32_t *hi_r);
-int ms_event_seg(const struct ms_event *ev, uint32_t i, uint64_t *seg_r);
+int ms_event_drop(const struct ms_event *ev, uint32_t i,
+		  struct ms_event_drop *drop_r);
 
 /*
  * Walk the keywords of ev in order:

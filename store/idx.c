@@ -10,7 +10,8 @@
  *     the transaction: handlers copy what they need (into structs or
  *     t->val) before they write;
  *   - an apply handler finds every reason for an anomaly before its first
- *     write, so an anomaly never leaves half an effect.
+ *     write, so an anomaly never leaves half an effect (RETIRE excepted:
+ *     a bad drop is skipped and the others apply, see apply_retire).
  */
 #include <errno.h>
 #include <lmdb.h>
@@ -41,13 +42,13 @@ enum {
 	DB_MODSEQ,
 	DB_BODIES,
 	DB_SEGLIVE,
-	DB_RETIRED,
+	DB_COMPACTED,
 	DB_COUNT
 };
 
 static const char *const db_names[DB_COUNT] = {
 	"meta", "users",    "user_names", "mboxes", "mbox_names", "subs",
-	"msgs", "expunged", "modseq",     "bodies", "seglive",    "retired",
+	"msgs", "expunged", "modseq",     "bodies", "seglive",    "compacted",
 };
 
 #define SUM_SIZE 4
@@ -60,10 +61,10 @@ static const uint8_t format_magic[8] = {'M', 'S', 'T', 'O', 'I', 'D', 'X', 0};
 #define USER_FIXED 42
 #define MBOX_FIXED 74
 #define MSG_FIXED 128
-#define XMSG_PREFIX 16
+#define XMSG_PREFIX 24
 #define BODY_SIZE 56
 #define SEGLIVE_SIZE 16
-#define RETIRED_SIZE 8
+#define COMPACTED_SIZE 24
 #define KW_MAX MS_EVENT_KEYWORD_MAX
 
 struct idx_state {
@@ -122,6 +123,12 @@ struct mbox_rec {
 struct body_v {
 	uint64_t seq, seg, off, rec_len, plain_len, refs, xrefs;
 };
+
+/* A body entry made by a PLACE whose BODY record was not seen (idx.h). */
+static int body_has_loc(const struct body_v *b)
+{
+	return b->seq != 0;
+}
 
 static const char *test_boot_id;
 
@@ -501,7 +508,7 @@ static int kw_list_valid(const uint8_t *p, size_t len, uint32_t n)
 	return off == len;
 }
 
-/* MSG (msgs), or 16 bytes of expunge fields + MSG (expunged). */
+/* MSG (msgs), or 24 bytes of expunge fields + MSG (expunged). */
 static int msg_decode(int db, const MDB_val *key, const MDB_val *v,
 		      struct ms_idx_msg *m_r, const char **error_r)
 {
@@ -519,6 +526,7 @@ static int msg_decode(int db, const MDB_val *key, const MDB_val *v,
 				       "value size", error_r);
 		m.expunge_modseq = ms_get64(p);
 		m.expunge_seq = ms_get64(p + 8);
+		m.expunge_time = ms_get64(p + 16);
 		p += XMSG_PREFIX;
 		n -= XMSG_PREFIX;
 	}
@@ -563,6 +571,7 @@ static int msg_encode(const struct ms_idx_msg *m, const struct kwv *kws,
 	if (expunged) {
 		ms_put64(p, m->expunge_modseq);
 		ms_put64(p + 8, m->expunge_seq);
+		ms_put64(p + 16, m->expunge_time);
 		p += XMSG_PREFIX;
 	}
 	ms_put64(p, m->modseq);
@@ -899,9 +908,15 @@ static int body_unref(struct ms_idx_txn *t, const uint8_t key[32], int expunged)
 		return txn_fail(t, damaged(DB_BODIES, key, 32,
 					   "refcount below zero", &t->err));
 	(*n)--;
-	if (b.refs + b.xrefs == 0 &&
-	    (ret = seg_add(t, b.seg, -(int64_t)b.rec_len, -1)) < 0)
-		return ret;
+	if (b.refs + b.xrefs == 0) {
+		/* no placement left: an entry without location has nothing
+		   to keep; one with a location stays for dedup until a
+		   RETIRE drops its record */
+		if (!body_has_loc(&b))
+			return db_del(t, DB_BODIES, key, 32);
+		if ((ret = seg_add(t, b.seg, -(int64_t)b.rec_len, -1)) < 0)
+			return ret;
+	}
 	return body_store(t, key, &b);
 }
 
@@ -1472,9 +1487,12 @@ static int apply_body(struct ms_idx_txn *t, struct ms_pos pos, uint64_t seq,
 	} else if (ret != 0) {
 		return ret;
 	} else if (b.refs + b.xrefs > 0) {
-		/* moves: its live bytes move with it */
-		if ((ret = seg_add(t, b.seg, -(int64_t)b.rec_len, -1)) < 0 ||
-		    (ret = seg_add(t, pos.seg, (int64_t)rec_len, 1)) < 0)
+		/* moves (or gets its first location): its live bytes move
+		   with it */
+		if (body_has_loc(&b) &&
+		    (ret = seg_add(t, b.seg, -(int64_t)b.rec_len, -1)) < 0)
+			return ret;
+		if ((ret = seg_add(t, pos.seg, (int64_t)rec_len, 1)) < 0)
 			return ret;
 	}
 	b.seq = seq;
@@ -1485,6 +1503,34 @@ static int apply_body(struct ms_idx_txn *t, struct ms_pos pos, uint64_t seq,
 	return body_store(t, key, &b);
 }
 
+/*
+ * Take the expunged message x (a copy: fixed fields only) out of the
+ * expunged set: its entry, its modseq entry, its body's expunged ref,
+ * its PLACE record's live bytes, and one from mb's expunged count (the
+ * caller stores mb).
+ */
+static int expunged_remove(struct ms_idx_txn *t, const struct ms_idx_msg *x,
+			   struct mbox_rec *mb)
+{
+	uint8_t k[12];
+	int ret;
+
+	be64(k, x->mbox_id);
+	be32(k + 8, x->uid);
+	if (mb->m.expunged == 0)
+		return txn_fail(t,
+				damaged(DB_MBOXES, k, 8,
+					"expunged count below zero", &t->err));
+	mb->m.expunged--;
+	if ((ret = db_del(t, DB_EXPUNGED, k, 12)) < 0 ||
+	    (ret = modseq_del(t, x->mbox_id, x->expunge_modseq, x->uid)) < 0 ||
+	    (ret = body_unref(t, x->body_key, 1)) < 0 ||
+	    (ret = seg_add(t, x->place_pos.seg, -(int64_t)x->place_len, -1)) <
+		    0)
+		return ret;
+	return 0;
+}
+
 static int apply_place(struct ms_idx_txn *t, struct ms_pos pos, uint64_t seq,
 		       const struct ms_rec_hdr *hdr,
 		       const struct ms_event_place *e,
@@ -1493,10 +1539,10 @@ static int apply_place(struct ms_idx_txn *t, struct ms_pos pos, uint64_t seq,
 	struct mbox_rec mb;
 	struct user_rec u;
 	struct body_v b;
-	struct ms_idx_msg m;
+	struct ms_idx_msg m, x;
 	uint8_t k[12];
 	MDB_val v;
-	int ret;
+	int ret, restore = 0;
 
 	if ((ret = mbox_of(t, e->user_id, e->mbox_id, &mb)) != 0)
 		return ret;
@@ -1512,10 +1558,27 @@ static int apply_place(struct ms_idx_txn *t, struct ms_pos pos, uint64_t seq,
 		if (ret != MS_ENOTFOUND)
 			return txn_fail(t, ret);
 	}
-	if ((ret = body_load(t, e->body_key, &b)) != 0)
-		return ret == MS_ENOTFOUND ? anomaly(t, "unknown body %s",
-						     hex(e->body_key, 32))
-					   : ret;
+	if (e->restore_uid != 0) {
+		/* undelete; an expunged message that is not there is no
+		   anomaly: a rebuild from a compacted log meets it (idx.h) */
+		uint8_t xk[12];
+		MDB_val key = {.mv_size = 12, .mv_data = xk};
+
+		be64(xk, e->mbox_id);
+		be32(xk + 8, e->restore_uid);
+		ret = db_get(t->rd.txn, t->idx, DB_EXPUNGED, xk, 12, &v,
+			     &t->err);
+		if (ret == 0) {
+			if ((ret = msg_decode(DB_EXPUNGED, &key, &v, &x,
+					      &t->err)) < 0)
+				return txn_fail(t, ret);
+			x.keywords = NULL; /* points into the map */
+			x.keywords_len = 0;
+			restore = 1;
+		} else if (ret != MS_ENOTFOUND) {
+			return txn_fail(t, ret);
+		}
+	}
 	if ((ret = user_load(t, e->user_id, &u)) != 0)
 		return ret == MS_ENOTFOUND
 			       ? txn_fail(t, damaged(DB_MBOXES, k, 8,
@@ -1524,6 +1587,15 @@ static int apply_place(struct ms_idx_txn *t, struct ms_pos pos, uint64_t seq,
 	if (kwv_from_event(&t->new_kw, ev) < 0)
 		return anomaly(t, "bad keyword list");
 
+	/* no anomaly from here on */
+	if (restore && (ret = expunged_remove(t, &x, &mb)) < 0)
+		return ret;
+	ret = body_load(t, e->body_key, &b);
+	if (ret == MS_ENOTFOUND)
+		memset(&b, 0,
+		       sizeof(b)); /* no location: its BODY was dropped */
+	else if (ret != 0)
+		return ret;
 	memset(&m, 0, sizeof(m));
 	m.mbox_id = e->mbox_id;
 	m.uid = e->uid;
@@ -1543,7 +1615,7 @@ static int apply_place(struct ms_idx_txn *t, struct ms_pos pos, uint64_t seq,
 	if ((ret = db_put(t, DB_MSGS, k, 12, t->val.data, t->val.len)) < 0 ||
 	    (ret = modseq_put(t, e->mbox_id, e->modseq, e->uid, 0)) < 0)
 		return ret;
-	if (b.refs + b.xrefs == 0 &&
+	if (b.refs + b.xrefs == 0 && body_has_loc(&b) &&
 	    (ret = seg_add(t, b.seg, (int64_t)b.rec_len, 1)) < 0)
 		return ret;
 	b.refs++;
@@ -1713,6 +1785,7 @@ static int expunge_one(struct ms_idx_txn *t, struct mbox_rec *mb,
 				   ? m->modseq
 				   : ev->u.expunge.modseq;
 	x.expunge_seq = seq;
+	x.expunge_time = ev->u.expunge.time;
 	/* encode first: m points into the map */
 	if ((ret = msg_encode(&x, NULL, 1, &t->val)) < 0)
 		return txn_fail(t, ret);
@@ -1771,33 +1844,159 @@ static int apply_expunge(struct ms_idx_txn *t, uint64_t seq,
 		return ret;
 	if (e->modseq > mb.m.highestmodseq)
 		mb.m.highestmodseq = e->modseq;
+	/* the writer expunges placed uids only: uidnext is past them even
+	   when compaction dropped their PLACE records (idx.h) */
+	for (uint32_t i = 0; i < e->ranges.n; i++) {
+		uint32_t lo, hi;
+		if (ms_event_range(ev, i, &lo, &hi) < 0)
+			return txn_fail(t, -EINVAL);
+		if ((uint64_t)hi + 1 > mb.m.uidnext)
+			mb.m.uidnext = (uint64_t)hi + 1;
+	}
 	if ((ret = mbox_store(t, &mb.m)) < 0)
 		return ret;
 	return user_store(t, &u.u);
 }
 
+/* Every expunged message whose expunge time is < before leaves. */
+static int apply_purge(struct ms_idx_txn *t, const struct ms_event_purge *e)
+{
+	struct ms_buf keys;
+	MDB_cursor *c = NULL;
+	MDB_val k, v;
+	int ret, rc;
+
+	/* collect first: the removals write */
+	ms_buf_init(&keys, 0);
+	if ((ret = cursor_open(t, DB_EXPUNGED, &c)) < 0)
+		goto out;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		struct ms_idx_msg m;
+		MDB_val val;
+
+		if ((ret = val_open(DB_EXPUNGED, &k, &v, &val, &t->err)) < 0 ||
+		    (ret = msg_decode(DB_EXPUNGED, &k, &val, &m, &t->err)) <
+			    0) {
+			ret = txn_fail(t, ret);
+			break;
+		}
+		if (m.expunge_time < e->before &&
+		    (ret = ms_buf_append(&keys, k.mv_data, 12)) < 0) {
+			ret = txn_fail(t, ret);
+			break;
+		}
+	}
+	mdb_cursor_close(c);
+	if (ret < 0)
+		goto out;
+	if (rc != MDB_NOTFOUND) {
+		ret = txn_fail(t, map_err(rc, "expunged", &t->err));
+		goto out;
+	}
+	for (size_t i = 0; i < keys.len; i += 12) {
+		MDB_val key = {.mv_size = 12, .mv_data = keys.data + i};
+		struct ms_idx_msg x;
+		struct mbox_rec mb;
+
+		ret = db_get(t->rd.txn, t->idx, DB_EXPUNGED, key.mv_data, 12,
+			     &v, &t->err);
+		if (ret == 0)
+			ret = msg_decode(DB_EXPUNGED, &key, &v, &x, &t->err);
+		if (ret != 0) {
+			ret = txn_fail(t, ret);
+			break;
+		}
+		x.keywords = NULL; /* points into the map */
+		x.keywords_len = 0;
+		if ((ret = mbox_load(t, x.mbox_id, &mb)) != 0) {
+			if (ret == MS_ENOTFOUND)
+				ret = txn_fail(
+					t, damaged(DB_EXPUNGED, key.mv_data, 12,
+						   "no mailbox", &t->err));
+			break;
+		}
+		if ((ret = expunged_remove(t, &x, &mb)) < 0 ||
+		    (ret = mbox_store(t, &mb.m)) < 0)
+			break;
+	}
+out:
+	ms_buf_free(&keys);
+	return ret < 0 ? ret : 0;
+}
+
+/* Position a before (seg, off)? */
+static int pos_before(uint64_t seg_a, uint64_t off_a, uint64_t seg,
+		      uint64_t off)
+{
+	return seg_a < seg || (seg_a == seg && off_a < off);
+}
+
+/*
+ * A compaction of one segment (idx.h, Compaction).  Unlike other records
+ * a RETIRE with a bad BODY drop still applies its other drops: the
+ * segment is compacted on disk whatever the index says.
+ */
 static int apply_retire(struct ms_idx_txn *t, uint64_t seq,
 			const struct ms_event *ev)
 {
-	for (uint32_t i = 0; i < ev->u.retire.segs.n; i++) {
-		uint8_t k[8], v[8];
-		uint64_t seg;
-		MDB_val val;
-		int ret;
+	const struct ms_event_retire *e = &ev->u.retire;
+	uint8_t k[8], cv[COMPACTED_SIZE];
+	uint64_t times = 0, bad_off = 0;
+	uint32_t bad = 0;
+	MDB_val val;
+	int ret;
 
-		if (ms_event_seg(ev, i, &seg) < 0)
+	for (uint32_t i = 0; i < e->drops.n; i++) {
+		struct ms_event_drop d;
+		struct body_v b;
+
+		if (ms_event_drop(ev, i, &d) < 0)
 			return txn_fail(t, -EINVAL);
-		be64(k, seg);
-		ret = db_get(t->rd.txn, t->idx, DB_RETIRED, k, 8, &val,
-			     &t->err);
-		if (ret == 0)
-			continue; /* retired before: keep the first */
-		if (ret != MS_ENOTFOUND)
-			return txn_fail(t, ret);
-		ms_put64(v, seq);
-		if ((ret = db_put(t, DB_RETIRED, k, 8, v, 8)) < 0)
+		if (d.type != MS_REC_BODY)
+			continue; /* PLACE, NOOP: nothing refers to them */
+		ret = body_load(t, d.key, &b);
+		if (ret == MS_ENOTFOUND)
+			continue;
+		if (ret != 0)
+			return ret;
+		int at = body_has_loc(&b) && b.seg == e->seg && b.off == d.off;
+		if (b.refs + b.xrefs > 0) {
+			/* dropped while placed: a writer bug (if the entry
+			   is elsewhere, the drop was not of its record) */
+			if (at && bad++ == 0)
+				bad_off = d.off;
+			continue;
+		}
+		/* at an earlier record: a rebuild that did not see the
+		   dropped record, which had moved the entry there */
+		if (!at && !(body_has_loc(&b) &&
+			     pos_before(b.seg, b.off, e->seg, d.off)))
+			continue;
+		if ((ret = db_del(t, DB_BODIES, d.key, 32)) < 0)
 			return ret;
 	}
+	be64(k, e->seg);
+	ret = db_get(t->rd.txn, t->idx, DB_COMPACTED, k, 8, &val, &t->err);
+	if (ret == 0) {
+		if (val.mv_size != COMPACTED_SIZE)
+			return txn_fail(t, damaged(DB_COMPACTED, k, 8, "size",
+						   &t->err));
+		times = ms_get64((const uint8_t *)val.mv_data + 16);
+	} else if (ret != MS_ENOTFOUND) {
+		return txn_fail(t, ret);
+	}
+	ms_put64(cv, seq);
+	ms_put64(cv + 8, e->sum);
+	ms_put64(cv + 16, times + 1);
+	if ((ret = db_put(t, DB_COMPACTED, k, 8, cv, COMPACTED_SIZE)) < 0)
+		return ret;
+	if (bad > 0)
+		return anomaly(t,
+			       "segment %llu: %u dropped BODY record(s) still "
+			       "placed (first at offset %llu); kept",
+			       (unsigned long long)e->seg, bad,
+			       (unsigned long long)bad_off);
 	return 0;
 }
 
@@ -1807,6 +2006,8 @@ static int apply_rec(struct ms_idx_txn *t, uint64_t seq, struct ms_pos pos,
 	struct ms_event ev;
 	const char *derr = NULL;
 
+	if (hdr->type == MS_REC_HOLE)
+		return 0; /* only counted; its payload is not there */
 	if (hdr->type == MS_REC_BODY)
 		return apply_body(t, pos, seq, hdr, payload);
 	if (ms_event_decode(hdr->type, payload, hdr->len, &ev, &derr) < 0)
@@ -1835,6 +2036,8 @@ static int apply_rec(struct ms_idx_txn *t, uint64_t seq, struct ms_pos pos,
 		return apply_quota(t, &ev.u.quota);
 	case MS_REC_RETIRE:
 		return apply_retire(t, seq, &ev);
+	case MS_REC_PURGE:
+		return apply_purge(t, &ev.u.purge);
 	case MS_REC_TIMELINE:
 	case MS_REC_CHECKPOINT:
 	case MS_REC_NOOP:
@@ -2057,11 +2260,39 @@ static int check_open_mark(MDB_txn *txn, struct ms_idx *idx,
 	return 0;
 }
 
+/* The format entry of an existing index: magic and version. */
+static int check_format(MDB_txn *txn, struct ms_idx *idx, const char **error_r)
+{
+	MDB_val key = {.mv_size = 6, .mv_data = "format"}, val;
+	int rc = mdb_get(txn, idx->db[DB_META], &key, &val);
+
+	if (rc == MDB_NOTFOUND) {
+		*error_r = "index damaged: no format entry";
+		return MS_ECORRUPT;
+	}
+	if (rc != 0)
+		return map_err(rc, "meta", error_r);
+	if (val.mv_size != FORMAT_SIZE ||
+	    memcmp(val.mv_data, format_magic, sizeof(format_magic)) != 0 ||
+	    ms_get32((const uint8_t *)val.mv_data + 12) != 0) {
+		*error_r = "index damaged: bad format entry";
+		return MS_ECORRUPT;
+	}
+	uint32_t version = ms_get32((const uint8_t *)val.mv_data + 8);
+	if (version != MS_IDX_VERSION) {
+		*error_r = ms_errf("index format version %u, this program "
+				   "reads %u: rebuild",
+				   version, MS_IDX_VERSION);
+		return MS_EVERSION;
+	}
+	return 0;
+}
+
 static int open_dbs(MDB_txn *txn, struct ms_idx *idx, const char **error_r)
 {
 	MDB_dbi main_db;
 	MDB_stat st;
-	int rc, fresh = 0;
+	int rc, ret, fresh = 0;
 
 	rc = mdb_dbi_open(txn, db_names[DB_META], 0, &idx->db[DB_META]);
 	if (rc == MDB_NOTFOUND) {
@@ -2076,6 +2307,9 @@ static int open_dbs(MDB_txn *txn, struct ms_idx *idx, const char **error_r)
 	} else if (rc != 0) {
 		return map_err(rc, "open meta", error_r);
 	}
+	/* the version first: another version may have other tables */
+	if (!fresh && (ret = check_format(txn, idx, error_r)) < 0)
+		return ret;
 	for (int db = 0; db < DB_COUNT; db++) {
 		rc = mdb_dbi_open(txn, db_names[db], fresh ? MDB_CREATE : 0,
 				  &idx->db[db]);
@@ -2100,27 +2334,6 @@ static int open_dbs(MDB_txn *txn, struct ms_idx *idx, const char **error_r)
 		memset(s, 0, sizeof(s));
 		return raw_put(txn, idx, DB_META, "state", 5, s, STATE_SIZE,
 			       error_r);
-	}
-	MDB_val key = {.mv_size = 6, .mv_data = "format"}, val;
-	rc = mdb_get(txn, idx->db[DB_META], &key, &val);
-	if (rc == MDB_NOTFOUND) {
-		*error_r = "index damaged: no format entry";
-		return MS_ECORRUPT;
-	}
-	if (rc != 0)
-		return map_err(rc, "meta", error_r);
-	if (val.mv_size != FORMAT_SIZE ||
-	    memcmp(val.mv_data, format_magic, sizeof(format_magic)) != 0 ||
-	    ms_get32((const uint8_t *)val.mv_data + 12) != 0) {
-		*error_r = "index damaged: bad format entry";
-		return MS_ECORRUPT;
-	}
-	uint32_t version = ms_get32((const uint8_t *)val.mv_data + 8);
-	if (version != MS_IDX_VERSION) {
-		*error_r = ms_errf("index format version %u, this program "
-				   "reads %u: rebuild",
-				   version, MS_IDX_VERSION);
-		return MS_EVERSION;
 	}
 	struct idx_state state;
 	return state_load(txn, idx, &state, error_r);
@@ -2548,19 +2761,23 @@ int ms_idx_expunged_get(struct ms_idx_rd *rd, uint64_t mbox_id, uint32_t uid,
 	return msg_get(rd, DB_EXPUNGED, mbox_id, uid, m_r);
 }
 
-static int retired_get(MDB_txn *txn, const struct ms_idx *idx, uint64_t seg,
-		       uint64_t *seq_r)
+/* The compacted entry of seg: 1 with it in s, 0 if none, <0. */
+static int compacted_get(MDB_txn *txn, const struct ms_idx *idx, uint64_t seg,
+			 struct ms_idx_seg *s)
 {
 	uint8_t k[8];
 	MDB_val v;
 	int ret;
 
 	be64(k, seg);
-	if ((ret = db_get(txn, idx, DB_RETIRED, k, 8, &v, NULL)) < 0)
+	if ((ret = db_get(txn, idx, DB_COMPACTED, k, 8, &v, NULL)) < 0)
 		return ret == MS_ENOTFOUND ? 0 : ret;
-	if (v.mv_size != RETIRED_SIZE)
+	if (v.mv_size != COMPACTED_SIZE)
 		return MS_ECORRUPT;
-	*seq_r = ms_get64(v.mv_data);
+	s->compacted = 1;
+	s->compact_seq = ms_get64(v.mv_data);
+	s->sum = ms_get64((const uint8_t *)v.mv_data + 8);
+	s->compactions = ms_get64((const uint8_t *)v.mv_data + 16);
 	return 1;
 }
 
@@ -2569,15 +2786,14 @@ int ms_idx_body_get(struct ms_idx_rd *rd, const uint8_t key[32],
 {
 	MDB_val k = {.mv_size = 32, .mv_data = (void *)key}, v;
 	struct body_v b;
-	uint64_t rseq;
 	int ret;
 
 	if ((ret = db_get(rd->txn, rd->idx, DB_BODIES, key, 32, &v, NULL)) <
 		    0 ||
 	    (ret = body_decode(&k, &v, &b, NULL)) < 0)
 		return ret;
-	if ((ret = retired_get(rd->txn, rd->idx, b.seg, &rseq)) != 0)
-		return ret < 0 ? ret : MS_ENOTFOUND;
+	if (!body_has_loc(&b))
+		return MS_ENOTFOUND; /* no record to read or share */
 	memcpy(b_r->key, key, 32);
 	b_r->seq = b.seq;
 	b_r->pos.seg = b.seg;
@@ -2614,9 +2830,8 @@ int ms_idx_seg_get(struct ms_idx_rd *rd, uint64_t seg, struct ms_idx_seg *s_r)
 	} else if (ret != MS_ENOTFOUND) {
 		return ret;
 	}
-	if ((ret = retired_get(rd->txn, rd->idx, seg, &s.retire_seq)) < 0)
+	if ((ret = compacted_get(rd->txn, rd->idx, seg, &s)) < 0)
 		return ret;
-	s.retired = ret;
 	*s_r = s;
 	return 0;
 }
@@ -2640,7 +2855,7 @@ int ms_idx_stats(struct ms_idx_rd *rd, struct ms_idx_stats *st_r)
 		{DB_EXPUNGED, &s.expunged},
 		{DB_BODIES, &s.bodies},
 		{DB_SEGLIVE, &s.live_segments},
-		{DB_RETIRED, &s.retired_segments},
+		{DB_COMPACTED, &s.compacted_segments},
 	};
 	if ((ret = state_load(rd->txn, rd->idx, &st, NULL)) < 0)
 		return ret;
@@ -2921,8 +3136,8 @@ int ms_idx_changes_next(struct ms_idx_iter *it, struct ms_idx_change *c_r)
 	return 1;
 }
 
-int ms_idx_expunged_iter(struct ms_idx_rd *rd, uint64_t mbox_id,
-			 uint64_t since_seq, struct ms_idx_iter **it_r)
+int ms_idx_expunged_iter(struct ms_idx_rd *rd, uint64_t mbox_id, uint64_t since,
+			 struct ms_idx_iter **it_r)
 {
 	uint8_t k[8];
 	int ret;
@@ -2930,7 +3145,7 @@ int ms_idx_expunged_iter(struct ms_idx_rd *rd, uint64_t mbox_id,
 	be64(k, mbox_id);
 	if ((ret = iter_new(rd, IT_EXPUNGED, DB_EXPUNGED, k, 8, 8, it_r)) < 0)
 		return ret;
-	(*it_r)->since = since_seq;
+	(*it_r)->since = since;
 	return 0;
 }
 
@@ -2947,7 +3162,7 @@ int ms_idx_expunged_next(struct ms_idx_iter *it, struct ms_idx_msg *m_r)
 			return ret;
 		if ((ret = msg_decode(DB_EXPUNGED, &k, &v, &m, NULL)) < 0)
 			return ret;
-		if (m.expunge_seq > it->since) {
+		if (m.expunge_time >= it->since) {
 			*m_r = m;
 			return 1;
 		}
@@ -3039,9 +3254,10 @@ static void dump_msg(FILE *out, const struct ms_idx_msg *m, int expunged)
 		expunged ? "xmsg" : "msg", (unsigned long long)m->mbox_id,
 		m->uid, (unsigned long long)m->modseq);
 	if (expunged)
-		fprintf(out, " xmodseq=%llu xseq=%llu",
+		fprintf(out, " xmodseq=%llu xseq=%llu xtime=%llu",
 			(unsigned long long)m->expunge_modseq,
-			(unsigned long long)m->expunge_seq);
+			(unsigned long long)m->expunge_seq,
+			(unsigned long long)m->expunge_time);
 	fprintf(out, " flags=0x%02x received=%lld saved=%lld guid=", m->flags,
 		(long long)m->received_date, (long long)m->save_date);
 	put_hex(out, m->guid, 16);
@@ -3182,12 +3398,15 @@ static int dump_entry(FILE *out, int db, const MDB_val *k, const MDB_val *v,
 			(unsigned long long)ms_get64(vp),
 			(unsigned long long)ms_get64(vp + 8));
 		break;
-	case DB_RETIRED:
-		if (k->mv_size != 8 || v->mv_size != RETIRED_SIZE)
+	case DB_COMPACTED:
+		if (k->mv_size != 8 || v->mv_size != COMPACTED_SIZE)
 			return damaged(db, kp, k->mv_size, "size", err);
-		fprintf(out, "retired seg=%llu seq=%llu\n",
+		fprintf(out,
+			"compacted seg=%llu seq=%llu sum=%016llx times=%llu\n",
 			(unsigned long long)get_be64(kp),
-			(unsigned long long)ms_get64(vp));
+			(unsigned long long)ms_get64(vp),
+			(unsigned long long)ms_get64(vp + 8),
+			(unsigned long long)ms_get64(vp + 16));
 		break;
 	default:
 		break;
@@ -3609,6 +3828,16 @@ int ms_idx_check(struct ms_idx *idx, const char **error_r)
 		uint64_t x = chk_count_refs(c.xrefs, c.nxrefs, &xi, k.mv_data);
 		nrefs_seen += r;
 		nx_seen += x;
+		if (!body_has_loc(&b)) {
+			/* only between a HOLE and its RETIRE (idx.h) */
+			ret = chk_fail(&c,
+				       "body %s: no location (refcount "
+				       "%llu/%llu)",
+				       hex(k.mv_data, 32),
+				       (unsigned long long)b.refs,
+				       (unsigned long long)b.xrefs);
+			break;
+		}
 		if (r != b.refs || x != b.xrefs) {
 			ret = chk_fail(
 				&c,

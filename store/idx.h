@@ -28,12 +28,14 @@
  * version and MS_ECORRUPT for one it cannot read: the caller rebuilds.
  *
  * Anomalies.  The writer validates every record before it logs it, so a
- * record naming an unknown user, mailbox or body, or a duplicate id, name
- * or uid, is a writer bug, not a reason to stop: it is still "applied" (its
+ * record naming an unknown user or mailbox, or a duplicate id, name or
+ * uid, is a writer bug, not a reason to stop: it is still "applied" (its
  * seq is recorded) with no effect, counted in a persistent anomaly counter
  * and reported with MS_IDX_ANOMALY.  A payload that does not decode is
  * handled the same way.  Uids in FLAGS and EXPUNGE ranges that name no
- * message are normal (gaps) and not anomalies.
+ * message are normal (gaps) and not anomalies, and so are a PLACE's body
+ * key no BODY record gave and a restore_uid that is not expunged: after
+ * compaction a rebuild meets all of them (see Meaning).
  *
  * Threads: an index belongs to one thread, like the log.  One write
  * transaction at a time; read handles (ms_idx_read_begin) may be open at
@@ -50,23 +52,50 @@
  *
  * Per mailbox: messages, unseen (no \Seen), bytes (physical sizes) and
  * vbytes (virtual sizes) count present messages; expunged counts expunged
- * but restorable ones.  uidnext = max(1, max uid placed + 1) and
- * highestmodseq = max modseq of every PLACE, FLAGS and EXPUNGE applied to
- * the mailbox (0 for a new one): both only grow, whatever order records
- * come in.  uidnext is 64 bits: placing uid 4294967295 makes it 2^32.
+ * but restorable ones.  uidnext = max(1, max uid placed + 1, max hi of the
+ * uid ranges of every EXPUNGE + 1) and highestmodseq = max modseq of every
+ * PLACE, FLAGS and EXPUNGE applied to the mailbox (0 for a new one): both
+ * only grow, whatever order records come in.  (The EXPUNGE term changes
+ * nothing for a log as the writer makes it, whose expunge ranges name only
+ * placed uids; it keeps uidnext right when compaction dropped the PLACE of
+ * the highest uid, below.)  uidnext is 64 bits: placing uid 4294967295
+ * makes it 2^32.
  *
  * Per message: flags and keywords as the last change left them; keywords
  * are kept sorted bytewise without duplicates.  FLAGS changes only the
  * messages whose flags or keywords actually change; each gets modseq
  * max(its modseq, the record's).  EXPUNGE moves a message to the expunged
- * table with expunge modseq max(its modseq, the record's) and the record's
- * seq as the expunge time.  Quota use of a user counts present messages
- * only: bytes = sum of physical sizes, messages = count.
+ * table with expunge modseq max(its modseq, the record's), the record's
+ * seq as expunge seq and the record's time (unix seconds) as expunge
+ * time.  Quota use of a user counts present messages only: bytes = sum of
+ * physical sizes, messages = count.
+ *
+ * Undelete: a PLACE with restore_uid != 0 first takes the expunged
+ * message (mailbox, restore_uid) out of the expunged set (its modseq
+ * entry, the mailbox's expunged count, its body's expunged_refs, its
+ * PLACE record's live bytes), then places the new message as any PLACE
+ * does.  If there is no such expunged message, the placement still
+ * happens and it is not an anomaly: a rebuild from a compacted log meets
+ * that case normally (the PLACE of the expunged message was dropped).
+ *
+ * PURGE: every expunged message (all mailboxes) whose expunge time is
+ * < before leaves the expunged set for good, the same way (modseq entry,
+ * expunged count, expunged_refs, live bytes of its PLACE record).
  *
  * Bodies: refcount = present placements of the body, expunged_refs =
- * expunged (restorable) placements of it.  A BODY record for a key the
- * index knows moves the body to the newer record (compaction rewrites
- * bodies that way).
+ * expunged (restorable) placements of it.  A body entry has a location
+ * (seq, seg:off, record bytes) = the last BODY record of its key applied,
+ * or none (all 0) when a PLACE names a key no applied BODY record has: a
+ * rebuild from a compacted log meets that when the PLACE was kept and the
+ * BODY dropped; it is not an anomaly and the message is placed as usual.
+ * A BODY record for a known key moves the entry to the newer record (and
+ * gives a location to one that had none).  When refcount + expunged_refs
+ * drops to 0 an entry without location is deleted; one with a location
+ * stays (dedup may use it again) until a RETIRE drops its record.  At a
+ * consistent point (after the last RETIRE whose compaction made the
+ * holes, which is any point of a log as the writer makes it) no entry is
+ * without location.  ms_idx_body_get() does not return an entry without
+ * location (MS_ENOTFOUND): there is no record to read or share.
  *
  * Live bytes per segment: the bytes (header + payload) of the records a
  * compaction must keep: a BODY record while its body is at that record
@@ -79,12 +108,40 @@
  * messages; user delete drops the user, its mailboxes and subscriptions.
  * Rename changes the name only: id, UIDVALIDITY and messages stay (one
  * record renames one mailbox; the writer renames children one by one).
- * RETIRE remembers the retired segments; a body located in one is no
- * longer found (ms_idx_body_get says MS_ENOTFOUND).  TIMELINE, CHECKPOINT
- * and NOOP change nothing but the applied position.  SEAL records change
- * nothing at all, not even the applied position or the record count: the
- * log writes them itself and the daemon never sees them, and a feed with
- * or without them must build the same index.
+ *
+ * Compaction.  RETIRE says that sealed segment seg was rewritten in place
+ * with the listed records replaced by HOLE records (same offset, seq and
+ * length); every other record kept its offset, so no position the index
+ * holds changes.  The writer drops only dead records: a BODY whose entry
+ * is at that record with refcount + expunged_refs = 0, a PLACE no present
+ * or expunged message has as its place position, a NOOP.  RETIRE applies
+ * so that an index that applied the original records and one rebuilt from
+ * the compacted log (HOLEs) are equal after it:
+ *   - a BODY drop with key k: if the entry of k is at the dropped record,
+ *     or (no refs) at an earlier position (a rebuild, which did not see
+ *     the dropped record that had moved the entry there), and has
+ *     refcount + expunged_refs = 0, it is deleted.  At the dropped record
+ *     with refs > 0 is a writer bug: an anomaly, the entry stays (the
+ *     other drops of the record still apply: the segment is compacted on
+ *     disk whatever the index says).  Absent, or at a later position:
+ *     nothing;
+ *   - PLACE and NOOP drops: nothing;
+ *   - the compacted table records seg with the seq of this RETIRE, its
+ *     seal checksum sum, and how many times the segment was compacted.
+ * A body in a compacted segment is found as any other: its entry is gone
+ * only if its record was dropped.
+ * A HOLE record changes nothing but the applied position and the record
+ * count (it counts as the record it replaced did); its payload is not
+ * read (may be NULL).
+ * TIMELINE, CHECKPOINT, NOOP and HOLE change nothing but the applied
+ * position.  SEAL records change nothing at all, not even the applied
+ * position or the record count: the log writes them itself and the daemon
+ * never sees them, and a feed with or without them must build the same
+ * index.
+ *
+ * What a rebuild from a compacted log cannot give back: the anomaly
+ * counters when a dropped record was an anomaly (a PLACE naming an unknown
+ * mailbox is dead by the rule above).  Everything else dumps the same.
  *
  * ---- Tables (LMDB named databases) -----------------------------------
  *
@@ -98,8 +155,8 @@
  *                       checksum; wrong magic MS_ECORRUPT, version
  *                       MS_EVERSION)
  *           "state"  -> u64 applied seq, u64 applied seg, u64 applied off,
- *                       u64 records applied (no seals), u64 anomalies,
- *                       u64 seq of the last anomaly                    (48)
+ *                       u64 records applied (no seals; HOLEs count),
+ *                       u64 anomalies, u64 seq of the last anomaly     (48)
  *           "store"  -> u8[16] store id of the log it follows; set by the
  *                       first ms_idx_catch_up()                        (16)
  *           "open"   -> u64 open (1) / closed (0), u8[40] boot id, NUL
@@ -125,17 +182,19 @@
  *             120 u64 place record bytes (header + payload)
  *             128 nkeywords x str, ascending bytewise, unique, 1..255 bytes
  * expunged  u64 mbox_id, u32 uid -> u64 expunge modseq, u64 expunge seq,
- *                       MSG                                         (16+MSG)
+ *                       u64 expunge time (unix seconds), MSG   (24+MSG)
  * modseq    u64 mbox_id, u64 modseq, u32 uid -> u8 kind (0 the message is
  *                       present with this modseq, 1 expunged with this
  *                       expunge modseq): one entry per message of msgs and
  *                       expunged; the change feed walks it            (1)
  * bodies    u8[32] dedup key -> u64 seq, u64 seg, u64 off, u64 record
  *                       bytes, u64 plain length, u64 refcount,
- *                       u64 expunged_refs                              (56)
+ *                       u64 expunged_refs; seq, seg, off, record bytes
+ *                       and plain length all 0: no location          (56)
  * seglive   u64 seg -> u64 live bytes, u64 live records; no entry when 0
  *                                                                      (16)
- * retired   u64 seg -> u64 seq of the RETIRE record                    (8)
+ * compacted u64 seg -> u64 seq of the last RETIRE of seg, u64 its seal
+ *                       checksum, u64 times compacted                  (24)
  */
 #ifndef MS_IDX_H
 #define MS_IDX_H
@@ -145,7 +204,7 @@
 #include "ms.h"
 #include "rec.h"
 
-#define MS_IDX_VERSION 1u
+#define MS_IDX_VERSION 2u
 /* 0 as map_size: this.  Sparse on disk; only the address space is used. */
 #define MS_IDX_MAP_SIZE_DEFAULT ((uint64_t)16 << 30)
 /* Records per write transaction in ms_idx_catch_up / ms_idx_rebuild. */
@@ -280,7 +339,9 @@ struct ms_idx_msg {
 	uint32_t nkeywords;
 	const uint8_t *keywords; /* borrowed: nkeywords x str */
 	size_t keywords_len;
-	uint64_t expunge_modseq, expunge_seq; /* 0 unless expunged */
+	/* 0 unless expunged: the EXPUNGE's modseq (or the message's, if
+	   higher), seq and time (unix seconds) */
+	uint64_t expunge_modseq, expunge_seq, expunge_time;
 };
 
 /*
@@ -302,8 +363,10 @@ struct ms_idx_body {
 
 struct ms_idx_seg {
 	uint64_t seg, live_bytes, live_records;
-	int retired;
-	uint64_t retire_seq;
+	int compacted;        /* a RETIRE compacted it */
+	uint64_t compact_seq; /* 0 unless compacted: the last RETIRE's seq, */
+	uint64_t sum;         /* its seal checksum, */
+	uint64_t compactions; /* how many RETIREs compacted it */
 };
 
 struct ms_idx_stats {
@@ -312,7 +375,7 @@ struct ms_idx_stats {
 	uint64_t records; /* records applied (no skips, no seals) */
 	uint64_t anomalies, last_anomaly_seq;
 	uint64_t users, mailboxes, messages, expunged, bodies;
-	uint64_t live_segments, retired_segments;
+	uint64_t live_segments, compacted_segments;
 	uint64_t map_size, map_used; /* bytes */
 	uint64_t skipped; /* MS_IDX_SKIPPED since open (not persistent) */
 };
@@ -332,13 +395,16 @@ int ms_idx_msg_get(struct ms_idx_rd *rd, uint64_t mbox_id, uint32_t uid,
 /* An expunged (restorable) message. */
 int ms_idx_expunged_get(struct ms_idx_rd *rd, uint64_t mbox_id, uint32_t uid,
 			struct ms_idx_msg *m_r);
-/* A body; MS_ENOTFOUND also when its segment was retired. */
+/*
+ * A body: where its BODY record is and its refcounts.  MS_ENOTFOUND also
+ * for an entry without location (see Bodies above).
+ */
 int ms_idx_body_get(struct ms_idx_rd *rd, const uint8_t key[32],
 		    struct ms_idx_body *b_r);
 /* 1 if the user subscribes name, 0 if not. */
 int ms_idx_subscribed(struct ms_idx_rd *rd, uint64_t user_id, const char *name,
 		      size_t len);
-/* Live bytes of a segment (0 if none) and whether it was retired. */
+/* Live bytes of a segment (0 if none) and whether it was compacted. */
 int ms_idx_seg_get(struct ms_idx_rd *rd, uint64_t seg, struct ms_idx_seg *s_r);
 int ms_idx_stats(struct ms_idx_rd *rd, struct ms_idx_stats *st_r);
 
@@ -356,7 +422,8 @@ int ms_idx_stats(struct ms_idx_rd *rd, struct ms_idx_stats *st_r);
  *           and expunged uid ranges whose expunge modseq > since
  *           (is_expunge 1, uid_lo..uid_hi share that modseq).
  * expunged: expunged (restorable) messages of a mailbox whose expunge
- *           seq > since_seq, by uid (seqs are the index's clock).
+ *           time >= since (unix seconds, the EXPUNGE record's time; 0:
+ *           all), by uid.
  * subs:     subscribed names of a user, in hash order.
  * segs:     segments with live bytes, by number.
  */
@@ -378,8 +445,8 @@ int ms_idx_msgs_next(struct ms_idx_iter *it, struct ms_idx_msg *m_r);
 int ms_idx_changes_iter(struct ms_idx_rd *rd, uint64_t mbox_id,
 			uint64_t since_modseq, struct ms_idx_iter **it_r);
 int ms_idx_changes_next(struct ms_idx_iter *it, struct ms_idx_change *c_r);
-int ms_idx_expunged_iter(struct ms_idx_rd *rd, uint64_t mbox_id,
-			 uint64_t since_seq, struct ms_idx_iter **it_r);
+int ms_idx_expunged_iter(struct ms_idx_rd *rd, uint64_t mbox_id, uint64_t since,
+			 struct ms_idx_iter **it_r);
 int ms_idx_expunged_next(struct ms_idx_iter *it, struct ms_idx_msg *m_r);
 int ms_idx_subs_iter(struct ms_idx_rd *rd, uint64_t user_id,
 		     struct ms_idx_iter **it_r);
@@ -405,7 +472,8 @@ int ms_idx_dump(struct ms_idx *idx, FILE *out);
  * Check every value and every invariant between tables: names map back
  * to ids, mailbox counters and quota use equal the sums of their
  * messages, every message has its modseq entry and body, refcounts and
- * live bytes equal what the messages imply.  0 or MS_ECORRUPT with
+ * live bytes equal what the messages imply, no body entry is without
+ * location (so check a consistent point: see Bodies).  0 or MS_ECORRUPT with
  * *error_r naming the first failure.  Memory: O(messages).
  */
 int ms_idx_check(struct ms_idx *idx, const char **error_r);

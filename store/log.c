@@ -99,6 +99,11 @@ int ms_log_seg_fd(struct ms_log *log, int c, uint64_t seg)
 	return fd;
 }
 
+uint64_t ms_log_head_seg(const struct ms_log *log)
+{
+	return log->head_seg;
+}
+
 void ms_log_seg_fd_forget(struct ms_log *log, int c, uint64_t seg)
 {
 	struct ms_log_copy *cp = &log->copy[c];
@@ -689,6 +694,8 @@ static int read_copy(struct ms_log *log, int c, struct ms_pos pos,
 	if ((ret = ms_rec_check_hdr(hb, hdr_r, error_r)) < 0)
 		return ret;
 	ms_buf_reset(out);
+	if (hdr_r->type == MS_REC_HOLE) /* no payload to read (rec.h) */
+		return ms_rec_check_sum(hb, NULL, 0, error_r);
 	if ((ret = ms_buf_resize(out, hdr_r->len)) < 0) {
 		*error_r = "record larger than the read buffer allows";
 		return ret;
@@ -715,7 +722,7 @@ static void heal(struct ms_log *log, int c, struct ms_pos pos,
 	if (fd >= 0)
 		ret = log->io->ops->pwrite(log->io, c, fd, hb, sizeof(hb),
 					   pos.off);
-	if (ret >= 0)
+	if (ret >= 0 && h->type != MS_REC_HOLE)
 		ret = log->io->ops->pwrite(log->io, c, fd, payload->data,
 					   h->len, pos.off + MS_REC_HDR_SIZE);
 	if (ret >= 0)
@@ -828,8 +835,18 @@ static int scrub_from(struct ms_log *log, struct ms_pos *posp,
 				continue;
 			if (ok[c] && h[c].sum == h[good].sum &&
 			    h[c].len == h[good].len &&
-			    memcmp(buf[c].data, buf[good].data, h[c].len) == 0)
+			    (h[c].type == MS_REC_HOLE ||
+			     memcmp(buf[c].data, buf[good].data, h[c].len) == 0))
 				continue;
+			/* a compaction that reached one copy and not yet the
+			   other (ms_log_compact_seg finishes it): not damage */
+			if (ok[c] && h[c].seq == h[good].seq &&
+			    h[c].len == h[good].len &&
+			    (h[c].type == MS_REC_HOLE) !=
+				    (h[good].type == MS_REC_HOLE)) {
+				st->pending++;
+				continue;
+			}
 			if (!ok[c])
 				msg_warn("copy=%s segment=%llu offset=%llu: %s",
 					 ms_log_copy_name(c),

@@ -125,6 +125,8 @@ int ms_log_read(struct ms_log *log, struct ms_pos pos,
  */
 struct ms_scrub_stats {
 	uint64_t records, bytes, healed, bad;
+	/* records compacted (HOLE) on one copy, not yet on the other */
+	uint64_t pending;
 };
 int ms_log_scrub(struct ms_log *log, uint64_t seg, struct ms_scrub_stats *st,
 		 const char **error_r);
@@ -146,6 +148,38 @@ int ms_log_dead(const struct ms_log *log);
 /* "primary" or "secondary" (c is 0 or 1). */
 const char *ms_log_copy_name(int c);
 const struct ms_meta *ms_log_meta(struct ms_log *log);
+
+/*
+ * In-place compaction of one sealed segment (compact.c; docs/format.md).
+ * The records at offs[0..n-1] (ascending; types[i] their types) become
+ * HOLE records; everything else keeps its bytes and offset.
+ *
+ * write: rewrite from a copy where the segment checks out whole into
+ * NNN.seg.compact on every healthy copy (synced); *sum_r: the new seal
+ * checksum, for the RETIRE record.  commit: rename the rewrites into
+ * place on every healthy copy where the segment does not have sum yet;
+ * MS_ENOTFOUND if a copy has no finished rewrite.  finish: commit, and
+ * write first where that is needed (recovery of an unfinished RETIRE).
+ * cleanup: remove rewrite files left behind (none may be in progress).
+ * seg_sum: the seal checksum of copy c's segment (tmp: of its rewrite)
+ * after checking the whole file.
+ */
+int ms_log_compact_write(struct ms_log *log, uint64_t seg,
+			 const uint64_t *offs, const uint8_t *types, size_t n,
+			 uint64_t *sum_r, const char **error_r);
+int ms_log_compact_commit(struct ms_log *log, uint64_t seg, uint64_t sum,
+			  const char **error_r);
+int ms_log_compact_finish(struct ms_log *log, uint64_t seg,
+			  const uint64_t *offs, const uint8_t *types, size_t n,
+			  uint64_t sum, const char **error_r);
+void ms_log_compact_cleanup(struct ms_log *log);
+int ms_log_seg_sum(struct ms_log *log, int c, uint64_t seg, int tmp,
+		   uint64_t *sum_r);
+/* Apparent and allocated bytes of a segment file (first healthy copy). */
+int ms_log_seg_space(struct ms_log *log, uint64_t seg, uint64_t *size_r,
+		     uint64_t *alloc_r);
+/* The number of the open (newest) segment. */
+uint64_t ms_log_head_seg(const struct ms_log *log);
 
 /* Walk the durable records in log order, from a position. */
 struct ms_log_iter;

@@ -123,11 +123,36 @@ struct ms_ops {
 	/* counters for STATUS */
 	uint64_t n_requests, n_errors, n_appends, n_bodies_deduped;
 	uint64_t n_anomalies;
+	/* undelete and compaction */
+	uint64_t undelete_window_s;
+	uint64_t compact_threshold;	/* per mille */
+	uint64_t compact_interval_ms, compact_last_ms;
+	uint64_t purged_before;	/* the last PURGE appended */
+	struct dying {		/* bodies a queued RETIRE drops */
+		uint64_t seg;
+		uint8_t key[32];
+	} *dying;
+	size_t ndying, capdying;
+	uint64_t n_compactions, n_segs_compacted, n_recs_dropped;
+	uint64_t n_bytes_dropped, n_compact_errors, n_undeleted;
 };
 
 /* ---- small helpers ---- */
 
 static uint64_t now_ms(void);
+
+/* A body a queued compaction drops: never reuse it (a new BODY record
+   is written instead, and the index then finds the body there). */
+static int body_dying(const struct ms_ops *ops, const uint8_t key[32])
+{
+	for (size_t i = 0; i < ops->ndying; i++)
+		if (memcmp(ops->dying[i].key, key, 32) == 0)
+			return 1;
+	return 0;
+}
+
+static void retire_applied(struct ms_ops *ops, const struct ms_rec_hdr *h,
+			   const uint8_t *payload);
 
 static int reply_error(struct ms_conn *c, uint16_t op, uint32_t id, int status,
 		       const char *reason)
@@ -268,6 +293,8 @@ static void apply_record(void *ctx, const struct ms_rec_hdr *h,
 	const char *err = "";
 	int ret = 0;
 
+	if (h->type == MS_REC_RETIRE)
+		retire_applied(ops, h, payload);
 	if (ops->txn == NULL)
 		ret = ms_idx_begin(ops->idx, &ops->txn);
 	if (ret == 0)
@@ -566,6 +593,14 @@ static int op_status(struct ms_ops *ops, struct ms_conn *c, uint32_t id)
 		{ MS_PSTR("scrub.healed"), ops->scrub.healed },
 		{ MS_PSTR("scrub.bad"), ops->scrub.bad },
 		{ MS_PSTR("scrub.passes"), ops->scrub_passes },
+		{ MS_PSTR("scrub.pending_compactions"), ops->scrub.pending },
+		{ MS_PSTR("compact.runs"), ops->n_compactions },
+		{ MS_PSTR("compact.segments"), ops->n_segs_compacted },
+		{ MS_PSTR("compact.records_dropped"), ops->n_recs_dropped },
+		{ MS_PSTR("compact.bytes_dropped"), ops->n_bytes_dropped },
+		{ MS_PSTR("compact.errors"), ops->n_compact_errors },
+		{ MS_PSTR("compact.purged_before"), ops->purged_before },
+		{ MS_PSTR("ops.undeleted"), ops->n_undeleted },
 		{ MS_PSTR("srv.connections"),
 		  ops->srv ? ms_srv_conns(ops->srv) : 0 },
 	};
@@ -882,7 +917,8 @@ static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		/* single instance: a body the store has is referenced */
 		struct ms_idx_body b;
 		ms_body_dedup_key(&ops->bctx, q->body, q->body_len, key);
-		if (ms_idx_body_get(rd, key, &b) == 0) {
+		if (ms_idx_body_get(rd, key, &b) == 0 && b.seq != 0 &&
+		    !body_dying(ops, key)) {
 			body_seq = b.seq;
 			ops->n_bodies_deduped++;
 		} else {
@@ -1058,6 +1094,7 @@ static int op_store_expunge(struct ms_ops *ops, struct ms_conn *c,
 			ev.u.expunge.user_id = s->user_id;
 			ev.u.expunge.mbox_id = m.id;
 			ev.u.expunge.modseq = modseq;
+			ev.u.expunge.time = (uint64_t)time(NULL);
 			ev.u.expunge.ranges.n = nhit;
 			ev.u.expunge.ranges.list =
 				(const struct ms_event_range *)(void *)hit.data;
@@ -1519,6 +1556,33 @@ static int op_quota(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 /* COPY and MOVE inside the session's user: new placements of the same
    bodies (nothing is copied but the placement), then, for MOVE, an
    expunge of the sources. */
+/*
+ * A PLACE of message m in user_id's mailbox mbox_id (uid and modseq are
+ * the caller's).  The keywords go to kwbuf; keywords.packed holds their
+ * offset there until kwbuf stops moving (then: kwbuf.data + offset).
+ */
+static void place_from_msg(struct ms_event *ev, const struct ms_idx_msg *m,
+			   uint64_t user_id, uint64_t mbox_id,
+			   struct ms_buf *kwbuf)
+{
+	memset(ev, 0, sizeof(*ev));
+	ev->type = MS_REC_PLACE;
+	struct ms_event_place *p = &ev->u.place;
+	p->user_id = user_id;
+	p->mbox_id = mbox_id;
+	p->flags = m->flags;
+	p->received_date = m->received_date;
+	p->save_date = (int64_t)time(NULL);
+	memcpy(p->guid, m->guid, sizeof(p->guid));
+	memcpy(p->body_key, m->body_key, sizeof(p->body_key));
+	p->physical_size = m->physical_size;
+	p->virtual_size = m->virtual_size;
+	p->keywords.n = m->nkeywords;
+	p->keywords.packed_len = m->keywords_len;
+	p->keywords.packed = (const uint8_t *)(uintptr_t)kwbuf->len;
+	ms_buf_append(kwbuf, m->keywords, m->keywords_len);
+}
+
 static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 			uint16_t op, uint32_t id, const struct ms_req_uids *q,
 			const char **why_r)
@@ -1567,24 +1631,7 @@ static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 				pairs = ms_realloc(pairs, cap * sizeof(*pairs));
 				evs = ms_realloc(evs, cap * sizeof(*evs));
 			}
-			struct ms_event *ev = &evs[n];
-			memset(ev, 0, sizeof(*ev));
-			ev->type = MS_REC_PLACE;
-			struct ms_event_place *p = &ev->u.place;
-			p->user_id = s->user_id;
-			p->mbox_id = dst.id;
-			p->flags = m.flags;
-			p->received_date = m.received_date;
-			p->save_date = (int64_t)time(NULL);
-			memcpy(p->guid, m.guid, sizeof(p->guid));
-			memcpy(p->body_key, m.body_key, sizeof(p->body_key));
-			p->physical_size = m.physical_size;
-			p->virtual_size = m.virtual_size;
-			p->keywords.n = m.nkeywords;
-			/* offset now, pointer once kwbuf stops moving */
-			p->keywords.packed_len = m.keywords_len;
-			p->keywords.packed = (const uint8_t *)(uintptr_t)kwbuf.len;
-			ms_buf_append(&kwbuf, m.keywords, m.keywords_len);
+			place_from_msg(&evs[n], &m, s->user_id, dst.id, &kwbuf);
 			pairs[n].src_uid = m.uid;
 			bytes += m.physical_size;
 			n++;
@@ -1630,6 +1677,9 @@ static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		ev.u.expunge.user_id = s->user_id;
 		ev.u.expunge.mbox_id = src.id;
 		ev.u.expunge.modseq = ++ss->modseq;
+		/* time 0: a moved message is not restorable where it was
+		   (undelete would duplicate it); the next purge drops it */
+		ev.u.expunge.time = 0;
 		ev.u.expunge.ranges.n = nr;
 		ev.u.expunge.ranges.list = rg;
 		ret = req_append_event(r, &ev, NULL);
@@ -1665,6 +1715,534 @@ static uint64_t now_ms(void)
 }
 
 /* WAIT: answer at once if the mailbox moved past known, else park. */
+/* ---- undelete and compaction ---- */
+
+/* Everything queued is durable, applied and committed. */
+static void idx_settle(struct ms_ops *ops);
+
+static int settle(struct ms_ops *ops)
+{
+	int ret = ms_log_sync(ops->log);
+	idx_settle(ops);
+	return ret;
+}
+
+/*
+ * UNDELETE: the mailbox's expunged messages still in the undelete window
+ * (and at or after since) come back as new uids, without \Deleted.
+ */
+static int op_undelete(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
+		       uint32_t id, const struct ms_req_undelete *q,
+		       const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_user u = { 0 };
+	struct ms_idx_mbox m = { 0 };
+	struct ms_uid_pair *pairs = NULL;
+	struct ms_event *evs = NULL;
+	struct ms_buf kwbuf;
+	size_t n = 0, cap = 0;
+	uint64_t bytes = 0, now = (uint64_t)time(NULL);
+	int ret;
+
+	/* restores in flight are applied first: none is restored twice */
+	if ((ret = settle(ops)) < 0) {
+		*why_r = "the log cannot be flushed";
+		return ret;
+	}
+	uint64_t cutoff = now > ops->undelete_window_s
+				  ? now - ops->undelete_window_s
+				  : 1;
+	if ((uint64_t)q->since > cutoff)
+		cutoff = (uint64_t)q->since;
+	if (ops->purged_before > cutoff)
+		cutoff = ops->purged_before;
+	if ((ret = ms_idx_read_begin(ops->idx, &rd)) < 0)
+		return ret;
+	ms_buf_init(&kwbuf, 0);
+	ret = resolve_user(rd, c, s, q->user, &u, why_r);
+	if (ret == 0)
+		ret = resolve_mbox(rd, u.id, q->mailbox, &m, why_r);
+	struct mstate *ms = ret == 0 ? mstate_get(ops, rd, m.id) : NULL;
+	if (ret == 0 && ms == NULL)
+		ret = MS_ENOTFOUND;
+	struct ms_idx_iter *it = NULL;
+	if (ret == 0)
+		ret = ms_idx_expunged_iter(rd, m.id, cutoff, &it);
+	struct ms_idx_msg x;
+	while (it != NULL && (ret = ms_idx_expunged_next(it, &x)) > 0) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			pairs = ms_realloc(pairs, cap * sizeof(*pairs));
+			evs = ms_realloc(evs, cap * sizeof(*evs));
+		}
+		place_from_msg(&evs[n], &x, u.id, m.id, &kwbuf);
+		evs[n].u.place.flags &= ~(uint32_t)MS_EVENT_FLAG_DELETED;
+		evs[n].u.place.restore_uid = x.uid;
+		pairs[n].src_uid = x.uid;
+		bytes += x.physical_size;
+		n++;
+	}
+	ms_idx_iter_free(&it);
+	if (ret == 0 && n > 0) {
+		struct upend *up = upend_get(ops, u.id);
+		if ((u.max_bytes &&
+		     u.use_bytes + up->bytes + bytes > u.max_bytes) ||
+		    (u.max_messages &&
+		     u.use_messages + up->msgs + n > u.max_messages)) {
+			ret = -EDQUOT;
+			*why_r = "over quota";
+		}
+	}
+	ms_idx_read_end(&rd);
+	if (ret < 0)
+		goto out;
+
+	struct req *r = req_new(ops, c, MS_OP_UNDELETE, id);
+	for (size_t i = 0; i < n && ret == 0; i++) {
+		struct ms_event_place *p = &evs[i].u.place;
+		p->keywords.packed = kwbuf.data + (uintptr_t)p->keywords.packed;
+		p->uid = (uint32_t)ms->uidnext++;
+		p->modseq = ++ms->modseq;
+		pairs[i].dst_uid = p->uid;
+		ret = req_append_event(r, &evs[i], NULL);
+	}
+	if (ret < 0 && r->pending == 0) {
+		req_free(r);
+		*why_r = "the store refused the write";
+		goto out;
+	}
+	if (ret < 0)
+		r->status = ret;
+	ops->n_undeleted += n;
+	struct ms_reply rep = { .op = MS_OP_UNDELETE };
+	rep.u.copy.uidvalidity = m.uidvalidity;
+	rep.u.copy.pairs.n = (uint32_t)n;
+	rep.u.copy.pairs.list = pairs;
+	req_submit(r, &rep);
+	ret = 0;
+out:
+	ms_buf_free(&kwbuf);
+	free(pairs);
+	free(evs);
+	return ret;
+}
+
+/* The drop list of a decoded RETIRE, as two arrays for the log. */
+static int retire_lists(const struct ms_event *ev, uint64_t **offs_r,
+			uint8_t **types_r)
+{
+	uint32_t n = ev->u.retire.drops.n;
+	uint64_t *offs = ms_calloc(n, sizeof(*offs));
+	uint8_t *types = ms_calloc(n, 1);
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct ms_event_drop d;
+		if (ms_event_drop(ev, i, &d) < 0) {
+			free(offs);
+			free(types);
+			return -EINVAL;
+		}
+		offs[i] = d.off;
+		types[i] = d.type;
+	}
+	*offs_r = offs;
+	*types_r = types;
+	return 0;
+}
+
+/* Make the segment files say what a RETIRE record says (idempotent). */
+static int retire_finish(struct ms_log *log, const uint8_t *payload,
+			 uint32_t len, uint64_t *seg_r, const char **error_r)
+{
+	struct ms_event ev;
+	uint64_t *offs;
+	uint8_t *types;
+	int ret = ms_event_decode(MS_REC_RETIRE, payload, len, &ev, error_r);
+
+	if (ret < 0)
+		return ret;
+	*seg_r = ev.u.retire.seg;
+	if ((ret = retire_lists(&ev, &offs, &types)) < 0) {
+		*error_r = "bad drop list";
+		return ret;
+	}
+	ret = ms_log_compact_finish(log, ev.u.retire.seg, offs, types,
+				    ev.u.retire.drops.n, ev.u.retire.sum,
+				    error_r);
+	free(offs);
+	free(types);
+	return ret;
+}
+
+/*
+ * A RETIRE is durable: rename the rewrites into place before the index
+ * forgets the dropped bodies, so that no reader is sent to a HOLE.
+ */
+static void retire_applied(struct ms_ops *ops, const struct ms_rec_hdr *h,
+			   const uint8_t *payload)
+{
+	const char *err = "";
+	uint64_t seg = 0;
+
+	if (retire_finish(ops->log, payload, h->len, &seg, &err) < 0) {
+		ops->n_compact_errors++;
+		msg_error("compaction of segment %llu (record seq %llu) is not "
+			  "finished: %s; the next start finishes it",
+			  (unsigned long long)seg, (unsigned long long)h->seq,
+			  err);
+	}
+	size_t w = 0;
+	for (size_t i = 0; i < ops->ndying; i++)
+		if (ops->dying[i].seg != seg)
+			ops->dying[w++] = ops->dying[i];
+	ops->ndying = w;
+}
+
+/*
+ * Finish the RETIREs from pos on (at start: after a crash the rename of a
+ * durable RETIRE may not have reached every copy).  Only the last RETIRE
+ * of a segment counts: a segment compacted twice has the second one's
+ * checksum.
+ */
+static int finish_retires(struct ms_ops *ops, struct ms_pos from,
+			  const char **error_r)
+{
+	struct last {
+		uint64_t seg;
+		struct ms_buf payload;
+	} *last = NULL;
+	size_t nlast = 0;
+	struct ms_log_iter *it;
+	struct ms_rec_hdr h;
+	struct ms_pos pos;
+	const uint8_t *p;
+	int ret = ms_log_iter_new(ops->log, from, &it);
+
+	if (ret < 0) {
+		*error_r = "cannot walk the log";
+		return ret;
+	}
+	while ((ret = ms_log_iter_next(it, &pos, &h, &p, error_r)) > 0) {
+		if (h.type != MS_REC_RETIRE || h.len < 8)
+			continue;
+		uint64_t seg = ms_get64(p);
+		size_t i = 0;
+		while (i < nlast && last[i].seg != seg)
+			i++;
+		if (i == nlast) {
+			last = ms_realloc(last, (nlast + 1) * sizeof(*last));
+			last[nlast].seg = seg;
+			ms_buf_init(&last[nlast++].payload, 0);
+		}
+		ms_buf_reset(&last[i].payload);
+		ms_buf_append(&last[i].payload, p, h.len);
+	}
+	ms_log_iter_free(&it);
+	for (size_t i = 0; i < nlast; i++) {
+		uint64_t seg;
+		if (ret == 0)
+			ret = retire_finish(ops->log, last[i].payload.data,
+					    (uint32_t)last[i].payload.len, &seg,
+					    error_r);
+		ms_buf_free(&last[i].payload);
+	}
+	free(last);
+	if (ret == 0)
+		ms_log_compact_cleanup(ops->log);
+	return ret;
+}
+
+static void sys_done(void *ctx, int status, uint64_t seq, struct ms_pos pos)
+{
+	struct ms_ops *ops = ctx;
+	(void)pos;
+	ops->completions++;
+	if (status != 0)
+		msg_error("record seq %llu of a compaction failed: %s",
+			  (unsigned long long)seq, ms_strerror(status));
+}
+
+/* Append a record for request r, or for the daemon itself (r NULL). */
+static int ops_append_event(struct ms_ops *ops, struct req *r,
+			    const struct ms_event *ev)
+{
+	if (r != NULL)
+		return req_append_event(r, ev, NULL);
+	struct ms_buf b;
+	ms_buf_init(&b, MS_REC_MAX_PAYLOAD);
+	int ret = ms_event_encode(ev, &b);
+	if (ret == 0)
+		ret = ms_log_append(ops->log, ev->type, 0, b.data,
+				    (uint32_t)b.len, sys_done, ops, NULL, NULL);
+	ms_buf_free(&b);
+	return ret;
+}
+
+/*
+ * The dead records of sealed segment seg (docs/format.md, "Compaction"):
+ * NOOPs; BODYs no placement needs (none present or restorable, or the
+ * index found the body at a newer record); PLACEs of messages neither
+ * present nor restorable.  Appends struct ms_event_drop to drops.
+ */
+static int plan_segment(struct ms_ops *ops, struct ms_idx_rd *rd, uint64_t seg,
+			struct ms_buf *drops, uint64_t *bytes_r,
+			const char **why_r)
+{
+	struct ms_log_iter *it;
+	struct ms_rec_hdr h;
+	struct ms_pos pos;
+	const uint8_t *p;
+	int ret = ms_log_iter_new(ops->log,
+				  (struct ms_pos){ seg, MS_SEG_HDR_SIZE }, &it);
+
+	if (ret < 0) {
+		*why_r = "cannot walk the segment";
+		return ret;
+	}
+	while ((ret = ms_log_iter_next(it, &pos, &h, &p, why_r)) > 0) {
+		struct ms_event_drop d = { .off = pos.off, .type = h.type };
+		int drop = 0, r2 = 0;
+
+		if (pos.seg != seg || h.type == MS_REC_SEAL)
+			break;
+		if (h.type == MS_REC_NOOP) {
+			drop = 1;
+		} else if (h.type == MS_REC_BODY) {
+			struct ms_idx_body b;
+			uint64_t plain;
+			if (ms_body_peek(p, h.len, d.key, &plain) < 0)
+				continue; /* not ours to judge */
+			r2 = ms_idx_body_get(rd, d.key, &b);
+			if (r2 == MS_ENOTFOUND)
+				drop = 1, r2 = 0;
+			else if (r2 == 0)
+				drop = b.pos.seg != seg || b.pos.off != pos.off ||
+				       b.refcount + b.expunged_refs == 0;
+		} else if (h.type == MS_REC_PLACE) {
+			struct ms_event ev;
+			struct ms_idx_msg m;
+			if (ms_event_decode(h.type, p, h.len, &ev, NULL) < 0)
+				continue;
+			r2 = ms_idx_msg_get(rd, ev.u.place.mbox_id,
+					    ev.u.place.uid, &m);
+			if (r2 == MS_ENOTFOUND)
+				r2 = ms_idx_expunged_get(rd, ev.u.place.mbox_id,
+							 ev.u.place.uid, &m);
+			if (r2 == MS_ENOTFOUND)
+				drop = 1, r2 = 0;
+			else if (r2 == 0)
+				drop = m.place_pos.seg != seg ||
+				       m.place_pos.off != pos.off;
+		}
+		if (r2 < 0) {
+			*why_r = "index lookup failed";
+			ret = r2;
+			break;
+		}
+		if (drop) {
+			if (h.type != MS_REC_BODY)
+				memset(d.key, 0, sizeof(d.key));
+			ms_buf_append(drops, &d, sizeof(d));
+			*bytes_r += MS_REC_HDR_SIZE + h.len;
+		}
+	}
+	ms_log_iter_free(&it);
+	return ret < 0 ? ret : 0;
+}
+
+/* At most this many segment bytes are rewritten per run (the loop waits
+   for the rewrite); what is left waits for the next run. */
+#define COMPACT_MAX_BYTES ((uint64_t)256 << 20)
+
+struct compact_run {
+	uint64_t purged_before, scanned, compacted, dropped, bytes, more;
+};
+
+/*
+ * Purge what left the undelete window, then compact the sealed segments
+ * whose live bytes are under threshold per mille of their allocated
+ * size.  The RETIREs go out as records of r (NULL: the daemon's own).
+ */
+static int run_compaction(struct ms_ops *ops, struct req *r,
+			  uint64_t threshold, int purge_only,
+			  struct compact_run *cr, const char **why_r)
+{
+	uint64_t now = (uint64_t)time(NULL);
+	struct ms_buf drops;
+	struct ms_idx_rd *rd;
+	int ret;
+
+	ops->n_compactions++;
+	if ((ret = settle(ops)) < 0) {
+		*why_r = "the log cannot be flushed";
+		return ret;
+	}
+	uint64_t before = now > ops->undelete_window_s
+				  ? now - ops->undelete_window_s
+				  : 0;
+	if (before > ops->purged_before) {
+		struct ms_event ev = { .type = MS_REC_PURGE };
+		ev.u.purge.before = before;
+		if ((ret = ops_append_event(ops, NULL, &ev)) < 0 ||
+		    (ret = settle(ops)) < 0) {
+			*why_r = "the purge record was not written";
+			return ret;
+		}
+		ops->purged_before = before;
+	}
+	cr->purged_before = ops->purged_before;
+	if (purge_only)
+		return 0;
+
+	size_t nsegs;
+	const uint64_t *lsegs = ms_log_segments(ops->log, &nsegs);
+	uint64_t *segs = ms_calloc(nsegs + 1, sizeof(*segs));
+	memcpy(segs, lsegs, nsegs * sizeof(*segs));
+	uint64_t head = ms_log_head_seg(ops->log), budget = COMPACT_MAX_BYTES;
+	if ((ret = ms_idx_read_begin(ops->idx, &rd)) < 0) {
+		free(segs);
+		return ret;
+	}
+	ms_buf_init(&drops, 0);
+	for (size_t i = 0; i < nsegs && ret == 0; i++) {
+		struct ms_idx_seg is;
+		uint64_t size, alloc, dbytes = 0, sum = 0;
+
+		if (segs[i] >= head)
+			break;
+		if (ms_log_seg_space(ops->log, segs[i], &size, &alloc) < 0)
+			continue;
+		uint64_t base = alloc < size ? alloc : size;
+		if ((ret = ms_idx_seg_get(rd, segs[i], &is)) < 0)
+			break;
+		if (base == 0 || is.live_bytes * 1000 >= threshold * base)
+			continue;
+		if (size > budget) {
+			cr->more = 1;
+			break;
+		}
+		cr->scanned++;
+		ms_buf_reset(&drops);
+		if ((ret = plan_segment(ops, rd, segs[i], &drops, &dbytes,
+					why_r)) < 0)
+			break;
+		size_t nd = drops.len / sizeof(struct ms_event_drop);
+		if (nd == 0)
+			continue;
+		const struct ms_event_drop *dl = (const void *)drops.data;
+		uint64_t *offs = ms_calloc(nd, sizeof(*offs));
+		uint8_t *types = ms_calloc(nd, 1);
+		for (size_t k = 0; k < nd; k++) {
+			offs[k] = dl[k].off;
+			types[k] = dl[k].type;
+		}
+		ret = ms_log_compact_write(ops->log, segs[i], offs, types, nd,
+					   &sum, why_r);
+		free(offs);
+		free(types);
+		if (ret < 0)
+			break;
+		for (size_t k = 0; k < nd; k++) {
+			if (dl[k].type != MS_REC_BODY)
+				continue;
+			if (ops->ndying == ops->capdying) {
+				ops->capdying = ops->capdying
+							? ops->capdying * 2
+							: 256;
+				ops->dying = ms_realloc(
+					ops->dying,
+					ops->capdying * sizeof(*ops->dying));
+			}
+			ops->dying[ops->ndying].seg = segs[i];
+			memcpy(ops->dying[ops->ndying++].key, dl[k].key, 32);
+		}
+		struct ms_event ev = { .type = MS_REC_RETIRE };
+		ev.u.retire.seg = segs[i];
+		ev.u.retire.sum = sum;
+		ev.u.retire.drops.n = (uint32_t)nd;
+		ev.u.retire.drops.list = dl;
+		if ((ret = ops_append_event(ops, r, &ev)) < 0) {
+			*why_r = "the retire record was not written";
+			break;
+		}
+		budget -= size;
+		cr->compacted++;
+		cr->dropped += nd;
+		cr->bytes += dbytes;
+	}
+	ms_idx_read_end(&rd);
+	ms_buf_free(&drops);
+	free(segs);
+	ops->n_segs_compacted += cr->compacted;
+	ops->n_recs_dropped += cr->dropped;
+	ops->n_bytes_dropped += cr->bytes;
+	return ret;
+}
+
+static int op_compact(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
+		      const struct ms_req_compact *q, const char **why_r)
+{
+	struct compact_run cr = { 0 };
+
+	if (!ms_conn_is_admin(c)) {
+		*why_r = "compaction is an admin operation";
+		return -EACCES;
+	}
+	struct req *r = req_new(ops, c, MS_OP_COMPACT, id);
+	int ret = run_compaction(ops, r,
+				 q->threshold ? q->threshold
+					      : ops->compact_threshold,
+				 q->purge_only, &cr, why_r);
+	if (ret < 0 && r->pending == 0) {
+		req_free(r);
+		ops->n_compact_errors++;
+		return ret;
+	}
+	if (ret < 0)
+		r->status = ret;
+	struct ms_counter cnt[] = {
+		{ MS_PSTR("purged_before"), cr.purged_before },
+		{ MS_PSTR("segments_scanned"), cr.scanned },
+		{ MS_PSTR("segments_compacted"), cr.compacted },
+		{ MS_PSTR("records_dropped"), cr.dropped },
+		{ MS_PSTR("bytes_dropped"), cr.bytes },
+		{ MS_PSTR("more"), cr.more },
+	};
+	struct ms_reply rep = { .op = MS_OP_COMPACT };
+	rep.u.counters.n = MS_ARRAY_SIZE(cnt);
+	rep.u.counters.list = cnt;
+	req_submit(r, &rep);
+	return 0;
+}
+
+/* Automatic compaction every compact_interval. */
+static void compact_tick(struct ms_ops *ops)
+{
+	if (ops->compact_interval_ms == 0 || ms_log_dead(ops->log))
+		return;
+	uint64_t now = now_ms();
+	if (ops->compact_last_ms == 0)
+		ops->compact_last_ms = now;
+	if (now - ops->compact_last_ms < ops->compact_interval_ms)
+		return;
+	ops->compact_last_ms = now;
+	struct compact_run cr = { 0 };
+	const char *why = "";
+	int ret = run_compaction(ops, NULL, ops->compact_threshold, 0, &cr,
+				 &why);
+	if (ret < 0) {
+		ops->n_compact_errors++;
+		msg_error("compaction: %s (%s)", why, ms_strerror(ret));
+	} else if (cr.compacted > 0) {
+		msg_info("compaction: %llu segments, %llu records, %llu bytes "
+			 "dropped",
+			 (unsigned long long)cr.compacted,
+			 (unsigned long long)cr.dropped,
+			 (unsigned long long)cr.bytes);
+	}
+}
+
 static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		   uint32_t id, const struct ms_req_wait *q, const char **why_r)
 {
@@ -1820,6 +2398,12 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 	case MS_OP_WAIT:
 		ret = op_wait(ops, c, s, h->id, &q.u.wait, &why);
 		break;
+	case MS_OP_UNDELETE:
+		ret = op_undelete(ops, c, s, h->id, &q.u.undelete, &why);
+		break;
+	case MS_OP_COMPACT:
+		ret = op_compact(ops, c, h->id, &q.u.compact, &why);
+		break;
 	default:
 		ret = -EOPNOTSUPP;
 		why = "unknown operation";
@@ -1863,16 +2447,9 @@ static void scrub_tick(struct ms_ops *ops)
 		ops->scrub_passes++;
 }
 
-void ms_ops_tick(struct ms_ops *ops)
+/* Commit what the turn applied; grow the map and replay when full. */
+static void idx_settle(struct ms_ops *ops)
 {
-	/* start the flush of what this turn queued; with psync that is the
-	   whole write, so reap it too */
-	for (int i = 0; i < 8; i++) {
-		uint64_t before = ops->completions;
-		int more = ms_log_run(ops->log, 0);
-		if (more <= 0 || (i > 0 && ops->completions == before))
-			break;
-	}
 	if (ops->txn != NULL && !ops->idx_full) {
 		int ret = ms_idx_commit(&ops->txn);
 		if (ret == MS_ETOOBIG)
@@ -1896,6 +2473,19 @@ void ms_ops_tick(struct ms_ops *ops)
 		msg_info("index map grown; the log's tail was replayed");
 		ops->idx_full = 0;
 	}
+}
+
+void ms_ops_tick(struct ms_ops *ops)
+{
+	/* start the flush of what this turn queued; with psync that is the
+	   whole write, so reap it too */
+	for (int i = 0; i < 8; i++) {
+		uint64_t before = ops->completions;
+		int more = ms_log_run(ops->log, 0);
+		if (more <= 0 || (i > 0 && ops->completions == before))
+			break;
+	}
+	idx_settle(ops);
 	if (ops->waiters != NULL)
 		wake_waiters(ops);
 	ops->ntouched = 0;
@@ -1916,6 +2506,7 @@ void ms_ops_tick(struct ms_ops *ops)
 		req_free(r);
 	}
 	scrub_tick(ops);
+	compact_tick(ops);
 	if (ms_log_dead(ops->log) && !ops->dead_reported) {
 		ops->dead_reported = 1;
 		msg_error("no writable copy of the log is left: every write "
@@ -1947,6 +2538,9 @@ void ms_ops_set_srv(struct ms_ops *ops, struct ms_srv *srv)
 void ms_ops_reload(struct ms_ops *ops, const struct ms_store_cfg *cfg)
 {
 	ops->scrub_rate = cfg->scrub_rate;
+	ops->undelete_window_s = cfg->undelete_window / 1000;
+	ops->compact_threshold = cfg->compact_threshold;
+	ops->compact_interval_ms = cfg->compact_interval;
 }
 
 void ms_ops_drain(struct ms_ops *ops)
@@ -2027,7 +2621,15 @@ int ms_ops_open(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
 		snprintf(ops->idx_dir, n, "%s/index", cfg->primary);
 	}
 	ops->map_size = cfg->index_map_size;
+	/* where the index stood: RETIREs after it may have been cut off
+	   before their rewrite reached every copy */
+	struct ms_pos from = { 0, 0 };
 	ret = ms_idx_open(ops->idx_dir, ops->map_size, &ops->idx, error_r);
+	if (ret == 0) {
+		uint64_t s0;
+		if (ms_idx_applied(ops->idx, &s0, &from) < 0)
+			from = (struct ms_pos){ 0, 0 };
+	}
 	if (ret == 0) {
 		/* an index ahead of the log (a log restored from a copy, a
 		   cut tail) describes records that do not exist: rebuild */
@@ -2060,8 +2662,10 @@ int ms_ops_open(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
 	}
 	if ((ret = init_ids(ops, error_r)) < 0)
 		goto fail;
+	if ((ret = finish_retires(ops, from, error_r)) < 0)
+		goto fail;
 	ms_log_set_apply_hook(ops->log, apply_record, ops);
-	ops->scrub_rate = cfg->scrub_rate;
+	ms_ops_reload(ops, cfg);
 	*ops_r = ops;
 	return 0;
 fail:
@@ -2109,6 +2713,7 @@ void ms_ops_close(struct ms_ops **opsp)
 		free(w);
 	}
 	free(ops->touched);
+	free(ops->dying);
 	while (ops->upend != NULL) {
 		struct upend *u = ops->upend;
 		ops->upend = u->next;

@@ -34,9 +34,11 @@ static const char *const op_names[] = {
 	[MS_OP_EXPUNGE] = "expunge",
 	[MS_OP_COPY] = "copy",
 	[MS_OP_MOVE] = "move",
+	[MS_OP_UNDELETE] = "undelete",
 	[MS_OP_QUOTA_GET] = "quota-get",
 	[MS_OP_QUOTA_SET] = "quota-set",
 	[MS_OP_WAIT] = "wait",
+	[MS_OP_COMPACT] = "compact",
 };
 
 bool ms_op_known(uint16_t op)
@@ -673,6 +675,25 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 					   MS_PROTO_MAX_WAIT_MS));
 		break;
 	}
+	case MS_OP_UNDELETE: {
+		struct ms_req_undelete *u = &r->u.undelete;
+		get_name(d, "user", MS_EVENT_USER_NAME_MAX, true, &u->user);
+		get_name(d, "mailbox", MS_EVENT_MBOX_NAME_MAX, false,
+			 &u->mailbox);
+		u->since = get_time(d, "since");
+		break;
+	}
+	case MS_OP_COMPACT: {
+		struct ms_req_compact *c = &r->u.compact;
+		off = ms_dec_off(d);
+		c->threshold = ms_dec_u32(d, "threshold");
+		if (d->ret == 0 && c->threshold > 1000)
+			ms_dec_bad(d, "threshold", off,
+				   ms_errf("%u, more than 1000 per mille",
+					   c->threshold));
+		c->purge_only = get_bool(d, "purge_only");
+		break;
+	}
 	default:
 		/* the caller refused every other op */
 		ms_assert(!"unexpected op");
@@ -695,6 +716,7 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 			 &r->u.hello.server);
 		break;
 	case MS_OP_STATUS:
+	case MS_OP_COMPACT:
 		r->u.counters.n = dec_list(d, K_COUNTER, &r->u.counters.packed,
 					   &r->u.counters.packed_len);
 		break;
@@ -757,6 +779,7 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 		break;
 	case MS_OP_COPY:
 	case MS_OP_MOVE:
+	case MS_OP_UNDELETE:
 		r->u.copy.uidvalidity = get32_nz(d, "uidvalidity");
 		r->u.copy.pairs.n = dec_list(d, K_PAIR, &r->u.copy.pairs.packed,
 					     &r->u.copy.pairs.packed_len);
@@ -1401,6 +1424,15 @@ static void put_req(struct enc *e, const void *src)
 		put64(e, r->u.wait.known_modseq);
 		put32(e, r->u.wait.timeout_ms);
 		break;
+	case MS_OP_UNDELETE:
+		put_str(e, "user", &r->u.undelete.user);
+		put_str(e, "mailbox", &r->u.undelete.mailbox);
+		put64(e, (uint64_t)r->u.undelete.since);
+		break;
+	case MS_OP_COMPACT:
+		put32(e, r->u.compact.threshold);
+		put8(e, r->u.compact.purge_only);
+		break;
 	default:
 		ms_assert(!"unexpected op");
 	}
@@ -1424,6 +1456,7 @@ static void put_reply(struct enc *e, const void *src)
 		put_str(e, "server name", &r->u.hello.server);
 		break;
 	case MS_OP_STATUS:
+	case MS_OP_COMPACT:
 		put_list(e, K_COUNTER, r->u.counters.n, r->u.counters.list,
 			 r->u.counters.packed, r->u.counters.packed_len);
 		break;
@@ -1477,6 +1510,7 @@ static void put_reply(struct enc *e, const void *src)
 		break;
 	case MS_OP_COPY:
 	case MS_OP_MOVE:
+	case MS_OP_UNDELETE:
 		put32(e, r->u.copy.uidvalidity);
 		put_list(e, K_PAIR, r->u.copy.pairs.n, r->u.copy.pairs.list,
 			 r->u.copy.pairs.packed, r->u.copy.pairs.packed_len);

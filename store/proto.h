@@ -106,9 +106,11 @@ enum ms_op {
 	MS_OP_EXPUNGE = 35,
 	MS_OP_COPY = 36,
 	MS_OP_MOVE = 37,
+	MS_OP_UNDELETE = 38,
 	MS_OP_QUOTA_GET = 40,
 	MS_OP_QUOTA_SET = 41,
 	MS_OP_WAIT = 42,
+	MS_OP_COMPACT = 43,
 };
 
 enum ms_role {
@@ -385,6 +387,23 @@ struct ms_req_wait { /* WAIT */
 	uint32_t timeout_ms;
 };
 
+/* UNDELETE: bring back the messages of mailbox expunged at or after
+   since (unix seconds; 0 = the whole undelete window) as new uids.  user
+   empty = the session's user; the admin role names one. */
+struct ms_req_undelete {
+	struct ms_pstr user;
+	struct ms_pstr mailbox;
+	int64_t since;
+};
+
+/* COMPACT (admin): purge what left the undelete window, then compact
+   the sealed segments whose live share is under threshold (per mille;
+   0 = the configured one).  purge_only: do not compact. */
+struct ms_req_compact {
+	uint32_t threshold;
+	uint8_t purge_only;
+};
+
 /* STATUS, USER_LIST, MBOX_LIST: empty body, no member. */
 struct ms_req {
 	uint16_t op; /* enum ms_op, without MS_OP_REPLY */
@@ -399,6 +418,8 @@ struct ms_req {
 		struct ms_req_changes changes;
 		struct ms_req_quota quota;
 		struct ms_req_wait wait;
+		struct ms_req_undelete undelete;
+		struct ms_req_compact compact;
 	} u;
 };
 
@@ -451,7 +472,7 @@ struct ms_reply {
 	struct ms_pstr reason;
 	union {
 		struct ms_rep_hello hello;           /* HELLO */
-		struct ms_counters counters;         /* STATUS */
+		struct ms_counters counters;         /* STATUS, COMPACT */
 		uint64_t user_id;                    /* USER_CREATE/DELETE */
 		struct ms_user_infos users;          /* USER_LIST */
 		struct ms_mbox_infos mboxes;         /* MBOX_LIST */
@@ -462,7 +483,7 @@ struct ms_reply {
 		struct ms_rep_changes changes;       /* CHANGES */
 		struct ms_rep_modseq_uids store;     /* STORE */
 		struct ms_rep_modseq_uids expunge;   /* EXPUNGE */
-		struct ms_rep_copy copy;             /* COPY, MOVE */
+		struct ms_rep_copy copy;             /* COPY, MOVE, UNDELETE */
 		struct ms_rep_quota quota;           /* QUOTA_GET */
 		uint64_t highestmodseq;              /* WAIT */
 	} u;

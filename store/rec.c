@@ -26,6 +26,8 @@ static const char *const type_names[] = {
 	[MS_REC_CHECKPOINT] = "checkpoint",
 	[MS_REC_SEAL] = "seal",
 	[MS_REC_NOOP] = "noop",
+	[MS_REC_PURGE] = "purge",
+	[MS_REC_HOLE] = "hole",
 };
 
 const char *ms_rec_type_name(unsigned type)
@@ -38,6 +40,8 @@ const char *ms_rec_type_name(unsigned type)
 static uint64_t rec_sum(const uint8_t hdr[MS_REC_HDR_SIZE], const void *payload,
 			uint32_t len)
 {
+	if (hdr[0] == MS_REC_HOLE)
+		return XXH3_64bits_withSeed(hdr, 24, 0);
 	uint64_t psum = XXH3_64bits(len ? payload : "", len);
 	return XXH3_64bits_withSeed(hdr, 24, psum);
 }
@@ -113,7 +117,7 @@ int ms_rec_decode(const uint8_t *buf, size_t avail, struct ms_rec_hdr *hdr_r,
 	}
 	if ((ret = ms_rec_check_hdr(buf, &h, error_r)) < 0)
 		return ret;
-	if (avail - MS_REC_HDR_SIZE < h.len) {
+	if (h.type != MS_REC_HOLE && avail - MS_REC_HDR_SIZE < h.len) {
 		*error_r = ms_errf("record payload truncated (%zu of %u bytes)",
 				   avail - MS_REC_HDR_SIZE, h.len);
 		return MS_ETRUNC;

@@ -14,6 +14,13 @@
  *                                            XXH3_64bits(payload, len))
  *   32  payload[len]
  *
+ * A HOLE record (written by compaction in place of a record it dropped)
+ * keeps the dropped record's seq, timeline, length and BATCH flag, but
+ * its payload bytes are not part of it: they are a hole in the file
+ * (never written, so they read as zeros; the segment's seal checksum
+ * counts them as zeros).  Its sum is XXH3_64bits_withSeed(bytes 0..23,
+ * 24, 0), and decoders need only its header.
+ *
  * A record is valid only if all of these hold, checked in this order:
  * the 32 header bytes are there; type is known; flags are allowed for the
  * type; reserved is 0; len <= MS_REC_MAX_PAYLOAD; the len payload bytes are
@@ -44,7 +51,9 @@ enum ms_rec_type {
 	MS_REC_CHECKPOINT = 14, /* checkpoint */
 	MS_REC_SEAL = 15,       /* segment footer: last record of a segment */
 	MS_REC_NOOP = 16,       /* filler / test record, no meaning */
-	MS_REC_TYPE_MAX = MS_REC_NOOP,
+	MS_REC_PURGE = 17,      /* end of the undelete window */
+	MS_REC_HOLE = 18,       /* a record compaction dropped */
+	MS_REC_TYPE_MAX = MS_REC_HOLE,
 };
 
 /* BODY record flags */

@@ -164,11 +164,14 @@ static int scan_segment(struct ms_log *log, uint64_t seg, const int fd[],
 		if (pick < 0)
 			break;
 		uint64_t size = MS_REC_HDR_SIZE + (uint64_t)rh[pick].len;
+		/* a HOLE is its header: its payload is not part of it */
+		uint64_t cmp = rh[pick].type == MS_REC_HOLE ? MS_REC_HDR_SIZE
+							    : size;
 		for (int c = 0; c < MS_IO_COPIES; c++)
 			if (c != pick && fd[c] >= 0 &&
-			    (!ok[c] || memcmp(rec[c], rec[pick], size) != 0))
-				fix_add(s, c, off, size);
-		XXH3_64bits_update(log->sum, rec[pick], size);
+			    (!ok[c] || memcmp(rec[c], rec[pick], cmp) != 0))
+				fix_add(s, c, off, cmp);
+		ms_seg_sum_rec(log->sum, &rh[pick], rec[pick]);
 		s->last_seq = expect;
 		s->last_timeline = tl = rh[pick].timeline;
 		off += size;

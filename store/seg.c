@@ -320,6 +320,15 @@ int ms_seg_reader_next(struct ms_seg_reader *r, struct ms_rec_hdr *hdr_r,
 				   h.len);
 		return MS_ETRUNC;
 	}
+	if (h.type == MS_REC_HOLE) {
+		/* its payload is a hole: the header is the whole record */
+		if ((ret = ms_rec_check_sum(p, NULL, 0, error_r)) < 0)
+			return ret;
+		*hdr_r = h;
+		*rec_r = p;
+		r->off += MS_REC_HDR_SIZE + h.len;
+		return 1;
+	}
 	if ((ret = ms_seg_reader_peek(r, r->off, MS_REC_HDR_SIZE + h.len,
 				      &p)) < 0) {
 		*error_r = ms_errf("read: %s", ms_strerror(ret));
@@ -332,4 +341,22 @@ int ms_seg_reader_next(struct ms_seg_reader *r, struct ms_rec_hdr *hdr_r,
 	*rec_r = p;
 	r->off += MS_REC_HDR_SIZE + h.len;
 	return 1;
+}
+
+void ms_seg_sum_rec(void *xxh3_state, const struct ms_rec_hdr *h,
+		    const uint8_t *rec)
+{
+	static const uint8_t zero[65536];
+	XXH3_state_t *st = xxh3_state;
+
+	if (h->type != MS_REC_HOLE) {
+		XXH3_64bits_update(st, rec, MS_REC_HDR_SIZE + (size_t)h->len);
+		return;
+	}
+	XXH3_64bits_update(st, rec, MS_REC_HDR_SIZE);
+	for (uint64_t left = h->len; left > 0;) {
+		size_t n = left < sizeof(zero) ? (size_t)left : sizeof(zero);
+		XXH3_64bits_update(st, zero, n);
+		left -= n;
+	}
 }

@@ -124,13 +124,22 @@ static inline void ms_seg_reader_seek(struct ms_seg_reader *r, uint64_t off)
 int ms_seg_reader_peek(struct ms_seg_reader *r, uint64_t off, size_t len,
 		       const uint8_t **p_r);
 /*
- * Next record: 1 with *hdr_r and *rec_r (header + payload bytes), and
+ * Next record: 1 with *hdr_r and *rec_r (header + payload bytes; for a
+ * HOLE the header only, its payload is never read), and
  * r->off advanced past it; 0 at the exact end of the file; MS_ETRUNC if
  * the file ends inside a record; MS_ECORRUPT if a check fails (off is not
  * advanced); -errno on a read error.
  */
 int ms_seg_reader_next(struct ms_seg_reader *r, struct ms_rec_hdr *hdr_r,
 		       const uint8_t **rec_r, const char **error_r);
+
+/*
+ * Feed one record to an XXH3-64 state (an XXH3_state_t *) the way a seal
+ * checksum counts it: header and payload, and for a HOLE its header and
+ * then zeros for its payload (rec may then hold the header only).
+ */
+void ms_seg_sum_rec(void *xxh3_state, const struct ms_rec_hdr *h,
+		    const uint8_t *rec);
 
 /* Full-length pread / pwrite: -errno, or MS_ETRUNC for a read past EOF. */
 int ms_pread_full(int fd, void *buf, size_t len, uint64_t off);

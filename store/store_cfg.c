@@ -61,6 +61,17 @@ static const struct ms_cfg_def store_defs[] = {
 	  NULL, F(scrub_rate),
 	  "bytes per second the online scrub reads (and checks on both "
 	  "copies); 0: no online scrub" },
+	{ "store", "undelete_window", MS_CFG_DURATION, "7d", 0, 0, NULL,
+	  F(undelete_window),
+	  "how long expunged messages stay restorable (mstore undelete); "
+	  "compaction frees them after that" },
+	{ "store", "compact_threshold", MS_CFG_UINT, "500", 1, 1000, NULL,
+	  F(compact_threshold),
+	  "compact a sealed segment when its live bytes are under this many "
+	  "per mille of its size" },
+	{ "store", "compact_interval", MS_CFG_DURATION, "1h", 0, 0, NULL,
+	  F(compact_interval),
+	  "run compaction this often (0: only when asked, mstore compact)" },
 };
 
 static int check(struct ms_store_cfg *cfg, const char **error_r)

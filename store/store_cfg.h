@@ -35,6 +35,9 @@ struct ms_store_cfg {
 	uint64_t max_output;
 	uint64_t idle_timeout;	/* ms */
 	uint64_t scrub_rate;	/* bytes per second read on each copy */
+	uint64_t undelete_window;	/* ms an expunge stays restorable */
+	uint64_t compact_threshold;	/* per mille of live bytes */
+	uint64_t compact_interval;	/* ms between automatic runs; 0: off */
 };
 
 /* Load and check path; cfg is filled only on success. */

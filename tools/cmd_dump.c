@@ -104,6 +104,8 @@ static void print_event(const struct ms_rec_hdr *h, const uint8_t *payload)
 		       ev.u.place.physical_size);
 		for (int i = 0; i < 8; i++)
 			printf("%02x", ev.u.place.body_key[i]);
+		if (ev.u.place.restore_uid != 0)
+			printf(" restores=%u", ev.u.place.restore_uid);
 		break;
 	case MS_REC_FLAGS:
 		printf(" user=%" PRIu64 " mbox=%" PRIu64 " modseq=%" PRIu64
@@ -114,9 +116,10 @@ static void print_event(const struct ms_rec_hdr *h, const uint8_t *payload)
 		print_ranges(&ev, &ev.u.flags.ranges);
 		break;
 	case MS_REC_EXPUNGE:
-		printf(" user=%" PRIu64 " mbox=%" PRIu64 " modseq=%" PRIu64,
+		printf(" user=%" PRIu64 " mbox=%" PRIu64 " modseq=%" PRIu64
+		       " time=%" PRIu64,
 		       ev.u.expunge.user_id, ev.u.expunge.mbox_id,
-		       ev.u.expunge.modseq);
+		       ev.u.expunge.modseq, ev.u.expunge.time);
 		print_ranges(&ev, &ev.u.expunge.ranges);
 		break;
 	case MS_REC_QUOTA:
@@ -130,7 +133,11 @@ static void print_event(const struct ms_rec_hdr *h, const uint8_t *payload)
 		       ev.u.timeline.new_timeline, ev.u.timeline.fork_seq);
 		break;
 	case MS_REC_RETIRE:
-		printf(" segments=%u", ev.u.retire.segs.n);
+		printf(" seg=%" PRIu64 " sum=%016" PRIx64 " dropped=%u",
+		       ev.u.retire.seg, ev.u.retire.sum, ev.u.retire.drops.n);
+		break;
+	case MS_REC_PURGE:
+		printf(" before=%" PRIu64, ev.u.purge.before);
 		break;
 	case MS_REC_CHECKPOINT:
 		printf(" applied_seq=%" PRIu64 " generation=%" PRIu64,

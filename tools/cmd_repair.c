@@ -49,7 +49,7 @@ int cmd_repair(int argc, char **argv)
 	}
 	size_t nsegs;
 	const uint64_t *segs = ms_log_segments(log, &nsegs);
-	struct ms_scrub_stats st = { 0, 0, 0, 0 };
+	struct ms_scrub_stats st = { 0 };
 	int unrepaired = 0;
 	for (size_t i = 0; i < nsegs; i++) {
 		tool_progress("repair", i, nsegs);

@@ -17,7 +17,7 @@
 #include "store_cfg.h"
 #include "tools.h"
 
-static struct ms_client *admin_connect(void)
+struct ms_client *tool_admin_connect(void)
 {
 	const struct ms_store_cfg *cfg = tool_cfg();
 	struct ms_client *c;
@@ -57,7 +57,7 @@ int cmd_user(int argc, char **argv)
 				"NAME | user list\n");
 		return TOOL_FAILED;
 	}
-	struct ms_client *c = admin_connect();
+	struct ms_client *c = tool_admin_connect();
 	if (c == NULL)
 		return TOOL_FAILED;
 	if (add || del) {
@@ -198,7 +198,7 @@ int cmd_stats(int argc, char **argv)
 	}
 	if (offline || dir != NULL)
 		return stats_offline(dir, secondary);
-	struct ms_client *c = admin_connect();
+	struct ms_client *c = tool_admin_connect();
 	if (c == NULL)
 		return TOOL_FAILED;
 	int ret = ms_client_request(c, &q, &rep, &err);
@@ -239,7 +239,7 @@ int cmd_deliver(int argc, char **argv)
 			return TOOL_FAILED;
 		}
 	fclose(f);
-	struct ms_client *c = admin_connect();
+	struct ms_client *c = tool_admin_connect();
 	if (c == NULL) {
 		ms_buf_free(&body);
 		return TOOL_FAILED;
@@ -296,7 +296,7 @@ int cmd_quota(int argc, char **argv)
 			argv[3]);
 		return TOOL_FAILED;
 	}
-	struct ms_client *c = admin_connect();
+	struct ms_client *c = tool_admin_connect();
 	if (c == NULL)
 		return TOOL_FAILED;
 	q.u.quota.user = ms_pstr_c(argv[1]);

@@ -230,7 +230,7 @@ static void verify_segment(int c, int logfd, uint64_t seg, int newest,
 		} else {
 			count++;
 		}
-		XXH3_64bits_update(sum, rec, MS_REC_HDR_SIZE + h.len);
+		ms_seg_sum_rec(sum, &h, rec);
 		seq = h.seq + 1;
 		tl = h.timeline;
 		out->records++;

@@ -45,6 +45,12 @@ static const struct {
 	{ "deliver", cmd_deliver,
 	  "deliver USER MAILBOX FILE   store a message through mstored "
 	  "(online, -c FILE)" },
+	{ "undelete", cmd_undelete,
+	  "undelete USER MAILBOX [--since WHEN]   bring back expunged mail "
+	  "(WHEN: unix time, YYYY-MM-DD[THH:MM:SS] UTC, or 2h/3d ago)" },
+	{ "compact", cmd_compact,
+	  "compact [--threshold PERMILLE] [--purge-only]   purge what left "
+	  "the undelete window and compact mostly-dead segments" },
 	{ "stats", cmd_stats,
 	  "stats [DIR | --offline]   mstored's counters (online, -c FILE), "
 	  "or what the files hold" },

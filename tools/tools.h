@@ -28,6 +28,12 @@ int cmd_stats(int argc, char **argv);
 int cmd_deliver(int argc, char **argv);
 int cmd_reindex(int argc, char **argv);
 int cmd_quota(int argc, char **argv);
+int cmd_undelete(int argc, char **argv);
+int cmd_compact(int argc, char **argv);
+/* Connect to mstored's admin socket (-c FILE) and say hello; NULL with
+   the reason printed. */
+struct ms_client;
+struct ms_client *tool_admin_connect(void);
 
 /*
  * The copies of the store named by dir: dir/primary and dir/secondary

@@ -10,6 +10,10 @@
  * unique.  Every tenth round, and at the end, the daemon is stopped and
  * `mstore verify` must find both copies clean, and the index must equal
  * one rebuilt from the log alone.
+ * A fifth process fills and empties Trash and asks for compaction all
+ * the time (with an undelete window of 0), so that kills land in the
+ * middle of compactions too: before, between and after the rewrite of
+ * the copies and the RETIRE record.
  * Rounds: 50 (MS_ROUNDS; 500 with MS_STRESS); seed MS_SEED.
  */
 #include <errno.h>
@@ -74,6 +78,48 @@ static void writer(struct msd *d, int fd, uint64_t base)
 			_exit(0);
 		struct ack a = { r.uid, flags, key, len };
 		if (write(fd, &a, sizeof(a)) != sizeof(a))
+			_exit(0);
+	}
+}
+
+/* Fill Trash, empty it, compact; until the daemon dies. */
+static void compactor(struct msd *d, uint64_t key)
+{
+	struct ms_client *c, *adm;
+	const char *err;
+	static uint8_t buf[40000];
+	if (ms_client_connect(d->sock, 10000, &c, &err) < 0 ||
+	    ms_client_hello(c, "kim", &err) < 0 ||
+	    ms_client_connect(d->asock, 10000, &adm, &err) < 0 ||
+	    ms_client_hello(adm, NULL, &err) < 0)
+		_exit(0);
+	for (uint64_t i = 0;; i++) {
+		struct ms_req q = { .op = MS_OP_APPEND };
+		struct ms_reply rep;
+		struct ms_placement pl = { .mailbox = MS_PSTR("Trash") };
+		mst_fill(buf, sizeof(buf), key + i);
+		q.u.append.body = buf;
+		q.u.append.body_len = sizeof(buf);
+		q.u.append.placements.n = 1;
+		q.u.append.placements.list = &pl;
+		for (int k = 0; k < 4; k++)
+			if (ms_client_request(c, &q, &rep, &err) < 0)
+				_exit(0);
+		q = (struct ms_req){ .op = MS_OP_MBOX_STATUS };
+		q.u.mbox.name = MS_PSTR("Trash");
+		if (ms_client_request(c, &q, &rep, &err) < 0)
+			_exit(0);
+		struct ms_uid_range all = { 1, rep.u.mbox.uidnext - 1 };
+		q = (struct ms_req){ .op = MS_OP_EXPUNGE };
+		q.u.uids.mailbox = MS_PSTR("Trash");
+		q.u.uids.uids.n = 1;
+		q.u.uids.uids.list = &all;
+		if (ms_client_request(c, &q, &rep, &err) < 0)
+			_exit(0);
+		q = (struct ms_req){ .op = MS_OP_COMPACT };
+		q.u.compact.threshold = 1000;
+		if (ms_client_request(adm, &q, &rep, &err) < 0 &&
+		    rep.status == 0)
 			_exit(0);
 	}
 }
@@ -204,13 +250,25 @@ int main(void)
 
 	ms_msg_set_level((enum ms_msg_level)(MS_MSG_PANIC + 1));
 	signal(SIGPIPE, SIG_IGN);
-	msd_setup(&d, "crash-mstored", "segment_size = 1M");
+	msd_setup(&d, "crash-mstored",
+		  "segment_size = 1M\nundelete_window = 0\n"
+		  "compact_interval = 0");
 	msd_start(&d);
 	if (msd_user_add(&d, "kim") != 0)
 		return fail(0, "user add");
+	{
+		struct ms_client *c = msd_connect(&d, "kim");
+		struct ms_req q = { .op = MS_OP_MBOX_CREATE };
+		struct ms_reply rep;
+		const char *err;
+		q.u.mbox.name = MS_PSTR("Trash");
+		if (ms_client_request(c, &q, &rep, &err) != 0)
+			return fail(0, "create Trash");
+		ms_client_close(&c);
+	}
 	for (unsigned long r = 0; r < rounds; r++) {
 		int pfd[2];
-		pid_t kids[NWRITERS];
+		pid_t kids[NWRITERS], comp;
 		if (pipe(pfd) < 0)
 			return fail(r, "pipe");
 		for (int k = 0; k < NWRITERS; k++) {
@@ -221,6 +279,12 @@ int main(void)
 				       ((uint64_t)r << 32) | ((uint64_t)k << 24));
 			}
 		}
+		comp = fork();
+		if (comp == 0) {
+			close(pfd[0]);
+			close(pfd[1]);
+			compactor(&d, (uint64_t)r << 40);
+		}
 		close(pfd[1]);
 		struct timespec ts = { 0, (long)(10 + mst_randn(&rs, 120)) *
 						   1000000L };
@@ -228,6 +292,7 @@ int main(void)
 		msd_kill(&d);
 		for (int k = 0; k < NWRITERS; k++)
 			waitpid(kids[k], NULL, 0);
+		waitpid(comp, NULL, 0);
 		struct ack a;
 		while (read(pfd[0], &a, sizeof(a)) == sizeof(a)) {
 			if (nacks == capacks) {
@@ -253,9 +318,30 @@ int main(void)
 		}
 	}
 	msd_stop(&d);
+	/* the kills must have met compactions */
+	struct ms_log_cfg lc = { .dir = { d.primary, d.secondary },
+				 .readonly = 1 };
+	struct ms_log *log;
+	struct ms_log_iter *it;
+	struct ms_pos pos;
+	struct ms_rec_hdr h;
+	const uint8_t *p;
+	const char *err;
+	unsigned long retires = 0, holes = 0;
+	if (ms_log_open(&lc, &log, &err) < 0)
+		return fail(rounds, err);
+	ms_log_iter_new(log, (struct ms_pos){ 0, 0 }, &it);
+	while (ms_log_iter_next(it, &pos, &h, &p, &err) == 1) {
+		retires += h.type == MS_REC_RETIRE;
+		holes += h.type == MS_REC_HOLE;
+	}
+	ms_log_iter_free(&it);
+	ms_log_close(&log);
+	if (retires == 0 || holes == 0)
+		return fail(rounds, "no compaction happened");
 	printf("%lu kill -9 rounds of mstored passed, %zu acknowledged "
-	       "appends all present\n",
-	       rounds, nacks);
+	       "appends all present; %lu compactions left %lu holes\n",
+	       rounds, nacks, retires, holes);
 	free(acks);
 	return 0;
 }

@@ -1,13 +1,22 @@
 /*
  * mkgolden - writes tests/data/golden/: a small store with one record of
- * every type, a fixed store id and salt, so that `mstore dump` and
- * `mstore verify` can be checked against committed output
+ * most types (an undelete PLACE and a PURGE among them; no TIMELINE,
+ * RETIRE or HOLE), a fixed store id, salt and times, so that `mstore
+ * dump` and `mstore verify` can be checked against committed output
  * (golden.dump.ref).  The files are committed; run this only when the
- * format changes on purpose, and review the diff of the .ref file:
+ * format changes on purpose, into an empty directory, and review the diff
+ * of the .ref file:
  *
- *   cc -std=c11 -D_GNU_SOURCE -Istore tests/data/mkgolden.c \
- *      build/libmstore.a -luring -lsodium -lxxhash -llz4 -o /tmp/mkgolden
- *   /tmp/mkgolden tests/data/golden
+ *   cc -std=c11 -D_GNU_SOURCE -Istore -Ibuild tests/data/mkgolden.c \
+ *      build/libmstore.a -luring -lsodium -lxxhash -llz4 -llmdb \
+ *      -o /tmp/mkgolden
+ *   rm -rf tests/data/golden && /tmp/mkgolden tests/data/golden
+ *   rm tests/data/golden/*/mstore.lock
+ *   rmdir tests/data/golden/*/lost+found
+ *   build/mstore dump tests/data/golden > tests/data/golden.dump.ref
+ *
+ * The output is the same on every run: ids, times and the body are fixed
+ * and the body is not sealed.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -134,7 +143,28 @@ int main(int argc, char **argv)
 	ev.u.expunge.user_id = 1;
 	ev.u.expunge.mbox_id = 10;
 	ev.u.expunge.modseq = 3;
+	ev.u.expunge.time = 1795000100;
 	ev.u.expunge.ranges = (struct ms_event_ranges){ 1, r1, NULL };
+	put_event(&ev);
+	/* undelete: uid 1 comes back as uid 2, on the same body */
+	memset(&ev, 0, sizeof(ev));
+	ev.type = MS_REC_PLACE;
+	ev.u.place.user_id = 1;
+	ev.u.place.mbox_id = 10;
+	ev.u.place.uid = 2;
+	ev.u.place.modseq = 4;
+	ev.u.place.flags = 1 | 4;
+	ev.u.place.received_date = 1795000001;
+	ev.u.place.save_date = 1795000200;
+	ms_body_dedup_key(&bctx, body, sizeof(body) - 1, ev.u.place.body_key);
+	ev.u.place.body_seq = 5;
+	ev.u.place.physical_size = sizeof(body) - 1;
+	ev.u.place.virtual_size = sizeof(body) - 1;
+	ev.u.place.restore_uid = 1;
+	put_event(&ev);
+	memset(&ev, 0, sizeof(ev));
+	ev.type = MS_REC_PURGE;
+	ev.u.purge.before = 1795000300;
 	put_event(&ev);
 	ev.type = MS_REC_MBOX_RENAME;
 	ev.u.mbox_rename = (struct ms_event_mbox_rename){ 1, 10,
@@ -144,7 +174,7 @@ int main(int argc, char **argv)
 	ev.u.mbox_delete = (struct ms_event_mbox_delete){ 1, 10 };
 	put_event(&ev);
 	ev.type = MS_REC_CHECKPOINT;
-	ev.u.checkpoint = (struct ms_event_checkpoint){ 11, 1, 1795000002 };
+	ev.u.checkpoint = (struct ms_event_checkpoint){ 13, 1, 1795000400 };
 	put_event(&ev);
 	uint8_t filler[3100];
 	memset(filler, 'x', sizeof(filler));

@@ -34,7 +34,8 @@ static void walk_lists(const struct ms_event *ev)
 	const char *kw;
 	size_t len;
 	uint32_t n = 0, lo, hi;
-	uint64_t seg;
+	struct ms_event_drop drop;
+	uint64_t prev_off = 0;
 	int ret;
 
 	ms_event_kw_iter_init(&it, ev);
@@ -49,8 +50,20 @@ static void walk_lists(const struct ms_event *ev)
 		if (lo == 0 || lo > hi)
 			die("decoded range breaks the rules", ev->type);
 	}
-	for (uint32_t i = 0; ms_event_seg(ev, i, &seg) == 0; i++)
-		(void)seg;
+	for (uint32_t i = 0; ms_event_drop(ev, i, &drop) == 0; i++) {
+		static const uint8_t zero[MS_EVENT_BODY_KEY_SIZE];
+		if (drop.off < MS_EVENT_SEG_HDR_SIZE ||
+		    (i > 0 && drop.off <= prev_off))
+			die("decoded drop offsets break the rules", ev->type);
+		if (drop.type != MS_REC_BODY && drop.type != MS_REC_PLACE &&
+		    drop.type != MS_REC_NOOP)
+			die("decoded drop has a type that cannot be dropped",
+			    ev->type);
+		if (drop.type != MS_REC_BODY &&
+		    memcmp(drop.key, zero, sizeof(zero)) != 0)
+			die("decoded drop has a key on a non-BODY", ev->type);
+		prev_off = drop.off;
+	}
 	if (n > 0 && ms_event_keyword(ev, n - 1, &kw, &len) != 0)
 		die("last keyword not found by index", ev->type);
 }

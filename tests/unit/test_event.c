@@ -13,7 +13,7 @@
  *                index: the decoder refuses the bytes (without touching its
  *                output or allocating), the encoder refuses the struct
  *   names        the name rule (UTF-8, NUL/CR/LF, lengths) on its own
- *   accessors    keywords, ranges and segments in both forms
+ *   accessors    keywords, ranges and dropped records in both forms
  *   encoder      limits and malformed structs
  */
 #include <errno.h>
@@ -33,12 +33,12 @@
 
 #define KW_STORE 65536
 #define RANGE_STORE 10000
-#define SEG_STORE 10000
+#define DROP_STORE 10000
 
 static struct ms_event_str kw_store[KW_STORE];
 static char kw_chars[KW_STORE][12];
 static struct ms_event_range range_store[RANGE_STORE];
-static uint64_t seg_store[SEG_STORE];
+static struct ms_event_drop drop_store[DROP_STORE];
 static char fill_chars[70000];
 static uint8_t noop_bytes[4096];
 
@@ -84,7 +84,15 @@ static const struct ms_event_str base_flags_kw[] = {S("$Junk")};
 static const struct ms_event_range base_flags_ranges[] = {
 	{1, 5}, {7, 7}, {9, 20}};
 static const struct ms_event_range base_expunge_ranges[] = {{3, 4}};
-static const uint64_t base_segs[] = {3, 4, 9};
+/* a BODY (with its key), a PLACE and a NOOP, as compaction lists them */
+static const struct ms_event_drop base_drops[] = {
+	{64, MS_REC_BODY, {0xb0, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7,
+			   0xb8, 0xb9, 0xba, 0xbb, 0xbc, 0xbd, 0xbe, 0xbf,
+			   0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7,
+			   0xc8, 0xc9, 0xca, 0xcb, 0xcc, 0xcd, 0xce, 0xcf}},
+	{4200, MS_REC_PLACE, {0}},
+	{4400, MS_REC_NOOP, {0}},
+};
 
 /* A typical valid event of each type. */
 static void base_event(uint8_t type, struct ms_event *ev)
@@ -136,6 +144,7 @@ static void base_event(uint8_t type, struct ms_event *ev)
 		e->body_seq = 1000;
 		e->physical_size = 2048;
 		e->virtual_size = 2100;
+		e->restore_uid = 0;
 		e->keywords.n = MS_ARRAY_SIZE(base_place_kw);
 		e->keywords.list = base_place_kw;
 		break;
@@ -157,6 +166,7 @@ static void base_event(uint8_t type, struct ms_event *ev)
 		ev->u.expunge.user_id = 7;
 		ev->u.expunge.mbox_id = 42;
 		ev->u.expunge.modseq = 7;
+		ev->u.expunge.time = 1700000300;
 		ev->u.expunge.ranges.n = MS_ARRAY_SIZE(base_expunge_ranges);
 		ev->u.expunge.ranges.list = base_expunge_ranges;
 		break;
@@ -172,8 +182,13 @@ static void base_event(uint8_t type, struct ms_event *ev)
 			ev->u.timeline.store_id[i] = (uint8_t)(0xa0 + i);
 		break;
 	case MS_REC_RETIRE:
-		ev->u.retire.segs.n = MS_ARRAY_SIZE(base_segs);
-		ev->u.retire.segs.list = base_segs;
+		ev->u.retire.seg = 3;
+		ev->u.retire.sum = 0x1122334455667788;
+		ev->u.retire.drops.n = MS_ARRAY_SIZE(base_drops);
+		ev->u.retire.drops.list = base_drops;
+		break;
+	case MS_REC_PURGE:
+		ev->u.purge.before = 1700000400;
 		break;
 	case MS_REC_CHECKPOINT:
 		ev->u.checkpoint.applied_seq = 5000;
@@ -195,7 +210,7 @@ static const uint8_t event_types[] = {
 	MS_REC_MBOX_CREATE,    MS_REC_MBOX_RENAME, MS_REC_MBOX_DELETE,
 	MS_REC_MBOX_SUBSCRIBE, MS_REC_USER_CREATE, MS_REC_USER_DELETE,
 	MS_REC_QUOTA,          MS_REC_TIMELINE,    MS_REC_RETIRE,
-	MS_REC_CHECKPOINT,     MS_REC_NOOP,
+	MS_REC_PURGE,          MS_REC_CHECKPOINT,  MS_REC_NOOP,
 };
 
 /* ---- an independent writer, from the tables in docs/format.md ---- */
@@ -298,7 +313,8 @@ static void raw_encode(const struct ms_event *ev, struct ms_buf *b)
 		raw64(b, e->body_seq);                /* 96 */
 		raw64(b, e->physical_size);           /* 104 */
 		raw64(b, e->virtual_size);            /* 112 */
-		rawkw(b, &e->keywords);               /* 120 */
+		raw32(b, e->restore_uid);             /* 120 */
+		rawkw(b, &e->keywords);               /* 124 */
 		break;
 	}
 	case MS_REC_FLAGS: {
@@ -316,6 +332,7 @@ static void raw_encode(const struct ms_event *ev, struct ms_buf *b)
 		raw64(b, ev->u.expunge.user_id);
 		raw64(b, ev->u.expunge.mbox_id);
 		raw64(b, ev->u.expunge.modseq);
+		raw64(b, ev->u.expunge.time);
 		rawranges(b, &ev->u.expunge.ranges);
 		break;
 	case MS_REC_QUOTA:
@@ -329,10 +346,20 @@ static void raw_encode(const struct ms_event *ev, struct ms_buf *b)
 		rawbytes(b, ev->u.timeline.store_id, 16);
 		break;
 	case MS_REC_RETIRE:
-		assert_null(ev->u.retire.segs.packed);
-		raw32(b, ev->u.retire.segs.n);
-		for (uint32_t i = 0; i < ev->u.retire.segs.n; i++)
-			raw64(b, ev->u.retire.segs.list[i]);
+		assert_null(ev->u.retire.drops.packed);
+		raw64(b, ev->u.retire.seg);     /* 0 */
+		raw64(b, ev->u.retire.sum);     /* 8 */
+		raw32(b, ev->u.retire.drops.n); /* 16 */
+		for (uint32_t i = 0; i < ev->u.retire.drops.n; i++) {
+			const struct ms_event_drop *x =
+				&ev->u.retire.drops.list[i];
+			raw64(b, x->off);                    /* 20 + 41i */
+			raw8(b, x->type);                    /* 28 + 41i */
+			rawbytes(b, x->key, sizeof(x->key)); /* 29 + 41i */
+		}
+		break;
+	case MS_REC_PURGE:
+		raw64(b, ev->u.purge.before);
 		break;
 	case MS_REC_CHECKPOINT:
 		raw64(b, ev->u.checkpoint.applied_seq);
@@ -396,15 +423,21 @@ static const char *lists_diff(const struct ms_event *a,
 			return "range";
 	}
 	for (i = 0;; i++) {
-		uint64_t sa = 0, sb = 0;
-		ra = ms_event_seg(a, i, &sa);
-		rb = ms_event_seg(b, i, &sb);
+		struct ms_event_drop da, db;
+		memset(&da, 0, sizeof(da));
+		memset(&db, 0, sizeof(db));
+		ra = ms_event_drop(a, i, &da);
+		rb = ms_event_drop(b, i, &db);
 		if (ra != rb)
-			return "segment count";
+			return "dropped record count";
 		if (ra < 0)
 			break;
-		if (sa != sb)
-			return "segment";
+		if (da.off != db.off)
+			return "dropped record offset";
+		if (da.type != db.type)
+			return "dropped record type";
+		if (memcmp(da.key, db.key, sizeof(da.key)) != 0)
+			return "dropped record key";
 	}
 	return NULL;
 }
@@ -454,6 +487,7 @@ static const char *ev_diff(const struct ms_event *a, const struct ms_event *b)
 		SAME(place.body_seq);
 		SAME(place.physical_size);
 		SAME(place.virtual_size);
+		SAME(place.restore_uid);
 		SAME(place.keywords.n);
 		if (memcmp(a->u.place.guid, b->u.place.guid, 16) != 0)
 			return "guid";
@@ -473,6 +507,7 @@ static const char *ev_diff(const struct ms_event *a, const struct ms_event *b)
 		SAME(expunge.user_id);
 		SAME(expunge.mbox_id);
 		SAME(expunge.modseq);
+		SAME(expunge.time);
 		SAME(expunge.ranges.n);
 		return lists_diff(a, b);
 	case MS_REC_QUOTA:
@@ -488,8 +523,13 @@ static const char *ev_diff(const struct ms_event *a, const struct ms_event *b)
 			return "store_id";
 		return NULL;
 	case MS_REC_RETIRE:
-		SAME(retire.segs.n);
+		SAME(retire.seg);
+		SAME(retire.sum);
+		SAME(retire.drops.n);
 		return lists_diff(a, b);
+	case MS_REC_PURGE:
+		SAME(purge.before);
+		return NULL;
 	case MS_REC_CHECKPOINT:
 		SAME(checkpoint.applied_seq);
 		SAME(checkpoint.index_generation);
@@ -530,14 +570,42 @@ static void test_golden(void **state)
 					      2, 1, 2, 0, 'a', 'b'};
 	static const uint8_t subscribe[] = {9, 0, 0, 0, 0, 0,
 					    0, 0, 1, 1, 0, 'X'};
+	/* the golden bytes laid out one field a line */
+	/* clang-format off */
 	static const uint8_t expunge[] = {
-		1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0,
-		0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0,
+		1,    0,    0,    0,    0, 0, 0, 0, /* user_id */
+		2,    0,    0,    0,    0, 0, 0, 0, /* mbox_id */
+		3,    0,    0,    0,    0, 0, 0, 0, /* modseq */
+		0x00, 0xf1, 0x53, 0x65, 0, 0, 0, 0, /* time 1700000000 */
+		1,    0,    0,    0,                /* nranges */
+		4,    0,    0,    0,    5, 0, 0, 0, /* 4:5 */
 	};
-	static const uint8_t retire[] = {2, 0, 0, 0, 1, 0, 0, 0, 0, 0,
-					 0, 0, 2, 0, 0, 0, 0, 0, 0, 0};
+	static const uint8_t retire[] = {
+		2,    0,    0,    0,    0,    0,    0,    0,    /* seg */
+		0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, /* sum */
+		2,    0,    0,    0,                            /* ndrops */
+		/* 0: offset 64, PLACE, no key */
+		64, 0, 0, 0, 0, 0, 0, 0, 2,
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+		/* 1: offset 0x10000, BODY, key 0xee... */
+		0, 0, 1, 0, 0, 0, 0, 0, 1,
+		0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee,
+		0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee,
+		0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee,
+		0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee,
+	};
+	static const uint8_t purge[] = {0x00, 0xf1, 0x53, 0x65, 0, 0, 0, 0};
 	static const struct ms_event_range r45[] = {{4, 5}};
-	static const uint64_t s12[] = {1, 2};
+	static const struct ms_event_drop d2[] = {
+		{64, MS_REC_PLACE, {0}},
+		{0x10000, MS_REC_BODY,
+		 {0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee,
+		  0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee,
+		  0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee,
+		  0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee}},
+	};
+	/* clang-format on */
 	const struct {
 		struct ms_event ev;
 		const uint8_t *bytes;
@@ -552,12 +620,16 @@ static void test_golden(void **state)
 		 subscribe,
 		 sizeof(subscribe)},
 		{{.type = MS_REC_EXPUNGE,
-		  .u.expunge = {1, 2, 3, {1, r45, NULL}}},
+		  .u.expunge = {1, 2, 3, 1700000000, {1, r45, NULL}}},
 		 expunge,
 		 sizeof(expunge)},
-		{{.type = MS_REC_RETIRE, .u.retire = {{2, s12, NULL}}},
+		{{.type = MS_REC_RETIRE,
+		  .u.retire = {2, 0x0807060504030201, {2, d2, NULL}}},
 		 retire,
 		 sizeof(retire)},
+		{{.type = MS_REC_PURGE, .u.purge = {1700000000}},
+		 purge,
+		 sizeof(purge)},
 	};
 	(void)state;
 	for (size_t i = 0; i < MS_ARRAY_SIZE(cases); i++) {
@@ -574,6 +646,27 @@ static void test_golden(void **state)
 				    cases[i].len, &ev, &error) != 0)
 			fail_msg("golden case %zu: %s", i, error);
 		assert_null(ev_diff(&cases[i].ev, &ev));
+		ms_buf_free(&b);
+	}
+
+	/* PLACE: restore_uid at 120, after virtual_size; keywords at 124 */
+	{
+		struct ms_event ev, dec;
+		struct ms_buf b;
+		const char *error = NULL;
+
+		base_event(MS_REC_PLACE, &ev);
+		ev.u.place.restore_uid = 0x01020304;
+		ms_buf_init(&b, 0);
+		assert_int_equal(ms_event_encode(&ev, &b), 0);
+		assert_int_equal(b.len, 124 + 2 + 2 + 10 + 2 + 4);
+		assert_int_equal(ms_get64(b.data + 112), 2100);
+		assert_int_equal(ms_get32(b.data + 120), 0x01020304);
+		assert_int_equal(ms_get16(b.data + 124), 2);
+		assert_int_equal(ms_event_decode(MS_REC_PLACE, b.data, b.len,
+						 &dec, &error),
+				 0);
+		assert_int_equal(dec.u.place.restore_uid, 0x01020304);
 		ms_buf_free(&b);
 	}
 }
@@ -739,18 +832,75 @@ static void rt_timeline_edge(struct ms_event *ev)
 	memset(ev->u.timeline.store_id, 0, 16);
 }
 
-static void rt_retire_one(struct ms_event *ev)
+static void rt_place_restore(struct ms_event *ev)
 {
-	static const uint64_t zero[] = {0};
-	ev->u.retire.segs = (struct ms_event_segs){1, zero, NULL};
+	ev->u.place.uid = 31;
+	ev->u.place.restore_uid = 17;
 }
 
+static void rt_place_restore_max(struct ms_event *ev)
+{
+	ev->u.place.restore_uid = UINT32_MAX;
+	ev->u.place.keywords = make_keywords(0);
+}
+
+static void rt_expunge_time_zero(struct ms_event *ev)
+{
+	ev->u.expunge.time = 0;
+}
+
+static void rt_expunge_time_max(struct ms_event *ev)
+{
+	ev->u.expunge.time = UINT64_MAX;
+	ev->u.expunge.user_id = UINT64_MAX;
+}
+
+/* the first offset there can be, a BODY with an all-zero key */
+static void rt_retire_one(struct ms_event *ev)
+{
+	static const struct ms_event_drop one[] = {
+		{MS_EVENT_SEG_HDR_SIZE, MS_REC_BODY, {0}}};
+	ev->u.retire.seg = 0;
+	ev->u.retire.sum = 0;
+	ev->u.retire.drops = (struct ms_event_drops){1, one, NULL};
+}
+
+static void rt_retire_one_noop_far(struct ms_event *ev)
+{
+	static const struct ms_event_drop one[] = {
+		{UINT64_MAX, MS_REC_NOOP, {0}}};
+	ev->u.retire.seg = UINT64_MAX;
+	ev->u.retire.sum = UINT64_MAX;
+	ev->u.retire.drops = (struct ms_event_drops){1, one, NULL};
+}
+
+/* DROP_STORE drops of the three types in turn, offsets 64 + 97i, the
+   last one far out; BODY keys differ per item */
 static void rt_retire_big(struct ms_event *ev)
 {
-	for (uint32_t i = 0; i < SEG_STORE; i++)
-		seg_store[i] = (uint64_t)i * 7 +
-			       (i == SEG_STORE - 1 ? UINT64_MAX / 2 : 0);
-	ev->u.retire.segs = (struct ms_event_segs){SEG_STORE, seg_store, NULL};
+	static const uint8_t types[] = {MS_REC_BODY, MS_REC_PLACE, MS_REC_NOOP};
+	for (uint32_t i = 0; i < DROP_STORE; i++) {
+		struct ms_event_drop *x = &drop_store[i];
+		memset(x, 0, sizeof(*x));
+		x->off = MS_EVENT_SEG_HDR_SIZE + (uint64_t)i * 97 +
+			 (i == DROP_STORE - 1 ? UINT64_MAX / 2 : 0);
+		x->type = types[i % 3];
+		if (x->type == MS_REC_BODY)
+			for (size_t k = 0; k < sizeof(x->key); k++)
+				x->key[k] = (uint8_t)(i * 31 + k);
+	}
+	ev->u.retire.drops =
+		(struct ms_event_drops){DROP_STORE, drop_store, NULL};
+}
+
+static void rt_purge_max(struct ms_event *ev)
+{
+	ev->u.purge.before = UINT64_MAX;
+}
+
+static void rt_purge_one(struct ms_event *ev)
+{
+	ev->u.purge.before = 1;
 }
 
 static void rt_checkpoint_zero(struct ms_event *ev)
@@ -804,6 +954,9 @@ static const struct rt_case {
 	{"place keyword 255 bytes", MS_REC_PLACE, rt_place_kw_max_len},
 	{"place edge values", MS_REC_PLACE, rt_place_edge},
 	{"place sizes max, date -1", MS_REC_PLACE, rt_place_sizes},
+	{"place restores uid 17", MS_REC_PLACE, rt_place_restore},
+	{"place restores uid max, 0 keywords", MS_REC_PLACE,
+	 rt_place_restore_max},
 	{"flags typical", MS_REC_FLAGS, NULL},
 	{"flags remove, 0 keywords, 1:*", MS_REC_FLAGS, rt_flags_remove},
 	{"flags replace, 1000 keywords, 10000 ranges", MS_REC_FLAGS,
@@ -812,13 +965,20 @@ static const struct rt_case {
 	{"expunge typical", MS_REC_EXPUNGE, NULL},
 	{"expunge 10000 ranges", MS_REC_EXPUNGE, rt_expunge_big},
 	{"expunge uid max", MS_REC_EXPUNGE, rt_expunge_top},
+	{"expunge time 0", MS_REC_EXPUNGE, rt_expunge_time_zero},
+	{"expunge time max", MS_REC_EXPUNGE, rt_expunge_time_max},
 	{"quota typical", MS_REC_QUOTA, NULL},
 	{"quota unlimited", MS_REC_QUOTA, rt_quota_unlimited},
 	{"timeline typical", MS_REC_TIMELINE, NULL},
 	{"timeline edge", MS_REC_TIMELINE, rt_timeline_edge},
 	{"retire typical", MS_REC_RETIRE, NULL},
-	{"retire segment 0 alone", MS_REC_RETIRE, rt_retire_one},
-	{"retire 10000 segments", MS_REC_RETIRE, rt_retire_big},
+	{"retire one BODY at 64, zero key", MS_REC_RETIRE, rt_retire_one},
+	{"retire one NOOP at offset max", MS_REC_RETIRE,
+	 rt_retire_one_noop_far},
+	{"retire 10000 drops", MS_REC_RETIRE, rt_retire_big},
+	{"purge typical", MS_REC_PURGE, NULL},
+	{"purge before max", MS_REC_PURGE, rt_purge_max},
+	{"purge before 1", MS_REC_PURGE, rt_purge_one},
 	{"checkpoint typical", MS_REC_CHECKPOINT, NULL},
 	{"checkpoint zeros", MS_REC_CHECKPOINT, rt_checkpoint_zero},
 	{"noop typical", MS_REC_NOOP, NULL},
@@ -977,7 +1137,7 @@ enum edit {
 	ED_STR,    /* name field := str/len (str NULL: len × 'a') */
 	ED_KW,     /* keywords field := one keyword str/len */
 	ED_RANGES, /* ranges field := ranges[0..n-1] */
-	ED_SEGS,   /* segs field := segs[0..n-1] */
+	ED_DROPS,  /* drops field := drops[0..n-1] */
 };
 
 enum mut {
@@ -997,7 +1157,7 @@ struct bad_case {
 	const char *str;
 	size_t len;
 	const struct ms_event_range *ranges;
-	const uint64_t *segs;
+	const struct ms_event_drop *drops;
 	uint32_t n;
 	enum mut mut;
 	size_t at;
@@ -1028,10 +1188,11 @@ struct bad_case {
 	.n = sizeof((const struct ms_event_range[]){__VA_ARGS__}) / \
 	     sizeof(struct ms_event_range),                         \
 	.expect = MS_ECORRUPT
-#define SEGS(...)                                                        \
-	.type = MS_REC_RETIRE, .edit = ED_SEGS, .field = F(retire.segs), \
-	.segs = (const uint64_t[]){__VA_ARGS__},                         \
-	.n = sizeof((const uint64_t[]){__VA_ARGS__}) / sizeof(uint64_t), \
+#define DROPS(...)                                                         \
+	.type = MS_REC_RETIRE, .edit = ED_DROPS, .field = F(retire.drops), \
+	.drops = (const struct ms_event_drop[]){__VA_ARGS__},              \
+	.n = sizeof((const struct ms_event_drop[]){__VA_ARGS__}) /         \
+	     sizeof(struct ms_event_drop),                                 \
 	.expect = MS_ECORRUPT
 /* the base event of type t, decoded as type `as` */
 #define TYPE(t, as) \
@@ -1040,10 +1201,12 @@ struct bad_case {
 	.type = t, .mut = MUT_PUT##bits, .at = off, .mval = v, .expect = e
 
 /* offsets in the base events' payloads */
-#define PLACE_NKW 120
+#define PLACE_NKW 124
 #define FLAGS_NKW 29
 #define FLAGS_NRANGES 38 /* after "$Junk" */
-#define EXPUNGE_NRANGES 24
+#define EXPUNGE_NRANGES 32
+#define RETIRE_NDROPS 16
+#define RETIRE_DROP(i) (20 + 41 * (i)) /* offset of item i */
 
 static const struct bad_case bad_cases[] = {
 	/* user names */
@@ -1146,6 +1309,7 @@ static const struct bad_case bad_cases[] = {
 	{"flags mode 3", INT(MS_REC_FLAGS, flags.mode, 3)},
 	{"flags mode 255", INT(MS_REC_FLAGS, flags.mode, 255)},
 	{"expunge modseq 0", INT(MS_REC_EXPUNGE, expunge.modseq, 0)},
+	{"purge before 0", INT(MS_REC_PURGE, purge.before, 0)},
 	{"mbox-create uidvalidity 0",
 	 INT(MS_REC_MBOX_CREATE, mbox_create.uidvalidity, 0)},
 	{"mbox-create special-use bit 7",
@@ -1186,13 +1350,50 @@ static const struct bad_case bad_cases[] = {
 		{UINT32_MAX, UINT32_MAX})},
 	{"expunge no ranges", .type = MS_REC_EXPUNGE, .edit = ED_RANGES,
 	 .field = F(expunge.ranges), .n = 0, .expect = MS_ECORRUPT},
-	/* retired segments */
-	{"retire repeated segment", SEGS(3, 3)},
-	{"retire decreasing", SEGS(5, 4)},
-	{"retire repeat at the end", SEGS(1, 2, 2)},
-	{"retire max then 0", SEGS(UINT64_MAX, 0)},
-	{"retire no segments", .type = MS_REC_RETIRE, .edit = ED_SEGS,
-	 .field = F(retire.segs), .n = 0, .expect = MS_ECORRUPT},
+	/* dropped records */
+	{"retire offsets unsorted",
+	 DROPS({200, MS_REC_NOOP, {0}}, {100, MS_REC_NOOP, {0}})},
+	{"retire offset repeated",
+	 DROPS({100, MS_REC_NOOP, {0}}, {100, MS_REC_PLACE, {0}})},
+	{"retire repeat at the end",
+	 DROPS({64, MS_REC_NOOP, {0}}, {99, MS_REC_NOOP, {0}},
+	       {99, MS_REC_NOOP, {0}})},
+	{"retire offset max then 64",
+	 DROPS({UINT64_MAX, MS_REC_NOOP, {0}}, {64, MS_REC_NOOP, {0}})},
+	{"retire offset 63 (inside the segment header)",
+	 DROPS({63, MS_REC_NOOP, {0}})},
+	{"retire offset 0", DROPS({0, MS_REC_BODY, {1}})},
+	{"retire offset 63 before good ones",
+	 DROPS({63, MS_REC_PLACE, {0}}, {64, MS_REC_PLACE, {0}})},
+	{"retire type 0", DROPS({64, 0, {0}})},
+	{"retire type FLAGS", DROPS({64, MS_REC_FLAGS, {0}})},
+	{"retire type EXPUNGE", DROPS({64, MS_REC_EXPUNGE, {0}})},
+	{"retire type RETIRE", DROPS({64, MS_REC_RETIRE, {0}})},
+	{"retire type SEAL", DROPS({64, MS_REC_SEAL, {0}})},
+	{"retire type PURGE", DROPS({64, MS_REC_PURGE, {0}})},
+	{"retire type HOLE", DROPS({64, MS_REC_HOLE, {0}})},
+	{"retire type 255", DROPS({64, 255, {0}})},
+	{"retire bad type after good ones",
+	 DROPS({64, MS_REC_BODY, {1}}, {128, MS_REC_PLACE, {0}},
+	       {256, MS_REC_CHECKPOINT, {0}})},
+	{"retire key on a PLACE drop (first byte)",
+	 DROPS({64, MS_REC_PLACE, {1}})},
+	{"retire key on a PLACE drop (last byte)",
+	 DROPS({64, MS_REC_BODY, {1}}, {200, MS_REC_PLACE, {[31] = 0x80}})},
+	{"retire key on a NOOP drop", DROPS({64, MS_REC_NOOP, {[7] = 1}})},
+	{"retire no drops", .type = MS_REC_RETIRE, .edit = ED_DROPS,
+	 .field = F(retire.drops), .n = 0, .expect = MS_ECORRUPT},
+	/* the same rules on the bytes of the base RETIRE */
+	{"retire bytes: offset 63",
+	 PUT(MS_REC_RETIRE, 32, RETIRE_DROP(0), 63, MS_ECORRUPT)},
+	{"retire bytes: second offset below the first",
+	 PUT(MS_REC_RETIRE, 32, RETIRE_DROP(1), 63, MS_ECORRUPT)},
+	{"retire bytes: type SEAL",
+	 PUT(MS_REC_RETIRE, 16, RETIRE_DROP(0) + 8, MS_REC_SEAL, MS_ECORRUPT)},
+	{"retire bytes: key on the PLACE",
+	 PUT(MS_REC_RETIRE, 32, RETIRE_DROP(1) + 9 + 28, 1, MS_ECORRUPT)},
+	{"retire bytes: key on the NOOP",
+	 PUT(MS_REC_RETIRE, 16, RETIRE_DROP(2) + 9, 0x100, MS_ECORRUPT)},
 	/* counts against the bytes left: must fail before any use */
 	{"flags nranges 2^32-1",
 	 PUT(MS_REC_FLAGS, 32, FLAGS_NRANGES, UINT32_MAX, MS_ETRUNC)},
@@ -1204,9 +1405,14 @@ static const struct bad_case bad_cases[] = {
 	 PUT(MS_REC_EXPUNGE, 32, EXPUNGE_NRANGES, 1u << 29, MS_ETRUNC)},
 	{"expunge nranges 2^32-1",
 	 PUT(MS_REC_EXPUNGE, 32, EXPUNGE_NRANGES, UINT32_MAX, MS_ETRUNC)},
-	{"retire nsegs 2^32-1",
-	 PUT(MS_REC_RETIRE, 32, 0, UINT32_MAX, MS_ETRUNC)},
-	{"retire nsegs one too many", PUT(MS_REC_RETIRE, 32, 0, 4, MS_ETRUNC)},
+	{"retire ndrops 2^32-1",
+	 PUT(MS_REC_RETIRE, 32, RETIRE_NDROPS, UINT32_MAX, MS_ETRUNC)},
+	{"retire ndrops one too many",
+	 PUT(MS_REC_RETIRE, 32, RETIRE_NDROPS, 4, MS_ETRUNC)},
+	{"retire ndrops one too few (leftover)",
+	 PUT(MS_REC_RETIRE, 32, RETIRE_NDROPS, 2, MS_ECORRUPT)},
+	{"retire ndrops 0",
+	 PUT(MS_REC_RETIRE, 32, RETIRE_NDROPS, 0, MS_ECORRUPT)},
 	{"place nkeywords 65535",
 	 PUT(MS_REC_PLACE, 16, PLACE_NKW, UINT16_MAX, MS_ETRUNC)},
 	{"place nkeywords one too many",
@@ -1228,8 +1434,10 @@ static const struct bad_case bad_cases[] = {
 	/* not event types */
 	{"BODY", TYPE(MS_REC_PLACE, MS_REC_BODY)},
 	{"SEAL", TYPE(MS_REC_CHECKPOINT, MS_REC_SEAL)},
+	{"HOLE", TYPE(MS_REC_NOOP, MS_REC_HOLE)},
+	{"HOLE, PURGE's bytes", TYPE(MS_REC_PURGE, MS_REC_HOLE)},
 	{"type 0", TYPE(MS_REC_NOOP, 0)},
-	{"type 17", TYPE(MS_REC_NOOP, MS_REC_TYPE_MAX + 1)},
+	{"type 19", TYPE(MS_REC_NOOP, MS_REC_TYPE_MAX + 1)},
 	{"type 255", TYPE(MS_REC_USER_DELETE, 255)},
 };
 
@@ -1272,9 +1480,9 @@ static void bad_edit(const struct bad_case *c, struct ms_event *ev)
 		memcpy(f, &r, sizeof(r));
 		break;
 	}
-	case ED_SEGS: {
-		struct ms_event_segs sg = {c->n, c->segs, NULL};
-		memcpy(f, &sg, sizeof(sg));
+	case ED_DROPS: {
+		struct ms_event_drops ds = {c->n, c->drops, NULL};
+		memcpy(f, &ds, sizeof(ds));
 		break;
 	}
 	}
@@ -1398,7 +1606,7 @@ static void test_accessors(void **state)
 	const char *kw, *error = NULL;
 	size_t len;
 	uint32_t lo = 0, hi = 0;
-	uint64_t seg = 0;
+	struct ms_event_drop drop;
 	(void)state;
 
 	/* keywords, list form and packed form, by index and by iterator */
@@ -1451,16 +1659,22 @@ static void test_accessors(void **state)
 		ms_event_kw_iter_init(&it, &other);
 		assert_int_equal(ms_event_kw_next(&it, &kw, &len), 0);
 	}
-	assert_int_equal(ms_event_seg(&other, 0, &seg), -EINVAL);
+	assert_int_equal(ms_event_drop(&other, 0, &drop), -EINVAL);
 	base_event(MS_REC_PLACE, &other);
 	assert_int_equal(ms_event_range(&other, 0, &lo, &hi), -EINVAL);
+	assert_int_equal(ms_event_drop(&other, 0, &drop), -EINVAL);
+	base_event(MS_REC_PURGE, &other);
+	assert_int_equal(ms_event_drop(&other, 0, &drop), -EINVAL);
+	base_event(MS_REC_RETIRE, &other);
+	assert_int_equal(ms_event_range(&other, 0, &lo, &hi), -EINVAL);
+	assert_int_equal(ms_event_keyword(&other, 0, &kw, &len), -EINVAL);
 
 	/* ranges, both forms */
 	base_event(MS_REC_EXPUNGE, &ev);
 	ev.u.expunge.ranges = make_ranges(RANGE_STORE, 0);
 	ms_buf_init(&b, 0);
 	assert_int_equal(ms_event_encode(&ev, &b), 0);
-	assert_int_equal(b.len, 24 + 4 + 8 * RANGE_STORE);
+	assert_int_equal(b.len, 32 + 4 + 8 * RANGE_STORE);
 	assert_int_equal(
 		ms_event_decode(MS_REC_EXPUNGE, b.data, b.len, &dec, &error),
 		0);
@@ -1479,19 +1693,82 @@ static void test_accessors(void **state)
 	assert_int_equal(hi, 77);
 	ms_buf_free(&b);
 
-	/* segments, both forms */
+	/* dropped records, both forms */
 	base_event(MS_REC_RETIRE, &ev);
 	ms_buf_init(&b, 0);
 	assert_int_equal(ms_event_encode(&ev, &b), 0);
+	assert_int_equal(b.len, 8 + 8 + 4 + 3 * MS_EVENT_DROP_SIZE);
 	assert_int_equal(
 		ms_event_decode(MS_REC_RETIRE, b.data, b.len, &dec, &error), 0);
+	assert_null(dec.u.retire.drops.list);
+	assert_ptr_equal(dec.u.retire.drops.packed, b.data + 20);
+	assert_int_equal(dec.u.retire.seg, 3);
+	assert_int_equal(dec.u.retire.sum, 0x1122334455667788);
 	for (uint32_t i = 0; i < 3; i++) {
-		assert_int_equal(ms_event_seg(&ev, i, &seg), 0);
-		assert_int_equal(seg, base_segs[i]);
-		assert_int_equal(ms_event_seg(&dec, i, &seg), 0);
-		assert_int_equal(seg, base_segs[i]);
+		memset(&drop, 0x5a, sizeof(drop));
+		assert_int_equal(ms_event_drop(&ev, i, &drop), 0);
+		assert_int_equal(drop.off, base_drops[i].off);
+		assert_int_equal(drop.type, base_drops[i].type);
+		assert_memory_equal(drop.key, base_drops[i].key, 32);
+		memset(&drop, 0x5a, sizeof(drop));
+		assert_int_equal(ms_event_drop(&dec, i, &drop), 0);
+		assert_int_equal(drop.off, base_drops[i].off);
+		assert_int_equal(drop.type, base_drops[i].type);
+		assert_memory_equal(drop.key, base_drops[i].key, 32);
 	}
-	assert_int_equal(ms_event_seg(&dec, 3, &seg), -EINVAL);
+	memset(&drop, 0x77, sizeof(drop));
+	{
+		struct ms_event_drop want;
+		memset(&want, 0x77, sizeof(want));
+		assert_int_equal(ms_event_drop(&dec, 3, &drop), -EINVAL);
+		assert_memory_equal(&drop, &want, sizeof(drop));
+		assert_int_equal(ms_event_drop(&ev, 3, &drop), -EINVAL);
+		assert_int_equal(ms_event_drop(&dec, UINT32_MAX, &drop),
+				 -EINVAL);
+		assert_memory_equal(&drop, &want, sizeof(drop));
+	}
+	/* a packed list handed to the encoder (as a copy would) */
+	{
+		struct ms_buf again;
+		ev.u.retire.drops.list = NULL;
+		ev.u.retire.drops.packed = b.data + 20;
+		assert_int_equal(ms_event_drop(&ev, 2, &drop), 0);
+		assert_int_equal(drop.off, base_drops[2].off);
+		assert_int_equal(drop.type, MS_REC_NOOP);
+		ms_buf_init(&again, 0);
+		assert_int_equal(ms_event_encode(&ev, &again), 0);
+		assert_int_equal(again.len, b.len);
+		assert_memory_equal(again.data, b.data, b.len);
+		ms_buf_free(&again);
+	}
+	ms_buf_free(&b);
+
+	/* many dropped records: O(1) access anywhere in the packed list */
+	base_event(MS_REC_RETIRE, &ev);
+	for (uint32_t i = 0; i < DROP_STORE; i++) {
+		memset(&drop_store[i], 0, sizeof(drop_store[i]));
+		drop_store[i].off = MS_EVENT_SEG_HDR_SIZE + (uint64_t)i * 4096;
+		drop_store[i].type = i % 2 ? MS_REC_PLACE : MS_REC_BODY;
+		if (drop_store[i].type == MS_REC_BODY)
+			memset(drop_store[i].key, (int)(i & 0xff), 32);
+	}
+	ev.u.retire.drops =
+		(struct ms_event_drops){DROP_STORE, drop_store, NULL};
+	ms_buf_init(&b, 0);
+	assert_int_equal(ms_event_encode(&ev, &b), 0);
+	assert_int_equal(b.len, 20 + (size_t)DROP_STORE * MS_EVENT_DROP_SIZE);
+	assert_int_equal(
+		ms_event_decode(MS_REC_RETIRE, b.data, b.len, &dec, &error), 0);
+	assert_int_equal(dec.u.retire.drops.n, DROP_STORE);
+	for (uint32_t i = 0; i < DROP_STORE; i += 777) {
+		assert_int_equal(ms_event_drop(&dec, i, &drop), 0);
+		assert_int_equal(drop.off, drop_store[i].off);
+		assert_int_equal(drop.type, drop_store[i].type);
+		assert_memory_equal(drop.key, drop_store[i].key, 32);
+	}
+	assert_int_equal(ms_event_drop(&dec, DROP_STORE - 1, &drop), 0);
+	assert_int_equal(drop.off, drop_store[DROP_STORE - 1].off);
+	assert_int_equal(ms_event_drop(&dec, DROP_STORE, &drop), -EINVAL);
 	ms_buf_free(&b);
 
 	/* borrowed names */
@@ -1548,8 +1825,10 @@ static void test_encode_limits(void **state)
 	expect_einval("BODY", &ev);
 	ev.type = MS_REC_SEAL;
 	expect_einval("SEAL", &ev);
+	ev.type = MS_REC_HOLE;
+	expect_einval("HOLE", &ev);
 	ev.type = MS_REC_TYPE_MAX + 1;
-	expect_einval("type 17", &ev);
+	expect_einval("type 19", &ev);
 
 	/* both forms, no form, malformed packed */
 	base_event(MS_REC_PLACE, &ev);
@@ -1600,9 +1879,63 @@ static void test_encode_limits(void **state)
 	ev.u.flags.ranges.packed = NULL;
 	expect_einval("ranges in no form", &ev);
 
-	base_event(MS_REC_RETIRE, &ev);
-	ev.u.retire.segs.packed = packed_ranges;
-	expect_einval("segments in both forms", &ev);
+	/* dropped records: forms, malformed packed lists, counts */
+	{
+		static const uint8_t packed_drops[2 * MS_EVENT_DROP_SIZE] = {
+			/* 64 NOOP, 128 PLACE */
+			[0] = 64,
+			[8] = MS_REC_NOOP,
+			[41] = 128,
+			[49] = MS_REC_PLACE};
+		uint8_t bad[sizeof(packed_drops)];
+
+		base_event(MS_REC_RETIRE, &ev);
+		ev.u.retire.drops.packed = packed_drops;
+		expect_einval("drops in both forms", &ev);
+		ev.u.retire.drops = (struct ms_event_drops){1, NULL, NULL};
+		expect_einval("drops in no form", &ev);
+		ev.u.retire.drops =
+			(struct ms_event_drops){0, NULL, packed_drops};
+		expect_einval("packed drops, n 0", &ev);
+		ev.u.retire.drops =
+			(struct ms_event_drops){2, NULL, packed_drops};
+		ms_buf_init(&b, 0);
+		assert_int_equal(ms_event_encode(&ev, &b), 0);
+		assert_int_equal(b.len, 20 + sizeof(packed_drops));
+		assert_memory_equal(b.data + 20, packed_drops,
+				    sizeof(packed_drops));
+		ms_buf_free(&b);
+
+		memcpy(bad, packed_drops, sizeof(bad));
+		bad[41] = 64; /* second offset == first */
+		ev.u.retire.drops.packed = bad;
+		expect_einval("packed drops, offset repeated", &ev);
+		memcpy(bad, packed_drops, sizeof(bad));
+		bad[0] = 63;
+		expect_einval("packed drops, offset 63", &ev);
+		memcpy(bad, packed_drops, sizeof(bad));
+		bad[49] = MS_REC_HOLE;
+		expect_einval("packed drops, type HOLE", &ev);
+		memcpy(bad, packed_drops, sizeof(bad));
+		bad[41 + 9 + 31] = 1;
+		expect_einval("packed drops, key on a PLACE", &ev);
+		memcpy(bad, packed_drops, sizeof(bad));
+		bad[8] = MS_REC_BODY;
+		bad[9] = 1; /* a key on a BODY is fine */
+		ms_buf_init(&b, 0);
+		assert_int_equal(ms_event_encode(&ev, &b), 0);
+		ms_buf_free(&b);
+
+		/* a count no payload can hold is refused before any item
+		   is read (the list has 1 item) */
+		static const struct ms_event_drop one = {64, MS_REC_NOOP, {0}};
+		ev.u.retire.drops = (struct ms_event_drops){
+			MS_REC_MAX_PAYLOAD / MS_EVENT_DROP_SIZE + 1, &one,
+			NULL};
+		expect_einval("drops: more than a payload holds", &ev);
+		ev.u.retire.drops.n = UINT32_MAX;
+		expect_einval("drops: 2^32-1", &ev);
+	}
 
 	/* names given as NULL */
 	base_event(MS_REC_USER_CREATE, &ev);

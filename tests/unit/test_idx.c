@@ -10,7 +10,10 @@
  * UIDVALIDITY; anomalies are counted and leave no trace; idempotent
  * replay; rebuild equals the incremental index; catch-up after a close;
  * damaged, foreign and other-version index files refused; a map that
- * fills up grows; 100,000 placements in batches of 1000.
+ * fills up grows; 100,000 placements in batches of 1000.  Undelete
+ * (PLACE with restore_uid), PURGE by expunge time, RETIRE of a placed
+ * body, and compaction: an index rebuilt from a log whose dead records
+ * are HOLEs equals the live one, over two compaction rounds.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -49,6 +52,7 @@ struct tx {
 	uint64_t last_seq;
 	struct ms_pos last_pos;
 	uint64_t last_len; /* header + payload of the last record */
+	uint64_t now;      /* the time of EXPUNGE records */
 };
 
 static void tx_open_log(struct tx *x, uint64_t seg_size)
@@ -84,6 +88,7 @@ static void tx_init(struct tx *x, const char *tag, uint64_t seg_size)
 	CHECK_RET(ms_body_ctx_init(&x->bctx, m->store_id, m->salt, NULL, 1), 0,
 		  "body ctx");
 	ms_buf_init(&x->buf, 0);
+	x->now = 1700000000;
 }
 
 static void tx_free(struct tx *x)
@@ -206,10 +211,11 @@ static void kw_list(struct ms_event_keywords *k, struct ms_event_str *s,
 	k->packed = NULL;
 }
 
-static uint64_t ev_place(struct tx *x, uint64_t user, uint64_t mbox,
-			 uint32_t uid, uint64_t modseq, uint32_t flags,
-			 const uint8_t key[32], uint64_t size,
-			 const char *const *kws)
+/* A placement; restore_uid != 0: the undelete of that expunged uid. */
+static uint64_t ev_place_r(struct tx *x, uint64_t user, uint64_t mbox,
+			   uint32_t uid, uint64_t modseq, uint32_t flags,
+			   const uint8_t key[32], uint64_t size,
+			   const char *const *kws, uint32_t restore_uid)
 {
 	struct ms_event ev = {.type = MS_REC_PLACE};
 	struct ms_event_place *p = &ev.u.place;
@@ -227,8 +233,17 @@ static uint64_t ev_place(struct tx *x, uint64_t user, uint64_t mbox,
 	p->body_seq = 1;
 	p->physical_size = size;
 	p->virtual_size = size + size / 50;
+	p->restore_uid = restore_uid;
 	kw_list(&p->keywords, s, kws);
 	return tx_ev(x, &ev);
+}
+
+static uint64_t ev_place(struct tx *x, uint64_t user, uint64_t mbox,
+			 uint32_t uid, uint64_t modseq, uint32_t flags,
+			 const uint8_t key[32], uint64_t size,
+			 const char *const *kws)
+{
+	return ev_place_r(x, user, mbox, uid, modseq, flags, key, size, kws, 0);
 }
 
 static uint64_t ev_flags(struct tx *x, uint64_t user, uint64_t mbox,
@@ -258,6 +273,7 @@ static uint64_t ev_expunge_ranges(struct tx *x, uint64_t user, uint64_t mbox,
 	ev.u.expunge.user_id = user;
 	ev.u.expunge.mbox_id = mbox;
 	ev.u.expunge.modseq = modseq;
+	ev.u.expunge.time = x->now;
 	ev.u.expunge.ranges = (struct ms_event_ranges){.n = n, .list = r};
 	return tx_ev(x, &ev);
 }
@@ -269,10 +285,28 @@ static uint64_t ev_expunge(struct tx *x, uint64_t user, uint64_t mbox,
 	return ev_expunge_ranges(x, user, mbox, modseq, &r, 1);
 }
 
+static uint64_t ev_purge(struct tx *x, uint64_t before)
+{
+	struct ms_event ev = {.type = MS_REC_PURGE};
+	ev.u.purge.before = before;
+	return tx_ev(x, &ev);
+}
+
+static uint64_t ev_retire(struct tx *x, uint64_t seg, uint64_t sum,
+			  const struct ms_event_drop *drops, uint32_t n)
+{
+	struct ms_event ev = {.type = MS_REC_RETIRE};
+	ev.u.retire.seg = seg;
+	ev.u.retire.sum = sum;
+	ev.u.retire.drops = (struct ms_event_drops){.n = n, .list = drops};
+	return tx_ev(x, &ev);
+}
+
 static uint64_t ev_simple(struct tx *x, uint8_t type)
 {
 	struct ms_event ev = {.type = type};
-	static const uint64_t segs[] = {999999};
+	static const struct ms_event_drop drops[] = {
+		{.off = 64, .type = MS_REC_NOOP}};
 
 	switch (type) {
 	case MS_REC_CHECKPOINT:
@@ -283,7 +317,10 @@ static uint64_t ev_simple(struct tx *x, uint8_t type)
 		ev.u.timeline.new_timeline = 1;
 		break;
 	case MS_REC_RETIRE:
-		ev.u.retire.segs = (struct ms_event_segs){.n = 1, .list = segs};
+		ev.u.retire.seg = 999999;
+		ev.u.retire.sum = 42;
+		ev.u.retire.drops =
+			(struct ms_event_drops){.n = 1, .list = drops};
 		break;
 	default:
 		break;
@@ -681,6 +718,7 @@ static void test_place_flags_expunge(void **state)
 	CHECK_RET(ms_idx_expunged_get(rd, 10, 1, &m), 0, "restorable");
 	assert_int_equal(m.expunge_modseq, 9);
 	assert_int_equal(m.expunge_seq, xseq);
+	assert_int_equal(m.expunge_time, x.now);
 	assert_int_equal(m.physical_size, 1000);
 	ms_idx_read_end(&rd);
 	check_ok(x.idx);
@@ -692,14 +730,48 @@ static void test_place_flags_expunge(void **state)
 	assert_int_equal(tx_apply(&x), 0);
 	want_mbox(&x, 10, 5, 2, 9000, 12, 11);
 	want_body(&x, b2, 4, 0);
-	/* uids taken, present or expunged; unknown body: anomalies */
+	/* uids taken, present or expunged: anomalies */
 	ev_place(&x, 1, 10, 2, 12, 0, b2, 2000, NULL);
 	ev_place(&x, 1, 10, 1, 12, 0, b2, 2000, NULL);
+	assert_int_equal(tx_apply(&x), 2);
+	want_mbox(&x, 10, 5, 2, 9000, 12, 11);
+	/* an unknown body is none: the message is placed on a body entry
+	   without location (a rebuild after compaction dropped its BODY),
+	   which the check refuses at rest and dies with its last ref */
 	uint8_t nobody[32];
 	memset(nobody, 0x5a, sizeof(nobody));
-	ev_place(&x, 1, 10, 20, 12, 0, nobody, 10, NULL);
-	assert_int_equal(tx_apply(&x), 3);
-	want_mbox(&x, 10, 5, 2, 9000, 12, 11);
+	uint64_t nbodies = stats(x.idx).bodies;
+	ev_mbox(&x, 1, 12, 5, 0, "Other");
+	ev_place(&x, 1, 12, 20, 12, 0, nobody, 10, NULL);
+	assert_int_equal(tx_apply(&x), 0);
+	want_mbox(&x, 12, 1, 1, 10, 21, 12);
+	want_user(&x, 1, 9010, 6);
+	{
+		struct ms_idx_body nb;
+		const char *cerr = NULL;
+		CHECK_RET(ms_idx_read_begin(x.idx, &rd), 0, "read");
+		CHECK_RET(ms_idx_body_get(rd, nobody, &nb), MS_ENOTFOUND,
+			  "no location");
+		ms_idx_read_end(&rd);
+		assert_int_equal(stats(x.idx).bodies, nbodies + 1);
+		char *d = dump_str(x.idx);
+		assert_non_null(strstr(d,
+				       "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"
+				       "5a5a5a5a5a5a5a5a5a5a5a5a5a5a"
+				       " at=0@0:0+0 plain=0 refs=1 xrefs=0"));
+		free(d);
+		CHECK_RET(ms_idx_check(x.idx, &cerr), MS_ECORRUPT, "check");
+		assert_non_null(strstr(cerr, "no location"));
+	}
+	ev_expunge(&x, 1, 12, 13, 20, 20);
+	assert_int_equal(tx_apply(&x), 0);
+	want_mbox(&x, 12, 0, 0, 0, 21, 13);
+	assert_int_equal(stats(x.idx).bodies, nbodies + 1); /* xref */
+	ev_mbox_del(&x, 1, 12);
+	assert_int_equal(tx_apply(&x), 0);
+	assert_int_equal(stats(x.idx).bodies, nbodies);
+	want_user(&x, 1, 9000, 5);
+	check_ok(x.idx);
 
 	/* ranges */
 	uint32_t want_uids[] = {2, 3, 5, 10, 11};
@@ -722,20 +794,21 @@ static void test_place_flags_expunge(void **state)
 	ms_idx_iter_free(&it);
 	ms_idx_read_end(&rd);
 
-	/* expunge everything, in two ranges with a gap */
-	struct ms_event_range rs[] = {{1, 4}, {6, UINT32_MAX}};
-	ev_expunge_ranges(&x, 1, 10, 13, rs, 2);
+	/* expunge everything, in two ranges with a gap (the writer names
+	   only placed uids: up to 11) */
+	struct ms_event_range rs[] = {{1, 4}, {6, 11}};
+	ev_expunge_ranges(&x, 1, 10, 14, rs, 2);
 	assert_int_equal(tx_apply(&x), 0);
-	want_mbox(&x, 10, 1, 0, 2000, 12, 13); /* uid 5 stays */
+	want_mbox(&x, 10, 1, 0, 2000, 12, 14); /* uid 5 stays */
 	want_user(&x, 1, 2000, 1);
 	want_body(&x, b1, 0, 2);
 	want_body(&x, b2, 1, 3);
 	check_ok(x.idx);
 
 	/* uid 4294967295: uidnext is 2^32 */
-	ev_place(&x, 1, 10, UINT32_MAX, 14, 0, b1, 1000, NULL);
+	ev_place(&x, 1, 10, UINT32_MAX, 15, 0, b1, 1000, NULL);
 	assert_int_equal(tx_apply(&x), 0);
-	want_mbox(&x, 10, 2, 1, 3000, (uint64_t)1 << 32, 14);
+	want_mbox(&x, 10, 2, 1, 3000, (uint64_t)1 << 32, 15);
 	check_ok(x.idx);
 	tx_free(&x);
 }
@@ -760,9 +833,11 @@ static void test_change_feed(void **state)
 		ev_place(&x, 1, 10, uid, uid, 0, b, 100, NULL);
 	ev_place(&x, 1, 11, 1, 1, 0, b, 100, NULL);
 	ev_flags(&x, 1, 10, 7, MS_EVENT_MODE_ADD, SEEN, NULL, 2, 2);
-	uint64_t x1 = ev_expunge(&x, 1, 10, 8, 3, 4);
+	x.now = 1000;
+	ev_expunge(&x, 1, 10, 8, 3, 4);
 	ev_flags(&x, 1, 10, 9, MS_EVENT_MODE_ADD, 0, kw_x, 5, 5);
 	struct ms_event_range rs[] = {{1, 1}, {6, 6}};
+	x.now = 2000;
 	uint64_t x2 = ev_expunge_ranges(&x, 1, 10, 10, rs, 2);
 	assert_int_equal(tx_apply(&x), 0);
 	check_ok(x.idx);
@@ -816,22 +891,29 @@ static void test_change_feed(void **state)
 	assert_int_equal(c.msg.mbox_id, 11);
 	assert_int_equal(ms_idx_changes_next(it, &c), 0);
 	ms_idx_iter_free(&it);
-	/* expunged since a time (seq) */
-	size_t n = 0;
-	CHECK_RET(ms_idx_expunged_iter(rd, 10, x1 - 1, &it), 0, "xp");
-	while (ms_idx_expunged_next(it, &m) > 0)
-		n++;
-	ms_idx_iter_free(&it);
-	assert_int_equal(n, 4);
-	n = 0;
-	CHECK_RET(ms_idx_expunged_iter(rd, 10, x1, &it), 0, "xp");
-	while (ms_idx_expunged_next(it, &m) > 0) {
-		assert_int_equal(m.expunge_seq, x2);
-		assert_true(m.uid == 1 || m.uid == 6);
-		n++;
+	/* expunged since a time: expunge time >= since */
+	static const struct {
+		uint64_t since;
+		size_t n;
+	} xcases[] = {{0, 4}, {1000, 4}, {1001, 2}, {2000, 2}, {2001, 0}};
+	for (size_t i = 0; i < MS_ARRAY_SIZE(xcases); i++) {
+		size_t n = 0;
+		CHECK_RET(ms_idx_expunged_iter(rd, 10, xcases[i].since, &it), 0,
+			  "xp");
+		while (ms_idx_expunged_next(it, &m) > 0) {
+			if (xcases[i].since > 1000) {
+				assert_int_equal(m.expunge_seq, x2);
+				assert_int_equal(m.expunge_time, 2000);
+				assert_true(m.uid == 1 || m.uid == 6);
+			}
+			n++;
+		}
+		ms_idx_iter_free(&it);
+		if (n != xcases[i].n)
+			fail_msg("expunged since %llu: %zu, want %zu",
+				 (unsigned long long)xcases[i].since, n,
+				 xcases[i].n);
 	}
-	ms_idx_iter_free(&it);
-	assert_int_equal(n, 2);
 	ms_idx_read_end(&rd);
 
 	/* the write transaction's own view sees its uncommitted change */
@@ -907,7 +989,7 @@ static void test_body_refcount(void **state)
 	CHECK_RET(ms_idx_segs_iter(rd, &it), 0, "segs");
 	while (ms_idx_segs_next(it, &s) > 0) {
 		total += s.live_bytes;
-		assert_false(s.retired);
+		assert_false(s.compacted);
 	}
 	ms_idx_iter_free(&it);
 	ms_idx_read_end(&rd);
@@ -972,18 +1054,70 @@ static void test_body_refcount(void **state)
 	assert_int_equal(total, pl + x.last_len);
 	check_ok(x.idx);
 
-	/* retiring the body's segment hides the body */
-	struct ms_event ev = {.type = MS_REC_RETIRE};
+	/*
+	 * A RETIRE dropping the record of a body that is still placed: a
+	 * writer bug, an anomaly; the entry stays, and so does everything
+	 * else, but the segment is recorded as compacted.
+	 */
 	uint64_t seg = moved.seg;
-	ev.u.retire.segs = (struct ms_event_segs){.n = 1, .list = &seg};
-	uint64_t rseq = tx_ev(&x, &ev);
+	uint8_t absent[32];
+	memset(absent, 0x77, sizeof(absent));
+	struct ms_event_drop d1[] = {
+		{.off = moved.off, .type = MS_REC_BODY},
+		{.off = moved.off + x.last_len, .type = MS_REC_BODY},
+	};
+	memcpy(d1[0].key, b, 32);
+	memcpy(d1[1].key, absent, 32); /* no such body: nothing */
+	char *before = dump_str(x.idx);
+	uint64_t rseq = ev_retire(&x, seg, 0xabc, d1, 2);
+	assert_int_equal(tx_apply(&x), 1);
+	want_body(&x, b, 1, 0);
+	CHECK_RET(ms_idx_read_begin(x.idx, &rd), 0, "read");
+	CHECK_RET(ms_idx_body_get(rd, b, &body), 0, "kept");
+	assert_int_equal(ms_pos_cmp(body.pos, moved), 0);
+	CHECK_RET(ms_idx_seg_get(rd, seg, &s), 0, "seg");
+	assert_true(s.compacted);
+	assert_int_equal(s.compact_seq, rseq);
+	assert_int_equal(s.sum, 0xabc);
+	assert_int_equal(s.compactions, 1);
+	ms_idx_read_end(&rd);
+	assert_int_equal(stats(x.idx).compacted_segments, 1);
+	assert_int_equal(stats(x.idx).anomalies, 1);
+	check_ok(x.idx);
+	{
+		/* nothing but the applied line and the compacted entry */
+		char *after = dump_str(x.idx);
+		char *ca = strstr(after, "\ncompacted seg=");
+		assert_non_null(ca);
+		ca[1] = '\0';
+		assert_string_equal(strchr(strchr(before, '\n') + 1, '\n'),
+				    strchr(strchr(after, '\n') + 1, '\n'));
+		free(after);
+	}
+	free(before);
+
+	/* unplaced, the body entry stays with its location, refs 0 */
+	ev_expunge(&x, 1, 300, 2, 1, 1);
+	ev_mbox_del(&x, 1, 300);
+	assert_int_equal(tx_apply(&x), 0);
+	want_body(&x, b, 0, 0);
+	assert_int_equal(stats(x.idx).live_segments, 0);
+	check_ok(x.idx);
+	/* now its drop deletes it; a second compaction of the segment */
+	struct ms_event_drop d2[] = {{.off = moved.off, .type = MS_REC_BODY}};
+	memcpy(d2[0].key, b, 32);
+	uint64_t rseq2 = ev_retire(&x, seg, 0xdef, d2, 1);
 	assert_int_equal(tx_apply(&x), 0);
 	CHECK_RET(ms_idx_read_begin(x.idx, &rd), 0, "read");
-	CHECK_RET(ms_idx_body_get(rd, b, &body), MS_ENOTFOUND, "retired");
+	CHECK_RET(ms_idx_body_get(rd, b, &body), MS_ENOTFOUND, "dropped");
 	CHECK_RET(ms_idx_seg_get(rd, seg, &s), 0, "seg");
-	assert_true(s.retired);
-	assert_int_equal(s.retire_seq, rseq);
+	assert_true(s.compacted);
+	assert_int_equal(s.compact_seq, rseq2);
+	assert_int_equal(s.sum, 0xdef);
+	assert_int_equal(s.compactions, 2);
 	ms_idx_read_end(&rd);
+	assert_int_equal(stats(x.idx).bodies, 0);
+	check_ok(x.idx);
 	tx_free(&x);
 }
 
@@ -1245,17 +1379,19 @@ static void test_catch_up(void **state)
 	struct ms_rec_hdr hdr;
 	const uint8_t *payload;
 	int n = 0;
-	uint64_t committed = 0;
+	uint64_t committed = 0, last = 0;
 	CHECK_RET(ms_log_iter_new(x.log, start, &it), 0, "iter");
 	CHECK_RET(ms_idx_begin(x.idx, &txn), 0, "begin");
 	while (n < 60 &&
 	       ms_log_iter_next(it, &rpos, &hdr, &payload, &err) > 0) {
 		assert_true(ms_idx_apply(txn, hdr.seq, rpos, &hdr, payload,
 					 &err) >= 0);
+		if (hdr.type != MS_REC_SEAL) /* seals move nothing */
+			last = hdr.seq;
 		if (++n % 7 == 0) {
 			CHECK_RET(ms_idx_commit(&txn), 0, "commit");
 			CHECK_RET(ms_idx_begin(x.idx, &txn), 0, "begin");
-			committed = hdr.seq;
+			committed = last;
 		}
 	}
 	/* the last, uncommitted part is lost with the abort */
@@ -1452,6 +1588,33 @@ static void test_corrupt_index(void **state)
 	CHECK_RET(ms_idx_open(odir, TEST_MAP, &idx, &err), MS_ECORRUPT,
 		  "foreign");
 	assert_non_null(strstr(err, "not an mstore index"));
+
+	/* an index of the previous version, which had other tables: the
+	   version is what it is refused for */
+	{
+		char vdir[1100];
+		struct ms_idx *v1 = NULL;
+		MDB_env *env;
+		MDB_txn *txn;
+		MDB_dbi dbi;
+		snprintf(vdir, sizeof(vdir), "%s/v1", x.root);
+		CHECK_RET(ms_idx_open(vdir, TEST_MAP, &v1, &err), 0, "v1");
+		ms_idx_close(&v1);
+		assert_int_equal(mdb_env_create(&env), 0);
+		assert_int_equal(mdb_env_set_maxdbs(env, 20), 0);
+		assert_int_equal(mdb_env_open(env, vdir, 0, 0600), 0);
+		assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+		assert_int_equal(mdb_dbi_open(txn, "compacted", 0, &dbi), 0);
+		assert_int_equal(mdb_drop(txn, dbi, 1), 0);
+		assert_int_equal(mdb_txn_commit(txn), 0);
+		mdb_env_close(env);
+		memcpy(f, "MSTOIDX\0", 8);
+		ms_put32(f + 8, 1);
+		ms_put32(f + 12, 0);
+		raw_put_format(vdir, f, sizeof(f));
+		CHECK_RET(ms_idx_open(vdir, TEST_MAP, &v1, &err), MS_EVERSION,
+			  "old version");
+	}
 
 	/* after all that, a rebuild gives a good index again */
 	CHECK_RET(ms_idx_rebuild(x.idxdir, TEST_MAP, x.log, &err), 0,
@@ -1664,6 +1827,637 @@ static void test_throughput_smoke(void **state)
 	tx_free(&x);
 }
 
+/* ---- undelete, purge, compaction ------------------------------------------
+ */
+
+/* The changes of a mailbox since 0 as "m<uid>:<modseq> x<modseq>:<lo>-<hi>". */
+static void want_feed(struct ms_idx *idx, uint64_t mbox, const char *want)
+{
+	struct ms_idx_rd *rd = NULL;
+	struct ms_idx_iter *it = NULL;
+	struct ms_idx_change c;
+	char got[512] = "";
+	size_t o = 0;
+
+	CHECK_RET(ms_idx_read_begin(idx, &rd), 0, "read");
+	CHECK_RET(ms_idx_changes_iter(rd, mbox, 0, &it), 0, "changes");
+	while (ms_idx_changes_next(it, &c) > 0) {
+		if (c.is_expunge)
+			o += (size_t)snprintf(got + o, sizeof(got) - o,
+					      "%sx%llu:%u-%u", o ? " " : "",
+					      (unsigned long long)c.modseq,
+					      c.uid_lo, c.uid_hi);
+		else
+			o += (size_t)snprintf(got + o, sizeof(got) - o,
+					      "%sm%u:%llu", o ? " " : "",
+					      c.msg.uid,
+					      (unsigned long long)c.modseq);
+	}
+	ms_idx_iter_free(&it);
+	ms_idx_read_end(&rd);
+	if (strcmp(got, want) != 0)
+		fail_msg("mailbox %llu feed \"%s\", want \"%s\"",
+			 (unsigned long long)mbox, got, want);
+}
+
+static uint64_t mbox_expunged(struct ms_idx *idx, uint64_t mbox)
+{
+	struct ms_idx_rd *rd = NULL;
+	struct ms_idx_mbox m;
+
+	CHECK_RET(ms_idx_read_begin(idx, &rd), 0, "read");
+	CHECK_RET(ms_idx_mbox_get(rd, mbox, &m), 0, "mbox");
+	ms_idx_read_end(&rd);
+	return m.expunged;
+}
+
+static uint64_t live_total(struct ms_idx *idx)
+{
+	struct ms_idx_rd *rd = NULL;
+	struct ms_idx_iter *it = NULL;
+	struct ms_idx_seg s;
+	uint64_t total = 0;
+
+	CHECK_RET(ms_idx_read_begin(idx, &rd), 0, "read");
+	CHECK_RET(ms_idx_segs_iter(rd, &it), 0, "segs");
+	while (ms_idx_segs_next(it, &s) > 0)
+		total += s.live_bytes;
+	ms_idx_iter_free(&it);
+	ms_idx_read_end(&rd);
+	return total;
+}
+
+/* ms_idx_rebuild from x's log into <root>/<name>: its dump equals x's. */
+static void rebuild_same(struct tx *x, const char *name)
+{
+	char dir[1100];
+	const char *err = NULL;
+	struct ms_idx *r = NULL;
+
+	CHECK_RET(ms_log_sync(x->log), 0, "sync");
+	snprintf(dir, sizeof(dir), "%s/%s", x->root, name);
+	CHECK_RET(ms_idx_rebuild(dir, TEST_MAP, x->log, &err), 0, "rebuild: %s",
+		  err);
+	CHECK_RET(ms_idx_open(dir, TEST_MAP, &r, &err), 0, "open: %s", err);
+	check_ok(r);
+	char *a = dump_str(x->idx), *b = dump_str(r);
+	same_dump(a, b, name);
+	free(a);
+	free(b);
+	ms_idx_close(&r);
+}
+
+static void test_undelete(void **state)
+{
+	struct tx x;
+	uint8_t b1[32], b2[32];
+	uint64_t lb1, lb2, p1, p2, p3;
+	struct ms_idx_rd *rd = NULL;
+	struct ms_idx_msg m;
+
+	(void)state;
+	tx_init(&x, "idx-undelete", 0);
+	ev_user(&x, 1, "alice");
+	ev_mbox(&x, 1, 10, 1, 0, "INBOX");
+	ev_body(&x, 1, 1000, b1);
+	lb1 = x.last_len;
+	ev_body(&x, 2, 2000, b2);
+	lb2 = x.last_len;
+	ev_place(&x, 1, 10, 1, 1, 0, b1, 1000, NULL);
+	p1 = x.last_len;
+	ev_place(&x, 1, 10, 2, 2, SEEN, b2, 2000, NULL);
+	p2 = x.last_len;
+	x.now = 5000;
+	ev_expunge(&x, 1, 10, 3, 1, 1);
+	assert_int_equal(tx_apply(&x), 0);
+	want_mbox(&x, 10, 1, 0, 2000, 3, 3);
+	want_body(&x, b1, 0, 1);
+	assert_int_equal(mbox_expunged(x.idx, 10), 1);
+	assert_int_equal(live_total(x.idx), lb1 + lb2 + p1 + p2);
+
+	/* undelete uid 1 as uid 3: same body, new uid, the old one leaves
+	   the expunged set with its feed entry and live bytes */
+	static const char *const kw[] = {"restored", NULL};
+	ev_place_r(&x, 1, 10, 3, 4, 0, b1, 1000, kw, 1);
+	p3 = x.last_len;
+	assert_int_equal(tx_apply(&x), 0);
+	want_mbox(&x, 10, 2, 1, 3000, 4, 4);
+	want_user(&x, 1, 3000, 2);
+	want_body(&x, b1, 1, 0);
+	want_body(&x, b2, 1, 0);
+	want_msg(&x, 10, 3, 0, 4, "restored");
+	assert_int_equal(mbox_expunged(x.idx, 10), 0);
+	want_feed(x.idx, 10, "m2:2 m3:4");
+	CHECK_RET(ms_idx_read_begin(x.idx, &rd), 0, "read");
+	CHECK_RET(ms_idx_expunged_get(rd, 10, 1, &m), MS_ENOTFOUND, "gone");
+	CHECK_RET(ms_idx_msg_get(rd, 10, 1, &m), MS_ENOTFOUND, "not back");
+	CHECK_RET(ms_idx_msg_get(rd, 10, 3, &m), 0, "restored");
+	assert_memory_equal(m.body_key, b1, 32);
+	ms_idx_read_end(&rd);
+	assert_int_equal(live_total(x.idx), lb1 + lb2 + p2 + p3);
+	assert_int_equal(stats(x.idx).expunged, 0);
+	check_ok(x.idx);
+
+	/* restoring a uid that is not expunged places the message all the
+	   same, and is no anomaly (a rebuild after compaction meets it);
+	   placing an expunged uid is one, as before */
+	ev_expunge(&x, 1, 10, 5, 2, 2);
+	ev_place_r(&x, 1, 10, 4, 6, SEEN, b2, 2000, NULL, 77);
+	ev_place_r(&x, 1, 10, 2, 7, SEEN, b2, 2000, NULL, 2);
+	assert_int_equal(tx_apply(&x), 1);
+	want_mbox(&x, 10, 2, 1, 3000, 5, 6);
+	want_body(&x, b2, 1, 1);
+	assert_int_equal(mbox_expunged(x.idx, 10), 1);
+	/* the body of an undeleted message may also be another one's */
+	ev_place_r(&x, 1, 10, 5, 8, SEEN, b2, 2000, NULL, 2);
+	assert_int_equal(tx_apply(&x), 0);
+	want_body(&x, b2, 2, 0);
+	want_feed(x.idx, 10, "m3:4 m4:6 m5:8");
+	check_ok(x.idx);
+	rebuild_same(&x, "rebuilt");
+	tx_free(&x);
+}
+
+static void test_purge(void **state)
+{
+	struct tx x;
+	uint8_t b1[32], b2[32];
+	uint64_t lb2, p3;
+	struct ms_idx_rd *rd = NULL;
+	struct ms_idx_iter *it = NULL;
+	struct ms_idx_msg m;
+	struct ms_idx_body body;
+
+	(void)state;
+	tx_init(&x, "idx-purge", 0);
+	ev_user(&x, 1, "alice");
+	ev_mbox(&x, 1, 10, 1, 0, "INBOX");
+	ev_mbox(&x, 1, 11, 2, 0, "Trash");
+	ev_body(&x, 1, 1000, b1);
+	ev_body(&x, 2, 2000, b2);
+	lb2 = x.last_len;
+	ev_place(&x, 1, 10, 1, 1, 0, b1, 1000, NULL);
+	ev_place(&x, 1, 10, 2, 2, 0, b1, 1000, NULL);
+	ev_place(&x, 1, 10, 3, 3, 0, b2, 2000, NULL);
+	p3 = x.last_len;
+	ev_place(&x, 1, 11, 1, 1, 0, b2, 2000, NULL);
+	x.now = 1000;
+	ev_expunge(&x, 1, 10, 4, 1, 1);
+	x.now = 2000;
+	ev_expunge(&x, 1, 10, 5, 2, 2);
+	ev_expunge(&x, 1, 11, 2, 1, 1);
+	assert_int_equal(tx_apply(&x), 0);
+	want_body(&x, b1, 0, 2);
+	want_body(&x, b2, 1, 1);
+	want_feed(x.idx, 10, "m3:3 x4:1-1 x5:2-2");
+
+	/* between the two times: only the older expunge leaves */
+	ev_purge(&x, 1500);
+	assert_int_equal(tx_apply(&x), 0);
+	want_body(&x, b1, 0, 1);
+	want_body(&x, b2, 1, 1);
+	assert_int_equal(mbox_expunged(x.idx, 10), 1);
+	assert_int_equal(mbox_expunged(x.idx, 11), 1);
+	want_feed(x.idx, 10, "m3:3 x5:2-2");
+	want_mbox(&x, 10, 1, 1, 2000, 4, 5);
+	want_user(&x, 1, 2000, 1);
+	CHECK_RET(ms_idx_read_begin(x.idx, &rd), 0, "read");
+	CHECK_RET(ms_idx_expunged_get(rd, 10, 1, &m), MS_ENOTFOUND, "purged");
+	CHECK_RET(ms_idx_expunged_get(rd, 10, 2, &m), 0, "kept");
+	assert_int_equal(m.expunge_time, 2000);
+	CHECK_RET(ms_idx_expunged_iter(rd, 10, 0, &it), 0, "iter");
+	assert_int_equal(ms_idx_expunged_next(it, &m), 1);
+	assert_int_equal(m.uid, 2);
+	assert_int_equal(ms_idx_expunged_next(it, &m), 0);
+	ms_idx_iter_free(&it);
+	ms_idx_read_end(&rd);
+	check_ok(x.idx);
+
+	/* a purge at the exact time keeps it (< before) */
+	ev_purge(&x, 2000);
+	assert_int_equal(tx_apply(&x), 0);
+	assert_int_equal(mbox_expunged(x.idx, 10), 1);
+	/* then everything: b1 has no placement left but stays, located,
+	   for dedup, and is not live */
+	ev_purge(&x, 2001);
+	assert_int_equal(tx_apply(&x), 0);
+	want_body(&x, b1, 0, 0);
+	want_body(&x, b2, 1, 0);
+	assert_int_equal(mbox_expunged(x.idx, 10), 0);
+	assert_int_equal(mbox_expunged(x.idx, 11), 0);
+	want_feed(x.idx, 10, "m3:3");
+	want_feed(x.idx, 11, "");
+	want_mbox(&x, 10, 1, 1, 2000, 4, 5);
+	want_mbox(&x, 11, 0, 0, 0, 2, 2);
+	CHECK_RET(ms_idx_read_begin(x.idx, &rd), 0, "read");
+	CHECK_RET(ms_idx_body_get(rd, b1, &body), 0, "b1 stays");
+	assert_int_equal(body.plain_len, 1000);
+	ms_idx_read_end(&rd);
+	assert_int_equal(live_total(x.idx), lb2 + p3);
+	assert_int_equal(stats(x.idx).expunged, 0);
+	assert_int_equal(stats(x.idx).bodies, 2);
+	/* nothing to purge: no change */
+	char *a = dump_str(x.idx);
+	ev_purge(&x, 3000);
+	assert_int_equal(tx_apply(&x), 0);
+	char *b = dump_str(x.idx);
+	assert_string_equal(strchr(strchr(a, '\n') + 1, '\n'),
+			    strchr(strchr(b, '\n') + 1, '\n'));
+	free(a);
+	free(b);
+	check_ok(x.idx);
+	rebuild_same(&x, "rebuilt");
+	tx_free(&x);
+}
+
+/*
+ * Compaction.  A compaction round computes the dead records of the sealed
+ * segments from the live index exactly as the writer's rule says, and
+ * appends one RETIRE per segment to the log.  The live index applies the
+ * log as it is; "rebuilt" indexes are fed the same log with the dropped
+ * records replaced by HOLE headers (NULL payload), as a rebuild from the
+ * compacted log would see them.
+ */
+struct drop_at {
+	struct ms_pos pos;
+	uint8_t type;
+	uint8_t key[32];
+};
+
+struct dropset {
+	struct drop_at *v;
+	size_t n, cap;
+};
+
+static int pos_in(const struct ms_pos *v, size_t n, struct ms_pos p)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (ms_pos_cmp(v[i], p) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+static int dropped(const struct dropset *d, struct ms_pos p)
+{
+	for (size_t i = 0; i < d->n; i++) {
+		if (ms_pos_cmp(d->v[i].pos, p) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* The place positions of every present and expunged message. */
+static struct ms_pos *placed_positions(struct ms_idx *idx, size_t *n_r)
+{
+	struct ms_idx_rd *rd = NULL;
+	struct ms_idx_iter *ui = NULL, *mi = NULL, *it = NULL;
+	struct ms_idx_user u;
+	struct ms_idx_mbox mb;
+	struct ms_idx_msg m;
+	struct ms_pos *v = NULL;
+	size_t n = 0, cap = 0;
+
+	CHECK_RET(ms_idx_read_begin(idx, &rd), 0, "read");
+	CHECK_RET(ms_idx_users_iter(rd, &ui), 0, "users");
+	while (ms_idx_users_next(ui, &u) > 0) {
+		CHECK_RET(ms_idx_mboxes_iter(rd, u.id, &mi), 0, "mboxes");
+		while (ms_idx_mboxes_next(mi, &mb) > 0) {
+			for (int x = 0; x < 2; x++) {
+				if (x)
+					CHECK_RET(ms_idx_expunged_iter(
+							  rd, mb.id, 0, &it),
+						  0, "xp");
+				else
+					CHECK_RET(ms_idx_msgs_iter(rd, mb.id, 1,
+								   UINT32_MAX,
+								   &it),
+						  0, "msgs");
+				while ((x ? ms_idx_expunged_next(it, &m)
+					  : ms_idx_msgs_next(it, &m)) > 0) {
+					if (n == cap) {
+						cap = cap ? 2 * cap : 64;
+						v = ms_realloc(
+							v, cap * sizeof(*v));
+					}
+					v[n++] = m.place_pos;
+				}
+				ms_idx_iter_free(&it);
+			}
+		}
+		ms_idx_iter_free(&mi);
+	}
+	ms_idx_iter_free(&ui);
+	ms_idx_read_end(&rd);
+	*n_r = n;
+	return v;
+}
+
+/*
+ * One compaction round: the dead records of the sealed segments of x's
+ * log but skip_seg (and those dropped before), by the rule, from x's
+ * index (which has applied everything); added to all; one RETIRE per
+ * segment appended.  Returns the number of records dropped this round.
+ */
+static size_t compact_round(struct tx *x, uint64_t skip_seg,
+			    struct dropset *all)
+{
+	struct ms_log_iter *it = NULL;
+	struct ms_pos start = {0, 0}, rpos;
+	struct ms_rec_hdr hdr;
+	const uint8_t *payload;
+	const char *err = NULL;
+	struct ms_idx_rd *rd = NULL;
+	size_t nplaced, first = all->n;
+	struct ms_pos *placed = placed_positions(x->idx, &nplaced);
+	uint64_t active = x->last_pos.seg;
+	int ret;
+
+	CHECK_RET(ms_log_sync(x->log), 0, "sync");
+	CHECK_RET(ms_idx_read_begin(x->idx, &rd), 0, "read");
+	CHECK_RET(ms_log_iter_new(x->log, start, &it), 0, "iter");
+	while ((ret = ms_log_iter_next(it, &rpos, &hdr, &payload, &err)) > 0) {
+		struct drop_at d = {.pos = rpos, .type = hdr.type};
+		int dead = 0;
+
+		if (rpos.seg >= active || rpos.seg == skip_seg ||
+		    dropped(all, rpos))
+			continue;
+		if (hdr.type == MS_REC_NOOP) {
+			dead = 1;
+		} else if (hdr.type == MS_REC_PLACE) {
+			dead = !pos_in(placed, nplaced, rpos);
+		} else if (hdr.type == MS_REC_BODY) {
+			struct ms_idx_body b;
+			uint64_t plain;
+			assert_int_equal(
+				ms_body_peek(payload, hdr.len, d.key, &plain),
+				0);
+			dead = ms_idx_body_get(rd, d.key, &b) == 0 &&
+			       b.refcount == 0 && b.expunged_refs == 0 &&
+			       ms_pos_cmp(b.pos, rpos) == 0;
+		}
+		if (!dead)
+			continue;
+		if (all->n == all->cap) {
+			all->cap = all->cap ? 2 * all->cap : 64;
+			all->v = ms_realloc(all->v, all->cap * sizeof(*all->v));
+		}
+		all->v[all->n++] = d;
+	}
+	if (ret < 0)
+		fail_msg("iter: %s", err);
+	ms_log_iter_free(&it);
+	ms_idx_read_end(&rd);
+	free(placed);
+	/* the log is in order: this round's drops come by segment, offset */
+	for (size_t i = first; i < all->n;) {
+		size_t j = i;
+		struct ms_event_drop *dv;
+		while (j < all->n && all->v[j].pos.seg == all->v[i].pos.seg)
+			j++;
+		dv = ms_calloc(j - i, sizeof(*dv));
+		for (size_t k = i; k < j; k++) {
+			dv[k - i].off = all->v[k].pos.off;
+			dv[k - i].type = all->v[k].type;
+			if (all->v[k].type == MS_REC_BODY)
+				memcpy(dv[k - i].key, all->v[k].key, 32);
+		}
+		ev_retire(x, all->v[i].pos.seg, 0x5eed0000 + all->v[i].pos.seg,
+			  dv, (uint32_t)(j - i));
+		free(dv);
+		i = j;
+	}
+	return all->n - first;
+}
+
+/*
+ * Feed idx x's log from idx's applied position, the records in holes as
+ * HOLE headers without payload, in transactions of 5 records.  Returns
+ * the anomalies.
+ */
+static int feed_holes(struct tx *x, struct ms_idx *idx,
+		      const struct dropset *holes)
+{
+	struct ms_log_iter *it = NULL;
+	struct ms_idx_txn *txn = NULL;
+	struct ms_pos pos, rpos;
+	struct ms_rec_hdr hdr;
+	const uint8_t *payload;
+	const char *err = NULL;
+	uint64_t seq;
+	unsigned n = 0;
+	int anomalies = 0, ret;
+
+	CHECK_RET(ms_log_sync(x->log), 0, "sync");
+	CHECK_RET(ms_idx_applied(idx, &seq, &pos), 0, "applied");
+	CHECK_RET(ms_log_iter_new(x->log, pos, &it), 0, "iter");
+	while ((ret = ms_log_iter_next(it, &rpos, &hdr, &payload, &err)) > 0) {
+		if (txn == NULL)
+			CHECK_RET(ms_idx_begin(idx, &txn), 0, "begin");
+		if (dropped(holes, rpos)) {
+			hdr.type = MS_REC_HOLE;
+			hdr.flags = 0;
+			payload = NULL;
+		}
+		ret = ms_idx_apply(txn, hdr.seq, rpos, &hdr, payload, &err);
+		if (ret < 0)
+			fail_msg("apply seq %llu: %s",
+				 (unsigned long long)hdr.seq, err);
+		if (ret == MS_IDX_ANOMALY)
+			anomalies++;
+		if (++n % 5 == 0)
+			CHECK_RET(ms_idx_commit(&txn), 0, "commit");
+	}
+	if (ret < 0)
+		fail_msg("iter: %s", err);
+	if (txn != NULL)
+		CHECK_RET(ms_idx_commit(&txn), 0, "commit");
+	ms_log_iter_free(&it);
+	return anomalies;
+}
+
+static struct ms_idx *idx_at(struct tx *x, const char *name)
+{
+	char dir[1100];
+	const char *err = NULL;
+	struct ms_idx *r = NULL;
+
+	snprintf(dir, sizeof(dir), "%s/%s", x->root, name);
+	CHECK_RET(ms_idx_open(dir, TEST_MAP, &r, &err), 0, "open: %s", err);
+	return r;
+}
+
+/* NOOPs until the log is in a new segment. */
+static void next_segment(struct tx *x)
+{
+	static const uint8_t junk[1500];
+	uint64_t seg = x->last_pos.seg;
+
+	while (x->last_pos.seg == seg)
+		tx_append(x, MS_REC_NOOP, 0, junk, sizeof(junk));
+}
+
+static void same_idx(struct ms_idx *a, struct ms_idx *b, const char *what)
+{
+	check_ok(a);
+	check_ok(b);
+	char *da = dump_str(a), *db = dump_str(b);
+	same_dump(da, db, what);
+	free(da);
+	free(db);
+}
+
+static int has_drop(const struct dropset *d, struct ms_pos p, uint8_t type)
+{
+	for (size_t i = 0; i < d->n; i++) {
+		if (ms_pos_cmp(d->v[i].pos, p) == 0 && d->v[i].type == type)
+			return 1;
+	}
+	return 0;
+}
+
+static void test_compaction_equivalence(void **state)
+{
+	struct tx x;
+	uint8_t k[9][32], ka[32], kd[32], kd2[32];
+	struct ms_pos body_ka, place_a, place_b, body_kd1, place_r;
+	struct ms_pos body_k0 = {0, 0}, body_k8 = {0, 0};
+	struct dropset holes = {0};
+	static const char *const kw[] = {"x", NULL};
+
+	(void)state;
+	tx_init(&x, "idx-compact", 16 << 10);
+	/* round 1 ------------------------------------------------------ */
+	ev_user(&x, 1, "alice");
+	ev_user(&x, 2, "bob");
+	ev_mbox(&x, 1, 10, 1, 0, "INBOX");
+	ev_mbox(&x, 1, 11, 2, 0, "Trash");
+	ev_mbox(&x, 2, 20, 3, 0, "INBOX");
+	ev_mbox(&x, 2, 21, 4, 0, "Other");
+	for (int i = 0; i < 9; i++) {
+		ev_body(&x, 10 + (uint64_t)i, 3000 + (size_t)i * 500, k[i]);
+		if (i == 0)
+			body_k0 = x.last_pos;
+		if (i == 8)
+			body_k8 = x.last_pos;
+	}
+	/* a body written twice: the second record takes the entry */
+	ev_body(&x, 99, 2500, kd);
+	body_kd1 = x.last_pos;
+	ev_simple(&x, MS_REC_NOOP);
+	for (uint32_t uid = 1; uid <= 6; uid++)
+		ev_place(&x, 1, 10, uid, uid, uid % 2 ? SEEN : 0, k[uid - 1],
+			 3000 + (uid - 1) * 500, NULL);
+	ev_place(&x, 1, 11, 1, 1, 0, k[6], 6000, NULL);
+	/* k0 shared: INBOX uid 1 stays, this one is purged */
+	ev_place(&x, 1, 11, 2, 2, 0, k[0], 3000, NULL);
+	/* uid 3, Trash's highest: dropped, its EXPUNGE kept */
+	ev_place(&x, 1, 11, 3, 3, 0, k[7], 6500, kw);
+	place_b = x.last_pos;
+	ev_place(&x, 2, 20, 1, 1, 0, k[7], 6500, NULL);
+	ev_place(&x, 2, 21, 1, 1, 0, k[8], 7000, NULL); /* k8 only here */
+	ev_flags(&x, 1, 10, 7, MS_EVENT_MODE_ADD, FLAGGED, kw, 1, 6);
+	ev_flags(&x, 1, 11, 4, MS_EVENT_MODE_ADD, SEEN, NULL, 1, 3);
+	uint8_t kd_again[32];
+	ev_body(&x, 99, 2500, kd_again);
+	assert_memory_equal(kd, kd_again, 32);
+	ev_place(&x, 2, 20, 2, 2, 0, kd, 2500, NULL);
+	/* a body in this segment, its only placement alone in the next */
+	ev_body(&x, 77, 4000, ka);
+	body_ka = x.last_pos;
+	next_segment(&x);
+	ev_place(&x, 2, 20, 10, 3, 0, ka, 4000, NULL);
+	place_a = x.last_pos;
+	assert_true(place_a.seg > body_ka.seg);
+	next_segment(&x);
+	/* expunges at 1000 (purged below) and 3000 (not) */
+	x.now = 1000;
+	ev_expunge(&x, 1, 11, 5, 2, 3);
+	ev_expunge(&x, 2, 20, 4, 10, 10); /* ka's only placement */
+	ev_expunge(&x, 2, 20, 5, 2, 2);   /* kd's only placement */
+	ev_expunge(&x, 1, 10, 8, 5, 5);
+	/* undelete uid 5 as uid 7: uid 5's PLACE is dead */
+	ev_place_r(&x, 1, 10, 7, 9, 0, k[4], 5000, NULL, 5);
+	place_r = x.last_pos;
+	x.now = 3000;
+	ev_expunge(&x, 1, 10, 10, 6, 6);
+	ev_mbox_del(&x, 2, 21);
+	/* a user that comes and goes, with a body of its own */
+	ev_user(&x, 3, "carol");
+	ev_mbox(&x, 3, 30, 5, 0, "INBOX");
+	ev_body(&x, 33, 3333, kd2);
+	ev_place(&x, 3, 30, 1, 1, 0, kd2, 3333, NULL);
+	ev_user_del(&x, 3);
+	ev_purge(&x, 2000);
+	next_segment(&x);
+	assert_int_equal(tx_apply(&x), 0);
+	check_ok(x.idx);
+	want_mbox(&x, 11, 1, 0, 6000, 4, 5);
+
+	size_t n1 = compact_round(&x, place_a.seg, &holes);
+	assert_true(n1 > 0);
+	/* the cases are what they should be */
+	assert_true(has_drop(&holes, body_ka, MS_REC_BODY)); /* PLACE kept */
+	assert_false(dropped(&holes, place_a));
+	assert_true(has_drop(&holes, place_b, MS_REC_PLACE));
+	assert_false(dropped(&holes, body_k0)); /* shared, one present */
+	assert_true(has_drop(&holes, body_k8, MS_REC_BODY));
+	assert_false(dropped(&holes, body_kd1)); /* superseded: not by rule */
+	assert_false(dropped(&holes, place_r));
+	assert_int_equal(tx_apply(&x), 0); /* the live index: RETIREs */
+	check_ok(x.idx);
+
+	struct ms_idx *r1 = idx_at(&x, "rebuilt1");
+	assert_int_equal(feed_holes(&x, r1, &holes), 0);
+	same_idx(x.idx, r1, "round 1: live vs rebuilt");
+	/* uidnext of Trash comes from the EXPUNGE of its dropped uid 3 */
+	{
+		struct ms_idx_rd *rd = NULL;
+		struct ms_idx_mbox m;
+		CHECK_RET(ms_idx_read_begin(r1, &rd), 0, "read");
+		CHECK_RET(ms_idx_mbox_get(rd, 11, &m), 0, "Trash");
+		assert_int_equal(m.uidnext, 4);
+		assert_int_equal(m.highestmodseq, 5);
+		ms_idx_read_end(&rd);
+	}
+	struct ms_idx_stats st = stats(x.idx);
+	assert_true(st.compacted_segments >= 2);
+
+	/* round 2: more changes, then compaction again -------------------- */
+	ev_place(&x, 1, 10, 8, 11, 0, k[1], 3500, NULL); /* dedup: k1 */
+	uint8_t kd3[32];
+	ev_body(&x, 33, 3333, kd3); /* carol's body, dropped, comes again */
+	assert_memory_equal(kd2, kd3, 32);
+	ev_place(&x, 1, 10, 9, 12, 0, kd2, 3333, NULL);
+	x.now = 4000;
+	ev_expunge(&x, 1, 10, 13, 1, 1); /* k0's last placement */
+	ev_flags(&x, 1, 10, 14, MS_EVENT_MODE_REMOVE, 0, kw, 1, 9);
+	ev_purge(&x, 5000);
+	next_segment(&x);
+	assert_int_equal(tx_apply(&x), 0);
+	size_t n2 = compact_round(&x, place_a.seg, &holes);
+	assert_true(n2 > 0);
+	assert_true(has_drop(&holes, body_k0, MS_REC_BODY));
+	assert_int_equal(tx_apply(&x), 0);
+	check_ok(x.idx);
+
+	/* the index rebuilt after round 1, live since */
+	struct dropset none = {0};
+	assert_int_equal(feed_holes(&x, r1, &none), 0);
+	same_idx(x.idx, r1, "round 2: live vs rebuilt after round 1");
+	ms_idx_close(&r1);
+	/* rebuilt from the log as compacted twice */
+	struct ms_idx *r2 = idx_at(&x, "rebuilt2");
+	assert_int_equal(feed_holes(&x, r2, &holes), 0);
+	same_idx(x.idx, r2, "round 2: live vs rebuilt");
+	ms_idx_close(&r2);
+	st = stats(x.idx);
+	assert_int_equal(st.anomalies, 0);
+	free(holes.v);
+	tx_free(&x);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1679,6 +2473,9 @@ int main(void)
 		cmocka_unit_test(test_anomaly_unknown_mailbox),
 		cmocka_unit_test(test_map_grows),
 		cmocka_unit_test(test_throughput_smoke),
+		cmocka_unit_test(test_undelete),
+		cmocka_unit_test(test_purge),
+		cmocka_unit_test(test_compaction_equivalence),
 	};
 
 	ms_msg_init("test_idx");

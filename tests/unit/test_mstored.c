@@ -24,47 +24,9 @@
 #include "idx.h"
 #include "log.h"
 #include "msd.h"
+#include "msd_cm.h"
 #include "msg.h"
 #include "mstest.h"
-
-static int req(struct ms_client *c, struct ms_req *q, struct ms_reply *rep)
-{
-	const char *err = "";
-	int ret = ms_client_request(c, q, rep, &err);
-	if (ret < 0 && ret != rep->status)
-		fail_msg("%s request: transport: %s (%d)", ms_op_name(q->op),
-			 err, ret);
-	return ret;
-}
-
-static struct ms_append_result append1(struct ms_client *c, const char *mbox,
-				       const void *body, size_t len,
-				       uint32_t flags)
-{
-	struct ms_placement pl = { .mailbox = ms_pstr_c(mbox), .flags = flags };
-	struct ms_req q = { .op = MS_OP_APPEND };
-	struct ms_reply rep;
-	struct ms_proto_iter it;
-	struct ms_append_result r = { .status = -1 };
-	q.u.append.body = body;
-	q.u.append.body_len = (uint32_t)len;
-	q.u.append.placements.n = 1;
-	q.u.append.placements.list = &pl;
-	if (req(c, &q, &rep) == 0) {
-		ms_proto_iter_results(&it, &rep.u.append);
-		assert_int_equal(ms_proto_next_result(&it, &r), 1);
-	}
-	return r;
-}
-
-static struct ms_mbox_info mbox_status(struct ms_client *c, const char *mbox)
-{
-	struct ms_req q = { .op = MS_OP_MBOX_STATUS };
-	struct ms_reply rep;
-	q.u.mbox.name = ms_pstr_c(mbox);
-	assert_int_equal(req(c, &q, &rep), 0);
-	return rep.u.mbox;
-}
 
 static void test_mail_model(void **state)
 {
@@ -77,14 +39,14 @@ static void test_mail_model(void **state)
 	struct ms_client *c = msd_connect(&d, "alice");
 
 	/* INBOX exists from the start; create another mailbox */
-	struct ms_mbox_info in = mbox_status(c, "INBOX");
+	struct ms_mbox_info in = msd_mbox_status(c, "INBOX");
 	assert_int_equal(in.messages, 0);
 	assert_true(in.uidvalidity != 0);
 	struct ms_req q = { .op = MS_OP_MBOX_CREATE };
 	struct ms_reply rep;
 	q.u.mbox.name = MS_PSTR("Archiv/Entwürfe");
-	assert_int_equal(req(c, &q, &rep), 0);
-	assert_int_equal(req(c, &q, &rep), -EEXIST);
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	assert_int_equal(msd_req(c, &q, &rep), -EEXIST);
 
 	/* append three messages, fetch them back byte for byte */
 	static const char *bodies[] = {
@@ -94,13 +56,13 @@ static void test_mail_model(void **state)
 	};
 	for (int i = 0; i < 3; i++) {
 		struct ms_append_result r =
-			append1(c, "INBOX", bodies[i], strlen(bodies[i]),
+			msd_append1(c, "INBOX", bodies[i], strlen(bodies[i]),
 				i == 0 ? MS_EVENT_FLAG_SEEN : 0);
 		assert_int_equal(r.status, 0);
 		assert_int_equal(r.uid, (uint32_t)i + 1);
 		assert_int_equal(r.uidvalidity, in.uidvalidity);
 	}
-	struct ms_mbox_info st = mbox_status(c, "INBOX");
+	struct ms_mbox_info st = msd_mbox_status(c, "INBOX");
 	assert_int_equal(st.messages, 3);
 	assert_int_equal(st.unseen, 2);
 	assert_int_equal(st.uidnext, 4);
@@ -119,7 +81,7 @@ static void test_mail_model(void **state)
 	q.u.uids.mailbox = MS_PSTR("INBOX");
 	q.u.uids.uids.n = 1;
 	q.u.uids.uids.list = &all;
-	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(msd_req(c, &q, &rep), 0);
 	assert_int_equal(rep.u.metas.n, 3);
 	struct ms_proto_iter it;
 	struct ms_msg_meta mm;
@@ -136,7 +98,7 @@ static void test_mail_model(void **state)
 	assert_int_equal(mm.virtual_size, mm.physical_size + 3);
 
 	/* flags: \Seen on all, with a keyword; modseq goes up */
-	uint64_t hms = mbox_status(c, "INBOX").highestmodseq;
+	uint64_t hms = msd_mbox_status(c, "INBOX").highestmodseq;
 	struct ms_pstr kw = MS_PSTR("$Important");
 	q = (struct ms_req){ .op = MS_OP_STORE };
 	q.u.store.mailbox = MS_PSTR("INBOX");
@@ -146,21 +108,21 @@ static void test_mail_model(void **state)
 	q.u.store.flags = MS_EVENT_FLAG_SEEN;
 	q.u.store.keywords.n = 1;
 	q.u.store.keywords.list = &kw;
-	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(msd_req(c, &q, &rep), 0);
 	uint64_t m2 = rep.u.store.modseq;
 	assert_true(m2 > hms);
-	assert_int_equal(mbox_status(c, "INBOX").unseen, 0);
+	assert_int_equal(msd_mbox_status(c, "INBOX").unseen, 0);
 	/* CONDSTORE: unchangedsince older than the change fails them all */
 	q.u.store.unchangedsince = hms;
 	q.u.store.flags = MS_EVENT_FLAG_FLAGGED;
-	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(msd_req(c, &q, &rep), 0);
 	assert_int_equal(rep.u.store.uids.n, 1); /* 1:3 failed */
 
 	/* changes since hms: three changed messages */
 	q = (struct ms_req){ .op = MS_OP_CHANGES };
 	q.u.changes.mailbox = MS_PSTR("INBOX");
 	q.u.changes.since_modseq = hms;
-	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(msd_req(c, &q, &rep), 0);
 	assert_int_equal(rep.u.changes.changes.n, 3);
 	assert_int_equal(rep.u.changes.expunged.n, 0);
 
@@ -170,18 +132,18 @@ static void test_mail_model(void **state)
 	q.u.uids.mailbox = MS_PSTR("INBOX");
 	q.u.uids.uids.n = 1;
 	q.u.uids.uids.list = &two;
-	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(msd_req(c, &q, &rep), 0);
 	assert_int_equal(rep.u.expunge.uids.n, 1);
-	assert_int_equal(mbox_status(c, "INBOX").messages, 2);
+	assert_int_equal(msd_mbox_status(c, "INBOX").messages, 2);
 	q = (struct ms_req){ .op = MS_OP_CHANGES };
 	q.u.changes.mailbox = MS_PSTR("INBOX");
 	q.u.changes.since_modseq = m2;
-	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(msd_req(c, &q, &rep), 0);
 	assert_int_equal(rep.u.changes.expunged.n, 1);
 	assert_int_equal(ms_client_fetch_body(c, "INBOX", 2, 0, &body, &err),
 			 MS_ENOTFOUND);
 	/* a new message never reuses uid 2, or 3 */
-	struct ms_append_result r = append1(c, "INBOX", "x", 1, 0);
+	struct ms_append_result r = msd_append1(c, "INBOX", "x", 1, 0);
 	assert_int_equal(r.uid, 4);
 
 	/* survive a restart: same uidvalidity, uids, flags */
@@ -189,11 +151,11 @@ static void test_mail_model(void **state)
 	assert_int_equal(msd_stop(&d), 0);
 	msd_start(&d);
 	c = msd_connect(&d, "alice");
-	st = mbox_status(c, "INBOX");
+	st = msd_mbox_status(c, "INBOX");
 	assert_int_equal(st.uidvalidity, in.uidvalidity);
 	assert_int_equal(st.messages, 3);
 	assert_int_equal(st.uidnext, 5);
-	assert_int_equal(append1(c, "INBOX", "y", 1, 0).uid, 5);
+	assert_int_equal(msd_append1(c, "INBOX", "y", 1, 0).uid, 5);
 	ms_buf_free(&body);
 	ms_client_close(&c);
 	assert_int_equal(msd_stop(&d), 0);
@@ -210,7 +172,7 @@ static void test_single_instance(void **state)
 	char big[20000];
 	mst_fill((uint8_t *)big, sizeof(big), 5);
 	for (int i = 0; i < 100; i++)
-		assert_int_equal(append1(c, "INBOX", big, sizeof(big), 0).status,
+		assert_int_equal(msd_append1(c, "INBOX", big, sizeof(big), 0).status,
 				 0);
 	ms_client_close(&c);
 	assert_int_equal(msd_stop(&d), 0);
@@ -246,17 +208,17 @@ static void test_isolation(void **state)
 	assert_int_equal(msd_user_add(&d, "bob"), 0);
 	struct ms_client *a = msd_connect(&d, "alice");
 	struct ms_client *b = msd_connect(&d, "bob");
-	assert_int_equal(append1(a, "INBOX", "secret", 6, 0).status, 0);
+	assert_int_equal(msd_append1(a, "INBOX", "secret", 6, 0).status, 0);
 	struct ms_req q = { .op = MS_OP_MBOX_CREATE };
 	struct ms_reply rep;
 	q.u.mbox.name = MS_PSTR("Private");
-	assert_int_equal(req(a, &q, &rep), 0);
+	assert_int_equal(msd_req(a, &q, &rep), 0);
 
 	/* bob sees his own, empty INBOX and no "Private" */
-	assert_int_equal(mbox_status(b, "INBOX").messages, 0);
+	assert_int_equal(msd_mbox_status(b, "INBOX").messages, 0);
 	q = (struct ms_req){ .op = MS_OP_MBOX_STATUS };
 	q.u.mbox.name = MS_PSTR("Private");
-	assert_int_equal(req(b, &q, &rep), MS_ENOTFOUND);
+	assert_int_equal(msd_req(b, &q, &rep), MS_ENOTFOUND);
 	struct ms_buf body;
 	const char *err;
 	ms_buf_init(&body, 0);
@@ -270,7 +232,7 @@ static void test_isolation(void **state)
 	q.u.append.body_len = 1;
 	q.u.append.placements.n = 1;
 	q.u.append.placements.list = &pl;
-	assert_int_equal(req(b, &q, &rep), 0);
+	assert_int_equal(msd_req(b, &q, &rep), 0);
 	struct ms_proto_iter it;
 	struct ms_append_result r;
 	ms_proto_iter_results(&it, &rep.u.append);
@@ -282,21 +244,21 @@ static void test_isolation(void **state)
 	q.u.uids.mailbox = MS_PSTR("INBOX");
 	q.u.uids.uids.n = 1;
 	q.u.uids.uids.list = &one;
-	assert_int_equal(req(b, &q, &rep), 0);
+	assert_int_equal(msd_req(b, &q, &rep), 0);
 	assert_int_equal(rep.u.expunge.uids.n, 0); /* nothing of his */
-	assert_int_equal(mbox_status(a, "INBOX").messages, 1);
+	assert_int_equal(msd_mbox_status(a, "INBOX").messages, 1);
 	/* admin operations from the user socket */
 	q = (struct ms_req){ .op = MS_OP_USER_CREATE };
 	q.u.user.name = MS_PSTR("mallory");
-	assert_int_equal(req(b, &q, &rep), -EACCES);
+	assert_int_equal(msd_req(b, &q, &rep), -EACCES);
 	q = (struct ms_req){ .op = MS_OP_USER_LIST };
-	assert_int_equal(req(b, &q, &rep), -EACCES);
+	assert_int_equal(msd_req(b, &q, &rep), -EACCES);
 	struct ms_client *x;
 	assert_int_equal(ms_client_connect(d.sock, 5000, &x, &err), 0);
 	assert_int_equal(ms_client_hello(x, NULL, &err), -EACCES);
 	/* nothing before hello; unknown users */
 	q = (struct ms_req){ .op = MS_OP_MBOX_LIST };
-	assert_int_equal(req(x, &q, &rep), -EACCES);
+	assert_int_equal(msd_req(x, &q, &rep), -EACCES);
 	assert_int_equal(ms_client_hello(x, "nobody", &err), MS_ENOTFOUND);
 	ms_client_close(&x);
 	ms_buf_free(&body);
@@ -346,8 +308,8 @@ static void test_malformed_frames(void **state)
 		close(fd);
 	}
 	/* still alive, still correct */
-	assert_int_equal(append1(good, "INBOX", "ok", 2, 0).status, 0);
-	assert_int_equal(mbox_status(good, "INBOX").messages, 1);
+	assert_int_equal(msd_append1(good, "INBOX", "ok", 2, 0).status, 0);
+	assert_int_equal(msd_mbox_status(good, "INBOX").messages, 1);
 	ms_client_close(&good);
 	assert_int_equal(msd_stop(&d), 0);
 }
@@ -368,7 +330,7 @@ static void test_concurrent_appends(void **state)
 		struct ms_req q = { .op = MS_OP_MBOX_CREATE };
 		struct ms_reply rep;
 		q.u.mbox.name = ms_pstr_c(name);
-		assert_int_equal(req(c, &q, &rep), 0);
+		assert_int_equal(msd_req(c, &q, &rep), 0);
 	}
 	for (int p = 0; p < NPROC; p++) {
 		if (fork() != 0)
@@ -380,8 +342,8 @@ static void test_concurrent_appends(void **state)
 			size_t len = 100 + (size_t)((p * 31 + i * 17) % 1800);
 			mst_fill((uint8_t *)msg, len, (uint64_t)p * 100000 + (uint64_t)i);
 			struct ms_append_result r1 =
-				append1(cc, "INBOX", msg, len, 0);
-			struct ms_append_result r2 = append1(cc, name, msg, len, 0);
+				msd_append1(cc, "INBOX", msg, len, 0);
+			struct ms_append_result r2 = msd_append1(cc, name, msg, len, 0);
 			if (r1.status != 0 || r2.status != 0 ||
 			    r2.uid != (uint32_t)i + 1)
 				_exit(1);
@@ -395,7 +357,7 @@ static void test_concurrent_appends(void **state)
 		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	}
 	/* INBOX: dense uids 1..N*PER; every body comes back whole */
-	struct ms_mbox_info st = mbox_status(c, "INBOX");
+	struct ms_mbox_info st = msd_mbox_status(c, "INBOX");
 	assert_int_equal(st.messages, NPROC * PER);
 	assert_int_equal(st.uidnext, NPROC * PER + 1);
 	struct ms_buf body;
@@ -420,21 +382,6 @@ static void test_concurrent_appends(void **state)
 	assert_int_equal(msd_stop(&d), 0);
 }
 
-static char *index_dump(const char *dir)
-{
-	struct ms_idx *idx;
-	const char *err;
-	char *buf = NULL;
-	size_t len = 0;
-	if (ms_idx_open(dir, 0, &idx, &err) < 0)
-		fail_msg("open index %s: %s", dir, err);
-	FILE *f = open_memstream(&buf, &len);
-	ms_idx_dump(idx, f);
-	fclose(f);
-	ms_idx_close(&idx);
-	return buf;
-}
-
 /* delete the index: the restart rebuilds the same one from the log */
 static void test_index_loss(void **state)
 {
@@ -445,7 +392,7 @@ static void test_index_loss(void **state)
 	assert_int_equal(msd_user_add(&d, "erin"), 0);
 	struct ms_client *c = msd_connect(&d, "erin");
 	for (int i = 0; i < 50; i++)
-		append1(c, "INBOX", "hello!!", 5 + (size_t)(i % 3),
+		msd_append1(c, "INBOX", "hello!!", 5 + (size_t)(i % 3),
 			(uint32_t)i & 3);
 	struct ms_uid_range r = { 10, 20 };
 	struct ms_req q = { .op = MS_OP_EXPUNGE };
@@ -453,17 +400,17 @@ static void test_index_loss(void **state)
 	q.u.uids.mailbox = MS_PSTR("INBOX");
 	q.u.uids.uids.n = 1;
 	q.u.uids.uids.list = &r;
-	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(msd_req(c, &q, &rep), 0);
 	ms_client_close(&c);
 	assert_int_equal(msd_stop(&d), 0);
-	char *before = index_dump(d.index);
+	char *before = msd_index_dump(d.index);
 	mst_rmtree(d.index);
 	msd_start(&d);
 	c = msd_connect(&d, "erin");
-	assert_int_equal(mbox_status(c, "INBOX").messages, 39);
+	assert_int_equal(msd_mbox_status(c, "INBOX").messages, 39);
 	ms_client_close(&c);
 	assert_int_equal(msd_stop(&d), 0);
-	char *after = index_dump(d.index);
+	char *after = msd_index_dump(d.index);
 	assert_string_equal(before, after);
 	free(before);
 	free(after);
@@ -473,7 +420,7 @@ static uint64_t user_quota(struct ms_client *c, uint64_t *msgs_r)
 {
 	struct ms_req q = { .op = MS_OP_QUOTA_GET };
 	struct ms_reply rep;
-	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(msd_req(c, &q, &rep), 0);
 	*msgs_r = rep.u.quota.used_messages;
 	return rep.u.quota.used_bytes;
 }
@@ -494,52 +441,52 @@ static void test_mailbox_ops(void **state)
 	for (size_t i = 0; i < 4; i++) {
 		q = (struct ms_req){ .op = MS_OP_MBOX_CREATE };
 		q.u.mbox.name = ms_pstr_c(names[i]);
-		assert_int_equal(req(c, &q, &rep), 0);
+		assert_int_equal(msd_req(c, &q, &rep), 0);
 	}
-	assert_int_equal(append1(c, "Work/2025", "m1", 2, 0).status, 0);
-	uint32_t uv = mbox_status(c, "Work/2025").uidvalidity;
+	assert_int_equal(msd_append1(c, "Work/2025", "m1", 2, 0).status, 0);
+	uint32_t uv = msd_mbox_status(c, "Work/2025").uidvalidity;
 
 	/* rename moves the children, not "Worker"; UIDVALIDITY stays */
 	q = (struct ms_req){ .op = MS_OP_MBOX_RENAME };
 	q.u.mbox.name = MS_PSTR("Work");
 	q.u.mbox.new_name = MS_PSTR("Archive/Work");
-	assert_int_equal(req(c, &q, &rep), 0);
-	assert_int_equal(mbox_status(c, "Archive/Work/2025").uidvalidity, uv);
-	assert_int_equal(mbox_status(c, "Archive/Work/2025").messages, 1);
-	mbox_status(c, "Archive/Work/2025/Q1");
-	mbox_status(c, "Worker");
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	assert_int_equal(msd_mbox_status(c, "Archive/Work/2025").uidvalidity, uv);
+	assert_int_equal(msd_mbox_status(c, "Archive/Work/2025").messages, 1);
+	msd_mbox_status(c, "Archive/Work/2025/Q1");
+	msd_mbox_status(c, "Worker");
 	q = (struct ms_req){ .op = MS_OP_MBOX_STATUS };
 	q.u.mbox.name = MS_PSTR("Work/2025");
-	assert_int_equal(req(c, &q, &rep), MS_ENOTFOUND);
+	assert_int_equal(msd_req(c, &q, &rep), MS_ENOTFOUND);
 	/* under itself, onto a taken name, INBOX: refused */
 	q = (struct ms_req){ .op = MS_OP_MBOX_RENAME };
 	q.u.mbox.name = MS_PSTR("Worker");
 	q.u.mbox.new_name = MS_PSTR("Worker/x");
-	assert_int_equal(req(c, &q, &rep), -EINVAL);
+	assert_int_equal(msd_req(c, &q, &rep), -EINVAL);
 	q.u.mbox.new_name = MS_PSTR("Archive/Work");
-	assert_int_equal(req(c, &q, &rep), -EEXIST);
+	assert_int_equal(msd_req(c, &q, &rep), -EEXIST);
 	q.u.mbox.name = MS_PSTR("INBOX");
 	q.u.mbox.new_name = MS_PSTR("Old");
-	assert_int_equal(req(c, &q, &rep), -EINVAL);
+	assert_int_equal(msd_req(c, &q, &rep), -EINVAL);
 
 	/* subscribe shows in the list; delete removes */
 	q = (struct ms_req){ .op = MS_OP_MBOX_SUBSCRIBE };
 	q.u.mbox.name = MS_PSTR("Worker");
 	q.u.mbox.subscribe = 1;
-	assert_int_equal(req(c, &q, &rep), 0);
-	assert_int_equal(mbox_status(c, "Worker").subscribed, 1);
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	assert_int_equal(msd_mbox_status(c, "Worker").subscribed, 1);
 	q = (struct ms_req){ .op = MS_OP_MBOX_DELETE };
 	q.u.mbox.name = MS_PSTR("Worker");
-	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(msd_req(c, &q, &rep), 0);
 	q.u.mbox.name = MS_PSTR("INBOX");
-	assert_int_equal(req(c, &q, &rep), -EINVAL);
+	assert_int_equal(msd_req(c, &q, &rep), -EINVAL);
 	q = (struct ms_req){ .op = MS_OP_MBOX_STATUS };
 	q.u.mbox.name = MS_PSTR("Worker");
-	assert_int_equal(req(c, &q, &rep), MS_ENOTFOUND);
+	assert_int_equal(msd_req(c, &q, &rep), MS_ENOTFOUND);
 
 	/* copy shares the body; move expunges the source */
 	for (int i = 0; i < 5; i++)
-		assert_int_equal(append1(c, "INBOX", "copy me", 7, 1).status, 0);
+		assert_int_equal(msd_append1(c, "INBOX", "copy me", 7, 1).status, 0);
 	uint64_t msgs0, bytes0 = user_quota(c, &msgs0);
 	struct ms_uid_range r13 = { 1, 3 };
 	q = (struct ms_req){ .op = MS_OP_COPY };
@@ -547,9 +494,9 @@ static void test_mailbox_ops(void **state)
 	q.u.uids.uids.n = 1;
 	q.u.uids.uids.list = &r13;
 	q.u.uids.dst = MS_PSTR("Archive/Work");
-	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(msd_req(c, &q, &rep), 0);
 	assert_int_equal(rep.u.copy.pairs.n, 3);
-	assert_int_equal(mbox_status(c, "Archive/Work").messages, 3);
+	assert_int_equal(msd_mbox_status(c, "Archive/Work").messages, 3);
 	uint64_t msgs1, bytes1 = user_quota(c, &msgs1);
 	assert_int_equal(msgs1, msgs0 + 3);
 	assert_int_equal(bytes1, bytes0 + 21);
@@ -563,10 +510,10 @@ static void test_mailbox_ops(void **state)
 	struct ms_uid_range r45 = { 4, 5 };
 	q.op = MS_OP_MOVE;
 	q.u.uids.uids.list = &r45;
-	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(msd_req(c, &q, &rep), 0);
 	assert_int_equal(rep.u.copy.pairs.n, 2);
-	assert_int_equal(mbox_status(c, "INBOX").messages, 3);
-	assert_int_equal(mbox_status(c, "Archive/Work").messages, 5);
+	assert_int_equal(msd_mbox_status(c, "INBOX").messages, 3);
+	assert_int_equal(msd_mbox_status(c, "Archive/Work").messages, 5);
 	uint64_t msgs2;
 	user_quota(c, &msgs2);
 	assert_int_equal(msgs2, msgs1);
@@ -576,20 +523,20 @@ static void test_mailbox_ops(void **state)
 	q = (struct ms_req){ .op = MS_OP_QUOTA_SET };
 	q.u.quota.user = MS_PSTR("fay");
 	q.u.quota.max_messages = msgs2 + 1;
-	assert_int_equal(req(adm, &q, &rep), 0);
+	assert_int_equal(msd_req(adm, &q, &rep), 0);
 	q.u.quota.user = MS_PSTR("");
-	assert_int_equal(req(c, &q, &rep), -EACCES); /* not by the user */
-	assert_int_equal(append1(c, "INBOX", "fits", 4, 0).status, 0);
-	assert_int_equal(append1(c, "INBOX", "over", 4, 0).status, -EDQUOT);
+	assert_int_equal(msd_req(c, &q, &rep), -EACCES); /* not by the user */
+	assert_int_equal(msd_append1(c, "INBOX", "fits", 4, 0).status, 0);
+	assert_int_equal(msd_append1(c, "INBOX", "over", 4, 0).status, -EDQUOT);
 	q = (struct ms_req){ .op = MS_OP_COPY };
 	q.u.uids.mailbox = MS_PSTR("INBOX");
 	q.u.uids.uids.n = 1;
 	q.u.uids.uids.list = &r13;
 	q.u.uids.dst = MS_PSTR("Archive/Work");
-	assert_int_equal(req(c, &q, &rep), -EDQUOT);
+	assert_int_equal(msd_req(c, &q, &rep), -EDQUOT);
 
 	/* wait: a change from another connection wakes it */
-	uint64_t hms = mbox_status(c, "INBOX").highestmodseq;
+	uint64_t hms = msd_mbox_status(c, "INBOX").highestmodseq;
 	pid_t pid = fork();
 	if (pid == 0) {
 		struct ms_client *w = msd_connect(&d, "fay");
@@ -609,23 +556,23 @@ static void test_mailbox_ops(void **state)
 	q.u.store.uids.n = 1;
 	q.u.store.uids.list = &one;
 	q.u.store.flags = MS_EVENT_FLAG_FLAGGED;
-	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(msd_req(c, &q, &rep), 0);
 	int status;
 	waitpid(pid, &status, 0);
 	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	/* ...and with nothing happening it times out with the same value */
-	hms = mbox_status(c, "INBOX").highestmodseq;
+	hms = msd_mbox_status(c, "INBOX").highestmodseq;
 	q = (struct ms_req){ .op = MS_OP_WAIT };
 	q.u.wait.mailbox = MS_PSTR("INBOX");
 	q.u.wait.known_modseq = hms;
 	q.u.wait.timeout_ms = 1200;
-	assert_int_equal(req(c, &q, &rep), 0);
+	assert_int_equal(msd_req(c, &q, &rep), 0);
 	assert_int_equal(rep.u.highestmodseq, hms);
 
 	/* the admin deletes the user: it can no longer say hello */
 	q = (struct ms_req){ .op = MS_OP_USER_DELETE };
 	q.u.user.name = MS_PSTR("fay");
-	assert_int_equal(req(adm, &q, &rep), 0);
+	assert_int_equal(msd_req(adm, &q, &rep), 0);
 	struct ms_client *x;
 	assert_int_equal(ms_client_connect(d.sock, 5000, &x, &err), 0);
 	assert_int_equal(ms_client_hello(x, "fay", &err), MS_ENOTFOUND);
@@ -658,9 +605,9 @@ static void test_index_grows(void **state)
 		q.u.append.body_len = (uint32_t)n;
 		q.u.append.placements.n = PER;
 		q.u.append.placements.list = pl;
-		assert_int_equal(req(c, &q, &rep), 0);
+		assert_int_equal(msd_req(c, &q, &rep), 0);
 	}
-	assert_int_equal(mbox_status(c, "INBOX").messages, REQS * PER);
+	assert_int_equal(msd_mbox_status(c, "INBOX").messages, REQS * PER);
 	ms_client_close(&c);
 	assert_int_equal(msd_stop(&d), 0);
 	FILE *f = fopen(d.logfile, "r");
@@ -671,21 +618,6 @@ static void test_index_grows(void **state)
 	if (f)
 		fclose(f);
 	assert_true(grown);
-}
-
-static uint64_t counter(struct ms_client *c, const char *key)
-{
-	struct ms_req q = { .op = MS_OP_STATUS };
-	struct ms_reply rep;
-	struct ms_proto_iter it;
-	struct ms_counter k;
-	assert_int_equal(req(c, &q, &rep), 0);
-	ms_proto_iter_counters(&it, &rep.u.counters);
-	while (ms_proto_next_counter(&it, &k) > 0)
-		if (k.key.len == strlen(key) && memcmp(k.key.s, key, k.key.len) == 0)
-			return k.value;
-	fail_msg("no counter %s", key);
-	return 0;
 }
 
 /* the online scrub finds damage on the secondary (which reads never
@@ -701,7 +633,7 @@ static void test_online_scrub(void **state)
 	static char big[50000];
 	for (int i = 0; i < 60; i++) {
 		mst_fill((uint8_t *)big, sizeof(big), (uint64_t)i);
-		assert_int_equal(append1(c, "INBOX", big, sizeof(big), 0).status,
+		assert_int_equal(msd_append1(c, "INBOX", big, sizeof(big), 0).status,
 				 0);
 	}
 	char sa[1200], sb[1200];
@@ -715,12 +647,12 @@ static void test_online_scrub(void **state)
 	uint64_t healed = 0;
 	for (int i = 0; i < 100 && healed == 0; i++) {
 		usleep(100000);
-		healed = counter(adm, "scrub.healed");
+		healed = msd_counter(adm, "scrub.healed");
 	}
 	assert_int_equal(healed, 1);
 	assert_true(mst_files_equal(sa, sb, &why));
-	assert_true(counter(adm, "scrub.records") > 0);
-	assert_int_equal(counter(adm, "scrub.bad"), 0);
+	assert_true(msd_counter(adm, "scrub.records") > 0);
+	assert_int_equal(msd_counter(adm, "scrub.bad"), 0);
 	ms_client_close(&adm);
 	ms_client_close(&c);
 	assert_int_equal(msd_stop(&d), 0);
@@ -751,8 +683,8 @@ static void test_reload(void **state)
 	assert_int_equal(ms_client_hello(x, "ivy", &err), -EBUSY);
 	ms_client_close(&x);
 	/* the two in place still work */
-	assert_int_equal(append1(a, "INBOX", "a", 1, 0).status, 0);
-	assert_int_equal(append1(b, "INBOX", "b", 1, 0).status, 0);
+	assert_int_equal(msd_append1(a, "INBOX", "a", 1, 0).status, 0);
+	assert_int_equal(msd_append1(b, "INBOX", "b", 1, 0).status, 0);
 	ms_client_close(&a);
 	ms_client_close(&b);
 	assert_int_equal(msd_stop(&d), 0);
@@ -792,10 +724,10 @@ static void test_drop_root(void **state)
 	static char big[100000];
 	for (int i = 0; i < 40; i++) { /* 4 MB: new segments after the drop */
 		mst_fill((uint8_t *)big, sizeof(big), (uint64_t)i);
-		assert_int_equal(append1(c, "INBOX", big, sizeof(big), 0).status,
+		assert_int_equal(msd_append1(c, "INBOX", big, sizeof(big), 0).status,
 				 0);
 	}
-	assert_int_equal(mbox_status(c, "INBOX").messages, 40);
+	assert_int_equal(msd_mbox_status(c, "INBOX").messages, 40);
 	ms_client_close(&c);
 	assert_int_equal(msd_stop(&d), 0);
 	char seg[1200];
@@ -839,7 +771,7 @@ static void test_backpressure_idle(void **state)
 	struct ms_client *c = msd_connect(&d, "kay");
 	static char big[60000];
 	mst_fill((uint8_t *)big, sizeof(big), 9);
-	assert_int_equal(append1(c, "INBOX", big, sizeof(big), 0).status, 0);
+	assert_int_equal(msd_append1(c, "INBOX", big, sizeof(big), 0).status, 0);
 	struct ms_req q = { .op = MS_OP_FETCH_BODY };
 	q.u.fetch_body.mailbox = MS_PSTR("INBOX");
 	q.u.fetch_body.uid = 1;
@@ -848,7 +780,7 @@ static void test_backpressure_idle(void **state)
 	/* another client is served meanwhile */
 	struct ms_client *o = msd_connect(&d, "kay");
 	for (int i = 0; i < 5; i++)
-		assert_int_equal(mbox_status(o, "INBOX").messages, 1);
+		assert_int_equal(msd_mbox_status(o, "INBOX").messages, 1);
 	/* now read them all: nothing was dropped */
 	for (int i = 0; i < N; i++) {
 		struct ms_proto_hdr h;
@@ -898,7 +830,7 @@ static void test_shutdown_and_hangup(void **state)
 	send_many(h, &q, 100);
 	ms_client_close(&h);
 	struct ms_client *c = msd_connect(&d, "lou");
-	uint32_t stored = mbox_status(c, "INBOX").messages;
+	uint32_t stored = msd_mbox_status(c, "INBOX").messages;
 	assert_true(stored <= 100);
 	struct ms_buf body;
 	const char *err = "";

@@ -251,6 +251,15 @@ static void dump_req(FILE *f, const struct ms_req *r)
 			(unsigned long long)r->u.wait.known_modseq,
 			r->u.wait.timeout_ms);
 		break;
+	case MS_OP_UNDELETE:
+		dump_str(f, "user", r->u.undelete.user);
+		dump_str(f, "mbox", r->u.undelete.mailbox);
+		fprintf(f, " since=%lld", (long long)r->u.undelete.since);
+		break;
+	case MS_OP_COMPACT:
+		fprintf(f, " thr=%u purge=%u", r->u.compact.threshold,
+			r->u.compact.purge_only);
+		break;
 	default:
 		break;
 	}
@@ -360,7 +369,8 @@ static void dump_reply(FILE *f, const struct ms_reply *r)
 		dump_set(f, &r->u.store.uids);
 		break;
 	case MS_OP_COPY:
-	case MS_OP_MOVE: {
+	case MS_OP_MOVE:
+	case MS_OP_UNDELETE: {
 		struct ms_uid_pair p;
 		fprintf(f, " uv=%u", r->u.copy.uidvalidity);
 		ms_proto_iter_pairs(&it, &r->u.copy.pairs);
@@ -410,7 +420,7 @@ static const uint16_t all_ops[] = {
 	MS_OP_FETCH_META,     MS_OP_FETCH_BODY,  MS_OP_CHANGES,
 	MS_OP_STORE,          MS_OP_EXPUNGE,     MS_OP_COPY,
 	MS_OP_MOVE,           MS_OP_QUOTA_GET,   MS_OP_QUOTA_SET,
-	MS_OP_WAIT,
+	MS_OP_WAIT,           MS_OP_UNDELETE,    MS_OP_COMPACT,
 };
 
 #define P(lit) MS_PSTR(lit)
@@ -503,6 +513,13 @@ static struct ms_req sample_req(uint16_t op)
 	case MS_OP_WAIT:
 		r.u.wait = (struct ms_req_wait){P("INBOX"), 1234, 30000};
 		break;
+	case MS_OP_UNDELETE:
+		r.u.undelete = (struct ms_req_undelete){P("erin"), P("INBOX"),
+							1700000000};
+		break;
+	case MS_OP_COMPACT:
+		r.u.compact = (struct ms_req_compact){300, 1};
+		break;
 	default:
 		break;
 	}
@@ -553,6 +570,7 @@ static struct ms_reply sample_reply(uint16_t op)
 		r.u.hello = (struct ms_rep_hello){1, 42, P("mstored 0.1.0")};
 		break;
 	case MS_OP_STATUS:
+	case MS_OP_COMPACT:
 		r.u.counters = (struct ms_counters){2, counters, NULL, 0};
 		break;
 	case MS_OP_USER_CREATE:
@@ -596,6 +614,7 @@ static struct ms_reply sample_reply(uint16_t op)
 		break;
 	case MS_OP_COPY:
 	case MS_OP_MOVE:
+	case MS_OP_UNDELETE:
 		r.u.copy.uidvalidity = 99;
 		r.u.copy.pairs = (struct ms_uid_pairs){2, pairs, NULL, 0};
 		break;
@@ -687,8 +706,8 @@ static void test_op_names(void **state)
 	}
 	assert_string_equal(ms_op_name(MS_OP_MBOX_CREATE), "mbox-create");
 	assert_string_equal(ms_op_name(MS_OP_WAIT), "wait");
-	static const uint16_t unknown[] = {0,  3,      9,      13,         26,
-					   43, 0x7fff, 0xffff, MS_OP_REPLY};
+	static const uint16_t unknown[] = {0,  3,  9,      13,     26,
+					   39, 44, 0x7fff, 0xffff, MS_OP_REPLY};
 	for (size_t i = 0; i < MS_ARRAY_SIZE(unknown); i++) {
 		assert_false(ms_op_known(unknown[i]));
 		assert_string_equal(ms_op_name(unknown[i]), "unknown");
@@ -1154,6 +1173,18 @@ static const struct bad_body {
 	/* 69 */ {REQ, MS_OP_QUOTA_GET, "s:a u64:0", MS_ECORRUPT},
 	/* 70 */ {REQ, MS_OP_QUOTA_SET, "s:a u64:1", MS_ETRUNC},
 	/* 71 */ {REQ, MS_OP_STATUS, "u8:0", MS_ECORRUPT},
+	/* 71a */ {REQ, MS_OP_UNDELETE, "s: s:INBOX u64:0", 0},
+	/* 71b */ {REQ, MS_OP_UNDELETE, "s:bob s: u64:0", MS_ECORRUPT},
+	/* 71c */
+	{REQ, MS_OP_UNDELETE, "s: s:INBOX u64:253402300800", MS_ECORRUPT},
+	/* 71d */
+	{REQ, MS_OP_UNDELETE, "s: s:INBOX u64:0x8000000000000000", MS_ECORRUPT},
+	/* 71e */ {REQ, MS_OP_UNDELETE, "s: s:INBOX", MS_ETRUNC},
+	/* 71f */ {REQ, MS_OP_COMPACT, "u32:1000 u8:0", 0},
+	/* 71g */ {REQ, MS_OP_COMPACT, "u32:1001 u8:0", MS_ECORRUPT},
+	/* 71h */ {REQ, MS_OP_COMPACT, "u32:0 u8:2", MS_ECORRUPT},
+	/* 71i */ {REQ, MS_OP_COMPACT, "u32:0", MS_ETRUNC},
+	/* 71j */ {REQ, MS_OP_COMPACT, "u32:0 u8:0 u8:0", MS_ECORRUPT},
 	/* ops that are not requests */
 	/* 72 */ {REQ, 0, "", -EOPNOTSUPP},
 	/* 73 */ {REQ, 99, "s:A", -EOPNOTSUPP},

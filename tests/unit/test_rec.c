@@ -4,7 +4,8 @@
  * every type and payload length 0, 1, 1000; the order of the header checks
  * (a bad length is corrupt, not truncated, and no payload byte is touched);
  * every single-bit flip of a 40-byte record; every truncation; type names;
- * and the bounds-checked payload cursors (ms_rd_*, ms_wr_*).
+ * HOLE records (a header whose payload is not part of the record); and the
+ * bounds-checked payload cursors (ms_rd_*, ms_wr_*).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,7 +31,8 @@
  * The header exactly as rec.h describes it, written field by field with
  * its own checksum, so that encode is checked against the text and not
  * against itself.  payload == NULL leaves the sum 0 (for headers that are
- * rejected before the sum is looked at).
+ * rejected before the sum is looked at).  A HOLE's sum covers the header
+ * only (seed 0), so it is always set and payload is not read.
  */
 static void raw_hdr(uint8_t out[MS_REC_HDR_SIZE], uint8_t type, uint8_t flags,
 		    uint16_t reserved, uint32_t len, uint64_t seq,
@@ -47,7 +49,9 @@ static void raw_hdr(uint8_t out[MS_REC_HDR_SIZE], uint8_t type, uint8_t flags,
 		out[16 + i] = (uint8_t)(timeline >> (8 * i));
 	}
 	uint64_t sum = 0;
-	if (payload != NULL)
+	if (type == MS_REC_HOLE)
+		sum = XXH3_64bits_withSeed(out, 24, 0);
+	else if (payload != NULL)
 		sum = XXH3_64bits_withSeed(out, 24,
 					   XXH3_64bits(payload, len));
 	for (int i = 0; i < 8; i++)
@@ -130,6 +134,10 @@ static const struct valid_rec {
 	{ MS_REC_SEAL, MS_REC_F_BATCH },
 	{ MS_REC_NOOP, 0 },
 	{ MS_REC_NOOP, MS_REC_F_BATCH },
+	{ MS_REC_PURGE, 0 },
+	{ MS_REC_PURGE, MS_REC_F_BATCH },
+	{ MS_REC_HOLE, 0 },
+	{ MS_REC_HOLE, MS_REC_F_BATCH },
 };
 
 static const uint32_t valid_lens[] = { 0, 1, 1000 };
@@ -266,6 +274,15 @@ static const struct bad_hdr {
 	/* 17 */ { 0, 0xFF, 0xFFFF, 0xFFFFFFFF, "type" },
 	/* 18 */ { MS_REC_PLACE, 1, 0xFFFF, 0xFFFFFFFF, "flags" },
 	/* 19 */ { MS_REC_PLACE, 0, 0xFFFF, 0xFFFFFFFF, "reserved" },
+	/* HOLE: BATCH only; the rest of the header as for any type */
+	/* 20 */ { MS_REC_HOLE, MS_REC_F_LZ4, 0, 0, "flags" },
+	/* 21 */ { MS_REC_HOLE, MS_REC_F_SEALED, 0, 16, "flags" },
+	/* 22 */ { MS_REC_HOLE, MS_REC_F_BATCH | MS_REC_F_LZ4, 0, 4096,
+		   "flags" },
+	/* 23 */ { MS_REC_HOLE, 0x40, 0, 4096, "flags" },
+	/* 24 */ { MS_REC_HOLE, 0, 1, 4096, "reserved" },
+	/* 25 */ { MS_REC_HOLE, 0, 0, MS_REC_MAX_PAYLOAD + 1, "length" },
+	/* 26 */ { MS_REC_PURGE, MS_REC_F_LZ4, 0, 8, "flags" },
 };
 
 static void test_rec_invalid_hdr(void **state)
@@ -403,9 +420,9 @@ static int flip_expect(unsigned b, uint32_t len)
 			return MS_ETRUNC;	/* claims more than is there */
 		return MS_ECORRUPT;		/* shorter: sum mismatch */
 	}
-	/* type (NOOP ^ bit is never a known type), flags (a bit other than
-	   BATCH is not allowed; BATCH itself fails the sum), reserved, seq,
-	   timeline, sum, payload */
+	/* type (NOOP ^ bit is unknown, or PURGE (17) or HOLE (18), whose
+	   sums differ), flags (a bit other than BATCH is not allowed; BATCH
+	   itself fails the sum), reserved, seq, timeline, sum, payload */
 	return MS_ECORRUPT;
 }
 
@@ -528,6 +545,136 @@ static void test_rec_truncated(void **state)
 	}
 }
 
+/* ---- HOLE records ---- */
+
+/*
+ * A HOLE (rec.h): the header of a record compaction dropped.  Its sum is
+ * XXH3_64bits_withSeed(header bytes 0..23, 24, 0); its len payload bytes
+ * are not part of it (a hole in the file), so decode needs the 32 header
+ * bytes only and never reads past them.
+ */
+static void test_rec_hole(void **state)
+{
+	(void)state;
+	static const uint32_t lens[] = { 0, 1, 4096, 1000000,
+					 MS_REC_MAX_PAYLOAD };
+	for (size_t i = 0; i < MS_ARRAY_SIZE(lens); i++) {
+		uint32_t len = lens[i];
+		uint8_t hdr[MS_REC_HDR_SIZE], want[MS_REC_HDR_SIZE];
+		uint8_t junk[64];
+		struct ms_rec_hdr h;
+		const char *err;
+
+		/* encode: payload not read (NULL), nor part of the sum */
+		ms_rec_encode_hdr(hdr, MS_REC_HOLE, MS_REC_F_BATCH, len,
+				  0x0102030405060708ULL, 3, NULL);
+		raw_hdr(want, MS_REC_HOLE, MS_REC_F_BATCH, 0, len,
+			0x0102030405060708ULL, 3, NULL);
+		if (memcmp(hdr, want, sizeof(hdr)) != 0)
+			fail_msg("hole len %u: header differs from rec.h", len);
+		assert_int_equal(ms_get64(hdr + 24),
+				 XXH3_64bits_withSeed(hdr, 24, 0));
+		memset(junk, 0x5A, sizeof(junk));
+		ms_rec_encode_hdr(want, MS_REC_HOLE, MS_REC_F_BATCH, len,
+				  0x0102030405060708ULL, 3, junk);
+		assert_memory_equal(hdr, want, sizeof(hdr));
+
+		/* decode with the header alone (an exact copy: ASan would
+		   see a read past it) */
+		h = sentinel_hdr;
+		CHECK_RET(decode_exact(hdr, sizeof(hdr), &h, &err), 0,
+			  "hole len %u, header only", len);
+		if (h.type != MS_REC_HOLE || h.flags != MS_REC_F_BATCH ||
+		    h.len != len || h.seq != 0x0102030405060708ULL ||
+		    h.timeline != 3 || h.sum != ms_get64(hdr + 24))
+			fail_msg("hole len %u: decoded fields differ", len);
+		/* cut inside the header: truncated, as for any record */
+		for (size_t n = 0; n < MS_REC_HDR_SIZE; n++)
+			CHECK_RET(decode_exact(hdr, n, &h, &err), MS_ETRUNC,
+				  "hole len %u, cut at %zu", len, n);
+		/* part of the payload there, whatever it holds */
+		if (len >= sizeof(junk)) {
+			uint8_t rec[MS_REC_HDR_SIZE + sizeof(junk)];
+			memcpy(rec, hdr, MS_REC_HDR_SIZE);
+			memset(rec + MS_REC_HDR_SIZE, 0xFF, sizeof(junk));
+			CHECK_RET(decode_exact(rec, sizeof(rec), &h, &err), 0,
+				  "hole len %u, 64 bytes of junk after", len);
+			assert_int_equal(h.len, len);
+		}
+		CHECK_RET(ms_rec_check_sum(hdr, NULL, 0, &err), 0,
+			  "hole len %u, check_sum without payload", len);
+		CHECK_RET(ms_rec_check_sum(hdr, junk, sizeof(junk), &err), 0,
+			  "hole len %u, check_sum with junk", len);
+
+		/* every byte of the header flipped: refused.  A flip of the
+		   type to another known type may ask for the payload
+		   (truncated); everything else is corrupt. */
+		for (size_t b = 0; b < MS_REC_HDR_SIZE; b++) {
+			uint8_t bad[MS_REC_HDR_SIZE];
+			memcpy(bad, hdr, sizeof(bad));
+			bad[b] ^= 0xFF;
+			h = sentinel_hdr;
+			err = NULL;
+			int ret = decode_exact(bad, sizeof(bad), &h, &err);
+			if (ret != MS_ECORRUPT &&
+			    !(ret == MS_ETRUNC && b == 0))
+				fail_msg("hole len %u, byte %zu flipped: %d",
+					 len, b, ret);
+			if (err == NULL || !hdr_is_sentinel(&h))
+				fail_msg("hole len %u, byte %zu: no error "
+					 "text or output changed",
+					 len, b);
+			/* and every single bit of it */
+			for (unsigned bit = 0; bit < 8; bit++) {
+				memcpy(bad, hdr, sizeof(bad));
+				bad[b] ^= (uint8_t)(1u << bit);
+				ret = decode_exact(bad, sizeof(bad), &h, &err);
+				if (ret != MS_ECORRUPT &&
+				    !(ret == MS_ETRUNC && b == 0))
+					fail_msg("hole len %u, bit %u of byte "
+						 "%zu: %d",
+						 len, bit, b, ret);
+			}
+		}
+
+		/* flags: BATCH or none, nothing else */
+		for (unsigned f = 0; f < 256; f++) {
+			uint8_t fh[MS_REC_HDR_SIZE];
+			raw_hdr(fh, MS_REC_HOLE, (uint8_t)f, 0, len, 9, 1,
+				NULL);
+			err = NULL;
+			int ret = decode_exact(fh, sizeof(fh), &h, &err);
+			int ok = f == 0 || f == MS_REC_F_BATCH;
+			if (ret != (ok ? 0 : MS_ECORRUPT))
+				fail_msg("hole flags 0x%02x: %d", f, ret);
+			if (!ok && strstr(err, "flags") == NULL)
+				fail_msg("hole flags 0x%02x: error \"%s\"", f,
+					 err);
+		}
+	}
+
+	/* a record turned into a HOLE by its type byte alone keeps the sum
+	   of a payload: refused; and the other way round */
+	size_t size;
+	uint8_t *rec = make_rec(MS_REC_NOOP, 0, 100, 7, 1, 42, &size);
+	struct ms_rec_hdr h;
+	const char *err;
+	rec[0] = MS_REC_HOLE;
+	CHECK_RET(decode_exact(rec, size, &h, &err), MS_ECORRUPT,
+		  "NOOP with its type set to HOLE");
+	CHECK_RET(decode_exact(rec, MS_REC_HDR_SIZE, &h, &err), MS_ECORRUPT,
+		  "NOOP with its type set to HOLE, header only");
+	ms_rec_encode_hdr(rec, MS_REC_HOLE, 0, 100, 7, 1, NULL);
+	CHECK_RET(decode_exact(rec, size, &h, &err), 0, "the HOLE of it");
+	rec[0] = MS_REC_NOOP;
+	CHECK_RET(decode_exact(rec, size, &h, &err), MS_ECORRUPT,
+		  "HOLE with its type set to NOOP");
+	memset(rec + MS_REC_HDR_SIZE, 0, 100);
+	CHECK_RET(decode_exact(rec, size, &h, &err), MS_ECORRUPT,
+		  "HOLE with its type set to NOOP, zero payload");
+	free(rec);
+}
+
 /* ---- type names ---- */
 
 static const struct {
@@ -551,10 +698,13 @@ static const struct {
 	/* 14 */ { MS_REC_CHECKPOINT, "checkpoint" },
 	/* 15 */ { MS_REC_SEAL, "seal" },
 	/* 16 */ { MS_REC_NOOP, "noop" },
-	/* 17 */ { MS_REC_TYPE_MAX + 1, "unknown" },
-	/* 18 */ { 255, "unknown" },
-	/* 19 */ { 256, "unknown" },
-	/* 20 */ { 0xFFFFFFFFu, "unknown" },
+	/* 17 */ { MS_REC_PURGE, "purge" },
+	/* 18 */ { MS_REC_HOLE, "hole" },
+	/* 19 */ { MS_REC_TYPE_MAX + 1, "unknown" },
+	/* 20 */ { 19, "unknown" },
+	/* 21 */ { 255, "unknown" },
+	/* 22 */ { 256, "unknown" },
+	/* 23 */ { 0xFFFFFFFFu, "unknown" },
 };
 
 static void test_rec_type_names(void **state)
@@ -881,6 +1031,7 @@ int main(void)
 		cmocka_unit_test(test_rec_bad_len_untouched),
 		cmocka_unit_test(test_rec_bitflips),
 		cmocka_unit_test(test_rec_truncated),
+		cmocka_unit_test(test_rec_hole),
 		cmocka_unit_test(test_rec_type_names),
 		cmocka_unit_test(test_rd_cases),
 		cmocka_unit_test(test_wr_rd_roundtrip),

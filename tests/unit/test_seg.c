@@ -2,7 +2,9 @@
  * test_seg.c - segment files (store/seg.c): names, the 64-byte segment
  * header, the seal payload, the meta file, and the windowed segment reader
  * over a segment built here byte by byte (a record over 1 MiB makes the
- * window grow).  Valid and invalid cases are tables named by their index.
+ * window grow), and over a compacted segment whose HOLE records have
+ * sparse, punched or junk payloads.  Valid and invalid cases are tables
+ * named by their index.
  * Also ms_pread_full past the end and ms_pos_cmp ordering.
  */
 #include <errno.h>
@@ -830,6 +832,243 @@ static void test_reader_damage(void **state)
 	mst_rmtree(dir);
 }
 
+/* ---- HOLE records in a segment ---- */
+
+/*
+ * A compacted segment: NOOP, HOLE (3 MiB: over the window), PLACE, HOLE
+ * (5000), NOOP (empty), then the seal, whose sum is over the file as it
+ * reads with the holes' payload bytes as zeros.  The payload regions of
+ * the HOLEs are, by mode: never written (sparse), written then punched
+ * out (fallocate), or left full of junk.
+ */
+enum hole_mode { HOLE_SPARSE, HOLE_PUNCHED, HOLE_JUNK };
+
+static const struct {
+	uint8_t type;
+	uint32_t len;
+} hole_recs[] = {
+	{ MS_REC_NOOP, 10 },
+	{ MS_REC_HOLE, (3u << 20) + 5 },
+	{ MS_REC_PLACE, 100 },
+	{ MS_REC_HOLE, 5000 },
+	{ MS_REC_NOOP, 0 },
+};
+#define NHOLE_RECS MS_ARRAY_SIZE(hole_recs)
+
+/* 1: built; 0: the file system cannot punch holes (skip that mode) */
+static int hole_build(const char *path, enum hole_mode mode,
+		      uint64_t off_r[NHOLE_RECS + 1], uint8_t **img_r,
+		      size_t *size_r)
+{
+	struct ms_seg_hdr h = { { 9 }, 4, 1, 700 };
+	size_t size = MS_SEG_HDR_SIZE + MS_SEG_SEAL_SIZE;
+	for (size_t i = 0; i < NHOLE_RECS; i++)
+		size += MS_REC_HDR_SIZE + hole_recs[i].len;
+	/* img: the file as it must read in the sparse and punched modes */
+	uint8_t *img = calloc(1, size);
+	assert_non_null(img);
+	ms_seg_hdr_encode(&h, img);
+	uint64_t off = MS_SEG_HDR_SIZE;
+	for (size_t i = 0; i < NHOLE_RECS; i++) {
+		uint8_t *p = img + off;
+		if (hole_recs[i].type == MS_REC_HOLE) {
+			ms_rec_encode_hdr(p, MS_REC_HOLE, 0, hole_recs[i].len,
+					  700 + i, 1, NULL);
+		} else {
+			mst_fill(p + MS_REC_HDR_SIZE, hole_recs[i].len, i);
+			ms_rec_encode_hdr(p, hole_recs[i].type,
+					  MS_REC_F_BATCH, hole_recs[i].len,
+					  700 + i, 1, p + MS_REC_HDR_SIZE);
+		}
+		off_r[i] = off;
+		off += MS_REC_HDR_SIZE + hole_recs[i].len;
+	}
+	off_r[NHOLE_RECS] = off;
+	struct ms_seg_seal s = { NHOLE_RECS, 700, 700 + NHOLE_RECS - 1, off,
+				 XXH3_64bits(img, off) };
+	ms_seg_seal_encode(&s, img + off + MS_REC_HDR_SIZE);
+	ms_rec_encode_hdr(img + off, MS_REC_SEAL, 0, MS_SEG_SEAL_PAYLOAD,
+			  700 + NHOLE_RECS, 1, img + off + MS_REC_HDR_SIZE);
+
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	/* everything but the HOLE payloads, piece by piece */
+	size_t from = 0;
+	for (size_t i = 0; i < NHOLE_RECS; i++) {
+		if (hole_recs[i].type != MS_REC_HOLE)
+			continue;
+		size_t to = off_r[i] + MS_REC_HDR_SIZE;
+		assert_int_equal(ms_pwrite_full(fd, img + from, to - from,
+						from),
+				 0);
+		from = to + hole_recs[i].len;
+		if (mode != HOLE_SPARSE) {
+			uint8_t *junk = malloc(hole_recs[i].len);
+			assert_non_null(junk);
+			memset(junk, 0xA5, hole_recs[i].len);
+			assert_int_equal(ms_pwrite_full(fd, junk,
+							hole_recs[i].len, to),
+					 0);
+			free(junk);
+		}
+	}
+	assert_int_equal(ms_pwrite_full(fd, img + from, size - from, from), 0);
+	if (mode == HOLE_PUNCHED) {
+		for (size_t i = 0; i < NHOLE_RECS; i++) {
+			if (hole_recs[i].type != MS_REC_HOLE)
+				continue;
+			if (fallocate(fd,
+				      FALLOC_FL_PUNCH_HOLE |
+					      FALLOC_FL_KEEP_SIZE,
+				      (off_t)(off_r[i] + MS_REC_HDR_SIZE),
+				      (off_t)hole_recs[i].len) < 0) {
+				assert_true(errno == EOPNOTSUPP ||
+					    errno == ENOSYS);
+				close(fd);
+				free(img);
+				return 0;
+			}
+		}
+	}
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal((size_t)st.st_size, size);
+	close(fd);
+	*img_r = img;
+	*size_r = size;
+	return 1;
+}
+
+static void test_reader_holes(void **state)
+{
+	(void)state;
+	char *dir = mst_tmpdir("seg-holes");
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/000000000004.seg", dir);
+	static const char *const names[] = { "sparse", "punched", "junk" };
+
+	for (int mode = HOLE_SPARSE; mode <= HOLE_JUNK; mode++) {
+		uint64_t off[NHOLE_RECS + 1];
+		uint8_t *img;
+		size_t size;
+		if (!hole_build(path, (enum hole_mode)mode, off, &img, &size)) {
+			print_message("punching holes not supported here: "
+				      "%s mode left out\n", names[mode]);
+			continue;
+		}
+		int fd = open(path, O_RDONLY);
+		assert_true(fd >= 0);
+		struct ms_seg_reader r;
+		assert_int_equal(ms_seg_reader_init(&r, fd), 0);
+		ms_seg_reader_seek(&r, MS_SEG_HDR_SIZE);
+		for (size_t i = 0; i < NHOLE_RECS; i++) {
+			struct ms_rec_hdr rh;
+			const uint8_t *rec = NULL;
+			const char *err = NULL;
+			int ret = ms_seg_reader_next(&r, &rh, &rec, &err);
+			if (ret != 1)
+				fail_msg("%s: record %zu: %d (%s)", names[mode],
+					 i, ret, err);
+			if (rh.type != hole_recs[i].type ||
+			    rh.len != hole_recs[i].len || rh.seq != 700 + i ||
+			    r.off != off[i + 1])
+				fail_msg("%s: record %zu: type %u len %u seq "
+					 "%llu, offset %llu after",
+					 names[mode], i, rh.type, rh.len,
+					 (unsigned long long)rh.seq,
+					 (unsigned long long)r.off);
+			/* the header always; the payload when there is one */
+			size_t n = MS_REC_HDR_SIZE +
+				   (rh.type == MS_REC_HOLE ? 0 : rh.len);
+			if (memcmp(rec, img + off[i], n) != 0)
+				fail_msg("%s: record %zu: bytes differ",
+					 names[mode], i);
+		}
+		/* the seal, and its sum over the file as it reads */
+		struct ms_rec_hdr rh;
+		const uint8_t *rec;
+		const char *err = NULL;
+		CHECK_RET(ms_seg_reader_next(&r, &rh, &rec, &err), 1,
+			  "%s: seal", names[mode]);
+		assert_int_equal(rh.type, MS_REC_SEAL);
+		struct ms_seg_seal s;
+		CHECK_RET(ms_seg_seal_decode(rec + MS_REC_HDR_SIZE, rh.len, &s,
+					     &err),
+			  0, "%s: seal payload", names[mode]);
+		CHECK_RET(ms_seg_reader_next(&r, &rh, &rec, &err), 0,
+			  "%s: end", names[mode]);
+		const uint8_t *all;
+		CHECK_RET(ms_seg_reader_peek(&r, 0, (size_t)s.seal_off, &all),
+			  0, "%s: peek all", names[mode]);
+		/* holes read as zeros; junk left in place does not */
+		if ((XXH3_64bits(all, (size_t)s.seal_off) == s.sum) !=
+		    (mode != HOLE_JUNK))
+			fail_msg("%s: seal sum over the file", names[mode]);
+
+		/* from the second HOLE on, after a seek (a cold window) */
+		ms_seg_reader_seek(&r, off[3]);
+		CHECK_RET(ms_seg_reader_next(&r, &rh, &rec, &err), 1,
+			  "%s: HOLE after a seek", names[mode]);
+		assert_int_equal(rh.type, MS_REC_HOLE);
+		CHECK_RET(ms_seg_reader_next(&r, &rh, &rec, &err), 1,
+			  "%s: the record after it", names[mode]);
+		assert_int_equal(rh.type, MS_REC_NOOP);
+		assert_int_equal(rh.seq, 704);
+		ms_seg_reader_free(&r);
+		close(fd);
+
+		/* a flipped HOLE header is corrupt; the reader stays put */
+		assert_int_equal(mst_flip(path, off[1] + 9, 0x01), 0);
+		fd = open(path, O_RDONLY);
+		assert_true(fd >= 0);
+		assert_int_equal(ms_seg_reader_init(&r, fd), 0);
+		ms_seg_reader_seek(&r, off[1]);
+		err = NULL;
+		CHECK_RET(ms_seg_reader_next(&r, &rh, &rec, &err), MS_ECORRUPT,
+			  "%s: flipped HOLE seq", names[mode]);
+		assert_non_null(err);
+		assert_int_equal(r.off, off[1]);
+		ms_seg_reader_free(&r);
+		close(fd);
+		assert_int_equal(mst_flip(path, off[1] + 9, 0x01), 0);
+
+		/* a HOLE flagged LZ4 (a BODY flag) is refused */
+		uint8_t bad[MS_REC_HDR_SIZE];
+		memcpy(bad, img + off[3], sizeof(bad));
+		bad[1] = MS_REC_F_LZ4;
+		ms_put64(bad + 24, XXH3_64bits_withSeed(bad, 24, 0));
+		fd = open(path, O_RDWR);
+		assert_true(fd >= 0);
+		assert_int_equal(ms_pwrite_full(fd, bad, sizeof(bad), off[3]),
+				 0);
+		assert_int_equal(ms_seg_reader_init(&r, fd), 0);
+		ms_seg_reader_seek(&r, off[3]);
+		CHECK_RET(ms_seg_reader_next(&r, &rh, &rec, &err), MS_ECORRUPT,
+			  "%s: HOLE with LZ4", names[mode]);
+		ms_seg_reader_free(&r);
+
+		/* cut inside the second HOLE's payload: the file ends
+		   inside the record, which is truncated like any other */
+		assert_int_equal(ftruncate(fd, (off_t)(off[3] +
+						       MS_REC_HDR_SIZE + 100)),
+				 0);
+		assert_int_equal(ms_pwrite_full(fd, img + off[3],
+						MS_REC_HDR_SIZE, off[3]),
+				 0);
+		assert_int_equal(ms_seg_reader_init(&r, fd), 0);
+		ms_seg_reader_seek(&r, off[2]);
+		CHECK_RET(ms_seg_reader_next(&r, &rh, &rec, &err), 1,
+			  "%s: PLACE before the cut", names[mode]);
+		CHECK_RET(ms_seg_reader_next(&r, &rh, &rec, &err), MS_ETRUNC,
+			  "%s: HOLE cut short", names[mode]);
+		assert_int_equal(r.off, off[3]);
+		ms_seg_reader_free(&r);
+		close(fd);
+		free(img);
+	}
+	mst_rmtree(dir);
+}
+
 /* A file shorter than a record header, and offsets past the end. */
 static void test_reader_edges(void **state)
 {
@@ -982,6 +1221,7 @@ int main(void)
 		cmocka_unit_test(test_reader_all),
 		cmocka_unit_test(test_reader_sealed),
 		cmocka_unit_test(test_reader_damage),
+		cmocka_unit_test(test_reader_holes),
 		cmocka_unit_test(test_reader_edges),
 		cmocka_unit_test(test_pread_full),
 		cmocka_unit_test(test_pos_cmp),
