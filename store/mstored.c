@@ -16,6 +16,11 @@
  *	needing a restart).
  *	-t checks the configuration and exits.
  *
+ * ENVIRONMENT
+ *	MSTORE_LOOP=epoll|uring|uring-oneshot chooses the network loop over
+ *	what [store] io_engine implies (uring: io_uring; psync: epoll), for
+ *	tests.  An io_uring that cannot be set up falls back to epoll.
+ *
  * DIAGNOSTICS
  *	One line per event on stderr.  Exit 1 when the store cannot be
  *	opened or the configuration is bad (the message says which).
@@ -101,6 +106,25 @@ static void reload(struct daemon *d)
 	d->cfg->idle_timeout = n.idle_timeout;
 	d->cfg->scrub_rate = n.scrub_rate;
 	ms_store_cfg_free(&n);
+}
+
+/* The network loop: io_engine's choice, unless MSTORE_LOOP says else. */
+static enum ms_srv_loop loop_of(const struct ms_store_cfg *cfg)
+{
+	const char *e = getenv("MSTORE_LOOP");
+	if (e != NULL && *e != '\0') {
+		if (strcmp(e, "epoll") == 0)
+			return MS_SRV_LOOP_EPOLL;
+		if (strcmp(e, "uring") == 0)
+			return MS_SRV_LOOP_URING;
+		if (strcmp(e, "uring-oneshot") == 0)
+			return MS_SRV_LOOP_URING_ONESHOT;
+		msg_warn("MSTORE_LOOP=%s is none of epoll, uring, "
+			 "uring-oneshot; ignored",
+			 e);
+	}
+	return cfg->io_engine == MS_ENGINE_PSYNC ? MS_SRV_LOOP_EPOLL
+						 : MS_SRV_LOOP_URING;
 }
 
 static void on_signal(void *arg)
@@ -266,7 +290,7 @@ int main(int argc, char **argv)
 	limits_of(&cfg, &lim);
 	d.cfg = &cfg;
 	struct ms_srv_handler h = { h_request, h_closed, h_tick };
-	if (ms_srv_new(&lim, &h, d.ops, &d.srv) < 0 ||
+	if (ms_srv_new(&lim, &h, d.ops, loop_of(&cfg), &d.srv) < 0 ||
 	    ms_srv_listen(d.srv, cfg.socket, cfg.socket_mode, 0, &err) < 0 ||
 	    ms_srv_listen(d.srv, cfg.admin_socket, cfg.admin_socket_mode, 1,
 			  &err) < 0) {
@@ -280,10 +304,11 @@ int main(int argc, char **argv)
 	if (lfd >= 0)
 		ms_srv_watch(d.srv, lfd, on_log, d.ops);
 	ms_ops_set_srv(d.ops, d.srv);
-	msg_info("ready: socket=%s admin_socket=%s", cfg.socket,
-		 cfg.admin_socket);
-	if (ms_srv_run(d.srv) < 0)
-		msg_error("event loop: %s", strerror(errno));
+	msg_info("ready: socket=%s admin_socket=%s loop=%s", cfg.socket,
+		 cfg.admin_socket, ms_srv_loop_name(d.srv));
+	int run = ms_srv_run(d.srv);
+	if (run < 0)
+		msg_error("event loop: %s", strerror(-run));
 	else
 		ret = 0;
 	/* stopped: finish what is in flight, answer it, then go */

@@ -603,6 +603,8 @@ static int op_status(struct ms_ops *ops, struct ms_conn *c, uint32_t id)
 		{ MS_PSTR("ops.undeleted"), ops->n_undeleted },
 		{ MS_PSTR("srv.connections"),
 		  ops->srv ? ms_srv_conns(ops->srv) : 0 },
+		{ MS_PSTR("srv.loop_uring"),
+		  ops->srv ? (uint64_t)ms_srv_loop_uring(ops->srv) : 0 },
 	};
 	struct ms_reply rep = { .op = MS_OP_STATUS };
 	rep.u.counters.n = MS_ARRAY_SIZE(cs);

@@ -1,8 +1,17 @@
 /*
  * srv.c - event loop and framed connections; see srv.h.
+ *
+ * Two ways of waiting, behind struct loop_ops (add/modify/remove the
+ * interest of a watch, wait for events, free): epoll, and poll requests
+ * on an io_uring ring of the loop's own (multishot where the kernel has
+ * it).  Either way, readiness only: the reads, writes and accepts are the
+ * same non-blocking calls.  The rest of this file sees (watch, events)
+ * pairs with epoll's bits, which are poll's bits.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <liburing.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -16,6 +25,11 @@
 
 #define SRV_READ_CHUNK 65536
 
+/* the rest of the file uses epoll's bits for poll's too */
+_Static_assert(EPOLLIN == POLLIN && EPOLLOUT == POLLOUT &&
+		       EPOLLERR == POLLERR && EPOLLHUP == POLLHUP,
+	       "epoll and poll event bits differ");
+
 enum watch_kind { W_LISTEN, W_CONN, W_FD };
 
 struct watch {
@@ -25,6 +39,35 @@ struct watch {
 	void (*fn)(void *arg);		/* W_FD */
 	void *arg;
 	struct ms_conn *conn;		/* W_CONN */
+	unsigned events;		/* the interest asked for */
+	/* io_uring: the poll request in the kernel, if any */
+	int armed;			/* its final CQE has not been seen */
+	int cancelling;			/* a cancel for it was queued */
+	unsigned armed_events;		/* its mask */
+	int armed_multi;		/* multishot */
+	int failed;			/* polling it failed: not re-armed */
+};
+
+/* What a wait returns: events for a watch (epoll bits), and whether the
+   connection reference of a finished poll request is to be dropped once
+   the batch has been handled. */
+struct loop_ev {
+	struct watch *w;
+	unsigned events;
+	int put;
+};
+
+struct loop_ops {
+	const char *name;
+	int (*add)(struct ms_srv *srv, struct watch *w, unsigned events);
+	int (*mod)(struct ms_srv *srv, struct watch *w, unsigned events);
+	/* before the fd is closed */
+	void (*del)(struct ms_srv *srv, struct watch *w);
+	/* up to max events, waiting at most timeout_ms; n or -errno */
+	int (*wait)(struct ms_srv *srv, struct loop_ev *evs, int max,
+		    int timeout_ms);
+	/* after every connection was dropped; before watches are freed */
+	void (*free)(struct ms_srv *srv);
 };
 
 struct ms_conn {
@@ -41,11 +84,25 @@ struct ms_conn {
 	uint64_t last_ms;
 	void *data;
 	struct ms_conn *prev, *next;
-	unsigned events;
+	int in_more;		/* on srv->more (holds a reference) */
+	struct ms_conn *more_next;
 };
 
 struct ms_srv {
-	int epfd;
+	const struct loop_ops *loop;
+	int epfd;		/* epoll */
+	struct io_uring ring;	/* io_uring */
+	int multishot;		/* io_uring: multishot polls */
+	int npolls;		/* io_uring: armed poll requests */
+	int shutting;		/* io_uring: no re-arming (ms_srv_free) */
+	int failed;		/* io_uring: -errno, for ms_srv_run */
+	/*
+	 * Edge-triggered readiness (multishot polls fire on wake-ups, not
+	 * while data waits): a connection whose read stopped at its round
+	 * limit with data possibly left goes on more, read again next turn.
+	 */
+	int edge;
+	struct ms_conn *more;
 	struct ms_srv_limits lim;
 	struct ms_srv_handler h;
 	void *ctx;
@@ -64,16 +121,287 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* ---- epoll ---------------------------------------------------------- */
+
+static int ep_ctl(struct ms_srv *srv, int op, struct watch *w,
+		  unsigned events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = w };
+	if (epoll_ctl(srv->epfd, op, w->fd, &ev) < 0)
+		return -errno;
+	w->events = events;
+	return 0;
+}
+
+static int ep_add(struct ms_srv *srv, struct watch *w, unsigned events)
+{
+	return ep_ctl(srv, EPOLL_CTL_ADD, w, events);
+}
+
+static int ep_mod(struct ms_srv *srv, struct watch *w, unsigned events)
+{
+	return ep_ctl(srv, EPOLL_CTL_MOD, w, events);
+}
+
+static void ep_del(struct ms_srv *srv, struct watch *w)
+{
+	epoll_ctl(srv->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+}
+
+static int ep_wait(struct ms_srv *srv, struct loop_ev *evs, int max,
+		   int timeout_ms)
+{
+	struct epoll_event ev[64];
+	if (max > 64)
+		max = 64;
+	int n = epoll_wait(srv->epfd, ev, max, timeout_ms);
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	for (int i = 0; i < n; i++)
+		evs[i] = (struct loop_ev){ ev[i].data.ptr, ev[i].events, 0 };
+	return n;
+}
+
+static void ep_free(struct ms_srv *srv)
+{
+	close(srv->epfd);
+}
+
+static const struct loop_ops epoll_loop = {
+	"epoll", ep_add, ep_mod, ep_del, ep_wait, ep_free,
+};
+
+/* ---- io_uring --------------------------------------------------------
+ *
+ * Each watch has at most one poll request in the kernel at a time, with
+ * user_data = the watch (armed = its final CQE, the one without
+ * IORING_CQE_F_MORE, has not been seen yet).  A new interest cancels it
+ * (IORING_OP_ASYNC_CANCEL: POLL_REMOVE can answer -EALREADY while the
+ * poll is being woken and leave a multishot poll armed, which a cancel
+ * cannot) and the final CQE re-arms it with the interest in force then.
+ *
+ * Connections and freed memory: a poll request armed on a connection
+ * holds a reference to it (ms_conn_ref at arm), dropped only after the
+ * request's final CQE was handled (the put of its loop_ev, after the
+ * batch).  Closing a connection queues a cancel and closes the fd; the
+ * struct lives on until the -ECANCELED (or last event) CQE has come back,
+ * so no CQE can carry a pointer to freed memory, and no two live
+ * requests ever share a user_data: memory is reused only after its
+ * request is over.  The cancel itself carries user_data 0 (ignored), and
+ * it is submitted (and runs, inline) before the CQE that ends its
+ * target is reaped, so it can never hit a later request of the same
+ * address.  ms_srv_free cancels everything and reaps until no request
+ * is left, then tears the ring down.
+ */
+
+#define URING_ENTRIES 256
+#define UD_IGNORE 0
+
+static struct io_uring_sqe *ur_sqe(struct ms_srv *srv)
+{
+	for (int i = 0; i < 4; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&srv->ring);
+		if (sqe != NULL)
+			return sqe;
+		(void)io_uring_submit(&srv->ring);	/* full: make room */
+	}
+	msg_fatal("event loop: the io_uring submission queue stays full");
+}
+
+static void ur_arm(struct ms_srv *srv, struct watch *w)
+{
+	struct io_uring_sqe *sqe = ur_sqe(srv);
+	if (srv->multishot)
+		io_uring_prep_poll_multishot(sqe, w->fd, w->events);
+	else
+		io_uring_prep_poll_add(sqe, w->fd, w->events);
+	io_uring_sqe_set_data(sqe, w);
+	w->armed = 1;
+	w->cancelling = 0;
+	w->armed_events = w->events;
+	w->armed_multi = srv->multishot;
+	srv->npolls++;
+	if (w->kind == W_CONN)
+		ms_conn_ref(w->conn);	/* dropped after its final CQE */
+}
+
+static void ur_cancel(struct ms_srv *srv, struct watch *w)
+{
+	if (!w->armed || w->cancelling)
+		return;
+	struct io_uring_sqe *sqe = ur_sqe(srv);
+	io_uring_prep_cancel(sqe, w, 0);
+	io_uring_sqe_set_data64(sqe, UD_IGNORE);
+	w->cancelling = 1;
+}
+
+static int ur_mod(struct ms_srv *srv, struct watch *w, unsigned events)
+{
+	w->events = events;
+	if (!w->armed)
+		ur_arm(srv, w);
+	else if (w->armed_events != events)
+		ur_cancel(srv, w);	/* the final CQE re-arms */
+	return 0;
+}
+
+static void ur_del(struct ms_srv *srv, struct watch *w)
+{
+	w->events = 0;
+	ur_cancel(srv, w);
+}
+
+static int ur_live(const struct ms_srv *srv, const struct watch *w)
+{
+	return !srv->shutting && !w->failed &&
+	       (w->kind != W_CONN || !w->conn->closed);
+}
+
+/* Reap up to max CQEs into evs.  A listener or an fd watch that cannot
+   be polled any more is left unarmed, and the loop fails (srv->failed). */
+static int ur_reap(struct ms_srv *srv, struct loop_ev *evs, int max)
+{
+	struct io_uring_cqe *cqe;
+	int n = 0;
+
+	while (n < max && io_uring_peek_cqe(&srv->ring, &cqe) == 0) {
+		uint64_t ud = io_uring_cqe_get_data64(cqe);
+		int res = cqe->res;
+		int final = !(cqe->flags & IORING_CQE_F_MORE);
+		io_uring_cqe_seen(&srv->ring, cqe);
+		if (ud == UD_IGNORE || ud == LIBURING_UDATA_TIMEOUT)
+			continue;	/* a cancel's own answer */
+		struct watch *w = (struct watch *)(uintptr_t)ud;
+		unsigned ev = 0;
+		if (res >= 0) {
+			ev = (unsigned)res;
+		} else if (res == -EINVAL && final && w->armed_multi) {
+			/* a kernel before 5.13: single-shot polls, re-armed
+			   after each event (level-triggered at each arm) */
+			if (srv->multishot)
+				msg_info("event loop: no multishot poll in "
+					 "this kernel; re-arming single polls");
+			srv->multishot = 0;
+			srv->edge = 0;
+		} else if (res != -ECANCELED) {
+			if (w->kind != W_CONN && ur_live(srv, w)) {
+				msg_error("event loop: poll on fd %d: %s",
+					  w->fd, strerror(-res));
+				w->failed = 1;
+				srv->failed = res;
+			}
+			ev = EPOLLERR;
+		}
+		int put = 0;
+		if (final) {
+			w->armed = 0;
+			w->cancelling = 0;
+			srv->npolls--;
+			put = w->kind == W_CONN;
+			if (ur_live(srv, w))
+				ur_arm(srv, w);	/* with the interest now */
+		}
+		/* what a poll with an older mask saw, filtered as epoll
+		   filters: the asked-for bits, errors and hang-ups */
+		ev &= w->events | EPOLLERR | EPOLLHUP;
+		if (ev != 0 || put)
+			evs[n++] = (struct loop_ev){ w, ev, put };
+	}
+	return n;
+}
+
+static int ur_wait(struct ms_srv *srv, struct loop_ev *evs, int max,
+		   int timeout_ms)
+{
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	if (srv->failed < 0 && !srv->shutting)
+		return srv->failed;
+	if (timeout_ms == 0 || io_uring_cq_ready(&srv->ring) > 0) {
+		ret = io_uring_submit(&srv->ring);
+	} else {
+		struct __kernel_timespec ts = {
+			.tv_sec = timeout_ms / 1000,
+			.tv_nsec = (long long)(timeout_ms % 1000) * 1000000,
+		};
+		ret = io_uring_submit_and_wait_timeout(&srv->ring, &cqe, 1, &ts,
+						       NULL);
+	}
+	/* -ETIME: timed out; -EBUSY/-EAGAIN: reap first, submit later */
+	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY &&
+	    ret != -EAGAIN)
+		return ret;
+	return ur_reap(srv, evs, max);
+}
+
+static void ur_free(struct ms_srv *srv)
+{
+	struct loop_ev evs[64];
+	uint64_t deadline = now_ms() + 5000;
+
+	srv->shutting = 1;
+	for (size_t i = 0; i < srv->nwatches; i++)
+		ur_cancel(srv, srv->watches[i]);
+	/* every connection was dropped, so its cancel is queued: reap
+	   until each request has ended, and drop what they held */
+	while (srv->npolls > 0) {
+		int n = ur_wait(srv, evs, 64, 100);
+		if (n < 0 || now_ms() > deadline) {
+			msg_warn("event loop: %d poll requests did not end; "
+				 "leaving them",
+				 srv->npolls);
+			break;
+		}
+		for (int i = 0; i < n; i++) {
+			if (evs[i].put) {
+				struct ms_conn *c = evs[i].w->conn;
+				ms_conn_unref(&c);
+			}
+		}
+	}
+	io_uring_queue_exit(&srv->ring);
+}
+
+static const struct loop_ops uring_loop = {
+	"uring", ur_mod, ur_mod, ur_del, ur_wait, ur_free,
+};
+
+static int ur_setup(struct ms_srv *srv, int multishot)
+{
+	int ret = io_uring_queue_init(URING_ENTRIES, &srv->ring, 0);
+	if (ret < 0)
+		return ret;
+	srv->multishot = multishot;
+	srv->edge = multishot;
+	return 0;
+}
+
+/* ---- the server --------------------------------------------------------- */
+
 int ms_srv_new(const struct ms_srv_limits *lim,
 	       const struct ms_srv_handler *h, void *ctx,
-	       struct ms_srv **srv_r)
+	       enum ms_srv_loop loop, struct ms_srv **srv_r)
 {
 	struct ms_srv *srv = ms_calloc(1, sizeof(*srv));
-	srv->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (srv->epfd < 0) {
-		int err = -errno;
-		free(srv);
-		return err;
+	srv->epfd = -1;
+	if (loop != MS_SRV_LOOP_EPOLL) {
+		int ret = ur_setup(srv, loop != MS_SRV_LOOP_URING_ONESHOT);
+		if (ret == 0)
+			srv->loop = &uring_loop;
+		else
+			msg_warn("event loop: io_uring refused by the kernel or "
+				 "container (%s); using epoll",
+				 strerror(-ret));
+	}
+	if (srv->loop == NULL) {
+		srv->epfd = epoll_create1(EPOLL_CLOEXEC);
+		if (srv->epfd < 0) {
+			int err = -errno;
+			free(srv);
+			return err;
+		}
+		srv->loop = &epoll_loop;
 	}
 	srv->lim = *lim;
 	srv->h = *h;
@@ -82,12 +410,22 @@ int ms_srv_new(const struct ms_srv_limits *lim,
 	return 0;
 }
 
+const char *ms_srv_loop_name(const struct ms_srv *srv)
+{
+	if (srv->loop == &uring_loop)
+		return srv->multishot ? "io_uring (multishot poll)"
+				      : "io_uring (poll)";
+	return srv->loop->name;
+}
+
+int ms_srv_loop_uring(const struct ms_srv *srv)
+{
+	return srv->loop == &uring_loop;
+}
+
 static int watch_add(struct ms_srv *srv, struct watch *w, unsigned events)
 {
-	struct epoll_event ev = { .events = events, .data.ptr = w };
-	if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, w->fd, &ev) < 0)
-		return -errno;
-	return 0;
+	return srv->loop->add(srv, w, events);
 }
 
 static struct watch *watch_new(struct ms_srv *srv)
@@ -164,11 +502,9 @@ static void conn_update_events(struct ms_conn *c)
 		ev |= EPOLLIN;
 	if (c->out.len > c->out_off)
 		ev |= EPOLLOUT;
-	if (ev == c->events)
+	if (ev == c->w.events)
 		return;
-	struct epoll_event e = { .events = ev, .data.ptr = &c->w };
-	if (epoll_ctl(c->srv->epfd, EPOLL_CTL_MOD, c->w.fd, &e) == 0)
-		c->events = ev;
+	(void)c->srv->loop->mod(c->srv, &c->w, ev);
 }
 
 static void conn_free(struct ms_conn *c)
@@ -190,7 +526,7 @@ static void conn_drop(struct ms_conn *c)
 	if (c->closed)
 		return;
 	c->closed = 1;
-	epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->w.fd, NULL);
+	srv->loop->del(srv, &c->w);
 	close(c->w.fd);
 	c->w.fd = -1;
 	if (c->prev)
@@ -353,9 +689,21 @@ static void conn_frames(struct ms_conn *c)
 	c->in.len -= off;
 }
 
+/* Read again next turn (edge-triggered loop; see ms_srv.edge). */
+static void conn_more(struct ms_conn *c)
+{
+	if (c->in_more)
+		return;
+	c->in_more = 1;
+	ms_conn_ref(c);
+	c->more_next = c->srv->more;
+	c->srv->more = c;
+}
+
 static void conn_read(struct ms_conn *c)
 {
-	for (int rounds = 0; rounds < 16 && !c->closed; rounds++) {
+	int rounds;
+	for (rounds = 0; rounds < 16 && !c->closed; rounds++) {
 		if (ms_buf_reserve(&c->in, SRV_READ_CHUNK) < 0) {
 			/* cannot happen: max is a frame plus a chunk */
 			conn_drop(c);
@@ -384,6 +732,22 @@ static void conn_read(struct ms_conn *c)
 	}
 	if (!c->closed)
 		conn_update_events(c);
+	/* stopped with data perhaps left: no new wake-up may come for it */
+	if (rounds == 16 && !c->closed && c->srv->edge)
+		conn_more(c);
+}
+
+/* The connections conn_read left with data perhaps unread. */
+static void srv_more(struct ms_conn *list)
+{
+	while (list != NULL) {
+		struct ms_conn *c = list;
+		list = c->more_next;
+		c->in_more = 0;
+		if (!c->closed && (c->w.events & EPOLLIN))
+			conn_read(c);
+		ms_conn_unref(&c);
+	}
 }
 
 static void srv_accept(struct ms_srv *srv, struct watch *lw)
@@ -430,7 +794,6 @@ static void srv_accept(struct ms_srv *srv, struct watch *lw)
 			conn_free(c);
 			continue;
 		}
-		c->events = EPOLLIN;
 		c->next = srv->conns;
 		if (srv->conns)
 			srv->conns->prev = c;
@@ -447,8 +810,11 @@ static void srv_idle_check(struct ms_srv *srv)
 	struct ms_conn *c = srv->conns;
 	while (c != NULL) {
 		struct ms_conn *next = c->next;
+		/* references besides its own, its poll request's and its
+		   place on srv->more: a request in flight */
+		int held = c->refs - 1 - c->w.armed - c->in_more;
 		if (now - c->last_ms > srv->lim.idle_ms &&
-		    c->out.len == c->out_off && c->refs == 1) {
+		    c->out.len == c->out_off && held == 0) {
 			msg_info("client uid=%u idle for %u ms; closing",
 				 (unsigned)c->uid, srv->lim.idle_ms);
 			conn_drop(c);
@@ -459,17 +825,20 @@ static void srv_idle_check(struct ms_srv *srv)
 
 int ms_srv_run(struct ms_srv *srv)
 {
-	struct epoll_event evs[64];
+	struct loop_ev evs[64];
 
 	while (!srv->stop) {
-		int n = epoll_wait(srv->epfd, evs, 64, 1000);
+		struct ms_conn *more = srv->more;
+		srv->more = NULL;
+		int n = srv->loop->wait(srv, evs, 64, more ? 0 : 1000);
 		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
+			srv->more = more; /* ms_srv_free drops them */
+			return n;
 		}
 		for (int i = 0; i < n; i++) {
-			struct watch *w = evs[i].data.ptr;
+			struct watch *w = evs[i].w;
+			if (evs[i].events == 0)
+				continue;
 			switch (w->kind) {
 			case W_LISTEN:
 				srv_accept(srv, w);
@@ -498,6 +867,14 @@ int ms_srv_run(struct ms_srv *srv)
 			}
 			}
 		}
+		srv_more(more);
+		/* the references of poll requests that ended (io_uring) */
+		for (int i = 0; i < n; i++) {
+			if (evs[i].put) {
+				struct ms_conn *c = evs[i].w->conn;
+				ms_conn_unref(&c);
+			}
+		}
 		if (srv->h.tick)
 			srv->h.tick(srv->ctx);
 		srv_idle_check(srv);
@@ -518,14 +895,16 @@ void ms_srv_free(struct ms_srv **srvp)
 		return;
 	while (srv->conns != NULL)
 		conn_drop(srv->conns);
+	srv_more(srv->more);	/* all closed: only their references go */
+	srv->more = NULL;
 	srv_reap(srv);
+	srv->loop->free(srv);
 	for (size_t i = 0; i < srv->nwatches; i++) {
 		if (srv->watches[i]->kind == W_LISTEN)
 			close(srv->watches[i]->fd);
 		free(srv->watches[i]);
 	}
 	free(srv->watches);
-	close(srv->epfd);
 	free(srv);
 	*srvp = NULL;
 }

@@ -5,7 +5,10 @@
  * to the handler, which answers now or later (after the log made the
  * request durable) with ms_conn_send().
  *
- * One thread, epoll.  Other fds (the log's completion eventfd, a
+ * One thread, one loop: poll requests on an io_uring ring of its own
+ * (MS_SRV_LOOP_URING), or epoll where io_uring is refused or not wanted
+ * (MS_SRV_LOOP_EPOLL); the reads and writes are the same non-blocking
+ * calls either way.  Other fds (the log's completion eventfd, a
  * signalfd) join the loop with ms_srv_watch().  Connections are counted
  * references: a handler that answers later holds one (ms_conn_ref), so a
  * client that hangs up while its request is in flight never leaves a
@@ -45,9 +48,19 @@ struct ms_srv_handler {
 	void (*tick)(void *ctx);
 };
 
+enum ms_srv_loop {
+	MS_SRV_LOOP_URING,		/* multishot polls where the kernel can */
+	MS_SRV_LOOP_URING_ONESHOT,	/* single polls, re-armed (tests) */
+	MS_SRV_LOOP_EPOLL,
+};
+
+/* io_uring that cannot be set up falls back to epoll, with a warning. */
 int ms_srv_new(const struct ms_srv_limits *lim,
 	       const struct ms_srv_handler *h, void *ctx,
-	       struct ms_srv **srv_r);
+	       enum ms_srv_loop loop, struct ms_srv **srv_r);
+/* The loop in use: 1 for io_uring; its name, for a log line. */
+int ms_srv_loop_uring(const struct ms_srv *srv);
+const char *ms_srv_loop_name(const struct ms_srv *srv);
 void ms_srv_free(struct ms_srv **srv);
 /*
  * Listen on a unix socket at path (a stale socket file is replaced),
@@ -59,7 +72,7 @@ int ms_srv_listen(struct ms_srv *srv, const char *path, unsigned mode,
 /* Watch fd for input; fn runs from the loop when it is readable. */
 int ms_srv_watch(struct ms_srv *srv, int fd, void (*fn)(void *arg),
 		 void *arg);
-/* Run until ms_srv_stop(); 0, or -errno if epoll itself failed. */
+/* Run until ms_srv_stop(); 0, or -errno if the loop itself failed. */
 int ms_srv_run(struct ms_srv *srv);
 void ms_srv_stop(struct ms_srv *srv);
 unsigned ms_srv_conns(struct ms_srv *srv);

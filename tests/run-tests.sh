@@ -4,9 +4,11 @@
 #
 # usage: tests/run-tests.sh BUILD_DIR [--stress]
 #
-# Runs, in this order: each tests/unit/test_*.c and tests/crash/*.c binary;
-# each fuzz target's replay over tests/fuzz/corpus/<name>/; then pytest over
-# tests/integration if it holds test_*.py files.  Tests are found from their
+# Runs, in this order: each tests/unit/test_*.c binary; test_mstored again
+# with MSTORE_LOOP=epoll (the daemon's other event loop); each
+# tests/crash/*.c binary; each fuzz target's replay over
+# tests/fuzz/corpus/<name>/; then pytest over tests/integration if it
+# holds test_*.py files.  Tests are found from their
 # sources, so a test whose binary is missing fails instead of vanishing.
 #
 # A test program exits 0 (pass), 77 (skip: its last line of output says
@@ -99,6 +101,14 @@ for c in tests/unit/test_*.c; do
 	t=$(basename "$c" .c)
 	run_prog "unit/$t" "$build/tests/unit/$t"
 done
+
+# mstored's network loop is io_uring by default; run its test once more
+# on the epoll loop (io_engine = psync, or io_uring refused) so that both
+# stay tested
+if [ -e tests/unit/test_mstored.c ]; then
+	MSTORE_LOOP=epoll run_prog unit/test_mstored-epoll \
+		"$build/tests/unit/test_mstored"
+fi
 
 for c in tests/crash/*.c; do
 	t=$(basename "$c" .c)
