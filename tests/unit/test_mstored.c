@@ -917,7 +917,7 @@ static void test_pipelined_burst(void **state)
 		assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err), 0);
 		assert_int_equal(rep.status, 0);
 	}
-	assert_int_equal(mbox_status(c, "INBOX").messages, N);
+	assert_int_equal(msd_mbox_status(c, "INBOX").messages, N);
 	ms_client_close(&c);
 	assert_int_equal(msd_stop(&d), 0);
 }
@@ -936,7 +936,7 @@ static uint64_t counter_wait(struct ms_client *c, const char *key,
 {
 	uint64_t v = 0;
 	for (int i = 0; i < 300; i++) {
-		if ((v = counter(c, key)) == want)
+		if ((v = msd_counter(c, key)) == want)
 			break;
 		usleep(50000);
 	}
@@ -970,7 +970,7 @@ static void test_many_idle(void **state)
 	assert_int_equal(msd_user_add(&d, "max"), 0);
 	struct ms_client *adm = msd_connect(&d, NULL);
 	struct ms_client *c = msd_connect(&d, "max");
-	assert_int_equal(counter(adm, "srv.loop_uring"), want_uring);
+	assert_int_equal(msd_counter(adm, "srv.loop_uring"), want_uring);
 	static int fds[IDLE];
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	assert_true(strlen(d.sock) < sizeof(sa.sun_path));
@@ -990,8 +990,8 @@ static void test_many_idle(void **state)
 	uint64_t worst = 0, t0 = mono_ms();
 	for (int i = 0; i < 50; i++) {
 		uint64_t t = mono_ms();
-		assert_int_equal(append1(c, "INBOX", "busy", 4, 0).status, 0);
-		assert_int_equal(mbox_status(c, "INBOX").messages,
+		assert_int_equal(msd_append1(c, "INBOX", "busy", 4, 0).status, 0);
+		assert_int_equal(msd_mbox_status(c, "INBOX").messages,
 				 (uint32_t)i + 1);
 		if (mono_ms() - t > worst)
 			worst = mono_ms() - t;
@@ -1001,12 +1001,12 @@ static void test_many_idle(void **state)
 			 "all %llu ms",
 			 IDLE, (unsigned long long)worst,
 			 (unsigned long long)(mono_ms() - t0));
-	assert_int_equal(counter(adm, "srv.connections"), IDLE + 2);
+	assert_int_equal(msd_counter(adm, "srv.connections"), IDLE + 2);
 	for (int i = 0; i < IDLE; i++)
 		close(fds[i]);
 	assert_int_equal(counter_wait(adm, "srv.connections", 2), 2);
 	/* still serving */
-	assert_int_equal(mbox_status(c, "INBOX").messages, 50);
+	assert_int_equal(msd_mbox_status(c, "INBOX").messages, 50);
 	ms_client_close(&c);
 	ms_client_close(&adm);
 	assert_int_equal(msd_stop(&d), 0);
