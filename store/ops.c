@@ -2057,9 +2057,6 @@ static int plan_segment(struct ms_ops *ops, struct ms_idx_rd *rd, uint64_t seg,
    for the rewrite); what is left waits for the next run. */
 #define COMPACT_MAX_BYTES ((uint64_t)256 << 20)
 
-struct compact_run {
-	uint64_t purged_before, scanned, compacted, dropped, bytes, more;
-};
 
 /*
  * Purge what left the undelete window, then compact the sealed segments
@@ -2068,7 +2065,7 @@ struct compact_run {
  */
 static int run_compaction(struct ms_ops *ops, struct req *r,
 			  uint64_t threshold, int purge_only,
-			  struct compact_run *cr, const char **why_r)
+			  struct ms_compact_result *cr, const char **why_r)
 {
 	uint64_t now = (uint64_t)time(NULL);
 	struct ms_buf drops;
@@ -2185,7 +2182,7 @@ static int run_compaction(struct ms_ops *ops, struct req *r,
 static int op_compact(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 		      const struct ms_req_compact *q, const char **why_r)
 {
-	struct compact_run cr = { 0 };
+	struct ms_compact_result cr = { 0 };
 
 	if (!ms_conn_is_admin(c)) {
 		*why_r = "compaction is an admin operation";
@@ -2218,6 +2215,22 @@ static int op_compact(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 	return 0;
 }
 
+int ms_ops_compact(struct ms_ops *ops, uint32_t threshold, int purge_only,
+		   struct ms_compact_result *res_r, const char **error_r)
+{
+	memset(res_r, 0, sizeof(*res_r));
+	*error_r = "";
+	int ret = run_compaction(ops, NULL,
+				 threshold ? threshold : ops->compact_threshold,
+				 purge_only, res_r, error_r);
+	int r2 = settle(ops);
+	if (ret == 0 && r2 < 0) {
+		*error_r = "the log cannot be flushed";
+		ret = r2;
+	}
+	return ret;
+}
+
 /* Automatic compaction every compact_interval. */
 static void compact_tick(struct ms_ops *ops)
 {
@@ -2229,7 +2242,7 @@ static void compact_tick(struct ms_ops *ops)
 	if (now - ops->compact_last_ms < ops->compact_interval_ms)
 		return;
 	ops->compact_last_ms = now;
-	struct compact_run cr = { 0 };
+	struct ms_compact_result cr = { 0 };
 	const char *why = "";
 	int ret = run_compaction(ops, NULL, ops->compact_threshold, 0, &cr,
 				 &why);

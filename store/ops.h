@@ -46,4 +46,16 @@ void ms_ops_reload(struct ms_ops *ops, const struct ms_store_cfg *cfg);
 /* Settle everything in flight (shutdown). */
 void ms_ops_drain(struct ms_ops *ops);
 
+/*
+ * Purge what left the undelete window and compact (COMPACT's work,
+ * docs/protocol.md), for a tool that opened the store itself with no
+ * mstored running: everything is durable and applied on return.
+ * threshold 0: the configured one.  0, or the error with *error_r.
+ */
+struct ms_compact_result {
+	uint64_t purged_before, scanned, compacted, dropped, bytes, more;
+};
+int ms_ops_compact(struct ms_ops *ops, uint32_t threshold, int purge_only,
+		   struct ms_compact_result *res_r, const char **error_r);
+
 #endif

@@ -1,7 +1,8 @@
 /*
  * cmd_compact - `mstore -c FILE undelete USER MAILBOX [--since WHEN]` and
- * `mstore -c FILE compact [--threshold PERMILLE] [--purge-only]`: online,
- * through mstored's admin socket (mstored is the only writer).  Exit 0
+ * `mstore -c FILE compact [--threshold PERMILLE] [--purge-only]
+ * [--offline]`: online through mstored's admin socket (mstored is the
+ * only writer), or with --offline on a store no mstored runs on.  Exit 0
  * done, 1 the daemon refused (the reason is printed), 2 could not run.
  */
 #include <ctype.h>
@@ -12,6 +13,9 @@
 #include <time.h>
 
 #include "client.h"
+#include "msg.h"
+#include "ops.h"
+#include "store_cfg.h"
 #include "tools.h"
 
 /* unix seconds; YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS (UTC); N{s,m,h,d} ago */
@@ -112,14 +116,50 @@ int cmd_undelete(int argc, char **argv)
 	return TOOL_OK;
 }
 
+/* No mstored: open the store as mstored would (its lock keeps a
+   running daemon out) and do the same work. */
+static int compact_offline(uint32_t threshold, int purge_only)
+{
+	const struct ms_store_cfg *cfg = tool_cfg();
+	struct ms_compact_result res;
+	struct ms_ops *ops;
+	const char *err = "";
+
+	if (cfg == NULL) {
+		fprintf(stderr, "mstore compact --offline: give -c "
+				"mstore.conf\n");
+		return TOOL_FAILED;
+	}
+	if (ms_ops_open(cfg, &ops, &err) < 0) {
+		fprintf(stderr, "mstore compact: %s\n", err);
+		return TOOL_FAILED;
+	}
+	int ret = ms_ops_compact(ops, threshold, purge_only, &res, &err);
+	if (ret < 0)
+		fprintf(stderr, "mstore compact: %s (%s)\n", err,
+			ms_strerror(ret));
+	ms_ops_close(&ops);
+	if (ret < 0)
+		return TOOL_PROBLEMS;
+	printf("purged_before %" PRIu64 "\nsegments_scanned %" PRIu64
+	       "\nsegments_compacted %" PRIu64 "\nrecords_dropped %" PRIu64
+	       "\nbytes_dropped %" PRIu64 "\nmore %" PRIu64 "\n",
+	       res.purged_before, res.scanned, res.compacted, res.dropped,
+	       res.bytes, res.more);
+	return TOOL_OK;
+}
+
 int cmd_compact(int argc, char **argv)
 {
 	struct ms_req q = {.op = MS_OP_COMPACT};
 	struct ms_reply rep = {0};
 	const char *err = "";
+	int offline = 0;
 
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--purge-only") == 0) {
+		if (strcmp(argv[i], "--offline") == 0) {
+			offline = 1;
+		} else if (strcmp(argv[i], "--purge-only") == 0) {
 			q.u.compact.purge_only = 1;
 		} else if (strcmp(argv[i], "--threshold") == 0 &&
 			   i + 1 < argc) {
@@ -134,10 +174,13 @@ int cmd_compact(int argc, char **argv)
 		} else {
 			fprintf(stderr, "usage: mstore -c FILE compact "
 					"[--threshold PERMILLE] "
-					"[--purge-only]\n");
+					"[--purge-only] [--offline]\n");
 			return TOOL_FAILED;
 		}
 	}
+	if (offline)
+		return compact_offline(q.u.compact.threshold,
+				       q.u.compact.purge_only);
 	struct ms_client *c = tool_admin_connect();
 	if (c == NULL)
 		return TOOL_FAILED;

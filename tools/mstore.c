@@ -49,8 +49,8 @@ static const struct {
 	  "undelete USER MAILBOX [--since WHEN]   bring back expunged mail "
 	  "(WHEN: unix time, YYYY-MM-DD[THH:MM:SS] UTC, or 2h/3d ago)" },
 	{ "compact", cmd_compact,
-	  "compact [--threshold PERMILLE] [--purge-only]   purge what left "
-	  "the undelete window and compact mostly-dead segments" },
+	  "compact [--threshold PERMILLE] [--purge-only] [--offline]   purge "
+	  "what left the undelete window and compact mostly-dead segments" },
 	{ "stats", cmd_stats,
 	  "stats [DIR | --offline]   mstored's counters (online, -c FILE), "
 	  "or what the files hold" },

@@ -107,6 +107,22 @@ static void rebuild_equal(struct msd *d)
 	free(after);
 }
 
+/* Run `mstore -c CONF args`; its exit status, stdout in out (if set). */
+static int tool(struct msd *d, const char *args, char out[4096])
+{
+	char cmd[4000];
+	const char *b = getenv("MSTORE_BUILD");
+	snprintf(cmd, sizeof(cmd), "%s/mstore -c %s %s 2>/dev/null",
+		 b ? b : "build", d->conf, args);
+	FILE *p = popen(cmd, "r");
+	assert_non_null(p);
+	size_t n = fread(out ? out : cmd, 1, 4095, p);
+	if (out != NULL)
+		out[n] = '\0';
+	int st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 static void test_undelete(void **state)
 {
 	(void)state;
@@ -196,6 +212,18 @@ static void test_undelete(void **state)
 	r = undelete(c, "", "INBOX", 0, 0);
 	assert_int_equal(r.pairs.n, 0);
 
+	/* the tool: bad times refused, then the same op through it */
+	expunge(c, "INBOX", 11, 11);
+	assert_int_equal(tool(&d, "undelete ivy INBOX --since yesterday", NULL),
+			 2);
+	assert_int_equal(
+		tool(&d, "undelete ivy INBOX --since 2026-13-01", NULL), 2);
+	char out[4096];
+	assert_int_equal(tool(&d, "undelete ivy INBOX --since 1h", out), 0);
+	assert_non_null(strstr(out, "uid 11 restored as uid 15"));
+	assert_non_null(strstr(out, "1 messages restored in INBOX of ivy"));
+	assert_int_equal(tool(&d, "undelete nobody INBOX", out), 1);
+
 	/* the admin names the user */
 	expunge(c, "Old", 1, 1);
 	struct ms_client *adm = msd_connect(&d, NULL);
@@ -203,7 +231,7 @@ static void test_undelete(void **state)
 	r = undelete(adm, "ivy", "Old", 0, 0);
 	assert_int_equal(r.pairs.n, 1);
 	body_is(c, "Old", 2, body[0], sizeof(body[0]));
-	assert_int_equal(msd_counter(adm, "ops.undeleted"), 5);
+	assert_int_equal(msd_counter(adm, "ops.undeleted"), 6);
 	ms_client_close(&adm);
 	ms_client_close(&c);
 	rebuild_equal(&d);
@@ -324,11 +352,20 @@ static void test_compact_single_instance(void **state)
 	assert_int_equal(ar.status, 0);
 	body_is(c, "INBOX", ar.uid, big, sizeof(big));
 	assert_int_equal(count_type(&d, MS_REC_BODY), 41);
-	/* nothing more to do: a second run drops nothing */
-	assert_int_equal(compact(adm, 1000, "records_dropped"), 0);
+	/* nothing more to do: a second run drops nothing (the tool) */
+	char out[4096];
+	assert_int_equal(tool(&d, "compact --threshold 1000", out), 0);
+	assert_non_null(strstr(out, "records_dropped 0\n"));
+	assert_int_equal(tool(&d, "compact --threshold 0", NULL), 2);
+	/* offline compaction is refused while mstored runs (one writer) */
+	assert_int_equal(tool(&d, "compact --offline", NULL), 2);
 	ms_client_close(&adm);
 	ms_client_close(&c);
 	rebuild_equal(&d);
+	/* offline, with mstored stopped */
+	assert_int_equal(tool(&d, "compact --offline --threshold 1000", out),
+			 0);
+	assert_non_null(strstr(out, "segments_compacted 0\n"));
 	/* and the store verifies */
 	char cmd[4000];
 	snprintf(cmd, sizeof(cmd),
