@@ -258,8 +258,37 @@ run: all
 stop:
 	tests/lib/run.sh stop $(B)
 
-install: all
-	install -d '$(DESTDIR)$(PREFIX)/bin' '$(DESTDIR)$(PREFIX)/sbin'
+# Man pages: mstore.conf(5) is written from docs/config.md (one place for
+# the keys).  systemd units get the install paths.
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+MAN_PAGES = man/mstore.1 man/mstored.8 man/mstore-lmtpd.8 \
+	$(wildcard man/udsync.8)
+UNITS = $(patsubst dist/systemd/%.in,$(B)/dist/%,$(wildcard dist/systemd/*.in))
+
+$(B)/man/mstore.conf.5: docs/config.md man/mkconfman.sh
+	@mkdir -p $(@D)
+	sh man/mkconfman.sh docs/config.md > $@
+
+$(B)/dist/%: dist/systemd/%.in
+	@mkdir -p $(@D)
+	sed -e 's|@SBINDIR@|$(PREFIX)/sbin|g' \
+		-e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' $< > $@
+
+install: all $(B)/man/mstore.conf.5 $(UNITS)
+	install -d '$(DESTDIR)$(PREFIX)/bin' '$(DESTDIR)$(PREFIX)/sbin' \
+		'$(DESTDIR)$(PREFIX)/share/man/man1' \
+		'$(DESTDIR)$(PREFIX)/share/man/man5' \
+		'$(DESTDIR)$(PREFIX)/share/man/man8' \
+		'$(DESTDIR)$(PREFIX)/lib/systemd/system' \
+		'$(DESTDIR)$(PREFIX)/share/doc/mstore/examples'
+	install -m 644 man/*.1 '$(DESTDIR)$(PREFIX)/share/man/man1/'
+	install -m 644 $(B)/man/mstore.conf.5 \
+		'$(DESTDIR)$(PREFIX)/share/man/man5/'
+	install -m 644 $(filter %.8,$(MAN_PAGES)) \
+		'$(DESTDIR)$(PREFIX)/share/man/man8/'
+	install -m 644 $(UNITS) '$(DESTDIR)$(PREFIX)/lib/systemd/system/'
+	install -m 644 docs/examples/* \
+		'$(DESTDIR)$(PREFIX)/share/doc/mstore/examples/'
 	$(if $(MSTORE),install -m 755 $(MSTORE) '$(DESTDIR)$(PREFIX)/bin/')
 	$(if $(MSTORED)$(LMTPD)$(UDSYNC),install -m 755 $(MSTORED) $(LMTPD) \
 		$(UDSYNC) '$(DESTDIR)$(PREFIX)/sbin/')
