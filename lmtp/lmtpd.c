@@ -45,6 +45,7 @@
 #include "lmtp_session.h"
 #include "lmtp_store.h"
 #include "msg.h"
+#include "privs.h"
 #include "store_cfg.h"
 
 struct daemon {
@@ -81,32 +82,6 @@ static void on_tick(void *ctx)
 		lmtp_loop_stop(d->loop);
 }
 
-static int drop_privileges(const char *user, const char *socket)
-{
-	if (user == NULL || getuid() != 0)
-		return 0;
-	struct passwd *pw = getpwnam(user);
-	if (pw == NULL) {
-		msg_error("user %s does not exist", user);
-		return -1;
-	}
-	if (socket != NULL && lchown(socket, pw->pw_uid, pw->pw_gid) < 0) {
-		msg_error("cannot give %s to %s: %s", socket, user,
-			  strerror(errno));
-		return -1;
-	}
-	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 ||
-	    setuid(pw->pw_uid) < 0) {
-		msg_error("cannot become %s: %s", user, strerror(errno));
-		return -1;
-	}
-	if (setuid(0) == 0) {
-		msg_error("dropped to %s but could regain root", user);
-		return -1;
-	}
-	msg_info("running as %s (uid %u)", user, (unsigned)pw->pw_uid);
-	return 0;
-}
 
 /* A message and its recipients must fit one APPEND frame. */
 static int check_sizes(const struct lmtp_cfg *lc,
@@ -213,8 +188,9 @@ int main(int argc, char **argv)
 		msg_error("%s", err);
 		goto out;
 	}
-	if (drop_privileges(lcfg.user != NULL ? lcfg.user : scfg.user,
-			    lcfg.socket) < 0)
+	const char *mine[] = { lcfg.socket };
+	if (ms_privs_drop(lcfg.user != NULL ? lcfg.user : scfg.user, mine,
+			  1) < 0)
 		goto out;
 	if (lmtp_server_start(d.srv, &err) < 0 ||
 	    lmtp_loop_add(d.loop, &d.sigw, EPOLLIN) < 0) {

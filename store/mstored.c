@@ -44,6 +44,7 @@
 
 #include "msg.h"
 #include "ops.h"
+#include "privs.h"
 #include "srv.h"
 #include "store_cfg.h"
 
@@ -202,40 +203,24 @@ static int chown_tree(const char *path, uid_t uid, gid_t gid, int depth)
 static int drop_privileges(const char *user, const struct ms_store_cfg *cfg,
 			   const char *index)
 {
+	uid_t uid;
+	gid_t gid;
+
 	if (user == NULL || getuid() != 0)
 		return 0;
-	struct passwd *pw = getpwnam(user);
-	if (pw == NULL) {
-		msg_error("[store] user %s does not exist", user);
+	if (ms_privs_lookup(user, &uid, &gid) < 0)
 		return -1;
-	}
 	const char *paths[] = { cfg->primary, cfg->secondary, index };
 	for (size_t i = 0; i < 3; i++) {
-		if (paths[i] != NULL &&
-		    chown_tree(paths[i], pw->pw_uid, pw->pw_gid, 2) < 0) {
+		if (paths[i] != NULL && chown_tree(paths[i], uid, gid, 2) < 0) {
 			msg_error("cannot give %s to %s: %s", paths[i], user,
 				  strerror(errno));
 			return -1;
 		}
 	}
 	/* the sockets too, so that the user's group can be let in */
-	if (lchown(cfg->socket, pw->pw_uid, pw->pw_gid) < 0 ||
-	    lchown(cfg->admin_socket, pw->pw_uid, pw->pw_gid) < 0) {
-		msg_error("cannot give the sockets to %s: %s", user,
-			  strerror(errno));
-		return -1;
-	}
-	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 ||
-	    setuid(pw->pw_uid) < 0) {
-		msg_error("cannot become %s: %s", user, strerror(errno));
-		return -1;
-	}
-	if (setuid(0) == 0) {
-		msg_error("dropped to %s but could regain root", user);
-		return -1;
-	}
-	msg_info("running as %s (uid %u)", user, (unsigned)pw->pw_uid);
-	return 0;
+	const char *socks[] = { cfg->socket, cfg->admin_socket };
+	return ms_privs_drop(user, socks, 2);
 }
 
 int main(int argc, char **argv)

@@ -1585,6 +1585,44 @@ static void place_from_msg(struct ms_event *ev, const struct ms_idx_msg *m,
 	ms_buf_append(kwbuf, m->keywords, m->keywords_len);
 }
 
+/* Room in user u's quota for n more messages of bytes in all (what is
+   in flight counts).  0 or -EDQUOT. */
+static int quota_room(struct ms_ops *ops, const struct ms_idx_user *u,
+		      uint64_t bytes, size_t n, const char **why_r)
+{
+	struct upend *up = upend_get(ops, u->id);
+
+	if (n == 0)
+		return 0;
+	if ((u->max_bytes && u->use_bytes + up->bytes + bytes > u->max_bytes) ||
+	    (u->max_messages &&
+	     u->use_messages + up->msgs + n > u->max_messages)) {
+		*why_r = "over quota";
+		return -EDQUOT;
+	}
+	return 0;
+}
+
+/* Give the PLACEs of place_from_msg() their uids and modseqs in mailbox
+   ms and append them to r; pairs[i].dst_uid gets each uid. */
+static int place_all(struct req *r, struct mstate *ms, struct ms_event *evs,
+		     size_t n, const struct ms_buf *kwbuf,
+		     struct ms_uid_pair *pairs)
+{
+	int ret = 0;
+
+	for (size_t i = 0; i < n && ret == 0; i++) {
+		struct ms_event_place *p = &evs[i].u.place;
+		p->keywords.packed =
+			kwbuf->data + (uintptr_t)p->keywords.packed;
+		p->uid = (uint32_t)ms->uidnext++;
+		p->modseq = ++ms->modseq;
+		pairs[i].dst_uid = p->uid;
+		ret = req_append_event(r, &evs[i], NULL);
+	}
+	return ret;
+}
+
 static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 			uint16_t op, uint32_t id, const struct ms_req_uids *q,
 			const char **why_r)
@@ -1640,29 +1678,14 @@ static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		}
 		ms_idx_iter_free(&it);
 	}
-	if (ret == 0 && op == MS_OP_COPY && n > 0) {
-		struct upend *up = upend_get(ops, s->user_id);
-		if ((u.max_bytes &&
-		     u.use_bytes + up->bytes + bytes > u.max_bytes) ||
-		    (u.max_messages &&
-		     u.use_messages + up->msgs + n > u.max_messages)) {
-			ret = -EDQUOT;
-			*why_r = "over quota";
-		}
-	}
+	if (ret == 0 && op == MS_OP_COPY)
+		ret = quota_room(ops, &u, bytes, n, why_r);
 	ms_idx_read_end(&rd);
 	if (ret < 0)
 		goto out;
 
 	struct req *r = req_new(ops, c, op, id);
-	for (size_t i = 0; i < n && ret == 0; i++) {
-		struct ms_event_place *p = &evs[i].u.place;
-		p->keywords.packed = kwbuf.data + (uintptr_t)p->keywords.packed;
-		p->uid = (uint32_t)ms->uidnext++;
-		p->modseq = ++ms->modseq;
-		pairs[i].dst_uid = p->uid;
-		ret = req_append_event(r, &evs[i], NULL);
-	}
+	ret = place_all(r, ms, evs, n, &kwbuf, pairs);
 	if (ret == 0 && op == MS_OP_MOVE && n > 0) {
 		/* the sources, as ranges (they came in uid order) */
 		struct ms_event_range *rg = ms_calloc(n, sizeof(*rg));
@@ -1786,29 +1809,14 @@ static int op_undelete(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		n++;
 	}
 	ms_idx_iter_free(&it);
-	if (ret == 0 && n > 0) {
-		struct upend *up = upend_get(ops, u.id);
-		if ((u.max_bytes &&
-		     u.use_bytes + up->bytes + bytes > u.max_bytes) ||
-		    (u.max_messages &&
-		     u.use_messages + up->msgs + n > u.max_messages)) {
-			ret = -EDQUOT;
-			*why_r = "over quota";
-		}
-	}
+	if (ret == 0)
+		ret = quota_room(ops, &u, bytes, n, why_r);
 	ms_idx_read_end(&rd);
 	if (ret < 0)
 		goto out;
 
 	struct req *r = req_new(ops, c, MS_OP_UNDELETE, id);
-	for (size_t i = 0; i < n && ret == 0; i++) {
-		struct ms_event_place *p = &evs[i].u.place;
-		p->keywords.packed = kwbuf.data + (uintptr_t)p->keywords.packed;
-		p->uid = (uint32_t)ms->uidnext++;
-		p->modseq = ++ms->modseq;
-		pairs[i].dst_uid = p->uid;
-		ret = req_append_event(r, &evs[i], NULL);
-	}
+	ret = place_all(r, ms, evs, n, &kwbuf, pairs);
 	if (ret < 0 && r->pending == 0) {
 		req_free(r);
 		*why_r = "the store refused the write";

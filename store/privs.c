@@ -1,0 +1,51 @@
+/*
+ * privs.c - see privs.h.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "msg.h"
+#include "privs.h"
+
+int ms_privs_lookup(const char *user, uid_t *uid_r, gid_t *gid_r)
+{
+	struct passwd *pw = getpwnam(user);
+	if (pw == NULL) {
+		msg_error("user %s does not exist", user);
+		return -1;
+	}
+	*uid_r = pw->pw_uid;
+	*gid_r = pw->pw_gid;
+	return 0;
+}
+
+int ms_privs_drop(const char *user, const char *const *paths, size_t n)
+{
+	uid_t uid;
+	gid_t gid;
+
+	if (user == NULL || getuid() != 0)
+		return 0;
+	if (ms_privs_lookup(user, &uid, &gid) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (paths[i] != NULL && lchown(paths[i], uid, gid) < 0) {
+			msg_error("cannot give %s to %s: %s", paths[i], user,
+				  strerror(errno));
+			return -1;
+		}
+	}
+	if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0) {
+		msg_error("cannot become %s: %s", user, strerror(errno));
+		return -1;
+	}
+	if (setuid(0) == 0) {
+		msg_error("dropped to %s but could regain root", user);
+		return -1;
+	}
+	msg_info("running as %s (uid %u)", user, (unsigned)uid);
+	return 0;
+}
