@@ -65,6 +65,10 @@ struct req {
 	uint64_t *pend_quota_users;
 	size_t npend_quota;
 	uint64_t pend_quota_bytes;
+	/* replication = sync: the seq of its last record, and since when
+	   its reply waits for the DR site */
+	uint64_t max_seq;
+	uint64_t dr_wait_ms;
 	struct req *next;
 };
 
@@ -90,6 +94,40 @@ struct upend {			/* quota use in flight per user */
 };
 
 #define MSTATE_BUCKETS 4096
+
+/*
+ * Replication state (udsync, docs/replication.md).  udsync send learns
+ * the durable end with REPL_WAIT and reports the DR site's durable
+ * position with REPL_ACK.  With replication = sync a reply that wrote
+ * records waits on dr_wait until the DR ack covers its last record; if
+ * the DR site is away longer than sync_timeout the daemon is "degraded":
+ * it refuses writes (sync_fallback = refuse) or acknowledges without the
+ * DR site (async), until the DR site has caught up again.
+ */
+struct repl_waiter {		/* a REPL_WAIT request */
+	struct ms_conn *conn;	/* a reference */
+	uint32_t id;
+	struct ms_pos from;
+	uint64_t deadline_ms;
+	struct repl_waiter *next;
+};
+
+struct repl {
+	int sync;		/* replication = sync */
+	int fallback_async;	/* sync_fallback = async */
+	uint64_t timeout_ms;	/* sync_timeout */
+	struct repl_waiter *waiters;
+	/* the last REPL_ACK */
+	int have_ack;
+	struct ms_pos dr_pos;
+	uint64_t dr_seq;
+	unsigned dr_state;	/* enum ms_repl_state */
+	uint64_t ack_ms;	/* when it came */
+	uint64_t behind_ms;	/* since when DR is behind; 0: it is not */
+	int degraded;		/* sync mode, DR away past the timeout */
+	struct req *dr_wait, *dr_wait_tail;
+	uint64_t n_waiting, n_timeouts, n_refused, n_released_async;
+};
 
 struct ms_ops {
 	struct ms_log *log;
@@ -135,9 +173,13 @@ struct ms_ops {
 	size_t ndying, capdying;
 	uint64_t n_compactions, n_segs_compacted, n_recs_dropped;
 	uint64_t n_bytes_dropped, n_compact_errors, n_undeleted;
+	struct repl repl;	/* udsync: see "replication" below */
 };
 
 /* ---- small helpers ---- */
+
+#define REPL_COUNTERS 15
+static size_t repl_counters(struct ms_ops *ops, struct ms_counter *cs);
 
 static uint64_t now_ms(void);
 
@@ -339,6 +381,8 @@ static void rec_done(void *ctx, int status, uint64_t seq, struct ms_pos pos)
 	(void)seq;
 	(void)pos;
 	r->ops->completions++;
+	if (seq > r->max_seq)
+		r->max_seq = seq;
 	if (status != 0 && r->status == 0)
 		r->status = status;
 	if (--r->pending == 0)
@@ -606,9 +650,12 @@ static int op_status(struct ms_ops *ops, struct ms_conn *c, uint32_t id)
 		{ MS_PSTR("srv.loop_uring"),
 		  ops->srv ? (uint64_t)ms_srv_loop_uring(ops->srv) : 0 },
 	};
+	struct ms_counter all[MS_ARRAY_SIZE(cs) + REPL_COUNTERS];
+	memcpy(all, cs, sizeof(cs));
+	size_t n = MS_ARRAY_SIZE(cs) + repl_counters(ops, all + MS_ARRAY_SIZE(cs));
 	struct ms_reply rep = { .op = MS_OP_STATUS };
-	rep.u.counters.n = MS_ARRAY_SIZE(cs);
-	rep.u.counters.list = cs;
+	rep.u.counters.n = (uint32_t)n;
+	rep.u.counters.list = all;
 	reply_now(c, id, &rep);
 	return 0;
 }
@@ -2335,6 +2382,330 @@ static void wake_waiters(struct ms_ops *ops)
 	ops->ntouched = 0;
 }
 
+/* ---- replication (udsync): REPL_WAIT, REPL_ACK, sync mode ---- */
+
+/* Ops that write records (refused while sync mode is degraded/refuse). */
+static int op_writes(uint16_t op)
+{
+	switch (op) {
+	case MS_OP_USER_CREATE:
+	case MS_OP_USER_DELETE:
+	case MS_OP_MBOX_CREATE:
+	case MS_OP_MBOX_RENAME:
+	case MS_OP_MBOX_DELETE:
+	case MS_OP_MBOX_SUBSCRIBE:
+	case MS_OP_APPEND:
+	case MS_OP_STORE:
+	case MS_OP_EXPUNGE:
+	case MS_OP_COPY:
+	case MS_OP_MOVE:
+	case MS_OP_UNDELETE:
+	case MS_OP_QUOTA_SET:
+	case MS_OP_COMPACT:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static void repl_reply(struct ms_ops *ops, struct ms_conn *c, uint16_t op,
+		       uint32_t id)
+{
+	struct ms_log_status ls;
+	struct ms_reply rep = { .op = op };
+
+	ms_log_get_status(ops->log, &ls);
+	rep.u.repl.seg = ls.durable.seg;
+	rep.u.repl.off = ls.durable.off;
+	rep.u.repl.seq = ls.durable_seq;
+	rep.u.repl.timeline = ls.timeline;
+	reply_now(c, id, &rep);
+}
+
+static int op_repl_wait(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
+			const struct ms_req_repl_wait *q, const char **why_r)
+{
+	struct ms_log_status ls;
+	struct ms_pos from = { q->seg, q->off };
+
+	if (!ms_conn_is_admin(c)) {
+		*why_r = "the replication feed is an admin operation";
+		return -EACCES;
+	}
+	ms_log_get_status(ops->log, &ls);
+	if (q->timeout_ms == 0 || ms_pos_cmp(ls.durable, from) > 0) {
+		repl_reply(ops, c, MS_OP_REPL_WAIT, id);
+		return 0;
+	}
+	struct repl_waiter *w = ms_calloc(1, sizeof(*w));
+	w->conn = c;
+	ms_conn_ref(c);
+	w->id = id;
+	w->from = from;
+	w->deadline_ms = now_ms() + q->timeout_ms;
+	w->next = ops->repl.waiters;
+	ops->repl.waiters = w;
+	return 0;
+}
+
+static void repl_send_held(struct req *r)
+{
+	ms_conn_send(r->conn, r->reply.data, r->reply.len);
+	req_free(r);
+}
+
+/* Answer the held replies the DR ack covers (all: force). */
+static void repl_release(struct ms_ops *ops, int force, int refuse)
+{
+	struct repl *rp = &ops->repl;
+	struct req **pr = &rp->dr_wait;
+
+	rp->dr_wait_tail = NULL;
+	while (*pr != NULL) {
+		struct req *r = *pr;
+		if (!force && !(rp->have_ack && r->max_seq <= rp->dr_seq)) {
+			rp->dr_wait_tail = r;
+			pr = &r->next;
+			continue;
+		}
+		*pr = r->next;
+		rp->n_waiting--;
+		if (refuse) {
+			/* durable here, not confirmed there: a temporary
+			   error, so the client retries (never a silent loss;
+			   a retry may store the message twice) */
+			ms_buf_reset(&r->reply);
+			ms_proto_error(&r->reply, r->op, r->id, -EAGAIN,
+				       "not confirmed by the DR site "
+				       "(replication = sync); try again");
+			rp->n_refused++;
+		} else if (force) {
+			rp->n_released_async++;
+		}
+		repl_send_held(r);
+	}
+}
+
+static int op_repl_ack(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
+		       const struct ms_req_repl_ack *q, const char **why_r)
+{
+	struct repl *rp = &ops->repl;
+	struct ms_log_status ls;
+	struct ms_pos dr = { q->seg, q->off };
+
+	if (!ms_conn_is_admin(c)) {
+		*why_r = "the replication ack is an admin operation";
+		return -EACCES;
+	}
+	ms_log_get_status(ops->log, &ls);
+	/* (seg + 1, 0) is how the DR site says "segment seg complete",
+	   which may be past the durable end here: check the seq only */
+	if (q->seq > ls.durable_seq) {
+		*why_r = ms_errf("DR position %llu:%llu seq %llu is past the "
+				 "durable end %llu:%llu seq %llu",
+				 (unsigned long long)q->seg,
+				 (unsigned long long)q->off,
+				 (unsigned long long)q->seq,
+				 (unsigned long long)ls.durable.seg,
+				 (unsigned long long)ls.durable.off,
+				 (unsigned long long)ls.durable_seq);
+		return -EINVAL;
+	}
+	if (rp->dr_state != q->state || !rp->have_ack)
+		msg_info("replication: DR site %s at %llu:%llu seq %llu",
+			 q->state == MS_REPL_STREAMING	 ? "streaming"
+			 : q->state == MS_REPL_CATCHING_UP ? "catching up"
+							   : "disconnected",
+			 (unsigned long long)q->seg, (unsigned long long)q->off,
+			 (unsigned long long)q->seq);
+	rp->have_ack = 1;
+	rp->dr_pos = dr;
+	rp->dr_seq = q->seq;
+	rp->dr_state = q->state;
+	rp->ack_ms = now_ms();
+	if (rp->dr_seq >= ls.durable_seq)
+		rp->behind_ms = 0;
+	if (rp->degraded && rp->dr_seq >= ls.durable_seq &&
+	    q->state != MS_REPL_DISCONNECTED) {
+		rp->degraded = 0;
+		msg_warn("replication: the DR site has caught up; sync "
+			 "replication is back on");
+	}
+	repl_release(ops, 0, 0);
+	repl_reply(ops, c, MS_OP_REPL_ACK, id);
+	return 0;
+}
+
+/* Sync mode and not degraded into async: replies wait for the DR ack. */
+static int repl_holds(const struct ms_ops *ops)
+{
+	return ops->repl.sync && !ops->repl.degraded;
+}
+
+/* Sync mode, degraded, sync_fallback = refuse: writes are refused. */
+static int repl_refuses(const struct ms_ops *ops)
+{
+	return ops->repl.sync && ops->repl.degraded &&
+	       !ops->repl.fallback_async;
+}
+
+/* A reply is ready: hold it for the DR site?  1 if it was taken. */
+static int repl_hold(struct ms_ops *ops, struct req *r)
+{
+	struct repl *rp = &ops->repl;
+
+	if (!repl_holds(ops) || r->status != 0 || r->max_seq == 0 ||
+	    (rp->have_ack && r->max_seq <= rp->dr_seq))
+		return 0;
+	r->next = NULL;
+	r->dr_wait_ms = now_ms();
+	if (rp->dr_wait_tail != NULL)
+		rp->dr_wait_tail->next = r;
+	else
+		rp->dr_wait = r;
+	rp->dr_wait_tail = r;
+	rp->n_waiting++;
+	return 1;
+}
+
+/* Each turn: wake REPL_WAITs, watch the DR site's lag and timeout. */
+static void repl_tick(struct ms_ops *ops)
+{
+	struct repl *rp = &ops->repl;
+	struct ms_log_status ls;
+	uint64_t now = now_ms();
+
+	ms_log_get_status(ops->log, &ls);
+	for (struct repl_waiter **pw = &rp->waiters; *pw != NULL;) {
+		struct repl_waiter *w = *pw;
+		int closed = ms_conn_is_closed(w->conn);
+		if (!closed && ms_pos_cmp(ls.durable, w->from) <= 0 &&
+		    now < w->deadline_ms) {
+			pw = &w->next;
+			continue;
+		}
+		*pw = w->next;
+		if (!closed)
+			repl_reply(ops, w->conn, MS_OP_REPL_WAIT, w->id);
+		ms_conn_unref(&w->conn);
+		free(w);
+	}
+	if (!rp->have_ack || rp->dr_seq < ls.durable_seq) {
+		if (rp->behind_ms == 0)
+			rp->behind_ms = now;
+	} else {
+		rp->behind_ms = 0;
+	}
+	/* no ack for a while: the sender (or its link) is gone */
+	if (rp->have_ack && rp->dr_state != MS_REPL_DISCONNECTED &&
+	    now - rp->ack_ms > 5000) {
+		rp->dr_state = MS_REPL_DISCONNECTED;
+		msg_warn("replication: no word from udsync for 5 s; DR site "
+			 "disconnected");
+	}
+	if (!rp->sync || rp->degraded)
+		return;
+	int late = rp->dr_wait != NULL &&
+		   now - rp->dr_wait->dr_wait_ms > rp->timeout_ms;
+	if (!late)
+		return;
+	rp->degraded = 1;
+	rp->n_timeouts++;
+	if (rp->fallback_async) {
+		msg_error("replication: the DR site has not confirmed for "
+			  "%llu ms (sync_timeout): DEGRADED, falling back to "
+			  "async replication until it catches up",
+			  (unsigned long long)rp->timeout_ms);
+		repl_release(ops, 1, 0);
+	} else {
+		msg_error("replication: the DR site has not confirmed for "
+			  "%llu ms (sync_timeout): DEGRADED, refusing writes "
+			  "with a temporary error until it catches up",
+			  (unsigned long long)rp->timeout_ms);
+		repl_release(ops, 1, 1);
+	}
+}
+
+/* Bytes of log between the DR position and the durable end. */
+static uint64_t repl_lag_bytes(struct ms_ops *ops,
+			       const struct ms_log_status *ls)
+{
+	const struct repl *rp = &ops->repl;
+	struct ms_pos dr = rp->have_ack ? rp->dr_pos : (struct ms_pos){ 0, 0 };
+	uint64_t lag = 0;
+	size_t n;
+	const uint64_t *segs = ms_log_segments(ops->log, &n);
+
+	if (ms_pos_cmp(dr, ls->durable) >= 0)
+		return 0;
+	if (dr.seg == ls->durable.seg)
+		return ls->durable.off - dr.off;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t size, alloc;
+		if (segs[i] < dr.seg || segs[i] >= ls->durable.seg)
+			continue;
+		if (ms_log_seg_space(ops->log, segs[i], &size, &alloc) < 0)
+			continue;
+		lag += segs[i] == dr.seg && size > dr.off ? size - dr.off
+							  : size;
+	}
+	return lag + ls->durable.off;
+}
+
+/* The repl.* counters of STATUS, into cs[0..]; returns how many. */
+static size_t repl_counters(struct ms_ops *ops, struct ms_counter *cs)
+{
+	const struct repl *rp = &ops->repl;
+	struct ms_log_status ls;
+	uint64_t now = now_ms();
+	size_t n = 0;
+
+	ms_log_get_status(ops->log, &ls);
+	/* state: 0 disconnected, 1 catching up, 2 streaming, 3 degraded */
+	uint64_t state = rp->degraded	? 3
+			 : rp->have_ack ? rp->dr_state
+					: MS_REPL_DISCONNECTED;
+	uint64_t lag_rec = rp->have_ack && rp->dr_seq < ls.durable_seq
+				   ? ls.durable_seq - rp->dr_seq
+				   : (rp->have_ack ? 0 : ls.durable_seq);
+#define C(k, v) cs[n++] = (struct ms_counter){ MS_PSTR(k), (uint64_t)(v) }
+	C("repl.sync", rp->sync);
+	C("repl.fallback_async", rp->fallback_async);
+	C("repl.state", state);
+	C("repl.degraded", rp->degraded);
+	C("repl.connected", rp->have_ack && rp->dr_state != MS_REPL_DISCONNECTED);
+	C("repl.dr_seq", rp->dr_seq);
+	C("repl.dr_segment", rp->dr_pos.seg);
+	C("repl.dr_offset", rp->dr_pos.off);
+	C("repl.lag_records", lag_rec);
+	C("repl.lag_bytes", repl_lag_bytes(ops, &ls));
+	C("repl.lag_ms", rp->behind_ms ? now - rp->behind_ms : 0);
+	C("repl.sync_waiting", rp->n_waiting);
+	C("repl.sync_timeouts", rp->n_timeouts);
+	C("repl.sync_refused", rp->n_refused);
+	C("repl.sync_released_async", rp->n_released_async);
+#undef C
+	ms_assert(n == REPL_COUNTERS);
+	return n;
+}
+
+static void repl_close(struct ms_ops *ops)
+{
+	struct repl *rp = &ops->repl;
+	while (rp->waiters != NULL) {
+		struct repl_waiter *w = rp->waiters;
+		rp->waiters = w->next;
+		ms_conn_unref(&w->conn);
+		free(w);
+	}
+	while (rp->dr_wait != NULL) {
+		struct req *r = rp->dr_wait;
+		rp->dr_wait = r->next;
+		req_free(r);
+	}
+	rp->dr_wait_tail = NULL;
+}
+
 void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 		    const struct ms_proto_hdr *h, const uint8_t *body,
 		    size_t len)
@@ -2358,6 +2729,14 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 	if (!s->hello && q.op != MS_OP_HELLO) {
 		ops->n_errors++;
 		reply_error(c, h->op, h->id, -EACCES, "say hello first");
+		return;
+	}
+	if (op_writes(q.op) && repl_refuses(ops)) {
+		ops->n_errors++;
+		ops->repl.n_refused++;
+		reply_error(c, h->op, h->id, -EAGAIN,
+			    "the DR site is away (replication = sync): "
+			    "writes are refused for now, try again later");
 		return;
 	}
 	switch (q.op) {
@@ -2426,6 +2805,12 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 		break;
 	case MS_OP_COMPACT:
 		ret = op_compact(ops, c, h->id, &q.u.compact, &why);
+		break;
+	case MS_OP_REPL_WAIT:
+		ret = op_repl_wait(ops, c, h->id, &q.u.repl_wait, &why);
+		break;
+	case MS_OP_REPL_ACK:
+		ret = op_repl_ack(ops, c, h->id, &q.u.repl_ack, &why);
 		break;
 	default:
 		ret = -EOPNOTSUPP;
@@ -2525,9 +2910,12 @@ void ms_ops_tick(struct ms_ops *ops)
 						 "writable copy of the log"
 					       : ms_strerror(r->status));
 		}
+		if (repl_hold(ops, r))
+			continue;
 		ms_conn_send(r->conn, r->reply.data, r->reply.len);
 		req_free(r);
 	}
+	repl_tick(ops);
 	scrub_tick(ops);
 	compact_tick(ops);
 	if (ms_log_dead(ops->log) && !ops->dead_reported) {
@@ -2564,6 +2952,11 @@ void ms_ops_reload(struct ms_ops *ops, const struct ms_store_cfg *cfg)
 	ops->undelete_window_s = cfg->undelete_window / 1000;
 	ops->compact_threshold = cfg->compact_threshold;
 	ops->compact_interval_ms = cfg->compact_interval;
+	ops->repl.sync = cfg->replication == MS_REPL_SYNC;
+	ops->repl.fallback_async = cfg->sync_fallback == MS_FALLBACK_ASYNC;
+	ops->repl.timeout_ms = cfg->sync_timeout;
+	if (!ops->repl.sync)
+		repl_release(ops, 1, 0);
 }
 
 void ms_ops_drain(struct ms_ops *ops)
@@ -2712,6 +3105,7 @@ void ms_ops_close(struct ms_ops **opsp)
 		ms_idx_abort(&ops->txn);
 	if (ops->log != NULL)
 		ms_log_set_apply_hook(ops->log, NULL, NULL);
+	repl_close(ops);
 	while (ops->inflight != NULL) {
 		struct req *r = ops->inflight;
 		ops->inflight = r->next;

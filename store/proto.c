@@ -39,6 +39,8 @@ static const char *const op_names[] = {
 	[MS_OP_QUOTA_SET] = "quota-set",
 	[MS_OP_WAIT] = "wait",
 	[MS_OP_COMPACT] = "compact",
+	[MS_OP_REPL_WAIT] = "repl-wait",
+	[MS_OP_REPL_ACK] = "repl-ack",
 };
 
 bool ms_op_known(uint16_t op)
@@ -694,6 +696,29 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 		c->purge_only = get_bool(d, "purge_only");
 		break;
 	}
+	case MS_OP_REPL_WAIT: {
+		struct ms_req_repl_wait *w = &r->u.repl_wait;
+		w->seg = ms_dec_u64(d, "seg");
+		w->off = ms_dec_u64(d, "off");
+		off = ms_dec_off(d);
+		w->timeout_ms = ms_dec_u32(d, "timeout_ms");
+		if (d->ret == 0 && w->timeout_ms > MS_PROTO_MAX_WAIT_MS)
+			ms_dec_bad(d, "timeout_ms", off,
+				   ms_errf("%u, more than %u", w->timeout_ms,
+					   MS_PROTO_MAX_WAIT_MS));
+		break;
+	}
+	case MS_OP_REPL_ACK: {
+		struct ms_req_repl_ack *a = &r->u.repl_ack;
+		a->seg = ms_dec_u64(d, "seg");
+		a->off = ms_dec_u64(d, "off");
+		a->seq = ms_dec_u64(d, "seq");
+		off = ms_dec_off(d);
+		a->state = ms_dec_u8(d, "state");
+		if (d->ret == 0 && a->state > MS_REPL_STATE_MAX)
+			ms_dec_bad(d, "state", off, ms_errf("%u", a->state));
+		break;
+	}
 	default:
 		/* the caller refused every other op */
 		ms_assert(!"unexpected op");
@@ -792,6 +817,13 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 		break;
 	case MS_OP_WAIT:
 		r->u.highestmodseq = ms_dec_u64(d, "highestmodseq");
+		break;
+	case MS_OP_REPL_WAIT:
+	case MS_OP_REPL_ACK:
+		r->u.repl.seg = ms_dec_u64(d, "seg");
+		r->u.repl.off = ms_dec_u64(d, "off");
+		r->u.repl.seq = ms_dec_u64(d, "seq");
+		r->u.repl.timeline = ms_dec_u64(d, "timeline");
 		break;
 	default:
 		ms_assert(!"unexpected op");
@@ -1433,6 +1465,17 @@ static void put_req(struct enc *e, const void *src)
 		put32(e, r->u.compact.threshold);
 		put8(e, r->u.compact.purge_only);
 		break;
+	case MS_OP_REPL_WAIT:
+		put64(e, r->u.repl_wait.seg);
+		put64(e, r->u.repl_wait.off);
+		put32(e, r->u.repl_wait.timeout_ms);
+		break;
+	case MS_OP_REPL_ACK:
+		put64(e, r->u.repl_ack.seg);
+		put64(e, r->u.repl_ack.off);
+		put64(e, r->u.repl_ack.seq);
+		put8(e, r->u.repl_ack.state);
+		break;
 	default:
 		ms_assert(!"unexpected op");
 	}
@@ -1523,6 +1566,13 @@ static void put_reply(struct enc *e, const void *src)
 		break;
 	case MS_OP_WAIT:
 		put64(e, r->u.highestmodseq);
+		break;
+	case MS_OP_REPL_WAIT:
+	case MS_OP_REPL_ACK:
+		put64(e, r->u.repl.seg);
+		put64(e, r->u.repl.off);
+		put64(e, r->u.repl.seq);
+		put64(e, r->u.repl.timeline);
 		break;
 	default:
 		ms_assert(!"unexpected op");

@@ -45,7 +45,8 @@
  *     received 0 ("now") .. MS_PROTO_TIME_MAX; STATUS: at most
  *     MS_PROTO_MAX_COUNTERS counters; FETCH_BODY: offset <= INT64_MAX,
  *     total <= INT64_MAX, chunk <= total; WAIT: timeout <=
- *     MS_PROTO_MAX_WAIT_MS; HELLO: version >= 1, role 0 or 1, a user name
+ *     MS_PROTO_MAX_WAIT_MS (REPL_WAIT too); REPL_ACK: state <=
+ *     MS_REPL_STATE_MAX; HELLO: version >= 1, role 0 or 1, a user name
  *     for the user role and none for the admin role;
  *   - a reply status is 0 or negative.
  *
@@ -111,6 +112,17 @@ enum ms_op {
 	MS_OP_QUOTA_SET = 41,
 	MS_OP_WAIT = 42,
 	MS_OP_COMPACT = 43,
+	/* replication (udsync, docs/replication.md): 50..59 */
+	MS_OP_REPL_WAIT = 50,
+	MS_OP_REPL_ACK = 51,
+};
+
+/* What udsync send says about its link to the DR site (REPL_ACK). */
+enum ms_repl_state {
+	MS_REPL_DISCONNECTED = 0,
+	MS_REPL_CATCHING_UP = 1,
+	MS_REPL_STREAMING = 2,
+	MS_REPL_STATE_MAX = MS_REPL_STREAMING
 };
 
 enum ms_role {
@@ -404,6 +416,20 @@ struct ms_req_compact {
 	uint8_t purge_only;
 };
 
+/* REPL_WAIT (admin): answer once the durable end of the log is past
+   (seg, off), or after timeout_ms (0: at once) with where it is. */
+struct ms_req_repl_wait {
+	uint64_t seg, off;
+	uint32_t timeout_ms;
+};
+
+/* REPL_ACK (admin): the DR site has made the log durable up to (seg,
+   off), the record before that being seq; state: enum ms_repl_state. */
+struct ms_req_repl_ack {
+	uint64_t seg, off, seq;
+	uint8_t state;
+};
+
 /* STATUS, USER_LIST, MBOX_LIST: empty body, no member. */
 struct ms_req {
 	uint16_t op; /* enum ms_op, without MS_OP_REPLY */
@@ -420,6 +446,8 @@ struct ms_req {
 		struct ms_req_wait wait;
 		struct ms_req_undelete undelete;
 		struct ms_req_compact compact;
+		struct ms_req_repl_wait repl_wait;
+		struct ms_req_repl_ack repl_ack;
 	} u;
 };
 
@@ -461,6 +489,13 @@ struct ms_rep_quota { /* QUOTA_GET */
 	uint64_t used_messages;
 };
 
+/* REPL_WAIT, REPL_ACK: the durable end of the primary's log. */
+struct ms_rep_repl {
+	uint64_t seg, off; /* end of the durable log */
+	uint64_t seq;      /* seq of the last durable record (0: none) */
+	uint64_t timeline;
+};
+
 /*
  * A reply.  status < 0: only reason is set (the union is not used).
  * status 0: the member named for op is; MBOX_RENAME, MBOX_DELETE,
@@ -486,6 +521,7 @@ struct ms_reply {
 		struct ms_rep_copy copy;             /* COPY, MOVE, UNDELETE */
 		struct ms_rep_quota quota;           /* QUOTA_GET */
 		uint64_t highestmodseq;              /* WAIT */
+		struct ms_rep_repl repl;             /* REPL_WAIT, REPL_ACK */
 	} u;
 };
 

@@ -11,6 +11,8 @@
 #include "store_cfg.h"
 
 static const char *const engine_names[] = { "uring", "psync", NULL };
+static const char *const repl_names[] = { "async", "sync", NULL };
+static const char *const fallback_names[] = { "refuse", "async", NULL };
 
 #define F(field) offsetof(struct ms_store_cfg, field)
 
@@ -72,6 +74,18 @@ static const struct ms_cfg_def store_defs[] = {
 	{ "store", "compact_interval", MS_CFG_DURATION, "1h", 0, 0, NULL,
 	  F(compact_interval),
 	  "run compaction this often (0: only when asked, mstore compact)" },
+	{ "store", "replication", MS_CFG_ENUM, "async", 0, 0, repl_names,
+	  F(replication),
+	  "async: acknowledge once durable here; sync: also wait for the DR "
+	  "site's durable ack (udsync, docs/replication.md)" },
+	{ "store", "sync_timeout", MS_CFG_DURATION, "10s", 100, 0, NULL,
+	  F(sync_timeout),
+	  "sync mode: how long acknowledgements wait for the DR site before "
+	  "sync_fallback applies" },
+	{ "store", "sync_fallback", MS_CFG_ENUM, "refuse", 0, 0,
+	  fallback_names, F(sync_fallback),
+	  "sync mode, DR away past sync_timeout: refuse writes with a "
+	  "temporary error, or fall back to async (logged either way)" },
 };
 
 static int check(struct ms_store_cfg *cfg, const char **error_r)

@@ -13,6 +13,8 @@
 #include "log.h"
 
 enum ms_store_engine { MS_ENGINE_URING, MS_ENGINE_PSYNC };
+enum ms_store_repl { MS_REPL_ASYNC, MS_REPL_SYNC };
+enum ms_store_fallback { MS_FALLBACK_REFUSE, MS_FALLBACK_ASYNC };
 
 struct ms_store_cfg {
 	char *primary;		/* primary copy directory (required) */
@@ -38,6 +40,10 @@ struct ms_store_cfg {
 	uint64_t undelete_window;	/* ms an expunge stays restorable */
 	uint64_t compact_threshold;	/* per mille of live bytes */
 	uint64_t compact_interval;	/* ms between automatic runs; 0: off */
+	/* replication to the DR site (udsync; docs/replication.md) */
+	unsigned replication;	/* enum ms_store_repl */
+	uint64_t sync_timeout;	/* ms */
+	unsigned sync_fallback;	/* enum ms_store_fallback */
 };
 
 /* Load and check path; cfg is filled only on success. */

@@ -260,6 +260,19 @@ static void dump_req(FILE *f, const struct ms_req *r)
 		fprintf(f, " thr=%u purge=%u", r->u.compact.threshold,
 			r->u.compact.purge_only);
 		break;
+	case MS_OP_REPL_WAIT:
+		fprintf(f, " from=%llu:%llu to=%u",
+			(unsigned long long)r->u.repl_wait.seg,
+			(unsigned long long)r->u.repl_wait.off,
+			r->u.repl_wait.timeout_ms);
+		break;
+	case MS_OP_REPL_ACK:
+		fprintf(f, " dr=%llu:%llu seq=%llu state=%u",
+			(unsigned long long)r->u.repl_ack.seg,
+			(unsigned long long)r->u.repl_ack.off,
+			(unsigned long long)r->u.repl_ack.seq,
+			r->u.repl_ack.state);
+		break;
 	default:
 		break;
 	}
@@ -388,6 +401,14 @@ static void dump_reply(FILE *f, const struct ms_reply *r)
 	case MS_OP_WAIT:
 		fprintf(f, " hms=%llu", (unsigned long long)r->u.highestmodseq);
 		break;
+	case MS_OP_REPL_WAIT:
+	case MS_OP_REPL_ACK:
+		fprintf(f, " %llu:%llu seq=%llu tl=%llu",
+			(unsigned long long)r->u.repl.seg,
+			(unsigned long long)r->u.repl.off,
+			(unsigned long long)r->u.repl.seq,
+			(unsigned long long)r->u.repl.timeline);
+		break;
 	default:
 		break;
 	}
@@ -421,6 +442,7 @@ static const uint16_t all_ops[] = {
 	MS_OP_STORE,          MS_OP_EXPUNGE,     MS_OP_COPY,
 	MS_OP_MOVE,           MS_OP_QUOTA_GET,   MS_OP_QUOTA_SET,
 	MS_OP_WAIT,           MS_OP_UNDELETE,    MS_OP_COMPACT,
+	MS_OP_REPL_WAIT,      MS_OP_REPL_ACK,
 };
 
 #define P(lit) MS_PSTR(lit)
@@ -519,6 +541,13 @@ static struct ms_req sample_req(uint16_t op)
 		break;
 	case MS_OP_COMPACT:
 		r.u.compact = (struct ms_req_compact){300, 1};
+		break;
+	case MS_OP_REPL_WAIT:
+		r.u.repl_wait = (struct ms_req_repl_wait){3, 4096, 1000};
+		break;
+	case MS_OP_REPL_ACK:
+		r.u.repl_ack = (struct ms_req_repl_ack){3, 4096, 77,
+							MS_REPL_STREAMING};
 		break;
 	default:
 		break;
@@ -624,6 +653,10 @@ static struct ms_reply sample_reply(uint16_t op)
 		break;
 	case MS_OP_WAIT:
 		r.u.highestmodseq = 95;
+		break;
+	case MS_OP_REPL_WAIT:
+	case MS_OP_REPL_ACK:
+		r.u.repl = (struct ms_rep_repl){7, 65536, 1234, 2};
 		break;
 	default:
 		break;
@@ -1185,6 +1218,17 @@ static const struct bad_body {
 	/* 71h */ {REQ, MS_OP_COMPACT, "u32:0 u8:2", MS_ECORRUPT},
 	/* 71i */ {REQ, MS_OP_COMPACT, "u32:0", MS_ETRUNC},
 	/* 71j */ {REQ, MS_OP_COMPACT, "u32:0 u8:0 u8:0", MS_ECORRUPT},
+	/* replication */
+	/* 71k */ {REQ, MS_OP_REPL_WAIT, "u64:1 u64:64 u32:3600000", 0},
+	/* 71l */
+	{REQ, MS_OP_REPL_WAIT, "u64:1 u64:64 u32:3600001", MS_ECORRUPT},
+	/* 71m */ {REQ, MS_OP_REPL_WAIT, "u64:1 u64:64", MS_ETRUNC},
+	/* 71n */ {REQ, MS_OP_REPL_ACK, "u64:1 u64:64 u64:9 u8:2", 0},
+	/* 71o */ {REQ, MS_OP_REPL_ACK, "u64:1 u64:64 u64:9 u8:3", MS_ECORRUPT},
+	/* 71p */
+	{REQ, MS_OP_REPL_ACK, "u64:1 u64:64 u64:9 u8:0 u8:0", MS_ECORRUPT},
+	/* 71q */ {REP, MS_OP_REPL_WAIT, "i32:0 u64:1 u64:64 u64:0 u64:1", 0},
+	/* 71r */ {REP, MS_OP_REPL_ACK, "i32:0 u64:1 u64:64 u64:0", MS_ETRUNC},
 	/* ops that are not requests */
 	/* 72 */ {REQ, 0, "", -EOPNOTSUPP},
 	/* 73 */ {REQ, 99, "s:A", -EOPNOTSUPP},

@@ -1,0 +1,199 @@
+/*
+ * udsync_recv.c - udsync recv, at the DR site: accept the pinned sender,
+ * say where the DR store's durable log ends, take the log bytes, check
+ * every record, write both DR copies, fdatasync, acknowledge
+ * (docs/replication.md).  One sender at a time.  A record that fails a
+ * check ends the session (nothing of it is written); the sender resumes
+ * from the acknowledged position.  A write or sync that fails is fatal:
+ * the restart recovers the DR store.
+ */
+#include <errno.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "msg.h"
+#include "proto.h"
+#include "store_cfg.h"
+#include "udsync.h"
+
+#define FLUSH_BYTES ((size_t)4 << 20)
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int send_ack(struct udsync_store *st, struct udsync_link *l,
+		    const char **error_r)
+{
+	struct udsync_msg m = { .type = UDSYNC_ACK };
+	uint64_t tl;
+	udsync_store_pos(st, &m.u.ack.seg, &m.u.ack.off, &m.u.ack.seq, &tl);
+	return udsync_link_send(l, &m, error_r);
+}
+
+static void send_error(struct udsync_link *l, const char *why)
+{
+	struct udsync_msg m = { .type = UDSYNC_ERROR };
+	const char *ign;
+	size_t n = strlen(why);
+	m.u.error.s = why;
+	m.u.error.len = (uint16_t)(n > UDSYNC_MAX_ERROR ? UDSYNC_MAX_ERROR : n);
+	(void)udsync_link_send(l, &m, &ign);
+}
+
+/* Flush; a failure here is fatal (the restart recovers). */
+static void flush_or_die(struct udsync_store *st)
+{
+	const char *err = "";
+	if (udsync_store_flush(st, &err) < 0)
+		msg_fatal("DR store: %s; exiting, the restart recovers", err);
+}
+
+static int session(struct udsync_store *st, struct udsync_link *l,
+		   uint64_t timeout_ms, const char **error_r)
+{
+	struct udsync_msg m = { .type = UDSYNC_RHELLO };
+	struct ms_meta meta;
+	int ret;
+
+	if (udsync_store_meta(st, &meta)) {
+		memcpy(m.u.rhello.store_id, meta.store_id, MS_STORE_ID_SIZE);
+		m.u.rhello.has_store = 1;
+	}
+	udsync_store_pos(st, &m.u.rhello.seg, &m.u.rhello.off,
+			 &m.u.rhello.seq, &m.u.rhello.timeline);
+	if ((ret = udsync_link_send(l, &m, error_r)) < 0)
+		return ret;
+	uint64_t last_heard = mono_ms();
+	for (;;) {
+		int need_ack = 0;
+		ret = udsync_link_recv(l, 1000, &m, error_r);
+		if (ret == 0) {
+			if (mono_ms() - last_heard > timeout_ms) {
+				*error_r = "no word from the sender: link "
+					   "timed out";
+				return -ETIMEDOUT;
+			}
+			continue;
+		}
+		/* take everything that is already here, then one flush */
+		while (ret > 0) {
+			last_heard = mono_ms();
+			switch (m.type) {
+			case UDSYNC_META:
+				ret = udsync_store_set_meta(st, m.u.meta,
+							    MS_META_SIZE,
+							    error_r);
+				break;
+			case UDSYNC_DATA:
+				ret = udsync_store_data(st, m.u.data.seg,
+							m.u.data.off,
+							m.u.data.p,
+							m.u.data.len, error_r);
+				need_ack = 1;
+				break;
+			case UDSYNC_BEAT:
+				need_ack = 1;
+				break;
+			case UDSYNC_ERROR:
+				*error_r = ms_errf("the sender says: %.*s",
+						   (int)m.u.error.len,
+						   m.u.error.s);
+				ret = MS_ECORRUPT;
+				break;
+			default:
+				*error_r = ms_errf("unexpected %s message",
+						   udsync_type_name(m.type));
+				ret = MS_ECORRUPT;
+			}
+			if (ret < 0) {
+				/* what was checked before is good: keep it */
+				flush_or_die(st);
+				send_error(l, *error_r);
+				return ret;
+			}
+			if (udsync_store_queued(st) >= FLUSH_BYTES)
+				break;
+			ret = udsync_link_recv(l, 0, &m, error_r);
+		}
+		if (ret < 0) {
+			flush_or_die(st);
+			return ret;
+		}
+		flush_or_die(st);
+		if (need_ack && (ret = send_ack(st, l, error_r)) < 0)
+			return ret;
+	}
+}
+
+int udsync_recv_run(const char *conf, const char **error_r)
+{
+	struct ms_store_cfg scfg;
+	struct udsync_cfg ucfg;
+	struct udsync_keys keys;
+	struct udsync_store *st;
+	int ret, lfd;
+
+	if ((ret = ms_store_cfg_load(conf, &scfg, error_r)) < 0)
+		return ret;
+	if ((ret = udsync_cfg_load(conf, &ucfg, error_r)) < 0)
+		return ret;
+	if ((ret = udsync_keys_load(ucfg.key_file, ucfg.peer_key, &keys,
+				    error_r)) < 0)
+		return ret;
+	if ((ret = udsync_store_open(scfg.primary, scfg.secondary, &st,
+				     error_r)) < 0)
+		return ret;
+	if ((lfd = udsync_tcp_listen(ucfg.listen, error_r)) < 0)
+		return lfd;
+	uint64_t seg, off, seq, tl;
+	udsync_store_pos(st, &seg, &off, &seq, &tl);
+	msg_info("listening on %s; DR store %s durable to %llu:%llu seq %llu",
+		 ucfg.listen, scfg.primary, (unsigned long long)seg,
+		 (unsigned long long)off, (unsigned long long)seq);
+	for (;;) {
+		struct sockaddr_storage sa;
+		socklen_t sl = sizeof(sa);
+		char peer[INET6_ADDRSTRLEN + 8] = "?";
+		const char *why = "";
+		struct udsync_link l;
+		int fd = accept4(lfd, (struct sockaddr *)&sa, &sl, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			*error_r = ms_errf("accept: %s", strerror(errno));
+			return -errno;
+		}
+		if (sa.ss_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr,
+				  peer, sizeof(peer));
+		else if (sa.ss_family == AF_INET6)
+			inet_ntop(AF_INET6,
+				  &((struct sockaddr_in6 *)&sa)->sin6_addr, peer,
+				  sizeof(peer));
+		struct timeval tv = { 10, 0 };
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		if ((ret = udsync_link_init(&l, fd, 0, &keys, 10000, &why)) < 0) {
+			msg_warn("connection from %s refused: %s", peer, why);
+			udsync_link_free(&l);
+			close(fd);
+			continue;
+		}
+		msg_info("sender %s authenticated", peer);
+		ret = session(st, &l, ucfg.timeout, &why);
+		udsync_store_pos(st, &seg, &off, &seq, &tl);
+		msg_warn("session with %s ended at %llu:%llu seq %llu: %s", peer,
+			 (unsigned long long)seg, (unsigned long long)off,
+			 (unsigned long long)seq, why);
+		udsync_link_free(&l);
+		close(fd);
+	}
+}
