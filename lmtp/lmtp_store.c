@@ -420,8 +420,11 @@ void lmtp_store_tick(struct lmtp_store *st)
 	}
 	if (st->state == ST_DOWN && now >= st->retry_at)
 		store_connect(st);
+	/* not now - queued_ms: a request queued above (the HELLO of
+	   store_connect, or by a failed request's owner) is younger than
+	   now, and the difference would wrap */
 	if (st->w.fd >= 0 && st->inflight.head != NULL &&
-	    now - st->inflight.head->queued_ms > st->timeout_ms)
+	    now > st->inflight.head->queued_ms + st->timeout_ms)
 		store_down(st, "no answer within store_timeout");
 	if (st->w.fd >= 0 && st->out_off < st->out.len)
 		store_flush(st);
