@@ -38,6 +38,12 @@ struct ms_store_cfg {
 	uint64_t undelete_window;	/* ms an expunge stays restorable */
 	uint64_t compact_threshold;	/* per mille of live bytes */
 	uint64_t compact_interval;	/* ms between automatic runs; 0: off */
+	/* the system API (HTTP on loopback) */
+	char *http;		/* HOST:PORT, NULL: off */
+	char *http_token_file;	/* admin bearer token; NULL: no /admin */
+	uint64_t http_timeout;	/* ms to send a whole request */
+	uint64_t http_max_connections;
+	uint64_t http_quota_users;	/* per-user series in /metrics */
 };
 
 /* Load and check path; cfg is filled only on success. */
