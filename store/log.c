@@ -600,6 +600,26 @@ static void flush_start(struct ms_log *log)
 	log->inflight = 1;
 }
 
+/* ---- flush histograms (log.h) ---- */
+
+const uint64_t ms_log_flush_bounds_ns[MS_LOG_FLUSH_BUCKETS] = {
+	50000,	   100000,    250000,	 500000,    1000000,
+	2500000,   5000000,   10000000,	 25000000,  50000000,
+	100000000, 250000000, 500000000, 750000000, 1000000000,
+};
+const uint64_t ms_log_batch_bounds[MS_LOG_BATCH_BUCKETS] = {
+	1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096,
+};
+
+static void hist_add(uint64_t *hist, const uint64_t *bounds, size_t n,
+		     uint64_t v)
+{
+	size_t i = 0;
+	while (i < n && v > bounds[i])
+		i++;
+	hist[i]++;
+}
+
 static void flush_done(struct ms_log *log)
 {
 	struct ms_log_batch *b = log->q_first;
@@ -625,7 +645,12 @@ static void flush_done(struct ms_log *log)
 	}
 	log->st.flushes++;
 	log->st.flushed_records += b->nw;
-	log->st.flush_ns += now_ns() - log->flush_t0;
+	uint64_t flush_ns = now_ns() - log->flush_t0;
+	log->st.flush_ns += flush_ns;
+	hist_add(log->st.flush_hist, ms_log_flush_bounds_ns,
+		 MS_LOG_FLUSH_BUCKETS, flush_ns);
+	hist_add(log->st.batch_hist, ms_log_batch_bounds,
+		 MS_LOG_BATCH_BUCKETS, b->nw);
 	log->q_first = b->next;
 	if (log->q_first == NULL)
 		log->q_last = NULL;

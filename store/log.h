@@ -47,6 +47,18 @@ struct ms_log_cfg {
 
 enum ms_copy_state { MS_COPY_OK, MS_COPY_FAILED };
 
+/*
+ * Histograms of flushes (for the system API's /metrics): the time from
+ * a batch's submission to its completion on every copy (write+fdatasync),
+ * and the records per batch.  bounds[i] is the upper bound of bucket i;
+ * the counts are per bucket (not cumulative), the last one (index
+ * MS_LOG_*_BUCKETS) for what is above every bound.
+ */
+#define MS_LOG_FLUSH_BUCKETS 15
+#define MS_LOG_BATCH_BUCKETS 12
+extern const uint64_t ms_log_flush_bounds_ns[MS_LOG_FLUSH_BUCKETS];
+extern const uint64_t ms_log_batch_bounds[MS_LOG_BATCH_BUCKETS];
+
 struct ms_log_status {
 	int ncopies;
 	enum ms_copy_state copy[MS_IO_COPIES];
@@ -63,6 +75,8 @@ struct ms_log_status {
 	uint64_t appends, append_bytes;
 	uint64_t flushes, flushed_records, flush_ns;
 	uint64_t heals, read_errors;
+	uint64_t flush_hist[MS_LOG_FLUSH_BUCKETS + 1];
+	uint64_t batch_hist[MS_LOG_BATCH_BUCKETS + 1];
 };
 
 /* status: 0 durable, else why not (the record is not acknowledged). */

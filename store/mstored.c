@@ -42,15 +42,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "msg.h"
 #include "ops.h"
 #include "privs.h"
 #include "srv.h"
 #include "store_cfg.h"
+#include "sysapi.h"
 
 struct daemon {
 	struct ms_srv *srv;
 	struct ms_ops *ops;
+	struct ms_sysapi *api;	/* the HTTP system API, or NULL */
 	int sigfd;
 	const char *conf_path;
 	struct ms_store_cfg *cfg;	/* the settings in force */
@@ -85,10 +89,15 @@ static void reload(struct daemon *d)
 	    !SAME_STR(o->user, n.user) || !SAME_STR(o->key_file, n.key_file) ||
 	    o->io_engine != n.io_engine || o->segment_size != n.segment_size ||
 	    o->compress != n.compress || o->socket_mode != n.socket_mode ||
-	    o->admin_socket_mode != n.admin_socket_mode)
+	    o->admin_socket_mode != n.admin_socket_mode ||
+	    !SAME_STR(o->http, n.http) ||
+	    !SAME_STR(o->http_token_file, n.http_token_file) ||
+	    o->http_timeout != n.http_timeout ||
+	    o->http_max_connections != n.http_max_connections ||
+	    o->http_quota_users != n.http_quota_users)
 		msg_warn("reload: paths, sockets, user, key, engine, segment "
-			 "size and compression change only at a restart; "
-			 "those changes are not in force");
+			 "size, compression and the http settings change "
+			 "only at a restart; those changes are not in force");
 	struct ms_srv_limits lim;
 	limits_of(&n, &lim);
 	ms_srv_set_limits(d->srv, &lim);
@@ -107,6 +116,38 @@ static void reload(struct daemon *d)
 	d->cfg->idle_timeout = n.idle_timeout;
 	d->cfg->scrub_rate = n.scrub_rate;
 	ms_store_cfg_free(&n);
+}
+
+/*
+ * The system API, when [store] http is set: its token is read and its
+ * port bound here, before root is dropped.  *port_r: the bound port.
+ */
+static int sysapi_start(struct daemon *d, const struct ms_store_cfg *cfg,
+			unsigned *port_r, const char **error_r)
+{
+	struct ms_sysapi_cfg ac = {
+		.timeout_ms = (unsigned)cfg->http_timeout,
+		.max_conns = (unsigned)cfg->http_max_connections,
+		.quota_users = cfg->http_quota_users,
+	};
+	char *token = NULL;
+	int ret = 0;
+
+	if (cfg->http_token_file != NULL &&
+	    (ret = ms_sysapi_token_load(cfg->http_token_file, &token,
+					&ac.token_len, error_r)) < 0)
+		return ret;
+	ac.token = token;
+	ret = ms_sysapi_new(d->srv, d->ops, &ac, &d->api);
+	if (token != NULL) {
+		sodium_memzero(token, ac.token_len);
+		free(token);
+	}
+	if (ret < 0) {
+		*error_r = "the system API could not start";
+		return ret;
+	}
+	return ms_sysapi_listen(d->api, cfg->http, port_r, error_r);
 }
 
 /* The network loop: io_engine's choice, unless MSTORE_LOOP says else. */
@@ -282,6 +323,11 @@ int main(int argc, char **argv)
 		msg_error("%s", err);
 		goto out;
 	}
+	unsigned http_port = 0;
+	if (cfg.http != NULL && sysapi_start(&d, &cfg, &http_port, &err) < 0) {
+		msg_error("%s", err);
+		goto out;
+	}
 	if (drop_privileges(cfg.user, &cfg, ms_ops_index_dir(d.ops)) < 0)
 		goto out;
 	ms_srv_watch(d.srv, d.sigfd, on_signal, &d);
@@ -289,6 +335,11 @@ int main(int argc, char **argv)
 	if (lfd >= 0)
 		ms_srv_watch(d.srv, lfd, on_log, d.ops);
 	ms_ops_set_srv(d.ops, d.srv);
+	if (cfg.http != NULL)
+		msg_info("http: system API on port %u (%s; admin endpoints "
+			 "%s)",
+			 http_port, cfg.http,
+			 cfg.http_token_file ? "on" : "off");
 	msg_info("ready: socket=%s admin_socket=%s loop=%s", cfg.socket,
 		 cfg.admin_socket, ms_srv_loop_name(d.srv));
 	int run = ms_srv_run(d.srv);
@@ -301,6 +352,7 @@ int main(int argc, char **argv)
 	msg_info("stopped");
 out:
 	ms_srv_free(&d.srv);
+	ms_sysapi_free(&d.api);
 	ms_ops_close(&d.ops);
 	unlink(cfg.socket);
 	unlink(cfg.admin_socket);

@@ -174,6 +174,8 @@ struct ms_ops {
 	uint64_t n_compactions, n_segs_compacted, n_recs_dropped;
 	uint64_t n_bytes_dropped, n_compact_errors, n_undeleted;
 	struct repl repl;	/* udsync: see "replication" below */
+	/* requests and error replies by op (the system API's metrics) */
+	uint64_t n_op_requests[MS_OPS_MAX_OP], n_op_errors[MS_OPS_MAX_OP];
 };
 
 /* ---- small helpers ---- */
@@ -2716,9 +2718,13 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 	int ret;
 
 	ops->n_requests++;
+	if (h->op < MS_OPS_MAX_OP)
+		ops->n_op_requests[h->op]++;
 	ret = ms_req_decode(h->op, body, len, &q, &why);
 	if (ret < 0) {
 		ops->n_errors++;
+		if (h->op < MS_OPS_MAX_OP)
+			ops->n_op_errors[h->op]++;
 		reply_error(c, h->op, h->id,
 			    ret == -EOPNOTSUPP	 ? -EOPNOTSUPP
 			    : ret == MS_ETOOBIG ? MS_ETOOBIG
@@ -2728,6 +2734,8 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 	}
 	if (!s->hello && q.op != MS_OP_HELLO) {
 		ops->n_errors++;
+		if (h->op < MS_OPS_MAX_OP)
+			ops->n_op_errors[h->op]++;
 		reply_error(c, h->op, h->id, -EACCES, "say hello first");
 		return;
 	}
@@ -2819,6 +2827,8 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 	}
 	if (ret < 0) {
 		ops->n_errors++;
+		if (h->op < MS_OPS_MAX_OP)
+			ops->n_op_errors[h->op]++;
 		reply_error(c, h->op, h->id, ret,
 			    why[0] ? why : ms_strerror(ret));
 	}
@@ -2903,6 +2913,8 @@ void ms_ops_tick(struct ms_ops *ops)
 		if (ops->ready == NULL)
 			ops->ready_tail = NULL;
 		if (r->status != 0) {
+			if (r->op < MS_OPS_MAX_OP)
+				ops->n_op_errors[r->op]++;
 			ms_buf_reset(&r->reply);
 			ms_proto_error(&r->reply, r->op, r->id, r->status,
 				       r->status == MS_ENOCOPY
@@ -3151,4 +3163,23 @@ void ms_ops_close(struct ms_ops **opsp)
 	free(ops->idx_dir);
 	free(ops);
 	*opsp = NULL;
+}
+
+/* ---- for the system API (sysapi.c) ---- */
+
+struct ms_log *ms_ops_log(struct ms_ops *ops)
+{
+	return ops->log;
+}
+
+struct ms_idx *ms_ops_idx(struct ms_ops *ops)
+{
+	return ops->idx;
+}
+
+void ms_ops_op_counts(const struct ms_ops *ops, uint16_t op,
+		      uint64_t *requests_r, uint64_t *errors_r)
+{
+	*requests_r = op < MS_OPS_MAX_OP ? ops->n_op_requests[op] : 0;
+	*errors_r = op < MS_OPS_MAX_OP ? ops->n_op_errors[op] : 0;
 }

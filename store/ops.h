@@ -58,4 +58,19 @@ struct ms_compact_result {
 int ms_ops_compact(struct ms_ops *ops, uint32_t threshold, int purge_only,
 		   struct ms_compact_result *res_r, const char **error_r);
 
+/*
+ * For the system API (sysapi.c), which reads what it reports: the log
+ * and the index (owned by ops; to be read only, from the loop's thread),
+ * and the requests and error replies (at once, or after a write that
+ * failed in the log) counted per op since start; ops >= MS_OPS_MAX_OP
+ * count as 0.
+ */
+#define MS_OPS_MAX_OP 128
+struct ms_log;
+struct ms_idx;
+struct ms_log *ms_ops_log(struct ms_ops *ops);
+struct ms_idx *ms_ops_idx(struct ms_ops *ops);
+void ms_ops_op_counts(const struct ms_ops *ops, uint16_t op,
+		      uint64_t *requests_r, uint64_t *errors_r);
+
 #endif

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -36,6 +37,8 @@ struct watch {
 	enum watch_kind kind;
 	int fd;
 	int admin;			/* W_LISTEN */
+	const struct ms_srv_stream *stream;	/* W_LISTEN: TCP, streams */
+	unsigned nconns;		/* W_LISTEN with stream */
 	void (*fn)(void *arg);		/* W_FD */
 	void *arg;
 	struct ms_conn *conn;		/* W_CONN */
@@ -86,6 +89,14 @@ struct ms_conn {
 	struct ms_conn *prev, *next;
 	int in_more;		/* on srv->more (holds a reference) */
 	struct ms_conn *more_next;
+	/* a stream connection (ms_srv_listen_tcp) */
+	const struct ms_srv_stream *stream;
+	struct watch *lw;	/* its listener */
+	int paused;		/* input not handed on (ms_conn_pause) */
+	/* an internal connection (ms_srv_conn_internal) */
+	int internal;
+	void (*deliver)(void *arg, const void *frame, size_t len);
+	void *deliver_arg;
 };
 
 struct ms_srv {
@@ -472,6 +483,79 @@ fail:
 	return ret;
 }
 
+int ms_srv_listen_tcp(struct ms_srv *srv, const struct sockaddr *sa,
+		      socklen_t salen, const struct ms_srv_stream *st,
+		      unsigned *port_r, const char **error_r)
+{
+	struct sockaddr_storage bound;
+	socklen_t blen = sizeof(bound);
+	int one = 1, ret;
+	int fd = socket(sa->sa_family,
+			SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, sa, salen) < 0 || listen(fd, 128) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&bound, &blen) < 0)
+		goto fail;
+	struct watch *w = watch_new(srv);
+	w->kind = W_LISTEN;
+	w->fd = fd;
+	w->stream = st;
+	if ((ret = watch_add(srv, w, EPOLLIN)) < 0) {
+		errno = -ret;
+		goto fail;
+	}
+	if (port_r != NULL)
+		*port_r = bound.ss_family == AF_INET6
+				  ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
+				  : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+	return 0;
+fail:
+	ret = -errno;
+	*error_r = ms_errf("listen on TCP: %s", strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+static void conn_frames(struct ms_conn *c);
+static void conn_update_events(struct ms_conn *c);
+
+void ms_conn_pause(struct ms_conn *c, int pause)
+{
+	if (c->closed || c->paused == (pause != 0))
+		return;
+	c->paused = pause != 0;
+	/* unpaused: serve what waited (unless we are inside its input) */
+	if (!c->paused && !c->in_frames && c->in.len > 0)
+		conn_frames(c);
+	if (!c->closed)
+		conn_update_events(c);
+}
+
+struct ms_conn *ms_srv_conn_internal(struct ms_srv *srv, int admin,
+				     void (*deliver)(void *arg,
+						     const void *frame,
+						     size_t len),
+				     void *arg)
+{
+	struct ms_conn *c = ms_calloc(1, sizeof(*c));
+	c->w.kind = W_CONN;
+	c->w.fd = -1;
+	c->w.conn = c;
+	c->srv = srv;
+	c->refs = 1;
+	c->admin = admin;
+	c->uid = (uid_t)-1;
+	c->internal = 1;
+	c->deliver = deliver;
+	c->deliver_arg = arg;
+	ms_buf_init(&c->in, 1);
+	ms_buf_init(&c->out, 1);
+	return c;
+}
+
 int ms_srv_watch(struct ms_srv *srv, int fd, void (*fn)(void *arg),
 		 void *arg)
 {
@@ -496,9 +580,10 @@ unsigned ms_srv_conns(struct ms_srv *srv)
 static void conn_update_events(struct ms_conn *c)
 {
 	unsigned ev = 0;
-	if (c->closed)
+	if (c->closed || c->internal)
 		return;
-	if (!c->closing && c->out.len - c->out_off < c->srv->lim.max_out)
+	if (!c->closing && !c->paused &&
+	    c->out.len - c->out_off < c->srv->lim.max_out)
 		ev |= EPOLLIN;
 	if (c->out.len > c->out_off)
 		ev |= EPOLLOUT;
@@ -526,6 +611,13 @@ static void conn_drop(struct ms_conn *c)
 	if (c->closed)
 		return;
 	c->closed = 1;
+	if (c->internal) {
+		if (srv->h.closed)
+			srv->h.closed(srv->ctx, c);
+		c->next = srv->dead;
+		srv->dead = c;
+		return;
+	}
 	srv->loop->del(srv, &c->w);
 	close(c->w.fd);
 	c->w.fd = -1;
@@ -536,8 +628,12 @@ static void conn_drop(struct ms_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	srv->nconns--;
-	if (srv->h.closed)
+	if (c->stream) {
+		c->lw->nconns--;
+		c->stream->closed(c->stream->ctx, c);
+	} else if (srv->h.closed) {
 		srv->h.closed(srv->ctx, c);
+	}
 	c->next = srv->dead;
 	c->prev = NULL;
 	srv->dead = c;
@@ -640,6 +736,12 @@ void ms_conn_send(struct ms_conn *c, const void *frame, size_t len)
 {
 	if (c->closed)
 		return;
+	if (c->internal) {
+		c->deliver(c->deliver_arg, frame, len);
+		return;
+	}
+	if (c->stream)
+		c->last_ms = now_ms();
 	if (ms_buf_append(&c->out, frame, len) < 0) {
 		msg_warn("client uid=%u: reply queue over its limit; closing",
 			 (unsigned)c->uid);
@@ -649,6 +751,24 @@ void ms_conn_send(struct ms_conn *c, const void *frame, size_t len)
 	conn_flush(c);
 }
 
+/* A stream connection: hand its input on until nothing is consumed. */
+static size_t conn_stream_input(struct ms_conn *c)
+{
+	struct ms_srv *srv = c->srv;
+	size_t off = 0;
+
+	while (!c->closed && !c->closing && !c->paused && off < c->in.len &&
+	       c->out.len - c->out_off < srv->lim.max_out) {
+		size_t n = c->stream->input(c->stream->ctx, c,
+					    c->in.data + off, c->in.len - off);
+		if (n == 0)
+			break;
+		off += n;
+		c->last_ms = now_ms();
+	}
+	return off;
+}
+
 /* Hand every whole frame in the input buffer to the handler. */
 static void conn_frames(struct ms_conn *c)
 {
@@ -656,7 +776,9 @@ static void conn_frames(struct ms_conn *c)
 	size_t off = 0;
 
 	c->in_frames = 1;
-	while (!c->closed && !c->closing) {
+	if (c->stream)
+		off = conn_stream_input(c);
+	while (!c->stream && !c->closed && !c->closing) {
 		struct ms_proto_hdr h;
 		size_t need = 0;
 		const char *err = "";
@@ -723,9 +845,10 @@ static void conn_read(struct ms_conn *c)
 			break;
 		}
 		c->in.len += (size_t)n;
-		c->last_ms = now_ms();
+		if (c->stream == NULL)
+			c->last_ms = now_ms();
 		conn_frames(c);
-		if (c->closed || c->closing)
+		if (c->closed || c->closing || c->paused)
 			break;
 		if (c->out.len - c->out_off >= c->srv->lim.max_out)
 			break; /* let the client read first */
@@ -750,6 +873,47 @@ static void srv_more(struct ms_conn *list)
 	}
 }
 
+static void conn_link(struct ms_srv *srv, struct ms_conn *c)
+{
+	c->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = c;
+	srv->conns = c;
+	srv->nconns++;
+}
+
+/* A connection of a stream listener: no frames, no credentials. */
+static void srv_accept_stream(struct ms_srv *srv, struct watch *lw, int fd)
+{
+	const struct ms_srv_stream *st = lw->stream;
+	if (srv->nconns >= srv->lim.max_conns || lw->nconns >= st->max_conns) {
+		/* nothing to say in a protocol we do not know here */
+		close(fd);
+		msg_warn("stream connection refused: %u connections (limit)",
+			 lw->nconns);
+		return;
+	}
+	struct ms_conn *c = ms_calloc(1, sizeof(*c));
+	c->w.kind = W_CONN;
+	c->w.fd = fd;
+	c->w.conn = c;
+	c->srv = srv;
+	c->refs = 1;
+	c->uid = (uid_t)-1;
+	c->last_ms = now_ms();
+	c->stream = st;
+	c->lw = lw;
+	ms_buf_init(&c->in, st->max_in + SRV_READ_CHUNK);
+	ms_buf_init(&c->out, srv->lim.max_out + srv->lim.max_frame);
+	if (watch_add(srv, &c->w, EPOLLIN) < 0) {
+		close(fd);
+		conn_free(c);
+		return;
+	}
+	lw->nconns++;
+	conn_link(srv, c);
+}
+
 static void srv_accept(struct ms_srv *srv, struct watch *lw)
 {
 	for (;;) {
@@ -759,6 +923,10 @@ static void srv_accept(struct ms_srv *srv, struct watch *lw)
 			if (errno != EAGAIN && errno != EINTR)
 				msg_warn("accept: %s", strerror(errno));
 			return;
+		}
+		if (lw->stream != NULL) {
+			srv_accept_stream(srv, lw, fd);
+			continue;
 		}
 		if (srv->nconns >= srv->lim.max_conns) {
 			struct ms_buf b;
@@ -794,29 +962,31 @@ static void srv_accept(struct ms_srv *srv, struct watch *lw)
 			conn_free(c);
 			continue;
 		}
-		c->next = srv->conns;
-		if (srv->conns)
-			srv->conns->prev = c;
-		srv->conns = c;
-		srv->nconns++;
+		conn_link(srv, c);
 	}
 }
 
 static void srv_idle_check(struct ms_srv *srv)
 {
-	if (srv->lim.idle_ms == 0)
-		return;
 	uint64_t now = now_ms();
 	struct ms_conn *c = srv->conns;
 	while (c != NULL) {
 		struct ms_conn *next = c->next;
+		unsigned limit = c->stream ? c->stream->timeout_ms
+					   : srv->lim.idle_ms;
 		/* references besides its own, its poll request's and its
 		   place on srv->more: a request in flight */
 		int held = c->refs - 1 - c->w.armed - c->in_more;
-		if (now - c->last_ms > srv->lim.idle_ms &&
+		if (limit != 0 && now - c->last_ms > limit &&
 		    c->out.len == c->out_off && held == 0) {
-			msg_info("client uid=%u idle for %u ms; closing",
-				 (unsigned)c->uid, srv->lim.idle_ms);
+			if (c->stream)
+				msg_info("stream client without a whole "
+					 "request for %u ms; closing",
+					 limit);
+			else
+				msg_info("client uid=%u idle for %u ms; "
+					 "closing",
+					 (unsigned)c->uid, limit);
 			conn_drop(c);
 		}
 		c = next;

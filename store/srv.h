@@ -22,6 +22,7 @@
 #ifndef MS_SRV_H
 #define MS_SRV_H
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "buf.h"
@@ -78,6 +79,54 @@ void ms_srv_stop(struct ms_srv *srv);
 unsigned ms_srv_conns(struct ms_srv *srv);
 /* New limits (SIGHUP); existing connections keep their buffers. */
 void ms_srv_set_limits(struct ms_srv *srv, const struct ms_srv_limits *lim);
+
+/*
+ * Byte-stream listeners (the system API's HTTP, store/sysapi.c): their
+ * connections carry no frames.  Their input goes to st->input, which
+ * consumes whole requests and answers with ms_conn_send(); the handler
+ * of ms_srv_new never sees them.  They have no credentials (uid -1),
+ * count towards max_conns and towards st->max_conns of their own, and
+ * keep at most st->max_in bytes not consumed (more: closed).  Their
+ * clock is the last request consumed or reply sent, not the last byte
+ * read, so a client that trickles bytes without finishing a request is
+ * closed after st->timeout_ms like an idle one (never while a request
+ * of it is in flight, that is, while another reference is held).
+ */
+struct ms_srv_stream {
+	/* data[0..len): what is not consumed yet.  Returns the bytes
+	   consumed (a whole request), 0 for "need more" or "paused". */
+	size_t (*input)(void *ctx, struct ms_conn *c, const uint8_t *data,
+			size_t len);
+	/* The connection is gone (its data may be freed here). */
+	void (*closed)(void *ctx, struct ms_conn *c);
+	void *ctx;
+	size_t max_in;
+	unsigned max_conns;
+	unsigned timeout_ms;	/* 0: none */
+};
+/* Listen on TCP at sa (port 0: any; *port_r says which, may be NULL).
+   st is borrowed: it must outlive srv.  Call before dropping root. */
+int ms_srv_listen_tcp(struct ms_srv *srv, const struct sockaddr *sa,
+		      socklen_t salen, const struct ms_srv_stream *st,
+		      unsigned *port_r, const char **error_r);
+/* A stream connection: stop handing its input to st->input (a request
+   is in flight; its socket is not read meanwhile), or start again. */
+void ms_conn_pause(struct ms_conn *c, int pause);
+
+/*
+ * An internal connection, with no socket: what is sent to it goes to
+ * deliver(arg, frame, len) at once (from ms_conn_send).  A module of the
+ * daemon uses one to feed requests to the handler as a client would (the
+ * system API's admin endpoints go through the ops layer this way).  Not
+ * counted as a client.  The caller holds its one reference; end it with
+ * ms_conn_close(), never unref: the handler's closed() runs, later sends
+ * are dropped, and the struct lives while others hold references.
+ */
+struct ms_conn *ms_srv_conn_internal(struct ms_srv *srv, int admin,
+				     void (*deliver)(void *arg,
+						     const void *frame,
+						     size_t len),
+				     void *arg);
 
 /* Queue a whole frame for the client (copied).  Dropped if closed. */
 void ms_conn_send(struct ms_conn *c, const void *frame, size_t len);

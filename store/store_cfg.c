@@ -9,6 +9,7 @@
 #include "buf.h"
 #include "cfg.h"
 #include "store_cfg.h"
+#include "sysapi.h"
 
 static const char *const engine_names[] = { "uring", "psync", NULL };
 static const char *const repl_names[] = { "async", "sync", NULL };
@@ -86,6 +87,24 @@ static const struct ms_cfg_def store_defs[] = {
 	  fallback_names, F(sync_fallback),
 	  "sync mode, DR away past sync_timeout: refuse writes with a "
 	  "temporary error, or fall back to async (logged either way)" },
+	/* the system API (sysapi.c, docs/http-api.md) */
+	{ "store", "http", MS_CFG_STR, NULL, 0, 100, NULL, F(http),
+	  "HTTP system API (/metrics, /status, /admin) on this loopback "
+	  "HOST:PORT (127.0.0.1:9190, [::1]:9190; port 0: any); empty: off" },
+	{ "store", "http_token_file", MS_CFG_STR, NULL, 0, 4000, NULL,
+	  F(http_token_file),
+	  "file (mode 0600) holding the bearer token of the /admin "
+	  "endpoints; empty: /admin answers 403" },
+	{ "store", "http_timeout", MS_CFG_DURATION, "10s", 100, 3600000, NULL,
+	  F(http_timeout),
+	  "close an HTTP connection that sends no whole request this long "
+	  "(idle keep-alive and slow senders alike)" },
+	{ "store", "http_max_connections", MS_CFG_UINT, "16", 1, 1024, NULL,
+	  F(http_max_connections), "HTTP connections at once" },
+	{ "store", "http_quota_users", MS_CFG_UINT, "0", 0, 100000, NULL,
+	  F(http_quota_users),
+	  "per-user quota series in /metrics for at most this many users "
+	  "(the first by id); 0: none" },
 };
 
 static int check(struct ms_store_cfg *cfg, const char **error_r)
@@ -99,6 +118,11 @@ static int check(struct ms_store_cfg *cfg, const char **error_r)
 			   "directory: the copies would not be independent";
 		return MS_ECONFIG;
 	}
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	if (cfg->http != NULL &&
+	    ms_sysapi_addr_parse(cfg->http, &sa, &salen, error_r) < 0)
+		return MS_ECONFIG;
 	return 0;
 }
 
@@ -153,6 +177,7 @@ int ms_store_cfg_load(const char *path, struct ms_store_cfg *cfg,
 	absolutise(&c.index, path);
 	absolutise(&c.socket, path);
 	absolutise(&c.admin_socket, path);
+	absolutise(&c.http_token_file, path);
 	*cfg = c;
 	return 0;
 }

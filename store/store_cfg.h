@@ -44,6 +44,12 @@ struct ms_store_cfg {
 	unsigned replication;	/* enum ms_store_repl */
 	uint64_t sync_timeout;	/* ms */
 	unsigned sync_fallback;	/* enum ms_store_fallback */
+	/* the system API (HTTP on loopback) */
+	char *http;		/* HOST:PORT, NULL: off */
+	char *http_token_file;	/* admin bearer token; NULL: no /admin */
+	uint64_t http_timeout;	/* ms to send a whole request */
+	uint64_t http_max_connections;
+	uint64_t http_quota_users;	/* per-user series in /metrics */
 };
 
 /* Load and check path; cfg is filled only on success. */

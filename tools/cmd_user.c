@@ -213,14 +213,72 @@ int cmd_stats(int argc, char **argv)
 	return ret < 0 ? TOOL_FAILED : TOOL_OK;
 }
 
-/* `mstore -c FILE deliver USER MAILBOX FILE`: an admin APPEND. */
+/* --flags seen,answered,flagged,deleted,draft (comma-separated) */
+static int parse_flags(const char *s, uint32_t *flags_r)
+{
+	static const struct {
+		const char *name;
+		uint32_t bit;
+	} names[] = {
+		{ "seen", MS_EVENT_FLAG_SEEN },
+		{ "answered", MS_EVENT_FLAG_ANSWERED },
+		{ "flagged", MS_EVENT_FLAG_FLAGGED },
+		{ "deleted", MS_EVENT_FLAG_DELETED },
+		{ "draft", MS_EVENT_FLAG_DRAFT },
+	};
+	uint32_t f = 0;
+	while (*s != '\0') {
+		size_t n = strcspn(s, ",");
+		size_t i;
+		for (i = 0; i < MS_ARRAY_SIZE(names); i++)
+			if (strlen(names[i].name) == n &&
+			    strncmp(names[i].name, s, n) == 0)
+				break;
+		if (i == MS_ARRAY_SIZE(names))
+			return -1;
+		f |= names[i].bit;
+		s += n;
+		if (*s == ',')
+			s++;
+	}
+	*flags_r = f;
+	return 0;
+}
+
+/* `mstore -c FILE deliver USER MAILBOX FILE [--flags LIST] [--keyword
+   KW]... [--received UNIXTIME]`: an admin APPEND. */
 int cmd_deliver(int argc, char **argv)
 {
 	struct ms_buf body;
 	const char *err = "";
-	if (argc != 4) {
+	struct ms_pstr kws[32];
+	uint32_t nkw = 0, flags = 0;
+	uint64_t received = 0;
+	int nargs = 1;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--flags") == 0 && i + 1 < argc) {
+			if (parse_flags(argv[++i], &flags) < 0)
+				goto usage;
+		} else if (strcmp(argv[i], "--keyword") == 0 && i + 1 < argc &&
+			   nkw < MS_ARRAY_SIZE(kws)) {
+			kws[nkw++] = ms_pstr_c(argv[++i]);
+		} else if (strcmp(argv[i], "--received") == 0 && i + 1 < argc) {
+			i++;
+			if (ms_parse_u64(argv[i], strlen(argv[i]), &received) <
+			    0)
+				goto usage;
+		} else if (argv[i][0] == '-' || nargs == 4) {
+			goto usage;
+		} else {
+			argv[nargs++] = argv[i];
+		}
+	}
+	if (nargs != 4) {
+usage:
 		fprintf(stderr, "usage: mstore -c FILE deliver USER MAILBOX "
-				"MESSAGE-FILE\n");
+				"MESSAGE-FILE [--flags seen,answered,flagged,"
+				"deleted,draft] [--keyword KW]... [--received "
+				"UNIXTIME]\n");
 		return TOOL_FAILED;
 	}
 	FILE *f = fopen(argv[3], "rb");
@@ -245,7 +303,11 @@ int cmd_deliver(int argc, char **argv)
 		return TOOL_FAILED;
 	}
 	struct ms_placement pl = { .user = ms_pstr_c(argv[1]),
-				   .mailbox = ms_pstr_c(argv[2]) };
+				   .mailbox = ms_pstr_c(argv[2]),
+				   .flags = flags,
+				   .received = (int64_t)received };
+	pl.keywords.n = nkw;
+	pl.keywords.list = nkw ? kws : NULL;
 	struct ms_req q = { .op = MS_OP_APPEND };
 	struct ms_reply rep;
 	q.u.append.body = body.data;

@@ -43,8 +43,9 @@ static const struct {
 	{ "quota", cmd_quota,
 	  "quota USER [MAX-BYTES MAX-MESSAGES]   show or set (online)" },
 	{ "deliver", cmd_deliver,
-	  "deliver USER MAILBOX FILE   store a message through mstored "
-	  "(online, -c FILE)" },
+	  "deliver USER MAILBOX FILE [--flags seen,...] [--keyword KW] "
+	  "[--received TIME]   store a message through mstored (online, "
+	  "-c FILE)" },
 	{ "undelete", cmd_undelete,
 	  "undelete USER MAILBOX [--since WHEN]   bring back expunged mail "
 	  "(WHEN: unix time, YYYY-MM-DD[THH:MM:SS] UTC, or 2h/3d ago)" },
@@ -54,6 +55,14 @@ static const struct {
 	{ "stats", cmd_stats,
 	  "stats [DIR | --offline]   mstored's counters (online, -c FILE), "
 	  "or what the files hold" },
+	{ "status", cmd_status,
+	  "status   mstored's state for a person: copies, positions, index, "
+	  "counters (online, the admin socket)" },
+	{ "mailbox", cmd_mailbox,
+	  "mailbox add USER NAME   create a mailbox (online, as USER)" },
+	{ "export", cmd_export,
+	  "export [DIR] USER --maildir OUT | --mbox FILE [--mailbox NAME]   "
+	  "a user's mail as Maildir++ or mboxrd (offline, read-only)" },
 	{ "config", cmd_config,
 	  "config   print the effective settings of -c FILE" },
 	{ "verify", cmd_verify,

@@ -1,0 +1,504 @@
+"""mstored's system API (docs/http-api.md): /metrics checked line by line
+against the Prometheus text format 0.0.4, /status as JSON, the admin
+endpoints with no, wrong and right token (through the ops layer: a 201 is
+durable), and hostile HTTP (huge head, bad request line, NUL, large
+body, chunked, slow senders) answered with the right status or a closed
+connection while the daemon keeps serving."""
+import http.client
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import prog, run
+
+TOKEN = "s3cret-token-0123456789abcdef"
+
+
+class Daemon:
+    def __init__(self, tmp_path, token=True, extra="", loop=None):
+        self.dir = tmp_path
+        self.env = dict(os.environ)
+        if loop:
+            self.env["MSTORE_LOOP"] = loop
+        (tmp_path / "store").mkdir(exist_ok=True)
+        self.conf = tmp_path / "mstore.conf"
+        self.logf = tmp_path / "mstored.log"
+        lines = ["[store]", "primary = store/primary",
+                 "secondary = store/secondary", "index = store/index",
+                 "io_engine = psync", "socket = u.sock",
+                 "admin_socket = a.sock", "http = 127.0.0.1:0",
+                 "http_timeout = 1s", "http_quota_users = 3"]
+        if token:
+            tf = tmp_path / "token"
+            tf.write_text(TOKEN + "\n")
+            os.chmod(tf, 0o600)
+            lines.append("http_token_file = token")
+        self.conf.write_text("\n".join(lines) + "\n" + extra)
+        self.proc = None
+        self.port = None
+
+    def start(self):
+        logged = self.logf.stat().st_size if self.logf.exists() else 0
+        self.out = open(self.logf, "ab")
+        self.proc = subprocess.Popen([prog("mstored"), "-c", str(self.conf)],
+                                     stdout=self.out, stderr=self.out,
+                                     env=self.env)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            text = self.logf.read_bytes()[logged:].decode(errors="replace")
+            m = re.search(r"system API on port (\d+)", text)
+            if m and "ready:" in text:
+                self.port = int(m.group(1))
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError("mstored exited:\n" + text)
+            time.sleep(0.05)
+        raise AssertionError("mstored did not get ready")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        if self.proc:
+            self.out.close()
+        self.proc = None
+
+    def conn(self):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def req(self, method, path, body=None, token=TOKEN, ctype=True,
+            conn=None):
+        c = conn or self.conn()
+        headers = {}
+        if token is not None:
+            headers["Authorization"] = "Bearer " + token
+        if body is not None:
+            if not isinstance(body, (bytes, str)):
+                body = json.dumps(body)
+            if ctype:
+                headers["Content-Type"] = "application/json"
+        c.request(method, path, body=body, headers=headers)
+        r = c.getresponse()
+        data = r.read()
+        if conn is None:
+            c.close()
+        return r.status, data, r
+
+    def raw(self, data, wait=5.0):
+        """Send raw bytes; return (everything read until close or
+        timeout, whether the server closed)."""
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=wait)
+        try:
+            s.sendall(data)
+        except OSError:
+            pass
+        got = b""
+        closed = False
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    closed = True
+                    break
+                got += b
+        except ConnectionResetError:
+            closed = True
+        except socket.timeout:
+            pass
+        s.close()
+        return got, closed
+
+
+@pytest.fixture(params=["epoll", "uring"])
+def daemon(tmp_path, request):
+    """mstored with the API on, on each network loop (uring falls back to
+    epoll, with a warning, where io_uring is refused)."""
+    d = Daemon(tmp_path, loop=request.param)
+    d.start()
+    yield d
+    d.stop()
+
+
+# ---- a strict checker of the Prometheus text format 0.0.4 -------------
+
+NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+LABEL = r"[a-zA-Z_][a-zA-Z0-9_]*"
+LVALUE = r'"(?:[^"\\\n]|\\[\\"n])*"'
+FLOAT = r"[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|Inf|NaN)"
+SAMPLE = re.compile(rf"^({NAME})(\{{(?:{LABEL}={LVALUE}(?:,{LABEL}={LVALUE})*,?)?\}})?"
+                    rf" ({FLOAT})(?: -?\d+)?$")
+HELP = re.compile(rf"^# HELP ({NAME}) (.*)$")
+TYPE = re.compile(rf"^# TYPE ({NAME}) (counter|gauge|histogram|summary|untyped)$")
+LABELS = re.compile(rf"({LABEL})=({LVALUE})")
+
+
+def unescape(v):
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n"
+                  else m.group(1), v[1:-1])
+
+
+def parse_metrics(text):
+    """Every line must be HELP, TYPE or a sample; families contiguous,
+    TYPE before samples, no series twice, histograms well formed.
+    Returns {(name, frozenset(labels)): value} and {family: type}."""
+    assert text.endswith("\n"), "the exposition must end with a newline"
+    types, helps, samples = {}, set(), {}
+    seen_families, current = set(), None
+    hist = {}
+
+    def family(name):
+        for suf in ("_bucket", "_sum", "_count"):
+            base = name[:-len(suf)] if name.endswith(suf) else None
+            if base and types.get(base) in ("histogram", "summary"):
+                return base
+        return name
+
+    for i, line in enumerate(text[:-1].split("\n"), 1):
+        where = f"line {i}: {line!r}"
+        assert line != "", f"{where}: empty line"
+        m = HELP.match(line)
+        if m:
+            assert m.group(1) not in helps, f"{where}: HELP twice"
+            assert "\\" not in m.group(2).replace("\\\\", "").replace("\\n", ""), where
+            helps.add(m.group(1))
+            continue
+        m = TYPE.match(line)
+        if m:
+            n = m.group(1)
+            assert n not in types, f"{where}: TYPE twice"
+            assert n not in seen_families, f"{where}: TYPE after samples"
+            types[n] = m.group(2)
+            continue
+        assert not line.startswith("#"), f"{where}: a stray comment"
+        m = SAMPLE.match(line)
+        assert m, f"{where}: not a sample line"
+        name, labels, value = m.group(1), m.group(2) or "", m.group(3)
+        lab = {k: unescape(v) for k, v in LABELS.findall(labels)}
+        assert len(lab) == len(LABELS.findall(labels)), f"{where}: label twice"
+        fam = family(name)
+        if fam != current:
+            assert fam not in seen_families, f"{where}: family {fam} split"
+            seen_families.add(fam)
+            current = fam
+        key = (name, frozenset(lab.items()))
+        assert key not in samples, f"{where}: series twice"
+        v = float(value.replace("Inf", "inf"))
+        samples[key] = v
+        if types.get(fam) == "histogram":
+            h = hist.setdefault(fam, {"buckets": [], "sum": None, "count": None})
+            if name == fam + "_bucket":
+                assert "le" in lab, f"{where}: bucket without le"
+                h["buckets"].append((float(lab["le"].replace("Inf", "inf")), v))
+            elif name == fam + "_sum":
+                h["sum"] = v
+            elif name == fam + "_count":
+                h["count"] = v
+            else:
+                raise AssertionError(f"{where}: not a histogram sample")
+        elif types.get(fam) == "counter":
+            assert v >= 0, f"{where}: negative counter"
+    for fam, h in hist.items():
+        les = [le for le, _ in h["buckets"]]
+        assert les == sorted(les) and les[-1] == math.inf, fam
+        counts = [c for _, c in h["buckets"]]
+        assert counts == sorted(counts), f"{fam}: buckets not cumulative"
+        assert h["count"] == counts[-1] and h["sum"] is not None, fam
+    return samples, types
+
+
+def val(samples, name, **labels):
+    return samples[(name, frozenset(labels.items()))]
+
+
+def test_prometheus_checker_refuses_bad_text():
+    good = "# HELP a x\n# TYPE a counter\na 1\n"
+    parse_metrics(good)
+    for bad in ["a 1", "a{b=\"c} 1\n", "a{b=\"c\"} x\n", "a 1\n\n",
+                "# TYPE a counter\n# TYPE a gauge\na 1\n",
+                "a 1\nb 2\na{x=\"1\"} 3\n", "a 1\na 2\n", "1a 2\n"]:
+        with pytest.raises(AssertionError):
+            parse_metrics(bad)
+
+
+# ---- the endpoints -----------------------------------------------------
+
+
+def deliver(conf, user, data, tmp_path):
+    f = tmp_path / "msg.eml"
+    f.write_bytes(data)
+    run(prog("mstore"), "-c", conf, "deliver", user, "INBOX", f, check=0)
+
+
+def test_metrics_and_status(daemon, tmp_path):
+    st, body, _ = daemon.req("POST", "/admin/users", {"name": "alice"})
+    assert st == 201, body
+    # names that need escaping, in JSON and in label values
+    odd = 'o"d\\d é'
+    st, body, _ = daemon.req("POST", "/admin/users", {"name": odd})
+    assert st == 201, body
+    for _ in range(3):
+        deliver(daemon.conf, "alice", b"Subject: m\r\n\r\nhello\r\n", tmp_path)
+    st, body, r = daemon.req("GET", "/metrics", token=None)
+    assert st == 200
+    assert r.getheader("Content-Type").startswith("text/plain; version=0.0.4")
+    samples, types = parse_metrics(body.decode())
+    assert val(samples, "mstore_copy_up", copy="primary") == 1
+    assert val(samples, "mstore_copy_up", copy="secondary") == 1
+    assert val(samples, "mstore_log_degraded") == 0
+    assert val(samples, "mstore_users") == 2
+    assert val(samples, "mstore_messages") == 3
+    assert val(samples, "mstore_requests_total", op="append") == 3
+    assert val(samples, "mstore_requests_total", op="user-create") == 2
+    assert val(samples, "mstore_request_errors_total", op="append") == 0
+    assert val(samples, "mstore_log_appends_total") >= 7
+    assert types["mstore_log_flush_duration_seconds"] == "histogram"
+    n = val(samples, "mstore_log_flush_duration_seconds_count")
+    assert n >= 1 and n == val(samples, "mstore_log_flushes_total")
+    assert val(samples, "mstore_log_flush_records_count") == n
+    assert val(samples, "mstore_log_flush_records_sum") == \
+        val(samples, "mstore_log_appends_total")
+    assert val(samples, "mstore_quota_used_messages", user="alice") == 3
+    assert val(samples, "mstore_quota_used_messages", user=odd) == 0
+    assert val(samples, "mstore_quota_users_truncated") == 0
+    for t, v in types.items():
+        if v == "counter":
+            assert t.endswith("_total"), t
+
+    st, body, r = daemon.req("GET", "/status", token=None)
+    assert st == 200 and r.getheader("Content-Type") == "application/json"
+    s = json.loads(body)
+    assert [c["name"] for c in s["copies"]] == ["primary", "secondary"]
+    assert all(c["state"] == "ok" and c["error"] == "" for c in s["copies"])
+    assert s["copies"][0]["dir"].endswith("store/primary")
+    assert s["engine"] == "psync" and s["loop"]
+    assert s["degraded"] is False and s["dead"] is False
+    assert s["segments"]["count"] >= 1
+    assert s["segments"]["head"] >= s["segments"]["first"]
+    assert s["durable"]["seq"] == s["index"]["applied"]["seq"] > 0
+    assert s["index"]["users"] == 2 and s["index"]["messages"] == 3
+    assert s["counters"]["ops.appends"] == 3
+    assert s["uptime_seconds"] >= 0 and s["timeline"] >= 1
+
+    # more users than http_quota_users (3): the series are cut, and say so
+    for u in ("u3", "u4"):
+        assert daemon.req("POST", "/admin/users", {"name": u})[0] == 201
+    samples, _ = parse_metrics(daemon.req("GET", "/metrics")[1].decode())
+    assert len([k for k in samples if k[0] == "mstore_quota_used_bytes"]) == 3
+    assert val(samples, "mstore_quota_users_truncated") == 1
+    assert daemon.req("POST", "/metrics", b"{}")[0] == 405
+
+
+def test_admin_endpoints(daemon):
+    body = {"name": "bob"}
+    assert daemon.req("POST", "/admin/users", body, token=None)[0] == 401
+    st, _, r = daemon.req("POST", "/admin/users", body, token="wrong")
+    assert st == 401 and r.getheader("WWW-Authenticate").startswith("Bearer")
+    assert daemon.req("POST", "/admin/users", body, token=TOKEN + "x")[0] == 401
+    assert daemon.req("POST", "/admin/users", body, token=TOKEN[:-1])[0] == 401
+    assert daemon.req("GET", "/admin/users", token="")[0] == 401
+    st, data, _ = daemon.req("POST", "/admin/users", body)
+    assert st == 201 and json.loads(data)["name"] == "bob"
+    assert daemon.req("POST", "/admin/users", body)[0] == 409
+    st, data, _ = daemon.req("GET", "/admin/users")
+    assert [u["name"] for u in json.loads(data)["users"]] == ["bob"]
+    # strict bodies
+    for bad in [b"", b"[]", b'{"name":1}', b'{"name":"x","x":1}',
+                b'{"name":"x",}', b'{"name":"x"} x', b'{"name":true}',
+                b'{"name":"a\\u0000b"}', b'{"name":"\xff"}',
+                b'{"name":"x","name":"y"}', b'{"name":"bad\\nname"}']:
+        st, data, _ = daemon.req("POST", "/admin/users", bad)
+        assert st == 400, (bad, st, data)
+        assert "error" in json.loads(data)
+    # no Content-Type is taken as JSON; another one is refused
+    st, data, _ = daemon.req("POST", "/admin/users", b'{"name":"carol"}',
+                             ctype=False)
+    assert st == 201
+    c = daemon.conn()
+    c.request("POST", "/admin/users", body=b'{"name":"dave"}',
+              headers={"Authorization": "Bearer " + TOKEN,
+                       "Content-Type": "application/x-www-form-urlencoded"})
+    assert c.getresponse().status == 415
+    c.close()
+    # quota
+    q = {"max_bytes": 5000, "max_messages": 7}
+    assert daemon.req("PUT", "/admin/quota/bob", q)[0] == 200
+    st, data, _ = daemon.req("GET", "/admin/quota/bob")
+    got = json.loads(data)
+    assert (got["max_bytes"], got["max_messages"]) == (5000, 7)
+    assert daemon.req("PUT", "/admin/quota/bob", {"max_bytes": -1,
+                                                  "max_messages": 0})[0] == 400
+    assert daemon.req("PUT", "/admin/quota/bob", {"max_bytes": 1})[0] == 400
+    assert daemon.req("PUT", "/admin/quota/nobody", q)[0] == 404
+    # undelete
+    st, data, _ = daemon.req("POST", "/admin/undelete",
+                             {"user": "bob", "mailbox": "INBOX", "since": 0})
+    assert st == 200 and json.loads(data)["restored"] == []
+    assert daemon.req("POST", "/admin/undelete",
+                      {"user": "bob", "mailbox": "Nope"})[0] == 404
+    # delete; percent-encoded names
+    assert daemon.req("DELETE", "/admin/users/bob")[0] == 200
+    assert daemon.req("DELETE", "/admin/users/bob")[0] == 404
+    assert daemon.req("POST", "/admin/users", {"name": "a b/c"})[0] == 201
+    assert daemon.req("DELETE", "/admin/users/a%20b%2Fc")[0] == 200
+    assert daemon.req("DELETE", "/admin/users/a%2")[0] == 400
+    assert daemon.req("DELETE", "/admin/users/x%00")[0] == 400
+    assert daemon.req("GET", "/admin/nothing")[0] == 404
+    assert daemon.req("PATCH", "/admin/users")[0] == 405
+    assert daemon.req("GET", "/nothing", token=None)[0] == 404
+
+
+def test_admin_reply_is_durable(daemon):
+    """A 201 means the records are durable: kill -9 right after it and
+    the user is there after a restart."""
+    for i in range(5):
+        assert daemon.req("POST", "/admin/users", {"name": f"k{i}"})[0] == 201
+    daemon.stop(signal.SIGKILL)
+    daemon.start()
+    st, data, _ = daemon.req("GET", "/admin/users")
+    names = {u["name"] for u in json.loads(data)["users"]}
+    assert names == {f"k{i}" for i in range(5)}
+
+
+def test_no_token_file_means_403(tmp_path):
+    d = Daemon(tmp_path, token=False)
+    d.start()
+    try:
+        assert d.req("GET", "/admin/users")[0] == 403
+        assert d.req("GET", "/admin/users", token=None)[0] == 403
+        assert d.req("GET", "/status", token=None)[0] == 200
+    finally:
+        d.stop()
+
+
+def test_token_file_checks(tmp_path):
+    d = Daemon(tmp_path)
+    tf = tmp_path / "token"
+    os.chmod(tf, 0o644)
+    p = run(prog("mstored"), "-c", d.conf)
+    assert p.returncode == 1 and "0600" in p.stderr
+    os.chmod(tf, 0o600)
+    tf.write_text("short\n")
+    p = run(prog("mstored"), "-c", d.conf)
+    assert p.returncode == 1 and "token" in p.stderr
+    tf.write_text(TOKEN + "\n")
+    bad = tmp_path / "bad.conf"
+    bad.write_text(d.conf.read_text().replace("http = 127.0.0.1:0",
+                                              "http = 0.0.0.0:0"))
+    p = run(prog("mstored"), "-c", bad, "-t")
+    assert p.returncode == 1 and "loopback" in p.stderr
+
+
+def status_of(resp):
+    m = re.match(rb"HTTP/1\.1 (\d{3}) ", resp)
+    return int(m.group(1)) if m else None
+
+
+def test_keep_alive_and_pipelining(daemon):
+    c = daemon.conn()
+    for _ in range(3):
+        st, data, r = daemon.req("GET", "/status", token=None, conn=c)
+        assert st == 200 and r.getheader("Connection") == "keep-alive"
+    c.close()
+    two = (b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n"
+           b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    got, closed = daemon.raw(two)
+    assert closed
+    codes = re.findall(rb"HTTP/1\.1 (\d{3}) ", got)
+    assert codes == [b"200", b"404"]
+    got, closed = daemon.raw(b"GET /status HTTP/1.0\r\n\r\n")
+    assert status_of(got) == 200 and closed and b"Connection: close" in got
+
+
+MALFORMED = [
+    (b"GET /status HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431),
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET status HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET /status HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    (b"GET /status HTTP/1.1\r\nHost: x\r\nX: a\0b\r\n\r\n", 400),
+    (b"GET /st\0atus HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET /status HTTP/1.1\nHost: x\n\n", 400),
+    (b"GET /status HTTP/1.1\r\n\r\n", 400),
+    (b"GET /status HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400),
+    (b"GET /status HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+    (b"POST /admin/users HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n", 413),
+    (b"POST /admin/users HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+     b"Content-Length: 1\r\n\r\nx", 400),
+    (b"POST /admin/users HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+    (b"POST /admin/users HTTP/1.1\r\nHost: x\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 411),
+    (b"POST /admin/users HTTP/1.1\r\nHost: x\r\n\r\n", 411),
+    (b"GET /" + b"a" * 3000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+]
+
+
+@pytest.mark.parametrize("data,code", MALFORMED,
+                         ids=[f"{i}-{c}" for i, (_, c) in enumerate(MALFORMED)])
+def test_malformed_http(daemon, data, code):
+    got, closed = daemon.raw(data)
+    assert status_of(got) == code, got[:200]
+    assert closed, "a refused request closes the connection"
+    assert b"Connection: close" in got
+    # and the daemon goes on serving
+    assert daemon.req("GET", "/status", token=None)[0] == 200
+
+
+def test_slow_and_idle_clients_are_closed(daemon):
+    # slowloris: a byte every 0.2 s, never a whole head (http_timeout 1s)
+    s = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
+    t0 = time.time()
+    closed = False
+    for ch in b"GET /status HTTP/1.1\r\nX-Slow: " + b"a" * 100:
+        try:
+            s.sendall(bytes([ch]))
+            s.settimeout(0.2)
+            if s.recv(100) == b"":
+                closed = True
+                break
+        except socket.timeout:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+            break
+    s.close()
+    assert closed and time.time() - t0 < 6
+    # an idle keep-alive connection goes too
+    c = daemon.conn()
+    assert daemon.req("GET", "/status", token=None, conn=c)[0] == 200
+    time.sleep(2.5)
+    s = c.sock
+    s.settimeout(2)
+    assert s.recv(10) == b""
+    c.close()
+    assert daemon.req("GET", "/status", token=None)[0] == 200
+
+
+def test_connection_limit(tmp_path):
+    d = Daemon(tmp_path, extra="http_max_connections = 2\n")
+    d.start()
+    try:
+        held = [socket.create_connection(("127.0.0.1", d.port))
+                for _ in range(2)]
+        time.sleep(0.2)
+        got, closed = d.raw(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert got == b"" and closed
+        for s in held:
+            s.close()
+        time.sleep(0.3)
+        assert d.req("GET", "/status", token=None)[0] == 200
+    finally:
+        d.stop()
+
+
+def test_mstore_status(daemon, mstore):
+    daemon.req("POST", "/admin/users", {"name": "erin"})
+    out = mstore("-c", daemon.conf, "status", check=0).stdout
+    assert "primary" in out and "secondary" in out
+    assert re.search(r"users\s+1", out), out
+    assert "degraded" not in out.lower() or "not degraded" in out.lower()
