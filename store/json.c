@@ -214,7 +214,7 @@ int ms_json_parse_object(const uint8_t *p, size_t len, struct ms_json_obj *o,
 			 const char **error_r)
 {
 	struct jp j = { .p = p, .len = len, .o = o };
-	size_t koff[MS_JSON_MAX_FIELDS], soff[MS_JSON_MAX_FIELDS];
+	size_t koff[MS_JSON_MAX_FIELDS] = { 0 }, soff[MS_JSON_MAX_FIELDS] = { 0 };
 	int ret = MS_ECORRUPT;
 
 	o->n = 0;

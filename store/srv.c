@@ -487,7 +487,7 @@ int ms_srv_listen_tcp(struct ms_srv *srv, const struct sockaddr *sa,
 		      socklen_t salen, const struct ms_srv_stream *st,
 		      unsigned *port_r, const char **error_r)
 {
-	struct sockaddr_storage bound;
+	struct sockaddr_storage bound = { 0 };
 	socklen_t blen = sizeof(bound);
 	int one = 1, ret;
 	int fd = socket(sa->sa_family,
@@ -506,10 +506,15 @@ int ms_srv_listen_tcp(struct ms_srv *srv, const struct sockaddr *sa,
 		errno = -ret;
 		goto fail;
 	}
-	if (port_r != NULL)
-		*port_r = bound.ss_family == AF_INET6
-				  ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
-				  : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+	if (port_r != NULL && bound.ss_family == AF_INET6) {
+		struct sockaddr_in6 s6;
+		memcpy(&s6, &bound, sizeof(s6));
+		*port_r = ntohs(s6.sin6_port);
+	} else if (port_r != NULL) {
+		struct sockaddr_in s4;
+		memcpy(&s4, &bound, sizeof(s4));
+		*port_r = ntohs(s4.sin_port);
+	}
 	return 0;
 fail:
 	ret = -errno;

@@ -400,8 +400,7 @@ static void metrics_quota(struct hconn *hc, struct ms_buf *b)
 	ms_buf_init(&msgs, 0);
 	ms_buf_init(&limit, 0);
 	ret = ms_idx_users_iter(rd, &it);
-	while (ret == 0 && (ret = ms_idx_users_next(it, &u)) > 0) {
-		ret = 0;
+	while (ret == 0 && ms_idx_users_next(it, &u) > 0) {
 		if (n == hc->api->quota_users) {
 			more = 1;
 			break;

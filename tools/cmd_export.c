@@ -386,7 +386,7 @@ static int read_body(struct exp *e, const struct mbox_ent *mb,
 				     "(position: its PLACE record)");
 		return 1;
 	}
-	if ((ret = ms_log_read(e->log, b.pos, &h, &e->payload, &err)) < 0) {
+	if (ms_log_read(e->log, b.pos, &h, &e->payload, &err) < 0) {
 		unreadable(e, b.pos, mb->name, m->uid, err);
 		return 1;
 	}
@@ -587,7 +587,8 @@ int cmd_export(int argc, char **argv)
 			only);
 		goto out;
 	}
-	qsort(mbs, nmbs, sizeof(*mbs), cmp_mbox);
+	if (nmbs > 1)
+		qsort(mbs, nmbs, sizeof(*mbs), cmp_mbox);
 	if (out_ok(maildir, mboxf) < 0)
 		goto out;
 	e.maildir = maildir;

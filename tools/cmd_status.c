@@ -73,7 +73,7 @@ int cmd_status(int argc, char **argv)
 	const struct ms_store_cfg *cfg = tool_cfg();
 	int pok = v(&cs, "log.copy.primary.ok") != 0;
 	int sok = v(&cs, "log.copy.secondary.ok") != 0;
-	int degraded = v(&cs, "log.degraded") != 0, dead = v(&cs, "log.dead");
+	int degraded = v(&cs, "log.degraded") != 0, dead = v(&cs, "log.dead") != 0;
 	uint64_t flushes = v(&cs, "log.flushes");
 	printf("mstored at %s\n", cfg->admin_socket);
 	printf("  %-16s %-7s %s\n", "copy primary", pok ? "ok" : "FAILED",
