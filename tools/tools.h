@@ -30,6 +30,7 @@ int cmd_reindex(int argc, char **argv);
 int cmd_quota(int argc, char **argv);
 int cmd_undelete(int argc, char **argv);
 int cmd_compact(int argc, char **argv);
+int cmd_promote(int argc, char **argv);
 /* Connect to mstored's admin socket (-c FILE) and say hello; NULL with
    the reason printed. */
 struct ms_client;
