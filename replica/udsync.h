@@ -122,6 +122,11 @@ int udsync_store_set_meta(struct udsync_store *st, const uint8_t *raw,
 /* The durable position: where the next byte goes; seq of the last. */
 void udsync_store_pos(struct udsync_store *st, uint64_t *seg_r,
 		      uint64_t *off_r, uint64_t *seq_r, uint64_t *timeline_r);
+/* A session starts: where to ask the sender to start (the durable
+   position, or a segment's start to fetch it again whole); drops input
+   of the last session that was not a whole record. */
+void udsync_store_resume(struct udsync_store *st, uint64_t *seg_r,
+			 uint64_t *off_r, uint64_t *seq_r, uint64_t *timeline_r);
 /* Bytes at (seg, off): checked record by record, queued for writing. */
 int udsync_store_data(struct udsync_store *st, uint64_t seg, uint64_t off,
 		      const uint8_t *p, size_t len, const char **error_r);

@@ -68,8 +68,8 @@ static int session(struct udsync_store *st, struct udsync_link *l,
 		memcpy(m.u.rhello.store_id, meta.store_id, MS_STORE_ID_SIZE);
 		m.u.rhello.has_store = 1;
 	}
-	udsync_store_pos(st, &m.u.rhello.seg, &m.u.rhello.off,
-			 &m.u.rhello.seq, &m.u.rhello.timeline);
+	udsync_store_resume(st, &m.u.rhello.seg, &m.u.rhello.off,
+			    &m.u.rhello.seq, &m.u.rhello.timeline);
 	if ((ret = udsync_link_send(l, &m, error_r)) < 0)
 		return ret;
 	uint64_t last_heard = mono_ms();

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -57,7 +58,9 @@ struct udsync_store {
 	int fd[NCOPIES];	/* of seg, both copies */
 	uint64_t next_seq, last_seq, timeline;
 	uint64_t seg_first_seq, seg_count;
+	uint64_t seg_tl;	/* the timeline in seg's header */
 	XXH3_state_t *sum;	/* of seg's checked bytes */
+	int pos_fd[NCOPIES];	/* udsync.pos */
 
 	/* checked, queued for the next flush: bytes [qoff, qoff+q.len) of
 	   segment qseg; qnew: the file is to be created */
@@ -71,7 +74,22 @@ struct udsync_store {
 	/* RETIRE payloads among the queued records */
 	struct ms_buf *retire;
 	size_t nretire;
+
+	/* re-fetch of segment `refetch` (its seal did not match: resumed
+	   across a compaction on the primary): the next session asks for it
+	   from offset 0; `refetching` while its bytes go to NNN.seg.refetch
+	   (tfd), `rf_end` written there so far.  The old file stays in
+	   place, and stays the durable truth, until the new one is whole
+	   (sealed), synced and renamed over it. */
+	uint64_t refetch;
+	int refetching;
+	int tfd[NCOPIES];
+	uint64_t rf_end;
 };
+
+#define POS_NAME "udsync.pos"
+#define POS_SIZE 48
+static const uint8_t pos_magic[8] = { 'U', 'D', 'S', 'P', 'O', 'S', 0, 1 };
 
 static int lock_copies(struct udsync_store *st, const char **error_r)
 {
@@ -153,6 +171,231 @@ static int newest_segment(struct udsync_store *st, uint64_t *seg_r)
 	return 0;
 }
 
+/*
+ * The durable position file, <copy>/udsync.pos: where the DR log was
+ * durable on both copies at the end of the last flush (segment, end of
+ * its bytes, last seq, timeline), written and fdatasynced after the
+ * flush's data and before its ACK.  A receiver flush spans several of
+ * the primary's batches, so after a power loss its torn part may hold a
+ * valid batch-start record past a damaged one, which the engine's
+ * recovery would take for damage to acknowledged records; nothing past
+ * this position was ever acknowledged, so udsync recv cuts the DR log
+ * to it (to lost+found/) before the engine's recovery runs.
+ *
+ *   magic "UDSPOS\0\1" | seg u64 | off u64 | seq u64 | timeline u64 |
+ *   XXH3-64 of the 40 bytes before it
+ */
+struct dr_pos {
+	uint64_t seg, off, seq, timeline;
+};
+
+static int pos_write(struct udsync_store *st, const char **error_r)
+{
+	uint8_t b[POS_SIZE];
+	memcpy(b, pos_magic, 8);
+	ms_put64(b + 8, st->seg);
+	ms_put64(b + 16, st->end);
+	ms_put64(b + 24, st->last_seq);
+	ms_put64(b + 32, st->timeline);
+	ms_put64(b + 40, XXH3_64bits(b, 40));
+	for (int c = 0; c < NCOPIES; c++) {
+		int created = 0, ret = 0;
+		if (st->pos_fd[c] < 0) {
+			st->pos_fd[c] = openat(st->root_fd[c], POS_NAME,
+					       O_RDWR | O_CREAT | O_CLOEXEC,
+					       0640);
+			created = 1;
+		}
+		if (st->pos_fd[c] < 0)
+			ret = -errno;
+		if (ret == 0)
+			ret = ms_pwrite_full(st->pos_fd[c], b, POS_SIZE, 0);
+		if (ret == 0 && fdatasync(st->pos_fd[c]) < 0)
+			ret = -errno;
+		if (ret == 0 && created && fsync(st->root_fd[c]) < 0)
+			ret = -errno;
+		if (ret < 0) {
+			*error_r = ms_errf("DR copy %s: write+fdatasync %s: %s",
+					   st->dir[c], POS_NAME,
+					   ms_strerror(ret));
+			return ret;
+		}
+	}
+	return 0;
+}
+
+static int pos_read(int root_fd, struct dr_pos *p)
+{
+	uint8_t b[POS_SIZE];
+	int fd = openat(root_fd, POS_NAME, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = pread(fd, b, POS_SIZE, 0);
+	close(fd);
+	if (n != POS_SIZE || memcmp(b, pos_magic, 8) != 0 ||
+	    ms_get64(b + 40) != XXH3_64bits(b, 40))
+		return MS_ECORRUPT;
+	p->seg = ms_get64(b + 8);
+	p->off = ms_get64(b + 16);
+	p->seq = ms_get64(b + 24);
+	p->timeline = ms_get64(b + 32);
+	return 0;
+}
+
+/* Copy [off, size) of fd to lost+found/<name>@<off>.udsync-cut.<time>. */
+static int save_cut(struct udsync_store *st, int c, const char *name, int fd,
+		    uint64_t off, uint64_t size)
+{
+	char dst[160];
+	uint8_t buf[1 << 16];
+	int ret = 0;
+	snprintf(dst, sizeof(dst), "lost+found/%s@%llu.udsync-cut.%lld", name,
+		 (unsigned long long)off, (long long)time(NULL));
+	int out = openat(st->root_fd[c], dst,
+			 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (out < 0)
+		return -errno;
+	for (uint64_t o = off; o < size && ret == 0;) {
+		size_t n = size - o < sizeof(buf) ? (size_t)(size - o)
+						  : sizeof(buf);
+		ret = ms_pread_full(fd, buf, n, o);
+		if (ret == 0)
+			ret = ms_pwrite_full(out, buf, n, o - off);
+		o += n;
+	}
+	if (ret == 0 && fsync(out) < 0)
+		ret = -errno;
+	close(out);
+	return ret;
+}
+
+/*
+ * Cut each DR copy to the durable position: segments past it go to
+ * lost+found whole, its segment's bytes past it are saved there and cut.
+ * No position file (a DR store written before it existed, or not yet
+ * flushed): nothing is cut.
+ */
+static int pos_cut(struct udsync_store *st, const char **error_r)
+{
+	struct dr_pos p[NCOPIES], best = { 0, 0, 0, 0 };
+	int have = 0;
+	for (int c = 0; c < NCOPIES; c++) {
+		if (pos_read(st->root_fd[c], &p[c]) < 0)
+			continue;
+		/* both copies were synced before either file was written:
+		   the furthest valid one is durable on both */
+		if (!have || p[c].seg > best.seg ||
+		    (p[c].seg == best.seg && p[c].off > best.off))
+			best = p[c];
+		have = 1;
+	}
+	if (!have || best.seg == 0)
+		return 0;
+	for (int c = 0; c < NCOPIES; c++) {
+		int dfd = dup(st->log_fd[c]);
+		DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+		struct dirent *de;
+		int changed = 0;
+		if (d == NULL) {
+			if (dfd >= 0)
+				close(dfd);
+			*error_r = ms_errf("DR copy %s: list log: %s",
+					   st->dir[c], strerror(errno));
+			return -errno;
+		}
+		rewinddir(d);
+		while ((de = readdir(d)) != NULL) {
+			uint64_t seg;
+			char dst[320];
+			struct stat sb;
+			if (ms_seg_parse_name(de->d_name, &seg) < 0 ||
+			    seg < best.seg)
+				continue;
+			if (seg > best.seg) {
+				snprintf(dst, sizeof(dst),
+					 "../lost+found/%s.udsync-cut.%lld",
+					 de->d_name, (long long)time(NULL));
+				if (renameat(st->log_fd[c], de->d_name,
+					     st->log_fd[c], dst) < 0)
+					goto fail;
+				msg_warn("DR copy %s: segment %s is past the "
+					 "durable position %llu:%llu (never "
+					 "acknowledged): moved to lost+found",
+					 st->dir[c], de->d_name,
+					 (unsigned long long)best.seg,
+					 (unsigned long long)best.off);
+				changed = 1;
+				continue;
+			}
+			int fd = openat(st->log_fd[c], de->d_name,
+					O_RDWR | O_CLOEXEC);
+			if (fd < 0)
+				goto fail;
+			if (fstat(fd, &sb) < 0 ||
+			    (uint64_t)sb.st_size <= best.off) {
+				close(fd);
+				continue;
+			}
+			int r = save_cut(st, c, de->d_name, fd, best.off,
+					 (uint64_t)sb.st_size);
+			if (r == 0 && (ftruncate(fd, (off_t)best.off) < 0 ||
+				       fsync(fd) < 0))
+				r = -errno;
+			close(fd);
+			if (r < 0) {
+				errno = -r;
+				goto fail;
+			}
+			msg_warn("DR copy %s: segment %s: %llu bytes past the "
+				 "durable position %llu:%llu (never "
+				 "acknowledged) saved to lost+found and cut",
+				 st->dir[c], de->d_name,
+				 (unsigned long long)((uint64_t)sb.st_size -
+						      best.off),
+				 (unsigned long long)best.seg,
+				 (unsigned long long)best.off);
+			changed = 1;
+		}
+		closedir(d);
+		if (changed && fsync(st->log_fd[c]) < 0) {
+			*error_r = ms_errf("DR copy %s: fsync log: %s",
+					   st->dir[c], strerror(errno));
+			return -errno;
+		}
+		continue;
+	fail:;
+		int err = errno;
+		*error_r = ms_errf("DR copy %s: cutting to the durable "
+				   "position: %s",
+				   st->dir[c], strerror(err));
+		closedir(d);
+		return -err;
+	}
+	return 0;
+}
+
+/* Remove NNN.seg.refetch files a re-fetch left behind. */
+static void refetch_cleanup(struct udsync_store *st)
+{
+	for (int c = 0; c < NCOPIES; c++) {
+		int dfd = dup(st->log_fd[c]);
+		DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+		struct dirent *de;
+		if (d == NULL) {
+			if (dfd >= 0)
+				close(dfd);
+			continue;
+		}
+		rewinddir(d);
+		while ((de = readdir(d)) != NULL) {
+			size_t n = strlen(de->d_name);
+			if (n > 8 && strcmp(de->d_name + n - 8, ".refetch") == 0)
+				(void)unlinkat(st->log_fd[c], de->d_name, 0);
+		}
+		closedir(d);
+	}
+}
+
 /* Read the newest segment (recovered: valid to its end) into the state. */
 static int load_head(struct udsync_store *st, uint64_t seg,
 		     const char **error_r)
@@ -184,6 +427,7 @@ static int load_head(struct udsync_store *st, uint64_t seg,
 	XXH3_64bits_reset(st->sum);
 	XXH3_64bits_update(st->sum, p, MS_SEG_HDR_SIZE);
 	st->seg = seg;
+	st->seg_tl = sh.timeline;
 	st->seg_first_seq = sh.first_seq;
 	st->next_seq = sh.first_seq;
 	st->last_seq = sh.first_seq - 1;
@@ -227,7 +471,7 @@ int udsync_store_open(const char *dir0, const char *dir1,
 	st->dir[1] = ms_strdup(dir1);
 	for (int c = 0; c < NCOPIES; c++)
 		st->root_fd[c] = st->log_fd[c] = st->lock_fd[c] = st->fd[c] =
-			-1;
+			st->tfd[c] = st->pos_fd[c] = -1;
 	st->sum = XXH3_createState();
 	ms_assert(st->sum != NULL);
 	ms_buf_init(&st->q, 0);
@@ -236,6 +480,14 @@ int udsync_store_open(const char *dir0, const char *dir1,
 		goto fail;
 	struct ms_meta m;
 	const char *e0 = "", *e1 = "";
+	/* under the lock: cut to the durable position, drop re-fetch files */
+	if ((ret = lock_copies(st, error_r)) < 0)
+		goto fail;
+	refetch_cleanup(st);
+	ret = pos_cut(st, error_r);
+	unlock_copies(st);
+	if (ret < 0)
+		goto fail;
 	if (ms_meta_read(st->root_fd[0], &m, &e0) == 0 ||
 	    ms_meta_read(st->root_fd[1], &m, &e1) == 0) {
 		/* the engine's recovery, once */
@@ -274,6 +526,10 @@ void udsync_store_close(struct udsync_store **stp)
 	for (int c = 0; c < NCOPIES; c++) {
 		if (st->fd[c] >= 0)
 			close(st->fd[c]);
+		if (st->tfd[c] >= 0)
+			close(st->tfd[c]);
+		if (st->pos_fd[c] >= 0)
+			close(st->pos_fd[c]);
 		if (st->log_fd[c] >= 0)
 			close(st->log_fd[c]);
 		if (st->root_fd[c] >= 0)
@@ -337,9 +593,41 @@ void udsync_store_pos(struct udsync_store *st, uint64_t *seg_r,
 	} else {
 		*seg_r = st->seg;
 		*off_r = st->end;
+		/* re-fetching: the old bytes are still the durable truth;
+		   say how far the new copy got, for the sender's window */
+		if (st->refetching && st->rf_end > st->end)
+			*off_r = st->rf_end;
 	}
 	*seq_r = st->last_seq;
 	*timeline_r = st->timeline;
+}
+
+static void refetch_stop(struct udsync_store *st)
+{
+	for (int c = 0; c < NCOPIES; c++) {
+		if (st->tfd[c] >= 0)
+			close(st->tfd[c]);
+		st->tfd[c] = -1;
+	}
+	st->refetching = 0;
+	st->rf_end = 0;
+}
+
+void udsync_store_resume(struct udsync_store *st, uint64_t *seg_r,
+			 uint64_t *off_r, uint64_t *seq_r, uint64_t *timeline_r)
+{
+	/* a new session: input of the last one that was not a whole
+	   record is gone (the sender re-sends from what we say) */
+	ms_buf_reset(&st->pend);
+	if (st->refetching)
+		refetch_stop(st);
+	udsync_store_pos(st, seg_r, off_r, seq_r, timeline_r);
+	if (st->refetch != 0 && st->refetch == st->seg && !st->sealed) {
+		*seg_r = st->refetch;
+		*off_r = 0;
+	} else {
+		st->refetch = 0;
+	}
 }
 
 size_t udsync_store_queued(const struct udsync_store *st)
@@ -359,6 +647,16 @@ static void next_pos(const struct udsync_store *st, uint64_t *seg_r,
 			*seg_r = st->qseg;
 			*off_r = st->qoff + st->q.len;
 		}
+		return;
+	}
+	if (st->refetching) {
+		*seg_r = st->refetch;
+		*off_r = st->rf_end;
+		return;
+	}
+	if (st->refetch != 0) {
+		*seg_r = st->refetch;
+		*off_r = 0;
 		return;
 	}
 	uint64_t seq, tl;
@@ -415,6 +713,7 @@ static int check_unit(struct udsync_store *st, size_t *take_r,
 		st->q_last_seq = sh.first_seq - 1;
 		st->q_timeline = sh.timeline;
 		st->seg_first_seq = sh.first_seq;
+		st->seg_tl = sh.timeline;
 		st->seg_count = 0;
 		XXH3_64bits_reset(st->sum);
 		XXH3_64bits_update(st->sum, p, MS_SEG_HDR_SIZE);
@@ -452,10 +751,27 @@ static int check_unit(struct udsync_store *st, size_t *take_r,
 			return ret;
 		if (s.count != st->seg_count ||
 		    s.first_seq != st->seg_first_seq ||
-		    s.last_seq != st->q_last_seq || s.seal_off != st->poff ||
-		    s.sum != XXH3_64bits_digest(st->sum)) {
+		    s.last_seq != st->q_last_seq || s.seal_off != st->poff) {
 			*error_r = "the seal does not match the segment's "
 				   "records";
+			return MS_ECORRUPT;
+		}
+		if (s.sum != XXH3_64bits_digest(st->sum)) {
+			/* every record checked, only the checksum differs:
+			   the segment came in two sessions with a compaction
+			   on the primary between them (old bytes before the
+			   resume point, new ones after).  Fetch it whole. */
+			if (st->refetching) {
+				*error_r = "the seal does not match the "
+					   "segment's records, even fetched "
+					   "whole";
+				return MS_ECORRUPT;
+			}
+			st->refetch = st->pseg;
+			*error_r = "the seal's checksum does not match the "
+				   "segment as received (resumed across a "
+				   "compaction on the primary?): fetching "
+				   "the segment again whole";
 			return MS_ECORRUPT;
 		}
 		st->qsealed = 1;
@@ -528,11 +844,24 @@ int udsync_store_data(struct udsync_store *st, uint64_t seg, uint64_t off,
 		}
 		st->pseg = seg;
 		st->poff = off;
+		if (st->refetch != 0 && !st->refetching && off == 0) {
+			/* the segment again from its start, into
+			   NNN.seg.refetch; its header must be the one we
+			   have */
+			ms_assert(st->q.len == 0 && !st->qnew);
+			st->refetching = 1;
+			st->rf_end = 0;
+			st->q_next_seq = st->seg_first_seq;
+			st->q_last_seq = st->seg_first_seq - 1;
+			st->q_timeline = st->seg_tl;
+			msg_info("DR store: fetching segment %llu again whole",
+				 (unsigned long long)seg);
+		}
 	} else if (seg != st->pseg || off != st->poff + st->pend.len) {
 		*error_r = "data does not follow the previous data";
 		return MS_ECORRUPT;
 	}
-	if (st->seg != 0 && st->q.len == 0 && !st->qnew) {
+	if (st->seg != 0 && st->q.len == 0 && !st->qnew && !st->refetching) {
 		st->q_next_seq = st->next_seq;
 		st->q_last_seq = st->last_seq;
 		st->q_timeline = st->timeline;
@@ -633,6 +962,88 @@ out:
 	return ret;
 }
 
+/* The RETIREs among the records just made durable. */
+static int apply_retires(struct udsync_store *st, const char **error_r)
+{
+	int ret = 0;
+	for (size_t i = 0; i < st->nretire; i++) {
+		if (ret == 0)
+			ret = apply_retire(st, &st->retire[i], error_r);
+		ms_buf_free(&st->retire[i]);
+	}
+	st->nretire = 0;
+	return ret;
+}
+
+/*
+ * A flush while re-fetching: the bytes go to NNN.seg.refetch.  When the
+ * segment is whole (its seal checked), the file is synced and renamed
+ * over the old one on both copies, and only then published.
+ */
+static int refetch_flush(struct udsync_store *st, const char *name,
+			 const char **error_r)
+{
+	char tmp[MS_SEG_NAME_LEN + 16];
+	int ret = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.refetch", name);
+	for (int c = 0; c < NCOPIES && ret == 0; c++) {
+		if (st->qnew || st->tfd[c] < 0) {
+			if (st->tfd[c] >= 0)
+				close(st->tfd[c]);
+			st->tfd[c] = openat(st->log_fd[c], tmp,
+					    O_RDWR | O_CREAT | O_TRUNC |
+						    O_CLOEXEC,
+					    0640);
+			if (st->tfd[c] < 0)
+				ret = -errno;
+		}
+		if (ret == 0)
+			ret = ms_pwrite_full(st->tfd[c], st->q.data, st->q.len,
+					     st->qoff);
+		if (ret == 0 && fdatasync(st->tfd[c]) < 0)
+			ret = -errno;
+		if (ret < 0)
+			*error_r = ms_errf("DR copy %s: write+fdatasync %s: %s",
+					   st->dir[c], tmp, ms_strerror(ret));
+	}
+	if (ret < 0)
+		return ret;
+	st->rf_end = st->qoff + st->q.len;
+	ms_buf_reset(&st->q);
+	st->qnew = 0;
+	if (!st->qsealed)
+		return 0;
+	for (int c = 0; c < NCOPIES; c++) {
+		if (renameat(st->log_fd[c], tmp, st->log_fd[c], name) < 0 ||
+		    fsync(st->log_fd[c]) < 0) {
+			*error_r = ms_errf("DR copy %s: rename %s: %s",
+					   st->dir[c], tmp, strerror(errno));
+			return -errno;
+		}
+		if (st->fd[c] >= 0)
+			close(st->fd[c]);
+		st->fd[c] = st->tfd[c];
+		st->tfd[c] = -1;
+	}
+	msg_info("DR store: segment %s fetched again whole and in place",
+		 name);
+	st->seg = st->qseg;
+	st->end = st->rf_end;
+	st->sealed = 1;
+	st->next_seq = st->q_next_seq;
+	st->last_seq = st->q_last_seq;
+	st->timeline = st->q_timeline;
+	st->qsealed = 0;
+	st->refetch = 0;
+	refetch_stop(st);
+	if ((ret = pos_write(st, error_r)) < 0)
+		return ret;
+	/* RETIREs in the segment (compacting earlier ones): a second
+	   application finds the checksum there and does nothing */
+	return apply_retires(st, error_r);
+}
+
 int udsync_store_flush(struct udsync_store *st, const char **error_r)
 {
 	char name[MS_SEG_NAME_LEN + 1];
@@ -641,6 +1052,8 @@ int udsync_store_flush(struct udsync_store *st, const char **error_r)
 	if (st->q.len == 0)
 		return 0;
 	ms_seg_name(st->qseg, name);
+	if (st->refetching)
+		return refetch_flush(st, name, error_r);
 	if (st->qnew) {
 		for (int c = 0; c < NCOPIES; c++) {
 			if (st->fd[c] >= 0)
@@ -682,12 +1095,8 @@ int udsync_store_flush(struct udsync_store *st, const char **error_r)
 	ms_buf_reset(&st->q);
 	st->qnew = 0;
 	st->qsealed = 0;
-	ret = 0;
-	for (size_t i = 0; i < st->nretire; i++) {
-		if (ret == 0)
-			ret = apply_retire(st, &st->retire[i], error_r);
-		ms_buf_free(&st->retire[i]);
-	}
-	st->nretire = 0;
-	return ret;
+	/* the durable position, before the ACK that says it */
+	if ((ret = pos_write(st, error_r)) < 0)
+		return ret;
+	return apply_retires(st, error_r);
 }

@@ -469,8 +469,17 @@ int ms_log_append(struct ms_log *log, uint8_t type, uint8_t flags,
 		head_seal(log);
 	if (log->need_hdr)
 		head_start(log);
+	/* TIMELINE (promotion): it and every record after it carry its new
+	   timeline when that is above the current one (timelines never go
+	   back; a TIMELINE that does not raise it changes nothing here) */
+	uint64_t old_tl = log->timeline;
+	if (type == MS_REC_TIMELINE && len >= 8 &&
+	    ms_get64(payload) > log->timeline)
+		log->timeline = ms_get64(payload);
 	int ret = put_record(log, type, flags, payload, len, done, ctx, pos_r,
 			     seq_r);
+	if (ret < 0)
+		log->timeline = old_tl;
 	if (ret == 0) {
 		log->st.appends++;
 		log->st.append_bytes += len;

@@ -95,6 +95,8 @@ void ms_log_close(struct ms_log **log);
  * may be NULL); done(ctx, ...) runs from ms_log_run()/ms_log_sync() once
  * the record is durable or has failed.  MS_ETOOBIG, MS_ENOCOPY (dead),
  * MS_ESTATE (read-only), -EINVAL (reserved type) without queuing.
+ * A TIMELINE record whose new timeline (its first u64) is above the
+ * log's starts it: that record and every later one carry it.
  */
 int ms_log_append(struct ms_log *log, uint8_t type, uint8_t flags,
 		  const void *payload, uint32_t len, ms_log_done_fn *done,
@@ -194,6 +196,17 @@ int ms_log_seg_space(struct ms_log *log, uint64_t seg, uint64_t *size_r,
 		     uint64_t *alloc_r);
 /* The number of the open (newest) segment. */
 uint64_t ms_log_head_seg(const struct ms_log *log);
+
+/*
+ * Follow a log another process writes (log_follow.c; a read-only log
+ * only: the DR store that udsync recv writes, read by a standby
+ * mstored).  Reads on from the durable end: every whole record that
+ * passes the checks, with the next seq, and the segments after a seal,
+ * become durable here.  Stops quietly at the first record that is not
+ * (yet) whole.  1 when the durable end moved, 0 when not, <0 on errors
+ * (MS_ESTATE: not read-only).
+ */
+int ms_log_follow(struct ms_log *log, const char **error_r);
 
 /* Walk the durable records in log order, from a position. */
 struct ms_log_iter;

@@ -2,7 +2,7 @@
  * mstored - the store daemon: the only process that writes a store.
  *
  * SYNOPSIS
- *	mstored -c mstore.conf [-t]
+ *	mstored -c mstore.conf [-t] [--standby]
  *
  * DESCRIPTION
  *	Opens the log (recovering it), opens the index (rebuilding it from
@@ -15,6 +15,10 @@
  *	connection limits and the scrub rate (other changes are logged as
  *	needing a restart).
  *	-t checks the configuration and exits.
+ *	--standby: the DR site's hot standby (docs/replication.md): the
+ *	store (written by udsync recv) is opened read-only, every write is
+ *	refused (-EROFS), and what udsync recv appends is applied to the
+ *	index every 100 ms.  PROMOTE (mstore promote) makes it read-write.
  *
  * ENVIRONMENT
  *	MSTORE_LOOP=epoll|uring|uring-oneshot chooses the network loop over
@@ -38,8 +42,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <getopt.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -58,6 +64,8 @@ struct daemon {
 	int sigfd;
 	const char *conf_path;
 	struct ms_store_cfg *cfg;	/* the settings in force */
+	int follow_fd;			/* --standby: 100 ms timer */
+	int log_watched;
 };
 
 static void limits_of(const struct ms_store_cfg *cfg, struct ms_srv_limits *lim)
@@ -191,6 +199,26 @@ static void on_log(void *arg)
 	ms_ops_log_ready(arg);
 }
 
+/* --standby: apply what udsync recv appended; after a promote, watch the
+   read-write log's completion fd. */
+static void on_follow(void *arg)
+{
+	struct daemon *d = arg;
+	uint64_t n;
+	while (read(d->follow_fd, &n, sizeof(n)) == sizeof(n))
+		;
+	if (ms_ops_is_standby(d->ops)) {
+		(void)ms_ops_standby_follow(d->ops);
+		return;
+	}
+	if (!d->log_watched) {
+		int lfd = ms_ops_event_fd(d->ops);
+		if (lfd >= 0)
+			ms_srv_watch(d->srv, lfd, on_log, d->ops);
+		d->log_watched = 1;
+	}
+}
+
 static void h_request(void *ctx, struct ms_conn *c,
 		      const struct ms_proto_hdr *h, const uint8_t *body,
 		      size_t len)
@@ -267,12 +295,16 @@ static int drop_privileges(const char *user, const struct ms_store_cfg *cfg,
 int main(int argc, char **argv)
 {
 	struct ms_store_cfg cfg;
-	struct daemon d = { .sigfd = -1 };
+	struct daemon d = { .sigfd = -1, .follow_fd = -1 };
 	const char *err;
-	int opt, test_only = 0, ret = 1;
+	int opt, test_only = 0, standby = 0, ret = 1;
+	static const struct option lopts[] = {
+		{ "standby", no_argument, NULL, 's' },
+		{ NULL, 0, NULL, 0 },
+	};
 
 	ms_msg_init(argv[0]);
-	while ((opt = getopt(argc, argv, "c:t")) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:t", lopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			d.conf_path = optarg;
@@ -280,13 +312,18 @@ int main(int argc, char **argv)
 		case 't':
 			test_only = 1;
 			break;
+		case 's':
+			standby = 1;
+			break;
 		default:
-			fprintf(stderr, "usage: mstored -c mstore.conf [-t]\n");
+			fprintf(stderr, "usage: mstored -c mstore.conf [-t] "
+					"[--standby]\n");
 			return 2;
 		}
 	}
 	if (d.conf_path == NULL || optind != argc) {
-		fprintf(stderr, "usage: mstored -c mstore.conf [-t]\n");
+		fprintf(stderr, "usage: mstored -c mstore.conf [-t] "
+				"[--standby]\n");
 		return 2;
 	}
 	if (ms_store_cfg_load(d.conf_path, &cfg, &err) < 0) {
@@ -308,7 +345,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	d.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 
-	if (ms_ops_open(&cfg, &d.ops, &err) < 0) {
+	if ((standby ? ms_ops_open_standby(&cfg, &d.ops, &err)
+		     : ms_ops_open(&cfg, &d.ops, &err)) < 0) {
 		msg_error("%s", err);
 		goto out;
 	}
@@ -334,14 +372,27 @@ int main(int argc, char **argv)
 	int lfd = ms_ops_event_fd(d.ops);
 	if (lfd >= 0)
 		ms_srv_watch(d.srv, lfd, on_log, d.ops);
+	d.log_watched = !standby;
+	if (standby) {
+		struct itimerspec its = { { 0, 100000000 }, { 0, 100000000 } };
+		d.follow_fd = timerfd_create(CLOCK_MONOTONIC,
+					     TFD_NONBLOCK | TFD_CLOEXEC);
+		if (d.follow_fd < 0 ||
+		    timerfd_settime(d.follow_fd, 0, &its, NULL) < 0) {
+			msg_error("timerfd: %s", strerror(errno));
+			goto out;
+		}
+		ms_srv_watch(d.srv, d.follow_fd, on_follow, &d);
+	}
 	ms_ops_set_srv(d.ops, d.srv);
 	if (cfg.http != NULL)
 		msg_info("http: system API on port %u (%s; admin endpoints "
 			 "%s)",
 			 http_port, cfg.http,
 			 cfg.http_token_file ? "on" : "off");
-	msg_info("ready: socket=%s admin_socket=%s loop=%s", cfg.socket,
-		 cfg.admin_socket, ms_srv_loop_name(d.srv));
+	msg_info("ready: socket=%s admin_socket=%s loop=%s%s", cfg.socket,
+		 cfg.admin_socket, ms_srv_loop_name(d.srv),
+		 standby ? " standby (read-only, following the DR log)" : "");
 	int run = ms_srv_run(d.srv);
 	if (run < 0)
 		msg_error("event loop: %s", strerror(-run));
@@ -359,5 +410,7 @@ out:
 	ms_store_cfg_free(&cfg);
 	if (d.sigfd >= 0)
 		close(d.sigfd);
+	if (d.follow_fd >= 0)
+		close(d.follow_fd);
 	return ret;
 }

@@ -176,12 +176,18 @@ struct ms_ops {
 	struct repl repl;	/* udsync: see "replication" below */
 	/* requests and error replies by op (the system API's metrics) */
 	uint64_t n_op_requests[MS_OPS_MAX_OP], n_op_errors[MS_OPS_MAX_OP];
+	/* mstored --standby: see "standby" at the end */
+	int standby;
+	struct ms_log_cfg lcfg;
+	uint64_t standby_warned_ms;
 };
 
 /* ---- small helpers ---- */
 
-#define REPL_COUNTERS 15
+#define REPL_COUNTERS 16
 static size_t repl_counters(struct ms_ops *ops, struct ms_counter *cs);
+static int op_promote(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
+		      const char **why_r);
 
 static uint64_t now_ms(void);
 
@@ -337,7 +343,7 @@ static void apply_record(void *ctx, const struct ms_rec_hdr *h,
 	const char *err = "";
 	int ret = 0;
 
-	if (h->type == MS_REC_RETIRE)
+	if (h->type == MS_REC_RETIRE && !ops->standby)
 		retire_applied(ops, h, payload);
 	if (ops->txn == NULL)
 		ret = ms_idx_begin(ops->idx, &ops->txn);
@@ -2291,7 +2297,8 @@ int ms_ops_compact(struct ms_ops *ops, uint32_t threshold, int purge_only,
 /* Automatic compaction every compact_interval. */
 static void compact_tick(struct ms_ops *ops)
 {
-	if (ops->compact_interval_ms == 0 || ms_log_dead(ops->log))
+	if (ops->compact_interval_ms == 0 || ms_log_dead(ops->log) ||
+	    ops->standby)
 		return;
 	uint64_t now = now_ms();
 	if (ops->compact_last_ms == 0)
@@ -2672,6 +2679,7 @@ static size_t repl_counters(struct ms_ops *ops, struct ms_counter *cs)
 				   : (rp->have_ack ? 0 : ls.durable_seq);
 #define C(k, v) cs[n++] = (struct ms_counter){ MS_PSTR(k), (uint64_t)(v) }
 	C("repl.sync", rp->sync);
+	C("repl.standby", ops->standby);
 	C("repl.fallback_async", rp->fallback_async);
 	C("repl.state", state);
 	C("repl.degraded", rp->degraded);
@@ -2737,6 +2745,12 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 		if (h->op < MS_OPS_MAX_OP)
 			ops->n_op_errors[h->op]++;
 		reply_error(c, h->op, h->id, -EACCES, "say hello first");
+		return;
+	}
+	if (ops->standby && (op_writes(q.op) || q.op == MS_OP_REPL_ACK)) {
+		ops->n_errors++;
+		reply_error(c, h->op, h->id, -EROFS,
+			    "standby: read-only until mstore promote");
 		return;
 	}
 	if (op_writes(q.op) && repl_refuses(ops)) {
@@ -2819,6 +2833,9 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 		break;
 	case MS_OP_REPL_ACK:
 		ret = op_repl_ack(ops, c, h->id, &q.u.repl_ack, &why);
+		break;
+	case MS_OP_PROMOTE:
+		ret = op_promote(ops, c, h->id, &why);
 		break;
 	default:
 		ret = -EOPNOTSUPP;
@@ -3021,8 +3038,8 @@ static int init_ids(struct ms_ops *ops, const char **error_r)
 	return ret < 0 ? ret : 0;
 }
 
-int ms_ops_open(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
-		const char **error_r)
+static int ops_open(const struct ms_store_cfg *cfg, int standby,
+		    struct ms_ops **ops_r, const char **error_r)
 {
 	struct ms_ops *ops = ms_calloc(1, sizeof(*ops));
 	struct ms_log_cfg lc;
@@ -3030,7 +3047,12 @@ int ms_ops_open(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
 	int ret;
 
 	ms_store_cfg_to_log(cfg, &lc);
-	lc.create = 1;
+	lc.create = !standby;
+	lc.readonly = standby;
+	ops->standby = standby;
+	ops->lcfg = lc;
+	ops->lcfg.readonly = 0;
+	ops->lcfg.create = 0;
 	if ((ret = ms_log_open(&lc, &ops->log, error_r)) < 0)
 		goto fail;
 	const struct ms_meta *meta = ms_log_meta(ops->log);
@@ -3090,7 +3112,7 @@ int ms_ops_open(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
 	}
 	if ((ret = init_ids(ops, error_r)) < 0)
 		goto fail;
-	if ((ret = finish_retires(ops, from, error_r)) < 0)
+	if (!standby && (ret = finish_retires(ops, from, error_r)) < 0)
 		goto fail;
 	ms_log_set_apply_hook(ops->log, apply_record, ops);
 	ms_ops_reload(ops, cfg);
@@ -3099,6 +3121,12 @@ int ms_ops_open(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
 fail:
 	ms_ops_close(&ops);
 	return ret;
+}
+
+int ms_ops_open(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
+		const char **error_r)
+{
+	return ops_open(cfg, 0, ops_r, error_r);
 }
 
 void ms_ops_close(struct ms_ops **opsp)
@@ -3182,4 +3210,196 @@ void ms_ops_op_counts(const struct ms_ops *ops, uint16_t op,
 {
 	*requests_r = op < MS_OPS_MAX_OP ? ops->n_op_requests[op] : 0;
 	*errors_r = op < MS_OPS_MAX_OP ? ops->n_op_errors[op] : 0;
+}
+
+/* ---- standby (mstored --standby, udsync's DR site) ----
+ *
+ * The DR store is written by udsync recv alone; a standby mstored opens
+ * it read-only (no lock taken: the log's readonly mode), refuses every
+ * write with -EROFS, and keeps its own index current: mstored calls
+ * ms_ops_standby_follow() every ~100 ms, which reads on from the log's
+ * durable end (ms_log_follow) and applies the new records to the index
+ * as the daemon applies its own (apply_record: WAIT wakes up).
+ * PROMOTE (or `mstore promote`) stops that: the log is opened
+ * read-write (which needs udsync recv stopped: it holds the store lock),
+ * a TIMELINE record starts a new timeline, and writes are accepted.
+ */
+
+int ms_ops_open_standby(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
+			const char **error_r)
+{
+	return ops_open(cfg, 1, ops_r, error_r);
+}
+
+int ms_ops_is_standby(const struct ms_ops *ops)
+{
+	return ops->standby;
+}
+
+/* Apply the log's records past the index's position. */
+static int standby_apply(struct ms_ops *ops, const char **error_r)
+{
+	struct ms_log_iter *it;
+	struct ms_rec_hdr h;
+	struct ms_pos pos, from = { 0, 0 };
+	const uint8_t *p;
+	uint64_t seq = 0, n = 0;
+	int ret;
+
+	if (ms_idx_applied(ops->idx, &seq, &from) < 0) {
+		seq = 0;
+		from = (struct ms_pos){ 0, 0 };
+	}
+	if ((ret = ms_log_iter_new(ops->log, from, &it)) < 0) {
+		*error_r = "cannot walk the log";
+		return ret;
+	}
+	while ((ret = ms_log_iter_next(it, &pos, &h, &p, error_r)) > 0) {
+		if (h.seq <= seq)
+			continue;
+		apply_record(ops, &h, p, pos);
+		if (++n % 4096 == 0)
+			idx_settle(ops);
+	}
+	ms_log_iter_free(&it);
+	return ret;
+}
+
+int ms_ops_standby_follow(struct ms_ops *ops)
+{
+	const char *err = "";
+	int ret;
+
+	if (!ops->standby)
+		return 0;
+	ret = ms_log_follow(ops->log, &err);
+	if (ret > 0 && (ret = standby_apply(ops, &err)) == 0)
+		ret = 1;
+	if (ret < 0) {
+		uint64_t now = now_ms();
+		if (now - ops->standby_warned_ms > 10000) {
+			msg_warn("standby: following the DR log: %s", err);
+			ops->standby_warned_ms = now;
+		}
+		return ret;
+	}
+	if (ret > 0)
+		ms_ops_tick(ops); /* commit, wake WAITs */
+	return ret;
+}
+
+/*
+ * A new timeline on a read-write log: TIMELINE (new = current + 1, fork
+ * seq = the last record kept, this store's id), durable and applied.
+ */
+int ms_ops_timeline(struct ms_ops *ops, uint64_t *timeline_r,
+		    uint64_t *fork_seq_r, const char **error_r)
+{
+	struct ms_log_status ls;
+	struct ms_event ev;
+	int ret;
+
+	if (ops->standby) {
+		*error_r = "the store is open read-only (standby)";
+		return MS_ESTATE;
+	}
+	if ((ret = settle(ops)) < 0) {
+		*error_r = "the log cannot be flushed";
+		return ret;
+	}
+	ms_log_get_status(ops->log, &ls);
+	memset(&ev, 0, sizeof(ev));
+	ev.type = MS_REC_TIMELINE;
+	ev.u.timeline.new_timeline = ls.timeline + 1;
+	ev.u.timeline.fork_seq = ls.durable_seq;
+	memcpy(ev.u.timeline.store_id, ms_log_meta(ops->log)->store_id,
+	       MS_STORE_ID_SIZE);
+	if ((ret = ops_append_event(ops, NULL, &ev)) < 0 ||
+	    (ret = settle(ops)) < 0) {
+		*error_r = "the TIMELINE record was not written";
+		return ret;
+	}
+	*timeline_r = ls.timeline + 1;
+	*fork_seq_r = ls.durable_seq;
+	msg_warn("promoted: timeline %llu starts after seq %llu",
+		 (unsigned long long)*timeline_r,
+		 (unsigned long long)*fork_seq_r);
+	return 0;
+}
+
+/* The standby becomes the writer: read-write log, new timeline. */
+int ms_ops_promote(struct ms_ops *ops, uint64_t *timeline_r,
+		   uint64_t *fork_seq_r, const char **error_r)
+{
+	struct ms_log *rw = NULL;
+	struct ms_log_status ls;
+	uint64_t iseq = 0;
+	struct ms_pos ipos;
+	int ret;
+
+	if (!ops->standby) {
+		*error_r = "not a standby: already read-write";
+		return MS_ESTATE;
+	}
+	/* what is on disk now, in the index */
+	(void)ms_ops_standby_follow(ops);
+	idx_settle(ops);
+	if ((ret = ms_log_open(&ops->lcfg, &rw, error_r)) < 0) {
+		if (ret == -EBUSY)
+			*error_r = "the DR store is in use (udsync recv holds "
+				   "it): stop udsync recv first, then promote";
+		return ret;
+	}
+	ms_log_set_apply_hook(ops->log, NULL, NULL);
+	ms_log_close(&ops->log);
+	ops->log = rw;
+	ops->standby = 0;
+	/* the read-write open may have cut a torn tail the standby had
+	   applied: then the index is ahead of the log; rebuild it */
+	ms_log_get_status(ops->log, &ls);
+	if (ms_idx_applied(ops->idx, &iseq, &ipos) == 0 &&
+	    iseq > ls.durable_seq) {
+		msg_warn("promote: the index is past the log's durable end "
+			 "(seq %llu > %llu); rebuilding it",
+			 (unsigned long long)iseq,
+			 (unsigned long long)ls.durable_seq);
+		ms_idx_close(&ops->idx);
+		if ((ret = ms_idx_rebuild(ops->idx_dir, ops->map_size,
+					  ops->log, error_r)) < 0 ||
+		    (ret = ms_idx_open(ops->idx_dir, ops->map_size, &ops->idx,
+				       error_r)) < 0)
+			msg_fatal("promote: index rebuild failed: %s; exiting, "
+				  "the restart rebuilds it",
+				  *error_r);
+	} else if ((ret = ms_idx_catch_up(ops->idx, ops->log, error_r)) < 0) {
+		msg_fatal("promote: index catch-up failed: %s; exiting",
+			  *error_r);
+	}
+	for (size_t i = 0; i < MSTATE_BUCKETS; i++) {
+		while (ops->mstate[i] != NULL) {
+			struct mstate *m = ops->mstate[i];
+			ops->mstate[i] = m->next;
+			free(m);
+		}
+	}
+	if ((ret = init_ids(ops, error_r)) < 0)
+		msg_fatal("promote: %s; exiting", *error_r);
+	ms_log_set_apply_hook(ops->log, apply_record, ops);
+	return ms_ops_timeline(ops, timeline_r, fork_seq_r, error_r);
+}
+
+static int op_promote(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
+		      const char **why_r)
+{
+	uint64_t tl, fork;
+	int ret;
+
+	if (!ms_conn_is_admin(c)) {
+		*why_r = "promote is an admin operation";
+		return -EACCES;
+	}
+	if ((ret = ms_ops_promote(ops, &tl, &fork, why_r)) < 0)
+		return ret;
+	repl_reply(ops, c, MS_OP_PROMOTE, id);
+	return 0;
 }

@@ -29,6 +29,24 @@ struct ms_ops;
 int ms_ops_open(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
 		const char **error_r);
 void ms_ops_close(struct ms_ops **ops);
+
+/*
+ * Standby (mstored --standby, docs/replication.md): the DR store opened
+ * read-only (udsync recv writes it); every write op is refused with
+ * -EROFS.  ms_ops_standby_follow() reads what was appended since and
+ * applies it to the index (1 when something new came, 0 nothing, <0
+ * error, logged).  ms_ops_promote(): read-write (fails with -EBUSY while
+ * udsync recv holds the store), then ms_ops_timeline(): a TIMELINE
+ * record (new timeline = current + 1, fork seq = the last seq kept).
+ */
+int ms_ops_open_standby(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
+			const char **error_r);
+int ms_ops_is_standby(const struct ms_ops *ops);
+int ms_ops_standby_follow(struct ms_ops *ops);
+int ms_ops_promote(struct ms_ops *ops, uint64_t *timeline_r,
+		   uint64_t *fork_seq_r, const char **error_r);
+int ms_ops_timeline(struct ms_ops *ops, uint64_t *timeline_r,
+		    uint64_t *fork_seq_r, const char **error_r);
 /* Where the index lives. */
 const char *ms_ops_index_dir(struct ms_ops *ops);
 void ms_ops_set_srv(struct ms_ops *ops, struct ms_srv *srv);

@@ -41,6 +41,7 @@ static const char *const op_names[] = {
 	[MS_OP_COMPACT] = "compact",
 	[MS_OP_REPL_WAIT] = "repl-wait",
 	[MS_OP_REPL_ACK] = "repl-ack",
+	[MS_OP_PROMOTE] = "promote",
 };
 
 bool ms_op_known(uint16_t op)
@@ -580,6 +581,7 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 	case MS_OP_STATUS:
 	case MS_OP_USER_LIST:
 	case MS_OP_MBOX_LIST:
+	case MS_OP_PROMOTE:
 		break;
 	case MS_OP_USER_CREATE:
 	case MS_OP_USER_DELETE:
@@ -820,6 +822,7 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 		break;
 	case MS_OP_REPL_WAIT:
 	case MS_OP_REPL_ACK:
+	case MS_OP_PROMOTE:
 		r->u.repl.seg = ms_dec_u64(d, "seg");
 		r->u.repl.off = ms_dec_u64(d, "off");
 		r->u.repl.seq = ms_dec_u64(d, "seq");
@@ -1374,6 +1377,7 @@ static void put_req(struct enc *e, const void *src)
 	case MS_OP_STATUS:
 	case MS_OP_USER_LIST:
 	case MS_OP_MBOX_LIST:
+	case MS_OP_PROMOTE:
 		break;
 	case MS_OP_USER_CREATE:
 	case MS_OP_USER_DELETE:
@@ -1569,6 +1573,7 @@ static void put_reply(struct enc *e, const void *src)
 		break;
 	case MS_OP_REPL_WAIT:
 	case MS_OP_REPL_ACK:
+	case MS_OP_PROMOTE:
 		put64(e, r->u.repl.seg);
 		put64(e, r->u.repl.off);
 		put64(e, r->u.repl.seq);

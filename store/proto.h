@@ -115,6 +115,7 @@ enum ms_op {
 	/* replication (udsync, docs/replication.md): 50..59 */
 	MS_OP_REPL_WAIT = 50,
 	MS_OP_REPL_ACK = 51,
+	MS_OP_PROMOTE = 52,	/* standby → read-write, new timeline */
 };
 
 /* What udsync send says about its link to the DR site (REPL_ACK). */
@@ -521,7 +522,7 @@ struct ms_reply {
 		struct ms_rep_copy copy;             /* COPY, MOVE, UNDELETE */
 		struct ms_rep_quota quota;           /* QUOTA_GET */
 		uint64_t highestmodseq;              /* WAIT */
-		struct ms_rep_repl repl;             /* REPL_WAIT, REPL_ACK */
+		struct ms_rep_repl repl;   /* REPL_WAIT, REPL_ACK, PROMOTE */
 	} u;
 };
 

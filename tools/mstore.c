@@ -52,6 +52,9 @@ static const struct {
 	{ "compact", cmd_compact,
 	  "compact [--threshold PERMILLE] [--purge-only] [--offline]   purge "
 	  "what left the undelete window and compact mostly-dead segments" },
+	{ "promote", cmd_promote,
+	  "promote [--offline]   make the DR store the writer: a new "
+	  "timeline (online: the standby mstored; udsync recv stopped)" },
 	{ "stats", cmd_stats,
 	  "stats [DIR | --offline]   mstored's counters (online, -c FILE), "
 	  "or what the files hold" },

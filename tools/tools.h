@@ -33,6 +33,7 @@ int cmd_compact(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_mailbox(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_promote(int argc, char **argv);
 /* Connect to mstored's admin socket (-c FILE) and say hello; NULL with
    the reason printed. */
 struct ms_client;

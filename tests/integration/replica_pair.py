@@ -64,19 +64,23 @@ class Pair:
             "mstored": [prog("mstored"), "-c", self.pri / "mstore.conf"],
             "send": [prog("udsync"), "-c", self.pri / "mstore.conf", "send"],
             "recv": [prog("udsync"), "-c", self.dr / "mstore.conf", "recv"],
+            "standby": [prog("mstored"), "-c", self.dr / "mstore.conf",
+                        "--standby"],
         }[name]
         log = open(self.tmp / f"{name}.log", "ab")
         self.logs[name] = self.tmp / f"{name}.log"
         self.procs[name] = subprocess.Popen([str(c) for c in cmd],
                                             stdout=log, stderr=log)
-        if name == "mstored":
-            sock = self.pri / "mstored-admin.sock"
+        if name in ("mstored", "standby"):
+            d = self.pri if name == "mstored" else self.dr
+            sock = d / "mstored-admin.sock"
             for _ in range(200):
-                if sock.exists() and self.mstore("stats").returncode == 0:
+                if sock.exists() and self.mstore(
+                        "stats", conf=d / "mstore.conf").returncode == 0:
                     return
                 time.sleep(0.05)
-            raise AssertionError("mstored did not start: " +
-                                 self.log("mstored"))
+            raise AssertionError(f"{name} did not start: " +
+                                 self.log(name))
 
     def kill(self, name, sig=signal.SIGKILL):
         p = self.procs.pop(name, None)
@@ -86,7 +90,7 @@ class Pair:
 
     def stop_all(self):
         for name in list(self.procs):
-            self.kill(name, signal.SIGTERM if name == "mstored"
+            self.kill(name, signal.SIGTERM if name in ("mstored", "standby")
                       else signal.SIGKILL)
 
     def log(self, name):
@@ -132,6 +136,18 @@ class Pair:
                              f"{self.log('send')[-3000:]}\nrecv:\n"
                              f"{self.log('recv')[-3000:]}")
 
+    def wait_identical(self, timeout=120):
+        """Caught up (as mstored sees it) and byte-identical; the acks
+        mstored holds may be older than a restart, so verify until the
+        DR store has the same bytes."""
+        self.wait_caught_up(timeout=timeout)
+        end = time.time() + timeout
+        while True:
+            r = self.verify_against()
+            if r.returncode == 0 or time.time() > end:
+                return r
+            time.sleep(0.2)
+
     def verify_against(self):
         # the primary's durable state against the DR copy, byte for byte
         return run(prog("mstore"), "verify", self.pri / "a", "--secondary",
@@ -157,6 +173,10 @@ class BitFlipProxy:
         self.conns = []
         self.stop = False
         self.block = False
+        # forward only this many bytes of the next connection, then cut
+        # the link and refuse new ones (block) until told
+        self.cut_after = None
+        self.cuts = 0
         threading.Thread(target=self.accept_loop, daemon=True).start()
 
     def accept_loop(self):
@@ -219,6 +239,13 @@ class BitFlipProxy:
                     data = bytes(data)
                     self.flip_at = None
                     self.flips += 1
+                if forward and self.cut_after is not None and \
+                        seen + len(data) >= self.cut_after:
+                    b.sendall(data[:self.cut_after - seen])
+                    self.cut_after = None
+                    self.block = True
+                    self.cuts += 1
+                    break
                 seen += len(data)
                 b.sendall(data)
         except OSError:

@@ -151,6 +151,91 @@ static void test_append_read_roll(void **state)
 	}
 }
 
+/* A read-only log follows what a writer appends (ms_log_follow). */
+static void test_follow(void **state)
+{
+	(void)state;
+	struct t *t = t_new();
+	struct ms_pos pos[300];
+	struct acks a = { 0 };
+	struct ms_log *w = t_open(t, 16384, NULL, MS_IO_PSYNC);
+	struct ms_log_status st;
+	const char *err = "";
+
+	put_n(w, 10, 1, pos, &a, 500);
+	struct ms_log_cfg rc = { .dir = { t->a, t->b }, .seg_size = 16384,
+				 .engine = MS_IO_PSYNC, .readonly = 1 };
+	struct ms_log *r = NULL;
+	if (ms_log_open(&rc, &r, &err) < 0)
+		fail_msg("open read-only: %s", err);
+	assert_int_equal(ms_log_follow(r, &err), 0);
+	ms_log_get_status(r, &st);
+	assert_int_equal(st.durable_seq, 10);
+	check_n(r, 10, 1, pos, 500);
+	/* many segments later */
+	put_n(w, 300, 100, pos, &a, 500);
+	assert_int_equal(ms_log_follow(r, &err), 1);
+	ms_log_get_status(r, &st);
+	struct ms_log_status ws;
+	ms_log_get_status(w, &ws);
+	assert_true(ws.durable_seq > 310); /* seals have seqs too */
+	assert_int_equal(st.durable_seq, ws.durable_seq);
+	assert_true(ms_pos_cmp(st.durable, ws.durable) == 0);
+	assert_int_equal(st.nsegs, ws.nsegs);
+	check_n(r, 300, 100, pos, 500);
+	assert_int_equal(ms_log_follow(r, &err), 0);
+	/* a TIMELINE record: the new timeline from it on */
+	uint8_t tl[32] = { 0 };
+	ms_put64(tl, 2);
+	ms_put64(tl + 8, 310);
+	assert_int_equal(ms_log_append(w, MS_REC_TIMELINE, 0, tl, sizeof(tl),
+				       NULL, NULL, NULL, NULL),
+			 0);
+	put_n(w, 3, 1000, pos, &a, 100);
+	assert_int_equal(ms_log_follow(r, &err), 1);
+	ms_log_get_status(r, &st);
+	ms_log_get_status(w, &ws);
+	assert_int_equal(st.durable_seq, ws.durable_seq);
+	assert_int_equal(st.timeline, 2);
+	check_n(r, 3, 1000, pos, 100);
+	/* the timeline never goes back */
+	ms_put64(tl, 1);
+	assert_int_equal(ms_log_append(w, MS_REC_TIMELINE, 0, tl, sizeof(tl),
+				       NULL, NULL, NULL, NULL),
+			 0);
+	ms_log_sync(w);
+	ms_log_get_status(w, &ws);
+	assert_int_equal(ws.timeline, 2);
+	assert_int_equal(ms_log_follow(r, &err), 1);
+	/* a record not yet whole is not taken: half of one past the end */
+	{
+		char path[2200];
+		uint8_t half[20];
+		seg_path(path, sizeof(path), t->a, ws.durable.seg);
+		memset(half, 0x5a, sizeof(half));
+		int fd = open(path, O_WRONLY);
+		assert_true(fd >= 0);
+		assert_int_equal(pwrite(fd, half, sizeof(half),
+					(off_t)ws.durable.off),
+				 (ssize_t)sizeof(half));
+		close(fd);
+		assert_int_equal(ms_log_follow(r, &err), 0);
+		ms_log_get_status(r, &st);
+		assert_int_equal(st.durable_seq, ws.durable_seq);
+		assert_int_equal(truncate(path, (off_t)ws.durable.off), 0);
+	}
+	/* only a read-only log follows */
+	assert_int_equal(ms_log_follow(w, &err), MS_ESTATE);
+	ms_log_close(&r);
+	ms_log_close(&w);
+	/* the writer's reopen keeps the timeline */
+	w = t_open(t, 16384, NULL, MS_IO_PSYNC);
+	ms_log_get_status(w, &ws);
+	assert_int_equal(ws.timeline, 2);
+	ms_log_close(&w);
+	mst_rmtree(t->root);
+}
+
 static void test_torn_tail_recovered(void **state)
 {
 	(void)state;
@@ -736,6 +821,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_append_read_roll),
 		cmocka_unit_test(test_torn_tail_recovered),
+		cmocka_unit_test(test_follow),
 		cmocka_unit_test(test_eio_secondary_write),
 		cmocka_unit_test(test_eio_secondary_sync),
 		cmocka_unit_test(test_eio_primary_write),

@@ -403,6 +403,7 @@ static void dump_reply(FILE *f, const struct ms_reply *r)
 		break;
 	case MS_OP_REPL_WAIT:
 	case MS_OP_REPL_ACK:
+	case MS_OP_PROMOTE:
 		fprintf(f, " %llu:%llu seq=%llu tl=%llu",
 			(unsigned long long)r->u.repl.seg,
 			(unsigned long long)r->u.repl.off,
@@ -442,7 +443,7 @@ static const uint16_t all_ops[] = {
 	MS_OP_STORE,          MS_OP_EXPUNGE,     MS_OP_COPY,
 	MS_OP_MOVE,           MS_OP_QUOTA_GET,   MS_OP_QUOTA_SET,
 	MS_OP_WAIT,           MS_OP_UNDELETE,    MS_OP_COMPACT,
-	MS_OP_REPL_WAIT,      MS_OP_REPL_ACK,
+	MS_OP_REPL_WAIT,      MS_OP_REPL_ACK,    MS_OP_PROMOTE,
 };
 
 #define P(lit) MS_PSTR(lit)
@@ -656,6 +657,7 @@ static struct ms_reply sample_reply(uint16_t op)
 		break;
 	case MS_OP_REPL_WAIT:
 	case MS_OP_REPL_ACK:
+	case MS_OP_PROMOTE:
 		r.u.repl = (struct ms_rep_repl){7, 65536, 1234, 2};
 		break;
 	default:
@@ -1229,6 +1231,11 @@ static const struct bad_body {
 	{REQ, MS_OP_REPL_ACK, "u64:1 u64:64 u64:9 u8:0 u8:0", MS_ECORRUPT},
 	/* 71q */ {REP, MS_OP_REPL_WAIT, "i32:0 u64:1 u64:64 u64:0 u64:1", 0},
 	/* 71r */ {REP, MS_OP_REPL_ACK, "i32:0 u64:1 u64:64 u64:0", MS_ETRUNC},
+	/* 71s */ {REQ, MS_OP_PROMOTE, "", 0},
+	/* 71t */ {REQ, MS_OP_PROMOTE, "u8:0", MS_ECORRUPT},
+	/* 71u */ {REP, MS_OP_PROMOTE, "i32:0 u64:3 u64:64 u64:10 u64:2", 0},
+	/* 71v */ {REP, MS_OP_PROMOTE, "i32:0 u64:3 u64:64 u64:10", MS_ETRUNC},
+	/* 71w */ {REP, MS_OP_PROMOTE, "i32:-30 s:standby", 0},
 	/* ops that are not requests */
 	/* 72 */ {REQ, 0, "", -EOPNOTSUPP},
 	/* 73 */ {REQ, 99, "s:A", -EOPNOTSUPP},
