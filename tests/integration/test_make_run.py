@@ -1,9 +1,13 @@
-"""`make run`'s script starts the backend that exists (today: mstored
-and mstore-lmtpd) with data in a var directory, creates the demo user,
-delivers a message through the daemon, says where LMTP listens (and it
-does), and `make stop` leaves no process behind.  Run against a scratch
-var."""
+"""`make run`'s script starts the backend with data in a var directory:
+mstored, mstore-lmtpd, the DR site (udsync send and recv, a standby
+mstored) and, with Postfix installed, the MX gateway; it creates the
+demo user and delivers a message.  A message sent by SMTP to the gateway
+reaches the store and the DR site; `make stop` leaves no process behind.
+Run against a scratch var."""
 import os
+import pathlib
+import shutil
+import tempfile
 import re
 import smtplib
 import subprocess
@@ -23,8 +27,18 @@ def alive(pid):
         return f.read().split(") ")[1][0] != "Z"
 
 
-def test_run_start_stop(tmp_path):
-    var = tmp_path / "var"
+def test_run_start_stop():
+    # Postfix's own user must reach the queue: a searchable directory
+    root = pathlib.Path(tempfile.mkdtemp(prefix="mstore-run-"))
+    root.chmod(0o755)
+    var = root / "var"
+    try:
+        run_and_check(var)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_and_check(var):
     r = run_sh("start", var=var)
     try:
         assert r.returncode == 0, r.stdout + r.stderr
@@ -46,13 +60,39 @@ def test_run_start_stop(tmp_path):
         counters = dict(l.split() for l in stats.stdout.splitlines())
         assert counters["index.users"] == "1"
         assert counters["index.messages"] == "2"
+        pids = [pid, lpid]
         assert counters["log.degraded"] == "0"
+        # SMTP to the gateway -> LMTP -> the store -> udsync -> the DR
+        want = 2
+        m = re.search(r"SMTP on 127\.0\.0\.1:(\d+) ", r.stdout)
+        if m:
+            sm = smtplib.SMTP("127.0.0.1", int(m.group(1)), timeout=30)
+            sm.ehlo("test")
+            assert sm.sendmail("t@example.test", ["demo@example.test"],
+                               b"Subject: via SMTP\r\n\r\nhi\r\n") == {}
+            sm.quit()
+            want = 3
+        dr_conf = str(var / "dr" / "mstore.conf")
+
+        def messages(c):
+            out = subprocess.run([prog("mstore"), "-c", c, "stats"],
+                                 capture_output=True, text=True).stdout
+            return dict(l.split() for l in out.splitlines()).get(
+                "index.messages")
+        deadline = time.time() + 30
+        while time.time() < deadline and (
+                messages(conf) != str(want) or messages(dr_conf) != str(want)):
+            time.sleep(0.2)
+        assert messages(conf) == str(want)
+        assert messages(dr_conf) == str(want)
+        pids += [int((var / f).read_text()) for f in
+                 ("udsync-send.pid", "udsync-recv.pid", "standby.pid")]
         # a second start finds it running and delivers again
         r2 = run_sh("start", var=var)
         assert r2.returncode == 0, r2.stderr
         assert "already running" in r2.stdout
         assert "mstore-lmtpd is already running" in r2.stdout
-        assert "uid 3 " in r2.stdout
+        assert f"uid {want + 1} " in r2.stdout
         # offline writers are refused while mstored holds the store
         a = subprocess.run([prog("mstore"), "-c", conf, "append",
                             str(var / "demo.eml")],
@@ -62,9 +102,13 @@ def test_run_start_stop(tmp_path):
         s = run_sh("stop", var=var)
     assert s.returncode == 0, s.stderr
     deadline = time.time() + 10
-    while (alive(pid) or alive(lpid)) and time.time() < deadline:
+    while any(alive(p) for p in pids) and time.time() < deadline:
         time.sleep(0.1)
-    assert not alive(pid) and not alive(lpid)
+    assert not any(alive(p) for p in pids)
+    # and no Postfix of ours is left
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True,
+                        text=True).stdout
+    assert str(var / "postfix") not in ps
     v = subprocess.run([prog("mstore"), "-c", conf, "verify"],
                        capture_output=True, text=True)
     assert v.returncode == 0, v.stdout

@@ -13,8 +13,15 @@
 # else the first free one of 2424..2434; MSTORE_LMTP_PORT chooses) and
 # on the unix socket var/lmtp.sock, creates the user "demo" and delivers
 # a demo message through mstored, then prints how to reach it all.
-# `stop` stops mstore-lmtpd and mstored by the PIDs in var/*.pid.
-# udsync, Dovecot and Postfix join here as they are built.
+# The DR site lives in var/dr: its own store (written by `udsync recv`
+# alone), a standby mstored on it (read-only until `mstore promote`),
+# and `udsync send` on the primary streams the log there over 127.0.0.1
+# (pinned keys var/udsync.key, var/dr/udsync.key).  With Postfix
+# installed and root, a private Postfix is the MX gateway on
+# 127.0.0.1:8025 (MSTORE_SMTP_PORT), relaying example.test to the LMTP
+# receiver (var/postfix).
+# `stop` stops them all by the PIDs in var/*.pid (Postfix with
+# `postfix -c var/postfix/etc stop`).
 # MSTORE_VAR overrides ./var (the tests use a scratch directory).
 
 cmd=${1:-}
@@ -29,6 +36,9 @@ lmtpd=$bdir/mstore-lmtpd
 conf=$var/mstore.conf
 pidfile=$var/mstored.pid
 lmtp_pidfile=$var/lmtpd.pid
+udsync=$bdir/udsync
+dr=$var/dr
+dr_conf=$dr/mstore.conf
 
 write_conf()
 {
@@ -85,7 +95,8 @@ lmtp_running()
 start_lmtpd()
 {
 	# only what this run logs counts
-	logged=$(wc -c <"$var/lmtpd.log" 2>/dev/null || echo 0)
+	logged=0
+	[ -f "$var/lmtpd.log" ] && logged=$(wc -c <"$var/lmtpd.log")
 	"$lmtpd" -c "$conf" >>"$var/lmtpd.log" 2>&1 &
 	echo $! >"$lmtp_pidfile"
 	i=0
@@ -145,13 +156,188 @@ start_daemon()
 	wait_ready
 }
 
+# ---- the DR site ----
+
+# free_port FIRST LAST: the first free TCP port on 127.0.0.1 in the range
+free_port()
+{
+	p=$1
+	while [ "$p" -le "$2" ]; do
+		port_in_use "$p" || { echo "$p"; return 0; }
+		p=$((p + 1))
+	done
+	return 1
+}
+
+# keygen FILE: a udsync key pair once; its public key is kept in FILE.pub
+keygen()
+{
+	[ -f "$1" ] && [ -f "$1.pub" ] && return 0
+	rm -f "$1" "$1.pub"
+	"$udsync" keygen "$1" >"$1.pub.tmp" && mv "$1.pub.tmp" "$1.pub"
+}
+
+# The [udsync] sections and the DR site's config, once.
+dr_setup()
+{
+	mkdir -p "$dr/store" || return 1
+	keygen "$var/udsync.key" && keygen "$dr/udsync.key" || return 1
+	if ! grep -q '^\[udsync\]' "$conf"; then
+		port=$(free_port 7600 7640) || return 1
+		cat >>"$conf" <<CONF
+[udsync]
+key_file = udsync.key
+peer_key = $(cat "$dr/udsync.key.pub")
+connect = 127.0.0.1:$port
+CONF
+		cat >"$dr_conf" <<CONF
+# mstore.conf of the DR site of \`make run\`: udsync recv writes this
+# store; mstored --standby serves it read-only until mstore promote.
+[store]
+primary = store/primary
+secondary = store/secondary
+index = store/index
+segment_size = 64M
+io_engine = $(sed -n 's/^io_engine = //p' "$conf")
+socket = mstored.sock
+admin_socket = mstored-admin.sock
+[udsync]
+key_file = udsync.key
+peer_key = $(cat "$var/udsync.key.pub")
+listen = 127.0.0.1:$port
+CONF
+	fi
+}
+
+pid_running()
+{
+	[ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+# start_bg NAME PIDFILE LOG CMD...: start CMD in the background once
+start_bg()
+{
+	bg_name=$1 bg_pidfile=$2 bg_log=$3
+	shift 3
+	if pid_running "$bg_pidfile"; then
+		echo "run.sh: $bg_name is already running" \
+			"(pid $(cat "$bg_pidfile"))"
+		return 0
+	fi
+	"$@" >>"$bg_log" 2>&1 &
+	echo $! >"$bg_pidfile"
+}
+
+# wait_for SECONDS CMD...: until CMD succeeds
+wait_for()
+{
+	n=$(($1 * 10))
+	shift
+	while [ "$n" -gt 0 ]; do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.1
+		n=$((n - 1))
+	done
+	return 1
+}
+
+dr_start()
+{
+	dr_setup || { echo "run.sh: DR site setup failed" >&2; return 1; }
+	start_bg "udsync recv" "$var/udsync-recv.pid" "$dr/udsync-recv.log" \
+		"$udsync" -c "$dr_conf" recv
+	start_bg "udsync send" "$var/udsync-send.pid" "$var/udsync-send.log" \
+		"$udsync" -c "$conf" send
+	# the standby needs the DR store, which the first sync creates
+	if ! wait_for 20 test -f "$dr/store/primary/mstore.meta"; then
+		echo "run.sh: the DR store did not appear; see" \
+			"$dr/udsync-recv.log and $var/udsync-send.log" >&2
+		return 1
+	fi
+	start_bg "standby mstored" "$var/standby.pid" "$dr/mstored.log" \
+		"$mstored" -c "$dr_conf" --standby
+	wait_for 20 "$mstore" -c "$dr_conf" stats || {
+		tail -5 "$dr/mstored.log" >&2
+		return 1
+	}
+}
+
+# ---- Postfix, the MX gateway ----
+
+pfx=$var/postfix
+
+postfix_start()
+{
+	if [ ! -x /usr/sbin/postfix ] || [ "$(id -u)" != 0 ]; then
+		echo "run.sh: no Postfix gateway (needs the postfix package" \
+			"and root)"
+		return 0
+	fi
+	if [ -f "$pfx/etc/main.cf" ] &&
+	   postfix -c "$pfx/etc" status >/dev/null 2>&1; then
+		echo "run.sh: the Postfix gateway is already running"
+		return 0
+	fi
+	smtp_port=${MSTORE_SMTP_PORT:-$(free_port 8025 8045)} || return 1
+	lport=${lmtp_listen##*:}
+	rm -rf "$pfx"
+	mkdir -p "$pfx/etc" "$pfx/spool" "$pfx/data" || return 1
+	chmod 755 "$pfx"
+	chown postfix "$pfx/data"
+	if ! runuser -u postfix -- test -w "$pfx/data" 2>/dev/null; then
+		echo "run.sh: no Postfix gateway: the postfix user cannot" \
+			"reach $pfx/data (a parent directory is not searchable)"
+		rm -rf "$pfx"
+		return 0
+	fi
+	# no chroot (the private queue has none of its files); smtpd on
+	# loopback only
+	sed -e "s/^smtp\([[:space:]]*\)inet.*/127.0.0.1:$smtp_port inet n - n - - smtpd/" \
+	    -e 's/^\([^#[:space:]][^[:space:]]*[[:space:]]\{1,\}[^[:space:]]\{1,\}[[:space:]]\{1,\}[^[:space:]]\{1,\}[[:space:]]\{1,\}[^[:space:]]\{1,\}[[:space:]]\{1,\}\)y\([[:space:]]\)/\1n\2/' \
+	    /etc/postfix/master.cf >"$pfx/etc/master.cf"
+	cat >"$pfx/etc/main.cf" <<CONF
+compatibility_level = 3.6
+queue_directory = $pfx/spool
+data_directory = $pfx/data
+maillog_file = $pfx/maillog
+maillog_file_prefixes = $pfx
+myhostname = gw.example.test
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mydestination =
+mynetworks = 127.0.0.0/8
+relay_domains = example.test
+transport_maps = inline:{ example.test=lmtp:inet:127.0.0.1:$lport }
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+alias_maps =
+alias_database =
+local_recipient_maps =
+lmtp_send_xforward_command = yes
+biff = no
+CONF
+	postfix -c "$pfx/etc" start >>"$var/postfix.log" 2>&1 || {
+		echo "run.sh: Postfix did not start: see $var/postfix.log" >&2
+		return 1
+	}
+	echo "$smtp_port" >"$var/smtp.port"
+}
+
+postfix_stop()
+{
+	[ -f "$pfx/etc/main.cf" ] || return 0
+	if postfix -c "$pfx/etc" status >/dev/null 2>&1; then
+		postfix -c "$pfx/etc" stop >>"$var/postfix.log" 2>&1
+		# master exits after its children
+		pidf=$pfx/spool/pid/master.pid
+		[ -f "$pidf" ] && wait_for 10 sh -c \
+			"! kill -0 \$(cat '$pidf' | tr -d ' ') 2>/dev/null"
+		echo "run.sh: Postfix gateway stopped"
+	fi
+}
+
 case $cmd in
 start)
-	for d in replica/udsync.c; do
-		[ -f "$d" ] && echo "run.sh: $d exists but is not started by" \
-			"this script yet" >&2
-	done
-	for p in "$mstore" "$mstored" "$lmtpd"; do
+	for p in "$mstore" "$mstored" "$lmtpd" "$udsync"; do
 		[ -x "$p" ] || { echo "run.sh: $p is not built" >&2; exit 1; }
 	done
 	mkdir -p "$var/store" || exit 1
@@ -180,6 +366,8 @@ start)
 		exit 1
 	fi
 	lmtp_listen=$(sed -n 's/^listen = //p' "$conf" | head -n 1)
+	dr_start || exit 1
+	postfix_start || exit 1
 	"$mstore" -c "$conf" user list | grep -q ' demo$' ||
 		"$mstore" -c "$conf" user add demo || exit 1
 	demo=$var/demo.eml
@@ -194,7 +382,10 @@ mstore: mstored is running (pid $(cat "$pidfile")), log in $var/mstored.log
   store         $var/store (config $conf)
 mstore-lmtpd is running (pid $(cat "$lmtp_pidfile")), log in $var/lmtpd.log
   LMTP          $lmtp_listen and $var/lmtp.sock   (docs/lmtp.md)
-Not built yet: the Dovecot plugin (IMAP, POP3), udsync.
+udsync send (pid $(cat "$var/udsync-send.pid")) streams the log to the DR site in $dr:
+  udsync recv (pid $(cat "$var/udsync-recv.pid")), standby mstored (pid $(cat "$var/standby.pid"), read-only)
+  DR admin socket $dr/mstored-admin.sock   (mstore -c $dr_conf stats)
+$( [ -f "$var/smtp.port" ] && echo "Postfix MX gateway: SMTP on 127.0.0.1:$(cat "$var/smtp.port") -> LMTP $lmtp_listen (log $pfx/maillog)")
 Try:
   $mstore -c $conf stats
   python3 -c 'import smtplib; l = smtplib.LMTP("${lmtp_listen%:*}", ${lmtp_listen##*:}); l.ehlo("me"); print(l.sendmail("me@example.test", ["demo@example.test"], b"Subject: hi\r\n\r\nhello\r\n"))'
@@ -204,6 +395,10 @@ Try:
 MSG
 	;;
 stop)
+	postfix_stop
+	stop_pid "udsync send" "$var/udsync-send.pid" || exit 1
+	stop_pid "standby mstored" "$var/standby.pid" || exit 1
+	stop_pid "udsync recv" "$var/udsync-recv.pid" || exit 1
 	stop_pid mstore-lmtpd "$lmtp_pidfile" || exit 1
 	stop_pid mstored "$pidfile" || exit 1
 	;;
