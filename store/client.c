@@ -60,6 +60,11 @@ void ms_client_close(struct ms_client **cp)
 	*cp = NULL;
 }
 
+int ms_client_fd(const struct ms_client *c)
+{
+	return c->fd;
+}
+
 uint32_t ms_client_id(struct ms_client *c)
 {
 	return c->next_id++;

@@ -20,6 +20,9 @@ struct ms_client;
 int ms_client_connect(const char *path, unsigned timeout_ms,
 		      struct ms_client **c_r, const char **error_r);
 void ms_client_close(struct ms_client **c);
+/* The socket, for a caller's event loop (e.g. a WAIT read when it is
+   readable); still owned by the client. */
+int ms_client_fd(const struct ms_client *c);
 /* A fresh request id. */
 uint32_t ms_client_id(struct ms_client *c);
 /* Write every byte of buf.  0 or -errno. */

@@ -1,6 +1,7 @@
 """Shared fixtures for the integration tests: where the built programs
 are, and a scratch directory per test (pytest's tmp_path)."""
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -47,3 +48,45 @@ def run_sh(*args, var):
     return subprocess.run([os.path.join(SRC, "tests/lib/run.sh"), *args,
                            BUILD], capture_output=True, text=True,
                           env=env, timeout=120)
+
+
+def _plugin_skip_reason():
+    if os.geteuid() != 0:
+        return "the Dovecot tests need root (a private Dovecot, useradd)"
+    if not os.path.exists(os.path.join(BUILD, "modules",
+                                       "lib20_mstore_plugin.so")):
+        return "the Dovecot plugin is not built (no dovecot-dev?)"
+    if shutil.which("dovecot") is None and not os.path.exists(
+            "/usr/sbin/dovecot"):
+        return "Dovecot is not installed"
+    return None
+
+
+@pytest.fixture
+def stack(request):
+    """A private mstored and Dovecot with the mstore plugin
+    (dovecot_stack.Stack), users alice and bob; stopped after the test,
+    and the test fails if Dovecot logged a Panic, Error or Corrupted."""
+    reason = _plugin_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    import tempfile
+    from dovecot_stack import Stack
+    # not pytest's tmp_path: its parents are 0700, and Dovecot's
+    # unprivileged processes must reach the passwd file and the homes
+    root = tempfile.mkdtemp(prefix="mstore-dovecot-")
+    s = Stack(root, BUILD)
+    ok = False
+    try:
+        s.start()
+        yield s
+        if not s.allow_errors:
+            problems = s.log_problems()
+            assert not problems, "\n".join(problems)
+        ok = True
+    finally:
+        s.stop()
+        if ok and not os.environ.get("MSTORE_KEEP"):
+            shutil.rmtree(root, ignore_errors=True)
+        elif not ok:
+            print(f"kept {root} for a look")

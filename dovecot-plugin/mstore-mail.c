@@ -1,0 +1,230 @@
+/*
+ * mstore-mail.c - mails of an mstore mailbox.
+ *
+ * Sizes, dates and the GUID come from the "mstore-rec" record that the
+ * sync wrote from the store's FETCH_META, so FETCH RFC822.SIZE, POP3
+ * LIST and doveadm fetch never read a body.  The body is read from the
+ * store (FETCH_BODY, in chunks) into a buffer the mail owns, as the
+ * bytes were stored: physical size = what the stream gives; the virtual
+ * size (bare LFs counted as CRLF) is the store's, computed by the same
+ * rule as Dovecot's.
+ */
+#include "lib.h"
+#include "buffer.h"
+#include "istream.h"
+#include "ioloop.h"
+#include "str.h"
+#include "guid.h"
+#include "index-mail.h"
+#include "mstore-storage.h"
+
+bool mstore_mail_get_rec(struct mail *mail, struct mstore_mail_rec *rec_r)
+{
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(mail->box);
+	const void *data;
+	bool expunged;
+
+	if (mail->saving || mbox->rec_ext_id == 0)
+		return FALSE;
+	mail_index_lookup_ext(mail->transaction->view, mail->seq,
+			      mbox->rec_ext_id, &data, &expunged);
+	if (data == NULL)
+		return FALSE;
+	memcpy(rec_r, data, sizeof(*rec_r));
+	/* a record never written is all zeros; a real one has a GUID */
+	return !guid_128_is_empty(rec_r->guid);
+}
+
+static int mstore_mail_no_rec(struct mail *mail)
+{
+	mail_set_critical(mail, "mstore: no store metadata for uid %u in "
+			  "the index", mail->uid);
+	return -1;
+}
+
+static int mstore_mail_get_received_date(struct mail *_mail, time_t *date_r)
+{
+	struct index_mail *mail = INDEX_MAIL(_mail);
+	struct mstore_mail_rec rec;
+
+	if (index_mail_get_received_date(_mail, date_r) == 0)
+		return 0;
+	if (!mstore_mail_get_rec(_mail, &rec))
+		return mstore_mail_no_rec(_mail);
+	mail->data.received_date = *date_r = (time_t)rec.received;
+	return 0;
+}
+
+static int mstore_mail_get_save_date(struct mail *_mail, time_t *date_r)
+{
+	struct index_mail *mail = INDEX_MAIL(_mail);
+	struct mstore_mail_rec rec;
+	int ret;
+
+	if ((ret = index_mail_get_save_date(_mail, date_r)) > 0)
+		return ret;
+	if (!mstore_mail_get_rec(_mail, &rec)) {
+		if (_mail->saving) {
+			*date_r = ioloop_time;
+			return 1;
+		}
+		return mstore_mail_no_rec(_mail);
+	}
+	mail->data.save_date = *date_r = (time_t)rec.saved;
+	return 1;
+}
+
+static int mstore_mail_get_physical_size(struct mail *_mail, uoff_t *size_r)
+{
+	struct index_mail *mail = INDEX_MAIL(_mail);
+	struct mstore_mail_rec rec;
+
+	if (index_mail_get_physical_size(_mail, size_r) == 0)
+		return 0;
+	if (!mstore_mail_get_rec(_mail, &rec))
+		return mstore_mail_no_rec(_mail);
+	mail->data.physical_size = *size_r = rec.physical_size;
+	return 0;
+}
+
+static int mstore_mail_get_virtual_size(struct mail *_mail, uoff_t *size_r)
+{
+	struct index_mail *mail = INDEX_MAIL(_mail);
+	struct mstore_mail_rec rec;
+
+	if (index_mail_get_cached_virtual_size(mail, size_r))
+		return 0;
+	if (!mstore_mail_get_rec(_mail, &rec)) {
+		if (_mail->saving)
+			return index_mail_get_virtual_size(_mail, size_r);
+		return mstore_mail_no_rec(_mail);
+	}
+	mail->data.virtual_size = *size_r = rec.virtual_size;
+	return 0;
+}
+
+static int mstore_mail_get_special(struct mail *_mail,
+				   enum mail_fetch_field field,
+				   const char **value_r)
+{
+	struct mstore_mail_rec rec;
+
+	switch (field) {
+	case MAIL_FETCH_GUID: {
+		if (!mstore_mail_get_rec(_mail, &rec))
+			break;
+		struct index_mail *imail = INDEX_MAIL(_mail);
+		*value_r = p_strdup(imail->mail.data_pool,
+				    guid_128_to_string(rec.guid));
+		return 0;
+	}
+	case MAIL_FETCH_UIDL_BACKEND:
+	case MAIL_FETCH_POP3_ORDER:
+		*value_r = "";
+		return 0;
+	default:
+		break;
+	}
+	return index_mail_get_special(_mail, field, value_r);
+}
+
+static void mstore_mail_body_free(buffer_t *body)
+{
+	buffer_free(&body);
+}
+
+static int mstore_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
+				  struct message_size *hdr_size,
+				  struct message_size *body_size,
+				  struct istream **stream_r)
+{
+	struct mstore_mail *mmail = MSTORE_MAIL(_mail);
+	struct index_mail *mail = &mmail->imail;
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(_mail->box);
+
+	if (mail->data.stream == NULL) {
+		buffer_t *body;
+		struct istream *input;
+		int ret;
+
+		if (!mail_stream_access_start(_mail))
+			return -1;
+		body = buffer_create_dynamic(default_pool, 8192);
+		T_BEGIN {
+			ret = mstore_fetch_body(mbox->storage, _mail,
+						mstore_box_store_name(_mail->box),
+						_mail->uid, body);
+		} T_END;
+		if (ret < 0) {
+			buffer_free(&body);
+			return -1;
+		}
+		input = i_stream_create_from_data(body->data, body->used);
+		i_stream_add_destroy_callback(input, mstore_mail_body_free,
+					      body);
+		i_stream_set_name(input, t_strdup_printf("mstore uid=%u",
+							 _mail->uid));
+		mail->data.stream = input;
+		index_mail_set_read_buffer_size(_mail, input);
+		if (mail->mail.v.istream_opened != NULL) {
+			if (mail->mail.v.istream_opened(_mail,
+							&mail->data.stream) < 0) {
+				index_mail_close_streams(mail);
+				return -1;
+			}
+		}
+	}
+	return index_mail_init_stream(mail, hdr_size, body_size, stream_r);
+}
+
+struct mail *mstore_mail_alloc(struct mailbox_transaction_context *t,
+			       enum mail_fetch_field wanted_fields,
+			       struct mailbox_header_lookup_ctx *wanted_headers)
+{
+	struct mstore_mail *mail;
+	pool_t pool;
+
+	pool = pool_alloconly_create("mail", 2048);
+	mail = p_new(pool, struct mstore_mail, 1);
+	index_mail_init(&mail->imail, t, wanted_fields, wanted_headers, pool,
+			NULL);
+	return &mail->imail.mail.mail;
+}
+
+struct mail_vfuncs mstore_mail_vfuncs = {
+	.close = index_mail_close,
+	.free = index_mail_free,
+	.set_seq = index_mail_set_seq,
+	.set_uid = index_mail_set_uid,
+	.set_uid_cache_updates = index_mail_set_uid_cache_updates,
+	.prefetch = index_mail_prefetch,
+	.precache = index_mail_precache,
+	.add_temp_wanted_fields = index_mail_add_temp_wanted_fields,
+
+	.get_flags = index_mail_get_flags,
+	.get_keywords = index_mail_get_keywords,
+	.get_keyword_indexes = index_mail_get_keyword_indexes,
+	.get_modseq = index_mail_get_modseq,
+	.get_pvt_modseq = index_mail_get_pvt_modseq,
+	.get_parts = index_mail_get_parts,
+	.get_date = index_mail_get_date,
+	.get_received_date = mstore_mail_get_received_date,
+	.get_save_date = mstore_mail_get_save_date,
+	.get_virtual_size = mstore_mail_get_virtual_size,
+	.get_physical_size = mstore_mail_get_physical_size,
+	.get_first_header = index_mail_get_first_header,
+	.get_headers = index_mail_get_headers,
+	.get_header_stream = index_mail_get_header_stream,
+	.get_stream = mstore_mail_get_stream,
+	.get_binary_stream = index_mail_get_binary_stream,
+	.get_special = mstore_mail_get_special,
+	.get_backend_mail = index_mail_get_backend_mail,
+	.update_flags = index_mail_update_flags,
+	.update_keywords = index_mail_update_keywords,
+	.update_modseq = index_mail_update_modseq,
+	.update_pvt_modseq = index_mail_update_pvt_modseq,
+	.update_pop3_uidl = NULL,
+	.expunge = index_mail_expunge,
+	.set_cache_corrupted = index_mail_set_cache_corrupted,
+	.istream_opened = index_mail_opened,
+};

@@ -1,0 +1,409 @@
+/*
+ * mstore-save.c - APPEND, COPY and MOVE into an mstore mailbox.
+ *
+ * A saved message is buffered whole, then sent to the store in one
+ * APPEND at save_finish, byte for byte as Dovecot has it (no line-end
+ * conversion: the store's virtual size counts bare LFs as CRLF, like
+ * Dovecot).  save_finish returns only once the store acknowledged it,
+ * i.e. once it is durable; so an IMAP "APPEND OK" is never lost.
+ *
+ * The store assigns the UIDs.  As in imapc, each saved message is added
+ * to the index transaction only for the time of the transaction (so the
+ * caller's dest_mail answers sizes and the stream), and those records
+ * are expunged again in commit_pre; the next sync of the mailbox imports
+ * the messages with their store UIDs, which commit_pre hands to Dovecot
+ * for APPENDUID / COPYUID.  A rolled-back transaction expunges what it
+ * had appended from the store.
+ *
+ * COPY/MOVE between mailboxes of the same user is a store-side COPY (the
+ * body is shared; for a MOVE, Dovecot then expunges the source); any
+ * other source (another user's mail, a
+ * raw mail from LDA/LMTP, another storage) is copied by value through
+ * the save path.
+ */
+#include "lib.h"
+#include "array.h"
+#include "buffer.h"
+#include "istream.h"
+#include "ostream.h"
+#include "seq-range-array.h"
+#include "mail-copy.h"
+#include "index-mail.h"
+#include "mstore-storage.h"
+
+#include <errno.h>
+
+#include "client.h"
+#include "ms.h"
+
+/* Room left in a frame for everything of an APPEND but the body. */
+#define MSTORE_APPEND_OVERHEAD (256 * 1024)
+
+struct mstore_save_context {
+	struct mail_save_context ctx;
+	struct mstore_mailbox *mbox;
+	struct mail_index_transaction *trans;
+
+	buffer_t *body;
+	struct istream *input;
+
+	uint32_t uid_validity;
+	ARRAY_TYPE(seq_range) saved_uids;
+	unsigned int save_count;
+
+	bool failed:1;
+	bool finished:1;
+};
+
+#define MSTORE_SAVECTX(s) (container_of(s, struct mstore_save_context, ctx))
+
+struct mail_save_context *
+mstore_save_alloc(struct mailbox_transaction_context *t)
+{
+	struct mstore_save_context *ctx;
+
+	i_assert((t->flags & MAILBOX_TRANSACTION_FLAG_EXTERNAL) != 0);
+	if (t->save_ctx == NULL) {
+		ctx = i_new(struct mstore_save_context, 1);
+		ctx->ctx.transaction = t;
+		ctx->mbox = MSTORE_MAILBOX(t->box);
+		ctx->trans = t->itrans;
+		i_array_init(&ctx->saved_uids, 8);
+		t->save_ctx = &ctx->ctx;
+	}
+	return t->save_ctx;
+}
+
+int mstore_save_begin(struct mail_save_context *_ctx, struct istream *input)
+{
+	struct mstore_save_context *ctx = MSTORE_SAVECTX(_ctx);
+
+	i_assert(ctx->body == NULL);
+	ctx->finished = FALSE;
+	ctx->failed = FALSE;
+	ctx->body = buffer_create_dynamic(default_pool, 8192);
+	ctx->input = input;
+	i_stream_ref(input);
+	_ctx->data.output = o_stream_create_buffer(ctx->body);
+	o_stream_cork(_ctx->data.output);
+	return 0;
+}
+
+int mstore_save_continue(struct mail_save_context *_ctx)
+{
+	struct mstore_save_context *ctx = MSTORE_SAVECTX(_ctx);
+
+	if (ctx->failed)
+		return -1;
+	if (index_storage_save_continue(_ctx, ctx->input, NULL) < 0) {
+		ctx->failed = TRUE;
+		return -1;
+	}
+	if (ctx->body->used > MS_PROTO_MAX_FRAME_DEFAULT -
+			      MSTORE_APPEND_OVERHEAD) {
+		mail_storage_set_error(_ctx->transaction->box->storage,
+				       MAIL_ERROR_LIMIT,
+				       "Message is too large for the store");
+		ctx->failed = TRUE;
+		return -1;
+	}
+	return 0;
+}
+
+static uint64_t mstore_virtual_size(const unsigned char *p, size_t len)
+{
+	uint64_t v = len;
+
+	for (size_t i = 0; i < len; i++) {
+		if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
+			v++;
+	}
+	return v;
+}
+
+/* The temporary index record that lets dest_mail answer until commit. */
+static void mstore_save_add_to_index(struct mstore_save_context *ctx,
+				     uint32_t uid, uoff_t psize, uoff_t vsize,
+				     const buffer_t *body)
+{
+	struct mail *_mail = ctx->ctx.dest_mail;
+	struct index_mail *imail = INDEX_MAIL(_mail);
+	uint32_t seq;
+
+	mail_index_append(ctx->trans, uid, &seq);
+	mail_index_update_flags(ctx->trans, seq, MODIFY_REPLACE,
+		ctx->ctx.data.flags & ENUM_NEGATE(MAIL_RECENT));
+	mail_set_seq_saving(_mail, seq);
+	imail->data.no_caching = TRUE;
+	imail->data.forced_no_caching = TRUE;
+	imail->data.physical_size = psize;
+	imail->data.virtual_size = vsize;
+	if (body != NULL) {
+		imail->data.stream = i_stream_create_copy_from_data(
+			body->data, body->used);
+		/* the stream was not read through mail_get_stream(); mark
+		   it accessed as imapc does, and hand it to index-mail,
+		   which owns it from now on */
+		_mail->mail_stream_accessed = TRUE;
+		struct istream *input;
+		if (index_mail_init_stream(imail, NULL, NULL, &input) < 0)
+			i_unreached();
+	}
+	ctx->save_count++;
+}
+
+static void mstore_save_add_uid(struct mstore_save_context *ctx,
+				uint32_t uid_validity, uint32_t uid)
+{
+	if (ctx->uid_validity != 0 && ctx->uid_validity != uid_validity) {
+		/* the mailbox was replaced meanwhile: no APPENDUID */
+		array_clear(&ctx->saved_uids);
+	}
+	ctx->uid_validity = uid_validity;
+	seq_range_array_add(&ctx->saved_uids, uid);
+}
+
+static int mstore_save_append(struct mstore_save_context *ctx)
+{
+	struct mail_save_context *_ctx = &ctx->ctx;
+	struct mail_save_data *mdata = &_ctx->data;
+	struct mstore_storage *storage = ctx->mbox->storage;
+	struct ms_req q = { .op = MS_OP_APPEND };
+	struct ms_reply rep;
+	struct ms_placement pl;
+	struct ms_pstr *kws = NULL;
+	struct ms_proto_iter it;
+	struct ms_append_result res;
+	unsigned int nkw = 0;
+
+	i_zero(&pl);
+	pl.mailbox = ms_pstr_c(mstore_box_store_name(&ctx->mbox->box));
+	pl.flags = mstore_flags_to_store(mdata->flags);
+	if (mdata->received_date != (time_t)-1) {
+		pl.received = mdata->received_date <= 0 ? 1 :
+			(int64_t)mdata->received_date > MS_PROTO_TIME_MAX ?
+			MS_PROTO_TIME_MAX : (int64_t)mdata->received_date;
+	}
+	if (mdata->keywords != NULL && mdata->keywords->count > 0) {
+		const ARRAY_TYPE(keywords) *names =
+			mail_index_get_keywords(mdata->keywords->index);
+		kws = t_new(struct ms_pstr, mdata->keywords->count);
+		for (unsigned int i = 0; i < mdata->keywords->count; i++) {
+			unsigned int idx = mdata->keywords->idx[i];
+			if (idx >= array_count(names))
+				continue;
+			kws[nkw++] = ms_pstr_c(array_idx_elem(names, idx));
+		}
+		pl.keywords.n = nkw;
+		pl.keywords.list = nkw > 0 ? kws : NULL;
+	}
+	q.u.append.body = ctx->body->data;
+	q.u.append.body_len = ctx->body->used;
+	q.u.append.placements.n = 1;
+	q.u.append.placements.list = &pl;
+	if (mstore_request(storage, &q, &rep, NULL) < 0)
+		return -1;
+	ms_proto_iter_results(&it, &rep.u.append);
+	if (rep.u.append.n != 1 || ms_proto_next_result(&it, &res) <= 0) {
+		mail_set_critical(_ctx->dest_mail,
+			"mstore: malformed APPEND reply from the store");
+		return -1;
+	}
+	if (res.status < 0) {
+		mstore_set_store_error(storage, res.status, "APPEND");
+		return -1;
+	}
+	mstore_save_add_uid(ctx, res.uidvalidity, res.uid);
+	mstore_save_add_to_index(ctx, res.uid, ctx->body->used,
+		mstore_virtual_size(ctx->body->data, ctx->body->used),
+		ctx->body);
+	return 0;
+}
+
+int mstore_save_finish(struct mail_save_context *_ctx)
+{
+	struct mstore_save_context *ctx = MSTORE_SAVECTX(_ctx);
+	struct mail_storage *storage = _ctx->transaction->box->storage;
+
+	ctx->finished = TRUE;
+	if (!ctx->failed && o_stream_finish(_ctx->data.output) < 0) {
+		mail_set_critical(_ctx->dest_mail,
+			"mstore: buffering the message failed: %s",
+			o_stream_get_error(_ctx->data.output));
+		ctx->failed = TRUE;
+	}
+	if (!ctx->failed) {
+		int ret;
+		T_BEGIN {
+			ret = mstore_save_append(ctx);
+		} T_END;
+		if (ret < 0)
+			ctx->failed = TRUE;
+	}
+	o_stream_unref(&_ctx->data.output);
+	i_stream_unref(&ctx->input);
+	buffer_free(&ctx->body);
+	index_save_context_free(_ctx);
+	(void)storage;
+	return ctx->failed ? -1 : 0;
+}
+
+void mstore_save_cancel(struct mail_save_context *_ctx)
+{
+	struct mstore_save_context *ctx = MSTORE_SAVECTX(_ctx);
+
+	ctx->failed = TRUE;
+	(void)mstore_save_finish(_ctx);
+}
+
+static bool mstore_copy_same_user(struct mail_save_context *_ctx,
+				  struct mail *mail)
+{
+	struct mailbox *dest = _ctx->transaction->box;
+
+	return strcmp(mail->box->storage->name, MSTORE_STORAGE_NAME) == 0 &&
+	       mail->box->storage->user == dest->storage->user &&
+	       MSTORE_STORAGE(mail->box->storage)->socket_path != NULL &&
+	       strcmp(MSTORE_STORAGE(mail->box->storage)->socket_path,
+		      MSTORE_STORAGE(dest->storage)->socket_path) == 0 &&
+	       !dest->disable_reflink_copy_to;
+}
+
+static int mstore_copy_store(struct mstore_save_context *ctx,
+			     struct mail *mail)
+{
+	struct mail_save_context *_ctx = &ctx->ctx;
+	/* a MOVE too is a store COPY here: Dovecot expunges the source in
+	   the source's transaction once this one committed, so a rolled
+	   back MOVE (whose copies this transaction takes back) leaves the
+	   messages where they were; a crash in between leaves a copy too
+	   many, never none */
+	struct ms_req q = { .op = MS_OP_COPY };
+	struct ms_reply rep;
+	struct ms_uid_range r = { mail->uid, mail->uid };
+	struct ms_proto_iter it;
+	struct ms_uid_pair pair;
+	uoff_t psize, vsize;
+
+	/* sizes for the caller (quota) before the source may be gone */
+	if (mail_get_physical_size(mail, &psize) < 0 ||
+	    mail_get_virtual_size(mail, &vsize) < 0) {
+		mail_storage_copy_error(_ctx->transaction->box->storage,
+					mail->box->storage);
+		return -1;
+	}
+	q.u.uids.mailbox = ms_pstr_c(mstore_box_store_name(mail->box));
+	q.u.uids.uids.n = 1;
+	q.u.uids.uids.list = &r;
+	q.u.uids.dst = ms_pstr_c(mstore_box_store_name(&ctx->mbox->box));
+	if (mstore_request(ctx->mbox->storage, &q, &rep, NULL) < 0)
+		return -1;
+	ms_proto_iter_pairs(&it, &rep.u.copy.pairs);
+	if (rep.u.copy.pairs.n == 0) {
+		mail_set_expunged(mail);
+		mail_storage_copy_error(_ctx->transaction->box->storage,
+					mail->box->storage);
+		return -1;
+	}
+	if (rep.u.copy.pairs.n != 1 || ms_proto_next_pair(&it, &pair) <= 0 ||
+	    pair.src_uid != mail->uid) {
+		mail_set_critical(mail,
+			"mstore: malformed COPY reply from the store");
+		return -1;
+	}
+	mstore_save_add_uid(ctx, rep.u.copy.uidvalidity, pair.dst_uid);
+	mstore_save_add_to_index(ctx, pair.dst_uid, psize, vsize, NULL);
+	return 0;
+}
+
+int mstore_copy(struct mail_save_context *_ctx, struct mail *mail)
+{
+	struct mstore_save_context *ctx = MSTORE_SAVECTX(_ctx);
+	int ret;
+
+	if (!mstore_copy_same_user(_ctx, mail))
+		return mail_storage_copy(_ctx, mail);
+	T_BEGIN {
+		ret = mstore_copy_store(ctx, mail);
+	} T_END;
+	index_save_context_free(_ctx);
+	if (ret < 0)
+		ctx->failed = TRUE;
+	return ret;
+}
+
+int mstore_transaction_save_commit_pre(struct mail_save_context *_ctx)
+{
+	struct mstore_save_context *ctx = MSTORE_SAVECTX(_ctx);
+	struct mail_transaction_commit_changes *changes =
+		_ctx->transaction->changes;
+	uint32_t i, last_seq;
+
+	/* the temporary records go; the next sync brings the messages
+	   back with the store's UIDs */
+	last_seq = mail_index_view_get_messages_count(_ctx->transaction->view);
+	for (i = 0; i < ctx->save_count && i < last_seq; i++)
+		mail_index_expunge(ctx->trans, last_seq - i);
+	if (!ctx->failed && array_count(&ctx->saved_uids) > 0 &&
+	    seq_range_count(&ctx->saved_uids) == ctx->save_count) {
+		changes->uid_validity = ctx->uid_validity;
+		array_append_array(&changes->saved_uids, &ctx->saved_uids);
+	}
+	ctx->mbox->pending_saves = TRUE;
+	return 0;
+}
+
+static void mstore_save_free(struct mstore_save_context *ctx)
+{
+	array_free(&ctx->saved_uids);
+	i_free(ctx);
+}
+
+void mstore_transaction_save_commit_post(
+	struct mail_save_context *_ctx,
+	struct mail_index_transaction_commit_result *result ATTR_UNUSED)
+{
+	struct mstore_save_context *ctx = MSTORE_SAVECTX(_ctx);
+
+	_ctx->transaction = NULL; /* freed already */
+	mstore_save_free(ctx);
+}
+
+void mstore_transaction_save_rollback(struct mail_save_context *_ctx)
+{
+	struct mstore_save_context *ctx = MSTORE_SAVECTX(_ctx);
+
+	if (array_count(&ctx->saved_uids) > 0) {
+		/* the client was told the save failed: take back what the
+		   store already has */
+		struct ms_req q = { .op = MS_OP_EXPUNGE };
+		struct ms_reply rep;
+		const struct seq_range *r;
+		unsigned int n;
+
+		T_BEGIN {
+			r = array_get(&ctx->saved_uids, &n);
+			struct ms_uid_range *ranges =
+				t_new(struct ms_uid_range, n);
+			for (unsigned int i = 0; i < n; i++) {
+				ranges[i].lo = r[i].seq1;
+				ranges[i].hi = r[i].seq2;
+			}
+			q.u.uids.mailbox = ms_pstr_c(
+				mstore_box_store_name(&ctx->mbox->box));
+			q.u.uids.uids.n = n;
+			q.u.uids.uids.list = ranges;
+			if (mstore_request(ctx->mbox->storage, &q, &rep,
+					   NULL) < 0) {
+				e_error(ctx->mbox->box.event,
+					"mstore: rolling back saved messages "
+					"failed: %s",
+					mail_storage_get_last_internal_error(
+						&ctx->mbox->storage->storage,
+						NULL));
+			}
+		} T_END;
+		ctx->mbox->pending_saves = TRUE;
+	}
+	mstore_save_free(ctx);
+}

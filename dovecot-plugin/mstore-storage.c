@@ -1,0 +1,665 @@
+/*
+ * mstore-storage.c - the storage class and the mailbox vtable.
+ *
+ * Folders live in the store; Dovecot's fs-layout mailbox list under
+ * mail_location mirrors them, one directory per mailbox holding only the
+ * index cache (like sdbox's, without any mail files).  CREATE, RENAME,
+ * DELETE and SUBSCRIBE go to the store first, then to the local list.
+ * At each login (mail_namespaces_created) the local list is completed
+ * from the store's MBOX_LIST, so a lost index directory comes back with
+ * every folder and subscription.  Opening a mailbox checks it in the
+ * store and pulls its changes, so STATUS and SELECT see what others did.
+ */
+#include "lib.h"
+#include "array.h"
+#include "str.h"
+#include "guid.h"
+#include "mail-namespace.h"
+#include "mail-user.h"
+#include "mail-storage-hooks.h"
+#include "mailbox-list-private.h"
+#include "mailbox-list-iter.h"
+#include "index-mail.h"
+#include "mail-index-modseq.h"
+#include "mstore-storage.h"
+
+#include <errno.h>
+#include <sys/stat.h>
+
+#include "client.h"
+#include "ms.h"
+
+extern struct mailbox mstore_mailbox;
+
+static struct event_category event_category_mstore = {
+	.name = "mstore",
+	.parent = &event_category_storage,
+};
+
+uint32_t mstore_flags_to_store(enum mail_flags flags)
+{
+	uint32_t f = 0;
+
+	if ((flags & MAIL_SEEN) != 0)
+		f |= MS_EVENT_FLAG_SEEN;
+	if ((flags & MAIL_ANSWERED) != 0)
+		f |= MS_EVENT_FLAG_ANSWERED;
+	if ((flags & MAIL_FLAGGED) != 0)
+		f |= MS_EVENT_FLAG_FLAGGED;
+	if ((flags & MAIL_DELETED) != 0)
+		f |= MS_EVENT_FLAG_DELETED;
+	if ((flags & MAIL_DRAFT) != 0)
+		f |= MS_EVENT_FLAG_DRAFT;
+	return f;
+}
+
+enum mail_flags mstore_flags_from_store(uint32_t f)
+{
+	enum mail_flags flags = 0;
+
+	if ((f & MS_EVENT_FLAG_SEEN) != 0)
+		flags |= MAIL_SEEN;
+	if ((f & MS_EVENT_FLAG_ANSWERED) != 0)
+		flags |= MAIL_ANSWERED;
+	if ((f & MS_EVENT_FLAG_FLAGGED) != 0)
+		flags |= MAIL_FLAGGED;
+	if ((f & MS_EVENT_FLAG_DELETED) != 0)
+		flags |= MAIL_DELETED;
+	if ((f & MS_EVENT_FLAG_DRAFT) != 0)
+		flags |= MAIL_DRAFT;
+	return flags;
+}
+
+/* vname -> the store's name: the namespace prefix dropped, the
+   namespace's separator turned into '/'. */
+static const char *
+mstore_vname_to_store(struct mail_namespace *ns, const char *vname)
+{
+	char sep = mail_namespace_get_sep(ns);
+
+	if (strcasecmp(vname, "INBOX") == 0)
+		return "INBOX";
+	if (ns->prefix_len > 0 &&
+	    strncmp(vname, ns->prefix, ns->prefix_len) == 0)
+		vname += ns->prefix_len;
+	if (sep == '/')
+		return vname;
+	char *s = t_strdup_noconst(vname);
+	for (char *p = s; *p != '\0'; p++) {
+		if (*p == sep)
+			*p = '/';
+		else if (*p == '/')
+			*p = sep;
+	}
+	return s;
+}
+
+static const char *
+mstore_store_to_vname(struct mail_namespace *ns, const char *name)
+{
+	char sep = mail_namespace_get_sep(ns);
+
+	if (strcmp(name, "INBOX") == 0 && (ns->flags & NAMESPACE_FLAG_INBOX_USER) != 0)
+		return "INBOX";
+	char *s = t_strdup_noconst(t_strconcat(ns->prefix, name, NULL));
+	if (sep != '/') {
+		for (char *p = s + ns->prefix_len; *p != '\0'; p++) {
+			if (*p == '/')
+				*p = sep;
+			else if (*p == sep)
+				*p = '/';
+		}
+	}
+	return s;
+}
+
+const char *mstore_box_store_name(struct mailbox *box)
+{
+	if (box->inbox_user)
+		return "INBOX";
+	return mstore_vname_to_store(box->list->ns, box->vname);
+}
+
+/* ---- storage ---- */
+
+static struct mail_storage *mstore_storage_alloc(void)
+{
+	struct mstore_storage *storage;
+	pool_t pool;
+
+	pool = pool_alloconly_create("mstore storage", 512);
+	storage = p_new(pool, struct mstore_storage, 1);
+	storage->storage = mstore_storage;
+	storage->storage.pool = pool;
+	return &storage->storage;
+}
+
+static int mstore_storage_create(struct mail_storage *_storage,
+				 struct mail_namespace *ns,
+				 const char **error_r)
+{
+	struct mstore_storage *storage = MSTORE_STORAGE(_storage);
+	const char *path;
+
+	path = mail_user_plugin_getenv(_storage->user, "mstore_socket");
+	if (path == NULL || *path == '\0') {
+		*error_r = "mstore: plugin { mstore_socket } is not set";
+		return -1;
+	}
+	storage->socket_path = p_strdup(_storage->pool, path);
+	_storage->unique_root_dir =
+		p_strdup(_storage->pool, ns->list->set.root_dir);
+	return 0;
+}
+
+static void mstore_storage_destroy(struct mail_storage *_storage)
+{
+	struct mstore_storage *storage = MSTORE_STORAGE(_storage);
+
+	mstore_client_disconnect(storage);
+	index_storage_destroy(_storage);
+}
+
+static void
+mstore_storage_get_list_settings(const struct mail_namespace *ns ATTR_UNUSED,
+				 struct mailbox_list_settings *set)
+{
+	if (set->layout == NULL)
+		set->layout = MAILBOX_LIST_NAME_FS;
+	if (set->subscription_fname == NULL)
+		set->subscription_fname = MSTORE_SUBSCRIPTION_FILE_NAME;
+	if (*set->maildir_name == '\0')
+		set->maildir_name = MSTORE_MAILDIR_NAME;
+	if (*set->mailbox_dir_name == '\0')
+		set->mailbox_dir_name = MSTORE_MAILBOX_DIR_NAME;
+}
+
+static struct mailbox *
+mstore_mailbox_alloc(struct mail_storage *storage, struct mailbox_list *list,
+		     const char *vname, enum mailbox_flags flags)
+{
+	struct mstore_mailbox *mbox;
+	pool_t pool;
+
+	flags &= ENUM_NEGATE(MAILBOX_FLAG_NO_INDEX_FILES);
+	pool = pool_alloconly_create("mstore mailbox", 1024 * 3);
+	mbox = p_new(pool, struct mstore_mailbox, 1);
+	mbox->box = mstore_mailbox;
+	mbox->box.pool = pool;
+	mbox->box.storage = storage;
+	mbox->box.list = list;
+	mbox->box.mail_vfuncs = &mstore_mail_vfuncs;
+	index_storage_mailbox_alloc(&mbox->box, vname, flags,
+				    MAIL_INDEX_PREFIX);
+	mbox->storage = MSTORE_STORAGE(storage);
+	return &mbox->box;
+}
+
+/* ---- mailbox ---- */
+
+static int mstore_mailbox_alloc_index(struct mstore_mailbox *mbox)
+{
+	if (index_storage_mailbox_alloc_index(&mbox->box) < 0)
+		return -1;
+	mbox->hdr_ext_id = mail_index_ext_register(mbox->box.index,
+		"mstore-hdr", sizeof(struct mstore_index_header), 0, 0);
+	mbox->rec_ext_id = mail_index_ext_register(mbox->box.index,
+		"mstore-rec", 0, sizeof(struct mstore_mail_rec),
+		sizeof(uint64_t));
+	return 0;
+}
+
+static int mstore_mailbox_check_existence(struct mailbox *box)
+{
+	const char *box_path = mailbox_get_path(box);
+	struct stat st;
+
+	if (stat(box_path, &st) == 0)
+		return 0;
+	if (errno == ENOENT || errno == ENAMETOOLONG) {
+		mail_storage_set_error(box->storage, MAIL_ERROR_NOTFOUND,
+			T_MAIL_ERR_MAILBOX_NOT_FOUND(box->vname));
+	} else if (errno == EACCES) {
+		mailbox_set_critical(box, "%s",
+			mail_error_eacces_msg("stat", box_path));
+	} else {
+		mailbox_set_critical(box, "stat(%s) failed: %m", box_path);
+	}
+	return -1;
+}
+
+static int mstore_mailbox_open(struct mailbox *box)
+{
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
+
+	if (!box->creating && mstore_mailbox_check_existence(box) < 0)
+		return -1;
+	if (mstore_mailbox_alloc_index(mbox) < 0)
+		return -1;
+	if (index_storage_mailbox_open(box, FALSE) < 0)
+		return -1;
+	/* MODSEQs always, so that they follow the store's from the start
+	   (mstore-sync.c), not only once a client enables CONDSTORE */
+	mail_index_modseq_enable(box->index);
+	if (box->creating)
+		return 0; /* create_box binds it to the store */
+	if ((box->flags & MAILBOX_FLAG_SAVEONLY) != 0 &&
+	    mail_index_get_header(box->view)->uid_validity != 0)
+		return 0; /* delivery: nothing to read */
+	if (mstore_sync(mbox, FALSE) < 0)
+		return -1;
+	mstore_sync_view_refresh(box);
+	return 0;
+}
+
+static void mstore_mailbox_close(struct mailbox *box)
+{
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
+
+	mstore_idle_stop(mbox);
+	index_storage_mailbox_close(box);
+}
+
+static int mstore_mailbox_create(struct mailbox *box,
+				 const struct mailbox_update *update,
+				 bool directory)
+{
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
+	struct ms_req q = { .op = MS_OP_MBOX_CREATE };
+	struct ms_reply rep;
+	int ret;
+
+	if ((ret = index_storage_mailbox_create(box, directory)) <= 0)
+		return ret;
+
+	q.u.mbox.name = ms_pstr_c(mstore_box_store_name(box));
+	if (box->set != NULL && box->set->special_use != NULL) {
+		/* special_use from mailbox { } settings */
+		const char *su = box->set->special_use;
+		uint32_t bits = 0;
+		if (strstr(su, "\\All") != NULL) bits |= MS_EVENT_SU_ALL;
+		if (strstr(su, "\\Archive") != NULL) bits |= MS_EVENT_SU_ARCHIVE;
+		if (strstr(su, "\\Drafts") != NULL) bits |= MS_EVENT_SU_DRAFTS;
+		if (strstr(su, "\\Flagged") != NULL) bits |= MS_EVENT_SU_FLAGGED;
+		if (strstr(su, "\\Junk") != NULL) bits |= MS_EVENT_SU_JUNK;
+		if (strstr(su, "\\Sent") != NULL) bits |= MS_EVENT_SU_SENT;
+		if (strstr(su, "\\Trash") != NULL) bits |= MS_EVENT_SU_TRASH;
+		q.u.mbox.special_use = bits;
+	}
+	ret = mstore_request_status(mbox->storage, &q, &rep);
+	if (ret == -EEXIST) {
+		/* the store has it and this index did not: bind to it (a
+		   lost index, or a folder made by another host) */
+		ret = 0;
+	} else if (ret < -1) {
+		mstore_set_store_error(mbox->storage, ret, "CREATE");
+		return -1;
+	} else if (ret < 0) {
+		return -1;
+	}
+	if (mailbox_open(box) < 0)
+		return -1;
+	/* fill the index from the store (UIDVALIDITY, messages) */
+	if (mstore_sync(mbox, FALSE) < 0)
+		return -1;
+	mstore_sync_view_refresh(box);
+	(void)update;
+	return 0;
+}
+
+static int mstore_mailbox_update(struct mailbox *box,
+				 const struct mailbox_update *update)
+{
+	/* UIDVALIDITY and UIDs belong to the store; only what is
+	   Dovecot's own (cache decisions) is updated here */
+	if (update->uid_validity != 0 || update->min_next_uid != 0) {
+		mail_storage_set_error(box->storage, MAIL_ERROR_NOTPOSSIBLE,
+			"mstore: UIDVALIDITY and UIDNEXT are the store's");
+		return -1;
+	}
+	if (!box->opened && mailbox_open(box) < 0)
+		return -1;
+	return index_storage_mailbox_update_common(box, update);
+}
+
+static int mstore_mailbox_delete(struct mailbox *box)
+{
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
+	struct ms_req q = { .op = MS_OP_MBOX_DELETE };
+	struct ms_reply rep;
+	int ret;
+
+	if (box->inbox_user) {
+		mail_storage_set_error(box->storage, MAIL_ERROR_NOTPOSSIBLE,
+				       "INBOX can't be deleted.");
+		return -1;
+	}
+	if (!box->opened) {
+		/* a \NoSelect directory: nothing of it is in the store */
+		return index_storage_mailbox_delete(box);
+	}
+	q.u.mbox.name = ms_pstr_c(mstore_box_store_name(box));
+	ret = mstore_request_status(mbox->storage, &q, &rep);
+	if (ret < -1 && ret != MS_ENOTFOUND) {
+		mstore_set_store_error(mbox->storage, ret, "DELETE");
+		return -1;
+	}
+	if (ret == -1)
+		return -1;
+	/* gone from the store: from now on the syncs of this box only
+	   apply Dovecot's own requests to its index */
+	mbox->deleted = TRUE;
+	return index_storage_mailbox_delete(box);
+}
+
+static int mstore_mailbox_rename(struct mailbox *src, struct mailbox *dest)
+{
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(src);
+	struct ms_req q = { .op = MS_OP_MBOX_RENAME };
+	struct ms_reply rep;
+	int ret;
+
+	if (src->inbox_user) {
+		mail_storage_set_error(src->storage, MAIL_ERROR_NOTPOSSIBLE,
+			"Renaming INBOX isn't supported.");
+		return -1;
+	}
+	q.u.mbox.name = ms_pstr_c(mstore_box_store_name(src));
+	q.u.mbox.new_name = ms_pstr_c(mstore_box_store_name(dest));
+	ret = mstore_request_status(mbox->storage, &q, &rep);
+	if (ret < -1 && ret != MS_ENOTFOUND) {
+		mstore_set_store_error(mbox->storage, ret, "RENAME");
+		return -1;
+	}
+	if (ret == -1)
+		return -1;
+	return index_storage_mailbox_rename(src, dest);
+}
+
+static int mstore_mailbox_get_metadata(struct mailbox *box,
+				       enum mailbox_metadata_items items,
+				       struct mailbox_metadata *metadata_r)
+{
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
+
+	if (index_mailbox_get_metadata(box, items, metadata_r) < 0)
+		return -1;
+	if ((items & MAILBOX_METADATA_GUID) != 0) {
+		/* stable across renames and index loss: from the store's
+		   ids of the user and the mailbox */
+		const void *data;
+		size_t size;
+		uint64_t id = mbox->mbox_id;
+		if (id == 0) {
+			mail_index_get_header_ext(box->view, mbox->hdr_ext_id,
+						  &data, &size);
+			if (size >= sizeof(struct mstore_index_header)) {
+				struct mstore_index_header h;
+				memcpy(&h, data, sizeof(h));
+				id = h.mbox_id;
+			}
+		}
+		mail_generate_guid_128_hash(
+			t_strdup_printf("mstore-mailbox-%s-%llu",
+					box->storage->user->username,
+					(unsigned long long)id),
+			metadata_r->guid);
+	}
+	return 0;
+}
+
+static int mstore_mailbox_set_subscribed(struct mailbox *box, bool set)
+{
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
+	struct ms_req q = { .op = MS_OP_MBOX_SUBSCRIBE };
+	struct ms_reply rep;
+	int ret;
+
+	q.u.mbox.name = ms_pstr_c(mstore_box_store_name(box));
+	q.u.mbox.subscribe = set ? 1 : 0;
+	ret = mstore_request_status(mbox->storage, &q, &rep);
+	if (ret < -1) {
+		mstore_set_store_error(mbox->storage, ret, "SUBSCRIBE");
+		return -1;
+	}
+	if (ret == -1)
+		return -1;
+	return index_storage_set_subscribed(box, set);
+}
+
+static int
+mstore_list_index_has_changed(struct mailbox *box ATTR_UNUSED,
+			      struct mail_index_view *list_view ATTR_UNUSED,
+			      uint32_t seq ATTR_UNUSED, bool quick ATTR_UNUSED,
+			      const char **reason_r)
+{
+	/* the store may have changed behind the list index's back: let
+	   STATUS open the mailbox, which pulls from the store */
+	*reason_r = "mstore: the store is the truth";
+	return 1;
+}
+
+/* Changes an IMAP STORE/EXPUNGE (or POP3 DELE, doveadm flags) made in
+   the index are pushed to the store before the commit returns: the
+   client hears OK only once the store has them (durable).  If the store
+   cannot take them the caller gets an error; the changes stay queued in
+   the index and the next sync pushes them. */
+static int
+mstore_transaction_commit(struct mailbox_transaction_context *t,
+			  struct mail_transaction_commit_changes *changes_r)
+{
+	struct mailbox *box = t->box;
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
+	bool external = (t->flags & MAILBOX_TRANSACTION_FLAG_EXTERNAL) != 0;
+
+	if (index_transaction_commit(t, changes_r) < 0)
+		return -1;
+	if (external || mbox->syncing || mbox->deleted ||
+	    !mail_index_sync_have_any(box->index, 0))
+		return 0;
+	if (mstore_sync(mbox, FALSE) < 0) {
+		/* committed to the index, but not yet in the store */
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- login: the local folder list completed from the store ---- */
+
+struct mstore_store_mbox {
+	const char *name;
+	bool subscribed;
+};
+
+/* Selectable local mailboxes that the store no longer has (deleted by
+   another host, or by a tool) leave the local list. */
+static void mstore_reconcile_stale(struct mail_namespace *ns,
+				   const ARRAY_TYPE(const_string) *names)
+{
+	struct mailbox_list_iterate_context *iter;
+	const struct mailbox_info *info;
+	ARRAY_TYPE(const_string) stale;
+	const char *const *vname;
+
+	t_array_init(&stale, 4);
+	iter = mailbox_list_iter_init(ns->list, "*", 0);
+	while ((info = mailbox_list_iter_next(iter)) != NULL) {
+		if ((info->flags & (MAILBOX_NOSELECT |
+				    MAILBOX_NONEXISTENT)) != 0)
+			continue;
+		const char *name = mstore_vname_to_store(ns, info->vname);
+		if (strcmp(name, "INBOX") == 0 ||
+		    array_lsearch(names, &name, i_strcmp_p) != NULL)
+			continue;
+		name = t_strdup(info->vname);
+		array_push_back(&stale, &name);
+	}
+	if (mailbox_list_iter_deinit(&iter) < 0)
+		return;
+	array_foreach(&stale, vname) {
+		const char *sname =
+			mailbox_list_get_storage_name(ns->list, *vname);
+		e_debug(ns->user->event, "mstore: %s is gone from the store; "
+			"removing it here", *vname);
+		if (ns->list->v.delete_mailbox(ns->list, sname) < 0)
+			continue;
+		(void)mailbox_list_delete_dir(ns->list, sname);
+	}
+}
+
+static void mstore_reconcile(struct mail_namespace *ns)
+{
+	struct mstore_storage *storage = MSTORE_STORAGE(ns->storage);
+	struct ms_req q = { .op = MS_OP_MBOX_LIST };
+	struct ms_reply rep;
+	struct ms_proto_iter it;
+	struct ms_mbox_info info;
+	ARRAY(struct mstore_store_mbox) boxes;
+	int ret;
+
+	if (storage->reconciled)
+		return;
+	storage->reconciled = TRUE;
+	if (mstore_request(storage, &q, &rep, NULL) < 0) {
+		e_error(ns->user->event, "mstore: listing the store's "
+			"mailboxes failed: %s",
+			mail_storage_get_last_internal_error(ns->storage, NULL));
+		return;
+	}
+	t_array_init(&boxes, 16);
+	ms_proto_iter_mboxes(&it, &rep.u.mboxes);
+	while ((ret = ms_proto_next_mbox(&it, &info)) > 0) {
+		struct mstore_store_mbox *b = array_append_space(&boxes);
+		b->name = t_strndup(info.name.s, info.name.len);
+		b->subscribed = info.subscribed != 0;
+	}
+	if (ret < 0) {
+		e_error(ns->user->event,
+			"mstore: malformed mailbox list from the store");
+		return;
+	}
+	const struct mstore_store_mbox *b;
+	ARRAY_TYPE(const_string) names;
+	t_array_init(&names, array_count(&boxes));
+	array_foreach(&boxes, b)
+		array_push_back(&names, &b->name);
+	mstore_reconcile_stale(ns, &names);
+	bool have_subs = mailbox_list_iter_subscriptions_refresh(ns->list) == 0;
+	array_foreach(&boxes, b) {
+		const char *vname = mstore_store_to_vname(ns, b->name);
+		enum mailbox_existence existence;
+		struct mailbox *box = mailbox_alloc(ns->list, vname, 0);
+
+		if (mailbox_exists(box, FALSE, &existence) == 0 &&
+		    existence != MAILBOX_EXISTENCE_SELECT) {
+			if (mailbox_create(box, NULL, FALSE) < 0) {
+				enum mail_error error;
+				const char *errstr =
+					mailbox_get_last_internal_error(box,
+									&error);
+				if (error != MAIL_ERROR_EXISTS)
+					e_error(box->event, "mstore: could "
+						"not restore the mailbox from "
+						"the store: %s", errstr);
+			}
+		}
+		if (b->subscribed && have_subs &&
+		    ns->list->subscriptions != NULL &&
+		    !mailbox_is_subscribed(box))
+			(void)mailbox_list_set_subscribed(ns->list, vname,
+							  TRUE);
+		mailbox_free(&box);
+	}
+}
+
+static void mstore_mail_namespaces_created(struct mail_namespace *namespaces)
+{
+	struct mail_namespace *ns;
+
+	for (ns = namespaces; ns != NULL; ns = ns->next) {
+		if (ns->type != MAIL_NAMESPACE_TYPE_PRIVATE ||
+		    ns->storage == NULL ||
+		    strcmp(ns->storage->name, MSTORE_STORAGE_NAME) != 0 ||
+		    ns->alias_for != NULL)
+			continue;
+		T_BEGIN {
+			mstore_reconcile(ns);
+		} T_END;
+	}
+}
+
+struct mail_storage_hooks mstore_storage_hooks = {
+	.mail_namespaces_created = mstore_mail_namespaces_created,
+};
+
+struct mail_storage mstore_storage = {
+	.name = MSTORE_STORAGE_NAME,
+	.class_flags = MAIL_STORAGE_CLASS_FLAG_UNIQUE_ROOT |
+		       MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_GUIDS |
+		       MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_GUID128,
+	.event_category = &event_category_mstore,
+	.v = {
+		.get_setting_parser_info = NULL,
+		.alloc = mstore_storage_alloc,
+		.create = mstore_storage_create,
+		.destroy = mstore_storage_destroy,
+		.add_list = NULL,
+		.get_list_settings = mstore_storage_get_list_settings,
+		.autodetect = NULL,
+		.mailbox_alloc = mstore_mailbox_alloc,
+		.purge = NULL,
+		.list_index_rebuild = NULL,
+	},
+};
+
+struct mailbox mstore_mailbox = {
+	.v = {
+		.is_readonly = index_storage_is_readonly,
+		.enable = index_storage_mailbox_enable,
+		.exists = index_storage_mailbox_exists,
+		.open = mstore_mailbox_open,
+		.close = mstore_mailbox_close,
+		.free = index_storage_mailbox_free,
+		.create_box = mstore_mailbox_create,
+		.update_box = mstore_mailbox_update,
+		.delete_box = mstore_mailbox_delete,
+		.rename_box = mstore_mailbox_rename,
+		.get_status = index_storage_get_status,
+		.get_metadata = mstore_mailbox_get_metadata,
+		.set_subscribed = mstore_mailbox_set_subscribed,
+		.attribute_set = index_storage_attribute_set,
+		.attribute_get = index_storage_attribute_get,
+		.attribute_iter_init = index_storage_attribute_iter_init,
+		.attribute_iter_next = index_storage_attribute_iter_next,
+		.attribute_iter_deinit = index_storage_attribute_iter_deinit,
+		.list_index_has_changed = mstore_list_index_has_changed,
+		.list_index_update_sync = index_storage_list_index_update_sync,
+		.sync_init = mstore_mailbox_sync_init,
+		.sync_next = index_mailbox_sync_next,
+		.sync_deinit = index_mailbox_sync_deinit,
+		.sync_notify = NULL,
+		.notify_changes = mstore_notify_changes,
+		.transaction_begin = index_transaction_begin,
+		.transaction_commit = mstore_transaction_commit,
+		.transaction_rollback = index_transaction_rollback,
+		.get_private_flags_mask = NULL,
+		.mail_alloc = mstore_mail_alloc,
+		.search_init = index_storage_search_init,
+		.search_deinit = index_storage_search_deinit,
+		.search_next_nonblock = index_storage_search_next_nonblock,
+		.search_next_update_seq = index_storage_search_next_update_seq,
+		.search_next_match_mail = index_storage_search_next_match_mail,
+		.save_alloc = mstore_save_alloc,
+		.save_begin = mstore_save_begin,
+		.save_continue = mstore_save_continue,
+		.save_finish = mstore_save_finish,
+		.save_cancel = mstore_save_cancel,
+		.copy = mstore_copy,
+		.transaction_save_commit_pre =
+			mstore_transaction_save_commit_pre,
+		.transaction_save_commit_post =
+			mstore_transaction_save_commit_post,
+		.transaction_save_rollback = mstore_transaction_save_rollback,
+		.is_inconsistent = index_storage_is_inconsistent,
+	},
+};

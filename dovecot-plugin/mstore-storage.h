@@ -1,0 +1,156 @@
+/*
+ * mstore-storage.h - the mstore mail storage driver for Dovecot 2.3.
+ *
+ * mstored is the truth for every mailbox and message fact (UIDVALIDITY,
+ * UIDs, flags, keywords, expunges, bodies, GUIDs, sizes, dates); the
+ * Dovecot index under mail_location is a cache of it, filled by the sync
+ * (mstore-sync.c) from the store's change feed, plus the queue of IMAP
+ * changes that the next sync pushes to the store.  Nothing else is kept
+ * on local disk.  docs/dovecot-plugin.md says how it fits together.
+ *
+ * One store connection per storage (one per user and root); calls block
+ * with a timeout.  A second connection, opened only while a client
+ * IDLEs, carries the store's WAIT.
+ */
+#ifndef MSTORE_STORAGE_H
+#define MSTORE_STORAGE_H
+
+#include "index-storage.h"
+#include "index-mail.h"
+#include "mailbox-list-private.h"
+
+#define MSTORE_STORAGE_NAME "mstore"
+#define MSTORE_MAILDIR_NAME "mstore-box"
+#define MSTORE_MAILBOX_DIR_NAME "mailboxes"
+#define MSTORE_SUBSCRIPTION_FILE_NAME "subscriptions"
+/* Each read and write on the store socket is bounded by this. */
+#define MSTORE_TIMEOUT_MSECS (60 * 1000)
+/* Body chunk asked per FETCH_BODY. */
+#define MSTORE_BODY_CHUNK (4u << 20)
+/* A WAIT lasts at most this long; IDLE re-arms it. */
+#define MSTORE_WAIT_MSECS (25 * 60 * 1000)
+
+struct ms_client;
+struct ms_reply;
+struct ms_req;
+
+/* Per-mailbox header extension "mstore-hdr" in the Dovecot index. */
+struct mstore_index_header {
+	uint64_t mbox_id;     /* the store's id of the mailbox */
+	uint64_t last_modseq; /* store highestmodseq the index has seen */
+};
+
+/* Per-message record extension "mstore-rec". */
+struct mstore_mail_rec {
+	uint8_t guid[16];
+	uint64_t physical_size;
+	uint64_t virtual_size;
+	int64_t received;
+	int64_t saved;
+};
+
+struct mstore_storage {
+	struct mail_storage storage;
+	const char *socket_path;
+	struct ms_client *client;
+	uint64_t user_id;
+	bool reconciled;
+};
+
+struct mstore_idle;
+
+struct mstore_mailbox {
+	struct mailbox box;
+	struct mstore_storage *storage;
+	uint32_t hdr_ext_id;
+	uint32_t rec_ext_id;
+	uint64_t mbox_id;
+	/* this process saved into the box: the next sync must pull even if
+	   it is a FAST one, so that the saved UIDs are seen */
+	bool pending_saves;
+	/* inside mstore_sync() */
+	bool syncing;
+	/* deleted from the store: syncs stay local (mailbox deletion) */
+	bool deleted;
+	struct mstore_idle *idle;
+};
+
+struct mstore_mail {
+	struct index_mail imail;
+	/* the body fetched from the store, kept while the mail is */
+	buffer_t *body;
+};
+
+#define MSTORE_STORAGE(s) (container_of(s, struct mstore_storage, storage))
+#define MSTORE_MAILBOX(s) (container_of(s, struct mstore_mailbox, box))
+#define MSTORE_MAIL(s) (container_of(s, struct mstore_mail, imail.mail.mail))
+
+extern struct mail_storage mstore_storage;
+extern struct mail_vfuncs mstore_mail_vfuncs;
+
+/* mstore-client.c: the store connection of a storage. */
+/* One request and its reply (borrowed from the connection's buffer until
+   the next request).  Returns 0; a store status < -1 (the store's answer,
+   MS_ENOTFOUND, -EEXIST, ...; the error is NOT set); or -1 for a failure
+   of the connection or of the codec (critical error set; the connection
+   is closed, and requests that are safe to repeat were retried once on a
+   new one). */
+int mstore_request_status(struct mstore_storage *storage,
+			  const struct ms_req *q, struct ms_reply *rep_r);
+/* Like mstore_request_status(), but every failure returns -1 with the
+   storage's error set; *status_r (if not NULL) gets the store's status,
+   or 0 for a transport failure. */
+int mstore_request(struct mstore_storage *storage, const struct ms_req *q,
+		   struct ms_reply *rep_r, int *status_r);
+/* Set the storage error for a store status (MS_ENOTFOUND, -EEXIST, ...). */
+void mstore_set_store_error(struct mstore_storage *storage, int status,
+			    const char *what);
+/* A whole body into buf.  0, or -1 with the error set (the mail is
+   marked expunged if the store no longer has it). */
+int mstore_fetch_body(struct mstore_storage *storage, struct mail *mail,
+		      const char *mailbox, uint32_t uid, buffer_t *buf);
+void mstore_client_disconnect(struct mstore_storage *storage);
+/* A fresh connection, said HELLO as the user (for IDLE).  NULL on error,
+   logged. */
+struct ms_client *mstore_client_open_extra(struct mstore_storage *storage);
+
+/* mstore-storage.c */
+/* The store's name of a mailbox (UTF-8, '/' separated); data stack. */
+const char *mstore_box_store_name(struct mailbox *box);
+/* Store flags (MS_EVENT_FLAG_*) <-> Dovecot's. */
+uint32_t mstore_flags_to_store(enum mail_flags flags);
+enum mail_flags mstore_flags_from_store(uint32_t flags);
+
+/* mstore-sync.c */
+struct mailbox_sync_context *
+mstore_mailbox_sync_init(struct mailbox *box, enum mailbox_sync_flags flags);
+/* Push pending changes and pull the store's (full: from modseq 0 with a
+   complete comparison).  0 or -1 with the error set. */
+int mstore_sync(struct mstore_mailbox *mbox, bool full);
+/* The open box's view brought up to the index after mstore_sync(). */
+void mstore_sync_view_refresh(struct mailbox *box);
+void mstore_notify_changes(struct mailbox *box);
+void mstore_idle_stop(struct mstore_mailbox *mbox);
+
+/* mstore-save.c */
+struct mail_save_context *
+mstore_save_alloc(struct mailbox_transaction_context *t);
+int mstore_save_begin(struct mail_save_context *ctx, struct istream *input);
+int mstore_save_continue(struct mail_save_context *ctx);
+int mstore_save_finish(struct mail_save_context *ctx);
+void mstore_save_cancel(struct mail_save_context *ctx);
+int mstore_copy(struct mail_save_context *ctx, struct mail *mail);
+int mstore_transaction_save_commit_pre(struct mail_save_context *ctx);
+void mstore_transaction_save_commit_post(
+	struct mail_save_context *ctx,
+	struct mail_index_transaction_commit_result *result);
+void mstore_transaction_save_rollback(struct mail_save_context *ctx);
+
+/* mstore-mail.c */
+struct mail *mstore_mail_alloc(struct mailbox_transaction_context *t,
+			       enum mail_fetch_field wanted_fields,
+			       struct mailbox_header_lookup_ctx *wanted_headers);
+/* The message's record from the index; FALSE if there is none. */
+bool mstore_mail_get_rec(struct mail *mail, struct mstore_mail_rec *rec_r);
+
+#endif

@@ -1,0 +1,940 @@
+/*
+ * mstore-sync.c - the index cache kept equal to the store.
+ *
+ * One sync = one locked Dovecot index sync (mail_index_sync_begin takes
+ * the index's sync lock, so the processes of a user take turns), in
+ * which:
+ *   1. push: every change Dovecot queued in the index since the last
+ *      sync (STORE flags/keywords, EXPUNGE; non-external transactions) is
+ *      sent to the store as STORE / EXPUNGE requests.  A failure rolls
+ *      the index sync back: the requests stay queued for the next sync.
+ *   2. pull: the store's change feed since the modseq this index last
+ *      saw (CHANGES) is applied as external changes: expunges, flags and
+ *      keywords replaced by the store's, new messages appended with the
+ *      store's UIDs in ascending order (with FETCH_META's GUID, sizes
+ *      and dates in the "mstore-rec" record extension).  A fresh index,
+ *      a feed that no longer reaches back (MS_ESTATE), doveadm
+ *      force-resync or a new UIDVALIDITY make it a full pull: the whole
+ *      mailbox (FETCH_META 1:*) compared with the index; a UIDVALIDITY
+ *      change resets the index first.
+ * The store's answer is the truth: echoes of our own pushes come back as
+ * no-op updates (AVOID_FLAG_UPDATES).  MODSEQs stay Dovecot's, raised to
+ * the store's at each pull (see mstore_sync_apply()).
+ *
+ * IDLE: a second store connection sends WAIT (the store answers when the
+ * mailbox's highestmodseq moves) and its reply, read by the ioloop, calls
+ * Dovecot's notify callback, which syncs.
+ */
+#include "lib.h"
+#include "array.h"
+#include "ioloop.h"
+#include "mail-index-modseq.h"
+#include "mailbox-recent-flags.h"
+#include "mstore-storage.h"
+
+#include <errno.h>
+
+#include "client.h"
+#include "ms.h"
+
+struct mstore_msg {
+	uint32_t uid;
+	uint64_t modseq;
+	uint32_t flags; /* store flags */
+	const char **keywords; /* NULL-terminated */
+	bool have_rec;
+	struct mstore_mail_rec rec;
+};
+
+struct mstore_sync_ctx {
+	struct mstore_mailbox *mbox;
+	struct mailbox *box;
+	const char *name;
+	struct mail_index_sync_ctx *index_sync_ctx;
+	struct mail_index_view *sync_view;
+	struct mail_index_transaction *trans;
+	struct mstore_index_header ext_hdr;
+
+	ARRAY(struct mstore_msg) msgs;	  /* ascending uid */
+	ARRAY(struct ms_uid_range) expunged;
+	uint32_t uid_validity;
+	uint32_t uidnext; /* full read: the store's UIDNEXT */
+	uint64_t highestmodseq;
+	uint64_t mbox_id;
+	bool full;
+	bool reset;
+	bool expunged_any;
+	/* not all of the feed was applied: do not move last_modseq */
+	bool incomplete;
+	/* the index had no UIDVALIDITY yet: new, or rebuilt after a loss */
+	bool fresh;
+};
+
+/* The keywords of a store reply, as a NULL-terminated list on the data
+   stack.  Names IMAP cannot carry (the store allows any UTF-8 without
+   CR, LF, NUL) are left out, with a warning, rather than sent to
+   clients as broken FETCH lines. */
+static const char **mstore_copy_keywords(struct mailbox *box,
+					 const struct ms_keywords *kws,
+					 bool *ok_r)
+{
+	struct ms_proto_iter it;
+	struct ms_pstr kw;
+	const char **list = t_new(const char *, kws->n + 1);
+	const char *error;
+	unsigned int i = 0;
+	int ret;
+
+	ms_proto_iter_keywords(&it, kws);
+	while ((ret = ms_proto_next_keyword(&it, &kw)) > 0 && i < kws->n) {
+		const char *name = t_strndup(kw.s, kw.len);
+		if (!mailbox_keyword_is_valid(box, name, &error)) {
+			e_warning(box->event, "mstore: keyword %s from the "
+				  "store left out: %s", name, error);
+			continue;
+		}
+		list[i++] = name;
+	}
+	if (ret < 0)
+		*ok_r = FALSE;
+	list[i] = NULL;
+	return list;
+}
+
+static int mstore_msg_cmp(const struct mstore_msg *a,
+			  const struct mstore_msg *b)
+{
+	if (a->uid != b->uid)
+		return a->uid < b->uid ? -1 : 1;
+	if (a->modseq != b->modseq)
+		return a->modseq < b->modseq ? -1 : 1;
+	return 0;
+}
+
+static int mstore_msg_uid_cmp(const struct mstore_msg *a,
+			      const struct mstore_msg *b)
+{
+	return a->uid < b->uid ? -1 : a->uid > b->uid ? 1 : 0;
+}
+
+static void mstore_sync_corrupted(struct mstore_sync_ctx *ctx, const char *what)
+{
+	mailbox_set_critical(ctx->box, "mstore: malformed %s reply from the "
+			     "store", what);
+}
+
+/* ---- push ---- */
+
+static int mstore_sync_push_store(struct mstore_sync_ctx *ctx,
+				  uint32_t uid1, uint32_t uid2, uint8_t mode,
+				  uint32_t flags, const char *keyword)
+{
+	struct ms_req q = { .op = MS_OP_STORE };
+	struct ms_reply rep;
+	struct ms_uid_range r = { uid1, uid2 };
+	struct ms_pstr kw;
+
+	q.u.store.mailbox = ms_pstr_c(ctx->name);
+	q.u.store.uids.n = 1;
+	q.u.store.uids.list = &r;
+	q.u.store.mode = mode;
+	q.u.store.flags = flags;
+	if (keyword != NULL) {
+		kw = ms_pstr_c(keyword);
+		q.u.store.keywords.n = 1;
+		q.u.store.keywords.list = &kw;
+	}
+	return mstore_request(ctx->mbox->storage, &q, &rep, NULL);
+}
+
+static int mstore_sync_push(struct mstore_sync_ctx *ctx)
+{
+	const ARRAY_TYPE(keywords) *kw_names =
+		mail_index_get_keywords(ctx->box->index);
+	struct mail_index_sync_rec rec;
+	int ret = 0;
+
+	while (ret == 0 &&
+	       mail_index_sync_next(ctx->index_sync_ctx, &rec)) {
+		switch (rec.type) {
+		case MAIL_INDEX_SYNC_TYPE_EXPUNGE: {
+			struct ms_req q = { .op = MS_OP_EXPUNGE };
+			struct ms_reply rep;
+			struct ms_uid_range r = { rec.uid1, rec.uid2 };
+			q.u.uids.mailbox = ms_pstr_c(ctx->name);
+			q.u.uids.uids.n = 1;
+			q.u.uids.uids.list = &r;
+			ret = mstore_request(ctx->mbox->storage, &q, &rep,
+					     NULL);
+			break;
+		}
+		case MAIL_INDEX_SYNC_TYPE_FLAGS: {
+			uint32_t add = mstore_flags_to_store(rec.add_flags);
+			uint32_t rm = mstore_flags_to_store(rec.remove_flags);
+			if (add != 0)
+				ret = mstore_sync_push_store(ctx, rec.uid1,
+					rec.uid2, MS_EVENT_MODE_ADD, add, NULL);
+			if (ret == 0 && rm != 0)
+				ret = mstore_sync_push_store(ctx, rec.uid1,
+					rec.uid2, MS_EVENT_MODE_REMOVE, rm,
+					NULL);
+			break;
+		}
+		case MAIL_INDEX_SYNC_TYPE_KEYWORD_ADD:
+		case MAIL_INDEX_SYNC_TYPE_KEYWORD_REMOVE: {
+			const char *kw;
+			if (rec.keyword_idx >= array_count(kw_names))
+				break;
+			kw = array_idx_elem(kw_names, rec.keyword_idx);
+			ret = mstore_sync_push_store(ctx, rec.uid1, rec.uid2,
+				rec.type == MAIL_INDEX_SYNC_TYPE_KEYWORD_ADD ?
+				MS_EVENT_MODE_ADD : MS_EVENT_MODE_REMOVE,
+				0, kw);
+			break;
+		}
+		}
+	}
+	return ret;
+}
+
+/* Deleted from the store: apply the queued expunges to the index only. */
+static void mstore_sync_local_only(struct mstore_sync_ctx *ctx)
+{
+	struct mail_index_sync_rec rec;
+	uint32_t seq1, seq2;
+
+	while (mail_index_sync_next(ctx->index_sync_ctx, &rec)) {
+		if (rec.type != MAIL_INDEX_SYNC_TYPE_EXPUNGE)
+			continue;
+		if (!mail_index_lookup_seq_range(ctx->sync_view, rec.uid1,
+						 rec.uid2, &seq1, &seq2))
+			continue;
+		for (; seq1 <= seq2; seq1++)
+			mail_index_expunge(ctx->trans, seq1);
+	}
+}
+
+/* ---- pull: reading the store ---- */
+
+static void mstore_meta_to_msg(struct mailbox *box,
+			       const struct ms_msg_meta *m,
+			       struct mstore_msg *msg, bool *ok)
+{
+	msg->uid = m->uid;
+	msg->modseq = m->modseq;
+	msg->flags = m->flags;
+	msg->keywords = mstore_copy_keywords(box, &m->keywords, ok);
+	msg->have_rec = TRUE;
+	memcpy(msg->rec.guid, m->guid, sizeof(msg->rec.guid));
+	msg->rec.physical_size = m->physical_size;
+	msg->rec.virtual_size = m->virtual_size;
+	msg->rec.received = m->received;
+	msg->rec.saved = m->saved;
+}
+
+/* FETCH_META for uids (ascending ranges); the results replace or fill
+   the msgs with the same uid, or are appended when add is set. */
+static int mstore_sync_fetch_meta(struct mstore_sync_ctx *ctx,
+				  const struct ms_uid_range *ranges,
+				  unsigned int nranges, bool add)
+{
+	struct ms_req q = { .op = MS_OP_FETCH_META };
+	struct ms_reply rep;
+	struct ms_proto_iter it;
+	struct ms_msg_meta m;
+	bool ok = TRUE;
+	int ret;
+
+	q.u.uids.mailbox = ms_pstr_c(ctx->name);
+	q.u.uids.uids.n = nranges;
+	q.u.uids.uids.list = ranges;
+	if (mstore_request(ctx->mbox->storage, &q, &rep, NULL) < 0)
+		return -1;
+	ms_proto_iter_metas(&it, &rep.u.metas);
+	while ((ret = ms_proto_next_meta(&it, &m)) > 0) {
+		struct mstore_msg *msg = NULL;
+		if (add) {
+			/* appends must come in strictly ascending UIDs, or
+			   the index is corrupted: check the store */
+			if (array_count(&ctx->msgs) > 0 &&
+			    (array_back(&ctx->msgs))->uid >= m.uid) {
+				ok = FALSE;
+				break;
+			}
+			msg = array_append_space(&ctx->msgs);
+		} else {
+			struct mstore_msg key = { .uid = m.uid };
+			msg = array_bsearch(&ctx->msgs, &key,
+						       mstore_msg_uid_cmp);
+		}
+		if (msg != NULL)
+			mstore_meta_to_msg(ctx->box, &m, msg, &ok);
+	}
+	if (ret < 0 || !ok) {
+		mstore_sync_corrupted(ctx, "FETCH_META");
+		return -1;
+	}
+	return 0;
+}
+
+/* UIDs per FETCH_META of a full read, so that a reply stays well under
+   the store's frame limit (about 100 bytes a message) */
+#define MSTORE_FULL_READ_UIDS 100000u
+
+static int mstore_sync_read_full(struct mstore_sync_ctx *ctx)
+{
+	struct ms_req q = { .op = MS_OP_MBOX_STATUS };
+	struct ms_reply rep;
+	uint32_t uidnext;
+
+	q.u.mbox.name = ms_pstr_c(ctx->name);
+	if (mstore_request(ctx->mbox->storage, &q, &rep, NULL) < 0)
+		return -1;
+	ctx->uid_validity = rep.u.mbox.uidvalidity;
+	ctx->highestmodseq = rep.u.mbox.highestmodseq;
+	ctx->mbox_id = rep.u.mbox.mbox_id;
+	uidnext = rep.u.mbox.uidnext;
+	ctx->uidnext = uidnext;
+	ctx->full = TRUE;
+	array_clear(&ctx->msgs);
+	array_clear(&ctx->expunged);
+	/* the store's state at STATUS time or later: a message added in
+	   between comes with a UID >= uidnext, which the last range
+	   covers; later changes come again in the next CHANGES */
+	for (uint32_t lo = 1;;) {
+		struct ms_uid_range r = { lo, UINT32_MAX };
+		if (uidnext > lo && uidnext - lo > MSTORE_FULL_READ_UIDS)
+			r.hi = lo + MSTORE_FULL_READ_UIDS - 1;
+		if (mstore_sync_fetch_meta(ctx, &r, 1, TRUE) < 0)
+			return -1;
+		if (r.hi == UINT32_MAX)
+			break;
+		lo = r.hi + 1;
+	}
+	return 0;
+}
+
+/* 1 = done, 0 = a full read is needed, -1 = error */
+static int mstore_sync_read_changes(struct mstore_sync_ctx *ctx,
+				    uint32_t next_uid)
+{
+	struct ms_req q = { .op = MS_OP_CHANGES };
+	struct ms_reply rep;
+	struct ms_proto_iter it;
+	struct ms_msg_change c;
+	ARRAY(struct ms_uid_range) new_uids;
+	bool ok = TRUE;
+	int ret, status;
+
+	q.u.changes.mailbox = ms_pstr_c(ctx->name);
+	q.u.changes.since_modseq = ctx->ext_hdr.last_modseq;
+	if (mstore_request(ctx->mbox->storage, &q, &rep, &status) < 0) {
+		if (status == MS_ESTATE)
+			return 0;
+		return -1;
+	}
+	const struct mail_index_header *hdr =
+		mail_index_get_header(ctx->sync_view);
+	if (rep.u.changes.uidvalidity != hdr->uid_validity)
+		return 0;
+	ctx->uid_validity = rep.u.changes.uidvalidity;
+	ctx->highestmodseq = rep.u.changes.highestmodseq;
+	ctx->mbox_id = ctx->ext_hdr.mbox_id;
+
+	t_array_init(&new_uids, 8);
+	ms_proto_iter_changes(&it, &rep.u.changes.changes);
+	while ((ret = ms_proto_next_change(&it, &c)) > 0) {
+		struct mstore_msg *msg = array_append_space(&ctx->msgs);
+		msg->uid = c.uid;
+		msg->modseq = c.modseq;
+		msg->flags = c.flags;
+		msg->keywords = mstore_copy_keywords(ctx->box, &c.keywords,
+						     &ok);
+	}
+	if (ret < 0 || !ok) {
+		mstore_sync_corrupted(ctx, "CHANGES");
+		return -1;
+	}
+	/* mstored sends the feed in modseq order (docs/protocol.md says
+	   UID order); appends need ascending UIDs, each once: sort, and of
+	   a UID given twice keep the newer state */
+	array_sort(&ctx->msgs, mstore_msg_cmp);
+	unsigned int count, w = 0;
+	struct mstore_msg *msgs = array_get_modifiable(&ctx->msgs, &count);
+	for (unsigned int i = 0; i < count; i++) {
+		if (w > 0 && msgs[w - 1].uid == msgs[i].uid)
+			msgs[w - 1] = msgs[i];
+		else
+			msgs[w++] = msgs[i];
+	}
+	array_delete(&ctx->msgs, w, count - w);
+	msgs = array_get_modifiable(&ctx->msgs, &count);
+	for (unsigned int i = 0; i < count; i++) {
+		if (msgs[i].uid < next_uid)
+			continue;
+		struct ms_uid_range *last = array_count(&new_uids) == 0
+			? NULL : array_back_modifiable(&new_uids);
+		if (last != NULL && last->hi + 1 == msgs[i].uid)
+			last->hi = msgs[i].uid;
+		else
+			array_push_back(&new_uids, &((struct ms_uid_range){
+				msgs[i].uid, msgs[i].uid }));
+	}
+	for (uint32_t i = 0; i < rep.u.changes.expunged.n; i++) {
+		struct ms_uid_range r;
+		if (ms_uid_set_range(&rep.u.changes.expunged, i, &r.lo,
+				     &r.hi) < 0) {
+			mstore_sync_corrupted(ctx, "CHANGES");
+			return -1;
+		}
+		array_push_back(&ctx->expunged, &r);
+	}
+	/* the reply is borrowed until the next request: everything needed
+	   was copied above */
+	if (array_count(&new_uids) > 0) {
+		const struct ms_uid_range *r;
+		unsigned int n, i = 0;
+		r = array_get(&new_uids, &n);
+		/* bounded batches so that a reply stays small */
+		while (i < n) {
+			unsigned int batch = I_MIN(n - i, 1000);
+			if (mstore_sync_fetch_meta(ctx, r + i, batch,
+						   FALSE) < 0)
+				return -1;
+			i += batch;
+		}
+	}
+	return 1;
+}
+
+/* ---- pull: applying ---- */
+
+static void mstore_sync_update_keywords(struct mstore_sync_ctx *ctx,
+					uint32_t seq, const char **keywords)
+{
+	struct mail_keywords *kw;
+	ARRAY_TYPE(keyword_indexes) old;
+	const ARRAY_TYPE(keywords) *names =
+		mail_index_get_keywords(ctx->box->index);
+	unsigned int n = str_array_length(keywords);
+	bool same = TRUE;
+
+	t_array_init(&old, 8);
+	mail_index_lookup_keywords(ctx->sync_view, seq, &old);
+	if (array_count(&old) != n)
+		same = FALSE;
+	else {
+		const unsigned int *idx;
+		array_foreach(&old, idx) {
+			const char *name = *idx < array_count(names) ?
+				array_idx_elem(names, *idx) : NULL;
+			if (name == NULL ||
+			    !str_array_find(keywords, name)) {
+				same = FALSE;
+				break;
+			}
+		}
+	}
+	if (same)
+		return;
+	kw = mail_index_keywords_create(ctx->box->index, keywords);
+	mail_index_update_keywords(ctx->trans, seq, MODIFY_REPLACE, kw);
+	mail_index_keywords_unref(&kw);
+}
+
+static void mstore_sync_expunge_seq(struct mstore_sync_ctx *ctx, uint32_t seq)
+{
+	uint32_t uid;
+
+	mail_index_lookup_uid(ctx->sync_view, seq, &uid);
+	mail_index_expunge(ctx->trans, seq);
+	mailbox_sync_notify(ctx->box, uid, MAILBOX_SYNC_TYPE_EXPUNGE);
+	ctx->expunged_any = TRUE;
+}
+
+static void mstore_sync_update_existing(struct mstore_sync_ctx *ctx,
+					uint32_t seq,
+					const struct mstore_msg *msg)
+{
+	const struct mail_index_record *rec =
+		mail_index_lookup(ctx->sync_view, seq);
+	enum mail_flags flags = mstore_flags_from_store(msg->flags);
+
+	if ((rec->flags & MAIL_FLAGS_NONRECENT) != flags) {
+		mail_index_update_flags(ctx->trans, seq, MODIFY_REPLACE,
+					flags);
+	}
+	mstore_sync_update_keywords(ctx, seq, msg->keywords);
+	if (msg->modseq != 0 && !ctx->reset)
+		mail_index_update_modseq(ctx->trans, seq, msg->modseq);
+	if (msg->have_rec) {
+		const void *data;
+		bool expunged;
+		mail_index_lookup_ext(ctx->sync_view, seq,
+				      ctx->mbox->rec_ext_id, &data, &expunged);
+		if (data == NULL ||
+		    memcmp(data, &msg->rec, sizeof(msg->rec)) != 0)
+			mail_index_update_ext(ctx->trans, seq,
+					      ctx->mbox->rec_ext_id,
+					      &msg->rec, NULL);
+	}
+}
+
+static void mstore_sync_append(struct mstore_sync_ctx *ctx,
+			       const struct mstore_msg *msg)
+{
+	struct mail_keywords *kw;
+	uint32_t seq;
+
+	mail_index_append(ctx->trans, msg->uid, &seq);
+	mail_index_update_flags(ctx->trans, seq, MODIFY_REPLACE,
+				mstore_flags_from_store(msg->flags));
+	if (msg->keywords[0] != NULL) {
+		kw = mail_index_keywords_create(ctx->box->index,
+						msg->keywords);
+		mail_index_update_keywords(ctx->trans, seq, MODIFY_REPLACE,
+					   kw);
+		mail_index_keywords_unref(&kw);
+	}
+	mail_index_update_ext(ctx->trans, seq, ctx->mbox->rec_ext_id,
+			      &msg->rec, NULL);
+	if (ctx->fresh) {
+		/* a new index (a lost one rebuilt): every message "changed"
+		   at the store's HIGHESTMODSEQ, which is not below any
+		   MODSEQ the lost index gave out */
+		mail_index_update_modseq(ctx->trans, seq, ctx->highestmodseq);
+	} else if (msg->modseq != 0 && !ctx->reset) {
+		mail_index_update_modseq(ctx->trans, seq, msg->modseq);
+	}
+}
+
+/* FALSE if a store uid below next_uid is missing from the index: the
+   index cannot take it any more, so it must be reset.  Checked before
+   anything is changed. */
+static bool mstore_sync_full_fits(struct mstore_sync_ctx *ctx)
+{
+	const struct mail_index_header *hdr =
+		mail_index_get_header(ctx->sync_view);
+	const struct mstore_msg *msg;
+	uint32_t seq;
+
+	array_foreach(&ctx->msgs, msg) {
+		if (msg->uid >= hdr->next_uid)
+			break;
+		if (!mail_index_lookup_seq(ctx->sync_view, msg->uid, &seq))
+			return FALSE;
+	}
+	return TRUE;
+}
+
+static void mstore_sync_apply(struct mstore_sync_ctx *ctx)
+{
+	const struct mail_index_header *hdr =
+		mail_index_get_header(ctx->sync_view);
+	uint32_t next_uid = ctx->reset ? 1 : hdr->next_uid;
+	uint32_t new_next_uid = next_uid;
+	const struct mstore_msg *msgs;
+	unsigned int count, i;
+	uint32_t seq, seq1, seq2;
+
+	msgs = array_get(&ctx->msgs, &count);
+
+	/* expunges first: those the feed names, or in a full pull every
+	   message of the index that the store does not have */
+	if (!ctx->reset) {
+		const struct ms_uid_range *r;
+		array_foreach(&ctx->expunged, r) {
+			if (r->hi != UINT32_MAX && r->hi >= new_next_uid)
+				new_next_uid = r->hi + 1;
+			if (!mail_index_lookup_seq_range(ctx->sync_view,
+							 r->lo, r->hi,
+							 &seq1, &seq2))
+				continue;
+			for (seq = seq1; seq <= seq2; seq++)
+				mstore_sync_expunge_seq(ctx, seq);
+		}
+	}
+	if (ctx->full && !ctx->reset) {
+		uint32_t nseq = mail_index_view_get_messages_count(
+			ctx->sync_view);
+		i = 0;
+		for (seq = 1; seq <= nseq; seq++) {
+			uint32_t uid;
+			mail_index_lookup_uid(ctx->sync_view, seq, &uid);
+			while (i < count && msgs[i].uid < uid)
+				i++;
+			if (i < count && msgs[i].uid == uid)
+				continue;
+			mstore_sync_expunge_seq(ctx, seq);
+		}
+	}
+
+	for (i = 0; i < count; i++) {
+		if (msgs[i].uid < next_uid) {
+			if (mail_index_lookup_seq(ctx->sync_view, msgs[i].uid,
+						  &seq))
+				mstore_sync_update_existing(ctx, seq,
+							    &msgs[i]);
+			continue;
+		}
+		if (!msgs[i].have_rec) {
+			/* gone before its metadata could be read (or the
+			   store did not say): append nothing past it, and
+			   read this part of the feed again next time, when
+			   the store lists it as expunged */
+			ctx->incomplete = TRUE;
+			break;
+		}
+		mstore_sync_append(ctx, &msgs[i]);
+		new_next_uid = msgs[i].uid + 1;
+	}
+	/* Dovecot's MODSEQs follow the store's: a message's is at least the
+	   store's, HIGHESTMODSEQ at least the store's.  Dovecot counts one
+	   per kind of change a transaction writes, the store one per
+	   change (and each of our pushes is one flag or keyword change), so
+	   Dovecot's stays at the store's, and a rebuilt index starts at the
+	   store's HIGHESTMODSEQ, not below the lost one's.  (Not so when
+	   one store change carries several keywords, as an APPEND may:
+	   Dovecot then counts one per keyword; docs/dovecot-plugin.md.) */
+	if (!ctx->incomplete && !ctx->reset)
+		mail_index_update_highest_modseq(ctx->trans,
+						 ctx->highestmodseq);
+	if (ctx->full && ctx->uidnext > new_next_uid)
+		new_next_uid = ctx->uidnext;
+	if (new_next_uid > next_uid) {
+		/* UIDs the store used for messages already gone */
+		mail_index_update_header(ctx->trans,
+			offsetof(struct mail_index_header, next_uid),
+			&new_next_uid, sizeof(new_next_uid), FALSE);
+	}
+}
+
+static void mstore_sync_write_header(struct mstore_sync_ctx *ctx)
+{
+	const struct mail_index_header *hdr =
+		mail_index_get_header(ctx->sync_view);
+	struct mstore_index_header new_hdr;
+
+	if (ctx->reset || hdr->uid_validity != ctx->uid_validity) {
+		mail_index_update_header(ctx->trans,
+			offsetof(struct mail_index_header, uid_validity),
+			&ctx->uid_validity, sizeof(ctx->uid_validity), TRUE);
+	}
+	i_zero(&new_hdr);
+	new_hdr.mbox_id = ctx->mbox_id;
+	new_hdr.last_modseq = ctx->incomplete ? ctx->ext_hdr.last_modseq :
+		ctx->highestmodseq;
+	if (ctx->reset ||
+	    memcmp(&new_hdr, &ctx->ext_hdr, sizeof(new_hdr)) != 0)
+		mail_index_update_header_ext(ctx->trans, ctx->mbox->hdr_ext_id,
+					     0, &new_hdr, sizeof(new_hdr));
+	if (ctx->expunged_any && ctx->box->vsize_hdr_ext_id != 0) {
+		/* the mailbox's vsize summary no longer adds up: drop it,
+		   Dovecot recounts it when asked */
+		struct mailbox_index_vsize vsize_hdr;
+		const void *data;
+		size_t size;
+		mail_index_get_header_ext(ctx->sync_view,
+					  ctx->box->vsize_hdr_ext_id,
+					  &data, &size);
+		if (size == sizeof(vsize_hdr)) {
+			i_zero(&vsize_hdr);
+			mail_index_update_header_ext(ctx->trans,
+				ctx->box->vsize_hdr_ext_id, 0,
+				&vsize_hdr, sizeof(vsize_hdr));
+		}
+	}
+	ctx->mbox->mbox_id = ctx->mbox_id;
+}
+
+static int mstore_sync_pull(struct mstore_sync_ctx *ctx, bool full)
+{
+	const struct mail_index_header *hdr =
+		mail_index_get_header(ctx->sync_view);
+	int ret;
+
+	ctx->fresh = hdr->uid_validity == 0;
+	if (!full && hdr->uid_validity != 0 && ctx->ext_hdr.mbox_id != 0) {
+		ret = mstore_sync_read_changes(ctx, hdr->next_uid);
+		if (ret < 0)
+			return -1;
+		if (ret == 0)
+			full = TRUE;
+	} else {
+		full = TRUE;
+	}
+	if (full && mstore_sync_read_full(ctx) < 0)
+		return -1;
+	if (hdr->uid_validity != 0 && hdr->uid_validity != ctx->uid_validity) {
+		/* the store's mailbox of this name is another one now */
+		ctx->reset = TRUE;
+		mail_index_reset(ctx->trans);
+		mailbox_recent_flags_reset(ctx->box);
+	}
+	if (ctx->full && !ctx->reset && !mstore_sync_full_fits(ctx)) {
+		e_warning(ctx->box->event, "mstore: index lacks messages "
+			  "that the store has; rebuilding it");
+		ctx->reset = TRUE;
+		mail_index_reset(ctx->trans);
+		mailbox_recent_flags_reset(ctx->box);
+	}
+	mstore_sync_apply(ctx);
+	mstore_sync_write_header(ctx);
+	return 0;
+}
+
+static int mstore_sync_locked(struct mstore_sync_ctx *ctx, bool full)
+{
+	const void *data;
+	size_t size;
+
+	mail_index_get_header_ext(ctx->sync_view, ctx->mbox->hdr_ext_id,
+				  &data, &size);
+	if (size >= sizeof(ctx->ext_hdr))
+		memcpy(&ctx->ext_hdr, data, sizeof(ctx->ext_hdr));
+	if (ctx->mbox->deleted) {
+		mstore_sync_local_only(ctx);
+		return 0;
+	}
+	if (mstore_sync_push(ctx) < 0)
+		return -1;
+	return mstore_sync_pull(ctx, full);
+}
+
+int mstore_sync(struct mstore_mailbox *mbox, bool full)
+{
+	struct mailbox *box = &mbox->box;
+	struct mstore_sync_ctx ctx;
+	enum mail_index_sync_flags flags;
+	int ret;
+
+	i_zero(&ctx);
+	ctx.mbox = mbox;
+	ctx.box = box;
+	flags = index_storage_get_sync_flags(box) |
+		MAIL_INDEX_SYNC_FLAG_FLUSH_DIRTY |
+		MAIL_INDEX_SYNC_FLAG_AVOID_FLAG_UPDATES;
+	ret = mail_index_sync_begin(box->index, &ctx.index_sync_ctx,
+				    &ctx.sync_view, &ctx.trans, flags);
+	if (ret <= 0) {
+		if (ret < 0)
+			mailbox_set_index_error(box);
+		return ret;
+	}
+	box->tmp_sync_view = ctx.sync_view;
+	mbox->syncing = TRUE;
+	T_BEGIN {
+		ctx.name = mstore_box_store_name(box);
+		t_array_init(&ctx.msgs, 64);
+		t_array_init(&ctx.expunged, 8);
+		ret = mstore_sync_locked(&ctx, full);
+	} T_END;
+	mbox->syncing = FALSE;
+	if (ret < 0) {
+		mail_index_sync_rollback(&ctx.index_sync_ctx);
+		box->tmp_sync_view = NULL;
+		return -1;
+	}
+	if (mail_index_sync_commit(&ctx.index_sync_ctx) < 0) {
+		mailbox_set_index_error(box);
+		ret = -1;
+	}
+	mailbox_sync_notify(box, 0, 0);
+	box->tmp_sync_view = NULL;
+	return ret;
+}
+
+void mstore_sync_view_refresh(struct mailbox *box)
+{
+	struct mail_index_view_sync_ctx *vctx;
+	bool delayed_expunges;
+
+	vctx = mail_index_view_sync_begin(box->view,
+		MAIL_INDEX_VIEW_SYNC_FLAG_FIX_INCONSISTENT);
+	if (mail_index_view_sync_commit(&vctx, &delayed_expunges) < 0)
+		mailbox_set_index_error(box);
+}
+
+struct mailbox_sync_context *
+mstore_mailbox_sync_init(struct mailbox *box, enum mailbox_sync_flags flags)
+{
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
+	bool force = (flags & MAILBOX_SYNC_FLAG_FORCE_RESYNC) != 0;
+	int ret = 0;
+
+	if (force || mbox->pending_saves ||
+	    index_mailbox_want_full_sync(box, flags) ||
+	    mail_index_sync_have_any(box->index, 0)) {
+		mbox->pending_saves = FALSE;
+		ret = mstore_sync(mbox, force);
+	}
+	return index_mailbox_sync_init(box, flags, ret < 0);
+}
+
+/* ---- IDLE ---- */
+
+struct mstore_idle {
+	struct mstore_mailbox *mbox;
+	struct ms_client *client;
+	struct io *io;
+	struct timeout *to_retry;
+	uint64_t known;
+	uint32_t wait_id;
+};
+
+static void mstore_idle_start(struct mstore_mailbox *mbox);
+
+static void mstore_idle_close(struct mstore_idle *idle)
+{
+	io_remove(&idle->io);
+	timeout_remove(&idle->to_retry);
+	ms_client_close(&idle->client);
+}
+
+void mstore_idle_stop(struct mstore_mailbox *mbox)
+{
+	struct mstore_idle *idle = mbox->idle;
+
+	if (idle == NULL)
+		return;
+	mstore_idle_close(idle);
+	mbox->idle = NULL;
+	i_free(idle);
+}
+
+static uint64_t mstore_idle_known_modseq(struct mstore_mailbox *mbox)
+{
+	struct mstore_index_header h;
+	struct mail_index_view *view;
+	const void *data;
+	size_t size;
+
+	/* the newest the index knows, not only this session's view: a
+	   store change that another process already synced needs no
+	   wake-up for it, one that none synced does */
+	(void)mail_index_refresh(mbox->box.index);
+	view = mail_index_view_open(mbox->box.index);
+	mail_index_get_header_ext(view, mbox->hdr_ext_id, &data, &size);
+	i_zero(&h);
+	if (size >= sizeof(h))
+		memcpy(&h, data, sizeof(h));
+	mail_index_view_close(&view);
+	return h.last_modseq;
+}
+
+static int mstore_idle_send_wait(struct mstore_idle *idle)
+{
+	struct ms_req q = { .op = MS_OP_WAIT };
+	struct ms_buf b;
+	const char *error = "";
+	int ret;
+
+	q.u.wait.mailbox = ms_pstr_c(mstore_box_store_name(&idle->mbox->box));
+	q.u.wait.known_modseq = idle->known;
+	q.u.wait.timeout_ms = MSTORE_WAIT_MSECS;
+	idle->wait_id = ms_client_id(idle->client);
+	ms_buf_init(&b, MS_PROTO_MAX_FRAME_DEFAULT);
+	ret = ms_req_encode(&b, idle->wait_id, &q, &error);
+	if (ret == 0)
+		ret = ms_client_send(idle->client, b.data, b.len);
+	ms_buf_free(&b);
+	if (ret < 0) {
+		e_error(idle->mbox->box.event, "mstore: WAIT failed: %s %s",
+			error, ms_strerror(ret));
+	}
+	return ret;
+}
+
+static void mstore_idle_retry(struct mstore_mailbox *mbox)
+{
+	struct mstore_idle *idle = mbox->idle;
+
+	timeout_remove(&idle->to_retry);
+	mstore_idle_stop(mbox);
+	mstore_idle_start(mbox);
+}
+
+static void mstore_idle_failed(struct mstore_idle *idle)
+{
+	/* try again later; IDLE goes on without wake-ups meanwhile (Dovecot
+	   still checks every mailbox_idle_check_interval) */
+	io_remove(&idle->io);
+	ms_client_close(&idle->client);
+	if (idle->to_retry == NULL)
+		idle->to_retry = timeout_add(5000, mstore_idle_retry,
+					     idle->mbox);
+}
+
+static void mstore_idle_input(struct mstore_mailbox *mbox)
+{
+	struct mstore_idle *idle = mbox->idle;
+	struct mailbox *box = &mbox->box;
+	struct ms_proto_hdr h;
+	struct ms_reply rep;
+	const uint8_t *body;
+	size_t len;
+	const char *error = "";
+	int ret;
+
+	ret = ms_client_recv(idle->client, &h, &body, &len, &error);
+	if (ret == 0)
+		ret = ms_reply_decode(h.op, body, len, &rep, &error);
+	if (ret == 0 && (h.id != idle->wait_id || rep.op != MS_OP_WAIT)) {
+		ret = MS_ECORRUPT;
+		error = "unexpected reply";
+	}
+	if (ret == 0 && rep.status < 0) {
+		ret = rep.status;
+		error = "the store refused WAIT";
+	}
+	if (ret < 0) {
+		e_error(box->event, "mstore: IDLE wait: %s (%s)", error,
+			ms_strerror(ret));
+		mstore_idle_failed(idle);
+		return;
+	}
+	bool changed = rep.u.highestmodseq != idle->known;
+	idle->known = rep.u.highestmodseq;
+	if (mstore_idle_send_wait(idle) < 0) {
+		mstore_idle_failed(idle);
+		idle = NULL;
+	}
+	if (changed && box->notify_callback != NULL)
+		box->notify_callback(box, box->notify_context);
+}
+
+static void mstore_idle_start(struct mstore_mailbox *mbox)
+{
+	struct mstore_idle *idle;
+
+	idle = i_new(struct mstore_idle, 1);
+	idle->mbox = mbox;
+	mbox->idle = idle;
+	idle->known = mstore_idle_known_modseq(mbox);
+	idle->client = mstore_client_open_extra(mbox->storage);
+	if (idle->client == NULL) {
+		e_error(mbox->box.event, "mstore: IDLE: %s",
+			mail_storage_get_last_internal_error(
+				&mbox->storage->storage, NULL));
+		mstore_idle_failed(idle);
+		return;
+	}
+	if (mstore_idle_send_wait(idle) < 0) {
+		mstore_idle_failed(idle);
+		return;
+	}
+	idle->io = io_add(ms_client_fd(idle->client), IO_READ,
+			  mstore_idle_input, mbox);
+}
+
+void mstore_notify_changes(struct mailbox *box)
+{
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
+
+	if (box->notify_callback == NULL) {
+		mstore_idle_stop(mbox);
+		return;
+	}
+	if (mbox->idle == NULL)
+		mstore_idle_start(mbox);
+}

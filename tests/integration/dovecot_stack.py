@@ -1,0 +1,442 @@
+"""A private mstored and a private Dovecot 2.3 with the mstore storage
+plugin, on loopback, for the plugin's integration tests.
+
+Stack(tmp_path).start() makes, under one scratch directory (chmod 755):
+  - mstore.conf and the store (mstored runs as root and drops to the
+    system user `mstore` after binding, so the store and both sockets
+    belong to it; the user socket is 0660, the admin socket 0600);
+  - dovecot.conf with its own base_dir, state_dir, logs and instance
+    name, imap and pop3 on 127.0.0.1 at free high ports, passwd-file
+    users, plaintext auth, mail as the system user `mstoremail`, whose
+    processes get the group `mstore` through mail_access_groups: that is
+    what lets them reach the user socket and nothing else.
+The system users are made with `useradd --system` when missing (this
+needs root, as Dovecot itself does).  stop() stops Dovecot and mstored
+by the PIDs they wrote and waits until they are gone.
+"""
+import grp
+import imaplib
+import os
+import poplib
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+MAIL_USER = "mstoremail"
+STORE_USER = "mstore"
+PASSWORD = "secret"
+
+
+def ensure_system_user(name):
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pass
+    r = subprocess.run(["useradd", "--system", "--user-group",
+                        "--no-create-home", "--home-dir", "/nonexistent",
+                        "--shell", "/usr/sbin/nologin", name],
+                       capture_output=True, text=True)
+    # another test may have made it meanwhile
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise RuntimeError(f"useradd {name} failed: {r.stderr}")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def wait_gone(pid, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def children(ppid):
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        fields = st.rsplit(")", 1)[1].split()
+        if int(fields[1]) == ppid and fields[0] != "Z":
+            out.append((int(d), cmd))
+    return out
+
+
+class Stack:
+    def __init__(self, root, build, users=("alice", "bob")):
+        self.root = str(root)
+        self.build = build
+        self.users = list(users)
+        self.mstored_pid = None
+        self.dovecot_pid = None
+        # a test that provokes errors on purpose (kill -9) sets this
+        self.allow_errors = False
+
+    # ---- paths ----
+    def p(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    @property
+    def conf(self):
+        return self.p("mstore.conf")
+
+    @property
+    def dconf(self):
+        return self.p("dovecot.conf")
+
+    @property
+    def dlog(self):
+        return self.p("log", "dovecot.log")
+
+    def home(self, user):
+        return self.p("home", user)
+
+    def index_dir(self, user):
+        return os.path.join(self.home(user), "mstore")
+
+    # ---- mstored ----
+    def mstore(self, *args, check=True, input=None):
+        r = subprocess.run([os.path.join(self.build, "mstore"), "-c",
+                            self.conf, *map(str, args)],
+                           capture_output=True, input=input, timeout=120)
+        if check and r.returncode != 0:
+            raise AssertionError(f"mstore {args}: {r.returncode} "
+                                 f"{r.stdout!r} {r.stderr!r}")
+        return r
+
+    def deliver(self, user, mailbox, data):
+        path = self.p("deliver.eml")
+        with open(path, "wb") as f:
+            f.write(data)
+        self.mstore("deliver", user, mailbox, path)
+
+    def start_mstored(self):
+        self.mstored_log = open(self.p("mstored.log"), "ab")
+        self.mstored = subprocess.Popen(
+            [os.path.join(self.build, "mstored"), "-c", self.conf],
+            stdout=self.mstored_log, stderr=subprocess.STDOUT)
+        self.mstored_pid = self.mstored.pid
+        end = time.time() + 30
+        while time.time() < end:
+            if self.mstored.poll() is not None:
+                raise RuntimeError("mstored exited: " +
+                                   open(self.p("mstored.log")).read())
+            if self.mstore("stats", check=False).returncode == 0:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("mstored did not come up")
+
+    def kill_mstored(self, sig=signal.SIGTERM):
+        if self.mstored_pid is None:
+            return
+        try:
+            os.kill(self.mstored_pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            self.mstored.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(self.mstored_pid, signal.SIGKILL)
+            self.mstored.wait(timeout=30)
+        self.mstored_pid = None
+        self.mstored_log.close()
+
+    # ---- dovecot ----
+    def make_module_dir(self):
+        """Dovecot's own plugins (quota, imap_quota, ...) and ours, in
+        one directory for mail_plugin_dir."""
+        mods = self.p("modules")
+        os.makedirs(mods, exist_ok=True)
+        sysdir = "/usr/lib/dovecot/modules"
+        for name in os.listdir(sysdir):
+            if name.endswith(".so") and "mstore" not in name:
+                os.symlink(os.path.join(sysdir, name),
+                           os.path.join(mods, name))
+        os.symlink(os.path.join(self.build, "modules",
+                                "lib20_mstore_plugin.so"),
+                   os.path.join(mods, "lib20_mstore_plugin.so"))
+
+    def write_dovecot_conf(self):
+        mu = pwd.getpwnam(MAIL_USER)
+        lines = [f"{u}:{{PLAIN}}{PASSWORD}:{mu.pw_uid}:{mu.pw_gid}::"
+                 f"{self.home(u)}" for u in self.users]
+        with open(self.p("passwd"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        conf = f"""
+base_dir = {self.p('run')}
+state_dir = {self.p('state')}
+instance_name = mstoretest{os.getpid()}_{self.imap_port}
+listen = 127.0.0.1
+protocols = imap pop3 lmtp
+log_path = {self.dlog}
+info_log_path = {self.p('log', 'dovecot-info.log')}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+# the store's user names are bare: LMTP's alice@example.test is alice
+auth_username_format = %Ln
+first_valid_uid = {mu.pw_uid}
+last_valid_uid = {mu.pw_uid}
+first_valid_gid = {mu.pw_gid}
+last_valid_gid = {mu.pw_gid}
+mail_access_groups = {STORE_USER}
+mail_plugin_dir = {self.p('modules')}
+mail_plugins = mstore quota
+mail_location = mstore:~/mstore
+pop3_uidl_format = %08Xu%08Xv
+mailbox_idle_check_interval = 30 secs
+imap_idle_notify_interval = 2 mins
+plugin {{
+  mstore_socket = {self.p('mstored.sock')}
+  quota = count:User quota
+  quota_vsizes = yes
+  quota_rule = *:storage=1G:messages=1000
+}}
+passdb {{
+  driver = passwd-file
+  args = {self.p('passwd')}
+}}
+userdb {{
+  driver = passwd-file
+  args = {self.p('passwd')}
+}}
+namespace inbox {{
+  inbox = yes
+  separator = /
+  mailbox Drafts {{
+    special_use = \\Drafts
+  }}
+  mailbox Sent {{
+    special_use = \\Sent
+  }}
+  mailbox Trash {{
+    special_use = \\Trash
+  }}
+}}
+protocol imap {{
+  mail_max_userip_connections = 200
+  mail_plugins = $mail_plugins imap_quota
+}}
+protocol pop3 {{
+  mail_max_userip_connections = 50
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {self.pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+service imap {{
+  process_limit = 200
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {self.lmtp_port}
+  }}
+  unix_listener lmtp {{
+    mode = 0
+  }}
+}}
+lmtp_save_to_detail_mailbox = no
+"""
+        with open(self.dconf, "w") as f:
+            f.write(conf)
+
+    def start_dovecot(self):
+        pidfile = self.p("run", "master.pid")
+        if os.path.exists(pidfile):
+            os.unlink(pidfile)
+        # not a pipe: the daemon keeps its stderr, and a pipe would
+        # never reach EOF
+        with open(self.p("log", "dovecot-start.log"), "ab") as out:
+            r = subprocess.run(["dovecot", "-c", self.dconf],
+                               stdin=subprocess.DEVNULL, stdout=out,
+                               stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise RuntimeError("dovecot did not start: " + open(
+                self.p("log", "dovecot-start.log")).read())
+        end = time.time() + 20
+        while time.time() < end:
+            if os.path.exists(pidfile):
+                try:
+                    self.dovecot_pid = int(open(pidfile).read())
+                    break
+                except ValueError:
+                    pass
+            time.sleep(0.05)
+        # wait for the listeners
+        while time.time() < end:
+            try:
+                socket.create_connection(("127.0.0.1", self.imap_port),
+                                         timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("dovecot did not listen")
+
+    def stop_dovecot(self):
+        if self.dovecot_pid is None:
+            return
+        kids = [p for p, _ in children(self.dovecot_pid)]
+        try:
+            os.kill(self.dovecot_pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        wait_gone(self.dovecot_pid)
+        for k in kids:
+            wait_gone(k, 10)
+        self.dovecot_pid = None
+
+    def doveadm(self, command, *args, check=True, user=None):
+        """doveadm -c OUR.conf COMMAND [-u USER] ARGS...; COMMAND may be
+        several words ("mailbox list")."""
+        cmd = ["doveadm", "-c", self.dconf] + command.split()
+        if user is not None:
+            cmd += ["-u", user]
+        cmd += [str(a) for a in args]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if check and r.returncode != 0:
+            raise AssertionError(f"doveadm {command} {args}: {r.returncode} "
+                                 f"{r.stdout} {r.stderr}")
+        return r
+
+    def doveadm_fresh(self, command, *args, user):
+        """doveadm with a brand-new, empty index directory as
+        mail_location: what it prints comes straight from the store."""
+        mu = pwd.getpwnam(MAIL_USER)
+        self.fresh_n = getattr(self, "fresh_n", 0) + 1
+        d = self.p("fresh", f"{user}-{self.fresh_n}")
+        os.makedirs(d)
+        os.chown(self.p("fresh"), mu.pw_uid, mu.pw_gid)
+        os.chown(d, mu.pw_uid, mu.pw_gid)
+        r = subprocess.run(["doveadm", "-c", self.dconf, "-o",
+                            f"mail_location=mstore:{d}", "-f", "flow"] +
+                           command.split() + ["-u", user] +
+                           [str(a) for a in args],
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise AssertionError(f"doveadm {command}: {r.stdout} "
+                                 f"{r.stderr}")
+        return r.stdout
+
+    def store_view(self, user, mailbox):
+        """uid -> sorted flags (without \\Recent), from the store."""
+        out = {}
+        for line in self.doveadm_fresh("fetch", "uid flags", "mailbox",
+                                       mailbox, "all",
+                                       user=user).splitlines():
+            m = re.match(r"uid=(\d+) flags=(.*)$", line)
+            if m:
+                out[int(m.group(1))] = sorted(
+                    x for x in m.group(2).split() if x != "\\Recent")
+        return out
+
+    def imap_pids(self, kind="imap"):
+        """PIDs of the master's children of this kind (process titles
+        are "dovecot-<instance>/<kind>")."""
+        if self.dovecot_pid is None:
+            return []
+        return [p for p, c in children(self.dovecot_pid)
+                if c.split(" ")[0].rsplit("/", 1)[-1] == kind]
+
+    # ---- the whole stack ----
+    def start(self):
+        ensure_system_user(STORE_USER)
+        mu = ensure_system_user(MAIL_USER)
+        os.chmod(self.root, 0o755)
+        for d in ("store", "log", "run", "state", "home"):
+            os.makedirs(self.p(d), exist_ok=True)
+        for u in self.users:
+            os.makedirs(self.home(u), exist_ok=True)
+            os.chown(self.home(u), mu.pw_uid, mu.pw_gid)
+        with open(self.conf, "w") as f:
+            f.write(f"""[store]
+primary = store/primary
+secondary = store/secondary
+index = store/index
+segment_size = 4M
+io_engine = psync
+socket = mstored.sock
+socket_mode = 0660
+admin_socket = mstored-admin.sock
+admin_socket_mode = 0600
+user = {STORE_USER}
+compact_interval = 0
+""")
+        self.start_mstored()
+        for u in self.users:
+            self.mstore("user", "add", u)
+        self.imap_port = free_port()
+        self.pop3_port = free_port()
+        self.lmtp_port = free_port()
+        self.make_module_dir()
+        self.write_dovecot_conf()
+        self.start_dovecot()
+        return self
+
+    def stop(self):
+        self.stop_dovecot()
+        self.kill_mstored()
+
+    # ---- clients ----
+    def imap(self, user="alice"):
+        c = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=60)
+        c.login(user, PASSWORD)
+        return c
+
+    def pop3(self, user="alice"):
+        c = poplib.POP3("127.0.0.1", self.pop3_port, timeout=60)
+        c.user(user)
+        c.pass_(PASSWORD)
+        return c
+
+    def log_problems(self):
+        """Lines of Dovecot's log with Panic, Error, Fatal or Corrupted."""
+        try:
+            text = open(self.dlog, errors="replace").read()
+        except FileNotFoundError:
+            return []
+        bad = ("Panic", "Error", "Fatal", "Corrupted", "corrupted")
+        return [l for l in text.splitlines() if any(b in l for b in bad)]

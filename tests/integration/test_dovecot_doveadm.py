@@ -1,0 +1,117 @@
+"""doveadm over the mstore storage: mailbox list/create/delete/status,
+fetch, search, flags, expunge, force-resync, and quota with Dovecot's
+quota plugin (count backend)."""
+import re
+
+from test_dovecot_imap import MSG, MIME, ok, raw
+
+
+def test_doveadm_mailbox_and_mail_commands(stack):
+    d = stack.doveadm
+    d("mailbox create", "Projects", "Projects/Alpha", user="alice")
+    boxes = d("mailbox list", user="alice").stdout.split()
+    assert {"INBOX", "Projects", "Projects/Alpha"} <= set(boxes)
+    for m in (MSG, MIME, MSG):
+        stack.deliver("alice", "Projects/Alpha", m)
+    st = d("mailbox status", "messages uidnext uidvalidity unseen vsize "
+           "guid highestmodseq", "Projects/Alpha", user="alice").stdout
+    assert "messages=3" in st and "uidnext=4" in st and "unseen=3" in st
+    vsize = int(re.search(r"vsize=(\d+)", st).group(1))
+    assert vsize == 2 * len(MSG) + len(MIME)
+    out = d("fetch", "uid guid size.physical size.virtual date.received "
+            "text", "mailbox", "Projects/Alpha", "uid", "2",
+            user="alice").stdout
+    assert "size.physical: %d" % len(MIME) in out
+    assert re.search(r"guid: [0-9a-f]{32}", out)
+    assert "Gr\u00fc\u00dfe" in out
+    out = d("search", "mailbox", "Projects/Alpha", "subject", "mime",
+            user="alice").stdout.split()
+    assert out[-1] == "2"
+    d("flags add", "\\Seen $Done", "mailbox", "Projects/Alpha", "uid",
+      "1:2", user="alice")
+    d("flags remove", "$Done", "mailbox", "Projects/Alpha", "uid", "2",
+      user="alice")
+    # what the store has, through a fresh index
+    view = stack.store_view("alice", "Projects/Alpha")
+    assert view[1] == ["$Done", "\\Seen"] and view[2] == ["\\Seen"]
+    assert view[3] == []
+    d("expunge", "mailbox", "Projects/Alpha", "seen", user="alice")
+    assert sorted(stack.store_view("alice", "Projects/Alpha")) == [3]
+    # IMAP agrees
+    c = stack.imap()
+    ok(c.select("Projects/Alpha"))
+    assert ok(c.uid("SEARCH", None, "ALL"))[0] == b"3"
+    c.logout()
+    d("mailbox delete", "Projects/Alpha", user="alice")
+    boxes = d("mailbox list", user="alice").stdout.split()
+    assert "Projects/Alpha" not in boxes
+    # and the store: a fresh index does not bring it back
+    fresh = stack.doveadm_fresh("mailbox list", user="alice").split()
+    assert "Projects/Alpha" not in fresh and "Projects" in fresh
+
+
+def test_doveadm_force_resync(stack):
+    for i in range(3):
+        stack.deliver("alice", "INBOX", MSG)
+    c = stack.imap()
+    ok(c.select("INBOX"))
+    ok(c.store("1", "+FLAGS", r"(\Answered)"))
+    c.logout()
+    stack.doveadm("force-resync", "*", user="alice")
+    view = stack.store_view("alice", "INBOX")
+    c = stack.imap()
+    ok(c.select("INBOX"))
+    data = ok(c.uid("FETCH", "1:*", "(FLAGS)"))
+    assert len(data) == 3 and b"\\Answered" in data[0]
+    assert view[1] == ["\\Answered"]
+    c.logout()
+
+
+def test_quota_count_backend(stack):
+    for i in range(4):
+        stack.deliver("bob", "INBOX", MSG)
+    out = stack.doveadm("quota get", user="bob").stdout
+    m = re.search(r"STORAGE\s+(\d+)", out)
+    n = re.search(r"MESSAGE\s+(\d+)", out)
+    assert n and int(n.group(1)) == 4, out
+    assert m and int(m.group(1)) == (4 * len(MSG) + 1023) // 1024, out
+    stack.doveadm("quota recalc", user="bob")
+    c = stack.imap("bob")
+    line, untagged = raw(c, "GETQUOTAROOT INBOX")
+    assert b" OK" in line, (line, untagged)
+    assert any(b"MESSAGE 4" in u for u in untagged), untagged
+    c.logout()
+
+
+def test_folder_deleted_elsewhere(stack):
+    """A folder deleted in the store by another host (here: doveadm with
+    its own, fresh index) leaves this host's list at the next login."""
+    c = stack.imap()
+    ok(c.create("Gone"))
+    ok(c.create("Kept"))
+    c.logout()
+    stack.doveadm_fresh("mailbox delete", "Gone", user="alice")
+    c = stack.imap()
+    names = b" ".join(ok(c.list()))
+    assert b"Gone" not in names and b"Kept" in names
+    typ, _ = c.select("Gone")
+    assert typ == "NO"
+    c.logout()
+
+
+def test_store_quota_refuses_append(stack):
+    """The store's own quota (mstore quota USER BYTES MESSAGES) refuses
+    an APPEND or COPY past it: IMAP says NO [OVERQUOTA]."""
+    stack.mstore("quota", "bob", str(len(MSG) * 2 + 10), "0")
+    c = stack.imap("bob")
+    ok(c.append("INBOX", None, None, MSG))
+    ok(c.append("INBOX", None, None, MSG))
+    line, _ = raw(c, "APPEND INBOX {%d+}\r\n" % len(MSG) +
+                  MSG.decode())
+    assert b"NO [OVERQUOTA]" in line, line
+    ok(c.select("INBOX"))
+    ok(c.create("Other"))
+    line, _ = raw(c, "UID COPY 1 Other")
+    assert b"NO [OVERQUOTA]" in line, line
+    assert ok(c.uid("SEARCH", None, "ALL"))[0] == b"1 2"
+    c.logout()

@@ -1,0 +1,390 @@
+"""IMAP through Dovecot with the mstore storage plugin (imaplib): every
+command group against the store as the truth.  The `stack` fixture
+(conftest.py, dovecot_stack.py) runs a private mstored and Dovecot."""
+import imaplib
+import re
+import time
+
+import pytest
+
+# commands imaplib does not know (or allows in fewer states)
+imaplib.Commands.setdefault("ENABLE", ("AUTH",))
+imaplib.Commands.setdefault("MOVE", ("SELECTED",))
+imaplib.Commands.setdefault("IDLE", ("SELECTED",))
+
+MSG = (b"From: a@example.test\r\nTo: b@example.test\r\n"
+       b"Subject: hello\r\nDate: Mon, 7 Feb 1994 21:52:25 -0800\r\n"
+       b"Message-ID: <1@example.test>\r\n\r\nHello, world.\r\n")
+
+MIME = (b"From: a@example.test\r\nSubject: mime\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n"
+        b"--XX\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n"
+        b"--XX\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nAAECAwQFBgcICQ==\r\n"
+        b"--XX--\r\n")
+
+
+def raw(c, command):
+    """Send one command line as is; return (tagged line, untagged lines)."""
+    tag = c._new_tag()
+    c.send(tag + b" " + command.encode() + b"\r\n")
+    lines = []
+    while True:
+        line = c.readline()
+        if line.startswith(tag + b" "):
+            return line, lines
+        lines.append(line)
+
+
+def ok(res):
+    typ, data = res
+    assert typ == "OK", data
+    return data
+
+
+def uids(c, crit="ALL"):
+    data = ok(c.uid("SEARCH", None, crit))
+    return [int(x) for x in data[0].split()]
+
+
+def fetch_map(c, seqset, items):
+    """uid -> raw FETCH response text (flags etc)."""
+    out = {}
+    for d in ok(c.uid("FETCH", seqset, items)):
+        if isinstance(d, tuple):
+            d = d[0]
+        if d == b")":
+            continue
+        m = re.search(rb"UID (\d+)", d)
+        if m:
+            out[int(m.group(1))] = d
+    return out
+
+
+def test_list_create_rename_delete(stack):
+    c = stack.imap()
+    for name in ("Work", "Work/Projects", "Work/Projects/2024", "Other"):
+        ok(c.create(name))
+    # a non-ASCII name, modified UTF-7 on the wire
+    ok(c.create("&AMk-t&AOk-"))          # "Été"
+    ok(c.subscribe("Work"))
+    names = [l.decode() for l in ok(c.list())]
+    assert any('"Work/Projects/2024"' in l or " Work/Projects/2024" in l
+               for l in names), names
+    assert any("&AMk-t&AOk-" in l for l in names)
+    lsub = b" ".join(ok(c.lsub()))
+    assert b"Work" in lsub and b"Other" not in lsub
+    # the store has them, in UTF-8
+    st = stack.doveadm("mailbox list", user="alice").stdout.split("\n")
+    assert "Été" in st and "Work/Projects/2024" in st
+    # SPECIAL-USE (from mailbox { special_use } in dovecot.conf) and
+    # LIST-EXTENDED / LIST-STATUS
+    ok(c.create("Sent"))
+    line, untagged = raw(c, 'LIST (SPECIAL-USE) "" "*"')
+    assert b" OK" in line
+    assert [u for u in untagged if b"\\Sent" in u and b"Sent" in u], untagged
+    assert len(untagged) == 1, untagged
+    line, untagged = raw(c, 'LIST (SUBSCRIBED) "" "*"')
+    assert b" OK" in line and len(untagged) == 1 and b"Work" in untagged[0]
+    stack.deliver("alice", "Other", MSG)
+    line, untagged = raw(c, 'LIST "" "O*" RETURN (CHILDREN STATUS '
+                         '(MESSAGES UIDNEXT))')
+    assert any(b"STATUS" in u and b"MESSAGES 1" in u and b"UIDNEXT 2" in u
+               for u in untagged), untagged
+    # rename with children
+    ok(c.rename("Work", "Job"))
+    names = b" ".join(ok(c.list()))
+    assert b"Job/Projects/2024" in names and b"Work" not in names
+    ok(c.select("Job/Projects/2024"))
+    ok(c.close())
+    # delete a parent with children: it becomes \NoSelect, the
+    # children stay
+    ok(c.delete("Job"))
+    names = b" ".join(ok(c.list()))
+    assert b"Job/Projects" in names
+    typ, _ = c.select("Job")
+    assert typ == "NO"
+    ok(c.delete("Job/Projects/2024"))
+    ok(c.delete("Job/Projects"))
+    ok(c.delete("Other"))
+    names = b" ".join(ok(c.list()))
+    assert b"Other" not in names and b"Job/Projects" not in names
+    st = stack.doveadm("mailbox list", user="alice").stdout.split("\n")
+    assert "Other" not in st
+    c.logout()
+
+
+def test_append_fetch_everything(stack):
+    c = stack.imap()
+    ok(c.create("Box"))
+    data = ok(c.append("Box", r"(\Seen \Flagged $Label1)",
+                       imaplib.Time2Internaldate(1700000000), MSG))
+    m = re.search(rb"APPENDUID (\d+) (\d+)", data[0])
+    assert m, data
+    uidv, uid = int(m.group(1)), int(m.group(2))
+    ok(c.append("Box", None, None, MIME))
+    # 0 bytes: Dovecot's IMAP refuses to save one; the store takes it
+    # from a delivery, and IMAP serves it
+    typ, _ = c.append("Box", None, None, b"")
+    assert typ == "NO"
+    stack.deliver("alice", "Box", b"")
+    lf = b"Subject: bare lf\n\nline one\nline two\n"
+    ok(c.append("Box", None, None, lf))
+    typ, data = c.select("Box")
+    assert typ == "OK" and data == [b"4"]
+    st = c.response("UIDVALIDITY")[1][0]
+    assert int(st) == uidv
+    d = fetch_map(c, "1:*", "(UID FLAGS RFC822.SIZE INTERNALDATE)")
+    assert b"\\Seen" in d[uid] and b"$Label1" in d[uid]
+    assert b"RFC822.SIZE %d" % len(MSG) in d[uid]
+    assert b"14-Nov-2023" in d[uid]
+    # every FETCH item
+    r = ok(c.uid("FETCH", str(uid), "(ENVELOPE BODYSTRUCTURE BODY "
+                 "RFC822.HEADER RFC822.TEXT BODY.PEEK[HEADER.FIELDS "
+                 "(SUBJECT)] BODY.PEEK[]<0.10> BINARY.PEEK[1] "
+                 "BINARY.SIZE[1])"))
+    text = b"".join(x if isinstance(x, bytes) else b"".join(x) for x in r)
+    assert b"hello" in text and b"Hello, world." in text
+    assert b'"a@example.test"' in text or b"example.test" in text
+    # the MIME message: sections, BODYSTRUCTURE, BINARY of base64
+    mime_uid = uids(c)[1]
+    r = ok(c.uid("FETCH", str(mime_uid), "(BODYSTRUCTURE BODY.PEEK[1] "
+                 "BINARY.PEEK[2] BODY.PEEK[2.MIME])"))
+    text = b"".join(x if isinstance(x, bytes) else b"".join(x) for x in r)
+    assert b"Gr\xc3\xbc\xc3\x9fe" in text
+    assert bytes(range(10)) in text
+    assert b'"mixed"' in text.lower() or b"mixed" in text.lower()
+    # 0 bytes and bare LF: RFC822.SIZE equals what BODY[] returns
+    for u in uids(c)[2:]:
+        r = ok(c.uid("FETCH", str(u), "(RFC822.SIZE BODY.PEEK[])"))
+        size = int(re.search(rb"RFC822.SIZE (\d+)", r[0][0]).group(1))
+        assert size == len(r[0][1])
+    body = ok(c.uid("FETCH", str(uids(c)[3]), "(BODY.PEEK[])"))[0][1]
+    assert body == lf.replace(b"\n", b"\r\n")
+    # SEARCH / SORT / THREAD
+    assert uids(c, "SUBJECT hello") == [uid]
+    assert uids(c, "BODY world") == [uid]
+    assert uids(c, "KEYWORD $Label1") == [uid]
+    assert uids(c, "LARGER 100") == [uid, mime_uid]
+    typ, data = c.uid("SORT", "(SUBJECT)", "UTF-8", "ALL")
+    assert typ == "OK" and len(data[0].split()) == 4
+    typ, data = c.uid("THREAD", "REFERENCES", "UTF-8", "ALL")
+    assert typ == "OK"
+    c.logout()
+
+
+def test_store_expunge_condstore(stack):
+    c = stack.imap()
+    for i in range(5):
+        ok(c.append("INBOX", None, None, MSG))
+    ok(c._simple_command("ENABLE", "CONDSTORE"))
+    ok(c.select("INBOX"))
+    ok(c.store("1:2", "+FLAGS", r"(\Deleted)"))
+    ok(c.store("3", "+FLAGS", r"(\Answered $Work)"))
+    ok(c.store("3", "-FLAGS", r"($Work)"))
+    ok(c.store("4", "FLAGS", r"(\Seen \Draft)"))
+    # the store has the flags (another process, doveadm, reads them)
+    out = stack.doveadm("fetch", "uid flags", "mailbox", "INBOX", "all",
+                        user="alice").stdout
+    assert out.count("\\Deleted") == 2 and "\\Answered" in out
+    assert "$Work" not in out
+    ok(c.expunge())
+    assert uids(c) == [3, 4, 5]
+    # UID EXPUNGE (UIDPLUS)
+    ok(c.uid("STORE", "5", "+FLAGS", r"(\Deleted)"))
+    ok(c.uid("EXPUNGE", "5"))
+    assert uids(c) == [3, 4]
+    # CONDSTORE: MODSEQ and UNCHANGEDSINCE
+    r = ok(c.uid("FETCH", "3", "(MODSEQ)"))
+    ms = int(re.search(rb"MODSEQ \((\d+)\)", r[0]).group(1))
+    line, _ = raw(c, "UID STORE 3 (UNCHANGEDSINCE %d) +FLAGS (\\Flagged)"
+                  % ms)
+    assert b" OK" in line and b"MODIFIED" not in line, line
+    line, _ = raw(c, "UID STORE 3 (UNCHANGEDSINCE %d) +FLAGS (\\Seen)" % ms)
+    assert b" OK [MODIFIED 3]" in line, line
+    st = ok(c.status("INBOX", "(MESSAGES UIDNEXT HIGHESTMODSEQ)"))
+    assert b"MESSAGES 2" in st[0] and b"UIDNEXT 6" in st[0]
+    c.logout()
+    # a new session sees the same
+    c = stack.imap()
+    ok(c.select("INBOX"))
+    d = fetch_map(c, "1:*", "(UID FLAGS)")
+    assert sorted(d) == [3, 4]
+    assert b"\\Flagged" in d[3] and b"\\Seen" not in d[3]
+    c.logout()
+
+
+def test_copy_move(stack):
+    c = stack.imap()
+    ok(c.create("Dest"))
+    for i in range(3):
+        ok(c.append("INBOX", r"(\Flagged)", None, MSG))
+    ok(c.select("INBOX"))
+    line, _ = raw(c, "UID COPY 1:2 Dest")
+    m = re.search(rb"OK \[COPYUID (\d+) (\S+) (\S+)\]", line)
+    assert m and m.group(2) == b"1:2" and m.group(3) == b"1:2", line
+    line, untagged = raw(c, "UID MOVE 3 Dest")
+    assert b" OK" in line, line
+    assert any(b"COPYUID" in u and b" 3 3" in u for u in untagged), untagged
+    assert uids(c) == [1, 2]
+    ok(c.select("Dest"))
+    d = fetch_map(c, "1:*", "(UID FLAGS RFC822.SIZE)")
+    assert sorted(d) == [1, 2, 3]
+    assert all(b"\\Flagged" in v for v in d.values())
+    body = ok(c.uid("FETCH", "3", "(BODY.PEEK[])"))[0][1]
+    assert body == MSG
+    # the store shares the body: one body record for all these copies
+    stats = dict(l.split() for l in stack.mstore("stats").stdout.decode()
+                 .splitlines())
+    assert int(stats.get("index.bodies", "1")) <= 2, stats
+    c.logout()
+
+
+def test_multiappend_catenate(stack):
+    c = stack.imap()
+    # MULTIAPPEND: two messages in one command
+    lit1, lit2 = MSG, MIME
+    tag = c._new_tag()
+    c.send(tag + b" APPEND INBOX {%d}\r\n" % len(lit1))
+    assert c.readline().startswith(b"+")
+    c.send(lit1 + b" (\\Seen) {%d}\r\n" % len(lit2))
+    assert c.readline().startswith(b"+")
+    c.send(lit2 + b"\r\n")
+    line = c.readline()
+    while not line.startswith(tag):
+        line = c.readline()
+    assert b"OK" in line and b"APPENDUID" in line and b"1:2" in line, line
+    # CATENATE from a URL of the message and a text part
+    ok(c.select("INBOX"))
+    tag = c._new_tag()
+    c.send(tag + b' APPEND INBOX CATENATE (URL "/INBOX;UIDVALIDITY=%s/;'
+           b'UID=1/;SECTION=HEADER" TEXT {6}\r\n' %
+           c.untagged_responses.get("UIDVALIDITY", [b"0"])[-1])
+    assert c.readline().startswith(b"+")
+    c.send(b"body\r\n)\r\n")
+    line = c.readline()
+    while not line.startswith(tag):
+        line = c.readline()
+    assert b"OK" in line, line
+    ok(c.noop())
+    body = ok(c.uid("FETCH", "3", "(BODY.PEEK[])"))[0][1]
+    assert body.startswith(b"From: a@example.test") and body.endswith(
+        b"\r\n\r\nbody\r\n")
+    c.logout()
+
+
+def test_large_binary_8bit(stack):
+    c = stack.imap()
+    big = (b"Subject: big\r\n\r\n" +
+           (b"0123456789abcdef" * 63 + b"0123456789abcd\r\n") * 20480)
+    assert len(big) > 20 * 1024 * 1024
+    ok(c.append("INBOX", None, None, big))
+    binary = (b"Subject: bin\r\nContent-Type: application/octet-stream\r\n"
+              b"Content-Transfer-Encoding: binary\r\n\r\n" +
+              bytes(range(1, 256)) * 4 + b"\r\n")
+    tag = c._new_tag()
+    c.send(tag + b" APPEND INBOX ~{%d}\r\n" % len(binary))
+    assert c.readline().startswith(b"+")
+    c.send(binary + b"\r\n")
+    line = c.readline()
+    while not line.startswith(tag):
+        line = c.readline()
+    assert b"OK" in line, line
+    eight = "Subject: 8bit\r\n\r\nÄÖÜ äöü 日本語\r\n".encode()
+    ok(c.append("INBOX", None, None, eight))
+    ok(c.select("INBOX"))
+    r = ok(c.uid("FETCH", "1", "(RFC822.SIZE BODY.PEEK[])"))
+    assert int(re.search(rb"RFC822.SIZE (\d+)", r[0][0]).group(1)) == len(big)
+    assert r[0][1] == big
+    r = ok(c.uid("FETCH", "2", "(BINARY.PEEK[1])"))
+    assert bytes(range(1, 256)) * 4 in r[0][1]
+    r = ok(c.uid("FETCH", "3", "(BODY.PEEK[])"))
+    assert r[0][1] == eight
+    c.logout()
+
+
+def test_changes_from_other_sides(stack):
+    a = stack.imap()
+    b = stack.imap()
+    ok(a.select("INBOX"))
+    ok(b.select("INBOX"))
+    # a delivery through mstored appears at the next NOOP
+    stack.deliver("alice", "INBOX", MSG)
+    ok(a.noop())
+    assert uids(a) == [1]
+    # a flag set in one session appears in the other
+    ok(a.store("1", "+FLAGS", r"(\Flagged)"))
+    ok(b.noop())
+    assert b"\\Flagged" in fetch_map(b, "1", "(UID FLAGS)")[1]
+    # an expunge by doveadm reaches both
+    stack.doveadm("expunge", "mailbox", "INBOX", "uid", "1", user="alice")
+    ok(a.noop())
+    ok(b.noop())
+    assert uids(a) == [] and uids(b) == []
+    # STATUS of a mailbox that is not selected sees new deliveries
+    stack.deliver("alice", "INBOX", MSG)
+    ok(a.create("Other"))
+    ok(a.select("Other"))
+    st = ok(a.status("INBOX", "(MESSAGES UIDNEXT UNSEEN)"))
+    assert b"MESSAGES 1" in st[0] and b"UIDNEXT 3" in st[0], st
+    a.logout()
+    b.logout()
+
+
+def test_idle_woken_by_store(stack):
+    c = stack.imap()
+    ok(c.select("INBOX"))
+    tag = c._new_tag()
+    c.send(tag + b" IDLE\r\n")
+    assert c.readline().startswith(b"+")
+    t0 = time.time()
+    stack.deliver("alice", "INBOX", MSG)
+    c.sock.settimeout(10)
+    line = c.readline()
+    assert b"EXISTS" in line, line
+    # well below mailbox_idle_check_interval (30 s): the store woke it
+    assert time.time() - t0 < 5
+    # a flag set by another session (through the store) too
+    other = stack.imap()
+    ok(other.select("INBOX"))
+    t0 = time.time()
+    ok(other.store("1", "+FLAGS", r"(\Flagged)"))
+    line = c.readline()
+    assert b"FETCH" in line and b"\\Flagged" in line, line
+    assert time.time() - t0 < 5
+    other.logout()
+    c.send(b"DONE\r\n")
+    line = c.readline()
+    while not line.startswith(tag):
+        line = c.readline()
+    assert b"OK" in line
+    c.logout()
+
+
+def test_qresync(stack):
+    c = stack.imap()
+    for i in range(4):
+        ok(c.append("INBOX", None, None, MSG))
+    ok(c._simple_command("ENABLE", "QRESYNC"))
+    ok(c.select("INBOX"))
+    uidv = int(c.untagged_responses["UIDVALIDITY"][-1])
+    ok(c.noop())
+    r = ok(c.status("INBOX", "(HIGHESTMODSEQ)"))
+    hms = int(re.search(rb"HIGHESTMODSEQ (\d+)", r[0]).group(1))
+    c.close()
+    # changes made elsewhere while this client is away
+    other = stack.imap()
+    ok(other.select("INBOX"))
+    ok(other.store("2", "+FLAGS", r"(\Seen)"))
+    ok(other.store("3", "+FLAGS", r"(\Deleted)"))
+    ok(other.expunge())
+    other.logout()
+    typ, data = c._simple_command(
+        "SELECT", "INBOX", "(QRESYNC (%d %d))" % (uidv, hms))
+    assert typ == "OK"
+    vanished = c.untagged_responses.get("VANISHED", [])
+    fetches = c.untagged_responses.get("FETCH", [])
+    assert any(b"3" in v for v in vanished), c.untagged_responses
+    assert any(b"UID 2" in f and b"\\Seen" in f for f in fetches), fetches
+    c.logout()

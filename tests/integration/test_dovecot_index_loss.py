@@ -1,0 +1,127 @@
+"""Dovecot's index is only a cache: deleting the whole index directory
+loses nothing.  The next login rebuilds folders, subscriptions, UIDs,
+flags, keywords and UIDVALIDITY from the store."""
+import imaplib
+import re
+import shutil
+
+from test_dovecot_imap import MSG, fetch_map, ok, uids  # noqa: F401
+
+imaplib.Commands.setdefault("ENABLE", ("AUTH",))
+
+
+def state(c, box):
+    typ, data = c.select(box)
+    assert typ == "OK", data
+    uidv = int(c.untagged_responses["UIDVALIDITY"][-1])
+    flags = {}
+    for uid, line in fetch_map(c, "1:*", "(UID FLAGS)").items():
+        f = re.search(rb"FLAGS \(([^)]*)\)", line).group(1).split()
+        flags[uid] = sorted(x for x in f if x != b"\\Recent")
+    return uidv, flags
+
+
+def test_index_loss(stack):
+    c = stack.imap()
+    ok(c.create("Archive/2023"))
+    ok(c.subscribe("Archive/2023"))
+    for i in range(6):
+        ok(c.append("INBOX", None, None, MSG))
+        ok(c.append("Archive/2023", r"(\Answered)", None, MSG))
+    ok(c.select("INBOX"))
+    ok(c.store("2", "+FLAGS", r"(\Seen $Important)"))
+    ok(c.store("3,6", "+FLAGS", r"(\Deleted)"))
+    ok(c.expunge())
+    before = {b: state(c, b) for b in ("INBOX", "Archive/2023")}
+    ok(c.select("Archive/2023"))
+    status = ok(c.status("INBOX", "(MESSAGES UIDNEXT UIDVALIDITY)"))
+    assert b"MESSAGES 4" in status[0] and b"UIDNEXT 7" in status[0]
+    c.logout()
+
+    # between sessions (a session open meanwhile keeps its unlinked
+    # index files and is confused by the new ones: Dovecot's own
+    # behaviour, see docs/dovecot-plugin.md)
+    shutil.rmtree(stack.index_dir("alice"))
+    c = stack.imap()
+    lsub = b" ".join(ok(c.lsub()))
+    assert b"Archive/2023" in lsub
+    assert ok(c.status("INBOX", "(MESSAGES UIDNEXT UIDVALIDITY)")) == status
+    after = {b: state(c, b) for b in ("INBOX", "Archive/2023")}
+    assert after == before
+    # the new index works on: a new message gets the next UID
+    stack.deliver("alice", "INBOX", MSG)
+    ok(c.select("INBOX"))
+    assert uids(c) == [1, 2, 4, 5, 7]  # 3 and 6 were expunged
+    c.logout()
+    # and once more, with POP3 and doveadm as the first to come back
+    shutil.rmtree(stack.index_dir("alice"))
+    out = stack.doveadm("mailbox status", "messages uidvalidity", "INBOX",
+                        user="alice").stdout
+    assert "messages=5" in out
+    assert "uidvalidity=%d" % before["INBOX"][0] in out
+
+
+def test_folder_replaced_elsewhere(stack):
+    """The store's folder of a name is deleted and made again by another
+    host (a new UIDVALIDITY): this host's index of it is reset, and
+    IMAP shows the new folder's messages under the new UIDVALIDITY."""
+    c = stack.imap()
+    ok(c.create("Swap"))
+    for i in range(3):
+        ok(c.append("Swap", None, None, MSG))
+    old_uidv, old = state(c, "Swap")
+    assert sorted(old) == [1, 2, 3]
+    c.logout()
+    stack.doveadm_fresh("mailbox delete", "Swap", user="alice")
+    stack.doveadm_fresh("mailbox create", "Swap", user="alice")
+    stack.deliver("alice", "Swap", MSG)
+    c = stack.imap()
+    new_uidv, new = state(c, "Swap")
+    assert new_uidv != old_uidv
+    assert sorted(new) == [1]
+    c.logout()
+
+
+def modseqs(c, box):
+    ok(c.select(box))
+    st = ok(c.status(box, "(HIGHESTMODSEQ)"))
+    hms = int(re.search(rb"HIGHESTMODSEQ (\d+)", st[0]).group(1))
+    per = {}
+    for uid, line in fetch_map(c, "1:*", "(UID MODSEQ)").items():
+        per[uid] = int(re.search(rb"MODSEQ \((\d+)\)", line).group(1))
+    return hms, per
+
+
+def test_modseq_never_goes_back(stack):
+    """CONDSTORE/QRESYNC: after the index is lost, HIGHESTMODSEQ and each
+    message's MODSEQ are not lower than before (Dovecot's MODSEQs follow
+    the store's)."""
+    c = stack.imap()
+    ok(c._simple_command("ENABLE", "CONDSTORE"))
+    for i in range(8):
+        ok(c.append("INBOX", None, None, MSG))
+    ok(c.select("INBOX"))
+    ok(c.store("1:3", "+FLAGS", r"(\Seen $A $B)"))
+    ok(c.store("2", "FLAGS", r"(\Answered $C)"))
+    ok(c.store("4", "-FLAGS", r"(\Seen)"))
+    ok(c.store("5", "+FLAGS", r"(\Deleted)"))
+    ok(c.expunge())
+    stack.deliver("alice", "INBOX", MSG)
+    ok(c.noop())
+    ok(c.create("Copy"))
+    ok(c.uid("COPY", "1:4", "Copy"))
+    stack.doveadm("flags add", "\\Flagged $D", "mailbox", "INBOX", "all",
+                  user="alice")
+    ok(c.noop())
+    before = {b: modseqs(c, b) for b in ("INBOX", "Copy")}
+    c.logout()
+    shutil.rmtree(stack.index_dir("alice"))
+    c = stack.imap()
+    ok(c._simple_command("ENABLE", "CONDSTORE"))
+    after = {b: modseqs(c, b) for b in ("INBOX", "Copy")}
+    for b in before:
+        assert after[b][0] >= before[b][0], (b, before[b][0], after[b][0])
+        assert sorted(after[b][1]) == sorted(before[b][1])
+        for uid, m in before[b][1].items():
+            assert after[b][1][uid] >= m, (b, uid, m, after[b][1][uid])
+    c.logout()
