@@ -4,7 +4,9 @@ mstored) and, with Postfix installed, the MX gateway; it creates the
 demo user and delivers a message.  A message sent by SMTP to the gateway
 reaches the store and the DR site; `make stop` leaves no process behind.
 Run against a scratch var."""
+import imaplib
 import os
+import poplib
 import pathlib
 import shutil
 import tempfile
@@ -87,6 +89,26 @@ def run_and_check(var):
         assert messages(dr_conf) == str(want)
         pids += [int((var / f).read_text()) for f in
                  ("udsync-send.pid", "udsync-recv.pid", "standby.pid")]
+        # the user reads it over IMAP and POP3, through the plugin
+        m = re.search(r"IMAP 127\.0\.0\.1:(\d+), POP3 127\.0\.0\.1:(\d+)",
+                      r.stdout)
+        if m:
+            im = imaplib.IMAP4("127.0.0.1", int(m.group(1)), timeout=30)
+            im.login("demo", "demo")
+            typ, data = im.select("INBOX")
+            assert typ == "OK" and int(data[0]) == want
+            typ, data = im.fetch(str(want), "(BODY.PEEK[TEXT])")
+            assert typ == "OK"
+            # the newest message (by SMTP, or by LMTP without Postfix)
+            assert data[0][1] == b"hi\r\n"
+            im.logout()
+            po = poplib.POP3("127.0.0.1", int(m.group(2)), timeout=30)
+            po.user("demo")
+            po.pass_("demo")
+            assert po.stat()[0] == want
+            po.quit()
+            pids.append(int((var / "dovecot" / "run" /
+                             "master.pid").read_text()))
         # a second start finds it running and delivers again
         r2 = run_sh("start", var=var)
         assert r2.returncode == 0, r2.stderr

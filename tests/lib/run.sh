@@ -20,8 +20,14 @@
 # installed and root, a private Postfix is the MX gateway on
 # 127.0.0.1:8025 (MSTORE_SMTP_PORT), relaying example.test to the LMTP
 # receiver (var/postfix).
+# With Dovecot installed, the plugin built and root, a private Dovecot
+# (var/dovecot) serves IMAP on 127.0.0.1:1143 and POP3 on 1110 (or the
+# next free ports) through the mstore plugin, for the user demo
+# (password demo); mstored then runs as the system user mstore, and
+# Dovecot's mail user mstoremail reaches its user socket through the
+# group mstore.
 # `stop` stops them all by the PIDs in var/*.pid (Postfix with
-# `postfix -c var/postfix/etc stop`).
+# `postfix -c var/postfix/etc stop`, Dovecot by its master.pid).
 # MSTORE_VAR overrides ./var (the tests use a scratch directory).
 
 cmd=${1:-}
@@ -40,8 +46,29 @@ udsync=$bdir/udsync
 dr=$var/dr
 dr_conf=$dr/mstore.conf
 
+# Dovecot needs root, the plugin and the users; then mstored runs as
+# mstore (its sockets belong to it; the mail user reaches the user
+# socket through the group).
+plugin=$bdir/modules/lib20_mstore_plugin.so
+dovecot_wanted()
+{
+	[ "$(id -u)" = 0 ] && [ -x /usr/sbin/dovecot ] && [ -f "$plugin" ]
+}
+
+ensure_user()
+{
+	id "$1" >/dev/null 2>&1 ||
+		useradd --system --user-group --no-create-home \
+			--home-dir /nonexistent --shell /usr/sbin/nologin "$1"
+}
+
 write_conf()
 {
+	store_user=
+	if dovecot_wanted && ensure_user mstore && ensure_user mstoremail
+	then
+		store_user="user = mstore"
+	fi
 	cat >"$conf" <<CONF
 # mstore.conf for \`make run\`: paths are relative to this file.
 [store]
@@ -52,6 +79,7 @@ segment_size = 64M
 io_engine = $1
 socket = mstored.sock
 admin_socket = mstored-admin.sock
+$store_user
 CONF
 }
 
@@ -335,6 +363,120 @@ postfix_stop()
 	fi
 }
 
+# ---- Dovecot with the mstore plugin ----
+
+dv=$var/dovecot
+
+dovecot_start()
+{
+	if ! dovecot_wanted; then
+		echo "run.sh: no Dovecot (needs root, dovecot-imapd and" \
+			"dovecot-pop3d, and the plugin built)"
+		return 0
+	fi
+	if ! grep -q '^user = mstore' "$conf"; then
+		echo "run.sh: no Dovecot: $conf predates it (mstored must" \
+			"run as mstore); remove var/ to start afresh"
+		return 0
+	fi
+	if ! runuser -u mstoremail -- test -r "$var/mstored.sock" \
+		2>/dev/null && ! runuser -u mstoremail -- test -x "$var"; then
+		echo "run.sh: no Dovecot: the mail user cannot reach $var" \
+			"(a parent directory is not searchable)"
+		return 0
+	fi
+	if [ -f "$dv/run/master.pid" ] &&
+	   kill -0 "$(cat "$dv/run/master.pid")" 2>/dev/null; then
+		echo "run.sh: Dovecot is already running"
+		return 0
+	fi
+	imap_port=$(free_port 1143 1163) && pop3_port=$(free_port 1110 1130) ||
+		return 1
+	mkdir -p "$dv/run" "$dv/state" "$dv/log" "$dv/home/demo" \
+		"$dv/modules" || return 1
+	chmod 755 "$dv"
+	chown mstoremail:mstoremail "$dv/home/demo"
+	for m in /usr/lib/dovecot/modules/*.so; do
+		ln -sf "$m" "$dv/modules/"
+	done
+	ln -sf "$plugin" "$dv/modules/"
+	uid=$(id -u mstoremail) gid=$(id -g mstoremail)
+	echo "demo:{PLAIN}demo:$uid:$gid::$dv/home/demo" >"$dv/passwd"
+	cat >"$dv/dovecot.conf" <<CONF
+# Dovecot of \`make run\`: IMAP and POP3 on the store (the mstore plugin)
+base_dir = $dv/run
+state_dir = $dv/state
+instance_name = mstore-run-$imap_port
+listen = 127.0.0.1
+protocols = imap pop3
+log_path = $dv/log/dovecot.log
+info_log_path = $dv/log/dovecot-info.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = $uid
+last_valid_uid = $uid
+mail_access_groups = mstore
+mail_plugin_dir = $dv/modules
+mail_plugins = mstore
+mail_location = mstore:~/mstore
+plugin {
+  mstore_socket = $var/mstored.sock
+}
+passdb {
+  driver = passwd-file
+  args = $dv/passwd
+}
+userdb {
+  driver = passwd-file
+  args = $dv/passwd
+}
+namespace inbox {
+  inbox = yes
+  separator = /
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $imap_port
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = $pop3_port
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+CONF
+	dovecot -c "$dv/dovecot.conf" >>"$var/dovecot-start.log" 2>&1 || {
+		echo "run.sh: Dovecot did not start: see" \
+			"$var/dovecot-start.log" >&2
+		return 1
+	}
+	wait_for 20 sh -c "ss -Hltn 'sport = :$imap_port' | grep -q ." || {
+		echo "run.sh: Dovecot does not listen: see $dv/log" >&2
+		return 1
+	}
+	echo "$imap_port $pop3_port" >"$var/dovecot.ports"
+}
+
+dovecot_stop()
+{
+	mp=$dv/run/master.pid
+	if [ -f "$mp" ] && kill -0 "$(cat "$mp")" 2>/dev/null; then
+		dpid=$(cat "$mp")
+		kill "$dpid"
+		wait_for 20 sh -c "! kill -0 $dpid 2>/dev/null"
+		echo "run.sh: Dovecot (pid $dpid) stopped"
+	fi
+}
+
 case $cmd in
 start)
 	for p in "$mstore" "$mstored" "$lmtpd" "$udsync"; do
@@ -368,6 +510,7 @@ start)
 	lmtp_listen=$(sed -n 's/^listen = //p' "$conf" | head -n 1)
 	dr_start || exit 1
 	postfix_start || exit 1
+	dovecot_start || exit 1
 	"$mstore" -c "$conf" user list | grep -q ' demo$' ||
 		"$mstore" -c "$conf" user add demo || exit 1
 	demo=$var/demo.eml
@@ -386,6 +529,8 @@ udsync send (pid $(cat "$var/udsync-send.pid")) streams the log to the DR site i
   udsync recv (pid $(cat "$var/udsync-recv.pid")), standby mstored (pid $(cat "$var/standby.pid"), read-only)
   DR admin socket $dr/mstored-admin.sock   (mstore -c $dr_conf stats)
 $( [ -f "$var/smtp.port" ] && echo "Postfix MX gateway: SMTP on 127.0.0.1:$(cat "$var/smtp.port") -> LMTP $lmtp_listen (log $pfx/maillog)")
+$( [ -f "$var/dovecot.ports" ] && read ip pp <"$var/dovecot.ports" && echo "Dovecot with the mstore plugin: IMAP 127.0.0.1:$ip, POP3 127.0.0.1:$pp (user demo, password demo)
+  curl -s --url imap://127.0.0.1:$ip/INBOX -u demo:demo -X 'FETCH 1:* (FLAGS BODY[HEADER.FIELDS (SUBJECT)])'")
 Try:
   $mstore -c $conf stats
   python3 -c 'import smtplib; l = smtplib.LMTP("${lmtp_listen%:*}", ${lmtp_listen##*:}); l.ehlo("me"); print(l.sendmail("me@example.test", ["demo@example.test"], b"Subject: hi\r\n\r\nhello\r\n"))'
@@ -395,6 +540,7 @@ Try:
 MSG
 	;;
 stop)
+	dovecot_stop
 	postfix_stop
 	stop_pid "udsync send" "$var/udsync-send.pid" || exit 1
 	stop_pid "standby mstored" "$var/standby.pid" || exit 1
