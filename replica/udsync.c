@@ -44,7 +44,6 @@ static int usage(void)
 int main(int argc, char **argv)
 {
 	const char *conf = NULL, *err = "";
-	int ret;
 
 	ms_msg_init("udsync");
 	signal(SIGPIPE, SIG_IGN);
@@ -66,13 +65,13 @@ int main(int argc, char **argv)
 	else
 		return usage();
 	if (strcmp(argv[3], "send") == 0) {
-		ret = udsync_send_run(conf, &err);
+		(void)udsync_send_run(conf, &err); /* returns on failure only */
 	} else if (strcmp(argv[3], "recv") == 0) {
-		ret = udsync_recv_run(conf, &err);
+		(void)udsync_recv_run(conf, &err); /* returns on failure only */
 	} else if (strcmp(argv[3], "config") == 0) {
 		struct udsync_cfg c;
-		if ((ret = udsync_cfg_load(conf, &c, &err)) == 0) {
-			ret = udsync_cfg_dump(&c, stdout);
+		if (udsync_cfg_load(conf, &c, &err) == 0) {
+			int ret = udsync_cfg_dump(&c, stdout);
 			udsync_cfg_free(&c);
 			return ret < 0 ? 1 : 0;
 		}

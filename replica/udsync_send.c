@@ -173,7 +173,7 @@ static int feed_open(struct feed *f, const char *path, const char **error_r)
 		*error_r = "admin socket path too long";
 		return -ENAMETOOLONG;
 	}
-	strcpy(sa.sun_path, path);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
 	f->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (f->fd < 0 || connect(f->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		*error_r = ms_errf("mstored at %s: %s", path, strerror(errno));
@@ -224,7 +224,7 @@ static int seg_open(struct sender *s, uint64_t seg, const char **error_r)
 	if (s->rseg == seg)
 		return 0;
 	seg_close(s);
-	memcpy(name, "log/", 4);
+	memcpy(name, "log/", sizeof("log/")); /* and its NUL */
 	ms_seg_name(seg, name + 4);
 	for (int c = 0; c < 2; c++)
 		s->rfd[c] = openat(s->root_fd[c], name, O_RDONLY | O_CLOEXEC);
@@ -473,7 +473,8 @@ static int session(struct sender *s, struct udsync_link *l,
 		return MS_ECORRUPT;
 	}
 	if (m.u.rhello.has_store &&
-	    memcmp(m.u.rhello.store_id, s->meta.store_id, MS_STORE_ID_SIZE)) {
+	    memcmp(m.u.rhello.store_id, s->meta.store_id, MS_STORE_ID_SIZE) !=
+		    0) {
 		*error_r = "the DR store is a copy of another store: refusing "
 			   "to send (start the DR site from an empty "
 			   "directory)";
@@ -614,13 +615,13 @@ int udsync_send_run(const char *conf, const char **error_r)
 		struct udsync_link l;
 		int have_link = 0;
 
-		if ((ret = ms_meta_read(s.root_fd[0], &s.meta, &why)) < 0 &&
+		if (ms_meta_read(s.root_fd[0], &s.meta, &why) < 0 &&
 		    (s.root_fd[1] < 0 ||
-		     (ret = ms_meta_read(s.root_fd[1], &s.meta, &why)) < 0)) {
+		     ms_meta_read(s.root_fd[1], &s.meta, &why) < 0)) {
 			msg_warn("store %s: %s; retrying", dirs[0], why);
 			goto retry;
 		}
-		if ((ret = feed_open(&s.feed, s.scfg.admin_socket, &why)) < 0) {
+		if (feed_open(&s.feed, s.scfg.admin_socket, &why) < 0) {
 			msg_warn("%s; retrying", why);
 			goto retry;
 		}
@@ -630,8 +631,8 @@ int udsync_send_run(const char *conf, const char **error_r)
 			msg_warn("%s; retrying", why);
 			goto retry;
 		}
-		if ((ret = udsync_link_init(&l, fd, 1, &s.keys,
-					    (unsigned)s.ucfg.timeout, &why)) < 0) {
+		if (udsync_link_init(&l, fd, 1, &s.keys,
+				     (unsigned)s.ucfg.timeout, &why) < 0) {
 			msg_error("DR site %s: %s", s.ucfg.connect, why);
 			udsync_link_free(&l);
 			goto retry;

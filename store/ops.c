@@ -3364,14 +3364,14 @@ int ms_ops_promote(struct ms_ops *ops, uint64_t *timeline_r,
 			 (unsigned long long)iseq,
 			 (unsigned long long)ls.durable_seq);
 		ms_idx_close(&ops->idx);
-		if ((ret = ms_idx_rebuild(ops->idx_dir, ops->map_size,
-					  ops->log, error_r)) < 0 ||
-		    (ret = ms_idx_open(ops->idx_dir, ops->map_size, &ops->idx,
-				       error_r)) < 0)
+		if (ms_idx_rebuild(ops->idx_dir, ops->map_size, ops->log,
+				   error_r) < 0 ||
+		    ms_idx_open(ops->idx_dir, ops->map_size, &ops->idx,
+				error_r) < 0)
 			msg_fatal("promote: index rebuild failed: %s; exiting, "
 				  "the restart rebuilds it",
 				  *error_r);
-	} else if ((ret = ms_idx_catch_up(ops->idx, ops->log, error_r)) < 0) {
+	} else if (ms_idx_catch_up(ops->idx, ops->log, error_r) < 0) {
 		msg_fatal("promote: index catch-up failed: %s; exiting",
 			  *error_r);
 	}
@@ -3382,7 +3382,7 @@ int ms_ops_promote(struct ms_ops *ops, uint64_t *timeline_r,
 			free(m);
 		}
 	}
-	if ((ret = init_ids(ops, error_r)) < 0)
+	if (init_ids(ops, error_r) < 0)
 		msg_fatal("promote: %s; exiting", *error_r);
 	ms_log_set_apply_hook(ops->log, apply_record, ops);
 	return ms_ops_timeline(ops, timeline_r, fork_seq_r, error_r);

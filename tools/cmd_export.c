@@ -286,7 +286,10 @@ static int maildir_put(struct exp *e, const struct ms_idx_msg *m,
 	for (size_t i = 0; i < MS_ARRAY_SIZE(fl); i++)
 		if (m->flags & fl[i].bit)
 			flags[nf++] = fl[i].c;
-	char kws[KW_MAX];
+	/* the keyword letters go right after the flags */
+	_Static_assert(MS_ARRAY_SIZE(fl) + KW_MAX < sizeof(flags),
+		       "flags holds the flags, the keywords and a NUL");
+	char *kws = flags + nf;
 	size_t nk = 0, off = 0;
 	const char *kw;
 	size_t kl;
@@ -302,7 +305,6 @@ static int maildir_put(struct exp *e, const struct ms_idx_msg *m,
 			kws[j] = kws[j - 1];
 			kws[j - 1] = t;
 		}
-	memcpy(flags + nf, kws, nk);
 	flags[nf + nk] = '\0';
 	snprintf(base, sizeof(base),
 		 "%" PRId64 ".M%uP%dV%u.mstore,S=%zu,W=%" PRIu64,
