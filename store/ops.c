@@ -1678,6 +1678,17 @@ static int place_all(struct req *r, struct mstate *ms, struct ms_event *evs,
 	return ret;
 }
 
+/* The reply of COPY, MOVE and UNDELETE: UIDVALIDITY and uid pairs. */
+static void submit_pairs(struct req *r, uint16_t op, uint32_t uidvalidity,
+			 const struct ms_uid_pair *pairs, size_t n)
+{
+	struct ms_reply rep = { .op = op };
+	rep.u.copy.uidvalidity = uidvalidity;
+	rep.u.copy.pairs.n = (uint32_t)n;
+	rep.u.copy.pairs.list = pairs;
+	req_submit(r, &rep);
+}
+
 static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 			uint16_t op, uint32_t id, const struct ms_req_uids *q,
 			const char **why_r)
@@ -1774,11 +1785,7 @@ static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		r->status = ret;
 	/* copies in flight are not counted against the quota until they
 	   are durable (the check above used the committed use) */
-	struct ms_reply rep = { .op = op };
-	rep.u.copy.uidvalidity = dst.uidvalidity;
-	rep.u.copy.pairs.n = (uint32_t)n;
-	rep.u.copy.pairs.list = pairs;
-	req_submit(r, &rep);
+	submit_pairs(r, op, dst.uidvalidity, pairs, n);
 	ret = 0;
 out:
 	ms_buf_free(&kwbuf);
@@ -1880,11 +1887,7 @@ static int op_undelete(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	if (ret < 0)
 		r->status = ret;
 	ops->n_undeleted += n;
-	struct ms_reply rep = { .op = MS_OP_UNDELETE };
-	rep.u.copy.uidvalidity = m.uidvalidity;
-	rep.u.copy.pairs.n = (uint32_t)n;
-	rep.u.copy.pairs.list = pairs;
-	req_submit(r, &rep);
+	submit_pairs(r, MS_OP_UNDELETE, m.uidvalidity, pairs, n);
 	ret = 0;
 out:
 	ms_buf_free(&kwbuf);

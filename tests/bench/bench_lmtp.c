@@ -1382,25 +1382,6 @@ static int run_load(struct server *srv, const struct lcase *c, double warm,
 
 /* ---- main ---- */
 
-static int env_double(const char *name, double def, double lo, double hi,
-		      double *v_r)
-{
-	const char *s = getenv(name);
-	char *end;
-	if (s == NULL || *s == '\0') {
-		*v_r = def;
-		return 0;
-	}
-	errno = 0;
-	double v = strtod(s, &end);
-	if (errno != 0 || *end != '\0' || !(v >= lo && v <= hi)) {
-		fprintf(stderr, "bench-lmtp: %s=%s: not a number in %g..%g\n",
-			name, s, lo, hi);
-		return -1;
-	}
-	*v_r = v;
-	return 0;
-}
 
 /* The mail uid for Dovecot: MAIL_USER, created if missing. */
 static void mail_user(void)
@@ -1556,7 +1537,7 @@ int main(void)
 	char mk[PATH_MAX + 32];
 	int fails = 0;
 
-	if (env_double("MS_BENCH_SECONDS", 3, 0.1, 3600, &secs) < 0)
+	if (mst_env_double("bench-lmtp", "MS_BENCH_SECONDS", 3, 0.1, 3600, &secs) < 0)
 		return 1;
 	if (fs_env && *fs_env && strcmp(fs_env, "both") != 0) {
 		run_fsync[0] = strcmp(fs_env, "optimized") == 0;

@@ -828,25 +828,6 @@ static double du_mb(const char *dir)
 
 /* ---- main ---- */
 
-static int env_double(const char *name, double def, double lo, double hi,
-		      double *v_r)
-{
-	const char *s = getenv(name);
-	char *end;
-	if (s == NULL || *s == '\0') {
-		*v_r = def;
-		return 0;
-	}
-	errno = 0;
-	double v = strtod(s, &end);
-	if (errno != 0 || *end != '\0' || !(v >= lo && v <= hi)) {
-		fprintf(stderr, "bench-store: %s=%s: not a number in %g..%g\n",
-			name, s, lo, hi);
-		return -1;
-	}
-	*v_r = v;
-	return 0;
-}
 
 static int check_env(const char *dir, enum ms_io_kind kind)
 {
@@ -905,8 +886,8 @@ int main(void)
 	char dir[PATH_MAX], mk[PATH_MAX + 32];
 	int fails = 0;
 
-	if (env_double("MS_BENCH_SECONDS", 3, 0.1, 3600, &secs) < 0 ||
-	    env_double("MS_BENCH_MESSAGES", 1000000, 1,
+	if (mst_env_double("bench-store", "MS_BENCH_SECONDS", 3, 0.1, 3600, &secs) < 0 ||
+	    mst_env_double("bench-store", "MS_BENCH_MESSAGES", 1000000, 1,
 		       (double)BENCH_MESSAGES_MAX, &msgs_d) < 0 ||
 	    msgs_d != (double)(uint64_t)msgs_d)
 		return 1;

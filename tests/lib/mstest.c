@@ -266,3 +266,24 @@ int mst_fio(const char *dir, const char *bs, double secs, int overwrite,
 	}
 	return -1;
 }
+
+int mst_env_double(const char *prog, const char *name, double def, double lo,
+		   double hi, double *v_r)
+{
+	const char *s = getenv(name);
+	char *end;
+
+	if (s == NULL || *s == '\0') {
+		*v_r = def;
+		return 0;
+	}
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno != 0 || *end != '\0' || !(v >= lo && v <= hi)) {
+		fprintf(stderr, "%s: %s=%s: not a number in %g..%g\n", prog,
+			name, s, lo, hi);
+		return -1;
+	}
+	*v_r = v;
+	return 0;
+}

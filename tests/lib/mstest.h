@@ -32,6 +32,10 @@ int mst_flip(const char *path, uint64_t off, uint8_t x);
 long long mst_file_size(const char *path);
 /* Seed from MS_SEED in the environment, else def. */
 uint64_t mst_seed(uint64_t def);
+/* A number from the environment: def when name is unset or empty;
+   -1 (with a line on stderr naming prog) when it is not in lo..hi. */
+int mst_env_double(const char *prog, const char *name, double def, double lo,
+		   double hi, double *v_r);
 /* Rounds: MS_STRESS set → stress, else normal. */
 unsigned long mst_rounds(unsigned long normal, unsigned long stress);
 
