@@ -65,8 +65,10 @@ ensure_user()
 write_conf()
 {
 	store_user=
-	if dovecot_wanted && ensure_user mstore && ensure_user mstoremail
-	then
+	# only where those users can reach var/ (not under a 0700 parent)
+	if dovecot_wanted && ensure_user mstore && ensure_user mstoremail &&
+	   runuser -u mstore -- test -x "$var" 2>/dev/null &&
+	   runuser -u mstoremail -- test -x "$var" 2>/dev/null; then
 		store_user="user = mstore"
 	fi
 	cat >"$conf" <<CONF
@@ -375,8 +377,9 @@ dovecot_start()
 		return 0
 	fi
 	if ! grep -q '^user = mstore' "$conf"; then
-		echo "run.sh: no Dovecot: $conf predates it (mstored must" \
-			"run as mstore); remove var/ to start afresh"
+		echo "run.sh: no Dovecot: mstored does not run as mstore" \
+			"($var predates it, or its parent directories are" \
+			"not searchable by the mail users)"
 		return 0
 	fi
 	if ! runuser -u mstoremail -- test -r "$var/mstored.sock" \
