@@ -103,36 +103,6 @@ static void get_bytes(struct ms_dec *d, const char *field, uint8_t *out,
 		memset(out, 0, n);
 }
 
-/* A u32 that must not be 0 (uid, uidvalidity). */
-static uint32_t get32_nz(struct ms_dec *d, const char *field)
-{
-	size_t off = ms_dec_off(d);
-	uint32_t v = ms_dec_u32(d, field);
-	if (d->ret == 0 && v == 0)
-		ms_dec_bad(d, field, off, "0");
-	return v;
-}
-
-static uint64_t get64_nz(struct ms_dec *d, const char *field)
-{
-	size_t off = ms_dec_off(d);
-	uint64_t v = ms_dec_u64(d, field);
-	if (d->ret == 0 && v == 0)
-		ms_dec_bad(d, field, off, "0");
-	return v;
-}
-
-/* A u32 with no bits outside mask. */
-static uint32_t get32_mask(struct ms_dec *d, const char *field, uint32_t mask)
-{
-	size_t off = ms_dec_off(d);
-	uint32_t v = ms_dec_u32(d, field);
-	if (d->ret == 0 && (v & ~mask) != 0)
-		ms_dec_bad(d, field, off,
-			   ms_errf("unknown bits 0x%x", (unsigned)(v & ~mask)));
-	return v;
-}
-
 /* str: u16 length + bytes, checked as a name of at most max bytes. */
 static void get_name(struct ms_dec *d, const char *field, size_t max,
 		     struct ms_event_str *out)
@@ -342,9 +312,9 @@ static void dec_place(struct ms_dec *d, struct ms_event_place *e)
 
 	e->user_id = ms_dec_u64(d, "user_id");
 	e->mbox_id = ms_dec_u64(d, "mbox_id");
-	e->uid = get32_nz(d, "uid");
-	e->modseq = get64_nz(d, "modseq");
-	e->flags = get32_mask(d, "flags", MS_EVENT_FLAG_MASK);
+	e->uid = ms_dec_u32_nz(d, "uid");
+	e->modseq = ms_dec_u64_nz(d, "modseq");
+	e->flags = ms_dec_u32_mask(d, "flags", MS_EVENT_FLAG_MASK);
 	e->received_date = (int64_t)ms_dec_u64(d, "received_date");
 	e->save_date = (int64_t)ms_dec_u64(d, "save_date");
 	get_bytes(d, "guid", e->guid, sizeof(e->guid));
@@ -368,12 +338,12 @@ static void dec_flags(struct ms_dec *d, struct ms_event_flags *e)
 
 	e->user_id = ms_dec_u64(d, "user_id");
 	e->mbox_id = ms_dec_u64(d, "mbox_id");
-	e->modseq = get64_nz(d, "modseq");
+	e->modseq = ms_dec_u64_nz(d, "modseq");
 	off = ms_dec_off(d);
 	e->mode = ms_dec_u8(d, "mode");
 	if (d->ret == 0 && e->mode > MS_EVENT_MODE_REPLACE)
 		ms_dec_bad(d, "mode", off, ms_errf("%u", e->mode));
-	e->flags = get32_mask(d, "flags", MS_EVENT_FLAG_MASK);
+	e->flags = ms_dec_u32_mask(d, "flags", MS_EVENT_FLAG_MASK);
 	get_keywords(d, &e->keywords);
 	get_ranges(d, &e->ranges);
 }
@@ -396,8 +366,8 @@ static void dec_event(struct ms_dec *d, struct ms_event *ev)
 		struct ms_event_mbox_create *e = &ev->u.mbox_create;
 		e->user_id = ms_dec_u64(d, "user_id");
 		e->mbox_id = ms_dec_u64(d, "mbox_id");
-		e->uidvalidity = get32_nz(d, "uidvalidity");
-		e->special_use = get32_mask(d, "special_use", MS_EVENT_SU_MASK);
+		e->uidvalidity = ms_dec_u32_nz(d, "uidvalidity");
+		e->special_use = ms_dec_u32_mask(d, "special_use", MS_EVENT_SU_MASK);
 		get_name(d, "name", MS_EVENT_MBOX_NAME_MAX, &e->name);
 		break;
 	}
@@ -433,7 +403,7 @@ static void dec_event(struct ms_dec *d, struct ms_event *ev)
 		struct ms_event_expunge *e = &ev->u.expunge;
 		e->user_id = ms_dec_u64(d, "user_id");
 		e->mbox_id = ms_dec_u64(d, "mbox_id");
-		e->modseq = get64_nz(d, "modseq");
+		e->modseq = ms_dec_u64_nz(d, "modseq");
 		e->time = ms_dec_u64(d, "time");
 		get_ranges(d, &e->ranges);
 		break;
@@ -445,7 +415,7 @@ static void dec_event(struct ms_dec *d, struct ms_event *ev)
 		break;
 	case MS_REC_TIMELINE: {
 		struct ms_event_timeline *e = &ev->u.timeline;
-		e->new_timeline = get64_nz(d, "new_timeline");
+		e->new_timeline = ms_dec_u64_nz(d, "new_timeline");
 		e->fork_seq = ms_dec_u64(d, "fork_seq");
 		get_bytes(d, "store_id", e->store_id, sizeof(e->store_id));
 		break;
@@ -456,7 +426,7 @@ static void dec_event(struct ms_dec *d, struct ms_event *ev)
 		get_drops(d, &ev->u.retire.drops);
 		break;
 	case MS_REC_PURGE:
-		ev->u.purge.before = get64_nz(d, "before");
+		ev->u.purge.before = ms_dec_u64_nz(d, "before");
 		break;
 	case MS_REC_CHECKPOINT:
 		ev->u.checkpoint.applied_seq = ms_dec_u64(d, "applied_seq");

@@ -161,36 +161,6 @@ static size_t reason_char(const char *s, size_t left)
 
 /* ---- decoding ---- */
 
-/* A u32 that must not be 0 (uid, uidvalidity, uidnext). */
-static uint32_t get32_nz(struct ms_dec *d, const char *field)
-{
-	size_t off = ms_dec_off(d);
-	uint32_t v = ms_dec_u32(d, field);
-	if (d->ret == 0 && v == 0)
-		ms_dec_bad(d, field, off, "0");
-	return v;
-}
-
-static uint64_t get64_nz(struct ms_dec *d, const char *field)
-{
-	size_t off = ms_dec_off(d);
-	uint64_t v = ms_dec_u64(d, field);
-	if (d->ret == 0 && v == 0)
-		ms_dec_bad(d, field, off, "0");
-	return v;
-}
-
-/* A u32 with no bits outside mask. */
-static uint32_t get32_mask(struct ms_dec *d, const char *field, uint32_t mask)
-{
-	size_t off = ms_dec_off(d);
-	uint32_t v = ms_dec_u32(d, field);
-	if (d->ret == 0 && (v & ~mask) != 0)
-		ms_dec_bad(d, field, off,
-			   ms_errf("unknown bits 0x%x", (unsigned)(v & ~mask)));
-	return v;
-}
-
 /* A u64 that must not pass max. */
 static uint64_t get64_max(struct ms_dec *d, const char *field, uint64_t max)
 {
@@ -452,8 +422,8 @@ static void dec_mbox_info(struct ms_dec *d, struct ms_mbox_info *m)
 
 	m->mbox_id = ms_dec_u64(d, "mbox_id");
 	get_name(d, "mailbox name", MS_EVENT_MBOX_NAME_MAX, false, &m->name);
-	m->uidvalidity = get32_nz(d, "uidvalidity");
-	m->uidnext = get32_nz(d, "uidnext");
+	m->uidvalidity = ms_dec_u32_nz(d, "uidvalidity");
+	m->uidnext = ms_dec_u32_nz(d, "uidnext");
 	m->highestmodseq = ms_dec_u64(d, "highestmodseq");
 	m->messages = ms_dec_u32(d, "messages");
 	off = ms_dec_off(d);
@@ -463,7 +433,7 @@ static void dec_mbox_info(struct ms_dec *d, struct ms_mbox_info *m)
 			   ms_errf("%u, more than the %u messages", m->unseen,
 				   m->messages));
 	m->bytes = ms_dec_u64(d, "bytes");
-	m->special_use = get32_mask(d, "special_use", MS_EVENT_SU_MASK);
+	m->special_use = ms_dec_u32_mask(d, "special_use", MS_EVENT_SU_MASK);
 	m->subscribed = get_bool(d, "subscribed");
 }
 
@@ -482,7 +452,7 @@ static void dec_item(struct ms_dec *d, int kind, union item *it)
 		get_name(d, "user", MS_EVENT_USER_NAME_MAX, true, &p->user);
 		get_name(d, "mailbox", MS_EVENT_MBOX_NAME_MAX, false,
 			 &p->mailbox);
-		p->flags = get32_mask(d, "flags", MS_EVENT_FLAG_MASK);
+		p->flags = ms_dec_u32_mask(d, "flags", MS_EVENT_FLAG_MASK);
 		p->received = get_time(d, "received");
 		get_keywords(d, &p->keywords);
 		break;
@@ -510,17 +480,17 @@ static void dec_item(struct ms_dec *d, int kind, union item *it)
 			break;
 		}
 		r->mbox_id = ms_dec_u64(d, "mbox_id");
-		r->uidvalidity = get32_nz(d, "uidvalidity");
-		r->uid = get32_nz(d, "uid");
-		r->modseq = get64_nz(d, "modseq");
+		r->uidvalidity = ms_dec_u32_nz(d, "uidvalidity");
+		r->uid = ms_dec_u32_nz(d, "uid");
+		r->modseq = ms_dec_u64_nz(d, "modseq");
 		break;
 	}
 	case K_META: {
 		struct ms_msg_meta *m = &it->meta;
 		const uint8_t *g;
-		m->uid = get32_nz(d, "uid");
-		m->modseq = get64_nz(d, "modseq");
-		m->flags = get32_mask(d, "flags", MS_EVENT_FLAG_MASK);
+		m->uid = ms_dec_u32_nz(d, "uid");
+		m->modseq = ms_dec_u64_nz(d, "modseq");
+		m->flags = ms_dec_u32_mask(d, "flags", MS_EVENT_FLAG_MASK);
 		get_keywords(d, &m->keywords);
 		m->received = (int64_t)ms_dec_u64(d, "received");
 		m->saved = (int64_t)ms_dec_u64(d, "saved");
@@ -540,14 +510,14 @@ static void dec_item(struct ms_dec *d, int kind, union item *it)
 		break;
 	}
 	case K_CHANGE:
-		it->change.uid = get32_nz(d, "uid");
-		it->change.modseq = get64_nz(d, "modseq");
-		it->change.flags = get32_mask(d, "flags", MS_EVENT_FLAG_MASK);
+		it->change.uid = ms_dec_u32_nz(d, "uid");
+		it->change.modseq = ms_dec_u64_nz(d, "modseq");
+		it->change.flags = ms_dec_u32_mask(d, "flags", MS_EVENT_FLAG_MASK);
 		get_keywords(d, &it->change.keywords);
 		break;
 	case K_PAIR:
-		it->pair.src_uid = get32_nz(d, "src uid");
-		it->pair.dst_uid = get32_nz(d, "dst uid");
+		it->pair.src_uid = ms_dec_u32_nz(d, "src uid");
+		it->pair.dst_uid = ms_dec_u32_nz(d, "dst uid");
 		break;
 	default:
 		ms_assert(!"unknown list kind");
@@ -597,7 +567,7 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 		get_name(d, "mailbox", MS_EVENT_MBOX_NAME_MAX, false, &m->name);
 		if (op == MS_OP_MBOX_CREATE)
 			m->special_use =
-				get32_mask(d, "special_use", MS_EVENT_SU_MASK);
+				ms_dec_u32_mask(d, "special_use", MS_EVENT_SU_MASK);
 		if (op == MS_OP_MBOX_RENAME)
 			get_name(d, "new mailbox", MS_EVENT_MBOX_NAME_MAX,
 				 false, &m->new_name);
@@ -638,7 +608,7 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 		s->mode = ms_dec_u8(d, "mode");
 		if (d->ret == 0 && s->mode > MS_EVENT_MODE_REPLACE)
 			ms_dec_bad(d, "mode", off, ms_errf("%u", s->mode));
-		s->flags = get32_mask(d, "flags", MS_EVENT_FLAG_MASK);
+		s->flags = ms_dec_u32_mask(d, "flags", MS_EVENT_FLAG_MASK);
 		get_keywords(d, &s->keywords);
 		s->unchangedsince = ms_dec_u64(d, "unchangedsince");
 		break;
@@ -647,7 +617,7 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 		struct ms_req_fetch_body *f = &r->u.fetch_body;
 		get_name(d, "mailbox", MS_EVENT_MBOX_NAME_MAX, false,
 			 &f->mailbox);
-		f->uid = get32_nz(d, "uid");
+		f->uid = ms_dec_u32_nz(d, "uid");
 		f->offset = get64_max(d, "offset", INT64_MAX);
 		f->max_len = ms_dec_u32(d, "max_len");
 		break;
@@ -791,7 +761,7 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 	case MS_OP_CHANGES: {
 		struct ms_rep_changes *c = &r->u.changes;
 		c->highestmodseq = ms_dec_u64(d, "highestmodseq");
-		c->uidvalidity = get32_nz(d, "uidvalidity");
+		c->uidvalidity = ms_dec_u32_nz(d, "uidvalidity");
 		c->changes.n = dec_list(d, K_CHANGE, &c->changes.packed,
 					&c->changes.packed_len);
 		get_uid_set(d, "nexpunged", 0, &c->expunged);
@@ -807,7 +777,7 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 	case MS_OP_COPY:
 	case MS_OP_MOVE:
 	case MS_OP_UNDELETE:
-		r->u.copy.uidvalidity = get32_nz(d, "uidvalidity");
+		r->u.copy.uidvalidity = ms_dec_u32_nz(d, "uidvalidity");
 		r->u.copy.pairs.n = dec_list(d, K_PAIR, &r->u.copy.pairs.packed,
 					     &r->u.copy.pairs.packed_len);
 		break;

@@ -302,3 +302,31 @@ DEC_GET(ms_dec_u8, uint8_t, ms_rd_u8)
 DEC_GET(ms_dec_u16, uint16_t, ms_rd_u16)
 DEC_GET(ms_dec_u32, uint32_t, ms_rd_u32)
 DEC_GET(ms_dec_u64, uint64_t, ms_rd_u64)
+
+uint32_t ms_dec_u32_nz(struct ms_dec *d, const char *field)
+{
+	size_t off = ms_dec_off(d);
+	uint32_t v = ms_dec_u32(d, field);
+	if (d->ret == 0 && v == 0)
+		ms_dec_bad(d, field, off, "0");
+	return v;
+}
+
+uint64_t ms_dec_u64_nz(struct ms_dec *d, const char *field)
+{
+	size_t off = ms_dec_off(d);
+	uint64_t v = ms_dec_u64(d, field);
+	if (d->ret == 0 && v == 0)
+		ms_dec_bad(d, field, off, "0");
+	return v;
+}
+
+uint32_t ms_dec_u32_mask(struct ms_dec *d, const char *field, uint32_t mask)
+{
+	size_t off = ms_dec_off(d);
+	uint32_t v = ms_dec_u32(d, field);
+	if (d->ret == 0 && (v & ~mask) != 0)
+		ms_dec_bad(d, field, off,
+			   ms_errf("unknown bits 0x%x", (unsigned)(v & ~mask)));
+	return v;
+}

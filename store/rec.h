@@ -162,6 +162,11 @@ uint8_t ms_dec_u8(struct ms_dec *d, const char *field);
 uint16_t ms_dec_u16(struct ms_dec *d, const char *field);
 uint32_t ms_dec_u32(struct ms_dec *d, const char *field);
 uint64_t ms_dec_u64(struct ms_dec *d, const char *field);
+/* The same, refusing 0 (uids, uidvalidity, modseqs) ... */
+uint32_t ms_dec_u32_nz(struct ms_dec *d, const char *field);
+uint64_t ms_dec_u64_nz(struct ms_dec *d, const char *field);
+/* ... or bits outside mask (flags, special-use). */
+uint32_t ms_dec_u32_mask(struct ms_dec *d, const char *field, uint32_t mask);
 
 struct ms_buf;
 /* Writers append to a buffer; they return 0 or MS_ETOOBIG. */
