@@ -406,6 +406,8 @@ static void win_ack(struct sender *s, struct ms_pos acked)
 		s->win_bytes -= s->win[i].bytes;
 		i++;
 	}
+	if (i == 0)
+		return; /* nothing acknowledged (and win may still be NULL) */
 	memmove(s->win, s->win + i, (s->nwin - i) * sizeof(*s->win));
 	s->nwin -= i;
 }
