@@ -164,36 +164,11 @@ static void get_keywords(struct ms_dec *d, struct ms_event_keywords *kws)
 static void get_range_items(struct ms_dec *d, uint32_t n,
 			    struct ms_event_ranges *rs)
 {
-	size_t off = ms_dec_off(d);
-	const uint8_t *p = ms_rd_bytes(&d->rd, (size_t)n * 8);
-	uint32_t prev_hi = 0;
+	const uint8_t *p = ms_dec_uid_ranges(d, n);
 
 	memset(rs, 0, sizeof(*rs));
-	if (!ms_dec_ok(d, "uid ranges", off))
+	if (p == NULL)
 		return;
-	for (uint32_t i = 0; i < n; i++) {
-		uint32_t lo = ms_get32(p + (size_t)i * 8);
-		uint32_t hi = ms_get32(p + (size_t)i * 8 + 4);
-		size_t at = off + (size_t)i * 8;
-
-		if (lo == 0) {
-			ms_dec_bad(d, "uid range", at, ms_errf("%u: lo 0", i));
-			return;
-		}
-		if (lo > hi) {
-			ms_dec_bad(d, "uid range", at,
-				   ms_errf("%u: lo %u > hi %u", i, lo, hi));
-			return;
-		}
-		if (i > 0 && lo <= prev_hi) {
-			ms_dec_bad(d, "uid range", at,
-				   ms_errf("%u: lo %u not above the previous "
-					   "hi %u (unsorted or overlapping)",
-					   i, lo, prev_hi));
-			return;
-		}
-		prev_hi = hi;
-	}
 	rs->n = n;
 	rs->packed = p;
 }

@@ -330,3 +330,37 @@ uint32_t ms_dec_u32_mask(struct ms_dec *d, const char *field, uint32_t mask)
 			   ms_errf("unknown bits 0x%x", (unsigned)(v & ~mask)));
 	return v;
 }
+
+const uint8_t *ms_dec_uid_ranges(struct ms_dec *d, uint32_t n)
+{
+	size_t off = ms_dec_off(d);
+	const uint8_t *p = ms_rd_bytes(&d->rd, (size_t)n * 8);
+	uint32_t prev_hi = 0;
+
+	if (!ms_dec_ok(d, "uid ranges", off))
+		return NULL;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t lo = ms_get32(p + (size_t)i * 8);
+		uint32_t hi = ms_get32(p + (size_t)i * 8 + 4);
+		size_t at = off + (size_t)i * 8;
+
+		if (lo == 0) {
+			ms_dec_bad(d, "uid range", at, ms_errf("%u: lo 0", i));
+			return NULL;
+		}
+		if (lo > hi) {
+			ms_dec_bad(d, "uid range", at,
+				   ms_errf("%u: lo %u > hi %u", i, lo, hi));
+			return NULL;
+		}
+		if (i > 0 && lo <= prev_hi) {
+			ms_dec_bad(d, "uid range", at,
+				   ms_errf("%u: lo %u not above the previous "
+					   "hi %u (unsorted or overlapping)",
+					   i, lo, prev_hi));
+			return NULL;
+		}
+		prev_hi = hi;
+	}
+	return p;
+}

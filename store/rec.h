@@ -167,6 +167,12 @@ uint32_t ms_dec_u32_nz(struct ms_dec *d, const char *field);
 uint64_t ms_dec_u64_nz(struct ms_dec *d, const char *field);
 /* ... or bits outside mask (flags, special-use). */
 uint32_t ms_dec_u32_mask(struct ms_dec *d, const char *field, uint32_t mask);
+/*
+ * n uid ranges, n x (u32 lo, u32 hi): each 1 <= lo <= hi, sorted and not
+ * overlapping (the event and protocol codecs share this layout).  The
+ * packed bytes, or NULL after recording the failure.
+ */
+const uint8_t *ms_dec_uid_ranges(struct ms_dec *d, uint32_t n);
 
 struct ms_buf;
 /* Writers append to a buffer; they return 0 or MS_ETOOBIG. */
