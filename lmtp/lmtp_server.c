@@ -177,7 +177,7 @@ static void accept_one(struct lmtp_listener *ln, int fd,
 	int family = peer_ip(ss, sl, ln->is_unix, ip);
 
 	if (srv->nsessions >= cfg->max_sessions) {
-		msg_warn("connection refused: %u sessions (max_sessions)",
+		msg_warn("connection.refused sessions=%u reason=max_sessions",
 			 srv->nsessions);
 		refuse(fd, LMTP_R_TOO_MANY_SESSIONS);
 		return;
@@ -186,8 +186,8 @@ static void accept_one(struct lmtp_listener *ln, int fd,
 		cc = cc_get(srv, family, ip, false);
 		if (cc != NULL && cfg->max_sessions_per_client != 0 &&
 		    cc->n >= cfg->max_sessions_per_client) {
-			msg_warn("connection refused: %u sessions from one "
-				 "address (max_sessions_per_client)",
+			msg_warn("connection.refused sessions=%u "
+				 "reason=max_sessions_per_client",
 				 cc->n);
 			refuse(fd, LMTP_R_TOO_MANY_FROM_YOU);
 			return;
@@ -223,8 +223,8 @@ static void on_accept(struct lmtp_watch *w, unsigned events)
 		if (fd < 0) {
 			if (errno != EAGAIN && errno != EINTR &&
 			    errno != ECONNABORTED)
-				msg_warn("accept on %s: %s", ln->name,
-					 strerror(errno));
+				msg_warn("accept.failed listener=%s error=%s",
+					 msg_q(ln->name), msg_q(strerror(errno)));
 			return;
 		}
 		accept_one(ln, fd, &ss, sl);
@@ -325,7 +325,7 @@ int lmtp_server_start(struct lmtp_server *srv, const char **error_r)
 					   strerror(-ret));
 			return ret;
 		}
-		msg_info("listening on %s", ln->name);
+		msg_info("listening address=%s", msg_q(ln->name));
 	}
 	return 0;
 }

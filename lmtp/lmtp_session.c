@@ -111,8 +111,9 @@ static void out_append(struct lmtp_session *s, const char *p, size_t n)
 	if (s->l.dead)
 		return;
 	if (ms_buf_append(&s->out, p, n) < 0) {
-		msg_warn("client %s: reply queue over %zu bytes; closing",
-			 s->addr, (size_t)LMTP_OUT_MAX);
+		msg_warn("client.closed client=%s reason=reply_queue_full "
+			 "limit=%zu",
+			 msg_q(s->addr), (size_t)LMTP_OUT_MAX);
 		kill_session(s);
 	}
 }
@@ -129,7 +130,8 @@ static void reply(struct lmtp_session *s, enum lmtp_reply r,
 	}
 	if (lmtp_reply_is_client_error(r) &&
 	    ++s->errors >= cfg_of(s)->max_errors) {
-		msg_info("client %s: %u errors; closing", s->addr, s->errors);
+		msg_info("client.closed client=%s reason=errors errors=%u",
+			 msg_q(s->addr), s->errors);
 		(void)lmtp_reply_append(&s->out, LMTP_R_TOO_MANY_ERRORS, NULL);
 		s->closing = true;
 	}
@@ -336,7 +338,7 @@ static void append_done(void *ctx, int status, const struct ms_reply *rep,
 
 	s->req = NULL;
 	if (rep != NULL && status == 0 && rep->u.append.n != t->nsent) {
-		msg_warn("%s: mstored gave %u results for %u placements",
+		msg_warn("store.bad_reply id=%s results=%u placements=%u",
 			 t->id, rep->u.append.n, t->nsent);
 		rep = NULL;
 		status = -EPROTO;
@@ -399,11 +401,13 @@ static void finish_delivery(struct lmtp_session *s)
 	for (unsigned i = 0; i < t->n; i++) {
 		struct txn_rcpt *r = &t->rcpts[i];
 		const struct lmtp_reply_def *d = lmtp_reply_get(r->reply);
-		msg_info("%s: to=<%s> user=%s mailbox=%s size=%zu: %d %s%s%s",
-			 t->id, r->path, r->user,
-			 r->inbox || r->mailbox == NULL ? "INBOX" : r->mailbox,
-			 t->body.len, d->code, d->enh ? d->enh : "",
-			 r->note[0] ? " " : "", r->note);
+		msg_info("delivery id=%s to=%s user=%s mailbox=%s size=%zu code=%d "
+			 "status=%s note=%s",
+			 t->id, msg_q(r->path), msg_q(r->user),
+			 msg_q(r->inbox || r->mailbox == NULL ? "INBOX"
+								: r->mailbox),
+			 t->body.len, d->code, msg_q(d->enh ? d->enh : ""),
+			 msg_q(r->note));
 		reply(s, r->reply, r->note);
 	}
 	txn_free(s);
@@ -433,8 +437,8 @@ static void data_end(struct lmtp_session *s)
 	if (t->dec.too_big) {
 		snprintf(note, sizeof(note), "max %" PRIu64 " bytes",
 			 cfg_of(s)->max_message_size);
-		msg_info("%s: message of %" PRIu64 " bytes refused (%s)",
-			 t->id, t->dec.size, note);
+		msg_info("message.refused id=%s size=%" PRIu64 " reason=%s",
+			 t->id, t->dec.size, msg_q(note));
 		reply_all(s, LMTP_R_TOO_BIG, note);
 		return;
 	}
@@ -442,8 +446,8 @@ static void data_end(struct lmtp_session *s)
 		reply_all(s, LMTP_R_BARE_LF, NULL);
 		return;
 	}
-	msg_info("%s: from=<%s> size=%zu nrcpt=%u client=%s", t->id, t->sender,
-		 t->body.len, t->n, s->addr);
+	msg_info("message id=%s from=%s size=%zu nrcpt=%u client=%s", t->id,
+		 msg_q(t->sender), t->body.len, t->n, msg_q(s->addr));
 	deliver(s, 1);
 }
 
@@ -490,8 +494,9 @@ static void rcpt_done(void *ctx, int status, const struct ms_reply *rep,
 		if ((q->max_bytes && (q->used_bytes >= q->max_bytes ||
 				      need > q->max_bytes - q->used_bytes)) ||
 		    (q->max_messages && q->used_messages >= q->max_messages)) {
-			msg_info("%s: to=<%s> user=%s: over quota", t->id,
-				 p->path, p->user);
+			msg_info("rcpt.refused id=%s to=%s user=%s "
+				 "reason=over_quota",
+				 t->id, msg_q(p->path), msg_q(p->user));
 			reply(s, quota_reply(s), NULL);
 			rcpt_free(p);
 		} else {
@@ -507,12 +512,13 @@ static void rcpt_done(void *ctx, int status, const struct ms_reply *rep,
 			reply(s, LMTP_R_RCPT_OK, NULL);
 		}
 	} else if (rep != NULL && status == MS_ENOTFOUND) {
-		msg_info("%s: to=<%s> user=%s: no such user", t->id, p->path,
-			 p->user);
+		msg_info("rcpt.refused id=%s to=%s user=%s reason=no_such_user",
+			 t->id, msg_q(p->path), msg_q(p->user));
 		reply(s, LMTP_R_NO_USER, NULL);
 		rcpt_free(p);
 	} else {
-		msg_warn("%s: to=<%s>: lookup failed: %s", t->id, p->path, why);
+		msg_warn("rcpt.lookup_failed id=%s to=%s error=%s", t->id,
+			 msg_q(p->path), msg_q(why));
 		reply(s, LMTP_R_STORE_DOWN, NULL);
 		rcpt_free(p);
 	}
@@ -644,7 +650,8 @@ static void bdat_chunk_end(struct lmtp_session *s)
 		/* RFC 3030: the transaction failed; later chunks get 503 */
 		snprintf(note, sizeof(note), "max %" PRIu64 " bytes",
 			 cfg_of(s)->max_message_size);
-		msg_info("%s: message over %" PRIu64 " bytes refused", t->id,
+		msg_info("message.refused id=%s reason=too_big limit=%" PRIu64,
+			 t->id,
 			 cfg_of(s)->max_message_size);
 		txn_free(s);
 		reply(s, LMTP_R_TOO_BIG, note);
@@ -697,8 +704,9 @@ static void cmd_xclient(struct lmtp_session *s, const struct lmtp_cmd *cmd)
 	bool xforward = cmd->verb == LMTP_CMD_XFORWARD;
 	char **attrs = xforward ? s->xf : s->xc;
 	if (!s->trusted) {
-		msg_warn("client %s: %s refused: not a trusted gateway",
-			 s->addr, lmtp_cmd_verb_name(cmd->verb));
+		msg_warn("command.refused client=%s command=%s "
+			 "reason=untrusted_gateway",
+			 msg_q(s->addr), lmtp_cmd_verb_name(cmd->verb));
 		reply(s, LMTP_R_NO_XCLIENT, NULL);
 		return;
 	}
@@ -898,9 +906,10 @@ static void sess_read(struct lmtp_session *s)
 			break;
 		if (n <= 0) {
 			if (s->state == SS_DATA || s->state == SS_BDAT)
-				msg_info("client %s: disconnected in the "
-					 "middle of a message; nothing "
-					 "stored", s->addr);
+				msg_info("client.lost client=%s "
+					 "msg=\"disconnected in the middle of "
+					 "a message; nothing stored\"",
+					 msg_q(s->addr));
 			kill_session(s);
 			return;
 		}
@@ -1010,10 +1019,12 @@ void lmtp_session_timeout(struct lmtp_session *s)
 		return;
 	}
 	if (s->state == SS_DATA || s->state == SS_BDAT)
-		msg_info("client %s: timeout in the middle of a message; "
-			 "nothing stored", s->addr);
+		msg_info("client.timeout client=%s state=data "
+			 "msg=\"nothing stored\"",
+			 msg_q(s->addr));
 	else
-		msg_info("client %s: timeout waiting for a command", s->addr);
+		msg_info("client.timeout client=%s state=command",
+			 msg_q(s->addr));
 	reply(s, LMTP_R_TIMEOUT, NULL);
 	s->closing = true;
 	lmtp_server_touch(s->srv, s);

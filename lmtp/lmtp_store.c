@@ -151,7 +151,8 @@ static void fail_req(struct lmtp_store *st, struct lmtp_store_req *r,
 static void store_down(struct lmtp_store *st, const char *why)
 {
 	if (st->w.fd >= 0) {
-		msg_warn("mstored at %s: %s; reconnecting", st->path, why);
+		msg_warn("store.down socket=%s error=%s msg=reconnecting",
+			 msg_q(st->path), msg_q(why));
 		lmtp_loop_del(st->loop, &st->w);
 		close(st->w.fd);
 		st->w.fd = -1;
@@ -196,8 +197,8 @@ static struct lmtp_store_req *queue_req(struct lmtp_store *st,
 	r->id = st->next_id;
 	int ret = ms_req_encode(&st->out, r->id, q, &err);
 	if (ret < 0) {
-		msg_warn("mstored request %s not sent: %s", ms_op_name(q->op),
-			 err);
+		msg_warn("store.request_failed op=%s error=%s",
+			 ms_op_name(q->op), msg_q(err));
 		fail_req(st, r, ret, "request could not be encoded");
 		return r;
 	}
@@ -227,14 +228,15 @@ static void hello_done(void *ctx, int status, const struct ms_reply *rep,
 	struct lmtp_store *st = ctx;
 	(void)rep;
 	if (status < 0) {
-		msg_warn("mstored at %s refused HELLO: %s", st->path, why);
+		msg_warn("store.hello_refused socket=%s error=%s",
+			 msg_q(st->path), msg_q(why));
 		store_down(st, "no session");
 		return;
 	}
 	if (st->state == ST_HELLO) {
 		st->state = ST_UP;
 		st->backoff = 0;
-		msg_info("connected to mstored at %s", st->path);
+		msg_info("store.connected socket=%s", msg_q(st->path));
 	}
 }
 
@@ -288,7 +290,8 @@ static bool store_frame(struct lmtp_store *st, const struct ms_proto_hdr *h)
 	list_del(&st->inflight, r);
 	if ((h->op & ~MS_OP_REPLY) != r->op ||
 	    ms_reply_decode(h->op, h->body, h->body_len, &rep, &err) < 0) {
-		msg_warn("mstored reply for %s: %s", ms_op_name(r->op), err);
+		msg_warn("store.bad_reply op=%s error=%s", ms_op_name(r->op),
+			 msg_q(err));
 		fail_req(st, r, -EPROTO, "broken reply from mstored");
 		store_down(st, "broken reply");
 		return false;
@@ -380,8 +383,8 @@ static void store_connect(struct lmtp_store *st)
 		close(fd);
 		st->w.fd = -1;
 		if (st->backoff <= STORE_RETRY_MIN_MS)
-			msg_warn("mstored at %s: %s; retrying", st->path,
-				 strerror(err));
+			msg_warn("store.down socket=%s error=%s msg=retrying",
+				 msg_q(st->path), msg_q(strerror(err)));
 		store_down(st, strerror(err));
 		return;
 	}

@@ -63,11 +63,12 @@ static void on_signal(struct lmtp_watch *w, unsigned events)
 	(void)events;
 	while (read(w->fd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGHUP) {
-			msg_info("SIGHUP: settings change only at a restart");
+			msg_info("reload.ignored msg=\"settings change only at a "
+				 "restart\"");
 			continue;
 		}
-		msg_info("signal %u: stopping (deliveries in flight are "
-			 "answered first)",
+		msg_info("stopping signal=%u msg=\"deliveries in flight are "
+			 "answered first\"",
 			 si.ssi_signo);
 		lmtp_server_stop(d->srv, d->grace_ms);
 	}
@@ -93,9 +94,10 @@ static int check_sizes(const struct lmtp_cfg *lc,
 				 MS_EVENT_MBOX_NAME_MAX + 32) +
 			64;
 	if (need > sc->max_frame) {
-		msg_error("[lmtp] max_message_size %llu with max_recipients "
-			  "%llu needs frames of %llu bytes; [store] max_frame "
-			  "is %llu",
+		msg_error("config.invalid max_message_size=%llu "
+			  "max_recipients=%llu frame_needed=%llu max_frame=%llu "
+			  "msg=\"[store] max_frame is too small for [lmtp] "
+			  "max_message_size\"",
 			  (unsigned long long)lc->max_message_size,
 			  (unsigned long long)lc->max_recipients,
 			  (unsigned long long)need,
@@ -138,16 +140,18 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (ms_store_cfg_load(conf, &scfg, &err) < 0) {
-		msg_error("%s", err);
+		msg_error("startup.failed error=%s", msg_q(err));
 		return 1;
 	}
 	if (lmtp_cfg_load(conf, &lcfg, &err) < 0) {
-		msg_error("%s", err);
+		msg_error("startup.failed error=%s", msg_q(err));
 		ms_store_cfg_free(&scfg);
 		return 1;
 	}
 	if (check_sizes(&lcfg, &scfg) < 0)
 		goto out_cfg;
+	if (scfg.log == MS_LOG_SYSLOG)
+		ms_msg_syslog(1);
 	if (test_only) {
 		printf("%s: ok\n", conf);
 		ret = 0;
@@ -173,7 +177,8 @@ int main(int argc, char **argv)
 	d.grace_ms = lcfg.store_timeout + 1000;
 
 	if (d.sigw.fd < 0 || lmtp_loop_new(&d.loop) < 0) {
-		msg_error("cannot set up the event loop: %s", strerror(errno));
+		msg_error("startup.failed what=loop error=%s",
+			  msg_q(strerror(errno)));
 		goto out;
 	}
 	/* the store is connected after the drop: the server is made with
@@ -181,11 +186,11 @@ int main(int argc, char **argv)
 	if (lmtp_store_new(d.loop, scfg.admin_socket, (uint32_t)scfg.max_frame,
 			   lcfg.store_timeout, &d.store) < 0 ||
 	    lmtp_server_new(d.loop, d.store, &lcfg, host, &d.srv) < 0) {
-		msg_error("out of resources");
+		msg_error("startup.failed error=\"out of resources\"");
 		goto out;
 	}
 	if (lmtp_server_listen(d.srv, &err) < 0) {
-		msg_error("%s", err);
+		msg_error("startup.failed error=%s", msg_q(err));
 		goto out;
 	}
 	const char *mine[] = { lcfg.socket };
@@ -194,14 +199,15 @@ int main(int argc, char **argv)
 		goto out;
 	if (lmtp_server_start(d.srv, &err) < 0 ||
 	    lmtp_loop_add(d.loop, &d.sigw, EPOLLIN) < 0) {
-		msg_error("%s", err);
+		msg_error("startup.failed error=%s", msg_q(err));
 		goto out;
 	}
 	lmtp_loop_set_tick(d.loop, on_tick, &d);
-	msg_info("ready: mstored at %s, max_message_size=%llu", scfg.admin_socket,
+	msg_info("ready store=%s max_message_size=%llu",
+		 msg_q(scfg.admin_socket),
 		 (unsigned long long)lcfg.max_message_size);
 	if (lmtp_loop_run(d.loop) < 0)
-		msg_error("event loop: %s", strerror(errno));
+		msg_error("loop.failed error=%s", msg_q(strerror(errno)));
 	else
 		ret = 0;
 	msg_info("stopped");

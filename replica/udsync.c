@@ -78,6 +78,6 @@ int main(int argc, char **argv)
 	} else {
 		return usage();
 	}
-	msg_error("%s", err);
+	msg_error("failed error=%s", msg_q(err));
 	return 1;
 }

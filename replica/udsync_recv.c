@@ -54,7 +54,9 @@ static void flush_or_die(struct udsync_store *st)
 {
 	const char *err = "";
 	if (udsync_store_flush(st, &err) < 0)
-		msg_fatal("DR store: %s; exiting, the restart recovers", err);
+		msg_fatal("store.failed error=%s msg=\"exiting; the restart "
+			  "recovers\"",
+			  msg_q(err));
 }
 
 static int session(struct udsync_store *st, struct udsync_link *l,
@@ -144,6 +146,8 @@ int udsync_recv_run(const char *conf, const char **error_r)
 
 	if ((ret = ms_store_cfg_load(conf, &scfg, error_r)) < 0)
 		return ret;
+	if (scfg.log == MS_LOG_SYSLOG)
+		ms_msg_syslog(1);
 	if ((ret = udsync_cfg_load(conf, &ucfg, error_r)) < 0)
 		return ret;
 	if ((ret = udsync_keys_load(ucfg.key_file, ucfg.peer_key, &keys,
@@ -156,8 +160,9 @@ int udsync_recv_run(const char *conf, const char **error_r)
 		return lfd;
 	uint64_t seg, off, seq, tl;
 	udsync_store_pos(st, &seg, &off, &seq, &tl);
-	msg_info("listening on %s; DR store %s durable to %llu:%llu seq %llu",
-		 ucfg.listen, scfg.primary, (unsigned long long)seg,
+	msg_info("listening address=%s store=%s segment=%llu offset=%llu "
+		 "seq=%llu",
+		 msg_q(ucfg.listen), msg_q(scfg.primary), (unsigned long long)seg,
 		 (unsigned long long)off, (unsigned long long)seq);
 	for (;;) {
 		struct sockaddr_storage sa;
@@ -184,18 +189,21 @@ int udsync_recv_run(const char *conf, const char **error_r)
 		struct timeval tv = { 10, 0 };
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 		if (udsync_link_init(&l, fd, 0, &keys, 10000, &why) < 0) {
-			msg_warn("connection from %s refused: %s", peer, why);
+			msg_warn("connection.refused peer=%s error=%s", msg_q(peer),
+				 msg_q(why));
 			udsync_link_free(&l);
 			close(fd);
 			continue;
 		}
-		msg_info("sender %s authenticated", peer);
+		msg_info("session.authenticated peer=%s", msg_q(peer));
 		/* how it ended is in why; a store failure exits in it */
 		(void)session(st, &l, ucfg.timeout, &why);
 		udsync_store_pos(st, &seg, &off, &seq, &tl);
-		msg_warn("session with %s ended at %llu:%llu seq %llu: %s", peer,
-			 (unsigned long long)seg, (unsigned long long)off,
-			 (unsigned long long)seq, why);
+		msg_warn("session.ended peer=%s segment=%llu offset=%llu seq=%llu "
+			 "error=%s",
+			 msg_q(peer), (unsigned long long)seg,
+			 (unsigned long long)off, (unsigned long long)seq,
+			 msg_q(why));
 		udsync_link_free(&l);
 		close(fd);
 	}

@@ -111,9 +111,11 @@ static int feed_read(struct feed *f, int block, const char **error_r)
 			ret = ms_reply_decode(h.op, h.body, h.body_len, &rep,
 					      error_r);
 			if (ret == 0 && rep.status < 0) {
-				msg_warn("mstored answered %s: %.*s",
-					 ms_op_name(h.op), (int)rep.reason.len,
-					 rep.reason.s);
+				msg_warn("store.refused op=%s error=%s",
+					 ms_op_name(h.op),
+					 msg_q(ms_errf("%.*s",
+						(int)rep.reason.len,
+						rep.reason.s)));
 			} else if (ret == 0 &&
 				   ((h.op & ~MS_OP_REPLY) == MS_OP_REPL_WAIT ||
 				    (h.op & ~MS_OP_REPLY) == MS_OP_REPL_ACK)) {
@@ -332,10 +334,11 @@ static int next_chunk(struct sender *s, struct ms_pos *cur,
 				if (good > 0)
 					break; /* send the good part first */
 				/* bad on the primary copy: the secondary's */
-				msg_warn("primary copy, segment %llu offset "
-					 "%llu: %s; reading the secondary",
+				msg_warn("read.failed copy=primary segment=%llu "
+					 "offset=%llu error=%s "
+					 "msg=\"reading the secondary\"",
 					 (unsigned long long)cur->seg,
-					 (unsigned long long)off, why);
+					 (unsigned long long)off, msg_q(why));
 				ms_buf_reset(&s->chunk);
 				ret = read_copy(s, 1, off, want, &alt);
 				long long u2 = ret < 0 ? ret
@@ -487,14 +490,15 @@ static int session(struct sender *s, struct udsync_link *l,
 		ms_meta_encode(&s->meta, mm.u.meta);
 		if ((ret = udsync_link_send(l, &mm, error_r)) < 0)
 			return ret;
-		msg_info("DR store is empty: initial sync of the whole log");
+		msg_info("sync.initial msg=\"DR store is empty: initial sync of "
+			 "the whole log\"");
 	}
 	struct ms_pos cur = { m.u.rhello.seg, m.u.rhello.off };
 	struct ms_pos acked = cur;
 	uint64_t acked_seq = m.u.rhello.seq;
 	if (cur.seg == 0)
 		cur = (struct ms_pos){ first_segment(s), 0 };
-	msg_info("streaming to the DR site from %llu:%llu (its seq %llu)",
+	msg_info("streaming segment=%llu offset=%llu seq=%llu",
 		 (unsigned long long)cur.seg, (unsigned long long)cur.off,
 		 (unsigned long long)acked_seq);
 	seg_close(s);
@@ -598,6 +602,8 @@ int udsync_send_run(const char *conf, const char **error_r)
 	s.feed.fd = -1;
 	if ((ret = ms_store_cfg_load(conf, &s.scfg, error_r)) < 0)
 		return ret;
+	if (s.scfg.log == MS_LOG_SYSLOG)
+		ms_msg_syslog(1);
 	if ((ret = udsync_cfg_load(conf, &s.ucfg, error_r)) < 0)
 		return ret;
 	if ((ret = udsync_keys_load(s.ucfg.key_file, s.ucfg.peer_key, &s.keys,
@@ -620,28 +626,30 @@ int udsync_send_run(const char *conf, const char **error_r)
 		if (ms_meta_read(s.root_fd[0], &s.meta, &why) < 0 &&
 		    (s.root_fd[1] < 0 ||
 		     ms_meta_read(s.root_fd[1], &s.meta, &why) < 0)) {
-			msg_warn("store %s: %s; retrying", dirs[0], why);
+			msg_warn("store.failed dir=%s error=%s msg=retrying",
+				 msg_q(dirs[0]), msg_q(why));
 			goto retry;
 		}
 		if (feed_open(&s.feed, s.scfg.admin_socket, &why) < 0) {
-			msg_warn("%s; retrying", why);
+			msg_warn("feed.failed error=%s msg=retrying", msg_q(why));
 			goto retry;
 		}
 		fd = udsync_tcp_connect(s.ucfg.connect, (unsigned)s.ucfg.timeout,
 					&why);
 		if (fd < 0) {
-			msg_warn("%s; retrying", why);
+			msg_warn("connect.failed error=%s msg=retrying", msg_q(why));
 			goto retry;
 		}
 		if (udsync_link_init(&l, fd, 1, &s.keys,
 				     (unsigned)s.ucfg.timeout, &why) < 0) {
-			msg_error("DR site %s: %s", s.ucfg.connect, why);
+			msg_error("session.refused peer=%s error=%s",
+				  msg_q(s.ucfg.connect), msg_q(why));
 			udsync_link_free(&l);
 			goto retry;
 		}
 		have_link = 1;
 		ret = session(&s, &l, &why);
-		msg_warn("session with the DR site ended: %s", why);
+		msg_warn("session.ended error=%s", msg_q(why));
 		if (ret == MS_EMISMATCH) {
 			*error_r = why;
 			udsync_link_free(&l);

@@ -320,10 +320,12 @@ static int pos_cut(struct udsync_store *st, const char **error_r)
 				if (renameat(st->log_fd[c], de->d_name,
 					     st->log_fd[c], dst) < 0)
 					goto fail;
-				msg_warn("DR copy %s: segment %s is past the "
-					 "durable position %llu:%llu (never "
-					 "acknowledged): moved to lost+found",
-					 st->dir[c], de->d_name,
+				msg_warn("recover.segment_moved dir=%s "
+					 "file=%s to=lost+found "
+					 "durable_segment=%llu "
+					 "durable_offset=%llu "
+					 "msg=\"never acknowledged\"",
+					 msg_q(st->dir[c]), msg_q(de->d_name),
 					 (unsigned long long)best.seg,
 					 (unsigned long long)best.off);
 				changed = 1;
@@ -348,10 +350,10 @@ static int pos_cut(struct udsync_store *st, const char **error_r)
 				errno = -r;
 				goto fail;
 			}
-			msg_warn("DR copy %s: segment %s: %llu bytes past the "
-				 "durable position %llu:%llu (never "
-				 "acknowledged) saved to lost+found and cut",
-				 st->dir[c], de->d_name,
+			msg_warn("recover.tail_cut dir=%s file=%s bytes=%llu "
+				 "durable_segment=%llu durable_offset=%llu "
+				 "saved=lost+found msg=\"never acknowledged\"",
+				 msg_q(st->dir[c]), msg_q(de->d_name),
 				 (unsigned long long)((uint64_t)sb.st_size -
 						      best.off),
 				 (unsigned long long)best.seg,
@@ -579,9 +581,9 @@ int udsync_store_set_meta(struct udsync_store *st, const uint8_t *raw,
 			return ret;
 	st->meta = m;
 	st->have_meta = 1;
-	msg_info("DR store %s: new copy of store, identity taken from the "
-		 "primary",
-		 st->dir[0]);
+	msg_info("store.created dir=%s msg=\"identity taken from the "
+		 "primary\"",
+		 msg_q(st->dir[0]));
 	return 0;
 }
 
@@ -858,7 +860,7 @@ int udsync_store_data(struct udsync_store *st, uint64_t seg, uint64_t off,
 			st->q_next_seq = st->seg_first_seq;
 			st->q_last_seq = st->seg_first_seq - 1;
 			st->q_timeline = st->seg_tl;
-			msg_info("DR store: fetching segment %llu again whole",
+			msg_info("refetch.start segment=%llu",
 				 (unsigned long long)seg);
 		}
 	} else if (seg != st->pseg || off != st->poff + st->pend.len) {
@@ -951,8 +953,7 @@ static int apply_retire(struct udsync_store *st, const struct ms_buf *pl,
 				    ev.u.retire.sum, error_r);
 	ms_log_close(&log);
 	if (ret == 0)
-		msg_info("DR store: segment %llu compacted as the primary's "
-			 "RETIRE says (%u records)",
+		msg_info("compaction.mirrored segment=%llu records=%u",
 			 (unsigned long long)ev.u.retire.seg, n);
 relock:;
 	const char *lerr;
@@ -1030,8 +1031,7 @@ static int refetch_flush(struct udsync_store *st, const char *name,
 		st->fd[c] = st->tfd[c];
 		st->tfd[c] = -1;
 	}
-	msg_info("DR store: segment %s fetched again whole and in place",
-		 name);
+	msg_info("refetch.done file=%s", msg_q(name));
 	st->seg = st->qseg;
 	st->end = st->rf_end;
 	st->sealed = 1;

@@ -10,7 +10,7 @@ void *ms_malloc(size_t n)
 {
 	void *p = malloc(n ? n : 1);
 	if (p == NULL)
-		msg_fatal("out of memory allocating %zu bytes", n);
+		msg_fatal("oom bytes=%zu", n);
 	return p;
 }
 
@@ -18,7 +18,7 @@ void *ms_calloc(size_t n, size_t size)
 {
 	void *p = calloc(n ? n : 1, size ? size : 1);
 	if (p == NULL)
-		msg_fatal("out of memory allocating %zu x %zu bytes", n, size);
+		msg_fatal("oom count=%zu size=%zu", n, size);
 	return p;
 }
 
@@ -26,7 +26,7 @@ void *ms_realloc(void *p, size_t n)
 {
 	void *q = realloc(p, n ? n : 1);
 	if (q == NULL)
-		msg_fatal("out of memory reallocating %zu bytes", n);
+		msg_fatal("oom bytes=%zu what=realloc", n);
 	return q;
 }
 

@@ -420,9 +420,9 @@ void ms_log_compact_cleanup(struct ms_log *log)
 			if (len > strlen(TMP_SUFFIX) &&
 			    strcmp(de->d_name + len - strlen(TMP_SUFFIX),
 				   TMP_SUFFIX) == 0) {
-				msg_info("copy=%s: removing unfinished "
-					 "compaction file %s",
-					 ms_log_copy_name(c), de->d_name);
+				msg_info("compaction.cleanup copy=%s file=%s",
+					 ms_log_copy_name(c),
+					 msg_q(de->d_name));
 				(void)unlinkat(log->copy[c].log_fd, de->d_name,
 					       0);
 			}

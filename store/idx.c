@@ -2422,7 +2422,7 @@ void ms_idx_close(struct ms_idx **idxp)
 	if ((rc = mdb_env_sync(idx->env, 1)) != 0)
 		lmdb_msg(rc, "sync", &err);
 	if (err != NULL)
-		msg_warn("index close: %s", err);
+		msg_warn("index.close_failed error=%s", msg_q(err));
 	mdb_env_close(idx->env);
 	free(idx);
 }
@@ -2555,7 +2555,7 @@ static int replay(struct ms_idx *idx, struct ms_log *log, const char **error_r)
 			goto out;
 		}
 		if (ret == MS_IDX_ANOMALY)
-			msg_warn("index: anomaly: %s", err);
+			msg_warn("index.anomaly error=%s", msg_q(err));
 		if (ret != MS_IDX_SKIPPED && ++n >= MS_IDX_BATCH) {
 			if ((ret = ms_idx_commit(&t)) < 0) {
 				if (ret == MS_ETOOBIG) {

@@ -50,13 +50,13 @@ void ms_log_copy_fail(struct ms_log *log, int c, int err, const char *what)
 	for (int i = 0; i < log->ncopies; i++)
 		ok += log->copy[i].state == MS_COPY_OK;
 	if (ok > 0)
-		msg_error("copy=%s dir=%s failed (%s); continuing on the other "
-			  "copy, DEGRADED: run mstore repair",
-			  ms_log_copy_name(c), cp->root, cp->error);
+		msg_error("copy.failed copy=%s dir=%s error=%s msg=\"continuing "
+			  "on the other copy, DEGRADED: run mstore repair\"",
+			  ms_log_copy_name(c), msg_q(cp->root), msg_q(cp->error));
 	else
-		msg_error("copy=%s dir=%s failed (%s); no writable copy is "
-			  "left: every write is refused",
-			  ms_log_copy_name(c), cp->root, cp->error);
+		msg_error("copy.failed copy=%s dir=%s error=%s msg=\"no writable "
+			  "copy is left: every write is refused\"",
+			  ms_log_copy_name(c), msg_q(cp->root), msg_q(cp->error));
 }
 
 void ms_log_segs_add(struct ms_log *log, uint64_t seg)
@@ -209,7 +209,7 @@ static int meta_setup(struct ms_log *log, const char **error_r)
 			if (r < 0)
 				return r;
 		}
-		msg_info("created new store in %s", log->copy[0].root);
+		msg_info("store.created dir=%s", msg_q(log->copy[0].root));
 		return 0;
 	}
 	log->meta = m[good];
@@ -232,8 +232,9 @@ static int meta_setup(struct ms_log *log, const char **error_r)
 		/* missing or damaged meta on one copy: take the good one's */
 		if (log->cfg.readonly)
 			continue;
-		msg_warn("copy=%s dir=%s: %s; rewriting it from the %s copy",
-			 ms_log_copy_name(c), log->copy[c].root, err[c],
+		msg_warn("meta.rewritten copy=%s dir=%s error=%s source=%s",
+			 ms_log_copy_name(c), msg_q(log->copy[c].root),
+			 msg_q(err[c]),
 			 ms_log_copy_name(good));
 		int r = ms_meta_write(log->copy[c].root_fd, &log->meta, error_r);
 		if (r < 0)
@@ -267,7 +268,7 @@ int ms_log_open(const struct ms_log_cfg *cfg, struct ms_log **log_r,
 	log->io = cfg->io;
 	log->sum = XXH3_createState();
 	if (log->sum == NULL)
-		msg_fatal("out of memory (XXH3 state)");
+		msg_fatal("oom what=xxh3_state");
 	if (sodium_init() < 0) {
 		*error_r = "libsodium failed to initialise";
 		ret = -EIO;
@@ -371,7 +372,7 @@ static void head_start(struct ms_log *log)
 	struct ms_log_batch *b = batch_new(log, log->head_seg, 0);
 	b->new_seg = 1;
 	if (ms_buf_append(&b->data, hb, sizeof(hb)) < 0)
-		msg_panic("batch buffer refused a segment header");
+		msg_panic("bug msg=\"batch buffer refused a segment header\"");
 	XXH3_64bits_reset(log->sum);
 	XXH3_64bits_update(log->sum, hb, sizeof(hb));
 	log->head_end = MS_SEG_HDR_SIZE;
@@ -433,7 +434,7 @@ static void head_seal(struct ms_log *log)
 	ms_seg_seal_encode(&s, p);
 	if (put_record(log, MS_REC_SEAL, 0, p, sizeof(p), NULL, NULL, NULL,
 		       NULL) < 0)
-		msg_panic("batch buffer refused a seal record");
+		msg_panic("bug msg=\"batch buffer refused a seal record\"");
 	log->q_last->sealed = 1;
 	log->head_seg++;
 	log->need_hdr = 1;
@@ -537,7 +538,9 @@ static void batch_apply(struct ms_log *log, const struct ms_log_batch *b)
 		const char *err;
 		/* our own bytes, encoded by put_record */
 		if (ms_rec_check_hdr(b->data.data + off, &h, &err) < 0)
-			msg_panic("batch holds a bad record header: %s", err);
+			msg_panic("bug msg=\"batch holds a bad record header\" "
+				  "error=%s",
+				  msg_q(err));
 		log->apply(log->apply_ctx, &h,
 			   b->data.data + off + MS_REC_HDR_SIZE,
 			   (struct ms_pos){ b->seg, b->off + off });
@@ -762,17 +765,17 @@ static void heal(struct ms_log *log, int c, struct ms_pos pos,
 	if (ret >= 0)
 		ret = log->io->ops->datasync(log->io, c, fd);
 	if (ret < 0) {
-		msg_error("copy=%s segment=%llu offset=%llu: self-heal write "
-			  "failed: %s",
+		msg_error("heal.failed copy=%s segment=%llu offset=%llu error=%s",
 			  ms_log_copy_name(c), (unsigned long long)pos.seg,
-			  (unsigned long long)pos.off, ms_strerror(ret));
+			  (unsigned long long)pos.off, msg_q(ms_strerror(ret)));
 		return;
 	}
 	log->st.heals++;
-	msg_warn("copy=%s segment=%llu offset=%llu: bad record rewritten from "
-		 "the %s copy (self-heal)",
+	msg_warn("heal.rewritten copy=%s segment=%llu offset=%llu source=%s "
+		 "msg=\"bad record rewritten from the %s copy\"",
 		 ms_log_copy_name(c), (unsigned long long)pos.seg,
-		 (unsigned long long)pos.off, ms_log_copy_name(1 - c));
+		 (unsigned long long)pos.off, ms_log_copy_name(1 - c),
+		 ms_log_copy_name(1 - c));
 }
 
 int ms_log_read(struct ms_log *log, struct ms_pos pos,
@@ -805,9 +808,9 @@ int ms_log_read(struct ms_log *log, struct ms_pos pos,
 		}
 		bad[c] = 1;
 		log->st.read_errors++;
-		msg_warn("copy=%s segment=%llu offset=%llu: %s",
+		msg_warn("record.bad copy=%s segment=%llu offset=%llu error=%s",
 			 ms_log_copy_name(c), (unsigned long long)pos.seg,
-			 (unsigned long long)pos.off, why[c]);
+			 (unsigned long long)pos.off, msg_q(why[c]));
 	}
 	*error_r = ms_errf("segment %llu offset %llu: bad on every copy "
 			   "(primary: %s; secondary: %s)",
@@ -882,10 +885,12 @@ static int scrub_from(struct ms_log *log, struct ms_pos *posp,
 				continue;
 			}
 			if (!ok[c])
-				msg_warn("copy=%s segment=%llu offset=%llu: %s",
+				msg_warn("record.bad copy=%s segment=%llu "
+					 "offset=%llu error=%s",
 					 ms_log_copy_name(c),
 					 (unsigned long long)pos.seg,
-					 (unsigned long long)pos.off, why[c]);
+					 (unsigned long long)pos.off,
+					 msg_q(why[c]));
 			if (log->cfg.readonly || log->copy[c].state != MS_COPY_OK)
 				continue;
 			heal(log, c, pos, &h[good], &buf[good]);

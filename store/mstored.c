@@ -86,7 +86,9 @@ static void reload(struct daemon *d)
 	struct ms_store_cfg n;
 	const char *err;
 	if (ms_store_cfg_load(d->conf_path, &n, &err) < 0) {
-		msg_error("reload: %s; keeping the settings in force", err);
+		msg_error("reload.failed error=%s msg=\"keeping the settings in "
+			  "force\"",
+			  msg_q(err));
 		return;
 	}
 	const struct ms_store_cfg *o = d->cfg;
@@ -103,14 +105,15 @@ static void reload(struct daemon *d)
 	    o->http_timeout != n.http_timeout ||
 	    o->http_max_connections != n.http_max_connections ||
 	    o->http_quota_users != n.http_quota_users)
-		msg_warn("reload: paths, sockets, user, key, engine, segment "
-			 "size, compression and the http settings change "
-			 "only at a restart; those changes are not in force");
+		msg_warn("reload.restart_needed msg=\"paths, sockets, user, key, "
+			 "engine, segment size, compression and the http "
+			 "settings change only at a restart; those changes are "
+			 "not in force\"");
 	struct ms_srv_limits lim;
 	limits_of(&n, &lim);
 	ms_srv_set_limits(d->srv, &lim);
 	ms_ops_reload(d->ops, &n);
-	msg_info("reload: max_frame=%llu max_connections=%llu "
+	msg_info("reload max_frame=%llu max_connections=%llu "
 		 "max_output=%llu idle_timeout=%llu scrub_rate=%llu",
 		 (unsigned long long)n.max_frame,
 		 (unsigned long long)n.max_connections,
@@ -169,9 +172,9 @@ static enum ms_srv_loop loop_of(const struct ms_store_cfg *cfg)
 			return MS_SRV_LOOP_URING;
 		if (strcmp(e, "uring-oneshot") == 0)
 			return MS_SRV_LOOP_URING_ONESHOT;
-		msg_warn("MSTORE_LOOP=%s is none of epoll, uring, "
-			 "uring-oneshot; ignored",
-			 e);
+		msg_warn("config.ignored env=MSTORE_LOOP value=%s msg=\"none of "
+			 "epoll, uring, uring-oneshot\"",
+			 msg_q(e));
 	}
 	return cfg->io_engine == MS_ENGINE_PSYNC ? MS_SRV_LOOP_EPOLL
 						 : MS_SRV_LOOP_URING;
@@ -187,8 +190,8 @@ static void on_signal(void *arg)
 			reload(d);
 			continue;
 		}
-		msg_info("signal %u: finishing the batch in flight, then "
-			 "stopping",
+		msg_info("stopping signal=%u msg=\"finishing the batch in "
+			 "flight\"",
 			 si.ssi_signo);
 		ms_srv_stop(d->srv);
 	}
@@ -282,8 +285,9 @@ static int drop_privileges(const char *user, const struct ms_store_cfg *cfg,
 	const char *paths[] = { cfg->primary, cfg->secondary, index };
 	for (size_t i = 0; i < 3; i++) {
 		if (paths[i] != NULL && chown_tree(paths[i], uid, gid, 2) < 0) {
-			msg_error("cannot give %s to %s: %s", paths[i], user,
-				  strerror(errno));
+			msg_error("chown.failed path=%s user=%s error=%s",
+				  msg_q(paths[i]), msg_q(user),
+				  msg_q(strerror(errno)));
 			return -1;
 		}
 	}
@@ -327,9 +331,11 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (ms_store_cfg_load(d.conf_path, &cfg, &err) < 0) {
-		msg_error("%s", err);
+		msg_error("config.invalid error=%s", msg_q(err));
 		return 1;
 	}
+	if (cfg.log == MS_LOG_SYSLOG)
+		ms_msg_syslog(1);
 	if (test_only) {
 		printf("%s: ok\n", d.conf_path);
 		ms_store_cfg_free(&cfg);
@@ -347,7 +353,7 @@ int main(int argc, char **argv)
 
 	if ((standby ? ms_ops_open_standby(&cfg, &d.ops, &err)
 		     : ms_ops_open(&cfg, &d.ops, &err)) < 0) {
-		msg_error("%s", err);
+		msg_error("startup.failed error=%s", msg_q(err));
 		goto out;
 	}
 	struct ms_srv_limits lim;
@@ -358,12 +364,12 @@ int main(int argc, char **argv)
 	    ms_srv_listen(d.srv, cfg.socket, cfg.socket_mode, 0, &err) < 0 ||
 	    ms_srv_listen(d.srv, cfg.admin_socket, cfg.admin_socket_mode, 1,
 			  &err) < 0) {
-		msg_error("%s", err);
+		msg_error("startup.failed error=%s", msg_q(err));
 		goto out;
 	}
 	unsigned http_port = 0;
 	if (cfg.http != NULL && sysapi_start(&d, &cfg, &http_port, &err) < 0) {
-		msg_error("%s", err);
+		msg_error("startup.failed error=%s", msg_q(err));
 		goto out;
 	}
 	if (drop_privileges(cfg.user, &cfg, ms_ops_index_dir(d.ops)) < 0)
@@ -379,23 +385,23 @@ int main(int argc, char **argv)
 					     TFD_NONBLOCK | TFD_CLOEXEC);
 		if (d.follow_fd < 0 ||
 		    timerfd_settime(d.follow_fd, 0, &its, NULL) < 0) {
-			msg_error("timerfd: %s", strerror(errno));
+			msg_error("startup.failed what=timerfd error=%s",
+				  msg_q(strerror(errno)));
 			goto out;
 		}
 		ms_srv_watch(d.srv, d.follow_fd, on_follow, &d);
 	}
 	ms_ops_set_srv(d.ops, d.srv);
 	if (cfg.http != NULL)
-		msg_info("http: system API on port %u (%s; admin endpoints "
-			 "%s)",
-			 http_port, cfg.http,
+		msg_info("http.listening port=%u address=%s admin=%s",
+			 http_port, msg_q(cfg.http),
 			 cfg.http_token_file ? "on" : "off");
-	msg_info("ready: socket=%s admin_socket=%s loop=%s%s", cfg.socket,
-		 cfg.admin_socket, ms_srv_loop_name(d.srv),
-		 standby ? " standby (read-only, following the DR log)" : "");
+	msg_info("ready socket=%s admin_socket=%s loop=%s role=%s",
+		 msg_q(cfg.socket), msg_q(cfg.admin_socket),
+		 ms_srv_loop_name(d.srv), standby ? "standby" : "primary");
 	int run = ms_srv_run(d.srv);
 	if (run < 0)
-		msg_error("event loop: %s", strerror(-run));
+		msg_error("loop.failed error=%s", msg_q(strerror(-run)));
 	else
 		ret = 0;
 	/* stopped: finish what is in flight, answer it, then go */

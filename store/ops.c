@@ -222,7 +222,8 @@ static void reply_now(struct ms_conn *c, uint32_t id, const struct ms_reply *rep
 	ms_buf_init(&b, 0);
 	if (ms_reply_encode(&b, id, rep, &err) < 0) {
 		ms_buf_reset(&b);
-		msg_error("encoding a %s reply: %s", ms_op_name(rep->op), err);
+		msg_error("reply.encode_failed op=%s error=%s",
+			  ms_op_name(rep->op), msg_q(err));
 		ms_proto_error(&b, rep->op, id, -EIO, "reply encoding failed");
 	}
 	ms_conn_send(c, b.data, b.len);
@@ -366,8 +367,8 @@ static void apply_record(void *ctx, const struct ms_rec_hdr *h,
 	}
 	if (ret == MS_IDX_ANOMALY) {
 		ops->n_anomalies++;
-		msg_warn("index: record seq=%llu: %s",
-			 (unsigned long long)h->seq, err);
+		msg_warn("index.record_refused seq=%llu error=%s",
+			 (unsigned long long)h->seq, msg_q(err));
 	} else if (ret == MS_ETOOBIG || ops->idx_full) {
 		/* the map is full: the turn's end grows it and replays the
 		   log from the index's position (the records are durable) */
@@ -376,9 +377,10 @@ static void apply_record(void *ctx, const struct ms_rec_hdr *h,
 		/* the record is durable; the index is derived and a restart
 		   replays it.  Stop rather than answer from a state that
 		   lost it. */
-		msg_fatal("index: applying seq=%llu failed: %s (%s); exiting, "
-			  "the restart replays the log",
-			  (unsigned long long)h->seq, ms_strerror(ret), err);
+		msg_fatal("index.apply_failed seq=%llu error=%s detail=%s "
+			  "msg=\"exiting; the restart replays the log\"",
+			  (unsigned long long)h->seq, msg_q(ms_strerror(ret)),
+			  msg_q(err));
 	}
 }
 
@@ -460,7 +462,8 @@ static void req_submit(struct req *r, const struct ms_reply *rep)
 {
 	const char *err = "";
 	if (ms_reply_encode(&r->reply, r->id, rep, &err) < 0) {
-		msg_error("encoding a %s reply: %s", ms_op_name(rep->op), err);
+		msg_error("reply.encode_failed op=%s error=%s",
+			  ms_op_name(rep->op), msg_q(err));
 		ms_buf_reset(&r->reply);
 		ms_proto_error(&r->reply, r->op, r->id, -EIO,
 			       "reply encoding failed");
@@ -1282,11 +1285,11 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 					     payload.len, &s->body, why_r);
 		ms_buf_free(&payload);
 		if (ret < 0) {
-			msg_error("user=%s mailbox uid=%u: body at %llu:%llu: "
-				  "%s",
-				  s->user, q->uid,
+			msg_error("body.unreadable user=%s uid=%u segment=%llu "
+				  "offset=%llu error=%s",
+				  msg_q(s->user), q->uid,
 				  (unsigned long long)b.pos.seg,
-				  (unsigned long long)b.pos.off, *why_r);
+				  (unsigned long long)b.pos.off, msg_q(*why_r));
 			return ret;
 		}
 		memcpy(s->body_key, msg.body_key, 32);
@@ -1955,10 +1958,10 @@ static void retire_applied(struct ms_ops *ops, const struct ms_rec_hdr *h,
 
 	if (retire_finish(ops->log, payload, h->len, &seg, &err) < 0) {
 		ops->n_compact_errors++;
-		msg_error("compaction of segment %llu (record seq %llu) is not "
-			  "finished: %s; the next start finishes it",
+		msg_error("compaction.unfinished segment=%llu seq=%llu error=%s "
+			  "msg=\"the next start finishes it\"",
 			  (unsigned long long)seg, (unsigned long long)h->seq,
-			  err);
+			  msg_q(err));
 	}
 	size_t w = 0;
 	for (size_t i = 0; i < ops->ndying; i++)
@@ -2027,8 +2030,8 @@ static void sys_done(void *ctx, int status, uint64_t seq, struct ms_pos pos)
 	(void)pos;
 	ops->completions++;
 	if (status != 0)
-		msg_error("record seq %llu of a compaction failed: %s",
-			  (unsigned long long)seq, ms_strerror(status));
+		msg_error("compaction.record_failed seq=%llu error=%s",
+			  (unsigned long long)seq, msg_q(ms_strerror(status)));
 }
 
 /* Append a record for request r, or for the daemon itself (r NULL). */
@@ -2315,10 +2318,11 @@ static void compact_tick(struct ms_ops *ops)
 				 &why);
 	if (ret < 0) {
 		ops->n_compact_errors++;
-		msg_error("compaction: %s (%s)", why, ms_strerror(ret));
+		msg_error("compaction.failed error=%s detail=%s",
+			  msg_q(ms_strerror(ret)), msg_q(why));
 	} else if (cr.compacted > 0) {
-		msg_info("compaction: %llu segments, %llu records, %llu bytes "
-			 "dropped",
+		msg_info("compaction.done segments=%llu records_dropped=%llu "
+			 "bytes_dropped=%llu",
 			 (unsigned long long)cr.compacted,
 			 (unsigned long long)cr.dropped,
 			 (unsigned long long)cr.bytes);
@@ -2524,9 +2528,9 @@ static int op_repl_ack(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 		return -EINVAL;
 	}
 	if (rp->dr_state != q->state || !rp->have_ack)
-		msg_info("replication: DR site %s at %llu:%llu seq %llu",
+		msg_info("repl.state state=%s segment=%llu offset=%llu seq=%llu",
 			 q->state == MS_REPL_STREAMING	 ? "streaming"
-			 : q->state == MS_REPL_CATCHING_UP ? "catching up"
+			 : q->state == MS_REPL_CATCHING_UP ? "catching_up"
 							   : "disconnected",
 			 (unsigned long long)q->seg, (unsigned long long)q->off,
 			 (unsigned long long)q->seq);
@@ -2540,8 +2544,8 @@ static int op_repl_ack(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 	if (rp->degraded && rp->dr_seq >= ls.durable_seq &&
 	    q->state != MS_REPL_DISCONNECTED) {
 		rp->degraded = 0;
-		msg_warn("replication: the DR site has caught up; sync "
-			 "replication is back on");
+		msg_warn("repl.recovered mode=sync msg=\"the DR site has caught "
+			 "up; sync replication is back on\"");
 	}
 	repl_release(ops, 0, 0);
 	repl_reply(ops, c, MS_OP_REPL_ACK, id);
@@ -2612,8 +2616,8 @@ static void repl_tick(struct ms_ops *ops)
 	if (rp->have_ack && rp->dr_state != MS_REPL_DISCONNECTED &&
 	    now - rp->ack_ms > 5000) {
 		rp->dr_state = MS_REPL_DISCONNECTED;
-		msg_warn("replication: no word from udsync for 5 s; DR site "
-			 "disconnected");
+		msg_warn("repl.state state=disconnected silent_ms=5000 "
+			 "msg=\"no word from udsync\"");
 	}
 	if (!rp->sync || rp->degraded)
 		return;
@@ -2624,15 +2628,15 @@ static void repl_tick(struct ms_ops *ops)
 	rp->degraded = 1;
 	rp->n_timeouts++;
 	if (rp->fallback_async) {
-		msg_error("replication: the DR site has not confirmed for "
-			  "%llu ms (sync_timeout): DEGRADED, falling back to "
-			  "async replication until it catches up",
+		msg_error("repl.degraded sync_timeout_ms=%llu fallback=async "
+			  "msg=\"DEGRADED, falling back to async replication "
+			  "until the DR site catches up\"",
 			  (unsigned long long)rp->timeout_ms);
 		repl_release(ops, 1, 0);
 	} else {
-		msg_error("replication: the DR site has not confirmed for "
-			  "%llu ms (sync_timeout): DEGRADED, refusing writes "
-			  "with a temporary error until it catches up",
+		msg_error("repl.degraded sync_timeout_ms=%llu fallback=refuse "
+			  "msg=\"DEGRADED, refusing writes with a temporary "
+			  "error until the DR site catches up\"",
 			  (unsigned long long)rp->timeout_ms);
 		repl_release(ops, 1, 1);
 	}
@@ -2880,7 +2884,7 @@ static void scrub_tick(struct ms_ops *ops)
 	int ret = ms_log_scrub_step(ops->log, &ops->scrub_pos, budget,
 				    &ops->scrub, &err);
 	if (ret < 0)
-		msg_error("scrub: %s", err);
+		msg_error("scrub.failed error=%s", msg_q(err));
 	else if (ret == 1)
 		ops->scrub_passes++;
 }
@@ -2893,9 +2897,9 @@ static void idx_settle(struct ms_ops *ops)
 		if (ret == MS_ETOOBIG)
 			ops->idx_full = 1;
 		else if (ret < 0)
-			msg_fatal("index commit failed: %s; exiting, the "
-				  "restart replays the log",
-				  ms_strerror(ret));
+			msg_fatal("index.commit_failed error=%s msg=\"exiting; the "
+				  "restart replays the log\"",
+				  msg_q(ms_strerror(ret)));
 	}
 	if (ops->idx_full) {
 		const char *err = "";
@@ -2905,10 +2909,9 @@ static void idx_settle(struct ms_ops *ops)
 		if (ret == 0)
 			ret = ms_idx_catch_up(ops->idx, ops->log, &err);
 		if (ret < 0)
-			msg_fatal("index: map full and growing it failed: %s "
-				  "(%s)",
-				  ms_strerror(ret), err);
-		msg_info("index map grown; the log's tail was replayed");
+			msg_fatal("index.grow_failed error=%s detail=%s",
+				  msg_q(ms_strerror(ret)), msg_q(err));
+		msg_info("index.grown msg=\"the log's tail was replayed\"");
 		ops->idx_full = 0;
 	}
 }
@@ -2952,9 +2955,8 @@ void ms_ops_tick(struct ms_ops *ops)
 	compact_tick(ops);
 	if (ms_log_dead(ops->log) && !ops->dead_reported) {
 		ops->dead_reported = 1;
-		msg_error("no writable copy of the log is left: every write "
-			  "is refused until mstored is restarted on a repaired "
-			  "store");
+		msg_error("log.no_writable_copy msg=\"every write is refused "
+			  "until mstored is restarted on a repaired store\"");
 	}
 }
 
@@ -3104,14 +3106,14 @@ static int ops_open(const struct ms_store_cfg *cfg, int standby,
 			ms_idx_close(&ops->idx);
 	}
 	if (ret < 0) {
-		msg_warn("index %s: %s; rebuilding it from the log",
-			 ops->idx_dir, *error_r);
+		msg_warn("index.rebuild dir=%s reason=%s",
+			 msg_q(ops->idx_dir), msg_q(*error_r));
 		if ((ret = ms_idx_rebuild(ops->idx_dir, ops->map_size,
 					  ops->log, error_r)) < 0 ||
 		    (ret = ms_idx_open(ops->idx_dir, ops->map_size, &ops->idx,
 				       error_r)) < 0)
 			goto fail;
-		msg_info("index rebuilt from the log");
+		msg_info("index.rebuilt");
 	}
 	if ((ret = init_ids(ops, error_r)) < 0)
 		goto fail;
@@ -3141,8 +3143,8 @@ void ms_ops_close(struct ms_ops **opsp)
 	if (ops->log != NULL && ops->idx != NULL) {
 		ms_log_sync(ops->log);
 		if (ops->txn != NULL && ms_idx_commit(&ops->txn) < 0)
-			msg_error("index commit at close failed; the next start "
-				  "replays the log");
+			msg_error("index.commit_failed at=close msg=\"the next "
+				  "start replays the log\"");
 	}
 	if (ops->txn != NULL)
 		ms_idx_abort(&ops->txn);
@@ -3281,7 +3283,7 @@ int ms_ops_standby_follow(struct ms_ops *ops)
 	if (ret < 0) {
 		uint64_t now = now_ms();
 		if (now - ops->standby_warned_ms > 10000) {
-			msg_warn("standby: following the DR log: %s", err);
+			msg_warn("standby.follow_failed error=%s", msg_q(err));
 			ops->standby_warned_ms = now;
 		}
 		return ret;
@@ -3324,7 +3326,7 @@ int ms_ops_timeline(struct ms_ops *ops, uint64_t *timeline_r,
 	}
 	*timeline_r = ls.timeline + 1;
 	*fork_seq_r = ls.durable_seq;
-	msg_warn("promoted: timeline %llu starts after seq %llu",
+	msg_warn("promoted timeline=%llu fork_seq=%llu",
 		 (unsigned long long)*timeline_r,
 		 (unsigned long long)*fork_seq_r);
 	return 0;
@@ -3362,8 +3364,8 @@ int ms_ops_promote(struct ms_ops *ops, uint64_t *timeline_r,
 	ms_log_get_status(ops->log, &ls);
 	if (ms_idx_applied(ops->idx, &iseq, &ipos) == 0 &&
 	    iseq > ls.durable_seq) {
-		msg_warn("promote: the index is past the log's durable end "
-			 "(seq %llu > %llu); rebuilding it",
+		msg_warn("promote.index_ahead index_seq=%llu durable_seq=%llu "
+			 "msg=\"rebuilding the index\"",
 			 (unsigned long long)iseq,
 			 (unsigned long long)ls.durable_seq);
 		ms_idx_close(&ops->idx);
@@ -3371,12 +3373,11 @@ int ms_ops_promote(struct ms_ops *ops, uint64_t *timeline_r,
 				   error_r) < 0 ||
 		    ms_idx_open(ops->idx_dir, ops->map_size, &ops->idx,
 				error_r) < 0)
-			msg_fatal("promote: index rebuild failed: %s; exiting, "
-				  "the restart rebuilds it",
-				  *error_r);
+			msg_fatal("promote.rebuild_failed error=%s msg=\"exiting; "
+				  "the restart rebuilds it\"",
+				  msg_q(*error_r));
 	} else if (ms_idx_catch_up(ops->idx, ops->log, error_r) < 0) {
-		msg_fatal("promote: index catch-up failed: %s; exiting",
-			  *error_r);
+		msg_fatal("promote.catch_up_failed error=%s", msg_q(*error_r));
 	}
 	for (size_t i = 0; i < MSTATE_BUCKETS; i++) {
 		while (ops->mstate[i] != NULL) {
@@ -3386,7 +3387,7 @@ int ms_ops_promote(struct ms_ops *ops, uint64_t *timeline_r,
 		}
 	}
 	if (init_ids(ops, error_r) < 0)
-		msg_fatal("promote: %s; exiting", *error_r);
+		msg_fatal("promote.failed error=%s", msg_q(*error_r));
 	ms_log_set_apply_hook(ops->log, apply_record, ops);
 	return ms_ops_timeline(ops, timeline_r, fork_seq_r, error_r);
 }

@@ -14,7 +14,8 @@ int ms_privs_lookup(const char *user, uid_t *uid_r, gid_t *gid_r)
 {
 	struct passwd *pw = getpwnam(user);
 	if (pw == NULL) {
-		msg_error("user %s does not exist", user);
+		msg_error("privs.failed user=%s error=\"no such user\"",
+			  msg_q(user));
 		return -1;
 	}
 	*uid_r = pw->pw_uid;
@@ -33,19 +34,22 @@ int ms_privs_drop(const char *user, const char *const *paths, size_t n)
 		return -1;
 	for (size_t i = 0; i < n; i++) {
 		if (paths[i] != NULL && lchown(paths[i], uid, gid) < 0) {
-			msg_error("cannot give %s to %s: %s", paths[i], user,
-				  strerror(errno));
+			msg_error("chown.failed path=%s user=%s error=%s",
+				  msg_q(paths[i]), msg_q(user),
+				  msg_q(strerror(errno)));
 			return -1;
 		}
 	}
 	if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0) {
-		msg_error("cannot become %s: %s", user, strerror(errno));
+		msg_error("privs.failed user=%s error=%s", msg_q(user),
+			  msg_q(strerror(errno)));
 		return -1;
 	}
 	if (setuid(0) == 0) {
-		msg_error("dropped to %s but could regain root", user);
+		msg_error("privs.failed user=%s error=\"could regain root\"",
+			  msg_q(user));
 		return -1;
 	}
-	msg_info("running as %s (uid %u)", user, (unsigned)uid);
+	msg_info("privs.dropped user=%s uid=%u", msg_q(user), (unsigned)uid);
 	return 0;
 }

@@ -234,11 +234,12 @@ static int save_tail(struct ms_log *log, int c, uint64_t seg, int fd,
 		ret = -errno;
 	close(out);
 	if (ret == 0)
-		msg_warn("copy=%s segment=%llu: %llu bytes past offset %llu "
-			 "(never acknowledged) saved to %s/%s and cut",
+		msg_warn("recover.tail_cut copy=%s segment=%llu offset=%llu "
+			 "bytes=%llu saved=%s msg=\"never acknowledged\"",
 			 ms_log_copy_name(c), (unsigned long long)seg,
+			 (unsigned long long)off,
 			 (unsigned long long)(size - off),
-			 (unsigned long long)off, cp->root, name);
+			 msg_q(ms_errf("%s/%s", cp->root, name)));
 	return ret;
 }
 
@@ -302,8 +303,8 @@ static int apply_scan(struct ms_log *log, uint64_t seg, int fd[],
 			s->nfix[c] = 0;
 			fix_add(s, c, 0, s->end);
 			s->size[c] = 0;
-			msg_warn("copy=%s segment=%llu: missing, rebuilt from "
-				 "the %s copy",
+			msg_warn("recover.segment_rebuilt copy=%s segment=%llu "
+				 "source=%s reason=missing",
 				 ms_log_copy_name(c), (unsigned long long)seg,
 				 ms_log_copy_name(o));
 		}
@@ -319,8 +320,8 @@ static int apply_scan(struct ms_log *log, uint64_t seg, int fd[],
 			changed = 1;
 		}
 		if (s->nfix[c] > 0 && ret == 0)
-			msg_warn("copy=%s segment=%llu: %zu damaged or missing "
-				 "range(s) rewritten from the %s copy",
+			msg_warn("recover.ranges_rewritten copy=%s segment=%llu "
+				 "ranges=%zu source=%s",
 				 ms_log_copy_name(c), (unsigned long long)seg,
 				 s->nfix[c], ms_log_copy_name(o));
 		if (changed && ret == 0 && fdatasync(fd[c]) < 0)
@@ -347,9 +348,11 @@ static void move_aside(struct ms_log *log, uint64_t seg)
 			 ms_log_copy_name(c), (long long)time(NULL));
 		if (renameat(cp->log_fd, name, cp->root_fd, dst) == 0) {
 			(void)fsync(cp->log_fd);
-			msg_warn("copy=%s: segment %s has no valid header "
-				 "(never acknowledged); moved to %s/%s",
-				 ms_log_copy_name(c), name, cp->root, dst);
+			msg_warn("recover.segment_moved copy=%s file=%s to=%s "
+				 "reason=\"no valid header (never "
+				 "acknowledged)\"",
+				 ms_log_copy_name(c), msg_q(name),
+				 msg_q(ms_errf("%s/%s", cp->root, dst)));
 		}
 	}
 }
@@ -415,8 +418,8 @@ static void clone_segment(struct ms_log *log, uint64_t seg, int c, int from_fd)
 		ms_log_copy_fail(log, c, ret, ms_errf("rebuild %s", name));
 		return;
 	}
-	msg_warn("copy=%s segment=%llu: bad header or seal, rebuilt whole "
-		 "from the %s copy",
+	msg_warn("recover.segment_rebuilt copy=%s segment=%llu source=%s "
+		 "reason=\"bad header or seal\"",
 		 ms_log_copy_name(c), (unsigned long long)seg, ms_log_copy_name(1 - c));
 }
 
@@ -576,7 +579,7 @@ int ms_log_recover(struct ms_log *log, const char **error_r)
 				   stops at the damage with its position */
 				uint64_t end = s.size[0] > s.size[1] ? s.size[0]
 								     : s.size[1];
-				msg_warn("%s", *error_r);
+				msg_warn("recover.warning error=%s", msg_q(*error_r));
 				s.end = end;
 				ret = 0;
 			}

@@ -216,7 +216,8 @@ static struct io_uring_sqe *ur_sqe(struct ms_srv *srv)
 			return sqe;
 		(void)io_uring_submit(&srv->ring);	/* full: make room */
 	}
-	msg_fatal("event loop: the io_uring submission queue stays full");
+	msg_fatal("loop.failed msg=\"the io_uring submission queue stays "
+		  "full\"");
 }
 
 static void ur_arm(struct ms_srv *srv, struct watch *w)
@@ -290,14 +291,14 @@ static int ur_reap(struct ms_srv *srv, struct loop_ev *evs, int max)
 			/* a kernel before 5.13: single-shot polls, re-armed
 			   after each event (level-triggered at each arm) */
 			if (srv->multishot)
-				msg_info("event loop: no multishot poll in "
-					 "this kernel; re-arming single polls");
+				msg_info("loop.fallback what=multishot_poll "
+					 "msg=\"re-arming single polls\"");
 			srv->multishot = 0;
 			srv->edge = 0;
 		} else if (res != -ECANCELED) {
 			if (w->kind != W_CONN && ur_live(srv, w)) {
-				msg_error("event loop: poll on fd %d: %s",
-					  w->fd, strerror(-res));
+				msg_error("loop.poll_failed fd=%d error=%s",
+					  w->fd, msg_q(strerror(-res)));
 				w->failed = 1;
 				srv->failed = res;
 			}
@@ -359,8 +360,7 @@ static void ur_free(struct ms_srv *srv)
 	while (srv->npolls > 0) {
 		int n = ur_wait(srv, evs, 64, 100);
 		if (n < 0 || now_ms() > deadline) {
-			msg_warn("event loop: %d poll requests did not end; "
-				 "leaving them",
+			msg_warn("loop.polls_left count=%d",
 				 srv->npolls);
 			break;
 		}
@@ -401,9 +401,8 @@ int ms_srv_new(const struct ms_srv_limits *lim,
 		if (ret == 0)
 			srv->loop = &uring_loop;
 		else
-			msg_warn("event loop: io_uring refused by the kernel or "
-				 "container (%s); using epoll",
-				 strerror(-ret));
+			msg_warn("loop.fallback what=io_uring error=%s loop=epoll",
+				 msg_q(strerror(-ret)));
 	}
 	if (srv->loop == NULL) {
 		srv->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -748,7 +747,7 @@ void ms_conn_send(struct ms_conn *c, const void *frame, size_t len)
 	if (c->stream)
 		c->last_ms = now_ms();
 	if (ms_buf_append(&c->out, frame, len) < 0) {
-		msg_warn("client uid=%u: reply queue over its limit; closing",
+		msg_warn("client.closed uid=%u reason=reply_queue_full",
 			 (unsigned)c->uid);
 		conn_drop(c);
 		return;
@@ -797,8 +796,8 @@ static void conn_frames(struct ms_conn *c)
 			break;
 		if (ret < 0) {
 			/* the stream cannot be trusted past a bad header */
-			msg_warn("client uid=%u: %s; closing the connection",
-				 (unsigned)c->uid, err);
+			msg_warn("client.closed uid=%u reason=bad_frame error=%s",
+				 (unsigned)c->uid, msg_q(err));
 			ms_proto_error(&c->out, 0, 0, ret, err);
 			ms_conn_close(c);
 			break;
@@ -894,7 +893,8 @@ static void srv_accept_stream(struct ms_srv *srv, struct watch *lw, int fd)
 	if (srv->nconns >= srv->lim.max_conns || lw->nconns >= st->max_conns) {
 		/* nothing to say in a protocol we do not know here */
 		close(fd);
-		msg_warn("stream connection refused: %u connections (limit)",
+		msg_warn("connection.refused kind=stream connections=%u "
+			 "reason=limit",
 			 lw->nconns);
 		return;
 	}
@@ -926,7 +926,8 @@ static void srv_accept(struct ms_srv *srv, struct watch *lw)
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno != EAGAIN && errno != EINTR)
-				msg_warn("accept: %s", strerror(errno));
+				msg_warn("accept.failed error=%s",
+					 msg_q(strerror(errno)));
 			return;
 		}
 		if (lw->stream != NULL) {
@@ -941,7 +942,7 @@ static void srv_accept(struct ms_srv *srv, struct watch *lw)
 			(void)!send(fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
 			ms_buf_free(&b);
 			close(fd);
-			msg_warn("connection refused: %u connections (limit)",
+			msg_warn("connection.refused connections=%u reason=limit",
 				 srv->nconns);
 			continue;
 		}
@@ -985,12 +986,12 @@ static void srv_idle_check(struct ms_srv *srv)
 		if (limit != 0 && now - c->last_ms > limit &&
 		    c->out.len == c->out_off && held == 0) {
 			if (c->stream)
-				msg_info("stream client without a whole "
-					 "request for %u ms; closing",
+				msg_info("client.closed kind=stream "
+					 "reason=timeout idle_ms=%u",
 					 limit);
 			else
-				msg_info("client uid=%u idle for %u ms; "
-					 "closing",
+				msg_info("client.closed uid=%u "
+					 "reason=idle idle_ms=%u",
 					 (unsigned)c->uid, limit);
 			conn_drop(c);
 		}

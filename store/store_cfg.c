@@ -14,6 +14,7 @@
 static const char *const engine_names[] = { "uring", "psync", NULL };
 static const char *const repl_names[] = { "async", "sync", NULL };
 static const char *const fallback_names[] = { "refuse", "async", NULL };
+static const char *const log_names[] = { "stderr", "syslog", NULL };
 
 #define F(field) offsetof(struct ms_store_cfg, field)
 
@@ -87,6 +88,9 @@ static const struct ms_cfg_def store_defs[] = {
 	  fallback_names, F(sync_fallback),
 	  "sync mode, DR away past sync_timeout: refuse writes with a "
 	  "temporary error, or fall back to async (logged either way)" },
+	{ "store", "log", MS_CFG_ENUM, "stderr", 0, 0, log_names, F(log),
+	  "where mstored, mstore-lmtpd and udsync write their key=value "
+	  "lines (docs/logging.md): stderr, or syslog (facility mail)" },
 	/* the system API (sysapi.c, docs/http-api.md) */
 	{ "store", "http", MS_CFG_STR, NULL, 0, 100, NULL, F(http),
 	  "HTTP system API (/metrics, /status, /admin) on this loopback "

@@ -15,6 +15,7 @@
 enum ms_store_engine { MS_ENGINE_URING, MS_ENGINE_PSYNC };
 enum ms_store_repl { MS_REPL_ASYNC, MS_REPL_SYNC };
 enum ms_store_fallback { MS_FALLBACK_REFUSE, MS_FALLBACK_ASYNC };
+enum ms_store_log { MS_LOG_STDERR, MS_LOG_SYSLOG };
 
 struct ms_store_cfg {
 	char *primary;		/* primary copy directory (required) */
@@ -44,6 +45,7 @@ struct ms_store_cfg {
 	unsigned replication;	/* enum ms_store_repl */
 	uint64_t sync_timeout;	/* ms */
 	unsigned sync_fallback;	/* enum ms_store_fallback */
+	unsigned log;		/* enum ms_store_log: where diagnostics go */
 	/* the system API (HTTP on loopback) */
 	char *http;		/* HOST:PORT, NULL: off */
 	char *http_token_file;	/* admin bearer token; NULL: no /admin */

@@ -174,15 +174,14 @@ static void deliver(void *arg, const void *frame, size_t len)
 
 	if (ms_proto_frame(frame, len, MS_PROTO_MAX_FRAME_LIMIT, &h, NULL,
 			   &err) < 0) {
-		msg_error("sysapi: a bad reply frame from the ops layer: %s",
-			  err);
+		msg_error("http.bad_reply error=%s", msg_q(err));
 		return;
 	}
 	if (!hc->busy || h.id != hc->want_id)
 		return; /* HELLO's reply */
 	if (ms_reply_decode(h.op, h.body, h.body_len, &rep, &err) < 0) {
-		msg_error("sysapi: a %s reply does not decode: %s",
-			  ms_op_name(h.op), err);
+		msg_error("http.bad_reply op=%s error=%s", ms_op_name(h.op),
+			  msg_q(err));
 		rep = (struct ms_reply){ .op = h.op & ~MS_OP_REPLY,
 					 .status = -EIO,
 					 .reason = MS_PSTR("bad reply") };
@@ -219,7 +218,8 @@ static void call(struct hconn *hc, enum route route, const struct ms_req *q)
 		const char *err = "";
 		hc->ic = ms_srv_conn_internal(hc->api->srv, 1, deliver, hc);
 		if (feed(hc, ++hc->next_id, &hello, &err) < 0)
-			msg_panic("sysapi: HELLO does not encode: %s", err);
+			msg_panic("bug msg=\"HELLO does not encode\" error=%s",
+				  msg_q(err));
 	}
 	const char *why = "";
 	hc->route = route;
@@ -1003,7 +1003,7 @@ static size_t on_input(void *ctx, struct ms_conn *c, const uint8_t *data,
 	if (ret < 0) {
 		api->n_http_refused++;
 		hc->keep_alive = false;
-		msg_info("sysapi: refused a request (%d): %s", st, err);
+		msg_info("http.refused status=%d error=%s", st, msg_q(err));
 		respond_error(hc, st, NULL, err);
 		return len;
 	}

@@ -152,7 +152,7 @@ static void folder_path(const char *out, const char *name, char *dst,
 	size_t blen = 0;
 	FILE *o = open_memstream(&buf, &blen);
 	if (o == NULL)
-		msg_fatal("out of memory");
+		msg_fatal("oom");
 	if (strcmp(name, "INBOX") == 0) {
 		fputs(out, o);
 	} else {

@@ -178,7 +178,7 @@ static void verify_segment(int c, int logfd, uint64_t seg, int newest,
 
 	XXH3_state_t *sum = XXH3_createState();
 	if (sum == NULL)
-		msg_fatal("out of memory");
+		msg_fatal("oom");
 	XXH3_64bits_reset(sum);
 	XXH3_64bits_update(sum, p, MS_SEG_HDR_SIZE);
 	uint64_t seq = hdr.first_seq, tl = hdr.timeline, count = 0;

@@ -53,8 +53,8 @@ class Daemon:
         deadline = time.time() + 20
         while time.time() < deadline:
             text = self.logf.read_bytes()[logged:].decode(errors="replace")
-            m = re.search(r"system API on port (\d+)", text)
-            if m and "ready:" in text:
+            m = re.search(r"event=http.listening port=(\d+)", text)
+            if m and "event=ready " in text:
                 self.port = int(m.group(1))
                 return
             if self.proc.poll() is not None:

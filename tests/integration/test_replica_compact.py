@@ -59,9 +59,9 @@ def test_compaction_mirrored_and_resumed_across_compaction(tmp_path):
         assert pair.stats()["compact.segments"] >= 1, out
         proxy.block = False
         identical(pair)
-        assert "fetching segment 1 again whole" in pair.log("recv"), \
+        assert "event=refetch.start segment=1" in pair.log("recv"), \
             pair.log("recv")[-3000:]
-        assert "fetched again whole and in place" in pair.log("recv")
+        assert "event=refetch.done" in pair.log("recv")
         assert not list((pair.dr / "a" / "log").glob("*.refetch"))
         # a receiver restart keeps it identical
         pair.kill("recv")
@@ -77,7 +77,7 @@ def test_compaction_mirrored_and_resumed_across_compaction(tmp_path):
         compact(pair)
         assert pair.stats()["compact.segments"] > n
         identical(pair)
-        assert "compacted as the primary's RETIRE says" in pair.log("recv")
+        assert "event=compaction.mirrored" in pair.log("recv")
         pair.kill("recv")
         pair.start("recv")
         identical(pair)
