@@ -517,7 +517,7 @@ static int mstore_start(struct server *s, char *why, size_t whylen)
 				 s->log);
 			return -1;
 		}
-		if (file_has(s->log, "connected to mstored") &&
+		if (file_has(s->log, "event=store.connected") &&
 		    port_answers(s->port))
 			return 0;
 	}

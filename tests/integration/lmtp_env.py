@@ -222,7 +222,7 @@ domains = example.test, Other.Test
                 return False
         wait_for(up, 10, "mstore-lmtpd")
         # and it has said hello to mstored
-        wait_for(lambda: "connected to mstored" in self.lmtpd_log(), 10,
+        wait_for(lambda: "event=store.connected" in self.lmtpd_log(), 10,
                  "mstore-lmtpd to connect to mstored")
 
     def start(self):

@@ -433,7 +433,7 @@ def test_store_unavailable(be):
                                                  b" try later")
     l.quit()
     be.start_mstored()
-    wait_for(lambda: be.lmtpd_log().count("connected to mstored") >= 2, 15,
+    wait_for(lambda: be.lmtpd_log().count("event=store.connected") >= 2, 15,
              "mstore-lmtpd to reconnect")
     n = len(be.bodies("alice"))
     l = lmtp(be)

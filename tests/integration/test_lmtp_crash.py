@@ -72,7 +72,7 @@ def check_kill9(be):
     for t in threads:
         t.start()
     def connects():
-        return be.lmtpd_log().count("connected to mstored")
+        return be.lmtpd_log().count("event=store.connected")
 
     try:
         for rnd in range(ROUNDS):

@@ -67,7 +67,8 @@ def test_payload_flip_on_one_copy(mstore, tmp_path):
     assert ("secondary", seg, off, "body", "checksum") in kinds
     # repair rewrites it from the primary; verify is clean after
     r = mstore("repair", store, check=0)
-    assert "rewritten from the primary copy" in r.stderr, r.stderr
+    assert "event=recover.ranges_rewritten copy=secondary" in r.stderr \
+        and "source=primary" in r.stderr, r.stderr
     mstore("verify", store, check=0)
 
 

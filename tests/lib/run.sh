@@ -132,7 +132,7 @@ start_lmtpd()
 	i=0
 	while [ $i -lt 100 ]; do
 		tail -c +$((logged + 1)) "$var/lmtpd.log" |
-			grep -q "connected to mstored" && return 0
+			grep -q "event=store.connected" && return 0
 		lmtp_running || return 1
 		sleep 0.1
 		i=$((i + 1))
