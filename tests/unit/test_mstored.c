@@ -616,7 +616,7 @@ static void test_index_grows(void **state)
 	char line[512];
 	int grown = 0;
 	while (f && fgets(line, sizeof(line), f))
-		grown |= strstr(line, "index map grown") != NULL;
+		grown |= strstr(line, "event=index.grown") != NULL;
 	if (f)
 		fclose(f);
 	assert_true(grown);
@@ -694,7 +694,7 @@ static void test_reload(void **state)
 	char line[512];
 	int seen = 0;
 	while (f && fgets(line, sizeof(line), f))
-		seen |= strstr(line, "reload: max_frame") != NULL;
+		seen |= strstr(line, "event=reload max_frame") != NULL;
 	if (f)
 		fclose(f);
 	assert_true(seen);
