@@ -61,6 +61,11 @@ static const struct {
 	  "primary (its mstored stopped): re-deliver what it acknowledged "
 	  "past the fork to the new primary (SOCKET: its admin socket), "
 	  "then rewind to follow it" },
+	{ "drill", cmd_drill,
+	  "drill --primary P.conf --dr D.conf --primary-pid FILE --send-pid "
+	  "FILE --recv-pid FILE [--user NAME] [--messages N] [--isolate MS]"
+	  "   failover and failback drill against a running pair: RPO, RTO, "
+	  "re-delivered" },
 	{ "stats", cmd_stats,
 	  "stats [DIR | --offline]   mstored's counters (online, -c FILE), "
 	  "or what the files hold" },
