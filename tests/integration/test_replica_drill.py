@@ -52,10 +52,14 @@ def test_drill(tmp_path, mode):
             assert int(out["acknowledged_isolated"]) == 0
         else:
             assert int(out["acknowledged_isolated"]) > 0
-            assert int(out["missing_at_promote"]) == \
+            # the isolated ones, and perhaps the last ones before the
+            # isolation that udsync send had not shipped yet (async)
+            assert int(out["missing_at_promote"]) >= \
                 int(out["acknowledged_isolated"])
-            assert int(out["redelivered"]) == \
-                int(out["missing_at_promote"])
+            # every acknowledged one, and perhaps one more that P had
+            # made durable when the probe client gave up waiting
+            assert int(out["redelivered"]) >= \
+                int(out["missing_at_promote"]) > 0
         for name in ("mstored", "send", "recv"):
             pair.procs.pop(name).wait(timeout=10)
         # the rewound primary follows the DR site, byte for byte

@@ -8,6 +8,7 @@ as its new DR site (udsync send at D, recv at P, byte-identical), and a
 standby at P serves the mail.  Stores that diverged before the fork are
 refused and left as they were."""
 import hashlib
+import os
 import re
 import shutil
 import signal
@@ -119,7 +120,14 @@ def test_failback_redelivers_and_follows(tmp_path):
             if line.startswith("re-delivered:"):
                 n += 1
                 if n == 5:
+                    # D stops answering, so failback is surely in the
+                    # middle (a request in flight included) when killed
+                    sb = pair.procs["standby"].pid
+                    os.kill(sb, signal.SIGSTOP)
+                    time.sleep(0.2)
                     p.send_signal(signal.SIGKILL)
+                    p.wait(timeout=30)
+                    os.kill(sb, signal.SIGCONT)
                     break
         p.wait(timeout=30)
         assert p.returncode == -signal.SIGKILL, \
