@@ -223,4 +223,28 @@ int ms_log_iter_next(struct ms_log_iter *it, struct ms_pos *pos_r,
 		     const char **error_r);
 void ms_log_iter_free(struct ms_log_iter **it);
 
+/*
+ * The fork point of two logs, for failback (log_fork.c,
+ * docs/replication.md "Failback").  find: the TIMELINE record that
+ * raised this log above old_tl: its position, the fork seq it names,
+ * the new timeline, the store id it names.  hash: the chain hash of
+ * this log up to the fork position at (the record ending there must
+ * have seq fork_seq), with the XXH3 of the fork segment's records
+ * before it; MS_EMISMATCH when this log has no record boundary with
+ * that seq there.  MS_ENOTFOUND: no such TIMELINE.
+ */
+struct ms_log_fork {
+	uint64_t fork_seq;	/* F: the last seq both logs share */
+	struct ms_pos pos;	/* (s, o): where D's TIMELINE record starts */
+	uint64_t timeline;	/* the timeline it starts */
+	uint8_t store_id[MS_STORE_ID_SIZE];
+	uint8_t chain[32];	/* BLAKE2b-256, compaction-proof */
+	uint64_t tail_sum;	/* XXH3-64 of segment s's records before o */
+	int tail_holes;		/* segment s has HOLEs before o */
+};
+int ms_log_fork_find(struct ms_log *log, uint64_t old_tl,
+		     struct ms_log_fork *f_r, const char **error_r);
+int ms_log_fork_hash(struct ms_log *log, struct ms_pos at, uint64_t fork_seq,
+		     struct ms_log_fork *f, const char **error_r);
+
 #endif

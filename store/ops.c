@@ -188,6 +188,8 @@ struct ms_ops {
 static size_t repl_counters(struct ms_ops *ops, struct ms_counter *cs);
 static int op_promote(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 		      const char **why_r);
+static int op_fork_info(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
+			const struct ms_req_fork_info *q, const char **why_r);
 
 static uint64_t now_ms(void);
 
@@ -2844,6 +2846,9 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 	case MS_OP_PROMOTE:
 		ret = op_promote(ops, c, h->id, &why);
 		break;
+	case MS_OP_FORK_INFO:
+		ret = op_fork_info(ops, c, h->id, &q.u.fork_info, &why);
+		break;
 	default:
 		ret = -EOPNOTSUPP;
 		why = "unknown operation";
@@ -3390,6 +3395,43 @@ int ms_ops_promote(struct ms_ops *ops, uint64_t *timeline_r,
 		msg_fatal("promote.failed error=%s", msg_q(*error_r));
 	ms_log_set_apply_hook(ops->log, apply_record, ops);
 	return ms_ops_timeline(ops, timeline_r, fork_seq_r, error_r);
+}
+
+/*
+ * FORK_INFO (failback, docs/replication.md): where this log left the
+ * asked timeline, with the chain hash up to there.  Reads the whole fork
+ * segment and two small pieces of every older one, in the event loop:
+ * bounded by the segment size, not by the size of the log.
+ */
+static int op_fork_info(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
+			const struct ms_req_fork_info *q, const char **why_r)
+{
+	struct ms_reply rep = { .op = MS_OP_FORK_INFO };
+	struct ms_rep_fork_info *r = &rep.u.fork_info;
+	struct ms_log_status ls;
+	struct ms_log_fork f;
+	int ret;
+
+	if (!ms_conn_is_admin(c)) {
+		*why_r = "fork-info is an admin operation";
+		return -EACCES;
+	}
+	if ((ret = ms_log_fork_find(ops->log, q->timeline, &f, why_r)) < 0 ||
+	    (ret = ms_log_fork_hash(ops->log, f.pos, f.fork_seq, &f,
+				    why_r)) < 0)
+		return ret;
+	ms_log_get_status(ops->log, &ls);
+	r->fork_seq = f.fork_seq;
+	r->seg = f.pos.seg;
+	r->off = f.pos.off;
+	r->timeline = f.timeline;
+	r->cur_timeline = ls.timeline;
+	memcpy(r->store_id, f.store_id, sizeof(r->store_id));
+	memcpy(r->chain, f.chain, sizeof(r->chain));
+	r->tail_sum = f.tail_sum;
+	r->tail_holes = (uint8_t)f.tail_holes;
+	reply_now(c, id, &rep);
+	return 0;
 }
 
 static int op_promote(struct ms_ops *ops, struct ms_conn *c, uint32_t id,

@@ -11,6 +11,7 @@
 #include <errno.h>
 
 #include "proto.h"
+#include "seg.h"
 
 /* ---- ops ---- */
 
@@ -42,6 +43,7 @@ static const char *const op_names[] = {
 	[MS_OP_REPL_WAIT] = "repl-wait",
 	[MS_OP_REPL_ACK] = "repl-ack",
 	[MS_OP_PROMOTE] = "promote",
+	[MS_OP_FORK_INFO] = "fork-info",
 };
 
 bool ms_op_known(uint16_t op)
@@ -665,6 +667,9 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 			ms_dec_bad(d, "state", off, ms_errf("%u", a->state));
 		break;
 	}
+	case MS_OP_FORK_INFO:
+		r->u.fork_info.timeline = ms_dec_u64_nz(d, "timeline");
+		break;
 	default:
 		/* the caller refused every other op */
 		ms_assert(!"unexpected op");
@@ -772,6 +777,34 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 		r->u.repl.seq = ms_dec_u64(d, "seq");
 		r->u.repl.timeline = ms_dec_u64(d, "timeline");
 		break;
+	case MS_OP_FORK_INFO: {
+		struct ms_rep_fork_info *f = &r->u.fork_info;
+		const uint8_t *b;
+		f->fork_seq = ms_dec_u64(d, "fork_seq");
+		f->seg = ms_dec_u64_nz(d, "seg");
+		off = ms_dec_off(d);
+		f->off = ms_dec_u64(d, "off");
+		if (d->ret == 0 && f->off < MS_SEG_HDR_SIZE)
+			ms_dec_bad(d, "off", off,
+				   "inside the segment header");
+		f->timeline = ms_dec_u64_nz(d, "timeline");
+		off = ms_dec_off(d);
+		f->cur_timeline = ms_dec_u64(d, "cur_timeline");
+		if (d->ret == 0 && f->cur_timeline < f->timeline)
+			ms_dec_bad(d, "cur_timeline", off,
+				   "below the fork's timeline");
+		off = ms_dec_off(d);
+		b = ms_rd_bytes(&d->rd, sizeof(f->store_id));
+		if (ms_dec_ok(d, "store_id", off))
+			memcpy(f->store_id, b, sizeof(f->store_id));
+		off = ms_dec_off(d);
+		b = ms_rd_bytes(&d->rd, sizeof(f->chain));
+		if (ms_dec_ok(d, "chain", off))
+			memcpy(f->chain, b, sizeof(f->chain));
+		f->tail_sum = ms_dec_u64(d, "tail_sum");
+		f->tail_holes = get_bool(d, "tail_holes");
+		break;
+	}
 	default:
 		ms_assert(!"unexpected op");
 	}
@@ -1424,6 +1457,9 @@ static void put_req(struct enc *e, const void *src)
 		put64(e, r->u.repl_ack.seq);
 		put8(e, r->u.repl_ack.state);
 		break;
+	case MS_OP_FORK_INFO:
+		put64(e, r->u.fork_info.timeline);
+		break;
 	default:
 		ms_assert(!"unexpected op");
 	}
@@ -1522,6 +1558,19 @@ static void put_reply(struct enc *e, const void *src)
 		put64(e, r->u.repl.off);
 		put64(e, r->u.repl.seq);
 		put64(e, r->u.repl.timeline);
+		break;
+	case MS_OP_FORK_INFO:
+		put64(e, r->u.fork_info.fork_seq);
+		put64(e, r->u.fork_info.seg);
+		put64(e, r->u.fork_info.off);
+		put64(e, r->u.fork_info.timeline);
+		put64(e, r->u.fork_info.cur_timeline);
+		put_bytes(e, "store_id", r->u.fork_info.store_id,
+			  sizeof(r->u.fork_info.store_id));
+		put_bytes(e, "chain", r->u.fork_info.chain,
+			  sizeof(r->u.fork_info.chain));
+		put64(e, r->u.fork_info.tail_sum);
+		put8(e, r->u.fork_info.tail_holes);
 		break;
 	default:
 		ms_assert(!"unexpected op");

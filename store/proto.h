@@ -116,6 +116,7 @@ enum ms_op {
 	MS_OP_REPL_WAIT = 50,
 	MS_OP_REPL_ACK = 51,
 	MS_OP_PROMOTE = 52,	/* standby → read-write, new timeline */
+	MS_OP_FORK_INFO = 53,	/* failback: where this log forked */
 };
 
 /* What udsync send says about its link to the DR site (REPL_ACK). */
@@ -431,6 +432,12 @@ struct ms_req_repl_ack {
 	uint8_t state;
 };
 
+/* FORK_INFO (admin): the fork of this log from timeline (the old
+   primary's), for failback.  timeline != 0. */
+struct ms_req_fork_info {
+	uint64_t timeline;
+};
+
 /* STATUS, USER_LIST, MBOX_LIST: empty body, no member. */
 struct ms_req {
 	uint16_t op; /* enum ms_op, without MS_OP_REPLY */
@@ -449,6 +456,7 @@ struct ms_req {
 		struct ms_req_compact compact;
 		struct ms_req_repl_wait repl_wait;
 		struct ms_req_repl_ack repl_ack;
+		struct ms_req_fork_info fork_info;
 	} u;
 };
 
@@ -497,6 +505,22 @@ struct ms_rep_repl {
 	uint64_t timeline;
 };
 
+/* FORK_INFO: the TIMELINE record that raised this log above the asked
+   timeline (docs/replication.md, "Failback"): it starts at (seg, off),
+   names fork_seq (the last record shared) and the store id; chain and
+   tail_sum as ms_log_fork_hash() computes them up to (seg, off);
+   cur_timeline: this log's timeline now. */
+struct ms_rep_fork_info {
+	uint64_t fork_seq;
+	uint64_t seg, off; /* off >= 64 */
+	uint64_t timeline; /* > the asked one */
+	uint64_t cur_timeline;
+	uint8_t store_id[16];
+	uint8_t chain[32];
+	uint64_t tail_sum;
+	uint8_t tail_holes; /* 0 or 1 */
+};
+
 /*
  * A reply.  status < 0: only reason is set (the union is not used).
  * status 0: the member named for op is; MBOX_RENAME, MBOX_DELETE,
@@ -523,6 +547,7 @@ struct ms_reply {
 		struct ms_rep_quota quota;           /* QUOTA_GET */
 		uint64_t highestmodseq;              /* WAIT */
 		struct ms_rep_repl repl;   /* REPL_WAIT, REPL_ACK, PROMOTE */
+		struct ms_rep_fork_info fork_info; /* FORK_INFO */
 	} u;
 };
 

@@ -55,6 +55,17 @@ static const struct {
 	{ "promote", cmd_promote,
 	  "promote [--offline]   make the DR store the writer: a new "
 	  "timeline (online: the standby mstored; udsync recv stopped)" },
+	{ "failback", cmd_failback,
+	  "failback --to SOCKET [--to-user SOCKET] [--dry-run] [--no-rewind]"
+	  "   at the old "
+	  "primary (its mstored stopped): re-deliver what it acknowledged "
+	  "past the fork to the new primary (SOCKET: its admin socket), "
+	  "then rewind to follow it" },
+	{ "drill", cmd_drill,
+	  "drill --primary P.conf --dr D.conf --primary-pid FILE --send-pid "
+	  "FILE --recv-pid FILE [--user NAME] [--messages N] [--isolate MS]"
+	  "   failover and failback drill against a running pair: RPO, RTO, "
+	  "re-delivered" },
 	{ "stats", cmd_stats,
 	  "stats [DIR | --offline]   mstored's counters (online, -c FILE), "
 	  "or what the files hold" },

@@ -34,6 +34,27 @@ int cmd_status(int argc, char **argv);
 int cmd_mailbox(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_promote(int argc, char **argv);
+int cmd_failback(int argc, char **argv);
+int cmd_drill(int argc, char **argv);
+
+/* Failback (cmd_failback.c): the old primary (cfg; its mstored stopped)
+   against the new primary's admin socket dsock. */
+struct failback_opts {
+	int dry_run;	/* check and list, change nothing */
+	int no_rewind;	/* re-deliver, do not rewind */
+	int quiet;	/* the report only to its file */
+};
+struct failback_result {
+	uint64_t fork_seq;
+	uint64_t redelivered, already, gone, failed, not_replayed;
+	int rewound;
+};
+struct ms_store_cfg;
+/* 0 done; MS_EMISMATCH refused (diverged); MS_ESTATE not every message
+   re-delivered; other <0 could not run.  *error_r says why. */
+int tool_failback(const struct ms_store_cfg *cfg, const char *dsock,
+		  const char *dusock, const struct failback_opts *o,
+		  struct failback_result *res, const char **error_r);
 /* Connect to mstored's admin socket (-c FILE) and say hello; NULL with
    the reason printed. */
 struct ms_client;

@@ -273,6 +273,9 @@ static void dump_req(FILE *f, const struct ms_req *r)
 			(unsigned long long)r->u.repl_ack.seq,
 			r->u.repl_ack.state);
 		break;
+	case MS_OP_FORK_INFO:
+		fprintf(f, " tl=%llu", (unsigned long long)r->u.fork_info.timeline);
+		break;
 	default:
 		break;
 	}
@@ -410,6 +413,19 @@ static void dump_reply(FILE *f, const struct ms_reply *r)
 			(unsigned long long)r->u.repl.seq,
 			(unsigned long long)r->u.repl.timeline);
 		break;
+	case MS_OP_FORK_INFO: {
+		const struct ms_rep_fork_info *fi = &r->u.fork_info;
+		fprintf(f, " fork=%llu at=%llu:%llu tl=%llu cur=%llu id=%02x "
+			   "chain=%02x..%02x sum=%llx holes=%u",
+			(unsigned long long)fi->fork_seq,
+			(unsigned long long)fi->seg,
+			(unsigned long long)fi->off,
+			(unsigned long long)fi->timeline,
+			(unsigned long long)fi->cur_timeline, fi->store_id[0],
+			fi->chain[0], fi->chain[31],
+			(unsigned long long)fi->tail_sum, fi->tail_holes);
+		break;
+	}
 	default:
 		break;
 	}
@@ -444,6 +460,7 @@ static const uint16_t all_ops[] = {
 	MS_OP_MOVE,           MS_OP_QUOTA_GET,   MS_OP_QUOTA_SET,
 	MS_OP_WAIT,           MS_OP_UNDELETE,    MS_OP_COMPACT,
 	MS_OP_REPL_WAIT,      MS_OP_REPL_ACK,    MS_OP_PROMOTE,
+	MS_OP_FORK_INFO,
 };
 
 #define P(lit) MS_PSTR(lit)
@@ -549,6 +566,9 @@ static struct ms_req sample_req(uint16_t op)
 	case MS_OP_REPL_ACK:
 		r.u.repl_ack = (struct ms_req_repl_ack){3, 4096, 77,
 							MS_REPL_STREAMING};
+		break;
+	case MS_OP_FORK_INFO:
+		r.u.fork_info.timeline = 1;
 		break;
 	default:
 		break;
@@ -660,6 +680,20 @@ static struct ms_reply sample_reply(uint16_t op)
 	case MS_OP_PROMOTE:
 		r.u.repl = (struct ms_rep_repl){7, 65536, 1234, 2};
 		break;
+	case MS_OP_FORK_INFO: {
+		struct ms_rep_fork_info *fi = &r.u.fork_info;
+		fi->fork_seq = 1234;
+		fi->seg = 7;
+		fi->off = 65536;
+		fi->timeline = 2;
+		fi->cur_timeline = 3;
+		memset(fi->store_id, 0xab, sizeof(fi->store_id));
+		for (size_t k = 0; k < sizeof(fi->chain); k++)
+			fi->chain[k] = (uint8_t)k;
+		fi->tail_sum = 0x0123456789abcdefULL;
+		fi->tail_holes = 1;
+		break;
+	}
 	default:
 		break;
 	}
@@ -1236,6 +1270,41 @@ static const struct bad_body {
 	/* 71u */ {REP, MS_OP_PROMOTE, "i32:0 u64:3 u64:64 u64:10 u64:2", 0},
 	/* 71v */ {REP, MS_OP_PROMOTE, "i32:0 u64:3 u64:64 u64:10", MS_ETRUNC},
 	/* 71w */ {REP, MS_OP_PROMOTE, "i32:-30 s:standby", 0},
+	/* 71x */ {REQ, MS_OP_FORK_INFO, "u64:1", 0},
+	/* 71y */ {REQ, MS_OP_FORK_INFO, "u64:0", MS_ECORRUPT},
+	/* 71z */ {REQ, MS_OP_FORK_INFO, "u32:1", MS_ETRUNC},
+	/* 71aa */ {REQ, MS_OP_FORK_INFO, "u64:1 u8:0", MS_ECORRUPT},
+	/* 71ab */
+	{REP, MS_OP_FORK_INFO,
+	 "i32:0 u64:9 u64:2 u64:64 u64:2 u64:2 x:00000000000000000000000000000000 x:1111111111111111111111111111111111111111111111111111111111111111 u64:5 u8:0", 0},
+	/* 71ac: the fork inside a segment header */
+	{REP, MS_OP_FORK_INFO,
+	 "i32:0 u64:9 u64:2 u64:63 u64:2 u64:2 x:00000000000000000000000000000000 x:1111111111111111111111111111111111111111111111111111111111111111 u64:5 u8:0",
+	 MS_ECORRUPT},
+	/* 71ad: segment 0 */
+	{REP, MS_OP_FORK_INFO,
+	 "i32:0 u64:9 u64:0 u64:64 u64:2 u64:2 x:00000000000000000000000000000000 x:1111111111111111111111111111111111111111111111111111111111111111 u64:5 u8:0",
+	 MS_ECORRUPT},
+	/* 71ae: timeline 0 */
+	{REP, MS_OP_FORK_INFO,
+	 "i32:0 u64:9 u64:2 u64:64 u64:0 u64:2 x:00000000000000000000000000000000 x:1111111111111111111111111111111111111111111111111111111111111111 u64:5 u8:0",
+	 MS_ECORRUPT},
+	/* 71af: now below the fork's timeline */
+	{REP, MS_OP_FORK_INFO,
+	 "i32:0 u64:9 u64:2 u64:64 u64:3 u64:2 x:00000000000000000000000000000000 x:1111111111111111111111111111111111111111111111111111111111111111 u64:5 u8:0",
+	 MS_ECORRUPT},
+	/* 71ag: tail_holes not a bool */
+	{REP, MS_OP_FORK_INFO,
+	 "i32:0 u64:9 u64:2 u64:64 u64:2 u64:2 x:00000000000000000000000000000000 x:1111111111111111111111111111111111111111111111111111111111111111 u64:5 u8:2",
+	 MS_ECORRUPT},
+	/* 71ah: the chain cut short */
+	{REP, MS_OP_FORK_INFO,
+	 "i32:0 u64:9 u64:2 u64:64 u64:2 u64:2 x:00000000000000000000000000000000 x:1111", MS_ETRUNC},
+	/* 71ai: bytes left over */
+	{REP, MS_OP_FORK_INFO,
+	 "i32:0 u64:9 u64:2 u64:64 u64:2 u64:2 x:00000000000000000000000000000000 x:1111111111111111111111111111111111111111111111111111111111111111 u64:5 u8:0 u8:0",
+	 MS_ECORRUPT},
+	/* 71aj */ {REP, MS_OP_FORK_INFO, "i32:-2 s:never-promoted", 0},
 	/* ops that are not requests */
 	/* 72 */ {REQ, 0, "", -EOPNOTSUPP},
 	/* 73 */ {REQ, 99, "s:A", -EOPNOTSUPP},
