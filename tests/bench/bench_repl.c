@@ -150,7 +150,7 @@ static void on_fatal_signal(int sig)
 	for (size_t i = 0; i < MS_ARRAY_SIZE(kids); i++)
 		if (kids[i] > 0)
 			kill(kids[i], SIGKILL);
-	_exit(1); /* msd's own daemons: its atexit does not run; */
+	_exit(1);
 }
 
 /* fork + exec argv, stdout and stderr to logfile; the pid or -1. */
@@ -417,6 +417,7 @@ static int pair_start(struct pair *p, int sync)
 	snprintf(p->log_tools, sizeof(p->log_tools), "%s/tools.log", p->dr);
 
 	msd_start(&p->pri); /* exits if it cannot */
+	kid_add(p->pri.pid); /* for the signal path; msd reaps it */
 	p->admin = msd_connect(&p->pri, NULL);
 	snprintf(bin_send, sizeof(bin_send), "%s/udsync", build_dir());
 	snprintf(bin_lmtpd, sizeof(bin_lmtpd), "%s/mstore-lmtpd", build_dir());
@@ -460,6 +461,7 @@ static void pair_stop(struct pair *p)
 	stop(&p->send, SIGKILL);
 	stop(&p->recv, SIGKILL);
 	stop(&p->standby, SIGTERM);
+	kid_del(p->pri.pid);
 	msd_stop(&p->pri);
 	mst_rmtree(p->pri.dir);
 	mst_rmtree(p->dr);
@@ -894,6 +896,7 @@ static double failover(struct pair *p, struct gen *g)
 	struct ms_client *c = NULL;
 	double t0 = now_s();
 
+	kid_del(p->pri.pid);
 	msd_kill(&p->pri);
 	stop(&p->lmtpd, SIGKILL);
 	stop(&p->send, SIGKILL);
@@ -1093,6 +1096,7 @@ out:
 	if (ret == 0)
 		pair_stop(&p);
 	else {
+		kid_del(p.pri.pid);
 		kids_kill();
 		msd_kill(&p.pri);
 	}
