@@ -59,7 +59,8 @@
  *
  * Environment: MS_BENCH_SECONDS (default 3), MS_BENCH_REPL_SESSIONS
  * (default 64), MSTORE_BUILD.  Every process started here is killed and
- * reaped before exit, on SIGINT and SIGTERM too.
+ * reaped before exit, on SIGINT and SIGTERM too (then the scratch
+ * directories are left, as with MS_KEEP=1).
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -261,8 +262,8 @@ static void print_load(const char *when)
 struct pair {
 	int sync;
 	int lmtp_port, udsync_port;
-	struct msd pri;		/* mstored at the primary site */
-	char dr[PATH_MAX];	/* the DR site's directory */
+	struct msd pri;    /* mstored at the primary site */
+	char dr[PATH_MAX]; /* the DR site's directory */
 	char dr_conf[PATH_MAX + 32];
 	char dr_sock[PATH_MAX + 32], dr_asock[PATH_MAX + 32];
 	char log_lmtpd[PATH_MAX + 32], log_send[PATH_MAX + 32];
@@ -416,7 +417,7 @@ static int pair_start(struct pair *p, int sync)
 		 p->dr);
 	snprintf(p->log_tools, sizeof(p->log_tools), "%s/tools.log", p->dr);
 
-	msd_start(&p->pri); /* exits if it cannot */
+	msd_start(&p->pri);  /* exits if it cannot */
 	kid_add(p->pri.pid); /* for the signal path; msd reaps it */
 	p->admin = msd_connect(&p->pri, NULL);
 	snprintf(bin_send, sizeof(bin_send), "%s/udsync", build_dir());
@@ -428,8 +429,8 @@ static int pair_start(struct pair *p, int sync)
 	char *standby_argv[] = {bin_mstored, "-c", p->dr_conf, "--standby",
 				NULL};
 	/* udsync first: in sync mode USER_CREATE waits for the DR site */
-	if (start_daemon(&p->recv, recv_argv, p->log_recv, NULL,
-			 p->udsync_port, "udsync recv") < 0 ||
+	if (start_daemon(&p->recv, recv_argv, p->log_recv, NULL, p->udsync_port,
+			 "udsync recv") < 0 ||
 	    start_daemon(&p->send, send_argv, p->log_send, NULL, 0,
 			 "udsync send") < 0 ||
 	    wait_caught_up(p, 30, &st) < 0)
@@ -445,8 +446,8 @@ static int pair_start(struct pair *p, int sync)
 		}
 	}
 	if (wait_caught_up(p, 30, &st) < 0 ||
-	    start_daemon(&p->standby, standby_argv, p->log_standby, "ready",
-			 0, "mstored --standby") < 0 ||
+	    start_daemon(&p->standby, standby_argv, p->log_standby, "ready", 0,
+			 "mstored --standby") < 0 ||
 	    start_daemon(&p->lmtpd, lmtpd_argv, p->log_lmtpd,
 			 "connected to mstored", p->lmtp_port,
 			 "mstore-lmtpd") < 0)
@@ -469,7 +470,14 @@ static void pair_stop(struct pair *p)
 
 /* ---- the LMTP load ---- */
 
-enum sess_state { S_CONNECT, S_GREET, S_LHLO, S_ENVELOPE, S_DATA, S_DONE };
+enum sess_state {
+	S_CONNECT,
+	S_GREET,
+	S_LHLO,
+	S_ENVELOPE,
+	S_DATA,
+	S_DONE
+};
 
 struct sess {
 	int fd, idx, events;
@@ -479,9 +487,9 @@ struct sess {
 	const char *out;
 	size_t outlen, outoff;
 	char cmd[256];
-	int k;		/* replies so far in this phase */
+	int k; /* replies so far in this phase */
 	int rcpt;
-	char *msg;	/* the message, then ".\r\n" */
+	char *msg; /* the message, then ".\r\n" */
 	size_t msglen;
 	uint64_t seq;
 };
@@ -763,8 +771,8 @@ static void gen_turn(struct gen *g, int ms)
 		}
 		if (evs[i].events & EPOLLOUT)
 			sess_flush(g, s);
-		if (s->fd >= 0 && (evs[i].events & (EPOLLIN | EPOLLHUP |
-						     EPOLLERR)))
+		if (s->fd >= 0 &&
+		    (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 			sess_read(g, s);
 	}
 }
@@ -781,8 +789,8 @@ static int gen_active(const struct gen *g)
 static void gen_end(struct gen *g, int drain)
 {
 	g->stopping = 1;
-	for (double end = now_s() + 30; drain && gen_active(g) > 0 &&
-					now_s() < end;)
+	for (double end = now_s() + 30;
+	     drain && gen_active(g) > 0 && now_s() < end;)
 		gen_turn(g, 5);
 	for (int i = 0; i < g->nsess; i++) {
 		sess_close(g, &g->s[i]);
@@ -795,12 +803,12 @@ static void gen_end(struct gen *g, int drain)
 /* ---- one load window with lag samples ---- */
 
 struct window {
-	double secs;		/* its length */
-	uint64_t msgs;		/* acknowledged in it */
-	uint64_t app_bytes;	/* appended in it (log.append_bytes) */
+	double secs;        /* its length */
+	uint64_t msgs;      /* acknowledged in it */
+	uint64_t app_bytes; /* appended in it (log.append_bytes) */
 	uint64_t lag_bytes0, lag_bytes1;
 	uint64_t lag_rec_end;
-	float *lag;		/* ms, a sample per SAMPLE_MS */
+	float *lag; /* ms, a sample per SAMPLE_MS */
 	size_t nlag, caplag;
 };
 
@@ -977,9 +985,15 @@ static int check_identical(struct pair *p)
 	char bin[PATH_MAX], logf[PATH_MAX + 32];
 	snprintf(bin, sizeof(bin), "%s/mstore", build_dir());
 	snprintf(logf, sizeof(logf), "%s/verify.log", p->dr);
-	char *argv[] = {bin,	       "verify", p->pri.primary, "--secondary",
-			p->pri.secondary, "--no-index", "--against",
-			NULL, NULL};
+	char *argv[] = {bin,
+			"verify",
+			p->pri.primary,
+			"--secondary",
+			p->pri.secondary,
+			"--no-index",
+			"--against",
+			NULL,
+			NULL};
 	char dr_primary[PATH_MAX + 32];
 	snprintf(dr_primary, sizeof(dr_primary), "%s/primary", p->dr);
 	argv[7] = dr_primary;
@@ -1116,8 +1130,8 @@ int main(void)
 			   MAX_SESS, &nsess_d) < 0)
 		return 1;
 	int nsess = (int)nsess_d;
-	static const char *const progs[] = {"mstored", "mstore-lmtpd",
-					    "udsync", "mstore"};
+	static const char *const progs[] = {"mstored", "mstore-lmtpd", "udsync",
+					    "mstore"};
 	for (size_t i = 0; i < MS_ARRAY_SIZE(progs); i++) {
 		snprintf(bin, sizeof(bin), "%s/%s", build_dir(), progs[i]);
 		if (access(bin, X_OK) != 0) {
