@@ -9,6 +9,8 @@
  */
 #include <errno.h>
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,7 +189,12 @@ int udsync_recv_run(const char *conf, const char **error_r)
 				  &((struct sockaddr_in6 *)&sa)->sin6_addr, peer,
 				  sizeof(peer));
 		struct timeval tv = { 10, 0 };
+		int one = 1;
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		/* an ACK is a small write after a small write: with Nagle
+		   it waits for the sender's delayed TCP ack (up to 40 ms),
+		   which sync mode's replies then wait for too */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		if (udsync_link_init(&l, fd, 0, &keys, 10000, &why) < 0) {
 			msg_warn("connection.refused peer=%s error=%s", msg_q(peer),
 				 msg_q(why));

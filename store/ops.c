@@ -104,6 +104,8 @@ struct upend {			/* quota use in flight per user */
  * it refuses writes (sync_fallback = refuse) or acknowledges without the
  * DR site (async), until the DR site has caught up again.
  */
+#define REPL_DUR 4096
+
 struct repl_waiter {		/* a REPL_WAIT request */
 	struct ms_conn *conn;	/* a reference */
 	uint32_t id;
@@ -124,6 +126,11 @@ struct repl {
 	unsigned dr_state;	/* enum ms_repl_state */
 	uint64_t ack_ms;	/* when it came */
 	uint64_t behind_ms;	/* since when DR is behind; 0: it is not */
+	/* when the durable end passed which seq: lag in time is the age of
+	   the first record the DR site has not acknowledged (REPL_DUR
+	   entries, at most one per ms: at least 4 s at any rate) */
+	struct repl_dur { uint64_t seq, ms; } dur[REPL_DUR];
+	unsigned dur_head, dur_n;
 	int degraded;		/* sync mode, DR away past the timeout */
 	struct req *dr_wait, *dr_wait_tail;
 	uint64_t n_waiting, n_timeouts, n_refused, n_released_async;
@@ -2586,6 +2593,62 @@ static int repl_hold(struct ms_ops *ops, struct req *r)
 	return 1;
 }
 
+/* The durable end has reached seq at now: one entry per ms (the newest
+   one's seq moves up within its ms), the oldest overwritten when full. */
+static void repl_dur_note(struct repl *rp, uint64_t seq, uint64_t now)
+{
+	if (rp->dur_n > 0) {
+		unsigned last = (rp->dur_head + rp->dur_n - 1) % REPL_DUR;
+		if (seq <= rp->dur[last].seq)
+			return;
+		if (rp->dur[last].ms == now) {
+			rp->dur[last].seq = seq;
+			return;
+		}
+	}
+	if (rp->dur_n == REPL_DUR) {
+		rp->dur_head = (rp->dur_head + 1) % REPL_DUR;
+		rp->dur_n--;
+	}
+	rp->dur[(rp->dur_head + rp->dur_n) % REPL_DUR] =
+		(struct repl_dur){ seq, now };
+	rp->dur_n++;
+}
+
+/*
+ * Lag in time: how long ago the first record the DR site has not
+ * acknowledged (seq dr_seq + 1) became durable here, i.e. the age of
+ * the oldest unshipped write; 0 when the DR site has everything.  Under
+ * a steady load this stays small when the DR site keeps up (unlike "since
+ * when it was last fully caught up", which never comes under load).  The
+ * entry that says so is the first with seq > dr_seq; when the ring no
+ * longer reaches back that far, the time since the DR site was last
+ * caught up (an upper bound) is used.
+ */
+static uint64_t repl_lag_ms(const struct repl *rp, uint64_t durable_seq,
+			    uint64_t now)
+{
+	uint64_t dr = rp->have_ack ? rp->dr_seq : 0;
+	if (dr >= durable_seq)
+		return 0;
+	if (rp->dur_n > 0 && rp->dur[rp->dur_head].seq <= dr) {
+		/* binary search: the first entry with seq > dr */
+		unsigned lo = 0, hi = rp->dur_n;
+		while (lo < hi) {
+			unsigned mid = lo + (hi - lo) / 2;
+			if (rp->dur[(rp->dur_head + mid) % REPL_DUR].seq > dr)
+				hi = mid;
+			else
+				lo = mid + 1;
+		}
+		if (lo < rp->dur_n) {
+			uint64_t t = rp->dur[(rp->dur_head + lo) % REPL_DUR].ms;
+			return now > t ? now - t : 0;
+		}
+	}
+	return rp->behind_ms && now > rp->behind_ms ? now - rp->behind_ms : 0;
+}
+
 /* Each turn: wake REPL_WAITs, watch the DR site's lag and timeout. */
 static void repl_tick(struct ms_ops *ops)
 {
@@ -2614,6 +2677,7 @@ static void repl_tick(struct ms_ops *ops)
 	} else {
 		rp->behind_ms = 0;
 	}
+	repl_dur_note(rp, ls.durable_seq, now);
 	/* no ack for a while: the sender (or its link) is gone */
 	if (rp->have_ack && rp->dr_state != MS_REPL_DISCONNECTED &&
 	    now - rp->ack_ms > 5000) {
@@ -2679,6 +2743,7 @@ static size_t repl_counters(struct ms_ops *ops, struct ms_counter *cs)
 	size_t n = 0;
 
 	ms_log_get_status(ops->log, &ls);
+	repl_dur_note(&ops->repl, ls.durable_seq, now);
 	/* state: 0 disconnected, 1 catching up, 2 streaming, 3 degraded */
 	uint64_t state = rp->degraded	? 3
 			 : rp->have_ack ? rp->dr_state
@@ -2698,7 +2763,7 @@ static size_t repl_counters(struct ms_ops *ops, struct ms_counter *cs)
 	C("repl.dr_offset", rp->dr_pos.off);
 	C("repl.lag_records", lag_rec);
 	C("repl.lag_bytes", repl_lag_bytes(ops, &ls));
-	C("repl.lag_ms", rp->behind_ms ? now - rp->behind_ms : 0);
+	C("repl.lag_ms", repl_lag_ms(rp, ls.durable_seq, now));
 	C("repl.sync_waiting", rp->n_waiting);
 	C("repl.sync_timeouts", rp->n_timeouts);
 	C("repl.sync_refused", rp->n_refused);

@@ -311,6 +311,40 @@ static const struct metric_def status_metrics[] = {
 	{ "compact.purged_before", "mstore_compact_purged_before", "gauge",
 	  "Expunges before this unix time were purged (left the undelete "
 	  "window)." },
+	{ "repl.sync", "mstore_replication_sync_mode", "gauge",
+	  "1 with replication = sync (replies wait for the DR site's "
+	  "durable ack), 0 with async." },
+	{ "repl.fallback_async", "mstore_replication_fallback_async", "gauge",
+	  "1 with sync_fallback = async (degraded: acknowledge without the "
+	  "DR site), 0 with refuse." },
+	{ "repl.standby", "mstore_replication_standby", "gauge",
+	  "1 for a hot standby at the DR site (read-only)." },
+	{ "repl.degraded", "mstore_replication_degraded", "gauge",
+	  "1 while sync replication is degraded (the DR site away past "
+	  "sync_timeout)." },
+	{ "repl.connected", "mstore_replication_connected", "gauge",
+	  "1 while udsync send reports a DR site." },
+	{ "repl.dr_seq", "mstore_replication_acked_seq", "gauge",
+	  "Sequence number of the last record durable at the DR site "
+	  "(acknowledged)." },
+	{ "repl.dr_segment", "mstore_replication_acked_segment", "gauge",
+	  "Segment of the DR site's acknowledged position." },
+	{ "repl.dr_offset", "mstore_replication_acked_offset_bytes", "gauge",
+	  "Offset in that segment of the DR site's acknowledged position." },
+	{ "repl.lag_records", "mstore_replication_lag_records", "gauge",
+	  "Durable records the DR site has not acknowledged." },
+	{ "repl.lag_bytes", "mstore_replication_lag_bytes", "gauge",
+	  "Bytes of durable log the DR site has not acknowledged." },
+	{ "repl.sync_waiting", "mstore_replication_sync_waiting", "gauge",
+	  "Replies held for the DR site's ack (sync mode)." },
+	{ "repl.sync_timeouts", "mstore_replication_sync_timeouts_total",
+	  "counter", "Times sync replication became degraded (sync_timeout)." },
+	{ "repl.sync_refused", "mstore_replication_sync_refused_total",
+	  "counter", "Writes refused or answered with a temporary error "
+	  "while degraded (sync_fallback = refuse)." },
+	{ "repl.sync_released_async", "mstore_replication_sync_released_total",
+	  "counter", "Held replies released without the DR site's ack "
+	  "(sync_fallback = async)." },
 	{ "srv.connections", "mstore_connections", "gauge",
 	  "Open client connections (protocol and HTTP)." },
 	{ "srv.loop_uring", "mstore_event_loop_uring", "gauge",
@@ -321,6 +355,7 @@ static const struct metric_def status_metrics[] = {
 static const char *const status_taken[] = {
 	"log.copy.primary.ok", "log.copy.secondary.ok", "log.durable_segment",
 	"log.durable_offset",  "log.flushed_records",	"log.flush_ns",
+	"repl.state",	       "repl.lag_ms",
 	NULL,
 };
 
@@ -437,6 +472,46 @@ static void metrics_quota(struct hconn *hc, struct ms_buf *b)
 	ms_buf_free(&limit);
 }
 
+/* The replication state as a state set (one series per state, 1 for
+   the current one) and the lag in seconds; from STATUS's repl.state and
+   repl.lag_ms (docs/replication.md). */
+static void metrics_repl(struct ms_buf *b, const struct ms_counters *counters)
+{
+	static const char *const states[] = { "disconnected", "catching_up",
+					      "streaming", "degraded" };
+	struct ms_proto_iter it;
+	struct ms_counter k;
+	uint64_t state = 0, lag_ms = 0;
+	int have = 0;
+
+	ms_proto_iter_counters(&it, counters);
+	while (ms_proto_next_counter(&it, &k) > 0) {
+		if (k.key.len == 10 && memcmp(k.key.s, "repl.state", 10) == 0) {
+			state = k.value;
+			have |= 1;
+		} else if (k.key.len == 11 &&
+			   memcmp(k.key.s, "repl.lag_ms", 11) == 0) {
+			lag_ms = k.value;
+			have |= 2;
+		}
+	}
+	if (have & 1) {
+		m_head(b, "mstore_replication_state", "gauge",
+		       "The DR site's state: 1 for the current one "
+		       "(disconnected, catching_up, streaming, degraded).");
+		for (uint64_t i = 0; i < MS_ARRAY_SIZE(states); i++)
+			bprintf(b, "mstore_replication_state{state=\"%s\"} %d\n",
+				states[i], state == i);
+	}
+	if (have & 2) {
+		m_head(b, "mstore_replication_lag_seconds", "gauge",
+		       "Age of the oldest durable record the DR site has not "
+		       "acknowledged (0: it has everything).");
+		bprintf(b, "mstore_replication_lag_seconds %.3f\n",
+			(double)lag_ms / 1000.0);
+	}
+}
+
 static void metrics(struct hconn *hc, const struct ms_reply *rep)
 {
 	struct ms_sysapi *api = hc->api;
@@ -516,6 +591,7 @@ static void metrics(struct hconn *hc, const struct ms_reply *rep)
 			bprintf(&other, "\"} %" PRIu64 "\n", k.value);
 		}
 	}
+	metrics_repl(&b, &rep->u.counters);
 	if (other.len > 0) {
 		m_head(&b, "mstore_status_counter", "gauge",
 		       "Other counters of the STATUS request, by name.");

@@ -43,6 +43,33 @@ static uint64_t v(const struct counters *cs, const char *key)
 	return x;
 }
 
+/* The DR site as mstored sees it (udsync send's acks). */
+static void print_repl(const struct counters *cs)
+{
+	static const char *const states[] = { "disconnected", "catching up",
+					      "streaming", "DEGRADED" };
+	uint64_t st = v(cs, "repl.state");
+	if (v(cs, "repl.standby")) {
+		printf("  %-16s standby (read-only until mstore promote)\n",
+		       "replication");
+		return;
+	}
+	printf("  %-16s %s, %s", "replication",
+	       v(cs, "repl.sync") ? "sync" : "async",
+	       st < MS_ARRAY_SIZE(states) ? states[st] : "?");
+	if (st == 3)
+		printf(" (%s)", v(cs, "repl.fallback_async")
+					? "acknowledging without the DR site"
+					: "refusing writes");
+	printf("\n  %-16s seq %" PRIu64 ", segment %" PRIu64 " offset %" PRIu64
+	       "\n",
+	       "DR acknowledged", v(cs, "repl.dr_seq"), v(cs, "repl.dr_segment"),
+	       v(cs, "repl.dr_offset"));
+	printf("  %-16s %" PRIu64 " records, %" PRIu64 " bytes, %.3f s\n",
+	       "DR lag", v(cs, "repl.lag_records"), v(cs, "repl.lag_bytes"),
+	       (double)v(cs, "repl.lag_ms") / 1000.0);
+}
+
 int cmd_status(int argc, char **argv)
 {
 	struct ms_req q = { .op = MS_OP_STATUS };
@@ -94,6 +121,7 @@ int cmd_status(int argc, char **argv)
 	uint64_t durable = v(&cs, "log.durable_seq");
 	printf("  %-16s seq %" PRIu64 " (%s)\n", "index applied", applied,
 	       applied >= durable ? "caught up" : "behind the log");
+	print_repl(&cs);
 	printf("  %-16s %" PRIu64 "\n", "users", v(&cs, "index.users"));
 	printf("  %-16s %" PRIu64 "\n", "mailboxes", v(&cs, "index.mailboxes"));
 	printf("  %-16s %" PRIu64 " (%" PRIu64 " expunged, restorable)\n",

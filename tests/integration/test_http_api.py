@@ -270,6 +270,23 @@ def test_metrics_and_status(daemon, tmp_path):
     for t, v in types.items():
         if v == "counter":
             assert t.endswith("_total"), t
+    # replication, with no udsync: disconnected, everything unshipped
+    assert val(samples, "mstore_replication_sync_mode") == 0
+    assert val(samples, "mstore_replication_standby") == 0
+    assert val(samples, "mstore_replication_connected") == 0
+    assert [s for s in ("disconnected", "catching_up", "streaming",
+                        "degraded")
+            if val(samples, "mstore_replication_state", state=s) == 1] \
+        == ["disconnected"]
+    assert val(samples, "mstore_replication_acked_seq") == 0
+    assert val(samples, "mstore_replication_lag_records") == \
+        val(samples, "mstore_log_durable_seq")
+    assert val(samples, "mstore_replication_lag_bytes") > 0
+    assert val(samples, "mstore_replication_lag_seconds") >= 0
+    assert types["mstore_replication_sync_refused_total"] == "counter"
+    # every repl.* counter of STATUS has a name of its own
+    assert not [k for k in samples if k[0] == "mstore_status_counter" and
+                dict(k[1])["name"].startswith("repl.")]
 
     st, body, r = daemon.req("GET", "/status", token=None)
     assert st == 200 and r.getheader("Content-Type") == "application/json"
@@ -502,3 +519,97 @@ def test_mstore_status(daemon, mstore):
     assert "primary" in out and "secondary" in out
     assert re.search(r"users\s+1", out), out
     assert "degraded" not in out.lower() or "not degraded" in out.lower()
+
+
+def http_port(logfile):
+    for _ in range(200):
+        m = re.search(r"system API on port (\d+)",
+                      logfile.read_text(errors="replace"))
+        if m:
+            return int(m.group(1))
+        time.sleep(0.05)
+    raise AssertionError("no system API port in " + str(logfile))
+
+
+def scrape(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/metrics")
+    r = c.getresponse()
+    body = r.read().decode()
+    c.close()
+    assert r.status == 200
+    return parse_metrics(body)[0]
+
+
+def state_of(samples):
+    on = [s for s in ("disconnected", "catching_up", "streaming",
+                      "degraded")
+          if val(samples, "mstore_replication_state", state=s) == 1]
+    assert len(on) == 1, on
+    return on[0]
+
+
+def test_replication_metrics(tmp_path):
+    """A primary with udsync to a DR store (replication = sync): the
+    replication metrics follow the DR site through streaming, lag while
+    it is away, degraded past sync_timeout and back."""
+    from replica_pair import Pair
+    pair = Pair(tmp_path, extra_store="http = 127.0.0.1:0\n"
+                "replication = sync\nsync_timeout = 1s\n"
+                "sync_fallback = async\n")
+    try:
+        pair.start("mstored")
+        port = http_port(pair.logs["mstored"])
+        pair.start("recv")
+        pair.start("send")
+        assert pair.mstore("user", "add", "u1").returncode == 0
+        assert pair.deliver(20, seed=1) == 20
+        pair.wait_caught_up()
+        m = scrape(port)
+        assert state_of(m) == "streaming"
+        assert val(m, "mstore_replication_sync_mode") == 1
+        assert val(m, "mstore_replication_fallback_async") == 1
+        assert val(m, "mstore_replication_connected") == 1
+        assert val(m, "mstore_replication_degraded") == 0
+        assert val(m, "mstore_replication_lag_records") == 0
+        assert val(m, "mstore_replication_lag_bytes") == 0
+        assert val(m, "mstore_replication_lag_seconds") == 0
+        assert val(m, "mstore_replication_acked_seq") == \
+            val(m, "mstore_log_durable_seq")
+        assert val(m, "mstore_replication_acked_segment") >= 1
+        assert val(m, "mstore_replication_acked_offset_bytes") > 0
+        out = pair.mstore("status").stdout
+        assert re.search(r"replication\s+sync, streaming", out), out
+        assert re.search(r"DR lag\s+0 records, 0 bytes", out), out
+        # the DR site goes away: writes wait sync_timeout, then go
+        # async (degraded), and the lag grows in all three units
+        pair.kill("recv")
+        assert pair.deliver(3, seed=2) == 3
+        time.sleep(0.3)
+        m = scrape(port)
+        assert state_of(m) == "degraded"
+        assert val(m, "mstore_replication_degraded") == 1
+        assert val(m, "mstore_replication_sync_timeouts_total") == 1
+        assert val(m, "mstore_replication_sync_released_total") >= 1
+        assert val(m, "mstore_replication_lag_records") >= 3
+        assert val(m, "mstore_replication_lag_bytes") > 3 * 800
+        assert val(m, "mstore_replication_lag_seconds") >= 1.0
+        assert val(m, "mstore_replication_acked_seq") < \
+            val(m, "mstore_log_durable_seq")
+        out = pair.mstore("status").stdout
+        assert "DEGRADED (acknowledging without the DR site)" in out, out
+        # back: caught up, streaming, no lag
+        pair.start("recv")
+        pair.wait_caught_up()
+        end = time.time() + 10
+        while time.time() < end:
+            m = scrape(port)
+            if state_of(m) == "streaming":
+                break
+            time.sleep(0.1)
+        assert state_of(m) == "streaming"
+        assert val(m, "mstore_replication_degraded") == 0
+        assert val(m, "mstore_replication_lag_seconds") == 0
+        assert val(m, "mstore_replication_lag_records") == 0
+    finally:
+        pair.stop_all()

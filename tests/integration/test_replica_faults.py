@@ -1,6 +1,7 @@
-"""udsync under faults: kill -9 of the sender and the receiver at random
-moments while mail is delivered; a link cut; a bit flipped in flight; a
-frame replayed; a peer with the wrong key.  The DR store always ends
+"""udsync under faults: kill -9 of the sender, the receiver and the DR
+site's standby mstored at random moments while mail is delivered; a
+link cut; a bit flipped in flight; a frame replayed; a peer with the
+wrong key.  The DR store always ends
 byte-identical to the primary (mstore verify --against), and bad bytes
 are refused, never written."""
 import os
@@ -8,6 +9,7 @@ import random
 import threading
 import time
 
+from msproto import Client, Error
 from replica_pair import BitFlipProxy, Pair
 
 STRESS = os.environ.get("MS_STRESS") == "1"
@@ -20,40 +22,113 @@ def check_identical(pair):
     assert "byte-identical" in r.stdout
 
 
-def test_kill_sender_and_receiver(tmp_path):
-    rounds = 200 if STRESS else 30
-    pair = Pair(tmp_path)
+def body(i, size=3000):
+    return (f"Subject: load {i}\r\n\r\n".encode() +
+            (f"{i:08d}-" * (size // 9)).encode() + b"\r\n")
+
+
+def wait_for(fn, timeout, step=0.05):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(step)
+    return fn()
+
+
+def standby_check(pair, sent, rnd, timeout=60):
+    """The standby (just restarted) catches up with what the primary
+    had acknowledged, and its protocol reads return the right bodies."""
+    snap = dict(sent)
+    if not snap:
+        return
+    top = max(snap)
+    sb = Client(pair.dr / "mstored.sock", user="u1")
+    try:
+        def caught_up():
+            try:
+                return sb.mbox_status("INBOX")["uidnext"] > top
+            except Error:
+                return False  # u1 not there yet
+        assert wait_for(caught_up, timeout), (
+            f"the standby did not catch up to uid {top}: "
+            f"{pair.log('standby')[-2000:]}")
+        uids = sorted(snap)
+        for uid in uids[-3:] + rnd.sample(uids, min(3, len(uids))):
+            assert sb.fetch_body("INBOX", uid) == snap[uid], uid
+    finally:
+        sb.close()
+
+
+def test_kill_sender_receiver_and_standby(tmp_path):
+    """kill -9 of udsync send, udsync recv (or both) and of the DR
+    site's standby mstored at random moments while the primary takes
+    appends: each standby restart catches up and reads the right
+    bodies; at the end the DR store is byte-identical and the standby
+    has every message."""
+    kinds = ["send", "recv", "both", "standby"]
+    per_kind = 50 if STRESS else 8      # 32 rounds in make check
     rnd = random.Random(6)
+    plan = kinds * per_kind
+    rnd.shuffle(plan)
+    pair = Pair(tmp_path)
     try:
         pair.start("mstored")
         assert pair.mstore("user", "add", "u1").returncode == 0
         pair.start("recv")
         pair.start("send")
-        done = {"n": 0, "stop": False}
+        pair.wait_caught_up()
+        pair.start("standby")
+        sent = {}
+        done = {"stop": False, "err": None}
 
         def load():
-            i = 0
-            while not done["stop"]:
-                done["n"] += pair.deliver(5, seed=1000 + i, size=3000)
-                i += 1
+            try:
+                c = Client(pair.pri / "mstored.sock", user="u1")
+                i = 0
+                while not done["stop"]:
+                    b = body(i)
+                    sent[c.append(b)] = b
+                    i += 1
+                    if i % 20 == 0:
+                        time.sleep(0.01)  # leave the test some CPU
+                c.close()
+            except Exception as e:  # noqa: BLE001 - reported below
+                done["err"] = e
 
         t = threading.Thread(target=load)
         t.start()
+        standby_kills = 0
         try:
-            for _ in range(rounds):
+            for who in plan:
                 time.sleep(rnd.uniform(0.02, 0.4))
-                who = rnd.choice(["send", "recv", "both"])
                 for name in (["send", "recv"] if who == "both" else [who]):
                     pair.kill(name)
                 time.sleep(rnd.uniform(0, 0.2))
-                for name in ("recv", "send"):
+                for name in ("recv", "send", "standby"):
                     if name not in pair.procs:
                         pair.start(name)
+                if who == "standby":
+                    standby_kills += 1
+                    standby_check(pair, sent, rnd)
+                assert done["err"] is None, done["err"]
         finally:
             done["stop"] = True
             t.join()
-        assert done["n"] > 0
+        assert done["err"] is None, done["err"]
+        assert len(sent) > 100 and standby_kills == per_kind
+        print(f"{len(plan)} rounds, {len(sent)} appends acknowledged")
         check_identical(pair)
+        # the standby has every acknowledged message, byte for byte
+        sb = Client(pair.dr / "mstored.sock", user="u1")
+        assert wait_for(lambda: sb.mbox_status("INBOX")["messages"] ==
+                        len(sent), 30), (sb.mbox_status("INBOX"),
+                                         len(sent))
+        for uid, b in sent.items():
+            assert sb.fetch_body("INBOX", uid) == b, uid
+        sb.close()
+        pair.kill("standby", sig=15)
         pair.kill("recv")
         r = pair.mstore("verify", "--no-index", conf=pair.dr / "mstore.conf")
         assert r.returncode == 0, r.stdout + r.stderr
