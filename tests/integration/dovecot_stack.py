@@ -10,6 +10,10 @@ Stack(tmp_path).start() makes, under one scratch directory (chmod 755):
     users, plaintext auth, mail as the system user `mstoremail`, whose
     processes get the group `mstore` through mail_access_groups: that is
     what lets them reach the user socket and nothing else.
+Options: sieve=True (Pigeonhole in Dovecot's LMTP, each user's
+~/.dovecot.sieve, set_sieve()), fts=True (fts + fts_xapian, autoindex,
+enforced), lmtpd=True (mstore-lmtpd on a free 127.0.0.1 port,
+lmtpd_deliver()).
 The system users are made with `useradd --system` when missing (this
 needs root, as Dovecot itself does).  stop() stops Dovecot and mstored
 by the PIDs they wrote and waits until they are gone.

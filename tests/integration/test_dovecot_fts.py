@@ -15,6 +15,7 @@ to Dovecot's index cache (~/mstore/xapian-indexes):
 import glob
 import os
 import shutil
+import time
 
 import pytest
 
@@ -55,7 +56,6 @@ def search(c, *crit):
 
 
 def wait_indexed(stack, mailbox, word, want, timeout=20):
-    import time
     end = time.time() + timeout
     while time.time() < end:
         got = fts_lookup(stack, mailbox, "body", word)
@@ -132,7 +132,6 @@ def test_fts_index_follows_every_path(stack):
 
     # 6. the index directory lost (no session running): rebuilt at the
     #    next search, same answers
-    import time
     for _ in range(100):
         if not stack.imap_pids("imap") and not stack.imap_pids(
                 "indexer-worker"):
