@@ -262,10 +262,10 @@ class Stack:
   fts_autoindex = yes
   fts_enforced = yes
 """
-            conf += f"""
-service indexer-worker {{
+            conf += """
+service indexer-worker {
   vsz_limit = 1G
-}}
+}
 """
         if self.sieve:
             plugin += """
