@@ -62,11 +62,19 @@ def _plugin_skip_reason():
     return None
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "dovecot(**opts): options of the `stack` fixture's "
+        "Dovecot (sieve=True, fts=True; see dovecot_stack.Stack)")
+
+
 @pytest.fixture
 def stack(request):
     """A private mstored and Dovecot with the mstore plugin
     (dovecot_stack.Stack), users alice and bob; stopped after the test,
-    and the test fails if Dovecot logged a Panic, Error or Corrupted."""
+    and the test fails if Dovecot logged a Panic, Error or Corrupted.
+    A test marked @pytest.mark.dovecot(sieve=True, fts=True) gets those
+    parts of Dovecot too."""
     reason = _plugin_skip_reason()
     if reason:
         pytest.skip(reason)
@@ -75,7 +83,15 @@ def stack(request):
     # not pytest's tmp_path: its parents are 0700, and Dovecot's
     # unprivileged processes must reach the passwd file and the homes
     root = tempfile.mkdtemp(prefix="mstore-dovecot-")
-    s = Stack(root, BUILD)
+    marker = request.node.get_closest_marker("dovecot")
+    mods = "/usr/lib/dovecot/modules"
+    for opt, lib, pkg in (("sieve", "lib90_sieve_plugin.so", "dovecot-sieve"),
+                          ("fts", "lib21_fts_xapian_plugin.so",
+                           "dovecot-fts-xapian")):
+        if marker and marker.kwargs.get(opt) and not os.path.exists(
+                os.path.join(mods, lib)):
+            pytest.skip(f"{pkg} is not installed ({lib})")
+    s = Stack(root, BUILD, **(marker.kwargs if marker else {}))
     ok = False
     try:
         s.start()

@@ -10,6 +10,10 @@ Stack(tmp_path).start() makes, under one scratch directory (chmod 755):
     users, plaintext auth, mail as the system user `mstoremail`, whose
     processes get the group `mstore` through mail_access_groups: that is
     what lets them reach the user socket and nothing else.
+Options: sieve=True (Pigeonhole in Dovecot's LMTP, each user's
+~/.dovecot.sieve, set_sieve()), fts=True (fts + fts_xapian, autoindex,
+enforced), lmtpd=True (mstore-lmtpd on a free 127.0.0.1 port,
+lmtpd_deliver()).
 The system users are made with `useradd --system` when missing (this
 needs root, as Dovecot itself does).  stop() stops Dovecot and mstored
 by the PIDs they wrote and waits until they are gone.
@@ -92,10 +96,18 @@ def children(ppid):
 
 
 class Stack:
-    def __init__(self, root, build, users=("alice", "bob")):
+    def __init__(self, root, build, users=("alice", "bob"), sieve=False,
+                 fts=False, lmtpd=False):
         self.root = str(root)
         self.build = build
         self.users = list(users)
+        # Dovecot's LMTP runs each user's ~/.dovecot.sieve (Pigeonhole)
+        self.sieve = sieve
+        # Dovecot's FTS with the xapian backend, autoindexing saves
+        self.fts = fts
+        # mstore-lmtpd on a free port, delivering straight to mstored
+        self.lmtpd = lmtpd
+        self.lmtpd_proc = None
         self.mstored_pid = None
         self.dovecot_pid = None
         # a test that provokes errors on purpose (kill -9) sets this
@@ -170,6 +182,55 @@ class Stack:
         self.mstored_pid = None
         self.mstored_log.close()
 
+    def start_lmtpd(self):
+        self.lmtpd_log = open(self.p("lmtpd.log"), "ab")
+        self.lmtpd_proc = subprocess.Popen(
+            [os.path.join(self.build, "mstore-lmtpd"), "-c", self.conf],
+            stdout=self.lmtpd_log, stderr=subprocess.STDOUT)
+        end = time.time() + 20
+        while time.time() < end:
+            if self.lmtpd_proc.poll() is not None:
+                raise RuntimeError("mstore-lmtpd exited: " +
+                                   open(self.p("lmtpd.log")).read())
+            if "connected to mstored" in open(self.p("lmtpd.log")).read():
+                try:
+                    socket.create_connection(
+                        ("127.0.0.1", self.mlmtp_port), timeout=1).close()
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError("mstore-lmtpd did not come up")
+
+    def stop_lmtpd(self):
+        if self.lmtpd_proc is None:
+            return
+        if self.lmtpd_proc.poll() is None:
+            self.lmtpd_proc.terminate()
+            try:
+                self.lmtpd_proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.lmtpd_proc.kill()
+                self.lmtpd_proc.wait(timeout=30)
+        self.lmtpd_proc = None
+        self.lmtpd_log.close()
+
+    def lmtpd_deliver(self, rcpt, data):
+        """One message to mstore-lmtpd (not through Dovecot)."""
+        import smtplib
+        l = smtplib.LMTP("127.0.0.1", self.mlmtp_port, timeout=60)
+        try:
+            l.ehlo("gw.example.test")
+            code, text = l.mail("sender@example.test")
+            assert code == 250, text
+            code, text = l.rcpt(rcpt)
+            assert code == 250, text
+            code, text = l.data(data)
+            assert code == 250, text
+            l.quit()
+        finally:
+            l.close()
+
     # ---- dovecot ----
     def make_module_dir(self):
         """Dovecot's own plugins (quota, imap_quota, ...) and ours, in
@@ -185,8 +246,41 @@ class Stack:
                                 "lib20_mstore_plugin.so"),
                    os.path.join(mods, "lib20_mstore_plugin.so"))
 
+    def extra_conf(self):
+        """The optional parts of dovecot.conf (sieve, fts)."""
+        plugins = ""
+        conf = ""
+        plugin = ""
+        if self.fts:
+            plugins += " fts fts_xapian"
+            # fts_enforced: a SEARCH BODY/TEXT is answered from the
+            # index, brought up to date first (by the indexer), never
+            # by reading every body
+            plugin += """
+  fts = xapian
+  fts_xapian = partial=3 full=20 verbose=0
+  fts_autoindex = yes
+  fts_enforced = yes
+"""
+            conf += """
+service indexer-worker {
+  vsz_limit = 1G
+}
+"""
+        if self.sieve:
+            plugin += """
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+"""
+            conf += """
+protocol lmtp {
+  mail_plugins = $mail_plugins sieve
+}
+"""
+        return plugins, plugin, conf
+
     def write_dovecot_conf(self):
         mu = pwd.getpwnam(MAIL_USER)
+        x_plugins, x_plugin, x_conf = self.extra_conf()
         lines = [f"{u}:{{PLAIN}}{PASSWORD}:{mu.pw_uid}:{mu.pw_gid}::"
                  f"{self.home(u)}" for u in self.users]
         with open(self.p("passwd"), "w") as f:
@@ -210,7 +304,7 @@ first_valid_gid = {mu.pw_gid}
 last_valid_gid = {mu.pw_gid}
 mail_access_groups = {STORE_USER}
 mail_plugin_dir = {self.p('modules')}
-mail_plugins = mstore quota
+mail_plugins = mstore quota{x_plugins}
 mail_location = mstore:~/mstore
 pop3_uidl_format = %08Xu%08Xv
 mailbox_idle_check_interval = 30 secs
@@ -220,7 +314,7 @@ plugin {{
   quota = count:User quota
   quota_vsizes = yes
   quota_rule = *:storage=1G:messages=1000
-}}
+{x_plugin}}}
 passdb {{
   driver = passwd-file
   args = {self.p('passwd')}
@@ -280,7 +374,7 @@ service lmtp {{
   }}
 }}
 lmtp_save_to_detail_mailbox = no
-"""
+{x_conf}"""
         with open(self.dconf, "w") as f:
             f.write(conf)
 
@@ -361,6 +455,37 @@ lmtp_save_to_detail_mailbox = no
                                  f"{r.stderr}")
         return r.stdout
 
+    def set_sieve(self, user, script):
+        """The user's active Sieve script (~/.dovecot.sieve), owned by
+        the mail user so that Pigeonhole can compile it next to it."""
+        mu = pwd.getpwnam(MAIL_USER)
+        path = os.path.join(self.home(user), ".dovecot.sieve")
+        with open(path, "w") as f:
+            f.write(script)
+        os.chown(path, mu.pw_uid, mu.pw_gid)
+        return path
+
+    def lmtp_send(self, sender, rcpts, data):
+        """One LMTP transaction with Dovecot's LMTP: the reply (code,
+        text) of each recipient after DATA."""
+        import smtplib
+        l = smtplib.LMTP("127.0.0.1", self.lmtp_port, timeout=60)
+        try:
+            l.ehlo("gw.example.test")
+            code, text = l.mail(sender)
+            assert code == 250, text
+            for r in rcpts:
+                code, text = l.rcpt(r)
+                assert code == 250, (r, text)
+            # smtplib reads the first recipient's reply, the rest here
+            replies = [l.data(data)]
+            for _ in rcpts[1:]:
+                replies.append(l.getreply())
+            l.quit()
+        finally:
+            l.close()
+        return replies
+
     def store_view(self, user, mailbox):
         """uid -> sorted flags (without \\Recent), from the store."""
         out = {}
@@ -405,9 +530,17 @@ admin_socket_mode = 0600
 user = {STORE_USER}
 compact_interval = 0
 """)
+            if self.lmtpd:
+                self.mlmtp_port = free_port()
+                f.write(f"""[lmtp]
+listen = 127.0.0.1:{self.mlmtp_port}
+hostname = lmtp.example.test
+""")
         self.start_mstored()
         for u in self.users:
             self.mstore("user", "add", u)
+        if self.lmtpd:
+            self.start_lmtpd()
         self.imap_port = free_port()
         self.pop3_port = free_port()
         self.lmtp_port = free_port()
@@ -418,6 +551,7 @@ compact_interval = 0
 
     def stop(self):
         self.stop_dovecot()
+        self.stop_lmtpd()
         self.kill_mstored()
 
     # ---- clients ----
