@@ -446,10 +446,10 @@ static int pair_start(struct pair *p, int sync)
 		}
 	}
 	if (wait_caught_up(p, 30, &st) < 0 ||
-	    start_daemon(&p->standby, standby_argv, p->log_standby, "ready", 0,
+	    start_daemon(&p->standby, standby_argv, p->log_standby, "event=ready ", 0,
 			 "mstored --standby") < 0 ||
 	    start_daemon(&p->lmtpd, lmtpd_argv, p->log_lmtpd,
-			 "connected to mstored", p->lmtp_port,
+			 "event=store.connected", p->lmtp_port,
 			 "mstore-lmtpd") < 0)
 		return -1;
 	return 0;

@@ -192,7 +192,7 @@ class Stack:
             if self.lmtpd_proc.poll() is not None:
                 raise RuntimeError("mstore-lmtpd exited: " +
                                    open(self.p("lmtpd.log")).read())
-            if "connected to mstored" in open(self.p("lmtpd.log")).read():
+            if "event=store.connected" in open(self.p("lmtpd.log")).read():
                 try:
                     socket.create_connection(
                         ("127.0.0.1", self.mlmtp_port), timeout=1).close()

@@ -523,7 +523,7 @@ def test_mstore_status(daemon, mstore):
 
 def http_port(logfile):
     for _ in range(200):
-        m = re.search(r"system API on port (\d+)",
+        m = re.search(r"event=http.listening port=(\d+)",
                       logfile.read_text(errors="replace"))
         if m:
             return int(m.group(1))
