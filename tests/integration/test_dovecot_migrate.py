@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import time
 
+import msproto
 from dovecot_stack import MAIL_USER
 from test_dovecot_imap import MSG, ok
 
@@ -254,6 +255,20 @@ def test_doveadm_backup_keeps_uids(stack):
     backup(stack, md)
     assert durable_seq(stack) == seq
 
+    # the store's records survive a restart, a rebuild of its index from
+    # the log, and verify; dump names them
+    stack.kill_mstored()
+    stack.mstore("verify")
+    dump = stack.mstore("dump").stdout.decode()
+    assert dump.count("type=mbox-update") >= len(FOLDERS)
+    stack.mstore("reindex")
+    stack.mstore("verify")
+    stack.start_mstored()
+    st = store_state(stack, "alice")
+    for box, t in truth.items():
+        assert st[box] == (t["uidvalidity"], t["msgs"]), box
+    check_imap(stack, truth)
+
     # Dovecot's index is only a cache: without it, all is the same
     shutil.rmtree(stack.index_dir("alice"))
     check_imap(stack, truth)
@@ -263,3 +278,67 @@ def test_doveadm_backup_keeps_uids(stack):
     seq = durable_seq(stack)
     backup(stack, md)
     assert durable_seq(stack) == seq
+
+    # the store's records survive a restart, a rebuild of its index from
+    # the log, and verify; dump names them
+    stack.kill_mstored()
+    stack.mstore("verify")
+    dump = stack.mstore("dump").stdout.decode()
+    assert dump.count("type=mbox-update") >= len(FOLDERS)
+    stack.mstore("reindex")
+    stack.mstore("verify")
+    stack.start_mstored()
+    st = store_state(stack, "alice")
+    for box, t in truth.items():
+        assert st[box] == (t["uidvalidity"], t["msgs"]), box
+    check_imap(stack, truth)
+
+
+def test_store_migration_rules(stack):
+    """The store's rules, straight on its protocol: a new UIDVALIDITY
+    only while the mailbox is empty, UIDNEXT and the modseq only raised,
+    an APPEND_UID below UIDNEXT refused with a reason that says so, the
+    GUID kept and read back by an MBOX_UPDATE that changes nothing."""
+    c = msproto.Client(stack.p("mstored.sock"), user="bob")
+    guid = bytes(range(1, 17))
+    st = c.mbox_update("INBOX", uidvalidity=1234567, uidnext=100,
+                       highestmodseq=500, guid=guid)
+    assert (st["uidvalidity"], st["uidnext"], st["highestmodseq"],
+            st["guid"]) == (1234567, 100, 500, guid)
+    # nothing to change: a read, nothing written
+    seq = durable_seq(stack)
+    assert c.mbox_update("INBOX", uidnext=50) == st
+    assert durable_seq(stack) == seq
+    try:
+        c.append_uid(b"Subject: x\r\n\r\nx\r\n", "INBOX", 99)
+        raise AssertionError("uid 99 below UIDNEXT 100 was taken")
+    except msproto.Error as e:
+        assert e.status == msproto.ESTATE
+        assert "99" in e.reason and "100" in e.reason, e.reason
+    mguid = bytes(range(100, 116))
+    assert c.append_uid(b"Subject: y\r\n\r\ny\r\n", "INBOX", 150,
+                        mguid) == 150
+    assert c.append_uid(b"Subject: z\r\n\r\nz\r\n", "INBOX", 0) == 151
+    meta = c.fetch_meta("INBOX")
+    assert [m["uid"] for m in meta] == [150, 151]
+    assert meta[0]["guid"] == mguid
+    s2 = c.mbox_status("INBOX")
+    assert s2["uidnext"] == 152 and s2["highestmodseq"] > 500
+    try:
+        c.mbox_update("INBOX", uidvalidity=7654321)
+        raise AssertionError("UIDVALIDITY changed with messages in")
+    except msproto.Error as e:
+        assert e.status == msproto.ESTATE and "empty" in e.reason
+    # empty again: a new UIDVALIDITY is taken, UIDNEXT stays
+    c.expunge("INBOX", [(1, 0xffffffff)])
+    st = c.mbox_update("INBOX", uidvalidity=7654321)
+    assert (st["uidvalidity"], st["uidnext"]) == (7654321, 152)
+    c.close()
+    stack.kill_mstored()
+    stack.mstore("reindex")
+    stack.start_mstored()
+    c = msproto.Client(stack.p("mstored.sock"), user="bob")
+    st = c.mbox_update("INBOX")
+    assert (st["uidvalidity"], st["uidnext"], st["guid"]) == \
+        (7654321, 152, guid)
+    c.close()
