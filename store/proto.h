@@ -40,6 +40,8 @@
  *   - uid sets: n ranges (at least 1 in a request, 0 allowed in a reply),
  *     at most MS_PROTO_MAX_RANGES, each 1 <= lo <= hi, sorted and not
  *     overlapping (lo > previous hi);
+ *   - APPEND carries no placement uid or guid (APPEND_UID does: uid 0
+ *     and an all-zero guid mean "the store picks");
  *   - keyword lists: at most MS_PROTO_MAX_KEYWORDS; APPEND: 1..
  *     MS_PROTO_MAX_PLACEMENTS placements (the body may be empty),
  *     received 0 ("now") .. MS_PROTO_TIME_MAX; STATUS: at most
