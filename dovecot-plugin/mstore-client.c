@@ -91,7 +91,8 @@ int mstore_request_status(struct mstore_storage *storage,
 		/* drop the connection; retry once, on a fresh one, only
 		   requests that are safe to repeat */
 		mstore_client_disconnect(storage);
-		if (q->op == MS_OP_APPEND || q->op == MS_OP_COPY ||
+		if (q->op == MS_OP_APPEND || q->op == MS_OP_APPEND_UID ||
+		    q->op == MS_OP_COPY ||
 		    q->op == MS_OP_MOVE || q->op == MS_OP_MBOX_CREATE ||
 		    q->op == MS_OP_MBOX_RENAME || q->op == MS_OP_MBOX_DELETE)
 			break;

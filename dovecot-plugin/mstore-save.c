@@ -28,6 +28,7 @@
 #include "ostream.h"
 #include "seq-range-array.h"
 #include "mail-copy.h"
+#include "guid.h"
 #include "index-mail.h"
 #include "mstore-storage.h"
 
@@ -197,6 +198,17 @@ static int mstore_save_append(struct mstore_save_context *ctx)
 		pl.keywords.n = nkw;
 		pl.keywords.list = nkw > 0 ? kws : NULL;
 	}
+	if (mdata->uid != 0 || mdata->guid != NULL) {
+		/* dsync (doveadm backup) keeps the source's UIDs and GUIDs:
+		   APPEND_UID.  A GUID that is not 128-bit hex (maildir's
+		   are file names) is hashed, as dsync does when it compares
+		   (HAVE_MAIL_GUID128) */
+		q.op = MS_OP_APPEND_UID;
+		pl.uid = mdata->uid;
+		if (mdata->guid != NULL &&
+		    guid_128_from_string(mdata->guid, pl.guid) < 0)
+			mail_generate_guid_128_hash(mdata->guid, pl.guid);
+	}
 	q.u.append.body = ctx->body->data;
 	q.u.append.body_len = ctx->body->used;
 	q.u.append.placements.n = 1;
@@ -207,6 +219,14 @@ static int mstore_save_append(struct mstore_save_context *ctx)
 	if (rep.u.append.n != 1 || ms_proto_next_result(&it, &res) <= 0) {
 		mail_set_critical(_ctx->dest_mail,
 			"mstore: malformed APPEND reply from the store");
+		return -1;
+	}
+	if (res.status == MS_ESTATE) {
+		/* a UID below the mailbox's UIDNEXT: the store's reason */
+		mail_storage_set_error(&storage->storage,
+			MAIL_ERROR_NOTPOSSIBLE,
+			t_strdup_printf("mstore: %.*s", (int)res.reason.len,
+					res.reason.s));
 		return -1;
 	}
 	if (res.status < 0) {

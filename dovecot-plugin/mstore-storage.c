@@ -303,23 +303,109 @@ static int mstore_mailbox_create(struct mailbox *box,
 	if (mstore_sync(mbox, FALSE) < 0)
 		return -1;
 	mstore_sync_view_refresh(box);
-	(void)update;
+	/* dsync (doveadm backup/sync) creates with the source's
+	   UIDVALIDITY and mailbox GUID */
+	if (update != NULL && mstore_mailbox_update_store(mbox, update) < 0)
+		return -1;
+	return 0;
+}
+
+/* The MBOX_UPDATE reply's GUID, or the one derived from the store's
+   mailbox id when none was ever set (stable across renames and index
+   loss). */
+static void mstore_mailbox_guid_from(struct mstore_mailbox *mbox,
+				     const struct ms_reply *rep)
+{
+	if (!guid_128_is_empty(rep->u.mbox_update.guid)) {
+		memcpy(mbox->guid, rep->u.mbox_update.guid,
+		       sizeof(mbox->guid));
+	} else {
+		mail_generate_guid_128_hash(
+			t_strdup_printf("mstore-mailbox-%s-%llu",
+					mbox->box.storage->user->username,
+					(unsigned long long)
+					rep->u.mbox_update.mbox.mbox_id),
+			mbox->guid);
+	}
+	mbox->have_guid = TRUE;
+}
+
+int mstore_mailbox_update_store(struct mstore_mailbox *mbox,
+				const struct mailbox_update *update)
+{
+	struct mailbox *box = &mbox->box;
+	struct ms_req q = { .op = MS_OP_MBOX_UPDATE };
+	struct ms_reply rep;
+	const struct mail_index_header *hdr;
+	struct mstore_index_header ext;
+	const void *data;
+	size_t size;
+	int ret;
+
+	/* the index mirrors the store: ask only for what differs, so that
+	   a repeated migration writes nothing */
+	hdr = mail_index_get_header(box->view);
+	i_zero(&ext);
+	mail_index_get_header_ext(box->view, mbox->hdr_ext_id, &data, &size);
+	if (size >= sizeof(ext))
+		memcpy(&ext, data, sizeof(ext));
+	q.u.mbox_update.name = ms_pstr_c(mstore_box_store_name(box));
+	if (update->uid_validity != 0 &&
+	    update->uid_validity != hdr->uid_validity)
+		q.u.mbox_update.uidvalidity = update->uid_validity;
+	if (update->min_next_uid > hdr->next_uid)
+		q.u.mbox_update.uidnext = update->min_next_uid;
+	if (update->min_highest_modseq > ext.last_modseq)
+		q.u.mbox_update.highestmodseq = update->min_highest_modseq;
+	if (!guid_128_is_empty(update->mailbox_guid) &&
+	    (!mbox->have_guid ||
+	     !guid_128_equals(update->mailbox_guid, mbox->guid)))
+		memcpy(q.u.mbox_update.guid, update->mailbox_guid,
+		       sizeof(q.u.mbox_update.guid));
+	if (q.u.mbox_update.uidvalidity == 0 && q.u.mbox_update.uidnext == 0 &&
+	    q.u.mbox_update.highestmodseq == 0 &&
+	    guid_128_is_empty(q.u.mbox_update.guid))
+		return 0;
+	ret = mstore_request_status(mbox->storage, &q, &rep);
+	if (ret == MS_ESTATE) {
+		/* the store's rule: a new UIDVALIDITY only while empty */
+		mail_storage_set_error(box->storage, MAIL_ERROR_NOTPOSSIBLE,
+			t_strdup_printf("mstore: %.*s", (int)rep.reason.len,
+					rep.reason.s));
+		return -1;
+	}
+	if (ret < -1)
+		mstore_set_store_error(mbox->storage, ret, "MBOX_UPDATE");
+	if (ret < 0)
+		return -1;
+	mstore_mailbox_guid_from(mbox, &rep);
+	/* the new UIDVALIDITY (an index reset) and UIDNEXT come in as the
+	   store's, like any other of its facts */
+	if (mstore_sync(mbox, TRUE) < 0)
+		return -1;
+	mstore_sync_view_refresh(box);
 	return 0;
 }
 
 static int mstore_mailbox_update(struct mailbox *box,
 				 const struct mailbox_update *update)
 {
-	/* UIDVALIDITY and UIDs belong to the store; only what is
-	   Dovecot's own (cache decisions) is updated here */
-	if (update->uid_validity != 0 || update->min_next_uid != 0) {
-		mail_storage_set_error(box->storage, MAIL_ERROR_NOTPOSSIBLE,
-			"mstore: UIDVALIDITY and UIDNEXT are the store's");
-		return -1;
-	}
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
+	struct mailbox_update local;
+
 	if (!box->opened && mailbox_open(box) < 0)
 		return -1;
-	return index_storage_mailbox_update_common(box, update);
+	/* UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and the GUID go to the store
+	   (doveadm backup keeps them); the index follows the store */
+	if (mstore_mailbox_update_store(mbox, update) < 0)
+		return -1;
+	/* what is Dovecot's own (first recent UID, its MODSEQs, cache
+	   decisions) is updated in its index */
+	local = *update;
+	local.uid_validity = 0;
+	local.min_next_uid = 0;
+	guid_128_empty(local.mailbox_guid);
+	return index_storage_mailbox_update(box, &local);
 }
 
 static int mstore_mailbox_delete(struct mailbox *box)
@@ -330,9 +416,19 @@ static int mstore_mailbox_delete(struct mailbox *box)
 	int ret;
 
 	if (box->inbox_user) {
-		mail_storage_set_error(box->storage, MAIL_ERROR_NOTPOSSIBLE,
-				       "INBOX can't be deleted.");
-		return -1;
+		/* the store keeps every user's INBOX: deleting it (what
+		   doveadm backup does to a destination INBOX of another
+		   UIDVALIDITY or GUID, before it creates it again) empties
+		   it, as deleting it does with Dovecot's own formats */
+		struct ms_uid_range all = { 1, UINT32_MAX };
+		q.op = MS_OP_EXPUNGE;
+		q.u.uids.mailbox = MS_PSTR("INBOX");
+		q.u.uids.uids.n = 1;
+		q.u.uids.uids.list = &all;
+		if (mstore_request(mbox->storage, &q, &rep, NULL) < 0)
+			return -1;
+		mbox->deleted = TRUE;
+		return index_storage_mailbox_delete(box);
 	}
 	if (!box->opened) {
 		/* a \NoSelect directory: nothing of it is in the store */
@@ -384,7 +480,20 @@ static int mstore_mailbox_get_metadata(struct mailbox *box,
 
 	if (index_mailbox_get_metadata(box, items, metadata_r) < 0)
 		return -1;
-	if ((items & MAILBOX_METADATA_GUID) != 0) {
+	if ((items & MAILBOX_METADATA_GUID) != 0 && !mbox->have_guid &&
+	    !mbox->deleted) {
+		/* the store's: an MBOX_UPDATE that changes nothing reads
+		   it (set by a migration, or derived from the mailbox id) */
+		struct ms_req q = { .op = MS_OP_MBOX_UPDATE };
+		struct ms_reply rep;
+		q.u.mbox_update.name = ms_pstr_c(mstore_box_store_name(box));
+		if (mstore_request(mbox->storage, &q, &rep, NULL) < 0)
+			return -1;
+		mstore_mailbox_guid_from(mbox, &rep);
+	}
+	if ((items & MAILBOX_METADATA_GUID) != 0 && mbox->have_guid) {
+		memcpy(metadata_r->guid, mbox->guid, sizeof(metadata_r->guid));
+	} else if ((items & MAILBOX_METADATA_GUID) != 0) {
 		/* stable across renames and index loss: from the store's
 		   ids of the user and the mailbox */
 		const void *data;
@@ -596,6 +705,7 @@ struct mail_storage mstore_storage = {
 	.name = MSTORE_STORAGE_NAME,
 	.class_flags = MAIL_STORAGE_CLASS_FLAG_UNIQUE_ROOT |
 		       MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_GUIDS |
+		       MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_SAVE_GUIDS |
 		       MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_GUID128,
 	.event_category = &event_category_mstore,
 	.v = {

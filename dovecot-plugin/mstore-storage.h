@@ -72,6 +72,9 @@ struct mstore_mailbox {
 	bool syncing;
 	/* deleted from the store: syncs stay local (mailbox deletion) */
 	bool deleted;
+	/* the store's mailbox GUID (MBOX_UPDATE), once read or set */
+	bool have_guid;
+	guid_128_t guid;
 	struct mstore_idle *idle;
 };
 
@@ -115,6 +118,11 @@ void mstore_client_disconnect(struct mstore_storage *storage);
 struct ms_client *mstore_client_open_extra(struct mstore_storage *storage);
 
 /* mstore-storage.c */
+/* A mailbox_update's store part (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ,
+   mailbox GUID) sent as MBOX_UPDATE when it changes something, then the
+   box pulled from the store.  0 or -1 with the error set. */
+int mstore_mailbox_update_store(struct mstore_mailbox *mbox,
+				const struct mailbox_update *update);
 /* The store's name of a mailbox (UTF-8, '/' separated); data stack. */
 const char *mstore_box_store_name(struct mailbox *box);
 /* Store flags (MS_EVENT_FLAG_*) <-> Dovecot's. */

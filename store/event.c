@@ -368,6 +368,16 @@ static void dec_event(struct ms_dec *d, struct ms_event *ev)
 		get_name(d, "name", MS_EVENT_MBOX_NAME_MAX, &e->name);
 		break;
 	}
+	case MS_REC_MBOX_UPDATE: {
+		struct ms_event_mbox_update *e = &ev->u.mbox_update;
+		e->user_id = ms_dec_u64(d, "user_id");
+		e->mbox_id = ms_dec_u64(d, "mbox_id");
+		e->uidvalidity = ms_dec_u32(d, "uidvalidity");
+		e->uidnext = ms_dec_u32(d, "uidnext");
+		e->highestmodseq = ms_dec_u64(d, "highestmodseq");
+		get_bytes(d, "guid", e->guid, sizeof(e->guid));
+		break;
+	}
 	case MS_REC_PLACE:
 		dec_place(d, &ev->u.place);
 		break;
@@ -725,6 +735,10 @@ static int ev_check(const struct ms_event *ev, size_t *size_r)
 		     name_ok(&ev->u.mbox_subscribe.name, MS_EVENT_MBOX_NAME_MAX,
 			     &size);
 		break;
+	case MS_REC_MBOX_UPDATE:
+		size = 8 + 8 + 4 + 4 + 8 + MS_EVENT_GUID_SIZE;
+		ok = true;
+		break;
 	case MS_REC_PLACE: {
 		const struct ms_event_place *e = &ev->u.place;
 		size = 8 + 8 + 4 + 8 + 4 + 8 + 8 + MS_EVENT_GUID_SIZE +
@@ -898,6 +912,16 @@ static void put_event(struct ms_buf *b, const struct ms_event *ev)
 		put8(b, ev->u.mbox_subscribe.subscribed);
 		put_str(b, &ev->u.mbox_subscribe.name);
 		break;
+	case MS_REC_MBOX_UPDATE: {
+		const struct ms_event_mbox_update *e = &ev->u.mbox_update;
+		put64(b, e->user_id);
+		put64(b, e->mbox_id);
+		put32(b, e->uidvalidity);
+		put32(b, e->uidnext);
+		put64(b, e->highestmodseq);
+		put_bytes(b, e->guid, sizeof(e->guid));
+		break;
+	}
 	case MS_REC_PLACE: {
 		const struct ms_event_place *e = &ev->u.place;
 		put64(b, e->user_id);

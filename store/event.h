@@ -154,6 +154,20 @@ struct ms_event_mbox_delete {
 	uint64_t mbox_id;
 };
 
+/*
+ * A mailbox's UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ or GUID set (for a
+ * migration that keeps them).  0 (an all-zero GUID) leaves a field as it
+ * is; uidnext and highestmodseq only ever raise the mailbox's.
+ */
+struct ms_event_mbox_update {
+	uint64_t user_id;
+	uint64_t mbox_id;
+	uint32_t uidvalidity;	/* 0: unchanged */
+	uint32_t uidnext;	/* 0: unchanged; raises only */
+	uint64_t highestmodseq;	/* 0: unchanged; raises only */
+	uint8_t guid[MS_EVENT_GUID_SIZE]; /* all zero: unchanged */
+};
+
 /* By name, as in IMAP: the mailbox need not exist. */
 struct ms_event_mbox_subscribe {
 	uint64_t user_id;
@@ -248,6 +262,7 @@ struct ms_event {
 		struct ms_event_mbox_rename mbox_rename;
 		struct ms_event_mbox_delete mbox_delete;
 		struct ms_event_mbox_subscribe mbox_subscribe;
+		struct ms_event_mbox_update mbox_update;
 		struct ms_event_place place;
 		struct ms_event_flags flags;
 		struct ms_event_expunge expunge;

@@ -59,7 +59,7 @@ static const uint8_t format_magic[8] = {'M', 'S', 'T', 'O', 'I', 'D', 'X', 0};
 #define BOOT_ID_MAX 40
 #define OPEN_SIZE (8 + BOOT_ID_MAX)
 #define USER_FIXED 42
-#define MBOX_FIXED 74
+#define MBOX_FIXED 90
 #define MSG_FIXED 128
 #define XMSG_PREFIX 24
 #define BODY_SIZE 56
@@ -447,7 +447,7 @@ static int mbox_decode(const MDB_val *key, const MDB_val *v,
 	if (v->mv_size < MBOX_FIXED)
 		return damaged(DB_MBOXES, key->mv_data, key->mv_size,
 			       "value size", error_r);
-	nl = ms_get16(p + 72);
+	nl = ms_get16(p + 88);
 	if (nl == 0 || nl > MS_EVENT_MBOX_NAME_MAX ||
 	    v->mv_size != (size_t)MBOX_FIXED + nl)
 		return damaged(DB_MBOXES, key->mv_data, key->mv_size,
@@ -463,6 +463,7 @@ static int mbox_decode(const MDB_val *key, const MDB_val *v,
 	m_r->bytes = ms_get64(p + 48);
 	m_r->vbytes = ms_get64(p + 56);
 	m_r->expunged = ms_get64(p + 64);
+	memcpy(m_r->guid, p + 72, sizeof(m_r->guid));
 	m_r->name = (const char *)p + MBOX_FIXED;
 	m_r->name_len = nl;
 	m_r->subscribed = 0;
@@ -481,7 +482,8 @@ static size_t mbox_encode(const struct ms_idx_mbox *m, uint8_t *out)
 	ms_put64(out + 48, m->bytes);
 	ms_put64(out + 56, m->vbytes);
 	ms_put64(out + 64, m->expunged);
-	ms_put16(out + 72, (uint16_t)m->name_len);
+	memcpy(out + 72, m->guid, sizeof(m->guid));
+	ms_put16(out + 88, (uint16_t)m->name_len);
 	memcpy(out + MBOX_FIXED, m->name, m->name_len);
 	return MBOX_FIXED + m->name_len;
 }
@@ -1394,6 +1396,28 @@ static int mbox_of(struct ms_idx_txn *t, uint64_t user, uint64_t mbox,
 	return 0;
 }
 
+static int apply_mbox_update(struct ms_idx_txn *t,
+			     const struct ms_event_mbox_update *e)
+{
+	static const uint8_t zero_guid[MS_EVENT_GUID_SIZE];
+	struct mbox_rec mb;
+	int ret;
+
+	if ((ret = mbox_of(t, e->user_id, e->mbox_id, &mb)) != 0)
+		return ret;
+	if (e->uidvalidity != 0)
+		mb.m.uidvalidity = e->uidvalidity;
+	/* raises only, like every other uidnext and modseq change: the
+	   same index whatever order a replay meets them in */
+	if (e->uidnext > mb.m.uidnext)
+		mb.m.uidnext = e->uidnext;
+	if (e->highestmodseq > mb.m.highestmodseq)
+		mb.m.highestmodseq = e->highestmodseq;
+	if (memcmp(e->guid, zero_guid, sizeof(zero_guid)) != 0)
+		memcpy(mb.m.guid, e->guid, sizeof(mb.m.guid));
+	return mbox_store(t, &mb.m);
+}
+
 static int apply_mbox_rename(struct ms_idx_txn *t,
 			     const struct ms_event_mbox_rename *e)
 {
@@ -2024,6 +2048,8 @@ static int apply_rec(struct ms_idx_txn *t, uint64_t seq, struct ms_pos pos,
 		return apply_mbox_create(t, &ev.u.mbox_create);
 	case MS_REC_MBOX_RENAME:
 		return apply_mbox_rename(t, &ev.u.mbox_rename);
+	case MS_REC_MBOX_UPDATE:
+		return apply_mbox_update(t, &ev.u.mbox_update);
 	case MS_REC_MBOX_DELETE:
 		return apply_mbox_delete(t, &ev.u.mbox_delete);
 	case MS_REC_MBOX_SUBSCRIBE:
@@ -3320,7 +3346,7 @@ static int dump_entry(FILE *out, int db, const MDB_val *k, const MDB_val *v,
 		fprintf(out,
 			" uidvalidity=%u special_use=0x%02x uidnext=%llu"
 			" highestmodseq=%llu messages=%llu unseen=%llu"
-			" bytes=%llu vbytes=%llu expunged=%llu\n",
+			" bytes=%llu vbytes=%llu expunged=%llu guid=",
 			m.uidvalidity, m.special_use,
 			(unsigned long long)m.uidnext,
 			(unsigned long long)m.highestmodseq,
@@ -3329,6 +3355,9 @@ static int dump_entry(FILE *out, int db, const MDB_val *k, const MDB_val *v,
 			(unsigned long long)m.bytes,
 			(unsigned long long)m.vbytes,
 			(unsigned long long)m.expunged);
+		for (size_t i = 0; i < sizeof(m.guid); i++)
+			fprintf(out, "%02x", m.guid[i]);
+		fputc('\n', out);
 		break;
 	}
 	case DB_MBOX_NAMES:

@@ -106,6 +106,12 @@
  *
  * Mailbox delete drops the mailbox with its present and expunged
  * messages; user delete drops the user, its mailboxes and subscriptions.
+ * MBOX_UPDATE (a migration keeping UIDs): a UIDVALIDITY or GUID given
+ * replaces the mailbox's; uidnext and highestmodseq become the max of
+ * theirs and the record's (0 changes nothing).  The writer allows a new
+ * UIDVALIDITY only while the mailbox has no present message; the index
+ * applies it as it comes.
+ *
  * Rename changes the name only: id, UIDVALIDITY and messages stay (one
  * record renames one mailbox; the writer renames children one by one).
  *
@@ -167,7 +173,7 @@
  * mboxes    u64 mbox_id -> u64 user_id, u32 uidvalidity, u32 special_use,
  *                       u64 uidnext, u64 highestmodseq, u64 messages,
  *                       u64 unseen, u64 bytes, u64 vbytes, u64 expunged,
- *                       str name                                     (74+n)
+ *                       u8[16] guid (all zero: none set), str name   (90+n)
  * mbox_names  u64 user_id, u64 hash(name) -> k x u64 mbox_id, ascending,
  *                       k >= 1 (the mailboxes of the user whose names
  *                       share that hash; names up to 1024 bytes do not
@@ -204,7 +210,7 @@
 #include "ms.h"
 #include "rec.h"
 
-#define MS_IDX_VERSION 2u
+#define MS_IDX_VERSION 3u
 /* 0 as map_size: this.  Sparse on disk; only the address space is used. */
 #define MS_IDX_MAP_SIZE_DEFAULT ((uint64_t)16 << 30)
 /* Records per write transaction in ms_idx_catch_up / ms_idx_rebuild. */
@@ -321,6 +327,7 @@ struct ms_idx_mbox {
 	uint32_t special_use; /* MS_EVENT_SU_* */
 	uint64_t uidnext, highestmodseq;
 	uint64_t messages, unseen, bytes, vbytes, expunged;
+	uint8_t guid[16]; /* MBOX_UPDATE's; all zero: none was set */
 	int subscribed; /* the user subscribes the name */
 };
 

@@ -76,6 +76,7 @@ struct mstate {			/* allocation state of one mailbox */
 	uint64_t id;
 	uint64_t uidnext;
 	uint64_t modseq;	/* highest given */
+	uint32_t uidvalidity;	/* as of the last request (MBOX_UPDATE) */
 	struct mstate *next;
 };
 
@@ -199,6 +200,7 @@ static int op_fork_info(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 			const struct ms_req_fork_info *q, const char **why_r);
 
 static uint64_t now_ms(void);
+static int repl_refuses(const struct ms_ops *ops);
 
 /* A body a queued compaction drops: never reuse it (a new BODY record
    is written instead, and the index then finds the body there). */
@@ -253,6 +255,7 @@ static struct mstate *mstate_get(struct ms_ops *ops, struct ms_idx_rd *rd,
 	m->id = mbox_id;
 	m->uidnext = im.uidnext ? im.uidnext : 1;
 	m->modseq = im.highestmodseq;
+	m->uidvalidity = im.uidvalidity;
 	m->next = *b;
 	*b = m;
 	return m;
@@ -270,12 +273,14 @@ static uint32_t next_uidvalidity(struct ms_ops *ops)
 }
 
 /* A new mailbox: its allocation state starts fresh. */
-static void mstate_new(struct ms_ops *ops, uint64_t mbox_id)
+static void mstate_new(struct ms_ops *ops, uint64_t mbox_id,
+		       uint32_t uidvalidity)
 {
 	struct mstate *m = ms_calloc(1, sizeof(*m));
 	m->id = mbox_id;
 	m->uidnext = 1;
 	m->modseq = 1;
+	m->uidvalidity = uidvalidity;
 	m->next = ops->mstate[mbox_id % MSTATE_BUCKETS];
 	ops->mstate[mbox_id % MSTATE_BUCKETS] = m;
 }
@@ -363,7 +368,7 @@ static void apply_record(void *ctx, const struct ms_rec_hdr *h,
 	   (docs/format.md): note the mailbox for WAIT */
 	if ((h->type == MS_REC_PLACE || h->type == MS_REC_FLAGS ||
 	     h->type == MS_REC_EXPUNGE || h->type == MS_REC_MBOX_DELETE ||
-	     h->type == MS_REC_MBOX_RENAME) &&
+	     h->type == MS_REC_MBOX_RENAME || h->type == MS_REC_MBOX_UPDATE) &&
 	    h->len >= 16 && ops->waiters != NULL) {
 		if (ops->ntouched == ops->captouched) {
 			ops->captouched = ops->captouched ? ops->captouched * 2
@@ -727,7 +732,7 @@ static int op_user_create(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 		mb.u.mbox_create.uidvalidity = uv;
 		mb.u.mbox_create.name = (struct ms_event_str){ "INBOX", 5 };
 		ret = req_append_event(r, &mb, NULL);
-		mstate_new(ops, mid);
+		mstate_new(ops, mid, uv);
 	}
 	if (ret < 0 && r->pending == 0) {
 		req_free(r);
@@ -828,7 +833,7 @@ static int op_mbox_create(struct ms_ops *ops, struct ms_conn *c,
 		*why_r = "the store refused the write";
 		return ret;
 	}
-	mstate_new(ops, mid);
+	mstate_new(ops, mid, uv);
 	r->pend_mbox = pend_add(&ops->pend_mboxes.v, &ops->pend_mboxes.n, key);
 	free(key);
 	struct ms_reply rep = { .op = MS_OP_MBOX_CREATE };
@@ -895,6 +900,113 @@ static int op_mbox_status(struct ms_ops *ops, struct ms_conn *c,
 	return ret;
 }
 
+/*
+ * MBOX_UPDATE, for a migration that keeps UIDs (doveadm backup -R): the
+ * mailbox's UIDVALIDITY set, its UIDNEXT and HIGHESTMODSEQ raised, its
+ * GUID set.  A new UIDVALIDITY is taken only while the mailbox holds no
+ * message and has no change in flight (UIDs under the old one would
+ * silently change meaning); the UIDs already used stay used (UIDNEXT
+ * never goes back, so no UID is ever given twice in a mailbox).  A
+ * request that changes nothing writes nothing and answers the
+ * mailbox's state: that is how a client reads the GUID.
+ */
+static int op_mbox_update(struct ms_ops *ops, struct ms_conn *c,
+			  struct sess *s, uint32_t id,
+			  const struct ms_req_mbox_update *q, const char **why_r)
+{
+	static const uint8_t zero_guid[MS_EVENT_GUID_SIZE];
+	struct ms_idx_rd *rd;
+	struct ms_idx_mbox m;
+
+	if (ms_conn_is_admin(c)) {
+		*why_r = "mailboxes are updated in a user session";
+		return -EINVAL;
+	}
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = resolve_mbox(rd, s->user_id, q->name, &m, why_r);
+	struct mstate *ms = ret == 0 ? mstate_get(ops, rd, m.id) : NULL;
+	if (ret == 0 && ms == NULL) {
+		ret = MS_ENOTFOUND;
+		*why_r = "no such mailbox";
+	}
+	if (ret < 0)
+		goto out;
+	uint32_t uv = q->uidvalidity != ms->uidvalidity ? q->uidvalidity : 0;
+	uint32_t next = q->uidnext > ms->uidnext ? q->uidnext : 0;
+	uint64_t hms = q->highestmodseq > ms->modseq ? q->highestmodseq : 0;
+	int guid = memcmp(q->guid, zero_guid, sizeof(zero_guid)) != 0 &&
+		   memcmp(q->guid, m.guid, sizeof(m.guid)) != 0;
+	struct ms_reply rep = { .op = MS_OP_MBOX_UPDATE };
+	fill_mbox_info(&rep.u.mbox_update.mbox, &m);
+	memcpy(rep.u.mbox_update.guid, m.guid, sizeof(m.guid));
+	if (uv == 0 && next == 0 && hms == 0 && !guid) {
+		reply_now(c, id, &rep);
+		goto out;
+	}
+	if (ops->standby) {
+		ret = -EROFS;
+		*why_r = "standby: read-only until mstore promote";
+		goto out;
+	}
+	if (repl_refuses(ops)) {
+		ret = -EAGAIN;
+		ops->repl.n_refused++;
+		*why_r = "the DR site is away (replication = sync): writes "
+			 "are refused for now, try again later";
+		goto out;
+	}
+	/* a new mailbox's allocation state starts at modseq 1, its index
+	   entry at 0: nothing is in flight while they agree */
+	uint64_t applied = m.highestmodseq > 1 ? m.highestmodseq : 1;
+	if (uv != 0 && (m.messages > 0 || ms->modseq > applied)) {
+		ret = MS_ESTATE;
+		*why_r = m.messages > 0
+				 ? "the mailbox has messages: its UIDVALIDITY "
+				   "can change only while it is empty"
+				 : "changes to the mailbox are in flight; try "
+				   "again";
+		goto out;
+	}
+	struct req *r = req_new(ops, c, MS_OP_MBOX_UPDATE, id);
+	struct ms_event ev = { .type = MS_REC_MBOX_UPDATE };
+	struct ms_event_mbox_update *e = &ev.u.mbox_update;
+	e->user_id = s->user_id;
+	e->mbox_id = m.id;
+	e->uidvalidity = uv;
+	e->uidnext = next;
+	e->highestmodseq = hms;
+	if (guid)
+		memcpy(e->guid, q->guid, sizeof(e->guid));
+	ret = req_append_event(r, &ev, NULL);
+	if (ret < 0) {
+		req_free(r);
+		*why_r = "the store refused the write";
+		goto out;
+	}
+	if (uv != 0) {
+		ms->uidvalidity = uv;
+		rep.u.mbox_update.mbox.uidvalidity = uv;
+		if (uv > ops->last_uidvalidity)
+			ops->last_uidvalidity = uv;
+	}
+	if (next != 0) {
+		ms->uidnext = next;
+		rep.u.mbox_update.mbox.uidnext = next;
+	}
+	if (hms != 0) {
+		ms->modseq = hms;
+		rep.u.mbox_update.mbox.highestmodseq = hms;
+	}
+	if (guid)
+		memcpy(rep.u.mbox_update.guid, q->guid, sizeof(q->guid));
+	req_submit(r, &rep);
+out:
+	ms_idx_read_end(&rd);
+	return ret;
+}
+
 /* Bytes of the message with every bare LF counted as CRLF. */
 static uint64_t virtual_size(const uint8_t *p, size_t len)
 {
@@ -905,8 +1017,11 @@ static uint64_t virtual_size(const uint8_t *p, size_t len)
 	return v;
 }
 
+/* APPEND, and APPEND_UID (op): each placement may ask for its UID (at
+   or above the mailbox's UIDNEXT, else that placement fails with
+   MS_ESTATE) and give the message's GUID. */
 static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
-		     uint32_t id, const struct ms_req_append *q,
+		     uint16_t op, uint32_t id, const struct ms_req_append *q,
 		     const char **why_r)
 {
 	struct ms_idx_rd *rd;
@@ -914,6 +1029,8 @@ static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	struct ms_placement pl;
 	uint16_t n = (uint16_t)q->placements.n;
 	struct ms_append_result *res = ms_calloc(n ? n : 1, sizeof(*res));
+	/* reasons that name numbers, one per placement */
+	char (*whybuf)[96] = ms_calloc(n ? n : 1, sizeof(*whybuf));
 	struct {
 		uint64_t user_id, mbox_id;
 		uint32_t uid;
@@ -954,6 +1071,13 @@ static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 			st = ms ? -EOVERFLOW : MS_ENOTFOUND;
 			why = ms ? "mailbox out of UIDs" : "no such mailbox";
 		}
+		if (st == 0 && pl.uid != 0 && pl.uid < ms->uidnext) {
+			st = MS_ESTATE;
+			snprintf(whybuf[i], sizeof(whybuf[i]),
+				 "uid %u is below the mailbox's UIDNEXT %llu",
+				 pl.uid, (unsigned long long)ms->uidnext);
+			why = whybuf[i];
+		}
 		if (st > 0 || (st == 0 && ms == NULL))
 			st = MS_ENOTFOUND; /* cannot happen; never trust it */
 		res[i].status = st;
@@ -963,13 +1087,15 @@ static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		}
 		ok[nok].user_id = u.id;
 		ok[nok].mbox_id = m.id;
+		if (pl.uid != 0)
+			ms->uidnext = pl.uid; /* >= uidnext, checked above */
 		ok[nok].uid = (uint32_t)ms->uidnext++;
 		ok[nok].modseq = ++ms->modseq;
 		ok[nok].pl = pl;
 		up->bytes += q->body_len;
 		up->msgs++;
 		res[i].mbox_id = m.id;
-		res[i].uidvalidity = m.uidvalidity;
+		res[i].uidvalidity = ms->uidvalidity;
 		res[i].uid = ok[nok].uid;
 		res[i].modseq = ok[nok].modseq;
 		nok++;
@@ -979,7 +1105,7 @@ static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		goto out;
 	}
 
-	struct req *r = req_new(ops, c, MS_OP_APPEND, id);
+	struct req *r = req_new(ops, c, op, id);
 	uint8_t key[32];
 	uint64_t body_seq = 0;
 	if (nok > 0) {
@@ -1016,7 +1142,11 @@ static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		p->flags = ok[i].pl.flags & MS_EVENT_FLAG_MASK;
 		p->received_date = ok[i].pl.received ? ok[i].pl.received : now;
 		p->save_date = now;
-		randombytes_buf(p->guid, sizeof(p->guid));
+		static const uint8_t zero_guid[MS_EVENT_GUID_SIZE];
+		if (memcmp(ok[i].pl.guid, zero_guid, sizeof(zero_guid)) != 0)
+			memcpy(p->guid, ok[i].pl.guid, sizeof(p->guid));
+		else
+			randombytes_buf(p->guid, sizeof(p->guid));
 		memcpy(p->body_key, key, sizeof(key));
 		p->body_seq = body_seq;
 		p->physical_size = q->body_len;
@@ -1047,13 +1177,14 @@ static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		r->status = ret;
 	}
 	ops->n_appends++;
-	struct ms_reply rep = { .op = MS_OP_APPEND };
+	struct ms_reply rep = { .op = op };
 	rep.u.append.n = n;
 	rep.u.append.list = res;
 	req_submit(r, &rep);
 	ret = 0;
 out:
 	free(res);
+	free(whybuf);
 	free(ok);
 	return ret;
 }
@@ -1797,7 +1928,7 @@ static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		r->status = ret;
 	/* copies in flight are not counted against the quota until they
 	   are durable (the check above used the committed use) */
-	submit_pairs(r, op, dst.uidvalidity, pairs, n);
+	submit_pairs(r, op, ms->uidvalidity, pairs, n);
 	ret = 0;
 out:
 	ms_buf_free(&kwbuf);
@@ -1899,7 +2030,7 @@ static int op_undelete(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	if (ret < 0)
 		r->status = ret;
 	ops->n_undeleted += n;
-	submit_pairs(r, MS_OP_UNDELETE, m.uidvalidity, pairs, n);
+	submit_pairs(r, MS_OP_UNDELETE, ms->uidvalidity, pairs, n);
 	ret = 0;
 out:
 	ms_buf_free(&kwbuf);
@@ -2420,6 +2551,7 @@ static int op_writes(uint16_t op)
 	case MS_OP_MBOX_DELETE:
 	case MS_OP_MBOX_SUBSCRIBE:
 	case MS_OP_APPEND:
+	case MS_OP_APPEND_UID:
 	case MS_OP_STORE:
 	case MS_OP_EXPUNGE:
 	case MS_OP_COPY:
@@ -2858,7 +2990,11 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 		ret = op_mbox_status(ops, c, s, h->id, &q.u.mbox, &why);
 		break;
 	case MS_OP_APPEND:
-		ret = op_append(ops, c, s, h->id, &q.u.append, &why);
+	case MS_OP_APPEND_UID:
+		ret = op_append(ops, c, s, q.op, h->id, &q.u.append, &why);
+		break;
+	case MS_OP_MBOX_UPDATE:
+		ret = op_mbox_update(ops, c, s, h->id, &q.u.mbox_update, &why);
 		break;
 	case MS_OP_FETCH_META:
 		ret = op_fetch_meta(ops, c, s, h->id, &q.u.uids, &why);

@@ -44,6 +44,8 @@ static const char *const op_names[] = {
 	[MS_OP_REPL_ACK] = "repl-ack",
 	[MS_OP_PROMOTE] = "promote",
 	[MS_OP_FORK_INFO] = "fork-info",
+	[MS_OP_MBOX_UPDATE] = "mbox-update",
+	[MS_OP_APPEND_UID] = "append-uid",
 };
 
 bool ms_op_known(uint16_t op)
@@ -71,6 +73,7 @@ enum kind {
 	K_META,
 	K_CHANGE,
 	K_PAIR,
+	K_PLACEMENT_UID, /* APPEND_UID's: K_PLACEMENT + uid, guid */
 };
 
 /*
@@ -105,6 +108,9 @@ static const struct kind_info {
 	[K_CHANGE] = {"nchanges", 4, UINT32_MAX, 4 + 8 + 4 + 2,
 		      sizeof(struct ms_msg_change)},
 	[K_PAIR] = {"npairs", 4, UINT32_MAX, 4 + 4, sizeof(struct ms_uid_pair)},
+	[K_PLACEMENT_UID] = {"nplacements", 2, MS_PROTO_MAX_PLACEMENTS,
+			     2 + 2 + 4 + 8 + 2 + 4 + MS_EVENT_GUID_SIZE,
+			     sizeof(struct ms_placement)},
 };
 
 /* One item of any kind; every member starts at offset 0. */
@@ -423,14 +429,23 @@ static void dec_item(struct ms_dec *d, int kind, union item *it)
 		get_name(d, "keyword", MS_EVENT_KEYWORD_MAX, false,
 			 &it->keyword);
 		break;
-	case K_PLACEMENT: {
+	case K_PLACEMENT:
+	case K_PLACEMENT_UID: {
 		struct ms_placement *p = &it->placement;
+		const uint8_t *g;
 		get_name(d, "user", MS_EVENT_USER_NAME_MAX, true, &p->user);
 		get_name(d, "mailbox", MS_EVENT_MBOX_NAME_MAX, false,
 			 &p->mailbox);
 		p->flags = ms_dec_u32_mask(d, "flags", MS_EVENT_FLAG_MASK);
 		p->received = get_time(d, "received");
 		get_keywords(d, &p->keywords);
+		if (kind != K_PLACEMENT_UID)
+			break;
+		p->uid = ms_dec_u32(d, "uid");
+		off = ms_dec_off(d);
+		g = ms_rd_bytes(&d->rd, sizeof(p->guid));
+		if (ms_dec_ok(d, "guid", off))
+			memcpy(p->guid, g, sizeof(p->guid));
 		break;
 	}
 	case K_COUNTER:
@@ -551,12 +566,29 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 			m->subscribe = get_bool(d, "subscribe");
 		break;
 	}
-	case MS_OP_APPEND: {
+	case MS_OP_MBOX_UPDATE: {
+		struct ms_req_mbox_update *m = &r->u.mbox_update;
+		const uint8_t *g;
+		get_name(d, "mailbox", MS_EVENT_MBOX_NAME_MAX, false, &m->name);
+		m->uidvalidity = ms_dec_u32(d, "uidvalidity");
+		m->uidnext = ms_dec_u32(d, "uidnext");
+		m->highestmodseq = ms_dec_u64(d, "highestmodseq");
+		off = ms_dec_off(d);
+		g = ms_rd_bytes(&d->rd, sizeof(m->guid));
+		if (ms_dec_ok(d, "guid", off))
+			memcpy(m->guid, g, sizeof(m->guid));
+		break;
+	}
+	case MS_OP_APPEND:
+	case MS_OP_APPEND_UID: {
 		struct ms_req_append *a = &r->u.append;
+		int kind = op == MS_OP_APPEND_UID ? K_PLACEMENT_UID
+						  : K_PLACEMENT;
 		a->body = get_blob(d, "message body", &a->body_len);
 		off = ms_dec_off(d);
+		a->placements.with_uid = op == MS_OP_APPEND_UID;
 		a->placements.n =
-			dec_list(d, K_PLACEMENT, &a->placements.packed,
+			dec_list(d, kind, &a->placements.packed,
 				 &a->placements.packed_len);
 		if (d->ret == 0 && a->placements.n == 0)
 			ms_dec_bad(d, "nplacements", off, "0");
@@ -712,12 +744,23 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 	case MS_OP_MBOX_STATUS:
 		dec_mbox_info(d, &r->u.mbox);
 		break;
+	case MS_OP_MBOX_UPDATE: {
+		const uint8_t *g;
+		dec_mbox_info(d, &r->u.mbox_update.mbox);
+		off = ms_dec_off(d);
+		g = ms_rd_bytes(&d->rd, sizeof(r->u.mbox_update.guid));
+		if (ms_dec_ok(d, "guid", off))
+			memcpy(r->u.mbox_update.guid, g,
+			       sizeof(r->u.mbox_update.guid));
+		break;
+	}
 	case MS_OP_MBOX_RENAME:
 	case MS_OP_MBOX_DELETE:
 	case MS_OP_MBOX_SUBSCRIBE:
 	case MS_OP_QUOTA_SET:
 		break;
 	case MS_OP_APPEND:
+	case MS_OP_APPEND_UID:
 		r->u.append.n = dec_list(d, K_RESULT, &r->u.append.packed,
 					 &r->u.append.packed_len);
 		break;
@@ -938,13 +981,15 @@ int ms_proto_next_keyword(struct ms_proto_iter *it, struct ms_pstr *kw_r)
 void ms_proto_iter_placements(struct ms_proto_iter *it,
 			      const struct ms_placements *l)
 {
-	iter_init(it, K_PLACEMENT, l->n, l->list, l->packed, l->packed_len);
+	iter_init(it, l->with_uid ? K_PLACEMENT_UID : K_PLACEMENT, l->n,
+		  l->list, l->packed, l->packed_len);
 }
 
 int ms_proto_next_placement(struct ms_proto_iter *it, struct ms_placement *p_r)
 {
 	union item u;
-	int ret = iter_next(it, K_PLACEMENT, &u);
+	int ret = iter_next(it, it->kind == K_PLACEMENT_UID ? K_PLACEMENT_UID
+							    : K_PLACEMENT, &u);
 
 	if (ret == 1)
 		*p_r = u.placement;
@@ -1180,6 +1225,15 @@ static void check_packed(struct enc *e, int kind, uint32_t n,
 
 static void put_item(struct enc *e, int kind, const void *item);
 
+/* A field the op does not carry must be zero, or it would be lost. */
+static void unused(struct enc *e, bool is_zero, const char *field)
+{
+	if (!is_zero)
+		enc_fail(e, -EINVAL,
+			 ms_errf("%s is set but not part of this op", field));
+}
+
+
 static void put_list(struct enc *e, int kind, uint32_t n, const void *list,
 		     const uint8_t *packed, size_t packed_len)
 {
@@ -1263,13 +1317,24 @@ static void put_item(struct enc *e, int kind, const void *item)
 	case K_KEYWORD:
 		put_str(e, "keyword", item);
 		break;
-	case K_PLACEMENT: {
+	case K_PLACEMENT:
+	case K_PLACEMENT_UID: {
+		static const uint8_t zero_guid[MS_EVENT_GUID_SIZE];
 		const struct ms_placement *p = item;
 		put_str(e, "user", &p->user);
 		put_str(e, "mailbox", &p->mailbox);
 		put32(e, p->flags);
 		put64(e, (uint64_t)p->received);
 		put_keywords(e, &p->keywords);
+		if (kind == K_PLACEMENT_UID) {
+			put32(e, p->uid);
+			put_bytes(e, "guid", p->guid, sizeof(p->guid));
+		} else {
+			unused(e, p->uid == 0, "placement uid");
+			unused(e, memcmp(p->guid, zero_guid,
+					 sizeof(zero_guid)) == 0,
+			       "placement guid");
+		}
 		break;
 	}
 	case K_COUNTER: {
@@ -1332,14 +1397,6 @@ static void put_item(struct enc *e, int kind, const void *item)
 	}
 }
 
-/* A field the op does not carry must be zero, or it would be lost. */
-static void unused(struct enc *e, bool is_zero, const char *field)
-{
-	if (!is_zero)
-		enc_fail(e, -EINVAL,
-			 ms_errf("%s is set but not part of this op", field));
-}
-
 static void put_req(struct enc *e, const void *src)
 {
 	const struct ms_req *r = src;
@@ -1381,10 +1438,22 @@ static void put_req(struct enc *e, const void *src)
 			unused(e, m->subscribe == 0, "subscribe");
 		break;
 	}
-	case MS_OP_APPEND: {
+	case MS_OP_MBOX_UPDATE: {
+		const struct ms_req_mbox_update *m = &r->u.mbox_update;
+		put_str(e, "mailbox", &m->name);
+		put32(e, m->uidvalidity);
+		put32(e, m->uidnext);
+		put64(e, m->highestmodseq);
+		put_bytes(e, "guid", m->guid, sizeof(m->guid));
+		break;
+	}
+	case MS_OP_APPEND:
+	case MS_OP_APPEND_UID: {
 		const struct ms_req_append *a = &r->u.append;
+		int kind = op == MS_OP_APPEND_UID ? K_PLACEMENT_UID
+						  : K_PLACEMENT;
 		put_blob(e, "message body", a->body, a->body_len);
-		put_list(e, K_PLACEMENT, a->placements.n, a->placements.list,
+		put_list(e, kind, a->placements.n, a->placements.list,
 			 a->placements.packed, a->placements.packed_len);
 		break;
 	}
@@ -1503,12 +1572,18 @@ static void put_reply(struct enc *e, const void *src)
 	case MS_OP_MBOX_STATUS:
 		put_mbox_info(e, &r->u.mbox);
 		break;
+	case MS_OP_MBOX_UPDATE:
+		put_mbox_info(e, &r->u.mbox_update.mbox);
+		put_bytes(e, "guid", r->u.mbox_update.guid,
+			  sizeof(r->u.mbox_update.guid));
+		break;
 	case MS_OP_MBOX_RENAME:
 	case MS_OP_MBOX_DELETE:
 	case MS_OP_MBOX_SUBSCRIBE:
 	case MS_OP_QUOTA_SET:
 		break;
 	case MS_OP_APPEND:
+	case MS_OP_APPEND_UID:
 		put_list(e, K_RESULT, r->u.append.n, r->u.append.list,
 			 r->u.append.packed, r->u.append.packed_len);
 		break;

@@ -40,6 +40,8 @@
  *   - uid sets: n ranges (at least 1 in a request, 0 allowed in a reply),
  *     at most MS_PROTO_MAX_RANGES, each 1 <= lo <= hi, sorted and not
  *     overlapping (lo > previous hi);
+ *   - APPEND carries no placement uid or guid (APPEND_UID does: uid 0
+ *     and an all-zero guid mean "the store picks");
  *   - keyword lists: at most MS_PROTO_MAX_KEYWORDS; APPEND: 1..
  *     MS_PROTO_MAX_PLACEMENTS placements (the body may be empty),
  *     received 0 ("now") .. MS_PROTO_TIME_MAX; STATUS: at most
@@ -117,6 +119,9 @@ enum ms_op {
 	MS_OP_REPL_ACK = 51,
 	MS_OP_PROMOTE = 52,	/* standby → read-write, new timeline */
 	MS_OP_FORK_INFO = 53,	/* failback: where this log forked */
+	/* migration keeping UIDs (doveadm backup): */
+	MS_OP_MBOX_UPDATE = 55, /* UIDVALIDITY, UIDNEXT, modseq, GUID */
+	MS_OP_APPEND_UID = 56,	/* APPEND at a UID, with a GUID, given */
 };
 
 /* What udsync send says about its link to the DR site (REPL_ACK). */
@@ -233,12 +238,17 @@ int ms_uid_set_range(const struct ms_uid_set *set, uint32_t i, uint32_t *lo_r,
 
 /* ---- list items ---- */
 
-struct ms_placement {        /* APPEND request */
+struct ms_placement {        /* APPEND, APPEND_UID request */
 	struct ms_pstr user; /* empty = the session's user */
 	struct ms_pstr mailbox;
 	uint32_t flags;   /* MS_EVENT_FLAG_* */
 	int64_t received; /* unix seconds; 0 = now */
 	struct ms_keywords keywords;
+	/* APPEND_UID only (0 to encode an APPEND): the UID wanted (0: the
+	   store picks) and the message GUID (all zero: the store makes
+	   one) */
+	uint32_t uid;
+	uint8_t guid[MS_EVENT_GUID_SIZE];
 };
 
 struct ms_counter { /* STATUS reply */
@@ -307,6 +317,9 @@ struct ms_uid_pair { /* COPY, MOVE replies */
 
 struct ms_placements {
 	MS_PROTO_LIST_MEMBERS(ms_placement);
+	/* the packed form is APPEND_UID's (uid and guid in each item); set
+	   by the decoder, read by the iterator */
+	uint8_t with_uid;
 };
 struct ms_counters {
 	MS_PROTO_LIST_MEMBERS(ms_counter);
@@ -352,10 +365,20 @@ struct ms_req_mbox {
 	uint8_t subscribe;
 };
 
-struct ms_req_append {       /* APPEND */
+struct ms_req_append {       /* APPEND, APPEND_UID */
 	const uint8_t *body; /* may be empty (body_len 0) */
 	uint32_t body_len;
 	struct ms_placements placements;
+};
+
+/* MBOX_UPDATE: what to change in mailbox name; 0 (an all-zero GUID)
+   leaves a field as it is.  uidnext and highestmodseq only raise. */
+struct ms_req_mbox_update {
+	struct ms_pstr name;
+	uint32_t uidvalidity;
+	uint32_t uidnext;
+	uint64_t highestmodseq;
+	uint8_t guid[MS_EVENT_GUID_SIZE];
 };
 
 /* FETCH_META, EXPUNGE (mailbox, uids); COPY, MOVE (+ dst; empty for the
@@ -445,6 +468,7 @@ struct ms_req {
 		struct ms_req_hello hello;
 		struct ms_req_user user;
 		struct ms_req_mbox mbox;
+		struct ms_req_mbox_update mbox_update;
 		struct ms_req_append append;
 		struct ms_req_uids uids;
 		struct ms_req_store store;
@@ -473,6 +497,11 @@ struct ms_rep_changes {
 	uint32_t uidvalidity;
 	struct ms_msg_changes changes;
 	struct ms_uid_set expunged;
+};
+
+struct ms_rep_mbox_update { /* MBOX_UPDATE: the state after it */
+	struct ms_mbox_info mbox;
+	uint8_t guid[MS_EVENT_GUID_SIZE]; /* all zero: none was set */
 };
 
 struct ms_rep_modseq_uids { /* STORE: failed; EXPUNGE: expunged */
@@ -537,7 +566,8 @@ struct ms_reply {
 		struct ms_user_infos users;          /* USER_LIST */
 		struct ms_mbox_infos mboxes;         /* MBOX_LIST */
 		struct ms_mbox_info mbox;            /* MBOX_CREATE/STATUS */
-		struct ms_append_results append;     /* APPEND */
+		struct ms_rep_mbox_update mbox_update; /* MBOX_UPDATE */
+		struct ms_append_results append;     /* APPEND, APPEND_UID */
 		struct ms_msg_metas metas;           /* FETCH_META */
 		struct ms_rep_fetch_body fetch_body; /* FETCH_BODY */
 		struct ms_rep_changes changes;       /* CHANGES */

@@ -28,6 +28,7 @@ static const char *const type_names[] = {
 	[MS_REC_NOOP] = "noop",
 	[MS_REC_PURGE] = "purge",
 	[MS_REC_HOLE] = "hole",
+	[MS_REC_MBOX_UPDATE] = "mbox-update",
 };
 
 const char *ms_rec_type_name(unsigned type)

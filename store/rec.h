@@ -53,7 +53,8 @@ enum ms_rec_type {
 	MS_REC_NOOP = 16,       /* filler / test record, no meaning */
 	MS_REC_PURGE = 17,      /* end of the undelete window */
 	MS_REC_HOLE = 18,       /* a record compaction dropped */
-	MS_REC_TYPE_MAX = MS_REC_HOLE,
+	MS_REC_MBOX_UPDATE = 19, /* UIDVALIDITY, UIDNEXT, modseq, GUID set */
+	MS_REC_TYPE_MAX = MS_REC_MBOX_UPDATE,
 };
 
 /* BODY record flags */

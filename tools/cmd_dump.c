@@ -90,6 +90,24 @@ static void print_event(const struct ms_rec_hdr *h, const uint8_t *payload)
 		printf(" user=%" PRIu64 " mbox=%" PRIu64,
 		       ev.u.mbox_delete.user_id, ev.u.mbox_delete.mbox_id);
 		break;
+	case MS_REC_MBOX_UPDATE: {
+		const struct ms_event_mbox_update *u = &ev.u.mbox_update;
+		printf(" user=%" PRIu64 " mbox=%" PRIu64, u->user_id,
+		       u->mbox_id);
+		if (u->uidvalidity != 0)
+			printf(" uidvalidity=%u", u->uidvalidity);
+		if (u->uidnext != 0)
+			printf(" uidnext>=%u", u->uidnext);
+		if (u->highestmodseq != 0)
+			printf(" highestmodseq>=%" PRIu64, u->highestmodseq);
+		static const uint8_t zero[MS_EVENT_GUID_SIZE];
+		if (memcmp(u->guid, zero, sizeof(zero)) != 0) {
+			printf(" guid=");
+			for (size_t i = 0; i < sizeof(u->guid); i++)
+				printf("%02x", u->guid[i]);
+		}
+		break;
+	}
 	case MS_REC_MBOX_SUBSCRIBE:
 		printf(" user=%" PRIu64 " %s", ev.u.mbox_subscribe.user_id,
 		       ev.u.mbox_subscribe.subscribed ? "subscribe"

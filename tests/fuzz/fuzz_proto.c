@@ -38,7 +38,7 @@ static const uint16_t all_ops[] = {
 	MS_OP_FETCH_META,     MS_OP_FETCH_BODY,  MS_OP_CHANGES,
 	MS_OP_STORE,          MS_OP_EXPUNGE,     MS_OP_COPY,
 	MS_OP_MOVE,           MS_OP_QUOTA_GET,   MS_OP_QUOTA_SET,
-	MS_OP_WAIT,
+	MS_OP_WAIT,           MS_OP_MBOX_UPDATE, MS_OP_APPEND_UID,
 };
 
 static void die(const char *what, uint16_t op)
@@ -217,6 +217,7 @@ static void req_to_list(struct ms_req *r)
 
 	switch (op) {
 	case MS_OP_APPEND:
+	case MS_OP_APPEND_UID:
 		if (r->u.append.placements.n == 0)
 			die("empty append decoded", op);
 		LIST_COPY(&r->u.append.placements, struct ms_placement,
@@ -263,7 +264,11 @@ static void reply_to_list(struct ms_reply *r)
 			  ms_proto_iter_mboxes, ms_proto_next_mbox, fix_mbox,
 			  op);
 		break;
+	case MS_OP_MBOX_UPDATE:
+		fix_mbox(&r->u.mbox_update.mbox, op);
+		break;
 	case MS_OP_APPEND:
+	case MS_OP_APPEND_UID:
 		LIST_COPY(&r->u.append, struct ms_append_result,
 			  ms_proto_iter_results, ms_proto_next_result,
 			  fix_result, op);

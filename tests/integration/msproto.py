@@ -1,12 +1,14 @@
 """A small client of the mstore protocol (docs/protocol.md) for tests:
-the ops the udsync tests read and write with (HELLO, MBOX_STATUS,
-APPEND, FETCH_META, FETCH_BODY, EXPUNGE, STATUS).  Not pipelined: one
-request, its reply."""
+the ops the udsync and migration tests read and write with (HELLO,
+MBOX_STATUS, APPEND, APPEND_UID, MBOX_UPDATE, FETCH_META, FETCH_BODY,
+EXPUNGE, STATUS).  Not pipelined: one request, its reply."""
 import socket
 import struct
 
 HELLO, STATUS, MBOX_LIST, MBOX_STATUS = 1, 2, 20, 25
 APPEND, FETCH_META, FETCH_BODY, EXPUNGE, STORE = 30, 31, 32, 35, 34
+MBOX_UPDATE, APPEND_UID = 55, 56
+ESTATE = -10007
 REPLY = 0x8000
 
 
@@ -112,6 +114,39 @@ class Client:
         uidvalidity, uid = r.take("II")
         return uid
 
+    def append_uid(self, body, mailbox, uid, guid=bytes(16), user=""):
+        """APPEND_UID: one placement at uid (0: the store picks) with
+        guid; the placed uid, or Error with the placement's status."""
+        r = self.call(APPEND_UID, struct.pack("<I", len(body)) + body +
+                      struct.pack("<H", 1) + _str(user) + _str(mailbox) +
+                      struct.pack("<IqH", 0, 0, 0) +
+                      struct.pack("<I", uid) + guid)
+        assert r.take("H") == 1
+        st = r.take("i")
+        if st < 0:
+            raise Error(st, r.str())
+        r.take("Q")
+        uidvalidity, uid = r.take("II")
+        return uid
+
+    def mbox_update(self, name, uidvalidity=0, uidnext=0,
+                    highestmodseq=0, guid=bytes(16)):
+        """MBOX_UPDATE; the mailbox's state after it."""
+        r = self.call(MBOX_UPDATE, _str(name) +
+                      struct.pack("<IIQ", uidvalidity, uidnext,
+                                  highestmodseq) + guid)
+        mid = r.take("Q")
+        nm = r.str()
+        uv, un = r.take("II")
+        hms = r.take("Q")
+        messages, unseen = r.take("II")
+        r.take("Q")
+        r.take("I")
+        r.take("B")
+        g = r.b[r.i:r.i + 16]
+        return {"id": mid, "name": nm, "uidvalidity": uv, "uidnext": un,
+                "highestmodseq": hms, "messages": messages, "guid": g}
+
     def fetch_meta(self, mailbox, ranges=((1, 0xffffffff),)):
         r = self.call(FETCH_META, _str(mailbox) + _uids(list(ranges)))
         out = []
@@ -121,10 +156,11 @@ class Client:
             flags = r.take("I")
             kws = [r.str() for _ in range(r.take("H"))]
             received, saved = r.take("qq")
+            guid = r.b[r.i:r.i + 16]
             r.i += 16
             psize, vsize = r.take("QQ")
             out.append({"uid": uid, "flags": flags, "keywords": kws,
-                        "size": psize})
+                        "size": psize, "guid": guid})
         return out
 
     def fetch_body(self, mailbox, uid):

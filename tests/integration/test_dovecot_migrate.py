@@ -1,15 +1,36 @@
-"""Migration in with doveadm import (new UIDs in the store): a maildir
-read by Dovecot's maildir driver is copied by value into mstore folders.
-(doveadm backup -R, which keeps UIDs, is not supported yet.)"""
+"""Migration into the store.
+
+- doveadm import: a maildir read by Dovecot's maildir driver is copied
+  by value into mstore folders (new UIDs in the store).
+- doveadm backup -R: a generated maildir of 1,000 messages in 10 folders
+  (flags, keywords, a dovecot-uidlist with UIDs that have gaps, its own
+  UIDVALIDITY and mailbox GUID per folder) becomes the user's store:
+  the same bytes, flags, keywords, UIDs, UIDNEXT and UIDVALIDITY over
+  IMAP and in the store itself (mstore export reads the store, not
+  Dovecot), also after Dovecot's index directory is deleted; a second
+  backup writes nothing to the store."""
 import os
 import pwd
+import random
+import re
+import shutil
+import subprocess
+import time
 
+import msproto
 from dovecot_stack import MAIL_USER
 from test_dovecot_imap import MSG, ok
 
 
-def make_maildir(root, boxes):
+def chown_tree(root):
     mu = pwd.getpwnam(MAIL_USER)
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chown(dirpath, mu.pw_uid, mu.pw_gid)
+        for n in filenames:
+            os.chown(os.path.join(dirpath, n), mu.pw_uid, mu.pw_gid)
+
+
+def make_maildir(root, boxes):
     for box, msgs in boxes.items():
         d = root if box == "INBOX" else os.path.join(root, "." + box)
         for sub in ("cur", "new", "tmp"):
@@ -18,10 +39,7 @@ def make_maildir(root, boxes):
             name = f"{1700000000 + i}.M{i}P1.host:2,{flags}"
             with open(os.path.join(d, "cur", name), "wb") as f:
                 f.write(data)
-    for dirpath, dirnames, filenames in os.walk(root):
-        os.chown(dirpath, mu.pw_uid, mu.pw_gid)
-        for n in filenames:
-            os.chown(os.path.join(dirpath, n), mu.pw_uid, mu.pw_gid)
+    chown_tree(root)
 
 
 def test_doveadm_import_from_maildir(stack):
@@ -47,3 +65,280 @@ def test_doveadm_import_from_maildir(stack):
     c.logout()
     # the store has them (a fresh index sees them)
     assert len(stack.store_view("alice", "migrated/INBOX")) == 2
+
+
+# ---- doveadm backup -R ----
+
+FOLDERS = ["INBOX", "Archive", "Sent", "Drafts", "Trash", "Junk", "Work",
+           "Lists/dev", "Lists/announce", "Family"]
+KEYWORDS = ["$Forwarded", "$Important", "NonJunk", "project-x"]
+# maildir filename letters of the system flags
+FLAG_LETTER = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R",
+               "\\Seen": "S", "\\Deleted": "T"}
+PER_FOLDER = 100
+
+
+def gen_message(rng, box, i):
+    lines = [f"From: Sender {i} <s{i}@example.test>",
+             "To: alice@example.test",
+             f"Subject: {box} #{i}",
+             f"Message-ID: <{abs(hash(box)) % 10**6}.{i}@gen.example.test>",
+             "Date: Tue, 14 Nov 2023 22:13:20 +0000",
+             "MIME-Version: 1.0",
+             "Content-Type: text/plain; charset=utf-8",
+             ""]
+    for _ in range(rng.randint(1, 40)):
+        lines.append("".join(rng.choice("abcdefghij klmnop") for _ in
+                             range(rng.randint(0, 70))))
+    data = "\r\n".join(lines).encode() + b"\r\n"
+    if i % 10 == 3:
+        data += "\u00e9t\u00e9 \u2603\r\n".encode()  # 8-bit body
+    if i % 25 == 7:
+        data = data.rstrip(b"\r\n")  # no line end at the end
+    return data
+
+
+def gen_backup_maildir(root, seed=20231114):
+    """The maildir and what it holds: folder -> {uidvalidity, next_uid,
+    guid, msgs: uid -> (flags, keywords, bytes)}."""
+    rng = random.Random(seed)
+    truth = {}
+    for fi, box in enumerate(FOLDERS):
+        d = root if box == "INBOX" else \
+            os.path.join(root, "." + box.replace("/", "."))
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+        uidvalidity = 1400000000 + fi * 7919 + 13
+        guid = "%032x" % rng.getrandbits(128)
+        uid = rng.randint(0, 50)
+        msgs, lines = {}, []
+        for i in range(PER_FOLDER):
+            uid += rng.choice([1, 1, 1, 2, 3, 17, 250])  # gaps
+            flags = {f for f in FLAG_LETTER if rng.random() < 0.3}
+            kws = {k for k in KEYWORDS if rng.random() < 0.2}
+            data = gen_message(rng, box, i)
+            base = f"{1600000000 + fi * 1000 + i}.M{i}P{fi}.gen"
+            letters = sorted(FLAG_LETTER[f] for f in flags) + \
+                sorted(chr(ord("a") + KEYWORDS.index(k)) for k in kws)
+            path = os.path.join(d, "cur", base + ":2," + "".join(letters))
+            with open(path, "wb") as f:
+                f.write(data)
+            received = 1600000000 + fi * 1000 + i
+            os.utime(path, (received, received))
+            msgs[uid] = (sorted(flags), sorted(kws), data)
+            lines.append(f"{uid} :{base}")
+        next_uid = uid + 10
+        with open(os.path.join(d, "dovecot-uidlist"), "w") as f:
+            f.write(f"3 V{uidvalidity} N{next_uid} G{guid}\n" +
+                    "\n".join(lines) + "\n")
+        with open(os.path.join(d, "dovecot-keywords"), "w") as f:
+            f.write("".join(f"{n} {k}\n" for n, k in enumerate(KEYWORDS)))
+        truth[box] = {"uidvalidity": uidvalidity, "next_uid": next_uid,
+                      "guid": guid, "msgs": msgs}
+    chown_tree(root)
+    return truth
+
+
+def backup(stack, md):
+    """doveadm backup -R -u alice maildir:MD (the quota rule of the test
+    config is lifted: it allows 1000 messages, the migration brings
+    exactly that many)."""
+    r = subprocess.run(["doveadm", "-c", stack.dconf, "-o",
+                        "plugin/quota_rule=*:storage=1G:messages=100000",
+                        "backup", "-R", "-u", "alice", f"maildir:{md}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+
+
+def imap_state(c, box):
+    """UIDVALIDITY, UIDNEXT and uid -> (flags, keywords, bytes)."""
+    typ, data = c.select(f'"{box}"', readonly=True)
+    assert typ == "OK", (box, data)
+    uidv = int(c.untagged_responses["UIDVALIDITY"][-1])
+    uidnext = int(c.untagged_responses["UIDNEXT"][-1])
+    typ, data = c.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[])")
+    assert typ == "OK", data
+    msgs = {}
+    for item in data:
+        if not isinstance(item, tuple):
+            continue
+        head, body = item
+        uid = int(re.search(rb"UID (\d+)", head).group(1))
+        fl = re.search(rb"FLAGS \(([^)]*)\)", head)
+        if fl is None:
+            continue
+        words = [w.decode() for w in fl.group(1).split()
+                 if w != b"\\Recent"]
+        flags = sorted(w for w in words if w.startswith("\\"))
+        kws = sorted(w for w in words if not w.startswith("\\"))
+        msgs[uid] = (flags, kws, body)
+    return uidv, uidnext, msgs
+
+
+def store_state(stack, user):
+    """The store's own view, read by mstore export (not through
+    Dovecot): folder -> (UIDVALIDITY, uid -> (flags, keywords, bytes))."""
+    out = stack.p("export-%d" % time.monotonic_ns())
+    stack.mstore("export", user, "--maildir", out)
+    letter_flag = {v: k for k, v in FLAG_LETTER.items()}
+    res = {}
+    dirs = [(out, "INBOX")] + [
+        (os.path.join(out, e), e[1:].replace(".", "/"))
+        for e in sorted(os.listdir(out)) if e.startswith(".")]
+    for d, name in dirs:
+        kwnames = {}
+        kwf = os.path.join(d, "dovecot-keywords")
+        if os.path.exists(kwf):
+            for line in open(kwf):
+                n, k = line.rstrip("\n").split(" ", 1)
+                kwnames[chr(ord("a") + int(n))] = k
+        with open(os.path.join(d, "dovecot-uidlist")) as f:
+            header = f.readline().split()
+            uidv = int(header[1][1:])
+            base_uid = {}
+            for line in f:
+                uid, base = line.rstrip("\n").split(" :", 1)
+                base_uid[base] = int(uid)
+        msgs = {}
+        for fn in os.listdir(os.path.join(d, "cur")):
+            base, info = fn.split(":2,", 1)
+            flags = sorted(letter_flag[ch] for ch in info if ch.isupper())
+            kws = sorted(kwnames[ch] for ch in info if ch.islower())
+            with open(os.path.join(d, "cur", fn), "rb") as f:
+                msgs[base_uid[base]] = (flags, kws, f.read())
+        res[name] = (uidv, msgs)
+    shutil.rmtree(out)
+    return res
+
+
+def durable_seq(stack):
+    out = stack.mstore("stats").stdout.decode()
+    return int(re.search(r"^log\.durable_seq (\d+)$", out, re.M).group(1))
+
+
+def check_imap(stack, truth):
+    c = stack.imap()
+    for box, t in truth.items():
+        uidv, uidnext, msgs = imap_state(c, box)
+        assert uidv == t["uidvalidity"], box
+        assert uidnext == t["next_uid"], box
+        assert sorted(msgs) == sorted(t["msgs"]), box
+        for uid, want in t["msgs"].items():
+            assert msgs[uid] == want, (box, uid)
+    c.logout()
+
+
+def test_doveadm_backup_keeps_uids(stack):
+    md = stack.p("Maildir")
+    truth = gen_backup_maildir(md)
+    t0 = time.monotonic()
+    backup(stack, md)
+    took = time.monotonic() - t0
+    print(f"doveadm backup -R of {len(FOLDERS) * PER_FOLDER} messages: "
+          f"{took:.1f} s")
+
+    check_imap(stack, truth)
+    # the store itself, read without Dovecot
+    st = store_state(stack, "alice")
+    for box, t in truth.items():
+        uidv, msgs = st[box]
+        assert uidv == t["uidvalidity"], box
+        assert msgs == t["msgs"], box
+    # the mailbox GUIDs are the maildir's (dsync matches folders by them)
+    out = stack.doveadm("mailbox status", "guid", "*", user="alice").stdout
+    guids = dict(re.findall(r"^(.+?) guid=([0-9a-f]{32})$", out, re.M))
+    for box, t in truth.items():
+        assert guids[box] == t["guid"], box
+
+    # a second backup finds nothing to do: nothing is written
+    seq = durable_seq(stack)
+    backup(stack, md)
+    assert durable_seq(stack) == seq
+
+    # the store's records survive a restart, a rebuild of its index from
+    # the log, and verify; dump names them
+    stack.kill_mstored()
+    stack.mstore("verify")
+    dump = stack.mstore("dump").stdout.decode()
+    assert dump.count("type=mbox-update") >= len(FOLDERS)
+    stack.mstore("reindex")
+    stack.mstore("verify")
+    stack.start_mstored()
+    st = store_state(stack, "alice")
+    for box, t in truth.items():
+        assert st[box] == (t["uidvalidity"], t["msgs"]), box
+    check_imap(stack, truth)
+
+    # Dovecot's index is only a cache: without it, all is the same
+    shutil.rmtree(stack.index_dir("alice"))
+    check_imap(stack, truth)
+    out = stack.doveadm("mailbox status", "guid", "*", user="alice").stdout
+    assert dict(re.findall(r"^(.+?) guid=([0-9a-f]{32})$", out,
+                           re.M)) == guids
+    seq = durable_seq(stack)
+    backup(stack, md)
+    assert durable_seq(stack) == seq
+
+    # the store's records survive a restart, a rebuild of its index from
+    # the log, and verify; dump names them
+    stack.kill_mstored()
+    stack.mstore("verify")
+    dump = stack.mstore("dump").stdout.decode()
+    assert dump.count("type=mbox-update") >= len(FOLDERS)
+    stack.mstore("reindex")
+    stack.mstore("verify")
+    stack.start_mstored()
+    st = store_state(stack, "alice")
+    for box, t in truth.items():
+        assert st[box] == (t["uidvalidity"], t["msgs"]), box
+    check_imap(stack, truth)
+
+
+def test_store_migration_rules(stack):
+    """The store's rules, straight on its protocol: a new UIDVALIDITY
+    only while the mailbox is empty, UIDNEXT and the modseq only raised,
+    an APPEND_UID below UIDNEXT refused with a reason that says so, the
+    GUID kept and read back by an MBOX_UPDATE that changes nothing."""
+    c = msproto.Client(stack.p("mstored.sock"), user="bob")
+    guid = bytes(range(1, 17))
+    st = c.mbox_update("INBOX", uidvalidity=1234567, uidnext=100,
+                       highestmodseq=500, guid=guid)
+    assert (st["uidvalidity"], st["uidnext"], st["highestmodseq"],
+            st["guid"]) == (1234567, 100, 500, guid)
+    # nothing to change: a read, nothing written
+    seq = durable_seq(stack)
+    assert c.mbox_update("INBOX", uidnext=50) == st
+    assert durable_seq(stack) == seq
+    try:
+        c.append_uid(b"Subject: x\r\n\r\nx\r\n", "INBOX", 99)
+        raise AssertionError("uid 99 below UIDNEXT 100 was taken")
+    except msproto.Error as e:
+        assert e.status == msproto.ESTATE
+        assert "99" in e.reason and "100" in e.reason, e.reason
+    mguid = bytes(range(100, 116))
+    assert c.append_uid(b"Subject: y\r\n\r\ny\r\n", "INBOX", 150,
+                        mguid) == 150
+    assert c.append_uid(b"Subject: z\r\n\r\nz\r\n", "INBOX", 0) == 151
+    meta = c.fetch_meta("INBOX")
+    assert [m["uid"] for m in meta] == [150, 151]
+    assert meta[0]["guid"] == mguid
+    s2 = c.mbox_status("INBOX")
+    assert s2["uidnext"] == 152 and s2["highestmodseq"] > 500
+    try:
+        c.mbox_update("INBOX", uidvalidity=7654321)
+        raise AssertionError("UIDVALIDITY changed with messages in")
+    except msproto.Error as e:
+        assert e.status == msproto.ESTATE and "empty" in e.reason
+    # empty again: a new UIDVALIDITY is taken, UIDNEXT stays
+    c.expunge("INBOX", [(1, 0xffffffff)])
+    st = c.mbox_update("INBOX", uidvalidity=7654321)
+    assert (st["uidvalidity"], st["uidnext"]) == (7654321, 152)
+    c.close()
+    stack.kill_mstored()
+    stack.mstore("reindex")
+    stack.start_mstored()
+    c = msproto.Client(stack.p("mstored.sock"), user="bob")
+    st = c.mbox_update("INBOX")
+    assert (st["uidvalidity"], st["uidnext"], st["guid"]) == \
+        (7654321, 152, guid)
+    c.close()

@@ -128,6 +128,17 @@ static void base_event(uint8_t type, struct ms_event *ev)
 		ev->u.mbox_subscribe.subscribed = 1;
 		ev->u.mbox_subscribe.name = S("INBOX");
 		break;
+	case MS_REC_MBOX_UPDATE: {
+		struct ms_event_mbox_update *e = &ev->u.mbox_update;
+		e->user_id = 7;
+		e->mbox_id = 42;
+		e->uidvalidity = 1795870984;
+		e->uidnext = 4711;
+		e->highestmodseq = 99;
+		for (size_t i = 0; i < sizeof(e->guid); i++)
+			e->guid[i] = (uint8_t)(0xc0 + i);
+		break;
+	}
 	case MS_REC_PLACE: {
 		struct ms_event_place *e = &ev->u.place;
 		e->user_id = 7;
@@ -211,6 +222,7 @@ static const uint8_t event_types[] = {
 	MS_REC_MBOX_SUBSCRIBE, MS_REC_USER_CREATE, MS_REC_USER_DELETE,
 	MS_REC_QUOTA,          MS_REC_TIMELINE,    MS_REC_RETIRE,
 	MS_REC_PURGE,          MS_REC_CHECKPOINT,  MS_REC_NOOP,
+	MS_REC_MBOX_UPDATE,
 };
 
 /* ---- an independent writer, from the tables in docs/format.md ---- */
@@ -299,6 +311,16 @@ static void raw_encode(const struct ms_event *ev, struct ms_buf *b)
 		raw8(b, ev->u.mbox_subscribe.subscribed);
 		rawstr(b, ev->u.mbox_subscribe.name);
 		break;
+	case MS_REC_MBOX_UPDATE: {
+		const struct ms_event_mbox_update *e = &ev->u.mbox_update;
+		raw64(b, e->user_id);       /* 0 */
+		raw64(b, e->mbox_id);       /* 8 */
+		raw32(b, e->uidvalidity);   /* 16 */
+		raw32(b, e->uidnext);       /* 20 */
+		raw64(b, e->highestmodseq); /* 24 */
+		rawbytes(b, e->guid, 16);   /* 32 */
+		break;
+	}
 	case MS_REC_PLACE: {
 		const struct ms_event_place *e = &ev->u.place;
 		raw64(b, e->user_id);                 /* 0 */
@@ -476,6 +498,16 @@ static const char *ev_diff(const struct ms_event *a, const struct ms_event *b)
 		SAME(mbox_subscribe.subscribed);
 		return str_diff("name", a->u.mbox_subscribe.name,
 				b->u.mbox_subscribe.name);
+	case MS_REC_MBOX_UPDATE:
+		SAME(mbox_update.user_id);
+		SAME(mbox_update.mbox_id);
+		SAME(mbox_update.uidvalidity);
+		SAME(mbox_update.uidnext);
+		SAME(mbox_update.highestmodseq);
+		if (memcmp(a->u.mbox_update.guid, b->u.mbox_update.guid, 16) !=
+		    0)
+			return "guid";
+		return NULL;
 	case MS_REC_PLACE:
 		SAME(place.user_id);
 		SAME(place.mbox_id);
@@ -596,6 +628,14 @@ static void test_golden(void **state)
 		0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee,
 	};
 	static const uint8_t purge[] = {0x00, 0xf1, 0x53, 0x65, 0, 0, 0, 0};
+	static const uint8_t mbox_update[] = {
+		7,    0,    0,    0,    0, 0, 0, 0, /* user_id */
+		42,   0,    0,    0,    0, 0, 0, 0, /* mbox_id */
+		0x08, 0xa9, 0x0a, 0x6b,             /* uidvalidity 1795860744 */
+		0,    0,    0,    0,                /* uidnext: unchanged */
+		99,   0,    0,    0,    0, 0, 0, 0, /* highestmodseq */
+		1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+	};
 	static const struct ms_event_range r45[] = {{4, 5}};
 	static const struct ms_event_drop d2[] = {
 		{64, MS_REC_PLACE, {0}},
@@ -630,6 +670,12 @@ static void test_golden(void **state)
 		{{.type = MS_REC_PURGE, .u.purge = {1700000000}},
 		 purge,
 		 sizeof(purge)},
+		{{.type = MS_REC_MBOX_UPDATE,
+		  .u.mbox_update = {7, 42, 1795860744, 0, 99,
+				    {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+				     13, 14, 15, 16}}},
+		 mbox_update,
+		 sizeof(mbox_update)},
 	};
 	(void)state;
 	for (size_t i = 0; i < MS_ARRAY_SIZE(cases); i++) {
@@ -922,6 +968,26 @@ static void rt_noop_binary(struct ms_event *ev)
 	ev->u.noop.len = sizeof(noop_bytes);
 }
 
+static void rt_update_zero(struct ms_event *ev)
+{
+	struct ms_event_mbox_update *e = &ev->u.mbox_update;
+	e->uidvalidity = 0;
+	e->uidnext = 0;
+	e->highestmodseq = 0;
+	memset(e->guid, 0, sizeof(e->guid));
+}
+
+static void rt_update_max(struct ms_event *ev)
+{
+	struct ms_event_mbox_update *e = &ev->u.mbox_update;
+	e->user_id = UINT64_MAX;
+	e->mbox_id = UINT64_MAX;
+	e->uidvalidity = UINT32_MAX;
+	e->uidnext = UINT32_MAX;
+	e->highestmodseq = UINT64_MAX;
+	memset(e->guid, 0xff, sizeof(e->guid));
+}
+
 static const struct rt_case {
 	const char *name;
 	uint8_t type;
@@ -981,6 +1047,9 @@ static const struct rt_case {
 	{"purge before 1", MS_REC_PURGE, rt_purge_one},
 	{"checkpoint typical", MS_REC_CHECKPOINT, NULL},
 	{"checkpoint zeros", MS_REC_CHECKPOINT, rt_checkpoint_zero},
+	{"mbox-update typical", MS_REC_MBOX_UPDATE, NULL},
+	{"mbox-update nothing set", MS_REC_MBOX_UPDATE, rt_update_zero},
+	{"mbox-update maxima", MS_REC_MBOX_UPDATE, rt_update_max},
 	{"noop typical", MS_REC_NOOP, NULL},
 	{"noop empty", MS_REC_NOOP, rt_noop_empty},
 	{"noop 4096 binary bytes", MS_REC_NOOP, rt_noop_binary},
@@ -1437,7 +1506,9 @@ static const struct bad_case bad_cases[] = {
 	{"HOLE", TYPE(MS_REC_NOOP, MS_REC_HOLE)},
 	{"HOLE, PURGE's bytes", TYPE(MS_REC_PURGE, MS_REC_HOLE)},
 	{"type 0", TYPE(MS_REC_NOOP, 0)},
-	{"type 19", TYPE(MS_REC_NOOP, MS_REC_TYPE_MAX + 1)},
+	{"type 20", TYPE(MS_REC_NOOP, MS_REC_TYPE_MAX + 1)},
+	{"PURGE, mbox-update's bytes",
+	 TYPE(MS_REC_MBOX_UPDATE, MS_REC_PURGE)},
 	{"type 255", TYPE(MS_REC_USER_DELETE, 255)},
 };
 

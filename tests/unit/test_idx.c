@@ -285,6 +285,21 @@ static uint64_t ev_expunge(struct tx *x, uint64_t user, uint64_t mbox,
 	return ev_expunge_ranges(x, user, mbox, modseq, &r, 1);
 }
 
+static uint64_t ev_update(struct tx *x, uint64_t user, uint64_t mbox,
+			  uint32_t uidvalidity, uint32_t uidnext,
+			  uint64_t highestmodseq, uint8_t guid_byte)
+{
+	struct ms_event ev = {.type = MS_REC_MBOX_UPDATE};
+	ev.u.mbox_update.user_id = user;
+	ev.u.mbox_update.mbox_id = mbox;
+	ev.u.mbox_update.uidvalidity = uidvalidity;
+	ev.u.mbox_update.uidnext = uidnext;
+	ev.u.mbox_update.highestmodseq = highestmodseq;
+	memset(ev.u.mbox_update.guid, guid_byte,
+	       sizeof(ev.u.mbox_update.guid));
+	return tx_ev(x, &ev);
+}
+
 static uint64_t ev_purge(struct tx *x, uint64_t before)
 {
 	struct ms_event ev = {.type = MS_REC_PURGE};
@@ -1193,10 +1208,15 @@ static void scenario(struct tx *x, int apply_often)
 	ev_rename(x, 2, 21, "Deleted");
 	ev_mbox_del(x, 2, 21);
 	ev_mbox(x, 2, 22, 202, 0, "Archive");
+	/* a migration: UIDVALIDITY, UIDNEXT and GUID set, then messages
+	   from uid 10 on */
+	ev_update(x, 2, 22, 1795870984, 10, 0, 0x5a);
+	u22 = 9;
 	STEP();
 	for (int i = 0; i < 5; i++)
 		ev_place(x, 2, 22, ++u22, ++ms22, 0, k[i],
 			 500 + (uint64_t)i * 3000, NULL);
+	ev_update(x, 2, 22, 0, 3, 50, 0); /* uidnext lower: kept */
 	ev_mbox_del(x, 2, 20);
 	ev_simple(x, MS_REC_NOOP);
 	ev_simple(x, MS_REC_CHECKPOINT);
@@ -1224,6 +1244,41 @@ static void scenario(struct tx *x, int apply_often)
 	ev_place(x, 4, 40, 1, 1, 0, k[7], 500 + 7 * 3000, kws[3]);
 	STEP();
 #undef STEP
+}
+
+/* MBOX_UPDATE: UIDVALIDITY and GUID replaced, UIDNEXT and HIGHESTMODSEQ
+   raised only; 0 changes nothing; an unknown mailbox is an anomaly. */
+static void test_mbox_update(void **state)
+{
+	struct tx x;
+	struct ms_idx_rd *rd = NULL;
+	struct ms_idx_mbox m;
+	uint8_t k[32];
+
+	(void)state;
+	tx_init(&x, "idx-update", 0);
+	ev_user(&x, 1, "alice");
+	ev_mbox(&x, 1, 10, 1111, 0, "INBOX");
+	ev_update(&x, 1, 10, 1795870984, 4711, 0, 0x11);
+	ev_update(&x, 1, 10, 0, 12, 30, 0);
+	ev_body(&x, 0, 500, k);
+	ev_place(&x, 1, 10, 4711, 31, SEEN, k, 500, NULL);
+	ev_update(&x, 1, 10, 0, 0, 7, 0x22); /* modseq lower: kept */
+	assert_int_equal(tx_apply(&x), 0);
+	ev_update(&x, 1, 99, 5, 0, 0, 0); /* no such mailbox */
+	assert_int_equal(tx_apply(&x), 1);
+	check_ok(x.idx);
+
+	CHECK_RET(ms_idx_read_begin(x.idx, &rd), 0, "read");
+	CHECK_RET(ms_idx_mbox_get(rd, 10, &m), 0, "INBOX");
+	assert_int_equal(m.uidvalidity, 1795870984);
+	assert_int_equal(m.uidnext, 4712);
+	assert_int_equal(m.highestmodseq, 31);
+	assert_int_equal(m.messages, 1);
+	for (size_t i = 0; i < sizeof(m.guid); i++)
+		assert_int_equal(m.guid[i], 0x22);
+	ms_idx_read_end(&rd);
+	tx_free(&x);
 }
 
 static void test_idempotent_replay(void **state)
@@ -2465,6 +2520,7 @@ int main(void)
 		cmocka_unit_test(test_place_flags_expunge),
 		cmocka_unit_test(test_change_feed),
 		cmocka_unit_test(test_body_refcount),
+		cmocka_unit_test(test_mbox_update),
 		cmocka_unit_test(test_idempotent_replay),
 		cmocka_unit_test(test_rebuild_equals_incremental),
 		cmocka_unit_test(test_catch_up),

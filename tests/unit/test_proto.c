@@ -19,6 +19,8 @@
  *   limits       MS_PROTO_MAX_* at the limit and one past, both ways
  *   encoder      malformed structs, unused fields, buffer limits, errors
  *   iterators    wrong kind, list form, uid set accessor
+ *   migration    APPEND_UID placements and MBOX_UPDATE (golden bytes,
+ *                unused fields on APPEND, the placement iterator's kinds)
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -195,7 +197,16 @@ static void dump_req(FILE *f, const struct ms_req *r)
 		fprintf(f, " su=%u sub=%u", r->u.mbox.special_use,
 			r->u.mbox.subscribe);
 		break;
-	case MS_OP_APPEND: {
+	case MS_OP_MBOX_UPDATE:
+		dump_str(f, "name", r->u.mbox_update.name);
+		fprintf(f, " uv=%u next=%u hms=%llu guid=",
+			r->u.mbox_update.uidvalidity, r->u.mbox_update.uidnext,
+			(unsigned long long)r->u.mbox_update.highestmodseq);
+		for (size_t i = 0; i < sizeof(r->u.mbox_update.guid); i++)
+			fprintf(f, "%02x", r->u.mbox_update.guid[i]);
+		break;
+	case MS_OP_APPEND:
+	case MS_OP_APPEND_UID: {
 		struct ms_placement p;
 		fprintf(f, " body=[%.*s] n=%u", (int)r->u.append.body_len,
 			(const char *)r->u.append.body,
@@ -207,6 +218,9 @@ static void dump_req(FILE *f, const struct ms_req *r)
 			fprintf(f, " fl=%u rcv=%lld", p.flags,
 				(long long)p.received);
 			dump_kws(f, &p.keywords);
+			fprintf(f, " uid=%u guid=", p.uid);
+			for (size_t i = 0; i < sizeof(p.guid); i++)
+				fprintf(f, "%02x", p.guid[i]);
 		}
 		assert_int_equal(ret, 0);
 		break;
@@ -330,7 +344,14 @@ static void dump_reply(FILE *f, const struct ms_reply *r)
 	case MS_OP_MBOX_STATUS:
 		dump_mbox(f, &r->u.mbox);
 		break;
-	case MS_OP_APPEND: {
+	case MS_OP_MBOX_UPDATE:
+		dump_mbox(f, &r->u.mbox_update.mbox);
+		fprintf(f, " guid=");
+		for (size_t i = 0; i < sizeof(r->u.mbox_update.guid); i++)
+			fprintf(f, "%02x", r->u.mbox_update.guid[i]);
+		break;
+	case MS_OP_APPEND:
+	case MS_OP_APPEND_UID: {
 		struct ms_append_result a;
 		ms_proto_iter_results(&it, &r->u.append);
 		while ((ret = ms_proto_next_result(&it, &a)) == 1) {
@@ -460,7 +481,7 @@ static const uint16_t all_ops[] = {
 	MS_OP_MOVE,           MS_OP_QUOTA_GET,   MS_OP_QUOTA_SET,
 	MS_OP_WAIT,           MS_OP_UNDELETE,    MS_OP_COMPACT,
 	MS_OP_REPL_WAIT,      MS_OP_REPL_ACK,    MS_OP_PROMOTE,
-	MS_OP_FORK_INFO,
+	MS_OP_FORK_INFO,      MS_OP_MBOX_UPDATE, MS_OP_APPEND_UID,
 };
 
 #define P(lit) MS_PSTR(lit)
@@ -472,9 +493,19 @@ static const struct ms_uid_range set_three[] = {
 static const struct ms_uid_range set_one[] = {{3, 4}};
 static const char msg_body[] = "From: a@example.test\r\n\r\nhi\r\n";
 static const struct ms_placement placements[] = {
-	{P(""), P("INBOX"), MS_EVENT_FLAG_SEEN, 0, {2, kw_two, NULL, 0}},
-	{P("carol"), P("Entwürfe"), 0, 1700000000, {0, NULL, NULL, 0}},
+	{P(""), P("INBOX"), MS_EVENT_FLAG_SEEN, 0, {2, kw_two, NULL, 0}, 0,
+	 {0}},
+	{P("carol"), P("Entwürfe"), 0, 1700000000, {0, NULL, NULL, 0}, 0,
+	 {0}},
 };
+static const struct ms_placement placements_uid[] = {
+	{P(""), P("INBOX"), MS_EVENT_FLAG_SEEN, 0, {2, kw_two, NULL, 0}, 7,
+	 {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}},
+	{P(""), P("Archive"), 0, 1700000000, {0, NULL, NULL, 0}, 0, {0}},
+};
+static const uint8_t guid_seq[MS_EVENT_GUID_SIZE] = {
+	0xf0, 0xe1, 0xd2, 0xc3, 0xb4, 0xa5, 0x96, 0x87,
+	0x78, 0x69, 0x5a, 0x4b, 0x3c, 0x2d, 0x1e, 0x0f};
 
 /* A valid request for op, list form. */
 static struct ms_req sample_req(uint16_t op)
@@ -512,10 +543,19 @@ static struct ms_req sample_req(uint16_t op)
 		r.u.mbox.name = P("INBOX");
 		break;
 	case MS_OP_APPEND:
+	case MS_OP_APPEND_UID:
 		r.u.append.body = (const uint8_t *)msg_body;
 		r.u.append.body_len = sizeof(msg_body) - 1;
 		r.u.append.placements.n = 2;
-		r.u.append.placements.list = placements;
+		r.u.append.placements.list =
+			op == MS_OP_APPEND ? placements : placements_uid;
+		break;
+	case MS_OP_MBOX_UPDATE:
+		r.u.mbox_update.name = P("Archive");
+		r.u.mbox_update.uidvalidity = 1795870984;
+		r.u.mbox_update.uidnext = 4711;
+		r.u.mbox_update.highestmodseq = 99;
+		memcpy(r.u.mbox_update.guid, guid_seq, sizeof(guid_seq));
 		break;
 	case MS_OP_FETCH_META:
 	case MS_OP_EXPUNGE:
@@ -638,7 +678,12 @@ static struct ms_reply sample_reply(uint16_t op)
 		r.u.mbox = mboxes[1];
 		break;
 	case MS_OP_APPEND:
+	case MS_OP_APPEND_UID:
 		r.u.append = (struct ms_append_results){2, results, NULL, 0};
+		break;
+	case MS_OP_MBOX_UPDATE:
+		r.u.mbox_update.mbox = mboxes[0];
+		memcpy(r.u.mbox_update.guid, guid_seq, sizeof(guid_seq));
 		break;
 	case MS_OP_FETCH_META:
 		r.u.metas = (struct ms_msg_metas){2, metas, NULL, 0};
@@ -863,6 +908,30 @@ static void test_golden(void **state)
 				  .reason = P("exists")};
 	snprintf(spec, sizeof(spec), "i32:%d s:exists", -EEXIST);
 	check_golden(&s, MS_OP_MBOX_CREATE | MS_OP_REPLY, spec, 5);
+
+	/* migration: APPEND_UID placements end with uid and guid */
+	memset(&s, 0, sizeof(s));
+	s.req = sample_req(MS_OP_APPEND_UID);
+	snprintf(spec, sizeof(spec),
+		 "u32:28 x:%s u16:2 "
+		 "s: s:INBOX u32:1 i64:0 u16:2 s:$Forwarded s:Work "
+		 "u32:7 x:0102030405060708090a0b0c0d0e0f10 "
+		 "s: s:Archive u32:0 i64:1700000000 u16:0 u32:0 "
+		 "x:00000000000000000000000000000000",
+		 hex(msg_body, 28));
+	check_golden(&s, MS_OP_APPEND_UID, spec, 6);
+	s.req = sample_req(MS_OP_MBOX_UPDATE);
+	check_golden(&s, MS_OP_MBOX_UPDATE,
+		     "s:Archive u32:1795870984 u32:4711 u64:99 "
+		     "x:f0e1d2c3b4a5968778695a4b3c2d1e0f",
+		     7);
+	s.reply = true;
+	s.rep = sample_reply(MS_OP_MBOX_UPDATE);
+	check_golden(&s, MS_OP_MBOX_UPDATE | MS_OP_REPLY,
+		     "i32:0 u64:5 s:INBOX u32:1700000000 u32:11 u64:77 "
+		     "u32:10 u32:2 u64:123456 u32:0 u8:1 "
+		     "x:f0e1d2c3b4a5968778695a4b3c2d1e0f",
+		     8);
 }
 
 /* ---- round trip ---- */
@@ -1375,6 +1444,40 @@ static const struct bad_body {
 	/* 108 */ {REP, MS_OP_MBOX_DELETE, "i32:0", 0},
 	/* 109 */ {REP, MS_OP_MBOX_DELETE, "i32:0 u8:0", MS_ECORRUPT},
 	/* 110 */ {REP, MS_OP_MBOX_LIST, "i32:0 u32:2", MS_ETRUNC},
+	/* migration ops */
+	/* 111 */
+	{REQ, MS_OP_MBOX_UPDATE, "s:A u32:0 u32:0 u64:0 xn:16:x", 0},
+	/* 112 */
+	{REQ, MS_OP_MBOX_UPDATE, "s:A u32:0 u32:0 u64:0 xn:15:x", MS_ETRUNC},
+	/* 113 */
+	{REQ, MS_OP_MBOX_UPDATE, "s:A u32:0 u32:0 u64:0 xn:17:x",
+	 MS_ECORRUPT},
+	/* 114 */
+	{REQ, MS_OP_APPEND_UID,
+	 "u32:1 x:41 u16:1 s: s:A u32:0 i64:0 u16:0 u32:9 xn:16:g", 0},
+	/* 115: APPEND's placement under APPEND_UID: no uid, no guid */
+	{REQ, MS_OP_APPEND_UID, "u32:1 x:41 u16:1 s: s:A u32:0 i64:0 u16:0",
+	 MS_ETRUNC},
+	/* 116: APPEND_UID's placement under APPEND: bytes left over */
+	{REQ, MS_OP_APPEND,
+	 "u32:1 x:41 u16:1 s: s:A u32:0 i64:0 u16:0 u32:9 xn:16:g",
+	 MS_ECORRUPT},
+	/* 117 */
+	{REQ, MS_OP_APPEND_UID,
+	 "u32:1 x:41 u16:1 s: s:A u32:0x40 i64:0 u16:0 u32:9 xn:16:g",
+	 MS_ECORRUPT},
+	/* 118 */
+	{REP, MS_OP_MBOX_UPDATE,
+	 "i32:0 u64:5 s:A u32:1 u32:1 u64:0 u32:0 u32:0 u64:0 u32:0 u8:0",
+	 MS_ETRUNC},
+	/* 119 */
+	{REP, MS_OP_MBOX_UPDATE,
+	 "i32:0 u64:5 s:A u32:0 u32:1 u64:0 u32:0 u32:0 u64:0 u32:0 u8:0 "
+	 "xn:16:g",
+	 MS_ECORRUPT},
+	/* 120 */
+	{REP, MS_OP_APPEND_UID, "i32:0 u16:1 i32:0 u64:5 u32:1 u32:7 u64:3",
+	 0},
 };
 
 static void test_bad_bodies(void **state)
@@ -1459,7 +1562,7 @@ static void test_limits(void **state)
 	}
 	for (size_t i = 0; i < MS_ARRAY_SIZE(pl_many); i++)
 		pl_many[i] = (struct ms_placement){
-			P(""), P("INBOX"), 0, 0, {0, NULL, NULL, 0}};
+			P(""), P("INBOX"), 0, 0, {0, NULL, NULL, 0}, 0, {0}};
 	for (size_t i = 0; i < MS_ARRAY_SIZE(ranges_many); i++)
 		ranges_many[i] = (struct ms_uid_range){(uint32_t)(2 * i + 1),
 						       (uint32_t)(2 * i + 1)};
@@ -1598,6 +1701,17 @@ static void test_encoder(void **state)
 	enc_req_case(&r, -EINVAL, "NULL message body");
 	r.u.append.body_len = 0;
 	enc_req_case(&r, 0, "empty message body");
+	/* an APPEND carries no uid or guid: they would be lost */
+	r = sample_req(MS_OP_APPEND);
+	r.u.append.placements.list = placements_uid;
+	enc_req_case(&r, -EINVAL, "placement uid and guid on append");
+	r.op = MS_OP_APPEND_UID;
+	enc_req_case(&r, 0, "placement uid and guid on append-uid");
+	r.u.append.placements.list = placements;
+	enc_req_case(&r, 0, "append-uid without uid or guid");
+	r = sample_req(MS_OP_MBOX_UPDATE);
+	r.u.mbox_update.name = P("");
+	enc_req_case(&r, -EINVAL, "mbox-update without a name");
 	r = sample_req(MS_OP_HELLO);
 	r.u.hello.role = MS_ROLE_ADMIN;
 	enc_req_case(&r, -EINVAL, "admin role with a user");

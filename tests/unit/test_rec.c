@@ -138,6 +138,8 @@ static const struct valid_rec {
 	{ MS_REC_PURGE, MS_REC_F_BATCH },
 	{ MS_REC_HOLE, 0 },
 	{ MS_REC_HOLE, MS_REC_F_BATCH },
+	{ MS_REC_MBOX_UPDATE, 0 },
+	{ MS_REC_MBOX_UPDATE, MS_REC_F_BATCH },
 };
 
 static const uint32_t valid_lens[] = { 0, 1, 1000 };
@@ -700,11 +702,12 @@ static const struct {
 	/* 16 */ { MS_REC_NOOP, "noop" },
 	/* 17 */ { MS_REC_PURGE, "purge" },
 	/* 18 */ { MS_REC_HOLE, "hole" },
-	/* 19 */ { MS_REC_TYPE_MAX + 1, "unknown" },
-	/* 20 */ { 19, "unknown" },
-	/* 21 */ { 255, "unknown" },
-	/* 22 */ { 256, "unknown" },
-	/* 23 */ { 0xFFFFFFFFu, "unknown" },
+	/* 19 */ { MS_REC_MBOX_UPDATE, "mbox-update" },
+	/* 20 */ { MS_REC_TYPE_MAX + 1, "unknown" },
+	/* 21 */ { 20, "unknown" },
+	/* 22 */ { 255, "unknown" },
+	/* 23 */ { 256, "unknown" },
+	/* 24 */ { 0xFFFFFFFFu, "unknown" },
 };
 
 static void test_rec_type_names(void **state)
