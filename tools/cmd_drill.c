@@ -156,7 +156,7 @@ static int probe(struct drill *dr, struct ms_client *c, const char *phase)
 	dr->seq++;
 	q.u.append.body = (const uint8_t *)b;
 	q.u.append.body_len = (uint32_t)n;
-	q.u.append.placements = (struct ms_placements){ 1, &pl, NULL, 0 };
+	q.u.append.placements = (struct ms_placements){ .n = 1, .list = &pl };
 	int ret = ms_client_request(c, &q, &rep, &err);
 	if (ret == 0) {
 		ms_proto_iter_results(&it, &rep.u.append);

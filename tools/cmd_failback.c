@@ -570,7 +570,7 @@ static int redeliver_one(struct fb *f, const struct fb_item *x,
 	struct ms_append_result r = { .status = -EPROTO };
 	q.u.append.body = m.body.data;
 	q.u.append.body_len = (uint32_t)m.body.len;
-	q.u.append.placements = (struct ms_placements){ 1, &pl, NULL, 0 };
+	q.u.append.placements = (struct ms_placements){ .n = 1, .list = &pl };
 	ret = ms_client_request(f->duser, &q, &rep, error_r);
 	if (ret == 0) {
 		ms_proto_iter_results(&it, &rep.u.append);
