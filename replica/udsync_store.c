@@ -21,7 +21,11 @@
  * then its newest segment is read to restore the running state.  The
  * store lock (mstore.lock on each copy) is then held, so that no mstored
  * or tool writes the DR store while udsync recv runs; a standby mstored
- * opens it read-only.
+ * opens it read-only.  The store is a DR replica (mstore.replica, seg.h):
+ * the marker is written before the primary's identity is taken (and on
+ * a DR store that has udsync.pos but no marker yet, at open), so no
+ * plain mstored or writing tool opens it read-write when udsync recv is
+ * not running either; `mstore promote` removes it.
  *
  * Errors: a record that fails a check is refused with its position (the
  * caller drops the link; nothing of it is written).  A write or sync
@@ -500,11 +504,41 @@ int udsync_store_open(const char *dir0, const char *dir1,
 		lc.dir[0] = dir0;
 		lc.dir[1] = dir1;
 		lc.engine = MS_IO_PSYNC;
+		lc.replica_ok = 1;
 		if ((ret = ms_log_open(&lc, &log, error_r)) < 0)
 			goto fail;
+		uint64_t ptl, pfork;
+		if (ms_log_promoted(log, &ptl, &pfork)) {
+			/* the open finished a promote cut short: this store
+			   is a primary now, on its own timeline */
+			*error_r = ms_errf("this store was promoted (timeline "
+					   "%llu): it is not a DR copy any "
+					   "more; udsync recv will not write "
+					   "it",
+					   (unsigned long long)ptl);
+			ms_log_close(&log);
+			ret = MS_EREPLICA;
+			goto fail;
+		}
+		ret = 0;
+		if (ms_log_replica(log) == MS_REPLICA_NONE &&
+		    (faccessat(st->root_fd[0], POS_NAME, F_OK, 0) == 0 ||
+		     faccessat(st->root_fd[1], POS_NAME, F_OK, 0) == 0)) {
+			/* a DR store udsync recv wrote before the marker
+			   existed: mark it now */
+			ret = ms_log_mark_replica(log, error_r);
+			if (ret == 0)
+				msg_info("replica.marked dir=%s msg=\"a DR "
+					 "store written before the replica "
+					 "marker: read-only until mstore "
+					 "promote\"",
+					 msg_q(dir0));
+		}
 		st->meta = *ms_log_meta(log);
 		st->have_meta = 1;
 		ms_log_close(&log);
+		if (ret < 0)
+			goto fail;
 	}
 	if ((ret = lock_copies(st, error_r)) < 0)
 		goto fail;
@@ -576,6 +610,12 @@ int udsync_store_set_meta(struct udsync_store *st, const uint8_t *raw,
 		}
 		return 0;
 	}
+	/* the replica marker before the identity: there is never a store
+	   here that a plain mstored or a tool could open read-write */
+	struct ms_replica r = { MS_REPLICA_DR, 0, 0 };
+	for (int c = 0; c < NCOPIES; c++)
+		if ((ret = ms_replica_write(st->root_fd[c], &r, error_r)) < 0)
+			return ret;
 	for (int c = 0; c < NCOPIES; c++)
 		if ((ret = ms_meta_write(st->root_fd[c], &m, error_r)) < 0)
 			return ret;
@@ -947,6 +987,7 @@ static int apply_retire(struct udsync_store *st, const struct ms_buf *pl,
 	lc.dir[0] = st->dir[0];
 	lc.dir[1] = st->dir[1];
 	lc.engine = MS_IO_PSYNC;
+	lc.replica_ok = 1;
 	if ((ret = ms_log_open(&lc, &log, error_r)) < 0)
 		goto relock;
 	ret = ms_log_compact_finish(log, ev.u.retire.seg, offs, types, n,

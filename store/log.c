@@ -243,6 +243,198 @@ static int meta_setup(struct ms_log *log, const char **error_r)
 	return 0;
 }
 
+/* ---- the DR replica marker (seg.h; docs/replication.md) ---- */
+
+/*
+ * What the copies' markers say together: PROMOTING on any copy wins (a
+ * promote cut short between the copies), then DR; a marker that cannot
+ * be read counts as DR (fail safe).  *bad_r: some copy's marker is
+ * missing, damaged or not the combined state (a replica_ok writer
+ * rewrites them).
+ */
+static void replica_read(struct ms_log *log, int *bad_r)
+{
+	struct ms_replica all = { MS_REPLICA_NONE, 0, 0 };
+	struct ms_replica r[MS_IO_COPIES];
+	int ok[MS_IO_COPIES] = { 0, 0 };
+
+	*bad_r = 0;
+	for (int c = 0; c < log->ncopies; c++) {
+		const char *e = "";
+		if (log->copy[c].state != MS_COPY_OK)
+			continue;
+		ok[c] = 1;
+		if (ms_replica_read(log->copy[c].root_fd, &r[c], &e) < 0) {
+			msg_warn("replica.marker_bad copy=%s dir=%s error=%s "
+				 "msg=\"taken for a DR replica\"",
+				 ms_log_copy_name(c), msg_q(log->copy[c].root),
+				 msg_q(e));
+			r[c] = (struct ms_replica){ MS_REPLICA_DR, 0, 0 };
+			*bad_r = 1;
+		}
+		if (r[c].state == MS_REPLICA_PROMOTING &&
+		    (all.state != MS_REPLICA_PROMOTING ||
+		     r[c].timeline > all.timeline))
+			all = r[c];
+		else if (r[c].state == MS_REPLICA_DR &&
+			 all.state == MS_REPLICA_NONE)
+			all = r[c];
+	}
+	for (int c = 0; c < log->ncopies; c++)
+		if (ok[c] && (r[c].state != all.state ||
+			      r[c].timeline != all.timeline))
+			*bad_r = 1;
+	log->replica = all;
+}
+
+static int replica_write_all(struct ms_log *log, const struct ms_replica *r,
+			     const char **error_r)
+{
+	for (int c = 0; c < log->ncopies; c++) {
+		const char *e = "";
+		if (log->copy[c].state != MS_COPY_OK)
+			continue;
+		int ret = ms_replica_write(log->copy[c].root_fd, r, &e);
+		if (ret < 0) {
+			*error_r = ms_errf("%s copy %s: %s",
+					   ms_log_copy_name(c),
+					   log->copy[c].root, e);
+			return ret;
+		}
+	}
+	log->replica = *r;
+	return 0;
+}
+
+static const char *replica_refusal(const struct ms_log *log)
+{
+	return ms_errf("this store is a DR replica (%s/%s): start it with "
+		       "--standby, or mstore promote; it is read-only until "
+		       "promoted",
+		       log->copy[0].root, MS_REPLICA_NAME);
+}
+
+/*
+ * After recovery (read-write): settle a promotion cut short, refuse a
+ * replica to a writer that is not its own, make the markers agree.
+ */
+static int replica_settle(struct ms_log *log, int bad, const char **error_r)
+{
+	struct ms_replica r = log->replica;
+	int ret;
+
+	if (r.state == MS_REPLICA_PROMOTING) {
+		if (log->timeline >= r.timeline) {
+			/* the TIMELINE record is durable: promoted */
+			if ((ret = ms_log_promote_end(log, error_r)) < 0)
+				return ret;
+			log->promoted_tl = r.timeline;
+			log->promoted_fork = r.fork_seq;
+			msg_warn("replica.promote_finished timeline=%llu "
+				 "fork_seq=%llu msg=\"a promote cut short had "
+				 "made its TIMELINE record durable: the store "
+				 "is promoted\"",
+				 (unsigned long long)r.timeline,
+				 (unsigned long long)r.fork_seq);
+			return 0;
+		}
+		/* it never was: still a replica, and the markers must say
+		   so before anything (udsync recv: the primary's TIMELINE)
+		   can take the log to that timeline */
+		msg_warn("replica.promote_undone timeline=%llu log_timeline="
+			 "%llu msg=\"a promote cut short before its TIMELINE "
+			 "record was durable: still a DR replica\"",
+			 (unsigned long long)r.timeline,
+			 (unsigned long long)log->timeline);
+		log->replica = (struct ms_replica){ MS_REPLICA_DR, 0, 0 };
+		bad = 1;
+	}
+	if (log->replica.state == MS_REPLICA_NONE)
+		return 0;
+	if (!log->cfg.replica_ok) {
+		*error_r = replica_refusal(log);
+		return MS_EREPLICA;
+	}
+	if (bad)
+		return replica_write_all(log, &log->replica, error_r);
+	return 0;
+}
+
+enum ms_replica_state ms_log_replica(const struct ms_log *log)
+{
+	return log->replica.state;
+}
+
+int ms_log_mark_replica(struct ms_log *log, const char **error_r)
+{
+	struct ms_replica r = { MS_REPLICA_DR, 0, 0 };
+	if (log->cfg.readonly)
+		return MS_ESTATE;
+	return replica_write_all(log, &r, error_r);
+}
+
+int ms_log_promote_begin(struct ms_log *log, uint64_t timeline,
+			 uint64_t fork_seq, const char **error_r)
+{
+	struct ms_replica r = { MS_REPLICA_PROMOTING, timeline, fork_seq };
+	if (log->cfg.readonly || timeline <= log->timeline)
+		return MS_ESTATE;
+	return replica_write_all(log, &r, error_r);
+}
+
+int ms_log_promote_end(struct ms_log *log, const char **error_r)
+{
+	if (log->cfg.readonly)
+		return MS_ESTATE;
+	/* udsync.pos first: udsync recv would cut the log back to it (and
+	   with it the TIMELINE record and every write after it); while a
+	   marker is left, the next open finishes this */
+	for (int c = 0; c < log->ncopies; c++) {
+		struct ms_log_copy *cp = &log->copy[c];
+		if (cp->state != MS_COPY_OK)
+			continue;
+		if (unlinkat(cp->root_fd, "udsync.pos", 0) < 0 &&
+		    errno != ENOENT) {
+			int err = -errno;
+			*error_r = ms_errf("%s copy %s: remove udsync.pos: %s",
+					   ms_log_copy_name(c), cp->root,
+					   strerror(errno));
+			return err;
+		}
+		if (fsync(cp->root_fd) < 0) {
+			int err = -errno;
+			*error_r = ms_errf("%s copy %s: fsync: %s",
+					   ms_log_copy_name(c), cp->root,
+					   strerror(errno));
+			return err;
+		}
+	}
+	for (int c = 0; c < log->ncopies; c++) {
+		const char *e = "";
+		if (log->copy[c].state != MS_COPY_OK)
+			continue;
+		int ret = ms_replica_remove(log->copy[c].root_fd, &e);
+		if (ret < 0) {
+			*error_r = ms_errf("%s copy %s: %s",
+					   ms_log_copy_name(c),
+					   log->copy[c].root, e);
+			return ret;
+		}
+	}
+	log->replica = (struct ms_replica){ MS_REPLICA_NONE, 0, 0 };
+	return 0;
+}
+
+int ms_log_promoted(const struct ms_log *log, uint64_t *timeline_r,
+		    uint64_t *fork_seq_r)
+{
+	if (log->promoted_tl == 0)
+		return 0;
+	*timeline_r = log->promoted_tl;
+	*fork_seq_r = log->promoted_fork;
+	return 1;
+}
+
 int ms_log_open(const struct ms_log_cfg *cfg, struct ms_log **log_r,
 		const char **error_r)
 {
@@ -298,6 +490,15 @@ int ms_log_open(const struct ms_log_cfg *cfg, struct ms_log **log_r,
 	}
 	if ((ret = meta_setup(log, error_r)) < 0)
 		goto fail;
+	int replica_bad = 0;
+	replica_read(log, &replica_bad);
+	if (!log->cfg.readonly && !log->cfg.replica_ok &&
+	    log->replica.state == MS_REPLICA_DR) {
+		/* refused before recovery writes anything */
+		*error_r = replica_refusal(log);
+		ret = MS_EREPLICA;
+		goto fail;
+	}
 	if (log->io == NULL && !log->cfg.readonly) {
 		if (cfg->engine == MS_IO_URING)
 			ret = ms_io_uring_new(cfg->uring_entries ? cfg->uring_entries : 64,
@@ -310,6 +511,9 @@ int ms_log_open(const struct ms_log_cfg *cfg, struct ms_log **log_r,
 		ms_io_psync_new(&log->io);
 	}
 	if ((ret = ms_log_recover(log, error_r)) < 0)
+		goto fail;
+	if (!log->cfg.readonly &&
+	    (ret = replica_settle(log, replica_bad, error_r)) < 0)
 		goto fail;
 	*log_r = log;
 	return 0;

@@ -43,6 +43,10 @@ struct ms_log_cfg {
 	struct ms_io *io;		/* use this engine (tests); owned */
 	int create;			/* make a new store if there is none */
 	int readonly;			/* no recovery writes, no appends */
+	/* open a DR replica (mstore.replica) read-write: only udsync recv,
+	   promote, failback, reindex and repair (they append nothing on the
+	   old timeline); every other read-write open gets MS_EREPLICA */
+	int replica_ok;
 };
 
 enum ms_copy_state { MS_COPY_OK, MS_COPY_FAILED };
@@ -89,6 +93,32 @@ int ms_log_open(const struct ms_log_cfg *cfg, struct ms_log **log_r,
 		const char **error_r);
 /* Settles everything queued (ms_log_sync), then closes. */
 void ms_log_close(struct ms_log **log);
+
+/*
+ * DR replica (docs/replication.md, "A DR copy is read-only until
+ * promoted").  The marker is read at every open; a read-write open
+ * without replica_ok is refused with MS_EREPLICA while it says replica.
+ * A read-write open that finds PROMOTING(T) settles it after recovery:
+ * the log reached timeline T (the TIMELINE record is durable): the
+ * promotion is finished (markers and udsync.pos removed;
+ * ms_log_promoted() says so); else the store is still a replica (with
+ * replica_ok the markers say so again, before anything is appended).
+ *
+ * ms_log_replica: the state (MS_REPLICA_NONE, _DR; _PROMOTING only on a
+ * read-only open).  ms_log_mark_replica: write the DR marker on every
+ * copy (durable).  ms_log_promote_begin: PROMOTING(timeline, fork_seq)
+ * on every copy, before the TIMELINE record is appended;
+ * ms_log_promote_end, once it is durable: udsync.pos and the markers
+ * removed.  0 or the error with *error_r.
+ */
+enum ms_replica_state ms_log_replica(const struct ms_log *log);
+int ms_log_mark_replica(struct ms_log *log, const char **error_r);
+int ms_log_promote_begin(struct ms_log *log, uint64_t timeline,
+			 uint64_t fork_seq, const char **error_r);
+int ms_log_promote_end(struct ms_log *log, const char **error_r);
+/* 1 and the TIMELINE's values if this open finished a promotion. */
+int ms_log_promoted(const struct ms_log *log, uint64_t *timeline_r,
+		    uint64_t *fork_seq_r);
 
 /*
  * Queue a record.  Its position and seq are known at once (pos_r, seq_r

@@ -51,6 +51,10 @@ struct ms_log {
 	struct ms_log_copy copy[MS_IO_COPIES];
 	struct ms_io *io;
 	struct ms_meta meta;
+	/* the DR replica marker (seg.h), as found at open and kept since;
+	   promoted_*: this open finished a promotion cut short */
+	struct ms_replica replica;
+	uint64_t promoted_tl, promoted_fork;
 	uint64_t timeline;
 
 	uint64_t *segs;		/* segment numbers on disk or queued, asc. */

@@ -32,6 +32,7 @@ enum {
 	MS_ETRUNC = MS_ERR_BASE - 10,	/* input ends before the item does */
 	MS_ENOKEY = MS_ERR_BASE - 11,	/* sealed body but no at-rest key */
 	MS_ENOTFOUND = MS_ERR_BASE - 12,/* no such record / position */
+	MS_EREPLICA = MS_ERR_BASE - 13,	/* a DR replica: read-only until promoted */
 };
 
 /* Name of an error: an MS_E* code or a negative errno. Never NULL. */

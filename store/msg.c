@@ -299,6 +299,8 @@ const char *ms_strerror(int err)
 		return "sealed data but no at-rest key configured";
 	case MS_ENOTFOUND:
 		return "not found";
+	case MS_EREPLICA:
+		return "the store is a DR replica (read-only until promoted)";
 	}
 	if (err < 0 && err > MS_ERR_BASE)
 		return strerror(-err);

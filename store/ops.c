@@ -3249,8 +3249,11 @@ static int init_ids(struct ms_ops *ops, const char **error_r)
 	return ret < 0 ? ret : 0;
 }
 
+/* standby: read-only (mstored --standby); replica_ok: a DR replica may
+   be opened read-write (promote --offline); else it is refused */
 static int ops_open(const struct ms_store_cfg *cfg, int standby,
-		    struct ms_ops **ops_r, const char **error_r)
+		    int replica_ok, struct ms_ops **ops_r,
+		    const char **error_r)
 {
 	struct ms_ops *ops = ms_calloc(1, sizeof(*ops));
 	struct ms_log_cfg lc;
@@ -3261,9 +3264,11 @@ static int ops_open(const struct ms_store_cfg *cfg, int standby,
 	lc.create = !standby;
 	lc.readonly = standby;
 	ops->standby = standby;
+	lc.replica_ok = replica_ok;
 	ops->lcfg = lc;
 	ops->lcfg.readonly = 0;
 	ops->lcfg.create = 0;
+	ops->lcfg.replica_ok = 1; /* for ms_ops_promote only */
 	if ((ret = ms_log_open(&lc, &ops->log, error_r)) < 0)
 		goto fail;
 	const struct ms_meta *meta = ms_log_meta(ops->log);
@@ -3337,7 +3342,13 @@ fail:
 int ms_ops_open(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
 		const char **error_r)
 {
-	return ops_open(cfg, 0, ops_r, error_r);
+	return ops_open(cfg, 0, 0, ops_r, error_r);
+}
+
+int ms_ops_open_promote(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
+			const char **error_r)
+{
+	return ops_open(cfg, 0, 1, ops_r, error_r);
 }
 
 void ms_ops_close(struct ms_ops **opsp)
@@ -3439,7 +3450,7 @@ void ms_ops_op_counts(const struct ms_ops *ops, uint16_t op,
 int ms_ops_open_standby(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
 			const char **error_r)
 {
-	return ops_open(cfg, 1, ops_r, error_r);
+	return ops_open(cfg, 1, 0, ops_r, error_r);
 }
 
 int ms_ops_is_standby(const struct ms_ops *ops)
@@ -3502,23 +3513,43 @@ int ms_ops_standby_follow(struct ms_ops *ops)
 /*
  * A new timeline on a read-write log: TIMELINE (new = current + 1, fork
  * seq = the last record kept, this store's id), durable and applied.
+ * On a DR replica (mstore.replica) the markers say PROMOTING(new
+ * timeline) before the record is appended and are removed once it is
+ * durable: a crash in between leaves a replica (the record was not
+ * durable) or a promoted store (it was; the next open finishes it).
  */
 int ms_ops_timeline(struct ms_ops *ops, uint64_t *timeline_r,
 		    uint64_t *fork_seq_r, const char **error_r)
 {
 	struct ms_log_status ls;
 	struct ms_event ev;
+	const char *e = "";
 	int ret;
 
 	if (ops->standby) {
 		*error_r = "the store is open read-only (standby)";
 		return MS_ESTATE;
 	}
+	if (ms_log_promoted(ops->log, timeline_r, fork_seq_r)) {
+		/* a promote cut short after its TIMELINE record was durable:
+		   the open finished it, nothing more to write */
+		msg_warn("promoted timeline=%llu fork_seq=%llu "
+			 "msg=\"finished a promote cut short\"",
+			 (unsigned long long)*timeline_r,
+			 (unsigned long long)*fork_seq_r);
+		return 0;
+	}
 	if ((ret = settle(ops)) < 0) {
 		*error_r = "the log cannot be flushed";
 		return ret;
 	}
 	ms_log_get_status(ops->log, &ls);
+	int replica = ms_log_replica(ops->log) != MS_REPLICA_NONE;
+	if (replica && (ret = ms_log_promote_begin(ops->log, ls.timeline + 1,
+						   ls.durable_seq, &e)) < 0) {
+		*error_r = ms_errf("the replica marker: %s", e);
+		return ret;
+	}
 	memset(&ev, 0, sizeof(ev));
 	ev.type = MS_REC_TIMELINE;
 	ev.u.timeline.new_timeline = ls.timeline + 1;
@@ -3530,6 +3561,12 @@ int ms_ops_timeline(struct ms_ops *ops, uint64_t *timeline_r,
 		*error_r = "the TIMELINE record was not written";
 		return ret;
 	}
+	if (replica && ms_log_promote_end(ops->log, &e) < 0)
+		/* the record is durable: promoted; the markers are left
+		   saying PROMOTING, and the next open removes them */
+		msg_error("promote.unmark_failed error=%s msg=\"promoted; "
+			  "the next start removes the replica marker\"",
+			  msg_q(e));
 	*timeline_r = ls.timeline + 1;
 	*fork_seq_r = ls.durable_seq;
 	msg_warn("promoted timeline=%llu fork_seq=%llu",

@@ -28,6 +28,10 @@ struct ms_ops;
 /* Open log (with recovery) and index (rebuilt or caught up). */
 int ms_ops_open(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
 		const char **error_r);
+/* The same on a DR replica too (mstore.replica): for `mstore promote
+   --offline`, whose ms_ops_timeline() ends the replica. */
+int ms_ops_open_promote(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
+			const char **error_r);
 void ms_ops_close(struct ms_ops **ops);
 
 /*
@@ -37,7 +41,8 @@ void ms_ops_close(struct ms_ops **ops);
  * applies it to the index (1 when something new came, 0 nothing, <0
  * error, logged).  ms_ops_promote(): read-write (fails with -EBUSY while
  * udsync recv holds the store), then ms_ops_timeline(): a TIMELINE
- * record (new timeline = current + 1, fork seq = the last seq kept).
+ * record (new timeline = current + 1, fork seq = the last seq kept); on
+ * a DR replica it clears the replica marker, crash-safely (log.h).
  */
 int ms_ops_open_standby(const struct ms_store_cfg *cfg, struct ms_ops **ops_r,
 			const char **error_r);

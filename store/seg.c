@@ -14,6 +14,7 @@
 
 static const uint8_t seg_magic[8] = { 'M', 'S', 'T', 'O', 'R', 'S', 'E', 'G' };
 static const uint8_t meta_magic[8] = { 'M', 'S', 'T', 'O', 'M', 'E', 'T', 'A' };
+static const uint8_t repl_magic[8] = { 'M', 'S', 'T', 'O', 'R', 'E', 'P', 'L' };
 
 #define MS_SEG_WINDOW ((size_t)1 << 20)
 
@@ -207,6 +208,133 @@ int ms_meta_write(int dirfd, const struct ms_meta *m, const char **error_r)
 		ret = -errno;
 	if (ret < 0)
 		*error_r = ms_errf("write %s: %s", MS_META_NAME,
+				   ms_strerror(ret));
+	return ret;
+}
+
+/* ---- replica marker (seg.h) ---- */
+
+void ms_replica_encode(const struct ms_replica *r,
+		       uint8_t out[MS_REPLICA_SIZE])
+{
+	int promoting = r->state == MS_REPLICA_PROMOTING;
+	memcpy(out, repl_magic, 8);
+	ms_put32(out + 8, 1);
+	ms_put32(out + 12, (uint32_t)r->state);
+	ms_put64(out + 16, promoting ? r->timeline : 0);
+	ms_put64(out + 24, promoting ? r->fork_seq : 0);
+	ms_put64(out + 32, XXH3_64bits(out, 32));
+}
+
+int ms_replica_decode(const uint8_t *buf, size_t len, struct ms_replica *r_r,
+		      const char **error_r)
+{
+	if (len != MS_REPLICA_SIZE) {
+		*error_r = ms_errf("%s is %zu bytes, expected %d",
+				   MS_REPLICA_NAME, len, MS_REPLICA_SIZE);
+		return MS_ECORRUPT;
+	}
+	if (memcmp(buf, repl_magic, 8) != 0) {
+		*error_r = ms_errf("bad %s magic", MS_REPLICA_NAME);
+		return MS_EMAGIC;
+	}
+	if (XXH3_64bits(buf, 32) != ms_get64(buf + 32)) {
+		*error_r = ms_errf("%s checksum mismatch", MS_REPLICA_NAME);
+		return MS_ECORRUPT;
+	}
+	if (ms_get32(buf + 8) != 1) {
+		*error_r = ms_errf("%s format version %u, expected 1",
+				   MS_REPLICA_NAME, ms_get32(buf + 8));
+		return MS_EVERSION;
+	}
+	uint32_t state = ms_get32(buf + 12);
+	uint64_t tl = ms_get64(buf + 16), fork = ms_get64(buf + 24);
+	if (state != MS_REPLICA_DR && state != MS_REPLICA_PROMOTING) {
+		*error_r = ms_errf("%s: unknown state %u", MS_REPLICA_NAME,
+				   state);
+		return MS_ECORRUPT;
+	}
+	if ((state == MS_REPLICA_PROMOTING) != (tl != 0) ||
+	    (state == MS_REPLICA_DR && fork != 0)) {
+		*error_r = ms_errf("%s: state %u with timeline %llu",
+				   MS_REPLICA_NAME, state,
+				   (unsigned long long)tl);
+		return MS_ECORRUPT;
+	}
+	r_r->state = (enum ms_replica_state)state;
+	r_r->timeline = tl;
+	r_r->fork_seq = fork;
+	return 0;
+}
+
+int ms_replica_read(int dirfd, struct ms_replica *r_r, const char **error_r)
+{
+	uint8_t buf[MS_REPLICA_SIZE + 1];
+	r_r->state = MS_REPLICA_NONE;
+	r_r->timeline = r_r->fork_seq = 0;
+	int fd = openat(dirfd, MS_REPLICA_NAME, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0;
+		int err = -errno;
+		*error_r = ms_errf("open %s: %s", MS_REPLICA_NAME,
+				   strerror(errno));
+		return err;
+	}
+	ssize_t n = pread(fd, buf, sizeof(buf), 0);
+	int err = n < 0 ? -errno : 0;
+	close(fd);
+	if (err < 0) {
+		*error_r = ms_errf("read %s: %s", MS_REPLICA_NAME,
+				   strerror(-err));
+		return err;
+	}
+	return ms_replica_decode(buf, (size_t)n, r_r, error_r);
+}
+
+int ms_replica_write(int dirfd, const struct ms_replica *r,
+		     const char **error_r)
+{
+	uint8_t buf[MS_REPLICA_SIZE];
+	const char *tmp = MS_REPLICA_NAME ".tmp";
+	int ret;
+
+	ms_assert(r->state == MS_REPLICA_DR ||
+		  r->state == MS_REPLICA_PROMOTING);
+	ms_replica_encode(r, buf);
+	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+			0640);
+	if (fd < 0) {
+		ret = -errno;
+		*error_r = ms_errf("create %s: %s", tmp, strerror(errno));
+		return ret;
+	}
+	ret = ms_pwrite_full(fd, buf, sizeof(buf), 0);
+	if (ret == 0 && fsync(fd) < 0)
+		ret = -errno;
+	close(fd);
+	if (ret == 0 && renameat(dirfd, tmp, dirfd, MS_REPLICA_NAME) < 0)
+		ret = -errno;
+	if (ret == 0 && fsync(dirfd) < 0)
+		ret = -errno;
+	if (ret < 0)
+		*error_r = ms_errf("write %s: %s", MS_REPLICA_NAME,
+				   ms_strerror(ret));
+	return ret;
+}
+
+int ms_replica_remove(int dirfd, const char **error_r)
+{
+	int ret = 0;
+	if (unlinkat(dirfd, MS_REPLICA_NAME, 0) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		ret = -errno;
+	}
+	if (ret == 0 && fsync(dirfd) < 0)
+		ret = -errno;
+	if (ret < 0)
+		*error_r = ms_errf("remove %s: %s", MS_REPLICA_NAME,
 				   ms_strerror(ret));
 	return ret;
 }

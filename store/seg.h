@@ -37,6 +37,19 @@
  *   32  u8[32] dedup salt
  *   64  u64    creation time, Unix seconds
  *   72  u64    XXH3-64 of bytes 0..71
+ *
+ * DR replica marker (mstore.replica in each copy's root, 40 bytes; no
+ * file: not a replica).  Present while the store is a DR copy (written
+ * by udsync recv when it takes the primary's identity, and by failback's
+ * rewind); a writer that is not a replica's own (udsync recv, promote,
+ * failback, reindex, repair) refuses to open it (log.h, replica_ok):
+ *
+ *   0   u8[8]  magic "MSTOREPL"
+ *   8   u32    format version (1)
+ *   12  u32    state: 1 replica, 2 promoting
+ *   16  u64    promoting: the TIMELINE record's new timeline; else 0
+ *   24  u64    promoting: its fork seq; else 0
+ *   32  u64    XXH3-64 of bytes 0..31
  */
 #ifndef MS_SEG_H
 #define MS_SEG_H
@@ -54,6 +67,8 @@
 #define MS_META_NAME "mstore.meta"
 #define MS_STORE_ID_SIZE 16
 #define MS_SALT_SIZE 32
+#define MS_REPLICA_NAME "mstore.replica"
+#define MS_REPLICA_SIZE 40
 
 struct ms_seg_hdr {
 	uint8_t store_id[MS_STORE_ID_SIZE];
@@ -74,6 +89,17 @@ struct ms_meta {
 	uint8_t store_id[MS_STORE_ID_SIZE];
 	uint8_t salt[MS_SALT_SIZE];
 	uint64_t created;
+};
+
+enum ms_replica_state {
+	MS_REPLICA_NONE = 0,	/* no marker: an ordinary store */
+	MS_REPLICA_DR = 1,	/* a DR copy: read-only until promoted */
+	MS_REPLICA_PROMOTING = 2, /* promote began: TIMELINE `timeline` */
+};
+
+struct ms_replica {
+	enum ms_replica_state state;
+	uint64_t timeline, fork_seq;	/* MS_REPLICA_PROMOTING */
 };
 
 /* "000000000042.seg" into out (at least MS_SEG_NAME_LEN + 1 bytes). */
@@ -98,6 +124,23 @@ int ms_meta_decode(const uint8_t *buf, size_t len, struct ms_meta *m_r,
 /* Read / write (tmp file, fsync, rename, fsync dir) dir/mstore.meta. */
 int ms_meta_read(int dirfd, struct ms_meta *m_r, const char **error_r);
 int ms_meta_write(int dirfd, const struct ms_meta *m, const char **error_r);
+
+/*
+ * The replica marker of one copy (dirfd: the copy's root).  Read: 0 with
+ * r_r->state MS_REPLICA_NONE when there is no file; MS_ECORRUPT,
+ * MS_EMAGIC, MS_EVERSION (or -errno) with *error_r when there is one that
+ * cannot be read: the caller takes that for a replica (fail safe).
+ * Write: tmp file, fsync, rename, fsync dir.  Remove: unlink, fsync dir
+ * (no file is not an error).
+ */
+void ms_replica_encode(const struct ms_replica *r,
+		       uint8_t out[MS_REPLICA_SIZE]);
+int ms_replica_decode(const uint8_t *buf, size_t len, struct ms_replica *r_r,
+		      const char **error_r);
+int ms_replica_read(int dirfd, struct ms_replica *r_r, const char **error_r);
+int ms_replica_write(int dirfd, const struct ms_replica *r,
+		     const char **error_r);
+int ms_replica_remove(int dirfd, const char **error_r);
 
 /*
  * Buffered sequential reader over one segment file.  It checks every

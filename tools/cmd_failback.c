@@ -808,6 +808,25 @@ static int rewind_store(struct fb *f, const char **error_r)
 	}
 	if ((ret = lock_copies(dirs, lk, error_r)) < 0)
 		goto out;
+	/* P is a DR replica of D from before the first byte is cut: a
+	   plain mstored must never start on the old timeline again */
+	struct ms_replica mark = { MS_REPLICA_DR, 0, 0 };
+	for (int c = 0; c < 2; c++) {
+		int dfd = open(dirs[c], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		const char *e = "";
+		ret = dfd < 0 ? -errno : ms_replica_write(dfd, &mark, &e);
+		if (dfd < 0)
+			e = strerror(errno);
+		if (dfd >= 0)
+			close(dfd);
+		if (ret < 0) {
+			*error_r = ms_errf("%s: %s", dirs[c], e);
+			goto out;
+		}
+	}
+	report(f, "rewind: marked a DR replica (%s): mstored only with "
+		  "--standby until mstore promote",
+	       MS_REPLICA_NAME);
 	uint64_t last = 0, size = 0;
 	for (int c = 0; c < 2; c++) {
 		uint64_t l = 0, s = 0;
@@ -884,6 +903,9 @@ int tool_failback(const struct ms_store_cfg *cfg, const char *dsock,
 	f.dusock = dusock;
 	ms_store_cfg_to_log(cfg, &lc);
 	lc.create = 0;
+	/* a failback run again after its rewind finds P a DR replica: it
+	   appends nothing to P's log (it reads it, and cuts it) */
+	lc.replica_ok = 1;
 	if ((ret = ms_log_open(&lc, &f.log, error_r)) < 0) {
 		if (ret == -EBUSY)
 			*error_r = "this store is in use: stop its mstored "

@@ -6,6 +6,8 @@
  * TIMELINE record (new timeline = old + 1, fork seq = the last seq
  * received, this store's id) and accepts writes from then on.  Offline
  * (--offline, or no mstored answering): the same on the store directly.
+ * On a DR replica (mstore.replica) the TIMELINE record is what ends it:
+ * the marker is cleared once the record is durable (ms_ops_timeline).
  * Prints the new timeline and the fork seq.  Exit 0 done, 1 refused, 2
  * could not run.
  */
@@ -31,7 +33,7 @@ static int promote_offline(void)
 				"mstore.conf\n");
 		return TOOL_FAILED;
 	}
-	if (ms_ops_open(cfg, &ops, &err) < 0) {
+	if (ms_ops_open_promote(cfg, &ops, &err) < 0) {
 		fprintf(stderr, "mstore promote: %s\n", err);
 		return TOOL_FAILED;
 	}

@@ -56,8 +56,10 @@ int cmd_reindex(int argc, char **argv)
 		return TOOL_FAILED;
 	index_dir(&ts, idxopt, idxdir, sizeof(idxdir));
 	/* open for writing: the flock proves mstored is not running */
+	/* a DR replica too: only the index is written, no record */
 	struct ms_log_cfg cfg = { .dir = { ts.copy[0], ts.copy[1] },
-				  .engine = MS_IO_PSYNC };
+				  .engine = MS_IO_PSYNC,
+				  .replica_ok = 1 };
 	struct ms_log *log;
 	if (ms_log_open(&cfg, &log, &err) < 0) {
 		fprintf(stderr, "mstore reindex: %s\n", err);

@@ -35,9 +35,14 @@ int cmd_repair(int argc, char **argv)
 			dir);
 		return TOOL_FAILED;
 	}
+	/* a DR replica too: repair appends no record, it rewrites a bad
+	   record with the other copy's very same bytes (and recovery cuts
+	   only what was never durable), so the DR copy stays the primary's
+	   bytes */
 	struct ms_log_cfg cfg = { .dir = { ts.copy[0], ts.copy[1] },
 				  .engine = MS_IO_PSYNC,
-				  .create = 1 };
+				  .create = 1,
+				  .replica_ok = 1 };
 	struct ms_log *log;
 	const char *err;
 	int ret = ms_log_open(&cfg, &log, &err);
