@@ -31,6 +31,7 @@
 #include "log.h"
 #include "msg.h"
 #include "mstest.h"
+#include "mstest_cmocka.h"
 
 struct t {
 	char *root;
@@ -640,6 +641,166 @@ static void test_one_writer(void **state)
 	mst_rmtree(t->root);
 }
 
+/* ---- the DR replica marker (mstore.replica, log.h) ---- */
+
+static void marker_put(const char *dir, enum ms_replica_state st,
+		       uint64_t tl, uint64_t fork)
+{
+	struct ms_replica r = { st, tl, fork };
+	const char *err = "";
+	int fd = open(dir, O_RDONLY | O_DIRECTORY);
+	assert_true(fd >= 0);
+	CHECK_RET(ms_replica_write(fd, &r, &err), 0, "%s", dir);
+	close(fd);
+}
+
+static enum ms_replica_state marker_get(const char *dir, uint64_t *tl_r)
+{
+	struct ms_replica r;
+	const char *err = "";
+	int fd = open(dir, O_RDONLY | O_DIRECTORY);
+	assert_true(fd >= 0);
+	CHECK_RET(ms_replica_read(fd, &r, &err), 0, "%s", dir);
+	close(fd);
+	if (tl_r != NULL)
+		*tl_r = r.timeline;
+	return r.state;
+}
+
+static int replica_open(struct t *t, int replica_ok, int readonly,
+			struct ms_log **log_r, const char **err_r)
+{
+	struct ms_log_cfg cfg = { .dir = { t->a, t->b },
+				  .engine = MS_IO_PSYNC,
+				  .replica_ok = replica_ok,
+				  .readonly = readonly };
+	*err_r = "";
+	return ms_log_open(&cfg, log_r, err_r);
+}
+
+static void append_timeline(struct ms_log *log, uint64_t tl, uint64_t fork)
+{
+	uint8_t p[32] = { 0 };
+	ms_put64(p, tl);
+	ms_put64(p + 8, fork);
+	assert_int_equal(ms_log_append(log, MS_REC_TIMELINE, 0, p, sizeof(p),
+				       NULL, NULL, NULL, NULL),
+			 0);
+	assert_int_equal(ms_log_sync(log), 0);
+}
+
+/*
+ * A DR replica is refused to every read-write open but its own writers'
+ * (replica_ok); a promote cut short settles at the next open: promoted if
+ * its TIMELINE record is durable, else still a replica.
+ */
+static void test_replica_marker(void **state)
+{
+	(void)state;
+	struct t *t = t_new();
+	struct ms_log *log = t_open(t, 0, NULL, MS_IO_PSYNC), *l2;
+	struct ms_log_status st;
+	const char *err;
+	uint64_t tl, fork;
+	char path[2200];
+	struct ms_pos pos[5];
+	struct acks a = { 0 };
+	put_n(log, 5, 100, pos, &a, 100);
+	assert_int_equal(a.ok, 5);
+	ms_log_close(&log);
+
+	/* no marker: as before */
+	CHECK_RET(replica_open(t, 0, 0, &log, &err), 0, "plain: %s", err);
+	assert_int_equal(ms_log_replica(log), MS_REPLICA_NONE);
+	assert_int_equal(ms_log_promoted(log, &tl, &fork), 0);
+	ms_log_close(&log);
+
+	/* a marker on one copy is enough; the refusal says what to do */
+	marker_put(t->a, MS_REPLICA_DR, 0, 0);
+	CHECK_RET(replica_open(t, 0, 0, &log, &err), MS_EREPLICA, "plain");
+	assert_non_null(strstr(err, "DR replica"));
+	assert_non_null(strstr(err, "--standby"));
+	assert_non_null(strstr(err, "mstore promote"));
+	assert_int_equal(marker_get(t->b, NULL), MS_REPLICA_NONE);
+	/* readers are welcome, and know */
+	CHECK_RET(replica_open(t, 0, 1, &log, &err), 0, "ro: %s", err);
+	assert_int_equal(ms_log_replica(log), MS_REPLICA_DR);
+	ms_log_close(&log);
+	/* its own writer makes the copies agree */
+	CHECK_RET(replica_open(t, 1, 0, &log, &err), 0, "own: %s", err);
+	assert_int_equal(ms_log_replica(log), MS_REPLICA_DR);
+	assert_int_equal(marker_get(t->b, NULL), MS_REPLICA_DR);
+	ms_log_close(&log);
+
+	/* a damaged marker is a replica too (fail safe) */
+	snprintf(path, sizeof(path), "%s/%s", t->a, MS_REPLICA_NAME);
+	assert_int_equal(mst_flip(path, 20, 0x01), 0);
+	CHECK_RET(replica_open(t, 0, 0, &log, &err), MS_EREPLICA, "damaged");
+	CHECK_RET(replica_open(t, 1, 0, &log, &err), 0, "own: %s", err);
+	assert_int_equal(marker_get(t->a, NULL), MS_REPLICA_DR);
+
+	/* promote cut short before its TIMELINE record: still a replica */
+	ms_log_get_status(log, &st);
+	uint64_t T = st.timeline + 1;
+	CHECK_RET(ms_log_promote_begin(log, T, st.durable_seq, &err), 0,
+		  "begin: %s", err);
+	assert_int_equal(marker_get(t->a, &tl), MS_REPLICA_PROMOTING);
+	assert_int_equal(tl, T);
+	ms_log_close(&log);
+	CHECK_RET(replica_open(t, 0, 0, &log, &err), MS_EREPLICA, "undone");
+	/* the plain open wrote nothing; the own writer says DR again */
+	assert_int_equal(marker_get(t->a, NULL), MS_REPLICA_PROMOTING);
+	CHECK_RET(replica_open(t, 1, 0, &log, &err), 0, "own: %s", err);
+	assert_int_equal(ms_log_replica(log), MS_REPLICA_DR);
+	assert_int_equal(marker_get(t->a, NULL), MS_REPLICA_DR);
+	assert_int_equal(marker_get(t->b, NULL), MS_REPLICA_DR);
+
+	/* cut short after it was durable (one copy already said DR
+	   again, one udsync.pos left): promoted */
+	ms_log_get_status(log, &st);
+	CHECK_RET(ms_log_promote_begin(log, T, st.durable_seq, &err), 0,
+		  "begin: %s", err);
+	append_timeline(log, T, st.durable_seq);
+	ms_log_close(&log);
+	marker_put(t->b, MS_REPLICA_DR, 0, 0);
+	snprintf(path, sizeof(path), "%s/udsync.pos", t->b);
+	FILE *fp = fopen(path, "w");
+	assert_non_null(fp);
+	fclose(fp);
+	CHECK_RET(replica_open(t, 0, 0, &log, &err), 0, "finished: %s", err);
+	assert_int_equal(ms_log_replica(log), MS_REPLICA_NONE);
+	assert_int_equal(ms_log_promoted(log, &tl, &fork), 1);
+	assert_int_equal(tl, T);
+	assert_int_equal(fork, st.durable_seq);
+	assert_int_equal(marker_get(t->a, NULL), MS_REPLICA_NONE);
+	assert_int_equal(marker_get(t->b, NULL), MS_REPLICA_NONE);
+	assert_int_equal(access(path, F_OK), -1);
+	ms_log_close(&log);
+	CHECK_RET(replica_open(t, 0, 0, &log, &err), 0, "again: %s", err);
+	assert_int_equal(ms_log_promoted(log, &tl, &fork), 0);
+
+	/* mark, and the whole promotion in one go */
+	CHECK_RET(ms_log_mark_replica(log, &err), 0, "mark: %s", err);
+	assert_int_equal(ms_log_replica(log), MS_REPLICA_DR);
+	ms_log_close(&log);
+	CHECK_RET(replica_open(t, 0, 0, &l2, &err), MS_EREPLICA, "marked");
+	CHECK_RET(replica_open(t, 1, 0, &log, &err), 0, "own: %s", err);
+	ms_log_get_status(log, &st);
+	assert_int_equal(ms_log_promote_begin(log, st.timeline, 0, &err),
+			 MS_ESTATE);
+	CHECK_RET(ms_log_promote_begin(log, st.timeline + 1, st.durable_seq,
+				       &err), 0, "begin: %s", err);
+	append_timeline(log, st.timeline + 1, st.durable_seq);
+	CHECK_RET(ms_log_promote_end(log, &err), 0, "end: %s", err);
+	assert_int_equal(ms_log_replica(log), MS_REPLICA_NONE);
+	ms_log_close(&log);
+	CHECK_RET(replica_open(t, 0, 0, &log, &err), 0, "promoted: %s", err);
+	ms_log_get_status(log, &st);
+	assert_int_equal(st.timeline, T + 1);
+	ms_log_close(&log);
+	mst_rmtree(t->root);
+}
+
 static void test_bad_appends(void **state)
 {
 	(void)state;
@@ -834,6 +995,7 @@ int main(void)
 		cmocka_unit_test(test_head_damage_not_cut),
 		cmocka_unit_test(test_missing_secondary_rebuilt),
 		cmocka_unit_test(test_one_writer),
+		cmocka_unit_test(test_replica_marker),
 		cmocka_unit_test(test_bad_appends),
 		cmocka_unit_test(test_uring_refused),
 		cmocka_unit_test(test_uring_enospc_secondary),

@@ -573,6 +573,88 @@ static void test_meta_file(void **state)
 	mst_rmtree(dir);
 }
 
+/* the DR replica marker (mstore.replica): none, written, read back,
+   removed; every damage refused (the caller takes it for a replica) */
+static void test_replica_file(void **state)
+{
+	(void)state;
+	char *dir = mst_tmpdir("seg-replica");
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/%s", dir, MS_REPLICA_NAME);
+	int dirfd = open(dir, O_RDONLY | O_DIRECTORY);
+	assert_true(dirfd >= 0);
+	struct ms_replica got;
+	const char *err = NULL;
+
+	/* no file: an ordinary store */
+	CHECK_RET(ms_replica_read(dirfd, &got, &err), 0, "no file");
+	assert_int_equal(got.state, MS_REPLICA_NONE);
+	CHECK_RET(ms_replica_remove(dirfd, &err), 0, "remove nothing");
+
+	static const struct ms_replica ok[] = {
+		{ MS_REPLICA_DR, 0, 0 },
+		{ MS_REPLICA_PROMOTING, 2, 1234 },
+		{ MS_REPLICA_PROMOTING, UINT64_MAX, 0 },
+	};
+	for (size_t i = 0; i < MS_ARRAY_SIZE(ok); i++) {
+		CHECK_RET(ms_replica_write(dirfd, &ok[i], &err), 0,
+			  "write %zu", i);
+		assert_int_equal(mst_file_size(path), MS_REPLICA_SIZE);
+		assert_int_equal(faccessat(dirfd, MS_REPLICA_NAME ".tmp",
+					   F_OK, 0), -1);
+		memset(&got, 0xEE, sizeof(got));
+		CHECK_RET(ms_replica_read(dirfd, &got, &err), 0, "read %zu", i);
+		assert_int_equal(got.state, ok[i].state);
+		assert_int_equal(got.timeline, ok[i].timeline);
+		assert_int_equal(got.fork_seq, ok[i].fork_seq);
+	}
+
+	/* every flipped byte, every wrong length, refused with a reason */
+	uint8_t buf[MS_REPLICA_SIZE + 1], b2[MS_REPLICA_SIZE];
+	ms_replica_encode(&ok[1], buf);
+	buf[MS_REPLICA_SIZE] = 0;
+	for (size_t at = 0; at < MS_REPLICA_SIZE; at++) {
+		memcpy(b2, buf, sizeof(b2));
+		b2[at] ^= 0x10;
+		err = NULL;
+		if (ms_replica_decode(b2, sizeof(b2), &got, &err) >= 0)
+			fail_msg("byte %zu flipped: accepted", at);
+		assert_non_null(err);
+	}
+	for (size_t len = 0; len <= MS_REPLICA_SIZE + 1; len++) {
+		if (len == MS_REPLICA_SIZE)
+			continue;
+		CHECK_RET(ms_replica_decode(buf, len, &got, &err),
+			  MS_ECORRUPT, "len %zu", len);
+	}
+	/* well-formed but meaningless: an unknown state, a promotion
+	   without its timeline, a DR marker with one */
+	static const struct {
+		uint32_t state;
+		uint64_t tl, fork;
+	} bad[] = { { 0, 0, 0 }, { 3, 0, 0 }, { 2, 0, 5 }, { 1, 4, 0 },
+		    { 1, 0, 4 } };
+	for (size_t i = 0; i < MS_ARRAY_SIZE(bad); i++) {
+		memcpy(b2, buf, sizeof(b2));
+		ms_put32(b2 + 12, bad[i].state);
+		ms_put64(b2 + 16, bad[i].tl);
+		ms_put64(b2 + 24, bad[i].fork);
+		ms_put64(b2 + 32, XXH3_64bits(b2, 32));
+		CHECK_RET(ms_replica_decode(b2, sizeof(b2), &got, &err),
+			  MS_ECORRUPT, "bad[%zu]", i);
+	}
+	/* damage on disk is an error of read, not "no marker" */
+	write_file(dirfd, MS_REPLICA_NAME, buf, 7);
+	CHECK_RET(ms_replica_read(dirfd, &got, &err), MS_ECORRUPT, "short");
+
+	CHECK_RET(ms_replica_remove(dirfd, &err), 0, "remove");
+	assert_int_equal(faccessat(dirfd, MS_REPLICA_NAME, F_OK, 0), -1);
+	CHECK_RET(ms_replica_read(dirfd, &got, &err), 0, "gone");
+	assert_int_equal(got.state, MS_REPLICA_NONE);
+	close(dirfd);
+	mst_rmtree(dir);
+}
+
 /* ---- the segment reader ---- */
 
 /* payload sizes of the hand-built segment; [3] is over the 1 MiB window */
@@ -1218,6 +1300,7 @@ int main(void)
 		cmocka_unit_test(test_seal_invalid),
 		cmocka_unit_test(test_meta_codec),
 		cmocka_unit_test(test_meta_file),
+		cmocka_unit_test(test_replica_file),
 		cmocka_unit_test(test_reader_all),
 		cmocka_unit_test(test_reader_sealed),
 		cmocka_unit_test(test_reader_damage),
