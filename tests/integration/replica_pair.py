@@ -154,6 +154,22 @@ class Pair:
                    self.pri / "b", "--no-index", "--against", self.dr / "a")
 
 
+def plain_mstored_refused(conf):
+    """Start mstored without --standby; it must exit at once (ended
+    here by its pid if not).  Its output."""
+    p = subprocess.Popen([str(prog("mstored")), "-c", str(conf)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    try:
+        out, _ = p.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        raise AssertionError("mstored started on a DR replica: " + out)
+    assert p.returncode != 0, out
+    return out
+
+
 class BitFlipProxy:
     """TCP proxy between send and recv; flips one bit of the stream
     (sender to receiver) after `after` bytes when armed, or cuts the

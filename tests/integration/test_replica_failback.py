@@ -17,7 +17,7 @@ import time
 
 from conftest import prog, run
 from msproto import Client
-from replica_pair import Pair, free_port
+from replica_pair import Pair, free_port, plain_mstored_refused
 
 
 def body(tag, i, size=1500):
@@ -165,6 +165,11 @@ def test_failback_redelivers_and_follows(tmp_path):
         # the rewound P follows D: udsync send at D, recv at P
         assert list((pair.pri / "a" / "lost+found").glob("*.failback.*"))
         assert not (pair.pri / "a" / "index" / "data.mdb").exists()
+        # the rewound P is a DR replica: a plain mstored refuses it
+        for c in ("a", "b"):
+            assert (pair.pri / c / "mstore.replica").exists()
+        out = plain_mstored_refused(pair.pri / "mstore.conf")
+        assert "this store is a DR replica" in out, out
         reverse_confs(pair)
         for name, conf, role in (("recv", pair.pri, "recv"),
                                  ("send", pair.dr, "send")):

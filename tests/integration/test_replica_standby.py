@@ -135,6 +135,10 @@ def test_failover_promote_rpo0_rto(tmp_path):
         r = pair.mstore("promote", conf=pair.dr / "mstore.conf")
         assert r.returncode == 0, r.stdout + r.stderr
         assert "timeline 2" in r.stdout, r.stdout
+        # the DR store was a replica; promote (op 52) ended that
+        for c in ("a", "b"):
+            assert not (pair.dr / c / "mstore.replica").exists()
+            assert not (pair.dr / c / "udsync.pos").exists()
         dr = Client(pair.dr / "mstored.sock", user="u1")
         uid_new = dr.append(b"Subject: after failover\r\n\r\nhello\r\n")
         rto = time.time() - t_kill
