@@ -308,9 +308,9 @@ static int replica_write_all(struct ms_log *log, const struct ms_replica *r,
 
 static const char *replica_refusal(const struct ms_log *log)
 {
-	return ms_errf("this store is a DR replica (%s/%s): start it with "
-		       "--standby, or mstore promote; it is read-only until "
-		       "promoted",
+	return ms_errf("this store is a DR replica: start it with "
+		       "--standby, or mstore promote (%s/%s: read-only "
+		       "until promoted)",
 		       log->copy[0].root, MS_REPLICA_NAME);
 }
 
