@@ -24,7 +24,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sodium.h>
+#include <sys/timerfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "body.h"
 #include "event.h"
@@ -39,6 +41,12 @@ struct sess {
 	int hello;
 	uint64_t user_id;
 	char user[MS_PROTO_NAME_MAX + 1];
+	/* commit gather (see "group commit gather" below) */
+	unsigned writes;	/* its requests with records in flight */
+	uint64_t answered_ns;	/* its last write answered, none in flight
+				   since; 0: not so */
+	int slow;		/* it did not come back within a gather */
+	uint64_t gather_gen;	/* expected back by this gather; 0: no */
 	/* the last body decoded for FETCH_BODY */
 	uint8_t body_key[32];
 	int have_body;
@@ -69,6 +77,7 @@ struct req {
 	   its reply waits for the DR site */
 	uint64_t max_seq;
 	uint64_t dr_wait_ms;
+	int wrote;		/* its records went to the log */
 	struct req *next;
 };
 
@@ -180,6 +189,18 @@ struct ms_ops {
 	int standby;
 	struct ms_log_cfg lcfg;
 	uint64_t standby_warned_ms;
+	/* group commit gather: see there */
+	struct {
+		uint64_t max_ns;	/* group_commit_wait_us; 0: off */
+		uint64_t flush_ns;	/* recent flush time (moving avg) */
+		uint64_t gen;		/* the completion being gathered */
+		unsigned out;		/* its clients not back yet */
+		uint64_t deadline;	/* ns; the hold ends then at last */
+		uint64_t since;		/* ns: the hold began; 0: none */
+		int tfd;		/* timerfd for the deadline; -1 */
+		uint64_t armed;		/* deadline the timer is set to */
+		uint64_t n_holds, n_timeouts, held_ns;
+	} gather;
 };
 
 /* ---- small helpers ---- */
@@ -320,6 +341,11 @@ static char *mbox_key(uint64_t user_id, const char *name, size_t len)
 static void req_settled(struct req *r)
 {
 	struct ms_ops *ops = r->ops;
+	if (r->wrote) {
+		struct sess *s = ms_conn_data(r->conn);
+		if (s != NULL && s->writes > 0)
+			s->writes--;
+	}
 	/* off the in-flight list, onto the ready list */
 	for (struct req **p = &ops->inflight; *p != NULL; p = &(*p)->next) {
 		if (*p == r) {
@@ -472,6 +498,10 @@ static void req_submit(struct req *r, const struct ms_reply *rep)
 	}
 	r->next = r->ops->inflight;
 	r->ops->inflight = r;
+	r->wrote = 1;
+	struct sess *s = ms_conn_data(r->conn);
+	if (s != NULL)
+		s->writes++;
 }
 
 /* ---- sessions ---- */
@@ -487,12 +517,14 @@ static struct sess *sess_of(struct ms_conn *c)
 	return s;
 }
 
+static void gather_back(struct ms_ops *ops, struct sess *s);
+
 void ms_ops_closed(struct ms_ops *ops, struct ms_conn *c)
 {
-	(void)ops;
 	struct sess *s = ms_conn_data(c);
 	if (s == NULL)
 		return;
+	gather_back(ops, s);	/* it will not send again */
 	ms_buf_free(&s->body);
 	free(s);
 	ms_conn_set_data(c, NULL);
@@ -653,14 +685,33 @@ static int op_status(struct ms_ops *ops, struct ms_conn *c, uint32_t id)
 		{ MS_PSTR("compact.errors"), ops->n_compact_errors },
 		{ MS_PSTR("compact.purged_before"), ops->purged_before },
 		{ MS_PSTR("ops.undeleted"), ops->n_undeleted },
+		{ MS_PSTR("ops.gather_holds"), ops->gather.n_holds },
+		{ MS_PSTR("ops.gather_timeouts"), ops->gather.n_timeouts },
+		{ MS_PSTR("ops.gather_held_ns"), ops->gather.held_ns },
 		{ MS_PSTR("srv.connections"),
 		  ops->srv ? ms_srv_conns(ops->srv) : 0 },
 		{ MS_PSTR("srv.loop_uring"),
 		  ops->srv ? (uint64_t)ms_srv_loop_uring(ops->srv) : 0 },
 	};
-	struct ms_counter all[MS_ARRAY_SIZE(cs) + REPL_COUNTERS];
+	/* records per flush: log.batch.le_N (N = the bucket's upper
+	   bound, counts per bucket) and log.batch.more, above them all */
+	static char bnames[MS_LOG_BATCH_BUCKETS + 1][24];
+	struct ms_counter all[MS_ARRAY_SIZE(cs) + MS_LOG_BATCH_BUCKETS + 1 +
+			      REPL_COUNTERS];
 	memcpy(all, cs, sizeof(cs));
-	size_t n = MS_ARRAY_SIZE(cs) + repl_counters(ops, all + MS_ARRAY_SIZE(cs));
+	size_t n = MS_ARRAY_SIZE(cs);
+	for (size_t i = 0; i <= MS_LOG_BATCH_BUCKETS; i++) {
+		if (bnames[i][0] == '\0' && i < MS_LOG_BATCH_BUCKETS)
+			snprintf(bnames[i], sizeof(bnames[i]),
+				 "log.batch.le_%llu",
+				 (unsigned long long)ms_log_batch_bounds[i]);
+		else if (bnames[i][0] == '\0')
+			snprintf(bnames[i], sizeof(bnames[i]),
+				 "log.batch.more");
+		all[n++] = (struct ms_counter){ ms_pstr_c(bnames[i]),
+						ls.batch_hist[i] };
+	}
+	n += repl_counters(ops, all + n);
 	struct ms_reply rep = { .op = MS_OP_STATUS };
 	rep.u.counters.n = (uint32_t)n;
 	rep.u.counters.list = all;
@@ -2743,6 +2794,8 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 			    why);
 		return;
 	}
+	if (s->answered_ns != 0 || s->gather_gen != 0)
+		gather_back(ops, s);
 	if (!s->hello && q.op != MS_OP_HELLO) {
 		ops->n_errors++;
 		if (h->op < MS_OPS_MAX_OP)
@@ -2913,13 +2966,154 @@ static void idx_settle(struct ms_ops *ops)
 	}
 }
 
+/*
+ * ---- group commit gather ----
+ *
+ * The log flushes one batch at a time and the next flush takes whatever
+ * was queued meanwhile.  Clients that wait for their reply before they
+ * write again (a Dovecot process, an LMTP session, a closed loop) then
+ * split into cohorts: the clients a flush answers need a round trip to
+ * send their next write, the next flush has already started without
+ * them, and each flush carries a part of them (at 64 such clients,
+ * about 32 records of 64).  So when a flush has answered clients that
+ * are expected back (they have nothing else in flight, and came back
+ * within the gather the last time), the next flush waits until they have
+ * all sent a request, or until the deadline: group_commit_wait_us, and
+ * never more than half the recent flush time (a fast disk gets a short
+ * gather).  It waits only with records queued and expected clients
+ * missing: an idle store, a lone client (its own request ends the
+ * gather) and a flush that answered nobody start at once.  A client
+ * that let a gather run out is not waited for again until it comes back
+ * within one.
+ */
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void gather_timer(void *arg)
+{
+	struct ms_ops *ops = arg;
+	uint64_t n;
+	/* the loop's turn ends with ms_ops_tick, which decides */
+	while (read(ops->gather.tfd, &n, sizeof(n)) == sizeof(n))
+		;
+	ops->gather.armed = 0;
+}
+
+/* How long a gather may hold a flush. */
+static uint64_t gather_wait(const struct ms_ops *ops)
+{
+	uint64_t wait = ops->gather.flush_ns / 2;
+	return wait < ops->gather.max_ns ? wait : ops->gather.max_ns;
+}
+
+/* A request of s came (or s went): it is back. */
+static void gather_back(struct ms_ops *ops, struct sess *s)
+{
+	if (s->answered_ns != 0) {
+		/* came back within a gather's time: worth waiting for */
+		s->slow = now_ns() - s->answered_ns > gather_wait(ops);
+		s->answered_ns = 0;
+	}
+	if (s->gather_gen != 0 && s->gather_gen == ops->gather.gen &&
+	    ops->gather.out > 0)
+		ops->gather.out--;
+	s->gather_gen = 0;
+}
+
+/* A flush completed: whom the next one waits for.  Before the replies
+   of the ready list go out. */
+static void gather_mark(struct ms_ops *ops)
+{
+	uint64_t now = now_ns(), last = ms_log_last_flush_ns(ops->log);
+
+	if (last != 0)
+		ops->gather.flush_ns = ops->gather.flush_ns == 0
+					       ? last
+					       : (ops->gather.flush_ns * 7 +
+						  last) / 8;
+	ops->gather.gen++;
+	ops->gather.out = 0;
+	/* sync replication holds the replies for the DR site */
+	if (ops->gather.max_ns == 0 || ops->gather.tfd < 0 ||
+	    repl_holds(ops))
+		return;
+	ops->gather.deadline = now + gather_wait(ops);
+	for (struct req *r = ops->ready; r != NULL; r = r->next) {
+		struct sess *s = ms_conn_data(r->conn);
+		if (!r->wrote || r->status != 0 || s == NULL ||
+		    ms_conn_is_closed(r->conn) || s->writes > 0)
+			continue;
+		s->answered_ns = now;
+		if (s->slow || s->gather_gen == ops->gather.gen)
+			continue;
+		s->gather_gen = ops->gather.gen;
+		ops->gather.out++;
+	}
+}
+
+static void gather_end(struct ms_ops *ops, uint64_t now)
+{
+	if (ops->gather.since != 0) {
+		ops->gather.held_ns += now - ops->gather.since;
+		ops->gather.since = 0;
+	}
+}
+
+/* Hold the next flush back now?  Sets the timer for the deadline. */
+static int gather_hold(struct ms_ops *ops)
+{
+	if (ops->gather.out == 0 || !ms_log_waiting(ops->log)) {
+		if (ops->gather.since != 0)
+			gather_end(ops, now_ns());
+		return 0;
+	}
+	uint64_t now = now_ns();
+	if (now >= ops->gather.deadline) {
+		ops->gather.n_timeouts++;
+		ops->gather.out = 0;
+		gather_end(ops, now);
+		return 0;
+	}
+	if (ops->gather.since == 0) {
+		ops->gather.since = now;
+		ops->gather.n_holds++;
+	}
+	if (ops->gather.armed != ops->gather.deadline) {
+		struct itimerspec its = { { 0, 0 },
+					  { (time_t)(ops->gather.deadline /
+						     1000000000ULL),
+					    (long)(ops->gather.deadline %
+						   1000000000ULL) } };
+		if (timerfd_settime(ops->gather.tfd, TFD_TIMER_ABSTIME, &its,
+				    NULL) < 0) {
+			/* without a timer the hold could last: no gather */
+			msg_warn("group commit: timerfd: %s; not waiting",
+				 strerror(errno));
+			ops->gather.max_ns = 0;
+			ops->gather.out = 0;
+			gather_end(ops, now);
+			return 0;
+		}
+		ops->gather.armed = ops->gather.deadline;
+	}
+	return 1;
+}
+
 void ms_ops_tick(struct ms_ops *ops)
 {
-	/* start the flush of what this turn queued; with psync that is the
-	   whole write, so reap it too */
+	/* start the flush of what this turn queued, unless the gather holds
+	   it; with psync that is the whole write, so reap it too */
 	for (int i = 0; i < 8; i++) {
 		uint64_t before = ops->completions;
-		int more = ms_log_run(ops->log, 0);
+		int more = ms_log_reap(ops->log, 0);
+		if (ops->completions != before)
+			gather_mark(ops);
+		if (more > 0 && !gather_hold(ops))
+			more = ms_log_kick(ops->log);
 		if (more <= 0 || (i > 0 && ops->completions == before))
 			break;
 	}
@@ -2976,11 +3170,26 @@ const char *ms_ops_index_dir(struct ms_ops *ops)
 void ms_ops_set_srv(struct ms_ops *ops, struct ms_srv *srv)
 {
 	ops->srv = srv;
+	/* the group commit gather's deadline (without it, no gather) */
+	if (ops->gather.tfd < 0) {
+		int fd = timerfd_create(CLOCK_MONOTONIC,
+					TFD_NONBLOCK | TFD_CLOEXEC);
+		if (fd < 0 || ms_srv_watch(srv, fd, gather_timer, ops) < 0) {
+			msg_warn("group commit: no timer (%s): flushes will "
+				 "not wait for clients",
+				 strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return;
+		}
+		ops->gather.tfd = fd;
+	}
 }
 
 void ms_ops_reload(struct ms_ops *ops, const struct ms_store_cfg *cfg)
 {
 	ops->scrub_rate = cfg->scrub_rate;
+	ops->gather.max_ns = cfg->group_commit_wait_us * 1000;
 	ops->undelete_window_s = cfg->undelete_window / 1000;
 	ops->compact_threshold = cfg->compact_threshold;
 	ops->compact_interval_ms = cfg->compact_interval;
@@ -3045,6 +3254,7 @@ static int ops_open(const struct ms_store_cfg *cfg, int standby,
 		    struct ms_ops **ops_r, const char **error_r)
 {
 	struct ms_ops *ops = ms_calloc(1, sizeof(*ops));
+	ops->gather.tfd = -1;
 	struct ms_log_cfg lc;
 	uint8_t key[32];
 	int ret;
@@ -3191,6 +3401,8 @@ void ms_ops_close(struct ms_ops **opsp)
 	}
 	ms_log_close(&ops->log);
 	ms_body_ctx_wipe(&ops->bctx);
+	if (ops->gather.tfd >= 0)
+		close(ops->gather.tfd);
 	free(ops->idx_dir);
 	free(ops);
 	*opsp = NULL;

@@ -75,6 +75,11 @@ static const struct ms_cfg_def store_defs[] = {
 	{ "store", "compact_interval", MS_CFG_DURATION, "1h", 0, 0, NULL,
 	  F(compact_interval),
 	  "run compaction this often (0: only when asked, mstore compact)" },
+	{ "store", "group_commit_wait_us", MS_CFG_UINT, "1000", 0, 100000,
+	  NULL, F(group_commit_wait_us),
+	  "after a flush, the next one waits at most this many microseconds "
+	  "(and at most half a recent flush) for the clients it answered to "
+	  "send again; 0: never waits" },
 	{ "store", "replication", MS_CFG_ENUM, "async", 0, 0, repl_names,
 	  F(replication),
 	  "async: acknowledge once durable here; sync: also wait for the DR "
