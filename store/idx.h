@@ -167,7 +167,7 @@
  * mboxes    u64 mbox_id -> u64 user_id, u32 uidvalidity, u32 special_use,
  *                       u64 uidnext, u64 highestmodseq, u64 messages,
  *                       u64 unseen, u64 bytes, u64 vbytes, u64 expunged,
- *                       str name                                     (74+n)
+ *                       u64 purged_modseq, str name                  (82+n)
  * mbox_names  u64 user_id, u64 hash(name) -> k x u64 mbox_id, ascending,
  *                       k >= 1 (the mailboxes of the user whose names
  *                       share that hash; names up to 1024 bytes do not
@@ -204,7 +204,7 @@
 #include "ms.h"
 #include "rec.h"
 
-#define MS_IDX_VERSION 2u
+#define MS_IDX_VERSION 3u
 /* 0 as map_size: this.  Sparse on disk; only the address space is used. */
 #define MS_IDX_MAP_SIZE_DEFAULT ((uint64_t)16 << 30)
 /* Records per write transaction in ms_idx_catch_up / ms_idx_rebuild. */
@@ -321,6 +321,16 @@ struct ms_idx_mbox {
 	uint32_t special_use; /* MS_EVENT_SU_* */
 	uint64_t uidnext, highestmodseq;
 	uint64_t messages, unseen, bytes, vbytes, expunged;
+	/*
+	 * The highest expunge modseq the change feed no longer carries:
+	 * raised by a PURGE for each expunge it drops, by an undelete for
+	 * the expunge of the uid it restores (under a new uid), and by an
+	 * EXPUNGE whose messages are already gone (their PLACE records
+	 * compacted away after a PURGE or an undelete: what a rebuild from
+	 * a compacted log sees), so a rebuilt index has the same value.  A CHANGES since a modseq
+	 * below it cannot list every expunge: MS_ESTATE.
+	 */
+	uint64_t purged_modseq;
 	int subscribed; /* the user subscribes the name */
 };
 

@@ -1375,6 +1375,16 @@ static int op_changes(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	if (ret < 0)
 		return ret;
 	ret = resolve_mbox(rd, s->user_id, q->mailbox, &m, why_r);
+	/* expunges after since were purged (the undelete window ended, or
+	   a MOVE's source): the feed cannot list them all */
+	if (ret == 0 && q->since_modseq != 0 &&
+	    q->since_modseq < m.purged_modseq) {
+		*why_r = ms_errf("expunges after modseq %llu were purged "
+				 "(up to modseq %llu): resynchronise in full",
+				 (unsigned long long)q->since_modseq,
+				 (unsigned long long)m.purged_modseq);
+		ret = MS_ESTATE;
+	}
 	if (ret == 0)
 		ret = ms_idx_changes_iter(rd, m.id, q->since_modseq, &it);
 	while (ret == 0 && (ret = ms_idx_changes_next(it, &ch)) > 0) {

@@ -1,13 +1,15 @@
 """A small client of the mstore protocol (docs/protocol.md) for tests:
 the ops the udsync tests read and write with (HELLO, MBOX_STATUS,
-APPEND, FETCH_META, FETCH_BODY, EXPUNGE, STATUS).  Not pipelined: one
-request, its reply."""
+APPEND, FETCH_META, FETCH_BODY, EXPUNGE, STATUS), CHANGES and COMPACT.
+Not pipelined: one request, its reply."""
 import socket
 import struct
 
 HELLO, STATUS, MBOX_LIST, MBOX_STATUS = 1, 2, 20, 25
 APPEND, FETCH_META, FETCH_BODY, EXPUNGE, STORE = 30, 31, 32, 35, 34
+CHANGES, COMPACT = 33, 43
 REPLY = 0x8000
+MS_ESTATE = -10007
 
 
 def _str(s):
@@ -142,3 +144,23 @@ class Client:
     def expunge(self, mailbox, ranges):
         r = self.call(EXPUNGE, _str(mailbox) + _uids(list(ranges)))
         return r.take("Q")
+
+    def changes(self, mailbox, since):
+        """CHANGES: (highestmodseq, [(uid, modseq, flags)], expunged
+        ranges); Error with MS_ESTATE when the feed cannot reach back."""
+        r = self.call(CHANGES, _str(mailbox) + struct.pack("<Q", since))
+        hms, _uidvalidity = r.take("QI")
+        changed = []
+        for _ in range(r.take("I")):
+            uid, modseq, flags = r.take("IQI")
+            for _ in range(r.take("H")):
+                r.str()
+            changed.append((uid, modseq, flags))
+        gone = [r.take("II") for _ in range(r.take("I"))]
+        return hms, changed, gone
+
+    def compact(self, threshold=0, purge_only=False):
+        """COMPACT (admin): the reply's counters."""
+        r = self.call(COMPACT, struct.pack("<IB", threshold,
+                                           1 if purge_only else 0))
+        return {r.str(): r.take("Q") for _ in range(r.take("H"))}
