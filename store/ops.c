@@ -22,6 +22,8 @@
  * socket.
  */
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <sodium.h>
 #include <sys/timerfd.h>
@@ -189,6 +191,14 @@ struct ms_ops {
 	int standby;
 	struct ms_log_cfg lcfg;
 	uint64_t standby_warned_ms;
+	/* [store] user_socket_peers, resolved: see "peers" */
+	struct peers {
+		int any;		/* "*" */
+		uid_t *uids;
+		size_t nuids;
+		gid_t *gids;
+		size_t ngids;
+	} peers;
 	/* group commit gather: see there */
 	struct {
 		uint64_t max_ns;	/* group_commit_wait_us; 0: off */
@@ -530,6 +540,127 @@ void ms_ops_closed(struct ms_ops *ops, struct ms_conn *c)
 	ms_conn_set_data(c, NULL);
 }
 
+/*
+ * ---- peers ----
+ *
+ * Who may say hello as which user on the user socket (docs/protocol.md,
+ * "Roles and sessions"): root and mstored's own uid as anyone; a peer
+ * whose uid, gid or a supplementary group (SO_PEERCRED, SO_PEERGROUPS)
+ * is in [store] user_socket_peers as anyone (Dovecot's mail processes,
+ * one mail_uid for all virtual users); any other peer only as the mail
+ * user named like its system user.  "*" in the list lets every peer the
+ * socket's mode lets in act for anyone (the old rule).  The admin socket
+ * takes root and mstored's uid only (srv.c, at accept).
+ */
+static void peers_free(struct peers *p)
+{
+	free(p->uids);
+	free(p->gids);
+	memset(p, 0, sizeof(*p));
+}
+
+/* Names, numbers and @groups, separated by commas or blanks. */
+static int peers_parse(const char *spec, struct peers *p,
+		       const char **error_r)
+{
+	memset(p, 0, sizeof(*p));
+	for (const char *s = spec != NULL ? spec : ""; *s != '\0';) {
+		size_t n = strcspn(s, ", \t");
+		if (n == 0) {
+			s++;
+			continue;
+		}
+		char tok[256];
+		if (n >= sizeof(tok)) {
+			*error_r = "[store] user_socket_peers: a name is too "
+				   "long";
+			peers_free(p);
+			return MS_ECONFIG;
+		}
+		memcpy(tok, s, n);
+		tok[n] = '\0';
+		s += n;
+		int group = tok[0] == '@';
+		const char *name = tok + group;
+		char *end;
+		errno = 0;
+		unsigned long id = strtoul(name, &end, 10);
+		int numeric = *name != '\0' && *end == '\0' && errno == 0 &&
+			      id < (unsigned long)(uid_t)-1;
+		if (strcmp(tok, "*") == 0) {
+			p->any = 1;
+		} else if (group) {
+			struct group *g = numeric ? NULL : getgrnam(name);
+			if (!numeric && g == NULL) {
+				*error_r = ms_errf("[store] user_socket_peers: "
+						   "no group %s",
+						   name);
+				peers_free(p);
+				return MS_ECONFIG;
+			}
+			p->gids = ms_realloc(p->gids, (p->ngids + 1) *
+							      sizeof(gid_t));
+			p->gids[p->ngids++] = numeric ? (gid_t)id : g->gr_gid;
+		} else {
+			struct passwd *pw = numeric ? NULL : getpwnam(name);
+			if (!numeric && pw == NULL) {
+				*error_r = ms_errf("[store] user_socket_peers: "
+						   "no user %s",
+						   name);
+				peers_free(p);
+				return MS_ECONFIG;
+			}
+			p->uids = ms_realloc(p->uids, (p->nuids + 1) *
+							      sizeof(uid_t));
+			p->uids[p->nuids++] = numeric ? (uid_t)id : pw->pw_uid;
+		}
+	}
+	return 0;
+}
+
+static int peers_has_gid(const struct peers *p, gid_t g)
+{
+	for (size_t i = 0; i < p->ngids; i++)
+		if (p->gids[i] == g)
+			return 1;
+	return 0;
+}
+
+/* May the peer of c (a user-socket connection) act for user?  0, or
+   -EACCES with the reason. */
+static int peer_may_act(const struct ms_ops *ops, struct ms_conn *c,
+			const char *user, size_t len, const char **why_r)
+{
+	const struct peers *p = &ops->peers;
+	uid_t uid = ms_conn_uid(c);
+
+	if (ms_conn_is_admin(c) || uid == 0 || uid == geteuid() || p->any)
+		return 0;
+	for (size_t i = 0; i < p->nuids; i++)
+		if (p->uids[i] == uid)
+			return 0;
+	if (p->ngids > 0) {
+		gid_t gids[256];
+		int n = ms_conn_peer_groups(c, gids, (int)MS_ARRAY_SIZE(gids));
+		if (peers_has_gid(p, ms_conn_gid(c)))
+			return 0;
+		for (int i = 0; i < n; i++)
+			if (peers_has_gid(p, gids[i]))
+				return 0;
+	}
+	/* a system user acts for the mail user of its own name */
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) == 0 &&
+	    res != NULL && strlen(pw.pw_name) == len &&
+	    memcmp(pw.pw_name, user, len) == 0)
+		return 0;
+	*why_r = ms_errf("peer uid %u (%s) may act only for the mail user "
+			 "of its own name ([store] user_socket_peers)",
+			 (unsigned)uid, res != NULL ? pw.pw_name : "no name");
+	return -EACCES;
+}
+
 /* The user a request acts for: the session's, or (admin) a named one. */
 static int resolve_user(struct ms_idx_rd *rd, struct ms_conn *c,
 			struct sess *s, struct ms_pstr name,
@@ -608,7 +739,13 @@ static int op_hello(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 			*why_r = "a user session names its user";
 			return -EINVAL;
 		}
-		int ret = ms_idx_read_begin(ops->idx, &rd);
+		int ret = peer_may_act(ops, c, q->user.s, q->user.len, why_r);
+		if (ret < 0) {
+			msg_warn("hello as user %.*s refused: %s",
+				 (int)q->user.len, q->user.s, *why_r);
+			return ret;
+		}
+		ret = ms_idx_read_begin(ops->idx, &rd);
 		if (ret == 0) {
 			ret = ms_idx_user_by_name(rd, q->user.s, q->user.len,
 						  &u);
@@ -3200,6 +3337,14 @@ void ms_ops_reload(struct ms_ops *ops, const struct ms_store_cfg *cfg)
 {
 	ops->scrub_rate = cfg->scrub_rate;
 	ops->gather.max_ns = cfg->group_commit_wait_us * 1000;
+	struct peers np;
+	const char *perr = "";
+	if (peers_parse(cfg->user_socket_peers, &np, &perr) < 0) {
+		msg_warn("%s; keeping the peers of before", perr);
+	} else {
+		peers_free(&ops->peers);
+		ops->peers = np;
+	}
 	ops->undelete_window_s = cfg->undelete_window / 1000;
 	ops->compact_threshold = cfg->compact_threshold;
 	ops->compact_interval_ms = cfg->compact_interval;
@@ -3338,6 +3483,11 @@ static int ops_open(const struct ms_store_cfg *cfg, int standby,
 	if (!standby && (ret = finish_retires(ops, from, error_r)) < 0)
 		goto fail;
 	ms_log_set_apply_hook(ops->log, apply_record, ops);
+	/* names that do not resolve stop the start (a reload keeps the
+	   old list) */
+	if ((ret = peers_parse(cfg->user_socket_peers, &ops->peers,
+			       error_r)) < 0)
+		goto fail;
 	ms_ops_reload(ops, cfg);
 	*ops_r = ops;
 	return 0;
@@ -3413,6 +3563,7 @@ void ms_ops_close(struct ms_ops **opsp)
 	ms_body_ctx_wipe(&ops->bctx);
 	if (ops->gather.tfd >= 0)
 		close(ops->gather.tfd);
+	peers_free(&ops->peers);
 	free(ops->idx_dir);
 	free(ops);
 	*opsp = NULL;

@@ -51,6 +51,12 @@ static const struct ms_cfg_def store_defs[] = {
 	  F(admin_socket_mode), "permissions of the admin socket file" },
 	{ "store", "user", MS_CFG_STR, NULL, 0, 64, NULL, F(user),
 	  "run as this user after binding (when started as root)" },
+	{ "store", "user_socket_peers", MS_CFG_STR, NULL, 0, 4000, NULL,
+	  F(user_socket_peers),
+	  "system users and @groups whose processes may say hello on the "
+	  "user socket as any mail user (Dovecot's mail_uid); any other "
+	  "peer only as the mail user named like its system user; *: any "
+	  "peer as any user" },
 	{ "store", "max_frame", MS_CFG_SIZE, "64M", 64 << 10, 256 << 20, NULL,
 	  F(max_frame), "largest protocol frame (so, largest message)" },
 	{ "store", "max_connections", MS_CFG_UINT, "1024", 1, 100000, NULL,

@@ -32,6 +32,7 @@ struct ms_store_cfg {
 	char *admin_socket;	/* admin role (tools); keep it 0600 */
 	unsigned admin_socket_mode;
 	char *user;		/* drop root to this user after binding */
+	char *user_socket_peers;	/* who may act for any user; NULL */
 	uint64_t max_frame;
 	uint64_t max_connections;
 	uint64_t max_output;

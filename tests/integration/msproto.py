@@ -77,8 +77,12 @@ class Client:
                        + body)
         ln, rop, _, rid = struct.unpack("<IHHI", self._recv(12))
         rb = self._recv(ln - 8)
-        assert rop == op | REPLY and rid == self.id, (rop, rid)
         r = Reader(rb)
+        if rop == REPLY and rid == 0:
+            # about the connection itself (refused, malformed): it closes
+            status = r.take("i")
+            raise Error(status, r.str())
+        assert rop == op | REPLY and rid == self.id, (rop, rid)
         status = r.take("i")
         if status < 0:
             raise Error(status, r.str())
