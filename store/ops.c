@@ -1075,9 +1075,14 @@ static int op_mbox_status(struct ms_ops *ops, struct ms_conn *c,
 static uint64_t virtual_size(const uint8_t *p, size_t len)
 {
 	uint64_t v = len;
-	for (size_t i = 0; i < len; i++)
-		if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
+	const uint8_t *at = p, *end = p + len;
+	/* memchr, not a byte loop: this was 4% of the daemon's CPU at 4
+	   KiB appends */
+	while (at < end && (at = memchr(at, '\n', (size_t)(end - at))) != NULL) {
+		if (at == p || at[-1] != '\r')
 			v++;
+		at++;
+	}
 	return v;
 }
 
