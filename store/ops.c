@@ -838,13 +838,13 @@ static int op_status(struct ms_ops *ops, struct ms_conn *c, uint32_t id)
 	memcpy(all, cs, sizeof(cs));
 	size_t n = MS_ARRAY_SIZE(cs);
 	for (size_t i = 0; i <= MS_LOG_BATCH_BUCKETS; i++) {
-		if (bnames[i][0] == '\0' && i < MS_LOG_BATCH_BUCKETS)
+		if (i == MS_LOG_BATCH_BUCKETS)
+			snprintf(bnames[i], sizeof(bnames[i]),
+				 "log.batch.more");
+		else
 			snprintf(bnames[i], sizeof(bnames[i]),
 				 "log.batch.le_%llu",
 				 (unsigned long long)ms_log_batch_bounds[i]);
-		else if (bnames[i][0] == '\0')
-			snprintf(bnames[i], sizeof(bnames[i]),
-				 "log.batch.more");
 		all[n++] = (struct ms_counter){ ms_pstr_c(bnames[i]),
 						ls.batch_hist[i] };
 	}
