@@ -328,11 +328,21 @@ static int mstore_sync_read_changes(struct mstore_sync_ctx *ctx,
 
 	q.u.changes.mailbox = ms_pstr_c(ctx->name);
 	q.u.changes.since_modseq = ctx->ext_hdr.last_modseq;
-	if (mstore_request(ctx->mbox->storage, &q, &rep, &status) < 0) {
-		if (status == MS_ESTATE)
-			return 0;
-		return -1;
+	status = mstore_request_status(ctx->mbox->storage, &q, &rep);
+	if (status == MS_ESTATE) {
+		/* expunges after our modseq were purged (the undelete
+		   window ended, a MOVE, an undelete): not an error, the
+		   whole mailbox tells what is gone */
+		e_debug(ctx->box->event, "mstore: the change feed no longer "
+			"reaches back to modseq %llu; reading the whole "
+			"mailbox",
+			(unsigned long long)ctx->ext_hdr.last_modseq);
+		return 0;
 	}
+	if (status < -1)
+		mstore_set_store_error(ctx->mbox->storage, status, "CHANGES");
+	if (status < 0)
+		return -1;
 	const struct mail_index_header *hdr =
 		mail_index_get_header(ctx->sync_view);
 	if (rep.u.changes.uidvalidity != hdr->uid_validity)

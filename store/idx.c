@@ -59,7 +59,7 @@ static const uint8_t format_magic[8] = {'M', 'S', 'T', 'O', 'I', 'D', 'X', 0};
 #define BOOT_ID_MAX 40
 #define OPEN_SIZE (8 + BOOT_ID_MAX)
 #define USER_FIXED 42
-#define MBOX_FIXED 90
+#define MBOX_FIXED 98
 #define MSG_FIXED 128
 #define XMSG_PREFIX 24
 #define BODY_SIZE 56
@@ -447,7 +447,7 @@ static int mbox_decode(const MDB_val *key, const MDB_val *v,
 	if (v->mv_size < MBOX_FIXED)
 		return damaged(DB_MBOXES, key->mv_data, key->mv_size,
 			       "value size", error_r);
-	nl = ms_get16(p + 88);
+	nl = ms_get16(p + 96);
 	if (nl == 0 || nl > MS_EVENT_MBOX_NAME_MAX ||
 	    v->mv_size != (size_t)MBOX_FIXED + nl)
 		return damaged(DB_MBOXES, key->mv_data, key->mv_size,
@@ -464,6 +464,7 @@ static int mbox_decode(const MDB_val *key, const MDB_val *v,
 	m_r->vbytes = ms_get64(p + 56);
 	m_r->expunged = ms_get64(p + 64);
 	memcpy(m_r->guid, p + 72, sizeof(m_r->guid));
+	m_r->purged_modseq = ms_get64(p + 88);
 	m_r->name = (const char *)p + MBOX_FIXED;
 	m_r->name_len = nl;
 	m_r->subscribed = 0;
@@ -483,7 +484,8 @@ static size_t mbox_encode(const struct ms_idx_mbox *m, uint8_t *out)
 	ms_put64(out + 56, m->vbytes);
 	ms_put64(out + 64, m->expunged);
 	memcpy(out + 72, m->guid, sizeof(m->guid));
-	ms_put16(out + 88, (uint16_t)m->name_len);
+	ms_put64(out + 88, m->purged_modseq);
+	ms_put16(out + 96, (uint16_t)m->name_len);
 	memcpy(out + MBOX_FIXED, m->name, m->name_len);
 	return MBOX_FIXED + m->name_len;
 }
@@ -1614,6 +1616,9 @@ static int apply_place(struct ms_idx_txn *t, struct ms_pos pos, uint64_t seq,
 	/* no anomaly from here on */
 	if (restore && (ret = expunged_remove(t, &x, &mb)) < 0)
 		return ret;
+	/* the feed no longer carries the old uid's expunge either */
+	if (restore && x.expunge_modseq > mb.m.purged_modseq)
+		mb.m.purged_modseq = x.expunge_modseq;
 	ret = body_load(t, e->body_key, &b);
 	if (ret == MS_ENOTFOUND)
 		memset(&b, 0,
@@ -1864,8 +1869,19 @@ static int apply_expunge(struct ms_idx_txn *t, uint64_t seq,
 			       ? txn_fail(t, damaged(DB_MBOXES, &e->mbox_id, 8,
 						     "owner missing", &t->err))
 			       : ret;
+	uint64_t before = mb.m.messages, want = 0;
 	if ((ret = range_walk(t, &mb, ev, seq, &u, expunge_one)) < 0)
 		return ret;
+	/* the writer names present uids only: any it did not find here
+	   were purged, and their PLACE compacted away (idx.h) */
+	for (uint32_t i = 0; i < e->ranges.n; i++) {
+		uint32_t lo, hi;
+		if (ms_event_range(ev, i, &lo, &hi) < 0)
+			return txn_fail(t, -EINVAL);
+		want += (uint64_t)hi - lo + 1;
+	}
+	if (before - mb.m.messages < want && e->modseq > mb.m.purged_modseq)
+		mb.m.purged_modseq = e->modseq;
 	if (e->modseq > mb.m.highestmodseq)
 		mb.m.highestmodseq = e->modseq;
 	/* the writer expunges placed uids only: uidnext is past them even
@@ -1940,6 +1956,9 @@ static int apply_purge(struct ms_idx_txn *t, const struct ms_event_purge *e)
 						   "no mailbox", &t->err));
 			break;
 		}
+		/* the feed no longer carries this expunge */
+		if (x.expunge_modseq > mb.m.purged_modseq)
+			mb.m.purged_modseq = x.expunge_modseq;
 		if ((ret = expunged_remove(t, &x, &mb)) < 0 ||
 		    (ret = mbox_store(t, &mb.m)) < 0)
 			break;
@@ -3346,7 +3365,8 @@ static int dump_entry(FILE *out, int db, const MDB_val *k, const MDB_val *v,
 		fprintf(out,
 			" uidvalidity=%u special_use=0x%02x uidnext=%llu"
 			" highestmodseq=%llu messages=%llu unseen=%llu"
-			" bytes=%llu vbytes=%llu expunged=%llu guid=",
+			" bytes=%llu vbytes=%llu expunged=%llu"
+			" purged_modseq=%llu guid=",
 			m.uidvalidity, m.special_use,
 			(unsigned long long)m.uidnext,
 			(unsigned long long)m.highestmodseq,
@@ -3354,7 +3374,8 @@ static int dump_entry(FILE *out, int db, const MDB_val *k, const MDB_val *v,
 			(unsigned long long)m.unseen,
 			(unsigned long long)m.bytes,
 			(unsigned long long)m.vbytes,
-			(unsigned long long)m.expunged);
+			(unsigned long long)m.expunged,
+			(unsigned long long)m.purged_modseq);
 		for (size_t i = 0; i < sizeof(m.guid); i++)
 			fprintf(out, "%02x", m.guid[i]);
 		fputc('\n', out);

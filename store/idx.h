@@ -173,7 +173,8 @@
  * mboxes    u64 mbox_id -> u64 user_id, u32 uidvalidity, u32 special_use,
  *                       u64 uidnext, u64 highestmodseq, u64 messages,
  *                       u64 unseen, u64 bytes, u64 vbytes, u64 expunged,
- *                       u8[16] guid (all zero: none set), str name   (90+n)
+ *                       u8[16] guid (all zero: none set),
+ *                       u64 purged_modseq, str name                  (98+n)
  * mbox_names  u64 user_id, u64 hash(name) -> k x u64 mbox_id, ascending,
  *                       k >= 1 (the mailboxes of the user whose names
  *                       share that hash; names up to 1024 bytes do not
@@ -328,6 +329,16 @@ struct ms_idx_mbox {
 	uint64_t uidnext, highestmodseq;
 	uint64_t messages, unseen, bytes, vbytes, expunged;
 	uint8_t guid[16]; /* MBOX_UPDATE's; all zero: none was set */
+	/*
+	 * The highest expunge modseq the change feed no longer carries:
+	 * raised by a PURGE for each expunge it drops, by an undelete for
+	 * the expunge of the uid it restores (under a new uid), and by an
+	 * EXPUNGE whose messages are already gone (their PLACE records
+	 * compacted away after a PURGE or an undelete: what a rebuild from
+	 * a compacted log sees), so a rebuilt index has the same value.  A CHANGES since a modseq
+	 * below it cannot list every expunge: MS_ESTATE.
+	 */
+	uint64_t purged_modseq;
 	int subscribed; /* the user subscribes the name */
 };
 

@@ -862,6 +862,7 @@ static void flush_done(struct ms_log *log)
 	log->st.flushes++;
 	log->st.flushed_records += b->nw;
 	uint64_t flush_ns = now_ns() - log->flush_t0;
+	log->last_flush_ns = flush_ns;
 	log->st.flush_ns += flush_ns;
 	hist_add(log->st.flush_hist, ms_log_flush_bounds_ns,
 		 MS_LOG_FLUSH_BUCKETS, flush_ns);
@@ -882,7 +883,7 @@ static void flush_done(struct ms_log *log)
 	log->spare = b;
 }
 
-int ms_log_run(struct ms_log *log, int block)
+int ms_log_reap(struct ms_log *log, int block)
 {
 	if (log->inflight) {
 		int r = log->io->ops->flush_reap(log->io, &log->fl, block);
@@ -892,9 +893,32 @@ int ms_log_run(struct ms_log *log, int block)
 			return 1;
 		flush_done(log);
 	}
+	return log->inflight || log->q_first != NULL;
+}
+
+int ms_log_kick(struct ms_log *log)
+{
 	if (!log->inflight && log->q_first != NULL && !log->dead)
 		flush_start(log);
 	return log->inflight || log->q_first != NULL;
+}
+
+int ms_log_run(struct ms_log *log, int block)
+{
+	int r = ms_log_reap(log, block);
+	if (r < 0)
+		return r;
+	return ms_log_kick(log);
+}
+
+int ms_log_waiting(const struct ms_log *log)
+{
+	return !log->inflight && log->q_first != NULL && !log->dead;
+}
+
+uint64_t ms_log_last_flush_ns(const struct ms_log *log)
+{
+	return log->last_flush_ns;
 }
 
 int ms_log_sync(struct ms_log *log)

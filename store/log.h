@@ -11,9 +11,12 @@
  *
  * Group commit: appends only copy the record into the open batch.  A
  * flush takes the oldest batch; the next flush starts when it completes,
- * taking everything that arrived meanwhile (no timer).  Call ms_log_run()
- * from the event loop (when ms_log_event_fd() polls readable, or after
- * appending); ms_log_sync() runs until everything queued is settled.
+ * taking everything that arrived meanwhile (no timer here).  Call
+ * ms_log_run() from the event loop (when ms_log_event_fd() polls
+ * readable, or after appending); ms_log_sync() runs until everything
+ * queued is settled.  A caller that wants to hold the next flush a
+ * moment (mstored's commit gather, ops.c) calls ms_log_reap() and
+ * ms_log_kick() instead.
  *
  * Reads check every record; a record bad on one copy is read from the
  * other and the bad copy is rewritten (self-heal).  Bad on both: an error
@@ -138,6 +141,20 @@ int ms_log_append(struct ms_log *log, uint8_t type, uint8_t flags,
  * is queued or in flight, 0 when idle, <0 on an engine error.
  */
 int ms_log_run(struct ms_log *log, int block);
+/*
+ * ms_log_run() in two halves, for a caller that decides when a flush
+ * starts (mstored's commit gather): reap only (the callbacks of a
+ * finished flush run; no flush is started), and start the next flush
+ * if none is in flight.  Same returns as ms_log_run().
+ */
+int ms_log_reap(struct ms_log *log, int block);
+int ms_log_kick(struct ms_log *log);
+/* Records are queued and no flush is in flight: ms_log_kick() would
+   start one. */
+int ms_log_waiting(const struct ms_log *log);
+/* How long the last flush took, submission to completion (ns; 0: none
+   yet). */
+uint64_t ms_log_last_flush_ns(const struct ms_log *log);
 /*
  * Called for every record, in log order, when its batch is durable
  * (seals included), before the done callbacks of that batch; payload

@@ -72,6 +72,7 @@ struct ms_log {
 	struct ms_log_batch *q_first, *q_last, *spare;
 	int inflight;
 	uint64_t flush_t0;
+	uint64_t last_flush_ns;	/* the last flush, start to reap */
 	struct ms_io_flush fl;
 	int dead;
 	uint64_t counter;	/* fd cache clock */

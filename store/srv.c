@@ -81,7 +81,8 @@ struct ms_conn {
 	int closing;		/* close when out is drained */
 	int admin;
 	int in_frames;		/* conn_frames is running (no re-entry) */
-	uid_t uid;
+	uid_t uid;		/* the peer's (SO_PEERCRED), at accept */
+	gid_t gid;
 	struct ms_buf in, out;
 	size_t out_off;
 	uint64_t last_ms;
@@ -552,6 +553,7 @@ struct ms_conn *ms_srv_conn_internal(struct ms_srv *srv, int admin,
 	c->refs = 1;
 	c->admin = admin;
 	c->uid = (uid_t)-1;
+	c->gid = (gid_t)-1;
 	c->internal = 1;
 	c->deliver = deliver;
 	c->deliver_arg = arg;
@@ -689,6 +691,21 @@ int ms_conn_is_closed(const struct ms_conn *c)
 uid_t ms_conn_uid(const struct ms_conn *c)
 {
 	return c->uid;
+}
+
+gid_t ms_conn_gid(const struct ms_conn *c)
+{
+	return c->gid;
+}
+
+int ms_conn_peer_groups(const struct ms_conn *c, gid_t *gids, int max)
+{
+	socklen_t len = (socklen_t)((size_t)max * sizeof(gid_t));
+	if (c->internal || c->stream || c->closed)
+		return -EINVAL;
+	if (getsockopt(c->w.fd, SOL_SOCKET, SO_PEERGROUPS, gids, &len) < 0)
+		return -errno;	/* ERANGE: more than max */
+	return (int)(len / sizeof(gid_t));
 }
 
 void *ms_conn_data(const struct ms_conn *c)
@@ -905,6 +922,7 @@ static void srv_accept_stream(struct ms_srv *srv, struct watch *lw, int fd)
 	c->srv = srv;
 	c->refs = 1;
 	c->uid = (uid_t)-1;
+	c->gid = (gid_t)-1;
 	c->last_ms = now_ms();
 	c->stream = st;
 	c->lw = lw;
@@ -952,6 +970,24 @@ static void srv_accept(struct ms_srv *srv, struct watch *lw)
 			close(fd);
 			continue;
 		}
+		/* the admin socket: our own uid and root only, whatever the
+		   socket file's mode (docs/protocol.md, roles) */
+		if (lw->admin && cred.uid != 0 && cred.uid != geteuid()) {
+			struct ms_buf b;
+			ms_buf_init(&b, 0);
+			ms_proto_error(&b, 0, 0, -EACCES,
+				       "the admin socket takes mstored's own "
+				       "uid and root only");
+			(void)!send(fd, b.data, b.len,
+				    MSG_NOSIGNAL | MSG_DONTWAIT);
+			ms_buf_free(&b);
+			close(fd);
+			msg_warn("admin socket: peer uid=%u pid=%d refused (not "
+				 "mstored's uid %u, not root)",
+				 (unsigned)cred.uid, (int)cred.pid,
+				 (unsigned)geteuid());
+			continue;
+		}
 		struct ms_conn *c = ms_calloc(1, sizeof(*c));
 		c->w.kind = W_CONN;
 		c->w.fd = fd;
@@ -960,6 +996,7 @@ static void srv_accept(struct ms_srv *srv, struct watch *lw)
 		c->refs = 1;
 		c->admin = lw->admin;
 		c->uid = cred.uid;
+		c->gid = cred.gid;
 		c->last_ms = now_ms();
 		ms_buf_init(&c->in, srv->lim.max_frame + SRV_READ_CHUNK);
 		ms_buf_init(&c->out, srv->lim.max_out + srv->lim.max_frame);

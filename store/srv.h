@@ -136,8 +136,13 @@ void ms_conn_unref(struct ms_conn **c);
 void ms_conn_close(struct ms_conn *c);
 int ms_conn_is_admin(const struct ms_conn *c);
 int ms_conn_is_closed(const struct ms_conn *c);
-/* Peer credentials (SO_PEERCRED) taken at accept. */
+/* Peer credentials (SO_PEERCRED) taken at accept ((uid_t)-1 for an
+   internal connection). */
 uid_t ms_conn_uid(const struct ms_conn *c);
+gid_t ms_conn_gid(const struct ms_conn *c);
+/* The peer's supplementary groups (SO_PEERGROUPS, as at connect): the
+   count, or -errno (-ERANGE: more than max; -EINVAL: no socket peer). */
+int ms_conn_peer_groups(const struct ms_conn *c, gid_t *gids, int max);
 void *ms_conn_data(const struct ms_conn *c);
 void ms_conn_set_data(struct ms_conn *c, void *data);
 

@@ -52,6 +52,12 @@ static const struct ms_cfg_def store_defs[] = {
 	  F(admin_socket_mode), "permissions of the admin socket file" },
 	{ "store", "user", MS_CFG_STR, NULL, 0, 64, NULL, F(user),
 	  "run as this user after binding (when started as root)" },
+	{ "store", "user_socket_peers", MS_CFG_STR, NULL, 0, 4000, NULL,
+	  F(user_socket_peers),
+	  "system users and @groups whose processes may say hello on the "
+	  "user socket as any mail user (Dovecot's mail_uid); any other "
+	  "peer only as the mail user named like its system user; *: any "
+	  "peer as any user" },
 	{ "store", "max_frame", MS_CFG_SIZE, "64M", 64 << 10, 256 << 20, NULL,
 	  F(max_frame), "largest protocol frame (so, largest message)" },
 	{ "store", "max_connections", MS_CFG_UINT, "1024", 1, 100000, NULL,
@@ -76,6 +82,11 @@ static const struct ms_cfg_def store_defs[] = {
 	{ "store", "compact_interval", MS_CFG_DURATION, "1h", 0, 0, NULL,
 	  F(compact_interval),
 	  "run compaction this often (0: only when asked, mstore compact)" },
+	{ "store", "group_commit_wait_us", MS_CFG_UINT, "1000", 0, 100000,
+	  NULL, F(group_commit_wait_us),
+	  "after a flush, the next one waits at most this many microseconds "
+	  "(and at most half a recent flush) for the clients it answered to "
+	  "send again; 0: never waits" },
 	{ "store", "replication", MS_CFG_ENUM, "async", 0, 0, repl_names,
 	  F(replication),
 	  "async: acknowledge once durable here; sync: also wait for the DR "

@@ -33,6 +33,7 @@ struct ms_store_cfg {
 	char *admin_socket;	/* admin role (tools); keep it 0600 */
 	unsigned admin_socket_mode;
 	char *user;		/* drop root to this user after binding */
+	char *user_socket_peers;	/* who may act for any user; NULL */
 	uint64_t max_frame;
 	uint64_t max_connections;
 	uint64_t max_output;
@@ -41,6 +42,7 @@ struct ms_store_cfg {
 	uint64_t undelete_window;	/* ms an expunge stays restorable */
 	uint64_t compact_threshold;	/* per mille of live bytes */
 	uint64_t compact_interval;	/* ms between automatic runs; 0: off */
+	uint64_t group_commit_wait_us;	/* commit gather's cap; 0: off */
 	/* replication to the DR site (udsync; docs/replication.md) */
 	unsigned replication;	/* enum ms_store_repl */
 	uint64_t sync_timeout;	/* ms */

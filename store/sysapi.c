@@ -286,6 +286,14 @@ static const struct metric_def status_metrics[] = {
 	  "counter", "Appends whose body was already stored." },
 	{ "ops.undeleted", "mstore_undeleted_total", "counter",
 	  "Messages brought back by undelete." },
+	{ "ops.gather_holds", "mstore_group_commit_holds_total", "counter",
+	  "Flushes held back for the clients the previous one answered "
+	  "(group_commit_wait_us)." },
+	{ "ops.gather_timeouts", "mstore_group_commit_timeouts_total",
+	  "counter", "Held flushes that started at the deadline, not all "
+	  "those clients back." },
+	{ "ops.gather_held_ns", "mstore_group_commit_held_ns_total",
+	  "counter", "Nanoseconds flushes were held back in all." },
 	{ "scrub.records", "mstore_scrub_records_total", "counter",
 	  "Records the online scrub checked on every copy." },
 	{ "scrub.bytes", "mstore_scrub_bytes_total", "counter",
@@ -411,6 +419,9 @@ static void m_hist(struct ms_buf *b, const char *name, const char *help,
 
 static bool taken(const char *k, size_t len)
 {
+	/* log.batch.*: the histogram mstore_log_flush_records */
+	if (len > 10 && memcmp(k, "log.batch.", 10) == 0)
+		return true;
 	for (size_t i = 0; status_taken[i] != NULL; i++)
 		if (strlen(status_taken[i]) == len &&
 		    memcmp(status_taken[i], k, len) == 0)

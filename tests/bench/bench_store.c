@@ -34,7 +34,11 @@
  * of a tenth of that.  Environment: MS_BENCH_DIR (default var/bench;
  * the daemons' directories go there too), MS_BENCH_SECONDS,
  * MS_BENCH_MESSAGES (default 1000000), MS_BENCH_ENGINE=psync,
- * MSTORE_BUILD (where mstored is).  fio, if installed, adds the disk's
+ * MSTORE_BUILD (where mstored is), MS_BENCH_CASES and MS_BENCH_PARTS
+ * (to run a part of it; see parse_cases), MS_BENCH_STORE_CONF (more
+ * [store] settings for the daemons).  Under each append row: the
+ * histograms of records per flush (STATUS log.batch.*, and the engine's),
+ * over the measured window.  fio, if installed, adds the disk's
  * figures for reference.  Exit 77 when mstored is not built, the engine
  * cannot run here, or the socket paths under MS_BENCH_DIR would be too
  * long; 1 when a case failed (a missed target is reported, not failed).
@@ -51,6 +55,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -117,6 +122,8 @@ struct job {
 /* Counters of the daemon's STATUS that explain a figure. */
 struct dstat {
 	uint64_t flushes, flush_ns, appends;
+	uint64_t holds, timeouts, held_ns; /* ops.gather_* */
+	uint64_t batch[MS_LOG_BATCH_BUCKETS + 1]; /* log.batch.* */
 	double cpu_s; /* the daemon's CPU time (all its threads) */
 };
 
@@ -389,12 +396,28 @@ static int status_get(struct ms_client *admin, struct dstat *st)
 			{"log.flushes", offsetof(struct dstat, flushes)},
 			{"log.flush_ns", offsetof(struct dstat, flush_ns)},
 			{"ops.appends", offsetof(struct dstat, appends)},
+			{"ops.gather_holds", offsetof(struct dstat, holds)},
+			{"ops.gather_timeouts",
+			 offsetof(struct dstat, timeouts)},
+			{"ops.gather_held_ns", offsetof(struct dstat, held_ns)},
 		};
 		for (size_t k = 0; k < MS_ARRAY_SIZE(keys); k++)
 			if (cn.key.len == strlen(keys[k].key) &&
 			    memcmp(cn.key.s, keys[k].key, cn.key.len) == 0)
 				memcpy((char *)st + keys[k].off, &cn.value,
 				       sizeof(cn.value));
+		for (size_t k = 0; k <= MS_LOG_BATCH_BUCKETS; k++) {
+			char name[32];
+			if (k < MS_LOG_BATCH_BUCKETS)
+				snprintf(name, sizeof(name), "log.batch.le_%llu",
+					 (unsigned long long)
+						 ms_log_batch_bounds[k]);
+			else
+				snprintf(name, sizeof(name), "log.batch.more");
+			if (cn.key.len == strlen(name) &&
+			    memcmp(cn.key.s, name, cn.key.len) == 0)
+				st->batch[k] = cn.value;
+		}
 	}
 	return ret;
 }
@@ -575,7 +598,8 @@ static void eng_done(void *ctx, int status, uint64_t seq, struct ms_pos pos)
 
 static int engine_case(const char *dir, enum ms_io_kind kind, uint32_t len,
 		       int appenders, double warm, double secs, double *aps_r,
-		       double *batch_r, double *flush_us_r, double *cpu_us_r)
+		       double *batch_r, double *flush_us_r, double *cpu_us_r,
+		       uint64_t *hist_r)
 {
 	char root[4200], a[4300], b[4300];
 	snprintf(root, sizeof(root), "%s/log-%u-%d", dir, len, appenders);
@@ -625,6 +649,8 @@ static int engine_case(const char *dir, enum ms_io_kind kind, uint32_t len,
 	e.stop = 1;
 	ms_log_sync(e.log);
 	uint64_t fl = st.flushes - st0.flushes;
+	for (size_t k = 0; k <= MS_LOG_BATCH_BUCKETS; k++)
+		hist_r[k] = st.batch_hist[k] - st0.batch_hist[k];
 	*aps_r = t1 > t0 ? (double)n / (t1 - t0) : 0;
 	*batch_r = fl ? (double)(st.flushed_records - st0.flushed_records) /
 				   (double)fl
@@ -712,7 +738,14 @@ static int engine_read(const struct msd *d, enum ms_io_kind kind, double warm,
 
 static void daemon_setup(struct msd *d, enum ms_io_kind kind, int nusers)
 {
-	msd_setup(d, "bench", kind == MS_IO_PSYNC ? "io_engine = psync" : NULL);
+	/* MS_BENCH_STORE_CONF: more [store] lines (with \n between them),
+	   e.g. "group_commit_wait_us = 0" to compare */
+	const char *more = getenv("MS_BENCH_STORE_CONF");
+	char extra[1024];
+	snprintf(extra, sizeof(extra), "%s\n%s",
+		 kind == MS_IO_PSYNC ? "io_engine = psync" : "",
+		 more != NULL ? more : "");
+	msd_setup(d, "bench", extra);
 	cur_msd = d;
 	msd_start(d);
 	for (int u = 0; u < nusers; u++) {
@@ -828,6 +861,92 @@ static double du_mb(const char *dir)
 
 /* ---- main ---- */
 
+/* A batch histogram on one line: the non-empty buckets, "<=N:count". */
+static void hist_print(const char *who, const uint64_t *h)
+{
+	printf("  %-7s records/flush:", who);
+	for (size_t k = 0; k <= MS_LOG_BATCH_BUCKETS; k++) {
+		if (h[k] == 0)
+			continue;
+		if (k < MS_LOG_BATCH_BUCKETS)
+			printf(" <=%llu:%llu",
+			       (unsigned long long)ms_log_batch_bounds[k],
+			       (unsigned long long)h[k]);
+		else
+			printf(" more:%llu", (unsigned long long)h[k]);
+	}
+	printf("\n");
+}
+
+/*
+ * MS_BENCH_CASES: the append cases to run, "SIZE:CLIENTS" separated by
+ * commas (SIZE 4k or 64k, CLIENTS 1..64), e.g. "4k:64,4k:1"; default
+ * all six.  MS_BENCH_PARTS: which of disk (fio), append, fetch, restart
+ * to run, separated by commas; default all.  Fetch reads the store of the last
+ * append case.
+ */
+struct bcase {
+	uint32_t len;
+	int clients;
+};
+
+static int parse_cases(struct bcase *cs, size_t max, size_t *n_r)
+{
+	const char *e = getenv("MS_BENCH_CASES");
+	size_t n = 0;
+	if (e == NULL || *e == '\0') {
+		static const struct bcase def[] = {
+			{4096, 1},  {4096, 8},	{4096, 64},
+			{65536, 1}, {65536, 8}, {65536, 64},
+		};
+		memcpy(cs, def, sizeof(def));
+		*n_r = MS_ARRAY_SIZE(def);
+		return 0;
+	}
+	for (const char *p = e; *p != '\0';) {
+		char size[8];
+		int clients, used = 0;
+		if (n == max ||
+		    sscanf(p, "%7[0-9kK]:%d%n", size, &clients, &used) != 2 ||
+		    clients < 1 || clients > BENCH_MAX_CLIENTS ||
+		    (strcasecmp(size, "4k") != 0 &&
+		     strcasecmp(size, "64k") != 0)) {
+			fprintf(stderr,
+				"bench-store: MS_BENCH_CASES=%s: want "
+				"SIZE:CLIENTS,... (SIZE 4k or 64k, CLIENTS "
+				"1..%d, at most %zu cases)\n",
+				e, BENCH_MAX_CLIENTS, max);
+			return -1;
+		}
+		cs[n].len = strcasecmp(size, "4k") == 0 ? 4096 : 65536;
+		cs[n++].clients = clients;
+		p += used;
+		if (*p == ',')
+			p++;
+		else if (*p != '\0')
+			return parse_cases(cs, 0, n_r); /* the message */
+	}
+	*n_r = n;
+	return 0;
+}
+
+static int part_on(const char *part)
+{
+	const char *e = getenv("MS_BENCH_PARTS");
+	size_t len = strlen(part);
+	if (e == NULL || *e == '\0')
+		return 1;
+	for (const char *p = e; *p != '\0';) {
+		size_t k = strcspn(p, ",");
+		if (k == len && strncmp(p, part, len) == 0)
+			return 1;
+		p += k;
+		if (*p == ',')
+			p++;
+	}
+	return 0;
+}
+
 
 static int check_env(const char *dir, enum ms_io_kind kind)
 {
@@ -876,8 +995,9 @@ static int check_env(const char *dir, enum ms_io_kind kind)
 
 int main(void)
 {
-	static const uint32_t sizes[] = {4096, 65536};
 	static const int clients[] = {1, 8, 64};
+	struct bcase cases[16];
+	size_t ncases = 0;
 	const char *dir_env = getenv("MS_BENCH_DIR");
 	const char *eng = getenv("MS_BENCH_ENGINE");
 	enum ms_io_kind kind =
@@ -892,6 +1012,10 @@ int main(void)
 	    msgs_d != (double)(uint64_t)msgs_d)
 		return 1;
 	uint64_t messages = (uint64_t)msgs_d;
+	if (parse_cases(cases, MS_ARRAY_SIZE(cases), &ncases) < 0)
+		return 1;
+	if (!part_on("append"))
+		ncases = 0;
 	double warm = secs / 10;
 	if (dir_env == NULL || *dir_env == '\0')
 		dir_env = "var/bench";
@@ -922,7 +1046,9 @@ int main(void)
 	       "of warm-up, 2 copies on the same disk\n",
 	       dir, kind == MS_IO_URING ? "uring" : "psync", secs, warm);
 	double sync_iops = 0, kbs = 0, seq_iops = 0, seq_kbs = 0;
-	if (system("command -v fio >/dev/null 2>&1") != 0)
+	if (!part_on("disk"))
+		printf("disk (fio): not in MS_BENCH_PARTS\n");
+	else if (system("command -v fio >/dev/null 2>&1") != 0)
 		printf("disk (fio): not installed, no disk figures\n");
 	else if (mst_fio(dir, "4k", secs, 0, &sync_iops, &kbs) < 0 ||
 		 mst_fio(dir, "1M", secs, 0, &seq_iops, &seq_kbs) < 0)
@@ -947,19 +1073,21 @@ int main(void)
 	       "message", "clients", "appends/s", "MB/s", "app/sync",
 	       "flush_us", "cpu_us", "appends/s", "MB/s", "app/sync",
 	       "flush_us", "cpu_us", "d/e");
-	double ratio64[MS_ARRAY_SIZE(sizes)] = {0};
+	/* [0] 4 KiB, [1] 64 KiB; < 0: not run */
+	double ratio64[2] = {-1, -1};
 	struct msd d;
 	struct job fjob = {.kind = JOB_FETCH};
 	int have_fetch_store = 0;
-	for (size_t s = 0; s < MS_ARRAY_SIZE(sizes); s++) {
-		for (size_t k = 0; k < MS_ARRAY_SIZE(clients); k++) {
-			uint32_t len = sizes[s];
-			int n = clients[k];
-			int last = s + 1 == MS_ARRAY_SIZE(sizes) &&
-				   k + 1 == MS_ARRAY_SIZE(clients);
+	for (size_t ci = 0; ci < ncases; ci++) {
+		{
+			uint32_t len = cases[ci].len;
+			int n = cases[ci].clients;
+			int last = ci + 1 == ncases && part_on("fetch");
 			double eaps = 0, ebatch = 0, efus = 0, ecpu = 0;
+			uint64_t ehist[MS_LOG_BATCH_BUCKETS + 1] = {0};
 			int ok = engine_case(dir, kind, len, n, warm, secs,
-					     &eaps, &ebatch, &efus, &ecpu) == 0;
+					     &eaps, &ebatch, &efus, &ecpu,
+					     ehist) == 0;
 			struct job job = {.kind = JOB_APPEND,
 					  .len = len,
 					  .nusers = n,
@@ -993,12 +1121,27 @@ int main(void)
 					 : 0;
 			double ratio = eaps > 0 ? aps / eaps : 0;
 			if (n == 64)
-				ratio64[s] = ratio;
+				ratio64[len == 4096 ? 0 : 1] = ratio;
 			printf("%-7s %7d %9.0f %6.1f %8.1f %8.0f %6.0f  %9.0f "
 			       "%6.1f %8.1f %8.0f %6.0f %6.0f%%\n",
 			       size_name(len), n, aps, aps * len / 1e6, dbatch,
 			       dfus, dcpu, eaps, eaps * len / 1e6, ebatch, efus,
 			       ecpu, 100 * ratio);
+			uint64_t dhist[MS_LOG_BATCH_BUCKETS + 1];
+			for (size_t k = 0; k <= MS_LOG_BATCH_BUCKETS; k++)
+				dhist[k] = st[1].batch[k] - st[0].batch[k];
+			hist_print("mstored", dhist);
+			uint64_t holds = st[1].holds - st[0].holds;
+			printf("  mstored group commit gather: %llu flushes "
+			       "held (%llu to the deadline), %.0f us each\n",
+			       (unsigned long long)holds,
+			       (unsigned long long)(st[1].timeouts -
+						    st[0].timeouts),
+			       holds ? (double)(st[1].held_ns -
+						st[0].held_ns) /
+					       (double)holds / 1e3
+				     : 0.0);
+			hist_print("engine", ehist);
 			fflush(stdout);
 			if (last) {
 				have_fetch_store = 1; /* keep it running */
@@ -1011,9 +1154,11 @@ int main(void)
 	}
 	printf("target: daemon >= 70%% of the engine's append rate at 64 "
 	       "clients:");
-	for (size_t s = 0; s < MS_ARRAY_SIZE(sizes); s++)
-		printf(" %s %.0f%% (%s)", size_name(sizes[s]), 100 * ratio64[s],
-		       ratio64[s] >= 0.7 ? "met" : "MISSED");
+	for (size_t s = 0; s < 2; s++)
+		if (ratio64[s] >= 0)
+			printf(" %s %.0f%% (%s)", s == 0 ? "4KiB" : "64KiB",
+			       100 * ratio64[s],
+			       ratio64[s] >= 0.7 ? "met" : "MISSED");
 	printf("\n");
 
 	/* ---- fetch ---- */
@@ -1073,6 +1218,10 @@ int main(void)
 	}
 
 	/* ---- restart with many messages ---- */
+	if (!part_on("restart")) {
+		munmap(sh, sizeof(*sh));
+		return fails ? 1 : 0;
+	}
 	printf("\nrestart: %llu messages in one INBOX\n",
 	       (unsigned long long)messages);
 	fflush(stdout);

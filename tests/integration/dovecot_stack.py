@@ -528,6 +528,7 @@ socket_mode = 0660
 admin_socket = mstored-admin.sock
 admin_socket_mode = 0600
 user = {STORE_USER}
+user_socket_peers = {MAIL_USER}
 compact_interval = 0
 """)
             if self.lmtpd:

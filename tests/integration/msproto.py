@@ -1,7 +1,8 @@
 """A small client of the mstore protocol (docs/protocol.md) for tests:
-the ops the udsync and migration tests read and write with (HELLO,
+the ops the udsync, migration and feed tests read and write with (HELLO,
 MBOX_STATUS, APPEND, APPEND_UID, MBOX_UPDATE, FETCH_META, FETCH_BODY,
-EXPUNGE, STATUS).  Not pipelined: one request, its reply."""
+EXPUNGE, STATUS, CHANGES, COMPACT).  Not pipelined: one request, its
+reply."""
 import socket
 import struct
 
@@ -9,7 +10,9 @@ HELLO, STATUS, MBOX_LIST, MBOX_STATUS = 1, 2, 20, 25
 APPEND, FETCH_META, FETCH_BODY, EXPUNGE, STORE = 30, 31, 32, 35, 34
 MBOX_UPDATE, APPEND_UID = 55, 56
 ESTATE = -10007
+CHANGES, COMPACT = 33, 43
 REPLY = 0x8000
+MS_ESTATE = -10007
 
 
 def _str(s):
@@ -77,8 +80,12 @@ class Client:
                        + body)
         ln, rop, _, rid = struct.unpack("<IHHI", self._recv(12))
         rb = self._recv(ln - 8)
-        assert rop == op | REPLY and rid == self.id, (rop, rid)
         r = Reader(rb)
+        if rop == REPLY and rid == 0:
+            # about the connection itself (refused, malformed): it closes
+            status = r.take("i")
+            raise Error(status, r.str())
+        assert rop == op | REPLY and rid == self.id, (rop, rid)
         status = r.take("i")
         if status < 0:
             raise Error(status, r.str())
@@ -178,3 +185,23 @@ class Client:
     def expunge(self, mailbox, ranges):
         r = self.call(EXPUNGE, _str(mailbox) + _uids(list(ranges)))
         return r.take("Q")
+
+    def changes(self, mailbox, since):
+        """CHANGES: (highestmodseq, [(uid, modseq, flags)], expunged
+        ranges); Error with MS_ESTATE when the feed cannot reach back."""
+        r = self.call(CHANGES, _str(mailbox) + struct.pack("<Q", since))
+        hms, _uidvalidity = r.take("QI")
+        changed = []
+        for _ in range(r.take("I")):
+            uid, modseq, flags = r.take("IQI")
+            for _ in range(r.take("H")):
+                r.str()
+            changed.append((uid, modseq, flags))
+        gone = [r.take("II") for _ in range(r.take("I"))]
+        return hms, changed, gone
+
+    def compact(self, threshold=0, purge_only=False):
+        """COMPACT (admin): the reply's counters."""
+        r = self.call(COMPACT, struct.pack("<IB", threshold,
+                                           1 if purge_only else 0))
+        return {r.str(): r.take("Q") for _ in range(r.take("H"))}

@@ -388,3 +388,50 @@ def test_qresync(stack):
     assert any(b"3" in v for v in vanished), c.untagged_responses
     assert any(b"UID 2" in f and b"\\Seen" in f for f in fetches), fetches
     c.logout()
+
+
+def test_qresync_after_purge(stack):
+    """A QRESYNC client whose Dovecot index last synced before a purge:
+    the store's feed no longer lists the purged expunge, so it answers
+    MS_ESTATE, the plugin pulls the whole mailbox, and the client still
+    gets the message as VANISHED and does not see it again."""
+    import msproto
+    with open(stack.conf, "a") as f:
+        f.write("undelete_window = 1s\n")
+    stack.kill_mstored()
+    stack.start_mstored()
+    c = stack.imap()
+    for i in range(4):
+        ok(c.append("INBOX", None, None, MSG))
+    ok(c._simple_command("ENABLE", "QRESYNC"))
+    ok(c.select("INBOX"))
+    uidv = int(c.untagged_responses["UIDVALIDITY"][-1])
+    r = ok(c.status("INBOX", "(HIGHESTMODSEQ)"))
+    hms = int(re.search(rb"HIGHESTMODSEQ (\d+)", r[0]).group(1))
+    c.logout()
+    # uid 3 expunged in the store itself, not through Dovecot (whose
+    # index keeps it until its next sync), then purged after the window
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    known = m.mbox_status("INBOX")["highestmodseq"]
+    m.expunge("INBOX", [(3, 3)])
+    _, _, gone = m.changes("INBOX", known)
+    assert gone == [(3, 3)]
+    time.sleep(2.2)
+    adm = msproto.Client(stack.p("mstored-admin.sock"))
+    adm.compact(purge_only=True)
+    adm.close()
+    with pytest.raises(msproto.Error) as e:
+        m.changes("INBOX", known)
+    assert e.value.status == msproto.MS_ESTATE
+    m.close()
+    c = stack.imap()
+    ok(c._simple_command("ENABLE", "QRESYNC"))
+    typ, data = c._simple_command(
+        "SELECT", "INBOX", "(QRESYNC (%d %d))" % (uidv, hms))
+    assert typ == "OK", data
+    vanished = b" ".join(c.untagged_responses.get("VANISHED", []))
+    assert re.search(rb"(^|[ ,:])3([ ,:]|$)", vanished), \
+        c.untagged_responses
+    c.state = "SELECTED"    # imaplib did not see the SELECT
+    assert uids(c) == [1, 2, 4]
+    c.logout()

@@ -69,7 +69,10 @@ write_conf()
 	if dovecot_wanted && ensure_user mstore && ensure_user mstoremail &&
 	   runuser -u mstore -- test -x "$var" 2>/dev/null &&
 	   runuser -u mstoremail -- test -x "$var" 2>/dev/null; then
-		store_user="user = mstore"
+		# Dovecot's mail processes (mail_uid mstoremail) act for
+		# every mail user on the user socket
+		store_user="user = mstore
+user_socket_peers = mstoremail"
 	fi
 	cat >"$conf" <<CONF
 # mstore.conf for \`make run\`: paths are relative to this file.

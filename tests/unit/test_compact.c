@@ -123,6 +123,20 @@ static int tool(struct msd *d, const char *args, char out[4096])
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* CHANGES since a modseq: its status; on success the reply in *r. */
+static int changes(struct ms_client *c, const char *mbox, uint64_t since,
+		   struct ms_rep_changes *r)
+{
+	struct ms_req q = {.op = MS_OP_CHANGES};
+	struct ms_reply rep;
+	q.u.changes.mailbox = ms_pstr_c(mbox);
+	q.u.changes.since_modseq = since;
+	int ret = msd_req(c, &q, &rep);
+	if (ret == 0 && r != NULL)
+		*r = rep.u.changes;
+	return ret;
+}
+
 static void test_undelete(void **state)
 {
 	(void)state;
@@ -144,6 +158,7 @@ static void test_undelete(void **state)
 			0);
 	}
 	uint64_t m0, b0 = quota_used(c, &m0);
+	uint64_t hms0 = msd_mbox_status(c, "INBOX").highestmodseq;
 	expunge(c, "INBOX", 3, 6);
 	uint64_t m1, b1 = quota_used(c, &m1);
 	assert_int_equal(m1, m0 - 4);
@@ -161,6 +176,13 @@ static void test_undelete(void **state)
 	r = undelete(c, "", "INBOX", 0, 0);
 	assert_int_equal(r.pairs.n, 4);
 	assert_int_equal(r.uidvalidity, mi.uidvalidity);
+	/* the expunges of uids 3..6 left the change feed with them: a
+	   client from before them resynchronises in full */
+	assert_int_equal(changes(c, "INBOX", hms0, NULL), MS_ESTATE);
+	assert_int_equal(
+		changes(c, "INBOX", msd_mbox_status(c, "INBOX").highestmodseq,
+			NULL),
+		0);
 	struct ms_proto_iter it;
 	struct ms_uid_pair pr;
 	uint32_t want_src = 3, want_dst = 11;
@@ -261,6 +283,103 @@ static void test_undelete_window(void **state)
 	ms_client_close(&adm);
 	ms_client_close(&c);
 	rebuild_equal(&d);
+}
+
+/*
+ * The change feed after a purge: a client whose modseq is older than an
+ * expunge the purge dropped (one that left the undelete window, or a
+ * MOVE's source) gets MS_ESTATE and resynchronises in full; one that saw
+ * those expunges, and a full listing (since 0), are answered.  The
+ * boundary survives a rebuild, also from a log whose PLACE records of the
+ * purged messages were compacted away.
+ */
+static void test_changes_after_purge(void **state)
+{
+	(void)state;
+	struct msd d;
+	msd_setup(&d, "mstored-feed",
+		  "undelete_window = 1s\nsegment_size = 1M\n"
+		  "compact_interval = 0");
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "max"), 0);
+	struct ms_client *c = msd_connect(&d, "max");
+	struct ms_req q = {.op = MS_OP_MBOX_CREATE};
+	struct ms_reply rep;
+	q.u.mbox.name = MS_PSTR("Other");
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(msd_append1(c, "INBOX", "m", 1, 0).status, 0);
+	uint64_t m0 = msd_mbox_status(c, "INBOX").highestmodseq;
+
+	/* before the purge the feed lists the expunge and the move */
+	expunge(c, "INBOX", 1, 1);
+	struct ms_uid_range r2 = {2, 2};
+	q = (struct ms_req){.op = MS_OP_MOVE};
+	q.u.uids.mailbox = MS_PSTR("INBOX");
+	q.u.uids.uids.n = 1;
+	q.u.uids.uids.list = &r2;
+	q.u.uids.dst = MS_PSTR("Other");
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	uint64_t m1 = msd_mbox_status(c, "INBOX").highestmodseq;
+	struct ms_rep_changes ch;
+	assert_int_equal(changes(c, "INBOX", m0, &ch), 0);
+	assert_int_equal(ch.expunged.n, 1); /* 1:2 */
+	uint32_t lo, hi;
+	assert_int_equal(ms_uid_set_range(&ch.expunged, 0, &lo, &hi), 0);
+	assert_int_equal(lo, 1);
+	assert_int_equal(hi, 2);
+
+	/* a later expunge, inside the window at the purge */
+	sleep(2);
+	struct ms_client *adm = msd_connect(&d, NULL);
+	q = (struct ms_req){.op = MS_OP_COMPACT};
+	q.u.compact.purge_only = 1;
+	assert_int_equal(msd_req(adm, &q, &rep), 0);
+	expunge(c, "INBOX", 3, 3);
+
+	assert_int_equal(changes(c, "INBOX", m0, NULL), MS_ESTATE);
+	assert_int_equal(changes(c, "INBOX", m1 - 1, NULL), MS_ESTATE);
+	/* saw both purged expunges: the feed still answers, with uid 3 */
+	assert_int_equal(changes(c, "INBOX", m1, &ch), 0);
+	assert_int_equal(ch.expunged.n, 1);
+	assert_int_equal(ms_uid_set_range(&ch.expunged, 0, &lo, &hi), 0);
+	assert_int_equal(lo, 3);
+	assert_int_equal(hi, 3);
+	/* a full listing: uid 4 only, nothing expunged to report */
+	assert_int_equal(changes(c, "INBOX", 0, &ch), 0);
+	assert_int_equal(ch.changes.n, 1);
+	/* the destination of the move was not purged */
+	assert_int_equal(changes(c, "Other", 1, NULL), 0);
+	ms_client_close(&adm);
+	ms_client_close(&c);
+	rebuild_equal(&d);
+
+	/* the boundary from a log without the PLACE records: a restart
+	   rebuilds the index from the compacted log */
+	msd_start(&d);
+	c = msd_connect(&d, "max");
+	adm = msd_connect(&d, NULL);
+	static uint8_t fill[200000];
+	for (int i = 0; i < 8; i++) { /* seal the first segment */
+		mst_fill(fill, sizeof(fill), 500 + (uint64_t)i);
+		assert_int_equal(
+			msd_append1(c, "Other", fill, sizeof(fill), 0).status,
+			0);
+	}
+	sleep(2); /* uid 3 leaves the window too */
+	assert_true(compact(adm, 1000, "records_dropped") >= 3);
+	uint64_t m2 = msd_mbox_status(c, "INBOX").highestmodseq;
+	assert_int_equal(changes(c, "INBOX", m1, NULL), MS_ESTATE);
+	assert_int_equal(changes(c, "INBOX", m2, NULL), 0);
+	ms_client_close(&adm);
+	ms_client_close(&c);
+	rebuild_equal(&d);
+	msd_start(&d);
+	c = msd_connect(&d, "max");
+	assert_int_equal(changes(c, "INBOX", m1, NULL), MS_ESTATE);
+	assert_int_equal(changes(c, "INBOX", m2, NULL), 0);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
 }
 
 static uint64_t seg_blocks(const char *copy, uint64_t seg)
@@ -502,6 +621,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_undelete),
 		cmocka_unit_test(test_undelete_window),
+		cmocka_unit_test(test_changes_after_purge),
 		cmocka_unit_test(test_compact_single_instance),
 		cmocka_unit_test(test_compact_under_load),
 	};
