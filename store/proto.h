@@ -81,6 +81,8 @@
 #define MS_PROTO_MAX_RANGES 100000
 #define MS_PROTO_MAX_KEYWORDS 1000
 #define MS_PROTO_MAX_COUNTERS 1024
+/* LMTP_STATS: reply codes per request */
+#define MS_PROTO_MAX_LMTP_CODES 32
 #define MS_PROTO_MAX_REASON 1024
 #define MS_PROTO_NAME_MAX 255
 #define MS_PROTO_MAX_WAIT_MS 3600000u /* one hour */
@@ -116,6 +118,8 @@ enum ms_op {
 	MS_OP_REPL_WAIT = 50,
 	MS_OP_REPL_ACK = 51,
 	MS_OP_PROMOTE = 52,	/* standby → read-write, new timeline */
+	/* mstore-lmtpd's counters (docs/protocol.md): 54 */
+	MS_OP_LMTP_STATS = 54,	/* its LMTP replies by code */
 };
 
 /* What udsync send says about its link to the DR site (REPL_ACK). */
@@ -431,6 +435,20 @@ struct ms_req_repl_ack {
 	uint8_t state;
 };
 
+/* LMTP_STATS (admin): the replies an mstore-lmtpd sent since it started,
+   by code (200..599, strictly ascending, counts never 0); instance: its
+   own id (not 0), the same across its reconnects, so that mstored
+   replaces what it had from it rather than adding. */
+struct ms_lmtp_count {
+	uint16_t code;
+	uint64_t count;
+};
+struct ms_req_lmtp_stats {
+	uint64_t instance;
+	uint16_t n;
+	struct ms_lmtp_count codes[MS_PROTO_MAX_LMTP_CODES];
+};
+
 /* STATUS, USER_LIST, MBOX_LIST: empty body, no member. */
 struct ms_req {
 	uint16_t op; /* enum ms_op, without MS_OP_REPLY */
@@ -449,6 +467,7 @@ struct ms_req {
 		struct ms_req_compact compact;
 		struct ms_req_repl_wait repl_wait;
 		struct ms_req_repl_ack repl_ack;
+		struct ms_req_lmtp_stats lmtp_stats;
 	} u;
 };
 

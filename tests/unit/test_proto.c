@@ -273,6 +273,14 @@ static void dump_req(FILE *f, const struct ms_req *r)
 			(unsigned long long)r->u.repl_ack.seq,
 			r->u.repl_ack.state);
 		break;
+	case MS_OP_LMTP_STATS:
+		fprintf(f, " inst=%llu",
+			(unsigned long long)r->u.lmtp_stats.instance);
+		for (uint16_t i = 0; i < r->u.lmtp_stats.n; i++)
+			fprintf(f, " %u=%llu", r->u.lmtp_stats.codes[i].code,
+				(unsigned long long)r->u.lmtp_stats.codes[i]
+					.count);
+		break;
 	default:
 		break;
 	}
@@ -444,6 +452,7 @@ static const uint16_t all_ops[] = {
 	MS_OP_MOVE,           MS_OP_QUOTA_GET,   MS_OP_QUOTA_SET,
 	MS_OP_WAIT,           MS_OP_UNDELETE,    MS_OP_COMPACT,
 	MS_OP_REPL_WAIT,      MS_OP_REPL_ACK,    MS_OP_PROMOTE,
+	MS_OP_LMTP_STATS,
 };
 
 #define P(lit) MS_PSTR(lit)
@@ -549,6 +558,13 @@ static struct ms_req sample_req(uint16_t op)
 	case MS_OP_REPL_ACK:
 		r.u.repl_ack = (struct ms_req_repl_ack){3, 4096, 77,
 							MS_REPL_STREAMING};
+		break;
+	case MS_OP_LMTP_STATS:
+		r.u.lmtp_stats.instance = 0x1122334455667788ull;
+		r.u.lmtp_stats.n = 3;
+		r.u.lmtp_stats.codes[0] = (struct ms_lmtp_count){250, 1000};
+		r.u.lmtp_stats.codes[1] = (struct ms_lmtp_count){451, 2};
+		r.u.lmtp_stats.codes[2] = (struct ms_lmtp_count){550, 7};
 		break;
 	default:
 		break;
@@ -1236,6 +1252,30 @@ static const struct bad_body {
 	/* 71u */ {REP, MS_OP_PROMOTE, "i32:0 u64:3 u64:64 u64:10 u64:2", 0},
 	/* 71v */ {REP, MS_OP_PROMOTE, "i32:0 u64:3 u64:64 u64:10", MS_ETRUNC},
 	/* 71w */ {REP, MS_OP_PROMOTE, "i32:-30 s:standby", 0},
+	/* LMTP_STATS: instance, codes 200..599 ascending, counts not 0 */
+	/* 71x */ {REQ, MS_OP_LMTP_STATS, "u64:9 u16:0", 0},
+	/* 71y */ {REQ, MS_OP_LMTP_STATS, "u64:0 u16:0", MS_ECORRUPT},
+	/* 71z */
+	{REQ, MS_OP_LMTP_STATS, "u64:9 u16:2 u16:250 u64:5 u16:451 u64:1", 0},
+	/* 71za */
+	{REQ, MS_OP_LMTP_STATS, "u64:9 u16:2 u16:451 u64:5 u16:250 u64:1",
+	 MS_ECORRUPT},
+	/* 71zb */
+	{REQ, MS_OP_LMTP_STATS, "u64:9 u16:2 u16:250 u64:5 u16:250 u64:1",
+	 MS_ECORRUPT},
+	/* 71zc */ {REQ, MS_OP_LMTP_STATS, "u64:9 u16:1 u16:199 u64:5",
+		    MS_ECORRUPT},
+	/* 71zd */ {REQ, MS_OP_LMTP_STATS, "u64:9 u16:1 u16:600 u64:5",
+		    MS_ECORRUPT},
+	/* 71ze */ {REQ, MS_OP_LMTP_STATS, "u64:9 u16:1 u16:250 u64:0",
+		    MS_ECORRUPT},
+	/* 71zf */ {REQ, MS_OP_LMTP_STATS, "u64:9 u16:33", MS_ECORRUPT},
+	/* 71zg */ {REQ, MS_OP_LMTP_STATS, "u64:9 u16:2 u16:250 u64:5",
+		    MS_ETRUNC},
+	/* 71zh */ {REQ, MS_OP_LMTP_STATS, "u64:9 u16:0 u8:0", MS_ECORRUPT},
+	/* 71zi */ {REP, MS_OP_LMTP_STATS, "i32:0", 0},
+	/* 71zj */ {REP, MS_OP_LMTP_STATS, "i32:0 u8:0", MS_ECORRUPT},
+	/* 71zk */ {REP, MS_OP_LMTP_STATS, "i32:-13 s:admin", 0},
 	/* ops that are not requests */
 	/* 72 */ {REQ, 0, "", -EOPNOTSUPP},
 	/* 73 */ {REQ, 99, "s:A", -EOPNOTSUPP},
