@@ -105,6 +105,23 @@ service lmtp {{
     return conf, imap_port, lmtp_port
 
 
+def test_example_configs_parse():
+    """docs/examples' Dovecot configs are valid for this Dovecot."""
+    if shutil.which("doveconf") is None:
+        pytest.skip("doveconf is not installed")
+    from conftest import SRC
+    ex = os.path.join(SRC, "docs", "examples")
+    for name in ("dovecot-backend.conf", "dovecot-dr.conf",
+                 "dovecot-proxy.conf"):
+        r = subprocess.run(["doveconf", "-c", os.path.join(ex, name), "-n"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, (name, r.stderr)
+    r = subprocess.run(["doveconf", "-c", os.path.join(ex,
+                        "dovecot-proxy.conf"), "-h", "lmtp_proxy"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "yes"
+
+
 def test_users_sharded_behind_dovecot_proxy():
     reason = _plugin_skip_reason()
     if reason:
