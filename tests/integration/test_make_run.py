@@ -293,10 +293,16 @@ def test_seed_flow_end_to_end():
             typ, data = im.create("NotHere")
             assert typ == "NO" and b"Read-only" in data[0], data
             # a FETCH that would set \Seen reads and changes nothing
-            typ, data = im.fetch("2", "(FLAGS BODY[])")
-            assert typ == "OK" and data[0][1] == got
+            # (message 1, the demo: read by no one, POP3 read 2)
+            typ, data = im.fetch("1", "(FLAGS BODY[])")
+            assert typ == "OK" and data[0][1].endswith(
+                b"Stored by mstored, on both copies.\r\n")
             assert b"\\Seen" not in data[0][0]
             assert im.noop()[0] == "OK"
+            typ, data = im.fetch("1", "(FLAGS)")
+            assert typ == "OK" and b"\\Seen" not in data[0], data
+            typ, data = im.fetch("2", "(BODY.PEEK[])")
+            assert typ == "OK" and data[0][1] == got
             im.logout()
             assert messages(dr_conf) == "2"
 
@@ -323,6 +329,27 @@ def test_seed_flow_end_to_end():
             im.logout()
             assert messages(dr_conf) == "3"
             assert added.startswith(b"Return-Path: <t@example.test>\r\n")
+            # the system API: what mstore-lmtpd answered Postfix, and the
+            # demo user's quota figures
+            m = re.search(r"system API +http://127\.0\.0\.1:(\d+)/metrics",
+                          r.stdout)
+            assert m, r.stdout
+            import http.client
+            deadline = time.time() + 10
+            while True:
+                hc = http.client.HTTPConnection("127.0.0.1", int(m.group(1)),
+                                                timeout=10)
+                hc.request("GET", "/metrics")
+                text = hc.getresponse().read().decode()
+                hc.close()
+                if 'mstore_lmtp_replies_total{code="250"}' in text or \
+                        time.time() > deadline:
+                    break
+                time.sleep(0.2)
+            assert re.search(r'^mstore_lmtp_replies_total\{code="250"\} '
+                             r'[1-9]', text, re.M), text
+            assert re.search(r'^mstore_quota_used_messages\{user="demo"\} '
+                             r'2$', text, re.M), text
             # no Dovecot complained (a refused write is no error)
             for d in ("dovecot", "dr/dovecot"):
                 log = var / d / "log" / "dovecot.log"

@@ -7,7 +7,9 @@
 #
 # `start` writes var/mstore.conf (io_uring, or psync where the kernel
 # refuses io_uring), starts mstored on the unix sockets var/mstored.sock
-# (users) and var/mstored-admin.sock (admin), with the store's copies in
+# (users) and var/mstored-admin.sock (admin), the system API on
+# 127.0.0.1:9180 (or the next free port; /admin token var/http.token,
+# per-user quota series for 10 users), with the store's copies in
 # var/store/{primary,secondary} and its index in var/store/index, then
 # mstore-lmtpd on 127.0.0.1 (port 24 when it is free and we are root,
 # else the first free one of 2424..2434; MSTORE_LMTP_PORT chooses) and
@@ -104,6 +106,20 @@ lmtp_port()
 		port_in_use "$p" || { echo "$p"; return; }
 	done
 	echo 2424
+}
+
+# The system API (docs/http-api.md) in [store], once: a free loopback
+# port and a token for /admin (var/http.token, 0600).
+add_http_conf()
+{
+	grep -q '^http = ' "$conf" && return 0
+	port=$(free_port 9180 9199) || return 1
+	if [ ! -s "$var/http.token" ]; then
+		(umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' \
+			>"$var/http.token") || return 1
+	fi
+	sed -i "s|^\[store\]\$|[store]\nhttp = 127.0.0.1:$port\nhttp_token_file = http.token\nhttp_quota_users = 10|" \
+		"$conf"
 }
 
 # An [lmtp] section, once (a var/ from before the LMTP receiver has none).
@@ -526,11 +542,14 @@ start)
 		echo "run.sh: mstored is already running (pid $(cat "$pidfile"))"
 	else
 		[ -f "$conf" ] || write_conf uring
+		add_http_conf || { echo "run.sh: no free port for the" \
+			"system API" >&2; exit 1; }
 		if ! start_daemon; then
 			if grep -q io_uring "$var/mstored.log"; then
 				echo "run.sh: io_uring refused here; using" \
 					"io_engine = psync"
 				write_conf psync
+				add_http_conf || exit 1
 				start_daemon || { tail -5 "$var/mstored.log"; exit 1; }
 			else
 				tail -5 "$var/mstored.log" >&2
@@ -564,6 +583,8 @@ mstore: mstored is running (pid $(cat "$pidfile")), log in $var/mstored.log
   store         $var/store (config $conf)
 mstore-lmtpd is running (pid $(cat "$lmtp_pidfile")), log in $var/lmtpd.log
   LMTP          $lmtp_listen and $var/lmtp.sock   (docs/lmtp.md)
+  system API    http://$(sed -n 's/^http = //p' "$conf")/metrics and /status   (docs/http-api.md)
+                /admin/... with: -H "Authorization: Bearer \$(cat $var/http.token)"
 udsync send (pid $(cat "$var/udsync-send.pid")) streams the log to the DR site in $dr:
   udsync recv (pid $(cat "$var/udsync-recv.pid")), standby mstored (pid $(cat "$var/standby.pid"), read-only)
   DR admin socket $dr/mstored-admin.sock   (mstore -c $dr_conf stats)
