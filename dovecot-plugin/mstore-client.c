@@ -55,6 +55,31 @@ static int mstore_client_connect(struct mstore_storage *storage,
 void mstore_client_disconnect(struct mstore_storage *storage)
 {
 	ms_client_close(&storage->client);
+	/* a promote may come between two connections */
+	storage->standby_known = FALSE;
+}
+
+bool mstore_storage_is_standby(struct mstore_storage *storage)
+{
+	struct ms_req q = { .op = MS_OP_STATUS };
+	struct ms_reply rep;
+	struct ms_proto_iter it;
+	struct ms_counter c;
+	int ret;
+
+	if (storage->standby_known)
+		return storage->standby;
+	if (mstore_request_status(storage, &q, &rep) != 0)
+		return FALSE; /* the write will say (-EROFS) */
+	storage->standby = FALSE;
+	ms_proto_iter_counters(&it, &rep.u.counters);
+	while ((ret = ms_proto_next_counter(&it, &c)) > 0) {
+		if (c.key.len == strlen("repl.standby") &&
+		    memcmp(c.key.s, "repl.standby", c.key.len) == 0)
+			storage->standby = c.value != 0;
+	}
+	storage->standby_known = ret == 0;
+	return storage->standby;
 }
 
 struct ms_client *mstore_client_open_extra(struct mstore_storage *storage)
@@ -136,6 +161,19 @@ void mstore_set_store_error(struct mstore_storage *storage, int status,
 	case MS_ENOCOPY:
 		mail_storage_set_error(s, MAIL_ERROR_TEMP,
 			"The mail store cannot write now; try again later");
+		break;
+	case -EROFS:
+		/* a standby mstored (the DR site before mstore promote):
+		   reads are served, every write is refused; a plain NO,
+		   not a server error */
+		storage->standby = storage->standby_known = TRUE;
+		mail_storage_set_error(s, MAIL_ERROR_PERM,
+			"Read-only: this mail store is a standby (DR site)");
+		break;
+	case -EAGAIN:
+		/* replication = sync and the DR site away */
+		mail_storage_set_error(s, MAIL_ERROR_TEMP,
+			"The mail store refuses writes for now; try again later");
 		break;
 	default:
 		mail_storage_set_critical(s, "mstore: %s failed: %s", what,

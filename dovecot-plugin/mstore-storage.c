@@ -287,6 +287,17 @@ static int mstore_mailbox_create(struct mailbox *box,
 		q.u.mbox.special_use = bits;
 	}
 	ret = mstore_request_status(mbox->storage, &q, &rep);
+	if (ret == -EROFS) {
+		/* a standby: it may still have the mailbox (the login's
+		   reconcile restores the store's folders here) */
+		struct ms_req sq = { .op = MS_OP_MBOX_STATUS };
+		sq.u.mbox.name = q.u.mbox.name;
+		int sret = mstore_request_status(mbox->storage, &sq, &rep);
+		if (sret == -1)
+			return -1;
+		if (sret == 0)
+			ret = -EEXIST;
+	}
 	if (ret == -EEXIST) {
 		/* the store has it and this index did not: bind to it (a
 		   lost index, or a folder made by another host) */
@@ -548,6 +559,14 @@ mstore_list_index_has_changed(struct mailbox *box ATTR_UNUSED,
 	return 1;
 }
 
+/* A standby store (the DR site) serves reads only: Dovecot then selects
+   READ-ONLY and sets no \Seen on FETCH, instead of failing the write. */
+static bool mstore_mailbox_is_readonly(struct mailbox *box)
+{
+	return index_storage_is_readonly(box) ||
+	       mstore_storage_is_standby(MSTORE_STORAGE(box->storage));
+}
+
 /* Changes an IMAP STORE/EXPUNGE (or POP3 DELE, doveadm flags) made in
    the index are pushed to the store before the commit returns: the
    client hears OK only once the store has them (durable).  If the store
@@ -724,7 +743,7 @@ struct mail_storage mstore_storage = {
 
 struct mailbox mstore_mailbox = {
 	.v = {
-		.is_readonly = index_storage_is_readonly,
+		.is_readonly = mstore_mailbox_is_readonly,
 		.enable = index_storage_mailbox_enable,
 		.exists = index_storage_mailbox_exists,
 		.open = mstore_mailbox_open,

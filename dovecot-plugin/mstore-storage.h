@@ -55,6 +55,10 @@ struct mstore_storage {
 	struct ms_client *client;
 	uint64_t user_id;
 	bool reconciled;
+	/* the store is a standby mstored (the DR site before promote):
+	   every mailbox is read-only; known once asked (STATUS) or once a
+	   write was refused with -EROFS, forgotten at a reconnect */
+	bool standby, standby_known;
 };
 
 struct mstore_idle;
@@ -113,6 +117,9 @@ void mstore_set_store_error(struct mstore_storage *storage, int status,
 int mstore_fetch_body(struct mstore_storage *storage, struct mail *mail,
 		      const char *mailbox, uint32_t uid, buffer_t *buf);
 void mstore_client_disconnect(struct mstore_storage *storage);
+/* Whether the store refuses writes (a standby): asked once per
+   connection with STATUS ("repl.standby"); FALSE if it cannot say. */
+bool mstore_storage_is_standby(struct mstore_storage *storage);
 /* A fresh connection, said HELLO as the user (for IDLE).  NULL on error,
    logged. */
 struct ms_client *mstore_client_open_extra(struct mstore_storage *storage);

@@ -68,6 +68,9 @@ struct mstore_sync_ctx {
 	bool incomplete;
 	/* the index had no UIDVALIDITY yet: new, or rebuilt after a loss */
 	bool fresh;
+	/* the store refused the push (-EROFS: a standby): the queued
+	   changes were dropped and the index is pulled back whole */
+	bool refused;
 };
 
 /* The keywords of a store reply, as a NULL-terminated list on the data
@@ -127,7 +130,8 @@ static void mstore_sync_corrupted(struct mstore_sync_ctx *ctx, const char *what)
 
 static int mstore_sync_push_store(struct mstore_sync_ctx *ctx,
 				  uint32_t uid1, uint32_t uid2, uint8_t mode,
-				  uint32_t flags, const char *keyword)
+				  uint32_t flags, const char *keyword,
+				  int *status_r)
 {
 	struct ms_req q = { .op = MS_OP_STORE };
 	struct ms_reply rep;
@@ -144,7 +148,7 @@ static int mstore_sync_push_store(struct mstore_sync_ctx *ctx,
 		q.u.store.keywords.n = 1;
 		q.u.store.keywords.list = &kw;
 	}
-	return mstore_request(ctx->mbox->storage, &q, &rep, NULL);
+	return mstore_request(ctx->mbox->storage, &q, &rep, status_r);
 }
 
 static int mstore_sync_push(struct mstore_sync_ctx *ctx)
@@ -152,7 +156,7 @@ static int mstore_sync_push(struct mstore_sync_ctx *ctx)
 	const ARRAY_TYPE(keywords) *kw_names =
 		mail_index_get_keywords(ctx->box->index);
 	struct mail_index_sync_rec rec;
-	int ret = 0;
+	int ret = 0, status = 0;
 
 	while (ret == 0 &&
 	       mail_index_sync_next(ctx->index_sync_ctx, &rec)) {
@@ -165,7 +169,7 @@ static int mstore_sync_push(struct mstore_sync_ctx *ctx)
 			q.u.uids.uids.n = 1;
 			q.u.uids.uids.list = &r;
 			ret = mstore_request(ctx->mbox->storage, &q, &rep,
-					     NULL);
+					     &status);
 			break;
 		}
 		case MAIL_INDEX_SYNC_TYPE_FLAGS: {
@@ -173,11 +177,12 @@ static int mstore_sync_push(struct mstore_sync_ctx *ctx)
 			uint32_t rm = mstore_flags_to_store(rec.remove_flags);
 			if (add != 0)
 				ret = mstore_sync_push_store(ctx, rec.uid1,
-					rec.uid2, MS_EVENT_MODE_ADD, add, NULL);
+					rec.uid2, MS_EVENT_MODE_ADD, add, NULL,
+					&status);
 			if (ret == 0 && rm != 0)
 				ret = mstore_sync_push_store(ctx, rec.uid1,
 					rec.uid2, MS_EVENT_MODE_REMOVE, rm,
-					NULL);
+					NULL, &status);
 			break;
 		}
 		case MAIL_INDEX_SYNC_TYPE_KEYWORD_ADD:
@@ -189,9 +194,19 @@ static int mstore_sync_push(struct mstore_sync_ctx *ctx)
 			ret = mstore_sync_push_store(ctx, rec.uid1, rec.uid2,
 				rec.type == MAIL_INDEX_SYNC_TYPE_KEYWORD_ADD ?
 				MS_EVENT_MODE_ADD : MS_EVENT_MODE_REMOVE,
-				0, kw);
+				0, kw, &status);
 			break;
 		}
+		}
+		if (ret < 0 && status == -EROFS) {
+			/* a standby takes no change now nor later: drop
+			   what is queued (kept, it would fail every sync
+			   until a promote); the full pull puts the store's
+			   state back into the index */
+			ctx->refused = TRUE;
+			while (mail_index_sync_next(ctx->index_sync_ctx, &rec))
+				;
+			return 0;
 		}
 	}
 	return ret;
@@ -708,7 +723,7 @@ static int mstore_sync_locked(struct mstore_sync_ctx *ctx, bool full)
 	}
 	if (mstore_sync_push(ctx) < 0)
 		return -1;
-	return mstore_sync_pull(ctx, full);
+	return mstore_sync_pull(ctx, full || ctx->refused);
 }
 
 int mstore_sync(struct mstore_mailbox *mbox, bool full)
@@ -747,6 +762,11 @@ int mstore_sync(struct mstore_mailbox *mbox, bool full)
 	}
 	if (mail_index_sync_commit(&ctx.index_sync_ctx) < 0) {
 		mailbox_set_index_error(box);
+		ret = -1;
+	} else if (ctx.refused) {
+		/* in sync with the store again, but the change was not
+		   made: the command that asked for it fails */
+		mstore_set_store_error(mbox->storage, -EROFS, "STORE");
 		ret = -1;
 	}
 	mailbox_sync_notify(box, 0, 0);

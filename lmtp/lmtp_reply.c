@@ -2,8 +2,16 @@
  * lmtp_reply.c - the reply table; see lmtp_reply.h.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "lmtp_reply.h"
+#include "proto.h"
+
+/* what lmtp_reply_append() appended, by reply (the process is one
+   thread: the loop) */
+static uint64_t n_sent[LMTP_R_COUNT];
+/* and those written without the table (greeting, LHLO), codes 200..599 */
+static uint64_t n_other[400];
 
 static const struct lmtp_reply_def replies[LMTP_R_COUNT] = {
 	[LMTP_R_OK] = { 250, "2.0.0", "Ok" },
@@ -77,7 +85,44 @@ int lmtp_reply_append(struct ms_buf *out, enum lmtp_reply r,
 	}
 	line[len++] = '\r';
 	line[len++] = '\n';
-	return ms_buf_append(out, line, len);
+	int ret = ms_buf_append(out, line, len);
+	if (ret == 0 && (unsigned)r < LMTP_R_COUNT)
+		n_sent[r]++;
+	return ret;
+}
+
+void lmtp_reply_count(int code)
+{
+	if (code >= 200 && code <= 599)
+		n_other[code - 200]++;
+}
+
+size_t lmtp_reply_counts(struct ms_lmtp_count *out, size_t max,
+			 uint64_t *total_r)
+{
+	uint64_t by_code[400];
+	size_t n = 0;
+	uint64_t total = 0;
+
+	memcpy(by_code, n_other, sizeof(by_code));
+	for (int r = 0; r < LMTP_R_COUNT; r++) {
+		int code = replies[r].code;
+		if (code >= 200 && code <= 599)
+			by_code[code - 200] += n_sent[r];
+	}
+	for (int k = 0; k < 400; k++) {
+		if (by_code[k] == 0)
+			continue;
+		total += by_code[k];
+		if (n < max) {
+			out[n].code = (uint16_t)(k + 200);
+			out[n].count = by_code[k];
+			n++;
+		}
+	}
+	if (total_r != NULL)
+		*total_r = total;
+	return n;
 }
 
 int lmtp_reply_is_client_error(enum lmtp_reply r)

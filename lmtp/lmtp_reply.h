@@ -60,6 +60,16 @@ const struct lmtp_reply_def *lmtp_reply_get(enum lmtp_reply r);
  */
 int lmtp_reply_append(struct ms_buf *out, enum lmtp_reply r,
 		      const char *detail);
+/*
+ * Replies appended since the process started, summed by code (250, 451,
+ * ...) in ascending order, codes never sent left out: at most max into
+ * out; how many there were.  *total_r (if not NULL): all of them.
+ */
+struct ms_lmtp_count;
+/* Count a reply written without the table (the greeting, LHLO's). */
+void lmtp_reply_count(int code);
+size_t lmtp_reply_counts(struct ms_lmtp_count *out, size_t max,
+			 uint64_t *total_r);
 /* true for 4xx/5xx replies that count as client errors (error limit). */
 int lmtp_reply_is_client_error(enum lmtp_reply r);
 

@@ -355,9 +355,67 @@ static void reap(struct lmtp_server *srv)
 	}
 }
 
+/*
+ * The reply counts go to mstored (LMTP_STATS, op 54) over the store
+ * connection: when they changed, at most every STATS_EVERY_MS, one push
+ * in flight at a time; again in full after every reconnect (mstored may
+ * have restarted).  The instance id keeps a reconnect from counting
+ * twice there.  An mstored that does not know the op is not asked again.
+ */
+#define STATS_EVERY_MS 500
+
+static void stats_done(void *ctx, int status, const struct ms_reply *rep,
+		       const char *why)
+{
+	struct lmtp_server *srv = ctx;
+
+	srv->stats_req = NULL;
+	if (rep != NULL && status == -EOPNOTSUPP) {
+		msg_warn("mstored does not take LMTP_STATS (%s): reply "
+			 "counts stay here", why);
+		srv->stats_off = true;
+		return;
+	}
+	if (rep != NULL && status < 0)
+		msg_warn("mstored refused LMTP_STATS: %s", why);
+	/* a transport failure: the next connection says it all again */
+}
+
+static void stats_push(struct lmtp_server *srv, uint64_t now)
+{
+	struct ms_req q = { .op = MS_OP_LMTP_STATS };
+	uint64_t total;
+
+	if (srv->stats_off || srv->stats_req != NULL)
+		return;
+	if (!lmtp_store_ready(srv->store)) {
+		srv->stats_ready = false;
+		return;
+	}
+	if (!srv->stats_ready) {
+		/* a new connection: say it all again */
+		srv->stats_ready = true;
+		srv->stats_pushed = UINT64_MAX;
+	}
+	q.u.lmtp_stats.n = (uint16_t)lmtp_reply_counts(
+		q.u.lmtp_stats.codes, MS_PROTO_MAX_LMTP_CODES, &total);
+	if (total == srv->stats_pushed || q.u.lmtp_stats.n == 0)
+		return;
+	if (now < srv->stats_next_ms) {
+		lmtp_loop_wake_at(srv->loop, srv->stats_next_ms);
+		return;
+	}
+	q.u.lmtp_stats.instance = srv->stats_instance;
+	srv->stats_next_ms = now + STATS_EVERY_MS;
+	srv->stats_req = lmtp_store_send(srv->store, &q, stats_done, srv);
+	/* taken as said; a failure makes the next connection say it all */
+	srv->stats_pushed = total;
+}
+
 void lmtp_server_tick(struct lmtp_server *srv)
 {
 	uint64_t now = lmtp_now_ms();
+	stats_push(srv, now);
 	for (int t = 0; t < 2; t++) {
 		struct lmtp_slist *l = &srv->timers[t];
 		while (l->head != NULL &&
@@ -413,6 +471,11 @@ int lmtp_server_new(struct lmtp_loop *loop, struct lmtp_store *store,
 	if (getrandom(&srv->txn_salt, sizeof(srv->txn_salt), 0) !=
 	    sizeof(srv->txn_salt))
 		srv->txn_salt = (uint32_t)getpid();
+	if (getrandom(&srv->stats_instance, sizeof(srv->stats_instance), 0) !=
+	    sizeof(srv->stats_instance))
+		srv->stats_instance = ((uint64_t)getpid() << 32) ^ lmtp_now_ms();
+	if (srv->stats_instance == 0)
+		srv->stats_instance = 1;
 	*srv_r = srv;
 	return 0;
 }
@@ -422,6 +485,7 @@ void lmtp_server_free(struct lmtp_server **srvp)
 	struct lmtp_server *srv = *srvp;
 	if (srv == NULL)
 		return;
+	lmtp_store_cancel(&srv->stats_req);
 	while (srv->all.head != NULL)
 		lmtp_server_kill(srv, srv->all.head);
 	reap(srv);

@@ -551,6 +551,7 @@ static void cmd_lhlo(struct lmtp_session *s, const struct lmtp_cmd *cmd)
 			   "DESTPORT";
 		ext[n++] = "XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE";
 	}
+	lmtp_reply_count(250);
 	for (size_t i = 0; i < n; i++) {
 		out_append(s, i + 1 < n ? "250-" : "250 ", 4);
 		out_append(s, ext[i], strlen(ext[i]));
@@ -728,6 +729,7 @@ static void cmd_xclient(struct lmtp_session *s, const struct lmtp_cmd *cmd)
 	free(s->helo);
 	s->helo = NULL;
 	s->lhlo = false;
+	lmtp_reply_count(220);
 	out_append(s, "220 ", 4);
 	out_append(s, s->srv->hostname, strlen(s->srv->hostname));
 	out_append(s, " LMTP mstore-lmtpd\r\n", 20);
@@ -979,6 +981,7 @@ struct lmtp_session *lmtp_session_new(struct lmtp_server *srv, int fd,
 
 int lmtp_session_start(struct lmtp_session *s)
 {
+	lmtp_reply_count(220);
 	out_append(s, "220 ", 4);
 	out_append(s, s->srv->hostname, strlen(s->srv->hostname));
 	out_append(s, " LMTP mstore-lmtpd ready\r\n", 26);

@@ -69,6 +69,10 @@ struct lmtp_server {
 	uint64_t stop_deadline;
 	uint64_t txn_seq;
 	uint32_t txn_salt;
+	/* reply counts pushed to mstored (LMTP_STATS, lmtp_server.c) */
+	struct lmtp_store_req *stats_req;
+	uint64_t stats_instance, stats_pushed, stats_next_ms;
+	bool stats_ready, stats_off;
 };
 
 /* Server side, for sessions. */

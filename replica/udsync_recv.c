@@ -14,11 +14,13 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "msg.h"
+#include "privs.h"
 #include "proto.h"
 #include "store_cfg.h"
 #include "udsync.h"
@@ -138,6 +140,43 @@ static int session(struct udsync_store *st, struct udsync_link *l,
 	}
 }
 
+/*
+ * Root (with [store] user set) opens the DR store and binds, then the
+ * copies are given to that user and recv becomes it: the standby
+ * mstored runs as the same user and, once promoted, must write there.
+ * Depth 2 from a copy's root reaches log/ and lost+found/ and their
+ * files; the open descriptors (locks, positions, the head segment)
+ * stay valid across the drop.
+ */
+static int drop_privileges(const struct ms_store_cfg *scfg,
+			   const char **error_r)
+{
+	uid_t uid;
+	gid_t gid;
+
+	if (scfg->user == NULL || getuid() != 0)
+		return 0;
+	if (ms_privs_lookup(scfg->user, &uid, &gid) < 0) {
+		*error_r = ms_errf("[store] user %s does not exist",
+				   scfg->user);
+		return -ENOENT;
+	}
+	const char *copies[] = { scfg->primary, scfg->secondary };
+	for (size_t i = 0; i < 2; i++) {
+		if (ms_privs_chown_tree(copies[i], uid, gid, 2) < 0) {
+			int e = errno;
+			*error_r = ms_errf("cannot give %s to %s: %s",
+					   copies[i], scfg->user, strerror(e));
+			return -e;
+		}
+	}
+	if (ms_privs_drop(scfg->user, NULL, 0) < 0) {
+		*error_r = ms_errf("cannot become %s", scfg->user);
+		return -EPERM;
+	}
+	return 0;
+}
+
 int udsync_recv_run(const char *conf, const char **error_r)
 {
 	struct ms_store_cfg scfg;
@@ -160,6 +199,8 @@ int udsync_recv_run(const char *conf, const char **error_r)
 		return ret;
 	if ((lfd = udsync_tcp_listen(ucfg.listen, error_r)) < 0)
 		return lfd;
+	if ((ret = drop_privileges(&scfg, error_r)) < 0)
+		return ret;
 	uint64_t seg, off, seq, tl;
 	udsync_store_pos(st, &seg, &off, &seq, &tl);
 	msg_info("listening address=%s store=%s segment=%llu offset=%llu "

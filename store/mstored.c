@@ -34,7 +34,6 @@
  *	dropped; everything after that runs as [store] user.  Clients on
  *	the user socket can touch only the user they said hello as.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
@@ -239,35 +238,6 @@ static void h_tick(void *ctx)
 	ms_ops_tick(ctx);
 }
 
-/* chown path and, for a directory, what is in it, down to depth */
-static int chown_tree(const char *path, uid_t uid, gid_t gid, int depth)
-{
-	struct stat st;
-	if (lstat(path, &st) < 0)
-		return errno == ENOENT ? 0 : -1;
-	if (S_ISLNK(st.st_mode))
-		return 0; /* never follow a link as root */
-	if ((st.st_uid != uid || st.st_gid != gid) &&
-	    lchown(path, uid, gid) < 0)
-		return -1;
-	if (!S_ISDIR(st.st_mode) || depth == 0)
-		return 0;
-	DIR *d = opendir(path);
-	if (d == NULL)
-		return -1;
-	struct dirent *de;
-	int ret = 0;
-	while (ret == 0 && (de = readdir(d)) != NULL) {
-		char sub[4200];
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
-		ret = chown_tree(sub, uid, gid, depth - 1);
-	}
-	closedir(d);
-	return ret;
-}
-
 /*
  * The store's files belong to the user mstored runs as: after the drop
  * it must still create segments, lost+found files and index pages.
@@ -284,7 +254,8 @@ static int drop_privileges(const char *user, const struct ms_store_cfg *cfg,
 		return -1;
 	const char *paths[] = { cfg->primary, cfg->secondary, index };
 	for (size_t i = 0; i < 3; i++) {
-		if (paths[i] != NULL && chown_tree(paths[i], uid, gid, 2) < 0) {
+		if (paths[i] != NULL &&
+		    ms_privs_chown_tree(paths[i], uid, gid, 2) < 0) {
 			msg_error("chown.failed path=%s user=%s error=%s",
 				  msg_q(paths[i]), msg_q(user),
 				  msg_q(strerror(errno)));

@@ -148,6 +148,11 @@ struct repl {
 	uint64_t n_waiting, n_timeouts, n_refused, n_released_async;
 };
 
+/* LMTP reply codes 200..599; mstore-lmtpd instances remembered */
+#define LMTP_CODE_MIN 200
+#define LMTP_CODES 400
+#define LMTP_INSTANCES 16
+
 struct ms_ops {
 	struct ms_log *log;
 	struct ms_idx *idx;
@@ -219,11 +224,21 @@ struct ms_ops {
 		uint64_t armed;		/* deadline the timer is set to */
 		uint64_t n_holds, n_timeouts, held_ns;
 	} gather;
+	/* LMTP_STATS: see "mstore-lmtpd's replies" near the end */
+	struct lmtp_inst {
+		uint64_t instance, seen_ms;
+		uint64_t by_code[LMTP_CODES];
+	} lmtp[LMTP_INSTANCES];
+	size_t nlmtp;
+	uint64_t lmtp_gone[LMTP_CODES]; /* of instances that gave way */
 };
 
 /* ---- small helpers ---- */
 
 #define REPL_COUNTERS 16
+static int op_lmtp_stats(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
+			 const struct ms_req_lmtp_stats *q,
+			 const char **why_r);
 static size_t repl_counters(struct ms_ops *ops, struct ms_counter *cs);
 static int op_promote(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 		      const char **why_r);
@@ -3255,6 +3270,9 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 	case MS_OP_FORK_INFO:
 		ret = op_fork_info(ops, c, h->id, &q.u.fork_info, &why);
 		break;
+	case MS_OP_LMTP_STATS:
+		ret = op_lmtp_stats(ops, c, h->id, &q.u.lmtp_stats, &why);
+		break;
 	default:
 		ret = -EOPNOTSUPP;
 		why = "unknown operation";
@@ -3810,6 +3828,74 @@ void ms_ops_op_counts(const struct ms_ops *ops, uint16_t op,
 {
 	*requests_r = op < MS_OPS_MAX_OP ? ops->n_op_requests[op] : 0;
 	*errors_r = op < MS_OPS_MAX_OP ? ops->n_op_errors[op] : 0;
+}
+
+/* ---- mstore-lmtpd's replies (LMTP_STATS) ----
+ *
+ * Each mstore-lmtpd pushes its reply counts since it started, by code,
+ * with its own instance id.  A push replaces what that instance said
+ * before (so a reconnect neither loses nor doubles anything); the sum
+ * over instances is what /metrics shows, a counter that never goes
+ * down: an instance that is gone (restarted: a new id) stays counted,
+ * and when more than LMTP_INSTANCES have spoken the one heard from
+ * least recently is folded into lmtp_gone.
+ */
+static int op_lmtp_stats(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
+			 const struct ms_req_lmtp_stats *q,
+			 const char **why_r)
+{
+	struct lmtp_inst *in = NULL;
+
+	if (!ms_conn_is_admin(c)) {
+		*why_r = "LMTP_STATS is for mstore-lmtpd (admin socket)";
+		return -EACCES;
+	}
+	for (size_t i = 0; i < ops->nlmtp; i++)
+		if (ops->lmtp[i].instance == q->instance)
+			in = &ops->lmtp[i];
+	if (in == NULL && ops->nlmtp < LMTP_INSTANCES) {
+		in = &ops->lmtp[ops->nlmtp++];
+		memset(in, 0, sizeof(*in));
+	} else if (in == NULL) {
+		in = &ops->lmtp[0];
+		for (size_t i = 1; i < ops->nlmtp; i++)
+			if (ops->lmtp[i].seen_ms < in->seen_ms)
+				in = &ops->lmtp[i];
+		for (size_t k = 0; k < LMTP_CODES; k++)
+			ops->lmtp_gone[k] += in->by_code[k];
+		memset(in, 0, sizeof(*in));
+	}
+	in->instance = q->instance;
+	in->seen_ms = now_ms();
+	for (uint16_t i = 0; i < q->n; i++) {
+		/* the codec checked 200..599 */
+		uint64_t *v = &in->by_code[q->codes[i].code - LMTP_CODE_MIN];
+		if (q->codes[i].count > *v)
+			*v = q->codes[i].count;
+	}
+	struct ms_reply rep = { .op = MS_OP_LMTP_STATS };
+	reply_now(c, id, &rep);
+	return 0;
+}
+
+size_t ms_ops_lmtp_replies(const struct ms_ops *ops, struct ms_lmtp_count *out,
+			   size_t max, size_t *instances_r)
+{
+	size_t n = 0;
+
+	for (size_t k = 0; k < LMTP_CODES && n < max; k++) {
+		uint64_t sum = ops->lmtp_gone[k];
+		for (size_t i = 0; i < ops->nlmtp; i++)
+			sum += ops->lmtp[i].by_code[k];
+		if (sum == 0)
+			continue;
+		out[n].code = (uint16_t)(k + LMTP_CODE_MIN);
+		out[n].count = sum;
+		n++;
+	}
+	if (instances_r != NULL)
+		*instances_r = ops->nlmtp;
+	return n;
 }
 
 /* ---- standby (mstored --standby, udsync's DR site) ----

@@ -95,5 +95,12 @@ struct ms_log *ms_ops_log(struct ms_ops *ops);
 struct ms_idx *ms_ops_idx(struct ms_ops *ops);
 void ms_ops_op_counts(const struct ms_ops *ops, uint16_t op,
 		      uint64_t *requests_r, uint64_t *errors_r);
+/* The LMTP replies mstore-lmtpd instances reported (LMTP_STATS), summed
+   by code, ascending, codes with 0 left out: at most max into out; the
+   number of instances heard from (at most 16 remembered) in
+   *instances_r if not NULL. */
+struct ms_lmtp_count;
+size_t ms_ops_lmtp_replies(const struct ms_ops *ops, struct ms_lmtp_count *out,
+			   size_t max, size_t *instances_r);
 
 #endif

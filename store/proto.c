@@ -46,6 +46,7 @@ static const char *const op_names[] = {
 	[MS_OP_FORK_INFO] = "fork-info",
 	[MS_OP_MBOX_UPDATE] = "mbox-update",
 	[MS_OP_APPEND_UID] = "append-uid",
+	[MS_OP_LMTP_STATS] = "lmtp-stats",
 };
 
 bool ms_op_known(uint16_t op)
@@ -702,6 +703,35 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 	case MS_OP_FORK_INFO:
 		r->u.fork_info.timeline = ms_dec_u64_nz(d, "timeline");
 		break;
+	case MS_OP_LMTP_STATS: {
+		struct ms_req_lmtp_stats *l = &r->u.lmtp_stats;
+		off = ms_dec_off(d);
+		l->instance = ms_dec_u64(d, "instance");
+		if (d->ret == 0 && l->instance == 0)
+			ms_dec_bad(d, "instance", off, "0");
+		off = ms_dec_off(d);
+		l->n = ms_dec_u16(d, "ncodes");
+		if (d->ret == 0 && l->n > MS_PROTO_MAX_LMTP_CODES)
+			ms_dec_bad(d, "ncodes", off,
+				   ms_errf("%u, more than %u", l->n,
+					   MS_PROTO_MAX_LMTP_CODES));
+		for (uint16_t i = 0; d->ret == 0 && i < l->n; i++) {
+			off = ms_dec_off(d);
+			l->codes[i].code = ms_dec_u16(d, "code");
+			if (d->ret == 0 &&
+			    (l->codes[i].code < 200 || l->codes[i].code > 599 ||
+			     (i > 0 && l->codes[i].code <= l->codes[i - 1].code)))
+				ms_dec_bad(d, "code", off,
+					   ms_errf("%u: not 200..599 in "
+						   "ascending order",
+						   l->codes[i].code));
+			off = ms_dec_off(d);
+			l->codes[i].count = ms_dec_u64(d, "count");
+			if (d->ret == 0 && l->codes[i].count == 0)
+				ms_dec_bad(d, "count", off, "0");
+		}
+		break;
+	}
 	default:
 		/* the caller refused every other op */
 		ms_assert(!"unexpected op");
@@ -758,6 +788,7 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 	case MS_OP_MBOX_DELETE:
 	case MS_OP_MBOX_SUBSCRIBE:
 	case MS_OP_QUOTA_SET:
+	case MS_OP_LMTP_STATS:
 		break;
 	case MS_OP_APPEND:
 	case MS_OP_APPEND_UID:
@@ -1529,6 +1560,17 @@ static void put_req(struct enc *e, const void *src)
 	case MS_OP_FORK_INFO:
 		put64(e, r->u.fork_info.timeline);
 		break;
+	case MS_OP_LMTP_STATS:
+		/* the decoder's rules are the caller's to keep; more codes
+		   than fit are a bug */
+		ms_assert(r->u.lmtp_stats.n <= MS_PROTO_MAX_LMTP_CODES);
+		put64(e, r->u.lmtp_stats.instance);
+		put16(e, r->u.lmtp_stats.n);
+		for (uint16_t i = 0; i < r->u.lmtp_stats.n; i++) {
+			put16(e, r->u.lmtp_stats.codes[i].code);
+			put64(e, r->u.lmtp_stats.codes[i].count);
+		}
+		break;
 	default:
 		ms_assert(!"unexpected op");
 	}
@@ -1581,6 +1623,7 @@ static void put_reply(struct enc *e, const void *src)
 	case MS_OP_MBOX_DELETE:
 	case MS_OP_MBOX_SUBSCRIBE:
 	case MS_OP_QUOTA_SET:
+	case MS_OP_LMTP_STATS:
 		break;
 	case MS_OP_APPEND:
 	case MS_OP_APPEND_UID:

@@ -83,6 +83,8 @@
 #define MS_PROTO_MAX_RANGES 100000
 #define MS_PROTO_MAX_KEYWORDS 1000
 #define MS_PROTO_MAX_COUNTERS 1024
+/* LMTP_STATS: reply codes per request */
+#define MS_PROTO_MAX_LMTP_CODES 32
 #define MS_PROTO_MAX_REASON 1024
 #define MS_PROTO_NAME_MAX 255
 #define MS_PROTO_MAX_WAIT_MS 3600000u /* one hour */
@@ -122,6 +124,8 @@ enum ms_op {
 	/* migration keeping UIDs (doveadm backup): */
 	MS_OP_MBOX_UPDATE = 55, /* UIDVALIDITY, UIDNEXT, modseq, GUID */
 	MS_OP_APPEND_UID = 56,	/* APPEND at a UID, with a GUID, given */
+	/* mstore-lmtpd's counters (docs/protocol.md): 54 */
+	MS_OP_LMTP_STATS = 54,	/* its LMTP replies by code */
 };
 
 /* What udsync send says about its link to the DR site (REPL_ACK). */
@@ -460,6 +464,19 @@ struct ms_req_repl_ack {
 struct ms_req_fork_info {
 	uint64_t timeline;
 };
+/* LMTP_STATS (admin): the replies an mstore-lmtpd sent since it started,
+   by code (200..599, strictly ascending, counts never 0); instance: its
+   own id (not 0), the same across its reconnects, so that mstored
+   replaces what it had from it rather than adding. */
+struct ms_lmtp_count {
+	uint16_t code;
+	uint64_t count;
+};
+struct ms_req_lmtp_stats {
+	uint64_t instance;
+	uint16_t n;
+	struct ms_lmtp_count codes[MS_PROTO_MAX_LMTP_CODES];
+};
 
 /* STATUS, USER_LIST, MBOX_LIST: empty body, no member. */
 struct ms_req {
@@ -481,6 +498,7 @@ struct ms_req {
 		struct ms_req_repl_wait repl_wait;
 		struct ms_req_repl_ack repl_ack;
 		struct ms_req_fork_info fork_info;
+		struct ms_req_lmtp_stats lmtp_stats;
 	} u;
 };
 

@@ -633,6 +633,23 @@ static void metrics(struct hconn *hc, const struct ms_reply *rep)
 			"mstore_request_errors_total{op=\"%s\"} %" PRIu64 "\n",
 			ms_op_name(op), nerr);
 	}
+	/* mstore-lmtpd's replies, as it reported them (LMTP_STATS) */
+	struct ms_lmtp_count lc[MS_PROTO_MAX_LMTP_CODES * 4];
+	size_t ninst = 0;
+	size_t nlc = ms_ops_lmtp_replies(api->ops, lc, MS_ARRAY_SIZE(lc),
+					 &ninst);
+	m_head(&b, "mstore_lmtp_replies_total", "counter",
+	       "LMTP replies mstore-lmtpd sent, by code (250 delivered or "
+	       "accepted, 4xx temporary, 5xx permanent), as it reports "
+	       "them.");
+	for (size_t i = 0; i < nlc; i++)
+		bprintf(&b,
+			"mstore_lmtp_replies_total{code=\"%u\"} %" PRIu64 "\n",
+			lc[i].code, lc[i].count);
+	m_one(&b, "mstore_lmtp_instances", "gauge",
+	      "mstore-lmtpd instances heard from since mstored started "
+	      "(at most 16 remembered).",
+	      (uint64_t)ninst);
 	m_one(&b, "mstore_http_requests_total", "counter",
 	      "HTTP requests of the system API.", api->n_http_requests);
 	m_one(&b, "mstore_http_refused_total", "counter",

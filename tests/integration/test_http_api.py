@@ -613,3 +613,112 @@ def test_replication_metrics(tmp_path):
         assert val(m, "mstore_replication_lag_records") == 0
     finally:
         pair.stop_all()
+
+
+# ---- LMTP replies by code, as mstore-lmtpd reports them (LMTP_STATS) --
+
+def lmtp_replies(d):
+    st, body, _ = d.req("GET", "/metrics", token=None)
+    assert st == 200
+    samples, types = parse_metrics(body.decode())
+    assert types["mstore_lmtp_replies_total"] == "counter"
+    return {int(dict(lbl)["code"]): v for (name, lbl), v in samples.items()
+            if name == "mstore_lmtp_replies_total"}, samples
+
+
+def test_lmtp_replies_by_code(tmp_path):
+    """mstore-lmtpd counts its replies by code and pushes them to mstored
+    (op 54); /metrics shows them; a restart of mstore-lmtpd (a new
+    instance) adds to them, a reconnect after mstored's restart does not
+    lose the lmtpd's own; quota figures are there too."""
+    import smtplib
+    from lmtp_env import free_port, wait_for
+    lport = free_port()
+    d = Daemon(tmp_path, extra=f"[lmtp]\nlisten = 127.0.0.1:{lport}\n"
+                               "domains = example.test\n")
+    d.start()
+    lmtpd = None
+    log = open(tmp_path / "lmtpd.log", "ab")
+
+    def start_lmtpd():
+        p = subprocess.Popen([prog("mstore-lmtpd"), "-c", str(d.conf)],
+                             stdout=log, stderr=log)
+        wait_for(lambda: "connected to mstored" in
+                 (tmp_path / "lmtpd.log").read_text(errors="replace")
+                 [start_lmtpd.logged:], 10, "mstore-lmtpd")
+        return p
+    start_lmtpd.logged = 0
+
+    def stop_lmtpd(p):
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+        start_lmtpd.logged = len((tmp_path / "lmtpd.log").read_text(
+            errors="replace"))
+
+    def session(rcpts):
+        lm = smtplib.LMTP("127.0.0.1", lport, timeout=30)
+        lm.ehlo("test")
+        try:
+            lm.sendmail("s@example.test", rcpts,
+                        b"Subject: m\r\n\r\nhi\r\n")
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError):
+            pass  # smtplib said RSET first
+        lm.quit()
+
+    try:
+        st, _, _ = d.req("POST", "/admin/users", {"name": "alice"})
+        assert st == 201
+        # a small quota, so that the second message is refused (552)
+        st, _, _ = d.req("PUT", "/admin/quota/alice",
+                         {"max_bytes": 0, "max_messages": 1})
+        assert st in (200, 204), st
+        lmtpd = start_lmtpd()
+        got, _ = lmtp_replies(d)
+        assert got == {}
+        session(["alice@example.test"])           # delivered
+        session(["alice@example.test"])           # over quota
+        session(["nobody@example.test"])          # 550 no such user
+        # 220 greeting, LHLO, MAIL, RCPT 250, DATA 354, 250 delivered,
+        # QUIT 221; 220, LHLO, MAIL 250, RCPT 552 (over quota), RSET
+        # 250, 221; 220, LHLO, MAIL 250, RCPT 550, RSET 250, 221
+        want = {220: 3, 250: 4 + 3 + 3, 354: 1, 221: 3, 550: 1, 552: 1}
+
+        def settled():
+            g, _ = lmtp_replies(d)
+            settled.last = g
+            return g == want
+        try:
+            wait_for(settled, 10, "the counts in /metrics")
+        except AssertionError:
+            raise AssertionError(f"{settled.last} != {want}")
+        got, samples = lmtp_replies(d)
+        assert val(samples, "mstore_lmtp_instances") == 1
+        # the quota figures of the user
+        assert val(samples, "mstore_quota_used_messages", user="alice") == 1
+        assert val(samples, "mstore_quota_limit_bytes", user="alice") >= 0
+        first = dict(got)
+
+        # mstored restarts: the lmtpd reconnects and says it all again
+        d.stop()
+        d.start()
+        wait_for(lambda: lmtp_replies(d)[0] == first, 15,
+                 "the counts again after mstored's restart")
+
+        # the lmtpd restarts: a new instance, counted on top
+        stop_lmtpd(lmtpd)
+        lmtpd = start_lmtpd()
+        session(["nobody@example.test"])
+        wait_for(lambda: lmtp_replies(d)[0].get(550) == 2, 10,
+                 "the new instance's counts")
+        got, samples = lmtp_replies(d)
+        assert got[250] == first[250] + 3, got   # LHLO, MAIL, RSET
+        assert got[220] == first[220] + 1, got
+        assert val(samples, "mstore_lmtp_instances") == 2
+        for code, n in first.items():
+            assert got[code] >= n
+    finally:
+        if lmtpd is not None and lmtpd.poll() is None:
+            lmtpd.kill()
+            lmtpd.wait(timeout=30)
+        d.stop()
+        log.close()

@@ -7,7 +7,9 @@
 #
 # `start` writes var/mstore.conf (io_uring, or psync where the kernel
 # refuses io_uring), starts mstored on the unix sockets var/mstored.sock
-# (users) and var/mstored-admin.sock (admin), with the store's copies in
+# (users) and var/mstored-admin.sock (admin), the system API on
+# 127.0.0.1:9180 (or the next free port; /admin token var/http.token,
+# per-user quota series for 10 users), with the store's copies in
 # var/store/{primary,secondary} and its index in var/store/index, then
 # mstore-lmtpd on 127.0.0.1 (port 24 when it is free and we are root,
 # else the first free one of 2424..2434; MSTORE_LMTP_PORT chooses) and
@@ -107,6 +109,20 @@ lmtp_port()
 		port_in_use "$p" || { echo "$p"; return; }
 	done
 	echo 2424
+}
+
+# The system API (docs/http-api.md) in [store], once: a free loopback
+# port and a token for /admin (var/http.token, 0600).
+add_http_conf()
+{
+	grep -q '^http = ' "$conf" && return 0
+	port=$(free_port 9180 9199) || return 1
+	if [ ! -s "$var/http.token" ]; then
+		(umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' \
+			>"$var/http.token") || return 1
+	fi
+	sed -i "s|^\[store\]\$|[store]\nhttp = 127.0.0.1:$port\nhttp_token_file = http.token\nhttp_quota_users = 10|" \
+		"$conf"
 }
 
 # An [lmtp] section, once (a var/ from before the LMTP receiver has none).
@@ -234,6 +250,7 @@ segment_size = 64M
 io_engine = $(sed -n 's/^io_engine = //p' "$conf")
 socket = mstored.sock
 admin_socket = mstored-admin.sock
+$(grep '^user = ' "$conf")
 [udsync]
 key_file = udsync.key
 peer_key = $(cat "$var/udsync.key.pub")
@@ -371,71 +388,60 @@ postfix_stop()
 # ---- Dovecot with the mstore plugin ----
 
 dv=$var/dovecot
+dr_dv=$dr/dovecot
 
-dovecot_start()
+# dovecot_site DIR SOCKET PORTSFILE IMAP_FIRST POP3_FIRST: a private
+# Dovecot in DIR (its own base_dir, logs, homes) with the plugin on the
+# mstored user socket SOCKET, IMAP and POP3 on the first free loopback
+# ports from IMAP_FIRST and POP3_FIRST; its ports go to PORTSFILE.
+dovecot_site()
 {
-	if ! dovecot_wanted; then
-		echo "run.sh: no Dovecot (needs root, dovecot-imapd and" \
-			"dovecot-pop3d, and the plugin built)"
+	site=$1 sock=$2 portsfile=$3
+	if [ -f "$site/run/master.pid" ] &&
+	   kill -0 "$(cat "$site/run/master.pid")" 2>/dev/null; then
+		echo "run.sh: the Dovecot in $site is already running"
 		return 0
 	fi
-	if ! grep -q '^user = mstore' "$conf"; then
-		echo "run.sh: no Dovecot: mstored does not run as mstore" \
-			"($var predates it, or its parent directories are" \
-			"not searchable by the mail users)"
-		return 0
-	fi
-	if ! runuser -u mstoremail -- test -r "$var/mstored.sock" \
-		2>/dev/null && ! runuser -u mstoremail -- test -x "$var"; then
-		echo "run.sh: no Dovecot: the mail user cannot reach $var" \
-			"(a parent directory is not searchable)"
-		return 0
-	fi
-	if [ -f "$dv/run/master.pid" ] &&
-	   kill -0 "$(cat "$dv/run/master.pid")" 2>/dev/null; then
-		echo "run.sh: Dovecot is already running"
-		return 0
-	fi
-	imap_port=$(free_port 1143 1163) && pop3_port=$(free_port 1110 1130) ||
-		return 1
-	mkdir -p "$dv/run" "$dv/state" "$dv/log" "$dv/home/demo" \
-		"$dv/modules" || return 1
-	chmod 755 "$dv"
-	chown mstoremail:mstoremail "$dv/home/demo"
+	imap_port=$(free_port "$4" $(($4 + 20))) &&
+		pop3_port=$(free_port "$5" $(($5 + 20))) || return 1
+	mkdir -p "$site/run" "$site/state" "$site/log" "$site/home/demo" \
+		"$site/modules" || return 1
+	chmod 755 "$site"
+	chown mstoremail:mstoremail "$site/home/demo"
 	for m in /usr/lib/dovecot/modules/*.so; do
-		ln -sf "$m" "$dv/modules/"
+		ln -sf "$m" "$site/modules/"
 	done
-	ln -sf "$plugin" "$dv/modules/"
+	ln -sf "$plugin" "$site/modules/"
 	uid=$(id -u mstoremail) gid=$(id -g mstoremail)
-	echo "demo:{PLAIN}demo:$uid:$gid::$dv/home/demo" >"$dv/passwd"
-	cat >"$dv/dovecot.conf" <<CONF
+	echo "demo:{PLAIN}demo:$uid:$gid::$site/home/demo" >"$site/passwd"
+	cat >"$site/dovecot.conf" <<CONF
 # Dovecot of \`make run\`: IMAP and POP3 on the store (the mstore plugin)
-base_dir = $dv/run
-state_dir = $dv/state
+base_dir = $site/run
+state_dir = $site/state
 instance_name = mstore-run-$imap_port
 listen = 127.0.0.1
 protocols = imap pop3
-log_path = $dv/log/dovecot.log
-info_log_path = $dv/log/dovecot-info.log
+log_path = $site/log/dovecot.log
+info_log_path = $site/log/dovecot-info.log
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 first_valid_uid = $uid
 last_valid_uid = $uid
 mail_access_groups = mstore
-mail_plugin_dir = $dv/modules
+mail_plugin_dir = $site/modules
 mail_plugins = mstore
 mail_location = mstore:~/mstore
 plugin {
-  mstore_socket = $var/mstored.sock
+  mstore_socket = $sock
 }
 passdb {
   driver = passwd-file
-  args = $dv/passwd
+  args = $site/passwd
 }
 userdb {
   driver = passwd-file
-  args = $dv/passwd
+  args = $site/passwd
 }
 namespace inbox {
   inbox = yes
@@ -460,27 +466,73 @@ service pop3-login {
   }
 }
 CONF
-	dovecot -c "$dv/dovecot.conf" >>"$var/dovecot-start.log" 2>&1 || {
+	dovecot -c "$site/dovecot.conf" >>"$site/dovecot-start.log" 2>&1 || {
 		echo "run.sh: Dovecot did not start: see" \
-			"$var/dovecot-start.log" >&2
+			"$site/dovecot-start.log" >&2
 		return 1
 	}
 	wait_for 20 sh -c "ss -Hltn 'sport = :$imap_port' | grep -q ." || {
-		echo "run.sh: Dovecot does not listen: see $dv/log" >&2
+		echo "run.sh: Dovecot does not listen: see $site/log" >&2
 		return 1
 	}
-	echo "$imap_port $pop3_port" >"$var/dovecot.ports"
+	echo "$imap_port $pop3_port" >"$portsfile"
 }
 
-dovecot_stop()
+# Dovecot needs root, the plugin, and mstored running as mstore
+dovecot_usable()
 {
-	mp=$dv/run/master.pid
+	if ! dovecot_wanted; then
+		echo "run.sh: no Dovecot (needs root, dovecot-imapd and" \
+			"dovecot-pop3d, and the plugin built)"
+		return 1
+	fi
+	if ! grep -q '^user = mstore' "$conf"; then
+		echo "run.sh: no Dovecot: mstored does not run as mstore" \
+			"($var predates it, or its parent directories are" \
+			"not searchable by the mail users)"
+		return 1
+	fi
+	if ! runuser -u mstoremail -- test -x "$var" 2>/dev/null; then
+		echo "run.sh: no Dovecot: the mail user cannot reach $var" \
+			"(a parent directory is not searchable)"
+		return 1
+	fi
+	return 0
+}
+
+dovecot_start()
+{
+	dovecot_usable || return 0
+	dovecot_site "$dv" "$var/mstored.sock" "$var/dovecot.ports" 1143 1110 ||
+		return 1
+	# the DR site's, read-only on the standby: only when the standby
+	# runs as mstore too (a DR config from before has no user line)
+	if ! grep -q '^user = mstore' "$dr_conf"; then
+		echo "run.sh: no Dovecot at the DR site: its mstored does" \
+			"not run as mstore ($dr_conf predates it)"
+		return 0
+	fi
+	dovecot_site "$dr_dv" "$dr/mstored.sock" "$var/dr-dovecot.ports" \
+		1243 1210
+}
+
+# dovecot_stop_site DIR
+dovecot_stop_site()
+{
+	mp=$1/run/master.pid
 	if [ -f "$mp" ] && kill -0 "$(cat "$mp")" 2>/dev/null; then
 		dpid=$(cat "$mp")
 		kill "$dpid"
 		wait_for 20 sh -c "! kill -0 $dpid 2>/dev/null"
-		echo "run.sh: Dovecot (pid $dpid) stopped"
+		echo "run.sh: Dovecot in $1 (pid $dpid) stopped"
 	fi
+}
+
+dovecot_stop()
+{
+	dovecot_stop_site "$dr_dv"
+	dovecot_stop_site "$dv"
+	rm -f "$var/dovecot.ports" "$var/dr-dovecot.ports"
 }
 
 case $cmd in
@@ -493,11 +545,14 @@ start)
 		echo "run.sh: mstored is already running (pid $(cat "$pidfile"))"
 	else
 		[ -f "$conf" ] || write_conf uring
+		add_http_conf || { echo "run.sh: no free port for the" \
+			"system API" >&2; exit 1; }
 		if ! start_daemon; then
 			if grep -q io_uring "$var/mstored.log"; then
 				echo "run.sh: io_uring refused here; using" \
 					"io_engine = psync"
 				write_conf psync
+				add_http_conf || exit 1
 				start_daemon || { tail -5 "$var/mstored.log"; exit 1; }
 			else
 				tail -5 "$var/mstored.log" >&2
@@ -531,12 +586,16 @@ mstore: mstored is running (pid $(cat "$pidfile")), log in $var/mstored.log
   store         $var/store (config $conf)
 mstore-lmtpd is running (pid $(cat "$lmtp_pidfile")), log in $var/lmtpd.log
   LMTP          $lmtp_listen and $var/lmtp.sock   (docs/lmtp.md)
+  system API    http://$(sed -n 's/^http = //p' "$conf")/metrics and /status   (docs/http-api.md)
+                /admin/... with: -H "Authorization: Bearer \$(cat $var/http.token)"
 udsync send (pid $(cat "$var/udsync-send.pid")) streams the log to the DR site in $dr:
   udsync recv (pid $(cat "$var/udsync-recv.pid")), standby mstored (pid $(cat "$var/standby.pid"), read-only)
   DR admin socket $dr/mstored-admin.sock   (mstore -c $dr_conf stats)
 $( [ -f "$var/smtp.port" ] && echo "Postfix MX gateway: SMTP on 127.0.0.1:$(cat "$var/smtp.port") -> LMTP $lmtp_listen (log $pfx/maillog)")
 $( [ -f "$var/dovecot.ports" ] && read ip pp <"$var/dovecot.ports" && echo "Dovecot with the mstore plugin: IMAP 127.0.0.1:$ip, POP3 127.0.0.1:$pp (user demo, password demo)
   curl -s --url imap://127.0.0.1:$ip/INBOX -u demo:demo -X 'FETCH 1:* (FLAGS BODY[HEADER.FIELDS (SUBJECT)])'")
+$( [ -f "$var/dr-dovecot.ports" ] && read ip pp <"$var/dr-dovecot.ports" && echo "DR Dovecot (read-only on the standby until mstore promote): IMAP 127.0.0.1:$ip, POP3 127.0.0.1:$pp
+  curl -s --url imap://127.0.0.1:$ip/INBOX -u demo:demo -X 'FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])'")
 Try:
   $mstore -c $conf stats
   python3 -c 'import smtplib; l = smtplib.LMTP("${lmtp_listen%:*}", ${lmtp_listen##*:}); l.ehlo("me"); print(l.sendmail("me@example.test", ["demo@example.test"], b"Subject: hi\r\n\r\nhello\r\n"))'

@@ -290,6 +290,14 @@ static void dump_req(FILE *f, const struct ms_req *r)
 	case MS_OP_FORK_INFO:
 		fprintf(f, " tl=%llu", (unsigned long long)r->u.fork_info.timeline);
 		break;
+	case MS_OP_LMTP_STATS:
+		fprintf(f, " inst=%llu",
+			(unsigned long long)r->u.lmtp_stats.instance);
+		for (uint16_t i = 0; i < r->u.lmtp_stats.n; i++)
+			fprintf(f, " %u=%llu", r->u.lmtp_stats.codes[i].code,
+				(unsigned long long)r->u.lmtp_stats.codes[i]
+					.count);
+		break;
 	default:
 		break;
 	}
@@ -482,6 +490,7 @@ static const uint16_t all_ops[] = {
 	MS_OP_WAIT,           MS_OP_UNDELETE,    MS_OP_COMPACT,
 	MS_OP_REPL_WAIT,      MS_OP_REPL_ACK,    MS_OP_PROMOTE,
 	MS_OP_FORK_INFO,      MS_OP_MBOX_UPDATE, MS_OP_APPEND_UID,
+	MS_OP_LMTP_STATS,
 };
 
 #define P(lit) MS_PSTR(lit)
@@ -609,6 +618,13 @@ static struct ms_req sample_req(uint16_t op)
 		break;
 	case MS_OP_FORK_INFO:
 		r.u.fork_info.timeline = 1;
+		break;
+	case MS_OP_LMTP_STATS:
+		r.u.lmtp_stats.instance = 0x1122334455667788ull;
+		r.u.lmtp_stats.n = 3;
+		r.u.lmtp_stats.codes[0] = (struct ms_lmtp_count){250, 1000};
+		r.u.lmtp_stats.codes[1] = (struct ms_lmtp_count){451, 2};
+		r.u.lmtp_stats.codes[2] = (struct ms_lmtp_count){550, 7};
 		break;
 	default:
 		break;
@@ -1374,6 +1390,30 @@ static const struct bad_body {
 	 "i32:0 u64:9 u64:2 u64:64 u64:2 u64:2 x:00000000000000000000000000000000 x:1111111111111111111111111111111111111111111111111111111111111111 u64:5 u8:0 u8:0",
 	 MS_ECORRUPT},
 	/* 71aj */ {REP, MS_OP_FORK_INFO, "i32:-2 s:never-promoted", 0},
+	/* LMTP_STATS: instance, codes 200..599 ascending, counts not 0 */
+	/* 71x */ {REQ, MS_OP_LMTP_STATS, "u64:9 u16:0", 0},
+	/* 71y */ {REQ, MS_OP_LMTP_STATS, "u64:0 u16:0", MS_ECORRUPT},
+	/* 71z */
+	{REQ, MS_OP_LMTP_STATS, "u64:9 u16:2 u16:250 u64:5 u16:451 u64:1", 0},
+	/* 71za */
+	{REQ, MS_OP_LMTP_STATS, "u64:9 u16:2 u16:451 u64:5 u16:250 u64:1",
+	 MS_ECORRUPT},
+	/* 71zb */
+	{REQ, MS_OP_LMTP_STATS, "u64:9 u16:2 u16:250 u64:5 u16:250 u64:1",
+	 MS_ECORRUPT},
+	/* 71zc */ {REQ, MS_OP_LMTP_STATS, "u64:9 u16:1 u16:199 u64:5",
+		    MS_ECORRUPT},
+	/* 71zd */ {REQ, MS_OP_LMTP_STATS, "u64:9 u16:1 u16:600 u64:5",
+		    MS_ECORRUPT},
+	/* 71ze */ {REQ, MS_OP_LMTP_STATS, "u64:9 u16:1 u16:250 u64:0",
+		    MS_ECORRUPT},
+	/* 71zf */ {REQ, MS_OP_LMTP_STATS, "u64:9 u16:33", MS_ECORRUPT},
+	/* 71zg */ {REQ, MS_OP_LMTP_STATS, "u64:9 u16:2 u16:250 u64:5",
+		    MS_ETRUNC},
+	/* 71zh */ {REQ, MS_OP_LMTP_STATS, "u64:9 u16:0 u8:0", MS_ECORRUPT},
+	/* 71zi */ {REP, MS_OP_LMTP_STATS, "i32:0", 0},
+	/* 71zj */ {REP, MS_OP_LMTP_STATS, "i32:0 u8:0", MS_ECORRUPT},
+	/* 71zk */ {REP, MS_OP_LMTP_STATS, "i32:-13 s:admin", 0},
 	/* ops that are not requests */
 	/* 72 */ {REQ, 0, "", -EOPNOTSUPP},
 	/* 73 */ {REQ, 99, "s:A", -EOPNOTSUPP},
