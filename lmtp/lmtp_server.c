@@ -371,13 +371,14 @@ static void stats_done(void *ctx, int status, const struct ms_reply *rep,
 
 	srv->stats_req = NULL;
 	if (rep != NULL && status == -EOPNOTSUPP) {
-		msg_warn("mstored does not take LMTP_STATS (%s): reply "
-			 "counts stay here", why);
+		msg_warn("stats.unsupported error=%s msg=\"mstored does not take "
+			 "LMTP_STATS: reply counts stay here\"",
+			 msg_q(why));
 		srv->stats_off = true;
 		return;
 	}
 	if (rep != NULL && status < 0)
-		msg_warn("mstored refused LMTP_STATS: %s", why);
+		msg_warn("stats.refused error=%s", msg_q(why));
 	/* a transport failure: the next connection says it all again */
 }
 
