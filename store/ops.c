@@ -773,8 +773,10 @@ static int op_hello(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		}
 		int ret = peer_may_act(ops, c, q->user.s, q->user.len, why_r);
 		if (ret < 0) {
-			msg_warn("hello as user %.*s refused: %s",
-				 (int)q->user.len, q->user.s, *why_r);
+			msg_warn("hello.refused user=%s error=%s",
+				 msg_q(ms_errf("%.*s", (int)q->user.len,
+						 q->user.s)),
+				 msg_q(*why_r));
 			return ret;
 		}
 		ret = ms_idx_read_begin(ops->idx, &rd);
@@ -3470,8 +3472,9 @@ static int gather_hold(struct ms_ops *ops)
 		if (timerfd_settime(ops->gather.tfd, TFD_TIMER_ABSTIME, &its,
 				    NULL) < 0) {
 			/* without a timer the hold could last: no gather */
-			msg_warn("group commit: timerfd: %s; not waiting",
-				 strerror(errno));
+			msg_warn("gather.off error=%s msg=\"no timerfd: not "
+				 "waiting\"",
+				 msg_q(strerror(errno)));
 			ops->gather.max_ns = 0;
 			ops->gather.out = 0;
 			gather_end(ops, now);
@@ -3553,9 +3556,9 @@ void ms_ops_set_srv(struct ms_ops *ops, struct ms_srv *srv)
 		int fd = timerfd_create(CLOCK_MONOTONIC,
 					TFD_NONBLOCK | TFD_CLOEXEC);
 		if (fd < 0 || ms_srv_watch(srv, fd, gather_timer, ops) < 0) {
-			msg_warn("group commit: no timer (%s): flushes will "
-				 "not wait for clients",
-				 strerror(errno));
+			msg_warn("gather.off error=%s msg=\"no timer: flushes "
+				 "will not wait for clients\"",
+				 msg_q(strerror(errno)));
 			if (fd >= 0)
 				close(fd);
 			return;
@@ -3571,7 +3574,9 @@ void ms_ops_reload(struct ms_ops *ops, const struct ms_store_cfg *cfg)
 	struct peers np;
 	const char *perr = "";
 	if (peers_parse(cfg->user_socket_peers, &np, &perr) < 0) {
-		msg_warn("%s; keeping the peers of before", perr);
+		msg_warn("reload.failed key=user_socket_peers error=%s "
+			 "msg=\"keeping the peers of before\"",
+			 msg_q(perr));
 	} else {
 		peers_free(&ops->peers);
 		ops->peers = np;

@@ -982,8 +982,9 @@ static void srv_accept(struct ms_srv *srv, struct watch *lw)
 				    MSG_NOSIGNAL | MSG_DONTWAIT);
 			ms_buf_free(&b);
 			close(fd);
-			msg_warn("admin socket: peer uid=%u pid=%d refused (not "
-				 "mstored's uid %u, not root)",
+			msg_warn("connection.refused socket=admin peer_uid=%u "
+				 "peer_pid=%d mstored_uid=%u "
+				 "reason=\"not mstored's uid, not root\"",
 				 (unsigned)cred.uid, (int)cred.pid,
 				 (unsigned)geteuid());
 			continue;

@@ -7,6 +7,7 @@ import os
 import pwd
 import grp
 import shutil
+import re
 import signal
 import subprocess
 import sys
@@ -117,8 +118,9 @@ def test_user_socket(daemon):
     assert as_user(MAIL_USER, s, "").startswith("refused -13 ")
     # refusals are logged with the peer's uid
     text = open(os.path.join(root, "mstored.log")).read()
-    assert "hello as user alice refused: peer uid %d" % \
-        pwd.getpwnam(NOBODY).pw_uid in text
+    assert re.search(r"event=hello.refused user=alice "
+                     r"error=\"peer uid %d\b" % pwd.getpwnam(NOBODY).pw_uid,
+                     text), text[-2000:]
 
 
 def test_admin_socket(daemon):
@@ -133,8 +135,8 @@ def test_admin_socket(daemon):
         out = as_user(name, a, "alice")
         assert out.startswith(("refused -13", "closed")), out
     text = open(os.path.join(root, "mstored.log")).read()
-    assert "admin socket: peer uid=%d" % pwd.getpwnam(NOBODY).pw_uid \
-        in text
+    assert "event=connection.refused socket=admin peer_uid=%d " % \
+        pwd.getpwnam(NOBODY).pw_uid in text
     assert p.poll() is None
 
 
