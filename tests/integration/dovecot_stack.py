@@ -574,4 +574,14 @@ hostname = lmtp.example.test
         except FileNotFoundError:
             return []
         bad = ("Panic", "Error", "Fatal", "Corrupted", "corrupted")
-        return [l for l in text.splitlines() if any(b in l for b in bad)]
+        return [l for l in text.splitlines()
+                if any(b in l for b in bad) and not self._benign(l)]
+
+    def _benign(self, line):
+        """fts_xapian logs an Error when a lookup opens a mailbox's
+        database before the indexer's first run has created it (a race
+        inside fts_xapian, seen under load); what the searches return
+        is checked by the FTS test itself.  Only with fts on, and only
+        that line."""
+        return (self.fts and "FTS Xapian: Can not open RO index" in line
+                and "DatabaseNotFoundError" in line)

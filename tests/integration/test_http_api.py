@@ -643,7 +643,7 @@ def test_lmtp_replies_by_code(tmp_path):
     def start_lmtpd():
         p = subprocess.Popen([prog("mstore-lmtpd"), "-c", str(d.conf)],
                              stdout=log, stderr=log)
-        wait_for(lambda: "connected to mstored" in
+        wait_for(lambda: "event=store.connected" in
                  (tmp_path / "lmtpd.log").read_text(errors="replace")
                  [start_lmtpd.logged:], 10, "mstore-lmtpd")
         return p

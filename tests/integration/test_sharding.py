@@ -34,7 +34,7 @@ def start_lmtpd(st):
                          stdout=log, stderr=log)
     end = time.time() + 20
     while time.time() < end:
-        if "connected to mstored" in open(st.p("lmtpd.log"),
+        if "event=store.connected" in open(st.p("lmtpd.log"),
                                           errors="replace").read():
             return p, port
         assert p.poll() is None, open(st.p("lmtpd.log")).read()

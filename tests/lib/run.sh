@@ -250,7 +250,7 @@ segment_size = 64M
 io_engine = $(sed -n 's/^io_engine = //p' "$conf")
 socket = mstored.sock
 admin_socket = mstored-admin.sock
-$(grep '^user = ' "$conf")
+$(grep '^user = \|^user_socket_peers = ' "$conf")
 [udsync]
 key_file = udsync.key
 peer_key = $(cat "$var/udsync.key.pub")
