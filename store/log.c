@@ -255,11 +255,12 @@ static int meta_setup(struct ms_log *log, const char **error_r)
 static void replica_read(struct ms_log *log, int *bad_r)
 {
 	struct ms_replica all = { MS_REPLICA_NONE, 0, 0 };
-	struct ms_replica r[MS_IO_COPIES];
+	struct ms_replica r[MS_IO_COPIES] = { { MS_REPLICA_NONE, 0, 0 },
+					      { MS_REPLICA_NONE, 0, 0 } };
 	int ok[MS_IO_COPIES] = { 0, 0 };
 
 	*bad_r = 0;
-	for (int c = 0; c < log->ncopies; c++) {
+	for (int c = 0; c < log->ncopies && c < MS_IO_COPIES; c++) {
 		const char *e = "";
 		if (log->copy[c].state != MS_COPY_OK)
 			continue;
@@ -272,15 +273,14 @@ static void replica_read(struct ms_log *log, int *bad_r)
 			r[c] = (struct ms_replica){ MS_REPLICA_DR, 0, 0 };
 			*bad_r = 1;
 		}
-		if (r[c].state == MS_REPLICA_PROMOTING &&
-		    (all.state != MS_REPLICA_PROMOTING ||
-		     r[c].timeline > all.timeline))
-			all = r[c];
-		else if (r[c].state == MS_REPLICA_DR &&
-			 all.state == MS_REPLICA_NONE)
+		if ((r[c].state == MS_REPLICA_PROMOTING &&
+		     (all.state != MS_REPLICA_PROMOTING ||
+		      r[c].timeline > all.timeline)) ||
+		    (r[c].state == MS_REPLICA_DR &&
+		     all.state == MS_REPLICA_NONE))
 			all = r[c];
 	}
-	for (int c = 0; c < log->ncopies; c++)
+	for (int c = 0; c < log->ncopies && c < MS_IO_COPIES; c++)
 		if (ok[c] && (r[c].state != all.state ||
 			      r[c].timeline != all.timeline))
 			*bad_r = 1;

@@ -211,7 +211,7 @@ const char *msg_q(const char *s)
 
 		if (c == '"' || c == '\\')
 			out[n++] = '\\';
-		out[n++] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+		out[n++] = (char)(c < 0x20 || c == 0x7f ? ' ' : c);
 	}
 	out[n++] = '"';
 	out[n] = '\0';

@@ -728,7 +728,7 @@ static int resolve_mbox(struct ms_idx_rd *rd, uint64_t user_id,
 		*why_r = "no such mailbox";
 	else if (ret < 0)
 		*why_r = "index lookup failed";
-	return ret;
+	return ret < 0 ? ret : 0;
 }
 
 static void fill_mbox_info(struct ms_mbox_info *i, const struct ms_idx_mbox *m)

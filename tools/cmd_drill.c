@@ -260,15 +260,17 @@ int cmd_drill(int argc, char **argv)
 			rpid = v;
 		else if (strcmp(a, "--user") == 0)
 			dr.user = v;
-		else if (strcmp(a, "--messages") == 0 &&
-			 ms_parse_u64(v, strlen(v), &nmsg) == 0 && nmsg <= 100000)
-			;
-		else if (strcmp(a, "--isolate") == 0 &&
-			 ms_parse_u64(v, strlen(v), &isolate) == 0 &&
-			 isolate <= 600000)
-			;
-		else
+		else if (strcmp(a, "--messages") == 0) {
+			if (ms_parse_u64(v, strlen(v), &nmsg) < 0 ||
+			    nmsg > 100000)
+				goto usage;
+		} else if (strcmp(a, "--isolate") == 0) {
+			if (ms_parse_u64(v, strlen(v), &isolate) < 0 ||
+			    isolate > 600000)
+				goto usage;
+		} else {
 			goto usage;
+		}
 	}
 	if (!pconf || !dconf || !ppid || !spid || !rpid)
 		goto usage;

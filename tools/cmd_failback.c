@@ -435,9 +435,9 @@ static int msg_load(struct fb *f, const struct fb_item *x, struct fb_msg *m_r,
 {
 	struct ms_idx_rd *rd;
 	struct ms_idx_msg im;
-	struct ms_idx_mbox mb;
-	struct ms_idx_user u;
-	struct ms_idx_body b;
+	struct ms_idx_mbox mb = { 0 };
+	struct ms_idx_user u = { 0 };
+	struct ms_idx_body b = { 0 };
 	struct ms_rec_hdr h;
 	struct ms_buf payload;
 	uint8_t key[MS_BODY_DEDUP_SIZE];
