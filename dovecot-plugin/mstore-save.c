@@ -75,6 +75,22 @@ mstore_save_alloc(struct mailbox_transaction_context *t)
 	return t->save_ctx;
 }
 
+/* A standby store (the DR site before mstore promote) takes no message:
+   say so before anything is buffered, sent to the store or read from a
+   source mail, with the NO [NOPERM] that the store's -EROFS gives.  Early
+   also because IMAP COPY keeps a pointer to the storage's error string
+   while it commits the source's transaction; a change in that
+   transaction (say, a virtual size cached when the source was read)
+   makes Dovecot's list index push and pop the error, which frees that
+   string before it is sent. */
+static bool mstore_save_refused(struct mstore_mailbox *mbox, const char *what)
+{
+	if (!mstore_storage_is_standby(mbox->storage))
+		return FALSE;
+	mstore_set_store_error(mbox->storage, -EROFS, what);
+	return TRUE;
+}
+
 int mstore_save_begin(struct mail_save_context *_ctx, struct istream *input)
 {
 	struct mstore_save_context *ctx = MSTORE_SAVECTX(_ctx);
@@ -82,6 +98,10 @@ int mstore_save_begin(struct mail_save_context *_ctx, struct istream *input)
 	i_assert(ctx->body == NULL);
 	ctx->finished = FALSE;
 	ctx->failed = FALSE;
+	if (mstore_save_refused(ctx->mbox, "APPEND")) {
+		ctx->failed = TRUE;
+		return -1;
+	}
 	ctx->body = buffer_create_dynamic(default_pool, 8192);
 	ctx->input = input;
 	i_stream_ref(input);
@@ -303,11 +323,19 @@ static int mstore_copy_store(struct mstore_save_context *ctx,
 	struct ms_uid_range r = { mail->uid, mail->uid };
 	struct ms_proto_iter it;
 	struct ms_uid_pair pair;
+	struct mstore_mail_rec rec;
 	uoff_t psize, vsize;
 
-	/* sizes for the caller (quota) before the source may be gone */
-	if (mail_get_physical_size(mail, &psize) < 0 ||
-	    mail_get_virtual_size(mail, &vsize) < 0) {
+	/* sizes for the caller (quota) before the source may be gone: from
+	   the source's record as is, not through mail_get_*_size(), which
+	   would have the source mail cache them into the source's
+	   transaction (see mstore_save_refused() for why that transaction
+	   must stay clean) */
+	if (mstore_mail_get_rec(mail, &rec)) {
+		psize = rec.physical_size;
+		vsize = rec.virtual_size;
+	} else if (mail_get_physical_size(mail, &psize) < 0 ||
+		   mail_get_virtual_size(mail, &vsize) < 0) {
 		mail_storage_copy_error(_ctx->transaction->box->storage,
 					mail->box->storage);
 		return -1;
@@ -341,6 +369,12 @@ int mstore_copy(struct mail_save_context *_ctx, struct mail *mail)
 	struct mstore_save_context *ctx = MSTORE_SAVECTX(_ctx);
 	int ret;
 
+	if (mstore_save_refused(ctx->mbox, "COPY")) {
+		/* before a copy by value reads the source too */
+		index_save_context_free(_ctx);
+		ctx->failed = TRUE;
+		return -1;
+	}
 	if (!mstore_copy_same_user(_ctx, mail))
 		return mail_storage_copy(_ctx, mail);
 	T_BEGIN {

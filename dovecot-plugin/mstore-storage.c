@@ -21,6 +21,7 @@
 #include "mailbox-list-iter.h"
 #include "index-mail.h"
 #include "mail-index-modseq.h"
+#include "mail-index-transaction-private.h"
 #include "mstore-storage.h"
 
 #include <errno.h>
@@ -567,11 +568,37 @@ static bool mstore_mailbox_is_readonly(struct mailbox *box)
 	       mstore_storage_is_standby(MSTORE_STORAGE(box->storage));
 }
 
+/* Whether an index transaction queues something for the store: flag or
+   keyword changes, expunge requests.  Not a cached field, a virtual size
+   in the vsize record, a header: those are Dovecot's own. */
+static bool mstore_itrans_has_store_changes(struct mail_index_transaction *it)
+{
+	const struct mail_index_transaction_keyword_update *u;
+
+	if ((array_is_created(&it->updates) && array_count(&it->updates) > 0) ||
+	    (array_is_created(&it->expunges) && array_count(&it->expunges) > 0))
+		return TRUE;
+	if (!array_is_created(&it->keyword_updates))
+		return FALSE;
+	array_foreach(&it->keyword_updates, u) {
+		if ((array_is_created(&u->add_seq) &&
+		     array_count(&u->add_seq) > 0) ||
+		    (array_is_created(&u->remove_seq) &&
+		     array_count(&u->remove_seq) > 0))
+			return TRUE;
+	}
+	return FALSE;
+}
+
 /* Changes an IMAP STORE/EXPUNGE (or POP3 DELE, doveadm flags) made in
    the index are pushed to the store before the commit returns: the
    client hears OK only once the store has them (durable).  If the store
    cannot take them the caller gets an error; the changes stay queued in
-   the index and the next sync pushes them. */
+   the index and the next sync pushes them.  A transaction that queued
+   nothing for the store (only what Dovecot caches: a field, a virtual
+   size) is committed to the index alone: no store request, so no error
+   can come of it; IMAP COPY commits the source's transaction while it
+   still holds the storage's error string of a failed copy. */
 static int
 mstore_transaction_commit(struct mailbox_transaction_context *t,
 			  struct mail_transaction_commit_changes *changes_r)
@@ -579,11 +606,20 @@ mstore_transaction_commit(struct mailbox_transaction_context *t,
 	struct mailbox *box = t->box;
 	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
 	bool external = (t->flags & MAILBOX_TRANSACTION_FLAG_EXTERNAL) != 0;
+	bool push = !external && !mbox->syncing && !mbox->deleted &&
+		mstore_itrans_has_store_changes(t->itrans);
 
+	if (push && mstore_storage_is_standby(mbox->storage)) {
+		/* a standby refuses every change: say so now, before the
+		   index takes it (it would have to be dropped and the box
+		   pulled whole again at the sync) */
+		index_transaction_rollback(t);
+		mstore_set_store_error(mbox->storage, -EROFS, "STORE");
+		return -1;
+	}
 	if (index_transaction_commit(t, changes_r) < 0)
 		return -1;
-	if (external || mbox->syncing || mbox->deleted ||
-	    !mail_index_sync_have_any(box->index, 0))
+	if (!push || !mail_index_sync_have_any(box->index, 0))
 		return 0;
 	if (mstore_sync(mbox, FALSE) < 0) {
 		/* committed to the index, but not yet in the store */

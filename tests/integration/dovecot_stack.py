@@ -151,10 +151,14 @@ class Stack:
             f.write(data)
         self.mstore("deliver", user, mailbox, path)
 
-    def start_mstored(self):
+    def start_mstored(self, standby=False):
+        """mstored on the stack's store; standby=True: `mstored
+        --standby` on the same store, read-only (every write -EROFS), as
+        at the DR site before mstore promote."""
         self.mstored_log = open(self.p("mstored.log"), "ab")
         self.mstored = subprocess.Popen(
-            [os.path.join(self.build, "mstored"), "-c", self.conf],
+            [os.path.join(self.build, "mstored"), "-c", self.conf] +
+            (["--standby"] if standby else []),
             stdout=self.mstored_log, stderr=subprocess.STDOUT)
         self.mstored_pid = self.mstored.pid
         end = time.time() + 30

@@ -2,6 +2,7 @@
 fetch, search, flags, expunge, force-resync, and quota with Dovecot's
 quota plugin (count backend)."""
 import re
+import shutil
 
 from test_dovecot_imap import MSG, MIME, ok, raw
 
@@ -115,3 +116,26 @@ def test_store_quota_refuses_append(stack):
     assert b"NO [OVERQUOTA]" in line, line
     assert ok(c.uid("SEARCH", None, "ALL"))[0] == b"1 2"
     c.logout()
+
+
+def test_store_quota_refuses_copy_fresh_index(stack):
+    """A COPY the store's quota refuses in the first session of a new
+    index cache: NO [OVERQUOTA] with the reason as clean text (the
+    copy must not leave a cached size in the source's transaction,
+    whose commit would free the error string that COPY sends)."""
+    stack.mstore("mailbox", "add", "bob", "Other")
+    for _ in range(2):
+        stack.deliver("bob", "INBOX", MSG)
+    stack.mstore("quota", "bob", str(len(MSG) * 2 + 10), "0")
+    for _ in range(3):
+        shutil.rmtree(stack.index_dir("bob"), ignore_errors=True)
+        c = stack.imap("bob")
+        ok(c.select("INBOX"))
+        for cmd in ("COPY 1 Other", "UID COPY 1:* Other", "MOVE 2 Other"):
+            line, _ = raw(c, cmd)
+            text = line.split(b" ", 1)[1].rstrip(b"\r\n")
+            assert text.startswith(b"NO [OVERQUOTA] Quota exceeded"), line
+            assert all(32 <= b < 127 for b in text), line
+        c.logout()
+    assert sorted(stack.store_view("bob", "INBOX")) == [1, 2]
+    assert stack.store_view("bob", "Other") == {}

@@ -250,7 +250,7 @@ segment_size = 64M
 io_engine = $(sed -n 's/^io_engine = //p' "$conf")
 socket = mstored.sock
 admin_socket = mstored-admin.sock
-$(grep '^user = \|^user_socket_peers = ' "$conf")
+$(grep -E '^(user|user_socket_peers) = ' "$conf")
 [udsync]
 key_file = udsync.key
 peer_key = $(cat "$var/udsync.key.pub")
@@ -506,10 +506,13 @@ dovecot_start()
 	dovecot_site "$dv" "$var/mstored.sock" "$var/dovecot.ports" 1143 1110 ||
 		return 1
 	# the DR site's, read-only on the standby: only when the standby
-	# runs as mstore too (a DR config from before has no user line)
-	if ! grep -q '^user = mstore' "$dr_conf"; then
+	# runs as mstore too and lets Dovecot's mail_uid act for its users
+	# (a DR config from before has no user or user_socket_peers line)
+	if ! grep -q '^user = mstore' "$dr_conf" ||
+	   ! grep -q '^user_socket_peers = mstoremail' "$dr_conf"; then
 		echo "run.sh: no Dovecot at the DR site: its mstored does" \
-			"not run as mstore ($dr_conf predates it)"
+			"not run as mstore for mstoremail ($dr_conf predates" \
+			"it)"
 		return 0
 	fi
 	dovecot_site "$dr_dv" "$dr/mstored.sock" "$var/dr-dovecot.ports" \
