@@ -2110,8 +2110,11 @@ static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	if (ret == 0 && op == MS_OP_COPY)
 		ret = quota_room(ops, &u, bytes, n, why_r);
 	ms_idx_read_end(&rd);
-	if (ret < 0)
+	if (ret < 0 || ms == NULL || ss == NULL) {
+		if (ret >= 0)
+			ret = MS_ENOTFOUND;
 		goto out;
+	}
 
 	struct req *r = req_new(ops, c, op, id);
 	ret = place_all(r, ms, evs, n, &kwbuf, pairs);
@@ -2237,8 +2240,11 @@ static int op_undelete(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	if (ret == 0)
 		ret = quota_room(ops, &u, bytes, n, why_r);
 	ms_idx_read_end(&rd);
-	if (ret < 0)
+	if (ret < 0 || ms == NULL) {
+		if (ret >= 0)
+			ret = MS_ENOTFOUND;
 		goto out;
+	}
 
 	struct req *r = req_new(ops, c, MS_OP_UNDELETE, id);
 	ret = place_all(r, ms, evs, n, &kwbuf, pairs);

@@ -435,9 +435,9 @@ static int msg_load(struct fb *f, const struct fb_item *x, struct fb_msg *m_r,
 {
 	struct ms_idx_rd *rd;
 	struct ms_idx_msg im;
-	struct ms_idx_mbox mb = { 0 };
-	struct ms_idx_user u = { 0 };
-	struct ms_idx_body b = { 0 };
+	struct ms_idx_mbox mb;
+	struct ms_idx_user u;
+	struct ms_idx_body b;
 	struct ms_rec_hdr h;
 	struct ms_buf payload;
 	uint8_t key[MS_BODY_DEDUP_SIZE];
@@ -460,7 +460,9 @@ static int msg_load(struct fb *f, const struct fb_item *x, struct fb_msg *m_r,
 		ret = ms_idx_user_get(rd, mb.user_id, &u);
 	if (ret == 0)
 		ret = ms_idx_body_get(rd, im.body_key, &b);
-	if (ret < 0) {
+	if (ret != 0) { /* the getters answer 0 or an error */
+		if (ret > 0)
+			ret = -EIO;
 		ms_idx_read_end(&rd);
 		*error_r = ms_errf("the index of this store: %s",
 				   ms_strerror(ret));
