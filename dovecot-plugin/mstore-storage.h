@@ -72,6 +72,11 @@ struct mstore_mailbox {
 	bool syncing;
 	/* deleted from the store: syncs stay local (mailbox deletion) */
 	bool deleted;
+	/* the open pulled from the store at synced_at (ioloop_timeval): a
+	   full sync asked for in the same ioloop run (SELECT's, right
+	   after its open) need not ask the store again */
+	bool synced_at_open;
+	struct timeval synced_at;
 	struct mstore_idle *idle;
 };
 
