@@ -23,7 +23,10 @@
  *   append    APPEND_CLIENTS [16] sessions, each LOGINed as its own
  *             user, each a closed loop of APPEND INBOX of APPEND_SIZE
  *             [4 KiB] (LITERAL+ when offered: one write per APPEND);
- *             messages/s, p50/p99 per APPEND
+ *             messages/s, p50/p99 per APPEND.  No mailbox is selected
+ *             (a client saving to Sent, a migration); with
+ *             APPEND_SELECT=1 INBOX is selected first, so each APPEND
+ *             also syncs the session's view (EXISTS)
  * A single-session row repeats its command (after untimed warm-up
  * rounds that let Dovecot fill its cache) until MS_BENCH_SECONDS have
  * passed, at least once; every round is checked (the number of FETCH
@@ -68,7 +71,8 @@
  * Environment: MS_BENCH_SECONDS (3), MS_BENCH_DIR (var/bench),
  * MS_BENCH_IMAP_SERVERS (a comma list of mstore, mdbox, maildir; all),
  * MS_BENCH_IMAP_BODY_MSGS, _BODY_SIZE, _ENV_MSGS, _SELECT_MSGS,
- * _APPEND_CLIENTS, _APPEND_SIZE (as above; a CI smoke run sets them
+ * _APPEND_CLIENTS, _APPEND_SIZE, _APPEND_SELECT (as above; a CI smoke
+ * run sets them
  * tiny), MSTORE_BUILD.  Exit 77 when Dovecot's imap or doveadm is not
  * installed, the plugin or mstored is not built, we are not root, or
  * the mail uid cannot enter MS_BENCH_DIR; 1 when a row failed (a
@@ -135,6 +139,7 @@ enum row {
 struct knobs {
 	double secs;
 	long body_msgs, body_size, env_msgs, sel_msgs, clients, app_size;
+	long app_select; /* APPEND into the selected INBOX */
 	int run[NKINDS];
 };
 static struct knobs K;
@@ -1254,7 +1259,7 @@ static int row_append(struct server *s, struct result *r, uint64_t *acked,
 		a->idx = i;
 		a->c.fd = -1;
 		ret = imap_login(&a->c, s->port, user, why, whylen);
-		if (ret == 0)
+		if (ret == 0 && K.app_select)
 			ret = imap_cmd(&a->c, why, whylen, "SELECT %s",
 				       "INBOX");
 		if (ret < 0)
@@ -1383,8 +1388,9 @@ static const char *row_label(enum row r, char *buf, size_t n)
 		snprintf(buf, n, "1st LOGIN+SELECT, no index");
 		break;
 	case R_APPEND:
-		snprintf(buf, n, "APPEND %ldK, %ld clients", K.app_size / 1024,
-			 K.clients);
+		snprintf(buf, n, "APPEND %ldK, %ld clients%s",
+			 K.app_size / 1024, K.clients,
+			 K.app_select ? ", sel" : "");
 		break;
 	default:
 		buf[0] = '\0';
@@ -1618,7 +1624,9 @@ static int read_knobs(void)
 	    env_long("MS_BENCH_IMAP_APPEND_CLIENTS", 16, 1, MAX_CLIENTS,
 		     &K.clients) < 0 ||
 	    env_long("MS_BENCH_IMAP_APPEND_SIZE", 4096, 1024, 16 << 20,
-		     &K.app_size) < 0)
+		     &K.app_size) < 0 ||
+	    env_long("MS_BENCH_IMAP_APPEND_SELECT", 0, 0, 1,
+		     &K.app_select) < 0)
 		return -1;
 	for (int k = 0; k < NKINDS; k++)
 		K.run[k] = 1;
