@@ -52,8 +52,11 @@
  * process of Dovecot's tree (imap, imap-login, auth, ...) and, for
  * mstore, mstored.
  *
- * The servers, one after the other (each populated, measured, stopped,
- * its scratch directory under MS_BENCH_DIR removed):
+ * The servers all run at once, each filled first; then each row runs
+ * on each server in turn (interleaved, so that a busy machine slows all
+ * of them alike), MS_BENCH_IMAP_PASSES times [1]; the table shows the
+ * median of the passes.  At the end every server is stopped and its
+ * scratch directory under MS_BENCH_DIR removed.  The servers:
  *  - Dovecot (Debian's dovecot-core and dovecot-imapd), private: its own
  *    dovecot.conf, base_dir, state_dir, logs and instance_name under the
  *    scratch directory, imap on a free 127.0.0.1 port, passwd-file
@@ -71,7 +74,7 @@
  * Environment: MS_BENCH_SECONDS (3), MS_BENCH_DIR (var/bench),
  * MS_BENCH_IMAP_SERVERS (a comma list of mstore, mdbox, maildir; all),
  * MS_BENCH_IMAP_BODY_MSGS, _BODY_SIZE, _ENV_MSGS, _SELECT_MSGS,
- * _APPEND_CLIENTS, _APPEND_SIZE, _APPEND_SELECT (as above; a CI smoke
+ * _APPEND_CLIENTS, _APPEND_SIZE, _APPEND_SELECT, _PASSES (as above; a CI smoke
  * run sets them
  * tiny), MSTORE_BUILD.  Exit 77 when Dovecot's imap or doveadm is not
  * installed, the plugin or mstored is not built, we are not root, or
@@ -140,13 +143,18 @@ struct knobs {
 	double secs;
 	long body_msgs, body_size, env_msgs, sel_msgs, clients, app_size;
 	long app_select; /* APPEND into the selected INBOX */
+	long passes;     /* every row on every server, this many times */
 	int run[NKINDS];
 };
 static struct knobs K;
 
+#define MAX_PASSES 9
+
 struct result {
 	int ran, ok;
-	double value; /* the row's unit */
+	double value; /* the row's unit; in the table: the median */
+	double vals[MAX_PASSES];
+	int nvals;
 	double extra; /* body: -, env: ms per FETCH, append: p99 ms */
 	double p50;   /* append: ms */
 	double srv;   /* server CPU, cores */
@@ -517,13 +525,15 @@ struct server {
 };
 
 /* what to kill when told to go, and at exit after a failure */
-static struct server *volatile cur_srv;
+static struct server *volatile cur_srv[NKINDS];
 
 static void on_fatal_signal(int sig)
 {
 	(void)sig;
-	struct server *s = cur_srv;
-	if (s != NULL) {
+	for (int k = 0; k < NKINDS; k++) {
+		struct server *s = cur_srv[k];
+		if (s == NULL)
+			continue;
 		if (s->master > 0)
 			kill(s->master, SIGTERM);
 		if (s->d.pid > 0)
@@ -534,16 +544,18 @@ static void on_fatal_signal(int sig)
 
 static void server_kill_all(void)
 {
-	struct server *s = cur_srv;
-	if (s == NULL)
-		return;
-	cur_srv = NULL;
-	if (s->master > 0) {
-		static struct bp_proc t[4096];
-		int n = bp_tree_list(&s->master, 1, t, 4096);
-		kill(s->master, SIGTERM);
-		bp_reap(s->master, 10);
-		bp_wait_gone(t, n, 10);
+	for (int k = 0; k < NKINDS; k++) {
+		struct server *s = cur_srv[k];
+		if (s == NULL)
+			continue;
+		cur_srv[k] = NULL;
+		if (s->master > 0) {
+			static struct bp_proc t[4096];
+			int n = bp_tree_list(&s->master, 1, t, 4096);
+			kill(s->master, SIGTERM);
+			bp_reap(s->master, 10);
+			bp_wait_gone(t, n, 10);
+		}
 	}
 	/* mstored: msd's own atexit */
 }
@@ -658,7 +670,7 @@ static int server_start(struct server *s, enum kind kind, char *why,
 		snprintf(why, whylen, "no free port: %s", strerror(errno));
 		return -1;
 	}
-	cur_srv = s;
+	cur_srv[kind] = s;
 	snprintf(path, sizeof(path), "imap-%s", kind_name[kind]);
 	char *root = mst_tmpdir(path);
 	snprintf(s->dir, sizeof(s->dir), "%s", root);
@@ -757,7 +769,7 @@ static int server_stop(struct server *s)
 		if (bp_log_check("mstored", s->d.logfile, ms_bad, none))
 			bad++;
 	}
-	cur_srv = NULL;
+	cur_srv[s->kind] = NULL;
 	if (getenv("MS_KEEP") == NULL) {
 		if (s->dir[0] != '\0')
 			mst_rmtree(s->dir);
@@ -993,7 +1005,7 @@ static int row_fetch(struct server *s, int user_idx, const char *items,
 {
 	struct imap c;
 	char user[32];
-	struct meter m;
+	struct meter m = {0};
 	user_name(user_idx, user, sizeof(user));
 	if (imap_login(&c, s->port, user, why, whylen) < 0)
 		return -1;
@@ -1031,7 +1043,7 @@ static int row_cold(struct server *s, uint32_t n, struct result *r, char *why,
 		    size_t whylen)
 {
 	struct imap c;
-	struct meter m;
+	struct meter m = {0};
 	meter_start(s, &m);
 	if (imap_login(&c, s->port, "sel", why, whylen) < 0)
 		return -1;
@@ -1054,7 +1066,7 @@ static int row_select(struct server *s, uint32_t n, struct result *rs,
 {
 	static double sel_ms[100000], login_ms[100000];
 	int k = 0, ret = 0;
-	struct meter m;
+	struct meter m = {0};
 	double t_end = bp_now() + K.secs;
 	meter_start(s, &m);
 	do {
@@ -1242,7 +1254,7 @@ static int row_append(struct server *s, struct result *r, uint64_t *acked,
 	struct asess *as = ms_calloc((size_t)nc, sizeof(*as));
 	struct agen g = {.t_stop = 1e300};
 	struct epoll_event evs[64];
-	struct meter m;
+	struct meter m = {0};
 	int ret = 0;
 	double warm = K.secs / 10 > 0.3 ? K.secs / 10 : 0.3;
 
@@ -1425,90 +1437,151 @@ static void print_row(enum kind k, enum row rw, const struct result *r,
 	fflush(stdout);
 }
 
-static int run_server(enum kind k)
+/*
+ * Keep one pass's result of a row: the table shows the median of the
+ * passes' values (set by finish_results) and the last pass's other
+ * figures; a row is ok when every pass was.
+ */
+static void keep(struct result *r, const struct result *one, int ok)
 {
-	struct server srv;
-	char why[16384] = "";
-	int fails = 0;
-	uint64_t acked[MAX_CLIENTS];
-	double t0 = bp_now();
+	struct result old = *r;
+	*r = *one;
+	memcpy(r->vals, old.vals, sizeof(r->vals));
+	r->nvals = old.nvals;
+	r->ran = 1;
+	r->ok = (old.ran ? old.ok : 1) && ok;
+	if (ok && r->nvals < MAX_PASSES)
+		r->vals[r->nvals++] = one->value;
+}
 
-	if (server_start(&srv, k, why, sizeof(why)) < 0) {
-		printf("%-8s FAILED to start: %s\n", kind_name[k], why);
-		server_stop(&srv);
-		for (int r = 0; r < NROWS; r++)
-			res[r][k].ran = 1;
-		return 1;
+/* One row on one running server: measured, kept, printed.  0 or 1. */
+static int run_row(struct server *srv, enum row rw)
+{
+	enum kind k = srv->kind;
+	struct result one = {.ran = 1}, login = {.ran = 1};
+	static char why[16384];
+	uint64_t acked[MAX_CLIENTS];
+	int ret;
+
+	why[0] = '\0';
+	switch (rw) {
+	case R_COLD:
+		ret = row_cold(srv, (uint32_t)K.sel_msgs, &one, why,
+			       sizeof(why));
+		break;
+	case R_BODY:
+		ret = row_fetch(srv, 0, "BODY.PEEK[]", (uint32_t)K.body_msgs,
+				(uint64_t)K.body_msgs * (uint64_t)K.body_size,
+				1, &one, why, sizeof(why));
+		break;
+	case R_ENV:
+		ret = row_fetch(srv, 1, "(FLAGS ENVELOPE)",
+				(uint32_t)K.env_msgs, 0, 2, &one, why,
+				sizeof(why));
+		break;
+	case R_SELECT:
+		/* LOGIN is measured with it */
+		ret = row_select(srv, (uint32_t)K.sel_msgs, &one, &login, why,
+				 sizeof(why));
+		break;
+	case R_APPEND: {
+		/* every pass's APPENDs stay: the count is the sum */
+		static uint64_t sum[NKINDS][MAX_CLIENTS];
+		memset(acked, 0, sizeof(acked));
+		ret = row_append(srv, &one, acked, why, sizeof(why));
+		for (int i = 0; i < K.clients; i++)
+			sum[k][i] += acked[i];
+		if (ret == 0)
+			ret = check_appended(srv, sum[k], why, sizeof(why));
+		break;
 	}
-	int ok = fill(&srv, 0, "body", (uint32_t)K.body_msgs,
-		      (uint32_t)K.body_size, why, sizeof(why)) == 0 &&
-		 fill(&srv, 1, "env", (uint32_t)K.env_msgs, 2048, why,
-		      sizeof(why)) == 0 &&
-		 fill(&srv, 2, "sel", (uint32_t)K.sel_msgs, 1024, why,
-		      sizeof(why)) == 0;
-	if (!ok) {
-		printf("%-8s FAILED to fill the mailboxes: %s\n", kind_name[k],
-		       why);
-		server_stop(&srv);
-		for (int r = 0; r < NROWS; r++)
-			res[r][k].ran = 1;
-		return 1;
+	default:
+		return 0;
 	}
-	printf("%-8s (filled in %.1f s)\n", kind_name[k], bp_now() - t0);
-	/* the cold row first: it must be the first access of its user */
-	if (k != K_MDBOX) {
-		struct result *c = &res[R_COLD][k];
-		c->ran = 1;
-		c->ok = row_cold(&srv, (uint32_t)K.sel_msgs, c, why,
-				 sizeof(why)) == 0;
-		print_row(k, R_COLD, c, why);
-		fails += !c->ok;
+	one.ok = ret == 0;
+	keep(&res[rw][k], &one, ret == 0);
+	print_row(k, rw, &one, why);
+	if (rw == R_SELECT) {
+		login.ok = ret == 0;
+		keep(&res[R_LOGIN][k], &login, ret == 0);
+		print_row(k, R_LOGIN, &login, why);
 	}
+	return ret == 0 ? 0 : 1;
+}
+
+/* The medians for the table. */
+static void finish_results(void)
+{
 	for (int rw = 0; rw < NROWS; rw++) {
-		struct result *r = &res[rw][k];
-		int ret = 0;
-		why[0] = '\0';
-		if (rw != R_COLD)
-			r->ran = 1;
-		switch (rw) {
-		case R_COLD:
-			/* measured first */
-			continue;
-		case R_BODY:
-			ret = row_fetch(&srv, 0, "BODY.PEEK[]",
-					(uint32_t)K.body_msgs,
-					(uint64_t)K.body_msgs *
-						(uint64_t)K.body_size,
-					1, r, why, sizeof(why));
-			break;
-		case R_ENV:
-			ret = row_fetch(&srv, 1, "(FLAGS ENVELOPE)",
-					(uint32_t)K.env_msgs, 0, 2, r, why,
-					sizeof(why));
-			break;
-		case R_SELECT:
-			ret = row_select(&srv, (uint32_t)K.sel_msgs, r,
-					 &res[R_LOGIN][k], why, sizeof(why));
-			res[R_LOGIN][k].ran = 1;
-			res[R_LOGIN][k].ok = ret == 0;
-			break;
-		case R_LOGIN:
-			/* measured with SELECT */
-			print_row(k, R_LOGIN, r, why);
-			continue;
-		case R_APPEND:
-			ret = row_append(&srv, r, acked, why, sizeof(why));
-			if (ret == 0)
-				ret = check_appended(&srv, acked, why,
-						     sizeof(why));
-			break;
+		for (int k = 0; k < NKINDS; k++) {
+			struct result *r = &res[rw][k];
+			double v[MAX_PASSES];
+			int n = r->nvals;
+			if (n == 0)
+				continue;
+			memcpy(v, r->vals, (size_t)n * sizeof(double));
+			qsort(v, (size_t)n, sizeof(double), cmp_double);
+			r->value = n % 2 ? v[n / 2]
+					 : (v[n / 2 - 1] + v[n / 2]) / 2;
 		}
-		r->ok = ret == 0;
-		print_row(k, (enum row)rw, r, why);
-		fails += !r->ok;
 	}
-	if (server_stop(&srv) < 0)
-		fails++;
+}
+
+/*
+ * Every server up and filled, then each row on each server in turn (the
+ * servers interleaved, so that a busy machine slows all of them alike),
+ * as many passes as asked; then every server stopped.  The number of
+ * failures.
+ */
+static int run_all(void)
+{
+	static struct server srv[NKINDS];
+	static char why[16384];
+	int up[NKINDS] = {0}, fails = 0;
+
+	for (int k = 0; k < NKINDS; k++) {
+		if (!K.run[k])
+			continue;
+		double t0 = bp_now();
+		why[0] = '\0';
+		if (server_start(&srv[k], (enum kind)k, why, sizeof(why)) <
+			    0 ||
+		    fill(&srv[k], 0, "body", (uint32_t)K.body_msgs,
+			 (uint32_t)K.body_size, why, sizeof(why)) < 0 ||
+		    fill(&srv[k], 1, "env", (uint32_t)K.env_msgs, 2048, why,
+			 sizeof(why)) < 0 ||
+		    fill(&srv[k], 2, "sel", (uint32_t)K.sel_msgs, 1024, why,
+			 sizeof(why)) < 0) {
+			printf("%-8s FAILED to start or fill: %s\n",
+			       kind_name[k], why);
+			for (int r = 0; r < NROWS; r++)
+				res[r][k].ran = 1;
+			fails++;
+			continue;
+		}
+		up[k] = 1;
+		printf("%-8s (started and filled in %.1f s)\n", kind_name[k],
+		       bp_now() - t0);
+		fflush(stdout);
+	}
+	/* the cold row first: it must be the first access of its user
+	   (mdbox: see above) */
+	for (int k = 0; k < NKINDS; k++)
+		if (up[k] && k != K_MDBOX)
+			fails += run_row(&srv[k], R_COLD);
+	static const enum row order[] = {R_BODY, R_ENV, R_SELECT, R_APPEND};
+	for (long pass = 0; pass < K.passes; pass++) {
+		if (K.passes > 1)
+			printf("-- pass %ld\n", pass + 1);
+		for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+			for (int k = 0; k < NKINDS; k++)
+				if (up[k])
+					fails += run_row(&srv[k], order[i]);
+	}
+	for (int k = 0; k < NKINDS; k++)
+		if (K.run[k] && server_stop(&srv[k]) < 0)
+			fails++;
+	finish_results();
 	return fails;
 }
 
@@ -1626,7 +1699,9 @@ static int read_knobs(void)
 	    env_long("MS_BENCH_IMAP_APPEND_SIZE", 4096, 1024, 16 << 20,
 		     &K.app_size) < 0 ||
 	    env_long("MS_BENCH_IMAP_APPEND_SELECT", 0, 0, 1,
-		     &K.app_select) < 0)
+		     &K.app_select) < 0 ||
+	    env_long("MS_BENCH_IMAP_PASSES", 1, 1, MAX_PASSES,
+		     &K.passes) < 0)
 		return -1;
 	for (int k = 0; k < NKINDS; k++)
 		K.run[k] = 1;
@@ -1756,9 +1831,7 @@ int main(void)
 	printf("%-8s %-28s %10s %-6s %5s %6s %6s\n", "server", "row", "value",
 	       "unit", "srv", "cli", "n");
 	fflush(stdout);
-	for (int k = 0; k < NKINDS; k++)
-		if (K.run[k])
-			fails += run_server((enum kind)k);
+	fails = run_all();
 	bp_print_load("at the end");
 	print_table();
 	if (fails)
