@@ -249,8 +249,7 @@ struct imap {
 	char result[256];
 };
 
-static void on_line(struct imap *c, const char *line, size_t len,
-		    uint64_t lit)
+static void on_line(struct imap *c, const char *line, size_t len, uint64_t lit)
 {
 	if (c->cont) {
 		/* the rest of a response: nothing we look at */
@@ -423,7 +422,8 @@ static int imap_connect(struct imap *c, int port, char *why, size_t whylen)
 	memset(c, 0, sizeof(*c));
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	if (c->fd < 0 ||
+	    connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		snprintf(why, whylen, "connect 127.0.0.1:%d: %s", port,
 			 strerror(errno));
 		if (c->fd >= 0)
@@ -450,8 +450,8 @@ static void imap_close(struct imap *c)
 }
 
 /* Start a command: a new tag, counters reset, the line sent. */
-static int imap_start(struct imap *c, char *why, size_t whylen,
-		      const char *fmt, ...)
+static int imap_start(struct imap *c, char *why, size_t whylen, const char *fmt,
+		      ...)
 {
 	char cmd[1024];
 	va_list ap;
@@ -481,8 +481,8 @@ static int imap_wait(struct imap *c, char *why, size_t whylen)
 	return 0;
 }
 
-static int imap_cmd(struct imap *c, char *why, size_t whylen,
-		    const char *fmt, const char *arg)
+static int imap_cmd(struct imap *c, char *why, size_t whylen, const char *fmt,
+		    const char *arg)
 {
 	if (imap_start(c, why, whylen, fmt, arg) < 0)
 		return -1;
@@ -648,9 +648,9 @@ static int write_conf(struct server *s, const char *root, char *why,
 		"    address = 127.0.0.1\n    port = %d\n  }\n"
 		"  inet_listener imaps {\n    port = 0\n  }\n}\n",
 		tag ? tag : "", root, root, s->log, root, (unsigned)mail_uid,
-		(unsigned)mail_uid, (unsigned)mail_gid, (unsigned)mail_gid,
-		loc, plugin, users, users, (unsigned)mail_uid,
-		(unsigned)mail_gid, root, s->port);
+		(unsigned)mail_uid, (unsigned)mail_gid, (unsigned)mail_gid, loc,
+		plugin, users, users, (unsigned)mail_uid, (unsigned)mail_gid,
+		root, s->port);
 	if (fclose(f) != 0) {
 		snprintf(why, whylen, "%s: %s", s->conf, strerror(errno));
 		return -1;
@@ -733,10 +733,9 @@ static int server_stop(struct server *s)
 	static const char *const ms_bad[] = {"level=warning", "level=error",
 					     "level=fatal", "level=panic",
 					     NULL};
-	static const char *const dv_bad[] = {"Warning:", "Error:", "Fatal:",
-					     "Panic:", NULL};
-	static const char *const dv_ignore[] = {"Killed with signal 15",
-						NULL};
+	static const char *const dv_bad[] = {
+		"Warning:", "Error:", "Fatal:", "Panic:", NULL};
+	static const char *const dv_ignore[] = {"Killed with signal 15", NULL};
 	static const char *const none[] = {NULL};
 	int bad = 0;
 
@@ -904,8 +903,8 @@ static int fill_maildir(const char *dir, const char *tag, uint32_t n,
 	int st;
 	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) ||
 	    WEXITSTATUS(st) != 0) {
-		snprintf(why, whylen, "writing the maildir %s failed (%d)",
-			 dir, st);
+		snprintf(why, whylen, "writing the maildir %s failed (%d)", dir,
+			 st);
 		return -1;
 	}
 	return 0;
@@ -1078,7 +1077,8 @@ static int row_select(struct server *s, uint32_t n, struct result *rs,
 		ret = imap_cmd(&c, why, whylen, "SELECT %s", "INBOX");
 		double t2 = bp_now();
 		if (ret == 0 && c.exists != n) {
-			snprintf(why, whylen, "SELECT: %llu EXISTS, expected %u",
+			snprintf(why, whylen,
+				 "SELECT: %llu EXISTS, expected %u",
 				 (unsigned long long)c.exists, n);
 			ret = -1;
 		}
@@ -1369,8 +1369,8 @@ static int check_appended(struct server *s, const uint64_t *acked, char *why,
 			return -1;
 		if (c.exists != acked[i]) {
 			snprintf(why, whylen,
-				 "%s: %llu APPENDs got OK, INBOX has %llu", user,
-				 (unsigned long long)acked[i],
+				 "%s: %llu APPENDs got OK, INBOX has %llu",
+				 user, (unsigned long long)acked[i],
 				 (unsigned long long)c.exists);
 			return -1;
 		}
@@ -1419,7 +1419,8 @@ static void print_row(enum kind k, enum row rw, const struct result *r,
 		      const char *why)
 {
 	char label[64];
-	printf("%-8s %-28s ", kind_name[k], row_label(rw, label, sizeof(label)));
+	printf("%-8s %-28s ", kind_name[k],
+	       row_label(rw, label, sizeof(label)));
 	if (!r->ok) {
 		printf("FAILED: %s\n", why);
 	} else {
@@ -1544,8 +1545,7 @@ static int run_all(void)
 			continue;
 		double t0 = bp_now();
 		why[0] = '\0';
-		if (server_start(&srv[k], (enum kind)k, why, sizeof(why)) <
-			    0 ||
+		if (server_start(&srv[k], (enum kind)k, why, sizeof(why)) < 0 ||
 		    fill(&srv[k], 0, "body", (uint32_t)K.body_msgs,
 			 (uint32_t)K.body_size, why, sizeof(why)) < 0 ||
 		    fill(&srv[k], 1, "env", (uint32_t)K.env_msgs, 2048, why,
@@ -1690,18 +1690,17 @@ static int read_knobs(void)
 		     &K.body_msgs) < 0 ||
 	    env_long("MS_BENCH_IMAP_BODY_SIZE", 65536, 1024, 16 << 20,
 		     &K.body_size) < 0 ||
-	    env_long("MS_BENCH_IMAP_ENV_MSGS", 10000, 1, 1000000,
-		     &K.env_msgs) < 0 ||
+	    env_long("MS_BENCH_IMAP_ENV_MSGS", 10000, 1, 1000000, &K.env_msgs) <
+		    0 ||
 	    env_long("MS_BENCH_IMAP_SELECT_MSGS", 100000, 1, 2000000,
 		     &K.sel_msgs) < 0 ||
 	    env_long("MS_BENCH_IMAP_APPEND_CLIENTS", 16, 1, MAX_CLIENTS,
 		     &K.clients) < 0 ||
 	    env_long("MS_BENCH_IMAP_APPEND_SIZE", 4096, 1024, 16 << 20,
 		     &K.app_size) < 0 ||
-	    env_long("MS_BENCH_IMAP_APPEND_SELECT", 0, 0, 1,
-		     &K.app_select) < 0 ||
-	    env_long("MS_BENCH_IMAP_PASSES", 1, 1, MAX_PASSES,
-		     &K.passes) < 0)
+	    env_long("MS_BENCH_IMAP_APPEND_SELECT", 0, 0, 1, &K.app_select) <
+		    0 ||
+	    env_long("MS_BENCH_IMAP_PASSES", 1, 1, MAX_PASSES, &K.passes) < 0)
 		return -1;
 	for (int k = 0; k < NKINDS; k++)
 		K.run[k] = 1;
@@ -1715,9 +1714,10 @@ static int read_knobs(void)
 			any |= K.run[k];
 		}
 		if (!any) {
-			fprintf(stderr, "bench-imap: MS_BENCH_IMAP_SERVERS=%s: "
-					"a comma list of mstore, mdbox, "
-					"maildir\n",
+			fprintf(stderr,
+				"bench-imap: MS_BENCH_IMAP_SERVERS=%s: "
+				"a comma list of mstore, mdbox, "
+				"maildir\n",
 				sv);
 			return -1;
 		}
@@ -1744,8 +1744,8 @@ static void print_table(void)
 	printf("\n%-28s %-6s %10s %10s %10s %13s %15s\n", "row", "unit",
 	       "mstore", "mdbox", "maildir", "mstore/mdbox", "mstore/maildir");
 	for (int rw = 0; rw < NROWS; rw++) {
-		printf("%-28s %-6s", row_label((enum row)rw, label,
-					       sizeof(label)),
+		printf("%-28s %-6s",
+		       row_label((enum row)rw, label, sizeof(label)),
 		       row_unit[rw]);
 		for (int k = 0; k < NKINDS; k++) {
 			const struct result *r = &res[rw][k];
@@ -1753,7 +1753,7 @@ static void print_table(void)
 				snprintf(cell, sizeof(cell), "%.1f", r->value);
 			else
 				snprintf(cell, sizeof(cell), "%s",
-					 !K.run[k]  ? "-"
+					 !K.run[k] ? "-"
 					 : !r->ran ? "n/a"
 						   : "FAILED");
 			printf(" %10s", cell);
