@@ -13,6 +13,7 @@
 #include "lib.h"
 #include "array.h"
 #include "str.h"
+#include "ioloop.h"
 #include "guid.h"
 #include "mail-namespace.h"
 #include "mail-user.h"
@@ -250,6 +251,8 @@ static int mstore_mailbox_open(struct mailbox *box)
 	if (mstore_sync(mbox, FALSE) < 0)
 		return -1;
 	mstore_sync_view_refresh(box);
+	mbox->synced_at_open = TRUE;
+	mbox->synced_at = ioloop_timeval;
 	return 0;
 }
 

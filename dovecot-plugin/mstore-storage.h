@@ -79,6 +79,11 @@ struct mstore_mailbox {
 	/* the store's mailbox GUID (MBOX_UPDATE), once read or set */
 	bool have_guid;
 	guid_128_t guid;
+	/* the open pulled from the store at synced_at (ioloop_timeval): a
+	   full sync asked for in the same ioloop run (SELECT's, right
+	   after its open) need not ask the store again */
+	bool synced_at_open;
+	struct timeval synced_at;
 	struct mstore_idle *idle;
 };
 

@@ -28,6 +28,7 @@
 #include "lib.h"
 #include "array.h"
 #include "ioloop.h"
+#include "time-util.h"
 #include "mail-index-modseq.h"
 #include "mailbox-recent-flags.h"
 #include "mstore-storage.h"
@@ -621,9 +622,15 @@ static void mstore_sync_apply(struct mstore_sync_ctx *ctx)
 	   store's HIGHESTMODSEQ, not below the lost one's.  (Not so when
 	   one store change carries several keywords, as an APPEND may:
 	   Dovecot then counts one per keyword; docs/dovecot-plugin.md.) */
-	if (!ctx->incomplete && !ctx->reset)
+	if (!ctx->incomplete && !ctx->reset &&
+	    ctx->highestmodseq >
+		    mail_index_modseq_get_highest(ctx->sync_view)) {
+		/* only when it moves: the update is a record in the index
+		   log even when it changes nothing, and most syncs (every
+		   SELECT, NOOP, ...) find nothing new */
 		mail_index_update_highest_modseq(ctx->trans,
 						 ctx->highestmodseq);
+	}
 	if (ctx->full && ctx->uidnext > new_next_uid)
 		new_next_uid = ctx->uidnext;
 	if (new_next_uid > next_uid) {
@@ -790,10 +797,17 @@ mstore_mailbox_sync_init(struct mailbox *box, enum mailbox_sync_flags flags)
 {
 	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
 	bool force = (flags & MAILBOX_SYNC_FLAG_FORCE_RESYNC) != 0;
+	bool want = index_mailbox_want_full_sync(box, flags);
 	int ret = 0;
 
-	if (force || mbox->pending_saves ||
-	    index_mailbox_want_full_sync(box, flags) ||
+	/* the open that just pulled from the store (in this same ioloop
+	   run: a SELECT opens, then syncs) stands for this sync, unless
+	   there are changes to push */
+	if (want && mbox->synced_at_open &&
+	    timeval_cmp(&mbox->synced_at, &ioloop_timeval) == 0)
+		want = FALSE;
+	mbox->synced_at_open = FALSE;
+	if (force || mbox->pending_saves || want ||
 	    mail_index_sync_have_any(box->index, 0)) {
 		mbox->pending_saves = FALSE;
 		ret = mstore_sync(mbox, force);

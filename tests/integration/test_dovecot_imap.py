@@ -434,4 +434,38 @@ def test_qresync_after_purge(stack):
         c.untagged_responses
     c.state = "SELECTED"    # imaplib did not see the SELECT
     assert uids(c) == [1, 2, 4]
+
+
+def test_select_asks_once_writes_nothing(stack):
+    """A SELECT pulls from the store once (its open's pull stands for
+    its sync) and a sync that finds nothing new writes nothing to the
+    index log; a delivery just before a SELECT is still in its EXISTS,
+    and a flag set through the store shows at the next SELECT."""
+    import os
+    log = os.path.join(stack.index_dir("alice"), "mailboxes", "INBOX",
+                       "mstore-box", "dovecot.index.log")
+    stack.deliver("alice", "INBOX", MSG)
+    c = stack.imap()
+    assert c.select("INBOX")[1] == [b"1"]
+    c.logout()
+    size = os.path.getsize(log)
+    for _ in range(5):
+        c = stack.imap()
+        assert c.select("INBOX")[1] == [b"1"]
+        c.noop()
+        c.logout()
+    assert os.path.getsize(log) == size
+    for n in (2, 3):
+        stack.deliver("alice", "INBOX", MSG)
+        c = stack.imap()
+        assert c.select("INBOX")[1] == [str(n).encode()]
+        c.logout()
+    other = stack.imap()
+    other.select("INBOX")
+    other.store("1", "+FLAGS", "\\Flagged")
+    other.logout()
+    c = stack.imap()
+    c.select("INBOX")
+    typ, data = c.fetch("1", "(FLAGS)")
+    assert b"\\Flagged" in data[0]
     c.logout()

@@ -1,0 +1,58 @@
+/*
+ * bproc.h - processes, ports and logs for the benchmarks that run
+ * servers next to each other (bench-imap): a monotonic clock, the CPU
+ * time of a whole process tree from /proc, waiting until a tree is gone,
+ * reaping a child with a timeout, starting a program with its output in
+ * a log file, free loopback ports, and scanning a server log for
+ * warnings.  Nothing here exits the program; every call says how it
+ * went.
+ */
+#ifndef BPROC_H
+#define BPROC_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* CLOCK_MONOTONIC in seconds. */
+double bp_now(void);
+void bp_sleep(double secs);
+/* This process's user + system CPU time, seconds. */
+double bp_self_cpu(void);
+
+struct bp_proc {
+	pid_t pid, ppid;
+	char state;
+	unsigned long long cpu; /* utime+stime+cutime+cstime, ticks */
+	unsigned long long start;
+};
+
+/* Every process whose ancestry reaches one of roots (the roots too),
+   into out (at most max).  How many. */
+int bp_tree_list(const pid_t *roots, int nroots, struct bp_proc *out, int max);
+/* CPU seconds of the whole tree under roots (reaped children too). */
+double bp_tree_cpu(const pid_t *roots, int nroots);
+/* Wait until every process of the list is gone (a zombie counts as
+   gone); SIGKILL what is left after timeout.  How many had to be
+   killed. */
+int bp_wait_gone(const struct bp_proc *list, int n, double timeout);
+/* waitpid with a timeout, then SIGKILL.  The wait status, or -1. */
+int bp_reap(pid_t pid, double timeout);
+/* fork + exec argv, stdin /dev/null, stdout and stderr appended to
+   logfile.  The pid, or -1 with errno. */
+pid_t bp_spawn(char *const argv[], const char *logfile);
+
+/* A TCP port on 127.0.0.1 nobody listens on just now, or -1. */
+int bp_free_port(void);
+/* 1 if something accepts on 127.0.0.1:port. */
+int bp_port_answers(int port);
+/* 1 if a line of the file contains what. */
+int bp_file_has(const char *path, const char *what);
+/* Lines of a log that contain one of bad[] and none of ignore[] (both
+   NULL-terminated): one line printed with the first of them.  How
+   many. */
+int bp_log_check(const char *who, const char *path, const char *const *bad,
+		 const char *const *ignore);
+/* "load average <when>: ..." from /proc/loadavg. */
+void bp_print_load(const char *when);
+
+#endif
