@@ -150,8 +150,8 @@ int ms_body_decode(const struct ms_body_ctx *ctx, uint8_t flags,
  * ms_body_decode() adds is already covered: the payload's bytes are the
  * ones written (the record's XXH3), a sealed body is authenticated with
  * its dedup key in the additional data, and LZ4 must give exactly the
- * plain length.  The daemon's FETCH_BODY uses it; scrub, verify, export
- * and cat prove the key in full.
+ * plain length.  The daemon's FETCH_BODY uses it; cat, export and
+ * failback prove the key in full.
  */
 int ms_body_decode_known(const struct ms_body_ctx *ctx, uint8_t flags,
 			 const uint8_t *payload, size_t len,
