@@ -374,9 +374,12 @@ int ms_body_peek(const uint8_t *payload, size_t len, uint8_t key_r[32],
 	return 0;
 }
 
-int ms_body_decode(const struct ms_body_ctx *ctx, uint8_t flags,
-		   const uint8_t *payload, size_t len, struct ms_buf *plain,
-		   const char **error_r)
+/* want_key NULL: prove the dedup key by hashing the result; else the
+   stored key must be want_key and the result is not hashed again. */
+static int body_decode(const struct ms_body_ctx *ctx, uint8_t flags,
+		       const uint8_t *payload, size_t len,
+		       const uint8_t *want_key, struct ms_buf *plain,
+		       const char **error_r)
 {
 	uint8_t dedup[MS_BODY_DEDUP_SIZE], ad[AD_SIZE];
 	const uint8_t *stored_dedup, *data, *inner;
@@ -400,6 +403,12 @@ int ms_body_decode(const struct ms_body_ctx *ctx, uint8_t flags,
 		return MS_ECORRUPT;
 	}
 	stored_dedup = payload;
+	if (want_key != NULL &&
+	    sodium_memcmp(stored_dedup, want_key, MS_BODY_DEDUP_SIZE) != 0) {
+		*error_r = "body record has another dedup key than the one "
+			   "asked for";
+		return MS_ECORRUPT;
+	}
 	plain_len = ms_get64(payload + MS_BODY_DEDUP_SIZE);
 	data = payload + MS_BODY_FIXED_SIZE;
 	data_len = len - MS_BODY_FIXED_SIZE;
@@ -493,6 +502,8 @@ int ms_body_decode(const struct ms_body_ctx *ctx, uint8_t flags,
 		}
 	}
 
+	if (want_key != NULL)
+		goto out;
 	/* an unsealed body was keyed with the store's salt, even when this
 	   context has an at-rest key: a store that turns sealing on later
 	   still reads what it wrote before */
@@ -518,4 +529,20 @@ out:
 		ms_buf_reset(plain);
 	}
 	return ret;
+}
+
+int ms_body_decode(const struct ms_body_ctx *ctx, uint8_t flags,
+		   const uint8_t *payload, size_t len, struct ms_buf *plain,
+		   const char **error_r)
+{
+	return body_decode(ctx, flags, payload, len, NULL, plain, error_r);
+}
+
+int ms_body_decode_known(const struct ms_body_ctx *ctx, uint8_t flags,
+			 const uint8_t *payload, size_t len,
+			 const uint8_t want_key[MS_BODY_DEDUP_SIZE],
+			 struct ms_buf *plain, const char **error_r)
+{
+	return body_decode(ctx, flags, payload, len, want_key, plain,
+			   error_r);
 }

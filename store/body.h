@@ -142,4 +142,20 @@ int ms_body_decode(const struct ms_body_ctx *ctx, uint8_t flags,
 		   const uint8_t *payload, size_t len, struct ms_buf *plain,
 		   const char **error_r);
 
+/*
+ * The same for a read whose record checksum ms_log_read() has just
+ * verified, of the body the index names by want_key: the stored dedup key
+ * must equal want_key (else MS_ECORRUPT: the index points at another
+ * body), and the result is not hashed again.  What the last check of
+ * ms_body_decode() adds is already covered: the payload's bytes are the
+ * ones written (the record's XXH3), a sealed body is authenticated with
+ * its dedup key in the additional data, and LZ4 must give exactly the
+ * plain length.  The daemon's FETCH_BODY uses it; cat, export and
+ * failback prove the key in full.
+ */
+int ms_body_decode_known(const struct ms_body_ctx *ctx, uint8_t flags,
+			 const uint8_t *payload, size_t len,
+			 const uint8_t want_key[MS_BODY_DEDUP_SIZE],
+			 struct ms_buf *plain, const char **error_r);
+
 #endif

@@ -1630,9 +1630,13 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 			*why_r = "the index points at a record that is not a "
 				 "body";
 		}
+		/* the record's checksum was verified by the read: the
+		   body is not hashed again (body.h) */
 		if (ret == 0)
-			ret = ms_body_decode(&ops->bctx, h.flags, payload.data,
-					     payload.len, &s->body, why_r);
+			ret = ms_body_decode_known(&ops->bctx, h.flags,
+						   payload.data, payload.len,
+						   msg.body_key, &s->body,
+						   why_r);
 		ms_buf_free(&payload);
 		if (ret < 0) {
 			msg_error("body.unreadable user=%s uid=%u segment=%llu "
