@@ -689,7 +689,11 @@ static int server_start(struct server *s, enum kind kind, char *why,
 		return -1;
 	}
 	if (kind == K_MSTORE) {
-		msd_setup(&s->d, "imap-mstored", "socket_mode = 0666\n");
+		/* Dovecot's mail processes run as MAIL_USER and act for
+		   every bench user (docs/config.md, user_socket_peers) */
+		msd_setup(&s->d, "imap-mstored",
+			  "socket_mode = 0666\n"
+			  "user_socket_peers = " MAIL_USER "\n");
 		/* the mail uid reaches the user socket in there */
 		chmod(s->d.dir, 0755);
 		msd_start(&s->d); /* exits if it cannot */
