@@ -250,27 +250,10 @@ static int pos_read(int root_fd, struct dr_pos *p)
 static int save_cut(struct udsync_store *st, int c, const char *name, int fd,
 		    uint64_t off, uint64_t size)
 {
-	char dst[160];
-	uint8_t buf[1 << 16];
-	int ret = 0;
+	char dst[320];
 	snprintf(dst, sizeof(dst), "lost+found/%s@%llu.udsync-cut.%lld", name,
 		 (unsigned long long)off, (long long)time(NULL));
-	int out = openat(st->root_fd[c], dst,
-			 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-	if (out < 0)
-		return -errno;
-	for (uint64_t o = off; o < size && ret == 0;) {
-		size_t n = size - o < sizeof(buf) ? (size_t)(size - o)
-						  : sizeof(buf);
-		ret = ms_pread_full(fd, buf, n, o);
-		if (ret == 0)
-			ret = ms_pwrite_full(out, buf, n, o - off);
-		o += n;
-	}
-	if (ret == 0 && fsync(out) < 0)
-		ret = -errno;
-	close(out);
-	return ret;
+	return ms_save_range(st->root_fd[c], dst, fd, off, size);
 }
 
 /*

@@ -211,28 +211,12 @@ static int save_tail(struct ms_log *log, int c, uint64_t seg, int fd,
 		     uint64_t off, uint64_t size)
 {
 	char name[128];
-	uint8_t buf[1 << 16];
 	struct ms_log_copy *cp = &log->copy[c];
-	int ret = 0;
 
 	snprintf(name, sizeof(name), "lost+found/%012llu.seg@%llu.%s.%lld",
 		 (unsigned long long)seg, (unsigned long long)off,
 		 ms_log_copy_name(c), (long long)time(NULL));
-	int out = openat(cp->root_fd, name,
-			 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-	if (out < 0)
-		return -errno;
-	for (uint64_t o = off; o < size && ret == 0;) {
-		size_t n = size - o < sizeof(buf) ? (size_t)(size - o)
-						  : sizeof(buf);
-		ret = ms_pread_full(fd, buf, n, o);
-		if (ret == 0)
-			ret = ms_pwrite_full(out, buf, n, o - off);
-		o += n;
-	}
-	if (ret == 0 && fsync(out) < 0)
-		ret = -errno;
-	close(out);
+	int ret = ms_save_range(cp->root_fd, name, fd, off, size);
 	if (ret == 0)
 		msg_warn("recover.tail_cut copy=%s segment=%llu offset=%llu "
 			 "bytes=%llu saved=%s msg=\"never acknowledged\"",

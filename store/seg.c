@@ -488,3 +488,26 @@ void ms_seg_sum_rec(void *xxh3_state, const struct ms_rec_hdr *h,
 		left -= n;
 	}
 }
+
+int ms_save_range(int dirfd, const char *name, int fd, uint64_t off,
+		  uint64_t size)
+{
+	uint8_t buf[1 << 16];
+	int ret = 0;
+	int out = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+			 0640);
+	if (out < 0)
+		return -errno;
+	for (uint64_t o = off; o < size && ret == 0;) {
+		size_t n = size - o < sizeof(buf) ? (size_t)(size - o)
+						  : sizeof(buf);
+		ret = ms_pread_full(fd, buf, n, o);
+		if (ret == 0)
+			ret = ms_pwrite_full(out, buf, n, o - off);
+		o += n;
+	}
+	if (ret == 0 && fsync(out) < 0)
+		ret = -errno;
+	close(out);
+	return ret;
+}

@@ -188,4 +188,13 @@ void ms_seg_sum_rec(void *xxh3_state, const struct ms_rec_hdr *h,
 int ms_pread_full(int fd, void *buf, size_t len, uint64_t off);
 int ms_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 
+/*
+ * Save the bytes [off, size) of fd to a new file name (relative to dirfd,
+ * or a path with AT_FDCWD), mode 0640, fsynced: what recovery, udsync
+ * recv and failback keep in lost+found before they cut a segment.  0 or
+ * -errno / MS_ETRUNC (fd shorter than size).
+ */
+int ms_save_range(int dirfd, const char *name, int fd, uint64_t off,
+		  uint64_t size);
+
 #endif

@@ -672,25 +672,9 @@ static int save_range(const char *dir, const char *name, int fd, uint64_t off,
 		      uint64_t size, long long t)
 {
 	char dst[4400];
-	uint8_t buf[1 << 16];
-	int ret = 0;
 	snprintf(dst, sizeof(dst), "%s/lost+found/%s@%" PRIu64 ".failback.%lld",
 		 dir, name, off, t);
-	int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-	if (out < 0)
-		return -errno;
-	for (uint64_t o = off; o < size && ret == 0;) {
-		size_t n = size - o < sizeof(buf) ? (size_t)(size - o)
-						  : sizeof(buf);
-		ret = ms_pread_full(fd, buf, n, o);
-		if (ret == 0)
-			ret = ms_pwrite_full(out, buf, n, o - off);
-		o += n;
-	}
-	if (ret == 0 && fsync(out) < 0)
-		ret = -errno;
-	close(out);
-	return ret;
+	return ms_save_range(AT_FDCWD, dst, fd, off, size);
 }
 
 /* Cut one copy at (seg, off): later segments to lost+found whole, the
