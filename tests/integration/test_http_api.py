@@ -643,9 +643,15 @@ def test_lmtp_replies_by_code(tmp_path):
     def start_lmtpd():
         p = subprocess.Popen([prog("mstore-lmtpd"), "-c", str(d.conf)],
                              stdout=log, stderr=log)
-        wait_for(lambda: "event=store.connected" in
-                 (tmp_path / "lmtpd.log").read_text(errors="replace")
-                 [start_lmtpd.logged:], 10, "mstore-lmtpd")
+        try:
+            wait_for(lambda: "event=store.connected" in
+                     (tmp_path / "lmtpd.log").read_text(errors="replace")
+                     [start_lmtpd.logged:], 10, "mstore-lmtpd")
+        except BaseException:
+            # not yet ours to stop in the finally below: stop it here
+            p.kill()
+            p.wait(timeout=30)
+            raise
         return p
     start_lmtpd.logged = 0
 
