@@ -90,7 +90,6 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <poll.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -550,11 +549,8 @@ static void server_kill_all(void)
 			continue;
 		cur_srv[k] = NULL;
 		if (s->master > 0) {
-			static struct bp_proc t[4096];
-			int n = bp_tree_list(&s->master, 1, t, 4096);
-			kill(s->master, SIGTERM);
-			bp_reap(s->master, 10);
-			bp_wait_gone(t, n, 10);
+			int st;
+			bp_stop_tree(s->master, 10, 10, &st);
 		}
 	}
 	/* mstored: msd's own atexit */
@@ -744,16 +740,14 @@ static int server_stop(struct server *s)
 	int bad = 0;
 
 	if (s->master > 0) {
-		static struct bp_proc t[4096];
-		int n = bp_tree_list(&s->master, 1, t, 4096);
-		kill(s->master, SIGTERM);
-		int st = bp_reap(s->master, 30);
+		int st;
+		pid_t pid = s->master;
+		s->master = 0; /* bp_stop_tree signals and reaps it */
+		int killed = bp_stop_tree(pid, 30, 10, &st);
 		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 			printf("  (dovecot exit status %d)\n", st);
 			bad++;
 		}
-		s->master = 0;
-		int killed = bp_wait_gone(t, n, 10);
 		if (killed) {
 			printf("  (%d of Dovecot's processes were still there "
 			       "10 s after the master: killed)\n",
@@ -1594,40 +1588,17 @@ static int run_all(void)
 /* The mail uid for Dovecot: MAIL_USER, created if missing. */
 static void mail_user(void)
 {
-	struct passwd *pw = getpwnam(MAIL_USER);
-	if (pw == NULL) {
-		int rc = system("useradd --system --no-create-home "
-				"--home-dir /nonexistent --shell "
-				"/usr/sbin/nologin " MAIL_USER
-				" >/dev/null 2>&1");
-		(void)rc; /* another run may have made it meanwhile */
-		pw = getpwnam(MAIL_USER);
-	}
-	if (pw == NULL)
+	if (bp_system_user(MAIL_USER, &mail_uid, &mail_gid) < 0)
 		mst_skip("cannot create the system user " MAIL_USER
 			 " for Dovecot's mail (useradd --system failed)");
-	mail_uid = pw->pw_uid;
-	mail_gid = pw->pw_gid;
 }
 
 /* Can the mail uid enter and write in the bench directory? */
 static int mail_uid_can_use(void)
 {
 	char *probe = mst_tmpdir("imap-probe");
-	int ok = 0;
 	chmod(probe, 0777);
-	pid_t pid = fork();
-	if (pid == 0) {
-		if (setgid(mail_gid) < 0 || setuid(mail_uid) < 0)
-			_exit(1);
-		char f[PATH_MAX + 16];
-		snprintf(f, sizeof(f), "%s/x", probe);
-		int fd = open(f, O_WRONLY | O_CREAT | O_EXCL, 0600);
-		_exit(fd >= 0 ? 0 : 1);
-	}
-	int st;
-	if (pid > 0 && waitpid(pid, &st, 0) == pid)
-		ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+	int ok = bp_uid_can_write(mail_uid, mail_gid, probe);
 	mst_rmtree(probe);
 	return ok;
 }

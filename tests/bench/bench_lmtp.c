@@ -109,13 +109,11 @@
  */
 #include <arpa/inet.h>
 #include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -123,14 +121,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bproc.h"
 #include "client.h"
 #include "msd.h"
 #include "msg.h"
@@ -147,259 +144,6 @@
 #define SETUP_TIMEOUT 30.0 /* connect + LHLO of every session */
 #define DRAIN_TIMEOUT 60.0 /* deliveries in flight at the window's end */
 #define IN_CAP 8192
-#define MAX_TREE 4096
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_s(double d)
-{
-	struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
-	nanosleep(&ts, NULL);
-}
-
-/* ---- processes: CPU of a tree, waiting until one is gone ---- */
-
-struct pstat {
-	pid_t pid, ppid;
-	char state;
-	unsigned long long cpu; /* utime+stime+cutime+cstime, ticks */
-	unsigned long long start;
-};
-
-static int pstat_read(pid_t pid, struct pstat *ps)
-{
-	char path[64], line[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (f == NULL)
-		return -1;
-	char *p = fgets(line, sizeof(line), f);
-	fclose(f);
-	unsigned long long ut, st;
-	long long cut, cst;
-	int ppid;
-	/* after "pid (comm) ": state 3, ppid 4, utime 14 .. cstime 17,
-	   starttime 22 */
-	if (p == NULL || (p = strrchr(line, ')')) == NULL ||
-	    sscanf(p + 1,
-		   " %c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu "
-		   "%lld %lld %*d %*d %*d %*d %llu",
-		   &ps->state, &ppid, &ut, &st, &cut, &cst, &ps->start) != 7)
-		return -1;
-	ps->pid = pid;
-	ps->ppid = ppid;
-	ps->cpu = ut + st + (unsigned long long)cut + (unsigned long long)cst;
-	return 0;
-}
-
-/*
- * Every process whose ancestry reaches one of roots (the roots too),
- * into out (at most max).  Returns how many.
- */
-static int tree_list(const pid_t *roots, int nroots, struct pstat *out, int max)
-{
-	static struct pstat all[MAX_TREE * 4];
-	static char in[MAX_TREE * 4];
-	int n = 0;
-	DIR *d = opendir("/proc");
-	if (d == NULL)
-		return 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL && n < MAX_TREE * 4) {
-		if (!isdigit((unsigned char)de->d_name[0]))
-			continue;
-		if (pstat_read((pid_t)atoi(de->d_name), &all[n]) == 0)
-			n++;
-	}
-	closedir(d);
-	for (int i = 0; i < n; i++) {
-		in[i] = 0;
-		for (int r = 0; r < nroots; r++)
-			if (roots[r] > 0 && all[i].pid == roots[r])
-				in[i] = 1;
-	}
-	for (int changed = 1; changed;) {
-		changed = 0;
-		for (int i = 0; i < n; i++) {
-			if (in[i])
-				continue;
-			for (int j = 0; j < n; j++) {
-				if (in[j] && all[j].pid == all[i].ppid) {
-					in[i] = 1;
-					changed = 1;
-					break;
-				}
-			}
-		}
-	}
-	int k = 0;
-	for (int i = 0; i < n && k < max; i++)
-		if (in[i])
-			out[k++] = all[i];
-	return k;
-}
-
-/* CPU seconds of the whole tree under roots. */
-static double tree_cpu_s(const pid_t *roots, int nroots)
-{
-	static struct pstat t[MAX_TREE];
-	int n = tree_list(roots, nroots, t, MAX_TREE);
-	unsigned long long sum = 0;
-	for (int i = 0; i < n; i++)
-		sum += t[i].cpu;
-	return (double)sum / (double)sysconf(_SC_CLK_TCK);
-}
-
-/* 1 while the process that was ps (same pid, same start) lives. */
-static int still_there(const struct pstat *ps)
-{
-	struct pstat now;
-	if (pstat_read(ps->pid, &now) < 0 || now.start != ps->start)
-		return 0;
-	return now.state != 'Z' && now.state != 'X';
-}
-
-/*
- * Wait until every process of the list is gone (a zombie counts as
- * gone: whoever inherited it reaps it); SIGKILL what is left after
- * timeout.  The number that had to be killed.
- */
-static int wait_gone(const struct pstat *list, int n, double timeout)
-{
-	double end = now_s() + timeout;
-	for (;;) {
-		int left = 0;
-		for (int i = 0; i < n; i++)
-			left += still_there(&list[i]);
-		if (left == 0)
-			return 0;
-		if (now_s() > end) {
-			for (int i = 0; i < n; i++)
-				if (still_there(&list[i]))
-					kill(list[i].pid, SIGKILL);
-			sleep_s(0.5);
-			return left;
-		}
-		sleep_s(0.02);
-	}
-}
-
-/* waitpid with a timeout; then SIGKILL.  The status, or -1. */
-static int reap_child(pid_t pid, double timeout)
-{
-	int status;
-	double end = now_s() + timeout;
-	while (now_s() < end) {
-		pid_t r = waitpid(pid, &status, WNOHANG);
-		if (r == pid)
-			return status;
-		if (r < 0)
-			return -1;
-		sleep_s(0.01);
-	}
-	kill(pid, SIGKILL);
-	return waitpid(pid, &status, 0) == pid ? status : -1;
-}
-
-/* fork + exec argv with stdout and stderr to logfile; the pid or -1. */
-static pid_t spawn(char *const argv[], const char *logfile)
-{
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		int fd = open(logfile,
-			      O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-		int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		if (nul >= 0)
-			dup2(nul, 0);
-		execv(argv[0], argv);
-		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
-	return pid;
-}
-
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	socklen_t len = sizeof(sa);
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd < 0)
-		return -1;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
-		close(fd);
-		return -1;
-	}
-	close(fd);
-	return ntohs(sa.sin_port);
-}
-
-static int port_answers(int port)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in sa = {.sin_family = AF_INET,
-				 .sin_port = htons((uint16_t)port)};
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd < 0)
-		return 0;
-	int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
-	return ok;
-}
-
-static int file_has(const char *path, const char *what)
-{
-	char line[2048];
-	int found = 0;
-	FILE *f = fopen(path, "r");
-	if (f == NULL)
-		return 0;
-	while (!found && fgets(line, sizeof(line), f) != NULL)
-		found = strstr(line, what) != NULL;
-	fclose(f);
-	return found;
-}
-
-/*
- * Lines of a log that contain one of bad[] (and none of ignore[]):
- * printed once, with the first of them.  How many.
- */
-static int log_check(const char *who, const char *path, const char *const *bad,
-		     const char *const *ignore)
-{
-	char line[2048], first[2048] = "";
-	int n = 0;
-	FILE *f = fopen(path, "r");
-	if (f == NULL)
-		return 0;
-	while (fgets(line, sizeof(line), f) != NULL) {
-		int hit = 0;
-		for (int i = 0; bad[i] != NULL; i++)
-			hit |= strstr(line, bad[i]) != NULL;
-		for (int i = 0; hit && ignore[i] != NULL; i++)
-			hit = strstr(line, ignore[i]) == NULL;
-		if (hit && n++ == 0)
-			snprintf(first, sizeof(first), "%s", line);
-	}
-	fclose(f);
-	if (n > 0)
-		printf("  (%s logged %d warnings or errors; the first: %.*s)\n",
-		       who, n, (int)strcspn(first, "\n"), first);
-	return n;
-}
 
 /* ---- the servers ---- */
 
@@ -470,11 +214,8 @@ static void server_kill_all(void)
 		waitpid(s->lmtpd, NULL, 0);
 	}
 	if (s->master > 0) {
-		static struct pstat t[MAX_TREE];
-		int n = tree_list(&s->master, 1, t, MAX_TREE);
-		kill(s->master, SIGTERM);
-		reap_child(s->master, 10);
-		wait_gone(t, n, 10);
+		int st;
+		bp_stop_tree(s->master, 10, 10, &st);
 	}
 	/* mstored: msd's own atexit */
 }
@@ -503,22 +244,22 @@ static int mstore_start(struct server *s, char *why, size_t whylen)
 	}
 	snprintf(bin, sizeof(bin), "%s/mstore-lmtpd", build_dir());
 	char *argv[] = {bin, "-c", s->d.conf, NULL};
-	s->lmtpd = spawn(argv, s->log);
+	s->lmtpd = bp_spawn(argv, s->log);
 	if (s->lmtpd < 0) {
 		snprintf(why, whylen, "fork: %s", strerror(errno));
 		return -1;
 	}
 	s->roots[1] = s->lmtpd;
 	s->nroots = 2;
-	for (double end = now_s() + 15; now_s() < end; sleep_s(0.01)) {
+	for (double end = bp_now() + 15; bp_now() < end; bp_sleep(0.01)) {
 		if (waitpid(s->lmtpd, NULL, WNOHANG) == s->lmtpd) {
 			s->lmtpd = 0;
 			snprintf(why, whylen, "mstore-lmtpd exited; see %s",
 				 s->log);
 			return -1;
 		}
-		if (file_has(s->log, "event=store.connected") &&
-		    port_answers(s->port))
+		if (bp_file_has(s->log, "event=store.connected") &&
+		    bp_port_answers(s->port))
 			return 0;
 	}
 	snprintf(why, whylen, "mstore-lmtpd not ready within 15 s; see %s",
@@ -599,20 +340,20 @@ static int dovecot_start(struct server *s, char *why, size_t whylen)
 		return -1;
 	}
 	char *argv[] = {DOVECOT_BIN, "-F", "-c", s->conf, NULL};
-	s->master = spawn(argv, s->log);
+	s->master = bp_spawn(argv, s->log);
 	if (s->master < 0) {
 		snprintf(why, whylen, "fork: %s", strerror(errno));
 		return -1;
 	}
 	s->roots[0] = s->master;
 	s->nroots = 1;
-	for (double end = now_s() + 15; now_s() < end; sleep_s(0.01)) {
+	for (double end = bp_now() + 15; bp_now() < end; bp_sleep(0.01)) {
 		if (waitpid(s->master, NULL, WNOHANG) == s->master) {
 			s->master = 0;
 			snprintf(why, whylen, "dovecot exited; see %s", s->log);
 			return -1;
 		}
-		if (access(s->pidfile, R_OK) == 0 && port_answers(s->port))
+		if (access(s->pidfile, R_OK) == 0 && bp_port_answers(s->port))
 			return 0;
 	}
 	snprintf(why, whylen, "dovecot not ready within 15 s; see %s", s->log);
@@ -625,7 +366,7 @@ static int server_start(struct server *s, const struct variant *v, char *why,
 	memset(s, 0, sizeof(*s));
 	s->v = v;
 	s->d.pid = -1;
-	s->port = free_port();
+	s->port = bp_free_port();
 	if (s->port <= 0) {
 		snprintf(why, whylen, "no free port: %s", strerror(errno));
 		return -1;
@@ -716,7 +457,7 @@ static int server_stop(struct server *s)
 	if (s->v->kind == SRV_MSTORE) {
 		if (s->lmtpd > 0) {
 			kill(s->lmtpd, SIGTERM);
-			int st = reap_child(s->lmtpd, 30);
+			int st = bp_reap(s->lmtpd, 30);
 			if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 				printf("  (mstore-lmtpd exit status %d)\n", st);
 				bad++;
@@ -730,13 +471,11 @@ static int server_stop(struct server *s)
 				bad++;
 			}
 		}
-		log_check("mstored", s->d.logfile, ms_bad, ms_ignore);
-		log_check("mstore-lmtpd", s->log, ms_bad, ms_ignore);
+		bp_log_check("mstored", s->d.logfile, ms_bad, ms_ignore);
+		bp_log_check("mstore-lmtpd", s->log, ms_bad, ms_ignore);
 	} else if (s->master > 0) {
 		/* stop it by the PID in its master.pid, and wait until
 		   every process of its tree is gone */
-		static struct pstat t[MAX_TREE];
-		int n = tree_list(&s->master, 1, t, MAX_TREE);
 		pid_t pid = s->master;
 		FILE *f = fopen(s->pidfile, "r");
 		int filepid = 0;
@@ -751,21 +490,20 @@ static int server_stop(struct server *s)
 			       filepid, (int)pid);
 			bad++;
 		}
-		kill(pid, SIGTERM);
-		int st = reap_child(pid, 30);
+		int st;
+		s->master = 0; /* bp_stop_tree signals and reaps it */
+		int killed = bp_stop_tree(pid, 30, 10, &st);
 		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 			printf("  (dovecot exit status %d)\n", st);
 			bad++;
 		}
-		s->master = 0;
-		int killed = wait_gone(t, n, 10);
 		if (killed) {
 			printf("  (%d of Dovecot's processes were still there "
 			       "10 s after the master: killed)\n",
 			       killed);
 			bad++;
 		}
-		log_check("dovecot", s->log, dv_bad, dv_ignore);
+		bp_log_check("dovecot", s->log, dv_bad, dv_ignore);
 	}
 	cur_srv = NULL;
 	if (getenv("MS_KEEP") == NULL)
@@ -975,7 +713,7 @@ static void delivery_start(struct gen *g, struct sess *s)
 	s->nlines = n + 2;
 	s->k = 0;
 	s->state = S_ENVELOPE;
-	s->t0 = now_s();
+	s->t0 = bp_now();
 	/* with PIPELINING the whole envelope at once (RFC 2920: DATA is
 	   the last command of the group); else one line per reply */
 	s->sent_lines = s->pipelining ? s->nlines : 1;
@@ -1036,7 +774,7 @@ static void lat_add(struct gen *g, double ms)
 
 static void delivery_done(struct gen *g, struct sess *s)
 {
-	double t = now_s();
+	double t = bp_now();
 	g->total_msgs++;
 	if (g->in_window) {
 		g->win_msgs++;
@@ -1077,7 +815,7 @@ static void on_reply(struct gen *g, struct sess *s, int code, const char *line)
 		}
 		if (g->go) {
 			/* back after an error */
-			if (now_s() < g->t_stop) {
+			if (bp_now() < g->t_stop) {
 				delivery_start(g, s);
 			} else {
 				s->state = S_QUIT;
@@ -1234,14 +972,6 @@ static int sess_open(struct gen *g, struct sess *s, int port)
 	return 0;
 }
 
-static double self_cpu_s(void)
-{
-	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
-	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
 static int cmp_float(const void *a, const void *b)
 {
 	float x = *(const float *)a, y = *(const float *)b;
@@ -1265,7 +995,7 @@ static int run_load(struct server *srv, const struct lcase *c, double warm,
 	struct epoll_event evs[128];
 	double t_go = 0, w0 = 0, w1 = 0, t_s0 = 0, t_s1 = 0;
 	double cpu0 = 0, cpu1 = 0, gen0 = 0, gen1 = 0;
-	double deadline = now_s() + SETUP_TIMEOUT;
+	double deadline = bp_now() + SETUP_TIMEOUT;
 
 	memset(g, 0, sizeof(*g));
 	g->c = c;
@@ -1289,7 +1019,7 @@ static int run_load(struct server *srv, const struct lcase *c, double warm,
 	/* the phases are checked before the loop may end: the last
 	   session closes only after w1, and the window is closed then */
 	for (;;) {
-		double t = now_s();
+		double t = bp_now();
 		if (!g->go && g->ready == c->nsess) {
 			g->go = 1;
 			t_go = t;
@@ -1302,15 +1032,15 @@ static int run_load(struct server *srv, const struct lcase *c, double warm,
 			continue;
 		}
 		if (g->go && !g->in_window && !g->window_done && t >= w0) {
-			cpu0 = tree_cpu_s(srv->roots, srv->nroots);
-			gen0 = self_cpu_s();
-			t_s0 = now_s();
+			cpu0 = bp_tree_cpu(srv->roots, srv->nroots);
+			gen0 = bp_self_cpu();
+			t_s0 = bp_now();
 			g->in_window = 1;
 		}
 		if (g->in_window && t >= w1) {
-			t_s1 = now_s();
-			cpu1 = tree_cpu_s(srv->roots, srv->nroots);
-			gen1 = self_cpu_s();
+			t_s1 = bp_now();
+			cpu1 = bp_tree_cpu(srv->roots, srv->nroots);
+			gen1 = bp_self_cpu();
 			g->in_window = 0;
 			g->window_done = 1;
 		}
@@ -1382,44 +1112,20 @@ static int run_load(struct server *srv, const struct lcase *c, double warm,
 
 /* ---- main ---- */
 
-
 /* The mail uid for Dovecot: MAIL_USER, created if missing. */
 static void mail_user(void)
 {
-	struct passwd *pw = getpwnam(MAIL_USER);
-	if (pw == NULL) {
-		int rc = system("useradd --system --no-create-home "
-				"--home-dir /nonexistent --shell "
-				"/usr/sbin/nologin " MAIL_USER
-				" >/dev/null 2>&1");
-		(void)rc; /* another run may have made it meanwhile */
-		pw = getpwnam(MAIL_USER);
-	}
-	if (pw == NULL)
+	if (bp_system_user(MAIL_USER, &mail_uid, &mail_gid) < 0)
 		mst_skip("cannot create the system user " MAIL_USER
 			 " for Dovecot's mail (useradd --system failed)");
-	mail_uid = pw->pw_uid;
-	mail_gid = pw->pw_gid;
 }
 
 /* Can the mail uid enter and write in dir?  (Dovecot's mail goes there.) */
 static int mail_uid_can_use(void)
 {
 	char *probe = mst_tmpdir("lmtp-probe");
-	int ok = 0;
 	chmod(probe, 0777);
-	pid_t pid = fork();
-	if (pid == 0) {
-		if (setgid(mail_gid) < 0 || setuid(mail_uid) < 0)
-			_exit(1);
-		char f[PATH_MAX + 16];
-		snprintf(f, sizeof(f), "%s/x", probe);
-		int fd = open(f, O_WRONLY | O_CREAT | O_EXCL, 0600);
-		_exit(fd >= 0 ? 0 : 1);
-	}
-	int st;
-	if (pid > 0 && waitpid(pid, &st, 0) == pid)
-		ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+	int ok = bp_uid_can_write(mail_uid, mail_gid, probe);
 	mst_rmtree(probe);
 	return ok;
 }
@@ -1465,18 +1171,6 @@ static void check_env(const char *dir)
 			 dir);
 		mst_skip(why);
 	}
-}
-
-static void print_load(const char *when)
-{
-	char buf[128] = "";
-	FILE *f = fopen("/proc/loadavg", "r");
-	if (f != NULL) {
-		if (fgets(buf, sizeof(buf), f) == NULL)
-			buf[0] = '\0';
-		fclose(f);
-	}
-	printf("load average %s: %.*s\n", when, (int)strcspn(buf, "\n"), buf);
 }
 
 static const char *size_name(uint32_t len)
@@ -1537,7 +1231,8 @@ int main(void)
 	char mk[PATH_MAX + 32];
 	int fails = 0;
 
-	if (mst_env_double("bench-lmtp", "MS_BENCH_SECONDS", 3, 0.1, 3600, &secs) < 0)
+	if (mst_env_double("bench-lmtp", "MS_BENCH_SECONDS", 3, 0.1, 3600,
+			   &secs) < 0)
 		return 1;
 	if (fs_env && *fs_env && strcmp(fs_env, "both") != 0) {
 		run_fsync[0] = strcmp(fs_env, "optimized") == 0;
@@ -1610,7 +1305,7 @@ int main(void)
 	       "%ld CPUs; Dovecot %.*s; mail uid %s (%u)\n",
 	       bench_dir, secs, warm, sysconf(_SC_NPROCESSORS_ONLN),
 	       (int)strcspn(ver, "\n"), ver, MAIL_USER, (unsigned)mail_uid);
-	print_load("at start");
+	bp_print_load("at start");
 	printf("each case: a fresh server; S sessions on 127.0.0.1, each a "
 	       "closed loop of MAIL,\nRCPT x R, DATA (pipelined), message; "
 	       "users u0..u9; msgs/s and MB/s of\nmessages received; "
@@ -1758,7 +1453,7 @@ int main(void)
 			}
 		}
 	}
-	print_load("at the end");
+	bp_print_load("at the end");
 
 	/* ---- ratios ---- */
 	printf("\nratio mstore/dovecot, messages/s (and p99: dovecot/mstore, "

@@ -65,7 +65,6 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -79,9 +78,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bproc.h"
 #include "client.h"
 #include "msd.h"
 #include "msg.h"
@@ -94,19 +93,6 @@
 #define DOMAIN "example.test"
 #define IN_CAP 4096
 #define SAMPLE_MS 10
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_s(double d)
-{
-	struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
-	nanosleep(&ts, NULL);
-}
 
 static const char *build_dir(void)
 {
@@ -154,28 +140,12 @@ static void on_fatal_signal(int sig)
 	_exit(1);
 }
 
-/* fork + exec argv, stdout and stderr to logfile; the pid or -1. */
+/* bp_spawn, and the child joins kids. */
 static pid_t spawn(char *const argv[], const char *logfile)
 {
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		int fd = open(logfile,
-			      O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-		int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		if (nul >= 0)
-			dup2(nul, 0);
-		execv(argv[0], argv);
-		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
-	kid_add(pid);
+	pid_t pid = bp_spawn(argv, logfile);
+	if (pid > 0)
+		kid_add(pid);
 	return pid;
 }
 
@@ -200,61 +170,6 @@ static int run_wait(char *const argv[], const char *logfile)
 		status = -1;
 	kid_del(pid);
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	socklen_t len = sizeof(sa);
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd < 0)
-		return -1;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
-		close(fd);
-		return -1;
-	}
-	close(fd);
-	return ntohs(sa.sin_port);
-}
-
-static int port_answers(int port)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in sa = {.sin_family = AF_INET,
-				 .sin_port = htons((uint16_t)port)};
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd < 0)
-		return 0;
-	int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
-	return ok;
-}
-
-static int file_has(const char *path, const char *what)
-{
-	char line[2048];
-	int found = 0;
-	FILE *f = fopen(path, "r");
-	if (f == NULL)
-		return 0;
-	while (!found && fgets(line, sizeof(line), f) != NULL)
-		found = strstr(line, what) != NULL;
-	fclose(f);
-	return found;
-}
-
-static void print_load(const char *when)
-{
-	char buf[128] = "";
-	FILE *f = fopen("/proc/loadavg", "r");
-	if (f != NULL) {
-		if (fgets(buf, sizeof(buf), f) == NULL)
-			buf[0] = '\0';
-		fclose(f);
-	}
-	printf("load average %s: %.*s\n", when, (int)strcspn(buf, "\n"), buf);
 }
 
 /* ---- the pair ---- */
@@ -320,7 +235,7 @@ static int start_daemon(pid_t *pid, char *const argv[], const char *log,
 		printf("  %s: fork: %s\n", what, strerror(errno));
 		return -1;
 	}
-	for (double end = now_s() + 20; now_s() < end; sleep_s(0.01)) {
+	for (double end = bp_now() + 20; bp_now() < end; bp_sleep(0.01)) {
 		if (waitpid(*pid, NULL, WNOHANG) == *pid) {
 			kid_del(*pid);
 			*pid = -1;
@@ -329,8 +244,8 @@ static int start_daemon(pid_t *pid, char *const argv[], const char *log,
 		}
 		if (ready_line == NULL && port == 0)
 			return 0;
-		if ((ready_line == NULL || file_has(log, ready_line)) &&
-		    (port == 0 || port_answers(port)))
+		if ((ready_line == NULL || bp_file_has(log, ready_line)) &&
+		    (port == 0 || bp_port_answers(port)))
 			return 0;
 	}
 	printf("  %s not ready within 20 s; see %s\n", what, log);
@@ -341,7 +256,7 @@ static int start_daemon(pid_t *pid, char *const argv[], const char *log,
 static int wait_caught_up(struct pair *p, double timeout, struct status *st)
 {
 	const char *err = "";
-	for (double end = now_s() + timeout; now_s() < end; sleep_s(0.005)) {
+	for (double end = bp_now() + timeout; bp_now() < end; bp_sleep(0.005)) {
 		if (status_get(p->admin, st, &err) < 0) {
 			printf("  STATUS: %s\n", err);
 			return -1;
@@ -366,8 +281,8 @@ static int pair_start(struct pair *p, int sync)
 	memset(p, 0, sizeof(*p));
 	p->lmtpd = p->send = p->recv = p->standby = -1;
 	p->sync = sync;
-	p->lmtp_port = free_port();
-	p->udsync_port = free_port();
+	p->lmtp_port = bp_free_port();
+	p->udsync_port = bp_free_port();
 	snprintf(p->dr, sizeof(p->dr), "%s", mst_tmpdir("repl-dr"));
 	snprintf(key, sizeof(key), "%s/udsync.key", p->dr);
 	if (udsync_keygen(key, pub_d, &err) < 0) {
@@ -446,8 +361,8 @@ static int pair_start(struct pair *p, int sync)
 		}
 	}
 	if (wait_caught_up(p, 30, &st) < 0 ||
-	    start_daemon(&p->standby, standby_argv, p->log_standby, "event=ready ", 0,
-			 "mstored --standby") < 0 ||
+	    start_daemon(&p->standby, standby_argv, p->log_standby,
+			 "event=ready ", 0, "mstored --standby") < 0 ||
 	    start_daemon(&p->lmtpd, lmtpd_argv, p->log_lmtpd,
 			 "event=store.connected", p->lmtp_port,
 			 "mstore-lmtpd") < 0)
@@ -789,8 +704,8 @@ static int gen_active(const struct gen *g)
 static void gen_end(struct gen *g, int drain)
 {
 	g->stopping = 1;
-	for (double end = now_s() + 30;
-	     drain && gen_active(g) > 0 && now_s() < end;)
+	for (double end = bp_now() + 30;
+	     drain && gen_active(g) > 0 && bp_now() < end;)
 		gen_turn(g, 5);
 	for (int i = 0; i < g->nsess; i++) {
 		sess_close(g, &g->s[i]);
@@ -837,23 +752,23 @@ static int run_window(struct pair *p, struct gen *g, double secs, int drain,
 	struct status st0, st;
 	const char *err = "";
 	double warm = secs / 10 < 0.3 ? 0.3 : secs / 10;
-	double t = now_s(), t_next = 0;
+	double t = bp_now(), t_next = 0;
 	int ret = 0;
 
 	memset(w, 0, sizeof(*w));
-	while (now_s() < t + warm && g->errors == 0)
+	while (bp_now() < t + warm && g->errors == 0)
 		gen_turn(g, 5);
 	if (status_get(p->admin, &st0, &err) < 0) {
 		printf("  STATUS: %s\n", err);
 		return -1;
 	}
 	g->win_acked = 0;
-	double w0 = now_s(), w1 = w0 + secs;
-	for (double n = w0; n < w1 && g->errors == 0; n = now_s()) {
+	double w0 = bp_now(), w1 = w0 + secs;
+	for (double n = w0; n < w1 && g->errors == 0; n = bp_now()) {
 		gen_turn(g, 2);
-		if (now_s() < t_next)
+		if (bp_now() < t_next)
 			continue;
-		t_next = now_s() + SAMPLE_MS / 1e3;
+		t_next = bp_now() + SAMPLE_MS / 1e3;
 		if (status_get(p->admin, &st, &err) < 0) {
 			printf("  STATUS: %s\n", err);
 			ret = -1;
@@ -867,7 +782,7 @@ static int run_window(struct pair *p, struct gen *g, double secs, int drain,
 		}
 		w->lag[w->nlag++] = (float)st.lag_ms;
 	}
-	w->secs = now_s() - w0;
+	w->secs = bp_now() - w0;
 	w->msgs = g->win_acked;
 	if (ret == 0 && status_get(p->admin, &st, &err) < 0) {
 		printf("  STATUS: %s\n", err);
@@ -902,7 +817,7 @@ static double failover(struct pair *p, struct gen *g)
 	char bin[PATH_MAX];
 	const char *err = "";
 	struct ms_client *c = NULL;
-	double t0 = now_s();
+	double t0 = bp_now();
 
 	kid_del(p->pri.pid);
 	msd_kill(&p->pri);
@@ -943,7 +858,7 @@ static double failover(struct pair *p, struct gen *g)
 		ms_client_close(&c);
 		return -1;
 	}
-	double rto = now_s() - t0;
+	double rto = bp_now() - t0;
 	ms_client_close(&c);
 	return rto;
 }
@@ -998,7 +913,7 @@ static int check_identical(struct pair *p)
 	snprintf(dr_primary, sizeof(dr_primary), "%s/primary", p->dr);
 	argv[7] = dr_primary;
 	int rc = run_wait(argv, logf);
-	if (rc != 0 || !file_has(logf, "byte-identical")) {
+	if (rc != 0 || !bp_file_has(logf, "byte-identical")) {
 		printf("  mstore verify --against: exit %d, not byte-identical; "
 		       "see %s\n",
 		       rc, logf);
@@ -1039,10 +954,10 @@ static int run_mode(int sync, int nsess, double secs, struct mode_result *m)
 	m->pmax = pct(&w, 1.0);
 	m->lag_rec_end = w.lag_rec_end;
 	if (!last) {
-		double t = now_s();
+		double t = bp_now();
 		if (wait_caught_up(&p, 60, &st) < 0)
 			goto out;
-		m->drain_s = now_s() - t;
+		m->drain_s = bp_now() - t;
 		/* the backlog: no udsync send while the same load runs */
 		stop(&p.send, SIGKILL);
 		free(w.lag);
@@ -1057,12 +972,12 @@ static int run_mode(int sync, int nsess, double secs, struct mode_result *m)
 		char bin[PATH_MAX];
 		snprintf(bin, sizeof(bin), "%s/udsync", build_dir());
 		char *send_argv[] = {bin, "-c", p.pri.conf, "send", NULL};
-		t = now_s();
+		t = bp_now();
 		if (start_daemon(&p.send, send_argv, p.log_send, NULL, 0,
 				 "udsync send") < 0 ||
 		    wait_caught_up(&p, 120, &st) < 0)
 			goto out;
-		m->catchup_s = now_s() - t;
+		m->catchup_s = bp_now() - t;
 		m->catchup_mbs = m->backlog_mb / m->catchup_s;
 		if (check_identical(&p) < 0)
 			goto out;
@@ -1152,12 +1067,12 @@ int main(void)
 	printf("bench-repl: udsync on loopback, %d LMTP sessions, %d B "
 	       "messages, 1 recipient, window %.1f s\n",
 	       nsess, MSG_SIZE, secs);
-	print_load("before");
+	bp_print_load("before");
 	if (run_mode(0, nsess, secs, &a) < 0)
 		fails++;
 	if (run_mode(1, nsess, secs, &s) < 0)
 		fails++;
-	print_load("after");
+	bp_print_load("after");
 
 	printf("\n%-22s %9s %9s %9s %8s %8s %8s %9s %8s\n", "mode", "msgs/s",
 	       "app MB/s", "DR MB/s", "lag p50", "lag p99", "lag max",

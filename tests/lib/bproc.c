@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,6 +169,15 @@ int bp_reap(pid_t pid, double timeout)
 	return waitpid(pid, &status, 0) == pid ? status : -1;
 }
 
+int bp_stop_tree(pid_t pid, double timeout, double gone_timeout, int *status_r)
+{
+	static struct bp_proc t[4096];
+	int n = bp_tree_list(&pid, 1, t, 4096);
+	kill(pid, SIGTERM);
+	*status_r = bp_reap(pid, timeout);
+	return bp_wait_gone(t, n, gone_timeout);
+}
+
 pid_t bp_spawn(char *const argv[], const char *logfile)
 {
 	fflush(NULL);
@@ -189,6 +199,43 @@ pid_t bp_spawn(char *const argv[], const char *logfile)
 		_exit(127);
 	}
 	return pid;
+}
+
+int bp_system_user(const char *name, uid_t *uid_r, gid_t *gid_r)
+{
+	struct passwd *pw = getpwnam(name);
+	if (pw == NULL) {
+		char cmd[256];
+		snprintf(cmd, sizeof(cmd),
+			 "useradd --system --no-create-home --home-dir "
+			 "/nonexistent --shell /usr/sbin/nologin %s "
+			 ">/dev/null 2>&1",
+			 name);
+		int rc = system(cmd);
+		(void)rc; /* another run may have made it meanwhile */
+		pw = getpwnam(name);
+	}
+	if (pw == NULL)
+		return -1;
+	*uid_r = pw->pw_uid;
+	*gid_r = pw->pw_gid;
+	return 0;
+}
+
+int bp_uid_can_write(uid_t uid, gid_t gid, const char *dir)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (setgid(gid) < 0 || setuid(uid) < 0)
+			_exit(1);
+		char f[4096];
+		snprintf(f, sizeof(f), "%s/x", dir);
+		int fd = open(f, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		_exit(fd >= 0 ? 0 : 1);
+	}
+	int st;
+	return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) &&
+	       WEXITSTATUS(st) == 0;
 }
 
 int bp_free_port(void)

@@ -1,11 +1,11 @@
 /*
  * bproc.h - processes, ports and logs for the benchmarks that run
- * servers next to each other (bench-imap): a monotonic clock, the CPU
- * time of a whole process tree from /proc, waiting until a tree is gone,
- * reaping a child with a timeout, starting a program with its output in
- * a log file, free loopback ports, and scanning a server log for
- * warnings.  Nothing here exits the program; every call says how it
- * went.
+ * servers (bench-imap, bench-lmtp, bench-repl): a monotonic clock, the
+ * CPU time of a whole process tree from /proc, waiting until a tree is
+ * gone, reaping a child with a timeout, stopping a server's whole tree,
+ * starting a program with its output in a log file, Dovecot's mail uid,
+ * free loopback ports, and scanning a server log for warnings.  Nothing
+ * here exits the program; every call says how it went.
  */
 #ifndef BPROC_H
 #define BPROC_H
@@ -37,9 +37,21 @@ double bp_tree_cpu(const pid_t *roots, int nroots);
 int bp_wait_gone(const struct bp_proc *list, int n, double timeout);
 /* waitpid with a timeout, then SIGKILL.  The wait status, or -1. */
 int bp_reap(pid_t pid, double timeout);
+/* SIGTERM pid (our child) and bp_reap it within timeout, then
+   bp_wait_gone every process its tree held before the signal, within
+   gone_timeout.  The child's wait status (or -1) in *status_r; how
+   many of the tree had to be killed. */
+int bp_stop_tree(pid_t pid, double timeout, double gone_timeout, int *status_r);
 /* fork + exec argv, stdin /dev/null, stdout and stderr appended to
    logfile.  The pid, or -1 with errno. */
 pid_t bp_spawn(char *const argv[], const char *logfile);
+
+/* The system user name (a mail uid for a private Dovecot), made with
+   useradd --system if missing: 0 with its uid and gid, or -1. */
+int bp_system_user(const char *name, uid_t *uid_r, gid_t *gid_r);
+/* 1 if a process as uid:gid can create a file in dir (which it leaves
+   there), else 0. */
+int bp_uid_can_write(uid_t uid, gid_t gid, const char *dir);
 
 /* A TCP port on 127.0.0.1 nobody listens on just now, or -1. */
 int bp_free_port(void);
