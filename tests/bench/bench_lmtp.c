@@ -445,8 +445,10 @@ static int server_count(struct server *s, long long count[NUSERS], char *why,
 /* Stop everything, reap it, check the logs, remove the directory. */
 static int server_stop(struct server *s)
 {
-	static const char *const ms_bad[] = {
-		": warning:", ": error:", ": fatal:", ": panic:", NULL};
+	/* our daemons' lines are logfmt (docs/logging.md) */
+	static const char *const ms_bad[] = {"level=warning", "level=error",
+					     "level=fatal", "level=panic",
+					     NULL};
 	static const char *const ms_ignore[] = {NULL};
 	static const char *const dv_bad[] = {
 		"Warning:", "Error:", "Fatal:", "Panic:", NULL};
