@@ -8,6 +8,15 @@
  * connection's buffer until the next request.  Store statuses map to
  * Dovecot's mail errors here; transport and codec failures are critical
  * errors (logged, "internal error" to the client).
+ *
+ * Read-ahead (mail_prefetch_count): Dovecot's search hands the next mails
+ * to mail_prefetch() before the first one is read; each sends its
+ * FETCH_BODY at once (pipelined, its own id) and the reply is read when
+ * that mail's stream is opened, so that mstored reads the next bodies
+ * while imap sends this one.  Any other request first reads every
+ * read-ahead reply still in flight (into the mails that asked, or
+ * dropped).  A read-ahead that failed in any way is forgotten: the mail
+ * then asks again itself, and that request says what is wrong.
  */
 #include "lib.h"
 #include "buffer.h"
@@ -52,8 +61,23 @@ static int mstore_client_connect(struct mstore_storage *storage,
 	return 0;
 }
 
+static void mstore_prefetch_forget(struct mstore_storage *storage)
+{
+	for (unsigned int i = 0; i < storage->prefetch_count; i++) {
+		struct mstore_prefetch *pf = &storage->prefetch[i];
+
+		if (pf->mail != NULL)
+			pf->mail->prefetch_id = 0;
+		i_assert(storage->prefetch_bytes >= pf->size);
+		storage->prefetch_bytes -= pf->size;
+	}
+	storage->prefetch_count = 0;
+}
+
 void mstore_client_disconnect(struct mstore_storage *storage)
 {
+	/* the replies in flight are lost with the connection */
+	mstore_prefetch_forget(storage);
 	ms_client_close(&storage->client);
 	/* a promote may come between two connections */
 	storage->standby_known = FALSE;
@@ -98,6 +122,8 @@ int mstore_request_status(struct mstore_storage *storage,
 	int ret = -EIO;
 
 	for (int attempt = 0; attempt < 2; attempt++) {
+		/* ms_client_request() would skip read-ahead replies */
+		mstore_prefetch_drain(storage);
 		if (storage->client == NULL &&
 		    mstore_client_connect(storage, &storage->client) < 0)
 			return -1;
@@ -197,18 +223,20 @@ int mstore_request(struct mstore_storage *storage, const struct ms_req *q,
 }
 
 int mstore_fetch_body(struct mstore_storage *storage, struct mail *mail,
-		      const char *mailbox, uint32_t uid, buffer_t *buf)
+		      const char *mailbox, uint32_t uid, buffer_t *buf,
+		      uint64_t total)
 {
 	struct ms_req q = { .op = MS_OP_FETCH_BODY };
 	struct ms_reply rep;
-	uint64_t total = 0;
+	bool known = total > 0;
 	int ret;
 
-	buffer_set_used_size(buf, 0);
+	if (!known)
+		buffer_set_used_size(buf, 0);
 	q.u.fetch_body.mailbox = ms_pstr_c(mailbox);
 	q.u.fetch_body.uid = uid;
 	q.u.fetch_body.max_len = MSTORE_BODY_CHUNK;
-	do {
+	while (!known || buf->used < total) {
 		q.u.fetch_body.offset = buf->used;
 		ret = mstore_request_status(storage, &q, &rep);
 		if (ret == MS_ENOTFOUND) {
@@ -219,7 +247,7 @@ int mstore_fetch_body(struct mstore_storage *storage, struct mail *mail,
 			mstore_set_store_error(storage, ret, "FETCH_BODY");
 		if (ret < 0)
 			return -1;
-		if (buf->used > 0 && rep.u.fetch_body.total != total) {
+		if (known && rep.u.fetch_body.total != total) {
 			mail_set_critical(mail,
 				"mstore: body of uid %u changed size while "
 				"read (%llu, then %llu)", uid,
@@ -228,6 +256,7 @@ int mstore_fetch_body(struct mstore_storage *storage, struct mail *mail,
 			return -1;
 		}
 		total = rep.u.fetch_body.total;
+		known = TRUE;
 		if (total > (uint64_t)SSIZE_T_MAX / 2) {
 			mail_set_critical(mail, "mstore: body too large");
 			return -1;
@@ -244,6 +273,185 @@ int mstore_fetch_body(struct mstore_storage *storage, struct mail *mail,
 				"mstore: store sent an empty body chunk");
 			return -1;
 		}
-	} while (buf->used < total);
+	}
 	return 0;
+}
+
+bool mstore_prefetch_body(struct mstore_storage *storage,
+			  struct mstore_mail *mmail, const char *mailbox,
+			  uint32_t uid, uint64_t size)
+{
+	struct ms_req q = { .op = MS_OP_FETCH_BODY };
+	struct ms_buf b;
+	const char *error = "";
+	uint32_t id;
+	int ret;
+
+	i_assert(mmail->prefetch_id == 0 && mmail->prefetched == NULL);
+	/* only on a connection that is up: a failure to connect is for
+	   the mail's own read to report */
+	if (storage->client == NULL ||
+	    storage->prefetch_count >= MSTORE_PREFETCH_MAX_MAILS ||
+	    size > MSTORE_PREFETCH_MAX_BYTES ||
+	    storage->prefetch_bytes > MSTORE_PREFETCH_MAX_BYTES - size)
+		return FALSE;
+
+	q.u.fetch_body.mailbox = ms_pstr_c(mailbox);
+	q.u.fetch_body.uid = uid;
+	q.u.fetch_body.offset = 0;
+	/* the whole body in one reply (size is the record's; if the
+	   store's differs, the mail reads the rest itself) */
+	q.u.fetch_body.max_len = size > MSTORE_BODY_CHUNK ? (uint32_t)size :
+				 MSTORE_BODY_CHUNK;
+	id = ms_client_id(storage->client);
+	ms_buf_init(&b, MS_PROTO_MAX_FRAME_DEFAULT);
+	ret = ms_req_encode(&b, id, &q, &error);
+	if (ret == 0 && (ret = ms_client_send(storage->client, b.data,
+					      b.len)) < 0)
+		error = "send failed";
+	ms_buf_free(&b);
+	if (ret < 0) {
+		/* the connection is unusable; the mail's own read
+		   reconnects and reports */
+		e_warning(storage->storage.event,
+			  "mstore: read-ahead of uid %u: %s (%s)", uid,
+			  error, ms_strerror(ret));
+		mstore_client_disconnect(storage);
+		return FALSE;
+	}
+	e_debug(storage->storage.event,
+		"mstore: read-ahead of uid %u (%llu bytes), id %u", uid,
+		(unsigned long long)size, id);
+	storage->prefetch[storage->prefetch_count++] =
+		(struct mstore_prefetch){ .id = id, .mail = mmail,
+					  .size = size };
+	storage->prefetch_bytes += size;
+	mmail->prefetch_id = id;
+	return TRUE;
+}
+
+/* Read one read-ahead reply.  0, or -1 when the connection broke or the
+   store answered something else (it is closed; every read-ahead in
+   flight is forgotten). */
+static int mstore_prefetch_recv(struct mstore_storage *storage)
+{
+	struct ms_proto_hdr h = { 0 };
+	struct ms_reply rep;
+	struct mstore_prefetch pf;
+	struct mstore_mail *mmail;
+	const uint8_t *body = NULL;
+	size_t len = 0;
+	const char *error = "";
+	unsigned int i = 0;
+	buffer_t *buf;
+	int ret;
+
+	i_assert(storage->client != NULL && storage->prefetch_count > 0);
+	ret = ms_client_recv(storage->client, &h, &body, &len, &error);
+	if (ret == 0)
+		ret = ms_reply_decode(h.op, body, len, &rep, &error);
+	if (ret == 0) {
+		for (i = 0; i < storage->prefetch_count; i++) {
+			if (storage->prefetch[i].id == h.id)
+				break;
+		}
+		if (i == storage->prefetch_count ||
+		    rep.op != MS_OP_FETCH_BODY) {
+			ret = MS_ECORRUPT;
+			error = h.id == 0 ? "an error about the connection" :
+				"a reply to no read-ahead request";
+		}
+	}
+	if (ret < 0) {
+		e_warning(storage->storage.event,
+			  "mstore: read-ahead reply: %s (%s); reconnecting",
+			  error, ms_strerror(ret));
+		mstore_client_disconnect(storage);
+		return -1;
+	}
+
+	pf = storage->prefetch[i];
+	storage->prefetch_count--;
+	memmove(&storage->prefetch[i], &storage->prefetch[i + 1],
+		(storage->prefetch_count - i) * sizeof(storage->prefetch[0]));
+	i_assert(storage->prefetch_bytes >= pf.size);
+	storage->prefetch_bytes -= pf.size;
+	mmail = pf.mail;
+	if (mmail == NULL)
+		return 0; /* the mail let go of it */
+	mmail->prefetch_id = 0;
+	/* an error (expunged meanwhile, ...) or a reply that does not add
+	   up: the mail asks again itself, and that request says what is
+	   wrong */
+	if (rep.status < 0) {
+		e_debug(storage->storage.event,
+			"mstore: read-ahead id %u: %s; the mail asks again",
+			pf.id, ms_strerror(rep.status));
+		return 0;
+	}
+	if (rep.u.fetch_body.total > (uint64_t)SSIZE_T_MAX / 2 ||
+	    rep.u.fetch_body.chunk_len > rep.u.fetch_body.total ||
+	    (rep.u.fetch_body.chunk_len == 0 && rep.u.fetch_body.total > 0))
+		return 0;
+	buf = buffer_create_dynamic(default_pool,
+				    I_MAX(rep.u.fetch_body.chunk_len, 1));
+	buffer_append(buf, rep.u.fetch_body.chunk, rep.u.fetch_body.chunk_len);
+	mmail->prefetched = buf;
+	mmail->prefetched_total = rep.u.fetch_body.total;
+	mmail->prefetched_held = rep.u.fetch_body.chunk_len;
+	storage->prefetch_bytes += mmail->prefetched_held;
+	return 0;
+}
+
+void mstore_prefetch_wait(struct mstore_storage *storage,
+			  struct mstore_mail *mmail)
+{
+	/* each round takes a request off the list or forgets them all */
+	while (mmail->prefetch_id != 0) {
+		if (mstore_prefetch_recv(storage) < 0)
+			break;
+	}
+	i_assert(mmail->prefetch_id == 0);
+}
+
+void mstore_prefetch_drain(struct mstore_storage *storage)
+{
+	while (storage->prefetch_count > 0) {
+		if (mstore_prefetch_recv(storage) < 0)
+			break;
+	}
+}
+
+buffer_t *mstore_prefetch_take(struct mstore_storage *storage,
+			       struct mstore_mail *mmail, uint64_t *total_r)
+{
+	buffer_t *buf = mmail->prefetched;
+
+	*total_r = 0;
+	if (buf == NULL)
+		return NULL;
+	*total_r = mmail->prefetched_total;
+	i_assert(storage->prefetch_bytes >= mmail->prefetched_held);
+	storage->prefetch_bytes -= mmail->prefetched_held;
+	mmail->prefetched_held = 0;
+	mmail->prefetched = NULL;
+	return buf;
+}
+
+void mstore_prefetch_release(struct mstore_storage *storage,
+			     struct mstore_mail *mmail)
+{
+	if (mmail->prefetch_id != 0) {
+		for (unsigned int i = 0; i < storage->prefetch_count; i++) {
+			if (storage->prefetch[i].mail == mmail)
+				storage->prefetch[i].mail = NULL;
+		}
+		mmail->prefetch_id = 0;
+	}
+	if (mmail->prefetched != NULL) {
+		i_assert(storage->prefetch_bytes >= mmail->prefetched_held);
+		storage->prefetch_bytes -= mmail->prefetched_held;
+		mmail->prefetched_held = 0;
+		buffer_free(&mmail->prefetched);
+	}
 }

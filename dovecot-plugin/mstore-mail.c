@@ -7,7 +7,8 @@
  * store (FETCH_BODY, in chunks) into a buffer the mail owns, as the
  * bytes were stored: physical size = what the stream gives; the virtual
  * size (bare LFs counted as CRLF) is the store's, computed by the same
- * rule as Dovecot's.
+ * rule as Dovecot's.  With mail_prefetch_count, mail_prefetch() sends
+ * the FETCH_BODY ahead and the stream takes its reply (mstore-client.c).
  */
 #include "lib.h"
 #include "buffer.h"
@@ -145,15 +146,23 @@ static int mstore_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 	if (mail->data.stream == NULL) {
 		buffer_t *body;
 		struct istream *input;
+		uint64_t total;
 		int ret;
 
 		if (!mail_stream_access_start(_mail))
 			return -1;
-		body = buffer_create_dynamic(default_pool, 8192);
-		T_BEGIN {
+		/* a read-ahead's reply, if there is one (else body is
+		   NULL and the whole body is asked for now) */
+		if (mmail->prefetch_id != 0)
+			mstore_prefetch_wait(mbox->storage, mmail);
+		body = mstore_prefetch_take(mbox->storage, mmail, &total);
+		if (body == NULL)
+			body = buffer_create_dynamic(default_pool, 8192);
+		ret = 0;
+		if (total == 0 || body->used < total) T_BEGIN {
 			ret = mstore_fetch_body(mbox->storage, _mail,
 						mstore_box_store_name(_mail->box),
-						_mail->uid, body);
+						_mail->uid, body, total);
 		} T_END;
 		if (ret < 0) {
 			buffer_free(&body);
@@ -177,6 +186,40 @@ static int mstore_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 	return index_mail_init_stream(mail, hdr_size, body_size, stream_r);
 }
 
+static bool mstore_mail_prefetch(struct mail *_mail)
+{
+	struct mstore_mail *mmail = MSTORE_MAIL(_mail);
+	struct index_mail *mail = &mmail->imail;
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(_mail->box);
+	struct mstore_mail_rec rec;
+
+	/* TRUE: nothing to wait for, the mail may be read at once */
+	if (mmail->prefetch_id != 0)
+		return FALSE;
+	if (mail->data.stream != NULL || mmail->prefetched != NULL)
+		return TRUE;
+	/* only when the mail will be opened (not when the cache or the
+	   record answers everything wanted) */
+	if ((mail->data.access_part &
+	     (READ_HDR | READ_BODY | PARSE_HDR | PARSE_BODY)) == 0)
+		return TRUE;
+	if (_mail->expunged || _mail->saving ||
+	    !mstore_mail_get_rec(_mail, &rec))
+		return TRUE;
+	return !mstore_prefetch_body(mbox->storage, mmail,
+				     mstore_box_store_name(_mail->box),
+				     _mail->uid, rec.physical_size);
+}
+
+static void mstore_mail_close(struct mail *_mail)
+{
+	struct mstore_mail *mmail = MSTORE_MAIL(_mail);
+
+	/* closed or about to be set to another message (also at free) */
+	mstore_prefetch_release(MSTORE_MAILBOX(_mail->box)->storage, mmail);
+	index_mail_close(_mail);
+}
+
 struct mail *mstore_mail_alloc(struct mailbox_transaction_context *t,
 			       enum mail_fetch_field wanted_fields,
 			       struct mailbox_header_lookup_ctx *wanted_headers)
@@ -192,12 +235,12 @@ struct mail *mstore_mail_alloc(struct mailbox_transaction_context *t,
 }
 
 struct mail_vfuncs mstore_mail_vfuncs = {
-	.close = index_mail_close,
+	.close = mstore_mail_close,
 	.free = index_mail_free,
 	.set_seq = index_mail_set_seq,
 	.set_uid = index_mail_set_uid,
 	.set_uid_cache_updates = index_mail_set_uid_cache_updates,
-	.prefetch = index_mail_prefetch,
+	.prefetch = mstore_mail_prefetch,
 	.precache = index_mail_precache,
 	.add_temp_wanted_fields = index_mail_add_temp_wanted_fields,
 

@@ -261,6 +261,9 @@ static void mstore_mailbox_close(struct mailbox *box)
 	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
 
 	mstore_idle_stop(mbox);
+	/* its mails are gone: replies to their read-ahead are dropped
+	   now rather than left on the connection */
+	mstore_prefetch_drain(mbox->storage);
 	index_storage_mailbox_close(box);
 }
 

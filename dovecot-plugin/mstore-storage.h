@@ -29,6 +29,12 @@
 #define MSTORE_BODY_CHUNK (4u << 20)
 /* A WAIT lasts at most this long; IDLE re-arms it. */
 #define MSTORE_WAIT_MSECS (25 * 60 * 1000)
+/* Read-ahead (Dovecot's mail_prefetch_count): FETCH_BODY requests sent
+   before their mails are read, at most this many in flight, and at most
+   this many body bytes in flight or read ahead and not yet taken by
+   their mails. */
+#define MSTORE_PREFETCH_MAX_MAILS 16
+#define MSTORE_PREFETCH_MAX_BYTES (8u << 20)
 
 struct ms_client;
 struct ms_reply;
@@ -49,10 +55,28 @@ struct mstore_mail_rec {
 	int64_t saved;
 };
 
+/* A FETCH_BODY sent ahead on the storage's connection. */
+struct mstore_prefetch {
+	uint32_t id;
+	/* NULL once the mail let go of it (closed, reused for another
+	   message): the reply is read and dropped */
+	struct mstore_mail *mail;
+	/* the bytes counted for it in prefetch_bytes */
+	uint64_t size;
+};
+
 struct mstore_storage {
 	struct mail_storage storage;
 	const char *socket_path;
 	struct ms_client *client;
+	/* read-ahead requests in flight on client, oldest first; every
+	   other request reads their replies first (ms_client_request()
+	   drops replies that are not its own) */
+	struct mstore_prefetch prefetch[MSTORE_PREFETCH_MAX_MAILS];
+	unsigned int prefetch_count;
+	/* bytes asked for by those requests, plus the bodies read ahead
+	   that mails hold and have not taken yet */
+	uint64_t prefetch_bytes;
 	uint64_t user_id;
 	bool reconciled;
 	/* the store is a standby mstored (the DR site before promote):
@@ -89,8 +113,15 @@ struct mstore_mailbox {
 
 struct mstore_mail {
 	struct index_mail imail;
-	/* the body fetched from the store, kept while the mail is */
-	buffer_t *body;
+	/* the id of its FETCH_BODY sent ahead (0: none in flight) */
+	uint32_t prefetch_id;
+	/* that request's answer, until the stream takes it: the body's
+	   first bytes (all of them unless it is larger than the request
+	   asked for), its total size, and what prefetch_bytes counts for
+	   it */
+	buffer_t *prefetched;
+	uint64_t prefetched_total;
+	uint64_t prefetched_held;
 };
 
 #define MSTORE_STORAGE(s) (container_of(s, struct mstore_storage, storage))
@@ -117,10 +148,35 @@ int mstore_request(struct mstore_storage *storage, const struct ms_req *q,
 /* Set the storage error for a store status (MS_ENOTFOUND, -EEXIST, ...). */
 void mstore_set_store_error(struct mstore_storage *storage, int status,
 			    const char *what);
-/* A whole body into buf.  0, or -1 with the error set (the mail is
-   marked expunged if the store no longer has it). */
+/* A whole body into buf.  buf is empty (total 0), or holds the first
+   bytes of a body of total bytes (read ahead), which are kept.  0, or
+   -1 with the error set (the mail is marked expunged if the store no
+   longer has it). */
 int mstore_fetch_body(struct mstore_storage *storage, struct mail *mail,
-		      const char *mailbox, uint32_t uid, buffer_t *buf);
+		      const char *mailbox, uint32_t uid, buffer_t *buf,
+		      uint64_t total);
+/* Read-ahead of a mail's body (size: the expected one, from its
+   record): a FETCH_BODY sent now, its reply read when the mail (or any
+   other request) needs it.  FALSE if nothing was sent (over the bounds,
+   no connection, a send failure): the mail reads its body itself. */
+bool mstore_prefetch_body(struct mstore_storage *storage,
+			  struct mstore_mail *mmail, const char *mailbox,
+			  uint32_t uid, uint64_t size);
+/* Read replies until the mail's read-ahead has its answer (in
+   mmail->prefetched, or none if it failed or the connection broke). */
+void mstore_prefetch_wait(struct mstore_storage *storage,
+			  struct mstore_mail *mmail);
+/* Read every read-ahead reply still in flight. */
+void mstore_prefetch_drain(struct mstore_storage *storage);
+/* The body read ahead for the mail, now the caller's, with its total
+   size (more than the buffer holds if the rest is still to be read); NULL and
+   0 if there is none. */
+buffer_t *mstore_prefetch_take(struct mstore_storage *storage,
+			       struct mstore_mail *mmail, uint64_t *total_r);
+/* The mail no longer wants its read-ahead: a request in flight is
+   dropped when its reply comes, a body read ahead is freed. */
+void mstore_prefetch_release(struct mstore_storage *storage,
+			     struct mstore_mail *mmail);
 void mstore_client_disconnect(struct mstore_storage *storage);
 /* Whether the store refuses writes (a standby): asked once per
    connection with STATUS ("repl.standby"); FALSE if it cannot say. */

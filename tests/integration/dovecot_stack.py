@@ -310,6 +310,8 @@ mail_access_groups = {STORE_USER}
 mail_plugin_dir = {self.p('modules')}
 mail_plugins = mstore quota{x_plugins}
 mail_location = mstore:~/mstore
+# the plugin's read-ahead of bodies (docs/dovecot-plugin.md)
+mail_prefetch_count = 4
 pop3_uidl_format = %08Xu%08Xv
 mailbox_idle_check_interval = 30 secs
 imap_idle_notify_interval = 2 mins

@@ -469,3 +469,69 @@ def test_select_asks_once_writes_nothing(stack):
     typ, data = c.fetch("1", "(FLAGS)")
     assert b"\\Flagged" in data[0]
     c.logout()
+
+
+def test_fetch_read_ahead(stack):
+    """mail_prefetch_count (4 in the test config): FETCH 1:* sends each
+    body's FETCH_BODY ahead.  Every body comes back byte for byte: small
+    ones, one larger than the plugin's request chunk (asked whole), one
+    over the read-ahead byte bound (read by itself).  Messages expunged
+    in the store behind Dovecot's back get the store's error for their
+    read-ahead, are asked again by the mail and are reported as
+    expunged; the session goes on with correct answers (no reply is left
+    on the connection)."""
+    import msproto
+    bodies = {}
+    c = stack.imap()
+    sizes = [200 + 97 * i for i in range(24)]
+    sizes[8] = 5 << 20          # over MSTORE_BODY_CHUNK (4 MiB)
+    sizes[16] = 9 << 20         # over MSTORE_PREFETCH_MAX_BYTES (8 MiB)
+    for i, size in enumerate(sizes):
+        head = b"Subject: ahead %d\r\n\r\n" % i
+        line = (b"%06d " % i) + b"x" * 56 + b"\r\n"
+        body = head + line * ((size - len(head)) // len(line) + 1)
+        ok(c.append("INBOX", None, None, body))
+        bodies[i + 1] = body
+    ok(c.select("INBOX"))
+    gone = [3, 4, 12]
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    before = m.stats()
+    m.expunge("INBOX", [(3, 4), (12, 12)])
+    t = c._new_tag()
+    c.send(t + b" UID FETCH 1:* (UID BODY.PEEK[])\r\n")
+    got = {}
+    while True:
+        line = c.readline()
+        if line.startswith(t + b" "):
+            break
+        mt = re.match(rb"\* \d+ FETCH \(UID (\d+) BODY\[\] \{(\d+)\}\r\n$",
+                      line)
+        if mt:
+            got[int(mt.group(1))] = c.read(int(mt.group(2)))
+            assert c.readline() == b")\r\n"
+    after = m.stats()
+    m.close()
+    # each expunged message: the read-ahead's error, then the mail's own
+    # the store's errors for them (the read-ahead's and the mail's own)
+    assert after["ops.errors"] - before["ops.errors"] >= len(gone)
+    assert line.split()[1] in (b"OK", b"NO"), line
+    want = {u: b for u, b in bodies.items() if u not in gone}
+    assert sorted(got) == sorted(want)
+    for u in want:
+        assert got[u] == want[u], u
+    # the session goes on: the expunges are seen, bodies still right
+    ok(c.noop())
+    assert uids(c) == [u for u in bodies if u not in gone]
+    r = ok(c.uid("FETCH", "1:2,17", "(BODY.PEEK[])"))
+    assert [d[1] for d in r if isinstance(d, tuple)] == \
+        [bodies[1], bodies[2], bodies[17]]
+    c.logout()
+    # doveadm fetch searches the same way: its debug log names each
+    # read-ahead (all but the one over the byte bound)
+    r = stack.doveadm("-D fetch", "text", "mailbox", "INBOX",
+                      user="alice")
+    ahead = [int(x) for x in
+             re.findall(r"mstore: read-ahead of uid (\d+) ", r.stderr)]
+    assert sorted(ahead) == [u for u in bodies if u not in gone + [17]]
+    for u in want:
+        assert want[u].replace(b"\r\n", b"\n").decode() in r.stdout
