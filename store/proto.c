@@ -183,6 +183,17 @@ static uint64_t get64_max(struct ms_dec *d, const char *field, uint64_t max)
 	return v;
 }
 
+/* A u32 of at most max, else refused at its offset. */
+static uint32_t get_u32_max(struct ms_dec *d, const char *field, uint32_t max)
+{
+	size_t off = ms_dec_off(d);
+	uint32_t v = ms_dec_u32(d, field);
+
+	if (d->ret == 0 && v > max)
+		ms_dec_bad(d, field, off, ms_errf("%u, more than %u", v, max));
+	return v;
+}
+
 static uint8_t get_bool(struct ms_dec *d, const char *field)
 {
 	size_t off = ms_dec_off(d);
@@ -650,12 +661,8 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 		get_name(d, "mailbox", MS_EVENT_MBOX_NAME_MAX, false,
 			 &w->mailbox);
 		w->known_modseq = ms_dec_u64(d, "known_modseq");
-		off = ms_dec_off(d);
-		w->timeout_ms = ms_dec_u32(d, "timeout_ms");
-		if (d->ret == 0 && w->timeout_ms > MS_PROTO_MAX_WAIT_MS)
-			ms_dec_bad(d, "timeout_ms", off,
-				   ms_errf("%u, more than %u", w->timeout_ms,
-					   MS_PROTO_MAX_WAIT_MS));
+		w->timeout_ms = get_u32_max(d, "timeout_ms",
+					    MS_PROTO_MAX_WAIT_MS);
 		break;
 	}
 	case MS_OP_UNDELETE: {
@@ -681,12 +688,8 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 		struct ms_req_repl_wait *w = &r->u.repl_wait;
 		w->seg = ms_dec_u64(d, "seg");
 		w->off = ms_dec_u64(d, "off");
-		off = ms_dec_off(d);
-		w->timeout_ms = ms_dec_u32(d, "timeout_ms");
-		if (d->ret == 0 && w->timeout_ms > MS_PROTO_MAX_WAIT_MS)
-			ms_dec_bad(d, "timeout_ms", off,
-				   ms_errf("%u, more than %u", w->timeout_ms,
-					   MS_PROTO_MAX_WAIT_MS));
+		w->timeout_ms = get_u32_max(d, "timeout_ms",
+					    MS_PROTO_MAX_WAIT_MS);
 		break;
 	}
 	case MS_OP_REPL_ACK: {
