@@ -184,13 +184,13 @@ int ms_meta_read(int dirfd, struct ms_meta *m_r, const char **error_r)
 	return ms_meta_decode(buf, (size_t)n, m_r, error_r);
 }
 
-int ms_meta_write(int dirfd, const struct ms_meta *m, const char **error_r)
+/* Replace dirfd/name with len bytes of buf, durably: a temporary file
+   written and fsynced, renamed over name, the directory fsynced. */
+static int write_small_file(int dirfd, const char *name, const char *tmp,
+			    const uint8_t *buf, size_t len,
+			    const char **error_r)
 {
-	uint8_t buf[MS_META_SIZE];
-	const char *tmp = MS_META_NAME ".tmp";
 	int ret;
-
-	ms_meta_encode(m, buf);
 	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 			0640);
 	if (fd < 0) {
@@ -198,18 +198,26 @@ int ms_meta_write(int dirfd, const struct ms_meta *m, const char **error_r)
 		*error_r = ms_errf("create %s: %s", tmp, strerror(errno));
 		return ret;
 	}
-	ret = ms_pwrite_full(fd, buf, sizeof(buf), 0);
+	ret = ms_pwrite_full(fd, buf, len, 0);
 	if (ret == 0 && fsync(fd) < 0)
 		ret = -errno;
 	close(fd);
-	if (ret == 0 && renameat(dirfd, tmp, dirfd, MS_META_NAME) < 0)
+	if (ret == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
 		ret = -errno;
 	if (ret == 0 && fsync(dirfd) < 0)
 		ret = -errno;
 	if (ret < 0)
-		*error_r = ms_errf("write %s: %s", MS_META_NAME,
-				   ms_strerror(ret));
+		*error_r = ms_errf("write %s: %s", name, ms_strerror(ret));
 	return ret;
+}
+
+int ms_meta_write(int dirfd, const struct ms_meta *m, const char **error_r)
+{
+	uint8_t buf[MS_META_SIZE];
+
+	ms_meta_encode(m, buf);
+	return write_small_file(dirfd, MS_META_NAME, MS_META_NAME ".tmp", buf,
+				sizeof(buf), error_r);
 }
 
 /* ---- replica marker (seg.h) ---- */
@@ -296,31 +304,12 @@ int ms_replica_write(int dirfd, const struct ms_replica *r,
 		     const char **error_r)
 {
 	uint8_t buf[MS_REPLICA_SIZE];
-	const char *tmp = MS_REPLICA_NAME ".tmp";
-	int ret;
 
 	ms_assert(r->state == MS_REPLICA_DR ||
 		  r->state == MS_REPLICA_PROMOTING);
 	ms_replica_encode(r, buf);
-	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-			0640);
-	if (fd < 0) {
-		ret = -errno;
-		*error_r = ms_errf("create %s: %s", tmp, strerror(errno));
-		return ret;
-	}
-	ret = ms_pwrite_full(fd, buf, sizeof(buf), 0);
-	if (ret == 0 && fsync(fd) < 0)
-		ret = -errno;
-	close(fd);
-	if (ret == 0 && renameat(dirfd, tmp, dirfd, MS_REPLICA_NAME) < 0)
-		ret = -errno;
-	if (ret == 0 && fsync(dirfd) < 0)
-		ret = -errno;
-	if (ret < 0)
-		*error_r = ms_errf("write %s: %s", MS_REPLICA_NAME,
-				   ms_strerror(ret));
-	return ret;
+	return write_small_file(dirfd, MS_REPLICA_NAME, MS_REPLICA_NAME ".tmp",
+				buf, sizeof(buf), error_r);
 }
 
 int ms_replica_remove(int dirfd, const char **error_r)
