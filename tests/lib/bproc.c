@@ -203,6 +203,8 @@ pid_t bp_spawn(char *const argv[], const char *logfile)
 
 int bp_system_user(const char *name, uid_t *uid_r, gid_t *gid_r)
 {
+	if (name == NULL || name[0] == '\0')
+		return -1;
 	struct passwd *pw = getpwnam(name);
 	if (pw == NULL) {
 		char cmd[256];
