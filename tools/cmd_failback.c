@@ -238,6 +238,15 @@ static void note(struct fb *f, uint64_t seq, const char *what)
 	report(f, "not replayed: seq %" PRIu64 " %s", seq, what);
 }
 
+/* A change to some uid ranges of a mailbox, listed, not replayed. */
+static void note_ranges(struct fb *f, uint64_t seq, const char *what,
+			uint64_t user_id, uint64_t mbox_id, uint32_t nranges)
+{
+	note(f, seq, ms_errf("%s: user %" PRIu64 " mailbox %" PRIu64
+			     ", %u uid ranges",
+			     what, user_id, mbox_id, nranges));
+}
+
 static int walk_tail(struct fb *f, const char **error_r)
 {
 	struct ms_log_iter *it;
@@ -282,20 +291,14 @@ static int walk_tail(struct fb *f, const char **error_r)
 			break;
 		}
 		case MS_REC_FLAGS:
-			note(f, h.seq, ms_errf("flag change: user %" PRIu64
-					       " mailbox %" PRIu64
-					       ", %u uid ranges",
-					       ev.u.flags.user_id,
-					       ev.u.flags.mbox_id,
-					       ev.u.flags.ranges.n));
+			note_ranges(f, h.seq, "flag change",
+				    ev.u.flags.user_id, ev.u.flags.mbox_id,
+				    ev.u.flags.ranges.n);
 			break;
 		case MS_REC_EXPUNGE:
-			note(f, h.seq, ms_errf("expunge: user %" PRIu64
-					       " mailbox %" PRIu64
-					       ", %u uid ranges",
-					       ev.u.expunge.user_id,
-					       ev.u.expunge.mbox_id,
-					       ev.u.expunge.ranges.n));
+			note_ranges(f, h.seq, "expunge", ev.u.expunge.user_id,
+				    ev.u.expunge.mbox_id,
+				    ev.u.expunge.ranges.n);
 			break;
 		case MS_REC_MBOX_CREATE:
 			note(f, h.seq, ms_errf("mailbox create: user %" PRIu64
