@@ -57,6 +57,12 @@ static int mstore_client_connect(struct mstore_storage *storage,
 		return -1;
 	}
 	storage->user_id = rep.u.hello.user_id;
+	if (rep.u.hello.version >= 2) {
+		/* no STATUS needed to know it (mstore_storage_is_standby) */
+		storage->standby =
+			(rep.u.hello.flags & MS_HELLO_STANDBY) != 0;
+		storage->standby_known = TRUE;
+	}
 	*client_r = c;
 	return 0;
 }

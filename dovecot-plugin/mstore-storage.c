@@ -208,6 +208,8 @@ static int mstore_mailbox_alloc_index(struct mstore_mailbox *mbox)
 	mbox->rec_ext_id = mail_index_ext_register(mbox->box.index,
 		"mstore-rec", 0, sizeof(struct mstore_mail_rec),
 		sizeof(uint64_t));
+	mbox->guid_ext_id = mail_index_ext_register(mbox->box.index,
+		"mstore-guid", sizeof(struct mstore_index_guid), 0, 0);
 	return 0;
 }
 
@@ -331,9 +333,60 @@ static int mstore_mailbox_create(struct mailbox *box,
 /* The MBOX_UPDATE reply's GUID, or the one derived from the store's
    mailbox id when none was ever set (stable across renames and index
    loss). */
+/* The GUID cached in the index ("mstore-guid"), if it is the current
+   mailbox's. */
+static bool mstore_mailbox_guid_cached(struct mstore_mailbox *mbox)
+{
+	struct mstore_index_guid g;
+	const void *data;
+	size_t size;
+
+	if (mbox->box.view == NULL || mbox->mbox_id == 0)
+		return FALSE;
+	mail_index_get_header_ext(mbox->box.view, mbox->guid_ext_id, &data,
+				  &size);
+	if (size != sizeof(g))
+		return FALSE;
+	memcpy(&g, data, sizeof(g));
+	if (g.mbox_id != mbox->mbox_id || guid_128_is_empty(g.guid))
+		return FALSE;
+	memcpy(mbox->guid, g.guid, sizeof(mbox->guid));
+	mbox->guid_mbox_id = g.mbox_id;
+	mbox->have_guid = TRUE;
+	return TRUE;
+}
+
+/* Cache the GUID just read or set in the index, for the next opens (of
+   every process: the index is shared).  A cache: when the write fails
+   the next open asks the store again. */
+static void mstore_mailbox_guid_cache(struct mstore_mailbox *mbox)
+{
+	struct mailbox *box = &mbox->box;
+	struct mail_index_transaction *t;
+	struct mstore_index_guid g;
+	const void *data;
+	size_t size;
+
+	if (box->view == NULL || mbox->syncing || !mbox->have_guid ||
+	    mbox->guid_mbox_id == 0)
+		return;
+	i_zero(&g);
+	g.mbox_id = mbox->guid_mbox_id;
+	memcpy(g.guid, mbox->guid, sizeof(g.guid));
+	mail_index_get_header_ext(box->view, mbox->guid_ext_id, &data, &size);
+	if (size == sizeof(g) && memcmp(data, &g, sizeof(g)) == 0)
+		return;
+	t = mail_index_transaction_begin(box->view,
+					 MAIL_INDEX_TRANSACTION_FLAG_EXTERNAL);
+	mail_index_update_header_ext(t, mbox->guid_ext_id, 0, &g, sizeof(g));
+	if (mail_index_transaction_commit(&t) < 0)
+		mailbox_set_index_error(box);
+}
+
 static void mstore_mailbox_guid_from(struct mstore_mailbox *mbox,
 				     const struct ms_reply *rep)
 {
+	mbox->guid_mbox_id = rep->u.mbox_update.mbox.mbox_id;
 	if (!guid_128_is_empty(rep->u.mbox_update.guid)) {
 		memcpy(mbox->guid, rep->u.mbox_update.guid,
 		       sizeof(mbox->guid));
@@ -397,6 +450,7 @@ int mstore_mailbox_update_store(struct mstore_mailbox *mbox,
 	if (ret < 0)
 		return -1;
 	mstore_mailbox_guid_from(mbox, &rep);
+	mstore_mailbox_guid_cache(mbox);
 	/* the new UIDVALIDITY (an index reset) and UIDNEXT come in as the
 	   store's, like any other of its facts */
 	if (mstore_sync(mbox, TRUE) < 0)
@@ -499,7 +553,7 @@ static int mstore_mailbox_get_metadata(struct mailbox *box,
 	if (index_mailbox_get_metadata(box, items, metadata_r) < 0)
 		return -1;
 	if ((items & MAILBOX_METADATA_GUID) != 0 && !mbox->have_guid &&
-	    !mbox->deleted) {
+	    !mbox->deleted && !mstore_mailbox_guid_cached(mbox)) {
 		/* the store's: an MBOX_UPDATE that changes nothing reads
 		   it (set by a migration, or derived from the mailbox id) */
 		struct ms_req q = { .op = MS_OP_MBOX_UPDATE };
@@ -508,6 +562,7 @@ static int mstore_mailbox_get_metadata(struct mailbox *box,
 		if (mstore_request(mbox->storage, &q, &rep, NULL) < 0)
 			return -1;
 		mstore_mailbox_guid_from(mbox, &rep);
+		mstore_mailbox_guid_cache(mbox);
 	}
 	if ((items & MAILBOX_METADATA_GUID) != 0 && mbox->have_guid) {
 		memcpy(metadata_r->guid, mbox->guid, sizeof(metadata_r->guid));

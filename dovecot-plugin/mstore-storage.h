@@ -46,6 +46,14 @@ struct mstore_index_header {
 	uint64_t last_modseq; /* store highestmodseq the index has seen */
 };
 
+/* Header extension "mstore-guid": the store's mailbox GUID, cached so
+   that an open need not ask for it (mailbox_get_metadata's GUID, which
+   the mailbox list index wants at every SELECT). */
+struct mstore_index_guid {
+	uint64_t mbox_id; /* the store's mailbox the GUID is of */
+	uint8_t guid[16];
+};
+
 /* Per-message record extension "mstore-rec". */
 struct mstore_mail_rec {
 	uint8_t guid[16];
@@ -92,6 +100,7 @@ struct mstore_mailbox {
 	struct mstore_storage *storage;
 	uint32_t hdr_ext_id;
 	uint32_t rec_ext_id;
+	uint32_t guid_ext_id;
 	uint64_t mbox_id;
 	/* this process saved into the box: the next sync must pull even if
 	   it is a FAST one, so that the saved UIDs are seen */
@@ -103,6 +112,7 @@ struct mstore_mailbox {
 	/* the store's mailbox GUID (MBOX_UPDATE), once read or set */
 	bool have_guid;
 	guid_128_t guid;
+	uint64_t guid_mbox_id; /* the store's mailbox id it is of */
 	/* the open pulled from the store at synced_at (ioloop_timeval): a
 	   full sync asked for in the same ioloop run (SELECT's, right
 	   after its open) need not ask the store again */

@@ -794,9 +794,12 @@ static int op_hello(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		memcpy(s->user, q->user.s, q->user.len);
 		s->user[q->user.len] = '\0';
 	}
-	rep.u.hello.version = MS_PROTO_VERSION;
+	rep.u.hello.version =
+		q->version < MS_PROTO_VERSION ? q->version : MS_PROTO_VERSION;
 	rep.u.hello.user_id = s->user_id;
 	rep.u.hello.server = MS_PSTR(OPS_SERVER_NAME);
+	if (rep.u.hello.version >= 2 && ops->standby)
+		rep.u.hello.flags |= MS_HELLO_STANDBY;
 	reply_now(c, id, &rep);
 	return 0;
 }

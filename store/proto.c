@@ -755,6 +755,9 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 		r->u.hello.user_id = ms_dec_u64(d, "user_id");
 		get_name(d, "server name", MS_PROTO_NAME_MAX, false,
 			 &r->u.hello.server);
+		/* unknown flags are for later versions to define: kept */
+		if (r->u.hello.version >= 2)
+			r->u.hello.flags = ms_dec_u32(d, "flags");
 		break;
 	case MS_OP_STATUS:
 	case MS_OP_COMPACT:
@@ -1595,6 +1598,11 @@ static void put_reply(struct enc *e, const void *src)
 		put16(e, r->u.hello.version);
 		put64(e, r->u.hello.user_id);
 		put_str(e, "server name", &r->u.hello.server);
+		if (r->u.hello.version >= 2)
+			put32(e, r->u.hello.flags);
+		else
+			unused(e, r->u.hello.flags == 0,
+			       "flags (before version 2)");
 		break;
 	case MS_OP_STATUS:
 	case MS_OP_COMPACT:

@@ -71,7 +71,7 @@
 #include "event.h"
 #include "rec.h"
 
-#define MS_PROTO_VERSION 1
+#define MS_PROTO_VERSION 2
 #define MS_PROTO_HDR_SIZE 12
 /* Whole frame (len field included); a receiver's max is configured
    between MS_PROTO_HDR_SIZE and MS_PROTO_MAX_FRAME_LIMIT. */
@@ -504,10 +504,14 @@ struct ms_req {
 
 /* ---- replies ---- */
 
+/* HELLO reply flags (version >= 2) */
+#define MS_HELLO_STANDBY 0x1u /* a standby: reads only (the DR site) */
+
 struct ms_rep_hello {
 	uint16_t version; /* the one the server will speak */
 	uint64_t user_id; /* 0 for the admin role */
 	struct ms_pstr server;
+	uint32_t flags;	  /* MS_HELLO_*; on the wire from version 2 */
 };
 
 struct ms_rep_changes {

@@ -471,6 +471,81 @@ def test_select_asks_once_writes_nothing(stack):
     c.logout()
 
 
+def _index_positions(path):
+    """dovecot.index as written: (log_file_seq, log_file_tail_offset) of
+    its header and (log_seq, log_offset) of its modseq extension's."""
+    import struct
+    with open(path, "rb") as f:
+        data = f.read(65536)
+    base, hsize = struct.unpack_from("<HI", data, 2)
+    seq, tail = struct.unpack_from("<II", data, 60)
+    off = base
+    while off < hsize:
+        hdr_size, _, _, _, _, name_size = struct.unpack_from(
+            "<IIHHHH", data, off)
+        name = data[off + 16:off + 16 + name_size]
+        at = off + ((16 + name_size + 7) & ~7)
+        if name == b"modseq":
+            _, mseq, moff = struct.unpack_from("<QII", data, at)
+            return (seq, tail), (mseq, moff)
+        off = at + ((hdr_size + 7) & ~7)
+    raise AssertionError("no modseq extension in %s" % path)
+
+
+def test_select_one_request_index_current(stack):
+    """A SELECT of a mailbox an earlier session opened asks the store
+    one thing (CHANGES): whether the store is a standby comes with
+    HELLO, the mailbox GUID the list index wants is cached in the index.
+    And after dovecot.index.log rotates, the next sync writes
+    dovecot.index with a modseq header that has caught up with its log
+    position: a lagging one makes every open walk every message's
+    modseq."""
+    import os
+    import msproto
+    for _ in range(3):
+        stack.deliver("alice", "INBOX", MSG)
+    c = stack.imap()
+    assert c.select("INBOX")[1] == [b"3"]
+    c.logout()
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+
+    def requests(select):
+        before = m.stats()["ops.requests"]
+        c = stack.imap()
+        if select:
+            assert c.select("INBOX")[1] == [b"3"]
+        c.logout()
+        return m.stats()["ops.requests"] - before - 1  # our STATUS
+
+    assert requests(True) - requests(False) == 1
+    # rotate the index log at the next sync (doveadm's settings only)
+    idx = os.path.join(stack.index_dir("alice"), "mailboxes", "INBOX",
+                       "mstore-box", "dovecot.index")
+    def log_seq():
+        import struct
+        with open(idx + ".log", "rb") as f:
+            return struct.unpack_from("<I", f.read(16), 8)[0]
+    seq0 = log_seq()
+    stack.doveadm("-o mail_index_log_rotate_min_size=1 "
+                  "-o mail_index_log_rotate_max_size=1 "
+                  "-o mail_index_log_rotate_min_time=0 flags add",
+                  "\\Flagged", "mailbox", "INBOX", "1", user="alice")
+    assert log_seq() > seq0, "the log did not rotate"
+    c = stack.imap()
+    assert c.select("INBOX")[1] == [b"3"]
+    c.logout()
+    (seq2, tail2), (mseq, moff) = _index_positions(idx)
+    assert (mseq, moff) >= (seq2, tail2), \
+        "modseq header %s behind the index's log position %s" % (
+            (mseq, moff), (seq2, tail2))
+    c = stack.imap()
+    c.select("INBOX")
+    typ, data = c.fetch("1", "(FLAGS)")
+    assert b"\\Flagged" in data[0]
+    c.logout()
+    m.close()
+
+
 def test_fetch_read_ahead(stack):
     """mail_prefetch_count (4 in the test config): FETCH 1:* sends each
     body's FETCH_BODY ahead.  Every body comes back byte for byte: small

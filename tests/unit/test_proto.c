@@ -315,8 +315,9 @@ static void dump_reply(FILE *f, const struct ms_reply *r)
 	}
 	switch (r->op) {
 	case MS_OP_HELLO:
-		fprintf(f, " v=%u uid=%llu", r->u.hello.version,
-			(unsigned long long)r->u.hello.user_id);
+		fprintf(f, " v=%u uid=%llu flags=%#x", r->u.hello.version,
+			(unsigned long long)r->u.hello.user_id,
+			r->u.hello.flags);
 		dump_str(f, "server", r->u.hello.server);
 		break;
 	case MS_OP_STATUS: {
@@ -673,7 +674,8 @@ static struct ms_reply sample_reply(uint16_t op)
 	r.op = op;
 	switch (op) {
 	case MS_OP_HELLO:
-		r.u.hello = (struct ms_rep_hello){1, 42, P("mstored 0.1.0")};
+		r.u.hello = (struct ms_rep_hello){2, 42, P("mstored 0.1.0"),
+						  MS_HELLO_STANDBY};
 		break;
 	case MS_OP_STATUS:
 	case MS_OP_COMPACT:
@@ -936,6 +938,29 @@ static void test_golden(void **state)
 		 "x:00000000000000000000000000000000",
 		 hex(msg_body, 28));
 	check_golden(&s, MS_OP_APPEND_UID, spec, 6);
+	/* HELLO's reply carries flags from version 2 on, not before */
+	memset(&s, 0, sizeof(s));
+	s.reply = true;
+	s.rep = sample_reply(MS_OP_HELLO);
+	snprintf(spec, sizeof(spec), "i32:0 u16:2 u64:42 sx:%s u32:1",
+		 hex("mstored 0.1.0", 13));
+	check_golden(&s, MS_OP_HELLO | MS_OP_REPLY, spec, 9);
+	s.rep.u.hello.version = 1;
+	s.rep.u.hello.flags = 0;
+	snprintf(spec, sizeof(spec), "i32:0 u16:1 u64:42 sx:%s",
+		 hex("mstored 0.1.0", 13));
+	check_golden(&s, MS_OP_HELLO | MS_OP_REPLY, spec, 10);
+	/* a version 1 reply has no room for flags: refused, not lost */
+	{
+		struct ms_buf b;
+		const char *err = NULL;
+		s.rep.u.hello.flags = MS_HELLO_STANDBY;
+		ms_buf_init(&b, 0);
+		assert_int_equal(ms_reply_encode(&b, 1, &s.rep, &err),
+				 -EINVAL);
+		ms_buf_free(&b);
+	}
+	memset(&s, 0, sizeof(s));
 	s.req = sample_req(MS_OP_MBOX_UPDATE);
 	check_golden(&s, MS_OP_MBOX_UPDATE,
 		     "s:Archive u32:1795870984 u32:4711 u64:99 "
