@@ -890,7 +890,7 @@ static void test_golden(void **state)
 	(void)state;
 	memset(&s, 0, sizeof(s));
 	s.req = sample_req(MS_OP_HELLO);
-	check_golden(&s, MS_OP_HELLO, "u16:1 u8:0 s:alice@example.test", 0);
+	check_golden(&s, MS_OP_HELLO, "u16:2 u8:0 s:alice@example.test", 0);
 
 	s.req = sample_req(MS_OP_APPEND);
 	snprintf(spec, sizeof(spec),
@@ -1504,6 +1504,10 @@ static const struct bad_body {
 	/* 104 */ {REP, MS_OP_CHANGES, "i32:0 u64:9 u32:1 u32:0 u32:0", 0},
 	/* 105 */ {REP, MS_OP_HELLO, "i32:0 u16:0 u64:0 s:s", MS_ECORRUPT},
 	/* 106 */ {REP, MS_OP_HELLO, "i32:0 u16:1 u64:0 s:", MS_ECORRUPT},
+	/* 106a: version 2 carries flags; version 1 does not */
+	{REP, MS_OP_HELLO, "i32:0 u16:2 u64:0 s:s", MS_ETRUNC},
+	{REP, MS_OP_HELLO, "i32:0 u16:2 u64:0 s:s u32:3", 0},
+	{REP, MS_OP_HELLO, "i32:0 u16:1 u64:0 s:s u32:0", MS_ECORRUPT},
 	/* 107 */
 	{REP, MS_OP_USER_LIST, "i32:0 u32:1 u64:1 sx:ff", MS_ECORRUPT},
 	/* 108 */ {REP, MS_OP_MBOX_DELETE, "i32:0", 0},
