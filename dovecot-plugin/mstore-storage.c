@@ -333,8 +333,8 @@ static int mstore_mailbox_create(struct mailbox *box,
 /* The MBOX_UPDATE reply's GUID, or the one derived from the store's
    mailbox id when none was ever set (stable across renames and index
    loss). */
-/* The GUID cached in the index ("mstore-guid"), if it is the current
-   mailbox's. */
+/* The GUID cached in the index ("mstore-guid", written by the sync), if
+   it is the current mailbox's. */
 static bool mstore_mailbox_guid_cached(struct mstore_mailbox *mbox)
 {
 	struct mstore_index_guid g;
@@ -356,35 +356,8 @@ static bool mstore_mailbox_guid_cached(struct mstore_mailbox *mbox)
 	return TRUE;
 }
 
-/* Cache the GUID just read or set in the index, for the next opens (of
-   every process: the index is shared).  A cache: when the write fails
-   the next open asks the store again. */
-static void mstore_mailbox_guid_cache(struct mstore_mailbox *mbox)
-{
-	struct mailbox *box = &mbox->box;
-	struct mail_index_transaction *t;
-	struct mstore_index_guid g;
-	const void *data;
-	size_t size;
-
-	if (box->view == NULL || mbox->syncing || !mbox->have_guid ||
-	    mbox->guid_mbox_id == 0)
-		return;
-	i_zero(&g);
-	g.mbox_id = mbox->guid_mbox_id;
-	memcpy(g.guid, mbox->guid, sizeof(g.guid));
-	mail_index_get_header_ext(box->view, mbox->guid_ext_id, &data, &size);
-	if (size == sizeof(g) && memcmp(data, &g, sizeof(g)) == 0)
-		return;
-	t = mail_index_transaction_begin(box->view,
-					 MAIL_INDEX_TRANSACTION_FLAG_EXTERNAL);
-	mail_index_update_header_ext(t, mbox->guid_ext_id, 0, &g, sizeof(g));
-	if (mail_index_transaction_commit(&t) < 0)
-		mailbox_set_index_error(box);
-}
-
-static void mstore_mailbox_guid_from(struct mstore_mailbox *mbox,
-				     const struct ms_reply *rep)
+void mstore_mailbox_guid_from(struct mstore_mailbox *mbox,
+			      const struct ms_reply *rep)
 {
 	mbox->guid_mbox_id = rep->u.mbox_update.mbox.mbox_id;
 	if (!guid_128_is_empty(rep->u.mbox_update.guid)) {
@@ -450,7 +423,6 @@ int mstore_mailbox_update_store(struct mstore_mailbox *mbox,
 	if (ret < 0)
 		return -1;
 	mstore_mailbox_guid_from(mbox, &rep);
-	mstore_mailbox_guid_cache(mbox);
 	/* the new UIDVALIDITY (an index reset) and UIDNEXT come in as the
 	   store's, like any other of its facts */
 	if (mstore_sync(mbox, TRUE) < 0)
@@ -562,7 +534,6 @@ static int mstore_mailbox_get_metadata(struct mailbox *box,
 		if (mstore_request(mbox->storage, &q, &rep, NULL) < 0)
 			return -1;
 		mstore_mailbox_guid_from(mbox, &rep);
-		mstore_mailbox_guid_cache(mbox);
 	}
 	if ((items & MAILBOX_METADATA_GUID) != 0 && mbox->have_guid) {
 		memcpy(metadata_r->guid, mbox->guid, sizeof(metadata_r->guid));

@@ -158,6 +158,10 @@ int mstore_request(struct mstore_storage *storage, const struct ms_req *q,
 /* Set the storage error for a store status (MS_ENOTFOUND, -EEXIST, ...). */
 void mstore_set_store_error(struct mstore_storage *storage, int status,
 			    const char *what);
+/* The mailbox GUID from an MBOX_UPDATE reply (the store's, or one
+   derived from its mailbox id when none was set). */
+void mstore_mailbox_guid_from(struct mstore_mailbox *mbox,
+			      const struct ms_reply *rep);
 /* A whole body into buf.  buf is empty (total 0), or holds the first
    bytes of a body of total bytes (read ahead), which are kept.  0, or
    -1 with the error set (the mail is marked expunged if the store no

@@ -679,6 +679,55 @@ static void mstore_sync_write_header(struct mstore_sync_ctx *ctx)
 	ctx->mbox->mbox_id = ctx->mbox_id;
 }
 
+/*
+ * Keep the mailbox GUID cached in "mstore-guid" (the mailbox list index
+ * asks for it at every SELECT): the one this process set or read, else
+ * the store's, asked once per mailbox (an MBOX_UPDATE that changes
+ * nothing).  The first write introduces the extension, which Dovecot
+ * applies to a whole copy of the records at each open until
+ * dovecot.index is written again: have this sync's commit write it.
+ */
+static void mstore_sync_guid(struct mstore_sync_ctx *ctx)
+{
+	struct mstore_mailbox *mbox = ctx->mbox;
+	struct mstore_index_guid g;
+	const void *data;
+	size_t size;
+
+	if (ctx->mbox_id == 0)
+		return;
+	mail_index_get_header_ext(ctx->sync_view, mbox->guid_ext_id, &data,
+				  &size);
+	i_zero(&g);
+	if (size == sizeof(g))
+		memcpy(&g, data, sizeof(g));
+	if (mbox->have_guid && mbox->guid_mbox_id == ctx->mbox_id) {
+		if (!ctx->reset && g.mbox_id == ctx->mbox_id &&
+		    memcmp(g.guid, mbox->guid, sizeof(g.guid)) == 0)
+			return;
+	} else if (!ctx->reset && g.mbox_id == ctx->mbox_id &&
+		   !guid_128_is_empty(g.guid)) {
+		return; /* cached */
+	} else {
+		struct ms_req q = { .op = MS_OP_MBOX_UPDATE };
+		struct ms_reply rep;
+		q.u.mbox_update.name = ms_pstr_c(ctx->name);
+		/* a cache: without it the GUID is asked for when wanted */
+		if (mstore_request_status(mbox->storage, &q, &rep) != 0 ||
+		    rep.u.mbox_update.mbox.mbox_id != ctx->mbox_id)
+			return;
+		mstore_mailbox_guid_from(mbox, &rep);
+	}
+	g.mbox_id = ctx->mbox_id;
+	memcpy(g.guid, mbox->guid, sizeof(g.guid));
+	mail_index_update_header_ext(ctx->trans, mbox->guid_ext_id, 0, &g,
+				     sizeof(g));
+	if (size == 0 && ctx->box->index->need_recreate == NULL) {
+		ctx->box->index->need_recreate =
+			i_strdup("mstore: new extension mstore-guid");
+	}
+}
+
 static int mstore_sync_pull(struct mstore_sync_ctx *ctx, bool full)
 {
 	const struct mail_index_header *hdr =
@@ -712,6 +761,7 @@ static int mstore_sync_pull(struct mstore_sync_ctx *ctx, bool full)
 	}
 	mstore_sync_apply(ctx);
 	mstore_sync_write_header(ctx);
+	mstore_sync_guid(ctx);
 	return 0;
 }
 
