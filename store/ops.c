@@ -175,8 +175,10 @@ struct ms_ops {
 	int dead_reported;
 	int idx_full;		/* apply hit the map size: grow, replay */
 	uint64_t scrub_rate;	/* bytes per second, 0: off */
-	uint64_t scrub_last_ms;
+	uint64_t scrub_last_us; /* the token bucket's last fill */
+	uint64_t scrub_tokens;	/* bytes the scrub may read now */
 	struct ms_pos scrub_pos;
+	unsigned turn_requests; /* requests this turn of the loop */
 	struct ms_scrub_stats scrub;
 	uint64_t scrub_passes;
 	struct waiter *waiters;	/* WAIT requests parked until a change */
@@ -2174,6 +2176,13 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 /* WAIT: answer at once if the mailbox moved past known, else park. */
 /* ---- undelete and compaction ---- */
 
@@ -3161,6 +3170,8 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 {
 	struct sess *s = sess_of(c);
 	struct ms_req q;
+
+	ops->turn_requests++;
 	const char *why = "";
 	int ret;
 
@@ -3305,27 +3316,51 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 /* ---- the loop's turn ---- */
 
 /*
- * The online scrub: a budget of scrub_rate bytes per second of records,
- * each read on both copies and healed from the good one (a read that
- * finds the primary good never looks at the secondary, so this is what
- * finds damage there).  At most 4 MiB per turn, to bound the latency it
- * adds to requests.
+ * The online scrub: scrub_rate bytes per second of records, each read
+ * on both copies and healed from the good one (a read that finds the
+ * primary good never looks at the secondary, so this is what finds
+ * damage there).  Its reads are synchronous, in the loop's thread, so
+ * it goes in steps of SCRUB_STEP (about 0.1-0.3 ms each) from a token
+ * bucket, in turns that served no request (the loop is woken for them),
+ * and in busy turns only when more than a second of the rate is owed:
+ * a step never waits behind a request, and under a steady load the
+ * rate is still kept.  At most 2 s of the rate is owed.
  */
-static void scrub_tick(struct ms_ops *ops)
+#define SCRUB_STEP (64u << 10)
+
+static void scrub_tick(struct ms_ops *ops, int busy)
 {
 	if (ops->scrub_rate == 0)
 		return;
-	uint64_t now = now_ms();
-	if (ops->scrub_last_ms == 0)
-		ops->scrub_last_ms = now;
-	uint64_t budget = ops->scrub_rate * (now - ops->scrub_last_ms) / 1000;
-	if (budget < 65536)
-		return; /* wait for a worthwhile slice */
-	if (budget > (4u << 20))
-		budget = 4u << 20;
-	ops->scrub_last_ms = now;
+	uint64_t now = now_us();
+	uint64_t cap = 2 * ops->scrub_rate;
+	if (cap < SCRUB_STEP)
+		cap = SCRUB_STEP;
+	if (ops->scrub_last_us == 0)
+		ops->scrub_last_us = now;
+	uint64_t add = (now - ops->scrub_last_us) * ops->scrub_rate / 1000000;
+	if (add > 0) {
+		ops->scrub_tokens = ops->scrub_tokens + add > cap
+					    ? cap
+					    : ops->scrub_tokens + add;
+		ops->scrub_last_us = now;
+	}
+	if (ops->scrub_tokens < SCRUB_STEP ||
+	    (busy && ops->scrub_tokens < ops->scrub_rate)) {
+		uint64_t need = ops->scrub_tokens < SCRUB_STEP
+					? SCRUB_STEP - ops->scrub_tokens
+					: 0;
+		if (ops->srv != NULL)
+			ms_srv_wake_in(ops->srv,
+				       (unsigned)(need * 1000 /
+						  ops->scrub_rate) + 1);
+		return;
+	}
+	ops->scrub_tokens -= SCRUB_STEP;
+	if (ops->srv != NULL && ops->scrub_tokens >= SCRUB_STEP)
+		ms_srv_wake_in(ops->srv, 1);
 	const char *err = "";
-	int ret = ms_log_scrub_step(ops->log, &ops->scrub_pos, budget,
+	int ret = ms_log_scrub_step(ops->log, &ops->scrub_pos, SCRUB_STEP,
 				    &ops->scrub, &err);
 	if (ret < 0)
 		msg_error("scrub.failed error=%s", msg_q(err));
@@ -3537,7 +3572,8 @@ void ms_ops_tick(struct ms_ops *ops)
 		req_free(r);
 	}
 	repl_tick(ops);
-	scrub_tick(ops);
+	scrub_tick(ops, ops->turn_requests > 0);
+	ops->turn_requests = 0;
 	compact_tick(ops);
 	if (ms_log_dead(ops->log) && !ops->dead_reported) {
 		ops->dead_reported = 1;

@@ -115,6 +115,7 @@ struct ms_srv {
 	 */
 	int edge;
 	struct ms_conn *more;
+	int wake_ms; /* a turn wanted within this (-1: none; ms_srv_wake_in) */
 	struct ms_srv_limits lim;
 	struct ms_srv_handler h;
 	void *ctx;
@@ -397,6 +398,7 @@ int ms_srv_new(const struct ms_srv_limits *lim,
 {
 	struct ms_srv *srv = ms_calloc(1, sizeof(*srv));
 	srv->epfd = -1;
+	srv->wake_ms = -1;
 	if (loop != MS_SRV_LOOP_EPOLL) {
 		int ret = ur_setup(srv, loop != MS_SRV_LOOP_URING_ONESHOT);
 		if (ret == 0)
@@ -576,6 +578,14 @@ int ms_srv_watch(struct ms_srv *srv, int fd, void (*fn)(void *arg),
 void ms_srv_set_limits(struct ms_srv *srv, const struct ms_srv_limits *lim)
 {
 	srv->lim = *lim;
+}
+
+void ms_srv_wake_in(struct ms_srv *srv, unsigned ms)
+{
+	if (ms > 1000)
+		ms = 1000;
+	if (srv->wake_ms < 0 || (int)ms < srv->wake_ms)
+		srv->wake_ms = (int)ms;
 }
 
 unsigned ms_srv_conns(struct ms_srv *srv)
@@ -1044,7 +1054,9 @@ int ms_srv_run(struct ms_srv *srv)
 	while (!srv->stop) {
 		struct ms_conn *more = srv->more;
 		srv->more = NULL;
-		int n = srv->loop->wait(srv, evs, 64, more ? 0 : 1000);
+		int timeout = more ? 0 : srv->wake_ms >= 0 ? srv->wake_ms : 1000;
+		srv->wake_ms = -1;
+		int n = srv->loop->wait(srv, evs, 64, timeout);
 		if (n < 0) {
 			srv->more = more; /* ms_srv_free drops them */
 			return n;

@@ -77,6 +77,9 @@ int ms_srv_watch(struct ms_srv *srv, int fd, void (*fn)(void *arg),
 int ms_srv_run(struct ms_srv *srv);
 void ms_srv_stop(struct ms_srv *srv);
 unsigned ms_srv_conns(struct ms_srv *srv);
+/* From the tick handler: the loop turns again within ms (at most 1000,
+   its idle wait) even if nothing happens; for the turn's next run. */
+void ms_srv_wake_in(struct ms_srv *srv, unsigned ms);
 /* New limits (SIGHUP); existing connections keep their buffers. */
 void ms_srv_set_limits(struct ms_srv *srv, const struct ms_srv_limits *lim);
 

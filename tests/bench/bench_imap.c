@@ -75,6 +75,8 @@
  * at the end.
  *
  * Environment: MS_BENCH_SECONDS (3), MS_BENCH_DIR (var/bench),
+ * MS_BENCH_MSTORED_CONF (more [store] lines for mstored, "\n" between
+ * them: A/B runs of its knobs, e.g. "group_commit_wait_us = 0"),
  * MS_BENCH_IMAP_SERVERS (a comma list of mstore, mdbox, maildir; all),
  * MS_BENCH_IMAP_BODY_MSGS, _BODY_SIZE, _ENV_MSGS, _SELECT_MSGS,
  * _APPEND_CLIENTS, _APPEND_SIZE, _APPEND_SELECT, _PREFETCH, _PASSES (as
@@ -695,9 +697,19 @@ static int server_start(struct server *s, enum kind kind, char *why,
 	if (kind == K_MSTORE) {
 		/* Dovecot's mail processes run as MAIL_USER and act for
 		   every bench user (docs/config.md, user_socket_peers) */
-		msd_setup(&s->d, "imap-mstored",
-			  "socket_mode = 0666\n"
-			  "user_socket_peers = " MAIL_USER "\n");
+		/* MS_BENCH_MSTORED_CONF: more [store] lines, for A/B runs
+		   of mstored's knobs ("\n" between them) */
+		const char *more = getenv("MS_BENCH_MSTORED_CONF");
+		char conf[1024];
+		snprintf(conf, sizeof(conf),
+			 "socket_mode = 0666\n"
+			 "user_socket_peers = " MAIL_USER "\n%s%s",
+			 more != NULL ? more : "", more != NULL ? "\n" : "");
+		for (char *p = conf; (p = strstr(p, "\\n")) != NULL;) {
+			p[0] = ' ';
+			p[1] = '\n';
+		}
+		msd_setup(&s->d, "imap-mstored", conf);
 		/* the mail uid reaches the user socket in there */
 		chmod(s->d.dir, 0755);
 		msd_start(&s->d); /* exits if it cannot */

@@ -660,6 +660,59 @@ static void test_online_scrub(void **state)
 	assert_int_equal(msd_stop(&d), 0);
 }
 
+static uint64_t mono_ms(void);
+
+/* the online scrub keeps its rate with no request to wake the loop (it
+   wakes itself for its steps) and under a steady stream of requests
+   (whose turns it leaves alone until a second of the rate is owed) */
+static void test_scrub_rate(void **state)
+{
+	(void)state;
+	struct msd d;
+	msd_setup(&d, "mstored-scrubrate", "scrub_rate = 1M\nsegment_size = 4M");
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "ida"), 0);
+	struct ms_client *c = msd_connect(&d, "ida");
+	static char big[50000];
+	for (int i = 0; i < 40; i++) {
+		mst_fill((uint8_t *)big, sizeof(big), (uint64_t)i);
+		assert_int_equal(msd_append1(c, "INBOX", big, sizeof(big), 0).status,
+				 0);
+	}
+	struct ms_client *adm = msd_connect(&d, NULL);
+	/* idle: four seconds without a request (more than the 2 s owed
+	   that a step chain may start with) */
+	uint64_t b0 = msd_counter(adm, "scrub.bytes");
+	uint64_t t0 = mono_ms();
+	usleep(4000000);
+	uint64_t b1 = msd_counter(adm, "scrub.bytes");
+	uint64_t idle_ms = mono_ms() - t0;
+	/* busy: requests back to back for two seconds */
+	uint64_t t1 = mono_ms();
+	unsigned n = 0;
+	while (mono_ms() - t1 < 2000) {
+		(void)msd_counter(adm, "scrub.bytes");
+		n++;
+	}
+	uint64_t b2 = msd_counter(adm, "scrub.bytes");
+	uint64_t busy_ms = mono_ms() - t1;
+	print_message("scrub: idle %llu bytes in %llu ms, busy %llu bytes in "
+		      "%llu ms (%u requests)\n",
+		      (unsigned long long)(b1 - b0),
+		      (unsigned long long)idle_ms,
+		      (unsigned long long)(b2 - b1),
+		      (unsigned long long)busy_ms, n);
+	/* 1 MiB/s, in 64 KiB steps, up to 2 s owed carried in */
+	assert_true(b1 - b0 >= (7u << 19));
+	assert_true(b1 - b0 <= (7u << 20));
+	assert_true(b2 - b1 >= (512u << 10));
+	assert_true(b2 - b1 <= (5u << 20));
+	assert_int_equal(msd_counter(adm, "scrub.bad"), 0);
+	ms_client_close(&adm);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
 /* SIGHUP takes new limits without a restart */
 static void test_reload(void **state)
 {
@@ -1099,6 +1152,7 @@ int main(void)
 		cmocka_unit_test(test_mailbox_ops),
 		cmocka_unit_test(test_index_grows),
 		cmocka_unit_test(test_online_scrub),
+		cmocka_unit_test(test_scrub_rate),
 		cmocka_unit_test(test_reload),
 		cmocka_unit_test(test_drop_root),
 		cmocka_unit_test(test_backpressure_idle),
