@@ -622,22 +622,34 @@ static void test_index_grows(void **state)
 	assert_true(grown);
 }
 
+/* A started mstored with user, connected as it, n messages of 50000
+   bytes in INBOX: something for the scrub to read. */
+static struct ms_client *scrub_setup(struct msd *d, const char *name,
+				     const char *conf, const char *user,
+				     int n)
+{
+	static char big[50000];
+	msd_setup(d, name, conf);
+	msd_start(d);
+	assert_int_equal(msd_user_add(d, user), 0);
+	struct ms_client *c = msd_connect(d, user);
+	for (int i = 0; i < n; i++) {
+		mst_fill((uint8_t *)big, sizeof(big), (uint64_t)i);
+		assert_int_equal(msd_append1(c, "INBOX", big, sizeof(big), 0).status,
+				 0);
+	}
+	return c;
+}
+
 /* the online scrub finds damage on the secondary (which reads never
    look at while the primary is good) and rewrites it */
 static void test_online_scrub(void **state)
 {
 	(void)state;
 	struct msd d;
-	msd_setup(&d, "mstored-scrub", "scrub_rate = 64M\nsegment_size = 1M");
-	msd_start(&d);
-	assert_int_equal(msd_user_add(&d, "hal"), 0);
-	struct ms_client *c = msd_connect(&d, "hal");
-	static char big[50000];
-	for (int i = 0; i < 60; i++) {
-		mst_fill((uint8_t *)big, sizeof(big), (uint64_t)i);
-		assert_int_equal(msd_append1(c, "INBOX", big, sizeof(big), 0).status,
-				 0);
-	}
+	struct ms_client *c =
+		scrub_setup(&d, "mstored-scrub",
+			    "scrub_rate = 64M\nsegment_size = 1M", "hal", 60);
 	char sa[1200], sb[1200];
 	snprintf(sa, sizeof(sa), "%s/log/000000000001.seg", d.primary);
 	snprintf(sb, sizeof(sb), "%s/log/000000000001.seg", d.secondary);
@@ -669,16 +681,9 @@ static void test_scrub_rate(void **state)
 {
 	(void)state;
 	struct msd d;
-	msd_setup(&d, "mstored-scrubrate", "scrub_rate = 1M\nsegment_size = 4M");
-	msd_start(&d);
-	assert_int_equal(msd_user_add(&d, "ida"), 0);
-	struct ms_client *c = msd_connect(&d, "ida");
-	static char big[50000];
-	for (int i = 0; i < 40; i++) {
-		mst_fill((uint8_t *)big, sizeof(big), (uint64_t)i);
-		assert_int_equal(msd_append1(c, "INBOX", big, sizeof(big), 0).status,
-				 0);
-	}
+	struct ms_client *c =
+		scrub_setup(&d, "mstored-scrubrate",
+			    "scrub_rate = 1M\nsegment_size = 4M", "ida", 40);
 	struct ms_client *adm = msd_connect(&d, NULL);
 	/* idle: four seconds without a request (more than the 2 s owed
 	   that a step chain may start with) */
