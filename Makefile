@@ -118,10 +118,12 @@ $(B)/udsync: $(call obj,$(REPLICA_MAINS)) $(ARCHIVES)
 $(B)/mstore: $(TOOLS_OBJS) $(ARCHIVES)
 	$(LINK)
 
-$(PLUGIN): $(PLUGIN_OBJS) $(ARCHIVES)
+$(PLUGIN): $(PLUGIN_OBJS) $(ARCHIVES) dovecot-plugin/mstore-plugin.map
 	@mkdir -p $(@D)
-	$(CC) -shared -fPIC -Wl,--no-undefined $(ALL_LDFLAGS) -o $@ \
-		$(PLUGIN_OBJS) $(ARCHIVES) $(LIBS) $(DOVECOT_LIBS)
+	$(CC) -shared -fPIC -Wl,--no-undefined \
+		-Wl,--version-script=dovecot-plugin/mstore-plugin.map \
+		$(ALL_LDFLAGS) -o $@ $(PLUGIN_OBJS) $(ARCHIVES) $(LIBS) \
+		$(DOVECOT_LIBS)
 
 # ---- tests -------------------------------------------------------------------
 UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/tests/unit/%,$(wildcard tests/unit/test_*.c))

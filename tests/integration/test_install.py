@@ -36,6 +36,20 @@ def test_files(dest):
     assert os.access(dest / "sbin/mstored", os.X_OK)
 
 
+def test_plugin_exports_only_its_entry_points():
+    """Dovecot loads plugins with RTLD_GLOBAL: the plugin exports its
+    module entry points and nothing else (no msg_error, ms_buf_init...
+    to meet another plugin's names)."""
+    so = os.path.join(BUILD, "modules", "lib20_mstore_plugin.so")
+    if not os.path.exists(so):
+        pytest.skip("the Dovecot plugin is not built here")
+    r = sh("nm", "-D", "--defined-only", so)
+    assert r.returncode == 0, r.stderr
+    names = {line.split()[-1] for line in r.stdout.splitlines() if line}
+    assert names == {"mstore_plugin_init", "mstore_plugin_deinit",
+                     "mstore_plugin_version"}, names
+
+
 def test_man_pages(dest):
     if shutil.which("groff") is None:
         pytest.skip("groff is not installed")
