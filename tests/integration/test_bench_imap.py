@@ -27,7 +27,7 @@ def test_bench_imap_smoke():
                MS_BENCH_SECONDS="0.3", MS_BENCH_IMAP_BODY_MSGS="10",
                MS_BENCH_IMAP_BODY_SIZE="65536", MS_BENCH_IMAP_ENV_MSGS="30",
                MS_BENCH_IMAP_SELECT_MSGS="100",
-               MS_BENCH_IMAP_APPEND_CLIENTS="2")
+               MS_BENCH_IMAP_APPEND_CLIENTS="2", MS_BENCH_IMAP_PASSES="2")
     try:
         r = subprocess.run([prog], cwd=SRC, env=env, capture_output=True,
                            text=True, timeout=240,
