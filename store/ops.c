@@ -3338,7 +3338,12 @@ static void scrub_tick(struct ms_ops *ops, int busy)
 		cap = SCRUB_STEP;
 	if (ops->scrub_last_us == 0)
 		ops->scrub_last_us = now;
-	uint64_t add = (now - ops->scrub_last_us) * ops->scrub_rate / 1000000;
+	/* more than the cap's 2 s never counts (nor overflows: rates go
+	   up to 16G a second) */
+	uint64_t elapsed = now - ops->scrub_last_us;
+	if (elapsed > 2000000)
+		elapsed = 2000000;
+	uint64_t add = elapsed * ops->scrub_rate / 1000000;
 	if (add > 0) {
 		ops->scrub_tokens = ops->scrub_tokens + add > cap
 					    ? cap
