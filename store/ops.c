@@ -176,7 +176,8 @@ struct ms_ops {
 	int idx_full;		/* apply hit the map size: grow, replay */
 	uint64_t scrub_rate;	/* bytes per second, 0: off */
 	uint64_t scrub_last_us; /* the token bucket's last fill */
-	uint64_t scrub_tokens;	/* bytes the scrub may read now */
+	int64_t scrub_tokens;	/* bytes the scrub may read now (a step
+				   that read a large record leaves a debt) */
 	struct ms_pos scrub_pos;
 	unsigned turn_requests; /* requests this turn of the loop */
 	struct ms_scrub_stats scrub;
@@ -3328,45 +3329,54 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
  */
 #define SCRUB_STEP (64u << 10)
 
+/* Have the loop turn when the bucket holds a step again. */
+static void scrub_wake(struct ms_ops *ops)
+{
+	int64_t need = (int64_t)SCRUB_STEP - ops->scrub_tokens;
+	if (ops->srv == NULL)
+		return;
+	if (need < 0)
+		need = 0;
+	ms_srv_wake_in(ops->srv,
+		       (unsigned)((uint64_t)need * 1000 / ops->scrub_rate) + 1);
+}
+
 static void scrub_tick(struct ms_ops *ops, int busy)
 {
 	if (ops->scrub_rate == 0)
 		return;
 	uint64_t now = now_us();
-	uint64_t cap = 2 * ops->scrub_rate;
-	if (cap < SCRUB_STEP)
-		cap = SCRUB_STEP;
+	int64_t rate = (int64_t)ops->scrub_rate; /* <= 16G: fits */
+	int64_t cap = 2 * rate < (int64_t)SCRUB_STEP ? (int64_t)SCRUB_STEP
+						      : 2 * rate;
 	if (ops->scrub_last_us == 0)
 		ops->scrub_last_us = now;
-	/* more than the cap's 2 s never counts (nor overflows: rates go
-	   up to 16G a second) */
+	/* more than the cap's 2 s never counts (nor overflows) */
 	uint64_t elapsed = now - ops->scrub_last_us;
 	if (elapsed > 2000000)
 		elapsed = 2000000;
-	uint64_t add = elapsed * ops->scrub_rate / 1000000;
+	int64_t add = (int64_t)(elapsed * ops->scrub_rate / 1000000);
 	if (add > 0) {
 		ops->scrub_tokens = ops->scrub_tokens + add > cap
 					    ? cap
 					    : ops->scrub_tokens + add;
 		ops->scrub_last_us = now;
 	}
-	if (ops->scrub_tokens < SCRUB_STEP ||
-	    (busy && ops->scrub_tokens < ops->scrub_rate)) {
-		uint64_t need = ops->scrub_tokens < SCRUB_STEP
-					? SCRUB_STEP - ops->scrub_tokens
-					: 0;
-		if (ops->srv != NULL)
-			ms_srv_wake_in(ops->srv,
-				       (unsigned)(need * 1000 /
-						  ops->scrub_rate) + 1);
+	if (ops->scrub_tokens < (int64_t)SCRUB_STEP ||
+	    (busy && ops->scrub_tokens < rate)) {
+		scrub_wake(ops);
 		return;
 	}
-	ops->scrub_tokens -= SCRUB_STEP;
-	if (ops->srv != NULL && ops->scrub_tokens >= SCRUB_STEP)
-		ms_srv_wake_in(ops->srv, 1);
+	/* a step reads whole records: at least SCRUB_STEP bytes' worth,
+	   or one record larger than that; what it read is paid for */
+	uint64_t before = ops->scrub.bytes;
 	const char *err = "";
 	int ret = ms_log_scrub_step(ops->log, &ops->scrub_pos, SCRUB_STEP,
 				    &ops->scrub, &err);
+	ops->scrub_tokens -= (int64_t)(ops->scrub.bytes - before);
+	if (ops->scrub.bytes == before)
+		ops->scrub_tokens -= SCRUB_STEP; /* nothing to read yet */
+	scrub_wake(ops);
 	if (ret < 0)
 		msg_error("scrub.failed error=%s", msg_q(err));
 	else if (ret == 1)
