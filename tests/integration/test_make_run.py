@@ -294,13 +294,22 @@ def test_seed_flow_end_to_end():
             assert typ == "NO" and b"Read-only" in data[0], data
             # a FETCH that would set \Seen reads and changes nothing
             # (message 1, the demo: read by no one, POP3 read 2)
+            # (message 2's \Seen, set by POP3 at the primary, may come
+            # in as an untagged FETCH of its own when replication brings
+            # it: only message 1's responses are looked at)
+            def msg1(data):
+                return [d for d in data
+                        if (d[0] if isinstance(d, tuple) else d)
+                        .startswith(b"1 (")]
             typ, data = im.fetch("1", "(FLAGS BODY[])")
-            assert typ == "OK" and data[0][1].endswith(
-                b"Stored by mstored, on both copies.\r\n")
-            assert b"\\Seen" not in data[0][0]
+            one = msg1(data)
+            assert typ == "OK" and len(one) == 1 and one[0][1].endswith(
+                b"Stored by mstored, on both copies.\r\n"), data
+            assert b"\\Seen" not in one[0][0]
             assert im.noop()[0] == "OK"
             typ, data = im.fetch("1", "(FLAGS)")
-            assert typ == "OK" and b"\\Seen" not in data[0], data
+            one = msg1(data)
+            assert typ == "OK" and one and b"\\Seen" not in one[0], data
             typ, data = im.fetch("2", "(BODY.PEEK[])")
             assert typ == "OK" and data[0][1] == got
             im.logout()
