@@ -1607,23 +1607,6 @@ static int run_all(void)
 /* ---- environment ---- */
 
 /* The mail uid for Dovecot: MAIL_USER, created if missing. */
-static void mail_user(void)
-{
-	if (bp_system_user(MAIL_USER, &mail_uid, &mail_gid) < 0)
-		mst_skip("cannot create the system user " MAIL_USER
-			 " for Dovecot's mail (useradd --system failed)");
-}
-
-/* Can the mail uid enter and write in the bench directory? */
-static int mail_uid_can_use(void)
-{
-	char *probe = mst_tmpdir("imap-probe");
-	chmod(probe, 0777);
-	int ok = bp_uid_can_write(mail_uid, mail_gid, probe);
-	mst_rmtree(probe);
-	return ok;
-}
-
 static void check_env(const char *dir)
 {
 	char bin[PATH_MAX + 64], why[PATH_MAX + 256];
@@ -1642,29 +1625,10 @@ static void check_env(const char *dir)
 		mst_skip("Dovecot's IMAP server is not installed (" DOVECOT_BIN
 			 ", " DOVECOT_IMAP ", " DOVEADM_BIN "): apt-get "
 			 "install dovecot-core dovecot-imapd");
-	if (geteuid() != 0)
-		mst_skip("not root: the private Dovecot needs a mail uid to "
-			 "switch to (and we create it)");
 	/* msd makes <dir>/mstest-imap-mstored-XXXXXX/a.sock */
-	if (strlen(dir) + sizeof("/mstest-imap-mstored-XXXXXX/a.sock") >
-	    sizeof(((struct sockaddr_un *)0)->sun_path)) {
-		snprintf(why, sizeof(why),
-			 "MS_BENCH_DIR %s is too long for unix socket paths",
-			 dir);
+	if (bp_dovecot_env(dir, "/mstest-imap-mstored-XXXXXX/a.sock", MAIL_USER, &mail_uid, &mail_gid,
+			   why, sizeof(why)) < 0)
 		mst_skip(why);
-	}
-	if (strchr(dir, '\'') != NULL)
-		mst_skip("MS_BENCH_DIR has a quote in it");
-	mail_user();
-	if (!mail_uid_can_use()) {
-		snprintf(why, sizeof(why),
-			 "the mail user " MAIL_USER
-			 " cannot enter %s (a parent is not searchable by "
-			 "others): set MS_BENCH_DIR to a directory it can "
-			 "reach",
-			 dir);
-		mst_skip(why);
-	}
 }
 
 static int env_long(const char *name, long def, long lo, long hi, long *v_r)
@@ -1785,42 +1749,23 @@ static void print_table(void)
 
 int main(void)
 {
-	const char *dir_env = getenv("MS_BENCH_DIR");
-	char mk[PATH_MAX + 32];
 	int fails = 0;
 
 	if (read_knobs() < 0)
 		return 1;
-	if (dir_env == NULL || *dir_env == '\0')
-		dir_env = "var/bench";
-	snprintf(mk, sizeof(mk), "mkdir -p '%s'", dir_env);
-	if (strchr(dir_env, '\'') != NULL || system(mk) != 0 ||
-	    realpath(dir_env, bench_dir) == NULL) {
-		fprintf(stderr, "bench-imap: cannot create %s\n", dir_env);
+	if (bp_bench_dir("bench-imap", bench_dir, sizeof(bench_dir)) < 0)
 		return 1;
-	}
 	ms_msg_set_level(MS_MSG_WARN);
-	/* the scratch directories (mst_tmpdir, msd_setup) go there */
-	setenv("TMPDIR", bench_dir, 1);
 	check_env(bench_dir);
-	struct sigaction sa = {.sa_handler = on_fatal_signal};
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	bp_fatal_signals(on_fatal_signal);
 	atexit(server_kill_all);
 
-	char ver[128] = "?";
-	FILE *vp = popen(DOVECOT_BIN " --version 2>/dev/null", "r");
-	if (vp != NULL) {
-		if (fgets(ver, sizeof(ver), vp) == NULL)
-			snprintf(ver, sizeof(ver), "?");
-		pclose(vp);
-	}
+	char ver[128];
+	bp_dovecot_version(DOVECOT_BIN, ver, sizeof(ver));
 	printf("bench-imap: dir=%s, %.1f s per row; %ld CPUs; Dovecot %.*s; "
 	       "mail uid %s (%u)\n",
 	       bench_dir, K.secs, sysconf(_SC_NPROCESSORS_ONLN),
-	       (int)strcspn(ver, "\n"), ver, MAIL_USER, (unsigned)mail_uid);
+	       (int)strlen(ver), ver, MAIL_USER, (unsigned)mail_uid);
 	bp_print_load("at start");
 	printf("srv: the server's CPU (Dovecot's process tree, and mstored), "
 	       "cores; cli: this\nclient's CPU, %% of one core; n: rounds "

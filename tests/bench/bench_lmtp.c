@@ -1115,23 +1115,6 @@ static int run_load(struct server *srv, const struct lcase *c, double warm,
 /* ---- main ---- */
 
 /* The mail uid for Dovecot: MAIL_USER, created if missing. */
-static void mail_user(void)
-{
-	if (bp_system_user(MAIL_USER, &mail_uid, &mail_gid) < 0)
-		mst_skip("cannot create the system user " MAIL_USER
-			 " for Dovecot's mail (useradd --system failed)");
-}
-
-/* Can the mail uid enter and write in dir?  (Dovecot's mail goes there.) */
-static int mail_uid_can_use(void)
-{
-	char *probe = mst_tmpdir("lmtp-probe");
-	chmod(probe, 0777);
-	int ok = bp_uid_can_write(mail_uid, mail_gid, probe);
-	mst_rmtree(probe);
-	return ok;
-}
-
 static void check_env(const char *dir)
 {
 	char bin[PATH_MAX + 32], why[PATH_MAX + 256];
@@ -1150,29 +1133,10 @@ static void check_env(const char *dir)
 			 ", " DOVECOT_LMTP ", " DOVEADM_BIN "): apt-get "
 			 "install dovecot-core dovecot-lmtpd (./configure "
 			 "does it as root)");
-	if (geteuid() != 0)
-		mst_skip("not root: the private Dovecot needs a mail uid to "
-			 "switch to (and we create it)");
 	/* msd makes <dir>/mstest-lmtp-mstore-XXXXXX/a.sock */
-	if (strlen(dir) + sizeof("/mstest-lmtp-mstore-XXXXXX/a.sock") >
-	    sizeof(((struct sockaddr_un *)0)->sun_path)) {
-		snprintf(why, sizeof(why),
-			 "MS_BENCH_DIR %s is too long for unix socket paths",
-			 dir);
+	if (bp_dovecot_env(dir, "/mstest-lmtp-mstore-XXXXXX/a.sock", MAIL_USER, &mail_uid, &mail_gid,
+			   why, sizeof(why)) < 0)
 		mst_skip(why);
-	}
-	if (strchr(dir, '\'') != NULL)
-		mst_skip("MS_BENCH_DIR has a quote in it");
-	mail_user();
-	if (!mail_uid_can_use()) {
-		snprintf(why, sizeof(why),
-			 "the mail user " MAIL_USER
-			 " cannot enter %s (a parent is not searchable by "
-			 "others): set MS_BENCH_DIR to a directory it can "
-			 "reach",
-			 dir);
-		mst_skip(why);
-	}
 }
 
 static const char *size_name(uint32_t len)
@@ -1223,14 +1187,12 @@ int main(void)
 	static const uint32_t sizes[] = {4096, 65536};
 	static const int rcpts[] = {1, 10};
 	int sessions[3] = {1, 8, 64}, nsessions = 3;
-	const char *dir_env = getenv("MS_BENCH_DIR");
 	const char *fs_env = getenv("MS_BENCH_LMTP_FSYNC");
 	const char *ss_env = getenv("MS_BENCH_LMTP_SESSIONS");
 	const char *sv_env = getenv("MS_BENCH_LMTP_SERVERS");
 	int run_server[3] = {1, 1, 1}; /* mstore, mdbox, maildir */
 	int run_fsync[2] = {1, 1};
 	double secs;
-	char mk[PATH_MAX + 32];
 	int fails = 0;
 
 	if (mst_env_double("bench-lmtp", "MS_BENCH_SECONDS", 3, 0.1, 3600,
@@ -1277,36 +1239,19 @@ int main(void)
 		}
 	}
 	double warm = secs / 10 > 0.3 ? secs / 10 : 0.3;
-	if (dir_env == NULL || *dir_env == '\0')
-		dir_env = "var/bench";
-	snprintf(mk, sizeof(mk), "mkdir -p '%s'", dir_env);
-	if (strchr(dir_env, '\'') != NULL || system(mk) != 0 ||
-	    realpath(dir_env, bench_dir) == NULL) {
-		fprintf(stderr, "bench-lmtp: cannot create %s\n", dir_env);
+	if (bp_bench_dir("bench-lmtp", bench_dir, sizeof(bench_dir)) < 0)
 		return 1;
-	}
 	ms_msg_set_level(MS_MSG_WARN);
-	/* the scratch directories (mst_tmpdir, msd_setup) go there */
-	setenv("TMPDIR", bench_dir, 1);
 	check_env(bench_dir);
-	struct sigaction sa = {.sa_handler = on_fatal_signal};
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	bp_fatal_signals(on_fatal_signal);
 	atexit(server_kill_all);
 
-	char ver[128] = "?";
-	FILE *vp = popen(DOVECOT_BIN " --version 2>/dev/null", "r");
-	if (vp != NULL) {
-		if (fgets(ver, sizeof(ver), vp) == NULL)
-			snprintf(ver, sizeof(ver), "?");
-		pclose(vp);
-	}
+	char ver[128];
+	bp_dovecot_version(DOVECOT_BIN, ver, sizeof(ver));
 	printf("bench-lmtp: dir=%s, %.1f s per case after %.1f s of warm-up; "
 	       "%ld CPUs; Dovecot %.*s; mail uid %s (%u)\n",
 	       bench_dir, secs, warm, sysconf(_SC_NPROCESSORS_ONLN),
-	       (int)strcspn(ver, "\n"), ver, MAIL_USER, (unsigned)mail_uid);
+	       (int)strlen(ver), ver, MAIL_USER, (unsigned)mail_uid);
 	bp_print_load("at start");
 	printf("each case: a fresh server; S sessions on 127.0.0.1, each a "
 	       "closed loop of MAIL,\nRCPT x R, DATA (pipelined), message; "

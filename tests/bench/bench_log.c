@@ -25,6 +25,7 @@
  * Exit 77 if fio is missing.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bproc.h"
 #include "log.h"
 #include "msg.h"
 #include "mstest.h"
@@ -72,7 +74,7 @@ static int run_case(const char *dir, enum ms_io_kind kind, uint32_t len,
 		    int appenders, double secs, double *aps_r, double *mbs_r,
 		    double *batch_r, double *flush_us_r)
 {
-	char root[4096], a[4200], b[4200];
+	char root[PATH_MAX + 64], a[PATH_MAX + 128], b[PATH_MAX + 128];
 	snprintf(root, sizeof(root), "%s/log-%u-%d", dir, len, appenders);
 	mst_rmtree(root);
 	if (mkdir(root, 0755) < 0)
@@ -126,7 +128,7 @@ static int run_case(const char *dir, enum ms_io_kind kind, uint32_t len,
 
 int main(void)
 {
-	const char *dir = getenv("MS_BENCH_DIR");
+	char dir[PATH_MAX];
 	const char *secs_s = getenv("MS_BENCH_SECONDS");
 	const char *eng = getenv("MS_BENCH_ENGINE");
 	double secs = secs_s ? strtod(secs_s, NULL) : 3;
@@ -135,16 +137,10 @@ int main(void)
 	static const uint32_t sizes[] = { 1024, 4096, 65536 };
 	static const int apps[] = { 1, 8, 64 };
 
-	if (dir == NULL)
-		dir = "var/bench";
 	if (system("command -v fio >/dev/null 2>&1") != 0)
 		mst_skip("fio is not installed (apt-get install fio)");
-	char mk[4200];
-	snprintf(mk, sizeof(mk), "mkdir -p '%s'", dir);
-	if (strchr(dir, '\'') != NULL || system(mk) != 0) {
-		fprintf(stderr, "bench-log: cannot create %s\n", dir);
+	if (bp_bench_dir("bench-log", dir, sizeof(dir)) < 0)
 		return 1;
-	}
 	ms_msg_set_level(MS_MSG_WARN);
 
 	double sync_iops = 0, sync_kbs = 0, seq_iops = 0, seq_kbs = 0;

@@ -64,6 +64,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bproc.h"
 #include "body.h"
 #include "client.h"
 #include "log.h"
@@ -998,12 +999,11 @@ int main(void)
 	static const int clients[] = {1, 8, 64};
 	struct bcase cases[16];
 	size_t ncases = 0;
-	const char *dir_env = getenv("MS_BENCH_DIR");
 	const char *eng = getenv("MS_BENCH_ENGINE");
 	enum ms_io_kind kind =
 		eng && strcmp(eng, "psync") == 0 ? MS_IO_PSYNC : MS_IO_URING;
 	double secs, msgs_d;
-	char dir[PATH_MAX], mk[PATH_MAX + 32];
+	char dir[PATH_MAX];
 	int fails = 0;
 
 	if (mst_env_double("bench-store", "MS_BENCH_SECONDS", 3, 0.1, 3600, &secs) < 0 ||
@@ -1017,24 +1017,13 @@ int main(void)
 	if (!part_on("append"))
 		ncases = 0;
 	double warm = secs / 10;
-	if (dir_env == NULL || *dir_env == '\0')
-		dir_env = "var/bench";
-	snprintf(mk, sizeof(mk), "mkdir -p '%s'", dir_env);
-	if (strchr(dir_env, '\'') != NULL || system(mk) != 0 ||
-	    realpath(dir_env, dir) == NULL) {
-		fprintf(stderr, "bench-store: cannot create %s\n", dir_env);
+	/* the daemons' directories (msd_setup) go there too: same disk */
+	if (bp_bench_dir("bench-store", dir, sizeof(dir)) < 0)
 		return 1;
-	}
 	ms_msg_set_level(MS_MSG_WARN);
 	if (check_env(dir, kind) < 0)
 		return 1;
-	/* the daemons' directories (msd_setup) go there too: same disk */
-	setenv("TMPDIR", dir, 1);
-	struct sigaction sa = {.sa_handler = on_fatal_signal};
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	bp_fatal_signals(on_fatal_signal);
 	struct shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
 				 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sh == MAP_FAILED) {

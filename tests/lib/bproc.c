@@ -13,7 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <limits.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -238,6 +241,111 @@ int bp_uid_can_write(uid_t uid, gid_t gid, const char *dir)
 	int st;
 	return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) &&
 	       WEXITSTATUS(st) == 0;
+}
+
+int bp_bench_dir(const char *prog, char *dir, size_t len)
+{
+	const char *env = getenv("MS_BENCH_DIR");
+	char path[PATH_MAX], abs[PATH_MAX];
+
+	if (env == NULL || *env == '\0')
+		env = "var/bench";
+	if (strchr(env, '\'') != NULL ||
+	    (size_t)snprintf(path, sizeof(path), "%s", env) >= sizeof(path)) {
+		fprintf(stderr, "%s: MS_BENCH_DIR %s: no quotes, at most %d "
+			"bytes\n", prog, env, PATH_MAX - 1);
+		return -1;
+	}
+	/* mkdir -p */
+	for (char *p = path + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		if (mkdir(path, 0755) < 0 && errno != EEXIST) {
+			fprintf(stderr, "%s: cannot create %s: %s\n", prog,
+				path, strerror(errno));
+			return -1;
+		}
+		*p = c;
+		if (c == '\0')
+			break;
+	}
+	if (realpath(path, abs) == NULL || strlen(abs) >= len) {
+		fprintf(stderr, "%s: cannot use %s: %s\n", prog, path,
+			strerror(errno ? errno : ENAMETOOLONG));
+		return -1;
+	}
+	memcpy(dir, abs, strlen(abs) + 1);
+	setenv("TMPDIR", dir, 1);
+	return 0;
+}
+
+void bp_fatal_signals(void (*fatal)(int))
+{
+	struct sigaction sa = {.sa_handler = fatal};
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+void bp_dovecot_version(const char *bin, char *buf, size_t len)
+{
+	char cmd[PATH_MAX + 32];
+	snprintf(buf, len, "?");
+	snprintf(cmd, sizeof(cmd), "'%s' --version 2>/dev/null", bin);
+	FILE *vp = popen(cmd, "r");
+	if (vp == NULL)
+		return;
+	if (fgets(buf, (int)len, vp) == NULL)
+		snprintf(buf, len, "?");
+	buf[strcspn(buf, "\n")] = '\0';
+	pclose(vp);
+}
+
+int bp_dovecot_env(const char *dir, const char *sock_sub,
+		   const char *mail_user, uid_t *uid_r, gid_t *gid_r,
+		   char *why, size_t whylen)
+{
+	if (geteuid() != 0) {
+		snprintf(why, whylen, "not root: the private Dovecot needs a "
+			 "mail uid to switch to (and we create it)");
+		return -1;
+	}
+	if (strlen(dir) + strlen(sock_sub) + 1 >
+	    sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		snprintf(why, whylen,
+			 "MS_BENCH_DIR %s is too long for unix socket paths",
+			 dir);
+		return -1;
+	}
+	if (strchr(dir, '\'') != NULL) {
+		snprintf(why, whylen, "MS_BENCH_DIR has a quote in it");
+		return -1;
+	}
+	if (bp_system_user(mail_user, uid_r, gid_r) < 0) {
+		snprintf(why, whylen, "cannot create the system user %s for "
+			 "Dovecot's mail (useradd --system failed)", mail_user);
+		return -1;
+	}
+	/* can the mail uid enter and write in dir?  (the mail goes there) */
+	char probe[PATH_MAX];
+	snprintf(probe, sizeof(probe), "%s/mail-probe-XXXXXX", dir);
+	int ok = mkdtemp(probe) != NULL && chmod(probe, 0777) == 0 &&
+		 bp_uid_can_write(*uid_r, *gid_r, probe);
+	char x[PATH_MAX + 4];
+	snprintf(x, sizeof(x), "%s/x", probe);
+	unlink(x);
+	rmdir(probe);
+	if (!ok) {
+		snprintf(why, whylen, "the mail user %s cannot enter %s (a "
+			 "parent is not searchable by others): set "
+			 "MS_BENCH_DIR to a directory it can reach",
+			 mail_user, dir);
+		return -1;
+	}
+	return 0;
 }
 
 int bp_free_port(void)

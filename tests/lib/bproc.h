@@ -53,6 +53,29 @@ int bp_system_user(const char *name, uid_t *uid_r, gid_t *gid_r);
    there), else 0. */
 int bp_uid_can_write(uid_t uid, gid_t gid, const char *dir);
 
+/*
+ * The benchmarks' scratch directory: MS_BENCH_DIR (default var/bench),
+ * created with its parents, as an absolute path in dir; TMPDIR is set to
+ * it, so that the servers' directories (mst_tmpdir, msd_setup) go on the
+ * same disk.  0, or -1 with a line on stderr naming prog.
+ */
+int bp_bench_dir(const char *prog, char *dir, size_t len);
+/* SIGTERM, SIGINT and SIGHUP to fatal (which stops what the bench
+   started), SIGPIPE ignored. */
+void bp_fatal_signals(void (*fatal)(int));
+/* The first line of `dovecot --version` (bin), or "?". */
+void bp_dovecot_version(const char *bin, char *buf, size_t len);
+/*
+ * What a bench needs to run a private Dovecot on dir, whose servers make
+ * sockets at dir + sock_sub: root, the system user mail_user (created
+ * if missing; uid and gid returned), socket paths that fit, no quote in
+ * dir, and dir reachable and writable by that user.  0, or -1 with the
+ * reason to skip in why.
+ */
+int bp_dovecot_env(const char *dir, const char *sock_sub,
+		   const char *mail_user, uid_t *uid_r, gid_t *gid_r,
+		   char *why, size_t whylen);
+
 /* A TCP port on 127.0.0.1 nobody listens on just now, or -1. */
 int bp_free_port(void);
 /* 1 if something accepts on 127.0.0.1:port. */
