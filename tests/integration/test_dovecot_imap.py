@@ -546,6 +546,50 @@ def test_select_one_request_index_current(stack):
     m.close()
 
 
+def test_mailbox_guid_cache_follows_the_store(stack):
+    """The mailbox GUID the plugin caches in Dovecot's index
+    ("mstore-guid") is the store's: one set by doveadm mailbox update
+    shows in the next process, and a mailbox the store replaced under
+    the same name (deleted and created again behind Dovecot's back, the
+    index left in place) gets its new GUID, not the cached one, once a
+    session has opened it.  (Until then `doveadm mailbox status guid`
+    answers from Dovecot's mailbox list index, which never asks.)"""
+    import struct
+    import msproto
+
+    def guid(box="Cached"):
+        out = stack.doveadm("mailbox status", "guid", box,
+                            user="alice").stdout
+        return re.search(r"guid=([0-9a-f]{32})", out).group(1)
+
+    c = stack.imap()
+    ok(c.create("Cached"))
+    ok(c.select("Cached"))
+    c.logout()
+    first = guid()
+    assert guid() == first      # read back from the cache
+    new = "0123456789abcdef0123456789abcdef"
+    stack.doveadm("mailbox update", "--mailbox-guid", new, "Cached",
+                  user="alice")
+    assert guid() == new
+    c = stack.imap()
+    ok(c.select("Cached"))
+    c.logout()
+    assert guid() == new
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    name = struct.pack("<H", 6) + b"Cached"
+    m.call(23, name)                            # MBOX_DELETE
+    m.call(21, name + struct.pack("<I", 0))     # MBOX_CREATE
+    m.close()
+    c = stack.imap()
+    typ, data = c.select("Cached")
+    assert typ == "OK" and data == [b"0"], data
+    c.logout()
+    again = guid()
+    assert again not in (first, new)
+    assert guid() == again
+
+
 def test_fetch_read_ahead(stack):
     """mail_prefetch_count (4 in the test config): FETCH 1:* sends each
     body's FETCH_BODY ahead.  Every body comes back byte for byte: small
