@@ -279,20 +279,6 @@ def test_doveadm_backup_keeps_uids(stack):
     backup(stack, md)
     assert durable_seq(stack) == seq
 
-    # the store's records survive a restart, a rebuild of its index from
-    # the log, and verify; dump names them
-    stack.kill_mstored()
-    stack.mstore("verify")
-    dump = stack.mstore("dump").stdout.decode()
-    assert dump.count("type=mbox-update") >= len(FOLDERS)
-    stack.mstore("reindex")
-    stack.mstore("verify")
-    stack.start_mstored()
-    st = store_state(stack, "alice")
-    for box, t in truth.items():
-        assert st[box] == (t["uidvalidity"], t["msgs"]), box
-    check_imap(stack, truth)
-
 
 def test_store_migration_rules(stack):
     """The store's rules, straight on its protocol: a new UIDVALIDITY
