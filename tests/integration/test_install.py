@@ -50,6 +50,25 @@ def test_plugin_exports_only_its_entry_points():
                      "mstore_plugin_version"}, names
 
 
+def test_full_relro():
+    """Linked as Debian links Dovecot, its plugins and its daemons: full
+    RELRO (the GOT is bound at load and then read-only), so no first
+    call in a session pays for a symbol lookup either."""
+    files = [os.path.join(BUILD, p) for p in
+             ("mstored", "mstore-lmtpd", "udsync", "mstore",
+              "modules/lib20_mstore_plugin.so")]
+    files = [f for f in files if os.path.exists(f)]
+    assert len(files) >= 4, files
+    for f in files:
+        r = sh("readelf", "-d", "-l", "-W", f)
+        assert r.returncode == 0, r.stderr
+        assert "GNU_RELRO" in r.stdout, f
+        flags = [line for line in r.stdout.splitlines()
+                 if "(FLAGS" in line]
+        assert any("BIND_NOW" in line or " NOW" in line for line in flags), \
+            (f, flags)
+
+
 def test_man_pages(dest):
     if shutil.which("groff") is None:
         pytest.skip("groff is not installed")
