@@ -1,9 +1,12 @@
 /*
  * mstore-client.c - the plugin's side of the store connection.
  *
- * One blocking connection per storage, opened on first use (mail
- * processes have dropped privileges by then, so the socket is opened as
- * the mail user), said HELLO as the logged-in user.  A transport failure
+ * One blocking connection per storage, opened when the storage is
+ * created (mail processes have dropped privileges by then, so the socket
+ * is opened as the mail user), said HELLO as the logged-in user.  The
+ * HELLO is sent then and its reply read by the first request, so that
+ * the round trip overlaps the rest of the login (Dovecot answers LOGIN
+ * before it creates the namespaces) and the client's first command.  A transport failure
  * closes it; the next request reconnects once.  Replies borrow from the
  * connection's buffer until the next request.  Store statuses map to
  * Dovecot's mail errors here; transport and codec failures are critical
@@ -28,6 +31,37 @@
 #include "client.h"
 #include "ms.h"
 
+static void mstore_hello_req(struct mstore_storage *storage,
+			     struct ms_req *q)
+{
+	i_zero(q);
+	q->op = MS_OP_HELLO;
+	q->u.hello.version = MS_PROTO_VERSION;
+	q->u.hello.role = MS_ROLE_USER;
+	q->u.hello.user = ms_pstr_c(storage->storage.user->username);
+}
+
+static void mstore_hello_done(struct mstore_storage *storage,
+			      const struct ms_reply *rep)
+{
+	storage->user_id = rep->u.hello.user_id;
+	if (rep->u.hello.version >= 2) {
+		/* no STATUS needed to know it (mstore_storage_is_standby) */
+		storage->standby =
+			(rep->u.hello.flags & MS_HELLO_STANDBY) != 0;
+		storage->standby_known = TRUE;
+	}
+}
+
+static void mstore_hello_failed(struct mstore_storage *storage, int ret,
+				const char *error)
+{
+	mail_storage_set_critical(&storage->storage,
+		"mstore: HELLO as %s on %s failed: %s (%s)",
+		storage->storage.user->username, storage->socket_path,
+		error, ms_strerror(ret));
+}
+
 static int mstore_client_connect(struct mstore_storage *storage,
 				 struct ms_client **client_r)
 {
@@ -42,28 +76,96 @@ static int mstore_client_connect(struct mstore_storage *storage,
 			"mstore: %s", error);
 		return -1;
 	}
-	struct ms_req q = { .op = MS_OP_HELLO };
+	struct ms_req q;
 	struct ms_reply rep;
-	q.u.hello.version = MS_PROTO_VERSION;
-	q.u.hello.role = MS_ROLE_USER;
-	q.u.hello.user = ms_pstr_c(storage->storage.user->username);
+	mstore_hello_req(storage, &q);
 	ret = ms_client_request(c, &q, &rep, &error);
 	if (ret < 0) {
-		mail_storage_set_critical(&storage->storage,
-			"mstore: HELLO as %s on %s failed: %s (%s)",
-			storage->storage.user->username, storage->socket_path,
-			error, ms_strerror(ret));
+		mstore_hello_failed(storage, ret, error);
 		ms_client_close(&c);
 		return -1;
 	}
-	storage->user_id = rep.u.hello.user_id;
-	if (rep.u.hello.version >= 2) {
-		/* no STATUS needed to know it (mstore_storage_is_standby) */
-		storage->standby =
-			(rep.u.hello.flags & MS_HELLO_STANDBY) != 0;
-		storage->standby_known = TRUE;
-	}
+	mstore_hello_done(storage, &rep);
 	*client_r = c;
+	return 0;
+}
+
+void mstore_client_start(struct mstore_storage *storage)
+{
+	struct ms_client *c;
+	struct ms_req q;
+	struct ms_buf b;
+	const char *error;
+	uint32_t id;
+	int ret;
+
+	if (storage->client != NULL)
+		return;
+	if (ms_client_connect(storage->socket_path, MSTORE_TIMEOUT_MSECS,
+			      &c, &error) < 0)
+		return; /* the first request connects again and says why */
+	mstore_hello_req(storage, &q);
+	id = ms_client_id(c);
+	ms_buf_init(&b, MS_PROTO_MAX_FRAME_DEFAULT);
+	ret = ms_req_encode(&b, id, &q, &error);
+	if (ret == 0)
+		ret = ms_client_send(c, b.data, b.len);
+	ms_buf_free(&b);
+	if (ret < 0) {
+		ms_client_close(&c);
+		return;
+	}
+	storage->client = c;
+	storage->hello_id = id;
+}
+
+/* Read the reply to the HELLO sent ahead, if one is still due.  On any
+   failure the connection is closed (the caller connects afresh and
+   reports what that says), except a refusal by the store, which is
+   logged here and returned. */
+static int mstore_client_hello_finish(struct mstore_storage *storage)
+{
+	struct ms_proto_hdr h;
+	struct ms_reply rep;
+	const uint8_t *body;
+	const char *error = "";
+	size_t len;
+	int ret;
+
+	if (storage->hello_id == 0)
+		return 0;
+	do {
+		ret = ms_client_recv(storage->client, &h, &body, &len, &error);
+	} while (ret == 0 && h.id != storage->hello_id && h.id != 0);
+	storage->hello_id = 0;
+	i_zero(&rep);
+	if (ret == 0)
+		ret = ms_reply_decode(h.op, body, len, &rep, &error);
+	if (ret == 0 && rep.status < 0) {
+		/* the store's answer (no such user, a refused connection):
+		   what a fresh connection would hear too */
+		mstore_hello_failed(storage, rep.status,
+				    rep.reason.s == NULL ? "" :
+				    t_strndup(rep.reason.s, rep.reason.len));
+		mstore_client_disconnect(storage);
+		return -1;
+	}
+	if (ret < 0 || rep.op != MS_OP_HELLO) {
+		mstore_client_disconnect(storage);
+		return 0;
+	}
+	mstore_hello_done(storage, &rep);
+	return 0;
+}
+
+/* The connection, up and said HELLO. */
+static int mstore_client_ready(struct mstore_storage *storage)
+{
+	if (storage->client != NULL && mstore_client_hello_finish(storage) < 0)
+		return -1;
+	if (storage->client == NULL &&
+	    mstore_client_connect(storage, &storage->client) < 0)
+		return -1;
 	return 0;
 }
 
@@ -85,6 +187,7 @@ void mstore_client_disconnect(struct mstore_storage *storage)
 	/* the replies in flight are lost with the connection */
 	mstore_prefetch_forget(storage);
 	ms_client_close(&storage->client);
+	storage->hello_id = 0;
 	/* a promote may come between two connections */
 	storage->standby_known = FALSE;
 }
@@ -97,6 +200,8 @@ bool mstore_storage_is_standby(struct mstore_storage *storage)
 	struct ms_counter c;
 	int ret;
 
+	if (storage->hello_id != 0)
+		(void)mstore_client_hello_finish(storage);
 	if (storage->standby_known)
 		return storage->standby;
 	if (mstore_request_status(storage, &q, &rep) != 0)
@@ -130,8 +235,7 @@ int mstore_request_status(struct mstore_storage *storage,
 	for (int attempt = 0; attempt < 2; attempt++) {
 		/* ms_client_request() would skip read-ahead replies */
 		mstore_prefetch_drain(storage);
-		if (storage->client == NULL &&
-		    mstore_client_connect(storage, &storage->client) < 0)
+		if (mstore_client_ready(storage) < 0)
 			return -1;
 		/* a decoded reply sets op and status; anything else that
 		   fails is the transport's or the codec's failure */
@@ -296,7 +400,7 @@ bool mstore_prefetch_body(struct mstore_storage *storage,
 	i_assert(mmail->prefetch_id == 0 && mmail->prefetched == NULL);
 	/* only on a connection that is up: a failure to connect is for
 	   the mail's own read to report */
-	if (storage->client == NULL ||
+	if (storage->client == NULL || storage->hello_id != 0 ||
 	    storage->prefetch_count >= MSTORE_PREFETCH_MAX_MAILS ||
 	    size > MSTORE_PREFETCH_MAX_BYTES ||
 	    storage->prefetch_bytes > MSTORE_PREFETCH_MAX_BYTES - size)

@@ -5,10 +5,14 @@
  * mail_location mirrors them, one directory per mailbox holding only the
  * index cache (like sdbox's, without any mail files).  CREATE, RENAME,
  * DELETE and SUBSCRIBE go to the store first, then to the local list.
- * At each login (mail_namespaces_created) the local list is completed
- * from the store's MBOX_LIST, so a lost index directory comes back with
- * every folder and subscription.  Opening a mailbox checks it in the
- * store and pulls its changes, so STATUS and SELECT see what others did.
+ * The local list is completed from the store's MBOX_LIST (mstore_reconcile)
+ * at a session's first folder listing (LIST, LSUB, doveadm mailbox list)
+ * and whenever a mailbox being opened is not here, so a lost index
+ * directory comes back with every folder and subscription.  Not at login:
+ * Dovecot answers LOGIN before it creates the namespaces, and a client's
+ * first command (a SELECT INBOX) would wait for the store's folder list.
+ * Opening a mailbox checks it in the store and pulls its changes, so
+ * STATUS and SELECT see what others did.
  */
 #include "lib.h"
 #include "array.h"
@@ -20,6 +24,7 @@
 #include "mail-storage-hooks.h"
 #include "mailbox-list-private.h"
 #include "mailbox-list-iter.h"
+#include "mailbox-list-index.h"
 #include "index-mail.h"
 #include "mail-index-modseq.h"
 #include "mail-index-transaction-private.h"
@@ -151,6 +156,7 @@ static int mstore_storage_create(struct mail_storage *_storage,
 	storage->socket_path = p_strdup(_storage->pool, path);
 	_storage->unique_root_dir =
 		p_strdup(_storage->pool, ns->list->set.root_dir);
+	mstore_client_start(storage);
 	return 0;
 }
 
@@ -213,12 +219,50 @@ static int mstore_mailbox_alloc_index(struct mstore_mailbox *mbox)
 	return 0;
 }
 
+static void mstore_reconcile(struct mail_namespace *ns);
+
+/* A private mstore namespace whose list may be completed now: not while
+   Dovecot's list index reads the disk (its sync asks existence questions
+   of each folder it walks; folders made or removed under it would be
+   missed or half seen). */
+static bool mstore_ns_is_ours(const struct mail_namespace *ns)
+{
+	if (ns == NULL || ns->type != MAIL_NAMESPACE_TYPE_PRIVATE ||
+	    ns->storage == NULL ||
+	    strcmp(ns->storage->name, MSTORE_STORAGE_NAME) != 0 ||
+	    ns->alias_for != NULL)
+		return FALSE;
+	struct mailbox_list_index *ilist = INDEX_LIST_CONTEXT(ns->list);
+	return ilist == NULL || !ilist->syncing;
+}
+
+/* The local list lacks a mailbox being opened: complete it from the
+   store first (a lost index directory, a folder made by another host),
+   as often as that happens. */
+static bool mstore_reconcile_for(struct mailbox *box)
+{
+	struct mail_namespace *ns = box->list->ns;
+
+	if (!mstore_ns_is_ours(ns))
+		return FALSE;
+	MSTORE_STORAGE(ns->storage)->reconciled = FALSE;
+	T_BEGIN {
+		mstore_reconcile(ns);
+	} T_END;
+	return TRUE;
+}
+
 static int mstore_mailbox_check_existence(struct mailbox *box)
 {
 	const char *box_path = mailbox_get_path(box);
 	struct stat st;
 
 	if (stat(box_path, &st) == 0)
+		return 0;
+	/* opening what is not here: the store may have it (made by
+	   another host since this session last listed) */
+	if (errno == ENOENT && mstore_reconcile_for(box) &&
+	    stat(box_path, &st) == 0)
 		return 0;
 	if (errno == ENOENT || errno == ENAMETOOLONG) {
 		mail_storage_set_error(box->storage, MAIL_ERROR_NOTFOUND,
@@ -253,6 +297,13 @@ static int mstore_mailbox_open(struct mailbox *box)
 	if (mstore_sync(mbox, FALSE) < 0)
 		return -1;
 	mstore_sync_view_refresh(box);
+	if (mbox->list_guid_stale) {
+		/* the list index updates a mailbox's record at the end of
+		   its sync only once it has been read in this session */
+		mbox->list_guid_stale = FALSE;
+		if (INDEX_LIST_CONTEXT(box->list) != NULL)
+			(void)mailbox_list_index_refresh(box->list);
+	}
 	mbox->synced_at_open = TRUE;
 	mbox->synced_at = ioloop_timeval;
 	return 0;
@@ -295,9 +346,12 @@ static int mstore_mailbox_create(struct mailbox *box,
 		if (strstr(su, "\\Trash") != NULL) bits |= MS_EVENT_SU_TRASH;
 		q.u.mbox.special_use = bits;
 	}
-	ret = mstore_request_status(mbox->storage, &q, &rep);
+	/* a standby (known from HELLO) is not asked to write: it would
+	   refuse, and count the refusal as an error */
+	ret = mstore_storage_is_standby(mbox->storage) ? -EROFS :
+		mstore_request_status(mbox->storage, &q, &rep);
 	if (ret == -EROFS) {
-		/* a standby: it may still have the mailbox (the login's
+		/* a standby: it may still have the mailbox (the folder-list
 		   reconcile restores the store's folders here) */
 		struct ms_req sq = { .op = MS_OP_MBOX_STATUS };
 		sq.u.mbox.name = q.u.mbox.name;
@@ -660,7 +714,7 @@ mstore_transaction_commit(struct mailbox_transaction_context *t,
 	return 0;
 }
 
-/* ---- login: the local folder list completed from the store ---- */
+/* ---- the local folder list completed from the store, once a session ---- */
 
 struct mstore_store_mbox {
 	const char *name;
@@ -668,8 +722,8 @@ struct mstore_store_mbox {
 };
 
 /* Selectable local mailboxes that the store no longer has (deleted by
-   another host, or by a tool) leave the local list. */
-static void mstore_reconcile_stale(struct mail_namespace *ns,
+   another host, or by a tool) leave the local list.  TRUE if any did. */
+static bool mstore_reconcile_stale(struct mail_namespace *ns,
 				   const ARRAY_TYPE(const_string) *names)
 {
 	struct mailbox_list_iterate_context *iter;
@@ -691,7 +745,7 @@ static void mstore_reconcile_stale(struct mail_namespace *ns,
 		array_push_back(&stale, &name);
 	}
 	if (mailbox_list_iter_deinit(&iter) < 0)
-		return;
+		return FALSE;
 	array_foreach(&stale, vname) {
 		const char *sname =
 			mailbox_list_get_storage_name(ns->list, *vname);
@@ -701,6 +755,7 @@ static void mstore_reconcile_stale(struct mail_namespace *ns,
 			continue;
 		(void)mailbox_list_delete_dir(ns->list, sname);
 	}
+	return array_count(&stale) > 0;
 }
 
 static void mstore_reconcile(struct mail_namespace *ns)
@@ -739,7 +794,7 @@ static void mstore_reconcile(struct mail_namespace *ns)
 	t_array_init(&names, array_count(&boxes));
 	array_foreach(&boxes, b)
 		array_push_back(&names, &b->name);
-	mstore_reconcile_stale(ns, &names);
+	bool changed = mstore_reconcile_stale(ns, &names);
 	bool have_subs = mailbox_list_iter_subscriptions_refresh(ns->list) == 0;
 	array_foreach(&boxes, b) {
 		const char *vname = mstore_store_to_vname(ns, b->name);
@@ -748,6 +803,7 @@ static void mstore_reconcile(struct mail_namespace *ns)
 
 		if (mailbox_exists(box, FALSE, &existence) == 0 &&
 		    existence != MAILBOX_EXISTENCE_SELECT) {
+			changed = TRUE;
 			if (mailbox_create(box, NULL, FALSE) < 0) {
 				enum mail_error error;
 				const char *errstr =
@@ -761,31 +817,70 @@ static void mstore_reconcile(struct mail_namespace *ns)
 		}
 		if (b->subscribed && have_subs &&
 		    ns->list->subscriptions != NULL &&
-		    !mailbox_is_subscribed(box))
+		    !mailbox_is_subscribed(box)) {
+			changed = TRUE;
 			(void)mailbox_list_set_subscribed(ns->list, vname,
 							  TRUE);
+		}
 		mailbox_free(&box);
 	}
+	/* Dovecot's list index may have been read in this same ioloop run
+	   (the walk above), and would not look at the disk again in it:
+	   the listing that asked for this one must see what it changed */
+	if (changed && INDEX_LIST_CONTEXT(ns->list) != NULL)
+		mailbox_list_index_refresh_later(ns->list);
 }
 
-static void mstore_mail_namespaces_created(struct mail_namespace *namespaces)
-{
-	struct mail_namespace *ns;
+/* ---- the first listing of a session reconciles first ---- */
 
-	for (ns = namespaces; ns != NULL; ns = ns->next) {
-		if (ns->type != MAIL_NAMESPACE_TYPE_PRIVATE ||
-		    ns->storage == NULL ||
-		    strcmp(ns->storage->name, MSTORE_STORAGE_NAME) != 0 ||
-		    ns->alias_for != NULL)
-			continue;
+#define MSTORE_LIST_CONTEXT(obj) \
+	MODULE_CONTEXT(obj, mstore_list_module)
+
+struct mstore_list {
+	union mailbox_list_module_context module_ctx;
+};
+
+static MODULE_CONTEXT_DEFINE_INIT(mstore_list_module,
+				  &mailbox_list_module_register);
+
+static struct mailbox_list_iterate_context *
+mstore_list_iter_init(struct mailbox_list *list, const char *const *patterns,
+		      enum mailbox_list_iter_flags flags)
+{
+	struct mstore_list *mlist = MSTORE_LIST_CONTEXT(list);
+	struct mail_namespace *ns = list->ns;
+
+	/* mstore_reconcile() lists too: it has set reconciled by then */
+	if (mstore_ns_is_ours(ns) && !MSTORE_STORAGE(ns->storage)->reconciled) {
 		T_BEGIN {
 			mstore_reconcile(ns);
 		} T_END;
+		/* mailbox_list_iter_init() read the subscriptions before it
+		   came here: read them again, with what the store added */
+		if ((flags & (MAILBOX_LIST_ITER_SELECT_SUBSCRIBED |
+			      MAILBOX_LIST_ITER_RETURN_SUBSCRIBED)) != 0)
+			(void)mailbox_list_iter_subscriptions_refresh(list);
 	}
+	return mlist->module_ctx.super.iter_init(list, patterns, flags);
+}
+
+/* Plugin hooks run before Dovecot's own (the list index's), and the first
+   to wrap a vtable is the outermost: a listing comes here first, and the
+   list index's refresh, below, never does. */
+static void mstore_mailbox_list_created(struct mailbox_list *list)
+{
+	struct mailbox_list_vfuncs *v = list->vlast;
+	struct mstore_list *mlist;
+
+	mlist = p_new(list->pool, struct mstore_list, 1);
+	mlist->module_ctx.super = *v;
+	list->vlast = &mlist->module_ctx.super;
+	v->iter_init = mstore_list_iter_init;
+	MODULE_CONTEXT_SET(list, mstore_list_module, mlist);
 }
 
 struct mail_storage_hooks mstore_storage_hooks = {
-	.mail_namespaces_created = mstore_mail_namespaces_created,
+	.mailbox_list_created = mstore_mailbox_list_created,
 };
 
 struct mail_storage mstore_storage = {

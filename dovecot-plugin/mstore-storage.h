@@ -86,6 +86,9 @@ struct mstore_storage {
 	   that mails hold and have not taken yet */
 	uint64_t prefetch_bytes;
 	uint64_t user_id;
+	/* the request id of a HELLO sent ahead on client whose reply is
+	   still to be read (mstore_client_start), or 0 */
+	uint32_t hello_id;
 	bool reconciled;
 	/* the store is a standby mstored (the DR site before promote):
 	   every mailbox is read-only; known once asked (STATUS) or once a
@@ -111,6 +114,10 @@ struct mstore_mailbox {
 	bool deleted;
 	/* the store's mailbox GUID (MBOX_UPDATE), once read or set */
 	bool have_guid;
+	/* the sync replaced the cached GUID: the list index is to be read
+	   (mstore_mailbox_open), so that this session's close writes the
+	   new GUID into its record */
+	bool list_guid_stale;
 	guid_128_t guid;
 	uint64_t guid_mbox_id; /* the store's mailbox id it is of */
 	/* the open pulled from the store at synced_at (ioloop_timeval): a
@@ -192,6 +199,10 @@ buffer_t *mstore_prefetch_take(struct mstore_storage *storage,
 void mstore_prefetch_release(struct mstore_storage *storage,
 			     struct mstore_mail *mmail);
 void mstore_client_disconnect(struct mstore_storage *storage);
+/* Connect and send HELLO without waiting for the reply, which the first
+   request reads: the round trip overlaps whatever the process does until
+   then.  A failure is silent here; the first request reports it. */
+void mstore_client_start(struct mstore_storage *storage);
 /* Whether the store refuses writes (a standby): asked once per
    connection with STATUS ("repl.standby"); FALSE if it cannot say. */
 bool mstore_storage_is_standby(struct mstore_storage *storage);

@@ -718,6 +718,11 @@ static void mstore_sync_guid(struct mstore_sync_ctx *ctx)
 			return;
 		mstore_mailbox_guid_from(mbox, &rep);
 	}
+	/* a GUID that replaces another: Dovecot's mailbox list index has
+	   the old one too (doveadm mailbox status guid answers from it) */
+	if (!guid_128_is_empty(g.guid) &&
+	    memcmp(g.guid, mbox->guid, sizeof(g.guid)) != 0)
+		mbox->list_guid_stale = TRUE;
 	g.mbox_id = ctx->mbox_id;
 	memcpy(g.guid, mbox->guid, sizeof(g.guid));
 	mail_index_update_header_ext(ctx->trans, mbox->guid_ext_id, 0, &g,

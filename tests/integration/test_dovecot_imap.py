@@ -518,6 +518,9 @@ def test_select_one_request_index_current(stack):
         return m.stats()["ops.requests"] - before - 1  # our STATUS
 
     assert requests(True) - requests(False) == 1
+    # a login alone says HELLO and nothing more: the folder list is
+    # asked for by the first listing (or a mailbox not found here)
+    assert requests(False) == 1
     # rotate the index log at the next sync (doveadm's settings only)
     idx = os.path.join(stack.index_dir("alice"), "mailboxes", "INBOX",
                        "mstore-box", "dovecot.index")
@@ -544,6 +547,52 @@ def test_select_one_request_index_current(stack):
     assert b"\\Flagged" in data[0]
     c.logout()
     m.close()
+
+
+def test_folder_made_elsewhere_reaches_an_open_session(stack):
+    """A folder made at the store by another host after this session
+    listed its folders: SELECT of it finds it (and the session's next
+    LIST shows it); a folder that is nowhere is still not found."""
+    c = stack.imap()
+    names = b" ".join(ok(c.list()))
+    assert b"Elsewhere" not in names
+    stack.doveadm_fresh("mailbox create", "Elsewhere", user="alice")
+    stack.deliver("alice", "Elsewhere", MSG)
+    typ, data = c.select("Elsewhere")
+    assert typ == "OK" and data == [b"1"], (typ, data)
+    assert b"Elsewhere" in b" ".join(ok(c.list()))
+    typ, data = c.select("Nowhere")
+    assert typ == "NO" and b"doesn't exist" in data[0], (typ, data)
+    c.logout()
+
+
+def test_login_connection_outlives_a_store_restart(stack):
+    """The plugin connects and says HELLO when the session's storage is
+    made, and reads the reply with its first request.  The store
+    restarted in between (that connection is dead), or down at login and
+    up later, or down at the first command: the session goes on, or says
+    NO, and Dovecot's log has only the refused connect to show for it."""
+    stack.allow_errors = True   # the refused connect is logged
+    stack.deliver("alice", "INBOX", MSG)
+    c = stack.imap()                       # HELLO sent, reply not read
+    stack.kill_mstored()
+    stack.start_mstored()
+    typ, data = c.select("INBOX")
+    assert typ == "OK" and data == [b"1"], (typ, data)
+    c.logout()
+
+    stack.kill_mstored()
+    c = stack.imap()                       # nothing to connect to
+    typ, data = c.select("INBOX")
+    assert typ == "NO", (typ, data)
+    stack.start_mstored()
+    typ, data = c.select("INBOX")
+    assert typ == "OK" and data == [b"1"], (typ, data)
+    c.logout()
+    problems = stack.log_problems()
+    assert problems and all("mstore: connect to" in l and
+                            "Connection refused" in l
+                            for l in problems), problems
 
 
 def test_mailbox_guid_cache_follows_the_store(stack):

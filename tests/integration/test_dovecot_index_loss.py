@@ -61,6 +61,41 @@ def test_index_loss(stack):
     assert "uidvalidity=%d" % before["INBOX"][0] in out
 
 
+def test_index_loss_first_command(stack):
+    """The session after the loss starts with a command on a folder, not
+    with a listing: SELECT, STATUS or APPEND of a folder the store has
+    finds it (the plugin completes the local list from the store when a
+    mailbox is missing, not only at the first LIST), with its UIDVALIDITY,
+    messages and subscription."""
+    c = stack.imap()
+    ok(c.create("Archive/2023"))
+    ok(c.subscribe("Archive/2023"))
+    for i in range(2):
+        ok(c.append("Archive/2023", r"(\Flagged)", None, MSG))
+    before = state(c, "Archive/2023")
+    c.logout()
+
+    shutil.rmtree(stack.index_dir("alice"))
+    c = stack.imap()
+    assert state(c, "Archive/2023") == before
+    assert b"Archive/2023" in b" ".join(ok(c.lsub()))
+    c.logout()
+
+    shutil.rmtree(stack.index_dir("alice"))
+    c = stack.imap()
+    st = ok(c.status("Archive/2023", "(MESSAGES UIDNEXT UIDVALIDITY)"))
+    assert b"MESSAGES 2" in st[0] and b"UIDNEXT 3" in st[0]
+    assert b"UIDVALIDITY %d" % before[0] in st[0]
+    c.logout()
+
+    shutil.rmtree(stack.index_dir("alice"))
+    c = stack.imap()
+    typ, data = c.append("Archive/2023", None, None, MSG)
+    assert typ == "OK", data
+    assert b"[APPENDUID %d 3]" % before[0] in data[0], data
+    c.logout()
+
+
 def test_folder_replaced_elsewhere(stack):
     """The store's folder of a name is deleted and made again by another
     host (a new UIDVALIDITY): this host's index of it is reset, and
