@@ -233,6 +233,7 @@ int mstore_request_status(struct mstore_storage *storage,
 	int ret = -EIO;
 
 	for (int attempt = 0; attempt < 2; attempt++) {
+		storage->req_seq++;
 		/* ms_client_request() would skip read-ahead replies */
 		mstore_prefetch_drain(storage);
 		if (mstore_client_ready(storage) < 0)
@@ -457,6 +458,7 @@ static int mstore_prefetch_recv(struct mstore_storage *storage)
 	int ret;
 
 	i_assert(storage->client != NULL && storage->prefetch_count > 0);
+	storage->req_seq++;
 	ret = ms_client_recv(storage->client, &h, &body, &len, &error);
 	if (ret == 0)
 		ret = ms_reply_decode(h.op, body, len, &rep, &error);

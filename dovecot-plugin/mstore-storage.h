@@ -89,6 +89,9 @@ struct mstore_storage {
 	/* the request id of a HELLO sent ahead on client whose reply is
 	   still to be read (mstore_client_start), or 0 */
 	uint32_t hello_id;
+	/* counts requests and reads on client: a reply borrowed from it is
+	   still valid while this has not moved */
+	unsigned int req_seq;
 	bool reconciled;
 	/* the store is a standby mstored (the DR site before promote):
 	   every mailbox is read-only; known once asked (STATUS) or once a

@@ -72,6 +72,12 @@ struct mstore_sync_ctx {
 	/* the store refused the push (-EROFS: a standby): the queued
 	   changes were dropped and the index is pulled back whole */
 	bool refused;
+	/* CHANGES since pre_since, asked before the index was locked
+	   (mstore_sync_ask_first); borrowed from the connection while its
+	   req_seq is still pre_seq */
+	const struct ms_reply *pre;
+	uint64_t pre_since;
+	unsigned int pre_seq;
 };
 
 /* The keywords of a store reply, as a NULL-terminated list on the data
@@ -344,7 +350,15 @@ static int mstore_sync_read_changes(struct mstore_sync_ctx *ctx,
 
 	q.u.changes.mailbox = ms_pstr_c(ctx->name);
 	q.u.changes.since_modseq = ctx->ext_hdr.last_modseq;
-	status = mstore_request_status(ctx->mbox->storage, &q, &rep);
+	if (ctx->pre != NULL && ctx->pre_since == ctx->ext_hdr.last_modseq &&
+	    ctx->pre_seq == ctx->mbox->storage->req_seq) {
+		/* asked just before the lock, from the same point */
+		rep = *ctx->pre;
+		status = 0;
+	} else {
+		status = mstore_request_status(ctx->mbox->storage, &q, &rep);
+	}
+	ctx->pre = NULL;
 	if (status == MS_ESTATE) {
 		/* expunges after our modseq were purged (the undelete
 		   window ended, a MOVE, an undelete): not an error, the
@@ -811,11 +825,67 @@ static bool mstore_index_modseq_lags(struct mail_index *index)
 		m->log_offset < index->main_index_hdr_log_file_tail_offset);
 }
 
+/*
+ * Ask the store for CHANGES before locking the index.  Most syncs (every
+ * command's, every SELECT of a mailbox nobody touched) find nothing new;
+ * then the sync needs the lock only if Dovecot has work of its own
+ * (changes to push, \Recent to take, dirty flags, an index to rewrite),
+ * which mail_index_sync_begin() with MAIL_INDEX_SYNC_FLAG_REQUIRE_CHANGES
+ * finds out.  Whatever the answer, the locked sync uses it instead of
+ * asking again, if its index is still at the same modseq.  Returns TRUE
+ * if the store has nothing new for the index.
+ */
+static bool mstore_sync_ask_first(struct mstore_sync_ctx *ctx,
+				  struct ms_reply *rep)
+{
+	struct mstore_mailbox *mbox = ctx->mbox;
+	struct mail_index *index = ctx->box->index;
+	struct mail_index_view *view;
+	struct mstore_index_header ext;
+	struct mstore_index_guid g;
+	const void *data;
+	size_t size;
+
+	if (mbox->deleted || mstore_index_modseq_lags(index) ||
+	    mail_index_refresh(index) < 0)
+		return FALSE;
+	view = mail_index_view_open(index);
+	uint32_t uidv = mail_index_get_header(view)->uid_validity;
+	i_zero(&ext);
+	mail_index_get_header_ext(view, mbox->hdr_ext_id, &data, &size);
+	if (size >= sizeof(ext))
+		memcpy(&ext, data, sizeof(ext));
+	i_zero(&g);
+	mail_index_get_header_ext(view, mbox->guid_ext_id, &data, &size);
+	if (size == sizeof(g))
+		memcpy(&g, data, sizeof(g));
+	mail_index_view_close(&view);
+	/* a new or rebuilt index, or a GUID to cache: the locked sync
+	   asks for more than CHANGES */
+	if (uidv == 0 || ext.mbox_id == 0 || g.mbox_id != ext.mbox_id ||
+	    guid_128_is_empty(g.guid))
+		return FALSE;
+
+	struct ms_req q = { .op = MS_OP_CHANGES };
+	q.u.changes.mailbox = ms_pstr_c(ctx->name);
+	q.u.changes.since_modseq = ext.last_modseq;
+	if (mstore_request_status(mbox->storage, &q, rep) != 0)
+		return FALSE; /* the locked sync asks again, and reports */
+	ctx->pre = rep;
+	ctx->pre_since = ext.last_modseq;
+	ctx->pre_seq = mbox->storage->req_seq;
+	return rep->u.changes.uidvalidity == uidv &&
+	       rep->u.changes.highestmodseq == ext.last_modseq &&
+	       rep->u.changes.changes.n == 0 &&
+	       rep->u.changes.expunged.n == 0;
+}
+
 int mstore_sync(struct mstore_mailbox *mbox, bool full)
 {
 	struct mailbox *box = &mbox->box;
 	struct mstore_sync_ctx ctx;
 	enum mail_index_sync_flags flags;
+	struct ms_reply pre;
 	int ret;
 
 	i_zero(&ctx);
@@ -824,6 +894,15 @@ int mstore_sync(struct mstore_mailbox *mbox, bool full)
 	flags = index_storage_get_sync_flags(box) |
 		MAIL_INDEX_SYNC_FLAG_FLUSH_DIRTY |
 		MAIL_INDEX_SYNC_FLAG_AVOID_FLAG_UPDATES;
+	if (!full) {
+		bool nothing_new;
+		T_BEGIN {
+			ctx.name = mstore_box_store_name(box);
+			nothing_new = mstore_sync_ask_first(&ctx, &pre);
+		} T_END;
+		if (nothing_new)
+			flags |= MAIL_INDEX_SYNC_FLAG_REQUIRE_CHANGES;
+	}
 	ret = mail_index_sync_begin(box->index, &ctx.index_sync_ctx,
 				    &ctx.sync_view, &ctx.trans, flags);
 	if (ret <= 0) {

@@ -549,6 +549,46 @@ def test_select_one_request_index_current(stack):
     m.close()
 
 
+def test_sync_without_changes_takes_no_index_lock(stack):
+    """A sync that finds nothing new in the store (a NOOP, a SELECT of a
+    mailbox nobody touched) asks CHANGES before it locks Dovecot's index
+    and then does not lock it: with dovecot.index.log locked by another
+    process, those commands still answer at once.  A change in the
+    store waits for the lock, and arrives once it is free."""
+    import fcntl
+    import os
+    import threading
+    stack.deliver("alice", "INBOX", MSG)
+    c = stack.imap()
+    assert c.select("INBOX")[1] == [b"1"]
+    c2 = stack.imap()
+    log = os.path.join(stack.index_dir("alice"), "mailboxes", "INBOX",
+                       "mstore-box", "dovecot.index.log")
+    fd = os.open(log, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        for conn in (c, c2):
+            conn.sock.settimeout(5)
+        ok(c.noop())
+        assert c2.select("INBOX")[1] == [b"1"]
+        ok(c2.noop())
+        stack.deliver("alice", "INBOX", MSG)
+        result = []
+        t = threading.Thread(target=lambda: result.append(c.noop()))
+        t.start()
+        t.join(1.0)
+        assert t.is_alive(), "a NOOP with a change to apply did not wait"
+    finally:
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    t.join(5)
+    assert result and result[0][0] == "OK"
+    assert c.untagged_responses.get("EXISTS", [])[-1:] == [b"2"]
+    for conn in (c, c2):
+        conn.sock.settimeout(None)
+        conn.logout()
+
+
 def test_folder_made_elsewhere_reaches_an_open_session(stack):
     """A folder made at the store by another host after this session
     listed its folders: SELECT of it finds it (and the session's next
