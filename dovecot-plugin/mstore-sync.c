@@ -832,11 +832,13 @@ static bool mstore_index_modseq_lags(struct mail_index *index)
  * (changes to push, \Recent to take, dirty flags, an index to rewrite),
  * which mail_index_sync_begin() with MAIL_INDEX_SYNC_FLAG_REQUIRE_CHANGES
  * finds out.  Whatever the answer, the locked sync uses it instead of
- * asking again, if its index is still at the same modseq.  Returns TRUE
- * if the store has nothing new for the index.
+ * asking again, if its index is still at the same modseq.  1: the store
+ * has nothing new for the index; 0: the locked sync is to see (a change,
+ * a store error such as MS_ESTATE, or nothing asked); -1: the store
+ * could not be reached (logged: the locked sync would only log it again).
  */
-static bool mstore_sync_ask_first(struct mstore_sync_ctx *ctx,
-				  struct ms_reply *rep)
+static int mstore_sync_ask_first(struct mstore_sync_ctx *ctx,
+				 struct ms_reply *rep)
 {
 	struct mstore_mailbox *mbox = ctx->mbox;
 	struct mail_index *index = ctx->box->index;
@@ -848,7 +850,7 @@ static bool mstore_sync_ask_first(struct mstore_sync_ctx *ctx,
 
 	if (mbox->deleted || mstore_index_modseq_lags(index) ||
 	    mail_index_refresh(index) < 0)
-		return FALSE;
+		return 0;
 	view = mail_index_view_open(index);
 	uint32_t uidv = mail_index_get_header(view)->uid_validity;
 	i_zero(&ext);
@@ -864,20 +866,23 @@ static bool mstore_sync_ask_first(struct mstore_sync_ctx *ctx,
 	   asks for more than CHANGES */
 	if (uidv == 0 || ext.mbox_id == 0 || g.mbox_id != ext.mbox_id ||
 	    guid_128_is_empty(g.guid))
-		return FALSE;
+		return 0;
 
 	struct ms_req q = { .op = MS_OP_CHANGES };
 	q.u.changes.mailbox = ms_pstr_c(ctx->name);
 	q.u.changes.since_modseq = ext.last_modseq;
-	if (mstore_request_status(mbox->storage, &q, rep) != 0)
-		return FALSE; /* the locked sync asks again, and reports */
+	int status = mstore_request_status(mbox->storage, &q, rep);
+	if (status == -1)
+		return -1;
+	if (status != 0)
+		return 0; /* the locked sync asks again, and deals with it */
 	ctx->pre = rep;
 	ctx->pre_since = ext.last_modseq;
 	ctx->pre_seq = mbox->storage->req_seq;
 	return rep->u.changes.uidvalidity == uidv &&
 	       rep->u.changes.highestmodseq == ext.last_modseq &&
 	       rep->u.changes.changes.n == 0 &&
-	       rep->u.changes.expunged.n == 0;
+	       rep->u.changes.expunged.n == 0 ? 1 : 0;
 }
 
 int mstore_sync(struct mstore_mailbox *mbox, bool full)
@@ -895,12 +900,14 @@ int mstore_sync(struct mstore_mailbox *mbox, bool full)
 		MAIL_INDEX_SYNC_FLAG_FLUSH_DIRTY |
 		MAIL_INDEX_SYNC_FLAG_AVOID_FLAG_UPDATES;
 	if (!full) {
-		bool nothing_new;
+		int asked;
 		T_BEGIN {
 			ctx.name = mstore_box_store_name(box);
-			nothing_new = mstore_sync_ask_first(&ctx, &pre);
+			asked = mstore_sync_ask_first(&ctx, &pre);
 		} T_END;
-		if (nothing_new)
+		if (asked < 0)
+			return -1;
+		if (asked > 0)
 			flags |= MAIL_INDEX_SYNC_FLAG_REQUIRE_CHANGES;
 	}
 	ret = mail_index_sync_begin(box->index, &ctx.index_sync_ctx,
