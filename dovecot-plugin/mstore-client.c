@@ -6,8 +6,8 @@
  * is opened as the mail user), said HELLO as the logged-in user.  The
  * HELLO is sent then and its reply read by the first request, so that
  * the round trip overlaps the rest of the login (Dovecot answers LOGIN
- * before it creates the namespaces) and the client's first command.  A transport failure
- * closes it; the next request reconnects once.  Replies borrow from the
+ * before it creates the namespaces) and the client's first command.  A
+ * transport failure closes it; the next request reconnects once.  Replies borrow from the
  * connection's buffer until the next request.  Store statuses map to
  * Dovecot's mail errors here; transport and codec failures are critical
  * errors (logged, "internal error" to the client).

@@ -714,7 +714,8 @@ mstore_transaction_commit(struct mailbox_transaction_context *t,
 	return 0;
 }
 
-/* ---- the local folder list completed from the store, once a session ---- */
+/* ---- the local folder list completed from the store (first listing,
+   a mailbox opened that is not here) ---- */
 
 struct mstore_store_mbox {
 	const char *name;
