@@ -389,19 +389,29 @@ static int mstore_mailbox_create(struct mailbox *box,
    loss). */
 /* The GUID cached in the index ("mstore-guid", written by the sync), if
    it is the current mailbox's. */
+bool mstore_index_ext_get(struct mail_index_view *view, uint32_t ext_id,
+			  void *dst, size_t size)
+{
+	const void *data;
+	size_t have;
+
+	mail_index_get_header_ext(view, ext_id, &data, &have);
+	if (have < size) {
+		memset(dst, 0, size);
+		return FALSE;
+	}
+	memcpy(dst, data, size);
+	return TRUE;
+}
+
 static bool mstore_mailbox_guid_cached(struct mstore_mailbox *mbox)
 {
 	struct mstore_index_guid g;
-	const void *data;
-	size_t size;
 
-	if (mbox->box.view == NULL || mbox->mbox_id == 0)
+	if (mbox->box.view == NULL || mbox->mbox_id == 0 ||
+	    !mstore_index_ext_get(mbox->box.view, mbox->guid_ext_id, &g,
+				  sizeof(g)))
 		return FALSE;
-	mail_index_get_header_ext(mbox->box.view, mbox->guid_ext_id, &data,
-				  &size);
-	if (size != sizeof(g))
-		return FALSE;
-	memcpy(&g, data, sizeof(g));
 	if (g.mbox_id != mbox->mbox_id || guid_128_is_empty(g.guid))
 		return FALSE;
 	memcpy(mbox->guid, g.guid, sizeof(mbox->guid));
@@ -436,17 +446,13 @@ int mstore_mailbox_update_store(struct mstore_mailbox *mbox,
 	struct ms_reply rep;
 	const struct mail_index_header *hdr;
 	struct mstore_index_header ext;
-	const void *data;
-	size_t size;
 	int ret;
 
 	/* the index mirrors the store: ask only for what differs, so that
 	   a repeated migration writes nothing */
 	hdr = mail_index_get_header(box->view);
-	i_zero(&ext);
-	mail_index_get_header_ext(box->view, mbox->hdr_ext_id, &data, &size);
-	if (size >= sizeof(ext))
-		memcpy(&ext, data, sizeof(ext));
+	(void)mstore_index_ext_get(box->view, mbox->hdr_ext_id, &ext,
+				   sizeof(ext));
 	q.u.mbox_update.name = ms_pstr_c(mstore_box_store_name(box));
 	if (update->uid_validity != 0 &&
 	    update->uid_validity != hdr->uid_validity)
@@ -594,17 +600,12 @@ static int mstore_mailbox_get_metadata(struct mailbox *box,
 	} else if ((items & MAILBOX_METADATA_GUID) != 0) {
 		/* stable across renames and index loss: from the store's
 		   ids of the user and the mailbox */
-		const void *data;
-		size_t size;
 		uint64_t id = mbox->mbox_id;
 		if (id == 0) {
-			mail_index_get_header_ext(box->view, mbox->hdr_ext_id,
-						  &data, &size);
-			if (size >= sizeof(struct mstore_index_header)) {
-				struct mstore_index_header h;
-				memcpy(&h, data, sizeof(h));
-				id = h.mbox_id;
-			}
+			struct mstore_index_header h;
+			(void)mstore_index_ext_get(box->view, mbox->hdr_ext_id,
+						   &h, sizeof(h));
+			id = h.mbox_id;
 		}
 		mail_generate_guid_128_hash(
 			t_strdup_printf("mstore-mailbox-%s-%llu",

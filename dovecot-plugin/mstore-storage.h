@@ -202,6 +202,10 @@ buffer_t *mstore_prefetch_take(struct mstore_storage *storage,
 void mstore_prefetch_release(struct mstore_storage *storage,
 			     struct mstore_mail *mmail);
 void mstore_client_disconnect(struct mstore_storage *storage);
+/* The header extension ext_id of view copied into dst (size bytes); TRUE
+   if the index has that much of it, else dst is all zeros. */
+bool mstore_index_ext_get(struct mail_index_view *view, uint32_t ext_id,
+			  void *dst, size_t size);
 /* Connect and send HELLO without waiting for the reply, which the first
    request reads: the round trip overlaps whatever the process does until
    then.  A failure is silent here; the first request reports it. */

@@ -705,16 +705,11 @@ static void mstore_sync_guid(struct mstore_sync_ctx *ctx)
 {
 	struct mstore_mailbox *mbox = ctx->mbox;
 	struct mstore_index_guid g;
-	const void *data;
-	size_t size;
 
 	if (ctx->mbox_id == 0)
 		return;
-	mail_index_get_header_ext(ctx->sync_view, mbox->guid_ext_id, &data,
-				  &size);
-	i_zero(&g);
-	if (size == sizeof(g))
-		memcpy(&g, data, sizeof(g));
+	bool have = mstore_index_ext_get(ctx->sync_view, mbox->guid_ext_id,
+					 &g, sizeof(g));
 	if (mbox->have_guid && mbox->guid_mbox_id == ctx->mbox_id) {
 		if (!ctx->reset && g.mbox_id == ctx->mbox_id &&
 		    memcmp(g.guid, mbox->guid, sizeof(g.guid)) == 0)
@@ -741,7 +736,7 @@ static void mstore_sync_guid(struct mstore_sync_ctx *ctx)
 	memcpy(g.guid, mbox->guid, sizeof(g.guid));
 	mail_index_update_header_ext(ctx->trans, mbox->guid_ext_id, 0, &g,
 				     sizeof(g));
-	if (size == 0 && ctx->box->index->need_recreate == NULL) {
+	if (!have && ctx->box->index->need_recreate == NULL) {
 		ctx->box->index->need_recreate =
 			i_strdup("mstore: new extension mstore-guid");
 	}
@@ -786,13 +781,9 @@ static int mstore_sync_pull(struct mstore_sync_ctx *ctx, bool full)
 
 static int mstore_sync_locked(struct mstore_sync_ctx *ctx, bool full)
 {
-	const void *data;
-	size_t size;
 
-	mail_index_get_header_ext(ctx->sync_view, ctx->mbox->hdr_ext_id,
-				  &data, &size);
-	if (size >= sizeof(ctx->ext_hdr))
-		memcpy(&ctx->ext_hdr, data, sizeof(ctx->ext_hdr));
+	(void)mstore_index_ext_get(ctx->sync_view, ctx->mbox->hdr_ext_id,
+				   &ctx->ext_hdr, sizeof(ctx->ext_hdr));
 	if (ctx->mbox->deleted) {
 		mstore_sync_local_only(ctx);
 		return 0;
@@ -845,22 +836,14 @@ static int mstore_sync_ask_first(struct mstore_sync_ctx *ctx,
 	struct mail_index_view *view;
 	struct mstore_index_header ext;
 	struct mstore_index_guid g;
-	const void *data;
-	size_t size;
 
 	if (mbox->deleted || mstore_index_modseq_lags(index) ||
 	    mail_index_refresh(index) < 0)
 		return 0;
 	view = mail_index_view_open(index);
 	uint32_t uidv = mail_index_get_header(view)->uid_validity;
-	i_zero(&ext);
-	mail_index_get_header_ext(view, mbox->hdr_ext_id, &data, &size);
-	if (size >= sizeof(ext))
-		memcpy(&ext, data, sizeof(ext));
-	i_zero(&g);
-	mail_index_get_header_ext(view, mbox->guid_ext_id, &data, &size);
-	if (size == sizeof(g))
-		memcpy(&g, data, sizeof(g));
+	(void)mstore_index_ext_get(view, mbox->hdr_ext_id, &ext, sizeof(ext));
+	(void)mstore_index_ext_get(view, mbox->guid_ext_id, &g, sizeof(g));
 	mail_index_view_close(&view);
 	/* a new or rebuilt index, or a GUID to cache: the locked sync
 	   asks for more than CHANGES */
@@ -1034,18 +1017,13 @@ static uint64_t mstore_idle_known_modseq(struct mstore_mailbox *mbox)
 {
 	struct mstore_index_header h;
 	struct mail_index_view *view;
-	const void *data;
-	size_t size;
 
 	/* the newest the index knows, not only this session's view: a
 	   store change that another process already synced needs no
 	   wake-up for it, one that none synced does */
 	(void)mail_index_refresh(mbox->box.index);
 	view = mail_index_view_open(mbox->box.index);
-	mail_index_get_header_ext(view, mbox->hdr_ext_id, &data, &size);
-	i_zero(&h);
-	if (size >= sizeof(h))
-		memcpy(&h, data, sizeof(h));
+	(void)mstore_index_ext_get(view, mbox->hdr_ext_id, &h, sizeof(h));
 	mail_index_view_close(&view);
 	return h.last_modseq;
 }
