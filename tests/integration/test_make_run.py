@@ -189,7 +189,12 @@ def imap_body(port, uid_of_subject, readonly=True):
         uid = data[0].split()[-1]
         typ, data = im.uid("FETCH", uid, "(BODY.PEEK[])")
         assert typ == "OK"
-        return data[0][1]
+        # the literal; a flag change replicated meanwhile (POP3's \Seen
+        # at the primary) may come first as an untagged FETCH of its own
+        bodies = [d[1] for d in data
+                  if isinstance(d, tuple) and b"BODY[]" in d[0]]
+        assert len(bodies) == 1, data
+        return bodies[0]
     finally:
         im.logout()
 
