@@ -82,17 +82,23 @@ static int wait_fd(struct ms_client *c, short ev)
 	return n == 0 ? -ETIMEDOUT : 0;
 }
 
+/* Sends and receives try first and wait (poll, with the timeout) only
+   when the socket is not ready: a request's send and a reply that has
+   arrived cost one system call each, not two. */
 int ms_client_send(struct ms_client *c, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
 	while (len > 0) {
-		int ret = wait_fd(c, POLLOUT);
-		if (ret < 0)
-			return ret;
-		ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+		ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0) {
-			if (errno == EINTR || errno == EAGAIN)
+			if (errno == EINTR)
 				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				int ret = wait_fd(c, POLLOUT);
+				if (ret < 0)
+					return ret;
+				continue;
+			}
 			return -errno;
 		}
 		p += n;
@@ -132,14 +138,19 @@ int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 			*error_r = "reply over the frame limit";
 			return ret;
 		}
-		if ((ret = wait_fd(c, POLLIN)) < 0) {
-			*error_r = ret == -ETIMEDOUT ? "server timed out"
-						     : strerror(-ret);
-			return ret;
+		ssize_t n = recv(c->fd, c->in.data + c->in.len, 65536,
+				 MSG_DONTWAIT);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if ((ret = wait_fd(c, POLLIN)) < 0) {
+				*error_r = ret == -ETIMEDOUT
+						   ? "server timed out"
+						   : strerror(-ret);
+				return ret;
+			}
+			continue;
 		}
-		ssize_t n = recv(c->fd, c->in.data + c->in.len, 65536, 0);
 		if (n < 0) {
-			if (errno == EINTR || errno == EAGAIN)
+			if (errno == EINTR)
 				continue;
 			*error_r = ms_errf("recv: %s", strerror(errno));
 			return -errno;

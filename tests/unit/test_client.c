@@ -1,0 +1,389 @@
+/*
+ * test_client.c - the blocking client's transport (store/client.c)
+ * against a scripted peer in a child process: a reply that comes late or
+ * in pieces, two frames in one read, a peer that never answers or never
+ * reads (the timeout), a send larger than the socket buffer, a peer that
+ * closes, a frame that breaks the rules.  The client tries each send and
+ * receive first and waits (poll, bounded by its timeout) only when the
+ * socket is not ready; these cases walk both ways.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "buf.h"
+#include "client.h"
+
+#define BIG_SEND (8u << 20)
+
+static char dir[64];
+static char path[96];
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000,
+			       .tv_nsec = (long)(ms % 1000) * 1000000 };
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* A frame: header (len, op, flags 0, id) and body. */
+static size_t frame(uint8_t *out, uint16_t op, uint32_t id,
+		    const void *body, uint32_t blen)
+{
+	uint32_t len = 8 + blen;
+	memcpy(out, &len, 4);
+	memcpy(out + 4, &op, 2);
+	memset(out + 6, 0, 2);
+	memcpy(out + 8, &id, 4);
+	memcpy(out + 12, body, blen);
+	return 12 + blen;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Read exactly len bytes (0), or fewer before EOF (-1). */
+static int read_all(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+	while (len > 0) {
+		ssize_t n = read(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+enum script {
+	LATE_IN_PIECES,  /* reads the request; answers 100 ms later, in
+			    two writes 50 ms apart */
+	TWO_AT_ONCE,	 /* two reply frames in one write, then silence */
+	SILENT,		 /* reads nothing, answers nothing, stays open */
+	SLOW_READER,	 /* reads BIG_SEND bytes after 100 ms, checks them */
+	CLOSE_NOW,	 /* closes at once */
+	BAD_FLAGS	 /* a frame with flags != 0 */
+};
+
+static const uint8_t req_body[4] = { 'p', 'i', 'n', 'g' };
+static const uint8_t rep_body[9] = { 0, 0, 0, 0, 'p', 'o', 'n', 'g', '!' };
+
+/* The child's side: one connection, the script; exit 0 if all it checked
+   held. */
+static int peer(int lfd, enum script s)
+{
+	int fd = accept(lfd, NULL, NULL);
+	uint8_t f[64], g[64];
+	size_t n;
+
+	if (fd < 0)
+		return 2;
+	switch (s) {
+	case LATE_IN_PIECES:
+		if (read_all(fd, f, 16) < 0 || memcmp(f + 12, req_body, 4) != 0)
+			return 3;
+		sleep_ms(100);
+		n = frame(g, 0x8000 | 2, 7, rep_body, sizeof(rep_body));
+		if (write_all(fd, g, 5) < 0)
+			return 4;
+		sleep_ms(50);
+		if (write_all(fd, g + 5, n - 5) < 0)
+			return 4;
+		break;
+	case TWO_AT_ONCE:
+		n = frame(g, 0x8000 | 2, 1, rep_body, sizeof(rep_body));
+		n += frame(g + n, 0x8000 | 2, 2, rep_body, 4);
+		if (write_all(fd, g, n) < 0)
+			return 4;
+		break;
+	case SILENT:
+	case CLOSE_NOW:
+		break;
+	case SLOW_READER: {
+		sleep_ms(100);
+		uint8_t *buf = malloc(BIG_SEND);
+		if (buf == NULL || read_all(fd, buf, BIG_SEND) < 0)
+			return 5;
+		for (size_t i = 0; i < BIG_SEND; i++)
+			if (buf[i] != (uint8_t)(i * 7 + 3))
+				return 6;
+		free(buf);
+		break;
+	}
+	case BAD_FLAGS:
+		n = frame(g, 0x8000 | 2, 1, rep_body, sizeof(rep_body));
+		g[6] = 1;
+		if (write_all(fd, g, n) < 0)
+			return 4;
+		break;
+	}
+	if (s == SILENT) {
+		/* read nothing, ever: wait for the client to close */
+		struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+		while (poll(&p, 1, 10000) < 0 && errno == EINTR)
+			;
+	} else if (s != CLOSE_NOW) {
+		/* hold the connection until the client closes it */
+		while (read(fd, f, sizeof(f)) > 0)
+			;
+	}
+	close(fd);
+	return 0;
+}
+
+/* Listen, fork the peer, connect: the client with timeout_ms. */
+static struct ms_client *start(enum script s, unsigned timeout_ms,
+			       pid_t *pid_r)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct ms_client *c = NULL;
+	const char *error = "";
+
+	assert_true(lfd >= 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	unlink(path);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(peer(lfd, s));
+	close(lfd);
+	assert_int_equal(ms_client_connect(path, timeout_ms, &c, &error), 0);
+	*pid_r = pid;
+	return c;
+}
+
+/* Close the client, then the peer's verdict. */
+static int finish(struct ms_client **c, pid_t pid)
+{
+	int st = 0;
+	ms_client_close(c);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 100 + WTERMSIG(st);
+}
+
+static void send_ping(struct ms_client *c)
+{
+	uint8_t f[32];
+	size_t n = frame(f, 2, 7, req_body, sizeof(req_body));
+	assert_int_equal(ms_client_send(c, f, n), 0);
+}
+
+static void test_reply_late_in_pieces(void **state)
+{
+	(void)state;
+	pid_t pid;
+	struct ms_client *c = start(LATE_IN_PIECES, 5000, &pid);
+	struct ms_proto_hdr h;
+	const uint8_t *body;
+	size_t len;
+	const char *error = "";
+
+	send_ping(c);
+	uint64_t t0 = now_ms();
+	assert_int_equal(ms_client_recv(c, &h, &body, &len, &error), 0);
+	assert_true(now_ms() - t0 >= 140);
+	assert_int_equal(h.op, 0x8000 | 2);
+	assert_int_equal(h.id, 7);
+	assert_int_equal(len, sizeof(rep_body));
+	assert_memory_equal(body, rep_body, len);
+	assert_int_equal(finish(&c, pid), 0);
+}
+
+static void test_two_frames_one_read(void **state)
+{
+	(void)state;
+	pid_t pid;
+	struct ms_client *c = start(TWO_AT_ONCE, 3000, &pid);
+	struct ms_proto_hdr h;
+	const uint8_t *body;
+	size_t len;
+	const char *error = "";
+
+	assert_int_equal(ms_client_recv(c, &h, &body, &len, &error), 0);
+	assert_int_equal(h.id, 1);
+	assert_int_equal(len, sizeof(rep_body));
+	/* the second is already here: no wait for the (silent) peer */
+	uint64_t t0 = now_ms();
+	assert_int_equal(ms_client_recv(c, &h, &body, &len, &error), 0);
+	assert_true(now_ms() - t0 < 1000);
+	assert_int_equal(h.id, 2);
+	assert_int_equal(len, 4);
+	assert_memory_equal(body, rep_body, 4);
+	/* and then nothing: the timeout, not a hang */
+	t0 = now_ms();
+	assert_int_equal(ms_client_recv(c, &h, &body, &len, &error),
+			 -ETIMEDOUT);
+	assert_true(now_ms() - t0 >= 2900);
+	assert_string_equal(error, "server timed out");
+	assert_int_equal(finish(&c, pid), 0);
+}
+
+static void test_recv_timeout(void **state)
+{
+	(void)state;
+	pid_t pid;
+	struct ms_client *c = start(SILENT, 150, &pid);
+	struct ms_proto_hdr h;
+	const uint8_t *body;
+	size_t len;
+	const char *error = "";
+
+	send_ping(c);
+	uint64_t t0 = now_ms();
+	assert_int_equal(ms_client_recv(c, &h, &body, &len, &error),
+			 -ETIMEDOUT);
+	uint64_t took = now_ms() - t0;
+	assert_true(took >= 140 && took < 2000);
+	assert_string_equal(error, "server timed out");
+	assert_int_equal(finish(&c, pid), 0);
+}
+
+static uint8_t *big_buf(void)
+{
+	uint8_t *buf = malloc(BIG_SEND);
+	assert_non_null(buf);
+	for (size_t i = 0; i < BIG_SEND; i++)
+		buf[i] = (uint8_t)(i * 7 + 3);
+	return buf;
+}
+
+static void test_send_waits_for_a_slow_reader(void **state)
+{
+	(void)state;
+	pid_t pid;
+	struct ms_client *c = start(SLOW_READER, 5000, &pid);
+	uint8_t *buf = big_buf();
+
+	/* more than the socket holds: the send waits for the peer */
+	uint64_t t0 = now_ms();
+	assert_int_equal(ms_client_send(c, buf, BIG_SEND), 0);
+	assert_true(now_ms() - t0 >= 90);
+	free(buf);
+	assert_int_equal(finish(&c, pid), 0);
+}
+
+static void test_send_timeout(void **state)
+{
+	(void)state;
+	pid_t pid;
+	struct ms_client *c = start(SILENT, 150, &pid);
+	uint8_t *buf = big_buf();
+
+	uint64_t t0 = now_ms();
+	assert_int_equal(ms_client_send(c, buf, BIG_SEND), -ETIMEDOUT);
+	uint64_t took = now_ms() - t0;
+	assert_true(took >= 140 && took < 2000);
+	free(buf);
+	assert_int_equal(finish(&c, pid), 0);
+}
+
+static void test_peer_closes(void **state)
+{
+	(void)state;
+	pid_t pid;
+	struct ms_client *c = start(CLOSE_NOW, 3000, &pid);
+	struct ms_proto_hdr h;
+	const uint8_t *body;
+	size_t len;
+	const char *error = "";
+
+	assert_int_equal(ms_client_recv(c, &h, &body, &len, &error),
+			 MS_ETRUNC);
+	assert_string_equal(error, "the server closed the connection");
+	/* a send to a closed peer fails, without SIGPIPE */
+	uint8_t f[32];
+	size_t n = frame(f, 2, 7, req_body, sizeof(req_body));
+	int ret = 0;
+	for (int i = 0; i < 3 && ret == 0; i++)
+		ret = ms_client_send(c, f, n);
+	assert_int_equal(ret, -EPIPE);
+	assert_int_equal(finish(&c, pid), 0);
+}
+
+static void test_bad_frame(void **state)
+{
+	(void)state;
+	pid_t pid;
+	struct ms_client *c = start(BAD_FLAGS, 3000, &pid);
+	struct ms_proto_hdr h;
+	const uint8_t *body;
+	size_t len;
+	const char *error = "";
+
+	assert_int_equal(ms_client_recv(c, &h, &body, &len, &error),
+			 MS_ECORRUPT);
+	assert_non_null(strstr(error, "bad frame from the server"));
+	assert_int_equal(finish(&c, pid), 0);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	snprintf(dir, sizeof(dir), "/tmp/mstest-client-XXXXXX");
+	if (mkdtemp(dir) == NULL)
+		return -1;
+	snprintf(path, sizeof(path), "%s/s.sock", dir);
+	signal(SIGPIPE, SIG_IGN);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	unlink(path);
+	rmdir(dir);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_reply_late_in_pieces),
+		cmocka_unit_test(test_two_frames_one_read),
+		cmocka_unit_test(test_recv_timeout),
+		cmocka_unit_test(test_send_waits_for_a_slow_reader),
+		cmocka_unit_test(test_send_timeout),
+		cmocka_unit_test(test_peer_closes),
+		cmocka_unit_test(test_bad_frame),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
