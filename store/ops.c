@@ -873,8 +873,9 @@ static int op_status(struct ms_ops *ops, struct ms_conn *c, uint32_t id)
 	/* records per flush: log.batch.le_N (N = the bucket's upper
 	   bound, counts per bucket) and log.batch.more, above them all */
 	static char bnames[MS_LOG_BATCH_BUCKETS + 1][24];
+	static char onames[MS_OPS_MAX_OP][40];
 	struct ms_counter all[MS_ARRAY_SIZE(cs) + MS_LOG_BATCH_BUCKETS + 1 +
-			      REPL_COUNTERS];
+			      MS_OPS_MAX_OP + REPL_COUNTERS];
 	memcpy(all, cs, sizeof(cs));
 	size_t n = MS_ARRAY_SIZE(cs);
 	for (size_t i = 0; i <= MS_LOG_BATCH_BUCKETS; i++) {
@@ -887,6 +888,15 @@ static int op_status(struct ms_ops *ops, struct ms_conn *c, uint32_t id)
 				 (unsigned long long)ms_log_batch_bounds[i]);
 		all[n++] = (struct ms_counter){ ms_pstr_c(bnames[i]),
 						ls.batch_hist[i] };
+	}
+	/* requests by op: ops.op.NAME (every op the server knows) */
+	for (uint16_t op = 0; op < MS_OPS_MAX_OP; op++) {
+		if (!ms_op_known(op))
+			continue;
+		snprintf(onames[op], sizeof(onames[op]), "ops.op.%s",
+			 ms_op_name(op));
+		all[n++] = (struct ms_counter){ ms_pstr_c(onames[op]),
+						ops->n_op_requests[op] };
 	}
 	n += repl_counters(ops, all + n);
 	struct ms_reply rep = { .op = MS_OP_STATUS };

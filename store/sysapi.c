@@ -422,6 +422,9 @@ static bool taken(const char *k, size_t len)
 	/* log.batch.*: the histogram mstore_log_flush_records */
 	if (len > 10 && memcmp(k, "log.batch.", 10) == 0)
 		return true;
+	/* ops.op.*: mstore_requests_total{op} */
+	if (len > 7 && memcmp(k, "ops.op.", 7) == 0)
+		return true;
 	for (size_t i = 0; status_taken[i] != NULL; i++)
 		if (strlen(status_taken[i]) == len &&
 		    memcmp(status_taken[i], k, len) == 0)
