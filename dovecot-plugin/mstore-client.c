@@ -161,12 +161,111 @@ static int mstore_client_hello_finish(struct mstore_storage *storage)
 /* The connection, up and said HELLO. */
 static int mstore_client_ready(struct mstore_storage *storage)
 {
+	if (storage->hello_refused) {
+		storage->hello_refused = FALSE;
+		return -1;
+	}
 	if (storage->client != NULL && mstore_client_hello_finish(storage) < 0)
 		return -1;
 	if (storage->client == NULL &&
 	    mstore_client_connect(storage, &storage->client) < 0)
 		return -1;
 	return 0;
+}
+
+void mstore_status_ahead(struct mstore_storage *storage,
+			 struct mstore_mailbox *mbox, const char *name)
+{
+	struct ms_req q = { .op = MS_OP_MBOX_STATUS };
+	struct ms_buf b;
+	const char *error;
+	uint32_t id;
+	int ret;
+
+	mbox->ahead_have = FALSE;
+	/* only on a connection that is up with nothing in flight but the
+	   HELLO sent at login (the store answers a connection's requests
+	   in order: both replies are read by one recv, later) */
+	if (storage->client == NULL || storage->ahead_id != 0 ||
+	    storage->prefetch_count > 0)
+		return;
+	q.u.mbox.name = ms_pstr_c(name);
+	id = ms_client_id(storage->client);
+	ms_buf_init(&b, MS_PROTO_MAX_FRAME_DEFAULT);
+	ret = ms_req_encode(&b, id, &q, &error);
+	if (ret == 0)
+		ret = ms_client_send(storage->client, b.data, b.len);
+	ms_buf_free(&b);
+	if (ret < 0) {
+		/* the sync's own request reconnects and reports */
+		mstore_client_disconnect(storage);
+		return;
+	}
+	storage->ahead_id = id;
+	storage->ahead_mbox = mbox;
+}
+
+/* Read the reply to the MBOX_STATUS sent ahead, if one is due, into the
+   mailbox that asked (if it is still open).  A broken connection or an
+   answer to something else closes the connection: the next request
+   connects afresh and says what is wrong. */
+static void mstore_status_ahead_finish(struct mstore_storage *storage)
+{
+	struct mstore_mailbox *mbox = storage->ahead_mbox;
+	struct ms_proto_hdr h = { 0 };
+	struct ms_reply rep;
+	const uint8_t *body = NULL;
+	const char *error = "";
+	size_t len = 0;
+	int ret;
+
+	if (storage->ahead_id == 0)
+		return;
+	if (mstore_client_hello_finish(storage) < 0) {
+		/* refused and logged: the request that wanted this reply
+		   fails with it, as it would have read it itself */
+		storage->hello_refused = TRUE;
+		return;
+	}
+	if (storage->ahead_id == 0)
+		return; /* the HELLO's reply was bad: connection closed */
+	storage->req_seq++;
+	ret = ms_client_recv(storage->client, &h, &body, &len, &error);
+	if (ret == 0 && h.id != storage->ahead_id)
+		ret = MS_ECORRUPT;
+	if (ret == 0)
+		ret = ms_reply_decode(h.op, body, len, &rep, &error);
+	storage->ahead_id = 0;
+	storage->ahead_mbox = NULL;
+	if (ret < 0 || rep.op != MS_OP_MBOX_STATUS) {
+		mstore_client_disconnect(storage);
+		return;
+	}
+	if (mbox == NULL || rep.status != 0)
+		return; /* closed meanwhile; or not there: the sync finds out */
+	mbox->ahead_have = TRUE;
+	mbox->ahead_mbox_id = rep.u.mbox.mbox_id;
+	mbox->ahead_uidvalidity = rep.u.mbox.uidvalidity;
+	mbox->ahead_highestmodseq = rep.u.mbox.highestmodseq;
+}
+
+bool mstore_status_ahead_take(struct mstore_mailbox *mbox)
+{
+	struct mstore_storage *storage = mbox->storage;
+	bool have;
+
+	if (storage->ahead_mbox == mbox)
+		mstore_status_ahead_finish(storage);
+	have = mbox->ahead_have;
+	mbox->ahead_have = FALSE;
+	return have;
+}
+
+void mstore_status_ahead_forget(struct mstore_mailbox *mbox)
+{
+	if (mbox->storage->ahead_mbox == mbox)
+		mbox->storage->ahead_mbox = NULL;
+	mbox->ahead_have = FALSE;
 }
 
 static void mstore_prefetch_forget(struct mstore_storage *storage)
@@ -188,6 +287,8 @@ void mstore_client_disconnect(struct mstore_storage *storage)
 	mstore_prefetch_forget(storage);
 	ms_client_close(&storage->client);
 	storage->hello_id = 0;
+	storage->ahead_id = 0;
+	storage->ahead_mbox = NULL;
 	/* a promote may come between two connections */
 	storage->standby_known = FALSE;
 }
@@ -233,8 +334,10 @@ int mstore_request_status(struct mstore_storage *storage,
 	int ret = -EIO;
 
 	for (int attempt = 0; attempt < 2; attempt++) {
+		/* ms_client_request() would skip the replies to requests
+		   sent ahead */
+		mstore_status_ahead_finish(storage);
 		storage->req_seq++;
-		/* ms_client_request() would skip read-ahead replies */
 		mstore_prefetch_drain(storage);
 		if (mstore_client_ready(storage) < 0)
 			return -1;
@@ -402,6 +505,7 @@ bool mstore_prefetch_body(struct mstore_storage *storage,
 	/* only on a connection that is up: a failure to connect is for
 	   the mail's own read to report */
 	if (storage->client == NULL || storage->hello_id != 0 ||
+	    storage->ahead_id != 0 ||
 	    storage->prefetch_count >= MSTORE_PREFETCH_MAX_MAILS ||
 	    size > MSTORE_PREFETCH_MAX_BYTES ||
 	    storage->prefetch_bytes > MSTORE_PREFETCH_MAX_BYTES - size)

@@ -284,8 +284,20 @@ static int mstore_mailbox_open(struct mailbox *box)
 		return -1;
 	if (mstore_mailbox_alloc_index(mbox) < 0)
 		return -1;
-	if (index_storage_mailbox_open(box, FALSE) < 0)
+	if (!box->creating && (box->flags & MAILBOX_FLAG_SAVEONLY) == 0) {
+		/* the sync below compares the index with this, which
+		   comes back while the index opens (mstore_sync_ask_first) */
+		T_BEGIN {
+			mstore_status_ahead(mbox->storage, mbox,
+					    mstore_box_store_name(box));
+		} T_END;
+	}
+	bool opened = box->index->open_count == 0;
+	if (index_storage_mailbox_open(box, FALSE) < 0) {
+		mstore_status_ahead_forget(mbox);
 		return -1;
+	}
+	mbox->index_fresh = opened;
 	/* MODSEQs always, so that they follow the store's from the start
 	   (mstore-sync.c), not only once a client enables CONDSTORE */
 	mail_index_modseq_enable(box->index);
@@ -294,7 +306,11 @@ static int mstore_mailbox_open(struct mailbox *box)
 	if ((box->flags & MAILBOX_FLAG_SAVEONLY) != 0 &&
 	    mail_index_get_header(box->view)->uid_validity != 0)
 		return 0; /* delivery: nothing to read */
-	if (mstore_sync(mbox, FALSE) < 0)
+	int ret = mstore_sync(mbox, FALSE);
+	/* the reply sent ahead is about this open only (its sync took it,
+	   unless it had no use for it) */
+	mstore_status_ahead_forget(mbox);
+	if (ret < 0)
 		return -1;
 	mstore_sync_view_refresh(box);
 	if (mbox->list_guid_stale) {
@@ -314,6 +330,8 @@ static void mstore_mailbox_close(struct mailbox *box)
 	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
 
 	mstore_idle_stop(mbox);
+	mstore_status_ahead_forget(mbox);
+	mbox->index_fresh = FALSE;
 	/* its mails are gone: replies to their read-ahead are dropped
 	   now rather than left on the connection */
 	mstore_prefetch_drain(mbox->storage);

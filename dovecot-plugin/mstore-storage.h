@@ -89,6 +89,15 @@ struct mstore_storage {
 	/* the request id of a HELLO sent ahead on client whose reply is
 	   still to be read (mstore_client_start), or 0 */
 	uint32_t hello_id;
+	/* an MBOX_STATUS sent by a mailbox's open before it opens the
+	   index (mstore_status_ahead), whose reply is still to be read, or
+	   0; and the mailbox it is for (NULL once that one closed) */
+	uint32_t ahead_id;
+	struct mstore_mailbox *ahead_mbox;
+	/* the HELLO sent at login was refused, found while reading the
+	   reply to a request sent ahead: the next request fails with it
+	   (logged once) */
+	bool hello_refused;
 	/* counts requests and reads on client: a reply borrowed from it is
 	   still valid while this has not moved */
 	unsigned int req_seq;
@@ -128,6 +137,15 @@ struct mstore_mailbox {
 	   after its open) need not ask the store again */
 	bool synced_at_open;
 	struct timeval synced_at;
+	/* the reply to the open's MBOX_STATUS sent ahead, read
+	   (mstore_status_ahead_take): the store's mailbox as it was while
+	   the index opened */
+	bool ahead_have;
+	uint32_t ahead_uidvalidity;
+	uint64_t ahead_mbox_id, ahead_highestmodseq;
+	/* the open read the index from its files: the first sync need not
+	   refresh it */
+	bool index_fresh;
 	struct mstore_idle *idle;
 };
 
@@ -202,6 +220,20 @@ buffer_t *mstore_prefetch_take(struct mstore_storage *storage,
 void mstore_prefetch_release(struct mstore_storage *storage,
 			     struct mstore_mail *mmail);
 void mstore_client_disconnect(struct mstore_storage *storage);
+/* Send MBOX_STATUS of the mailbox being opened (its store name) now,
+   on a connection that is up and has nothing else in flight, so that
+   the round trip overlaps the index's open; the reply is read by
+   mstore_status_ahead_take() or by the next request. */
+void mstore_status_ahead(struct mstore_storage *storage,
+			 struct mstore_mailbox *mbox, const char *name);
+/* Read the reply to the mailbox's MBOX_STATUS sent ahead, if it is
+   still due.  TRUE if the store answered with the mailbox's info
+   (mbox->ahead_*); FALSE for none sent, an error or a lost connection
+   (the caller asks the usual way).  Taken once. */
+bool mstore_status_ahead_take(struct mstore_mailbox *mbox);
+/* The mailbox closes: a reply still due is read and dropped by the
+   next request. */
+void mstore_status_ahead_forget(struct mstore_mailbox *mbox);
 /* The header extension ext_id of view copied into dst (size bytes); TRUE
    if the index has that much of it, else dst is all zeros. */
 bool mstore_index_ext_get(struct mail_index_view *view, uint32_t ext_id,

@@ -78,6 +78,11 @@ struct mstore_sync_ctx {
 	const struct ms_reply *pre;
 	uint64_t pre_since;
 	unsigned int pre_seq;
+	/* the open's MBOX_STATUS named another store mailbox than the one
+	   the index is of (renamed away, another made under the name):
+	   CHANGES, which goes by name, cannot tell; the pull reads it
+	   whole and resets the index */
+	bool other_mailbox;
 };
 
 /* The keywords of a store reply, as a NULL-terminated list on the data
@@ -760,7 +765,10 @@ static int mstore_sync_pull(struct mstore_sync_ctx *ctx, bool full)
 	}
 	if (full && mstore_sync_read_full(ctx) < 0)
 		return -1;
-	if (hdr->uid_validity != 0 && hdr->uid_validity != ctx->uid_validity) {
+	if (hdr->uid_validity != 0 &&
+	    (hdr->uid_validity != ctx->uid_validity ||
+	     (ctx->ext_hdr.mbox_id != 0 &&
+	      ctx->mbox_id != ctx->ext_hdr.mbox_id))) {
 		/* the store's mailbox of this name is another one now */
 		ctx->reset = TRUE;
 		mail_index_reset(ctx->trans);
@@ -790,7 +798,8 @@ static int mstore_sync_locked(struct mstore_sync_ctx *ctx, bool full)
 	}
 	if (mstore_sync_push(ctx) < 0)
 		return -1;
-	return mstore_sync_pull(ctx, full || ctx->refused);
+	return mstore_sync_pull(ctx, full || ctx->refused ||
+				     ctx->other_mailbox);
 }
 
 /*
@@ -827,6 +836,12 @@ static bool mstore_index_modseq_lags(struct mail_index *index)
  * has nothing new for the index; 0: the locked sync is to see (a change,
  * a store error such as MS_ESTATE, or nothing asked); -1: the store
  * could not be reached (logged: the locked sync would only log it again).
+ *
+ * A mailbox's open asks MBOX_STATUS before it opens the index
+ * (mstore_status_ahead), and its first sync asks nothing more when the
+ * store's mailbox is the one the index has (same mailbox id and
+ * UIDVALIDITY) at the modseq it has seen: the round trip overlapped the
+ * index's open.  Otherwise the locked sync asks CHANGES.
  */
 static int mstore_sync_ask_first(struct mstore_sync_ctx *ctx,
 				 struct ms_reply *rep)
@@ -836,9 +851,12 @@ static int mstore_sync_ask_first(struct mstore_sync_ctx *ctx,
 	struct mail_index_view *view;
 	struct mstore_index_header ext;
 	struct mstore_index_guid g;
+	bool ahead = mstore_status_ahead_take(mbox);
+	bool fresh = mbox->index_fresh;
 
+	mbox->index_fresh = FALSE;
 	if (mbox->deleted || mstore_index_modseq_lags(index) ||
-	    mail_index_refresh(index) < 0)
+	    (!fresh && mail_index_refresh(index) < 0))
 		return 0;
 	view = mail_index_view_open(index);
 	uint32_t uidv = mail_index_get_header(view)->uid_validity;
@@ -850,6 +868,14 @@ static int mstore_sync_ask_first(struct mstore_sync_ctx *ctx,
 	if (uidv == 0 || ext.mbox_id == 0 || g.mbox_id != ext.mbox_id ||
 	    guid_128_is_empty(g.guid))
 		return 0;
+	if (ahead) {
+		if (mbox->ahead_mbox_id != ext.mbox_id) {
+			ctx->other_mailbox = TRUE;
+			return 0;
+		}
+		return mbox->ahead_uidvalidity == uidv &&
+		       mbox->ahead_highestmodseq == ext.last_modseq ? 1 : 0;
+	}
 
 	struct ms_req q = { .op = MS_OP_CHANGES };
 	q.u.changes.mailbox = ms_pstr_c(ctx->name);

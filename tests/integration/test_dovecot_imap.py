@@ -494,8 +494,10 @@ def _index_positions(path):
 
 def test_select_one_request_index_current(stack):
     """A SELECT of a mailbox an earlier session opened asks the store
-    one thing (CHANGES): whether the store is a standby comes with
-    HELLO, the mailbox GUID the list index wants is cached in the index.
+    one thing, MBOX_STATUS, sent before the index opens (CHANGES only
+    when the store has something new): whether the store is a standby
+    comes with HELLO, the mailbox GUID the list index wants is cached in
+    the index.
     And after dovecot.index.log rotates, the next sync writes
     dovecot.index with a modseq header that has caught up with its log
     position: a lagging one makes every open walk every message's
@@ -509,15 +511,21 @@ def test_select_one_request_index_current(stack):
     c.logout()
     m = msproto.Client(stack.p("mstored.sock"), user="alice")
 
-    def requests(select):
-        before = m.stats()["ops.requests"]
+    def requests(select, by_op=None):
+        s0 = m.stats()
         c = stack.imap()
         if select:
             assert c.select("INBOX")[1] == [b"3"]
         c.logout()
-        return m.stats()["ops.requests"] - before - 1  # our STATUS
+        s1 = m.stats()
+        if by_op is not None:
+            by_op.update({k[len("ops.op."):]: s1[k] - s0[k] for k in s1
+                          if k.startswith("ops.op.") and s1[k] != s0[k]})
+        return s1["ops.requests"] - s0["ops.requests"] - 1  # our STATUS
 
-    assert requests(True) - requests(False) == 1
+    ops = {}
+    assert requests(True, ops) - requests(False) == 1
+    assert ops == {"hello": 1, "mbox-status": 1, "status": 1}, ops
     # a login alone says HELLO and nothing more: the folder list is
     # asked for by the first listing (or a mailbox not found here)
     assert requests(False) == 1
@@ -546,6 +554,15 @@ def test_select_one_request_index_current(stack):
     typ, data = c.fetch("1", "(FLAGS)")
     assert b"\\Flagged" in data[0]
     c.logout()
+    # something new in the store: CHANGES too
+    stack.deliver("alice", "INBOX", MSG)
+    s0 = m.stats()
+    c = stack.imap()
+    assert c.select("INBOX")[1] == [b"4"]
+    c.logout()
+    s1 = m.stats()
+    assert s1["ops.op.changes"] - s0["ops.op.changes"] == 1
+    assert s1["ops.op.mbox-status"] - s0["ops.op.mbox-status"] == 1
     m.close()
 
 

@@ -117,6 +117,44 @@ def test_folder_replaced_elsewhere(stack):
     c.logout()
 
 
+def test_folder_replaced_same_uidvalidity_and_modseq(stack):
+    """The store's folder of a name is renamed away and another one made
+    under the name with the same UIDVALIDITY and HIGHESTMODSEQ (what a
+    migration that sets UIDVALIDITY can do): the only thing that tells
+    the two apart is the store's mailbox id, which the open compares
+    with the one this host's index is of.  The next SELECT shows the new
+    folder (empty), not the old one's cached messages."""
+    import struct
+    import msproto
+    c = stack.imap()
+    ok(c.create("Same"))
+    for i in range(3):
+        ok(c.append("Same", None, None, MSG))
+    old_uidv, old = state(c, "Same")
+    assert sorted(old) == [1, 2, 3]
+    c.logout()
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    before = m.mbox_status("Same")
+    assert before["uidvalidity"] == old_uidv
+
+    def name(s):
+        b = s.encode()
+        return struct.pack("<H", len(b)) + b
+    m.call(22, name("Same") + name("Gone"))          # MBOX_RENAME
+    m.call(21, name("Same") + struct.pack("<I", 0))  # MBOX_CREATE
+    after = m.mbox_update("Same", uidvalidity=before["uidvalidity"],
+                          highestmodseq=before["highestmodseq"])
+    m.close()
+    assert after["id"] != before["id"]
+    assert (after["uidvalidity"], after["highestmodseq"]) == \
+        (before["uidvalidity"], before["highestmodseq"])
+    c = stack.imap()
+    typ, data = c.select("Same")
+    assert typ == "OK" and data == [b"0"], data
+    assert ok(c.status("Gone", "(MESSAGES)"))[0].endswith(b"(MESSAGES 3)")
+    c.logout()
+
+
 def modseqs(c, box):
     ok(c.select(box))
     st = ok(c.status(box, "(HIGHESTMODSEQ)"))
