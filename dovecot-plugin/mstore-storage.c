@@ -236,20 +236,39 @@ static bool mstore_ns_is_ours(const struct mail_namespace *ns)
 	return ilist == NULL || !ilist->syncing;
 }
 
-/* The local list lacks a mailbox being opened: complete it from the
-   store first (a lost index directory, a folder made by another host),
-   as often as that happens. */
-static bool mstore_reconcile_for(struct mailbox *box)
+/* The local list lacks a mailbox being opened: if the store has it (a
+   lost index directory, a folder made by another host), complete the
+   list from the store first, as often as that happens.  One MBOX_STATUS
+   finds out, so that opening names the store does not have either (a
+   client probing, a typo) costs no listing.  1: completed; 0: nothing to
+   do (not our namespace, or the store lacks it too); -1: the store could
+   not say (error set). */
+static int mstore_reconcile_for(struct mailbox *box)
 {
 	struct mail_namespace *ns = box->list->ns;
+	struct mstore_storage *storage;
+	struct ms_req q = { .op = MS_OP_MBOX_STATUS };
+	struct ms_reply rep;
+	int status;
 
 	if (!mstore_ns_is_ours(ns))
-		return FALSE;
-	MSTORE_STORAGE(ns->storage)->reconciled = FALSE;
+		return 0;
+	storage = MSTORE_STORAGE(ns->storage);
+	T_BEGIN {
+		q.u.mbox.name = ms_pstr_c(mstore_box_store_name(box));
+		status = mstore_request_status(storage, &q, &rep);
+	} T_END;
+	if (status == MS_ENOTFOUND)
+		return 0;
+	if (status < -1)
+		mstore_set_store_error(storage, status, "MBOX_STATUS");
+	if (status < 0)
+		return -1;
+	storage->reconciled = FALSE;
 	T_BEGIN {
 		mstore_reconcile(ns);
 	} T_END;
-	return TRUE;
+	return 1;
 }
 
 static int mstore_mailbox_check_existence(struct mailbox *box)
@@ -261,9 +280,15 @@ static int mstore_mailbox_check_existence(struct mailbox *box)
 		return 0;
 	/* opening what is not here: the store may have it (made by
 	   another host since this session last listed) */
-	if (errno == ENOENT && mstore_reconcile_for(box) &&
-	    stat(box_path, &st) == 0)
-		return 0;
+	if (errno == ENOENT) {
+		int ret = mstore_reconcile_for(box);
+		if (ret < 0)
+			return -1;
+		if (ret == 0)
+			errno = ENOENT;
+		else if (stat(box_path, &st) == 0)
+			return 0;
+	}
 	if (errno == ENOENT || errno == ENAMETOOLONG) {
 		mail_storage_set_error(box->storage, MAIL_ERROR_NOTFOUND,
 			T_MAIL_ERR_MAILBOX_NOT_FOUND(box->vname));

@@ -609,7 +609,12 @@ def test_sync_without_changes_takes_no_index_lock(stack):
 def test_folder_made_elsewhere_reaches_an_open_session(stack):
     """A folder made at the store by another host after this session
     listed its folders: SELECT of it finds it (and the session's next
-    LIST shows it); a folder that is nowhere is still not found."""
+    LIST shows it); a folder that is nowhere is still not found, and
+    finding that out costs one MBOX_STATUS, not a listing of every
+    folder (a client probing names does not make the store list the
+    user's folders each time)."""
+    import msproto
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
     c = stack.imap()
     names = b" ".join(ok(c.list()))
     assert b"Elsewhere" not in names
@@ -618,9 +623,20 @@ def test_folder_made_elsewhere_reaches_an_open_session(stack):
     typ, data = c.select("Elsewhere")
     assert typ == "OK" and data == [b"1"], (typ, data)
     assert b"Elsewhere" in b" ".join(ok(c.list()))
-    typ, data = c.select("Nowhere")
-    assert typ == "NO" and b"doesn't exist" in data[0], (typ, data)
+    s0 = m.stats()
+    for name in ("Nowhere", "Elsewhere/Nowhere", "Nowhere/Deeper"):
+        typ, data = c.select(name)
+        assert typ == "NO" and b"doesn't exist" in data[0], (typ, data)
+    s1 = m.stats()
+    assert s1["ops.op.mbox-list"] == s0["ops.op.mbox-list"]
+    assert s1["ops.op.mbox-status"] - s0["ops.op.mbox-status"] == 3
+    # made elsewhere once more: still found
+    stack.doveadm_fresh("mailbox create", "Elsewhere/Later", user="alice")
+    typ, data = c.select("Elsewhere/Later")
+    assert typ == "OK" and data == [b"0"], (typ, data)
+    assert m.stats()["ops.op.mbox-list"] == s1["ops.op.mbox-list"] + 1
     c.logout()
+    m.close()
 
 
 def test_login_connection_outlives_a_store_restart(stack):
