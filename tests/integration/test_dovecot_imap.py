@@ -669,6 +669,33 @@ def test_login_connection_outlives_a_store_restart(stack):
         "Connection refused" in problems[0], problems
 
 
+def test_user_gone_from_the_store(stack):
+    """A user Dovecot knows and the store no longer has (deleted there):
+    the HELLO sent at login is refused; a SELECT says NO, whether its
+    folder is here (the refusal is read with the MBOX_STATUS sent ahead
+    of the index's open) or not (read by the request that looks for the
+    folder), and Dovecot's log has one line for each refusal, not two;
+    alice's sessions go on."""
+    stack.allow_errors = True   # the refusals are logged
+    stack.deliver("bob", "INBOX", MSG)
+    c = stack.imap("bob")
+    assert c.select("INBOX")[1] == [b"1"]
+    c.logout()
+    stack.mstore("user", "del", "bob")
+    for box in ("INBOX", "Never"):
+        c = stack.imap("bob")
+        typ, data = c.select(box)
+        assert typ == "NO", (box, typ, data)
+        c.logout()
+    problems = stack.log_problems()
+    assert len(problems) == 2, problems
+    for p in problems:
+        assert "HELLO as bob" in p and "no such user" in p, problems
+    c = stack.imap()
+    assert c.select("INBOX")[0] == "OK"
+    c.logout()
+
+
 def test_mailbox_guid_cache_follows_the_store(stack):
     """The mailbox GUID the plugin caches in Dovecot's index
     ("mstore-guid") is the store's: one set by doveadm mailbox update
