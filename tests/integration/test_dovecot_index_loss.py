@@ -96,17 +96,24 @@ def test_index_loss_first_command(stack):
     c.logout()
 
 
+def three_in(stack, box):
+    """A new folder with 3 messages, seen (and so indexed) by a session:
+    its UIDVALIDITY."""
+    c = stack.imap()
+    ok(c.create(box))
+    for i in range(3):
+        ok(c.append(box, None, None, MSG))
+    uidv, msgs = state(c, box)
+    assert sorted(msgs) == [1, 2, 3]
+    c.logout()
+    return uidv
+
+
 def test_folder_replaced_elsewhere(stack):
     """The store's folder of a name is deleted and made again by another
     host (a new UIDVALIDITY): this host's index of it is reset, and
     IMAP shows the new folder's messages under the new UIDVALIDITY."""
-    c = stack.imap()
-    ok(c.create("Swap"))
-    for i in range(3):
-        ok(c.append("Swap", None, None, MSG))
-    old_uidv, old = state(c, "Swap")
-    assert sorted(old) == [1, 2, 3]
-    c.logout()
+    old_uidv = three_in(stack, "Swap")
     stack.doveadm_fresh("mailbox delete", "Swap", user="alice")
     stack.doveadm_fresh("mailbox create", "Swap", user="alice")
     stack.deliver("alice", "Swap", MSG)
@@ -126,13 +133,7 @@ def test_folder_replaced_same_uidvalidity_and_modseq(stack):
     folder (empty), not the old one's cached messages."""
     import struct
     import msproto
-    c = stack.imap()
-    ok(c.create("Same"))
-    for i in range(3):
-        ok(c.append("Same", None, None, MSG))
-    old_uidv, old = state(c, "Same")
-    assert sorted(old) == [1, 2, 3]
-    c.logout()
+    old_uidv = three_in(stack, "Same")
     m = msproto.Client(stack.p("mstored.sock"), user="alice")
     before = m.mbox_status("Same")
     assert before["uidvalidity"] == old_uidv

@@ -207,24 +207,52 @@ static void send_ping(struct ms_client *c)
 	assert_int_equal(ms_client_send(c, f, n), 0);
 }
 
+/* The next frame: its id and body length as expected, after between
+   min_ms and max_ms; its body. */
+static const uint8_t *recv_ok(struct ms_client *c, uint32_t id, size_t blen,
+			      uint64_t min_ms, uint64_t max_ms)
+{
+	struct ms_proto_hdr h;
+	const uint8_t *body = NULL;
+	size_t len = 0;
+	const char *error = "";
+	uint64_t t0 = now_ms();
+
+	assert_int_equal(ms_client_recv(c, &h, &body, &len, &error), 0);
+	uint64_t took = now_ms() - t0;
+	assert_true(took >= min_ms && took < max_ms);
+	assert_int_equal(h.op, 0x8000 | 2);
+	assert_int_equal(h.id, id);
+	assert_int_equal(len, blen);
+	return body;
+}
+
+/* The next recv fails with want and an error that says err, after
+   between min_ms and max_ms. */
+static void recv_fails(struct ms_client *c, int want, const char *err,
+		       uint64_t min_ms, uint64_t max_ms)
+{
+	struct ms_proto_hdr h;
+	const uint8_t *body;
+	size_t len;
+	const char *error = "";
+	uint64_t t0 = now_ms();
+
+	assert_int_equal(ms_client_recv(c, &h, &body, &len, &error), want);
+	uint64_t took = now_ms() - t0;
+	assert_true(took >= min_ms && took < max_ms);
+	assert_non_null(strstr(error, err));
+}
+
 static void test_reply_late_in_pieces(void **state)
 {
 	(void)state;
 	pid_t pid;
 	struct ms_client *c = start(LATE_IN_PIECES, 5000, &pid);
-	struct ms_proto_hdr h;
-	const uint8_t *body;
-	size_t len;
-	const char *error = "";
 
 	send_ping(c);
-	uint64_t t0 = now_ms();
-	assert_int_equal(ms_client_recv(c, &h, &body, &len, &error), 0);
-	assert_true(now_ms() - t0 >= 140);
-	assert_int_equal(h.op, 0x8000 | 2);
-	assert_int_equal(h.id, 7);
-	assert_int_equal(len, sizeof(rep_body));
-	assert_memory_equal(body, rep_body, len);
+	const uint8_t *body = recv_ok(c, 7, sizeof(rep_body), 140, 5000);
+	assert_memory_equal(body, rep_body, sizeof(rep_body));
 	assert_int_equal(finish(&c, pid), 0);
 }
 
@@ -233,27 +261,13 @@ static void test_two_frames_one_read(void **state)
 	(void)state;
 	pid_t pid;
 	struct ms_client *c = start(TWO_AT_ONCE, 3000, &pid);
-	struct ms_proto_hdr h;
-	const uint8_t *body;
-	size_t len;
-	const char *error = "";
 
-	assert_int_equal(ms_client_recv(c, &h, &body, &len, &error), 0);
-	assert_int_equal(h.id, 1);
-	assert_int_equal(len, sizeof(rep_body));
+	(void)recv_ok(c, 1, sizeof(rep_body), 0, 3000);
 	/* the second is already here: no wait for the (silent) peer */
-	uint64_t t0 = now_ms();
-	assert_int_equal(ms_client_recv(c, &h, &body, &len, &error), 0);
-	assert_true(now_ms() - t0 < 1000);
-	assert_int_equal(h.id, 2);
-	assert_int_equal(len, 4);
+	const uint8_t *body = recv_ok(c, 2, 4, 0, 1000);
 	assert_memory_equal(body, rep_body, 4);
 	/* and then nothing: the timeout, not a hang */
-	t0 = now_ms();
-	assert_int_equal(ms_client_recv(c, &h, &body, &len, &error),
-			 -ETIMEDOUT);
-	assert_true(now_ms() - t0 >= 2900);
-	assert_string_equal(error, "server timed out");
+	recv_fails(c, -ETIMEDOUT, "server timed out", 2900, 10000);
 	assert_int_equal(finish(&c, pid), 0);
 }
 
@@ -262,58 +276,43 @@ static void test_recv_timeout(void **state)
 	(void)state;
 	pid_t pid;
 	struct ms_client *c = start(SILENT, 150, &pid);
-	struct ms_proto_hdr h;
-	const uint8_t *body;
-	size_t len;
-	const char *error = "";
 
 	send_ping(c);
-	uint64_t t0 = now_ms();
-	assert_int_equal(ms_client_recv(c, &h, &body, &len, &error),
-			 -ETIMEDOUT);
-	uint64_t took = now_ms() - t0;
-	assert_true(took >= 140 && took < 2000);
-	assert_string_equal(error, "server timed out");
+	recv_fails(c, -ETIMEDOUT, "server timed out", 140, 2000);
 	assert_int_equal(finish(&c, pid), 0);
 }
 
-static uint8_t *big_buf(void)
+/* BIG_SEND bytes (more than a socket holds) sent with the peer's
+   script; the send's status, after between min_ms and max_ms. */
+static void big_send(enum script s, unsigned timeout_ms, int want,
+		     uint64_t min_ms, uint64_t max_ms)
 {
+	pid_t pid;
+	struct ms_client *c = start(s, timeout_ms, &pid);
 	uint8_t *buf = malloc(BIG_SEND);
+
 	assert_non_null(buf);
 	for (size_t i = 0; i < BIG_SEND; i++)
 		buf[i] = (uint8_t)(i * 7 + 3);
-	return buf;
+	uint64_t t0 = now_ms();
+	assert_int_equal(ms_client_send(c, buf, BIG_SEND), want);
+	uint64_t took = now_ms() - t0;
+	assert_true(took >= min_ms && took < max_ms);
+	free(buf);
+	assert_int_equal(finish(&c, pid), 0);
 }
 
 static void test_send_waits_for_a_slow_reader(void **state)
 {
 	(void)state;
-	pid_t pid;
-	struct ms_client *c = start(SLOW_READER, 5000, &pid);
-	uint8_t *buf = big_buf();
-
-	/* more than the socket holds: the send waits for the peer */
-	uint64_t t0 = now_ms();
-	assert_int_equal(ms_client_send(c, buf, BIG_SEND), 0);
-	assert_true(now_ms() - t0 >= 90);
-	free(buf);
-	assert_int_equal(finish(&c, pid), 0);
+	/* the peer checks every byte */
+	big_send(SLOW_READER, 5000, 0, 90, 5000);
 }
 
 static void test_send_timeout(void **state)
 {
 	(void)state;
-	pid_t pid;
-	struct ms_client *c = start(SILENT, 150, &pid);
-	uint8_t *buf = big_buf();
-
-	uint64_t t0 = now_ms();
-	assert_int_equal(ms_client_send(c, buf, BIG_SEND), -ETIMEDOUT);
-	uint64_t took = now_ms() - t0;
-	assert_true(took >= 140 && took < 2000);
-	free(buf);
-	assert_int_equal(finish(&c, pid), 0);
+	big_send(SILENT, 150, -ETIMEDOUT, 140, 2000);
 }
 
 static void test_peer_closes(void **state)
@@ -321,14 +320,9 @@ static void test_peer_closes(void **state)
 	(void)state;
 	pid_t pid;
 	struct ms_client *c = start(CLOSE_NOW, 3000, &pid);
-	struct ms_proto_hdr h;
-	const uint8_t *body;
-	size_t len;
-	const char *error = "";
 
-	assert_int_equal(ms_client_recv(c, &h, &body, &len, &error),
-			 MS_ETRUNC);
-	assert_string_equal(error, "the server closed the connection");
+	recv_fails(c, MS_ETRUNC, "the server closed the connection", 0,
+		   3000);
 	/* a send to a closed peer fails, without SIGPIPE */
 	uint8_t f[32];
 	size_t n = frame(f, 2, 7, req_body, sizeof(req_body));
@@ -344,14 +338,8 @@ static void test_bad_frame(void **state)
 	(void)state;
 	pid_t pid;
 	struct ms_client *c = start(BAD_FLAGS, 3000, &pid);
-	struct ms_proto_hdr h;
-	const uint8_t *body;
-	size_t len;
-	const char *error = "";
 
-	assert_int_equal(ms_client_recv(c, &h, &body, &len, &error),
-			 MS_ECORRUPT);
-	assert_non_null(strstr(error, "bad frame from the server"));
+	recv_fails(c, MS_ECORRUPT, "bad frame from the server", 0, 3000);
 	assert_int_equal(finish(&c, pid), 0);
 }
 
