@@ -60,11 +60,13 @@ static size_t frame(uint8_t *out, uint16_t op, uint32_t id,
 	return 12 + blen;
 }
 
-static int write_all(int fd, const void *buf, size_t len)
+/* Write (out) or read exactly len bytes: 0, or -1 (an error, or the end
+   of the stream first). */
+static int xfer_all(int fd, void *buf, size_t len, int out)
 {
-	const uint8_t *p = buf;
+	uint8_t *p = buf;
 	while (len > 0) {
-		ssize_t n = write(fd, p, len);
+		ssize_t n = out ? write(fd, p, len) : read(fd, p, len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -75,21 +77,8 @@ static int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-/* Read exactly len bytes (0), or fewer before EOF (-1). */
-static int read_all(int fd, void *buf, size_t len)
-{
-	uint8_t *p = buf;
-	while (len > 0) {
-		ssize_t n = read(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
+#define write_all(fd, buf, len) xfer_all(fd, buf, len, 1)
+#define read_all(fd, buf, len) xfer_all(fd, buf, len, 0)
 
 enum script {
 	LATE_IN_PIECES,  /* reads the request; answers 100 ms later, in
