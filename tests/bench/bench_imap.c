@@ -1434,16 +1434,25 @@ static const char *const row_unit[NROWS] = {"MB/s", "msgs/s", "ms",
 /* 1: higher is better (a rate); 0: lower is better (a time) */
 static const int row_rate[NROWS] = {1, 1, 0, 0, 0, 1};
 
+/* A row's figure: two decimals below 10 (a SELECT's 0.41 ms against
+   0.36 is not "0.4 against 0.4"), one above. */
+static const char *fmt_value(double v, char *buf, size_t size)
+{
+	snprintf(buf, size, v < 10 ? "%.2f" : "%.1f", v);
+	return buf;
+}
+
 static void print_row(enum kind k, enum row rw, const struct result *r,
 		      const char *why)
 {
-	char label[64];
+	char label[64], val[32];
 	printf("%-8s %-28s ", kind_name[k],
 	       row_label(rw, label, sizeof(label)));
 	if (!r->ok) {
 		printf("FAILED: %s\n", why);
 	} else {
-		printf("%10.1f %-6s %5.2f %5.0f%% %6d", r->value, row_unit[rw],
+		printf("%10s %-6s %5.2f %5.0f%% %6d",
+		       fmt_value(r->value, val, sizeof(val)), row_unit[rw],
 		       r->srv, r->cli, r->rounds);
 		if (rw == R_ENV)
 			printf("  %.1f ms per FETCH", r->extra);
@@ -1711,7 +1720,7 @@ static void print_table(void)
 		for (int k = 0; k < NKINDS; k++) {
 			const struct result *r = &res[rw][k];
 			if (r->ran && r->ok)
-				snprintf(cell, sizeof(cell), "%.1f", r->value);
+				fmt_value(r->value, cell, sizeof(cell));
 			else
 				snprintf(cell, sizeof(cell), "%s",
 					 !K.run[k] ? "-"
