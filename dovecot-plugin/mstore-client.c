@@ -7,10 +7,12 @@
  * HELLO is sent then and its reply read by the first request, so that
  * the round trip overlaps the rest of the login (Dovecot answers LOGIN
  * before it creates the namespaces) and the client's first command.  A
- * transport failure closes it; the next request reconnects once.  Replies borrow from the
- * connection's buffer until the next request.  Store statuses map to
- * Dovecot's mail errors here; transport and codec failures are critical
- * errors (logged, "internal error" to the client).
+ * mailbox's open sends MBOX_STATUS the same way before it opens the
+ * index (mstore_status_ahead).  A transport failure closes the
+ * connection; the next request reconnects once.  Replies borrow from
+ * the connection's buffer until the next request.  Store statuses map
+ * to Dovecot's mail errors here; transport and codec failures are
+ * critical errors (logged, "internal error" to the client).
  *
  * Read-ahead (mail_prefetch_count): Dovecot's search hands the next mails
  * to mail_prefetch() before the first one is read; each sends its
@@ -94,10 +96,8 @@ void mstore_client_start(struct mstore_storage *storage)
 {
 	struct ms_client *c;
 	struct ms_req q;
-	struct ms_buf b;
 	const char *error;
 	uint32_t id;
-	int ret;
 
 	if (storage->client != NULL)
 		return;
@@ -105,13 +105,7 @@ void mstore_client_start(struct mstore_storage *storage)
 			      &c, &error) < 0)
 		return; /* the first request connects again and says why */
 	mstore_hello_req(storage, &q);
-	id = ms_client_id(c);
-	ms_buf_init(&b, MS_PROTO_MAX_FRAME_DEFAULT);
-	ret = ms_req_encode(&b, id, &q, &error);
-	if (ret == 0)
-		ret = ms_client_send(c, b.data, b.len);
-	ms_buf_free(&b);
-	if (ret < 0) {
+	if (ms_client_send_req(c, &q, &id, &error) < 0) {
 		ms_client_close(&c);
 		return;
 	}
@@ -177,10 +171,8 @@ void mstore_status_ahead(struct mstore_storage *storage,
 			 struct mstore_mailbox *mbox, const char *name)
 {
 	struct ms_req q = { .op = MS_OP_MBOX_STATUS };
-	struct ms_buf b;
 	const char *error;
 	uint32_t id;
-	int ret;
 
 	mbox->ahead_have = FALSE;
 	/* only on a connection that is up with nothing in flight but the
@@ -190,13 +182,7 @@ void mstore_status_ahead(struct mstore_storage *storage,
 	    storage->prefetch_count > 0)
 		return;
 	q.u.mbox.name = ms_pstr_c(name);
-	id = ms_client_id(storage->client);
-	ms_buf_init(&b, MS_PROTO_MAX_FRAME_DEFAULT);
-	ret = ms_req_encode(&b, id, &q, &error);
-	if (ret == 0)
-		ret = ms_client_send(storage->client, b.data, b.len);
-	ms_buf_free(&b);
-	if (ret < 0) {
+	if (ms_client_send_req(storage->client, &q, &id, &error) < 0) {
 		/* the sync's own request reconnects and reports */
 		mstore_client_disconnect(storage);
 		return;
@@ -496,7 +482,6 @@ bool mstore_prefetch_body(struct mstore_storage *storage,
 			  uint32_t uid, uint64_t size)
 {
 	struct ms_req q = { .op = MS_OP_FETCH_BODY };
-	struct ms_buf b;
 	const char *error = "";
 	uint32_t id;
 	int ret;
@@ -518,13 +503,7 @@ bool mstore_prefetch_body(struct mstore_storage *storage,
 	   store's differs, the mail reads the rest itself) */
 	q.u.fetch_body.max_len = size > MSTORE_BODY_CHUNK ? (uint32_t)size :
 				 MSTORE_BODY_CHUNK;
-	id = ms_client_id(storage->client);
-	ms_buf_init(&b, MS_PROTO_MAX_FRAME_DEFAULT);
-	ret = ms_req_encode(&b, id, &q, &error);
-	if (ret == 0 && (ret = ms_client_send(storage->client, b.data,
-					      b.len)) < 0)
-		error = "send failed";
-	ms_buf_free(&b);
+	ret = ms_client_send_req(storage->client, &q, &id, &error);
 	if (ret < 0) {
 		/* the connection is unusable; the mail's own read
 		   reconnects and reports */

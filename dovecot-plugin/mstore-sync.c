@@ -1057,19 +1057,13 @@ static uint64_t mstore_idle_known_modseq(struct mstore_mailbox *mbox)
 static int mstore_idle_send_wait(struct mstore_idle *idle)
 {
 	struct ms_req q = { .op = MS_OP_WAIT };
-	struct ms_buf b;
 	const char *error = "";
 	int ret;
 
 	q.u.wait.mailbox = ms_pstr_c(mstore_box_store_name(&idle->mbox->box));
 	q.u.wait.known_modseq = idle->known;
 	q.u.wait.timeout_ms = MSTORE_WAIT_MSECS;
-	idle->wait_id = ms_client_id(idle->client);
-	ms_buf_init(&b, MS_PROTO_MAX_FRAME_DEFAULT);
-	ret = ms_req_encode(&b, idle->wait_id, &q, &error);
-	if (ret == 0)
-		ret = ms_client_send(idle->client, b.data, b.len);
-	ms_buf_free(&b);
+	ret = ms_client_send_req(idle->client, &q, &idle->wait_id, &error);
 	if (ret < 0) {
 		e_error(idle->mbox->box.event, "mstore: WAIT failed: %s %s",
 			error, ms_strerror(ret));

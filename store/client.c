@@ -163,13 +163,10 @@ int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 	}
 }
 
-int ms_client_request(struct ms_client *c, const struct ms_req *q,
-		      struct ms_reply *rep_r, const char **error_r)
+int ms_client_send_req(struct ms_client *c, const struct ms_req *q,
+		       uint32_t *id_r, const char **error_r)
 {
 	struct ms_buf b;
-	struct ms_proto_hdr h = { 0 };
-	const uint8_t *body = NULL;
-	size_t len = 0;
 	uint32_t id = ms_client_id(c);
 	int ret;
 
@@ -178,6 +175,19 @@ int ms_client_request(struct ms_client *c, const struct ms_req *q,
 	if (ret == 0 && (ret = ms_client_send(c, b.data, b.len)) < 0)
 		*error_r = ms_errf("send: %s", strerror(-ret));
 	ms_buf_free(&b);
+	*id_r = id;
+	return ret;
+}
+
+int ms_client_request(struct ms_client *c, const struct ms_req *q,
+		      struct ms_reply *rep_r, const char **error_r)
+{
+	struct ms_proto_hdr h = { 0 };
+	const uint8_t *body = NULL;
+	size_t len = 0;
+	uint32_t id;
+	int ret = ms_client_send_req(c, q, &id, error_r);
+
 	if (ret == -EPIPE || ret == -ECONNRESET) {
 		/* the server hung up; it may have said why (a refused
 		   connection gets one error frame with id 0) */

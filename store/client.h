@@ -36,6 +36,11 @@ int ms_client_send(struct ms_client *c, const void *buf, size_t len);
 int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 		   const uint8_t **body_r, size_t *len_r,
 		   const char **error_r);
+/* Encode q with a fresh id and send it without waiting for its reply
+   (read later with ms_client_recv(): pipelining).  0 with *id_r set, or
+   a codec or transport error (*error_r says which). */
+int ms_client_send_req(struct ms_client *c, const struct ms_req *q,
+		       uint32_t *id_r, const char **error_r);
 /*
  * One request, its decoded reply: encode q, send, wait for the reply with
  * its id, decode it into *rep_r (borrowing from the client's buffer:
