@@ -317,12 +317,11 @@ static int mstore_mailbox_open(struct mailbox *box)
 					    mstore_box_store_name(box));
 		} T_END;
 	}
-	bool opened = box->index->open_count == 0;
+	bool fresh = box->index->open_count == 0;
 	if (index_storage_mailbox_open(box, FALSE) < 0) {
 		mstore_status_ahead_forget(mbox);
 		return -1;
 	}
-	mbox->index_fresh = opened;
 	/* MODSEQs always, so that they follow the store's from the start
 	   (mstore-sync.c), not only once a client enables CONDSTORE */
 	mail_index_modseq_enable(box->index);
@@ -331,9 +330,12 @@ static int mstore_mailbox_open(struct mailbox *box)
 	if ((box->flags & MAILBOX_FLAG_SAVEONLY) != 0 &&
 	    mail_index_get_header(box->view)->uid_validity != 0)
 		return 0; /* delivery: nothing to read */
+	/* this sync's index was just read from its files: no refresh */
+	mbox->index_fresh = fresh;
 	int ret = mstore_sync(mbox, FALSE);
-	/* the reply sent ahead is about this open only (its sync took it,
-	   unless it had no use for it) */
+	/* the reply sent ahead and the fresh index are about this open
+	   only (its sync took them, unless it had no use for them) */
+	mbox->index_fresh = FALSE;
 	mstore_status_ahead_forget(mbox);
 	if (ret < 0)
 		return -1;
@@ -355,8 +357,6 @@ static void mstore_mailbox_close(struct mailbox *box)
 	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
 
 	mstore_idle_stop(mbox);
-	mstore_status_ahead_forget(mbox);
-	mbox->index_fresh = FALSE;
 	/* its mails are gone: replies to their read-ahead are dropped
 	   now rather than left on the connection */
 	mstore_prefetch_drain(mbox->storage);

@@ -143,8 +143,8 @@ struct mstore_mailbox {
 	bool ahead_have;
 	uint32_t ahead_uidvalidity;
 	uint64_t ahead_mbox_id, ahead_highestmodseq;
-	/* the open read the index from its files: the first sync need not
-	   refresh it */
+	/* set by the open for its sync only: the index was read from its
+	   files just now and needs no refresh */
 	bool index_fresh;
 	struct mstore_idle *idle;
 };
@@ -231,8 +231,8 @@ void mstore_status_ahead(struct mstore_storage *storage,
    (mbox->ahead_*); FALSE for none sent, an error or a lost connection
    (the caller asks the usual way).  Taken once. */
 bool mstore_status_ahead_take(struct mstore_mailbox *mbox);
-/* The mailbox closes: a reply still due is read and dropped by the
-   next request. */
+/* The open that sent it is over: a reply still due is read and dropped
+   by the next request. */
 void mstore_status_ahead_forget(struct mstore_mailbox *mbox);
 /* The header extension ext_id of view copied into dst (size bytes); TRUE
    if the index has that much of it, else dst is all zeros. */
