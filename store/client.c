@@ -12,6 +12,9 @@
 #include "client.h"
 #include "msg.h"
 
+/* What a read asks for at least, when no frame header says more. */
+#define MS_CLIENT_READ_MIN 4096
+
 struct ms_client {
 	int fd;
 	unsigned timeout_ms;
@@ -134,11 +137,20 @@ int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 			*error_r = ms_errf("bad frame from the server: %s", err);
 			return ret;
 		}
-		if ((ret = ms_buf_reserve(&c->in, 65536)) < 0) {
+		/* room for the rest of the frame when its header said how
+		   much, else a page; and whatever the buffer has anyway */
+		size_t room = MS_CLIENT_READ_MIN;
+		if (need > c->in.len && need - c->in.len > room)
+			room = need - c->in.len;
+		if (c->in.cap - c->in.len > room)
+			room = c->in.cap - c->in.len;
+		if (room > c->in.max - c->in.len)
+			room = c->in.max - c->in.len;
+		if ((ret = ms_buf_reserve(&c->in, room)) < 0) {
 			*error_r = "reply over the frame limit";
 			return ret;
 		}
-		ssize_t n = recv(c->fd, c->in.data + c->in.len, 65536,
+		ssize_t n = recv(c->fd, c->in.data + c->in.len, room,
 				 MSG_DONTWAIT);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			if ((ret = wait_fd(c, POLLIN)) < 0) {

@@ -1812,8 +1812,8 @@ int ms_proto_frame(const uint8_t *buf, size_t avail, uint32_t max,
 	if (avail < 4) {
 		if (need_r != NULL)
 			*need_r = MS_PROTO_HDR_SIZE;
-		error = ms_errf("frame header: %zu of %u bytes", avail,
-				MS_PROTO_HDR_SIZE);
+		/* the common case of every read loop: not formatted */
+		error = "truncated frame header";
 		ret = MS_ETRUNC;
 		goto fail;
 	}
@@ -1837,8 +1837,7 @@ int ms_proto_frame(const uint8_t *buf, size_t avail, uint32_t max,
 	if (avail - 4 < len) {
 		if (need_r != NULL)
 			*need_r = (size_t)len + 4;
-		error = ms_errf("frame: %zu of %llu bytes", avail,
-				(unsigned long long)len + 4);
+		error = "truncated frame";
 		ret = MS_ETRUNC;
 		goto fail;
 	}
