@@ -43,17 +43,27 @@ static int mstore_mail_no_rec(struct mail *mail)
 	return -1;
 }
 
+/* Sizes and dates: what the mail has already, else the record, and
+   Dovecot's own lookups only for a mail without one (being saved).  Not
+   Dovecot's first: they look in dovecot.index.cache, which a mailbox
+   here does not have, and each lookup would try to open it again. */
+
 static int mstore_mail_get_received_date(struct mail *_mail, time_t *date_r)
 {
 	struct index_mail *mail = INDEX_MAIL(_mail);
 	struct mstore_mail_rec rec;
 
+	if (mail->data.received_date != (time_t)-1) {
+		*date_r = mail->data.received_date;
+		return 0;
+	}
+	if (mstore_mail_get_rec(_mail, &rec)) {
+		mail->data.received_date = *date_r = (time_t)rec.received;
+		return 0;
+	}
 	if (index_mail_get_received_date(_mail, date_r) == 0)
 		return 0;
-	if (!mstore_mail_get_rec(_mail, &rec))
-		return mstore_mail_no_rec(_mail);
-	mail->data.received_date = *date_r = (time_t)rec.received;
-	return 0;
+	return mstore_mail_no_rec(_mail);
 }
 
 static int mstore_mail_get_save_date(struct mail *_mail, time_t *date_r)
@@ -62,17 +72,21 @@ static int mstore_mail_get_save_date(struct mail *_mail, time_t *date_r)
 	struct mstore_mail_rec rec;
 	int ret;
 
+	if (mail->data.save_date != (time_t)-1) {
+		*date_r = mail->data.save_date;
+		return 1;
+	}
+	if (mstore_mail_get_rec(_mail, &rec)) {
+		mail->data.save_date = *date_r = (time_t)rec.saved;
+		return 1;
+	}
 	if ((ret = index_mail_get_save_date(_mail, date_r)) > 0)
 		return ret;
-	if (!mstore_mail_get_rec(_mail, &rec)) {
-		if (_mail->saving) {
-			*date_r = ioloop_time;
-			return 1;
-		}
-		return mstore_mail_no_rec(_mail);
+	if (_mail->saving) {
+		*date_r = ioloop_time;
+		return 1;
 	}
-	mail->data.save_date = *date_r = (time_t)rec.saved;
-	return 1;
+	return mstore_mail_no_rec(_mail);
 }
 
 static int mstore_mail_get_physical_size(struct mail *_mail, uoff_t *size_r)
@@ -80,12 +94,17 @@ static int mstore_mail_get_physical_size(struct mail *_mail, uoff_t *size_r)
 	struct index_mail *mail = INDEX_MAIL(_mail);
 	struct mstore_mail_rec rec;
 
+	if (mail->data.physical_size != UOFF_T_MAX) {
+		*size_r = mail->data.physical_size;
+		return 0;
+	}
+	if (mstore_mail_get_rec(_mail, &rec)) {
+		mail->data.physical_size = *size_r = rec.physical_size;
+		return 0;
+	}
 	if (index_mail_get_physical_size(_mail, size_r) == 0)
 		return 0;
-	if (!mstore_mail_get_rec(_mail, &rec))
-		return mstore_mail_no_rec(_mail);
-	mail->data.physical_size = *size_r = rec.physical_size;
-	return 0;
+	return mstore_mail_no_rec(_mail);
 }
 
 static int mstore_mail_get_virtual_size(struct mail *_mail, uoff_t *size_r)
@@ -93,15 +112,19 @@ static int mstore_mail_get_virtual_size(struct mail *_mail, uoff_t *size_r)
 	struct index_mail *mail = INDEX_MAIL(_mail);
 	struct mstore_mail_rec rec;
 
+	if (mail->data.virtual_size != UOFF_T_MAX) {
+		*size_r = mail->data.virtual_size;
+		return 0;
+	}
+	if (mstore_mail_get_rec(_mail, &rec)) {
+		mail->data.virtual_size = *size_r = rec.virtual_size;
+		return 0;
+	}
 	if (index_mail_get_cached_virtual_size(mail, size_r))
 		return 0;
-	if (!mstore_mail_get_rec(_mail, &rec)) {
-		if (_mail->saving)
-			return index_mail_get_virtual_size(_mail, size_r);
-		return mstore_mail_no_rec(_mail);
-	}
-	mail->data.virtual_size = *size_r = rec.virtual_size;
-	return 0;
+	if (_mail->saving)
+		return index_mail_get_virtual_size(_mail, size_r);
+	return mstore_mail_no_rec(_mail);
 }
 
 static int mstore_mail_get_special(struct mail *_mail,
@@ -217,6 +240,19 @@ static void mstore_mail_close(struct mail *_mail)
 
 	/* closed or about to be set to another message (also at free) */
 	mstore_prefetch_release(MSTORE_MAILBOX(_mail->box)->storage, mmail);
+	/* Dovecot caches sizes and dates as a mail closes, if its cache
+	   file's decisions say so; here they are in the record, and
+	   deciding would look for that file, which a mailbox here does not
+	   have (an open() that fails, per transaction).  A mail being saved
+	   caches nothing: its index record goes at commit. */
+	enum mail_fetch_field nocache = MAIL_FETCH_RECEIVED_DATE |
+		MAIL_FETCH_SAVE_DATE | MAIL_FETCH_VIRTUAL_SIZE |
+		MAIL_FETCH_PHYSICAL_SIZE;
+	if (_mail->saving)
+		nocache |= MAIL_FETCH_DATE | MAIL_FETCH_BODY_SNIPPET;
+	/* (a mail not set yet keeps its data: nothing to close) */
+	if (_mail->seq != 0)
+		mmail->imail.data.dont_cache_fetch_fields |= nocache;
 	index_mail_close(_mail);
 }
 

@@ -97,7 +97,7 @@ def children(ppid):
 
 class Stack:
     def __init__(self, root, build, users=("alice", "bob"), sieve=False,
-                 fts=False, lmtpd=False):
+                 fts=False, lmtpd=False, mail_log=False):
         self.root = str(root)
         self.build = build
         self.users = list(users)
@@ -107,6 +107,9 @@ class Stack:
         self.fts = fts
         # mstore-lmtpd on a free port, delivering straight to mstored
         self.lmtpd = lmtpd
+        # Dovecot's mail_log: a line per save and copy, with fields read
+        # from the saved mail itself while it is being saved
+        self.mail_log = mail_log
         self.lmtpd_proc = None
         self.mstored_pid = None
         self.dovecot_pid = None
@@ -270,6 +273,12 @@ class Stack:
 service indexer-worker {
   vsz_limit = 1G
 }
+"""
+        if self.mail_log:
+            plugins += " notify mail_log"
+            plugin += """
+  mail_log_events = save copy
+  mail_log_fields = uid box msgid size vsize from subject
 """
         if self.sieve:
             plugin += """

@@ -3,6 +3,9 @@ command group against the store as the truth.  The `stack` fixture
 (conftest.py, dovecot_stack.py) runs a private mstored and Dovecot."""
 import imaplib
 import re
+import shutil
+import signal
+import subprocess
 import time
 
 import pytest
@@ -239,6 +242,115 @@ def test_copy_move(stack):
                  .splitlines())
     assert int(stats.get("index.bodies", "1")) <= 2, stats
     c.logout()
+
+
+def _mail_log(stack, event):
+    """{subject: {field: value}} of mail_log's lines for event."""
+    out = {}
+    path = stack.p("log", "dovecot-info.log")
+    for line in open(path, "rb").read().decode(errors="replace").splitlines():
+        m = re.search(r": %s: (.*)$" % event, line)
+        if not m:
+            continue
+        fields = dict(re.findall(r"(\w+)=(<[^>]*>|[^,]*)", m.group(1)))
+        out[fields.get("subject")] = fields
+    return out
+
+
+@pytest.mark.dovecot(mail_log=True)
+def test_saved_mail_read_while_saving(stack):
+    """Dovecot's mail_log reads each saved mail's headers and sizes while
+    the save is under way, from the buffer the message was saved into
+    (handed to the mail's stream, not copied); MULTIAPPEND reuses one
+    mail for several messages, each buffer freed as the next comes."""
+    bare = (b"From: c@example.test\nSubject: bare\n"
+            b"Message-ID: <3@example.test>\n\nline one\nline two\n")
+    c = stack.imap()
+    tag = c._new_tag()
+    c.send(tag + b" APPEND INBOX {%d}\r\n" % len(MSG))
+    assert c.readline().startswith(b"+")
+    c.send(MSG + b" {%d}\r\n" % len(MIME))
+    assert c.readline().startswith(b"+")
+    c.send(MIME + b"\r\n")
+    line = c.readline()
+    while not line.startswith(tag):
+        line = c.readline()
+    assert b"OK [APPENDUID" in line and b" 1:2]" in line, line
+    # as is (imaplib's append would make the LFs CRLF)
+    line, _ = raw(c, "APPEND INBOX {%d+}\r\n" % len(bare) +
+                  bare.decode() + "")
+    assert b" OK" in line, line
+    ok(c.create("Dest"))
+    ok(c.select("INBOX"))
+    ok(c.uid("COPY", "3", "Dest"))
+    c.logout()
+    saved, copied = {}, {}
+    for _ in range(50):
+        saved = _mail_log(stack, "save")
+        copied = _mail_log(stack, "copy from INBOX")
+        if len(saved) == 3 and copied:
+            break
+        time.sleep(0.1)
+    want = {"hello": (MSG, "a@example.test"), "mime": (MIME, "a@example.test"),
+            "bare": (bare, "c@example.test")}
+    for subject, (body, sender) in want.items():
+        f = saved.get(subject)
+        assert f is not None, (subject, saved)
+        assert f["from"] == sender, f
+        assert int(f["size"]) == len(body), f
+        # the virtual size counts each bare LF as CRLF
+        assert int(f["vsize"]) == len(body) + body.count(b"\n") - \
+            body.count(b"\r\n"), f
+        assert f["box"] == "INBOX", f
+    assert [saved[s]["uid"] for s in ("hello", "mime", "bare")] == \
+        ["1", "2", "3"], saved
+    assert saved["hello"]["msgid"] == "<1@example.test>", saved
+    # a store-side copy: the mail is read back from the store
+    f = copied.get("bare")
+    assert f is not None and f["box"] == "Dest" and f["uid"] == "1", copied
+    assert int(f["size"]) == len(bare), f
+    assert f["from"] == "c@example.test", f
+
+
+def test_append_and_sizes_look_for_no_cache_file(stack):
+    """APPENDs (with the quota plugin counting) and FETCHes of sizes and
+    dates look for no dovecot.index.cache: a mailbox here never has one,
+    and Dovecot's own lookups tried to open it, an open() that failed,
+    for each saved message and each size or date asked.  The session's
+    imap process is traced with strace."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    c = stack.imap()
+    ok(c.create("Other"))
+    pids = stack.imap_pids()
+    assert len(pids) == 1, pids
+    trace = stack.p("log", "append.strace")
+    st = subprocess.Popen(["strace", "-f", "-e", "trace=open,openat,sendto",
+                           "-o", trace, "-p", str(pids[0])],
+                          stderr=subprocess.PIPE)
+    try:
+        # strace says so once it is attached
+        assert b"attached" in st.stderr.readline()
+        for i in range(4):
+            ok(c.append("Other", None, None, MSG))
+        ok(c.select("INBOX"))
+        for i in range(4):
+            ok(c.append("INBOX", None, None, MSG))
+        ok(c.noop())
+        d = fetch_map(c, "1:*", "(UID RFC822.SIZE INTERNALDATE)")
+        assert len(d) == 4 and all(b"RFC822.SIZE %d" % len(MSG) in v
+                                   for v in d.values()), d
+    finally:
+        st.send_signal(signal.SIGINT)
+        st.wait(timeout=30)
+    c.logout()
+    lines = open(trace).read().splitlines()
+    cache = [l for l in lines if "dovecot.index.cache" in l]
+    assert cache == [], cache
+    # the trace saw the session: its store requests, the 8 APPENDs
+    # among them
+    sends = [l for l in lines if "sendto(" in l]
+    assert len(sends) >= 8, lines
 
 
 def test_multiappend_catenate(stack):
