@@ -142,10 +142,16 @@ static uint64_t mstore_virtual_size(const unsigned char *p, size_t len)
 	return v;
 }
 
-/* The temporary index record that lets dest_mail answer until commit. */
+static void mstore_save_body_free(buffer_t *body)
+{
+	buffer_free(&body);
+}
+
+/* The temporary index record that lets dest_mail answer until commit.
+   body (NULL for a store-side copy) becomes the mail's stream's. */
 static void mstore_save_add_to_index(struct mstore_save_context *ctx,
 				     uint32_t uid, uoff_t psize, uoff_t vsize,
-				     const buffer_t *body)
+				     buffer_t **body)
 {
 	struct mail *_mail = ctx->ctx.dest_mail;
 	struct index_mail *imail = INDEX_MAIL(_mail);
@@ -160,8 +166,14 @@ static void mstore_save_add_to_index(struct mstore_save_context *ctx,
 	imail->data.physical_size = psize;
 	imail->data.virtual_size = vsize;
 	if (body != NULL) {
-		imail->data.stream = i_stream_create_copy_from_data(
-			body->data, body->used);
+		/* the stream reads the buffer the message was saved into,
+		   and frees it when it goes: no second copy in memory */
+		buffer_t *buf = *body;
+		*body = NULL;
+		imail->data.stream = i_stream_create_from_data(buf->data,
+							       buf->used);
+		i_stream_add_destroy_callback(imail->data.stream,
+					      mstore_save_body_free, buf);
 		/* the stream was not read through mail_get_stream(); mark
 		   it accessed as imapc does, and hand it to index-mail,
 		   which owns it from now on */
@@ -256,7 +268,7 @@ static int mstore_save_append(struct mstore_save_context *ctx)
 	mstore_save_add_uid(ctx, res.uidvalidity, res.uid);
 	mstore_save_add_to_index(ctx, res.uid, ctx->body->used,
 		mstore_virtual_size(ctx->body->data, ctx->body->used),
-		ctx->body);
+		&ctx->body);
 	return 0;
 }
 
