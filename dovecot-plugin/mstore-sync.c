@@ -163,27 +163,61 @@ static int mstore_sync_push_store(struct mstore_sync_ctx *ctx,
 	return mstore_request(ctx->mbox->storage, &q, &rep, status_r);
 }
 
+/* The expunges gathered so far, as one EXPUNGE. */
+static int mstore_sync_push_expunges(struct mstore_sync_ctx *ctx,
+				     ARRAY_TYPE(seq_range) *uids,
+				     int *status_r)
+{
+	struct ms_req q = { .op = MS_OP_EXPUNGE };
+	struct ms_reply rep;
+	const struct seq_range *r;
+	unsigned int i, n;
+	int ret;
+
+	r = array_get(uids, &n);
+	if (n == 0)
+		return 0;
+	struct ms_uid_range *ranges = i_new(struct ms_uid_range, n);
+	for (i = 0; i < n; i++) {
+		ranges[i].lo = r[i].seq1;
+		ranges[i].hi = r[i].seq2;
+	}
+	q.u.uids.mailbox = ms_pstr_c(ctx->name);
+	q.u.uids.uids.n = n;
+	q.u.uids.uids.list = ranges;
+	ret = mstore_request(ctx->mbox->storage, &q, &rep, status_r);
+	i_free(ranges);
+	array_clear(uids);
+	return ret;
+}
+
 static int mstore_sync_push(struct mstore_sync_ctx *ctx)
 {
 	const ARRAY_TYPE(keywords) *kw_names =
 		mail_index_get_keywords(ctx->box->index);
 	struct mail_index_sync_rec rec;
+	/* Dovecot queues an expunge per message (with its GUID): they go
+	   to the store gathered, one EXPUNGE (one durable write) for all of
+	   them, sent before any flag change that follows them and at the
+	   end, so the store sees the changes in their order */
+	ARRAY_TYPE(seq_range) expunges;
 	int ret = 0, status = 0;
 
+	i_array_init(&expunges, 16);
 	while (ret == 0 &&
 	       mail_index_sync_next(ctx->index_sync_ctx, &rec)) {
-		switch (rec.type) {
-		case MAIL_INDEX_SYNC_TYPE_EXPUNGE: {
-			struct ms_req q = { .op = MS_OP_EXPUNGE };
-			struct ms_reply rep;
-			struct ms_uid_range r = { rec.uid1, rec.uid2 };
-			q.u.uids.mailbox = ms_pstr_c(ctx->name);
-			q.u.uids.uids.n = 1;
-			q.u.uids.uids.list = &r;
-			ret = mstore_request(ctx->mbox->storage, &q, &rep,
-					     &status);
-			break;
+		if (rec.type != MAIL_INDEX_SYNC_TYPE_EXPUNGE ||
+		    array_count(&expunges) >= MS_PROTO_MAX_RANGES) {
+			ret = mstore_sync_push_expunges(ctx, &expunges,
+							&status);
+			if (ret < 0)
+				break;
 		}
+		switch (rec.type) {
+		case MAIL_INDEX_SYNC_TYPE_EXPUNGE:
+			seq_range_array_add_range(&expunges, rec.uid1,
+						  rec.uid2);
+			break;
 		case MAIL_INDEX_SYNC_TYPE_FLAGS: {
 			uint32_t add = mstore_flags_to_store(rec.add_flags);
 			uint32_t rm = mstore_flags_to_store(rec.remove_flags);
@@ -210,16 +244,19 @@ static int mstore_sync_push(struct mstore_sync_ctx *ctx)
 			break;
 		}
 		}
-		if (ret < 0 && status == -EROFS) {
-			/* a standby takes no change now nor later: drop
-			   what is queued (kept, it would fail every sync
-			   until a promote); the full pull puts the store's
-			   state back into the index */
-			ctx->refused = TRUE;
-			while (mail_index_sync_next(ctx->index_sync_ctx, &rec))
-				;
-			return 0;
-		}
+	}
+	if (ret == 0)
+		ret = mstore_sync_push_expunges(ctx, &expunges, &status);
+	array_free(&expunges);
+	if (ret < 0 && status == -EROFS) {
+		/* a standby takes no change now nor later: drop what is
+		   queued (kept, it would fail every sync until a promote);
+		   the full pull puts the store's state back into the
+		   index */
+		ctx->refused = TRUE;
+		while (mail_index_sync_next(ctx->index_sync_ctx, &rec))
+			;
+		return 0;
 	}
 	return ret;
 }
