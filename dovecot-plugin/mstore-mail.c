@@ -183,9 +183,14 @@ static int mstore_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 			body = buffer_create_dynamic(default_pool, 8192);
 		ret = 0;
 		if (total == 0 || body->used < total) T_BEGIN {
-			ret = mstore_fetch_body(mbox->storage, _mail,
-						mstore_box_store_name(_mail->box),
-						_mail->uid, body, total);
+			ret = mmail->copy_src != NULL ?
+				mstore_fetch_body(mbox->storage, _mail,
+						  mmail->copy_src,
+						  mmail->copy_src_uid, body,
+						  total) :
+				mstore_fetch_body(mbox->storage, _mail,
+					mstore_box_store_name(_mail->box),
+					_mail->uid, body, total);
 		} T_END;
 		if (ret < 0) {
 			buffer_free(&body);
@@ -253,6 +258,8 @@ static void mstore_mail_close(struct mail *_mail)
 	/* (a mail not set yet keeps its data: nothing to close) */
 	if (_mail->seq != 0)
 		mmail->imail.data.dont_cache_fetch_fields |= nocache;
+	i_free(mmail->copy_src);
+	mmail->copy_src_uid = 0;
 	index_mail_close(_mail);
 }
 

@@ -16,7 +16,9 @@
  * had appended from the store.
  *
  * COPY/MOVE between mailboxes of the same user is a store-side COPY (the
- * body is shared; for a MOVE, Dovecot then expunges the source); any
+ * body is shared; for a MOVE, Dovecot then expunges the source), the
+ * messages of one command gathered into one request sent at commit (one
+ * durable write; a source gone meanwhile fails it, EXPUNGEISSUED); any
  * other source (another user's mail, a
  * raw mail from LDA/LMTP, another storage) is copied by value through
  * the save path.
@@ -52,11 +54,21 @@ struct mstore_save_context {
 	ARRAY_TYPE(seq_range) saved_uids;
 	unsigned int save_count;
 
+	/* store-side copies not sent yet: uids of the one source mailbox
+	   copy_src, sent as one COPY (one durable write) at commit, or
+	   before anything else is saved, another source is copied from or
+	   a uid comes again */
+	char *copy_src;
+	ARRAY_TYPE(seq_range) copy_uids;
+	unsigned int copy_count;
+
 	bool failed:1;
 	bool finished:1;
 };
 
 #define MSTORE_SAVECTX(s) (container_of(s, struct mstore_save_context, ctx))
+
+static int mstore_copy_flush(struct mstore_save_context *ctx);
 
 struct mail_save_context *
 mstore_save_alloc(struct mailbox_transaction_context *t)
@@ -70,6 +82,7 @@ mstore_save_alloc(struct mailbox_transaction_context *t)
 		ctx->mbox = MSTORE_MAILBOX(t->box);
 		ctx->trans = t->itrans;
 		i_array_init(&ctx->saved_uids, 8);
+		i_array_init(&ctx->copy_uids, 8);
 		t->save_ctx = &ctx->ctx;
 	}
 	return t->save_ctx;
@@ -99,6 +112,11 @@ int mstore_save_begin(struct mail_save_context *_ctx, struct istream *input)
 	ctx->finished = FALSE;
 	ctx->failed = FALSE;
 	if (mstore_save_refused(ctx->mbox, "APPEND")) {
+		ctx->failed = TRUE;
+		return -1;
+	}
+	/* copies gathered before this message get their UIDs first */
+	if (mstore_copy_flush(ctx) < 0) {
 		ctx->failed = TRUE;
 		return -1;
 	}
@@ -194,6 +212,61 @@ static void mstore_save_add_uid(struct mstore_save_context *ctx,
 	}
 	ctx->uid_validity = uid_validity;
 	seq_range_array_add(&ctx->saved_uids, uid);
+}
+
+/* Sends the store-side copies gathered so far as one COPY.  What the
+   store copied is this transaction's even when this fails: a rollback
+   takes it back.  A source that is gone (expunged by another session
+   since this one's index saw it) fails the whole COPY, as Dovecot's own
+   storages do at commit. */
+static int mstore_copy_flush(struct mstore_save_context *ctx)
+{
+	struct mstore_storage *storage = ctx->mbox->storage;
+	struct ms_req q = { .op = MS_OP_COPY };
+	struct ms_reply rep;
+	struct ms_proto_iter it;
+	struct ms_uid_pair pair;
+	const struct seq_range *r;
+	unsigned int i, n, want = ctx->copy_count, got = 0;
+	int ret;
+
+	if (want == 0)
+		return 0;
+	T_BEGIN {
+		r = array_get(&ctx->copy_uids, &n);
+		struct ms_uid_range *ranges = t_new(struct ms_uid_range, n);
+		for (i = 0; i < n; i++) {
+			ranges[i].lo = r[i].seq1;
+			ranges[i].hi = r[i].seq2;
+		}
+		q.u.uids.mailbox = ms_pstr_c(ctx->copy_src);
+		q.u.uids.uids.n = n;
+		q.u.uids.uids.list = ranges;
+		q.u.uids.dst = ms_pstr_c(
+			mstore_box_store_name(&ctx->mbox->box));
+		ret = mstore_request(storage, &q, &rep, NULL);
+	} T_END;
+	array_clear(&ctx->copy_uids);
+	ctx->copy_count = 0;
+	if (ret < 0)
+		return -1;
+	ms_proto_iter_pairs(&it, &rep.u.copy.pairs);
+	while ((ret = ms_proto_next_pair(&it, &pair)) > 0) {
+		mstore_save_add_uid(ctx, rep.u.copy.uidvalidity,
+				    pair.dst_uid);
+		got++;
+	}
+	if (ret < 0 || got != rep.u.copy.pairs.n || got > want) {
+		mailbox_set_critical(&ctx->mbox->box,
+			"mstore: malformed COPY reply from the store");
+		return -1;
+	}
+	if (got < want) {
+		mail_storage_set_error(&storage->storage, MAIL_ERROR_EXPUNGED,
+			"Some of the requested messages no longer exist");
+		return -1;
+	}
+	return 0;
 }
 
 static int mstore_save_append(struct mstore_save_context *ctx)
@@ -330,13 +403,9 @@ static int mstore_copy_store(struct mstore_save_context *ctx,
 	   back MOVE (whose copies this transaction takes back) leaves the
 	   messages where they were; a crash in between leaves a copy too
 	   many, never none */
-	struct ms_req q = { .op = MS_OP_COPY };
-	struct ms_reply rep;
-	struct ms_uid_range r = { mail->uid, mail->uid };
-	struct ms_proto_iter it;
-	struct ms_uid_pair pair;
 	struct mstore_mail_rec rec;
 	uoff_t psize, vsize;
+	const char *src = mstore_box_store_name(mail->box);
 
 	/* sizes for the caller (quota) before the source may be gone: from
 	   the source's record as is, not through mail_get_*_size(), which
@@ -352,27 +421,28 @@ static int mstore_copy_store(struct mstore_save_context *ctx,
 					mail->box->storage);
 		return -1;
 	}
-	q.u.uids.mailbox = ms_pstr_c(mstore_box_store_name(mail->box));
-	q.u.uids.uids.n = 1;
-	q.u.uids.uids.list = &r;
-	q.u.uids.dst = ms_pstr_c(mstore_box_store_name(&ctx->mbox->box));
-	if (mstore_request(ctx->mbox->storage, &q, &rep, NULL) < 0)
+	/* gathered, not sent: a COPY or MOVE of many messages is one
+	   request and one durable write (mstore_copy_flush), not one per
+	   message.  The store gives the copies UIDs in source UID order,
+	   which is the order COPYUID pairs them in. */
+	if (ctx->copy_count > 0 &&
+	    (strcmp(ctx->copy_src, src) != 0 ||
+	     seq_range_exists(&ctx->copy_uids, mail->uid) ||
+	     array_count(&ctx->copy_uids) >= MS_PROTO_MAX_RANGES) &&
+	    mstore_copy_flush(ctx) < 0)
 		return -1;
-	ms_proto_iter_pairs(&it, &rep.u.copy.pairs);
-	if (rep.u.copy.pairs.n == 0) {
-		mail_set_expunged(mail);
-		mail_storage_copy_error(_ctx->transaction->box->storage,
-					mail->box->storage);
-		return -1;
+	if (ctx->copy_count == 0) {
+		i_free(ctx->copy_src);
+		ctx->copy_src = i_strdup(src);
 	}
-	if (rep.u.copy.pairs.n != 1 || ms_proto_next_pair(&it, &pair) <= 0 ||
-	    pair.src_uid != mail->uid) {
-		mail_set_critical(mail,
-			"mstore: malformed COPY reply from the store");
-		return -1;
-	}
-	mstore_save_add_uid(ctx, rep.u.copy.uidvalidity, pair.dst_uid);
-	mstore_save_add_to_index(ctx, pair.dst_uid, psize, vsize, NULL);
+	seq_range_array_add(&ctx->copy_uids, mail->uid);
+	ctx->copy_count++;
+	/* its UID comes with the COPY's reply; until then it reads as its
+	   source (mail_log, say, reads its headers now) */
+	mstore_save_add_to_index(ctx, 0, psize, vsize, NULL);
+	struct mstore_mail *dest = MSTORE_MAIL(ctx->ctx.dest_mail);
+	dest->copy_src = i_strdup(src);
+	dest->copy_src_uid = mail->uid;
 	return 0;
 }
 
@@ -405,6 +475,13 @@ int mstore_transaction_save_commit_pre(struct mail_save_context *_ctx)
 		_ctx->transaction->changes;
 	uint32_t i, last_seq;
 
+	if (mstore_copy_flush(ctx) < 0) {
+		/* the commit fails (MAIL_ERROR_EXPUNGED when a source had
+		   gone, which IMAP reports as such); what the store copied
+		   is taken back */
+		mstore_transaction_save_rollback(_ctx);
+		return -1;
+	}
 	/* the temporary records go; the next sync brings the messages
 	   back with the store's UIDs */
 	last_seq = mail_index_view_get_messages_count(_ctx->transaction->view);
@@ -422,6 +499,8 @@ int mstore_transaction_save_commit_pre(struct mail_save_context *_ctx)
 static void mstore_save_free(struct mstore_save_context *ctx)
 {
 	array_free(&ctx->saved_uids);
+	array_free(&ctx->copy_uids);
+	i_free(ctx->copy_src);
 	i_free(ctx);
 }
 

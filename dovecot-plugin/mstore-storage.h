@@ -160,6 +160,10 @@ struct mstore_mail {
 	buffer_t *prefetched;
 	uint64_t prefetched_total;
 	uint64_t prefetched_held;
+	/* a store-side copy not sent yet (mstore-save.c) has no UID here:
+	   read before the commit, its body is its source's */
+	char *copy_src;
+	uint32_t copy_src_uid;
 };
 
 #define MSTORE_STORAGE(s) (container_of(s, struct mstore_storage, storage))

@@ -37,6 +37,9 @@ def raw(c, command):
         line = c.readline()
         if line.startswith(tag + b" "):
             return line, lines
+        if not line:
+            raise EOFError("the server closed the connection after %r"
+                           % (lines[-3:],))
         lines.append(line)
 
 
@@ -241,6 +244,52 @@ def test_copy_move(stack):
     stats = dict(l.split() for l in stack.mstore("stats").stdout.decode()
                  .splitlines())
     assert int(stats.get("index.bodies", "1")) <= 2, stats
+    c.logout()
+
+
+def _ops(stack, *names):
+    stats = dict(l.split() for l in stack.mstore("stats").stdout.decode()
+                 .splitlines() if " " in l)
+    return [int(stats.get("ops.op." + n, "0")) for n in names]
+
+
+def test_copy_move_one_request(stack):
+    """A COPY of many messages is one store COPY (one durable write), a
+    MOVE one COPY and one EXPUNGE; a source that another client expunged
+    in the store meanwhile (this session's index still has it) fails the
+    COPY with EXPUNGEISSUED and leaves nothing in the destination."""
+    import msproto
+    c = stack.imap()
+    ok(c.create("Dest"))
+    ok(c.create("Back"))
+    for i in range(40):
+        ok(c.append("INBOX", None, None, MSG))
+    ok(c.select("INBOX"))
+    before = _ops(stack, "copy", "expunge")
+    line, _ = raw(c, "UID COPY 1:40 Dest")
+    assert b"OK [COPYUID" in line and b" 1:40 1:40]" in line, line
+    assert _ops(stack, "copy", "expunge") == [before[0] + 1, before[1]]
+    ok(c.select("Dest"))
+    before = _ops(stack, "copy", "expunge")
+    line, untagged = raw(c, "UID MOVE 1:40 Back")
+    assert b" OK" in line, line
+    assert any(b"COPYUID" in u and b" 1:40 1:40" in u for u in untagged)
+    assert _ops(stack, "copy", "expunge") == [before[0] + 1, before[1] + 1]
+    assert uids(c) == []
+    assert sorted(stack.store_view("alice", "Back")) == list(range(1, 41))
+    # uid 7 goes in the store itself, unseen by this session
+    ok(c.select("INBOX"))
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    m.expunge("INBOX", [(7, 7)])
+    m.close()
+    line, _ = raw(c, "UID COPY 1:40 Dest")
+    assert b"NO [EXPUNGEISSUED]" in line, line
+    assert stack.store_view("alice", "Dest") == {}
+    ok(c.noop())
+    assert 7 not in uids(c)
+    line, _ = raw(c, "UID COPY 1:40 Dest")
+    assert b"OK [COPYUID" in line, line
+    assert len(stack.store_view("alice", "Dest")) == 39
     c.logout()
 
 
