@@ -965,12 +965,19 @@ int mstore_sync(struct mstore_mailbox *mbox, bool full)
 	}
 	box->tmp_sync_view = ctx.sync_view;
 	mbox->syncing = TRUE;
+	/* the messages read from the store on the heap, not the data
+	   stack: a first read of a mailbox holds them all (88 bytes each),
+	   and the data stack's blocks double as they grow and are not given
+	   back until the frame ends (a 514,000-message folder asked it for
+	   a 128 MB block beyond Dovecot's 256M vsz_limit) */
+	i_array_init(&ctx.msgs, 64);
+	i_array_init(&ctx.expunged, 8);
 	T_BEGIN {
 		ctx.name = mstore_box_store_name(box);
-		t_array_init(&ctx.msgs, 64);
-		t_array_init(&ctx.expunged, 8);
 		ret = mstore_sync_locked(&ctx, full);
 	} T_END;
+	array_free(&ctx.msgs);
+	array_free(&ctx.expunged);
 	mbox->syncing = FALSE;
 	if (ret < 0) {
 		mail_index_sync_rollback(&ctx.index_sync_ctx);

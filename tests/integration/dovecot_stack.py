@@ -97,7 +97,8 @@ def children(ppid):
 
 class Stack:
     def __init__(self, root, build, users=("alice", "bob"), sieve=False,
-                 fts=False, lmtpd=False, mail_log=False):
+                 fts=False, lmtpd=False, mail_log=False,
+                 quota="*:storage=1G:messages=1000"):
         self.root = str(root)
         self.build = build
         self.users = list(users)
@@ -110,6 +111,9 @@ class Stack:
         # Dovecot's mail_log: a line per save and copy, with fields read
         # from the saved mail itself while it is being saved
         self.mail_log = mail_log
+        # Dovecot's quota plugin (the count backend over the store)
+        # with this quota_rule; None: no quota plugin
+        self.quota = quota
         self.lmtpd_proc = None
         self.mstored_pid = None
         self.dovecot_pid = None
@@ -294,6 +298,10 @@ protocol lmtp {
     def write_dovecot_conf(self):
         mu = pwd.getpwnam(MAIL_USER)
         x_plugins, x_plugin, x_conf = self.extra_conf()
+        quota_conf = "" if not self.quota else f"""  quota = count:User quota
+  quota_vsizes = yes
+  quota_rule = {self.quota}
+"""
         lines = [f"{u}:{{PLAIN}}{PASSWORD}:{mu.pw_uid}:{mu.pw_gid}::"
                  f"{self.home(u)}" for u in self.users]
         with open(self.p("passwd"), "w") as f:
@@ -317,7 +325,7 @@ first_valid_gid = {mu.pw_gid}
 last_valid_gid = {mu.pw_gid}
 mail_access_groups = {STORE_USER}
 mail_plugin_dir = {self.p('modules')}
-mail_plugins = mstore quota{x_plugins}
+mail_plugins = mstore{' quota' if self.quota else ''}{x_plugins}
 mail_location = mstore:~/mstore
 # the plugin's read-ahead of bodies (docs/dovecot-plugin.md)
 mail_prefetch_count = 4
@@ -326,10 +334,7 @@ mailbox_idle_check_interval = 30 secs
 imap_idle_notify_interval = 2 mins
 plugin {{
   mstore_socket = {self.p('mstored.sock')}
-  quota = count:User quota
-  quota_vsizes = yes
-  quota_rule = *:storage=1G:messages=1000
-{x_plugin}}}
+{quota_conf}{x_plugin}}}
 passdb {{
   driver = passwd-file
   args = {self.p('passwd')}
@@ -353,7 +358,7 @@ namespace inbox {{
 }}
 protocol imap {{
   mail_max_userip_connections = 200
-  mail_plugins = $mail_plugins imap_quota
+  mail_plugins = $mail_plugins{' imap_quota' if self.quota else ''}
 }}
 protocol pop3 {{
   mail_max_userip_connections = 50

@@ -6,9 +6,12 @@ the plugin holds it in memory once while saving or reading it."""
 import hashlib
 import poplib
 import re
+import shutil
 import time
 
-from test_dovecot_imap import ok
+import pytest
+
+from test_dovecot_imap import ok, raw
 
 poplib._MAXLINE = 1 << 20
 
@@ -85,3 +88,56 @@ def test_fifty_mib_message(stack):
     out = stack.doveadm_fresh("fetch", "size.physical size.virtual",
                               "mailbox", "INBOX", "all", user="alice")
     assert f"size.physical={SIZE}" in out and f"size.virtual={SIZE}" in out
+
+
+def _ops(stack, *names):
+    stats = dict(l.split() for l in stack.mstore("stats").stdout.decode()
+                 .splitlines() if " " in l)
+    return [int(stats.get("ops.op." + n, "0")) for n in names]
+
+
+@pytest.mark.dovecot(quota=None)
+def test_half_million_message_folder(stack):
+    """A folder of 2**19 (524,288) messages, grown from one by doubling:
+    COPY 1:* to another folder (one store request, one durable write for
+    all of them) and MOVE 1:* back (Dovecot commits a MOVE every 1000
+    messages: one COPY request each, and the expunges one EXPUNGE per
+    sync).  Each sync brings the new half into the session's index.
+    Then the index is deleted, and the first SELECT reads every
+    message's metadata from the store: in sane time, within Dovecot's
+    default vsz_limit (256M; the plugin used to hold the messages on
+    Dovecot's data stack, whose doubling blocks went past it)."""
+    msg = (b"From: a@example.test\r\nSubject: many\r\n"
+           b"Message-ID: <many@example.test>\r\n\r\nOne of many.\r\n")
+    stack.deliver("alice", "INBOX", msg)
+    c = stack.imap()
+    ok(c.create("Half"))
+    n = 1
+    for _ in range(19):
+        ok(c.select("INBOX"))
+        copies, expunges = _ops(stack, "copy", "expunge")
+        line, _ = raw(c, "UID COPY 1:* Half")
+        assert b" OK [COPYUID" in line, line
+        assert _ops(stack, "copy", "expunge") == [copies + 1, expunges]
+        ok(c.select("Half"))
+        copies, expunges = _ops(stack, "copy", "expunge")
+        line, _ = timed("MOVE of %d" % n, raw, c, "UID MOVE 1:* INBOX")
+        assert b" OK" in line, line
+        moved = _ops(stack, "copy", "expunge")
+        assert moved[0] - copies == (n + 999) // 1000, (n, moved, copies)
+        assert 1 <= moved[1] - expunges <= (n + 999) // 1000 + 2, \
+            (n, moved, expunges)
+        n *= 2
+    ok(c.select("INBOX"))
+    assert int(c.untagged_responses["EXISTS"][-1]) == n
+    c.logout()
+    assert n == 1 << 19
+    shutil.rmtree(stack.index_dir("alice"))
+    c = stack.imap()
+    typ, data = timed("first SELECT of %d" % n, c.select, "INBOX")
+    assert typ == "OK" and int(data[0]) == n, (typ, data)
+    d = ok(c.fetch("%d" % n, "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS "
+                   "(SUBJECT)])"))
+    assert b"RFC822.SIZE %d" % len(msg) in d[0][0], d
+    assert d[0][1].strip() == b"Subject: many", d
+    c.logout()
