@@ -184,7 +184,11 @@ class BitFlipProxy:
         self.port = self.ls.getsockname()[1]
         self.flip_at = None
         self.flips = 0
-        self.replay_frame = None   # forward frame number to send twice
+        # the next connection's forward frame of this number goes twice
+        # (set before the cut that makes the sender reconnect: a
+        # connection learns it as it is made, and counts its frames from
+        # its first byte)
+        self.replay_next = None
         self.replays = 0
         self.conns = []
         self.stop = False
@@ -210,12 +214,13 @@ class BitFlipProxy:
                 c.close()
                 continue
             self.conns.append((c, u))
-            threading.Thread(target=self.pump, args=(c, u, True),
+            replay, self.replay_next = self.replay_next, None
+            threading.Thread(target=self.pump, args=(c, u, True, replay),
                              daemon=True).start()
             threading.Thread(target=self.pump, args=(u, c, False),
                              daemon=True).start()
 
-    def pump(self, a, b, forward):
+    def pump(self, a, b, forward, replay=None):
         seen = 0
         # frames after the 105-byte hello and the 24-byte stream header
         fbuf, fno, hs = b"", 0, 129
@@ -224,7 +229,7 @@ class BitFlipProxy:
                 data = a.recv(65536)
                 if not data:
                     break
-                if forward and self.replay_frame is not None:
+                if forward and replay is not None:
                     fbuf += data
                     out = b""
                     if hs:
@@ -237,12 +242,12 @@ class BitFlipProxy:
                         frame, fbuf = fbuf[:4 + n], fbuf[4 + n:]
                         fno += 1
                         out += frame
-                        if fno == self.replay_frame:
+                        if fno == replay:
                             out += frame
                             self.replays += 1
-                            self.replay_frame = None
+                            replay = None
                     data = out
-                    if self.replay_frame is None:
+                    if replay is None:
                         data += fbuf
                         fbuf = b""
                     if not data:

@@ -165,8 +165,8 @@ def test_link_cut_bitflip_replay(tmp_path):
         assert proxy.flips == 1
         assert "does not open" in pair.log("recv")
         # a frame replayed: refused the same way
+        proxy.replay_next = 4
         proxy.cut()
-        proxy.replay_frame = 4
         assert pair.deliver(80, seed=4, size=3000) == 80
         check_identical(pair)
         assert proxy.replays == 1
