@@ -27,6 +27,10 @@
  *             (a client saving to Sent, a migration); with
  *             APPEND_SELECT=1 INBOX is selected first, so each APPEND
  *             also syncs the session's view (EXISTS)
+ *   copy      3 rounds of UID COPY 1:* of the envelope row's INBOX into
+ *             a new folder and UID MOVE 1:* of that folder into another
+ *             (then both deleted, untimed): messages copied or moved per
+ *             second of those two commands (information, no target)
  * A single-session row repeats its command (after untimed warm-up
  * rounds that let Dovecot fill its cache) until MS_BENCH_SECONDS have
  * passed, at least once; every round is checked (the number of FETCH
@@ -140,6 +144,7 @@ enum row {
 	R_LOGIN,
 	R_COLD,
 	R_APPEND,
+	R_COPY,
 	NROWS
 };
 
@@ -1116,6 +1121,60 @@ static int row_select(struct server *s, uint32_t n, struct result *rs,
 	return ret;
 }
 
+/* copy: COPY_ROUNDS rounds, each UID COPY 1:* of the env user's INBOX
+   into a new folder, then UID MOVE 1:* of that folder into another
+   (each checked by the next SELECT's EXISTS), the folders deleted after
+   the round.  Messages copied or moved per second of those two
+   commands. */
+#define COPY_ROUNDS 3
+static int row_copy(struct server *s, uint32_t n, struct result *r,
+		    char *why, size_t whylen)
+{
+	struct imap c;
+	struct meter m = {0};
+	char user[32];
+	double busy = 0;
+	int ret = 0;
+
+	user_name(1, user, sizeof(user));
+	if (imap_login(&c, s->port, user, why, whylen) < 0)
+		return -1;
+	meter_start(s, &m);
+	for (int i = 0; ret == 0 && i < COPY_ROUNDS; i++) {
+		static const char *const steps[] = {
+			"CREATE %s", "bcopy-a", "CREATE %s", "bcopy-b",
+			"SELECT %s", "INBOX",   "UID COPY 1:* %s", "bcopy-a",
+			"SELECT %s", "bcopy-a", "UID MOVE 1:* %s", "bcopy-b",
+			"SELECT %s", "bcopy-b", "SELECT %s", "INBOX",
+			"DELETE %s", "bcopy-a", "DELETE %s", "bcopy-b",
+		};
+		for (size_t j = 0; ret == 0 && j < MS_ARRAY_SIZE(steps);
+		     j += 2) {
+			int timed = strncmp(steps[j], "UID ", 4) == 0;
+			double t0 = bp_now();
+			ret = imap_cmd(&c, why, whylen, steps[j], steps[j + 1]);
+			if (timed)
+				busy += bp_now() - t0;
+			/* what the copy and the move made is all there */
+			if (ret == 0 && strncmp(steps[j], "SELECT", 6) == 0 &&
+			    strncmp(steps[j + 1], "bcopy", 5) == 0 &&
+			    c.exists != n) {
+				snprintf(why, whylen,
+					 "SELECT %s: %llu EXISTS, expected %u",
+					 steps[j + 1],
+					 (unsigned long long)c.exists, n);
+				ret = -1;
+			}
+		}
+		r->rounds++;
+	}
+	meter_stop(s, &m, r);
+	if (ret == 0 && busy > 0)
+		r->value = 2.0 * n * r->rounds / busy;
+	imap_logout(&c);
+	return ret;
+}
+
 /* ---- append: APPEND_CLIENTS sessions in one epoll loop ---- */
 
 enum app_state {
@@ -1423,6 +1482,9 @@ static const char *row_label(enum row r, char *buf, size_t n)
 			 K.app_size / 1024, K.clients,
 			 K.app_select ? ", sel" : "");
 		break;
+	case R_COPY:
+		snprintf(buf, n, "COPY+MOVE 1:* of %ld", K.env_msgs);
+		break;
 	default:
 		buf[0] = '\0';
 	}
@@ -1430,9 +1492,10 @@ static const char *row_label(enum row r, char *buf, size_t n)
 }
 
 static const char *const row_unit[NROWS] = {"MB/s", "msgs/s", "ms",
-					    "ms",   "ms",     "msgs/s"};
+					    "ms",   "ms",     "msgs/s",
+					    "msgs/s"};
 /* 1: higher is better (a rate); 0: lower is better (a time) */
-static const int row_rate[NROWS] = {1, 1, 0, 0, 0, 1};
+static const int row_rate[NROWS] = {1, 1, 0, 0, 0, 1, 1};
 
 /* A row's figure: two decimals below 10 (a SELECT's 0.41 ms against
    0.36 is not "0.4 against 0.4"), one above. */
@@ -1512,6 +1575,10 @@ static int run_row(struct server *srv, enum row rw)
 		/* LOGIN is measured with it */
 		ret = row_select(srv, (uint32_t)K.sel_msgs, &one, &login, why,
 				 sizeof(why));
+		break;
+	case R_COPY:
+		ret = row_copy(srv, (uint32_t)K.env_msgs, &one, why,
+			       sizeof(why));
 		break;
 	case R_APPEND: {
 		/* every pass's APPENDs stay: the count is the sum */
@@ -1597,7 +1664,8 @@ static int run_all(void)
 	for (int k = 0; k < NKINDS; k++)
 		if (up[k] && k != K_MDBOX)
 			fails += run_row(&srv[k], R_COLD);
-	static const enum row order[] = {R_BODY, R_ENV, R_SELECT, R_APPEND};
+	static const enum row order[] = {R_BODY, R_ENV, R_COPY, R_SELECT,
+					 R_APPEND};
 	for (long pass = 0; pass < K.passes; pass++) {
 		if (K.passes > 1)
 			printf("-- pass %ld\n", pass + 1);

@@ -12,7 +12,8 @@ import pytest
 from conftest import BUILD, SRC
 
 ROWS = ("FETCH BODY.PEEK[]", "FETCH (FLAGS ENVELOPE)", "SELECT",
-        "LOGIN before it", "1st LOGIN+SELECT, no index", "APPEND")
+        "LOGIN before it", "1st LOGIN+SELECT, no index", "APPEND",
+        "COPY+MOVE 1:*")
 
 
 def test_bench_imap_smoke():
