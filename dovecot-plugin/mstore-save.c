@@ -226,22 +226,14 @@ static int mstore_copy_flush(struct mstore_save_context *ctx)
 	struct ms_reply rep;
 	struct ms_proto_iter it;
 	struct ms_uid_pair pair;
-	const struct seq_range *r;
-	unsigned int i, n, want = ctx->copy_count, got = 0;
+	unsigned int want = ctx->copy_count, got = 0;
 	int ret;
 
 	if (want == 0)
 		return 0;
 	T_BEGIN {
-		r = array_get(&ctx->copy_uids, &n);
-		struct ms_uid_range *ranges = t_new(struct ms_uid_range, n);
-		for (i = 0; i < n; i++) {
-			ranges[i].lo = r[i].seq1;
-			ranges[i].hi = r[i].seq2;
-		}
 		q.u.uids.mailbox = ms_pstr_c(ctx->copy_src);
-		q.u.uids.uids.n = n;
-		q.u.uids.uids.list = ranges;
+		q.u.uids.uids = mstore_uid_set(&ctx->copy_uids);
 		q.u.uids.dst = ms_pstr_c(
 			mstore_box_store_name(&ctx->mbox->box));
 		ret = mstore_request(storage, &q, &rep, NULL);
@@ -523,21 +515,11 @@ void mstore_transaction_save_rollback(struct mail_save_context *_ctx)
 		   store already has */
 		struct ms_req q = { .op = MS_OP_EXPUNGE };
 		struct ms_reply rep;
-		const struct seq_range *r;
-		unsigned int n;
 
 		T_BEGIN {
-			r = array_get(&ctx->saved_uids, &n);
-			struct ms_uid_range *ranges =
-				t_new(struct ms_uid_range, n);
-			for (unsigned int i = 0; i < n; i++) {
-				ranges[i].lo = r[i].seq1;
-				ranges[i].hi = r[i].seq2;
-			}
 			q.u.uids.mailbox = ms_pstr_c(
 				mstore_box_store_name(&ctx->mbox->box));
-			q.u.uids.uids.n = n;
-			q.u.uids.uids.list = ranges;
+			q.u.uids.uids = mstore_uid_set(&ctx->saved_uids);
 			if (mstore_request(ctx->mbox->storage, &q, &rep,
 					   NULL) < 0) {
 				e_error(ctx->mbox->box.event,

@@ -127,6 +127,20 @@ const char *mstore_box_store_name(struct mailbox *box)
 	return mstore_vname_to_store(box->list->ns, box->vname);
 }
 
+struct ms_uid_set mstore_uid_set(const ARRAY_TYPE(seq_range) *uids)
+{
+	const struct seq_range *r;
+	unsigned int n;
+
+	r = array_get(uids, &n);
+	struct ms_uid_range *ranges = t_new(struct ms_uid_range, n);
+	for (unsigned int i = 0; i < n; i++) {
+		ranges[i].lo = r[i].seq1;
+		ranges[i].hi = r[i].seq2;
+	}
+	return (struct ms_uid_set){ .n = n, .list = ranges };
+}
+
 /* ---- storage ---- */
 
 static struct mail_storage *mstore_storage_alloc(void)

@@ -261,6 +261,8 @@ int mstore_mailbox_update_store(struct mstore_mailbox *mbox,
 				const struct mailbox_update *update);
 /* The store's name of a mailbox (UTF-8, '/' separated); data stack. */
 const char *mstore_box_store_name(struct mailbox *box);
+/* A UID set for a request, of Dovecot's ranges; data stack. */
+struct ms_uid_set mstore_uid_set(const ARRAY_TYPE(seq_range) *uids);
 /* Store flags (MS_EVENT_FLAG_*) <-> Dovecot's. */
 uint32_t mstore_flags_to_store(enum mail_flags flags);
 enum mail_flags mstore_flags_from_store(uint32_t flags);

@@ -170,23 +170,15 @@ static int mstore_sync_push_expunges(struct mstore_sync_ctx *ctx,
 {
 	struct ms_req q = { .op = MS_OP_EXPUNGE };
 	struct ms_reply rep;
-	const struct seq_range *r;
-	unsigned int i, n;
 	int ret;
 
-	r = array_get(uids, &n);
-	if (n == 0)
+	if (array_count(uids) == 0)
 		return 0;
-	struct ms_uid_range *ranges = i_new(struct ms_uid_range, n);
-	for (i = 0; i < n; i++) {
-		ranges[i].lo = r[i].seq1;
-		ranges[i].hi = r[i].seq2;
-	}
-	q.u.uids.mailbox = ms_pstr_c(ctx->name);
-	q.u.uids.uids.n = n;
-	q.u.uids.uids.list = ranges;
-	ret = mstore_request(ctx->mbox->storage, &q, &rep, status_r);
-	i_free(ranges);
+	T_BEGIN {
+		q.u.uids.mailbox = ms_pstr_c(ctx->name);
+		q.u.uids.uids = mstore_uid_set(uids);
+		ret = mstore_request(ctx->mbox->storage, &q, &rep, status_r);
+	} T_END;
 	array_clear(uids);
 	return ret;
 }

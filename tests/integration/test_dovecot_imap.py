@@ -49,6 +49,21 @@ def ok(res):
     return data
 
 
+def multiappend(c, first, second, flags2=b""):
+    """One APPEND of two messages (synchronising literals); the tagged
+    line."""
+    tag = c._new_tag()
+    c.send(tag + b" APPEND INBOX {%d}\r\n" % len(first))
+    assert c.readline().startswith(b"+")
+    c.send(first + b" " + flags2 + b"{%d}\r\n" % len(second))
+    assert c.readline().startswith(b"+")
+    c.send(second + b"\r\n")
+    line = c.readline()
+    while not line.startswith(tag):
+        line = c.readline()
+    return line
+
+
 def uids(c, crit="ALL"):
     data = ok(c.uid("SEARCH", None, crit))
     return [int(x) for x in data[0].split()]
@@ -315,15 +330,7 @@ def test_saved_mail_read_while_saving(stack):
     bare = (b"From: c@example.test\nSubject: bare\n"
             b"Message-ID: <3@example.test>\n\nline one\nline two\n")
     c = stack.imap()
-    tag = c._new_tag()
-    c.send(tag + b" APPEND INBOX {%d}\r\n" % len(MSG))
-    assert c.readline().startswith(b"+")
-    c.send(MSG + b" {%d}\r\n" % len(MIME))
-    assert c.readline().startswith(b"+")
-    c.send(MIME + b"\r\n")
-    line = c.readline()
-    while not line.startswith(tag):
-        line = c.readline()
+    line = multiappend(c, MSG, MIME)
     assert b"OK [APPENDUID" in line and b" 1:2]" in line, line
     # as is (imaplib's append would make the LFs CRLF)
     line, _ = raw(c, "APPEND INBOX {%d+}\r\n" % len(bare) +
@@ -405,16 +412,7 @@ def test_append_and_sizes_look_for_no_cache_file(stack):
 def test_multiappend_catenate(stack):
     c = stack.imap()
     # MULTIAPPEND: two messages in one command
-    lit1, lit2 = MSG, MIME
-    tag = c._new_tag()
-    c.send(tag + b" APPEND INBOX {%d}\r\n" % len(lit1))
-    assert c.readline().startswith(b"+")
-    c.send(lit1 + b" (\\Seen) {%d}\r\n" % len(lit2))
-    assert c.readline().startswith(b"+")
-    c.send(lit2 + b"\r\n")
-    line = c.readline()
-    while not line.startswith(tag):
-        line = c.readline()
+    line = multiappend(c, MSG, MIME, flags2=b"(\\Seen) ")
     assert b"OK" in line and b"APPENDUID" in line and b"1:2" in line, line
     # CATENATE from a URL of the message and a text part
     ok(c.select("INBOX"))
