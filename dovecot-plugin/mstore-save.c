@@ -57,10 +57,9 @@ struct mstore_save_context {
 	/* store-side copies not sent yet: uids of the one source mailbox
 	   copy_src, sent as one COPY (one durable write) at commit, or
 	   before anything else is saved, another source is copied from or
-	   a uid comes again */
+	   a uid comes again (so each uid is one copy) */
 	char *copy_src;
 	ARRAY_TYPE(seq_range) copy_uids;
-	unsigned int copy_count;
 
 	bool failed:1;
 	bool finished:1;
@@ -226,11 +225,12 @@ static int mstore_copy_flush(struct mstore_save_context *ctx)
 	struct ms_reply rep;
 	struct ms_proto_iter it;
 	struct ms_uid_pair pair;
-	unsigned int want = ctx->copy_count, got = 0;
+	unsigned int want, got = 0;
 	int ret;
 
-	if (want == 0)
+	if (array_count(&ctx->copy_uids) == 0)
 		return 0;
+	want = seq_range_count(&ctx->copy_uids);
 	T_BEGIN {
 		q.u.uids.mailbox = ms_pstr_c(ctx->copy_src);
 		q.u.uids.uids = mstore_uid_set(&ctx->copy_uids);
@@ -239,7 +239,6 @@ static int mstore_copy_flush(struct mstore_save_context *ctx)
 		ret = mstore_request(storage, &q, &rep, NULL);
 	} T_END;
 	array_clear(&ctx->copy_uids);
-	ctx->copy_count = 0;
 	if (ret < 0)
 		return -1;
 	ms_proto_iter_pairs(&it, &rep.u.copy.pairs);
@@ -417,18 +416,17 @@ static int mstore_copy_store(struct mstore_save_context *ctx,
 	   request and one durable write (mstore_copy_flush), not one per
 	   message.  The store gives the copies UIDs in source UID order,
 	   which is the order COPYUID pairs them in. */
-	if (ctx->copy_count > 0 &&
+	if (array_count(&ctx->copy_uids) > 0 &&
 	    (strcmp(ctx->copy_src, src) != 0 ||
 	     seq_range_exists(&ctx->copy_uids, mail->uid) ||
 	     array_count(&ctx->copy_uids) >= MS_PROTO_MAX_RANGES) &&
 	    mstore_copy_flush(ctx) < 0)
 		return -1;
-	if (ctx->copy_count == 0) {
+	if (array_count(&ctx->copy_uids) == 0) {
 		i_free(ctx->copy_src);
 		ctx->copy_src = i_strdup(src);
 	}
 	seq_range_array_add(&ctx->copy_uids, mail->uid);
-	ctx->copy_count++;
 	/* its UID comes with the COPY's reply; until then it reads as its
 	   source (mail_log, say, reads its headers now) */
 	mstore_save_add_to_index(ctx, 0, psize, vsize, NULL);
