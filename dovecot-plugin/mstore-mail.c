@@ -48,17 +48,34 @@ static int mstore_mail_no_rec(struct mail *mail)
    Dovecot's first: they look in dovecot.index.cache, which a mailbox
    here does not have, and each lookup would try to open it again. */
 
+/* The record's sizes and dates into what the mail has, in one lookup;
+   FALSE when it has no record. */
+static bool mstore_mail_fill(struct mail *_mail)
+{
+	struct index_mail *mail = INDEX_MAIL(_mail);
+	struct index_mail_data *data = &mail->data;
+	struct mstore_mail_rec rec;
+
+	if (!mstore_mail_get_rec(_mail, &rec))
+		return FALSE;
+	if (data->physical_size == UOFF_T_MAX)
+		data->physical_size = rec.physical_size;
+	if (data->virtual_size == UOFF_T_MAX)
+		data->virtual_size = rec.virtual_size;
+	if (data->received_date == (time_t)-1)
+		data->received_date = (time_t)rec.received;
+	if (data->save_date == (time_t)-1)
+		data->save_date = (time_t)rec.saved;
+	return TRUE;
+}
+
 static int mstore_mail_get_received_date(struct mail *_mail, time_t *date_r)
 {
 	struct index_mail *mail = INDEX_MAIL(_mail);
-	struct mstore_mail_rec rec;
+	struct index_mail_data *data = &mail->data;
 
-	if (mail->data.received_date != (time_t)-1) {
-		*date_r = mail->data.received_date;
-		return 0;
-	}
-	if (mstore_mail_get_rec(_mail, &rec)) {
-		mail->data.received_date = *date_r = (time_t)rec.received;
+	if (data->received_date != (time_t)-1 || mstore_mail_fill(_mail)) {
+		*date_r = data->received_date;
 		return 0;
 	}
 	if (index_mail_get_received_date(_mail, date_r) == 0)
@@ -69,15 +86,11 @@ static int mstore_mail_get_received_date(struct mail *_mail, time_t *date_r)
 static int mstore_mail_get_save_date(struct mail *_mail, time_t *date_r)
 {
 	struct index_mail *mail = INDEX_MAIL(_mail);
-	struct mstore_mail_rec rec;
+	struct index_mail_data *data = &mail->data;
 	int ret;
 
-	if (mail->data.save_date != (time_t)-1) {
-		*date_r = mail->data.save_date;
-		return 1;
-	}
-	if (mstore_mail_get_rec(_mail, &rec)) {
-		mail->data.save_date = *date_r = (time_t)rec.saved;
+	if (data->save_date != (time_t)-1 || mstore_mail_fill(_mail)) {
+		*date_r = data->save_date;
 		return 1;
 	}
 	if ((ret = index_mail_get_save_date(_mail, date_r)) > 0)
@@ -92,14 +105,10 @@ static int mstore_mail_get_save_date(struct mail *_mail, time_t *date_r)
 static int mstore_mail_get_physical_size(struct mail *_mail, uoff_t *size_r)
 {
 	struct index_mail *mail = INDEX_MAIL(_mail);
-	struct mstore_mail_rec rec;
+	struct index_mail_data *data = &mail->data;
 
-	if (mail->data.physical_size != UOFF_T_MAX) {
-		*size_r = mail->data.physical_size;
-		return 0;
-	}
-	if (mstore_mail_get_rec(_mail, &rec)) {
-		mail->data.physical_size = *size_r = rec.physical_size;
+	if (data->physical_size != UOFF_T_MAX || mstore_mail_fill(_mail)) {
+		*size_r = data->physical_size;
 		return 0;
 	}
 	if (index_mail_get_physical_size(_mail, size_r) == 0)
@@ -110,14 +119,9 @@ static int mstore_mail_get_physical_size(struct mail *_mail, uoff_t *size_r)
 static int mstore_mail_get_virtual_size(struct mail *_mail, uoff_t *size_r)
 {
 	struct index_mail *mail = INDEX_MAIL(_mail);
-	struct mstore_mail_rec rec;
 
-	if (mail->data.virtual_size != UOFF_T_MAX) {
+	if (mail->data.virtual_size != UOFF_T_MAX || mstore_mail_fill(_mail)) {
 		*size_r = mail->data.virtual_size;
-		return 0;
-	}
-	if (mstore_mail_get_rec(_mail, &rec)) {
-		mail->data.virtual_size = *size_r = rec.virtual_size;
 		return 0;
 	}
 	if (index_mail_get_cached_virtual_size(mail, size_r))
