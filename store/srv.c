@@ -28,8 +28,13 @@
 
 /* the rest of the file uses epoll's bits for poll's too */
 _Static_assert(EPOLLIN == POLLIN && EPOLLOUT == POLLOUT &&
-		       EPOLLERR == POLLERR && EPOLLHUP == POLLHUP,
+		       EPOLLERR == POLLERR && EPOLLHUP == POLLHUP &&
+		       EPOLLRDHUP == POLLRDHUP,
 	       "epoll and poll event bits differ");
+
+/* a connection's read interest: data, and the peer's end of writing
+   (conn_read reads to the end only when that came) */
+#define CONN_IN (EPOLLIN | EPOLLRDHUP)
 
 enum watch_kind { W_LISTEN, W_CONN, W_FD };
 
@@ -600,7 +605,7 @@ static void conn_update_events(struct ms_conn *c)
 		return;
 	if (!c->closing && !c->paused &&
 	    c->out.len - c->out_off < c->srv->lim.max_out)
-		ev |= EPOLLIN;
+		ev |= CONN_IN;
 	if (c->out.len > c->out_off)
 		ev |= EPOLLOUT;
 	if (ev == c->w.events)
@@ -853,7 +858,15 @@ static void conn_more(struct ms_conn *c)
 	c->srv->more = c;
 }
 
-static void conn_read(struct ms_conn *c)
+/*
+ * Read and serve what came.  A short read emptied the socket, and what
+ * comes after it wakes the loop again (level- or edge-triggered), so it
+ * ends the read without a recv that would only say EAGAIN; but when the
+ * peer's end of writing was seen (the event's EPOLLRDHUP, or ev 0: no
+ * event, read on) the read goes on until recv says so, or an
+ * edge-triggered loop would never see the end.
+ */
+static void conn_read(struct ms_conn *c, unsigned ev)
 {
 	int rounds;
 	for (rounds = 0; rounds < 16 && !c->closed; rounds++) {
@@ -883,6 +896,9 @@ static void conn_read(struct ms_conn *c)
 			break;
 		if (c->out.len - c->out_off >= c->srv->lim.max_out)
 			break; /* let the client read first */
+		if ((size_t)n < SRV_READ_CHUNK &&
+		    (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) == EPOLLIN)
+			break;
 	}
 	if (!c->closed)
 		conn_update_events(c);
@@ -899,7 +915,7 @@ static void srv_more(struct ms_conn *list)
 		list = c->more_next;
 		c->in_more = 0;
 		if (!c->closed && (c->w.events & EPOLLIN))
-			conn_read(c);
+			conn_read(c, 0);
 		ms_conn_unref(&c);
 	}
 }
@@ -938,7 +954,7 @@ static void srv_accept_stream(struct ms_srv *srv, struct watch *lw, int fd)
 	c->lw = lw;
 	ms_buf_init(&c->in, st->max_in + SRV_READ_CHUNK);
 	ms_buf_init(&c->out, srv->lim.max_out + srv->lim.max_frame);
-	if (watch_add(srv, &c->w, EPOLLIN) < 0) {
+	if (watch_add(srv, &c->w, CONN_IN) < 0) {
 		close(fd);
 		conn_free(c);
 		return;
@@ -1011,7 +1027,7 @@ static void srv_accept(struct ms_srv *srv, struct watch *lw)
 		c->last_ms = now_ms();
 		ms_buf_init(&c->in, srv->lim.max_frame + SRV_READ_CHUNK);
 		ms_buf_init(&c->out, srv->lim.max_out + srv->lim.max_frame);
-		if (watch_add(srv, &c->w, EPOLLIN) < 0) {
+		if (watch_add(srv, &c->w, CONN_IN) < 0) {
 			close(fd);
 			conn_free(c);
 			continue;
@@ -1088,7 +1104,7 @@ int ms_srv_run(struct ms_srv *srv)
 						conn_frames(c);
 				}
 				if (!c->closed && (evs[i].events & EPOLLIN))
-					conn_read(c);
+					conn_read(c, evs[i].events);
 				break;
 			}
 			}
