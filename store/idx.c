@@ -78,13 +78,14 @@ struct ms_idx {
 	MDB_dbi db[DB_COUNT];
 	struct ms_idx_txn *txn; /* the open write transaction */
 	unsigned nreaders;      /* open read handles */
+	unsigned borrowed;      /* read handles on the write transaction */
 	uint64_t skipped;
 };
 
 struct ms_idx_rd {
 	struct ms_idx *idx;
 	MDB_txn *txn;
-	int owned; /* a read transaction of our own (ms_idx_read_begin) */
+	int owned; /* a read transaction of our own, not the write one */
 };
 
 /* A keyword: bytes borrowed from a payload or a value. */
@@ -2158,6 +2159,7 @@ void ms_idx_abort(struct ms_idx_txn **txnp)
 	if (t == NULL)
 		return;
 	*txnp = NULL;
+	ms_assert(t->idx->borrowed == 0);
 	mdb_txn_abort(t->rd.txn);
 	txn_free(t->idx, t);
 }
@@ -2219,6 +2221,7 @@ int ms_idx_commit(struct ms_idx_txn **txnp)
 	uint8_t v[STATE_SIZE];
 	int ret, rc;
 
+	ms_assert(t->idx->borrowed == 0);
 	if (t->failed) {
 		ms_idx_abort(txnp);
 		return MS_ESTATE;
@@ -2681,6 +2684,16 @@ int ms_idx_read_begin(struct ms_idx *idx, struct ms_idx_rd **rd_r)
 	MDB_txn *txn;
 	int ret;
 
+	if (idx->txn != NULL) {
+		/* what is applied, committed or not: a failed transaction
+		   lost some of it, and the committed state may be older
+		   than what was answered */
+		if (idx->txn->failed)
+			return MS_ESTATE;
+		idx->borrowed++;
+		*rd_r = &idx->txn->rd;
+		return 0;
+	}
 	if ((ret = txn_begin(idx, MDB_RDONLY, &txn, NULL)) < 0)
 		return ret;
 	struct ms_idx_rd *rd = ms_calloc(1, sizeof(*rd));
@@ -2699,7 +2712,11 @@ void ms_idx_read_end(struct ms_idx_rd **rdp)
 	if (rd == NULL)
 		return;
 	*rdp = NULL;
-	ms_assert(rd->owned);
+	if (!rd->owned) {
+		ms_assert(rd->idx->borrowed > 0);
+		rd->idx->borrowed--;
+		return;
+	}
 	mdb_txn_abort(rd->txn);
 	rd->idx->nreaders--;
 	free(rd);
@@ -2904,6 +2921,9 @@ int ms_idx_stats(struct ms_idx_rd *rd, struct ms_idx_stats *st_r)
 	};
 	if ((ret = state_load(rd->txn, rd->idx, &st, NULL)) < 0)
 		return ret;
+	s.committed_seq = st.seq;
+	if (!rd->owned && rd->idx->txn != NULL && &rd->idx->txn->rd == rd)
+		st = rd->idx->txn->st; /* what the commit will write */
 	s.applied_seq = st.seq;
 	s.applied_pos = st.pos;
 	s.records = st.records;

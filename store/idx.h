@@ -304,9 +304,15 @@ int ms_idx_rebuild(const char *dir, uint64_t map_size, struct ms_log *log,
 
 /*
  * A read handle: one LMDB read transaction, a consistent snapshot of the
- * last commit.  Everything the queries return that points into the index
- * (names, keywords) is borrowed and stays valid until ms_idx_read_end().
- * Keep handles short: a long reader holds old pages and grows the file.
+ * last commit.  While a write transaction is open (ms_idx_begin), the
+ * handle is that transaction instead: it sees what was applied and not
+ * yet committed, so a writer that commits only now and then still reads
+ * what it answered; MS_ESTATE when that transaction failed.  Such a
+ * handle must end before the transaction does (asserted), and what it
+ * returned is valid until the next apply.  Everything the queries return
+ * that points into the index (names, keywords) is borrowed and stays
+ * valid until ms_idx_read_end().  Keep handles short: a long reader
+ * holds old pages and grows the file.
  */
 int ms_idx_read_begin(struct ms_idx *idx, struct ms_idx_rd **rd_r);
 void ms_idx_read_end(struct ms_idx_rd **rd);
@@ -388,8 +394,9 @@ struct ms_idx_seg {
 };
 
 struct ms_idx_stats {
-	uint64_t applied_seq;
+	uint64_t applied_seq;	/* applied, in the handle's transaction */
 	struct ms_pos applied_pos;
+	uint64_t committed_seq;	/* applied and committed */
 	uint64_t records; /* records applied (no skips, no seals) */
 	uint64_t anomalies, last_anomaly_seq;
 	uint64_t users, mailboxes, messages, expunged, bodies;

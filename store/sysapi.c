@@ -267,6 +267,9 @@ static const struct metric_def status_metrics[] = {
 	  "Segment files of the log." },
 	{ "index.applied_seq", "mstore_index_applied_seq", "gauge",
 	  "Sequence number of the last record applied to the index." },
+	{ "index.committed_seq", "mstore_index_committed_seq", "gauge",
+	  "Sequence number of the last record applied and committed to "
+	  "the index (a restart replays the log after it)." },
 	{ "index.users", "mstore_users", "gauge", "Users." },
 	{ "index.mailboxes", "mstore_mailboxes", "gauge", "Mailboxes." },
 	{ "index.messages", "mstore_messages", "gauge",

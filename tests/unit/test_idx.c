@@ -954,13 +954,29 @@ static void test_change_feed(void **state)
 	assert_int_equal(c.msg.uid, 2);
 	assert_int_equal(c.modseq, 11);
 	ms_idx_iter_free(&it);
-	/* a reader still sees the last commit */
+	/* a reader while the transaction is open reads it: mstored answers
+	   before it commits */
 	CHECK_RET(ms_idx_read_begin(x.idx, &rd), 0, "read");
 	CHECK_RET(ms_idx_changes_iter(rd, 10, 10, &it), 0, "reader");
-	assert_int_equal(ms_idx_changes_next(it, &c), 0);
+	assert_int_equal(ms_idx_changes_next(it, &c), 1);
+	assert_int_equal(c.msg.uid, 2);
 	ms_idx_iter_free(&it);
+	struct ms_idx_stats st;
+	CHECK_RET(ms_idx_stats(rd, &st), 0, "stats");
+	assert_true(st.applied_seq > seq);
+	assert_int_equal(st.committed_seq, seq);
 	ms_idx_read_end(&rd);
+	uint64_t applied = st.applied_seq;
 	CHECK_RET(ms_idx_commit(&txn), 0, "commit");
+	/* and after the commit, a read transaction of its own */
+	CHECK_RET(ms_idx_read_begin(x.idx, &rd), 0, "read after");
+	CHECK_RET(ms_idx_changes_iter(rd, 10, 10, &it), 0, "reader after");
+	assert_int_equal(ms_idx_changes_next(it, &c), 1);
+	ms_idx_iter_free(&it);
+	CHECK_RET(ms_idx_stats(rd, &st), 0, "stats after");
+	assert_int_equal(st.applied_seq, applied);
+	assert_int_equal(st.committed_seq, applied);
+	ms_idx_read_end(&rd);
 	check_ok(x.idx);
 	tx_free(&x);
 }
