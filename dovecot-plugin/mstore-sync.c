@@ -140,106 +140,162 @@ static void mstore_sync_corrupted(struct mstore_sync_ctx *ctx, const char *what)
 
 /* ---- push ---- */
 
+/*
+ * The changes of one kind that a sync gathers from Dovecot's queue, which
+ * holds one record per run of uids (an expunge per message, a flag or
+ * keyword change per range of a scattered set) and hands them out in uid
+ * order, the kinds interleaved.  Each kind goes to the store as one
+ * request (one durable write) for all its uids.  Order between kinds does
+ * not matter: the queue is Dovecot's sync transaction, which already made
+ * the changes net (per uid one flag change, a keyword added or removed,
+ * not both).
+ */
+struct mstore_push {
+	enum mail_index_sync_type type;
+	uint32_t add, rm;		/* FLAGS: store flags */
+	const char *keyword;		/* KEYWORD_ADD/REMOVE */
+	ARRAY_TYPE(seq_range) uids;
+};
+ARRAY_DEFINE_TYPE(mstore_push, struct mstore_push);
+
 static int mstore_sync_push_store(struct mstore_sync_ctx *ctx,
-				  uint32_t uid1, uint32_t uid2, uint8_t mode,
-				  uint32_t flags, const char *keyword,
-				  int *status_r)
+				  const ARRAY_TYPE(seq_range) *uids,
+				  uint8_t mode, uint32_t flags,
+				  const char *keyword, int *status_r)
 {
 	struct ms_req q = { .op = MS_OP_STORE };
 	struct ms_reply rep;
-	struct ms_uid_range r = { uid1, uid2 };
 	struct ms_pstr kw;
+	int ret;
 
-	q.u.store.mailbox = ms_pstr_c(ctx->name);
-	q.u.store.uids.n = 1;
-	q.u.store.uids.list = &r;
-	q.u.store.mode = mode;
-	q.u.store.flags = flags;
-	if (keyword != NULL) {
-		kw = ms_pstr_c(keyword);
-		q.u.store.keywords.n = 1;
-		q.u.store.keywords.list = &kw;
-	}
-	return mstore_request(ctx->mbox->storage, &q, &rep, status_r);
+	T_BEGIN {
+		q.u.store.mailbox = ms_pstr_c(ctx->name);
+		q.u.store.uids = mstore_uid_set(uids);
+		q.u.store.mode = mode;
+		q.u.store.flags = flags;
+		if (keyword != NULL) {
+			kw = ms_pstr_c(keyword);
+			q.u.store.keywords.n = 1;
+			q.u.store.keywords.list = &kw;
+		}
+		ret = mstore_request(ctx->mbox->storage, &q, &rep, status_r);
+	} T_END;
+	return ret;
 }
 
-/* The expunges gathered so far, as one EXPUNGE. */
-static int mstore_sync_push_expunges(struct mstore_sync_ctx *ctx,
-				     ARRAY_TYPE(seq_range) *uids,
-				     int *status_r)
+/* What was gathered, as one request (two for flags added and removed). */
+static int mstore_sync_push_flush(struct mstore_sync_ctx *ctx,
+				  struct mstore_push *push, int *status_r)
 {
 	struct ms_req q = { .op = MS_OP_EXPUNGE };
 	struct ms_reply rep;
-	int ret;
+	int ret = 0;
 
-	if (array_count(uids) == 0)
+	if (array_count(&push->uids) == 0)
 		return 0;
-	T_BEGIN {
-		q.u.uids.mailbox = ms_pstr_c(ctx->name);
-		q.u.uids.uids = mstore_uid_set(uids);
-		ret = mstore_request(ctx->mbox->storage, &q, &rep, status_r);
-	} T_END;
-	array_clear(uids);
+	switch (push->type) {
+	case MAIL_INDEX_SYNC_TYPE_EXPUNGE:
+		T_BEGIN {
+			q.u.uids.mailbox = ms_pstr_c(ctx->name);
+			q.u.uids.uids = mstore_uid_set(&push->uids);
+			ret = mstore_request(ctx->mbox->storage, &q, &rep,
+					     status_r);
+		} T_END;
+		break;
+	case MAIL_INDEX_SYNC_TYPE_FLAGS:
+		/* disjoint sets: adding all, then removing all, is what
+		   each range's add then remove was */
+		if (push->add != 0)
+			ret = mstore_sync_push_store(ctx, &push->uids,
+				MS_EVENT_MODE_ADD, push->add, NULL, status_r);
+		if (ret == 0 && push->rm != 0)
+			ret = mstore_sync_push_store(ctx, &push->uids,
+				MS_EVENT_MODE_REMOVE, push->rm, NULL,
+				status_r);
+		break;
+	case MAIL_INDEX_SYNC_TYPE_KEYWORD_ADD:
+	case MAIL_INDEX_SYNC_TYPE_KEYWORD_REMOVE:
+		ret = mstore_sync_push_store(ctx, &push->uids,
+			push->type == MAIL_INDEX_SYNC_TYPE_KEYWORD_ADD ?
+			MS_EVENT_MODE_ADD : MS_EVENT_MODE_REMOVE,
+			0, push->keyword, status_r);
+		break;
+	}
+	array_clear(&push->uids);
 	return ret;
+}
+
+/* rec as what push gathers: its kind and parameters; FALSE when it asks
+   nothing of the store (only Dovecot's own flags, a keyword not known) */
+static bool mstore_push_key(struct mstore_sync_ctx *ctx,
+			    const struct mail_index_sync_rec *rec,
+			    struct mstore_push *key)
+{
+	const ARRAY_TYPE(keywords) *kw_names =
+		mail_index_get_keywords(ctx->box->index);
+
+	key->type = rec->type;
+	key->add = key->rm = 0;
+	key->keyword = NULL;
+	switch (rec->type) {
+	case MAIL_INDEX_SYNC_TYPE_EXPUNGE:
+		return TRUE;
+	case MAIL_INDEX_SYNC_TYPE_FLAGS:
+		key->add = mstore_flags_to_store(rec->add_flags);
+		key->rm = mstore_flags_to_store(rec->remove_flags);
+		return key->add != 0 || key->rm != 0;
+	case MAIL_INDEX_SYNC_TYPE_KEYWORD_ADD:
+	case MAIL_INDEX_SYNC_TYPE_KEYWORD_REMOVE:
+		if (rec->keyword_idx >= array_count(kw_names))
+			return FALSE;
+		key->keyword = array_idx_elem(kw_names, rec->keyword_idx);
+		return TRUE;
+	}
+	return FALSE;
+}
+
+/* The gather of key's kind, made when new. */
+static struct mstore_push *
+mstore_push_find(ARRAY_TYPE(mstore_push) *pushes,
+		 const struct mstore_push *key)
+{
+	struct mstore_push *push;
+
+	array_foreach_modifiable(pushes, push) {
+		if (push->type == key->type && push->add == key->add &&
+		    push->rm == key->rm &&
+		    null_strcmp(push->keyword, key->keyword) == 0)
+			return push;
+	}
+	push = array_append_space(pushes);
+	*push = *key;
+	i_array_init(&push->uids, 16);
+	return push;
 }
 
 static int mstore_sync_push(struct mstore_sync_ctx *ctx)
 {
-	const ARRAY_TYPE(keywords) *kw_names =
-		mail_index_get_keywords(ctx->box->index);
 	struct mail_index_sync_rec rec;
-	/* Dovecot queues an expunge per message (with its GUID): they go
-	   to the store gathered, one EXPUNGE (one durable write) for all of
-	   them, sent before any flag change that follows them and at the
-	   end, so the store sees the changes in their order */
-	ARRAY_TYPE(seq_range) expunges;
+	ARRAY_TYPE(mstore_push) pushes;
+	struct mstore_push *push, key;
 	int ret = 0, status = 0;
 
-	i_array_init(&expunges, 16);
+	i_array_init(&pushes, 4);
 	while (ret == 0 &&
 	       mail_index_sync_next(ctx->index_sync_ctx, &rec)) {
-		if (rec.type != MAIL_INDEX_SYNC_TYPE_EXPUNGE ||
-		    array_count(&expunges) >= MS_PROTO_MAX_RANGES) {
-			ret = mstore_sync_push_expunges(ctx, &expunges,
-							&status);
-			if (ret < 0)
-				break;
-		}
-		switch (rec.type) {
-		case MAIL_INDEX_SYNC_TYPE_EXPUNGE:
-			seq_range_array_add_range(&expunges, rec.uid1,
-						  rec.uid2);
-			break;
-		case MAIL_INDEX_SYNC_TYPE_FLAGS: {
-			uint32_t add = mstore_flags_to_store(rec.add_flags);
-			uint32_t rm = mstore_flags_to_store(rec.remove_flags);
-			if (add != 0)
-				ret = mstore_sync_push_store(ctx, rec.uid1,
-					rec.uid2, MS_EVENT_MODE_ADD, add, NULL,
-					&status);
-			if (ret == 0 && rm != 0)
-				ret = mstore_sync_push_store(ctx, rec.uid1,
-					rec.uid2, MS_EVENT_MODE_REMOVE, rm,
-					NULL, &status);
-			break;
-		}
-		case MAIL_INDEX_SYNC_TYPE_KEYWORD_ADD:
-		case MAIL_INDEX_SYNC_TYPE_KEYWORD_REMOVE: {
-			const char *kw;
-			if (rec.keyword_idx >= array_count(kw_names))
-				break;
-			kw = array_idx_elem(kw_names, rec.keyword_idx);
-			ret = mstore_sync_push_store(ctx, rec.uid1, rec.uid2,
-				rec.type == MAIL_INDEX_SYNC_TYPE_KEYWORD_ADD ?
-				MS_EVENT_MODE_ADD : MS_EVENT_MODE_REMOVE,
-				0, kw, &status);
-			break;
-		}
-		}
+		if (!mstore_push_key(ctx, &rec, &key))
+			continue;
+		push = mstore_push_find(&pushes, &key);
+		if (array_count(&push->uids) >= MS_PROTO_MAX_RANGES)
+			ret = mstore_sync_push_flush(ctx, push, &status);
+		seq_range_array_add_range(&push->uids, rec.uid1, rec.uid2);
 	}
-	if (ret == 0)
-		ret = mstore_sync_push_expunges(ctx, &expunges, &status);
-	array_free(&expunges);
+	array_foreach_modifiable(&pushes, push) {
+		if (ret == 0)
+			ret = mstore_sync_push_flush(ctx, push, &status);
+		array_free(&push->uids);
+	}
+	array_free(&pushes);
 	if (ret < 0 && status == -EROFS) {
 		/* a standby takes no change now nor later: drop what is
 		   queued (kept, it would fail every sync until a promote);

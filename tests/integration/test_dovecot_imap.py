@@ -308,6 +308,49 @@ def test_copy_move_one_request(stack):
     c.logout()
 
 
+def test_store_scattered_one_request(stack):
+    """A flag or keyword change on a scattered set of messages is one
+    store STORE per kind of change (one durable write), not one per run
+    of uids: Dovecot's sync hands the runs out one by one, the kinds
+    interleaved in uid order.  The store ends with what IMAP shows."""
+    c = stack.imap()
+    for i in range(60):
+        ok(c.append("INBOX", None, None, MSG))
+    ok(c.select("INBOX"))
+    odd = ",".join(str(u) for u in range(1, 61, 2))
+    third = ",".join(str(u) for u in range(1, 61, 3))
+    before = _ops(stack, "store")
+    ok(c.uid("STORE", odd, "+FLAGS.SILENT", "(\\Flagged $Work)"))
+    # one STORE for \Flagged on 30 runs, one for $Work
+    assert _ops(stack, "store")[0] - before[0] == 2
+    before = _ops(stack, "store")
+    # replace on every third: \Seen added to all 20; \Flagged and $Work
+    # taken from the odd ones among them
+    ok(c.uid("STORE", third, "FLAGS.SILENT", "(\\Seen)"))
+    # \\Seen added, the other flags removed, $Work removed: three
+    assert _ops(stack, "store")[0] - before[0] == 3
+    before = _ops(stack, "store")
+    ok(c.uid("STORE", odd, "-FLAGS.SILENT", "($Work)"))
+    assert _ops(stack, "store")[0] - before[0] == 1
+    want = {}
+    for u in range(1, 61):
+        f = set()
+        if u % 2 == 1:
+            f |= {"\\Flagged"}
+        if (u - 1) % 3 == 0:
+            f = {"\\Seen"}
+        want[u] = sorted(f)
+    assert stack.store_view("alice", "INBOX") == want
+    typ, data = c.uid("FETCH", "1:*", "(FLAGS)")
+    shown = {}
+    for d in data:
+        m = re.search(rb"UID (\d+) FLAGS \(([^)]*)\)", d)
+        shown[int(m.group(1))] = sorted(
+            x for x in m.group(2).decode().split() if x != "\\Recent")
+    assert shown == want
+    c.logout()
+
+
 def _mail_log(stack, event):
     """{subject: {field: value}} of mail_log's lines for event."""
     out = {}
