@@ -31,6 +31,9 @@
  *             a new folder and UID MOVE 1:* of that folder into another
  *             (then both deleted, untimed): messages copied or moved per
  *             second of those two commands (information, no target)
+ *   store     3 rounds of UID STORE +FLAGS (\Flagged) on every other
+ *             message of the envelope row's INBOX and -FLAGS back:
+ *             messages changed per second (information, no target)
  * A single-session row repeats its command (after untimed warm-up
  * rounds that let Dovecot fill its cache) until MS_BENCH_SECONDS have
  * passed, at least once; every round is checked (the number of FETCH
@@ -145,6 +148,7 @@ enum row {
 	R_COLD,
 	R_APPEND,
 	R_COPY,
+	R_STORE,
 	NROWS
 };
 
@@ -463,18 +467,25 @@ static void imap_close(struct imap *c)
 static int imap_start(struct imap *c, char *why, size_t whylen, const char *fmt,
 		      ...)
 {
-	char cmd[1024];
 	va_list ap;
 	snprintf(c->tag, sizeof(c->tag), "T%u", ++c->tagn);
-	int n = snprintf(cmd, sizeof(cmd), "%s ", c->tag);
 	va_start(ap, fmt);
-	n += vsnprintf(cmd + n, sizeof(cmd) - (size_t)n, fmt, ap);
+	int len = vsnprintf(NULL, 0, fmt, ap);
 	va_end(ap);
-	n += snprintf(cmd + n, sizeof(cmd) - (size_t)n, "\r\n");
+	/* the store row's uid sets are long */
+	size_t cap = sizeof(c->tag) + (size_t)len + 3;
+	char *cmd = ms_malloc(cap);
+	int n = snprintf(cmd, cap, "%s ", c->tag);
+	va_start(ap, fmt);
+	n += vsnprintf(cmd + n, cap - (size_t)n, fmt, ap);
+	va_end(ap);
+	n += snprintf(cmd + n, cap - (size_t)n, "\r\n");
 	c->done = c->ok = c->cont_req = 0;
 	c->fetches = c->lit_bytes = 0;
 	c->result[0] = '\0';
-	return imap_send(c, cmd, (size_t)n, why, whylen);
+	int ret = imap_send(c, cmd, (size_t)n, why, whylen);
+	free(cmd);
+	return ret;
 }
 
 /* Read until the tagged response; 0 if it is OK. */
@@ -1175,6 +1186,59 @@ static int row_copy(struct server *s, uint32_t n, struct result *r,
 	return ret;
 }
 
+/* store: STORE_ROUNDS rounds on the env user's INBOX, each UID STORE
+   +FLAGS (\Flagged) on every other message (a scattered set: n/2 runs
+   of one uid, as a client marks a selection) and -FLAGS back, each
+   checked by its FETCH responses.  Messages changed per second of the
+   STOREs. */
+#define STORE_ROUNDS 3
+static int row_store(struct server *s, uint32_t n, struct result *r,
+		     char *why, size_t whylen)
+{
+	struct imap c;
+	struct meter m = {0};
+	char user[32];
+	double busy = 0;
+	int ret = 0;
+	uint32_t want = (n + 1) / 2;
+	char *set = ms_malloc((size_t)want * 11 + 1), *p = set;
+
+	for (uint32_t uid = 1; uid <= n; uid += 2)
+		p += sprintf(p, "%s%u", uid > 1 ? "," : "", uid);
+	user_name(1, user, sizeof(user));
+	if (imap_login(&c, s->port, user, why, whylen) < 0) {
+		free(set);
+		return -1;
+	}
+	ret = imap_cmd(&c, why, whylen, "SELECT %s", "INBOX");
+	meter_start(s, &m);
+	for (int i = 0; ret == 0 && i < STORE_ROUNDS; i++) {
+		static const char *const steps[] = {
+			"UID STORE %s +FLAGS (\\Flagged)",
+			"UID STORE %s -FLAGS (\\Flagged)",
+		};
+		for (size_t j = 0; ret == 0 && j < MS_ARRAY_SIZE(steps); j++) {
+			double t0 = bp_now();
+			ret = imap_cmd(&c, why, whylen, steps[j], set);
+			busy += bp_now() - t0;
+			if (ret == 0 && c.fetches != want) {
+				snprintf(why, whylen,
+					 "%.16s: %llu FETCH, expected %u",
+					 steps[j],
+					 (unsigned long long)c.fetches, want);
+				ret = -1;
+			}
+		}
+		r->rounds++;
+	}
+	meter_stop(s, &m, r);
+	if (ret == 0 && busy > 0)
+		r->value = 2.0 * want * r->rounds / busy;
+	imap_logout(&c);
+	free(set);
+	return ret;
+}
+
 /* ---- append: APPEND_CLIENTS sessions in one epoll loop ---- */
 
 enum app_state {
@@ -1485,6 +1549,9 @@ static const char *row_label(enum row r, char *buf, size_t n)
 	case R_COPY:
 		snprintf(buf, n, "COPY+MOVE 1:* of %ld", K.env_msgs);
 		break;
+	case R_STORE:
+		snprintf(buf, n, "STORE odd uids of %ld", K.env_msgs);
+		break;
 	default:
 		buf[0] = '\0';
 	}
@@ -1493,9 +1560,9 @@ static const char *row_label(enum row r, char *buf, size_t n)
 
 static const char *const row_unit[NROWS] = {"MB/s", "msgs/s", "ms",
 					    "ms",   "ms",     "msgs/s",
-					    "msgs/s"};
+					    "msgs/s", "msgs/s"};
 /* 1: higher is better (a rate); 0: lower is better (a time) */
-static const int row_rate[NROWS] = {1, 1, 0, 0, 0, 1, 1};
+static const int row_rate[NROWS] = {1, 1, 0, 0, 0, 1, 1, 1};
 
 /* A row's figure: two decimals below 10 (a SELECT's 0.41 ms against
    0.36 is not "0.4 against 0.4"), one above. */
@@ -1579,6 +1646,10 @@ static int run_row(struct server *srv, enum row rw)
 	case R_COPY:
 		ret = row_copy(srv, (uint32_t)K.env_msgs, &one, why,
 			       sizeof(why));
+		break;
+	case R_STORE:
+		ret = row_store(srv, (uint32_t)K.env_msgs, &one, why,
+				sizeof(why));
 		break;
 	case R_APPEND: {
 		/* every pass's APPENDs stay: the count is the sum */
@@ -1664,8 +1735,8 @@ static int run_all(void)
 	for (int k = 0; k < NKINDS; k++)
 		if (up[k] && k != K_MDBOX)
 			fails += run_row(&srv[k], R_COLD);
-	static const enum row order[] = {R_BODY, R_ENV, R_COPY, R_SELECT,
-					 R_APPEND};
+	static const enum row order[] = {R_BODY, R_ENV, R_COPY, R_STORE,
+					 R_SELECT, R_APPEND};
 	for (long pass = 0; pass < K.passes; pass++) {
 		if (K.passes > 1)
 			printf("-- pass %ld\n", pass + 1);
