@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -40,6 +41,18 @@ int ms_client_connect(const char *path, unsigned timeout_ms,
 		*error_r = ms_errf("connect to %s: %s", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
+		return err;
+	}
+	/* a recv blocks until the reply comes (one system call), for at
+	   most the timeout */
+	struct timeval tv = { .tv_sec = timeout_ms / 1000,
+			      .tv_usec = (timeout_ms % 1000) * 1000 };
+	if (timeout_ms != 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) {
+		int err = -errno;
+		*error_r = ms_errf("setsockopt SO_RCVTIMEO: %s",
+				   strerror(errno));
+		close(fd);
 		return err;
 	}
 	struct ms_client *c = ms_calloc(1, sizeof(*c));
@@ -85,9 +98,10 @@ static int wait_fd(struct ms_client *c, short ev)
 	return n == 0 ? -ETIMEDOUT : 0;
 }
 
-/* Sends and receives try first and wait (poll, with the timeout) only
-   when the socket is not ready: a request's send and a reply that has
-   arrived cost one system call each, not two. */
+/* A send tries first and waits (poll, with the timeout) only when the
+   socket is full; a recv blocks (SO_RCVTIMEO, the timeout): a request
+   and its reply cost one system call each, whether the reply is there
+   yet or not. */
 int ms_client_send(struct ms_client *c, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
@@ -150,16 +164,10 @@ int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 			*error_r = "reply over the frame limit";
 			return ret;
 		}
-		ssize_t n = recv(c->fd, c->in.data + c->in.len, room,
-				 MSG_DONTWAIT);
+		ssize_t n = recv(c->fd, c->in.data + c->in.len, room, 0);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if ((ret = wait_fd(c, POLLIN)) < 0) {
-				*error_r = ret == -ETIMEDOUT
-						   ? "server timed out"
-						   : strerror(-ret);
-				return ret;
-			}
-			continue;
+			*error_r = "server timed out";
+			return -ETIMEDOUT;
 		}
 		if (n < 0) {
 			if (errno == EINTR)
