@@ -719,13 +719,10 @@ static void mstore_sync_apply(struct mstore_sync_ctx *ctx)
 		new_next_uid = msgs[i].uid + 1;
 	}
 	/* Dovecot's MODSEQs follow the store's: a message's is at least the
-	   store's, HIGHESTMODSEQ at least the store's.  Dovecot counts one
-	   per kind of change a transaction writes, the store one per
-	   change (and each of our pushes is one flag or keyword change), so
-	   Dovecot's stays at the store's, and a rebuilt index starts at the
-	   store's HIGHESTMODSEQ, not below the lost one's.  (Not so when
-	   one store change carries several keywords, as an APPEND may:
-	   Dovecot then counts one per keyword; docs/dovecot-plugin.md.) */
+	   store's, HIGHESTMODSEQ at least the store's; where Dovecot's
+	   own count gets ahead, the store's is raised after the commit
+	   (mstore_sync_modseq_catch_up), so that a rebuilt index, which
+	   starts at the store's HIGHESTMODSEQ, is not below the lost one */
 	if (!ctx->incomplete && !ctx->reset &&
 	    ctx->highestmodseq >
 		    mail_index_modseq_get_highest(ctx->sync_view)) {
@@ -979,6 +976,38 @@ static int mstore_sync_ask_first(struct mstore_sync_ctx *ctx,
 	       rep->u.changes.expunged.n == 0 ? 1 : 0;
 }
 
+/*
+ * Dovecot counts its own MODSEQs, and some changes count more there than
+ * in the store: an IMAP EXPUNGE of one message raised the index's
+ * HIGHESTMODSEQ by two and the store's by one.  An index that got ahead this way would,
+ * lost and rebuilt at the store's HIGHESTMODSEQ, go back.  So when the
+ * commit left the index's HIGHESTMODSEQ above the store's, the store's
+ * is raised to it (MBOX_UPDATE: it only raises; the next change there
+ * gets a higher one).
+ */
+static int mstore_sync_modseq_catch_up(struct mstore_sync_ctx *ctx)
+{
+	struct mail_index_view *view = mail_index_view_open(ctx->box->index);
+	uint64_t ours = mail_index_modseq_get_highest(view);
+	struct ms_req q = { .op = MS_OP_MBOX_UPDATE };
+	struct ms_reply rep;
+	int status;
+
+	mail_index_view_close(&view);
+	if (ours <= ctx->highestmodseq ||
+	    mstore_storage_is_standby(ctx->mbox->storage))
+		return 0;
+	T_BEGIN {
+		q.u.mbox_update.name = ms_pstr_c(mstore_box_store_name(ctx->box));
+		q.u.mbox_update.highestmodseq = ours;
+		status = mstore_request_status(ctx->mbox->storage, &q, &rep);
+	} T_END;
+	if (status < -1)
+		mstore_set_store_error(ctx->mbox->storage, status,
+				       "MBOX_UPDATE");
+	return status < 0 ? -1 : 0;
+}
+
 int mstore_sync(struct mstore_mailbox *mbox, bool full)
 {
 	struct mailbox *box = &mbox->box;
@@ -1063,6 +1092,9 @@ int mstore_sync(struct mstore_mailbox *mbox, bool full)
 	}
 	mailbox_sync_notify(box, 0, 0);
 	box->tmp_sync_view = NULL;
+	if (ret == 0 && ctx.highestmodseq != 0 && !ctx.incomplete &&
+	    !ctx.reset && !ctx.refused)
+		ret = mstore_sync_modseq_catch_up(&ctx);
 	return ret;
 }
 
