@@ -469,17 +469,19 @@ static int imap_start(struct imap *c, char *why, size_t whylen, const char *fmt,
 {
 	va_list ap;
 	snprintf(c->tag, sizeof(c->tag), "T%u", ++c->tagn);
+	/* any length: the store row's uid sets are long */
+	char *body = NULL;
 	va_start(ap, fmt);
-	int len = vsnprintf(NULL, 0, fmt, ap);
+	int len = vasprintf(&body, fmt, ap);
 	va_end(ap);
-	/* the store row's uid sets are long */
-	size_t cap = sizeof(c->tag) + (size_t)len + 3;
+	if (len < 0) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	size_t cap = strlen(c->tag) + (size_t)len + 4;
 	char *cmd = ms_malloc(cap);
-	int n = snprintf(cmd, cap, "%s ", c->tag);
-	va_start(ap, fmt);
-	n += vsnprintf(cmd + n, cap - (size_t)n, fmt, ap);
-	va_end(ap);
-	n += snprintf(cmd + n, cap - (size_t)n, "\r\n");
+	int n = snprintf(cmd, cap, "%s %s\r\n", c->tag, body);
+	free(body);
 	c->done = c->ok = c->cont_req = 0;
 	c->fetches = c->lit_bytes = 0;
 	c->result[0] = '\0';
