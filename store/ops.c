@@ -3686,37 +3686,32 @@ const char *ms_ops_index_dir(struct ms_ops *ops)
 	return ops->idx_dir;
 }
 
+/* A timerfd that the loop watches (fn reads it), in *fd_r unless set
+   already; without one, the warning event and what it costs in msg. */
+static void ops_timer(struct ms_ops *ops, int *fd_r, void (*fn)(void *),
+		      const char *event, const char *msg)
+{
+	if (*fd_r >= 0)
+		return;
+	int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (fd < 0 || ms_srv_watch(ops->srv, fd, fn, ops) < 0) {
+		msg_warn("%s error=%s msg=%s", event, msg_q(strerror(errno)),
+			 msg_q(msg));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	*fd_r = fd;
+}
+
 void ms_ops_set_srv(struct ms_ops *ops, struct ms_srv *srv)
 {
 	ops->srv = srv;
-	/* the group commit gather's deadline (without it, no gather) */
-	if (ops->gather.tfd < 0) {
-		int fd = timerfd_create(CLOCK_MONOTONIC,
-					TFD_NONBLOCK | TFD_CLOEXEC);
-		if (fd < 0 || ms_srv_watch(srv, fd, gather_timer, ops) < 0) {
-			msg_warn("gather.off error=%s msg=\"no timer: flushes "
-				 "will not wait for clients\"",
-				 msg_q(strerror(errno)));
-			if (fd >= 0)
-				close(fd);
-			return;
-		}
-		ops->gather.tfd = fd;
-	}
-	/* the index commit's deadline (without it, a commit every turn) */
-	if (ops->idx_tfd < 0) {
-		int fd = timerfd_create(CLOCK_MONOTONIC,
-					TFD_NONBLOCK | TFD_CLOEXEC);
-		if (fd < 0 || ms_srv_watch(srv, fd, idx_timer, ops) < 0) {
-			msg_warn("index.commit_timer_off error=%s msg=\"the "
-				 "index commits every turn\"",
-				 msg_q(strerror(errno)));
-			if (fd >= 0)
-				close(fd);
-			return;
-		}
-		ops->idx_tfd = fd;
-	}
+	ops_timer(ops, &ops->gather.tfd, gather_timer, "gather.off",
+		  "no timer: flushes will not wait for clients");
+	/* without it idx_timer_arm() has the turn commit */
+	ops_timer(ops, &ops->idx_tfd, idx_timer, "index.commit_timer_off",
+		  "no timer: the index commits every turn");
 }
 
 void ms_ops_reload(struct ms_ops *ops, const struct ms_store_cfg *cfg)
