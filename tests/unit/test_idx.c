@@ -1850,6 +1850,31 @@ static void test_map_grows(void **state)
 		CHECK_RET(ms_idx_grow(small, 0), MS_ESTATE, "grow");
 		ms_idx_read_end(&rd);
 	}
+	{
+		/* a write transaction that filled the map lost what it
+		   applied: a reader is refused, not given the older commit */
+		struct ms_idx_txn *txn = NULL;
+		struct ms_log_iter *li = NULL;
+		struct ms_idx_rd *rd = NULL;
+		struct ms_pos rpos;
+		struct ms_rec_hdr hdr;
+		const uint8_t *payload;
+		int ret = 0;
+		CHECK_RET(ms_log_iter_new(x.log, (struct ms_pos){ 0, 0 }, &li),
+			  0, "iter");
+		CHECK_RET(ms_idx_begin(small, &txn), 0, "begin");
+		CHECK_RET(ms_idx_read_begin(small, &rd), 0, "read in txn");
+		ms_idx_read_end(&rd);
+		while (ret >= 0 &&
+		       ms_log_iter_next(li, &rpos, &hdr, &payload, &err) > 0)
+			ret = ms_idx_apply(txn, hdr.seq, rpos, &hdr, payload,
+					   &err);
+		ms_log_iter_free(&li);
+		assert_int_equal(ret, MS_ETOOBIG);
+		CHECK_RET(ms_idx_read_begin(small, &rd), MS_ESTATE, "read");
+		assert_null(rd);
+		ms_idx_abort(&txn);
+	}
 	CHECK_RET(ms_idx_catch_up(small, x.log, &err), 0, "catch up: %s", err);
 	struct ms_idx_stats st = stats(small);
 	assert_true(st.map_size > before);
