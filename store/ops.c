@@ -3423,20 +3423,19 @@ static void idx_timer(void *arg)
 	ops->idx_armed = 0;
 }
 
-static void idx_timer_arm(struct ms_ops *ops, uint64_t due)
+/* The loop wakes at due (CLOCK_MONOTONIC ns); -1: no timer for it. */
+static int idx_timer_arm(struct ms_ops *ops, uint64_t due)
 {
 	if (ops->idx_armed == due)
-		return;
+		return 0;
 	struct itimerspec its = { { 0, 0 },
 				  { (time_t)(due / 1000000000ULL),
 				    (long)(due % 1000000000ULL) } };
 	if (ops->idx_tfd < 0 ||
-	    timerfd_settime(ops->idx_tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0) {
-		/* nothing would wake the loop for it: commit now */
-		ops->txn_records = IDX_COMMIT_RECORDS;
-		return;
-	}
+	    timerfd_settime(ops->idx_tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0)
+		return -1;
 	ops->idx_armed = due;
+	return 0;
 }
 
 /*
@@ -3453,11 +3452,9 @@ static void idx_settle(struct ms_ops *ops, int force)
 	if (ops->txn != NULL && !ops->idx_full && !force &&
 	    ops->txn_records < IDX_COMMIT_RECORDS) {
 		uint64_t due = ops->txn_began + IDX_COMMIT_NS;
-		if (now_ns() < due) {
-			idx_timer_arm(ops, due);
-			if (ops->txn_records < IDX_COMMIT_RECORDS)
-				return;
-		}
+		/* not due, and the loop will wake for it: later */
+		if (now_ns() < due && idx_timer_arm(ops, due) == 0)
+			return;
 	}
 	if (ops->txn != NULL && !ops->idx_full) {
 		int ret = ms_idx_commit(&ops->txn);
@@ -3708,7 +3705,7 @@ void ms_ops_set_srv(struct ms_ops *ops, struct ms_srv *srv)
 	ops->srv = srv;
 	ops_timer(ops, &ops->gather.tfd, gather_timer, "gather.off",
 		  "no timer: flushes will not wait for clients");
-	/* without it idx_timer_arm() has the turn commit */
+	/* without it every turn commits (idx_settle) */
 	ops_timer(ops, &ops->idx_tfd, idx_timer, "index.commit_timer_off",
 		  "no timer: the index commits every turn");
 }
