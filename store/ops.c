@@ -61,6 +61,8 @@ struct req;
    holds this many records (idx_settle). */
 #define IDX_COMMIT_NS (50 * 1000000ULL)
 #define IDX_COMMIT_RECORDS 8192
+/* The most a buffer kept between reads holds on to. */
+#define READ_KEEP (1u << 20)
 
 static uint64_t now_ns(void);
 
@@ -170,6 +172,9 @@ struct ms_ops {
 	uint64_t txn_began;	/* ns: when txn was begun */
 	uint64_t txn_records;	/* records applied in txn */
 	int idx_tfd;		/* timerfd: txn's commit is due; -1 */
+	/* FETCH_BODY's read of a body record, kept from one read to the
+	   next (up to READ_KEEP bytes): no allocation per body */
+	struct ms_buf rd_payload;
 	uint64_t idx_armed;	/* what idx_tfd is set to; 0: nothing */
 	struct req *ready, *ready_tail;
 	struct req *inflight;	/* requests with records in the log */
@@ -287,8 +292,17 @@ static int reply_error(struct ms_conn *c, uint16_t op, uint32_t id, int status,
 
 static void reply_now(struct ms_conn *c, uint32_t id, const struct ms_reply *rep)
 {
-	struct ms_buf b;
+	struct ms_buf b, *out = ms_conn_out(c);
 	const char *err = "";
+
+	/* straight into the client's queue; a reply that cannot be
+	   encoded there (a bad one, or a full queue) takes the way below,
+	   which tells the two apart (an encoder's failure leaves the queue
+	   as it was) */
+	if (out != NULL && ms_reply_encode(out, id, rep, NULL) == 0) {
+		ms_conn_queued(c);
+		return;
+	}
 	ms_buf_init(&b, 0);
 	if (ms_reply_encode(&b, id, rep, &err) < 0) {
 		ms_buf_reset(&b);
@@ -1651,11 +1665,10 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 	if (ret < 0)
 		return ret;
 	if (ret == 0) {
-		struct ms_buf payload;
+		struct ms_buf *payload = &ops->rd_payload;
 		struct ms_rec_hdr h;
 		s->have_body = 0;
-		ms_buf_init(&payload, MS_REC_MAX_PAYLOAD);
-		ret = ms_log_read(ops->log, b.pos, &h, &payload, why_r);
+		ret = ms_log_read(ops->log, b.pos, &h, payload, why_r);
 		if (ret == 0 && h.type != MS_REC_BODY) {
 			ret = MS_ECORRUPT;
 			*why_r = "the index points at a record that is not a "
@@ -1665,10 +1678,11 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 		   body is not hashed again (body.h) */
 		if (ret == 0)
 			ret = ms_body_decode_known(&ops->bctx, h.flags,
-						   payload.data, payload.len,
+						   payload->data, payload->len,
 						   msg.body_key, &s->body,
 						   why_r);
-		ms_buf_free(&payload);
+		if (payload->cap > READ_KEEP)
+			ms_buf_free(payload);
 		if (ret < 0) {
 			msg_error("body.unreadable user=%s uid=%u segment=%llu "
 				  "offset=%llu error=%s",
@@ -3793,6 +3807,7 @@ static int ops_open(const struct ms_store_cfg *cfg, int standby,
 	struct ms_ops *ops = ms_calloc(1, sizeof(*ops));
 	ops->gather.tfd = -1;
 	ops->idx_tfd = -1;
+	ms_buf_init(&ops->rd_payload, MS_REC_MAX_PAYLOAD);
 	struct ms_log_cfg lc;
 	uint8_t key[32];
 	int ret;
@@ -3957,6 +3972,7 @@ void ms_ops_close(struct ms_ops **opsp)
 	if (ops->idx_tfd >= 0)
 		close(ops->idx_tfd);
 	peers_free(&ops->peers);
+	ms_buf_free(&ops->rd_payload);
 	free(ops->idx_dir);
 	free(ops);
 	*opsp = NULL;

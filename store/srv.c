@@ -776,14 +776,26 @@ void ms_conn_send(struct ms_conn *c, const void *frame, size_t len)
 		c->deliver(c->deliver_arg, frame, len);
 		return;
 	}
-	if (c->stream)
-		c->last_ms = now_ms();
 	if (ms_buf_append(&c->out, frame, len) < 0) {
 		msg_warn("client.closed uid=%u reason=reply_queue_full",
 			 (unsigned)c->uid);
 		conn_drop(c);
 		return;
 	}
+	ms_conn_queued(c);
+}
+
+struct ms_buf *ms_conn_out(struct ms_conn *c)
+{
+	return c->closed || c->internal ? NULL : &c->out;
+}
+
+void ms_conn_queued(struct ms_conn *c)
+{
+	if (c->closed)
+		return;
+	if (c->stream)
+		c->last_ms = now_ms();
 	conn_flush(c);
 }
 

@@ -133,6 +133,16 @@ struct ms_conn *ms_srv_conn_internal(struct ms_srv *srv, int admin,
 
 /* Queue a whole frame for the client (copied).  Dropped if closed. */
 void ms_conn_send(struct ms_conn *c, const void *frame, size_t len);
+/*
+ * The client's output queue, for a frame encoded in place (a body is
+ * then copied once, not into a frame first and then into the queue):
+ * NULL for a closed or internal connection (those take ms_conn_send).
+ * Append whole frames only, within its max (a frame that does not fit
+ * goes through ms_conn_send, which closes the connection), then call
+ * ms_conn_queued().
+ */
+struct ms_buf *ms_conn_out(struct ms_conn *c);
+void ms_conn_queued(struct ms_conn *c);
 void ms_conn_ref(struct ms_conn *c);
 void ms_conn_unref(struct ms_conn **c);
 /* Close after the queued output is written. */
