@@ -22,7 +22,8 @@ struct ms_client {
 	uint32_t next_id;
 	uint32_t max_frame;
 	struct ms_buf in;
-	size_t consumed;	/* bytes of in handed out by the last recv */
+	size_t start;		/* in[start..len): not handed out yet */
+	size_t handed;		/* the frame the last recv handed out */
 	char reason[512];
 };
 
@@ -128,28 +129,36 @@ int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 		   const uint8_t **body_r, size_t *len_r,
 		   const char **error_r)
 {
-	/* drop the frame handed out last time */
-	if (c->consumed > 0) {
-		memmove(c->in.data, c->in.data + c->consumed,
-			c->in.len - c->consumed);
-		c->in.len -= c->consumed;
-		c->consumed = 0;
-	}
+	/* drop the frame handed out last time: passed over, not moved;
+	   what follows it moves to the front only when a read needs the
+	   room (frames that came whole in one read are never moved) */
+	c->start += c->handed;
+	c->handed = 0;
+	if (c->start == c->in.len)
+		c->start = c->in.len = 0;
 	for (;;) {
 		size_t need = 0;
 		const char *err = "";
-		int ret = ms_proto_frame(c->in.data, c->in.len, c->max_frame,
-					 hdr_r, &need, &err);
+		const uint8_t *p = c->in.len > 0 ? c->in.data + c->start :
+				   NULL;
+		int ret = ms_proto_frame(p, c->in.len - c->start,
+					 c->max_frame, hdr_r, &need, &err);
 		if (ret == 0) {
 			size_t flen = 4 + (size_t)hdr_r->len;
-			*body_r = c->in.data + MS_PROTO_HDR_SIZE;
+			*body_r = p + MS_PROTO_HDR_SIZE;
 			*len_r = flen - MS_PROTO_HDR_SIZE;
-			c->consumed = flen;
+			c->handed = flen;
 			return 0;
 		}
 		if (ret != MS_ETRUNC) {
 			*error_r = ms_errf("bad frame from the server: %s", err);
 			return ret;
+		}
+		if (c->start > 0) {
+			memmove(c->in.data, c->in.data + c->start,
+				c->in.len - c->start);
+			c->in.len -= c->start;
+			c->start = 0;
 		}
 		/* room for the rest of the frame when its header said how
 		   much, else a page; and whatever the buffer has anyway */

@@ -1,7 +1,8 @@
 /*
  * test_client.c - the blocking client's transport (store/client.c)
  * against a scripted peer in a child process: a reply that comes late or
- * in pieces, two frames in one read, a peer that never answers or never
+ * in pieces, two frames in one read, a train of frames of mixed sizes
+ * cut at odd places, a peer that never answers or never
  * reads (the timeout), a send larger than the socket buffer, a peer that
  * closes, a frame that breaks the rules.  The client tries each send and
  * receive first and waits (poll, bounded by its timeout) only when the
@@ -87,8 +88,24 @@ enum script {
 	SILENT,		 /* reads nothing, answers nothing, stays open */
 	SLOW_READER,	 /* reads BIG_SEND bytes after 100 ms, checks them */
 	CLOSE_NOW,	 /* closes at once */
-	BAD_FLAGS	 /* a frame with flags != 0 */
+	BAD_FLAGS,	 /* a frame with flags != 0 */
+	TRAIN		 /* TRAIN_FRAMES frames, written in pieces of
+			    TRAIN_PIECE bytes that cut them anywhere */
 };
+
+#define TRAIN_FRAMES 300
+#define TRAIN_PIECE 7919
+
+/* Frame id's body: its length and bytes. */
+static uint32_t train_len(uint32_t id)
+{
+	return (id * 2654435761u) % 70001u;
+}
+
+static uint8_t train_byte(uint32_t id, uint32_t i)
+{
+	return (uint8_t)(id * 31u + i);
+}
 
 static const uint8_t req_body[4] = { 'p', 'i', 'n', 'g' };
 static const uint8_t rep_body[9] = { 0, 0, 0, 0, 'p', 'o', 'n', 'g', '!' };
@@ -141,6 +158,28 @@ static int peer(int lfd, enum script s)
 		if (write_all(fd, g, n) < 0)
 			return 4;
 		break;
+	case TRAIN: {
+		size_t cap = (size_t)TRAIN_FRAMES * (12 + 70001), len = 0;
+		uint8_t *buf = malloc(cap), *body = malloc(70001);
+		if (buf == NULL || body == NULL)
+			return 5;
+		for (uint32_t id = 1; id <= TRAIN_FRAMES; id++) {
+			for (uint32_t i = 0; i < train_len(id); i++)
+				body[i] = train_byte(id, i);
+			len += frame(buf + len, 0x8000 | 2, id, body,
+				     train_len(id));
+		}
+		for (size_t off = 0, k = 0; off < len; off += n, k++) {
+			n = len - off < TRAIN_PIECE ? len - off : TRAIN_PIECE;
+			if (write_all(fd, buf + off, n) < 0)
+				return 4;
+			if (k % 16 == 0)
+				sleep_ms(1); /* let a read end here */
+		}
+		free(buf);
+		free(body);
+		break;
+	}
 	}
 	if (s == SILENT) {
 		/* read nothing, ever: wait for the client to close */
@@ -260,6 +299,31 @@ static void test_two_frames_one_read(void **state)
 	assert_int_equal(finish(&c, pid), 0);
 }
 
+/* Frames that come several to a read, or cut anywhere: each handed out
+   whole, in order, with its own bytes. */
+static void test_train_of_frames(void **state)
+{
+	(void)state;
+	pid_t pid;
+	struct ms_client *c = start(TRAIN, 5000, &pid);
+
+	for (uint32_t id = 1; id <= TRAIN_FRAMES; id++) {
+		struct ms_proto_hdr h;
+		const uint8_t *body = NULL;
+		size_t len = 0;
+		const char *error = "";
+
+		assert_int_equal(ms_client_recv(c, &h, &body, &len, &error),
+				 0);
+		assert_int_equal(h.id, id);
+		assert_int_equal(len, train_len(id));
+		for (uint32_t i = 0; i < len; i++)
+			if (body[i] != train_byte(id, i))
+				fail_msg("frame %u byte %u differs", id, i);
+	}
+	assert_int_equal(finish(&c, pid), 0);
+}
+
 static void test_recv_timeout(void **state)
 {
 	(void)state;
@@ -356,6 +420,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_reply_late_in_pieces),
 		cmocka_unit_test(test_two_frames_one_read),
+		cmocka_unit_test(test_train_of_frames),
 		cmocka_unit_test(test_recv_timeout),
 		cmocka_unit_test(test_send_waits_for_a_slow_reader),
 		cmocka_unit_test(test_send_timeout),
