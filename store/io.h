@@ -48,6 +48,8 @@ struct ms_io_ops {
 	int (*pwrite)(struct ms_io *io, int copy, int fd, const void *buf,
 		      size_t len, uint64_t off);
 	int (*datasync)(struct ms_io *io, int copy, int fd);
+	/* Cut the file to len bytes (not synced). */
+	int (*truncate)(struct ms_io *io, int copy, int fd, uint64_t len);
 	/* An fd that polls readable when a flush can be reaped, or -1. */
 	int (*event_fd)(struct ms_io *io);
 	void (*free)(struct ms_io *io);
@@ -71,6 +73,7 @@ int ms_io_plain_pread(struct ms_io *io, int copy, int fd, void *buf,
 int ms_io_plain_pwrite(struct ms_io *io, int copy, int fd, const void *buf,
 		       size_t len, uint64_t off);
 int ms_io_plain_datasync(struct ms_io *io, int copy, int fd);
+int ms_io_plain_truncate(struct ms_io *io, int copy, int fd, uint64_t len);
 
 /* What the io_uring engine does with one completion; pure, for tests. */
 enum ms_uring_step { MS_URING_OK, MS_URING_RESUBMIT, MS_URING_FAILED };

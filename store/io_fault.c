@@ -154,6 +154,23 @@ static int fault_datasync(struct ms_io *io, int copy, int fd)
 	return ret;
 }
 
+static int fault_truncate(struct ms_io *io, int copy, int fd, uint64_t len)
+{
+	struct fault_io *f = (struct fault_io *)io;
+
+	if (f->powered_off || (fault_targets(f, copy) && f->dead[copy]))
+		return -EIO;
+	int ret = f->inner->ops->truncate(f->inner, copy, fd, len);
+	struct fault_file *ff = fault_file(f, fd);
+	if (ret == 0 && ff != NULL) {
+		if (ff->written_end > len)
+			ff->written_end = len;
+		if (ff->synced_end > len)
+			ff->synced_end = len;
+	}
+	return ret;
+}
+
 static int fault_pread(struct ms_io *io, int copy, int fd, void *buf,
 		       size_t len, uint64_t off)
 {
@@ -211,6 +228,7 @@ static const struct ms_io_ops fault_ops = {
 	.pread = fault_pread,
 	.pwrite = fault_pwrite,
 	.datasync = fault_datasync,
+	.truncate = fault_truncate,
 	.event_fd = fault_event_fd,
 	.free = fault_free,
 };

@@ -34,6 +34,13 @@ int ms_io_plain_datasync(struct ms_io *io, int copy, int fd)
 	return fdatasync(fd) < 0 ? -errno : 0;
 }
 
+int ms_io_plain_truncate(struct ms_io *io, int copy, int fd, uint64_t len)
+{
+	(void)io;
+	(void)copy;
+	return ftruncate(fd, (off_t)len) < 0 ? -errno : 0;
+}
+
 static int psync_flush_start(struct ms_io *io, struct ms_io_flush *f)
 {
 	for (int c = 0; c < MS_IO_COPIES; c++) {
@@ -76,6 +83,7 @@ static const struct ms_io_ops psync_ops = {
 	.pread = ms_io_plain_pread,
 	.pwrite = ms_io_plain_pwrite,
 	.datasync = ms_io_plain_datasync,
+	.truncate = ms_io_plain_truncate,
 	.event_fd = psync_event_fd,
 	.free = psync_free,
 };

@@ -190,6 +190,7 @@ static const struct ms_io_ops uring_ops = {
 	.pread = ms_io_plain_pread,
 	.pwrite = ms_io_plain_pwrite,
 	.datasync = ms_io_plain_datasync,
+	.truncate = ms_io_plain_truncate,
 	.event_fd = uring_event_fd,
 	.free = uring_free,
 };

@@ -20,6 +20,9 @@ struct ms_log_copy {
 	char error[256];
 	int head_fd;		/* segment log->flush_seg, for flushes */
 	uint64_t head_fd_seg;
+	/* head_fd's file holds records or prepared zeros up to here (0:
+	   not known; log.c "prepared space") */
+	uint64_t head_zero_end;
 	struct {
 		uint64_t seg;
 		int fd;
@@ -87,6 +90,10 @@ void ms_log_segs_add(struct ms_log *log, uint64_t seg);
 /* A read fd for segment seg of copy c (cached; do not close). */
 int ms_log_seg_fd(struct ms_log *log, int c, uint64_t seg);
 void ms_log_seg_fd_forget(struct ms_log *log, int c, uint64_t seg);
+
+/* Bytes of zeros kept ready past the head file's last record (log.c
+   "prepared space"). */
+#define MS_LOG_PREPARE ((uint64_t)1 << 20)
 
 /* recover.c: set up segs, head, durable, next_seq from what is on disk. */
 int ms_log_recover(struct ms_log *log, const char **error_r);

@@ -11,7 +11,9 @@
  *
  * Then the copies are made equal to that prefix: records missing or bad
  * on one copy are copied from the other, bytes past the end (a torn tail)
- * are saved under <copy>/lost+found/ and cut off, and the file synced.
+ * are saved under <copy>/lost+found/ and cut off, and the file synced
+ * (a tail of zeros only is space the writer prepared, log.c: cut, not
+ * saved).
  * A newest segment with no valid header on either copy (a crash right
  * after its file was created) goes to lost+found whole.
  *
@@ -227,6 +229,19 @@ static int save_tail(struct ms_log *log, int c, uint64_t seg, int fd,
 	return ret;
 }
 
+/* 1 if [off, end of file) of fd is zeros only (the writer's prepared
+   space), 0 if not or unreadable. */
+static int tail_is_zeros(int fd, uint64_t off)
+{
+	struct ms_seg_reader r;
+
+	if (ms_seg_reader_init(&r, fd) < 0)
+		return 0;
+	int ret = ms_seg_reader_zeros_from(&r, off);
+	ms_seg_reader_free(&r);
+	return ret > 0;
+}
+
 /*
  * Is there a valid batch-start record past off on this copy?  If so the
  * bytes before it were durable when it was written: damage at off is not
@@ -293,7 +308,17 @@ static int apply_scan(struct ms_log *log, uint64_t seg, int fd[],
 				 ms_log_copy_name(o));
 		}
 		if (s->size[c] > s->end) {
-			ret = save_tail(log, c, seg, fd[c], s->end, s->size[c]);
+			if (tail_is_zeros(fd[c], s->end))
+				msg_info("recover.prepared_cut copy=%s "
+					 "segment=%llu offset=%llu bytes=%llu",
+					 ms_log_copy_name(c),
+					 (unsigned long long)seg,
+					 (unsigned long long)s->end,
+					 (unsigned long long)(s->size[c] -
+							      s->end));
+			else
+				ret = save_tail(log, c, seg, fd[c], s->end,
+						s->size[c]);
 			if (ret == 0 && ftruncate(fd[c], (off_t)s->end) < 0)
 				ret = -errno;
 			changed = 1;

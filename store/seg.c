@@ -413,9 +413,27 @@ int ms_seg_reader_peek(struct ms_seg_reader *r, uint64_t off, size_t len,
 	return 0;
 }
 
+int ms_seg_reader_zeros_from(struct ms_seg_reader *r, uint64_t off)
+{
+	while (off < r->size) {
+		const uint8_t *p;
+		size_t n = r->size - off < MS_SEG_WINDOW ?
+				   (size_t)(r->size - off) : MS_SEG_WINDOW;
+		int ret = ms_seg_reader_peek(r, off, n, &p);
+		if (ret < 0)
+			return ret;
+		for (size_t i = 0; i < n; i++)
+			if (p[i] != 0)
+				return 0;
+		off += n;
+	}
+	return 1;
+}
+
 int ms_seg_reader_next(struct ms_seg_reader *r, struct ms_rec_hdr *hdr_r,
 		       const uint8_t **rec_r, const char **error_r)
 {
+	static const uint8_t zero_hdr[MS_REC_HDR_SIZE];
 	const uint8_t *p;
 	struct ms_rec_hdr h;
 	int ret;
@@ -427,6 +445,13 @@ int ms_seg_reader_next(struct ms_seg_reader *r, struct ms_rec_hdr *hdr_r,
 		return MS_ETRUNC;
 	}
 	if ((ret = ms_seg_reader_peek(r, r->off, MS_REC_HDR_SIZE, &p)) < 0) {
+		*error_r = ms_errf("read: %s", ms_strerror(ret));
+		return ret;
+	}
+	if (memcmp(p, zero_hdr, sizeof(zero_hdr)) == 0 &&
+	    (ret = ms_seg_reader_zeros_from(r, r->off)) != 0) {
+		if (ret > 0)
+			return 0; /* prepared space: the records end here */
 		*error_r = ms_errf("read: %s", ms_strerror(ret));
 		return ret;
 	}

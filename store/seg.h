@@ -163,15 +163,20 @@ static inline void ms_seg_reader_seek(struct ms_seg_reader *r, uint64_t off)
 {
 	r->off = off;
 }
+/* 1 if [off, end of file) holds zero bytes only (the writer's prepared
+   space, log.c), 0 if not, or -errno. */
+int ms_seg_reader_zeros_from(struct ms_seg_reader *r, uint64_t off);
 /* Read len bytes at off through the window; *p_r valid until next call. */
 int ms_seg_reader_peek(struct ms_seg_reader *r, uint64_t off, size_t len,
 		       const uint8_t **p_r);
 /*
  * Next record: 1 with *hdr_r and *rec_r (header + payload bytes; for a
  * HOLE the header only, its payload is never read), and
- * r->off advanced past it; 0 at the exact end of the file; MS_ETRUNC if
- * the file ends inside a record; MS_ECORRUPT if a check fails (off is not
- * advanced); -errno on a read error.
+ * r->off advanced past it; 0 at the exact end of the file, or where
+ * nothing but zero bytes is left (the writer's prepared space, log.c: off
+ * stays there, the end of the records); MS_ETRUNC if the file ends inside
+ * a record; MS_ECORRUPT if a check fails (off is not advanced); -errno on
+ * a read error.
  */
 int ms_seg_reader_next(struct ms_seg_reader *r, struct ms_rec_hdr *hdr_r,
 		       const uint8_t **rec_r, const char **error_r);

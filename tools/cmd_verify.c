@@ -281,7 +281,24 @@ static void verify_copy(int c, const char *dir, struct copy_stats *cs,
 	close(rootfd);
 }
 
-/* First offset where two files differ, or -1 if equal. */
+/* 1 if the rest of f, from its buffer's byte at from on (n bytes in
+   buf), is zeros only. */
+static int rest_zeros(FILE *f, const uint8_t *buf, size_t from, size_t n)
+{
+	static uint8_t more[1 << 16];
+	for (size_t i = from; i < n; i++)
+		if (buf[i] != 0)
+			return 0;
+	while ((n = fread(more, 1, sizeof(more), f)) > 0)
+		for (size_t i = 0; i < n; i++)
+			if (more[i] != 0)
+				return 0;
+	return !ferror(f);
+}
+
+/* First offset where two files differ, or -1 if equal.  Zero bytes at
+   the end of the longer one do not count: a running writer's prepared
+   space (log.c) holds no records. */
 static long long first_diff(const char *a, const char *b)
 {
 	FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
@@ -302,7 +319,9 @@ static long long first_diff(const char *a, const char *b)
 				goto out;
 			}
 		if (na != nb) {
-			diff = off + (long long)n;
+			if (!(na > nb ? rest_zeros(fa, ba, n, na)
+				      : rest_zeros(fb, bb, n, nb)))
+				diff = off + (long long)n;
 			goto out;
 		}
 		if (na == 0)
