@@ -325,7 +325,7 @@ static void test_prepared_space(void **state)
 	for (int kind = 0; kind < 2; kind++) {
 		enum ms_io_kind k = kind ? MS_IO_PSYNC : MS_IO_URING;
 		struct t *t = t_new();
-		struct ms_pos pos[60];
+		struct ms_pos pos[100];
 		struct acks a = { 0 };
 		struct ms_log_status st;
 		char pa[2200], pb[2200], lf[2200];
