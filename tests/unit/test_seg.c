@@ -800,6 +800,49 @@ static void test_reader_all(void **state)
 	mst_rmtree(dir);
 }
 
+/* Rewrite the file as the image with zeros over [from, to) and zeros
+   after it up to len bytes. */
+static void seg_zeros(const struct segfile *sf, size_t from, size_t to,
+		      size_t len)
+{
+	uint8_t *img = calloc(1, len);
+	assert_non_null(img);
+	memcpy(img, sf->img, sf->size < len ? sf->size : len);
+	memset(img + from, 0, to - from);
+	int fd = open(sf->path, O_WRONLY | O_TRUNC);
+	assert_true(fd >= 0);
+	assert_int_equal(ms_pwrite_full(fd, img, len, 0), 0);
+	close(fd);
+	free(img);
+}
+
+/* The writer's prepared space (log.c): zeros after the last record read
+   as the end, across windows; zeros with a record after them are damage
+   as before. */
+static void test_reader_prepared_space(void **state)
+{
+	(void)state;
+	char *dir = mst_tmpdir("seg-prepared");
+	struct segfile sf;
+	seg_build(&sf, dir, 0);
+	size_t end = sf.off[NRECS];
+
+	seg_zeros(&sf, end, end, end + (3u << 20) + 5);
+	seg_expect(&sf, NRECS, 0, "zeros after the last record");
+	/* a zero header then one non-zero byte at the very end */
+	seg_zeros(&sf, end, end, end + (2u << 20));
+	int fd = open(sf.path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(ms_pwrite_full(fd, "x", 1, end + (2u << 20) - 1), 0);
+	close(fd);
+	seg_expect(&sf, NRECS, MS_ECORRUPT, "zeros, then a byte");
+	/* record 2 zeroed, records 3 and 4 after it */
+	seg_zeros(&sf, sf.off[2], sf.off[3], sf.size);
+	seg_expect(&sf, 2, MS_ECORRUPT, "zeros, then records");
+	free(sf.img);
+	mst_rmtree(dir);
+}
+
 static void test_reader_sealed(void **state)
 {
 	(void)state;
@@ -1303,6 +1346,7 @@ int main(void)
 		cmocka_unit_test(test_replica_file),
 		cmocka_unit_test(test_reader_all),
 		cmocka_unit_test(test_reader_sealed),
+		cmocka_unit_test(test_reader_prepared_space),
 		cmocka_unit_test(test_reader_damage),
 		cmocka_unit_test(test_reader_holes),
 		cmocka_unit_test(test_reader_edges),
