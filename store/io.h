@@ -97,6 +97,7 @@ struct ms_fault_plan {
 	size_t torn_len;
 	unsigned long power_loss_sync;	/* Nth fdatasync (any copy) never
 					   completes: power is lost */
+	unsigned long fail_truncate;	/* fail the Nth truncate with EIO */
 };
 
 int ms_io_fault_new(struct ms_io *inner, const struct ms_fault_plan *plan,

@@ -37,6 +37,7 @@ struct fault_io {
 	struct ms_io *inner;
 	struct ms_fault_plan plan;
 	unsigned long writes[MS_IO_COPIES], syncs[MS_IO_COPIES];
+	unsigned long truncates[MS_IO_COPIES];
 	unsigned long writes_all, syncs_all;
 	int dead[MS_IO_COPIES];
 	int powered_off;
@@ -158,8 +159,15 @@ static int fault_truncate(struct ms_io *io, int copy, int fd, uint64_t len)
 {
 	struct fault_io *f = (struct fault_io *)io;
 
-	if (f->powered_off || (fault_targets(f, copy) && f->dead[copy]))
+	if (f->powered_off)
 		return -EIO;
+	unsigned long n = ++f->truncates[copy];
+	if (fault_targets(f, copy) &&
+	    (f->dead[copy] ||
+	     (f->plan.fail_truncate != 0 && f->plan.fail_truncate == n))) {
+		f->dead[copy] = f->plan.sticky;
+		return -EIO;
+	}
 	int ret = f->inner->ops->truncate(f->inner, copy, fd, len);
 	struct fault_file *ff = fault_file(f, fd);
 	if (ret == 0 && ff != NULL) {

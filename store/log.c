@@ -889,8 +889,9 @@ static void hist_add(uint64_t *hist, const uint64_t *bounds, size_t n,
 
 /* Cut copy c's head file (segment seg) to end when zeros were prepared
    past it; never a failed copy's (it is not written again until it is
-   repaired).  A failure leaves zeros after the end, which the next
-   open's recovery cuts: logged, the copy stays in use. */
+   repaired).  A cut that fails fails the copy, as any failed write does:
+   its file would not end at its seal (seg.h), and the next open's
+   recovery repairs it from the other copy. */
 static void head_cut(struct ms_log *log, int c, uint64_t seg, uint64_t end)
 {
 	struct ms_log_copy *cp = &log->copy[c];
@@ -901,10 +902,10 @@ static void head_cut(struct ms_log *log, int c, uint64_t seg, uint64_t end)
 		return;
 	if ((ret = log->io->ops->truncate(log->io, c, cp->head_fd, end)) < 0 ||
 	    (ret = log->io->ops->datasync(log->io, c, cp->head_fd)) < 0) {
-		msg_warn("log.cut_failed copy=%s segment=%llu offset=%llu "
-			 "error=%s", ms_log_copy_name(c),
-			 (unsigned long long)seg, (unsigned long long)end,
-			 msg_q(ms_strerror(ret)));
+		ms_log_copy_fail(log, c, ret,
+				 ms_errf("cut segment %llu to offset %llu",
+					 (unsigned long long)seg,
+					 (unsigned long long)end));
 		return;
 	}
 	cp->head_zero_end = end;

@@ -419,6 +419,58 @@ static void test_prepared_space(void **state)
 	}
 }
 
+/* A cut to the seal that fails (an I/O error) fails that copy, as a
+   failed write does: appends go on, degraded, and the next open
+   repairs it; every sealed segment then ends with its seal. */
+static void test_cut_fails_copy(void **state)
+{
+	(void)state;
+	struct t *t = t_new();
+	struct ms_pos pos[60];
+	struct acks a = { 0 };
+	struct ms_io *inner, *io;
+	struct ms_fault_plan plan = { .copy = 1, .fail_truncate = 1,
+				      .sticky = 1 };
+	struct ms_log_status st;
+
+	ms_io_psync_new(&inner);
+	ms_io_fault_new(inner, &plan, &io);
+	struct ms_log *log = t_open(t, 8192, io, MS_IO_PSYNC);
+	put_n(log, 60, 90, pos, &a, 500);
+	ms_log_get_status(log, &st);
+	assert_int_equal(a.ok, 60);
+	assert_true(st.head_seg > 2);
+	assert_int_equal(st.copy[0], MS_COPY_OK);
+	assert_int_equal(st.copy[1], MS_COPY_FAILED);
+	assert_non_null(strstr(st.copy_error[1], "cut segment 1"));
+	ms_log_close(&log);
+
+	log = t_open(t, 8192, NULL, MS_IO_PSYNC);
+	check_n(log, 60, 90, pos, 500);
+	ms_log_get_status(log, &st);
+	assert_false(st.degraded);
+	for (uint64_t s = 1; s < st.head_seg; s++) {
+		for (int c = 0; c < 2; c++) {
+			char sp[2200];
+			uint8_t tail[MS_SEG_SEAL_SIZE];
+			seg_path(sp, sizeof(sp), c ? t->b : t->a, s);
+			long long size = mst_file_size(sp);
+			int fd = open(sp, O_RDONLY);
+			assert_true(fd >= 0);
+			assert_int_equal(pread(fd, tail, sizeof(tail),
+					       size - (long long)sizeof(tail)),
+					 (ssize_t)sizeof(tail));
+			close(fd);
+			assert_int_equal(tail[0], MS_REC_SEAL);
+		}
+	}
+	ms_log_close(&log);
+	const char *why;
+	if (!mst_copies_equal(t->a, t->b, &why))
+		fail_msg("%s", why);
+	mst_rmtree(t->root);
+}
+
 static void fault_case(int copy, int on_sync, int both)
 {
 	struct t *t = t_new();
@@ -1136,6 +1188,7 @@ int main(void)
 		cmocka_unit_test(test_append_read_roll),
 		cmocka_unit_test(test_torn_tail_recovered),
 		cmocka_unit_test(test_prepared_space),
+		cmocka_unit_test(test_cut_fails_copy),
 		cmocka_unit_test(test_follow),
 		cmocka_unit_test(test_eio_secondary_write),
 		cmocka_unit_test(test_eio_secondary_sync),
