@@ -10,6 +10,13 @@
  * reaped.  Per copy the result is 0 (written and synced) or -errno; a
  * copy whose write or sync failed is never reported as synced.
  *
+ * A flush may also write zeros past the records (the log's prepared
+ * space, docs/format.md): zlen[c] bytes at zoff[c], after the records'
+ * write and before the fdatasync, off the caller's thread where the
+ * engine has threads.  They are no part of the result: a copy whose
+ * zeros failed is synced all the same, and zres[c] says whether they
+ * were written.
+ *
  * The small synchronous calls (pread, pwrite, datasync) are for recovery,
  * healing and reads; the copy index lets the fault engine aim at one copy.
  */
@@ -22,6 +29,11 @@
 
 #define MS_IO_COPIES 2
 
+/* the most zeros one flush writes, and the buffer they come from (in
+   .bss: never written, so it costs no memory of its own) */
+#define MS_IO_ZEROS ((size_t)1 << 20)
+extern uint8_t ms_io_zeros[MS_IO_ZEROS];
+
 enum ms_io_kind { MS_IO_URING, MS_IO_PSYNC };
 
 struct ms_io_flush {
@@ -30,6 +42,9 @@ struct ms_io_flush {
 	size_t len;
 	uint64_t off;
 	int res[MS_IO_COPIES];	/* out: 0 synced, -errno failed */
+	uint64_t zoff[MS_IO_COPIES];	/* zeros after the records */
+	size_t zlen[MS_IO_COPIES];	/* 0: none; at most MS_IO_ZEROS */
+	int zres[MS_IO_COPIES];	/* out: 0 zeros written, -errno not */
 	/* engine state */
 	size_t done[MS_IO_COPIES];
 	int pending;

@@ -196,6 +196,11 @@ static int fault_flush_start(struct ms_io *io, struct ms_io_flush *fl)
 			continue;
 		int ret = fault_pwrite(io, c, fl->fd[c], fl->buf, fl->len,
 				       fl->off);
+		fl->zres[c] = -ECANCELED;
+		if (ret == 0 && fl->zlen[c] > 0)
+			fl->zres[c] = fault_pwrite(io, c, fl->fd[c],
+						   ms_io_zeros, fl->zlen[c],
+						   fl->zoff[c]);
 		if (ret == 0)
 			ret = fault_datasync(io, c, fl->fd[c]);
 		fl->res[c] = ret;

@@ -11,6 +11,8 @@
 #include "io.h"
 #include "seg.h"
 
+uint8_t ms_io_zeros[MS_IO_ZEROS];
+
 int ms_io_plain_pread(struct ms_io *io, int copy, int fd, void *buf,
 		       size_t len, uint64_t off)
 {
@@ -49,6 +51,11 @@ static int psync_flush_start(struct ms_io *io, struct ms_io_flush *f)
 			continue;
 		}
 		int ret = ms_io_plain_pwrite(io, c, f->fd[c], f->buf, f->len, f->off);
+		f->zres[c] = -ECANCELED;
+		if (ret == 0 && f->zlen[c] > 0)
+			f->zres[c] = ms_io_plain_pwrite(io, c, f->fd[c],
+							ms_io_zeros, f->zlen[c],
+							f->zoff[c]);
 		if (ret == 0)
 			ret = ms_io_plain_datasync(io, c, f->fd[c]);
 		f->res[c] = ret;

@@ -1,6 +1,7 @@
 /*
  * io_uring.c - the io_uring engine.  A flush is one submit of a linked
- * write -> fdatasync chain per copy, both copies at once.
+ * write -> fdatasync chain per copy, both copies at once; with zeros to
+ * write (io.h), write -> zeros -> fdatasync.
  *
  * What bites, and what we do about it:
  *  - a short write breaks its link: the fdatasync after it completes with
@@ -11,6 +12,11 @@
  *  - a failed write or sync marks that copy failed for this flush; it is
  *    never retried as if it succeeded (the kernel may have dropped the
  *    dirty pages after reporting the error).
+ *  - the zeros are hard-linked to the sync: their failure (a full disk)
+ *    leaves the chain going.  They are forced to the kernel's workers
+ *    (IOSQE_ASYNC): copying up to a MiB into the page cache is work for
+ *    another core, not for the loop that submits.  A broken chain
+ *    cancels them; a resubmitted chain leaves them out.
  */
 #include <errno.h>
 #include <liburing.h>
@@ -30,9 +36,10 @@ struct uring_io {
 	int failed[MS_IO_COPIES];
 };
 
-#define UD(copy, op) ((uint64_t)(copy) << 1 | (op))
+#define UD(copy, op) ((uint64_t)(copy) << 2 | (op))
 #define OP_WRITE 0
 #define OP_SYNC 1
+#define OP_ZEROS 2
 
 enum ms_uring_step ms_io_uring_write_step(size_t want, int res, size_t *done_r)
 {
@@ -46,17 +53,26 @@ enum ms_uring_step ms_io_uring_write_step(size_t want, int res, size_t *done_r)
 	return (size_t)res == want ? MS_URING_OK : MS_URING_RESUBMIT;
 }
 
-static int uring_queue_chain(struct uring_io *u, struct ms_io_flush *f, int c)
+static int uring_queue_chain(struct uring_io *u, struct ms_io_flush *f, int c,
+			     int zeros)
 {
 	struct io_uring_sqe *w = io_uring_get_sqe(&u->ring);
+	struct io_uring_sqe *z = w && zeros ? io_uring_get_sqe(&u->ring) : NULL;
 	struct io_uring_sqe *s = w ? io_uring_get_sqe(&u->ring) : NULL;
-	if (w == NULL || s == NULL)
+	if (w == NULL || s == NULL || (zeros && z == NULL))
 		return -EBUSY; /* ring sized for 2 chains: a bug if hit */
 	io_uring_prep_write(w, f->fd[c], (const uint8_t *)f->buf + f->done[c],
 			    (unsigned)(f->len - f->done[c]),
 			    f->off + f->done[c]);
 	w->flags |= IOSQE_IO_LINK;
 	io_uring_sqe_set_data64(w, UD(c, OP_WRITE));
+	if (z != NULL) {
+		io_uring_prep_write(z, f->fd[c], ms_io_zeros,
+				    (unsigned)f->zlen[c], f->zoff[c]);
+		z->flags |= IOSQE_IO_HARDLINK | IOSQE_ASYNC;
+		io_uring_sqe_set_data64(z, UD(c, OP_ZEROS));
+		f->pending++;
+	}
 	io_uring_prep_fsync(s, f->fd[c], IORING_FSYNC_DATASYNC);
 	io_uring_sqe_set_data64(s, UD(c, OP_SYNC));
 	f->pending += 2;
@@ -81,6 +97,7 @@ static int uring_flush_start(struct ms_io *io, struct ms_io_flush *f)
 	for (int c = 0; c < MS_IO_COPIES; c++) {
 		f->done[c] = 0;
 		f->res[c] = 0;
+		f->zres[c] = -ECANCELED;
 		u->resubmit[c] = 0;
 		u->failed[c] = 0;
 		if (f->fd[c] < 0)
@@ -90,7 +107,7 @@ static int uring_flush_start(struct ms_io *io, struct ms_io_flush *f)
 			f->res[c] = fdatasync(f->fd[c]) < 0 ? -errno : 0;
 			continue;
 		}
-		if ((ret = uring_queue_chain(u, f, c)) < 0)
+		if ((ret = uring_queue_chain(u, f, c, f->zlen[c] > 0)) < 0)
 			return ret;
 	}
 	if (f->pending > 0 && (ret = uring_submit(u)) < 0)
@@ -101,10 +118,16 @@ static int uring_flush_start(struct ms_io *io, struct ms_io_flush *f)
 static void uring_complete(struct uring_io *u, struct ms_io_flush *f,
 			   uint64_t ud, int res)
 {
-	int c = (int)(ud >> 1);
+	int c = (int)(ud >> 2);
 
 	f->pending--;
-	if ((ud & 1) == OP_WRITE) {
+	if ((ud & 3) == OP_ZEROS) {
+		/* all of them or none: a short write of zeros is not
+		   resumed (the log asks again after a later flush) */
+		f->zres[c] = res < 0 ? res : (size_t)res == f->zlen[c] ? 0 : -EIO;
+		return;
+	}
+	if ((ud & 3) == OP_WRITE) {
 		switch (ms_io_uring_write_step(f->len - f->done[c], res,
 					       &f->done[c])) {
 		case MS_URING_OK:
@@ -125,7 +148,7 @@ static void uring_complete(struct uring_io *u, struct ms_io_flush *f,
 	if (u->resubmit[c]) {
 		/* short write: write the rest, then sync again */
 		u->resubmit[c] = 0;
-		if (uring_queue_chain(u, f, c) < 0 || uring_submit(u) < 0) {
+		if (uring_queue_chain(u, f, c, 0) < 0 || uring_submit(u) < 0) {
 			u->failed[c] = 1;
 			f->res[c] = -EIO;
 		}
