@@ -44,8 +44,8 @@ int ms_client_connect(const char *path, unsigned timeout_ms,
 			close(fd);
 		return err;
 	}
-	/* a recv blocks until the reply comes (one system call), for at
-	   most the timeout */
+	/* the timeout, for any blocking read of the socket (ms_client_recv
+	   waits in poll, with the same timeout) */
 	struct timeval tv = { .tv_sec = timeout_ms / 1000,
 			      .tv_usec = (timeout_ms % 1000) * 1000 };
 	if (timeout_ms != 0 &&
@@ -99,10 +99,17 @@ static int wait_fd(struct ms_client *c, short ev)
 	return n == 0 ? -ETIMEDOUT : 0;
 }
 
-/* A send tries first and waits (poll, with the timeout) only when the
-   socket is full; a recv blocks (SO_RCVTIMEO, the timeout): a request
-   and its reply cost one system call each, whether the reply is there
-   yet or not. */
+/*
+ * A send tries first and waits (poll, with the timeout) only when the
+ * socket is full.  A recv too: it takes what is there, and waits in
+ * poll for POLLIN only when nothing is.  It does not block in recv: a
+ * task asleep in a unix socket's recv is woken by every wake-up of the
+ * socket, and mstored's reading of the request wakes it (the request's
+ * bytes leave the sender's send buffer: "writable"), for nothing.  With
+ * 64 clients appending that spurious wake-up was 12.5% of mstored's
+ * loop (perf: unix_write_space under its recv); poll's wait is woken
+ * only by the events it asked for.
+ */
 int ms_client_send(struct ms_client *c, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
@@ -173,10 +180,17 @@ int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 			*error_r = "reply over the frame limit";
 			return ret;
 		}
-		ssize_t n = recv(c->fd, c->in.data + c->in.len, room, 0);
+		ssize_t n = recv(c->fd, c->in.data + c->in.len, room,
+				 MSG_DONTWAIT);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			*error_r = "server timed out";
-			return -ETIMEDOUT;
+			if ((ret = wait_fd(c, POLLIN)) < 0) {
+				*error_r = ret == -ETIMEDOUT
+						   ? "server timed out"
+						   : ms_errf("poll: %s",
+							     strerror(-ret));
+				return ret;
+			}
+			continue;
 		}
 		if (n < 0) {
 			if (errno == EINTR)

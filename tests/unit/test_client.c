@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -89,9 +90,13 @@ enum script {
 	SLOW_READER,	 /* reads BIG_SEND bytes after 100 ms, checks them */
 	CLOSE_NOW,	 /* closes at once */
 	BAD_FLAGS,	 /* a frame with flags != 0 */
-	TRAIN		 /* TRAIN_FRAMES frames, written in pieces of
+	TRAIN,		 /* TRAIN_FRAMES frames, written in pieces of
 			    TRAIN_PIECE bytes that cut them anywhere */
+	SLOW_PINGS	 /* reads SLOW_PINGS_N requests one by one, 2 ms
+			    apart, then answers once */
 };
+
+#define SLOW_PINGS_N 40
 
 #define TRAIN_FRAMES 300
 #define TRAIN_PIECE 7919
@@ -155,6 +160,17 @@ static int peer(int lfd, enum script s)
 	case BAD_FLAGS:
 		n = frame(g, 0x8000 | 2, 1, rep_body, sizeof(rep_body));
 		g[6] = 1;
+		if (write_all(fd, g, n) < 0)
+			return 4;
+		break;
+	case SLOW_PINGS:
+		for (int i = 0; i < SLOW_PINGS_N; i++) {
+			if (read_all(fd, f, 16) < 0 ||
+			    memcmp(f + 12, req_body, 4) != 0)
+				return 3;
+			sleep_ms(2);
+		}
+		n = frame(g, 0x8000 | 2, 7, rep_body, sizeof(rep_body));
 		if (write_all(fd, g, n) < 0)
 			return 4;
 		break;
@@ -324,6 +340,29 @@ static void test_train_of_frames(void **state)
 	assert_int_equal(finish(&c, pid), 0);
 }
 
+/* A client waiting for its reply sleeps until the reply comes: the
+   server reading its requests (40 of them, one by one, 2 ms apart) does
+   not wake it each time.  A recv that blocks in the kernel is woken by
+   each of those reads (the socket turns writable); the count of
+   voluntary context switches while waiting says which it was. */
+static void test_wait_not_woken_by_reads(void **state)
+{
+	(void)state;
+	pid_t pid;
+	struct ms_client *c = start(SLOW_PINGS, 5000, &pid);
+	struct rusage r0, r1;
+
+	for (int i = 0; i < SLOW_PINGS_N; i++)
+		send_ping(c);
+	assert_int_equal(getrusage(RUSAGE_SELF, &r0), 0);
+	(void)recv_ok(c, 7, sizeof(rep_body), 2 * SLOW_PINGS_N, 5000);
+	assert_int_equal(getrusage(RUSAGE_SELF, &r1), 0);
+	long woken = r1.ru_nvcsw - r0.ru_nvcsw;
+	if (woken > 5)
+		fail_msg("woken %ld times while waiting for one reply", woken);
+	assert_int_equal(finish(&c, pid), 0);
+}
+
 static void test_recv_timeout(void **state)
 {
 	(void)state;
@@ -341,12 +380,13 @@ static void big_send(enum script s, unsigned timeout_ms, int want,
 		     uint64_t min_ms, uint64_t max_ms)
 {
 	pid_t pid;
-	struct ms_client *c = start(s, timeout_ms, &pid);
 	uint8_t *buf = malloc(BIG_SEND);
 
+	/* the bytes first: the peer's clock starts when it accepts */
 	assert_non_null(buf);
 	for (size_t i = 0; i < BIG_SEND; i++)
 		buf[i] = (uint8_t)(i * 7 + 3);
+	struct ms_client *c = start(s, timeout_ms, &pid);
 	uint64_t t0 = now_ms();
 	assert_int_equal(ms_client_send(c, buf, BIG_SEND), want);
 	uint64_t took = now_ms() - t0;
@@ -421,6 +461,7 @@ int main(void)
 		cmocka_unit_test(test_reply_late_in_pieces),
 		cmocka_unit_test(test_two_frames_one_read),
 		cmocka_unit_test(test_train_of_frames),
+		cmocka_unit_test(test_wait_not_woken_by_reads),
 		cmocka_unit_test(test_recv_timeout),
 		cmocka_unit_test(test_send_waits_for_a_slow_reader),
 		cmocka_unit_test(test_send_timeout),
