@@ -1131,6 +1131,69 @@ static void test_uring_refused(void **state)
 }
 
 /*
+ * The tmpfs cases: each in a child with its own mount namespace (root).
+ * Copy a on a tmpfs of a_size ("" for none), b on one of b_size.  77:
+ * no namespaces or tmpfs here.
+ */
+static int tmpfs_copies(const char *root, const char *a_size,
+			const char *b_size, char *a, char *b, size_t n)
+{
+	char opt[64];
+	snprintf(a, n, "%s/a", root);
+	snprintf(b, n, "%s/b", root);
+	if (unshare(CLONE_NEWNS) < 0 ||
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mkdir(a, 0755) < 0 || mkdir(b, 0755) < 0)
+		return -1;
+	snprintf(opt, sizeof(opt), "size=%s", b_size);
+	if (mount("tmpfs", b, "tmpfs", 0, opt) < 0)
+		return -1;
+	snprintf(opt, sizeof(opt), "size=%s", a_size);
+	if (a_size[0] != '\0' && mount("tmpfs", a, "tmpfs", 0, opt) < 0)
+		return -1;
+	return 0;
+}
+
+/* Up to n appends of 3,000 bytes (key+i), run every third; the first
+   refused ends them.  How many were taken. */
+static int put_3000(struct ms_log *log, int n, uint64_t key,
+		    struct ms_pos *pos, struct acks *ak)
+{
+	uint8_t buf[3000];
+	int i;
+	for (i = 0; i < n; i++) {
+		mst_fill(buf, sizeof(buf), key + (uint64_t)i);
+		if (ms_log_append(log, MS_REC_NOOP, 0, buf, sizeof(buf), on_done,
+				  ak, &pos[i], NULL) < 0)
+			break;
+		if (i % 3 == 2)
+			ms_log_run(log, 1);
+	}
+	ms_log_sync(log);
+	return i;
+}
+
+/* The first n records of put_3000 read back: 0, or -1. */
+static int read_3000(struct ms_log *log, int n, uint64_t key,
+		     const struct ms_pos *pos)
+{
+	struct ms_buf p;
+	const char *err;
+	int ret = 0;
+	ms_buf_init(&p, 0);
+	for (int i = 0; i < n && ret == 0; i++) {
+		struct ms_rec_hdr h;
+		uint8_t want[3000];
+		mst_fill(want, sizeof(want), key + (uint64_t)i);
+		if (ms_log_read(log, pos[i], &h, &p, &err) < 0 ||
+		    h.len != sizeof(want) || memcmp(p.data, want, h.len) != 0)
+			ret = -1;
+	}
+	ms_buf_free(&p);
+	return ret;
+}
+
+/*
  * The io_uring engine against a real full disk: copies on small tmpfs
  * mounts (in a private mount namespace) run out of space.  The write that
  * crosses the limit comes back short, the engine resubmits the rest, and
@@ -1141,13 +1204,8 @@ static void test_uring_refused(void **state)
 static int enospc_child(const char *root, int both)
 {
 	char a[1024], b[1024];
-	snprintf(a, sizeof(a), "%s/a", root);
-	snprintf(b, sizeof(b), "%s/b", root);
-	if (unshare(CLONE_NEWNS) < 0 ||
-	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-	    mkdir(a, 0755) < 0 || mkdir(b, 0755) < 0 ||
-	    mount("tmpfs", b, "tmpfs", 0, "size=256k") < 0 ||
-	    (both && mount("tmpfs", a, "tmpfs", 0, "size=256k") < 0))
+	if (tmpfs_copies(root, both ? "256k" : "", "256k", a, b,
+			 sizeof(a)) < 0)
 		return 77;
 	struct ms_log_cfg cfg = { .dir = { a, b }, .engine = MS_IO_URING,
 				  .create = 1 };
@@ -1157,17 +1215,7 @@ static int enospc_child(const char *root, int both)
 		return 77; /* io_uring refused here */
 	struct acks ak = { 0, 0, 0 };
 	static struct ms_pos pos[200];
-	uint8_t buf[3000];
-	int n;
-	for (n = 0; n < 200; n++) {
-		mst_fill(buf, sizeof(buf), 7000 + (uint64_t)n);
-		if (ms_log_append(log, MS_REC_NOOP, 0, buf, sizeof(buf), on_done,
-				  &ak, &pos[n], NULL) < 0)
-			break;
-		if (n % 3 == 2)
-			ms_log_run(log, 1);
-	}
-	ms_log_sync(log);
+	(void)put_3000(log, 200, 7000, pos, &ak);
 	struct ms_log_status st;
 	ms_log_get_status(log, &st);
 	if (!both) {
@@ -1182,17 +1230,8 @@ static int enospc_child(const char *root, int both)
 			return 2;
 	}
 	/* every acknowledged record reads back, from the primary */
-	struct ms_buf p;
-	ms_buf_init(&p, 0);
-	for (int i = 0; i < ak.ok; i++) {
-		struct ms_rec_hdr h;
-		uint8_t want[3000];
-		mst_fill(want, sizeof(want), 7000 + (uint64_t)i);
-		if (ms_log_read(log, pos[i], &h, &p, &err) < 0 ||
-		    h.len != sizeof(want) || memcmp(p.data, want, h.len) != 0)
-			return 3;
-	}
-	ms_buf_free(&p);
+	if (read_3000(log, ak.ok, 7000, pos) < 0)
+		return 3;
 	ms_log_close(&log);
 	return 0;
 }
@@ -1206,18 +1245,13 @@ static int enospc_child(const char *root, int both)
  * chain between the records and the fdatasync: a link that broke there
  * would cancel the sync and fail the copy.  Both engines.
  */
-static int zeros_child(const char *root, enum ms_io_kind kind)
+static int zeros_child(const char *root, int kind)
 {
 	char a[1024], b[1024];
-	snprintf(a, sizeof(a), "%s/a", root);
-	snprintf(b, sizeof(b), "%s/b", root);
-	if (unshare(CLONE_NEWNS) < 0 ||
-	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-	    mkdir(a, 0755) < 0 || mkdir(b, 0755) < 0 ||
-	    mount("tmpfs", a, "tmpfs", 0, "size=640k") < 0 ||
-	    mount("tmpfs", b, "tmpfs", 0, "size=640k") < 0)
+	if (tmpfs_copies(root, "640k", "640k", a, b, sizeof(a)) < 0)
 		return 77;
-	struct ms_log_cfg cfg = { .dir = { a, b }, .engine = kind,
+	struct ms_log_cfg cfg = { .dir = { a, b },
+				  .engine = (enum ms_io_kind)kind,
 				  .seg_size = 8 << 20, .create = 1 };
 	struct ms_log *log;
 	const char *err;
@@ -1225,34 +1259,17 @@ static int zeros_child(const char *root, enum ms_io_kind kind)
 		return 77; /* io_uring refused here */
 	struct acks ak = { 0, 0, 0 };
 	static struct ms_pos pos[150];
-	uint8_t buf[3000];
-	for (int n = 0; n < 150; n++) {
-		mst_fill(buf, sizeof(buf), 9000 + (uint64_t)n);
-		if (ms_log_append(log, MS_REC_NOOP, 0, buf, sizeof(buf), on_done,
-				  &ak, &pos[n], NULL) < 0)
-			return 1;
-		if (n % 3 == 2)
-			ms_log_run(log, 1);
-	}
-	ms_log_sync(log);
+	if (put_3000(log, 150, 9000, pos, &ak) != 150)
+		return 1;
 	struct ms_log_status st;
 	ms_log_get_status(log, &st);
 	if (ak.ok != 150 || ak.failed != 0 || st.degraded || st.dead ||
 	    st.copy[0] != MS_COPY_OK || st.copy[1] != MS_COPY_OK)
 		return 2;
-	struct ms_buf p;
-	ms_buf_init(&p, 0);
-	for (int i = 0; i < 150; i++) {
-		struct ms_rec_hdr h;
-		uint8_t want[3000];
-		mst_fill(want, sizeof(want), 9000 + (uint64_t)i);
-		if (ms_log_read(log, pos[i], &h, &p, &err) < 0 ||
-		    h.len != sizeof(want) || memcmp(p.data, want, h.len) != 0)
-			return 3;
-	}
-	ms_buf_free(&p);
+	if (read_3000(log, 150, 9000, pos) < 0)
+		return 3;
 	ms_log_close(&log);
-	/* and a reopen finds both copies whole and equal */
+	/* and a reopen finds both copies whole */
 	cfg.create = 0;
 	if (ms_log_open(&cfg, &log, &err) < 0)
 		return 4;
@@ -1263,31 +1280,13 @@ static int zeros_child(const char *root, enum ms_io_kind kind)
 	return 0;
 }
 
-static void test_zeros_that_fail(void **state)
-{
-	(void)state;
-	for (int kind = 0; kind < 2; kind++) {
-		struct t *t = t_new();
-		pid_t pid = fork();
-		if (pid == 0)
-			_exit(zeros_child(t->root,
-					  kind ? MS_IO_PSYNC : MS_IO_URING));
-		int status;
-		waitpid(pid, &status, 0);
-		assert_true(WIFEXITED(status));
-		if (WEXITSTATUS(status) == 77)
-			skip();
-		assert_int_equal(WEXITSTATUS(status), 0);
-		mst_rmtree(t->root);
-	}
-}
-
-static void enospc_case(int both)
+/* child(root, arg) in a child process: 0 passes, 77 skips. */
+static void tmpfs_case(int (*child)(const char *root, int arg), int arg)
 {
 	struct t *t = t_new();
 	pid_t pid = fork();
 	if (pid == 0)
-		_exit(enospc_child(t->root, both));
+		_exit(child(t->root, arg));
 	int status;
 	waitpid(pid, &status, 0);
 	assert_true(WIFEXITED(status));
@@ -1297,16 +1296,23 @@ static void enospc_case(int both)
 	mst_rmtree(t->root);
 }
 
+static void test_zeros_that_fail(void **state)
+{
+	(void)state;
+	tmpfs_case(zeros_child, MS_IO_URING);
+	tmpfs_case(zeros_child, MS_IO_PSYNC);
+}
+
 static void test_uring_enospc_secondary(void **state)
 {
 	(void)state;
-	enospc_case(0);
+	tmpfs_case(enospc_child, 0);
 }
 
 static void test_uring_enospc_both(void **state)
 {
 	(void)state;
-	enospc_case(1);
+	tmpfs_case(enospc_child, 1);
 }
 
 int main(void)
