@@ -6,10 +6,11 @@
  * A flush writes the same bytes at the same offset to up to two files
  * (the primary and the secondary copy), each write made durable as an
  * fdatasync of that file after it would (io_uring: a write with
- * RWF_DSYNC, or a write -> fdatasync chain).  One flush is in flight at a time (group commit
- * serialises them).  The buffer must stay untouched until the flush is
- * reaped.  Per copy the result is 0 (written and synced) or -errno; a
- * copy whose write or sync failed is never reported as synced.
+ * RWF_DSYNC, or a write -> fdatasync chain).  One flush is in flight at
+ * a time (group commit serialises them).  The buffer must stay untouched
+ * until the flush is reaped.  Per copy the result is 0 (written and
+ * synced) or -errno; a copy whose write or sync failed is never reported
+ * as synced.
  *
  * A flush may also write zeros past the records (the log's prepared
  * space, docs/format.md): zlen[c] bytes at zoff[c], after the records'
@@ -91,11 +92,11 @@ int ms_io_plain_pwrite(struct ms_io *io, int copy, int fd, const void *buf,
 int ms_io_plain_datasync(struct ms_io *io, int copy, int fd);
 int ms_io_plain_truncate(struct ms_io *io, int copy, int fd, uint64_t len);
 
-/* What the io_uring engine does with one completion; pure, for tests. */
 /* Tests: every write of the io_uring engine asks for at most max bytes,
    so that a flush takes the way of a short write (0: no limit). */
 void ms_io_uring_test_max_write(struct ms_io *io, size_t max);
 
+/* What the io_uring engine does with one completion; pure, for tests. */
 enum ms_uring_step { MS_URING_OK, MS_URING_RESUBMIT, MS_URING_FAILED };
 enum ms_uring_step ms_io_uring_write_step(size_t want, int res,
 					  size_t *done_r);

@@ -26,10 +26,10 @@
  *    never retried as if it succeeded (the kernel may have dropped the
  *    dirty pages after reporting the error).
  *  - the zeros are hard-linked to the sync: their failure (a full disk)
- *    leaves the chain going.  They are forced to the kernel's workers
- *    (IOSQE_ASYNC): copying up to a MiB into the page cache is work for
- *    another core, not for the loop that submits.  A broken chain
- *    cancels them; a resubmitted chain leaves them out.
+ *    leaves the chain going.  Copying up to a MiB into the page cache is
+ *    work for another core, not for the loop that submits (IOSQE_ASYNC,
+ *    as every write here).  A broken chain cancels them; the rest of a
+ *    short write is written without them.
  */
 #include <errno.h>
 #include <liburing.h>
