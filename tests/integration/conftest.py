@@ -2,6 +2,7 @@
 are, and a scratch directory per test (pytest's tmp_path)."""
 import os
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -16,6 +17,25 @@ def prog(name):
     if not os.path.exists(path):
         pytest.fail(f"{path} is not built (run make)")
     return path
+
+
+_ports_given = set()
+
+
+def free_port():
+    """A TCP port of 127.0.0.1 that nothing is bound to now and that this
+    process has not handed out before.  The kernel may give two binds in
+    a row the same free port, and one server's listeners (IMAP, POP3,
+    LMTP) are picked in a row: Dovecot then refused its configuration
+    ("duplicate listener")."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise RuntimeError("no free port that was not handed out before")
 
 
 def run(*args, check=None, **kw):

@@ -30,6 +30,8 @@ import socket
 import subprocess
 import time
 
+from conftest import free_port
+
 MAIL_USER = "mstoremail"
 STORE_USER = "mstore"
 PASSWORD = "secret"
@@ -49,14 +51,6 @@ def ensure_system_user(name):
         return pwd.getpwnam(name)
     except KeyError:
         raise RuntimeError(f"useradd {name} failed: {r.stderr}")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def pid_alive(pid):

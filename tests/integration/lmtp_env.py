@@ -10,18 +10,12 @@ import struct
 import subprocess
 import time
 
-from conftest import prog, run
+from conftest import free_port, prog, run
 
 OP_HELLO, OP_STATUS = 1, 2
 OP_MBOX_CREATE, OP_MBOX_STATUS = 21, 25
 OP_FETCH_BODY = 32
 MS_ENOTFOUND = -10012
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(cond, timeout=10.0, what="condition"):

@@ -9,15 +9,7 @@ import subprocess
 import threading
 import time
 
-from conftest import prog, run
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from conftest import free_port, prog, run
 
 
 def keygen(path):
