@@ -27,7 +27,10 @@
  *
  * The table also shows, from the daemon's STATUS and /proc, appends per
  * flush, mean flush time and CPU time per append, and the same for the
- * engine: they say whether a figure is the disk's or the CPU's.  Lines
+ * engine: they say whether a figure is the disk's or the CPU's.  Under
+ * each daemon row: the client processes' CPU per append, and how busy
+ * the daemon and the clients kept the machine's cores together over the
+ * window (near 100%: the CPU is the limit, whatever the daemon's share).  Lines
  * that a daemon logged above info level are shown once its store goes.
  *
  * Each case measures for MS_BENCH_SECONDS (default 3) after a warm-up
@@ -126,6 +129,8 @@ struct dstat {
 	uint64_t holds, timeouts, held_ns; /* ops.gather_* */
 	uint64_t batch[MS_LOG_BATCH_BUCKETS + 1]; /* log.batch.* */
 	double cpu_s; /* the daemon's CPU time (all its threads) */
+	double cli_s; /* the client processes' CPU time, together */
+	double t;     /* when */
 };
 
 /* Everything to stop if we are told to go (run-bench's timeout). */
@@ -550,9 +555,15 @@ static int run_clients(struct msd *d, const struct job *job, int n,
 		sleep_until(w0);
 		status_get(admin, &snap[0]);
 		snap[0].cpu_s = proc_cpu_s(d->pid);
+		snap[0].t = now_s();
+		for (int i = 0; i < n; i++)
+			snap[0].cli_s += proc_cpu_s(kids[i]);
 		sleep_until(w1);
 		status_get(admin, &snap[1]);
 		snap[1].cpu_s = proc_cpu_s(d->pid);
+		snap[1].t = now_s();
+		for (int i = 0; i < n; i++)
+			snap[1].cli_s += proc_cpu_s(kids[i]);
 	}
 	/* a build has no fixed time: bound it by a generous rate */
 	double deadline = job->kind == JOB_BUILD
@@ -1083,6 +1094,7 @@ int main(void)
 					  .warm = warm,
 					  .secs = secs};
 			struct dstat st[2];
+			memset(st, 0, sizeof(st));
 			daemon_setup(&d, kind, n);
 			if (run_clients(&d, &job, n, sh, st) < 0)
 				ok = 0;
@@ -1130,6 +1142,21 @@ int main(void)
 						st[0].held_ns) /
 					       (double)holds / 1e3
 				     : 0.0);
+			/* what else used the machine: the clients' CPU, and
+			   how much of every core was busy at all */
+			double span = st[1].t - st[0].t;
+			printf("  mstored clients: %.0f us of CPU per append; "
+			       "daemon and clients used %.0f%% of %ld cores\n",
+			       na ? (st[1].cli_s - st[0].cli_s) / (double)na * 1e6
+				  : 0.0,
+			       span > 0 ? 100 *
+						  (st[1].cpu_s - st[0].cpu_s +
+						   st[1].cli_s - st[0].cli_s) /
+						  span /
+						  (double)sysconf(
+							  _SC_NPROCESSORS_ONLN)
+					: 0.0,
+			       sysconf(_SC_NPROCESSORS_ONLN));
 			hist_print("engine", ehist);
 			fflush(stdout);
 			if (last) {
