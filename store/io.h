@@ -91,6 +91,12 @@ int ms_io_plain_pwrite(struct ms_io *io, int copy, int fd, const void *buf,
 		       size_t len, uint64_t off);
 int ms_io_plain_datasync(struct ms_io *io, int copy, int fd);
 int ms_io_plain_truncate(struct ms_io *io, int copy, int fd, uint64_t len);
+/* A flush done in flush_start, one copy after the other, through the
+   engine's own pwrite and datasync (records, zeros, sync); reaped at
+   once; no event fd.  The psync and fault engines'. */
+int ms_io_turn_flush_start(struct ms_io *io, struct ms_io_flush *f);
+int ms_io_turn_flush_reap(struct ms_io *io, struct ms_io_flush *f, int block);
+int ms_io_no_event_fd(struct ms_io *io);
 
 /* Tests: every write of the io_uring engine asks for at most max bytes,
    so that a flush takes the way of a short write (0: no limit). */

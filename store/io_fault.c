@@ -188,42 +188,6 @@ static int fault_pread(struct ms_io *io, int copy, int fd, void *buf,
 	return f->inner->ops->pread(f->inner, copy, fd, buf, len, off);
 }
 
-static int fault_flush_start(struct ms_io *io, struct ms_io_flush *fl)
-{
-	for (int c = 0; c < MS_IO_COPIES; c++) {
-		fl->res[c] = 0;
-		if (fl->fd[c] < 0)
-			continue;
-		int ret = fault_pwrite(io, c, fl->fd[c], fl->buf, fl->len,
-				       fl->off);
-		fl->zres[c] = -ECANCELED;
-		if (ret == 0 && fl->zlen[c] > 0)
-			fl->zres[c] = fault_pwrite(io, c, fl->fd[c],
-						   ms_io_zeros, fl->zlen[c],
-						   fl->zoff[c]);
-		if (ret == 0)
-			ret = fault_datasync(io, c, fl->fd[c]);
-		fl->res[c] = ret;
-	}
-	fl->pending = 0;
-	return 0;
-}
-
-static int fault_flush_reap(struct ms_io *io, struct ms_io_flush *fl,
-			    int block)
-{
-	(void)io;
-	(void)fl;
-	(void)block;
-	return 1;
-}
-
-static int fault_event_fd(struct ms_io *io)
-{
-	(void)io;
-	return -1;
-}
-
 static void fault_free(struct ms_io *io)
 {
 	struct fault_io *f = (struct fault_io *)io;
@@ -236,13 +200,14 @@ static void fault_free(struct ms_io *io)
 
 static const struct ms_io_ops fault_ops = {
 	.name = "fault",
-	.flush_start = fault_flush_start,
-	.flush_reap = fault_flush_reap,
+	/* in turn, through fault_pwrite and fault_datasync */
+	.flush_start = ms_io_turn_flush_start,
+	.flush_reap = ms_io_turn_flush_reap,
 	.pread = fault_pread,
 	.pwrite = fault_pwrite,
 	.datasync = fault_datasync,
 	.truncate = fault_truncate,
-	.event_fd = fault_event_fd,
+	.event_fd = ms_io_no_event_fd,
 	.free = fault_free,
 };
 

@@ -43,28 +43,29 @@ int ms_io_plain_truncate(struct ms_io *io, int copy, int fd, uint64_t len)
 	return ftruncate(fd, (off_t)len) < 0 ? -errno : 0;
 }
 
-static int psync_flush_start(struct ms_io *io, struct ms_io_flush *f)
+int ms_io_turn_flush_start(struct ms_io *io, struct ms_io_flush *f)
 {
 	for (int c = 0; c < MS_IO_COPIES; c++) {
 		if (f->fd[c] < 0) {
 			f->res[c] = 0;
 			continue;
 		}
-		int ret = ms_io_plain_pwrite(io, c, f->fd[c], f->buf, f->len, f->off);
+		int ret = io->ops->pwrite(io, c, f->fd[c], f->buf, f->len,
+					  f->off);
 		f->zres[c] = -ECANCELED;
 		if (ret == 0 && f->zlen[c] > 0)
-			f->zres[c] = ms_io_plain_pwrite(io, c, f->fd[c],
-							ms_io_zeros, f->zlen[c],
-							f->zoff[c]);
+			f->zres[c] = io->ops->pwrite(io, c, f->fd[c],
+						     ms_io_zeros, f->zlen[c],
+						     f->zoff[c]);
 		if (ret == 0)
-			ret = ms_io_plain_datasync(io, c, f->fd[c]);
+			ret = io->ops->datasync(io, c, f->fd[c]);
 		f->res[c] = ret;
 	}
 	f->pending = 0;
 	return 0;
 }
 
-static int psync_flush_reap(struct ms_io *io, struct ms_io_flush *f, int block)
+int ms_io_turn_flush_reap(struct ms_io *io, struct ms_io_flush *f, int block)
 {
 	(void)io;
 	(void)f;
@@ -72,7 +73,7 @@ static int psync_flush_reap(struct ms_io *io, struct ms_io_flush *f, int block)
 	return 1;
 }
 
-static int psync_event_fd(struct ms_io *io)
+int ms_io_no_event_fd(struct ms_io *io)
 {
 	(void)io;
 	return -1;
@@ -85,13 +86,13 @@ static void psync_free(struct ms_io *io)
 
 static const struct ms_io_ops psync_ops = {
 	.name = "psync",
-	.flush_start = psync_flush_start,
-	.flush_reap = psync_flush_reap,
+	.flush_start = ms_io_turn_flush_start,
+	.flush_reap = ms_io_turn_flush_reap,
 	.pread = ms_io_plain_pread,
 	.pwrite = ms_io_plain_pwrite,
 	.datasync = ms_io_plain_datasync,
 	.truncate = ms_io_plain_truncate,
-	.event_fd = psync_event_fd,
+	.event_fd = ms_io_no_event_fd,
 	.free = psync_free,
 };
 
