@@ -422,9 +422,8 @@ int ms_seg_reader_zeros_from(struct ms_seg_reader *r, uint64_t off)
 		int ret = ms_seg_reader_peek(r, off, n, &p);
 		if (ret < 0)
 			return ret;
-		for (size_t i = 0; i < n; i++)
-			if (p[i] != 0)
-				return 0;
+		if (!ms_zeros(p, n))
+			return 0;
 		off += n;
 	}
 	return 1;
@@ -433,7 +432,6 @@ int ms_seg_reader_zeros_from(struct ms_seg_reader *r, uint64_t off)
 int ms_seg_reader_next(struct ms_seg_reader *r, struct ms_rec_hdr *hdr_r,
 		       const uint8_t **rec_r, const char **error_r)
 {
-	static const uint8_t zero_hdr[MS_REC_HDR_SIZE];
 	const uint8_t *p;
 	struct ms_rec_hdr h;
 	int ret;
@@ -448,7 +446,7 @@ int ms_seg_reader_next(struct ms_seg_reader *r, struct ms_rec_hdr *hdr_r,
 		*error_r = ms_errf("read: %s", ms_strerror(ret));
 		return ret;
 	}
-	if (memcmp(p, zero_hdr, sizeof(zero_hdr)) == 0 &&
+	if (ms_zeros(p, MS_REC_HDR_SIZE) &&
 	    (ret = ms_seg_reader_zeros_from(r, r->off)) != 0) {
 		if (ret > 0)
 			return 0; /* prepared space: the records end here */

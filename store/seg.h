@@ -163,6 +163,15 @@ static inline void ms_seg_reader_seek(struct ms_seg_reader *r, uint64_t off)
 {
 	r->off = off;
 }
+/* 1 if the n bytes at p are all zero. */
+static inline int ms_zeros(const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	for (size_t i = 0; i < n; i++)
+		if (b[i] != 0)
+			return 0;
+	return 1;
+}
 /* 1 if [off, end of file) holds zero bytes only (the writer's prepared
    space, log.c), 0 if not, or -errno. */
 int ms_seg_reader_zeros_from(struct ms_seg_reader *r, uint64_t off);

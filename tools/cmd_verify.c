@@ -286,20 +286,19 @@ static void verify_copy(int c, const char *dir, struct copy_stats *cs,
 static int rest_zeros(FILE *f, const uint8_t *buf, size_t from, size_t n)
 {
 	static uint8_t more[1 << 16];
-	for (size_t i = from; i < n; i++)
-		if (buf[i] != 0)
-			return 0;
+	if (!ms_zeros(buf + from, n - from))
+		return 0;
 	while ((n = fread(more, 1, sizeof(more), f)) > 0)
-		for (size_t i = 0; i < n; i++)
-			if (more[i] != 0)
-				return 0;
+		if (!ms_zeros(more, n))
+			return 0;
 	return !ferror(f);
 }
 
-/* First offset where two files differ, or -1 if equal.  Zero bytes at
-   the end of the longer one do not count: a running writer's prepared
-   space (log.c) holds no records. */
-static long long first_diff(const char *a, const char *b)
+/* First offset where two files differ, or -1 if equal.  With segs (two
+   segment files), zero bytes at the end of the longer one do not count:
+   a running writer's prepared space (log.c) holds no records; any other
+   file must be the same to its last byte. */
+static long long first_diff(const char *a, const char *b, int segs)
 {
 	FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
 	static uint8_t ba[1 << 16], bb[1 << 16];
@@ -319,8 +318,8 @@ static long long first_diff(const char *a, const char *b)
 				goto out;
 			}
 		if (na != nb) {
-			if (!(na > nb ? rest_zeros(fa, ba, n, na)
-				      : rest_zeros(fb, bb, n, nb)))
+			if (!segs || !(na > nb ? rest_zeros(fa, ba, n, na)
+					       : rest_zeros(fb, bb, n, nb)))
 				diff = off + (long long)n;
 			goto out;
 		}
@@ -364,7 +363,7 @@ static void compare_copies(const struct tool_store *ts,
 		ms_seg_name(a, name);
 		snprintf(pa, sizeof(pa), "%s/log/%s", ts->copy[0], name);
 		snprintf(pb, sizeof(pb), "%s/log/%s", ts->copy[1], name);
-		long long d = first_diff(pa, pb);
+		long long d = first_diff(pa, pb, 1);
 		if (d >= 0)
 			problem(2, a, (uint64_t)d, "segment", "copies-differ",
 				"the copies differ from this byte on");
@@ -393,7 +392,7 @@ static void compare_against(const struct tool_store *ts, const char *other)
 	}
 	snprintf(pa, sizeof(pa), "%s/%s", ts->copy[0], MS_META_NAME);
 	snprintf(pb, sizeof(pb), "%s/%s", to.copy[0], MS_META_NAME);
-	if (first_diff(pa, pb) >= 0)
+	if (first_diff(pa, pb, 0) >= 0)
 		problem(2, 0, 0, "against", "meta",
 			"the stores' identities (mstore.meta) differ");
 	snprintf(pa, sizeof(pa), "%s/log", ts->copy[0]);
@@ -423,7 +422,7 @@ static void compare_against(const struct tool_store *ts, const char *other)
 		ms_seg_name(a, name);
 		snprintf(pa, sizeof(pa), "%s/log/%s", ts->copy[0], name);
 		snprintf(pb, sizeof(pb), "%s/log/%s", to.copy[0], name);
-		long long d = first_diff(pa, pb);
+		long long d = first_diff(pa, pb, 1);
 		if (d >= 0)
 			problem(2, a, (uint64_t)d, "against", "differs",
 				"the stores differ from this byte on");

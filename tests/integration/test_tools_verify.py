@@ -6,6 +6,7 @@ the copy, segment:offset, record type and failed check, the same in
 import json
 import os
 import re
+import shutil
 
 import pytest
 
@@ -151,3 +152,36 @@ def test_dump_lines(mstore, tmp_path):
                 "--count", "1", check=0).stdout.splitlines()
     assert len(d2) == 1 and d2[0] == d[1]
     assert mstore("dump", store, "--from", "x:1").returncode == 2
+
+
+def test_zero_tails_and_against(mstore, tmp_path):
+    """Zeros past the last record of a segment file are a running writer's
+    prepared space (docs/format.md): verify reads them as the end of the
+    records, and neither the copies' comparison nor --against counts
+    them.  Any other byte there is damage.  mstore.meta is compared to
+    its last byte."""
+    store, _, _ = make_store(mstore, tmp_path)
+    other = tmp_path / "other"
+    shutil.copytree(store, other)
+    p = mstore("verify", store, "--no-index", "--against", other, check=0)
+    assert "byte-identical" in p.stdout
+    seg = seg_file(store, "primary", 1)
+    with open(seg, "ab") as f:
+        f.write(bytes(1 << 20))
+    p = mstore("verify", store, "--no-index", "--against", other, check=0)
+    assert "verify: clean" in p.stdout and "byte-identical" in p.stdout
+    # one byte that is not zero, past a MiB of zeros
+    with open(seg, "ab") as f:
+        f.write(b"\x01")
+    p = mstore("verify", store, "--no-index", "--against", other, check=1)
+    assert "copy=primary segment=1" in p.stdout
+    assert "check=copies-differ" in p.stdout
+    assert "type=against check=differs" in p.stdout
+    # the store's identity: zeros at its end are a difference
+    os.truncate(seg, os.path.getsize(seg) - 1 - (1 << 20))
+    mstore("verify", store, "--no-index", "--against", other, check=0)
+    with open(other / "primary" / "mstore.meta", "ab") as f:
+        f.write(bytes(16))
+    p = mstore("verify", store, "--no-index", "--against", other)
+    assert p.returncode != 0
+    assert "type=against check=meta" in p.stdout
