@@ -66,6 +66,16 @@ static struct ms_log *t_open(struct t *t, uint64_t seg_size,
 	return log;
 }
 
+/* A log on the fault engine (over psync) with this plan. */
+static struct ms_log *t_open_fault(struct t *t, uint64_t seg_size,
+				   const struct ms_fault_plan *plan)
+{
+	struct ms_io *inner, *io;
+	ms_io_psync_new(&inner);
+	ms_io_fault_new(inner, plan, &io);
+	return t_open(t, seg_size, io, MS_IO_PSYNC);
+}
+
 struct acks {
 	int ok, failed, last_status;
 };
@@ -297,6 +307,28 @@ static int tail_kind(const char *path, long long off)
 	return kind;
 }
 
+/* Every sealed segment (those before head_seg) ends with its seal, on
+   both copies: its file was cut to the seal (log.c "prepared space"). */
+static void check_sealed_ends(const struct t *t, uint64_t head_seg)
+{
+	for (uint64_t s = 1; s < head_seg; s++) {
+		for (int c = 0; c < 2; c++) {
+			char sp[2200];
+			uint8_t tail[MS_SEG_SEAL_SIZE];
+			seg_path(sp, sizeof(sp), c ? t->b : t->a, s);
+			long long size = mst_file_size(sp);
+			assert_true(size > (long long)MS_SEG_SEAL_SIZE);
+			int fd = open(sp, O_RDONLY);
+			assert_true(fd >= 0);
+			assert_int_equal(pread(fd, tail, sizeof(tail),
+					       size - (long long)sizeof(tail)),
+					 (ssize_t)sizeof(tail));
+			close(fd);
+			assert_int_equal(tail[0], MS_REC_SEAL);
+		}
+	}
+}
+
 /* Entries in dir other than . and ..; 0 if it does not exist. */
 static int dir_entries(const char *dir)
 {
@@ -397,23 +429,7 @@ static void test_prepared_space(void **state)
 		put_n(log, 100, 71, pos, &a, 3000);
 		ms_log_get_status(log, &st);
 		assert_true(st.head_seg > 3);
-		for (uint64_t s = 1; s < st.head_seg; s++) {
-			for (int c = 0; c < 2; c++) {
-				char sp[2200];
-				uint8_t tail[MS_SEG_SEAL_SIZE];
-				seg_path(sp, sizeof(sp), c ? t->b : t->a, s);
-				long long size = mst_file_size(sp);
-				assert_true(size > (long long)MS_SEG_SEAL_SIZE);
-				int fd = open(sp, O_RDONLY);
-				assert_true(fd >= 0);
-				assert_int_equal(pread(fd, tail, sizeof(tail),
-						       size - (long long)
-						       sizeof(tail)),
-						 (ssize_t)sizeof(tail));
-				close(fd);
-				assert_int_equal(tail[0], MS_REC_SEAL);
-			}
-		}
+		check_sealed_ends(t, st.head_seg);
 		ms_log_close(&log);
 		mst_rmtree(t->root);
 	}
@@ -428,14 +444,10 @@ static void test_cut_fails_copy(void **state)
 	struct t *t = t_new();
 	struct ms_pos pos[60];
 	struct acks a = { 0 };
-	struct ms_io *inner, *io;
 	struct ms_fault_plan plan = { .copy = 1, .fail_truncate = 1,
 				      .sticky = 1 };
 	struct ms_log_status st;
-
-	ms_io_psync_new(&inner);
-	ms_io_fault_new(inner, &plan, &io);
-	struct ms_log *log = t_open(t, 8192, io, MS_IO_PSYNC);
+	struct ms_log *log = t_open_fault(t, 8192, &plan);
 	put_n(log, 60, 90, pos, &a, 500);
 	ms_log_get_status(log, &st);
 	assert_int_equal(a.ok, 60);
@@ -449,21 +461,7 @@ static void test_cut_fails_copy(void **state)
 	check_n(log, 60, 90, pos, 500);
 	ms_log_get_status(log, &st);
 	assert_false(st.degraded);
-	for (uint64_t s = 1; s < st.head_seg; s++) {
-		for (int c = 0; c < 2; c++) {
-			char sp[2200];
-			uint8_t tail[MS_SEG_SEAL_SIZE];
-			seg_path(sp, sizeof(sp), c ? t->b : t->a, s);
-			long long size = mst_file_size(sp);
-			int fd = open(sp, O_RDONLY);
-			assert_true(fd >= 0);
-			assert_int_equal(pread(fd, tail, sizeof(tail),
-					       size - (long long)sizeof(tail)),
-					 (ssize_t)sizeof(tail));
-			close(fd);
-			assert_int_equal(tail[0], MS_REC_SEAL);
-		}
-	}
+	check_sealed_ends(t, st.head_seg);
 	ms_log_close(&log);
 	const char *why;
 	if (!mst_copies_equal(t->a, t->b, &why))
@@ -476,16 +474,13 @@ static void fault_case(int copy, int on_sync, int both)
 	struct t *t = t_new();
 	struct ms_pos pos[40];
 	struct acks a = { 0 };
-	struct ms_io *inner, *io;
 	struct ms_fault_plan plan = { .copy = both ? -1 : copy,
 				      .sticky = 1 };
 	if (on_sync)
 		plan.fail_sync = 5;
 	else
 		plan.fail_write = 5;
-	ms_io_psync_new(&inner);
-	ms_io_fault_new(inner, &plan, &io);
-	struct ms_log *log = t_open(t, 0, io, MS_IO_PSYNC);
+	struct ms_log *log = t_open_fault(t, 0, &plan);
 	uint8_t buf[100];
 	for (int i = 0; i < 40; i++) {
 		mst_fill(buf, sizeof(buf), 50 + (uint64_t)i);
@@ -571,12 +566,9 @@ static void test_short_write(void **state)
 	struct t *t = t_new();
 	struct ms_pos pos[10];
 	struct acks a = { 0 };
-	struct ms_io *inner, *io;
 	struct ms_fault_plan plan = { .copy = 0, .short_write = 3,
 				      .short_len = 17 };
-	ms_io_psync_new(&inner);
-	ms_io_fault_new(inner, &plan, &io);
-	struct ms_log *log = t_open(t, 0, io, MS_IO_PSYNC);
+	struct ms_log *log = t_open_fault(t, 0, &plan);
 	put_n(log, 10, 3, pos, &a, 3000);
 	assert_int_equal(a.ok, 10);
 	struct ms_log_status st;
