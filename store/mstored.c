@@ -369,7 +369,7 @@ int main(int argc, char **argv)
 			 cfg.http_token_file ? "on" : "off");
 	msg_info("ready socket=%s admin_socket=%s loop=%s role=%s",
 		 msg_q(cfg.socket), msg_q(cfg.admin_socket),
-		 ms_srv_loop_name(d.srv), standby ? "standby" : "primary");
+		 msg_q(ms_srv_loop_name(d.srv)), standby ? "standby" : "primary");
 	int run = ms_srv_run(d.srv);
 	if (run < 0)
 		msg_error("loop.failed error=%s", msg_q(strerror(-run)));
