@@ -391,7 +391,7 @@ static const struct loop_ops uring_loop = {
  * interrupts that thread to run it when it is running on another core:
  * an IPI per wake-up, which in a VM is an exit to the hypervisor.  At 64
  * appending clients that was 7,000 IPIs a second to mstored's core, and
- * perf put a quarter of the loop's samples where interrupts end.  With
+ * perf put 29% of the loop's samples where interrupts end.  With
  * IORING_SETUP_COOP_TASKRUN the work waits for the thread's next entry
  * into the kernel, which the loop makes at every read and write and
  * whenever it waits (a sleeping loop is still woken at once);
@@ -399,22 +399,26 @@ static const struct loop_ops uring_loop = {
  * is pending and enter for it.  bench-store, 4 KiB appends, 64 clients,
  * 3 interleaved runs each: 14,851-15,639 -> 18,262-18,792 appends/s, the
  * loop thread's CPU 23-26 -> 18-19 us per record.  Kernels before 5.19
- * refuse the flags: the ring is then set up without them.
+ * refuse the flags: the ring is then set up without them, as it is for
+ * MS_SRV_LOOP_URING_ONESHOT (the loop of older kernels, for tests).
  */
 #define UR_COOP (IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG)
 
-static int ur_setup(struct ms_srv *srv, int multishot)
+/* modern: multishot polls and cooperative task work, where the kernel
+   has them */
+static int ur_setup(struct ms_srv *srv, int modern)
 {
-	int ret = io_uring_queue_init(URING_ENTRIES, &srv->ring, UR_COOP);
-	if (ret == -EINVAL) {
+	int ret = io_uring_queue_init(URING_ENTRIES, &srv->ring,
+				      modern ? UR_COOP : 0);
+	if (ret == -EINVAL && modern) {
 		msg_info("loop.fallback what=coop_taskrun msg=\"task work "
 			 "interrupts the loop\"");
 		ret = io_uring_queue_init(URING_ENTRIES, &srv->ring, 0);
 	}
 	if (ret < 0)
 		return ret;
-	srv->multishot = multishot;
-	srv->edge = multishot;
+	srv->multishot = modern;
+	srv->edge = modern;
 	return 0;
 }
 
@@ -453,14 +457,14 @@ int ms_srv_new(const struct ms_srv_limits *lim,
 
 const char *ms_srv_loop_name(const struct ms_srv *srv)
 {
-	if (srv->loop == &uring_loop && (srv->ring.flags & UR_COOP) != 0)
-		return srv->multishot
-			       ? "io_uring (multishot poll, cooperative task work)"
-			       : "io_uring (poll, cooperative task work)";
-	if (srv->loop == &uring_loop)
-		return srv->multishot ? "io_uring (multishot poll)"
-				      : "io_uring (poll)";
-	return srv->loop->name;
+	static const char *const names[2][2] = {
+		{ "io_uring (poll)", "io_uring (multishot poll)" },
+		{ "io_uring (poll, cooperative task work)",
+		  "io_uring (multishot poll, cooperative task work)" },
+	};
+	if (srv->loop != &uring_loop)
+		return srv->loop->name;
+	return names[(srv->ring.flags & UR_COOP) != 0][srv->multishot != 0];
 }
 
 int ms_srv_loop_uring(const struct ms_srv *srv)

@@ -51,7 +51,9 @@ struct ms_srv_handler {
 
 enum ms_srv_loop {
 	MS_SRV_LOOP_URING,		/* multishot polls where the kernel can */
-	MS_SRV_LOOP_URING_ONESHOT,	/* single polls, re-armed (tests) */
+	/* single polls, re-armed, and task work that interrupts the loop:
+	   what a kernel before 5.13 gets (tests) */
+	MS_SRV_LOOP_URING_ONESHOT,
 	MS_SRV_LOOP_EPOLL,
 };
 

@@ -5,7 +5,8 @@
 # usage: tests/run-tests.sh BUILD_DIR [--stress]
 #
 # Runs, in this order: each tests/unit/test_*.c binary; test_mstored again
-# with MSTORE_LOOP=epoll (the daemon's other event loop); each
+# with MSTORE_LOOP=epoll and =uring-oneshot (the daemon's other event
+# loops); each
 # tests/crash/*.c binary; each fuzz target's replay over
 # tests/fuzz/corpus/<name>/; then pytest over tests/integration if it
 # holds test_*.py files.  Tests are found from their
@@ -103,10 +104,13 @@ for c in tests/unit/test_*.c; do
 done
 
 # mstored's network loop is io_uring by default; run its test once more
-# on the epoll loop (io_engine = psync, or io_uring refused) so that both
-# stay tested
+# on the epoll loop (io_engine = psync, or io_uring refused) and once on
+# the io_uring loop of older kernels (single polls, no cooperative task
+# work) so that each stays tested
 if [ -e tests/unit/test_mstored.c ]; then
 	MSTORE_LOOP=epoll run_prog unit/test_mstored-epoll \
+		"$build/tests/unit/test_mstored"
+	MSTORE_LOOP=uring-oneshot run_prog unit/test_mstored-uring-oneshot \
 		"$build/tests/unit/test_mstored"
 fi
 
