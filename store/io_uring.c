@@ -131,6 +131,16 @@ static int uring_submit(struct uring_io *u)
 	return ret < 0 ? ret : 0;
 }
 
+/* After a short write: the rest of copy c's records, written and synced
+   now; a copy whose rest cannot be submitted is failed. */
+static void uring_write_rest(struct uring_io *u, struct ms_io_flush *f, int c)
+{
+	if (uring_queue_wsync(u, f, c) < 0 || uring_submit(u) < 0) {
+		u->failed[c] = 1;
+		f->res[c] = -EIO;
+	}
+}
+
 static int uring_flush_start(struct ms_io *io, struct ms_io_flush *f)
 {
 	struct uring_io *u = (struct uring_io *)io;
@@ -183,11 +193,7 @@ static void uring_complete(struct uring_io *u, struct ms_io_flush *f,
 				u->resubmit[c] = 1;
 				break;
 			}
-			if (uring_queue_wsync(u, f, c) < 0 ||
-			    uring_submit(u) < 0) {
-				u->failed[c] = 1;
-				f->res[c] = -EIO;
-			}
+			uring_write_rest(u, f, c);
 			break;
 		case MS_URING_FAILED:
 			u->failed[c] = 1;
@@ -202,10 +208,7 @@ static void uring_complete(struct uring_io *u, struct ms_io_flush *f,
 	if (u->resubmit[c]) {
 		/* short write: write the rest, and sync it */
 		u->resubmit[c] = 0;
-		if (uring_queue_wsync(u, f, c) < 0 || uring_submit(u) < 0) {
-			u->failed[c] = 1;
-			f->res[c] = -EIO;
-		}
+		uring_write_rest(u, f, c);
 		return;
 	}
 	if (res < 0) {
