@@ -26,8 +26,10 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -431,6 +433,75 @@ static void test_prepared_space(void **state)
 		assert_true(st.head_seg > 3);
 		check_sealed_ends(t, st.head_seg);
 		ms_log_close(&log);
+		mst_rmtree(t->root);
+	}
+}
+
+/* Pages of path's first len bytes in the page cache (mincore) whose
+   index is below lo. */
+static long cached_below(const char *path, long long len, long lo)
+{
+	long pg = sysconf(_SC_PAGESIZE), n = (long)((len + pg - 1) / pg), in = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	void *m = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, fd, 0);
+	assert_true(m != MAP_FAILED);
+	unsigned char *v = malloc((size_t)n);
+	assert_non_null(v);
+	assert_int_equal(mincore(m, (size_t)len, v), 0);
+	for (long i = 0; i < n && i < lo; i++)
+		in += v[i] & 1;
+	free(v);
+	munmap(m, (size_t)len);
+	close(fd);
+	return in;
+}
+
+/* The secondary's durable pages leave the page cache (log.c
+   drop_cached); the primary's, which readers use, stay.  The page
+   cache drops a large folio only whole: the one holding the durable end
+   may stay, up to 2 MiB (512 pages) and aligned to its size, so every
+   page below the 2 MiB boundary under the end must be gone.  On tmpfs
+   nothing can leave it: only the primary is checked there. */
+static void test_secondary_not_cached(void **state)
+{
+	(void)state;
+	enum { N = 1000, LEN = 3000 };
+	static struct ms_pos pos[N];
+	for (int kind = 0; kind < 2; kind++) {
+		enum ms_io_kind k = kind ? MS_IO_PSYNC : MS_IO_URING;
+		struct t *t = t_new();
+		struct acks a = { 0 };
+		struct ms_log_status st;
+		struct statfs sf;
+		char pa[2200], pb[2200];
+
+		seg_path(pa, sizeof(pa), t->a, 1);
+		seg_path(pb, sizeof(pb), t->b, 1);
+		struct ms_log *log = t_open(t, 8 << 20, NULL, k);
+		put_n(log, N, 5, pos, &a, LEN);
+		assert_int_equal(a.ok, N);
+		ms_log_get_status(log, &st);
+		long long end = (long long)st.durable.off;
+		long pages = (long)(end / 4096);
+		assert_true(pages > 512);
+		assert_int_equal(cached_below(pa, end, pages), pages);
+		assert_int_equal(statfs(t->b, &sf), 0);
+		long cb = cached_below(pb, end, pages & ~511L);
+		if (sf.f_type != 0x01021994 /* TMPFS_MAGIC */ && cb != 0)
+			fail_msg("secondary: %ld of the first %ld pages cached",
+				 cb, pages & ~511L);
+		ms_log_close(&log);
+		/* a record damaged on the primary is repaired from the
+		   secondary's disk (by the open's recovery: the head segment) */
+		assert_int_equal(mst_flip(pa, pos[3].off + MS_REC_HDR_SIZE + 9,
+					  0x20), 0);
+		log = t_open(t, 8 << 20, NULL, k);
+		check_n(log, N, 5, pos, LEN);
+		ms_log_close(&log);
+		const char *why;
+		if (!mst_copies_equal(t->a, t->b, &why))
+			fail_msg("%s", why);
 		mst_rmtree(t->root);
 	}
 }
@@ -1314,6 +1385,7 @@ int main(void)
 		cmocka_unit_test(test_append_read_roll),
 		cmocka_unit_test(test_torn_tail_recovered),
 		cmocka_unit_test(test_prepared_space),
+		cmocka_unit_test(test_secondary_not_cached),
 		cmocka_unit_test(test_cut_fails_copy),
 		cmocka_unit_test(test_follow),
 		cmocka_unit_test(test_eio_secondary_write),
