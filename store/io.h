@@ -101,6 +101,10 @@ int ms_io_no_event_fd(struct ms_io *io);
 /* Tests: every write of the io_uring engine asks for at most max bytes,
    so that a flush takes the way of a short write (0: no limit). */
 void ms_io_uring_test_max_write(struct ms_io *io, size_t max);
+/* tests: the submits from..to from now on (1 = the next) fail with
+   EAGAIN, submitting nothing */
+void ms_io_uring_test_fail_submit(struct ms_io *io, unsigned long from,
+				  unsigned long to);
 
 /* What the io_uring engine does with one completion; pure, for tests. */
 enum ms_uring_step { MS_URING_OK, MS_URING_RESUBMIT, MS_URING_FAILED };

@@ -31,6 +31,13 @@
  *    work for another core, not for the loop that submits (IOSQE_ASYNC,
  *    as every write here).  A broken chain cancels them; the rest of a
  *    short write is written without them.
+ *  - a submit that fails leaves its requests queued in the ring, where
+ *    the next submit would send them.  The rest of a short write is
+ *    submitted up to SUBMIT_TRIES times; then, as when a flush's own
+ *    submit fails, the engine is broken: what the flush still has open
+ *    fails, and every later flush fails at once without submitting (the
+ *    requests still queued would be sent with it, and their completions
+ *    taken for its own).
  */
 #include <errno.h>
 #include <liburing.h>
@@ -48,12 +55,25 @@ struct uring_io {
 	int efd;
 	int resubmit[MS_IO_COPIES];
 	int failed[MS_IO_COPIES];
+	int broken;		/* see above: nothing is submitted again */
 	size_t max_write;	/* tests: a write asks for at most this */
+	unsigned long nsubmit;	/* submits tried */
+	unsigned long fail_from, fail_to; /* tests: these fail (1-based) */
 };
+
+#define SUBMIT_TRIES 3
 
 void ms_io_uring_test_max_write(struct ms_io *io, size_t max)
 {
 	((struct uring_io *)io)->max_write = max;
+}
+
+void ms_io_uring_test_fail_submit(struct ms_io *io, unsigned long from,
+				  unsigned long to)
+{
+	struct uring_io *u = (struct uring_io *)io;
+	u->fail_from = u->nsubmit + from;
+	u->fail_to = u->nsubmit + to;
 }
 
 /* The bytes of copy c's records a write asks for now. */
@@ -122,23 +142,49 @@ static int uring_queue_chain(struct uring_io *u, struct ms_io_flush *f, int c)
 	return 0;
 }
 
+/* Submit what is queued; a failure leaves it queued (tests: a failure
+   planned by ms_io_uring_test_fail_submit submits nothing). */
 static int uring_submit(struct uring_io *u)
 {
 	int ret;
-	do {
-		ret = io_uring_submit(&u->ring);
-	} while (ret == -EINTR);
+
+	u->nsubmit++;
+	if (u->nsubmit >= u->fail_from && u->nsubmit <= u->fail_to)
+		ret = -EAGAIN;
+	else
+		do {
+			ret = io_uring_submit(&u->ring);
+		} while (ret == -EINTR);
 	return ret < 0 ? ret : 0;
 }
 
+/* Fail what flush f still has open, with err; nothing is reaped after. */
+static void uring_fail_open(struct uring_io *u, struct ms_io_flush *f,
+			    int err)
+{
+	for (int c = 0; c < MS_IO_COPIES; c++)
+		if (f->fd[c] >= 0 && !u->failed[c] && f->done[c] < f->len)
+			f->res[c] = err;
+	f->pending = 0;
+}
+
 /* After a short write: the rest of copy c's records, written and synced
-   now; a copy whose rest cannot be submitted is failed. */
+   now.  A copy whose rest cannot be queued (no room: a bug) is failed;
+   a rest that cannot be submitted breaks the engine (above). */
 static void uring_write_rest(struct uring_io *u, struct ms_io_flush *f, int c)
 {
-	if (uring_queue_wsync(u, f, c) < 0 || uring_submit(u) < 0) {
+	int ret = -EIO;
+
+	if (uring_queue_wsync(u, f, c) < 0) {
 		u->failed[c] = 1;
 		f->res[c] = -EIO;
+		return;
 	}
+	for (int i = 0; i < SUBMIT_TRIES; i++)
+		if ((ret = uring_submit(u)) == 0)
+			return;
+	u->broken = 1;
+	uring_fail_open(u, f, ret);
 }
 
 static int uring_flush_start(struct ms_io *io, struct ms_io_flush *f)
@@ -147,6 +193,8 @@ static int uring_flush_start(struct ms_io *io, struct ms_io_flush *f)
 	int ret;
 
 	f->pending = 0;
+	if (u->broken)
+		return -EIO;
 	for (int c = 0; c < MS_IO_COPIES; c++) {
 		f->done[c] = 0;
 		f->res[c] = 0;
@@ -165,8 +213,11 @@ static int uring_flush_start(struct ms_io *io, struct ms_io_flush *f)
 		if (ret < 0)
 			return ret;
 	}
-	if (f->pending > 0 && (ret = uring_submit(u)) < 0)
+	if (f->pending > 0 && (ret = uring_submit(u)) < 0) {
+		u->broken = 1;
+		f->pending = 0;
 		return ret;
+	}
 	return 0;
 }
 
@@ -236,11 +287,8 @@ static int uring_flush_reap(struct ms_io *io, struct ms_io_flush *f, int block)
 			continue;
 		if (ret < 0) {
 			/* the ring itself failed: fail what is still open */
-			for (int c = 0; c < MS_IO_COPIES; c++)
-				if (f->fd[c] >= 0 && !u->failed[c] &&
-				    f->done[c] < f->len)
-					f->res[c] = ret;
-			f->pending = 0;
+			u->broken = 1;
+			uring_fail_open(u, f, ret);
 			break;
 		}
 		uring_complete(u, f, io_uring_cqe_get_data64(cqe), cqe->res);

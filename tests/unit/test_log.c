@@ -695,6 +695,81 @@ static void test_uring_short_writes(void **state)
 	mst_rmtree(t->root);
 }
 
+/* A submit that fails leaves its requests queued in the ring.  The rest
+   of a short write is tried again (SUBMIT_TRIES in io_uring.c): two
+   failures in a row are met, and nothing is lost. */
+static void test_uring_submit_retried(void **state)
+{
+	(void)state;
+	struct t *t = t_new();
+	struct ms_pos pos[40];
+	struct acks a = { 0 };
+	struct ms_io *io;
+	struct ms_log_status st;
+	const char *err = NULL;
+
+	if (ms_io_uring_new(64, &io, &err) < 0)
+		skip();
+	ms_io_uring_test_max_write(io, 1000);
+	struct ms_log *log = t_open(t, 1 << 20, io, MS_IO_URING);
+	put_n(log, 10, 600, pos, &a, 3000);
+	/* the next submit is a flush's, the two after it rests' */
+	ms_io_uring_test_fail_submit(io, 2, 3);
+	put_n(log, 30, 610, pos + 10, &a, 3000);
+	ms_log_get_status(log, &st);
+	assert_int_equal(a.ok, 40);
+	assert_int_equal(a.failed, 0);
+	assert_false(st.degraded);
+	check_n(log, 10, 600, pos, 3000);
+	check_n(log, 30, 610, pos + 10, 3000);
+	ms_log_close(&log);
+	const char *why;
+	if (!mst_copies_equal(t->a, t->b, &why))
+		fail_msg("%s", why);
+	mst_rmtree(t->root);
+}
+
+/* A rest that cannot be submitted at all breaks the engine: the flush
+   fails (no wait for a completion that cannot come), every later flush
+   fails without submitting, and what was acknowledged before is there
+   at the next open. */
+static void test_uring_submit_broken(void **state)
+{
+	(void)state;
+	struct t *t = t_new();
+	struct ms_pos pos[10], p;
+	struct acks a = { 0 }, b = { 0 };
+	struct ms_io *io;
+	struct ms_log_status st;
+	const char *err = NULL;
+	uint8_t buf[3000];
+
+	if (ms_io_uring_new(64, &io, &err) < 0)
+		skip();
+	ms_io_uring_test_max_write(io, 1000);
+	struct ms_log *log = t_open(t, 1 << 20, io, MS_IO_URING);
+	put_n(log, 10, 700, pos, &a, 3000);
+	assert_int_equal(a.ok, 10);
+	ms_io_uring_test_fail_submit(io, 2, 1000000);
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < 5; i++) {
+			mst_fill(buf, sizeof(buf), 800 + (uint64_t)i);
+			(void)ms_log_append(log, MS_REC_NOOP, 0, buf,
+					    sizeof(buf), on_done, &b, &p, NULL);
+		}
+		ms_log_sync(log);
+	}
+	assert_int_equal(b.ok, 0);
+	assert_true(b.failed >= 5);
+	ms_log_get_status(log, &st);
+	assert_int_equal(st.durable_seq, 10);
+	ms_log_close(&log);
+	log = t_open(t, 1 << 20, NULL, MS_IO_URING);
+	check_n(log, 10, 700, pos, 3000);
+	ms_log_close(&log);
+	mst_rmtree(t->root);
+}
+
 static void test_uring_steps(void **state)
 {
 	(void)state;
@@ -1394,6 +1469,8 @@ int main(void)
 		cmocka_unit_test(test_eio_both),
 		cmocka_unit_test(test_short_write),
 		cmocka_unit_test(test_uring_steps),
+		cmocka_unit_test(test_uring_submit_retried),
+		cmocka_unit_test(test_uring_submit_broken),
 		cmocka_unit_test(test_uring_short_writes),
 		cmocka_unit_test(test_corrupt_one_copy_healed),
 		cmocka_unit_test(test_corrupt_both_copies),
