@@ -491,6 +491,16 @@ static void test_secondary_not_cached(void **state)
 		if (sf.f_type != 0x01021994 /* TMPFS_MAGIC */ && cb != 0)
 			fail_msg("secondary: %ld of the first %ld pages cached",
 				 cb, pages & ~511L);
+		/* a scrub reads both copies, and leaves the secondary's
+		   pages out of the cache again */
+		struct ms_scrub_stats ss = { 0 };
+		const char *serr = NULL;
+		assert_int_equal(ms_log_scrub(log, 1, &ss, &serr), 0);
+		assert_int_equal(ss.records, N);
+		cb = cached_below(pb, end, pages & ~511L);
+		if (sf.f_type != 0x01021994 && cb != 0)
+			fail_msg("secondary after a scrub: %ld of the first %ld "
+				 "pages cached", cb, pages & ~511L);
 		ms_log_close(&log);
 		/* a record damaged on the primary is repaired from the
 		   secondary's disk (by the open's recovery: the head segment) */
