@@ -153,7 +153,7 @@ static void get_keywords(struct ms_dec *d, struct ms_event_keywords *kws)
 		ms_dec_fail(d, MS_ETRUNC,
 			    ms_errf("%s: nkeywords %u at offset %zu needs at "
 				    "least %zu bytes, %zu left",
-				    d->what, n, off, (size_t)n * 2,
+				    ms_dec_what(d), n, off, (size_t)n * 2,
 				    d->rd.left));
 		return;
 	}
@@ -189,7 +189,7 @@ static void get_ranges(struct ms_dec *d, struct ms_event_ranges *rs)
 		ms_dec_fail(d, MS_ETRUNC,
 			    ms_errf("%s: nranges %u at offset %zu needs %zu "
 				    "bytes, %zu left",
-				    d->what, n, off, (size_t)n * 8,
+				    ms_dec_what(d), n, off, (size_t)n * 8,
 				    d->rd.left));
 		return;
 	}
@@ -273,7 +273,7 @@ static void get_drops(struct ms_dec *d, struct ms_event_drops *ds)
 		ms_dec_fail(d, MS_ETRUNC,
 			    ms_errf("%s: ndrops %u at offset %zu needs %zu "
 				    "bytes, %zu left",
-				    d->what, n, off,
+				    ms_dec_what(d), n, off,
 				    (size_t)n * MS_EVENT_DROP_SIZE,
 				    d->rd.left));
 		return;
@@ -473,7 +473,7 @@ int ms_event_decode(uint8_t type, const uint8_t *payload, size_t len,
 		/* every failed read was reported above: this is a leftover */
 		error = ms_errf("%s: %zu bytes after the last field (offset "
 				"%zu of %zu)",
-				d.what, d.rd.left, ms_dec_off(&d), len);
+				ms_dec_what(&d), d.rd.left, ms_dec_off(&d), len);
 		goto out;
 	}
 	*ev_r = ev;

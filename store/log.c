@@ -1041,6 +1041,13 @@ uint64_t ms_log_last_flush_ns(const struct ms_log *log)
 	return log->last_flush_ns;
 }
 
+void ms_log_durable(const struct ms_log *log, struct ms_pos *end_r,
+		    uint64_t *seq_r)
+{
+	*end_r = log->durable;
+	*seq_r = log->durable_seq;
+}
+
 int ms_log_sync(struct ms_log *log)
 {
 	int r;

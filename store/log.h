@@ -155,6 +155,10 @@ int ms_log_waiting(const struct ms_log *log);
 /* How long the last flush took, submission to completion (ns; 0: none
    yet). */
 uint64_t ms_log_last_flush_ns(const struct ms_log *log);
+/* The durable end and the seq of the last durable record: what
+   ms_log_get_status says of them, without the rest (for every turn). */
+void ms_log_durable(const struct ms_log *log, struct ms_pos *end_r,
+		    uint64_t *seq_r);
 /*
  * Called for every record, in log order, when its batch is durable
  * (seals included), before the done callbacks of that batch; payload

@@ -3067,14 +3067,14 @@ static uint64_t repl_lag_ms(const struct repl *rp, uint64_t durable_seq,
 static void repl_tick(struct ms_ops *ops)
 {
 	struct repl *rp = &ops->repl;
-	struct ms_log_status ls;
-	uint64_t now = now_ms();
+	struct ms_pos durable;
+	uint64_t now = now_ms(), durable_seq;
 
-	ms_log_get_status(ops->log, &ls);
+	ms_log_durable(ops->log, &durable, &durable_seq);
 	for (struct repl_waiter **pw = &rp->waiters; *pw != NULL;) {
 		struct repl_waiter *w = *pw;
 		int closed = ms_conn_is_closed(w->conn);
-		if (!closed && ms_pos_cmp(ls.durable, w->from) <= 0 &&
+		if (!closed && ms_pos_cmp(durable, w->from) <= 0 &&
 		    now < w->deadline_ms) {
 			pw = &w->next;
 			continue;
@@ -3085,13 +3085,13 @@ static void repl_tick(struct ms_ops *ops)
 		ms_conn_unref(&w->conn);
 		free(w);
 	}
-	if (!rp->have_ack || rp->dr_seq < ls.durable_seq) {
+	if (!rp->have_ack || rp->dr_seq < durable_seq) {
 		if (rp->behind_ms == 0)
 			rp->behind_ms = now;
 	} else {
 		rp->behind_ms = 0;
 	}
-	repl_dur_note(rp, ls.durable_seq, now);
+	repl_dur_note(rp, durable_seq, now);
 	/* no ack for a while: the sender (or its link) is gone */
 	if (rp->have_ack && rp->dr_state != MS_REPL_DISCONNECTED &&
 	    now - rp->ack_ms > 5000) {

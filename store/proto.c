@@ -296,7 +296,7 @@ static const uint8_t *get_blob(struct ms_dec *d, const char *field,
 		ms_dec_fail(d, MS_ETRUNC,
 			    ms_errf("%s: %s of %u bytes at offset %zu, %zu "
 				    "left",
-				    d->what, field, n, off, d->rd.left));
+				    ms_dec_what(d), field, n, off, d->rd.left));
 		return NULL;
 	}
 	p = ms_rd_bytes(&d->rd, n);
@@ -328,14 +328,14 @@ static void dec_items(struct ms_dec *d, int kind, uint32_t n, size_t count_off,
 	if (n > k->max) {
 		ms_dec_fail(d, MS_ETOOBIG,
 			    ms_errf("%s: %s %u at offset %zu, more than %u",
-				    d->what, k->count, n, count_off, k->max));
+				    ms_dec_what(d), k->count, n, count_off, k->max));
 		return;
 	}
 	if (n > d->rd.left / k->min_size) {
 		ms_dec_fail(d, MS_ETRUNC,
 			    ms_errf("%s: %s %u at offset %zu needs at least "
 				    "%zu bytes, %zu left",
-				    d->what, k->count, n, count_off,
+				    ms_dec_what(d), k->count, n, count_off,
 				    (size_t)n * k->min_size, d->rd.left));
 		return;
 	}
@@ -395,7 +395,7 @@ static void get_uid_set(struct ms_dec *d, const char *field, uint32_t min_n,
 	if (n > MS_PROTO_MAX_RANGES) {
 		ms_dec_fail(d, MS_ETOOBIG,
 			    ms_errf("%s: %s %u at offset %zu, more than %u",
-				    d->what, field, n, off,
+				    ms_dec_what(d), field, n, off,
 				    MS_PROTO_MAX_RANGES));
 		return;
 	}
@@ -403,7 +403,7 @@ static void get_uid_set(struct ms_dec *d, const char *field, uint32_t min_n,
 		ms_dec_fail(d, MS_ETRUNC,
 			    ms_errf("%s: %s %u at offset %zu needs %zu bytes, "
 				    "%zu left",
-				    d->what, field, n, off, (size_t)n * 8,
+				    ms_dec_what(d), field, n, off, (size_t)n * 8,
 				    d->rd.left));
 		return;
 	}
@@ -898,7 +898,7 @@ static int dec_finish(struct ms_dec *d, const char **error_r)
 	if (ret == 0 && (ret = ms_rd_end(&d->rd)) < 0)
 		d->error = ms_errf("%s: %zu bytes after the last field "
 				   "(offset %zu of %zu)",
-				   d->what, d->rd.left, ms_dec_off(d), d->len);
+				   ms_dec_what(d), d->rd.left, ms_dec_off(d), d->len);
 	else if (ret == 0)
 		return 0;
 	if (error_r != NULL)

@@ -250,11 +250,22 @@ void ms_dec_init(struct ms_dec *d, const void *p, size_t len, const char *what,
 {
 	ms_rd_init(&d->rd, p, len);
 	d->len = len;
-	snprintf(d->what, sizeof(d->what), "%s%s%s", what, what2 ? " " : "",
-		 what2 ? what2 : "");
+	/* formatted only for an error: this runs for every frame and
+	   record decoded, and once for every reply encoded (its check) */
+	d->what[0] = '\0';
+	d->what1 = what;
+	d->what2 = what2;
 	d->noun = noun;
 	d->ret = 0;
 	d->error = NULL;
+}
+
+const char *ms_dec_what(struct ms_dec *d)
+{
+	if (d->what[0] == '\0')
+		snprintf(d->what, sizeof(d->what), "%s%s%s", d->what1,
+			 d->what2 ? " " : "", d->what2 ? d->what2 : "");
+	return d->what;
 }
 
 size_t ms_dec_off(const struct ms_dec *d)
@@ -278,7 +289,7 @@ int ms_dec_ok(struct ms_dec *d, const char *field, size_t off)
 	if (d->rd.err == 0)
 		return 1;
 	ms_dec_fail(d, d->rd.err,
-		    ms_errf("%s: %s ends in %s (offset %zu of %zu)", d->what,
+		    ms_errf("%s: %s ends in %s (offset %zu of %zu)", ms_dec_what(d),
 			    d->noun, field, off, d->len));
 	return 0;
 }
@@ -287,7 +298,7 @@ void ms_dec_bad(struct ms_dec *d, const char *field, size_t off,
 		const char *why)
 {
 	ms_dec_fail(d, MS_ECORRUPT,
-		    ms_errf("%s: bad %s at offset %zu: %s", d->what, field, off,
+		    ms_errf("%s: bad %s at offset %zu: %s", ms_dec_what(d), field, off,
 			    why));
 }
 

@@ -142,7 +142,10 @@ int ms_rd_end(const struct ms_rd *rd);
 struct ms_dec {
 	struct ms_rd rd;
 	size_t len;       /* the whole input, for offsets */
-	char what[64];    /* "place", "append request": for messages */
+	/* "place", "append request": for messages, made by ms_dec_what
+	   from what1 and what2 only when one is written */
+	char what[64];
+	const char *what1, *what2;
 	const char *noun; /* "payload", "body" */
 	int ret;          /* first failure, 0 if none */
 	const char *error;
@@ -152,6 +155,8 @@ struct ms_dec {
 void ms_dec_init(struct ms_dec *d, const void *p, size_t len, const char *what,
 		 const char *what2, const char *noun);
 size_t ms_dec_off(const struct ms_dec *d);
+/* what the decoder reads, for an error message */
+const char *ms_dec_what(struct ms_dec *d);
 /* Record the first failure and stop the cursor. */
 void ms_dec_fail(struct ms_dec *d, int ret, const char *error);
 /* After a read at off: 1 if it worked, else record where input ran out. */
