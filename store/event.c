@@ -473,7 +473,8 @@ int ms_event_decode(uint8_t type, const uint8_t *payload, size_t len,
 		/* every failed read was reported above: this is a leftover */
 		error = ms_errf("%s: %zu bytes after the last field (offset "
 				"%zu of %zu)",
-				ms_dec_what(&d), d.rd.left, ms_dec_off(&d), len);
+				ms_dec_what(&d), d.rd.left, ms_dec_off(&d),
+				len);
 		goto out;
 	}
 	*ev_r = ev;

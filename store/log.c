@@ -914,10 +914,11 @@ static void head_cut(struct ms_log *log, int c, uint64_t seg, uint64_t end)
  * Reads are served from the primary (ms_log_read); the secondary is
  * read only when the primary's record is bad, by a scrub, by verify and
  * by repair, and those should see the disk, not the bytes this process
- * wrote (the scrub drops what it read of the secondary again).  Keeping them cached doubled the log's share of memory for
- * nothing, and each new cached page costs: on the dev VM a first-touch
- * page cost about 5 us of the writer's CPU against 1 us for a page
- * freed a moment ago (docs/performance.md).  Only whole pages are
+ * wrote (the scrub drops what it read of the secondary again).  Keeping
+ * them cached doubled the log's share of memory for nothing, and each
+ * new cached page costs: on the dev VM a first-touch page cost about
+ * 5 us of the writer's CPU against 1 us for a page freed a moment ago
+ * (docs/performance.md).  Only whole pages are
  * dropped: the page holding the durable end (the next flush writes into
  * it) and the prepared zeros past it stay, so a write never waits for a
  * read of a page it only partly covers.  Advice: a failure changes

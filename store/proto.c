@@ -328,7 +328,8 @@ static void dec_items(struct ms_dec *d, int kind, uint32_t n, size_t count_off,
 	if (n > k->max) {
 		ms_dec_fail(d, MS_ETOOBIG,
 			    ms_errf("%s: %s %u at offset %zu, more than %u",
-				    ms_dec_what(d), k->count, n, count_off, k->max));
+				    ms_dec_what(d), k->count, n, count_off,
+				    k->max));
 		return;
 	}
 	if (n > d->rd.left / k->min_size) {
@@ -403,8 +404,8 @@ static void get_uid_set(struct ms_dec *d, const char *field, uint32_t min_n,
 		ms_dec_fail(d, MS_ETRUNC,
 			    ms_errf("%s: %s %u at offset %zu needs %zu bytes, "
 				    "%zu left",
-				    ms_dec_what(d), field, n, off, (size_t)n * 8,
-				    d->rd.left));
+				    ms_dec_what(d), field, n, off,
+				    (size_t)n * 8, d->rd.left));
 		return;
 	}
 	get_range_items(d, n, set);
@@ -898,7 +899,8 @@ static int dec_finish(struct ms_dec *d, const char **error_r)
 	if (ret == 0 && (ret = ms_rd_end(&d->rd)) < 0)
 		d->error = ms_errf("%s: %zu bytes after the last field "
 				   "(offset %zu of %zu)",
-				   ms_dec_what(d), d->rd.left, ms_dec_off(d), d->len);
+				   ms_dec_what(d), d->rd.left, ms_dec_off(d),
+				   d->len);
 	else if (ret == 0)
 		return 0;
 	if (error_r != NULL)

@@ -289,8 +289,8 @@ int ms_dec_ok(struct ms_dec *d, const char *field, size_t off)
 	if (d->rd.err == 0)
 		return 1;
 	ms_dec_fail(d, d->rd.err,
-		    ms_errf("%s: %s ends in %s (offset %zu of %zu)", ms_dec_what(d),
-			    d->noun, field, off, d->len));
+		    ms_errf("%s: %s ends in %s (offset %zu of %zu)",
+			    ms_dec_what(d), d->noun, field, off, d->len));
 	return 0;
 }
 
@@ -298,8 +298,8 @@ void ms_dec_bad(struct ms_dec *d, const char *field, size_t off,
 		const char *why)
 {
 	ms_dec_fail(d, MS_ECORRUPT,
-		    ms_errf("%s: bad %s at offset %zu: %s", ms_dec_what(d), field, off,
-			    why));
+		    ms_errf("%s: bad %s at offset %zu: %s", ms_dec_what(d),
+			    field, off, why));
 }
 
 #define DEC_GET(name, type, rdfn)                        \

@@ -441,7 +441,8 @@ static void test_prepared_space(void **state)
    index is below lo. */
 static long cached_below(const char *path, long long len, long lo)
 {
-	long pg = sysconf(_SC_PAGESIZE), n = (long)((len + pg - 1) / pg), in = 0;
+	long pg = sysconf(_SC_PAGESIZE), in = 0;
+	long n = (long)((len + pg - 1) / pg);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	assert_true(fd >= 0);
 	void *m = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, fd, 0);
@@ -499,11 +500,12 @@ static void test_secondary_not_cached(void **state)
 		assert_int_equal(ss.records, N);
 		cb = cached_below(pb, end, pages & ~511L);
 		if (sf.f_type != 0x01021994 && cb != 0)
-			fail_msg("secondary after a scrub: %ld of the first %ld "
-				 "pages cached", cb, pages & ~511L);
+			fail_msg("secondary after a scrub: %ld of the first "
+				 "%ld pages cached", cb, pages & ~511L);
 		ms_log_close(&log);
 		/* a record damaged on the primary is repaired from the
-		   secondary's disk (by the open's recovery: the head segment) */
+		   secondary's disk (by the open's recovery: the head
+		   segment) */
 		assert_int_equal(mst_flip(pa, pos[3].off + MS_REC_HDR_SIZE + 9,
 					  0x20), 0);
 		log = t_open(t, 8 << 20, NULL, k);
