@@ -317,6 +317,11 @@ static void test_malformed_frames(void **state)
 }
 
 /* N processes append to one mailbox and to their own, at once */
+static int cmp_guid(const void *a, const void *b)
+{
+	return memcmp(a, b, MS_EVENT_GUID_SIZE);
+}
+
 static void test_concurrent_appends(void **state)
 {
 	(void)state;
@@ -380,6 +385,29 @@ static void test_concurrent_appends(void **state)
 		}
 	}
 	ms_buf_free(&body);
+	/* every message got its own GUID (the store picks them from a pool
+	   of random bytes that refills every 256) */
+	struct ms_uid_range all = { 1, NPROC * PER };
+	struct ms_req q = { .op = MS_OP_FETCH_META };
+	struct ms_reply rep;
+	struct ms_proto_iter it;
+	struct ms_msg_meta mm;
+	static uint8_t guids[NPROC * PER][MS_EVENT_GUID_SIZE];
+	static const uint8_t zero[MS_EVENT_GUID_SIZE];
+	q.u.uids.mailbox = MS_PSTR("INBOX");
+	q.u.uids.uids.n = 1;
+	q.u.uids.uids.list = &all;
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	assert_int_equal(rep.u.metas.n, NPROC * PER);
+	ms_proto_iter_metas(&it, &rep.u.metas);
+	for (int i = 0; i < NPROC * PER; i++) {
+		assert_int_equal(ms_proto_next_meta(&it, &mm), 1);
+		assert_memory_not_equal(mm.guid, zero, sizeof(zero));
+		memcpy(guids[i], mm.guid, sizeof(mm.guid));
+	}
+	qsort(guids, NPROC * PER, sizeof(guids[0]), cmp_guid);
+	for (int i = 1; i < NPROC * PER; i++)
+		assert_memory_not_equal(guids[i - 1], guids[i], sizeof(zero));
 	ms_client_close(&c);
 	assert_int_equal(msd_stop(&d), 0);
 }
