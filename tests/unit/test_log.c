@@ -664,6 +664,20 @@ static void test_short_write(void **state)
 	mst_rmtree(t->root);
 }
 
+/* A log on an io_uring engine whose every write asks for at most 1,000
+   bytes (a short write each time); *io_r is that engine.  Skips the
+   test where io_uring is refused. */
+static struct ms_log *t_open_short(struct t *t, uint64_t seg_size,
+				   struct ms_io **io_r)
+{
+	const char *err = NULL;
+
+	if (ms_io_uring_new(64, io_r, &err) < 0)
+		skip(); /* io_uring refused here */
+	ms_io_uring_test_max_write(*io_r, 1000);
+	return t_open(t, seg_size, *io_r, MS_IO_URING);
+}
+
 /*
  * The io_uring engine's way back from a short write, with the kernel's
  * real I/O: every write asks for at most 1,000 bytes, so each flush
@@ -681,12 +695,7 @@ static void test_uring_short_writes(void **state)
 	struct acks a = { 0 };
 	struct ms_io *io;
 	struct ms_log_status st;
-	const char *err = NULL;
-
-	if (ms_io_uring_new(64, &io, &err) < 0)
-		skip(); /* io_uring refused here */
-	ms_io_uring_test_max_write(io, 1000);
-	struct ms_log *log = t_open(t, 65536, io, MS_IO_URING);
+	struct ms_log *log = t_open_short(t, 65536, &io);
 	put_n(log, 80, 500, pos, &a, 3000);
 	ms_log_get_status(log, &st);
 	assert_int_equal(a.ok, 80);
@@ -718,12 +727,7 @@ static void test_uring_submit_retried(void **state)
 	struct acks a = { 0 };
 	struct ms_io *io;
 	struct ms_log_status st;
-	const char *err = NULL;
-
-	if (ms_io_uring_new(64, &io, &err) < 0)
-		skip();
-	ms_io_uring_test_max_write(io, 1000);
-	struct ms_log *log = t_open(t, 1 << 20, io, MS_IO_URING);
+	struct ms_log *log = t_open_short(t, 1 << 20, &io);
 	put_n(log, 10, 600, pos, &a, 3000);
 	/* the next submit is a flush's, the two after it rests' */
 	ms_io_uring_test_fail_submit(io, 2, 3);
@@ -753,13 +757,8 @@ static void test_uring_submit_broken(void **state)
 	struct acks a = { 0 }, b = { 0 };
 	struct ms_io *io;
 	struct ms_log_status st;
-	const char *err = NULL;
 	uint8_t buf[3000];
-
-	if (ms_io_uring_new(64, &io, &err) < 0)
-		skip();
-	ms_io_uring_test_max_write(io, 1000);
-	struct ms_log *log = t_open(t, 1 << 20, io, MS_IO_URING);
+	struct ms_log *log = t_open_short(t, 1 << 20, &io);
 	put_n(log, 10, 700, pos, &a, 3000);
 	assert_int_equal(a.ok, 10);
 	ms_io_uring_test_fail_submit(io, 2, 1000000);
