@@ -31,6 +31,23 @@
 /* 64 hex digits and an optional newline; one more byte to see extra data */
 #define KEY_FILE_MAX (2 * MS_BODY_KEY_SIZE + 1)
 
+#define RANDOM_POOL 4096
+
+void ms_random(void *out, size_t n)
+{
+	static _Thread_local uint8_t pool[RANDOM_POOL];
+	static _Thread_local size_t left;
+
+	ms_assert(n <= RANDOM_POOL);
+	if (left < n) {
+		randombytes_buf(pool, sizeof(pool));
+		left = sizeof(pool);
+	}
+	memcpy(out, pool + sizeof(pool) - left, n);
+	sodium_memzero(pool + sizeof(pool) - left, n);
+	left -= n;
+}
+
 _Static_assert(MS_BODY_NONCE_SIZE ==
 		       crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
 	       "nonce size");
@@ -347,7 +364,7 @@ int ms_body_encode_keyed(const struct ms_body_ctx *ctx, const void *plain,
 	} else {
 		unsigned long long clen = 0;
 		body_ad(ctx, dedup, len, flags, ad);
-		randombytes_buf(p, MS_BODY_NONCE_SIZE);
+		ms_random(p, MS_BODY_NONCE_SIZE);
 		crypto_aead_xchacha20poly1305_ietf_encrypt(
 			p + MS_BODY_NONCE_SIZE, &clen, inner, inner_len, ad,
 			sizeof(ad), NULL, p, ctx->key);

@@ -66,29 +66,6 @@ struct req;
 
 static uint64_t now_ns(void);
 
-/*
- * A new message GUID: 16 random bytes, taken from a pool that one
- * getrandom fills for 256 of them (randombytes_buf made a system call
- * for every APPEND: one per append in the loop, seen at 11,050 a second
- * at 11,400 appends a second).  The bytes are the kernel's either way;
- * mstored does not fork, and the pool is per thread.
- */
-#define GUID_POOL 4096
-
-static void guid_new(uint8_t *out, size_t n)
-{
-	static _Thread_local uint8_t pool[GUID_POOL];
-	static _Thread_local size_t left;
-
-	ms_assert(n <= GUID_POOL);
-	if (left < n) {
-		randombytes_buf(pool, sizeof(pool));
-		left = sizeof(pool);
-	}
-	memcpy(out, pool + sizeof(pool) - left, n);
-	sodium_memzero(pool + sizeof(pool) - left, n);
-	left -= n;
-}
 
 struct req {
 	struct ms_ops *ops;
@@ -1425,7 +1402,7 @@ static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		if (memcmp(ok[i].pl.guid, zero_guid, sizeof(zero_guid)) != 0)
 			memcpy(p->guid, ok[i].pl.guid, sizeof(p->guid));
 		else
-			guid_new(p->guid, sizeof(p->guid));
+			ms_random(p->guid, sizeof(p->guid));
 		memcpy(p->body_key, key, sizeof(key));
 		p->body_seq = body_seq;
 		p->physical_size = q->body_len;

@@ -290,6 +290,11 @@ static void test_encode_limits(void **state)
 		    MS_REC_MAX_PAYLOAD);
 }
 
+static int cmp_nonce(const void *x, const void *y)
+{
+	return memcmp(x, y, MS_BODY_NONCE_SIZE);
+}
+
 /* two encodings of one body differ (random nonce) but share the key */
 static void test_sealed_nonce(void **state)
 {
@@ -309,6 +314,28 @@ static void test_sealed_nonce(void **state)
 	assert_memory_not_equal(a.data + MS_BODY_FIXED_SIZE,
 				b.data + MS_BODY_FIXED_SIZE,
 				a.len - MS_BODY_FIXED_SIZE);
+	/* every nonce its own, across refills of ms_random's pool (4,096
+	   bytes: 170 nonces), and every encoding decodes */
+	enum { N = 600 };
+	static uint8_t nonces[N][MS_BODY_NONCE_SIZE];
+	for (int i = 0; i < N; i++) {
+		ms_buf_reset(&a);
+		assert_int_equal(ms_body_encode(&ctx, plain, 300, &a, &fa), 0);
+		memcpy(nonces[i], a.data + MS_BODY_FIXED_SIZE,
+		       MS_BODY_NONCE_SIZE);
+		struct ms_buf out;
+		const char *err = NULL;
+		ms_buf_init(&out, 0);
+		assert_int_equal(ms_body_decode(&ctx, fa, a.data, a.len, &out,
+						&err),
+				 0);
+		assert_memory_equal(out.data, plain, 300);
+		ms_buf_free(&out);
+	}
+	qsort(nonces, N, sizeof(nonces[0]), cmp_nonce);
+	for (int i = 1; i < N; i++)
+		assert_memory_not_equal(nonces[i - 1], nonces[i],
+					MS_BODY_NONCE_SIZE);
 	ms_buf_free(&a);
 	ms_buf_free(&b);
 	free(plain);
