@@ -62,12 +62,6 @@ struct ms_body_ctx {
 };
 
 /*
- * Set up ctx for a store.  atrest_key is 32 bytes or NULL (bodies are
- * then written unsealed and sealed ones cannot be read).  Calls
- * sodium_init(); returns 0, or -EIO if libsodium cannot start (no usable
- * random source).  The key is copied; the caller may wipe its own copy.
- */
-/*
  * n random bytes (n <= 4096) for message GUIDs and body nonces, from a
  * per-thread pool that one getrandom fills (randombytes_buf made a system
  * call for each: one per APPEND, 11,050 a second at 11,400 appends a
@@ -77,6 +71,12 @@ struct ms_body_ctx {
  */
 void ms_random(void *out, size_t n);
 
+/*
+ * Set up ctx for a store.  atrest_key is 32 bytes or NULL (bodies are
+ * then written unsealed and sealed ones cannot be read).  Calls
+ * sodium_init(); returns 0, or -EIO if libsodium cannot start (no usable
+ * random source).  The key is copied; the caller may wipe its own copy.
+ */
 int ms_body_ctx_init(struct ms_body_ctx *ctx, const uint8_t store_id[16],
 		     const uint8_t store_salt[32], const uint8_t *atrest_key,
 		     int compress);

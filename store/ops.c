@@ -66,7 +66,6 @@ struct req;
 
 static uint64_t now_ns(void);
 
-
 struct req {
 	struct ms_ops *ops;
 	struct ms_conn *conn;	/* a reference */

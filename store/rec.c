@@ -252,7 +252,6 @@ void ms_dec_init(struct ms_dec *d, const void *p, size_t len, const char *what,
 	d->len = len;
 	/* formatted only for an error: this runs for every frame and
 	   record decoded, and once for every reply encoded (its check) */
-	d->what[0] = '\0';
 	d->what1 = what;
 	d->what2 = what2;
 	d->noun = noun;
@@ -262,9 +261,8 @@ void ms_dec_init(struct ms_dec *d, const void *p, size_t len, const char *what,
 
 const char *ms_dec_what(struct ms_dec *d)
 {
-	if (d->what[0] == '\0')
-		snprintf(d->what, sizeof(d->what), "%s%s%s", d->what1,
-			 d->what2 ? " " : "", d->what2 ? d->what2 : "");
+	snprintf(d->what, sizeof(d->what), "%s%s%s", d->what1,
+		 d->what2 ? " " : "", d->what2 ? d->what2 : "");
 	return d->what;
 }
 

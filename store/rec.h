@@ -142,10 +142,10 @@ int ms_rd_end(const struct ms_rd *rd);
 struct ms_dec {
 	struct ms_rd rd;
 	size_t len;       /* the whole input, for offsets */
-	/* "place", "append request": for messages, made by ms_dec_what
-	   from what1 and what2 only when one is written */
-	char what[64];
+	/* "place", "append request": for messages, joined by ms_dec_what
+	   only when one is written */
 	const char *what1, *what2;
+	char what[64];
 	const char *noun; /* "payload", "body" */
 	int ret;          /* first failure, 0 if none */
 	const char *error;

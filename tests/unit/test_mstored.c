@@ -316,12 +316,12 @@ static void test_malformed_frames(void **state)
 	assert_int_equal(msd_stop(&d), 0);
 }
 
-/* N processes append to one mailbox and to their own, at once */
 static int cmp_guid(const void *a, const void *b)
 {
 	return memcmp(a, b, MS_EVENT_GUID_SIZE);
 }
 
+/* N processes append to one mailbox and to their own, at once */
 static void test_concurrent_appends(void **state)
 {
 	(void)state;
