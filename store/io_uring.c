@@ -34,10 +34,11 @@
  *  - a submit that fails leaves its requests queued in the ring, where
  *    the next submit would send them.  The rest of a short write is
  *    submitted up to SUBMIT_TRIES times; then, as when a flush's own
- *    submit fails, the engine is broken: what the flush still has open
- *    fails, and every later flush fails at once without submitting (the
- *    requests still queued would be sent with it, and their completions
- *    taken for its own).
+ *    submit (or queueing) fails, the engine is broken: what the flush
+ *    still has open fails, and every later flush fails at once without
+ *    submitting (the requests still queued would be sent with it, and
+ *    their completions taken for its own).  The log then goes on with a
+ *    copy whose write had completed, until its next flush.
  */
 #include <errno.h>
 #include <liburing.h>
@@ -190,7 +191,7 @@ static void uring_write_rest(struct uring_io *u, struct ms_io_flush *f, int c)
 static int uring_flush_start(struct ms_io *io, struct ms_io_flush *f)
 {
 	struct uring_io *u = (struct uring_io *)io;
-	int ret;
+	int ret = 0;
 
 	f->pending = 0;
 	if (u->broken)
@@ -211,9 +212,13 @@ static int uring_flush_start(struct ms_io *io, struct ms_io_flush *f)
 		ret = f->zlen[c] > 0 ? uring_queue_chain(u, f, c)
 				     : uring_queue_wsync(u, f, c);
 		if (ret < 0)
-			return ret;
+			break;
 	}
-	if (f->pending > 0 && (ret = uring_submit(u)) < 0) {
+	if (ret == 0 && f->pending > 0)
+		ret = uring_submit(u);
+	/* a failed submit, or a copy that could not be queued (no room: a
+	   bug), leaves requests queued in the ring */
+	if (ret < 0) {
 		u->broken = 1;
 		f->pending = 0;
 		return ret;

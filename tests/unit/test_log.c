@@ -781,6 +781,47 @@ static void test_uring_submit_broken(void **state)
 	mst_rmtree(t->root);
 }
 
+/* The engine itself, without a log: once a rest could not be
+   submitted, the flush ends (no wait for a completion that cannot come)
+   and the next flush is refused even when submits work again, rather
+   than sent with the stale requests still in the ring. */
+static void test_uring_broken_refuses(void **state)
+{
+	(void)state;
+	struct t *t = t_new();
+	struct ms_io *io;
+	struct ms_io_flush f = { 0 };
+	uint8_t buf[3000];
+	const char *err = NULL;
+	char path[2200];
+
+	if (ms_io_uring_new(64, &io, &err) < 0)
+		skip();
+	ms_io_uring_test_max_write(io, 1000);
+	for (int c = 0; c < MS_IO_COPIES; c++) {
+		snprintf(path, sizeof(path), "%s/f%d", t->root, c);
+		f.fd[c] = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		assert_true(f.fd[c] >= 0);
+	}
+	mst_fill(buf, sizeof(buf), 9);
+	f.buf = buf;
+	f.len = sizeof(buf);
+	/* the flush's own submit works, every rest's fails */
+	ms_io_uring_test_fail_submit(io, 2, 1000);
+	assert_int_equal(io->ops->flush_start(io, &f), 0);
+	assert_int_equal(io->ops->flush_reap(io, &f, 1), 1);
+	assert_true(f.res[0] < 0 || f.res[1] < 0);
+	/* submits work again: the engine still refuses */
+	ms_io_uring_test_fail_submit(io, 1, 0);
+	struct ms_io_flush g = f;
+	assert_int_equal(io->ops->flush_start(io, &g), -EIO);
+	assert_int_equal(g.pending, 0);
+	for (int c = 0; c < MS_IO_COPIES; c++)
+		close(f.fd[c]);
+	io->ops->free(io);
+	mst_rmtree(t->root);
+}
+
 static void test_uring_steps(void **state)
 {
 	(void)state;
@@ -1482,6 +1523,7 @@ int main(void)
 		cmocka_unit_test(test_uring_steps),
 		cmocka_unit_test(test_uring_submit_retried),
 		cmocka_unit_test(test_uring_submit_broken),
+		cmocka_unit_test(test_uring_broken_refuses),
 		cmocka_unit_test(test_uring_short_writes),
 		cmocka_unit_test(test_corrupt_one_copy_healed),
 		cmocka_unit_test(test_corrupt_both_copies),
