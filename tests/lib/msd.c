@@ -84,6 +84,21 @@ static int can_connect(const char *path)
 	return 1;
 }
 
+/* The "event=ready" lines in the log so far (mstored writes one when it has
+   dropped root and watches its signals: after its sockets answer). */
+static int ready_lines(const char *logfile)
+{
+	char line[4096];
+	int n = 0;
+	FILE *f = fopen(logfile, "r");
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL)
+		n += strstr(line, " event=ready ") != NULL;
+	fclose(f);
+	return n;
+}
+
 void msd_start(struct msd *d)
 {
 	const char *b = getenv("MSTORE_BUILD");
@@ -91,6 +106,7 @@ void msd_start(struct msd *d)
 	snprintf(bin, sizeof(bin), "%s/mstored", b && *b ? b : "build");
 	unlink(d->sock);
 	unlink(d->asock);
+	int ready = ready_lines(d->logfile);
 	pid_t pid = fork();
 	if (pid == 0) {
 		int fd = open(d->logfile, O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -111,7 +127,8 @@ void msd_start(struct msd *d)
 				status, d->logfile);
 			exit(1);
 		}
-		if (can_connect(d->sock) && can_connect(d->asock))
+		if (ready_lines(d->logfile) > ready && can_connect(d->sock) &&
+		    can_connect(d->asock))
 			return;
 		struct timespec ts = { 0, 10 * 1000000L };
 		nanosleep(&ts, NULL);
