@@ -108,6 +108,10 @@ struct ms_idx_txn {
 	struct ms_buf val;  /* a value being built */
 	struct ms_buf copy; /* a copy of a value being changed */
 	struct kwv rec_kw, old_kw, new_kw;
+	/* range_walk: its cursor on the messages (at the one being
+	   changed) and one on the modseq index, so that a change of many
+	   messages does not search each from the root */
+	MDB_cursor *walk_msgs, *walk_modseq;
 };
 
 /* A user or mailbox loaded for change: the name is copied. */
@@ -353,6 +357,41 @@ static int db_del(struct ms_idx_txn *t, int db, const void *k, size_t kl)
 	if (rc == MDB_NOTFOUND)
 		return txn_fail(t,
 				damaged(db, k, kl, "missing entry", &t->err));
+	if (rc != 0)
+		return txn_fail(t, map_err(rc, db_names[db], &t->err));
+	return 0;
+}
+
+/* db_put through a cursor of db (MDB_CURRENT: the entry it is at, whose
+   key k must be); the cursor is left at the entry. */
+static int cur_put(struct ms_idx_txn *t, MDB_cursor *c, int db, const void *k,
+		   size_t kl, const void *v, size_t vl, unsigned int flags)
+{
+	MDB_val key = {.mv_size = kl, .mv_data = (void *)k};
+	MDB_val val = {.mv_size = vl + SUM_SIZE, .mv_data = NULL};
+	int rc = mdb_cursor_put(c, &key, &val, MDB_RESERVE | flags);
+
+	if (rc != 0)
+		return txn_fail(t, map_err(rc, db_names[db], &t->err));
+	if (vl > 0)
+		memcpy(val.mv_data, v, vl);
+	ms_put32((uint8_t *)val.mv_data + vl, val_sum(k, kl, v, vl));
+	return 0;
+}
+
+/* db_del through a cursor of db: a cursor near the key finds it without
+   a search from the root. */
+static int cur_del(struct ms_idx_txn *t, MDB_cursor *c, int db, const void *k,
+		   size_t kl)
+{
+	MDB_val key = {.mv_size = kl, .mv_data = (void *)k}, val;
+	int rc = mdb_cursor_get(c, &key, &val, MDB_SET);
+
+	if (rc == MDB_NOTFOUND)
+		return txn_fail(t,
+				damaged(db, k, kl, "missing entry", &t->err));
+	if (rc == 0)
+		rc = mdb_cursor_del(c, 0);
 	if (rc != 0)
 		return txn_fail(t, map_err(rc, db_names[db], &t->err));
 	return 0;
@@ -1162,6 +1201,9 @@ static int modseq_put(struct ms_idx_txn *t, uint64_t mbox, uint64_t modseq,
 	uint8_t k[20];
 
 	modseq_key(k, mbox, modseq, uid);
+	if (t->walk_modseq != NULL)
+		return cur_put(t, t->walk_modseq, DB_MODSEQ, k, 20, &kind, 1,
+			       0);
 	return db_put(t, DB_MODSEQ, k, 20, &kind, 1);
 }
 
@@ -1171,6 +1213,8 @@ static int modseq_del(struct ms_idx_txn *t, uint64_t mbox, uint64_t modseq,
 	uint8_t k[20];
 
 	modseq_key(k, mbox, modseq, uid);
+	if (t->walk_modseq != NULL)
+		return cur_del(t, t->walk_modseq, DB_MODSEQ, k, 20);
 	return db_del(t, DB_MODSEQ, k, 20);
 }
 
@@ -1709,11 +1753,17 @@ static int range_walk(struct ms_idx_txn *t, struct mbox_rec *mb,
 	const struct ms_event_ranges *rs = ev->type == MS_REC_FLAGS
 						   ? &ev->u.flags.ranges
 						   : &ev->u.expunge.ranges;
-	MDB_cursor *c = NULL;
+	MDB_cursor *c = NULL, *cm = NULL;
 	int ret = 0;
 
 	if ((ret = cursor_open(t, DB_MSGS, &c)) < 0)
 		return ret;
+	if ((ret = cursor_open(t, DB_MODSEQ, &cm)) < 0) {
+		mdb_cursor_close(c);
+		return ret;
+	}
+	t->walk_msgs = c;
+	t->walk_modseq = cm;
 	for (uint32_t i = 0; i < rs->n && ret >= 0; i++) {
 		uint32_t lo, hi;
 		uint64_t next;
@@ -1724,26 +1774,40 @@ static int range_walk(struct ms_idx_txn *t, struct mbox_rec *mb,
 		}
 		for (next = lo; next <= hi;) {
 			uint8_t k[12];
-			MDB_val key, v;
+			MDB_val key = {.mv_size = 12, .mv_data = k}, raw, v;
 			struct ms_idx_msg m;
 
 			be64(k, mb->m.id);
 			be32(k + 8, (uint32_t)next);
-			ret = db_first(t, c, DB_MSGS, k, 12, 8, &key, &v);
-			if (ret <= 0)
+			int rc = mdb_cursor_get(c, &key, &raw, MDB_SET_RANGE);
+			if (rc == MDB_NOTFOUND)
 				break;
-			if ((ret = msg_decode(DB_MSGS, &key, &v, &m, &t->err)) <
-			    0) {
+			if (rc != 0) {
+				ret = txn_fail(t, map_err(rc, db_names[DB_MSGS],
+							  &t->err));
+				break;
+			}
+			/* past the range or the mailbox: known from the
+			   key, before the value is checked */
+			if (key.mv_size != 12 ||
+			    memcmp(key.mv_data, k, 8) != 0 ||
+			    get_be32((const uint8_t *)key.mv_data + 8) > hi)
+				break;
+			if ((ret = val_open(DB_MSGS, &key, &raw, &v,
+					    &t->err)) < 0 ||
+			    (ret = msg_decode(DB_MSGS, &key, &v, &m,
+					      &t->err)) < 0) {
 				ret = txn_fail(t, ret);
 				break;
 			}
-			if (m.uid > hi)
-				break;
 			if ((ret = fn(t, mb, &m, ev, seq, u)) < 0)
 				break;
 			next = (uint64_t)m.uid + 1;
 		}
 	}
+	t->walk_msgs = NULL;
+	t->walk_modseq = NULL;
+	mdb_cursor_close(cm);
 	mdb_cursor_close(c);
 	return ret < 0 ? ret : 0;
 }
@@ -1782,7 +1846,10 @@ static int flags_one(struct ms_idx_txn *t, struct mbox_rec *mb,
 	    ((ret = modseq_del(t, m->mbox_id, m->modseq, m->uid)) < 0 ||
 	     (ret = modseq_put(t, m->mbox_id, nm.modseq, m->uid, 0)) < 0))
 		return ret;
-	return db_put(t, DB_MSGS, k, 12, t->val.data, t->val.len);
+	/* range_walk's cursor is at this message */
+	/* range_walk's cursor is at this message */
+	return cur_put(t, t->walk_msgs, DB_MSGS, k, 12, t->val.data,
+		       t->val.len, MDB_CURRENT);
 }
 
 static int apply_flags(struct ms_idx_txn *t, uint64_t seq,
@@ -1833,9 +1900,12 @@ static int expunge_one(struct ms_idx_txn *t, struct mbox_rec *mb,
 	if (under)
 		return txn_fail(t, damaged(DB_MBOXES, k, 8,
 					   "counters below zero", &t->err));
+	/* range_walk's cursor is at this message */
+	int rc = mdb_cursor_del(t->walk_msgs, 0);
+	if (rc != 0)
+		return txn_fail(t, map_err(rc, db_names[DB_MSGS], &t->err));
 	if ((ret = db_put(t, DB_EXPUNGED, k, 12, t->val.data, t->val.len)) <
 		    0 ||
-	    (ret = db_del(t, DB_MSGS, k, 12)) < 0 ||
 	    (ret = modseq_del(t, x.mbox_id, x.modseq, x.uid)) < 0 ||
 	    (ret = modseq_put(t, x.mbox_id, x.expunge_modseq, x.uid, 1)) < 0)
 		return ret;
@@ -2988,6 +3058,7 @@ static int iter_new(struct ms_idx_rd *rd, enum it_kind kind, int db,
 		memcpy(it->start, start, start_len);
 	it->start_len = start_len;
 	it->prefix_len = prefix_len;
+	it->hi = UINT32_MAX;
 	if ((rc = mdb_cursor_open(rd->txn, rd->idx->db[db], &it->cur)) != 0) {
 		free(it);
 		return map_err(rc, "cursor", NULL);
@@ -3007,7 +3078,9 @@ void ms_idx_iter_free(struct ms_idx_iter **itp)
 	free(it);
 }
 
-/* The next entry in the iterator's prefix: 1 (k, v checked), 0, <0. */
+/* The next entry in the iterator's prefix: 1 (k, v checked), 0, <0.
+   With v NULL only the key is read: the value is neither checked nor
+   touched. */
 static int iter_step_err(struct ms_idx_iter *it, MDB_val *k, MDB_val *v,
 			 const char **error_r)
 {
@@ -3039,7 +3112,14 @@ static int iter_step_err(struct ms_idx_iter *it, MDB_val *k, MDB_val *v,
 		it->done = 1;
 		return 0;
 	}
-	if ((ret = val_open(it->db, &key, &val, v, error_r)) < 0)
+	/* a message past the range: known from its key, before its value
+	   is checked and decoded */
+	if (it->kind == IT_MSGS && key.mv_size == 12 &&
+	    get_be32((const uint8_t *)key.mv_data + 8) > it->hi) {
+		it->done = 1;
+		return 0;
+	}
+	if (v != NULL && (ret = val_open(it->db, &key, &val, v, error_r)) < 0)
 		return ret;
 	*k = key;
 	return 1;
@@ -3118,6 +3198,18 @@ int ms_idx_msgs_iter(struct ms_idx_rd *rd, uint64_t mbox_id, uint32_t lo,
 	return 0;
 }
 
+int ms_idx_msgs_seek(struct ms_idx_iter *it, uint32_t lo, uint32_t hi)
+{
+	if (it->kind != IT_MSGS)
+		return MS_ESTATE;
+	be32(it->start + 8, lo);
+	it->hi = hi;
+	it->started = 0;
+	it->pending = 0;
+	it->done = lo > hi;
+	return 0;
+}
+
 int ms_idx_msgs_next(struct ms_idx_iter *it, struct ms_idx_msg *m_r)
 {
 	struct ms_idx_msg m;
@@ -3135,6 +3227,21 @@ int ms_idx_msgs_next(struct ms_idx_iter *it, struct ms_idx_msg *m_r)
 		return 0;
 	}
 	*m_r = m;
+	return 1;
+}
+
+int ms_idx_msgs_next_uid(struct ms_idx_iter *it, uint32_t *uid_r)
+{
+	MDB_val k;
+	int ret;
+
+	if (it->kind != IT_MSGS)
+		return MS_ESTATE;
+	if ((ret = iter_step_err(it, &k, NULL, NULL)) <= 0)
+		return ret;
+	if (k.mv_size != 12)
+		return MS_ECORRUPT;
+	*uid_r = get_be32((const uint8_t *)k.mv_data + 8);
 	return 1;
 }
 
