@@ -41,6 +41,7 @@
 
 struct sess {
 	int hello;
+	uint16_t version; /* the protocol version HELLO agreed on */
 	uint64_t user_id;
 	char user[MS_PROTO_NAME_MAX + 1];
 	/* commit gather (see "group commit gather" below) */
@@ -827,6 +828,7 @@ static int op_hello(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	}
 	rep.u.hello.version =
 		q->version < MS_PROTO_VERSION ? q->version : MS_PROTO_VERSION;
+	s->version = rep.u.hello.version;
 	rep.u.hello.user_id = s->user_id;
 	rep.u.hello.server = MS_PSTR(OPS_SERVER_NAME);
 	if (rep.u.hello.version >= 2 && ops->standby)
@@ -1451,16 +1453,23 @@ static int present_ranges(struct ms_idx_rd *rd, uint64_t mbox_id,
 			  uint32_t *nhit_r, uint32_t *nfailed_r)
 {
 	uint32_t nhit = 0, nfail = 0;
+	struct ms_idx_iter *it = NULL;
+	int ret = 0;
 	for (uint32_t i = 0; i < set->n; i++) {
 		uint32_t lo, hi;
-		struct ms_idx_iter *it;
 		struct ms_idx_msg m;
-		int ret;
-		if (ms_uid_set_range(set, i, &lo, &hi) < 0)
-			return -EINVAL;
-		if ((ret = ms_idx_msgs_iter(rd, mbox_id, lo, hi, &it)) < 0)
-			return ret;
-		while ((ret = ms_idx_msgs_next(it, &m)) > 0) {
+		if (ms_uid_set_range(set, i, &lo, &hi) < 0) {
+			ret = -EINVAL;
+			break;
+		}
+		if ((ret = it == NULL ? ms_idx_msgs_iter(rd, mbox_id, lo, hi,
+							 &it)
+				      : ms_idx_msgs_seek(it, lo, hi)) < 0)
+			break;
+		/* without an UNCHANGEDSINCE test the keys tell it all */
+		while ((ret = unchangedsince != 0
+				      ? ms_idx_msgs_next(it, &m)
+				      : ms_idx_msgs_next_uid(it, &m.uid)) > 0) {
 			struct ms_buf *b = hit;
 			uint32_t *cnt = &nhit;
 			if (unchangedsince != 0 && m.modseq > unchangedsince) {
@@ -1479,10 +1488,12 @@ static int present_ranges(struct ms_idx_rd *rd, uint64_t mbox_id,
 				(*cnt)++;
 			}
 		}
-		ms_idx_iter_free(&it);
 		if (ret < 0)
-			return ret;
+			break;
 	}
+	ms_idx_iter_free(&it);
+	if (ret < 0)
+		return ret;
 	*nhit_r = nhit;
 	*nfailed_r = nfail;
 	return 0;
@@ -1526,7 +1537,7 @@ static int op_store_expunge(struct ms_ops *ops, struct ms_conn *c,
 	}
 
 	struct req *r = req_new(ops, c, op, id);
-	uint64_t modseq = ms->modseq;
+	uint64_t prev_modseq = ms->modseq, modseq = ms->modseq;
 	if (nhit > 0) {
 		struct ms_event ev = { .type = op == MS_OP_STORE
 						       ? MS_REC_FLAGS
@@ -1565,6 +1576,11 @@ static int op_store_expunge(struct ms_ops *ops, struct ms_conn *c,
 	struct ms_rep_modseq_uids *mu = op == MS_OP_STORE ? &rep.u.store
 							  : &rep.u.expunge;
 	mu->modseq = modseq;
+	/* version 3: with the mailbox and the modseq before this request,
+	   a client that saw prev_modseq knows nothing else changed */
+	mu->have_prev = s->version >= 3;
+	mu->mbox_id = m.id;
+	mu->prev_modseq = prev_modseq;
 	if (op == MS_OP_STORE) {
 		mu->uids.n = nfail;
 		mu->uids.list = (const struct ms_uid_range *)(void *)failed.data;
@@ -1593,12 +1609,14 @@ static int op_fetch_meta(struct ms_ops *ops, struct ms_conn *c,
 	if (ret < 0)
 		return ret;
 	ret = resolve_mbox(rd, s->user_id, q->mailbox, &m, why_r);
+	struct ms_idx_iter *it = NULL;
 	for (uint32_t i = 0; ret == 0 && i < q->uids.n; i++) {
 		uint32_t lo, hi;
-		struct ms_idx_iter *it;
 		struct ms_idx_msg msg;
 		if ((ret = ms_uid_set_range(&q->uids, i, &lo, &hi)) < 0 ||
-		    (ret = ms_idx_msgs_iter(rd, m.id, lo, hi, &it)) < 0)
+		    (ret = it == NULL
+				   ? ms_idx_msgs_iter(rd, m.id, lo, hi, &it)
+				   : ms_idx_msgs_seek(it, lo, hi)) < 0)
 			break;
 		while ((ret = ms_idx_msgs_next(it, &msg)) > 0) {
 			if (n == cap) {
@@ -1620,13 +1638,13 @@ static int op_fetch_meta(struct ms_ops *ops, struct ms_conn *c,
 			mm->virtual_size = msg.virtual_size;
 			bytes += 64 + msg.keywords_len;
 		}
-		ms_idx_iter_free(&it);
-		if (bytes > MS_PROTO_MAX_FRAME_DEFAULT / 2) {
+		if (ret == 0 && bytes > MS_PROTO_MAX_FRAME_DEFAULT / 2) {
 			ret = MS_ETOOBIG;
 			*why_r = "too many messages for one reply; ask for "
 				 "fewer uids";
 		}
 	}
+	ms_idx_iter_free(&it);
 	if (ret == 0) {
 		struct ms_reply rep = { .op = MS_OP_FETCH_META };
 		rep.u.metas.n = (uint32_t)n;
@@ -2136,12 +2154,14 @@ static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	/* keywords of the sources are copied out of the read handle */
 	struct ms_buf kwbuf;
 	ms_buf_init(&kwbuf, 0);
+	struct ms_idx_iter *it = NULL;
 	for (uint32_t i = 0; ret == 0 && i < q->uids.n; i++) {
 		uint32_t lo, hi;
-		struct ms_idx_iter *it;
 		struct ms_idx_msg m;
 		if ((ret = ms_uid_set_range(&q->uids, i, &lo, &hi)) < 0 ||
-		    (ret = ms_idx_msgs_iter(rd, src.id, lo, hi, &it)) < 0)
+		    (ret = it == NULL
+				   ? ms_idx_msgs_iter(rd, src.id, lo, hi, &it)
+				   : ms_idx_msgs_seek(it, lo, hi)) < 0)
 			break;
 		while ((ret = ms_idx_msgs_next(it, &m)) > 0) {
 			if (n == cap) {
@@ -2154,8 +2174,8 @@ static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 			bytes += m.physical_size;
 			n++;
 		}
-		ms_idx_iter_free(&it);
 	}
+	ms_idx_iter_free(&it);
 	if (ret == 0 && op == MS_OP_COPY)
 		ret = quota_room(ops, &u, bytes, n, why_r);
 	ms_idx_read_end(&rd);

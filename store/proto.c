@@ -833,6 +833,17 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 		r->u.store.modseq = ms_dec_u64(d, "modseq");
 		get_uid_set(d, op == MS_OP_STORE ? "nfailed" : "nexpunged", 0,
 			    &r->u.store.uids);
+		/* version 3 adds two fields; a version 2 server ends here */
+		if (d->ret == 0 && d->rd.left > 0) {
+			r->u.store.have_prev = 1;
+			r->u.store.mbox_id = ms_dec_u64_nz(d, "mbox_id");
+			off = ms_dec_off(d);
+			r->u.store.prev_modseq = ms_dec_u64(d, "prev_modseq");
+			if (d->ret == 0 &&
+			    r->u.store.prev_modseq > r->u.store.modseq)
+				ms_dec_bad(d, "prev_modseq", off,
+					   "above modseq");
+		}
 		break;
 	case MS_OP_COPY:
 	case MS_OP_MOVE:
@@ -1665,6 +1676,10 @@ static void put_reply(struct enc *e, const void *src)
 	case MS_OP_EXPUNGE:
 		put64(e, r->u.store.modseq);
 		put_uid_set(e, &r->u.store.uids);
+		if (r->u.store.have_prev) {
+			put64(e, r->u.store.mbox_id);
+			put64(e, r->u.store.prev_modseq);
+		}
 		break;
 	case MS_OP_COPY:
 	case MS_OP_MOVE:

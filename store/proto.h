@@ -71,7 +71,7 @@
 #include "event.h"
 #include "rec.h"
 
-#define MS_PROTO_VERSION 2
+#define MS_PROTO_VERSION 3
 #define MS_PROTO_HDR_SIZE 12
 /* Whole frame (len field included); a receiver's max is configured
    between MS_PROTO_HDR_SIZE and MS_PROTO_MAX_FRAME_LIMIT. */
@@ -529,6 +529,11 @@ struct ms_rep_mbox_update { /* MBOX_UPDATE: the state after it */
 struct ms_rep_modseq_uids { /* STORE: failed; EXPUNGE: expunged */
 	uint64_t modseq;
 	struct ms_uid_set uids;
+	/* from version 3 (on the wire when have_prev): the mailbox's id
+	   and its highestmodseq just before this request */
+	int have_prev;
+	uint64_t mbox_id;
+	uint64_t prev_modseq;
 };
 
 struct ms_rep_copy { /* COPY, MOVE */

@@ -182,6 +182,15 @@ class Client:
             if off >= total or not chunk:
                 return data
 
+    def store(self, mailbox, ranges, mode, flags, keywords=(),
+              unchangedsince=0):
+        """STORE (mode 0 add, 1 remove, 2 replace): the modseq."""
+        r = self.call(STORE, _str(mailbox) + _uids(list(ranges)) +
+                      struct.pack("<BIH", mode, flags, len(keywords)) +
+                      b"".join(_str(k) for k in keywords) +
+                      struct.pack("<Q", unchangedsince))
+        return r.take("Q")
+
     def expunge(self, mailbox, ranges):
         r = self.call(EXPUNGE, _str(mailbox) + _uids(list(ranges)))
         return r.take("Q")

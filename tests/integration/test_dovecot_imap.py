@@ -351,6 +351,72 @@ def test_store_scattered_one_request(stack):
     c.logout()
 
 
+def _fetch_flags(c, uids="1:*"):
+    """uid -> (sorted flags without \\Recent, MODSEQ) as IMAP shows them."""
+    typ, data = c.uid("FETCH", uids, "(FLAGS MODSEQ)")
+    out = {}
+    for d in data:
+        uid = int(re.search(rb"UID (\d+)", d).group(1))
+        fl = re.search(rb"FLAGS \(([^)]*)\)", d).group(1).decode().split()
+        ms = int(re.search(rb"MODSEQ \((\d+)\)", d).group(1))
+        out[uid] = (sorted(x for x in fl if x != "\\Recent"), ms)
+    return out
+
+
+def test_store_echo_not_pulled(stack):
+    """After a STORE or EXPUNGE the plugin does not read its own changes
+    back from the store when the store's replies show that nothing else
+    changed the mailbox since the index last saw it (protocol version 3:
+    each reply names the mailbox and its modseq before the change).  When
+    something else did, the pull brings it in, in the same command."""
+    import msproto
+    c = stack.imap()
+    for i in range(30):
+        ok(c.append("INBOX", None, None, MSG))
+    ok(c.select("INBOX"))
+    ok(c.noop())
+    odd = ",".join(str(u) for u in range(1, 31, 2))
+    before = _ops(stack, "changes", "store")
+    ok(c.uid("STORE", odd, "+FLAGS.SILENT", "(\\Flagged)"))
+    after = _ops(stack, "changes", "store")
+    assert after[1] - before[1] == 1
+    # the ask before the index lock and the command's own sync; not a
+    # third one for the echo of 15 changes
+    assert after[0] - before[0] <= 2, (before, after)
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    store_hms = m.mbox_status("INBOX")["highestmodseq"]
+    shown = _fetch_flags(c)
+    for u in range(1, 31):
+        assert shown[u][0] == (["\\Flagged"] if u % 2 else []), (u, shown[u])
+    # MODSEQs do not go back: a changed message's is at least the store's
+    assert max(ms for _, ms in shown.values()) >= store_hms
+    # another client changes uid 2 in the store; this session's next
+    # STORE (uid 3) sees the chain broken and pulls: uid 2's change
+    # comes in with it
+    m.store("INBOX", [(2, 2)], 0, 8)  # +\Deleted
+    m.close()
+    before = _ops(stack, "changes")
+    typ, data = c.uid("STORE", "3", "+FLAGS", "(\\Seen)")
+    assert typ == "OK", data
+    assert _ops(stack, "changes")[0] - before[0] == 3
+    assert any(b"UID 2 " in d and b"\\Deleted" in d for d in data
+               if isinstance(d, bytes)), data
+    shown = _fetch_flags(c)
+    assert shown[2][0] == ["\\Deleted"]
+    assert shown[3][0] == ["\\Flagged", "\\Seen"]
+    # an EXPUNGE alone: no echo either
+    before = _ops(stack, "changes", "expunge")
+    typ, data = c.expunge()
+    assert typ == "OK", data
+    after = _ops(stack, "changes", "expunge")
+    assert after[1] - before[1] == 1
+    assert after[0] - before[0] <= 2, (before, after)
+    want = {u: sorted(f) for u, (f, _) in _fetch_flags(c).items()}
+    assert 2 not in want
+    assert stack.store_view("alice", "INBOX") == want
+    c.logout()
+
+
 def _mail_log(stack, event):
     """{subject: {field: value}} of mail_log's lines for event."""
     out = {}

@@ -113,12 +113,20 @@ static void test_mail_model(void **state)
 	assert_int_equal(msd_req(c, &q, &rep), 0);
 	uint64_t m2 = rep.u.store.modseq;
 	assert_true(m2 > hms);
+	/* version 3: the mailbox, and its modseq before the change */
+	assert_true(rep.u.store.have_prev);
+	assert_int_equal(rep.u.store.mbox_id, in.mbox_id);
+	assert_int_equal(rep.u.store.prev_modseq, hms);
+	assert_int_equal(m2, hms + 1);
 	assert_int_equal(msd_mbox_status(c, "INBOX").unseen, 0);
 	/* CONDSTORE: unchangedsince older than the change fails them all */
 	q.u.store.unchangedsince = hms;
 	q.u.store.flags = MS_EVENT_FLAG_FLAGGED;
 	assert_int_equal(msd_req(c, &q, &rep), 0);
 	assert_int_equal(rep.u.store.uids.n, 1); /* 1:3 failed */
+	/* nothing changed: the modseq stays */
+	assert_int_equal(rep.u.store.prev_modseq, m2);
+	assert_int_equal(rep.u.store.modseq, m2);
 
 	/* changes since hms: three changed messages */
 	q = (struct ms_req){ .op = MS_OP_CHANGES };
@@ -136,6 +144,10 @@ static void test_mail_model(void **state)
 	q.u.uids.uids.list = &two;
 	assert_int_equal(msd_req(c, &q, &rep), 0);
 	assert_int_equal(rep.u.expunge.uids.n, 1);
+	assert_true(rep.u.expunge.have_prev);
+	assert_int_equal(rep.u.expunge.mbox_id, in.mbox_id);
+	assert_int_equal(rep.u.expunge.prev_modseq, m2);
+	assert_int_equal(rep.u.expunge.modseq, m2 + 1);
 	assert_int_equal(msd_mbox_status(c, "INBOX").messages, 2);
 	q = (struct ms_req){ .op = MS_OP_CHANGES };
 	q.u.changes.mailbox = MS_PSTR("INBOX");
@@ -159,6 +171,91 @@ static void test_mail_model(void **state)
 	assert_int_equal(st.uidnext, 5);
 	assert_int_equal(msd_append1(c, "INBOX", "y", 1, 0).uid, 5);
 	ms_buf_free(&body);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
+/* One request on a raw connection; the reply's body stays in buf. */
+static void raw_call(int fd, const struct ms_req *q, struct ms_buf *buf,
+		     struct ms_reply *rep_r)
+{
+	const char *err = NULL;
+	struct ms_proto_hdr h;
+	size_t need = MS_PROTO_HDR_SIZE;
+
+	ms_buf_reset(buf);
+	assert_int_equal(ms_req_encode(buf, 1, q, &err), 0);
+	assert_int_equal(send(fd, buf->data, buf->len, MSG_NOSIGNAL),
+			 (ssize_t)buf->len);
+	ms_buf_reset(buf);
+	for (;;) {
+		int ret = ms_proto_frame(buf->data, buf->len, 0, &h, &need,
+					 &err);
+		if (ret == 0)
+			break;
+		assert_int_equal(ret, MS_ETRUNC);
+		assert_int_equal(ms_buf_reserve(buf, need - buf->len), 0);
+		ssize_t n = recv(fd, buf->data + buf->len, need - buf->len, 0);
+		assert_true(n > 0);
+		buf->len += (size_t)n;
+	}
+	assert_int_equal(h.op, q->op | MS_OP_REPLY);
+	assert_int_equal(ms_reply_decode(h.op, buf->data + MS_PROTO_HDR_SIZE,
+					 buf->len - MS_PROTO_HDR_SIZE, rep_r,
+					 &err),
+			 0);
+}
+
+/* A client that speaks version 2 gets STORE and EXPUNGE replies without
+   the fields version 3 added (mailbox id, the modseq before). */
+static void test_store_reply_versions(void **state)
+{
+	(void)state;
+	struct msd d;
+	msd_setup(&d, "mstored-v2", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "vera"), 0);
+	struct ms_client *c = msd_connect(&d, "vera");
+	assert_int_equal(msd_append1(c, "INBOX", "one", 3, 0).status, 0);
+	struct ms_mbox_info in = msd_mbox_status(c, "INBOX");
+
+	for (uint16_t v = 1; v <= MS_PROTO_VERSION; v++) {
+		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		memcpy(sa.sun_path, d.sock, strlen(d.sock) + 1);
+		assert_int_equal(connect(fd, (struct sockaddr *)&sa,
+					 sizeof(sa)),
+				 0);
+		struct ms_buf buf;
+		struct ms_reply rep;
+		ms_buf_init(&buf, 0);
+		struct ms_req q = { .op = MS_OP_HELLO };
+		q.u.hello.version = v;
+		q.u.hello.role = MS_ROLE_USER;
+		q.u.hello.user = MS_PSTR("vera");
+		raw_call(fd, &q, &buf, &rep);
+		assert_int_equal(rep.status, 0);
+		assert_int_equal(rep.u.hello.version, v);
+		uint64_t hms = msd_mbox_status(c, "INBOX").highestmodseq;
+		struct ms_uid_range one = { 1, 1 };
+		q = (struct ms_req){ .op = MS_OP_STORE };
+		q.u.store.mailbox = MS_PSTR("INBOX");
+		q.u.store.uids.n = 1;
+		q.u.store.uids.list = &one;
+		q.u.store.mode = v % 2 ? MS_EVENT_MODE_ADD
+				       : MS_EVENT_MODE_REMOVE;
+		q.u.store.flags = MS_EVENT_FLAG_FLAGGED;
+		raw_call(fd, &q, &buf, &rep);
+		assert_int_equal(rep.status, 0);
+		assert_int_equal(rep.u.store.modseq, hms + 1);
+		assert_int_equal(rep.u.store.have_prev, v >= 3);
+		if (v >= 3) {
+			assert_int_equal(rep.u.store.mbox_id, in.mbox_id);
+			assert_int_equal(rep.u.store.prev_modseq, hms);
+		}
+		ms_buf_free(&buf);
+		close(fd);
+	}
 	ms_client_close(&c);
 	assert_int_equal(msd_stop(&d), 0);
 }
@@ -1292,6 +1389,7 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_mail_model),
+		cmocka_unit_test(test_store_reply_versions),
 		cmocka_unit_test(test_single_instance),
 		cmocka_unit_test(test_isolation),
 		cmocka_unit_test(test_malformed_frames),

@@ -413,6 +413,10 @@ static void dump_reply(FILE *f, const struct ms_reply *r)
 	case MS_OP_EXPUNGE:
 		fprintf(f, " ms=%llu", (unsigned long long)r->u.store.modseq);
 		dump_set(f, &r->u.store.uids);
+		if (r->u.store.have_prev)
+			fprintf(f, " mbox=%llu prev=%llu",
+				(unsigned long long)r->u.store.mbox_id,
+				(unsigned long long)r->u.store.prev_modseq);
 		break;
 	case MS_OP_COPY:
 	case MS_OP_MOVE:
@@ -724,6 +728,10 @@ static struct ms_reply sample_reply(uint16_t op)
 		break;
 	case MS_OP_EXPUNGE:
 		r.u.expunge.modseq = 92; /* and nothing expunged */
+		/* the fields of version 3 */
+		r.u.expunge.have_prev = 1;
+		r.u.expunge.mbox_id = 7;
+		r.u.expunge.prev_modseq = 91;
 		break;
 	case MS_OP_COPY:
 	case MS_OP_MOVE:
@@ -890,7 +898,7 @@ static void test_golden(void **state)
 	(void)state;
 	memset(&s, 0, sizeof(s));
 	s.req = sample_req(MS_OP_HELLO);
-	check_golden(&s, MS_OP_HELLO, "u16:2 u8:0 s:alice@example.test", 0);
+	check_golden(&s, MS_OP_HELLO, "u16:3 u8:0 s:alice@example.test", 0);
 
 	s.req = sample_req(MS_OP_APPEND);
 	snprintf(spec, sizeof(spec),
@@ -1208,18 +1216,34 @@ static void test_cuts(void **state)
 			const char *error = NULL;
 			int ret = decode_copy(&s, b.data + MS_PROTO_HDR_SIZE,
 					      cut, &error);
+			/* a STORE or EXPUNGE reply without the fields of
+			   version 3 is the version 2 form */
+			if (s.reply && s.rep.u.store.have_prev &&
+			    (s.rep.op == MS_OP_STORE ||
+			     s.rep.op == MS_OP_EXPUNGE) &&
+			    cut == body_len - 16) {
+				CHECK_RET(ret, 0, "sample %zu v2 form", i);
+				continue;
+			}
 			if (ret != MS_ETRUNC && ret != MS_ECORRUPT)
 				fail_msg("sample %zu body cut at %zu: %d (%s)",
 					 i, cut, ret, ms_strerror(ret));
 			assert_non_null(error);
 		}
-		/* one byte too many */
+		/* one byte too many: after the last field, or for a STORE
+		   reply in the version 2 form, the version 3 fields cut */
 		assert_int_equal(ms_buf_append(&b, "", 1), 0);
 		const char *error = NULL;
+		int v2_store = s.reply &&
+			       (s.rep.op == MS_OP_STORE ||
+				s.rep.op == MS_OP_EXPUNGE) &&
+			       !s.rep.u.store.have_prev;
 		CHECK_RET(decode_copy(&s, b.data + MS_PROTO_HDR_SIZE,
 				      body_len + 1, &error),
-			  MS_ECORRUPT, "sample %zu + 1 byte", i);
-		assert_non_null(strstr(error, "after the last field"));
+			  v2_store ? MS_ETRUNC : MS_ECORRUPT,
+			  "sample %zu + 1 byte", i);
+		assert_non_null(strstr(error, v2_store ? "mbox_id"
+						       : "after the last field"));
 		ms_buf_free(&b);
 	}
 }
@@ -1282,6 +1306,16 @@ static const struct bad_body {
 	/* 32 */ {REP, MS_OP_EXPUNGE, "i32:0 u64:1 u32:0", 0},
 	/* 33 */
 	{REP, MS_OP_STORE, "i32:0 u64:1 u32:1 u32:2 u32:1", MS_ECORRUPT},
+	/* version 3: the mailbox and the modseq before */
+	/* 33a */ {REP, MS_OP_STORE, "i32:0 u64:5 u32:0 u64:7 u64:4", 0},
+	/* 33b */ {REP, MS_OP_STORE, "i32:0 u64:5 u32:0 u64:7 u64:5", 0},
+	/* 33c */
+	{REP, MS_OP_STORE, "i32:0 u64:5 u32:0 u64:7 u64:6", MS_ECORRUPT},
+	/* 33d */
+	{REP, MS_OP_EXPUNGE, "i32:0 u64:5 u32:0 u64:0 u64:4", MS_ECORRUPT},
+	/* 33e */ {REP, MS_OP_EXPUNGE, "i32:0 u64:5 u32:0 u64:7", MS_ETRUNC},
+	/* 33f */
+	{REP, MS_OP_EXPUNGE, "i32:0 u64:5 u32:0 u64:7 u64:4 u8:0", MS_ECORRUPT},
 	/* APPEND */
 	/* 34 */ {REQ, MS_OP_APPEND, "u32:1 x:41 u16:0", MS_ECORRUPT},
 	/* 35 */ {REQ, MS_OP_APPEND, "u32:1 x:41 u16:1001", MS_ETOOBIG},
