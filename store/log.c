@@ -727,11 +727,35 @@ static int head_fd_for(struct ms_log *log, int c, struct ms_log_batch *b)
 	return fd;
 }
 
+static void batch_apply(struct ms_log *log, const struct ms_log_batch *b);
+
 void ms_log_set_apply_hook(struct ms_log *log, ms_log_apply_fn *fn,
 			   void *ctx)
 {
+	ms_log_apply_pending(log);
 	log->apply = fn;
 	log->apply_ctx = ctx;
+}
+
+void ms_log_defer_apply(struct ms_log *log, int on)
+{
+	if (!on)
+		ms_log_apply_pending(log);
+	log->defer_apply = on;
+}
+
+void ms_log_apply_pending(struct ms_log *log)
+{
+	while (log->applyq_first != NULL) {
+		struct ms_log_batch *b = log->applyq_first;
+		log->applyq_first = b->next;
+		if (log->applyq_first == NULL)
+			log->applyq_last = NULL;
+		if (log->apply != NULL)
+			batch_apply(log, b);
+		b->next = log->spare;
+		log->spare = b;
+	}
 }
 
 /* The batch is durable: hand each of its records to the apply hook. */
@@ -756,7 +780,7 @@ static void batch_apply(struct ms_log *log, const struct ms_log_batch *b)
 static void batch_finish(struct ms_log *log, struct ms_log_batch *b,
 			 int status)
 {
-	if (status == 0 && log->apply != NULL)
+	if (status == 0 && log->apply != NULL && !log->defer_apply)
 		batch_apply(log, b);
 	if (status == 0) {
 		log->durable.seg = b->seg;
@@ -1000,6 +1024,16 @@ static void flush_done(struct ms_log *log)
 			log->copy[c].head_fd = -1;
 		}
 	}
+	b->next = NULL;
+	if (log->defer_apply && log->apply != NULL) {
+		/* its records go to the hook at ms_log_apply_pending() */
+		if (log->applyq_last != NULL)
+			log->applyq_last->next = b;
+		else
+			log->applyq_first = b;
+		log->applyq_last = b;
+		return;
+	}
 	b->next = log->spare;
 	log->spare = b;
 }
@@ -1054,6 +1088,7 @@ int ms_log_sync(struct ms_log *log)
 	int r;
 	while ((r = ms_log_run(log, 1)) > 0)
 		;
+	ms_log_apply_pending(log);
 	if (r < 0)
 		return r;
 	return log->dead ? MS_ENOCOPY : 0;
@@ -1457,6 +1492,7 @@ void ms_log_close(struct ms_log **logp)
 	    ms_log_sync(log) == 0 && !log->dead)
 		for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++)
 			head_cut(log, c, log->durable.seg, log->durable.off);
+	ms_log_apply_pending(log);
 	batch_free_list(log->q_first);
 	batch_free_list(log->spare);
 	for (int c = 0; c < MS_IO_COPIES; c++) {

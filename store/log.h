@@ -163,11 +163,20 @@ void ms_log_durable(const struct ms_log *log, struct ms_pos *end_r,
  * Called for every record, in log order, when its batch is durable
  * (seals included), before the done callbacks of that batch; payload
  * is valid during the call.  The daemon applies the index here.
+ * Setting a hook first hands what is deferred (below) to the old one.
  */
 typedef void ms_log_apply_fn(void *ctx, const struct ms_rec_hdr *hdr,
 			     const uint8_t *payload, struct ms_pos pos);
 void ms_log_set_apply_hook(struct ms_log *log, ms_log_apply_fn *fn,
 			   void *ctx);
+/*
+ * Deferred: a durable batch's done callbacks run first, and its records
+ * go to the apply hook at ms_log_apply_pending() (ms_log_sync and
+ * ms_log_close call it too).  The daemon answers its clients between
+ * the two, so a reply does not wait for the index.
+ */
+void ms_log_defer_apply(struct ms_log *log, int on);
+void ms_log_apply_pending(struct ms_log *log);
 
 /* Run until idle.  0 if every record queued so far is durable. */
 int ms_log_sync(struct ms_log *log);

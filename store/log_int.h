@@ -83,6 +83,10 @@ struct ms_log {
 	struct ms_log_status st;	/* counters */
 	ms_log_apply_fn *apply;
 	void *apply_ctx;
+	/* ms_log_defer_apply: durable batches whose records the apply hook
+	   has not seen yet, oldest first */
+	int defer_apply;
+	struct ms_log_batch *applyq_first, *applyq_last;
 };
 
 void ms_log_copy_fail(struct ms_log *log, int c, int err, const char *what);

@@ -89,6 +89,9 @@ struct req {
 	uint64_t max_seq;
 	uint64_t dr_wait_ms;
 	int wrote;		/* its records went to the log */
+	/* answered only once its records are applied (ms_ops_tick): what
+	   it did is more than the index (COMPACT: the retired segments) */
+	int after_apply;
 	struct req *next;
 };
 
@@ -2700,6 +2703,7 @@ static int op_compact(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 		return -EACCES;
 	}
 	struct req *r = req_new(ops, c, MS_OP_COMPACT, id);
+	r->after_apply = 1;
 	int ret = run_compaction(ops, r,
 				 q->threshold ? q->threshold
 					      : ops->compact_threshold,
@@ -3652,6 +3656,26 @@ static int gather_hold(struct ms_ops *ops)
 	return 1;
 }
 
+/* A settled request's reply (its error if a record failed) goes out,
+   or waits for the DR site (replication = sync). */
+static void reply_settled(struct ms_ops *ops, struct req *r)
+{
+	if (r->status != 0) {
+		if (r->op < MS_OPS_MAX_OP)
+			ops->n_op_errors[r->op]++;
+		ms_buf_reset(&r->reply);
+		ms_proto_error(&r->reply, r->op, r->id, r->status,
+			       r->status == MS_ENOCOPY
+				       ? "store unavailable: no writable copy "
+					 "of the log"
+				       : ms_strerror(r->status));
+	}
+	if (repl_hold(ops, r))
+		return;
+	ms_conn_send(r->conn, r->reply.data, r->reply.len);
+	req_free(r);
+}
+
 void ms_ops_tick(struct ms_ops *ops)
 {
 	/* start the flush of what this turn queued, unless the gather holds
@@ -3666,30 +3690,34 @@ void ms_ops_tick(struct ms_ops *ops)
 		if (more <= 0 || (i > 0 && ops->completions == before))
 			break;
 	}
-	idx_settle(ops, 0);
-	if (ops->waiters != NULL)
-		wake_waiters(ops);
-	ops->ntouched = 0;
+	/* the replies go out before the index takes the records that made
+	   them durable (ms_log_defer_apply): a client reads the index only
+	   with a later request, which this turn's end has applied for */
+	struct req *late = NULL, **late_tail = &late;
 	while (ops->ready != NULL) {
 		struct req *r = ops->ready;
 		ops->ready = r->next;
 		if (ops->ready == NULL)
 			ops->ready_tail = NULL;
-		if (r->status != 0) {
-			if (r->op < MS_OPS_MAX_OP)
-				ops->n_op_errors[r->op]++;
-			ms_buf_reset(&r->reply);
-			ms_proto_error(&r->reply, r->op, r->id, r->status,
-				       r->status == MS_ENOCOPY
-					       ? "store unavailable: no "
-						 "writable copy of the log"
-					       : ms_strerror(r->status));
+		r->next = NULL;
+		if (r->after_apply) {
+			*late_tail = r;
+			late_tail = &r->next;
+		} else {
+			reply_settled(ops, r);
 		}
-		if (repl_hold(ops, r))
-			continue;
-		ms_conn_send(r->conn, r->reply.data, r->reply.len);
-		req_free(r);
 	}
+	ms_log_apply_pending(ops->log);
+	while (late != NULL) {
+		struct req *r = late;
+		late = r->next;
+		r->next = NULL;
+		reply_settled(ops, r);
+	}
+	idx_settle(ops, 0);
+	if (ops->waiters != NULL)
+		wake_waiters(ops);
+	ops->ntouched = 0;
 	repl_tick(ops);
 	scrub_tick(ops, ops->turn_requests > 0);
 	ops->turn_requests = 0;
@@ -3903,6 +3931,7 @@ static int ops_open(const struct ms_store_cfg *cfg, int standby,
 	if (!standby && (ret = finish_retires(ops, from, error_r)) < 0)
 		goto fail;
 	ms_log_set_apply_hook(ops->log, apply_record, ops);
+	ms_log_defer_apply(ops->log, 1);
 	/* names that do not resolve stop the start (a reload keeps the
 	   old list) */
 	if ((ret = peers_parse(cfg->user_socket_peers, &ops->peers,
@@ -4283,6 +4312,7 @@ int ms_ops_promote(struct ms_ops *ops, uint64_t *timeline_r,
 	if (init_ids(ops, error_r) < 0)
 		msg_fatal("promote.failed error=%s", msg_q(*error_r));
 	ms_log_set_apply_hook(ops->log, apply_record, ops);
+	ms_log_defer_apply(ops->log, 1);
 	return ms_ops_timeline(ops, timeline_r, fork_seq_r, error_r);
 }
 

@@ -137,6 +137,104 @@ static void seg_path(char *out, size_t n, const char *root, uint64_t seg)
 	snprintf(out, n, "%s/log/%s", root, name);
 }
 
+/* The apply hook's view: records seen, in order, and the done callbacks
+   that had run when each came. */
+struct applied {
+	int n;
+	uint64_t last_seq;
+	int acks_at_first; /* acks.ok when the first record came */
+	struct acks *acks;
+};
+
+static void on_apply(void *ctx, const struct ms_rec_hdr *h,
+		     const uint8_t *payload, struct ms_pos pos)
+{
+	struct applied *ap = ctx;
+	(void)payload;
+	(void)pos;
+	if (h->type == MS_REC_SEAL)
+		return;
+	if (ap->n == 0)
+		ap->acks_at_first = ap->acks->ok;
+	assert_true(h->seq > ap->last_seq); /* in log order, once each */
+	ap->last_seq = h->seq;
+	ap->n++;
+}
+
+/* Deferred apply: a durable batch's done callbacks run at once, its
+   records reach the hook only at ms_log_apply_pending (in order, once),
+   or at ms_log_sync, or when the hook is replaced; without deferral the
+   hook runs first. */
+static void test_defer_apply(void **state)
+{
+	(void)state;
+	struct t *t = t_new();
+	struct ms_log *log = t_open(t, 1 << 20, NULL, MS_IO_PSYNC);
+	struct acks a = {0};
+	struct applied ap = {.acks = &a};
+	uint8_t buf[3000];
+	struct ms_pos pos[40];
+
+	ms_log_set_apply_hook(log, on_apply, &ap);
+	ms_log_defer_apply(log, 1);
+	/* 3 KiB records into a 1 MiB segment: some batches seal it */
+	for (int round = 0; round < 4; round++) {
+		for (int i = 0; i < 100; i++) {
+			mst_fill(buf, sizeof(buf), (uint64_t)(round * 100 + i));
+			assert_int_equal(ms_log_append(log, MS_REC_NOOP, 0, buf,
+						       sizeof(buf), on_done,
+						       &a, &pos[i % 40], NULL),
+					 0);
+			if (i % 7 == 6) {
+				while (ms_log_run(log, 1) > 0)
+					;
+			}
+		}
+		while (ms_log_run(log, 1) > 0)
+			;
+		/* all durable and acknowledged, nothing applied yet */
+		assert_int_equal(a.ok, (round + 1) * 100);
+		assert_int_equal(ap.n, round * 100);
+		ms_log_apply_pending(log);
+		assert_int_equal(ap.n, (round + 1) * 100);
+		if (round == 0)
+			assert_int_equal(ap.acks_at_first, 100);
+		ms_log_apply_pending(log); /* nothing twice */
+		assert_int_equal(ap.n, (round + 1) * 100);
+	}
+	/* ms_log_sync applies what it made durable */
+	assert_int_equal(ms_log_append(log, MS_REC_NOOP, 0, buf, 10, on_done,
+				       &a, &pos[0], NULL),
+			 0);
+	assert_int_equal(ms_log_sync(log), 0);
+	assert_int_equal(ap.n, 401);
+	/* a new hook: what is pending goes to the old one first */
+	struct applied ap2 = {.acks = &a};
+	assert_int_equal(ms_log_append(log, MS_REC_NOOP, 0, buf, 10, on_done,
+				       &a, &pos[0], NULL),
+			 0);
+	while (ms_log_run(log, 1) > 0)
+		;
+	assert_int_equal(ap.n, 401);
+	ms_log_set_apply_hook(log, on_apply, &ap2);
+	assert_int_equal(ap.n, 402);
+	assert_int_equal(ap2.n, 0);
+	/* not deferred: the hook before the callbacks, within the run */
+	ms_log_defer_apply(log, 0);
+	ap2.last_seq = ap.last_seq;
+	int ok = a.ok;
+	assert_int_equal(ms_log_append(log, MS_REC_NOOP, 0, buf, 10, on_done,
+				       &a, &pos[0], NULL),
+			 0);
+	while (ms_log_run(log, 1) > 0)
+		;
+	assert_int_equal(ap2.n, 1);
+	assert_int_equal(ap2.acks_at_first, ok);
+	assert_int_equal(a.failed, 0);
+	ms_log_close(&log);
+	mst_rmtree(t->root);
+}
+
 static void test_append_read_roll(void **state)
 {
 	(void)state;
@@ -1510,6 +1608,7 @@ int main(void)
 	ms_msg_set_level((enum ms_msg_level)(MS_MSG_PANIC + 1));
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_append_read_roll),
+		cmocka_unit_test(test_defer_apply),
 		cmocka_unit_test(test_torn_tail_recovered),
 		cmocka_unit_test(test_prepared_space),
 		cmocka_unit_test(test_secondary_not_cached),
