@@ -1540,7 +1540,8 @@ static int op_store_expunge(struct ms_ops *ops, struct ms_conn *c,
 	}
 
 	struct req *r = req_new(ops, c, op, id);
-	uint64_t prev_modseq = ms->modseq, modseq = ms->modseq;
+	uint64_t prev_modseq = ms->modseq;
+	uint64_t modseq = prev_modseq;
 	if (nhit > 0) {
 		struct ms_event ev = { .type = op == MS_OP_STORE
 						       ? MS_REC_FLAGS
