@@ -18,8 +18,10 @@
  *      mailbox (FETCH_META 1:*) compared with the index; a UIDVALIDITY
  *      change resets the index first.
  * The store's answer is the truth: echoes of our own pushes come back as
- * no-op updates (AVOID_FLAG_UPDATES).  MODSEQs stay Dovecot's, raised to
- * the store's at each pull (see mstore_sync_apply()).
+ * no-op updates (AVOID_FLAG_UPDATES).  A push whose replies show it was
+ * the store's only change since the index last saw it leaves the pull
+ * out (mstore_sync_push_reply(), mstore_sync_pull()).  MODSEQs stay
+ * Dovecot's, raised to the store's at each pull (see mstore_sync_apply()).
  *
  * IDLE: a second store connection sends WAIT (the store answers when the
  * mailbox's highestmodseq moves) and its reply, read by the ioloop, calls
