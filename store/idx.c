@@ -112,10 +112,6 @@ struct ms_idx_txn {
 	   changed) and one on the modseq index, so that a change of many
 	   messages does not search each from the root */
 	MDB_cursor *walk_msgs, *walk_modseq;
-	/* body_load's cursor, left at the body it read: body_store of the
-	   same body rewrites it there (a body's key is a hash: each is a
-	   search through pages no other change is near) */
-	MDB_cursor *body_cur;
 };
 
 /* A user or mailbox loaded for change: the name is copied. */
@@ -884,17 +880,8 @@ static int body_load(struct ms_idx_txn *t, const uint8_t key32[32],
 	int ret;
 
 	memset(b, 0, sizeof(*b));
-	if (t->body_cur == NULL && (ret = cursor_open(t, DB_BODIES,
-						      &t->body_cur)) < 0)
-		return ret;
-	MDB_val raw;
-	int rc = mdb_cursor_get(t->body_cur, &key, &raw, MDB_SET);
-	if (rc == MDB_NOTFOUND)
-		ret = MS_ENOTFOUND;
-	else if (rc != 0)
-		ret = map_err(rc, db_names[DB_BODIES], &t->err);
-	else
-		ret = val_open(DB_BODIES, &key, &raw, &v, &t->err);
+	ret = db_get(t->rd.txn, t->idx, DB_BODIES, key32, 32, &v, &t->err);
+
 	if (ret == 0)
 		ret = body_decode(&key, &v, b, &t->err);
 	if (ret != 0)
@@ -906,17 +893,8 @@ static int body_store(struct ms_idx_txn *t, const uint8_t key32[32],
 		      const struct body_v *b)
 {
 	uint8_t v[BODY_SIZE];
-	MDB_val k, cur;
 
 	body_encode(b, v);
-	/* where body_load left the cursor (other changes to the bodies
-	   move it along with the entries: LMDB tracks a transaction's
-	   cursors) */
-	if (t->body_cur != NULL &&
-	    mdb_cursor_get(t->body_cur, &k, &cur, MDB_GET_CURRENT) == 0 &&
-	    k.mv_size == 32 && memcmp(k.mv_data, key32, 32) == 0)
-		return cur_put(t, t->body_cur, DB_BODIES, key32, 32, v,
-			       BODY_SIZE, MDB_CURRENT);
 	return db_put(t, DB_BODIES, key32, 32, v, BODY_SIZE);
 }
 
@@ -2252,8 +2230,6 @@ void ms_idx_abort(struct ms_idx_txn **txnp)
 		return;
 	*txnp = NULL;
 	ms_assert(t->idx->borrowed == 0);
-	if (t->body_cur != NULL)
-		mdb_cursor_close(t->body_cur);
 	mdb_txn_abort(t->rd.txn);
 	txn_free(t->idx, t);
 }
@@ -2331,8 +2307,6 @@ int ms_idx_commit(struct ms_idx_txn **txnp)
 		return ret;
 	}
 	*txnp = NULL;
-	if (t->body_cur != NULL)
-		mdb_cursor_close(t->body_cur);
 	rc = mdb_txn_commit(t->rd.txn);
 	txn_free(t->idx, t);
 	return rc != 0 ? map_err(rc, "commit", NULL) : 0;
