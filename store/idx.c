@@ -324,13 +324,19 @@ static int db_get(MDB_txn *txn, const struct ms_idx *idx, int db, const void *k,
 
 /* Put v with its checksum.  v must not point into the map: MDB_RESERVE
    may move pages. */
-static int raw_put(MDB_txn *txn, const struct ms_idx *idx, int db,
-		   const void *k, size_t kl, const void *v, size_t vl,
-		   const char **error_r)
+/* Put k -> v and its checksum, through cursor c if not NULL (flags for
+   mdb_cursor_put: MDB_CURRENT for the entry it is at, whose key k must
+   be; the cursor is left at the entry). */
+static int reserved_put(MDB_txn *txn, const struct ms_idx *idx, int db,
+			MDB_cursor *c, unsigned int flags, const void *k,
+			size_t kl, const void *v, size_t vl,
+			const char **error_r)
 {
 	MDB_val key = {.mv_size = kl, .mv_data = (void *)k};
 	MDB_val val = {.mv_size = vl + SUM_SIZE, .mv_data = NULL};
-	int rc = mdb_put(txn, idx->db[db], &key, &val, MDB_RESERVE);
+	int rc = c != NULL
+			 ? mdb_cursor_put(c, &key, &val, MDB_RESERVE | flags)
+			 : mdb_put(txn, idx->db[db], &key, &val, MDB_RESERVE);
 
 	if (rc != 0)
 		return map_err(rc, db_names[db], error_r);
@@ -338,6 +344,13 @@ static int raw_put(MDB_txn *txn, const struct ms_idx *idx, int db,
 		memcpy(val.mv_data, v, vl);
 	ms_put32((uint8_t *)val.mv_data + vl, val_sum(k, kl, v, vl));
 	return 0;
+}
+
+static int raw_put(MDB_txn *txn, const struct ms_idx *idx, int db,
+		   const void *k, size_t kl, const void *v, size_t vl,
+		   const char **error_r)
+{
+	return reserved_put(txn, idx, db, NULL, 0, k, kl, v, vl, error_r);
 }
 
 static int db_put(struct ms_idx_txn *t, int db, const void *k, size_t kl,
@@ -362,21 +375,14 @@ static int db_del(struct ms_idx_txn *t, int db, const void *k, size_t kl)
 	return 0;
 }
 
-/* db_put through a cursor of db (MDB_CURRENT: the entry it is at, whose
-   key k must be); the cursor is left at the entry. */
+/* db_put through cursor c of db (reserved_put) */
 static int cur_put(struct ms_idx_txn *t, MDB_cursor *c, int db, const void *k,
 		   size_t kl, const void *v, size_t vl, unsigned int flags)
 {
-	MDB_val key = {.mv_size = kl, .mv_data = (void *)k};
-	MDB_val val = {.mv_size = vl + SUM_SIZE, .mv_data = NULL};
-	int rc = mdb_cursor_put(c, &key, &val, MDB_RESERVE | flags);
+	int ret = reserved_put(t->rd.txn, t->idx, db, c, flags, k, kl, v, vl,
+			       &t->err);
 
-	if (rc != 0)
-		return txn_fail(t, map_err(rc, db_names[db], &t->err));
-	if (vl > 0)
-		memcpy(val.mv_data, v, vl);
-	ms_put32((uint8_t *)val.mv_data + vl, val_sum(k, kl, v, vl));
-	return 0;
+	return ret != 0 ? txn_fail(t, ret) : 0;
 }
 
 /* db_del through a cursor of db: a cursor near the key finds it without
@@ -1847,7 +1853,6 @@ static int flags_one(struct ms_idx_txn *t, struct mbox_rec *mb,
 	     (ret = modseq_put(t, m->mbox_id, nm.modseq, m->uid, 0)) < 0))
 		return ret;
 	/* range_walk's cursor is at this message */
-	/* range_walk's cursor is at this message */
 	return cur_put(t, t->walk_msgs, DB_MSGS, k, 12, t->val.data,
 		       t->val.len, MDB_CURRENT);
 }
@@ -3220,12 +3225,9 @@ int ms_idx_msgs_next(struct ms_idx_iter *it, struct ms_idx_msg *m_r)
 		return MS_ESTATE;
 	if ((ret = iter_step(it, &k, &v)) <= 0)
 		return ret;
+	/* iter_step stopped at a key past the range */
 	if ((ret = msg_decode(DB_MSGS, &k, &v, &m, NULL)) < 0)
 		return ret;
-	if (m.uid > it->hi) {
-		it->done = 1;
-		return 0;
-	}
 	*m_r = m;
 	return 1;
 }
