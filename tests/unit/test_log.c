@@ -161,6 +161,19 @@ static void on_apply(void *ctx, const struct ms_rec_hdr *h,
 	ap->n++;
 }
 
+/* One small record, run until durable (and acknowledged to a). */
+static void put_one_durable(struct ms_log *log, struct acks *a)
+{
+	static const uint8_t ten[10];
+	struct ms_pos pos;
+
+	assert_int_equal(ms_log_append(log, MS_REC_NOOP, 0, ten, sizeof(ten),
+				       on_done, a, &pos, NULL),
+			 0);
+	while (ms_log_run(log, 1) > 0)
+		;
+}
+
 /* Deferred apply: a durable batch's done callbacks run at once, its
    records reach the hook only at ms_log_apply_pending (in order, once),
    or at ms_log_sync, or when the hook is replaced; without deferral the
@@ -203,18 +216,13 @@ static void test_defer_apply(void **state)
 		assert_int_equal(ap.n, (round + 1) * 100);
 	}
 	/* ms_log_sync applies what it made durable */
-	assert_int_equal(ms_log_append(log, MS_REC_NOOP, 0, buf, 10, on_done,
-				       &a, &pos[0], NULL),
-			 0);
+	put_one_durable(log, &a);
+	assert_int_equal(ap.n, 400);
 	assert_int_equal(ms_log_sync(log), 0);
 	assert_int_equal(ap.n, 401);
 	/* a new hook: what is pending goes to the old one first */
 	struct applied ap2 = {.acks = &a};
-	assert_int_equal(ms_log_append(log, MS_REC_NOOP, 0, buf, 10, on_done,
-				       &a, &pos[0], NULL),
-			 0);
-	while (ms_log_run(log, 1) > 0)
-		;
+	put_one_durable(log, &a);
 	assert_int_equal(ap.n, 401);
 	ms_log_set_apply_hook(log, on_apply, &ap2);
 	assert_int_equal(ap.n, 402);
@@ -223,11 +231,7 @@ static void test_defer_apply(void **state)
 	ms_log_defer_apply(log, 0);
 	ap2.last_seq = ap.last_seq;
 	int ok = a.ok;
-	assert_int_equal(ms_log_append(log, MS_REC_NOOP, 0, buf, 10, on_done,
-				       &a, &pos[0], NULL),
-			 0);
-	while (ms_log_run(log, 1) > 0)
-		;
+	put_one_durable(log, &a);
 	assert_int_equal(ap2.n, 1);
 	assert_int_equal(ap2.acks_at_first, ok);
 	assert_int_equal(a.failed, 0);

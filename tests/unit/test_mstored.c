@@ -175,6 +175,19 @@ static void test_mail_model(void **state)
 	assert_int_equal(msd_stop(&d), 0);
 }
 
+/* A connection to d's user socket that has said nothing yet. */
+static int raw_connect(const struct msd *d)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_true(strlen(d->sock) < sizeof(sa.sun_path));
+	memcpy(sa.sun_path, d->sock, strlen(d->sock) + 1);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
 /* One request on a raw connection; the reply's body stays in buf. */
 static void raw_call(int fd, const struct ms_req *q, struct ms_buf *buf,
 		     struct ms_reply *rep_r)
@@ -220,12 +233,7 @@ static void test_store_reply_versions(void **state)
 	struct ms_mbox_info in = msd_mbox_status(c, "INBOX");
 
 	for (uint16_t v = 1; v <= MS_PROTO_VERSION; v++) {
-		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		memcpy(sa.sun_path, d.sock, strlen(d.sock) + 1);
-		assert_int_equal(connect(fd, (struct sockaddr *)&sa,
-					 sizeof(sa)),
-				 0);
+		int fd = raw_connect(&d);
 		struct ms_buf buf;
 		struct ms_reply rep;
 		ms_buf_init(&buf, 0);
@@ -379,12 +387,7 @@ static void test_malformed_frames(void **state)
 	uint64_t rs = 99;
 	static uint8_t junk[300000];
 	for (int round = 0; round < 60; round++) {
-		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		assert_true(strlen(d.sock) < sizeof(sa.sun_path));
-		memcpy(sa.sun_path, d.sock, strlen(d.sock) + 1);
-		assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)),
-				 0);
+		int fd = raw_connect(&d);
 		size_t n = 1 + mst_randn(&rs, round < 50 ? 200 : sizeof(junk));
 		for (size_t i = 0; i < n; i++)
 			junk[i] = (uint8_t)mst_rand(&rs);
@@ -1257,16 +1260,8 @@ static void test_many_idle(void **state)
 	struct ms_client *c = msd_connect(&d, "max");
 	assert_int_equal(msd_counter(adm, "srv.loop_uring"), want_uring);
 	static int fds[IDLE];
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	assert_true(strlen(d.sock) < sizeof(sa.sun_path));
-	memcpy(sa.sun_path, d.sock, strlen(d.sock) + 1);
-	for (int i = 0; i < IDLE; i++) {
-		fds[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		assert_true(fds[i] >= 0);
-		assert_int_equal(connect(fds[i], (struct sockaddr *)&sa,
-					 sizeof(sa)),
-				 0);
-	}
+	for (int i = 0; i < IDLE; i++)
+		fds[i] = raw_connect(&d);
 	/* 500 idle, the worker and the admin */
 	assert_int_equal(counter_wait(adm, "srv.connections", IDLE + 2),
 			 IDLE + 2);
