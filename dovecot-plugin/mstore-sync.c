@@ -882,8 +882,9 @@ static int mstore_sync_pull(struct mstore_sync_ctx *ctx, bool full)
 	int ret;
 
 	ctx->fresh = hdr->uid_validity == 0;
-	if (!full && hdr->uid_validity != 0 && ctx->ext_hdr.mbox_id != 0 &&
-	    ctx->pushed && ctx->push_alone) {
+	if (full || hdr->uid_validity == 0 || ctx->ext_hdr.mbox_id == 0) {
+		full = TRUE;
+	} else if (ctx->pushed && ctx->push_alone) {
 		/* the store changed by this push alone, which the index
 		   already has: its feed would bring back only our own
 		   changes (for a STORE of 5,000 messages, 5,000 of them) */
@@ -892,14 +893,9 @@ static int mstore_sync_pull(struct mstore_sync_ctx *ctx, bool full)
 		ctx->highestmodseq = ctx->push_modseq;
 		ctx->mbox_id = ctx->ext_hdr.mbox_id;
 		array_append_array(&ctx->expunged, &ctx->push_expunged);
-	} else if (!full && hdr->uid_validity != 0 &&
-		   ctx->ext_hdr.mbox_id != 0) {
-		ret = mstore_sync_read_changes(ctx, hdr->next_uid);
-		if (ret < 0)
-			return -1;
-		if (ret == 0)
-			full = TRUE;
-	} else {
+	} else if ((ret = mstore_sync_read_changes(ctx, hdr->next_uid)) < 0) {
+		return -1;
+	} else if (ret == 0) {
 		full = TRUE;
 	}
 	if (full && mstore_sync_read_full(ctx) < 0)
