@@ -3203,10 +3203,16 @@ int ms_idx_msgs_iter(struct ms_idx_rd *rd, uint64_t mbox_id, uint32_t lo,
 	return 0;
 }
 
-int ms_idx_msgs_seek(struct ms_idx_iter *it, uint32_t lo, uint32_t hi)
+int ms_idx_msgs_range(struct ms_idx_rd *rd, uint64_t mbox_id, uint32_t lo,
+		      uint32_t hi, struct ms_idx_iter **itp)
 {
-	if (it->kind != IT_MSGS)
+	struct ms_idx_iter *it = *itp;
+
+	if (it == NULL)
+		return ms_idx_msgs_iter(rd, mbox_id, lo, hi, itp);
+	if (it->kind != IT_MSGS || it->rd != rd)
 		return MS_ESTATE;
+	be64(it->start, mbox_id);
 	be32(it->start + 8, lo);
 	it->hi = hi;
 	it->started = 0;

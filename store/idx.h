@@ -466,9 +466,11 @@ int ms_idx_mboxes_iter(struct ms_idx_rd *rd, uint64_t user_id,
 int ms_idx_mboxes_next(struct ms_idx_iter *it, struct ms_idx_mbox *m_r);
 int ms_idx_msgs_iter(struct ms_idx_rd *rd, uint64_t mbox_id, uint32_t lo,
 		     uint32_t hi, struct ms_idx_iter **it_r);
-/* The same iterator on another range of the same mailbox: one cursor for
-   the ranges of a uid set (ascending ranges keep it on the same pages). */
-int ms_idx_msgs_seek(struct ms_idx_iter *it, uint32_t lo, uint32_t hi);
+/* ms_idx_msgs_iter when *itp is NULL; else the same iterator, moved to
+   [lo, hi] of mbox_id: one cursor for the ranges of a uid set (ascending
+   ranges keep it on the same pages).  The caller frees *itp once. */
+int ms_idx_msgs_range(struct ms_idx_rd *rd, uint64_t mbox_id, uint32_t lo,
+		      uint32_t hi, struct ms_idx_iter **itp);
 int ms_idx_msgs_next(struct ms_idx_iter *it, struct ms_idx_msg *m_r);
 /* Only the next message's uid, from its key: the value is not read (nor
    checked; who changes the message reads it). */

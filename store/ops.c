@@ -1465,9 +1465,7 @@ static int present_ranges(struct ms_idx_rd *rd, uint64_t mbox_id,
 			ret = -EINVAL;
 			break;
 		}
-		if ((ret = it == NULL ? ms_idx_msgs_iter(rd, mbox_id, lo, hi,
-							 &it)
-				      : ms_idx_msgs_seek(it, lo, hi)) < 0)
+		if ((ret = ms_idx_msgs_range(rd, mbox_id, lo, hi, &it)) < 0)
 			break;
 		/* without an UNCHANGEDSINCE test the keys tell it all */
 		while ((ret = unchangedsince != 0
@@ -1618,9 +1616,7 @@ static int op_fetch_meta(struct ms_ops *ops, struct ms_conn *c,
 		uint32_t lo, hi;
 		struct ms_idx_msg msg;
 		if ((ret = ms_uid_set_range(&q->uids, i, &lo, &hi)) < 0 ||
-		    (ret = it == NULL
-				   ? ms_idx_msgs_iter(rd, m.id, lo, hi, &it)
-				   : ms_idx_msgs_seek(it, lo, hi)) < 0)
+		    (ret = ms_idx_msgs_range(rd, m.id, lo, hi, &it)) < 0)
 			break;
 		while ((ret = ms_idx_msgs_next(it, &msg)) > 0) {
 			if (n == cap) {
@@ -2163,9 +2159,7 @@ static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		uint32_t lo, hi;
 		struct ms_idx_msg m;
 		if ((ret = ms_uid_set_range(&q->uids, i, &lo, &hi)) < 0 ||
-		    (ret = it == NULL
-				   ? ms_idx_msgs_iter(rd, src.id, lo, hi, &it)
-				   : ms_idx_msgs_seek(it, lo, hi)) < 0)
+		    (ret = ms_idx_msgs_range(rd, src.id, lo, hi, &it)) < 0)
 			break;
 		while ((ret = ms_idx_msgs_next(it, &m)) > 0) {
 			if (n == cap) {

@@ -807,6 +807,40 @@ static void test_place_flags_expunge(void **state)
 	CHECK_RET(ms_idx_msgs_iter(rd, 11, 1, UINT32_MAX, &it), 0, "iter");
 	assert_int_equal(ms_idx_msgs_next(it, &m), 0);
 	ms_idx_iter_free(&it);
+	/* one iterator moved over the ranges of a uid set, keys only or
+	   whole: ranges with and without messages, one going back, an
+	   empty one (lo > hi), another mailbox and back */
+	static const struct {
+		uint64_t mbox;
+		uint32_t lo, hi;
+		const char *uids;
+	} seeks[] = {
+		{10, 1, 2, "2"},  {10, 4, 4, ""},	 {10, 5, 10, "5 10"},
+		{10, 3, 3, "3"},  {10, 9, 8, ""},	 {11, 1, 99, ""},
+		{10, 11, 99, "11"}, {10, 12, UINT32_MAX, ""},
+	};
+	for (int keys = 0; keys < 2; keys++) {
+		it = NULL;
+		for (size_t i = 0; i < MS_ARRAY_SIZE(seeks); i++) {
+			char got[64] = "";
+			uint32_t uid;
+			int r;
+			CHECK_RET(ms_idx_msgs_range(rd, seeks[i].mbox,
+						    seeks[i].lo, seeks[i].hi,
+						    &it),
+				  0, "range %zu", i);
+			while ((r = keys ? ms_idx_msgs_next_uid(it, &uid)
+					 : ms_idx_msgs_next(it, &m)) > 0)
+				snprintf(got + strlen(got),
+					 sizeof(got) - strlen(got), "%s%u",
+					 got[0] ? " " : "", keys ? uid : m.uid);
+			assert_int_equal(r, 0);
+			if (strcmp(got, seeks[i].uids) != 0)
+				fail_msg("range %zu keys=%d: got \"%s\"", i,
+					 keys, got);
+		}
+		ms_idx_iter_free(&it);
+	}
 	ms_idx_read_end(&rd);
 
 	/* expunge everything, in two ranges with a gap (the writer names
