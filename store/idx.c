@@ -375,6 +375,15 @@ static int db_del(struct ms_idx_txn *t, int db, const void *k, size_t kl)
 	return 0;
 }
 
+/* A message key whose uid is above hi: the walk past a range ends there,
+   before the value is checked.  A key of another size is not (its
+   decode reports the damage). */
+static int msg_key_above(const MDB_val *key, uint32_t hi)
+{
+	return key->mv_size == 12 &&
+	       get_be32((const uint8_t *)key->mv_data + 8) > hi;
+}
+
 /* db_put through cursor c of db (reserved_put) */
 static int cur_put(struct ms_idx_txn *t, MDB_cursor *c, int db, const void *k,
 		   size_t kl, const void *v, size_t vl, unsigned int flags)
@@ -1793,11 +1802,9 @@ static int range_walk(struct ms_idx_txn *t, struct mbox_rec *mb,
 							  &t->err));
 				break;
 			}
-			/* past the range or the mailbox: known from the
-			   key, before the value is checked */
-			if (key.mv_size != 12 ||
-			    memcmp(key.mv_data, k, 8) != 0 ||
-			    get_be32((const uint8_t *)key.mv_data + 8) > hi)
+			/* another mailbox's, or past the range */
+			if (key.mv_size < 8 || memcmp(key.mv_data, k, 8) != 0 ||
+			    msg_key_above(&key, hi))
 				break;
 			if ((ret = val_open(DB_MSGS, &key, &raw, &v,
 					    &t->err)) < 0 ||
@@ -3117,10 +3124,7 @@ static int iter_step_err(struct ms_idx_iter *it, MDB_val *k, MDB_val *v,
 		it->done = 1;
 		return 0;
 	}
-	/* a message past the range: known from its key, before its value
-	   is checked and decoded */
-	if (it->kind == IT_MSGS && key.mv_size == 12 &&
-	    get_be32((const uint8_t *)key.mv_data + 8) > it->hi) {
+	if (it->kind == IT_MSGS && msg_key_above(&key, it->hi)) {
 		it->done = 1;
 		return 0;
 	}

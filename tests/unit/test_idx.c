@@ -1551,23 +1551,30 @@ static void data_path(char *out, size_t n, const struct tx *x)
 	snprintf(out, n, "%s/data.mdb", x->idxdir);
 }
 
-/* Put meta "format" through LMDB itself. */
-static void raw_put_format(const char *dir, const void *v, size_t len)
+/* Put k -> v into database db through LMDB itself. */
+static void raw_put(const char *dir, const char *db, const void *k,
+		    size_t klen, const void *v, size_t len)
 {
 	MDB_env *env;
 	MDB_txn *txn;
 	MDB_dbi dbi;
-	MDB_val key = {.mv_size = 6, .mv_data = "format"};
+	MDB_val key = {.mv_size = klen, .mv_data = (void *)k};
 	MDB_val val = {.mv_size = len, .mv_data = (void *)v};
 
 	assert_int_equal(mdb_env_create(&env), 0);
 	assert_int_equal(mdb_env_set_maxdbs(env, 20), 0);
 	assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
 	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+	assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
 	assert_int_equal(mdb_put(txn, dbi, &key, &val, 0), 0);
 	assert_int_equal(mdb_txn_commit(txn), 0);
 	mdb_env_close(env);
+}
+
+/* Put meta "format" through LMDB itself. */
+static void raw_put_format(const char *dir, const void *v, size_t len)
+{
+	raw_put(dir, "meta", "format", 6, v, len);
 }
 
 static void test_corrupt_index(void **state)
@@ -1751,6 +1758,88 @@ static void die_with_index_open(const char *dir, const char *boot)
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* The first error of applying the log's records the index has not,
+   or 0. */
+static int tx_apply_first_err(struct tx *x, const char **err_r)
+{
+	struct ms_log_iter *it = NULL;
+	struct ms_idx_txn *txn = NULL;
+	struct ms_pos pos, rpos;
+	struct ms_rec_hdr hdr;
+	const uint8_t *payload;
+	uint64_t seq;
+	int ret;
+
+	CHECK_RET(ms_log_sync(x->log), 0, "log sync");
+	CHECK_RET(ms_idx_applied(x->idx, &seq, &pos), 0, "applied");
+	CHECK_RET(ms_log_iter_new(x->log, pos, &it), 0, "iter");
+	CHECK_RET(ms_idx_begin(x->idx, &txn), 0, "begin");
+	while ((ret = ms_log_iter_next(it, &rpos, &hdr, &payload, err_r)) >
+	       0) {
+		ret = ms_idx_apply(txn, hdr.seq, rpos, &hdr, payload, err_r);
+		if (ret < 0)
+			break;
+	}
+	if (ret < 0)
+		ms_idx_abort(&txn);
+	else
+		CHECK_RET(ms_idx_commit(&txn), 0, "commit");
+	ms_log_iter_free(&it);
+	return ret < 0 ? ret : 0;
+}
+
+/* A message key of the wrong size inside a range (damage): reads and a
+   flag change over that range report it; none takes it for the range's
+   end and goes on as if the messages after it were not there. */
+static void test_bad_msg_key(void **state)
+{
+	struct tx x;
+	uint8_t b[32], k[13];
+	struct ms_idx_rd *rd = NULL;
+	struct ms_idx_iter *it = NULL;
+	struct ms_idx_msg m;
+	const char *err = NULL;
+	uint32_t uid;
+	int n, ret;
+
+	(void)state;
+	tx_init(&x, "idx-badkey", 0);
+	ev_user(&x, 1, "kim");
+	ev_mbox(&x, 1, 10, 5, 0, "INBOX");
+	ev_body(&x, 1, 100, b);
+	for (uint32_t u = 1; u <= 5; u++)
+		ev_place(&x, 1, 10, u, u, 0, b, 100, NULL);
+	assert_int_equal(tx_apply(&x), 0);
+	ms_idx_close(&x.idx);
+	/* mailbox 10, uid 6, one byte more: after uid 5, where a walk
+	   from uid 6 on lands */
+	memset(k, 0, sizeof(k));
+	k[7] = 10;
+	k[11] = 6;
+	raw_put(x.idxdir, "msgs", k, sizeof(k), "x", 1);
+	tx_open_idx(&x);
+
+	for (int keys = 0; keys < 2; keys++) {
+		CHECK_RET(ms_idx_read_begin(x.idx, &rd), 0, "read");
+		CHECK_RET(ms_idx_msgs_range(rd, 10, 1, 9, &it), 0, "iter");
+		for (n = 0; (ret = keys ? ms_idx_msgs_next_uid(it, &uid)
+					: ms_idx_msgs_next(it, &m)) > 0;
+		     n++)
+			;
+		assert_int_equal(n, 5);
+		assert_int_equal(ret, MS_ECORRUPT);
+		ms_idx_iter_free(&it);
+		ms_idx_read_end(&rd);
+	}
+	ev_flags(&x, 1, 10, 6, MS_EVENT_MODE_ADD, SEEN, NULL, 1, 9);
+	CHECK_RET(tx_apply_first_err(&x, &err), MS_ECORRUPT, "flags");
+	assert_non_null(err);
+	ev_expunge(&x, 1, 10, 6, 4, 9);
+	CHECK_RET(tx_apply_first_err(&x, &err), MS_ECORRUPT, "expunge");
+	tx_free(&x);
+	mst_rmtree(x.root);
 }
 
 static void test_reboot_detected(void **state)
@@ -2600,6 +2689,7 @@ int main(void)
 		cmocka_unit_test(test_rebuild_equals_incremental),
 		cmocka_unit_test(test_catch_up),
 		cmocka_unit_test(test_corrupt_index),
+		cmocka_unit_test(test_bad_msg_key),
 		cmocka_unit_test(test_reboot_detected),
 		cmocka_unit_test(test_anomaly_unknown_mailbox),
 		cmocka_unit_test(test_map_grows),
