@@ -729,6 +729,13 @@ static int head_fd_for(struct ms_log *log, int c, struct ms_log_batch *b)
 
 static void batch_apply(struct ms_log *log, const struct ms_log_batch *b);
 
+/* A batch done with goes back to the spare list. */
+static void batch_release(struct ms_log *log, struct ms_log_batch *b)
+{
+	b->next = log->spare;
+	log->spare = b;
+}
+
 void ms_log_set_apply_hook(struct ms_log *log, ms_log_apply_fn *fn,
 			   void *ctx)
 {
@@ -753,8 +760,7 @@ void ms_log_apply_pending(struct ms_log *log)
 			log->applyq_last = NULL;
 		if (log->apply != NULL)
 			batch_apply(log, b);
-		b->next = log->spare;
-		log->spare = b;
+		batch_release(log, b);
 	}
 }
 
@@ -780,8 +786,6 @@ static void batch_apply(struct ms_log *log, const struct ms_log_batch *b)
 static void batch_finish(struct ms_log *log, struct ms_log_batch *b,
 			 int status)
 {
-	if (status == 0 && log->apply != NULL && !log->defer_apply)
-		batch_apply(log, b);
 	if (status == 0) {
 		log->durable.seg = b->seg;
 		log->durable.off = b->off + b->data.len;
@@ -801,8 +805,7 @@ static void flush_fail_all(struct ms_log *log)
 		struct ms_log_batch *b = log->q_first;
 		log->q_first = b->next;
 		batch_finish(log, b, MS_ENOCOPY);
-		b->next = log->spare;
-		log->spare = b;
+		batch_release(log, b);
 	}
 	log->q_last = NULL;
 }
@@ -1016,6 +1019,11 @@ static void flush_done(struct ms_log *log)
 	if (b->sealed)
 		for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++)
 			head_cut(log, c, b->seg, b->off + b->data.len);
+	/* the apply hook before the done callbacks, or, deferred, at
+	   ms_log_apply_pending() */
+	int defer = log->defer_apply && log->apply != NULL;
+	if (log->apply != NULL && !defer)
+		batch_apply(log, b);
 	batch_finish(log, b, 0);
 	if (b->sealed) {
 		for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
@@ -1024,18 +1032,16 @@ static void flush_done(struct ms_log *log)
 			log->copy[c].head_fd = -1;
 		}
 	}
-	b->next = NULL;
-	if (log->defer_apply && log->apply != NULL) {
-		/* its records go to the hook at ms_log_apply_pending() */
-		if (log->applyq_last != NULL)
-			log->applyq_last->next = b;
-		else
-			log->applyq_first = b;
-		log->applyq_last = b;
+	if (!defer) {
+		batch_release(log, b);
 		return;
 	}
-	b->next = log->spare;
-	log->spare = b;
+	b->next = NULL;
+	if (log->applyq_last != NULL)
+		log->applyq_last->next = b;
+	else
+		log->applyq_first = b;
+	log->applyq_last = b;
 }
 
 int ms_log_reap(struct ms_log *log, int block)
