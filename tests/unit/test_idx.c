@@ -346,43 +346,55 @@ static uint64_t ev_simple(struct tx *x, uint8_t type)
 /*
  * Sync the log and apply every durable record the index has not, in
  * transactions of batch records (0: one for all), through ms_log_iter.
- * Returns the anomalies seen.
+ * 0 with the anomalies seen in *anomalies_r, or the first error (its
+ * transaction aborted).
  */
-static int tx_apply_batches(struct tx *x, unsigned batch)
+static int tx_apply_run(struct tx *x, unsigned batch, int *anomalies_r,
+			const char **err_r)
 {
 	struct ms_log_iter *it = NULL;
 	struct ms_idx_txn *txn = NULL;
 	struct ms_pos pos, rpos;
 	struct ms_rec_hdr hdr;
 	const uint8_t *payload;
-	const char *err = NULL;
 	uint64_t seq;
 	unsigned n = 0;
-	int anomalies = 0, ret;
+	int ret;
 
+	*anomalies_r = 0;
 	CHECK_RET(ms_log_sync(x->log), 0, "log sync");
 	CHECK_RET(ms_idx_applied(x->idx, &seq, &pos), 0, "applied");
 	CHECK_RET(ms_log_iter_new(x->log, pos, &it), 0, "iter");
-	while ((ret = ms_log_iter_next(it, &rpos, &hdr, &payload, &err)) > 0) {
+	while ((ret = ms_log_iter_next(it, &rpos, &hdr, &payload, err_r)) >
+	       0) {
 		if (txn == NULL)
 			CHECK_RET(ms_idx_begin(x->idx, &txn), 0, "begin");
-		ret = ms_idx_apply(txn, hdr.seq, rpos, &hdr, payload, &err);
+		ret = ms_idx_apply(txn, hdr.seq, rpos, &hdr, payload, err_r);
 		if (ret < 0)
-			fail_msg("apply seq %llu: %s (%s)",
-				 (unsigned long long)hdr.seq, err,
-				 ms_strerror(ret));
+			break;
 		if (ret == MS_IDX_ANOMALY)
-			anomalies++;
+			(*anomalies_r)++;
 		if (batch != 0 && ++n == batch) {
 			CHECK_RET(ms_idx_commit(&txn), 0, "commit");
 			n = 0;
 		}
 	}
 	if (ret < 0)
-		fail_msg("iter: %s", err);
-	if (txn != NULL)
+		ms_idx_abort(&txn);
+	else if (txn != NULL)
 		CHECK_RET(ms_idx_commit(&txn), 0, "commit");
 	ms_log_iter_free(&it);
+	return ret < 0 ? ret : 0;
+}
+
+/* tx_apply_run, where an error fails the test: the anomalies seen. */
+static int tx_apply_batches(struct tx *x, unsigned batch)
+{
+	const char *err = NULL;
+	int anomalies, ret = tx_apply_run(x, batch, &anomalies, &err);
+
+	if (ret < 0)
+		fail_msg("apply: %s (%s)", err, ms_strerror(ret));
 	return anomalies;
 }
 
@@ -1760,36 +1772,6 @@ static void die_with_index_open(const char *dir, const char *boot)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
-/* The first error of applying the log's records the index has not,
-   or 0. */
-static int tx_apply_first_err(struct tx *x, const char **err_r)
-{
-	struct ms_log_iter *it = NULL;
-	struct ms_idx_txn *txn = NULL;
-	struct ms_pos pos, rpos;
-	struct ms_rec_hdr hdr;
-	const uint8_t *payload;
-	uint64_t seq;
-	int ret;
-
-	CHECK_RET(ms_log_sync(x->log), 0, "log sync");
-	CHECK_RET(ms_idx_applied(x->idx, &seq, &pos), 0, "applied");
-	CHECK_RET(ms_log_iter_new(x->log, pos, &it), 0, "iter");
-	CHECK_RET(ms_idx_begin(x->idx, &txn), 0, "begin");
-	while ((ret = ms_log_iter_next(it, &rpos, &hdr, &payload, err_r)) >
-	       0) {
-		ret = ms_idx_apply(txn, hdr.seq, rpos, &hdr, payload, err_r);
-		if (ret < 0)
-			break;
-	}
-	if (ret < 0)
-		ms_idx_abort(&txn);
-	else
-		CHECK_RET(ms_idx_commit(&txn), 0, "commit");
-	ms_log_iter_free(&it);
-	return ret < 0 ? ret : 0;
-}
-
 /* A message key of the wrong size inside a range (damage): reads and a
    flag change over that range report it; none takes it for the range's
    end and goes on as if the messages after it were not there. */
@@ -1802,7 +1784,7 @@ static void test_bad_msg_key(void **state)
 	struct ms_idx_msg m;
 	const char *err = NULL;
 	uint32_t uid;
-	int n, ret;
+	int n, ret, anomalies;
 
 	(void)state;
 	tx_init(&x, "idx-badkey", 0);
@@ -1834,10 +1816,11 @@ static void test_bad_msg_key(void **state)
 		ms_idx_read_end(&rd);
 	}
 	ev_flags(&x, 1, 10, 6, MS_EVENT_MODE_ADD, SEEN, NULL, 1, 9);
-	CHECK_RET(tx_apply_first_err(&x, &err), MS_ECORRUPT, "flags");
+	CHECK_RET(tx_apply_run(&x, 0, &anomalies, &err), MS_ECORRUPT, "flags");
 	assert_non_null(err);
 	ev_expunge(&x, 1, 10, 6, 4, 9);
-	CHECK_RET(tx_apply_first_err(&x, &err), MS_ECORRUPT, "expunge");
+	CHECK_RET(tx_apply_run(&x, 0, &anomalies, &err), MS_ECORRUPT,
+		  "expunge");
 	tx_free(&x);
 	mst_rmtree(x.root);
 }
