@@ -46,7 +46,8 @@ static int mstore_mail_no_rec(struct mail *mail)
 /* Sizes and dates: what the mail has already, else the record, and
    Dovecot's own lookups only for a mail without one (being saved).  Not
    Dovecot's first: they look in dovecot.index.cache, which a mailbox
-   here does not have, and each lookup would try to open it again. */
+   has only from its first index-changing sync on (mstore-sync.c), and
+   until then each lookup would try to open it again. */
 
 /* The record's sizes and dates into what the mail has, in one lookup;
    FALSE when it has no record. */
@@ -251,8 +252,9 @@ static void mstore_mail_close(struct mail *_mail)
 	mstore_prefetch_release(MSTORE_MAILBOX(_mail->box)->storage, mmail);
 	/* Dovecot caches sizes and dates as a mail closes, if its cache
 	   file's decisions say so; here they are in the record, and
-	   deciding would look for that file, which a mailbox here does not
-	   have (an open() that fails, per transaction).  A mail being saved
+	   deciding would look for that file, which a mailbox does not have
+	   before its first index-changing sync (an open() that fails, per
+	   transaction), and would cache them twice.  A mail being saved
 	   caches nothing: its index record goes at commit. */
 	enum mail_fetch_field nocache = MAIL_FETCH_RECEIVED_DATE |
 		MAIL_FETCH_SAVE_DATE | MAIL_FETCH_VIRTUAL_SIZE |

@@ -32,6 +32,7 @@
 #include "ioloop.h"
 #include "time-util.h"
 #include "mail-index-modseq.h"
+#include "mail-cache.h"
 #include "mailbox-recent-flags.h"
 #include "mstore-storage.h"
 
@@ -922,6 +923,30 @@ static int mstore_sync_pull(struct mstore_sync_ctx *ctx, bool full)
 	return 0;
 }
 
+/*
+ * Give the mailbox a dovecot.index.cache if it has none.  Without the
+ * file every cache lookup tries to open it, an open() that fails: one
+ * per message for a FETCH BODY[] (Dovecot looks up the cached NUL state
+ * of each mail it streams), whatever the record extension answers.
+ * With it, a lookup that finds nothing costs no system call, as in
+ * Dovecot's own formats, and what Dovecot decides to cache (headers,
+ * BODYSTRUCTURE) goes there.  Created here, under the sync lock, before
+ * the pull adds messages: for a new index the file starts empty, and an
+ * existing index (whose file was never made, or was deleted as
+ * corrupted) gets it once.  A failure is Dovecot's to log; the lookups
+ * then go on as without the file.
+ */
+static void mstore_sync_cache_file(struct mstore_sync_ctx *ctx)
+{
+	struct mail_cache *cache = ctx->box->cache;
+
+	if (cache == NULL || ctx->box->index->readonly ||
+	    mail_cache_open_and_verify(cache) != 0)
+		return;
+	(void)mail_cache_purge_with_trans(cache, ctx->trans, 0,
+					  "mstore: no cache file yet");
+}
+
 static int mstore_sync_locked(struct mstore_sync_ctx *ctx, bool full)
 {
 
@@ -931,6 +956,7 @@ static int mstore_sync_locked(struct mstore_sync_ctx *ctx, bool full)
 		mstore_sync_local_only(ctx);
 		return 0;
 	}
+	mstore_sync_cache_file(ctx);
 	if (mstore_sync_push(ctx) < 0)
 		return -1;
 	return mstore_sync_pull(ctx, full || ctx->refused ||

@@ -477,25 +477,56 @@ def test_saved_mail_read_while_saving(stack):
     assert f["from"] == "c@example.test", f
 
 
-def test_append_and_sizes_look_for_no_cache_file(stack):
-    """APPENDs (with the quota plugin counting) and FETCHes of sizes and
-    dates look for no dovecot.index.cache: a mailbox here never has one,
-    and Dovecot's own lookups tried to open it, an open() that failed,
-    for each saved message and each size or date asked.  The session's
-    imap process is traced with strace."""
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed")
-    c = stack.imap()
-    ok(c.create("Other"))
+def _traced(stack, run):
+    """Run run() while the session's one imap process is traced with
+    strace (opens and store requests); the trace's lines."""
     pids = stack.imap_pids()
     assert len(pids) == 1, pids
-    trace = stack.p("log", "append.strace")
+    trace = stack.p("log", "imap-%d.strace" % pids[0])
     st = subprocess.Popen(["strace", "-f", "-e", "trace=open,openat,sendto",
                            "-o", trace, "-p", str(pids[0])],
                           stderr=subprocess.PIPE)
     try:
         # strace says so once it is attached
         assert b"attached" in st.stderr.readline()
+        run()
+    finally:
+        st.send_signal(signal.SIGINT)
+        st.wait(timeout=30)
+    return open(trace).read().splitlines()
+
+
+def _cache_opens(lines):
+    """{mailbox: [(failed, line)]} for the opens of each mailbox's
+    dovecot.index.cache (not of the .tmp file a purge writes), and the
+    mailboxes whose cache file was written, in trace order."""
+    opens, made = {}, []
+    for l in lines:
+        m = re.search(r'mailboxes/([^/]+)/mstore-box/dovecot\.index\.cache'
+                      r'(\.tmp)?"', l)
+        if m is None or "open" not in l:
+            continue
+        if m.group(2):
+            made.append(m.group(1))
+        else:
+            opens.setdefault(m.group(1), []).append(("ENOENT" in l, l))
+    return opens, made
+
+
+def test_cache_file_made_once_then_never_missed(stack):
+    """A mailbox gets its dovecot.index.cache at its first sync that
+    changes the index.  Without the file, each of Dovecot's cache lookups
+    tried to open it, an open() that failed: per saved message, per size
+    or date asked, per body fetched (the NUL state looked up for each).
+    The session's imap process is traced with strace: once a mailbox's
+    file is made, no open of it fails; a new session reading 8 bodies
+    opens each file at most once, not once a message."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    c = stack.imap()
+    ok(c.create("Other"))
+
+    def first():
         for i in range(4):
             ok(c.append("Other", None, None, MSG))
         ok(c.select("INBOX"))
@@ -505,17 +536,43 @@ def test_append_and_sizes_look_for_no_cache_file(stack):
         d = fetch_map(c, "1:*", "(UID RFC822.SIZE INTERNALDATE)")
         assert len(d) == 4 and all(b"RFC822.SIZE %d" % len(MSG) in v
                                    for v in d.values()), d
-    finally:
-        st.send_signal(signal.SIGINT)
-        st.wait(timeout=30)
+    lines = _traced(stack, first)
     c.logout()
-    lines = open(trace).read().splitlines()
-    cache = [l for l in lines if "dovecot.index.cache" in l]
-    assert cache == [], cache
     # the trace saw the session: its store requests, the 8 APPENDs
     # among them
-    sends = [l for l in lines if "sendto(" in l]
-    assert len(sends) >= 8, lines
+    assert len([l for l in lines if "sendto(" in l]) >= 8, lines
+    opens, made = _cache_opens(lines)
+    # INBOX's file is made in this session (Other's was at its CREATE)
+    assert "INBOX" in made, lines
+    for box, seen in opens.items():
+        failed = [i for i, (bad, _) in enumerate(seen) if bad]
+        # a failed open only before the file exists: the sync's check
+        # and Dovecot's own lookups until that sync
+        if failed:
+            assert box in made, (box, seen)
+        after = [l for l in lines if "dovecot.index.cache.tmp" in l and
+                 "/%s/" % box in l]
+        if after:
+            cut = lines.index(after[0])
+            assert not any(bad and lines.index(l) > cut
+                           for bad, l in seen), (box, seen)
+
+    c = stack.imap()
+
+    def second():
+        for box in ("Other", "INBOX"):
+            ok(c.select(box))
+            bodies = [x[1] for x in ok(c.uid("FETCH", "1:*", "(BODY.PEEK[])"))
+                      if isinstance(x, tuple)]
+            assert bodies == [MSG] * 4, bodies
+    lines = _traced(stack, second)
+    c.logout()
+    opens, made = _cache_opens(lines)
+    assert made == [], lines
+    for box in ("Other", "INBOX"):
+        seen = opens.get(box, [])
+        assert not any(bad for bad, _ in seen), (box, seen)
+        assert len(seen) <= 1, (box, seen)
 
 
 def test_multiappend_catenate(stack):
