@@ -303,3 +303,49 @@ int ms_client_fetch_body(struct ms_client *c, const char *mailbox,
 	} while (out->len < total);
 	return 0;
 }
+
+int ms_client_fetch_meta_each(struct ms_client *c, const char *mailbox,
+			      int (*fn)(void *ctx, const struct ms_msg_meta *m),
+			      void *ctx, const char **error_r)
+{
+	struct ms_req q = { .op = MS_OP_MBOX_STATUS };
+	struct ms_reply rep;
+	struct ms_proto_iter it;
+	struct ms_msg_meta m;
+	uint32_t step = 100000, lo = 1, uidnext;
+	int ret;
+
+	q.u.mbox.name = ms_pstr_c(mailbox);
+	if ((ret = ms_client_request(c, &q, &rep, error_r)) < 0)
+		return ret;
+	uidnext = rep.u.mbox.uidnext;
+	for (;;) {
+		/* the last request reaches to the end: a message saved
+		   after the STATUS has a UID >= uidnext */
+		struct ms_uid_range r = { lo, UINT32_MAX };
+		if (uidnext > lo && uidnext - lo > step)
+			r.hi = lo + step - 1;
+		q = (struct ms_req){ .op = MS_OP_FETCH_META };
+		q.u.uids.mailbox = ms_pstr_c(mailbox);
+		q.u.uids.uids = (struct ms_uid_set){ 1, &r, NULL };
+		ret = ms_client_request(c, &q, &rep, error_r);
+		if (ret == MS_ETOOBIG && rep.op == MS_OP_FETCH_META &&
+		    step > 1) {
+			step /= 2;
+			continue;
+		}
+		if (ret < 0)
+			return ret;
+		ms_proto_iter_metas(&it, &rep.u.metas);
+		while ((ret = ms_proto_next_meta(&it, &m)) > 0)
+			if ((ret = fn(ctx, &m)) < 0)
+				return ret;
+		if (ret < 0) {
+			*error_r = "FETCH_META reply does not decode";
+			return ret;
+		}
+		if (r.hi == UINT32_MAX)
+			return 0;
+		lo = r.hi + 1;
+	}
+}

@@ -57,5 +57,17 @@ int ms_client_hello(struct ms_client *c, const char *user,
 int ms_client_fetch_body(struct ms_client *c, const char *mailbox,
 			 uint32_t uid, uint32_t chunk, struct ms_buf *out,
 			 const char **error_r);
+/*
+ * The metadata of every message of mailbox, in ascending UID order, in
+ * as many FETCH_META requests as the store's replies allow: 100,000
+ * UIDs a request at first, halved each time the store answers that the
+ * reply would be too large (MS_ETOOBIG: a store with a small max_frame,
+ * messages with many keywords).  fn gets each message (borrowed: valid
+ * for the call; fn must not use c); a negative return from it stops the
+ * walk and is returned.  0, fn's error, or a request's (with *error_r).
+ */
+int ms_client_fetch_meta_each(struct ms_client *c, const char *mailbox,
+			      int (*fn)(void *ctx, const struct ms_msg_meta *m),
+			      void *ctx, const char **error_r);
 
 #endif

@@ -207,6 +207,9 @@ struct ms_ops {
 	/* counters for STATUS */
 	uint64_t n_requests, n_errors, n_appends, n_bodies_deduped;
 	uint64_t n_anomalies;
+	/* the largest list a reply may carry (FETCH_META, CHANGES) and
+	   the largest FETCH_BODY chunk: half the frame limit (reply_max) */
+	uint64_t reply_max;
 	/* undelete and compaction */
 	uint64_t undelete_window_s;
 	uint64_t compact_threshold;	/* per mille */
@@ -1638,7 +1641,7 @@ static int op_fetch_meta(struct ms_ops *ops, struct ms_conn *c,
 			mm->virtual_size = msg.virtual_size;
 			bytes += 64 + msg.keywords_len;
 		}
-		if (ret == 0 && bytes > MS_PROTO_MAX_FRAME_DEFAULT / 2) {
+		if (ret == 0 && bytes > ops->reply_max) {
 			ret = MS_ETOOBIG;
 			*why_r = "too many messages for one reply; ask for "
 				 "fewer uids";
@@ -1716,8 +1719,8 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 	uint64_t off = q->offset < total ? q->offset : total;
 	uint64_t len = total - off;
 	uint64_t maxc = q->max_len ? q->max_len : (1u << 20);
-	if (maxc > MS_PROTO_MAX_FRAME_DEFAULT / 2)
-		maxc = MS_PROTO_MAX_FRAME_DEFAULT / 2;
+	if (maxc > ops->reply_max)
+		maxc = ops->reply_max;
 	if (len > maxc)
 		len = maxc;
 	struct ms_reply rep = { .op = MS_OP_FETCH_BODY };
@@ -1756,8 +1759,20 @@ static int op_changes(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	}
 	if (ret == 0)
 		ret = ms_idx_changes_iter(rd, m.id, q->since_modseq, &it);
+	uint64_t bytes = 0;
 	while (ret == 0 && (ret = ms_idx_changes_next(it, &ch)) > 0) {
 		ret = 0;
+		/* a feed longer than a reply may carry: the client reads the
+		   whole mailbox instead, in FETCH_META replies it sizes */
+		bytes += ch.is_expunge ? 8 : 24 + ch.msg.keywords_len;
+		if (bytes > ops->reply_max) {
+			*why_r = ms_errf("the change feed since modseq %llu is "
+					 "too long for one reply: "
+					 "resynchronise in full",
+					 (unsigned long long)q->since_modseq);
+			ret = MS_ESTATE;
+			break;
+		}
 		if (ch.is_expunge) {
 			xr = ms_realloc(xr, (nx + 1) * sizeof(*xr));
 			xr[nx++] = (struct ms_uid_range){ ch.uid_lo, ch.uid_hi };
@@ -3767,6 +3782,15 @@ void ms_ops_set_srv(struct ms_ops *ops, struct ms_srv *srv)
 		  "no timer: the index commits every turn");
 }
 
+/* Half the frame limit: the store's own ([store] max_frame), and never
+   more than the protocol's default, which every client reads. */
+static uint64_t reply_max(uint64_t max_frame)
+{
+	if (max_frame > MS_PROTO_MAX_FRAME_DEFAULT)
+		max_frame = MS_PROTO_MAX_FRAME_DEFAULT;
+	return max_frame / 2;
+}
+
 void ms_ops_reload(struct ms_ops *ops, const struct ms_store_cfg *cfg)
 {
 	ops->scrub_rate = cfg->scrub_rate;
@@ -3782,6 +3806,7 @@ void ms_ops_reload(struct ms_ops *ops, const struct ms_store_cfg *cfg)
 		ops->peers = np;
 	}
 	ops->undelete_window_s = cfg->undelete_window / 1000;
+	ops->reply_max = reply_max(cfg->max_frame);
 	ops->compact_threshold = cfg->compact_threshold;
 	ops->compact_interval_ms = cfg->compact_interval;
 	ops->repl.sync = cfg->replication == MS_REPL_SYNC;

@@ -176,31 +176,34 @@ static int probe(struct drill *dr, struct ms_client *c, const char *phase)
 	return 0;
 }
 
+struct uid_list {
+	uint32_t *uids;
+	size_t n;
+};
+
+static int uid_add(void *ctx, const struct ms_msg_meta *m)
+{
+	struct uid_list *l = ctx;
+	l->uids = ms_realloc(l->uids, (l->n + 1) * sizeof(*l->uids));
+	l->uids[l->n++] = m->uid;
+	return 0;
+}
+
 /* Mark the probes D has (by their bytes); the number missing, or <0. */
 static long check_probes(struct drill *dr, struct ms_client *c)
 {
-	struct ms_uid_range all = { 1, UINT32_MAX };
-	struct ms_req q = { .op = MS_OP_FETCH_META };
-	struct ms_reply rep;
-	struct ms_proto_iter it;
-	struct ms_msg_meta m;
 	struct ms_buf body;
 	const char *err;
-	uint32_t *uids = NULL;
-	size_t n = 0;
+	struct uid_list l = { NULL, 0 };
 	long missing = 0;
 
-	q.u.uids.mailbox = MS_PSTR("INBOX");
-	q.u.uids.uids = (struct ms_uid_set){ 1, &all, NULL };
-	if (ms_client_request(c, &q, &rep, &err) < 0) {
+	if (ms_client_fetch_meta_each(c, "INBOX", uid_add, &l, &err) < 0) {
 		fprintf(stderr, "mstore drill: the DR site's INBOX: %s\n", err);
+		free(l.uids);
 		return -1;
 	}
-	ms_proto_iter_metas(&it, &rep.u.metas);
-	while (ms_proto_next_meta(&it, &m) > 0) {
-		uids = ms_realloc(uids, (n + 1) * sizeof(*uids));
-		uids[n++] = m.uid;
-	}
+	uint32_t *uids = l.uids;
+	size_t n = l.n;
 	ms_buf_init(&body, MS_PROTO_MAX_FRAME_DEFAULT);
 	for (size_t i = 0; i < n; i++) {
 		uint8_t s[32];

@@ -363,13 +363,28 @@ static void user_end(struct fb *f)
 	strs_free(&f->mboxes, &f->nmboxes);
 }
 
+/* The $MstoreFrom- keywords of one message into f->tags. */
+static int collect_tags(void *ctx, const struct ms_msg_meta *m)
+{
+	struct fb *f = ctx;
+	struct ms_proto_iter kit;
+	struct ms_pstr kw;
+
+	ms_proto_iter_keywords(&kit, &m->keywords);
+	while (ms_proto_next_keyword(&kit, &kw) > 0)
+		if (kw.len > strlen(FROM_KW) &&
+		    memcmp(kw.s, FROM_KW, strlen(FROM_KW)) == 0)
+			strs_add(&f->tags, &f->ntags, kw.s, kw.len);
+	return 0;
+}
+
 /* Connect to D as the user (created there if missing); collect its
    mailboxes and the $MstoreFrom- keywords it already has. */
 static int user_begin(struct fb *f, const char *user, const char **error_r)
 {
 	struct ms_req q = { .op = MS_OP_USER_CREATE };
 	struct ms_reply rep;
-	struct ms_proto_iter it, kit;
+	struct ms_proto_iter it;
 	struct ms_mbox_info mi;
 	int ret;
 
@@ -389,25 +404,11 @@ static int user_begin(struct fb *f, const char *user, const char **error_r)
 	ms_proto_iter_mboxes(&it, &rep.u.mboxes);
 	while (ms_proto_next_mbox(&it, &mi) > 0)
 		strs_add(&f->mboxes, &f->nmboxes, mi.name.s, mi.name.len);
-	for (size_t i = 0; i < f->nmboxes; i++) {
-		struct ms_uid_range all = { 1, UINT32_MAX };
-		struct ms_msg_meta m;
-		q = (struct ms_req){ .op = MS_OP_FETCH_META };
-		q.u.uids.mailbox = ms_pstr_c(f->mboxes[i]);
-		q.u.uids.uids = (struct ms_uid_set){ 1, &all, NULL };
-		if ((ret = ms_client_request(f->duser, &q, &rep, error_r)) < 0)
+	for (size_t i = 0; i < f->nmboxes; i++)
+		if ((ret = ms_client_fetch_meta_each(f->duser, f->mboxes[i],
+						     collect_tags, f,
+						     error_r)) < 0)
 			return ret;
-		ms_proto_iter_metas(&it, &rep.u.metas);
-		while (ms_proto_next_meta(&it, &m) > 0) {
-			struct ms_pstr kw;
-			ms_proto_iter_keywords(&kit, &m.keywords);
-			while (ms_proto_next_keyword(&kit, &kw) > 0)
-				if (kw.len > strlen(FROM_KW) &&
-				    memcmp(kw.s, FROM_KW, strlen(FROM_KW)) == 0)
-					strs_add(&f->tags, &f->ntags, kw.s,
-						 kw.len);
-		}
-	}
 	return 0;
 }
 

@@ -1378,6 +1378,121 @@ static void test_commit_gather(void **state)
 	assert_int_equal(msd_stop(&d), 0);
 }
 
+struct meta_walk {
+	size_t n;
+	uint32_t last;
+};
+
+/* ms_client_fetch_meta_each's callback: counts, checks the order. */
+static int meta_count(void *ctx, const struct ms_msg_meta *m)
+{
+	struct meta_walk *w = ctx;
+	if (m->uid <= w->last)
+		return MS_ECORRUPT;
+	w->last = m->uid;
+	w->n++;
+	return 0;
+}
+
+/*
+ * Replies stay under half the frame limit ([store] max_frame, here its
+ * least, 64 KiB: 32 KiB a reply).  FETCH_META over it answers MS_ETOOBIG
+ * (ask for fewer UIDs); a change feed over it answers MS_ESTATE, which
+ * sends the client to a full read in FETCH_META replies it sizes;
+ * FETCH_BODY's chunk is cut to it and the client library reads on.
+ */
+static void test_reply_limits(void **state)
+{
+	(void)state;
+	struct msd d;
+	msd_setup(&d, "mstored-replymax", "max_frame = 64k");
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "kim"), 0);
+	struct ms_client *c = msd_connect(&d, "kim");
+	struct ms_req q;
+	struct ms_reply rep;
+	/* about 64 bytes a message in FETCH_META: 600 are over 32 KiB */
+	for (int i = 0; i < 600; i++)
+		assert_int_equal(msd_append1(c, "INBOX", "short body", 10,
+					     0).status, 0);
+	struct ms_uid_range all = { 1, UINT32_MAX }, some = { 1, 400 };
+	q = (struct ms_req){ .op = MS_OP_FETCH_META };
+	q.u.uids.mailbox = MS_PSTR("INBOX");
+	q.u.uids.uids.n = 1;
+	q.u.uids.uids.list = &all;
+	assert_int_equal(msd_req(c, &q, &rep), MS_ETOOBIG);
+	assert_non_null(memmem(rep.reason.s, rep.reason.len,
+			       "ask for fewer uids", 18));
+	q.u.uids.uids.list = &some;
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	assert_int_equal(rep.u.metas.n, 400);
+
+	/* a 40-byte keyword on all 600: a feed of about 64 bytes each */
+	uint64_t before = msd_mbox_status(c, "INBOX").highestmodseq;
+	struct ms_pstr kw = MS_PSTR("a-keyword-of-forty-bytes-for-the-feed-xx");
+	q = (struct ms_req){ .op = MS_OP_STORE };
+	q.u.store.mailbox = MS_PSTR("INBOX");
+	q.u.store.uids.n = 1;
+	q.u.store.uids.list = &all;
+	q.u.store.mode = MS_EVENT_MODE_ADD;
+	q.u.store.keywords.n = 1;
+	q.u.store.keywords.list = &kw;
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	uint64_t after = rep.u.store.modseq;
+	q = (struct ms_req){ .op = MS_OP_CHANGES };
+	q.u.changes.mailbox = MS_PSTR("INBOX");
+	q.u.changes.since_modseq = before;
+	assert_int_equal(msd_req(c, &q, &rep), MS_ESTATE);
+	assert_non_null(memmem(rep.reason.s, rep.reason.len,
+			       "too long for one reply", 22));
+	/* a feed that fits is answered: 100 messages flagged since */
+	struct ms_uid_range first100 = { 1, 100 };
+	q = (struct ms_req){ .op = MS_OP_STORE };
+	q.u.store.mailbox = MS_PSTR("INBOX");
+	q.u.store.uids.n = 1;
+	q.u.store.uids.list = &first100;
+	q.u.store.mode = MS_EVENT_MODE_ADD;
+	q.u.store.flags = MS_EVENT_FLAG_FLAGGED;
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	q = (struct ms_req){ .op = MS_OP_CHANGES };
+	q.u.changes.mailbox = MS_PSTR("INBOX");
+	q.u.changes.since_modseq = after;
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	assert_int_equal(rep.u.changes.changes.n, 100);
+
+	/* a 50 KiB body: one request gets 32 KiB; the library reads on */
+	static char big[50 << 10];
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (char)('a' + i % 26);
+	struct ms_append_result r = msd_append1(c, "INBOX", big, sizeof(big),
+						0);
+	assert_int_equal(r.status, 0);
+	q = (struct ms_req){ .op = MS_OP_FETCH_BODY };
+	q.u.fetch_body.mailbox = MS_PSTR("INBOX");
+	q.u.fetch_body.uid = r.uid;
+	q.u.fetch_body.max_len = 1 << 20;
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	assert_int_equal(rep.u.fetch_body.total, sizeof(big));
+	assert_int_equal(rep.u.fetch_body.chunk_len, 32 << 10);
+	struct ms_buf body;
+	const char *err;
+	ms_buf_init(&body, 0);
+	assert_int_equal(ms_client_fetch_body(c, "INBOX", r.uid, 0, &body,
+					      &err), 0);
+	assert_int_equal(body.len, sizeof(big));
+	assert_memory_equal(body.data, big, sizeof(big));
+	ms_buf_free(&body);
+
+	/* the library's walk halves its requests until they fit */
+	struct meta_walk w = { 0, 0 };
+	assert_int_equal(ms_client_fetch_meta_each(c, "INBOX", meta_count, &w,
+						   &err), 0);
+	assert_int_equal(w.n, 601);
+	assert_int_equal(w.last, r.uid);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
 int main(void)
 {
 	ms_msg_set_level(MS_MSG_ERROR);
@@ -1402,6 +1517,7 @@ int main(void)
 		cmocka_unit_test(test_pipelined_burst),
 		cmocka_unit_test(test_many_idle),
 		cmocka_unit_test(test_commit_gather),
+		cmocka_unit_test(test_reply_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
