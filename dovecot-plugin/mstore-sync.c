@@ -63,6 +63,10 @@ struct mstore_sync_ctx {
 	ARRAY(struct ms_uid_range) expunged;
 	uint32_t uid_validity;
 	uint32_t uidnext; /* full read: the store's UIDNEXT */
+	/* UIDs asked for in one FETCH_META: MSTORE_META_UIDS, halved for
+	   the rest of the sync each time the store says a reply would be
+	   too large */
+	uint32_t meta_uids;
 	uint64_t highestmodseq;
 	uint64_t mbox_id;
 	bool full;
@@ -391,11 +395,12 @@ static void mstore_meta_to_msg(struct mailbox *box,
 	msg->rec.saved = m->saved;
 }
 
-/* FETCH_META for uids (ascending ranges); the results replace or fill
-   the msgs with the same uid, or are appended when add is set. */
-static int mstore_sync_fetch_meta(struct mstore_sync_ctx *ctx,
-				  const struct ms_uid_range *ranges,
-				  unsigned int nranges, bool add)
+/* One FETCH_META; its messages replace the data of ctx->msgs with the
+   same uid, or are appended when add is set.  0, -1 (error set), or the
+   store's MS_ETOOBIG (nothing set, nothing changed). */
+static int mstore_sync_fetch_meta_once(struct mstore_sync_ctx *ctx,
+				       const struct ms_uid_range *ranges,
+				       unsigned int nranges, bool add)
 {
 	struct ms_req q = { .op = MS_OP_FETCH_META };
 	struct ms_reply rep;
@@ -407,7 +412,12 @@ static int mstore_sync_fetch_meta(struct mstore_sync_ctx *ctx,
 	q.u.uids.mailbox = ms_pstr_c(ctx->name);
 	q.u.uids.uids.n = nranges;
 	q.u.uids.uids.list = ranges;
-	if (mstore_request(ctx->mbox->storage, &q, &rep, NULL) < 0)
+	ret = mstore_request_status(ctx->mbox->storage, &q, &rep);
+	if (ret == MS_ETOOBIG)
+		return ret;
+	if (ret < -1)
+		mstore_set_store_error(ctx->mbox->storage, ret, "FETCH_META");
+	if (ret < 0)
 		return -1;
 	ms_proto_iter_metas(&it, &rep.u.metas);
 	while ((ret = ms_proto_next_meta(&it, &m)) > 0) {
@@ -436,15 +446,87 @@ static int mstore_sync_fetch_meta(struct mstore_sync_ctx *ctx,
 	return 0;
 }
 
-/* UIDs per FETCH_META of a full read, so that a reply stays well under
-   the store's frame limit (about 100 bytes a message) */
-#define MSTORE_FULL_READ_UIDS 100000u
+/* UIDs and ranges asked for in one FETCH_META at first: a reply of about
+   100 bytes a message stays well under the store's 32 MiB reply limit,
+   unless the messages carry many or long keywords, or the store's frame
+   is smaller ([store] max_frame); then the store answers MS_ETOOBIG and
+   the request is asked again in halves. */
+#define MSTORE_META_UIDS 100000u
+#define MSTORE_META_RANGES 1000u
+
+/*
+ * The metadata of the messages in ranges (ascending, disjoint), as
+ * mstore_sync_fetch_meta_once(), in as many requests as it takes.  A
+ * range ending at UINT32_MAX ("to the end", a full read's last) is split
+ * only below ctx->uidnext: a message saved after the MBOX_STATUS that
+ * set it has a higher UID, and the last request, which reaches to the
+ * end, brings it.
+ */
+static int mstore_sync_fetch_meta(struct mstore_sync_ctx *ctx,
+				  const struct ms_uid_range *ranges,
+				  unsigned int nranges, bool add)
+{
+	ARRAY(struct ms_uid_range) part;
+	unsigned int i = 0;
+	uint32_t lo = nranges > 0 ? ranges[0].lo : 0;
+	int ret = 0;
+
+	if (ctx->meta_uids == 0)
+		ctx->meta_uids = MSTORE_META_UIDS;
+	t_array_init(&part, 16);
+	while (i < nranges) {
+		uint64_t left = ctx->meta_uids;
+		unsigned int j = i;
+		uint32_t l = lo;
+
+		array_clear(&part);
+		while (j < nranges && left > 0 &&
+		       array_count(&part) < MSTORE_META_RANGES) {
+			uint32_t hi = ranges[j].hi;
+			/* where the messages end, for a range to the end */
+			uint64_t last = hi != UINT32_MAX ? hi :
+				I_MAX((uint64_t)l, (uint64_t)ctx->uidnext);
+			if (last - l + 1 > left) {
+				hi = (uint32_t)(l + left - 1);
+				left = 0;
+			} else {
+				left -= last - l + 1;
+			}
+			array_push_back(&part, &((struct ms_uid_range){
+				l, hi }));
+			if (hi != ranges[j].hi) {
+				l = hi + 1;
+			} else if (++j < nranges) {
+				l = ranges[j].lo;
+			}
+		}
+		ret = mstore_sync_fetch_meta_once(ctx, array_front(&part),
+						  array_count(&part), add);
+		if (ret == MS_ETOOBIG && ctx->meta_uids > 1) {
+			ctx->meta_uids /= 2;
+			continue; /* the same part again, in halves */
+		}
+		if (ret == MS_ETOOBIG) {
+			mstore_set_store_error(ctx->mbox->storage, ret,
+					       "FETCH_META");
+			return -1;
+		}
+		if (ret < 0)
+			return -1;
+		i = j;
+		lo = l;
+	}
+	return 0;
+}
 
 static int mstore_sync_read_full(struct mstore_sync_ctx *ctx)
 {
 	struct ms_req q = { .op = MS_OP_MBOX_STATUS };
 	struct ms_reply rep;
-	uint32_t uidnext;
+	/* the store's state at STATUS time or later: a message added in
+	   between comes with a UID >= uidnext, which the last request
+	   reaches (mstore_sync_fetch_meta) */
+	const struct ms_uid_range all = { 1, UINT32_MAX };
 
 	q.u.mbox.name = ms_pstr_c(ctx->name);
 	if (mstore_request(ctx->mbox->storage, &q, &rep, NULL) < 0)
@@ -452,25 +534,11 @@ static int mstore_sync_read_full(struct mstore_sync_ctx *ctx)
 	ctx->uid_validity = rep.u.mbox.uidvalidity;
 	ctx->highestmodseq = rep.u.mbox.highestmodseq;
 	ctx->mbox_id = rep.u.mbox.mbox_id;
-	uidnext = rep.u.mbox.uidnext;
-	ctx->uidnext = uidnext;
+	ctx->uidnext = rep.u.mbox.uidnext;
 	ctx->full = TRUE;
 	array_clear(&ctx->msgs);
 	array_clear(&ctx->expunged);
-	/* the store's state at STATUS time or later: a message added in
-	   between comes with a UID >= uidnext, which the last range
-	   covers; later changes come again in the next CHANGES */
-	for (uint32_t lo = 1;;) {
-		struct ms_uid_range r = { lo, UINT32_MAX };
-		if (uidnext > lo && uidnext - lo > MSTORE_FULL_READ_UIDS)
-			r.hi = lo + MSTORE_FULL_READ_UIDS - 1;
-		if (mstore_sync_fetch_meta(ctx, &r, 1, TRUE) < 0)
-			return -1;
-		if (r.hi == UINT32_MAX)
-			break;
-		lo = r.hi + 1;
-	}
-	return 0;
+	return mstore_sync_fetch_meta(ctx, &all, 1, TRUE);
 }
 
 /* 1 = done, 0 = a full read is needed, -1 = error */
@@ -568,19 +636,10 @@ static int mstore_sync_read_changes(struct mstore_sync_ctx *ctx,
 	}
 	/* the reply is borrowed until the next request: everything needed
 	   was copied above */
-	if (array_count(&new_uids) > 0) {
-		const struct ms_uid_range *r;
-		unsigned int n, i = 0;
-		r = array_get(&new_uids, &n);
-		/* bounded batches so that a reply stays small */
-		while (i < n) {
-			unsigned int batch = I_MIN(n - i, 1000);
-			if (mstore_sync_fetch_meta(ctx, r + i, batch,
-						   FALSE) < 0)
-				return -1;
-			i += batch;
-		}
-	}
+	if (array_count(&new_uids) > 0 &&
+	    mstore_sync_fetch_meta(ctx, array_front(&new_uids),
+				   array_count(&new_uids), FALSE) < 0)
+		return -1;
 	return 1;
 }
 

@@ -92,7 +92,7 @@ def children(ppid):
 class Stack:
     def __init__(self, root, build, users=("alice", "bob"), sieve=False,
                  fts=False, lmtpd=False, mail_log=False,
-                 quota="*:storage=1G:messages=1000"):
+                 quota="*:storage=1G:messages=1000", store_conf=""):
         self.root = str(root)
         self.build = build
         self.users = list(users)
@@ -108,6 +108,8 @@ class Stack:
         # Dovecot's quota plugin (the count backend over the store)
         # with this quota_rule; None: no quota plugin
         self.quota = quota
+        # more [store] lines for mstored
+        self.store_conf = store_conf
         self.lmtpd_proc = None
         self.mstored_pid = None
         self.dovecot_pid = None
@@ -545,6 +547,8 @@ user = {STORE_USER}
 user_socket_peers = {MAIL_USER}
 compact_interval = 0
 """)
+            if self.store_conf:
+                f.write(self.store_conf.rstrip("\n") + "\n")
             if self.lmtpd:
                 self.mlmtp_port = free_port()
                 f.write(f"""[lmtp]

@@ -1143,3 +1143,47 @@ def test_fetch_read_ahead(stack):
     assert sorted(ahead) == [u for u in bodies if u not in gone + [17]]
     for u in want:
         assert want[u].replace(b"\r\n", b"\n").decode() in r.stdout
+
+
+@pytest.mark.dovecot(store_conf="max_frame = 64k", quota=None)
+def test_replies_over_the_store_limit(stack):
+    """A store whose replies are small (max_frame at its least, 64 KiB:
+    32 KiB a reply, about 500 messages of FETCH_META): the first read of
+    a 600-message folder asks FETCH_META in halves until the store
+    answers; a change feed too long for one reply (MS_ESTATE) makes the
+    next sync read the whole folder; a body larger than a reply comes in
+    chunks, also when read ahead.  No error anywhere (the fixture checks
+    Dovecot's log)."""
+    import msproto
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    for i in range(600):
+        m.append(b"Subject: m%d\r\n\r\nbody %d\r\n" % (i, i))
+    c = stack.imap()
+    typ, data = c.select("INBOX")
+    assert typ == "OK" and data == [b"600"], data
+    uids = sorted(fetch_map(c, "1:*", "(FLAGS)"))
+    assert uids == list(range(1, 601)), uids[:5]
+    # a 40-byte keyword on all 600 by another client of the store: a
+    # feed of about 64 bytes a message, over 32 KiB
+    kw = b"a-keyword-of-forty-bytes-for-the-feed-xx"
+    m.store("INBOX", [(1, 600)], 0, 0, keywords=(kw,))
+    ok(c.noop())
+    d = fetch_map(c, "1:*", "(FLAGS)")
+    assert len(d) == 600 and all(kw in v for v in d.values()), \
+        [v for v in d.values() if kw not in v][:3]
+    # bodies over one reply: 50 KiB, alone and among others read ahead
+    big = b"Subject: big\r\n\r\n" + b"".join(
+        b"line %05d of a message longer than one store reply\r\n" % i
+        for i in range(900))
+    assert len(big) > 40 << 10
+    for _ in range(3):
+        m.append(big)
+    m.append(b"Subject: after\r\n\r\nsmall\r\n")
+    ok(c.noop())
+    got = [x[1] for x in ok(c.uid("FETCH", "599:*", "(BODY.PEEK[])"))
+           if isinstance(x, tuple)]
+    assert len(got) == 6, len(got)
+    assert got[2:5] == [big] * 3, [len(g) for g in got]
+    assert got[5] == b"Subject: after\r\n\r\nsmall\r\n"
+    m.close()
+    c.logout()
