@@ -1175,9 +1175,23 @@ static void heal(struct ms_log *log, int c, struct ms_pos pos,
 		 ms_log_copy_name(1 - c));
 }
 
+int ms_log_file(struct ms_log *log, int copy, uint64_t seg)
+{
+	if (copy < 0 || copy >= log->ncopies || copy >= MS_IO_COPIES)
+		return -EINVAL;
+	return ms_log_seg_fd(log, copy, seg);
+}
+
 int ms_log_read(struct ms_log *log, struct ms_pos pos,
 		struct ms_rec_hdr *hdr_r, struct ms_buf *payload,
 		const char **error_r)
+{
+	return ms_log_read_at(log, pos, hdr_r, payload, NULL, error_r);
+}
+
+int ms_log_read_at(struct ms_log *log, struct ms_pos pos,
+		   struct ms_rec_hdr *hdr_r, struct ms_buf *payload,
+		   int *copy_r, const char **error_r)
 {
 	const char *why[MS_IO_COPIES] = { "not tried", "not tried" };
 	int bad[MS_IO_COPIES] = { 0, 0 };
@@ -1201,6 +1215,8 @@ int ms_log_read(struct ms_log *log, struct ms_pos pos,
 				if (bad[o] && !log->cfg.readonly)
 					heal(log, o, pos, &h, payload);
 			*hdr_r = h;
+			if (copy_r != NULL)
+				*copy_r = c;
 			return 0;
 		}
 		bad[c] = 1;

@@ -192,6 +192,16 @@ int ms_log_event_fd(struct ms_log *log);
 int ms_log_read(struct ms_log *log, struct ms_pos pos,
 		struct ms_rec_hdr *hdr_r, struct ms_buf *payload,
 		const char **error_r);
+/* The same, and the copy whose record passed in *copy_r (its bytes are
+   at pos on that copy, the payload MS_REC_HDR_SIZE further on:
+   ms_log_file() gives the file). */
+int ms_log_read_at(struct ms_log *log, struct ms_pos pos,
+		   struct ms_rec_hdr *hdr_r, struct ms_buf *payload,
+		   int *copy_r, const char **error_r);
+/* The open file of segment seg on copy copy: the log's own, valid until
+   the next call into the log (dup it to keep it); -errno if it cannot be
+   opened (retired by compaction, say). */
+int ms_log_file(struct ms_log *log, int copy, uint64_t seg);
 
 /*
  * Scrub: read every record of one segment on every copy, rewrite a bad

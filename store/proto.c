@@ -1902,6 +1902,32 @@ int ms_proto_end(struct ms_buf *out, size_t start)
 	return 0;
 }
 
+int ms_reply_fetch_body_head(struct ms_buf *out, uint32_t id,
+			     uint64_t total, uint32_t chunk_len)
+{
+	size_t start;
+	int ret;
+
+	if (chunk_len > total || total > INT64_MAX)
+		return -EINVAL;
+	/* header, status, total, the chunk's length, then the chunk */
+	if ((uint64_t)MS_PROTO_HDR_SIZE + 16 + chunk_len >
+	    MS_PROTO_MAX_FRAME_LIMIT)
+		return MS_ETOOBIG;
+	if ((ret = ms_proto_begin(out, MS_OP_FETCH_BODY | MS_OP_REPLY, id,
+				  &start)) < 0)
+		return ret;
+	if ((ret = ms_wr_u32(out, 0)) < 0 ||
+	    (ret = ms_wr_u64(out, total)) < 0 ||
+	    (ret = ms_wr_u32(out, chunk_len)) < 0) {
+		out->len = start;
+		return ret;
+	}
+	ms_put32(out->data + start,
+		 (uint32_t)(out->len - start - 4 + chunk_len));
+	return 0;
+}
+
 int ms_proto_error(struct ms_buf *out, uint16_t op, uint32_t id, int status,
 		   const char *reason)
 {

@@ -650,6 +650,18 @@ int ms_req_encode(struct ms_buf *out, uint32_t id, const struct ms_req *req,
 		  const char **error_r);
 int ms_reply_encode(struct ms_buf *out, uint32_t id, const struct ms_reply *rep,
 		    const char **error_r);
+/*
+ * The start of a FETCH_BODY reply (status 0) whose chunk of chunk_len
+ * bytes the caller sends right after it, from wherever the bytes are (a
+ * file, with sendfile): the frame header, counting the chunk, the total
+ * and the chunk's length; the same bytes as ms_reply_encode() would
+ * write before the chunk.  0; -EINVAL if chunk_len > total or total >
+ * 2^63 - 1; MS_ETOOBIG if the frame would be over
+ * MS_PROTO_MAX_FRAME_LIMIT or the head over out->max (out->len as it
+ * was).
+ */
+int ms_reply_fetch_body_head(struct ms_buf *out, uint32_t id,
+			     uint64_t total, uint32_t chunk_len);
 
 /* ---- iterators ---- */
 

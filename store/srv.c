@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -78,6 +79,9 @@ struct loop_ops {
 	void (*free)(struct ms_srv *srv);
 };
 
+/* File ranges a connection may have queued (ms_conn_send_file). */
+#define CONN_TAILS 8
+
 struct ms_conn {
 	struct watch w;
 	struct ms_srv *srv;
@@ -90,6 +94,15 @@ struct ms_conn {
 	gid_t gid;
 	struct ms_buf in, out;
 	size_t out_off;
+	/* file ranges sent (sendfile) between the bytes of out: each goes
+	   out when out has been sent up to its place, at */
+	struct conn_tail {
+		int fd;		/* a dup, closed when sent */
+		uint64_t off, len;
+		size_t at;
+	} tails[CONN_TAILS];
+	unsigned ntails;
+	uint64_t tail_bytes;	/* of the tails, not sent yet */
 	uint64_t last_ms;
 	void *data;
 	struct ms_conn *prev, *next;
@@ -629,15 +642,29 @@ unsigned ms_srv_conns(struct ms_srv *srv)
 	return srv->nconns;
 }
 
+/* Reply bytes queued and not sent yet, file ranges included. */
+static uint64_t conn_pending(const struct ms_conn *c)
+{
+	return c->out.len - c->out_off + c->tail_bytes;
+}
+
+static void conn_tails_close(struct ms_conn *c)
+{
+	for (unsigned i = 0; i < c->ntails; i++)
+		close(c->tails[i].fd);
+	c->ntails = 0;
+	c->tail_bytes = 0;
+}
+
 static void conn_update_events(struct ms_conn *c)
 {
 	unsigned ev = 0;
 	if (c->closed || c->internal)
 		return;
 	if (!c->closing && !c->paused &&
-	    c->out.len - c->out_off < c->srv->lim.max_out)
+	    conn_pending(c) < c->srv->lim.max_out)
 		ev |= CONN_IN;
-	if (c->out.len > c->out_off)
+	if (conn_pending(c) > 0)
 		ev |= EPOLLOUT;
 	if (ev == c->w.events)
 		return;
@@ -663,6 +690,7 @@ static void conn_drop(struct ms_conn *c)
 	if (c->closed)
 		return;
 	c->closed = 1;
+	conn_tails_close(c);
 	if (c->internal) {
 		if (srv->h.closed)
 			srv->h.closed(srv->ctx, c);
@@ -718,7 +746,7 @@ void ms_conn_close(struct ms_conn *c)
 	if (c->closed)
 		return;
 	c->closing = 1;
-	if (c->out.len == c->out_off)
+	if (conn_pending(c) == 0)
 		conn_drop(c);
 	else
 		conn_update_events(c);
@@ -766,23 +794,62 @@ void ms_conn_set_data(struct ms_conn *c, void *data)
 
 static void conn_flush(struct ms_conn *c)
 {
-	while (!c->closed && c->out.len > c->out_off) {
-		ssize_t n = send(c->w.fd, c->out.data + c->out_off,
-				 c->out.len - c->out_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (!c->closed) {
+		/* out up to the first file range's place, then the range */
+		size_t end = c->ntails > 0 ? c->tails[0].at : c->out.len;
+		ssize_t n;
+		if (c->out_off < end) {
+			n = send(c->w.fd, c->out.data + c->out_off,
+				 end - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		} else if (c->ntails > 0) {
+			struct conn_tail *t = &c->tails[0];
+			off_t off = (off_t)t->off;
+			size_t want = t->len > (1u << 30) ? (1u << 30)
+							  : (size_t)t->len;
+			n = sendfile(c->w.fd, t->fd, &off, want);
+			if (n == 0) {
+				/* the file ends before the range: the
+				   frame cannot be finished */
+				msg_warn("client.closed uid=%u "
+					 "reason=reply_file_short",
+					 (unsigned)c->uid);
+				conn_drop(c);
+				return;
+			}
+		} else {
+			break;
+		}
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN)
 				break;
+			if (c->out_off >= end)
+				msg_warn("client.closed uid=%u "
+					 "reason=reply_file error=%s",
+					 (unsigned)c->uid,
+					 msg_q(ms_strerror(-errno)));
 			conn_drop(c); /* the client went away */
 			return;
 		}
-		c->out_off += (size_t)n;
+		if (c->out_off < end) {
+			c->out_off += (size_t)n;
+			continue;
+		}
+		struct conn_tail *t = &c->tails[0];
+		t->off += (uint64_t)n;
+		t->len -= (uint64_t)n;
+		c->tail_bytes -= (uint64_t)n;
+		if (t->len == 0) {
+			close(t->fd);
+			c->ntails--;
+			memmove(&c->tails[0], &c->tails[1],
+				c->ntails * sizeof(c->tails[0]));
+		}
 	}
 	if (c->closed)
 		return;
-	if (c->out_off == c->out.len) {
+	if (c->out_off == c->out.len && c->ntails == 0) {
 		ms_buf_reset(&c->out);
 		c->out_off = 0;
 		if (c->closing) {
@@ -794,6 +861,8 @@ static void conn_flush(struct ms_conn *c)
 		memmove(c->out.data, c->out.data + c->out_off,
 			c->out.len - c->out_off);
 		c->out.len -= c->out_off;
+		for (unsigned i = 0; i < c->ntails; i++)
+			c->tails[i].at -= c->out_off;
 		c->out_off = 0;
 	}
 	conn_update_events(c);
@@ -814,6 +883,28 @@ void ms_conn_send(struct ms_conn *c, const void *frame, size_t len)
 		return;
 	}
 	ms_conn_queued(c);
+}
+
+int ms_conn_send_file(struct ms_conn *c, const void *head, size_t hlen,
+		      int fd, uint64_t off, uint64_t len)
+{
+	if (c->closed || c->internal || c->ntails == CONN_TAILS)
+		return -1;
+	int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (dup_fd < 0)
+		return -1;
+	if (ms_buf_append(&c->out, head, hlen) < 0) {
+		close(dup_fd);
+		msg_warn("client.closed uid=%u reason=reply_queue_full",
+			 (unsigned)c->uid);
+		conn_drop(c);
+		return 0;
+	}
+	c->tails[c->ntails++] = (struct conn_tail){ dup_fd, off, len,
+						    c->out.len };
+	c->tail_bytes += len;
+	ms_conn_queued(c);
+	return 0;
 }
 
 struct ms_buf *ms_conn_out(struct ms_conn *c)
@@ -837,7 +928,7 @@ static size_t conn_stream_input(struct ms_conn *c)
 	size_t off = 0;
 
 	while (!c->closed && !c->closing && !c->paused && off < c->in.len &&
-	       c->out.len - c->out_off < srv->lim.max_out) {
+	       conn_pending(c) < srv->lim.max_out) {
 		size_t n = c->stream->input(c->stream->ctx, c,
 					    c->in.data + off, c->in.len - off);
 		if (n == 0)
@@ -863,7 +954,7 @@ static void conn_frames(struct ms_conn *c)
 		const char *err = "";
 		/* a client that does not read its replies is not served
 		   further until it does: what it sent waits in c->in */
-		if (c->out.len - c->out_off >= srv->lim.max_out)
+		if (conn_pending(c) >= srv->lim.max_out)
 			break;
 		int ret = ms_proto_frame(c->in.data + off, c->in.len - off,
 					 srv->lim.max_frame, &h, &need, &err);
@@ -937,7 +1028,7 @@ static void conn_read(struct ms_conn *c, unsigned ev)
 		conn_frames(c);
 		if (c->closed || c->closing || c->paused)
 			break;
-		if (c->out.len - c->out_off >= c->srv->lim.max_out)
+		if (conn_pending(c) >= c->srv->lim.max_out)
 			break; /* let the client read first */
 		if ((size_t)n < SRV_READ_CHUNK &&
 		    (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) == EPOLLIN)
@@ -1091,7 +1182,7 @@ static void srv_idle_check(struct ms_srv *srv)
 		   place on srv->more: a request in flight */
 		int held = c->refs - 1 - c->w.armed - c->in_more;
 		if (limit != 0 && now - c->last_ms > limit &&
-		    c->out.len == c->out_off && held == 0) {
+		    conn_pending(c) == 0 && held == 0) {
 			if (c->stream)
 				msg_info("client.closed kind=stream "
 					 "reason=timeout idle_ms=%u",
@@ -1142,7 +1233,7 @@ int ms_srv_run(struct ms_srv *srv)
 					/* drained: serve what waited */
 					if (!c->closed && !c->in_frames &&
 					    c->in.len > 0 &&
-					    c->out.len - c->out_off <
+					    conn_pending(c) <
 						    srv->lim.max_out)
 						conn_frames(c);
 				}

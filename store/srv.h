@@ -136,6 +136,18 @@ struct ms_conn *ms_srv_conn_internal(struct ms_srv *srv, int admin,
 /* Queue a whole frame for the client (copied).  Dropped if closed. */
 void ms_conn_send(struct ms_conn *c, const void *frame, size_t len);
 /*
+ * Queue a frame whose last len bytes are in a file: head (copied) and
+ * then the bytes at off of fd, sent with sendfile (from the page cache:
+ * not copied in this process, and into the socket without a copy).  fd
+ * is dup'ed.  0 when queued (or the connection was dropped meanwhile);
+ * -1 when the caller must send the frame itself: an internal connection,
+ * too many file ranges queued already, no fd to spare.  The bytes must
+ * not change until sent.  A range the file does not have closes the
+ * connection, as does a failing sendfile.
+ */
+int ms_conn_send_file(struct ms_conn *c, const void *head, size_t hlen,
+		      int fd, uint64_t off, uint64_t len);
+/*
  * The client's output queue, for a frame encoded in place (a body is
  * then copied once, not into a frame first and then into the queue):
  * NULL for a closed or internal connection (those take ms_conn_send).

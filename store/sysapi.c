@@ -287,6 +287,11 @@ static const struct metric_def status_metrics[] = {
 	  "Protocol requests answered at once with an error." },
 	{ "ops.bodies_deduplicated", "mstore_bodies_deduplicated_total",
 	  "counter", "Appends whose body was already stored." },
+	{ "ops.body_chunks", "mstore_body_chunks_total", "counter",
+	  "FETCH_BODY replies with a chunk of a body." },
+	{ "ops.body_chunks_from_file", "mstore_body_chunks_from_file_total",
+	  "counter", "Of those, chunks sent from the segment file "
+	  "(sendfile), not from memory." },
 	{ "ops.undeleted", "mstore_undeleted_total", "counter",
 	  "Messages brought back by undelete." },
 	{ "ops.gather_holds", "mstore_group_commit_holds_total", "counter",

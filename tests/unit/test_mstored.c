@@ -5,6 +5,7 @@
  * between users, malformed input, concurrent clients, and an index that
  * is lost or kept across restarts.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -1394,6 +1395,118 @@ static int meta_count(void *ctx, const struct ms_msg_meta *m)
 	return 0;
 }
 
+/* Open file descriptors of process pid. */
+static int count_fds(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	DIR *d = opendir(path);
+	int n = 0;
+	assert_non_null(d);
+	while (readdir(d) != NULL)
+		n++;
+	closedir(d);
+	return n - 2;
+}
+
+/*
+ * Body chunks sent from the segment file (sendfile) between replies sent
+ * from memory, on a connection whose queue fills (max_output 1 MiB): 12
+ * bodies of 60,000 bytes asked for in turn, 120 times, a STATUS among
+ * them every tenth, all sent before any reply is read.  Each body is read
+ * anew (the session keeps only the last one), so the chunks go from the
+ * file until 8 file ranges are queued, and from memory while they are;
+ * the replies come back in order, byte-identical.  A client that hangs
+ * up with file ranges queued leaves no descriptor open.
+ */
+static void test_file_replies(void **state)
+{
+	(void)state;
+	enum { B = 12, N = 120, SIZE = 60000 };
+	struct msd d;
+	msd_setup(&d, "mstored-file", "max_output = 1m");
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "liv"), 0);
+	struct ms_client *c = msd_connect(&d, "liv");
+	static uint8_t bodies[B][SIZE];
+	for (int i = 0; i < B; i++) {
+		mst_fill(bodies[i], SIZE, 100 + (uint64_t)i);
+		assert_int_equal(msd_append1(c, "INBOX", bodies[i], SIZE,
+					     0).uid, (uint32_t)i + 1);
+	}
+	int fds0 = count_fds(d.pid);
+	struct ms_buf b;
+	const char *err = "";
+	ms_buf_init(&b, 0);
+	for (int i = 0; i < N; i++) {
+		struct ms_req q = { .op = MS_OP_FETCH_BODY };
+		q.u.fetch_body.mailbox = MS_PSTR("INBOX");
+		q.u.fetch_body.uid = (uint32_t)(i % B) + 1;
+		if (i % 10 == 9) {
+			q = (struct ms_req){ .op = MS_OP_MBOX_STATUS };
+			q.u.mbox.name = MS_PSTR("INBOX");
+		}
+		assert_int_equal(ms_req_encode(&b, ms_client_id(c), &q, &err),
+				 0);
+	}
+	assert_int_equal(ms_client_send(c, b.data, b.len), 0);
+	/* let the daemon queue all it may (1 MiB) before anything is read */
+	usleep(200000);
+	for (int i = 0; i < N; i++) {
+		struct ms_proto_hdr h;
+		const uint8_t *body;
+		size_t len;
+		struct ms_reply rep;
+		assert_int_equal(ms_client_recv(c, &h, &body, &len, &err), 0);
+		assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err), 0);
+		assert_int_equal(rep.status, 0);
+		if (i % 10 == 9) {
+			assert_int_equal(rep.op, MS_OP_MBOX_STATUS);
+			assert_int_equal(rep.u.mbox.messages, B);
+			continue;
+		}
+		assert_int_equal(rep.op, MS_OP_FETCH_BODY);
+		assert_int_equal(rep.u.fetch_body.total, SIZE);
+		assert_int_equal(rep.u.fetch_body.chunk_len, SIZE);
+		assert_memory_equal(rep.u.fetch_body.chunk, bodies[i % B], SIZE);
+	}
+	/* the queue drained: every file range's descriptor closed */
+	assert_int_equal(count_fds(d.pid), fds0);
+	/* both ways were taken: 12 fresh reads a turn of 12, the first
+	   8 queued from the file (then the queue is full, and stays so
+	   while nothing is read) */
+	uint64_t all = msd_counter(c, "ops.body_chunks");
+	uint64_t file = msd_counter(c, "ops.body_chunks_from_file");
+	assert_int_equal(all, 108);
+	assert_true(file >= 8 && file < all);
+
+	/* hang up with file ranges queued: closed with the connection */
+	struct ms_client *h = msd_connect(&d, "liv");
+	ms_buf_reset(&b);
+	for (int i = 0; i < 40; i++) {
+		struct ms_req q = { .op = MS_OP_FETCH_BODY };
+		q.u.fetch_body.mailbox = MS_PSTR("INBOX");
+		q.u.fetch_body.uid = (uint32_t)(i % B) + 1;
+		assert_int_equal(ms_req_encode(&b, ms_client_id(h), &q, &err),
+				 0);
+	}
+	assert_int_equal(ms_client_send(h, b.data, b.len), 0);
+	ms_buf_free(&b);
+	assert_int_equal(msd_mbox_status(c, "INBOX").messages, B);
+	usleep(100000);
+	ms_client_close(&h);
+	/* the daemon serves on, and lets go of what the other queued */
+	int fds = -1;
+	for (int t = 0; t < 100 && fds != fds0; t++) {
+		assert_int_equal(msd_mbox_status(c, "INBOX").messages, B);
+		usleep(20000);
+		fds = count_fds(d.pid);
+	}
+	assert_int_equal(fds, fds0);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
 /*
  * Replies stay under half the frame limit ([store] max_frame, here its
  * least, 64 KiB: 32 KiB a reply).  FETCH_META over it answers MS_ETOOBIG
@@ -1518,6 +1631,7 @@ int main(void)
 		cmocka_unit_test(test_many_idle),
 		cmocka_unit_test(test_commit_gather),
 		cmocka_unit_test(test_reply_limits),
+		cmocka_unit_test(test_file_replies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
