@@ -391,6 +391,64 @@ int ms_body_peek(const uint8_t *payload, size_t len, uint8_t key_r[32],
 	return 0;
 }
 
+/* The fixed part of a body payload (flags without the batch mark):
+   known flags, the part there, the stored key want_key (if given), the
+   plain length within bounds.  0 with *plain_len_r, or MS_ECORRUPT. */
+static int body_head(uint8_t flags, const uint8_t *payload, size_t len,
+		     const uint8_t *want_key, uint64_t *plain_len_r,
+		     const char **error_r)
+{
+	if ((flags & ~(MS_REC_F_LZ4 | MS_REC_F_SEALED)) != 0) {
+		*error_r = ms_errf("body flags 0x%02x unknown", flags);
+		return MS_ECORRUPT;
+	}
+	if (len < MS_BODY_FIXED_SIZE) {
+		*error_r = ms_errf("body payload of %zu bytes is shorter than "
+				   "its %d-byte fixed part",
+				   len, MS_BODY_FIXED_SIZE);
+		return MS_ECORRUPT;
+	}
+	if (want_key != NULL &&
+	    sodium_memcmp(payload, want_key, MS_BODY_DEDUP_SIZE) != 0) {
+		*error_r = "body record has another dedup key than the one "
+			   "asked for";
+		return MS_ECORRUPT;
+	}
+	*plain_len_r = ms_get64(payload + MS_BODY_DEDUP_SIZE);
+	if (*plain_len_r > MS_BODY_MAX_PLAIN) {
+		*error_r = ms_errf("body plain length %llu over the limit %zu",
+				   (unsigned long long)*plain_len_r,
+				   MS_BODY_MAX_PLAIN);
+		return MS_ECORRUPT;
+	}
+	return 0;
+}
+
+int ms_body_plain_view(uint8_t flags, const uint8_t *payload, size_t len,
+		       const uint8_t want_key[MS_BODY_DEDUP_SIZE],
+		       const uint8_t **plain_r, uint64_t *plain_len_r,
+		       const char **error_r)
+{
+	uint64_t plain_len;
+	int ret;
+
+	flags &= (uint8_t)~MS_REC_F_BATCH;
+	if ((ret = body_head(flags, payload, len, want_key, &plain_len,
+			     error_r)) < 0)
+		return ret;
+	if ((flags & (MS_REC_F_LZ4 | MS_REC_F_SEALED)) != 0)
+		return 0;
+	if (len - MS_BODY_FIXED_SIZE != plain_len) {
+		*error_r = ms_errf("body data is %zu bytes, stated plain "
+				   "length %llu", len - MS_BODY_FIXED_SIZE,
+				   (unsigned long long)plain_len);
+		return MS_ECORRUPT;
+	}
+	*plain_r = payload + MS_BODY_FIXED_SIZE;
+	*plain_len_r = plain_len;
+	return 1;
+}
+
 /* want_key NULL: prove the dedup key by hashing the result; else the
    stored key must be want_key and the result is not hashed again. */
 static int body_decode(const struct ms_body_ctx *ctx, uint8_t flags,
@@ -409,32 +467,12 @@ static int body_decode(const struct ms_body_ctx *ctx, uint8_t flags,
 	/* the batch mark belongs to the log, not to the body (and is set
 	   after encoding): it is not part of the additional data */
 	flags &= (uint8_t)~MS_REC_F_BATCH;
-	if ((flags & ~(MS_REC_F_LZ4 | MS_REC_F_SEALED)) != 0) {
-		*error_r = ms_errf("body flags 0x%02x unknown", flags);
-		return MS_ECORRUPT;
-	}
-	if (len < MS_BODY_FIXED_SIZE) {
-		*error_r = ms_errf("body payload of %zu bytes is shorter than "
-				   "its %d-byte fixed part",
-				   len, MS_BODY_FIXED_SIZE);
-		return MS_ECORRUPT;
-	}
+	if ((ret = body_head(flags, payload, len, want_key, &plain_len,
+			     error_r)) < 0)
+		return ret;
 	stored_dedup = payload;
-	if (want_key != NULL &&
-	    sodium_memcmp(stored_dedup, want_key, MS_BODY_DEDUP_SIZE) != 0) {
-		*error_r = "body record has another dedup key than the one "
-			   "asked for";
-		return MS_ECORRUPT;
-	}
-	plain_len = ms_get64(payload + MS_BODY_DEDUP_SIZE);
 	data = payload + MS_BODY_FIXED_SIZE;
 	data_len = len - MS_BODY_FIXED_SIZE;
-	if (plain_len > MS_BODY_MAX_PLAIN) {
-		*error_r = ms_errf("body plain length %llu over the limit %zu",
-				   (unsigned long long)plain_len,
-				   MS_BODY_MAX_PLAIN);
-		return MS_ECORRUPT;
-	}
 	if (plain_len > plain->max) {
 		*error_r = ms_errf("body plain length %llu over the buffer "
 				   "limit %zu",

@@ -167,5 +167,16 @@ int ms_body_decode_known(const struct ms_body_ctx *ctx, uint8_t flags,
 			 const uint8_t *payload, size_t len,
 			 const uint8_t want_key[MS_BODY_DEDUP_SIZE],
 			 struct ms_buf *plain, const char **error_r);
+/*
+ * For the same read, a body stored as is (neither LZ4 nor sealed): the
+ * checks of ms_body_decode_known() without the copy.  1 with *plain_r
+ * pointing into payload (the plain bytes, *plain_len_r of them); 0 if
+ * the body is compressed or sealed (decode it); MS_ECORRUPT as
+ * ms_body_decode_known() would.
+ */
+int ms_body_plain_view(uint8_t flags, const uint8_t *payload, size_t len,
+		       const uint8_t want_key[MS_BODY_DEDUP_SIZE],
+		       const uint8_t **plain_r, uint64_t *plain_len_r,
+		       const char **error_r);
 
 #endif

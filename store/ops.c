@@ -1721,11 +1721,19 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 	ms_idx_read_end(&rd);
 	if (ret < 0)
 		return ret;
+	uint64_t maxc = q->max_len ? q->max_len : (1u << 20);
+	if (maxc > ops->reply_max)
+		maxc = ops->reply_max;
+	struct ms_buf *payload = &ops->rd_payload;
 	/* a body read now whose stored bytes are the plain ones: where
 	   they are, for a reply sent from the file */
 	int file_copy = -1;
+	/* the plain body in the payload just read, when this reply takes
+	   it whole: sent from there (or from the file), not copied into
+	   the session's buffer for the chunks that would follow */
+	const uint8_t *view = NULL;
+	uint64_t view_len = 0;
 	if (ret == 0) {
-		struct ms_buf *payload = &ops->rd_payload;
 		struct ms_rec_hdr h;
 		int copy = 0;
 		s->have_body = 0;
@@ -1739,13 +1747,21 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 		/* the record's checksum was verified by the read: the
 		   body is not hashed again (body.h) */
 		if (ret == 0)
+			ret = ms_body_plain_view(h.flags, payload->data,
+						 payload->len, msg.body_key,
+						 &view, &view_len, why_r);
+		if (ret == 1 && (q->offset != 0 || view_len > maxc))
+			view = NULL;
+		if (ret == 1 && view != NULL)
+			ret = 0;
+		else if (ret >= 0)
 			ret = ms_body_decode_known(&ops->bctx, h.flags,
 						   payload->data, payload->len,
 						   msg.body_key, &s->body,
 						   why_r);
-		if (payload->cap > READ_KEEP)
-			ms_buf_free(payload);
 		if (ret < 0) {
+			if (payload->cap > READ_KEEP)
+				ms_buf_free(payload);
 			msg_error("body.unreadable user=%s uid=%u segment=%llu "
 				  "offset=%llu error=%s",
 				  msg_q(s->user), q->uid,
@@ -1753,30 +1769,32 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 				  (unsigned long long)b.pos.off, msg_q(*why_r));
 			return ret;
 		}
-		memcpy(s->body_key, msg.body_key, 32);
-		s->have_body = 1;
+		if (view == NULL) {
+			memcpy(s->body_key, msg.body_key, 32);
+			s->have_body = 1;
+		}
 		if ((h.flags & (MS_REC_F_LZ4 | MS_REC_F_SEALED)) == 0)
 			file_copy = copy;
 	}
-	uint64_t total = s->body.len;
+	const uint8_t *plain = view != NULL ? view : s->body.data;
+	uint64_t total = view != NULL ? view_len : s->body.len;
 	uint64_t off = q->offset < total ? q->offset : total;
 	uint64_t len = total - off;
-	uint64_t maxc = q->max_len ? q->max_len : (1u << 20);
-	if (maxc > ops->reply_max)
-		maxc = ops->reply_max;
 	if (len > maxc)
 		len = maxc;
 	ops->n_body_chunks++;
 	if (file_copy >= 0 && len >= FILE_REPLY_MIN &&
 	    reply_from_file(ops, c, id, file_copy, b.pos, total, off, len)) {
 		ops->n_body_chunks_file++;
-		return 0;
+	} else {
+		struct ms_reply rep = { .op = MS_OP_FETCH_BODY };
+		rep.u.fetch_body.total = total;
+		rep.u.fetch_body.chunk = plain + off;
+		rep.u.fetch_body.chunk_len = (uint32_t)len;
+		reply_now(c, id, &rep);
 	}
-	struct ms_reply rep = { .op = MS_OP_FETCH_BODY };
-	rep.u.fetch_body.total = total;
-	rep.u.fetch_body.chunk = s->body.data + off;
-	rep.u.fetch_body.chunk_len = (uint32_t)len;
-	reply_now(c, id, &rep);
+	if (payload->cap > READ_KEEP)
+		ms_buf_free(payload);
 	return 0;
 }
 

@@ -154,8 +154,43 @@ static void test_round_trip(void **state)
 						   &error);
 			check_decoded(ret, error, "known", i, c, mode, &out,
 				      plain);
+			/* the same read, as is: a view into the payload of a
+			   body stored as is; compressed or sealed: decode */
+			const uint8_t *view = NULL;
+			uint64_t vlen = 0;
+			ret = ms_body_plain_view(flags, payload.data,
+						 payload.len, dedup, &view,
+						 &vlen, &error);
+			if (want_lz4 || sealed) {
+				assert_int_equal(ret, 0);
+			} else {
+				assert_int_equal(ret, 1);
+				assert_int_equal(vlen, c->len);
+				assert_ptr_equal(view, payload.data + 40);
+				if (c->len > 0)
+					assert_memory_equal(view, plain,
+							    c->len);
+				/* one byte short: of the stated length, or
+				   (an empty body) of the fixed part */
+				assert_int_equal(ms_body_plain_view(
+							 flags, payload.data,
+							 payload.len - 1, dedup,
+							 &view, &vlen, &error),
+						 MS_ECORRUPT);
+			}
 			pk[0] = (uint8_t)(dedup[0] ^ 1);
 			memcpy(pk + 1, dedup + 1, 31);
+			/* another key, unknown flags: refused either way */
+			assert_int_equal(ms_body_plain_view(flags, payload.data,
+							    payload.len, pk,
+							    &view, &vlen,
+							    &error),
+					 MS_ECORRUPT);
+			assert_int_equal(ms_body_plain_view(0x40, payload.data,
+							    payload.len, dedup,
+							    &view, &vlen,
+							    &error),
+					 MS_ECORRUPT);
 			assert_int_equal(ms_body_decode_known(&ctx, flags,
 							      payload.data,
 							      payload.len, pk,
