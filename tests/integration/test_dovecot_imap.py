@@ -2,6 +2,7 @@
 command group against the store as the truth.  The `stack` fixture
 (conftest.py, dovecot_stack.py) runs a private mstored and Dovecot."""
 import imaplib
+import os
 import re
 import shutil
 import signal
@@ -497,19 +498,20 @@ def _traced(stack, run):
 
 
 def _cache_opens(lines):
-    """{mailbox: [(failed, line)]} for the opens of each mailbox's
-    dovecot.index.cache (not of the .tmp file a purge writes), and the
-    mailboxes whose cache file was written, in trace order."""
-    opens, made = {}, []
-    for l in lines:
+    """In trace order: {mailbox: [(line number, failed)]} for the opens of
+    each mailbox's dovecot.index.cache (not of the .tmp file a purge
+    writes), and {mailbox: line number} where its file was first
+    written."""
+    opens, made = {}, {}
+    for i, l in enumerate(lines):
         m = re.search(r'mailboxes/([^/]+)/mstore-box/dovecot\.index\.cache'
                       r'(\.tmp)?"', l)
         if m is None or "open" not in l:
             continue
         if m.group(2):
-            made.append(m.group(1))
+            made.setdefault(m.group(1), i)
         else:
-            opens.setdefault(m.group(1), []).append(("ENOENT" in l, l))
+            opens.setdefault(m.group(1), []).append((i, "ENOENT" in l))
     return opens, made
 
 
@@ -545,17 +547,11 @@ def test_cache_file_made_once_then_never_missed(stack):
     # INBOX's file is made in this session (Other's was at its CREATE)
     assert "INBOX" in made, lines
     for box, seen in opens.items():
-        failed = [i for i, (bad, _) in enumerate(seen) if bad]
         # a failed open only before the file exists: the sync's check
         # and Dovecot's own lookups until that sync
-        if failed:
-            assert box in made, (box, seen)
-        after = [l for l in lines if "dovecot.index.cache.tmp" in l and
-                 "/%s/" % box in l]
-        if after:
-            cut = lines.index(after[0])
-            assert not any(bad and lines.index(l) > cut
-                           for bad, l in seen), (box, seen)
+        failed = [i for i, bad in seen if bad]
+        assert all(i < made.get(box, -1) for i in failed), \
+            (box, seen, made, [lines[i] for i in failed])
 
     c = stack.imap()
 
@@ -568,11 +564,24 @@ def test_cache_file_made_once_then_never_missed(stack):
     lines = _traced(stack, second)
     c.logout()
     opens, made = _cache_opens(lines)
-    assert made == [], lines
+    assert made == {}, lines
     for box in ("Other", "INBOX"):
         seen = opens.get(box, [])
-        assert not any(bad for bad, _ in seen), (box, seen)
+        assert not any(bad for _, bad in seen), (box, seen)
         assert len(seen) <= 1, (box, seen)
+
+    # a file deleted (as Dovecot deletes a corrupted one) is made again
+    # at the next sync that changes the index
+    path = os.path.join(stack.home("alice"), "mstore", "mailboxes", "INBOX",
+                        "mstore-box", "dovecot.index.cache")
+    assert os.path.exists(path)
+    os.remove(path)
+    c = stack.imap()
+    ok(c.select("INBOX"))
+    ok(c.store("1", "+FLAGS", "(\\Flagged)"))
+    ok(c.noop())
+    assert os.path.exists(path)
+    c.logout()
 
 
 def test_multiappend_catenate(stack):
