@@ -1725,12 +1725,12 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 	if (maxc > ops->reply_max)
 		maxc = ops->reply_max;
 	struct ms_buf *payload = &ops->rd_payload;
-	/* a body read now whose stored bytes are the plain ones: where
-	   they are, for a reply sent from the file */
+	/* a body read now and stored as is: the copy it was read from, for
+	   a reply sent from that file */
 	int file_copy = -1;
-	/* the plain body in the payload just read, when this reply takes
-	   it whole: sent from there (or from the file), not copied into
-	   the session's buffer for the chunks that would follow */
+	/* such a body when this reply takes it whole: sent from where it
+	   was read, not copied into the session's buffer, which keeps a
+	   body for the chunks that follow */
 	const uint8_t *view = NULL;
 	uint64_t view_len = 0;
 	if (ret == 0) {
@@ -1750,15 +1750,17 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 			ret = ms_body_plain_view(h.flags, payload->data,
 						 payload->len, msg.body_key,
 						 &view, &view_len, why_r);
-		if (ret == 1 && (q->offset != 0 || view_len > maxc))
-			view = NULL;
-		if (ret == 1 && view != NULL)
+		if (ret == 1)
+			file_copy = copy;
+		if (ret == 1 && q->offset == 0 && view_len <= maxc)
 			ret = 0;
-		else if (ret >= 0)
+		else if (ret >= 0) {
+			view = NULL;
 			ret = ms_body_decode_known(&ops->bctx, h.flags,
 						   payload->data, payload->len,
 						   msg.body_key, &s->body,
 						   why_r);
+		}
 		if (ret < 0) {
 			if (payload->cap > READ_KEEP)
 				ms_buf_free(payload);
@@ -1773,8 +1775,6 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 			memcpy(s->body_key, msg.body_key, 32);
 			s->have_body = 1;
 		}
-		if ((h.flags & (MS_REC_F_LZ4 | MS_REC_F_SEALED)) == 0)
-			file_copy = copy;
 	}
 	const uint8_t *plain = view != NULL ? view : s->body.data;
 	uint64_t total = view != NULL ? view_len : s->body.len;

@@ -792,59 +792,70 @@ void ms_conn_set_data(struct ms_conn *c, void *data)
 	c->data = data;
 }
 
+/* Send out's bytes up to end.  1: some sent; 0: the socket is full;
+   -1: the client went away. */
+static int conn_send_out(struct ms_conn *c, size_t end)
+{
+	ssize_t n;
+	do
+		n = send(c->w.fd, c->out.data + c->out_off, end - c->out_off,
+			 MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EAGAIN ? 0 : -1;
+	c->out_off += (size_t)n;
+	return 1;
+}
+
+/* Send from the first file range, and let go of it once all sent; as
+   conn_send_out(). */
+static int conn_send_tail(struct ms_conn *c)
+{
+	struct conn_tail *t = &c->tails[0];
+	off_t off = (off_t)t->off;
+	ssize_t n;
+	do
+		n = sendfile(c->w.fd, t->fd, &off,
+			     t->len < (1u << 30) ? (size_t)t->len : 1u << 30);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN)
+		return 0;
+	if (n <= 0) {
+		/* the range past the file's end, or the file unreadable:
+		   the frame cannot be finished */
+		msg_warn("client.closed uid=%u reason=reply_file error=%s",
+			 (unsigned)c->uid,
+			 msg_q(n == 0 ? "file shorter than the range"
+				      : ms_strerror(-errno)));
+		return -1;
+	}
+	t->off += (uint64_t)n;
+	t->len -= (uint64_t)n;
+	c->tail_bytes -= (uint64_t)n;
+	if (t->len == 0) {
+		close(t->fd);
+		c->ntails--;
+		memmove(&c->tails[0], &c->tails[1],
+			c->ntails * sizeof(c->tails[0]));
+	}
+	return 1;
+}
+
 static void conn_flush(struct ms_conn *c)
 {
-	while (!c->closed) {
+	int r = 1;
+	while (!c->closed && r > 0) {
 		/* out up to the first file range's place, then the range */
 		size_t end = c->ntails > 0 ? c->tails[0].at : c->out.len;
-		ssize_t n;
-		if (c->out_off < end) {
-			n = send(c->w.fd, c->out.data + c->out_off,
-				 end - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
-		} else if (c->ntails > 0) {
-			struct conn_tail *t = &c->tails[0];
-			off_t off = (off_t)t->off;
-			size_t want = t->len > (1u << 30) ? (1u << 30)
-							  : (size_t)t->len;
-			n = sendfile(c->w.fd, t->fd, &off, want);
-			if (n == 0) {
-				/* the file ends before the range: the
-				   frame cannot be finished */
-				msg_warn("client.closed uid=%u "
-					 "reason=reply_file_short",
-					 (unsigned)c->uid);
-				conn_drop(c);
-				return;
-			}
-		} else {
+		if (c->out_off < end)
+			r = conn_send_out(c, end);
+		else if (c->ntails > 0)
+			r = conn_send_tail(c);
+		else
 			break;
-		}
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				break;
-			if (c->out_off >= end)
-				msg_warn("client.closed uid=%u "
-					 "reason=reply_file error=%s",
-					 (unsigned)c->uid,
-					 msg_q(ms_strerror(-errno)));
-			conn_drop(c); /* the client went away */
+		if (r < 0) {
+			conn_drop(c);
 			return;
-		}
-		if (c->out_off < end) {
-			c->out_off += (size_t)n;
-			continue;
-		}
-		struct conn_tail *t = &c->tails[0];
-		t->off += (uint64_t)n;
-		t->len -= (uint64_t)n;
-		c->tail_bytes -= (uint64_t)n;
-		if (t->len == 0) {
-			close(t->fd);
-			c->ntails--;
-			memmove(&c->tails[0], &c->tails[1],
-				c->ntails * sizeof(c->tails[0]));
 		}
 	}
 	if (c->closed)
