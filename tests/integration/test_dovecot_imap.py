@@ -1160,8 +1160,9 @@ def test_replies_over_the_store_limit(stack):
     32 KiB a reply, about 500 messages of FETCH_META): the first read of
     a 600-message folder asks FETCH_META in halves until the store
     answers; a change feed too long for one reply (MS_ESTATE) makes the
-    next sync read the whole folder; a body larger than a reply comes in
-    chunks, also when read ahead.  No error anywhere (the fixture checks
+    next sync read the whole folder; the metadata of 600 new messages is
+    asked in halves too; a body larger than a reply comes in chunks,
+    also when read ahead.  No error anywhere (the fixture checks
     Dovecot's log)."""
     import msproto
     m = msproto.Client(stack.p("mstored.sock"), user="alice")
@@ -1180,6 +1181,14 @@ def test_replies_over_the_store_limit(stack):
     d = fetch_map(c, "1:*", "(FLAGS)")
     assert len(d) == 600 and all(kw in v for v in d.values()), \
         [v for v in d.values() if kw not in v][:3]
+    # 600 new messages since the session's last sync: the feed fits a
+    # reply (about 24 bytes each), their metadata does not (about 64):
+    # the new messages' FETCH_META is halved too
+    for i in range(600):
+        m.append(b"Subject: n%d\r\n\r\nnew %d\r\n" % (i, i))
+    ok(c.noop())
+    uids = sorted(fetch_map(c, "1:*", "(FLAGS)"))
+    assert uids == list(range(1, 1201)), (len(uids), uids[-3:])
     # bodies over one reply: 50 KiB, alone and among others read ahead
     big = b"Subject: big\r\n\r\n" + b"".join(
         b"line %05d of a message longer than one store reply\r\n" % i
@@ -1189,7 +1198,7 @@ def test_replies_over_the_store_limit(stack):
         m.append(big)
     m.append(b"Subject: after\r\n\r\nsmall\r\n")
     ok(c.noop())
-    got = [x[1] for x in ok(c.uid("FETCH", "599:*", "(BODY.PEEK[])"))
+    got = [x[1] for x in ok(c.uid("FETCH", "1199:*", "(BODY.PEEK[])"))
            if isinstance(x, tuple)]
     assert len(got) == 6, len(got)
     assert got[2:5] == [big] * 3, [len(g) for g in got]
