@@ -3144,6 +3144,15 @@ int ms_idx_users_iter(struct ms_idx_rd *rd, struct ms_idx_iter **it_r)
 	return iter_new(rd, IT_USERS, DB_USERS, NULL, 0, 0, it_r);
 }
 
+int ms_idx_users_iter_from(struct ms_idx_rd *rd, uint64_t from_id,
+			   struct ms_idx_iter **it_r)
+{
+	uint8_t k[8];
+
+	be64(k, from_id);
+	return iter_new(rd, IT_USERS, DB_USERS, k, 8, 0, it_r);
+}
+
 int ms_idx_users_next(struct ms_idx_iter *it, struct ms_idx_user *u_r)
 {
 	MDB_val k, v;

@@ -460,6 +460,9 @@ struct ms_idx_change {
 };
 
 int ms_idx_users_iter(struct ms_idx_rd *rd, struct ms_idx_iter **it_r);
+/* The same, from the first user whose id is from_id or above. */
+int ms_idx_users_iter_from(struct ms_idx_rd *rd, uint64_t from_id,
+			   struct ms_idx_iter **it_r);
 int ms_idx_users_next(struct ms_idx_iter *it, struct ms_idx_user *u_r);
 int ms_idx_mboxes_iter(struct ms_idx_rd *rd, uint64_t user_id,
 		       struct ms_idx_iter **it_r);

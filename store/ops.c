@@ -1009,14 +1009,19 @@ static int op_user_create(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 	return 0;
 }
 
+/* A USER_LIST entry's bytes in the reply: the id, the name's length and
+   the name (docs/protocol.md). */
+#define USER_ENTRY_SIZE(name_len) (8 + 2 + (uint64_t)(name_len))
+
 static int op_user_list(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
-			const char **why_r)
+			const struct ms_req_list *q, const char **why_r)
 {
 	struct ms_idx_rd *rd;
-	struct ms_idx_iter *it;
+	struct ms_idx_iter *it = NULL;
 	struct ms_idx_user u;
 	struct ms_user_info *list = NULL;
-	size_t n = 0;
+	size_t n = 0, cap = 0;
+	uint64_t bytes = 0;
 
 	if (!ms_conn_is_admin(c)) {
 		*why_r = "listing users needs the admin role";
@@ -1025,13 +1030,32 @@ static int op_user_list(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 	int ret = ms_idx_read_begin(ops->idx, &rd);
 	if (ret < 0)
 		return ret;
-	ret = ms_idx_users_iter(rd, &it);
-	while (ret == 0 && (ret = ms_idx_users_next(it, &u)) > 0) {
-		list = ms_realloc(list, (n + 1) * sizeof(*list));
+	if (!q->paged)
+		ret = ms_idx_users_iter(rd, &it);
+	else if (q->after_id < UINT64_MAX)
+		ret = ms_idx_users_iter_from(rd, q->after_id + 1, &it);
+	/* a page ends at max users or at the reply limit, whichever comes
+	   first; the whole list must fit one reply */
+	while (it != NULL && ret == 0 && (!q->paged || n < q->max) &&
+	       (ret = ms_idx_users_next(it, &u)) > 0) {
+		ret = 0;
+		bytes += USER_ENTRY_SIZE(u.name_len);
+		if (bytes > ops->reply_max) {
+			if (!q->paged) {
+				*why_r = "more users than one reply holds: "
+					 "ask for them by pages (after_id, "
+					 "max)";
+				ret = MS_ETOOBIG;
+			}
+			break;
+		}
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			list = ms_realloc(list, cap * sizeof(*list));
+		}
 		list[n].user_id = u.id;
 		list[n].name = (struct ms_pstr){ u.name, u.name_len };
 		n++;
-		ret = 0;
 	}
 	ms_idx_iter_free(&it);
 	if (ret == 0) {
@@ -3370,7 +3394,7 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 		ret = op_user_create(ops, c, h->id, &q.u.user, &why);
 		break;
 	case MS_OP_USER_LIST:
-		ret = op_user_list(ops, c, h->id, &why);
+		ret = op_user_list(ops, c, h->id, &q.u.list, &why);
 		break;
 	case MS_OP_MBOX_CREATE:
 		ret = op_mbox_create(ops, c, s, h->id, &q.u.mbox, &why);

@@ -552,8 +552,15 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 				   "not empty for the admin role");
 		break;
 	}
-	case MS_OP_STATUS:
 	case MS_OP_USER_LIST:
+		/* version 4: a page; an empty request is the whole list */
+		if (d->ret == 0 && d->rd.left > 0) {
+			r->u.list.paged = 1;
+			r->u.list.after_id = ms_dec_u64(d, "after_id");
+			r->u.list.max = ms_dec_u32_nz(d, "max");
+		}
+		break;
+	case MS_OP_STATUS:
 	case MS_OP_MBOX_LIST:
 	case MS_OP_PROMOTE:
 		break;
@@ -1458,8 +1465,13 @@ static void put_req(struct enc *e, const void *src)
 		put8(e, r->u.hello.role);
 		put_str(e, "user", &r->u.hello.user);
 		break;
-	case MS_OP_STATUS:
 	case MS_OP_USER_LIST:
+		if (r->u.list.paged) {
+			put64(e, r->u.list.after_id);
+			put32(e, r->u.list.max);
+		}
+		break;
+	case MS_OP_STATUS:
 	case MS_OP_MBOX_LIST:
 	case MS_OP_PROMOTE:
 		break;

@@ -71,7 +71,7 @@
 #include "event.h"
 #include "rec.h"
 
-#define MS_PROTO_VERSION 3
+#define MS_PROTO_VERSION 4
 #define MS_PROTO_HDR_SIZE 12
 /* Whole frame (len field included); a receiver's max is configured
    between MS_PROTO_HDR_SIZE and MS_PROTO_MAX_FRAME_LIMIT. */
@@ -409,6 +409,15 @@ struct ms_req_fetch_body { /* FETCH_BODY */
 	uint32_t max_len; /* 0 = the server's default chunk size */
 };
 
+/* USER_LIST: paged (version 4), the users whose id is above after_id in
+   id order, at most max (!= 0) and what fits one reply, the list being
+   over at an empty page; unpaged (an empty request), every user. */
+struct ms_req_list {
+	uint8_t paged;
+	uint64_t after_id;
+	uint32_t max;
+};
+
 struct ms_req_changes { /* CHANGES */
 	struct ms_pstr mailbox;
 	uint64_t since_modseq;
@@ -498,6 +507,7 @@ struct ms_req {
 		struct ms_req_repl_wait repl_wait;
 		struct ms_req_repl_ack repl_ack;
 		struct ms_req_fork_info fork_info;
+		struct ms_req_list list;
 		struct ms_req_lmtp_stats lmtp_stats;
 	} u;
 };

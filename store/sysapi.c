@@ -40,6 +40,9 @@
 #include "sysapi.h"
 
 #define SYSAPI_MAX_NAME MS_PROTO_NAME_MAX
+/* GET /admin/users: users per page by default, and at most */
+#define SYSAPI_USERS_PAGE 1000
+#define SYSAPI_USERS_PAGE_MAX 10000
 
 struct ms_sysapi {
 	struct ms_srv *srv;
@@ -787,6 +790,7 @@ static void admin_reply(struct hconn *hc, const struct ms_reply *rep)
 		struct ms_proto_iter it;
 		struct ms_user_info u;
 		int first = 1;
+		uint64_t last = 0;
 		bputs(&b, "{\"users\":[");
 		ms_proto_iter_users(&it, &rep->u.users);
 		while (ms_proto_next_user(&it, &u) > 0) {
@@ -795,8 +799,14 @@ static void admin_reply(struct hconn *hc, const struct ms_reply *rep)
 			(void)ms_json_put_str(&b, u.name.s, u.name.len);
 			bputs(&b, "}");
 			first = 0;
+			last = u.user_id;
 		}
-		bputs(&b, "]}\n");
+		/* a page: the next one is after its last user; an empty
+		   page ends the list */
+		if (!first)
+			bprintf(&b, "],\"next_after\":%" PRIu64 "}\n", last);
+		else
+			bputs(&b, "]}\n");
 		break;
 	}
 	case R_QUOTA_GET:
@@ -857,6 +867,58 @@ static void finish(struct hconn *hc, const struct ms_reply *rep)
 }
 
 /* ---- routing ---- */
+
+/* GET /admin/users's query: after=ID (0) and limit=N (1..10000; 1000),
+   nothing else.  0, or -1 with why. */
+static int users_query(const struct ms_http_req *r, struct ms_req_list *l,
+		       const char **why_r)
+{
+	l->after_id = 0;
+	l->max = SYSAPI_USERS_PAGE;
+	if (r->query == NULL)
+		return 0;
+
+	const char *p = r->query, *end = r->query + r->query_len;
+	while (p < end) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *e = amp != NULL ? amp : end;
+		const char *eq = memchr(p, '=', (size_t)(e - p));
+		uint64_t v = 0;
+		bool after;
+
+		if (eq != NULL && eq - p == 5 && memcmp(p, "after", 5) == 0)
+			after = true;
+		else if (eq != NULL && eq - p == 5 &&
+			 memcmp(p, "limit", 5) == 0)
+			after = false;
+		else {
+			*why_r = "the query takes after=ID and limit=N only";
+			return -1;
+		}
+		if (eq + 1 == e) {
+			*why_r = "an empty number in the query";
+			return -1;
+		}
+		for (const char *d = eq + 1; d < e; d++) {
+			if (*d < '0' || *d > '9' ||
+			    v > (UINT64_MAX - (uint64_t)(*d - '0')) / 10) {
+				*why_r = "a number in the query is not one";
+				return -1;
+			}
+			v = v * 10 + (uint64_t)(*d - '0');
+		}
+		if (after) {
+			l->after_id = v;
+		} else if (v < 1 || v > SYSAPI_USERS_PAGE_MAX) {
+			*why_r = "limit is 1 to 10000";
+			return -1;
+		} else {
+			l->max = (uint32_t)v;
+		}
+		p = amp != NULL ? amp + 1 : end;
+	}
+	return 0;
+}
 
 static bool path_is(const struct ms_http_req *r, const char *p)
 {
@@ -985,7 +1047,13 @@ static void route_admin(struct hconn *hc, const struct ms_http_req *r)
 	hc->name[0] = '\0';
 	if (path_is(r, "/admin/users")) {
 		if (ms_http_method_is(r, "GET")) {
+			const char *why = "";
 			q.op = MS_OP_USER_LIST;
+			q.u.list.paged = 1;
+			if (users_query(r, &q.u.list, &why) < 0) {
+				respond_error(hc, 400, NULL, why);
+				return;
+			}
 			call(hc, R_USER_LIST, &q);
 		} else if (ms_http_method_is(r, "POST")) {
 			static const char *const ok[] = { "name", NULL };

@@ -17,6 +17,10 @@
 #include "store_cfg.h"
 #include "tools.h"
 
+/* users asked for per USER_LIST page (a page may hold fewer: the
+   store's reply limit) */
+#define USER_LIST_PAGE 10000
+
 struct ms_client *tool_admin_connect(void)
 {
 	const struct ms_store_cfg *cfg = tool_cfg();
@@ -71,14 +75,31 @@ int cmd_user(int argc, char **argv)
 		else if (ret == 0)
 			printf("user %s deleted with all its mail\n", argv[2]);
 	} else {
-		q = (struct ms_req){ .op = MS_OP_USER_LIST };
-		ret = ms_client_request(c, &q, &rep, &err);
-		struct ms_proto_iter it;
-		struct ms_user_info u;
-		ms_proto_iter_users(&it, &rep.u.users);
-		while (ret == 0 && ms_proto_next_user(&it, &u) > 0)
-			printf("%" PRIu64 " %.*s\n", u.user_id, (int)u.name.len,
-			       u.name.s);
+		/* by pages, in id order, until an empty one */
+		uint64_t after = 0;
+		int more = 1;
+		while (more) {
+			q = (struct ms_req){ .op = MS_OP_USER_LIST };
+			q.u.list.paged = 1;
+			q.u.list.after_id = after;
+			q.u.list.max = USER_LIST_PAGE;
+			if ((ret = ms_client_request(c, &q, &rep, &err)) < 0)
+				break;
+			struct ms_proto_iter it;
+			struct ms_user_info u;
+			ms_proto_iter_users(&it, &rep.u.users);
+			more = 0;
+			while ((ret = ms_proto_next_user(&it, &u)) > 0) {
+				printf("%" PRIu64 " %.*s\n", u.user_id,
+				       (int)u.name.len, u.name.s);
+				after = u.user_id;
+				more = 1;
+			}
+			if (ret < 0) {
+				err = "a malformed user list";
+				break;
+			}
+		}
 	}
 	/* err may point into the client: report before closing it */
 	if (ret < 0)

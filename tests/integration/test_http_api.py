@@ -344,6 +344,21 @@ def test_admin_endpoints(daemon):
                        "Content-Type": "application/x-www-form-urlencoded"})
     assert c.getresponse().status == 415
     c.close()
+    # the list by pages: after the last id of a page, until an empty one
+    st, data, _ = daemon.req("GET", "/admin/users?limit=1")
+    page = json.loads(data)
+    assert st == 200 and [u["name"] for u in page["users"]] == ["bob"]
+    st, data, _ = daemon.req(
+        "GET", "/admin/users?limit=1&after=%d" % page["next_after"])
+    page = json.loads(data)
+    assert [u["name"] for u in page["users"]] == ["carol"]
+    st, data, _ = daemon.req("GET",
+                             "/admin/users?after=%d" % page["next_after"])
+    assert st == 200 and json.loads(data) == {"users": []}
+    for bad in ["limit=0", "limit=10001", "after=", "after=x", "after=-1",
+                "after=1&x=2", "after=99999999999999999999", "x", "&"]:
+        st, data, _ = daemon.req("GET", "/admin/users?" + bad)
+        assert st == 400 and "error" in json.loads(data), bad
     # quota
     q = {"max_bytes": 5000, "max_messages": 7}
     assert daemon.req("PUT", "/admin/quota/bob", q)[0] == 200

@@ -1603,6 +1603,66 @@ static void test_reply_limits(void **state)
 	assert_int_equal(w.n, 601);
 	assert_int_equal(w.last, r.uid);
 	ms_client_close(&c);
+
+	/* USER_LIST: 1,200 users of 40-byte names (about 50 bytes each
+	   in the reply) are over 32 KiB; the whole list is refused, pages
+	   give every user once, in id order */
+	struct ms_client *a = msd_connect(&d, NULL);
+	enum { NUSERS = 1200 };
+	char name[64];
+	for (int i = 0; i < NUSERS; i++) {
+		uint32_t rid;
+		snprintf(name, sizeof(name), "user-%04d-of-a-list-longer-than-"
+			 "a-reply", i);
+		q = (struct ms_req){ .op = MS_OP_USER_CREATE };
+		q.u.user.name = ms_pstr_c(name);
+		assert_int_equal(ms_client_send_req(a, &q, &rid, &err), 0);
+	}
+	for (int i = 0; i < NUSERS; i++) {
+		struct ms_proto_hdr h;
+		const uint8_t *b;
+		size_t len;
+		assert_int_equal(ms_client_recv(a, &h, &b, &len, &err), 0);
+		assert_int_equal(ms_reply_decode(h.op, b, len, &rep, &err), 0);
+		assert_int_equal(rep.status, 0);
+	}
+	q = (struct ms_req){ .op = MS_OP_USER_LIST };
+	assert_int_equal(msd_req(a, &q, &rep), MS_ETOOBIG);
+	assert_non_null(memmem(rep.reason.s, rep.reason.len, "by pages", 8));
+	uint64_t last_id = 0;
+	unsigned pages = 0, seen = 0, full = 0;
+	for (;;) {
+		q = (struct ms_req){ .op = MS_OP_USER_LIST };
+		q.u.list = (struct ms_req_list){ 1, last_id, 100000 };
+		assert_int_equal(msd_req(a, &q, &rep), 0);
+		if (rep.u.users.n == 0)
+			break;
+		struct ms_proto_iter it;
+		struct ms_user_info u;
+		ms_proto_iter_users(&it, &rep.u.users);
+		while (ms_proto_next_user(&it, &u) > 0) {
+			assert_true(u.user_id > last_id);
+			last_id = u.user_id;
+			seen++;
+		}
+		pages++;
+		full += rep.u.users.n;
+	}
+	assert_int_equal(seen, NUSERS + 1); /* and kim */
+	assert_int_equal(full, NUSERS + 1);
+	assert_true(pages >= 2);
+	/* a page of max users, and none past the last */
+	q = (struct ms_req){ .op = MS_OP_USER_LIST };
+	q.u.list = (struct ms_req_list){ 1, 0, 7 };
+	assert_int_equal(msd_req(a, &q, &rep), 0);
+	assert_int_equal(rep.u.users.n, 7);
+	q.u.list = (struct ms_req_list){ 1, last_id, 7 };
+	assert_int_equal(msd_req(a, &q, &rep), 0);
+	assert_int_equal(rep.u.users.n, 0);
+	q.u.list = (struct ms_req_list){ 1, UINT64_MAX, 7 };
+	assert_int_equal(msd_req(a, &q, &rep), 0);
+	assert_int_equal(rep.u.users.n, 0);
+	ms_client_close(&a);
 	assert_int_equal(msd_stop(&d), 0);
 }
 

@@ -187,6 +187,10 @@ static void dump_req(FILE *f, const struct ms_req *r)
 	case MS_OP_USER_DELETE:
 		dump_str(f, "name", r->u.user.name);
 		break;
+	case MS_OP_USER_LIST:
+		fprintf(f, " paged=%u after=%llu max=%u", r->u.list.paged,
+			(unsigned long long)r->u.list.after_id, r->u.list.max);
+		break;
 	case MS_OP_MBOX_CREATE:
 	case MS_OP_MBOX_RENAME:
 	case MS_OP_MBOX_DELETE:
@@ -537,6 +541,9 @@ static struct ms_req sample_req(uint16_t op)
 	case MS_OP_USER_CREATE:
 	case MS_OP_USER_DELETE:
 		r.u.user.name = P("bob");
+		break;
+	case MS_OP_USER_LIST:
+		r.u.list = (struct ms_req_list){1, 42, 100};
 		break;
 	case MS_OP_MBOX_CREATE:
 		r.u.mbox.name = P("Entwürfe");
@@ -898,7 +905,7 @@ static void test_golden(void **state)
 	(void)state;
 	memset(&s, 0, sizeof(s));
 	s.req = sample_req(MS_OP_HELLO);
-	check_golden(&s, MS_OP_HELLO, "u16:3 u8:0 s:alice@example.test", 0);
+	check_golden(&s, MS_OP_HELLO, "u16:4 u8:0 s:alice@example.test", 0);
 
 	s.req = sample_req(MS_OP_APPEND);
 	snprintf(spec, sizeof(spec),
@@ -1225,6 +1232,13 @@ static void test_cuts(void **state)
 				CHECK_RET(ret, 0, "sample %zu v2 form", i);
 				continue;
 			}
+			/* a USER_LIST page with nothing left is the whole
+			   list */
+			if (!s.reply && s.req.op == MS_OP_USER_LIST &&
+			    cut == 0) {
+				CHECK_RET(ret, 0, "sample %zu unpaged", i);
+				continue;
+			}
 			if (ret != MS_ETRUNC && ret != MS_ECORRUPT)
 				fail_msg("sample %zu body cut at %zu: %d (%s)",
 					 i, cut, ret, ms_strerror(ret));
@@ -1473,6 +1487,12 @@ static const struct bad_body {
 	/* 71zi */ {REP, MS_OP_LMTP_STATS, "i32:0", 0},
 	/* 71zj */ {REP, MS_OP_LMTP_STATS, "i32:0 u8:0", MS_ECORRUPT},
 	/* 71zk */ {REP, MS_OP_LMTP_STATS, "i32:-13 s:admin", 0},
+	/* USER_LIST: the whole list, or a page (version 4) */
+	/* 71zl */ {REQ, MS_OP_USER_LIST, "", 0},
+	/* 71zm */ {REQ, MS_OP_USER_LIST, "u64:0 u32:100", 0},
+	/* 71zn */ {REQ, MS_OP_USER_LIST, "u64:7 u32:0", MS_ECORRUPT},
+	/* 71zo */ {REQ, MS_OP_USER_LIST, "u64:7", MS_ETRUNC},
+	/* 71zp */ {REQ, MS_OP_USER_LIST, "u64:7 u32:1 u8:0", MS_ECORRUPT},
 	/* ops that are not requests */
 	/* 72 */ {REQ, 0, "", -EOPNOTSUPP},
 	/* 73 */ {REQ, 99, "s:A", -EOPNOTSUPP},
