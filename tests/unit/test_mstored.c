@@ -966,14 +966,31 @@ static void test_reload(void **state)
 	assert_int_equal(msd_user_add(&d, "ivy"), 0);
 	struct ms_client *a = msd_connect(&d, "ivy");
 	struct ms_client *b = msd_connect(&d, "ivy");
+	/* a 50 KiB body comes in one reply under the default frame limit */
+	static char big[50 << 10];
+	memset(big, 'r', sizeof(big));
+	struct ms_append_result r = msd_append1(a, "INBOX", big, sizeof(big),
+						0);
+	assert_int_equal(r.status, 0);
+	struct ms_req q = { .op = MS_OP_FETCH_BODY };
+	struct ms_reply rep;
+	q.u.fetch_body.mailbox = MS_PSTR("INBOX");
+	q.u.fetch_body.uid = r.uid;
+	q.u.fetch_body.max_len = 1 << 20;
+	assert_int_equal(msd_req(a, &q, &rep), 0);
+	assert_int_equal(rep.u.fetch_body.chunk_len, sizeof(big));
 	FILE *f = fopen(d.conf, "w");
 	assert_non_null(f);
 	fprintf(f, "[store]\nprimary = primary\nsecondary = secondary\n"
 		   "index = index\nsocket = s.sock\nadmin_socket = a.sock\n"
-		   "max_connections = 2\n");
+		   "max_connections = 2\nmax_frame = 64k\n");
 	fclose(f);
 	kill(d.pid, SIGHUP);
 	usleep(300000);
+	/* the reply limit follows the new frame limit: half of it */
+	assert_int_equal(msd_req(a, &q, &rep), 0);
+	assert_int_equal(rep.u.fetch_body.total, sizeof(big));
+	assert_int_equal(rep.u.fetch_body.chunk_len, 32 << 10);
 	/* a third connection is turned away with a reason */
 	struct ms_client *x;
 	const char *err = "";
