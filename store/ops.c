@@ -1132,6 +1132,10 @@ static int op_mbox_create(struct ms_ops *ops, struct ms_conn *c,
 	return 0;
 }
 
+/* An MBOX_LIST entry's bytes in the reply: the mailbox info's fixed
+   fields, the name's length and the name (docs/protocol.md). */
+#define MBOX_ENTRY_SIZE(name_len) (47 + (uint64_t)(name_len))
+
 static int op_mbox_list(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 			uint32_t id, const char **why_r)
 {
@@ -1149,10 +1153,22 @@ static int op_mbox_list(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	if (ret < 0)
 		return ret;
 	ret = ms_idx_mboxes_iter(rd, s->user_id, &it);
+	uint64_t bytes = 0;
+	size_t cap = 0;
 	while (ret == 0 && (ret = ms_idx_mboxes_next(it, &m)) > 0) {
-		list = ms_realloc(list, (n + 1) * sizeof(*list));
-		fill_mbox_info(&list[n++], &m);
 		ret = 0;
+		bytes += MBOX_ENTRY_SIZE(m.name_len);
+		if (bytes > ops->reply_max) {
+			*why_r = "more mailboxes than one reply holds (the "
+				 "store's max_frame)";
+			ret = MS_ETOOBIG;
+			break;
+		}
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			list = ms_realloc(list, cap * sizeof(*list));
+		}
+		fill_mbox_info(&list[n++], &m);
 	}
 	ms_idx_iter_free(&it);
 	if (ret == 0) {

@@ -1680,6 +1680,34 @@ static void test_reply_limits(void **state)
 	assert_int_equal(msd_req(a, &q, &rep), 0);
 	assert_int_equal(rep.u.users.n, 0);
 	ms_client_close(&a);
+
+	/* MBOX_LIST: 500 mailboxes of 40-byte names (about 87 bytes each)
+	   are over 32 KiB: a clear refusal, not a broken reply */
+	c = msd_connect(&d, "kim");
+	q = (struct ms_req){ .op = MS_OP_MBOX_LIST };
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	assert_int_equal(rep.u.mboxes.n, 1);
+	for (int i = 0; i < 500; i++) {
+		uint32_t rid;
+		snprintf(name, sizeof(name), "folder-%04d-of-a-list-longer-"
+			 "than-reply", i);
+		q = (struct ms_req){ .op = MS_OP_MBOX_CREATE };
+		q.u.mbox.name = ms_pstr_c(name);
+		assert_int_equal(ms_client_send_req(c, &q, &rid, &err), 0);
+	}
+	for (int i = 0; i < 500; i++) {
+		struct ms_proto_hdr h;
+		const uint8_t *b;
+		size_t len;
+		assert_int_equal(ms_client_recv(c, &h, &b, &len, &err), 0);
+		assert_int_equal(ms_reply_decode(h.op, b, len, &rep, &err), 0);
+		assert_int_equal(rep.status, 0);
+	}
+	q = (struct ms_req){ .op = MS_OP_MBOX_LIST };
+	assert_int_equal(msd_req(c, &q, &rep), MS_ETOOBIG);
+	assert_non_null(memmem(rep.reason.s, rep.reason.len,
+			       "more mailboxes than one reply", 29));
+	ms_client_close(&c);
 	assert_int_equal(msd_stop(&d), 0);
 }
 
