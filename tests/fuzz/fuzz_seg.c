@@ -7,7 +7,8 @@
  *
  * Checked on the way: a record returned is one ms_rec_decode() accepts on
  * the same bytes of the input; the offset moves by exactly its size on
- * success and not at all on failure; 0 comes only at the end of the file;
+ * success and not at all on failure; 0 comes only at the end of the file
+ * or where only zeros are left (prepared space, docs/format.md);
  * ETRUNC only when the record does not fit in the file.  A HOLE record is
  * its header alone (its payload is a hole: only the header bytes are
  * returned), but the file must still reach its end: the reader says
@@ -52,7 +53,11 @@ static void walk(struct ms_seg_reader *r, const uint8_t *data, size_t size,
 		int ret = ms_seg_reader_next(r, &h, &rec, &error);
 
 		if (ret == 0) {
-			CHECK(at == size && r->off == at);
+			/* the end of the file, or prepared space: zeros
+			   from here to the end */
+			CHECK(r->off == at && at <= size);
+			for (size_t i = (size_t)at; i < size; i++)
+				CHECK(data[i] == 0);
 			return;
 		}
 		if (ret < 0) {
