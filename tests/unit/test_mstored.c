@@ -1525,6 +1525,90 @@ static void test_file_replies(void **state)
 }
 
 /*
+ * A file range that the file no longer holds when its turn comes (the
+ * primary's segment cut short under a running mstored, as a failing
+ * disk or an operator could): the connection is closed in the middle
+ * of that reply, with a warning, instead of sending other bytes; every
+ * reply that came whole is the body; the daemon serves on, from the
+ * other copy.
+ */
+static void test_file_reply_cut(void **state)
+{
+	(void)state;
+	enum { B = 12, N = 40, SIZE = 60000 };
+	struct msd d;
+	msd_setup(&d, "mstored-filecut", "max_output = 1m");
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "lou"), 0);
+	struct ms_client *c = msd_connect(&d, "lou");
+	static uint8_t bodies[B][SIZE];
+	for (int i = 0; i < B; i++) {
+		mst_fill(bodies[i], SIZE, 300 + (uint64_t)i);
+		assert_int_equal(msd_append1(c, "INBOX", bodies[i], SIZE,
+					     0).uid, (uint32_t)i + 1);
+	}
+	struct ms_client *h = msd_connect(&d, "lou");
+	struct ms_buf b;
+	const char *err = "";
+	ms_buf_init(&b, 0);
+	for (int i = 0; i < N; i++) {
+		struct ms_req q = { .op = MS_OP_FETCH_BODY };
+		q.u.fetch_body.mailbox = MS_PSTR("INBOX");
+		q.u.fetch_body.uid = (uint32_t)(i % B) + 1;
+		assert_int_equal(ms_req_encode(&b, ms_client_id(h), &q, &err),
+				 0);
+	}
+	assert_int_equal(ms_client_send(h, b.data, b.len), 0);
+	ms_buf_free(&b);
+	/* what the socket takes goes out now (bodies 1 to 3 or so, in the
+	   file's first 200 KB); the next ranges wait in the daemon */
+	usleep(200000);
+	assert_true(msd_counter(c, "ops.body_chunks_from_file") >= 8);
+	/* cut the primary's segment at 64 KiB, a page boundary inside the
+	   second body (the bodies follow each other in uid order from
+	   offset 64 and some records): whatever is in flight keeps its
+	   pages, the first body is whole, the ranges of the others that
+	   wait are past the end */
+	char seg[1200];
+	snprintf(seg, sizeof(seg), "%s/log/000000000001.seg", d.primary);
+	assert_true(mst_file_size(seg) > B * SIZE);
+	assert_int_equal(truncate(seg, 65536), 0);
+	/* read: whole replies are the bodies, then the cut */
+	int got = 0, ret = 0;
+	for (int i = 0; i < N; i++) {
+		struct ms_proto_hdr hd;
+		const uint8_t *body;
+		size_t len;
+		struct ms_reply rep;
+		if ((ret = ms_client_recv(h, &hd, &body, &len, &err)) < 0)
+			break;
+		assert_int_equal(ms_reply_decode(hd.op, body, len, &rep, &err),
+				 0);
+		assert_int_equal(rep.status, 0);
+		assert_int_equal(rep.u.fetch_body.chunk_len, SIZE);
+		assert_memory_equal(rep.u.fetch_body.chunk, bodies[i % B], SIZE);
+		got++;
+	}
+	assert_int_equal(ret, MS_ETRUNC);
+	assert_true(got >= 1 && got < N);
+	ms_client_close(&h);
+	/* the daemon serves on: every body, read from the other copy */
+	for (int i = 0; i < B; i++) {
+		struct ms_buf body;
+		ms_buf_init(&body, 0);
+		assert_int_equal(ms_client_fetch_body(c, "INBOX",
+						      (uint32_t)i + 1, 0, &body,
+						      &err), 0);
+		assert_int_equal(body.len, SIZE);
+		assert_memory_equal(body.data, bodies[i], SIZE);
+		ms_buf_free(&body);
+	}
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+	assert_true(log_has(&d, "reason=reply_file"));
+}
+
+/*
  * Replies stay under half the frame limit ([store] max_frame, here its
  * least, 64 KiB: 32 KiB a reply).  FETCH_META over it answers MS_ETOOBIG
  * (ask for fewer UIDs); a change feed over it answers MS_ESTATE, which
@@ -1737,6 +1821,7 @@ int main(void)
 		cmocka_unit_test(test_commit_gather),
 		cmocka_unit_test(test_reply_limits),
 		cmocka_unit_test(test_file_replies),
+		cmocka_unit_test(test_file_reply_cut),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
