@@ -1041,7 +1041,9 @@ static int op_user_list(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 		ret = 0;
 		bytes += USER_ENTRY_SIZE(u.name_len);
 		if (bytes > ops->reply_max) {
-			if (!q->paged) {
+			/* (a page that cannot hold one user would read as
+			   the end of the list) */
+			if (!q->paged || n == 0) {
 				*why_r = "more users than one reply holds: "
 					 "ask for them by pages (after_id, "
 					 "max)";
