@@ -1426,6 +1426,47 @@ static int count_fds(pid_t pid)
 	return n - 2;
 }
 
+enum { FILE_BODIES = 12, FILE_BODY_SIZE = 60000 };
+
+/* A daemon that may queue 1 MiB of replies a connection, a user, and
+   FILE_BODIES bodies of FILE_BODY_SIZE in its INBOX (uids 1, 2, ...),
+   incompressible (mst_fill from seed): its client is returned. */
+static struct ms_client *file_setup(struct msd *d, const char *tag,
+				    const char *user,
+				    uint8_t bodies[][FILE_BODY_SIZE],
+				    uint64_t seed)
+{
+	msd_setup(d, tag, "max_output = 1m");
+	msd_start(d);
+	assert_int_equal(msd_user_add(d, user), 0);
+	struct ms_client *c = msd_connect(d, user);
+	for (int i = 0; i < FILE_BODIES; i++) {
+		mst_fill(bodies[i], FILE_BODY_SIZE, seed + (uint64_t)i);
+		assert_int_equal(msd_append1(c, "INBOX", bodies[i],
+					     FILE_BODY_SIZE, 0).uid,
+				 (uint32_t)i + 1);
+	}
+	return c;
+}
+
+/* n FETCH_BODY requests of uids 1..FILE_BODIES in turn, in one send,
+   none of their replies read */
+static void file_fetches(struct ms_client *c, int n)
+{
+	struct ms_buf b;
+	const char *err = "";
+	ms_buf_init(&b, 0);
+	for (int i = 0; i < n; i++) {
+		struct ms_req q = { .op = MS_OP_FETCH_BODY };
+		q.u.fetch_body.mailbox = MS_PSTR("INBOX");
+		q.u.fetch_body.uid = (uint32_t)(i % FILE_BODIES) + 1;
+		assert_int_equal(ms_req_encode(&b, ms_client_id(c), &q, &err),
+				 0);
+	}
+	assert_int_equal(ms_client_send(c, b.data, b.len), 0);
+	ms_buf_free(&b);
+}
+
 /*
  * Body chunks sent from the segment file (sendfile) between replies sent
  * from memory, on a connection whose queue fills (max_output 1 MiB): 12
@@ -1439,18 +1480,11 @@ static int count_fds(pid_t pid)
 static void test_file_replies(void **state)
 {
 	(void)state;
-	enum { B = 12, N = 120, SIZE = 60000 };
+	enum { B = FILE_BODIES, N = 120, SIZE = FILE_BODY_SIZE };
 	struct msd d;
-	msd_setup(&d, "mstored-file", "max_output = 1m");
-	msd_start(&d);
-	assert_int_equal(msd_user_add(&d, "liv"), 0);
-	struct ms_client *c = msd_connect(&d, "liv");
 	static uint8_t bodies[B][SIZE];
-	for (int i = 0; i < B; i++) {
-		mst_fill(bodies[i], SIZE, 100 + (uint64_t)i);
-		assert_int_equal(msd_append1(c, "INBOX", bodies[i], SIZE,
-					     0).uid, (uint32_t)i + 1);
-	}
+	struct ms_client *c = file_setup(&d, "mstored-file", "liv", bodies,
+					 100);
 	int fds0 = count_fds(d.pid);
 	struct ms_buf b;
 	const char *err = "";
@@ -1498,17 +1532,9 @@ static void test_file_replies(void **state)
 	assert_true(file >= 8 && file < all);
 
 	/* hang up with file ranges queued: closed with the connection */
-	struct ms_client *h = msd_connect(&d, "liv");
-	ms_buf_reset(&b);
-	for (int i = 0; i < 40; i++) {
-		struct ms_req q = { .op = MS_OP_FETCH_BODY };
-		q.u.fetch_body.mailbox = MS_PSTR("INBOX");
-		q.u.fetch_body.uid = (uint32_t)(i % B) + 1;
-		assert_int_equal(ms_req_encode(&b, ms_client_id(h), &q, &err),
-				 0);
-	}
-	assert_int_equal(ms_client_send(h, b.data, b.len), 0);
 	ms_buf_free(&b);
+	struct ms_client *h = msd_connect(&d, "liv");
+	file_fetches(h, 40);
 	assert_int_equal(msd_mbox_status(c, "INBOX").messages, B);
 	usleep(100000);
 	ms_client_close(&h);
@@ -1535,31 +1561,14 @@ static void test_file_replies(void **state)
 static void test_file_reply_cut(void **state)
 {
 	(void)state;
-	enum { B = 12, N = 40, SIZE = 60000 };
+	enum { B = FILE_BODIES, N = 40, SIZE = FILE_BODY_SIZE };
 	struct msd d;
-	msd_setup(&d, "mstored-filecut", "max_output = 1m");
-	msd_start(&d);
-	assert_int_equal(msd_user_add(&d, "lou"), 0);
-	struct ms_client *c = msd_connect(&d, "lou");
 	static uint8_t bodies[B][SIZE];
-	for (int i = 0; i < B; i++) {
-		mst_fill(bodies[i], SIZE, 300 + (uint64_t)i);
-		assert_int_equal(msd_append1(c, "INBOX", bodies[i], SIZE,
-					     0).uid, (uint32_t)i + 1);
-	}
-	struct ms_client *h = msd_connect(&d, "lou");
-	struct ms_buf b;
+	struct ms_client *c = file_setup(&d, "mstored-filecut", "lou", bodies,
+					 300);
 	const char *err = "";
-	ms_buf_init(&b, 0);
-	for (int i = 0; i < N; i++) {
-		struct ms_req q = { .op = MS_OP_FETCH_BODY };
-		q.u.fetch_body.mailbox = MS_PSTR("INBOX");
-		q.u.fetch_body.uid = (uint32_t)(i % B) + 1;
-		assert_int_equal(ms_req_encode(&b, ms_client_id(h), &q, &err),
-				 0);
-	}
-	assert_int_equal(ms_client_send(h, b.data, b.len), 0);
-	ms_buf_free(&b);
+	struct ms_client *h = msd_connect(&d, "lou");
+	file_fetches(h, N);
 	/* what the socket takes goes out now (bodies 1 to 3 or so, in the
 	   file's first 200 KB); the next ranges wait in the daemon */
 	usleep(200000);
@@ -1606,6 +1615,21 @@ static void test_file_reply_cut(void **state)
 	ms_client_close(&c);
 	assert_int_equal(msd_stop(&d), 0);
 	assert_true(log_has(&d, "reason=reply_file"));
+}
+
+/* Read n replies, each a success. */
+static void replies_ok(struct ms_client *c, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct ms_proto_hdr h;
+		struct ms_reply rep;
+		const uint8_t *b;
+		const char *err = "";
+		size_t len;
+		assert_int_equal(ms_client_recv(c, &h, &b, &len, &err), 0);
+		assert_int_equal(ms_reply_decode(h.op, b, len, &rep, &err), 0);
+		assert_int_equal(rep.status, 0);
+	}
 }
 
 /*
@@ -1719,14 +1743,7 @@ static void test_reply_limits(void **state)
 		q.u.user.name = ms_pstr_c(name);
 		assert_int_equal(ms_client_send_req(a, &q, &rid, &err), 0);
 	}
-	for (int i = 0; i < NUSERS; i++) {
-		struct ms_proto_hdr h;
-		const uint8_t *b;
-		size_t len;
-		assert_int_equal(ms_client_recv(a, &h, &b, &len, &err), 0);
-		assert_int_equal(ms_reply_decode(h.op, b, len, &rep, &err), 0);
-		assert_int_equal(rep.status, 0);
-	}
+	replies_ok(a, NUSERS);
 	q = (struct ms_req){ .op = MS_OP_USER_LIST };
 	assert_int_equal(msd_req(a, &q, &rep), MS_ETOOBIG);
 	assert_non_null(memmem(rep.reason.s, rep.reason.len, "by pages", 8));
@@ -1779,14 +1796,7 @@ static void test_reply_limits(void **state)
 		q.u.mbox.name = ms_pstr_c(name);
 		assert_int_equal(ms_client_send_req(c, &q, &rid, &err), 0);
 	}
-	for (int i = 0; i < 500; i++) {
-		struct ms_proto_hdr h;
-		const uint8_t *b;
-		size_t len;
-		assert_int_equal(ms_client_recv(c, &h, &b, &len, &err), 0);
-		assert_int_equal(ms_reply_decode(h.op, b, len, &rep, &err), 0);
-		assert_int_equal(rep.status, 0);
-	}
+	replies_ok(c, 500);
 	q = (struct ms_req){ .op = MS_OP_MBOX_LIST };
 	assert_int_equal(msd_req(c, &q, &rep), MS_ETOOBIG);
 	assert_non_null(memmem(rep.reason.s, rep.reason.len,
