@@ -2,6 +2,11 @@
 quota show/set (enforced at delivery), deliver, stats; and what they say
 when mstored is not there."""
 
+import os
+import signal
+import time
+
+import msproto
 from conftest import run_sh
 
 
@@ -52,3 +57,40 @@ def test_online_admin(mstore, tmp_path):
     # with mstored stopped, the online tools say so and exit 2
     down = mstore("-c", conf, "stats")
     assert down.returncode == 2 and "mstored at" in down.stderr
+
+
+def test_user_list_by_pages(mstore, tmp_path):
+    """`mstore user list` over more users than one reply holds: the store's
+    replies cut to 32 KiB (max_frame 64k, reloaded), 1,200 users of
+    40-byte names (about 60 KB of list) come by pages, each once, in id
+    order."""
+    var = tmp_path / "var"
+    try:
+        r = run_sh("start", var=var)
+        assert r.returncode == 0, r.stdout + r.stderr
+        conf = var / "mstore.conf"
+        text = conf.read_text().replace("[store]\n",
+                                        "[store]\nmax_frame = 64k\n", 1)
+        conf.write_text(text)
+        os.kill(int((var / "mstored.pid").read_text()), signal.SIGHUP)
+        time.sleep(0.3)
+        admin = msproto.Client(var / "mstored-admin.sock")
+        names = ["user-%04d-of-a-list-longer-than-a-reply" % i
+                 for i in range(1200)]
+        for n in names:
+            admin.call(10, msproto._str(n))  # USER_CREATE
+        # the whole list in one reply is refused now
+        try:
+            admin.call(12)  # USER_LIST, not paged
+            assert False, "a whole list over the reply limit was answered"
+        except msproto.Error as e:
+            assert "by pages" in e.reason
+        admin.close()
+        out = mstore("-c", conf, "user", "list", check=0).stdout.split("\n")
+        rows = [l.split(" ", 1) for l in out if l]
+        ids = [int(i) for i, _ in rows]
+        listed = [n for _, n in rows]
+        assert ids == sorted(set(ids))
+        assert sorted(listed) == sorted(names + ["demo"])
+    finally:
+        run_sh("stop", var=var)
