@@ -1009,10 +1009,6 @@ static int op_user_create(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 	return 0;
 }
 
-/* A USER_LIST entry's bytes in the reply: the id, the name's length and
-   the name (docs/protocol.md). */
-#define USER_ENTRY_SIZE(name_len) (8 + 2 + (uint64_t)(name_len))
-
 static int op_user_list(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 			const struct ms_req_list *q, const char **why_r)
 {
@@ -1039,7 +1035,7 @@ static int op_user_list(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 	while (it != NULL && ret == 0 && (!q->paged || n < q->max) &&
 	       (ret = ms_idx_users_next(it, &u)) > 0) {
 		ret = 0;
-		bytes += USER_ENTRY_SIZE(u.name_len);
+		bytes += ms_proto_user_size(u.name_len);
 		if (bytes > ops->reply_max) {
 			/* (a page that cannot hold one user would read as
 			   the end of the list) */
@@ -1134,10 +1130,6 @@ static int op_mbox_create(struct ms_ops *ops, struct ms_conn *c,
 	return 0;
 }
 
-/* An MBOX_LIST entry's bytes in the reply: the mailbox info's fixed
-   fields, the name's length and the name (docs/protocol.md). */
-#define MBOX_ENTRY_SIZE(name_len) (47 + (uint64_t)(name_len))
-
 static int op_mbox_list(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 			uint32_t id, const char **why_r)
 {
@@ -1159,7 +1151,7 @@ static int op_mbox_list(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	size_t cap = 0;
 	while (ret == 0 && (ret = ms_idx_mboxes_next(it, &m)) > 0) {
 		ret = 0;
-		bytes += MBOX_ENTRY_SIZE(m.name_len);
+		bytes += ms_proto_mbox_size(m.name_len);
 		if (bytes > ops->reply_max) {
 			*why_r = "more mailboxes than one reply holds (the "
 				 "store's max_frame)";
@@ -1684,7 +1676,7 @@ static int op_fetch_meta(struct ms_ops *ops, struct ms_conn *c,
 			memcpy(mm->guid, msg.guid, sizeof(mm->guid));
 			mm->physical_size = msg.physical_size;
 			mm->virtual_size = msg.virtual_size;
-			bytes += 64 + msg.keywords_len;
+			bytes += ms_proto_meta_size(msg.keywords_len);
 		}
 		if (ret == 0 && bytes > ops->reply_max) {
 			ret = MS_ETOOBIG;
@@ -1873,7 +1865,8 @@ static int op_changes(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		ret = 0;
 		/* a feed longer than a reply may carry: the client reads the
 		   whole mailbox instead, in FETCH_META replies it sizes */
-		bytes += ch.is_expunge ? 8 : 24 + ch.msg.keywords_len;
+		bytes += ch.is_expunge ? 8 /* a uid range */ :
+			 ms_proto_change_size(ch.msg.keywords_len);
 		if (bytes > ops->reply_max) {
 			*why_r = ms_errf("the change feed since modseq %llu is "
 					 "too long for one reply: "

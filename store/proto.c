@@ -1914,6 +1914,26 @@ int ms_proto_end(struct ms_buf *out, size_t start)
 	return 0;
 }
 
+uint64_t ms_proto_user_size(size_t name_len)
+{
+	return kinds[K_USER].min_size + name_len;
+}
+
+uint64_t ms_proto_mbox_size(size_t name_len)
+{
+	return kinds[K_MBOX].min_size + name_len;
+}
+
+uint64_t ms_proto_meta_size(size_t keywords_len)
+{
+	return kinds[K_META].min_size + keywords_len;
+}
+
+uint64_t ms_proto_change_size(size_t keywords_len)
+{
+	return kinds[K_CHANGE].min_size + keywords_len;
+}
+
 int ms_reply_fetch_body_head(struct ms_buf *out, uint32_t id,
 			     uint64_t total, uint32_t chunk_len)
 {

@@ -661,6 +661,17 @@ int ms_req_encode(struct ms_buf *out, uint32_t id, const struct ms_req *req,
 int ms_reply_encode(struct ms_buf *out, uint32_t id, const struct ms_reply *rep,
 		    const char **error_r);
 /*
+ * The bytes one item of a reply's list takes, encoded: a USER_LIST user
+ * or an MBOX_LIST mailbox with a name of name_len bytes, a FETCH_META
+ * message or a CHANGES change whose keywords take keywords_len bytes in
+ * packed form (each a str: 2 + its length).  For a server that keeps a
+ * reply under a limit before it encodes it.
+ */
+uint64_t ms_proto_user_size(size_t name_len);
+uint64_t ms_proto_mbox_size(size_t name_len);
+uint64_t ms_proto_meta_size(size_t keywords_len);
+uint64_t ms_proto_change_size(size_t keywords_len);
+/*
  * The start of a FETCH_BODY reply (status 0) whose chunk of chunk_len
  * bytes the caller sends right after it, from wherever the bytes are (a
  * file, with sendfile): the frame header, counting the chunk, the total

@@ -1649,7 +1649,7 @@ static void test_reply_limits(void **state)
 	struct ms_client *c = msd_connect(&d, "kim");
 	struct ms_req q;
 	struct ms_reply rep;
-	/* about 64 bytes a message in FETCH_META: 600 are over 32 KiB */
+	/* 66 bytes a message in FETCH_META: 600 are over 32 KiB */
 	for (int i = 0; i < 600; i++)
 		assert_int_equal(msd_append1(c, "INBOX", "short body", 10,
 					     0).status, 0);
@@ -1665,7 +1665,7 @@ static void test_reply_limits(void **state)
 	assert_int_equal(msd_req(c, &q, &rep), 0);
 	assert_int_equal(rep.u.metas.n, 400);
 
-	/* a 40-byte keyword on all 600: a feed of about 64 bytes each */
+	/* a 40-byte keyword on all 600: a feed of 60 bytes each */
 	uint64_t before = msd_mbox_status(c, "INBOX").highestmodseq;
 	struct ms_pstr kw = MS_PSTR("a-keyword-of-forty-bytes-for-the-feed-xx");
 	q = (struct ms_req){ .op = MS_OP_STORE };

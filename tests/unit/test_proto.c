@@ -1986,6 +1986,76 @@ static void test_error_reply(void **state)
 
 /* A FETCH_BODY reply's head, then its chunk, is the frame that
    ms_reply_encode() writes, and decodes to the same reply. */
+/* The encoded length of a reply. */
+static size_t reply_len(const struct ms_reply *rep)
+{
+	struct ms_buf b;
+	const char *err = "";
+	size_t len;
+
+	ms_buf_init(&b, 0);
+	assert_int_equal(ms_reply_encode(&b, 1, rep, &err), 0);
+	len = b.len;
+	ms_buf_free(&b);
+	return len;
+}
+
+/* The item sizes mstored counts to keep a reply under its limit
+   (ms_proto_*_size) are what the encoder writes for an item. */
+static void test_item_sizes(void **state)
+{
+	(void)state;
+	static const struct ms_pstr kw[] = {P("$Forwarded"), P("Work")};
+	const size_t kw_len = 2 + 10 + 2 + 4; /* packed: 2 strs */
+	const struct ms_keywords kws = {2, kw, NULL, 0};
+	struct ms_reply r0, r1;
+
+	/* USER_LIST: a user */
+	const struct ms_user_info u = {7, P("carol@example.test")};
+	r0 = (struct ms_reply){ .op = MS_OP_USER_LIST };
+	r1 = r0;
+	r1.u.users.n = 1;
+	r1.u.users.list = &u;
+	assert_int_equal(reply_len(&r1) - reply_len(&r0),
+			 ms_proto_user_size(u.name.len));
+	/* MBOX_LIST: a mailbox */
+	struct ms_mbox_info mb;
+	memset(&mb, 0, sizeof(mb));
+	mb.mbox_id = 3;
+	mb.name = P("Archive/2026");
+	mb.uidvalidity = 1700000000;
+	mb.uidnext = 9;
+	mb.highestmodseq = 4;
+	r0 = (struct ms_reply){ .op = MS_OP_MBOX_LIST };
+	r1 = r0;
+	r1.u.mboxes.n = 1;
+	r1.u.mboxes.list = &mb;
+	assert_int_equal(reply_len(&r1) - reply_len(&r0),
+			 ms_proto_mbox_size(mb.name.len));
+	/* FETCH_META: a message with two keywords */
+	struct ms_msg_meta m;
+	memset(&m, 0, sizeof(m));
+	m.uid = 5;
+	m.modseq = 9;
+	m.keywords = kws;
+	r0 = (struct ms_reply){ .op = MS_OP_FETCH_META };
+	r1 = r0;
+	r1.u.metas.n = 1;
+	r1.u.metas.list = &m;
+	assert_int_equal(reply_len(&r1) - reply_len(&r0),
+			 ms_proto_meta_size(kw_len));
+	/* CHANGES: a change with the same keywords */
+	const struct ms_msg_change ch = {5, 9, MS_EVENT_FLAG_SEEN, kws};
+	r0 = (struct ms_reply){ .op = MS_OP_CHANGES };
+	r0.u.changes.highestmodseq = 9;
+	r0.u.changes.uidvalidity = 1700000000;
+	r1 = r0;
+	r1.u.changes.changes.n = 1;
+	r1.u.changes.changes.list = &ch;
+	assert_int_equal(reply_len(&r1) - reply_len(&r0),
+			 ms_proto_change_size(kw_len));
+}
+
 static void test_fetch_body_head(void **state)
 {
 	(void)state;
@@ -2089,6 +2159,7 @@ int main(void)
 		cmocka_unit_test(test_error_reply),
 		cmocka_unit_test(test_iterators),
 		cmocka_unit_test(test_fetch_body_head),
+		cmocka_unit_test(test_item_sizes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
