@@ -63,9 +63,9 @@ struct mstore_sync_ctx {
 	ARRAY(struct ms_uid_range) expunged;
 	uint32_t uid_validity;
 	uint32_t uidnext; /* full read: the store's UIDNEXT */
-	/* UIDs asked for in one FETCH_META: MSTORE_META_UIDS, halved for
-	   the rest of the sync each time the store says a reply would be
-	   too large */
+	/* UIDs asked for in one FETCH_META: MSTORE_META_UIDS, and half of
+	   a refused request's for the rest of the sync each time the store
+	   says a reply would be too large */
 	uint32_t meta_uids;
 	uint64_t highestmodseq;
 	uint64_t mbox_id;
@@ -502,8 +502,11 @@ static int mstore_sync_fetch_meta(struct mstore_sync_ctx *ctx,
 		}
 		ret = mstore_sync_fetch_meta_once(ctx, array_front(&part),
 						  array_count(&part), add);
-		if (ret == MS_ETOOBIG && ctx->meta_uids > 1) {
-			ctx->meta_uids /= 2;
+		/* the UIDs the part counted (a range to the end: those
+		   below uidnext) */
+		uint64_t asked = ctx->meta_uids - left;
+		if (ret == MS_ETOOBIG && asked > 1) {
+			ctx->meta_uids = (uint32_t)(asked / 2);
 			continue; /* the same part again, in halves */
 		}
 		if (ret == MS_ETOOBIG) {

@@ -329,9 +329,13 @@ int ms_client_fetch_meta_each(struct ms_client *c, const char *mailbox,
 		q.u.uids.mailbox = ms_pstr_c(mailbox);
 		q.u.uids.uids = (struct ms_uid_set){ 1, &r, NULL };
 		ret = ms_client_request(c, &q, &rep, error_r);
+		/* refused: half of what this request asked (a range to the
+		   end counts the UIDs below uidnext) */
+		uint32_t asked = r.hi != UINT32_MAX ? r.hi - lo + 1 :
+				 uidnext > lo ? uidnext - lo : 1;
 		if (ret == MS_ETOOBIG && rep.op == MS_OP_FETCH_META &&
-		    step > 1) {
-			step /= 2;
+		    asked > 1) {
+			step = asked / 2;
 			continue;
 		}
 		if (ret < 0)

@@ -1168,9 +1168,15 @@ def test_replies_over_the_store_limit(stack):
     m = msproto.Client(stack.p("mstored.sock"), user="alice")
     for i in range(600):
         m.append(b"Subject: m%d\r\n\r\nbody %d\r\n" % (i, i))
+    def meta_requests():
+        return m.stats()["ops.op.fetch-meta"]
+    before = meta_requests()
     c = stack.imap()
     typ, data = c.select("INBOX")
     assert typ == "OK" and data == [b"600"], data
+    # 600 messages (39,600 bytes) refused once, then in halves of that
+    # (1-300, 301-600) and the last request, to the end
+    assert meta_requests() - before == 4
     uids = sorted(fetch_map(c, "1:*", "(FLAGS)"))
     assert uids == list(range(1, 601)), uids[:5]
     # a 40-byte keyword on all 600 by another client of the store: a
@@ -1186,7 +1192,10 @@ def test_replies_over_the_store_limit(stack):
     # the new messages' FETCH_META is halved too
     for i in range(600):
         m.append(b"Subject: n%d\r\n\r\nnew %d\r\n" % (i, i))
+    before = meta_requests()
     ok(c.noop())
+    # refused once, then 300 and 300
+    assert meta_requests() - before == 3
     uids = sorted(fetch_map(c, "1:*", "(FLAGS)"))
     assert uids == list(range(1, 1201)), (len(uids), uids[-3:])
     # bodies over one reply: 50 KiB, alone and among others read ahead

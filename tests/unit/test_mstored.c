@@ -1721,12 +1721,16 @@ static void test_reply_limits(void **state)
 	assert_memory_equal(body.data, big, sizeof(big));
 	ms_buf_free(&body);
 
-	/* the library's walk halves its requests until they fit */
+	/* the library's walk halves its requests until they fit, from
+	   the size of the one refused: 601 messages (39,666 bytes) are
+	   refused once, then asked as 300, 300 and the rest */
 	struct meta_walk w = { 0, 0 };
+	uint64_t asked = msd_counter(c, "ops.op.fetch-meta");
 	assert_int_equal(ms_client_fetch_meta_each(c, "INBOX", meta_count, &w,
 						   &err), 0);
 	assert_int_equal(w.n, 601);
 	assert_int_equal(w.last, r.uid);
+	assert_int_equal(msd_counter(c, "ops.op.fetch-meta") - asked, 4);
 	ms_client_close(&c);
 
 	/* USER_LIST: 1,200 users of 40-byte names (about 50 bytes each
