@@ -60,9 +60,9 @@ int ms_client_fetch_body(struct ms_client *c, const char *mailbox,
 /*
  * The metadata of every message of mailbox, in ascending UID order, in
  * as many FETCH_META requests as the store's replies allow: 100,000
- * UIDs a request at first, halved each time the store answers that the
- * reply would be too large (MS_ETOOBIG: a store with a small max_frame,
- * messages with many keywords).  fn gets each message (borrowed: valid
+ * UIDs a request at first, and half of a request's UIDs each time the
+ * store answers that its reply would be too large (MS_ETOOBIG: a store
+ * with a small max_frame, messages with many keywords).  fn gets each message (borrowed: valid
  * for the call; fn must not use c); a negative return from it stops the
  * walk and is returned.  0, fn's error, or a request's (with *error_r).
  */
