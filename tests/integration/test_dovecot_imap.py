@@ -1214,3 +1214,24 @@ def test_replies_over_the_store_limit(stack):
     assert got[5] == b"Subject: after\r\n\r\nsmall\r\n"
     m.close()
     c.logout()
+
+
+def test_new_messages_in_many_ranges(stack):
+    """The metadata of new messages comes in requests of at most 1,000
+    UID ranges (MSTORE_META_RANGES): 1,200 new messages with a gap after
+    each (every other one expunged before the session syncs) are asked
+    in two requests, and the session shows exactly those."""
+    import msproto
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    c = stack.imap()
+    ok(c.select("INBOX"))
+    for i in range(2400):
+        m.append(b"Subject: r%d\r\n\r\nranges %d\r\n" % (i, i))
+    m.expunge("INBOX", [(u, u) for u in range(2, 2401, 2)])
+    before = m.stats()["ops.op.fetch-meta"]
+    ok(c.noop())
+    assert m.stats()["ops.op.fetch-meta"] - before == 2
+    uids = sorted(fetch_map(c, "1:*", "(FLAGS)"))
+    assert uids == list(range(1, 2401, 2)), (len(uids), uids[:4])
+    m.close()
+    c.logout()
