@@ -50,10 +50,19 @@ struct sess {
 				   since; 0: not so */
 	int slow;		/* it did not come back within a gather */
 	uint64_t gather_gen;	/* expected back by this gather; 0: no */
-	/* the last body decoded for FETCH_BODY */
+	/* the last body decoded for FETCH_BODY (compressed or sealed),
+	   for the chunks that follow; let go after its last chunk */
 	uint8_t body_key[32];
 	int have_body;
 	struct ms_buf body;
+	/* the last plain body too large for one reply: its record, read
+	   and checked at its first chunk; the chunks that follow are sent
+	   from that copy's file, nothing of it is held here */
+	int have_fbody;
+	uint8_t fbody_key[32];
+	struct ms_pos fbody_pos;
+	int fbody_copy;
+	uint64_t fbody_len;
 };
 
 struct req;
@@ -207,6 +216,7 @@ struct ms_ops {
 	/* counters for STATUS */
 	uint64_t n_requests, n_errors, n_appends, n_bodies_deduped;
 	uint64_t n_body_chunks, n_body_chunks_file;
+	uint64_t body_held;	/* bytes of decoded bodies sessions hold */
 	uint64_t n_anomalies;
 	/* the largest list a reply may carry (FETCH_META, CHANGES) and
 	   the largest FETCH_BODY chunk: half the frame limit (reply_max) */
@@ -606,6 +616,7 @@ void ms_ops_closed(struct ms_ops *ops, struct ms_conn *c)
 	if (s == NULL)
 		return;
 	gather_back(ops, s);	/* it will not send again */
+	ops->body_held -= s->body.cap;
 	ms_buf_free(&s->body);
 	free(s);
 	ms_conn_set_data(c, NULL);
@@ -889,6 +900,7 @@ static int op_status(struct ms_ops *ops, struct ms_conn *c, uint32_t id)
 		{ MS_PSTR("ops.bodies_deduplicated"), ops->n_bodies_deduped },
 		{ MS_PSTR("ops.body_chunks"), ops->n_body_chunks },
 		{ MS_PSTR("ops.body_chunks_from_file"), ops->n_body_chunks_file },
+		{ MS_PSTR("ops.session_body_bytes"), ops->body_held },
 		{ MS_PSTR("scrub.records"), ops->scrub.records },
 		{ MS_PSTR("scrub.bytes"), ops->scrub.bytes },
 		{ MS_PSTR("scrub.healed"), ops->scrub.healed },
@@ -1729,6 +1741,65 @@ static int reply_from_file(struct ms_ops *ops, struct ms_conn *c,
 	return ret;
 }
 
+/*
+ * A chunk of the plain body the session read last (have_fbody): from the
+ * file of the copy whose record passed the check at the first chunk,
+ * with sendfile, or read from there into memory when the connection
+ * takes no file range now (8 queued, an internal connection) or the
+ * chunk is small.  A record's bytes do not change in its file while
+ * the body lives (compaction writes a new file; the caller saw the
+ * index point at the same place).  0 if sent; -1 if the file is gone or
+ * reads short (cut, failing): the caller reads the record anew, from
+ * whichever copy is good.
+ */
+static int fbody_chunk(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
+		       uint32_t id, uint64_t offset, uint64_t maxc)
+{
+	uint64_t total = s->fbody_len;
+	uint64_t off = offset < total ? offset : total;
+	uint64_t len = total - off < maxc ? total - off : maxc;
+	int fd = ms_log_file(ops->log, s->fbody_copy, s->fbody_pos.seg);
+
+	if (fd < 0)
+		return -1;
+	if (len >= FILE_REPLY_MIN &&
+	    reply_from_file(ops, c, id, s->fbody_copy, s->fbody_pos, total,
+			    off, len)) {
+		ops->n_body_chunks++;
+		ops->n_body_chunks_file++;
+		return 0;
+	}
+	/* asked again: the descriptor is the log's, valid until the next
+	   call into it */
+	if ((fd = ms_log_file(ops->log, s->fbody_copy, s->fbody_pos.seg)) < 0)
+		return -1;
+	struct ms_buf *buf = &ops->rd_payload;
+	uint64_t at = s->fbody_pos.off + MS_REC_HDR_SIZE + MS_BODY_FIXED_SIZE +
+		      off;
+	int ret = ms_buf_resize(buf, (size_t)len);
+	for (size_t got = 0; ret == 0 && got < len;) {
+		ssize_t n = pread(fd, buf->data + got, (size_t)len - got,
+				  (off_t)(at + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			ret = -1;
+		else
+			got += (size_t)n;
+	}
+	if (ret == 0) {
+		struct ms_reply rep = { .op = MS_OP_FETCH_BODY };
+		rep.u.fetch_body.total = total;
+		rep.u.fetch_body.chunk = buf->data;
+		rep.u.fetch_body.chunk_len = (uint32_t)len;
+		reply_now(c, id, &rep);
+		ops->n_body_chunks++;
+	}
+	if (buf->cap > READ_KEEP)
+		ms_buf_free(buf);
+	return ret < 0 ? -1 : 0;
+}
+
 static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 			 struct sess *s, uint32_t id,
 			 const struct ms_req_fetch_body *q, const char **why_r)
@@ -1758,19 +1829,28 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 	uint64_t maxc = q->max_len ? q->max_len : (1u << 20);
 	if (maxc > ops->reply_max)
 		maxc = ops->reply_max;
+	/* the next chunk of the large plain body read last, if the index
+	   still has it where it was read */
+	if (ret == 0 && s->have_fbody &&
+	    memcmp(s->fbody_key, msg.body_key, 32) == 0 &&
+	    s->fbody_pos.seg == b.pos.seg && s->fbody_pos.off == b.pos.off) {
+		if (fbody_chunk(ops, c, s, id, q->offset, maxc) == 0)
+			return 0;
+		s->have_fbody = 0;
+	}
 	struct ms_buf *payload = &ops->rd_payload;
 	/* a body read now and stored as is: the copy it was read from, for
 	   a reply sent from that file */
 	int file_copy = -1;
-	/* such a body when this reply takes it whole: sent from where it
-	   was read, not copied into the session's buffer, which keeps a
-	   body for the chunks that follow */
+	/* such a body, sent from where it was read: not copied into the
+	   session's buffer */
 	const uint8_t *view = NULL;
 	uint64_t view_len = 0;
 	if (ret == 0) {
 		struct ms_rec_hdr h;
 		int copy = 0;
 		s->have_body = 0;
+		s->have_fbody = 0;
 		ret = ms_log_read_at(ops->log, b.pos, &h, payload, &copy,
 				     why_r);
 		if (ret == 0 && h.type != MS_REC_BODY) {
@@ -1784,16 +1864,27 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 			ret = ms_body_plain_view(h.flags, payload->data,
 						 payload->len, msg.body_key,
 						 &view, &view_len, why_r);
-		if (ret == 1)
+		if (ret == 1) {
+			/* plain: a body larger than this reply leaves the
+			   session where it is, for the chunks that follow */
 			file_copy = copy;
-		if (ret == 1 && q->offset == 0 && view_len <= maxc)
+			if (q->offset != 0 || view_len > maxc) {
+				memcpy(s->fbody_key, msg.body_key, 32);
+				s->fbody_pos = b.pos;
+				s->fbody_copy = copy;
+				s->fbody_len = view_len;
+				s->have_fbody = 1;
+			}
 			ret = 0;
-		else if (ret >= 0) {
+		} else if (ret >= 0) {
+			size_t cap0 = s->body.cap;
 			view = NULL;
 			ret = ms_body_decode_known(&ops->bctx, h.flags,
 						   payload->data, payload->len,
 						   msg.body_key, &s->body,
 						   why_r);
+			ops->body_held += s->body.cap;
+			ops->body_held -= cap0;
 		}
 		if (ret < 0) {
 			if (payload->cap > READ_KEEP)
@@ -1826,6 +1917,13 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 		rep.u.fetch_body.chunk = plain + off;
 		rep.u.fetch_body.chunk_len = (uint32_t)len;
 		reply_now(c, id, &rep);
+	}
+	/* a decoded body is let go after its last chunk: an idle session
+	   holds no body */
+	if (view == NULL && off + len >= total && s->body.cap > READ_KEEP) {
+		ops->body_held -= s->body.cap;
+		ms_buf_free(&s->body);
+		s->have_body = 0;
 	}
 	if (payload->cap > READ_KEEP)
 		ms_buf_free(payload);

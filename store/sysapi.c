@@ -295,6 +295,9 @@ static const struct metric_def status_metrics[] = {
 	{ "ops.body_chunks_from_file", "mstore_body_chunks_from_file_total",
 	  "counter", "Of those, chunks sent from the segment file "
 	  "(sendfile), not from memory." },
+	{ "ops.session_body_bytes", "mstore_session_body_bytes", "gauge",
+	  "Bytes of decoded (compressed or sealed) bodies that sessions "
+	  "hold between the chunks of a FETCH_BODY." },
 	{ "ops.undeleted", "mstore_undeleted_total", "counter",
 	  "Messages brought back by undelete." },
 	{ "ops.gather_holds", "mstore_group_commit_holds_total", "counter",

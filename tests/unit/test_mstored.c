@@ -1617,6 +1617,163 @@ static void test_file_reply_cut(void **state)
 	assert_true(log_has(&d, "reason=reply_file"));
 }
 
+/* One FETCH_BODY of uid from off, at most max bytes: the chunk must be
+   want's bytes there (total of them in all). */
+static void chunk_check(struct ms_client *c, uint32_t uid, uint64_t off,
+			uint32_t max, const uint8_t *want, uint64_t total)
+{
+	struct ms_req q = { .op = MS_OP_FETCH_BODY };
+	struct ms_proto_hdr h;
+	struct ms_reply rep;
+	struct ms_buf b;
+	const uint8_t *body;
+	const char *err = "";
+	size_t len;
+
+	q.u.fetch_body.mailbox = MS_PSTR("INBOX");
+	q.u.fetch_body.uid = uid;
+	q.u.fetch_body.offset = off;
+	q.u.fetch_body.max_len = max;
+	ms_buf_init(&b, 0);
+	assert_int_equal(ms_req_encode(&b, ms_client_id(c), &q, &err), 0);
+	assert_int_equal(ms_client_send(c, b.data, b.len), 0);
+	ms_buf_free(&b);
+	assert_int_equal(ms_client_recv(c, &h, &body, &len, &err), 0);
+	assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err), 0);
+	assert_int_equal(rep.status, 0);
+	assert_int_equal(rep.u.fetch_body.total, total);
+	uint64_t n = total - off < max ? total - off : max;
+	assert_int_equal(rep.u.fetch_body.chunk_len, n);
+	assert_memory_equal(rep.u.fetch_body.chunk, want + off, n);
+}
+
+/*
+ * Large bodies asked for in chunks by several sessions at once, their
+ * requests interleaved.  A plain body (incompressible) is read and
+ * checked at each session's first chunk, and every chunk goes from the
+ * segment file: no session holds a copy of it.  A compressed one is held
+ * decoded by each session until its last chunk, then let go.  Chunks
+ * pipelined past the 8 file ranges a connection may queue are read from
+ * the file into the reply.  A file that reads short under a session
+ * (the primary's segment cut) sends it back to the record, which the
+ * secondary has.
+ */
+static void test_large_body_chunks(void **state)
+{
+	(void)state;
+	enum { S = 4, CH = 256 << 10, CH2 = 64 << 10 };
+	const uint64_t plen = (3u << 20) + 777, zlen = (3u << 20) + 555;
+	struct msd d;
+	struct ms_client *c[S];
+	const char *err = "";
+	uint8_t *p = ms_malloc(plen), *z = ms_malloc(zlen);
+
+	mst_fill(p, plen, 4242);
+	for (uint64_t i = 0; i < zlen; i++)
+		z[i] = (uint8_t)("To whom it may concern,\r\n"[i % 25]);
+	msd_setup(&d, "mstored-bigbody", "max_output = 1m\nscrub_rate = 0");
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "ida"), 0);
+	for (int i = 0; i < S; i++)
+		c[i] = msd_connect(&d, "ida");
+	assert_int_equal(msd_append1(c[0], "INBOX", p, plen, 0).uid, 1);
+	assert_int_equal(msd_append1(c[0], "INBOX", z, zlen, 0).uid, 2);
+
+	/* the plain body, chunk by chunk, the sessions in turn */
+	uint64_t all0 = msd_counter(c[0], "ops.body_chunks");
+	uint64_t file0 = msd_counter(c[0], "ops.body_chunks_from_file");
+	uint64_t n = 0, nfile = 0;
+	for (uint64_t off = 0; off < plen; off += CH) {
+		/* a chunk under 16 KiB (the last, 777 bytes) is read */
+		for (int i = 0; i < S; i++, n++) {
+			chunk_check(c[i], 1, off, CH, p, plen);
+			nfile += plen - off >= (16u << 10);
+		}
+		assert_int_equal(msd_counter(c[0], "ops.session_body_bytes"),
+				 0);
+	}
+	assert_int_equal(msd_counter(c[0], "ops.body_chunks") - all0, n);
+	assert_int_equal(msd_counter(c[0], "ops.body_chunks_from_file") -
+				 file0, nfile);
+	assert_int_equal(nfile, n - S);
+
+	/* the compressed one: held by each session until its last chunk */
+	for (uint64_t off = 0; off < zlen; off += CH) {
+		for (int i = 0; i < S; i++)
+			chunk_check(c[i], 2, off, CH, z, zlen);
+		uint64_t held = msd_counter(c[0], "ops.session_body_bytes");
+		if (off + CH < zlen)
+			assert_true(held >= S * zlen);
+		else
+			assert_int_equal(held, 0);
+	}
+
+	/* the plain body in chunks of 64 KiB, all asked in one send: 8 file
+	   ranges queued (512 KiB, under the connection's 1 MiB), then chunks
+	   read into replies while they wait */
+	all0 = msd_counter(c[0], "ops.body_chunks");
+	file0 = msd_counter(c[0], "ops.body_chunks_from_file");
+	struct ms_buf b;
+	ms_buf_init(&b, 0);
+	uint64_t nch = (plen + CH2 - 1) / CH2;
+	for (uint64_t k = 0; k < nch; k++) {
+		struct ms_req q = { .op = MS_OP_FETCH_BODY };
+		q.u.fetch_body.mailbox = MS_PSTR("INBOX");
+		q.u.fetch_body.uid = 1;
+		q.u.fetch_body.offset = k * CH2;
+		q.u.fetch_body.max_len = CH2;
+		assert_int_equal(ms_req_encode(&b, ms_client_id(c[1]), &q,
+					       &err), 0);
+	}
+	assert_int_equal(ms_client_send(c[1], b.data, b.len), 0);
+	ms_buf_free(&b);
+	usleep(200000);
+	for (uint64_t k = 0; k < nch; k++) {
+		struct ms_proto_hdr h;
+		struct ms_reply rep;
+		const uint8_t *body;
+		size_t len;
+		assert_int_equal(ms_client_recv(c[1], &h, &body, &len, &err), 0);
+		assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err), 0);
+		assert_int_equal(rep.status, 0);
+		uint64_t want = plen - k * CH2 < CH2 ? plen - k * CH2 : CH2;
+		assert_int_equal(rep.u.fetch_body.chunk_len, want);
+		assert_memory_equal(rep.u.fetch_body.chunk, p + k * CH2, want);
+	}
+	uint64_t all = msd_counter(c[0], "ops.body_chunks") - all0;
+	uint64_t file = msd_counter(c[0], "ops.body_chunks_from_file") - file0;
+	assert_int_equal(all, nch);
+	/* of the 48 chunks of 64 KiB, some were read: 8 ranges waited */
+	assert_true(file >= 8 && file < nch - 1);
+
+	/* chunks under the file-range minimum are read; the primary cut
+	   short under a session that read the body from it */
+	chunk_check(c[2], 1, 0, 8192, p, plen);
+	uint64_t errs0 = msd_counter(c[0], "log.read_errors");
+	char seg[1200];
+	snprintf(seg, sizeof(seg), "%s/log/000000000001.seg", d.primary);
+	assert_true(mst_file_size(seg) > (long long)plen);
+	assert_int_equal(truncate(seg, 65536), 0);
+	chunk_check(c[2], 1, 1u << 20, 8192, p, plen);
+	chunk_check(c[2], 1, 2u << 20, 8192, p, plen);
+	chunk_check(c[2], 1, plen - 100, 8192, p, plen);
+	/* the record was read again, from the secondary */
+	assert_true(msd_counter(c[0], "log.read_errors") > errs0);
+	struct ms_buf whole;
+	ms_buf_init(&whole, 0);
+	assert_int_equal(ms_client_fetch_body(c[3], "INBOX", 1, 0, &whole,
+					      &err), 0);
+	assert_int_equal(whole.len, plen);
+	assert_memory_equal(whole.data, p, plen);
+	ms_buf_free(&whole);
+
+	for (int i = 0; i < S; i++)
+		ms_client_close(&c[i]);
+	assert_int_equal(msd_stop(&d), 0);
+	free(p);
+	free(z);
+}
+
 /* Read n replies, each a success. */
 static void replies_ok(struct ms_client *c, int n)
 {
@@ -1836,6 +1993,7 @@ int main(void)
 		cmocka_unit_test(test_reply_limits),
 		cmocka_unit_test(test_file_replies),
 		cmocka_unit_test(test_file_reply_cut),
+		cmocka_unit_test(test_large_body_chunks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
