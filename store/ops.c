@@ -217,6 +217,7 @@ struct ms_ops {
 	uint64_t n_requests, n_errors, n_appends, n_bodies_deduped;
 	uint64_t n_body_chunks, n_body_chunks_file;
 	uint64_t body_held;	/* bytes of decoded bodies sessions hold */
+	uint64_t max_mailboxes;	/* a user's, INBOX included; 0: no limit */
 	uint64_t n_anomalies;
 	/* the largest list a reply may carry (FETCH_META, CHANGES) and
 	   the largest FETCH_BODY chunk: half the frame limit (reply_max) */
@@ -419,6 +420,18 @@ static char *mbox_key(uint64_t user_id, const char *name, size_t len)
 	snprintf(k, len + 24, "%llu/%.*s", (unsigned long long)user_id,
 		 (int)len, name);
 	return k;
+}
+
+/* MBOX_CREATEs of user_id in flight (not in the index yet). */
+static uint64_t user_creates(const struct ms_ops *ops, uint64_t user_id)
+{
+	char pre[24];
+	int n = snprintf(pre, sizeof(pre), "%llu/",
+			 (unsigned long long)user_id);
+	uint64_t c = 0;
+	for (size_t i = 0; i < ops->pend_mboxes.n; i++)
+		c += strncmp(ops->pend_mboxes.v[i], pre, (size_t)n) == 0;
+	return c;
 }
 
 /* ---- records and their completion ---- */
@@ -1099,7 +1112,13 @@ static int op_mbox_create(struct ms_ops *ops, struct ms_conn *c,
 	int ret = ms_idx_read_begin(ops->idx, &rd);
 	if (ret < 0)
 		return ret;
-	ret = ms_idx_mbox_by_name(rd, s->user_id, q->name.s, q->name.len, &m);
+	struct ms_idx_user u;
+	ret = ms_idx_user_get(rd, s->user_id, &u);
+	if (ret == 0)
+		ret = ms_idx_mbox_by_name(rd, s->user_id, q->name.s,
+					  q->name.len, &m);
+	else if (ret == MS_ENOTFOUND)
+		ret = MS_ECORRUPT; /* a session's user is in the index */
 	ms_idx_read_end(&rd);
 	char *key = mbox_key(s->user_id, q->name.s, q->name.len);
 	if (ret == 0 || pend_has((const char *const *)ops->pend_mboxes.v,
@@ -1111,6 +1130,15 @@ static int op_mbox_create(struct ms_ops *ops, struct ms_conn *c,
 	if (ret != MS_ENOTFOUND) {
 		free(key);
 		return ret;
+	}
+	if (ops->max_mailboxes != 0 &&
+	    u.mailboxes + user_creates(ops, s->user_id) >=
+		    ops->max_mailboxes) {
+		free(key);
+		*why_r = ms_errf("the user has %llu mailboxes, the store's "
+				 "max_mailboxes",
+				 (unsigned long long)u.mailboxes);
+		return -EMLINK;
 	}
 	struct req *r = req_new(ops, c, MS_OP_MBOX_CREATE, id);
 	uint32_t uv = next_uidvalidity(ops);
@@ -4006,6 +4034,7 @@ void ms_ops_reload(struct ms_ops *ops, const struct ms_store_cfg *cfg)
 		ops->peers = np;
 	}
 	ops->undelete_window_s = cfg->undelete_window / 1000;
+	ops->max_mailboxes = cfg->max_mailboxes;
 	ops->reply_max = reply_max(cfg->max_frame);
 	ops->compact_threshold = cfg->compact_threshold;
 	ops->compact_interval_ms = cfg->compact_interval;

@@ -87,6 +87,10 @@ static const struct ms_cfg_def store_defs[] = {
 	  "after a flush, the next one waits at most this many microseconds "
 	  "(and at most half a recent flush) for the clients it answered to "
 	  "send again; 0: never waits" },
+	{ "store", "max_mailboxes", MS_CFG_UINT, "10000", 0, 1000000, NULL,
+	  F(max_mailboxes),
+	  "mailboxes a user may have, INBOX included: a create past it is "
+	  "refused (0: no limit)" },
 	{ "store", "replication", MS_CFG_ENUM, "async", 0, 0, repl_names,
 	  F(replication),
 	  "async: acknowledge once durable here; sync: also wait for the DR "

@@ -43,6 +43,7 @@ struct ms_store_cfg {
 	uint64_t compact_threshold;	/* per mille of live bytes */
 	uint64_t compact_interval;	/* ms between automatic runs; 0: off */
 	uint64_t group_commit_wait_us;	/* commit gather's cap; 0: off */
+	uint64_t max_mailboxes;	/* a user's mailboxes; 0: no limit */
 	/* replication to the DR site (udsync; docs/replication.md) */
 	unsigned replication;	/* enum ms_store_repl */
 	uint64_t sync_timeout;	/* ms */

@@ -1006,6 +1006,107 @@ static void test_reload(void **state)
 	assert_true(log_has(&d, "event=reload max_frame"));
 }
 
+/* MBOX_CREATE of name as c's user: the status. */
+static int mbox_create(struct ms_client *c, const char *name,
+		       struct ms_reply *rep)
+{
+	struct ms_req q = { .op = MS_OP_MBOX_CREATE };
+	q.u.mbox.name = (struct ms_pstr){ name, strlen(name) };
+	return msd_req(c, &q, rep);
+}
+
+/*
+ * [store] max_mailboxes: a user's mailboxes, INBOX included.  A create
+ * past it is refused with -EMLINK and a reason, creates in flight
+ * counted (two pipelined for the last place: one gets it); a delete
+ * makes room again; another user has a count of its own; a limit
+ * lowered by SIGHUP keeps what is there and refuses the next create;
+ * a restart keeps the count (from the index).
+ */
+static void test_max_mailboxes(void **state)
+{
+	(void)state;
+	struct msd d;
+	struct ms_reply rep;
+	msd_setup(&d, "mstored-maxmb", "max_mailboxes = 4");
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "jan"), 0);
+	assert_int_equal(msd_user_add(&d, "kim"), 0);
+	struct ms_client *c = msd_connect(&d, "jan");
+	assert_int_equal(mbox_create(c, "a", &rep), 0);
+	assert_int_equal(mbox_create(c, "b", &rep), 0);
+	/* the last place, asked for twice in one send */
+	struct ms_buf b;
+	const char *err = "";
+	ms_buf_init(&b, 0);
+	const char *names[] = { "c", "d" };
+	for (int i = 0; i < 2; i++) {
+		struct ms_req q = { .op = MS_OP_MBOX_CREATE };
+		q.u.mbox.name = (struct ms_pstr){ names[i], 1 };
+		assert_int_equal(ms_req_encode(&b, ms_client_id(c), &q, &err),
+				 0);
+	}
+	assert_int_equal(ms_client_send(c, b.data, b.len), 0);
+	ms_buf_free(&b);
+	int st[2];
+	for (int i = 0; i < 2; i++) {
+		struct ms_proto_hdr h;
+		const uint8_t *body;
+		size_t len;
+		assert_int_equal(ms_client_recv(c, &h, &body, &len, &err), 0);
+		assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err), 0);
+		st[i] = rep.status;
+		if (rep.status != 0)
+			assert_non_null(memmem(rep.reason.s, rep.reason.len,
+					       "max_mailboxes", 13));
+	}
+	/* (the refusal is answered at once, ahead of the create's reply,
+	   which waits for its record to be durable) */
+	assert_true((st[0] == 0 && st[1] == -EMLINK) ||
+		    (st[0] == -EMLINK && st[1] == 0));
+	assert_int_equal(mbox_create(c, "e", &rep), -EMLINK);
+	struct ms_req lq = { .op = MS_OP_MBOX_LIST };
+	assert_int_equal(msd_req(c, &lq, &rep), 0);
+	assert_int_equal(rep.u.mboxes.n, 4);
+	/* another user counts its own */
+	struct ms_client *k = msd_connect(&d, "kim");
+	assert_int_equal(mbox_create(k, "a", &rep), 0);
+	/* a delete makes room */
+	struct ms_req dq = { .op = MS_OP_MBOX_DELETE };
+	dq.u.mbox.name = MS_PSTR("a");
+	assert_int_equal(msd_req(c, &dq, &rep), 0);
+	assert_int_equal(mbox_create(c, "e", &rep), 0);
+	assert_int_equal(mbox_create(c, "f", &rep), -EMLINK);
+	/* lowered: what is there stays, the next create is refused */
+	FILE *f = fopen(d.conf, "w");
+	assert_non_null(f);
+	fprintf(f, "[store]\nprimary = primary\nsecondary = secondary\n"
+		   "index = index\nsocket = s.sock\nadmin_socket = a.sock\n"
+		   "max_mailboxes = 2\n");
+	fclose(f);
+	kill(d.pid, SIGHUP);
+	usleep(300000);
+	assert_int_equal(mbox_create(k, "b", &rep), -EMLINK);
+	assert_int_equal(msd_mbox_status(c, "e").messages, 0);
+	assert_int_equal(msd_append1(c, "e", "x", 1, 0).status, 0);
+	/* raised and restarted: the count comes from the index */
+	ms_client_close(&c);
+	ms_client_close(&k);
+	assert_int_equal(msd_stop(&d), 0);
+	f = fopen(d.conf, "w");
+	assert_non_null(f);
+	fprintf(f, "[store]\nprimary = primary\nsecondary = secondary\n"
+		   "index = index\nsocket = s.sock\nadmin_socket = a.sock\n"
+		   "max_mailboxes = 5\n");
+	fclose(f);
+	msd_start(&d);
+	c = msd_connect(&d, "jan");
+	assert_int_equal(mbox_create(c, "g", &rep), 0);
+	assert_int_equal(mbox_create(c, "h", &rep), -EMLINK);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
 /* started as root with [store] user: it drops to that user and still
    creates segments and index pages */
 static void test_drop_root(void **state)
@@ -1994,6 +2095,7 @@ int main(void)
 		cmocka_unit_test(test_file_replies),
 		cmocka_unit_test(test_file_reply_cut),
 		cmocka_unit_test(test_large_body_chunks),
+		cmocka_unit_test(test_max_mailboxes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
