@@ -376,6 +376,12 @@ void mstore_set_store_error(struct mstore_storage *storage, int status,
 		mail_storage_set_error(s, MAIL_ERROR_LIMIT,
 			t_strdup_printf("%s: too large", what));
 		break;
+	case -EMLINK:
+		/* the store's max_mailboxes (MBOX_CREATE); Dovecot's own
+		   words for its quota_mailbox_count */
+		mail_storage_set_error(s, MAIL_ERROR_LIMIT,
+				       "Maximum number of mailboxes reached");
+		break;
 	case -EACCES:
 		mail_storage_set_error(s, MAIL_ERROR_PERM,
 				       MAIL_ERRSTR_NO_PERMISSION);

@@ -377,6 +377,20 @@ static void mstore_mailbox_close(struct mailbox *box)
 	index_storage_mailbox_close(box);
 }
 
+/* Remove the local folder of a create the store did not take, keeping
+   the storage's error for the client. */
+static void mstore_mailbox_create_undo(struct mailbox *box)
+{
+	struct mailbox_list *list = box->list;
+	enum mail_error error;
+	const char *errstr = mail_storage_get_last_error(box->storage, &error);
+
+	errstr = t_strdup(errstr);
+	if (list->v.delete_mailbox(list, box->name) == 0)
+		(void)mailbox_list_delete_dir(list, box->name);
+	mail_storage_set_error(box->storage, error, errstr);
+}
+
 static int mstore_mailbox_create(struct mailbox *box,
 				 const struct mailbox_update *update,
 				 bool directory)
@@ -422,10 +436,14 @@ static int mstore_mailbox_create(struct mailbox *box,
 		/* the store has it and this index did not: bind to it (a
 		   lost index, or a folder made by another host) */
 		ret = 0;
-	} else if (ret < -1) {
-		mstore_set_store_error(mbox->storage, ret, "CREATE");
-		return -1;
 	} else if (ret < 0) {
+		/* the store refused (its max_mailboxes, a name it does not
+		   take) or could not be asked: the folder that
+		   index_storage_mailbox_create made here goes again, so that
+		   no listing shows a mailbox the store does not have */
+		if (ret < -1)
+			mstore_set_store_error(mbox->storage, ret, "CREATE");
+		mstore_mailbox_create_undo(box);
 		return -1;
 	}
 	if (mailbox_open(box) < 0)

@@ -1235,3 +1235,39 @@ def test_new_messages_in_many_ranges(stack):
     assert uids == list(range(1, 2401, 2)), (len(uids), uids[:4])
     m.close()
     c.logout()
+
+
+@pytest.mark.dovecot(store_conf="max_mailboxes = 4")
+def test_mailbox_limit(stack):
+    """The store's max_mailboxes (INBOX included): a CREATE past it is
+    NO [LIMIT] with Dovecot's words for its own limit, the folder is in
+    no listing (this session's, a new one's, the store's), a DELETE
+    makes room, and other folders work on."""
+    c = stack.imap()
+    for name in ("One", "Two", "Three"):
+        ok(c.create(name))
+    typ, data = c.create("Four")
+    assert typ == "NO", (typ, data)
+    assert b"[LIMIT]" in data[0] and \
+        b"Maximum number of mailboxes reached" in data[0], data
+    def listed(conn):
+        return sorted(l.rsplit(b" ", 1)[-1].strip(b'"').decode()
+                      for l in ok(conn.list()))
+    assert listed(c) == ["INBOX", "One", "Three", "Two"], listed(c)
+    c2 = stack.imap()
+    assert listed(c2) == ["INBOX", "One", "Three", "Two"], listed(c2)
+    st = stack.doveadm("mailbox list", user="alice").stdout.split()
+    assert sorted(st) == ["INBOX", "One", "Three", "Two"], st
+    typ, _ = c2.select("Four")
+    assert typ == "NO"
+    # room again after a DELETE
+    ok(c.delete("Two"))
+    ok(c.create("Four"))
+    stack.deliver("alice", "Four", MSG)
+    typ, data = c2.select("Four")
+    assert typ == "OK" and data == [b"1"], data
+    # bob has a count of his own
+    b = stack.imap("bob")
+    ok(b.create("One"))
+    for conn in (c, c2, b):
+        conn.logout()
