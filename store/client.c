@@ -304,6 +304,54 @@ int ms_client_fetch_body(struct ms_client *c, const char *mailbox,
 	return 0;
 }
 
+int ms_client_mbox_list_each(struct ms_client *c,
+			     int (*fn)(void *ctx, const struct ms_mbox_info *m),
+			     void *ctx, const char **error_r)
+{
+	struct ms_req q = { .op = MS_OP_MBOX_LIST };
+	struct ms_reply rep;
+	struct ms_proto_iter it;
+	struct ms_mbox_info mi;
+	char after[MS_EVENT_MBOX_NAME_MAX];
+	size_t after_len = 0;
+	int ret, paged = 0;
+
+	for (;;) {
+		if (paged) {
+			q.u.list.paged = 1;
+			q.u.list.after_name = (struct ms_pstr){ after,
+								after_len };
+			q.u.list.max = MS_CLIENT_MBOX_PAGE;
+		}
+		ret = ms_client_request(c, &q, &rep, error_r);
+		if (ret == MS_ETOOBIG && !paged && rep.op == MS_OP_MBOX_LIST) {
+			paged = 1;
+			continue;
+		}
+		if (ret < 0)
+			return ret;
+		uint32_t n = 0;
+		ms_proto_iter_mboxes(&it, &rep.u.mboxes);
+		while ((ret = ms_proto_next_mbox(&it, &mi)) > 0) {
+			n++;
+			if (mi.name.len > sizeof(after)) {
+				*error_r = "MBOX_LIST: a name over the limit";
+				return MS_ECORRUPT;
+			}
+			memcpy(after, mi.name.s, mi.name.len);
+			after_len = mi.name.len;
+			if ((ret = fn(ctx, &mi)) < 0)
+				return ret;
+		}
+		if (ret < 0) {
+			*error_r = "MBOX_LIST reply does not decode";
+			return ret;
+		}
+		if (!paged || n == 0)
+			return 0;
+	}
+}
+
 int ms_client_fetch_meta_each(struct ms_client *c, const char *mailbox,
 			      int (*fn)(void *ctx, const struct ms_msg_meta *m),
 			      void *ctx, const char **error_r)

@@ -66,6 +66,20 @@ int ms_client_fetch_body(struct ms_client *c, const char *mailbox,
  * for the call; fn must not use c); a negative return from it stops the
  * walk and is returned.  0, fn's error, or a request's (with *error_r).
  */
+/*
+ * Every mailbox of the session's user: one MBOX_LIST, or, when the store
+ * answers that one reply cannot hold them (MS_ETOOBIG: a small
+ * max_frame), pages of at most MS_CLIENT_MBOX_PAGE, each after the last
+ * name of the one before, until an empty page.  fn gets each mailbox
+ * (borrowed: valid for the call; fn must not use c); a negative return
+ * from it stops the walk and is returned.  0, fn's error, or a
+ * request's (with *error_r).  A mailbox renamed while the pages are read
+ * may be missed or seen twice.
+ */
+#define MS_CLIENT_MBOX_PAGE 10000
+int ms_client_mbox_list_each(struct ms_client *c,
+			     int (*fn)(void *ctx, const struct ms_mbox_info *m),
+			     void *ctx, const char **error_r);
 int ms_client_fetch_meta_each(struct ms_client *c, const char *mailbox,
 			      int (*fn)(void *ctx, const struct ms_msg_meta *m),
 			      void *ctx, const char **error_r);

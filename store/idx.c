@@ -3050,9 +3050,11 @@ struct ms_idx_iter {
 	int started, pending, done;
 	uint64_t id, since;
 	uint32_t hi;
-	/* mboxes, subs: the bucket being walked (borrowed) */
+	/* mboxes, subs: the bucket being walked (borrowed), its name
+	   hash (the key's last 8 bytes) */
 	const uint8_t *bucket;
 	size_t bucket_len, bucket_off;
+	uint64_t bucket_hash;
 };
 
 static int iter_new(struct ms_idx_rd *rd, enum it_kind kind, int db,
@@ -3176,6 +3178,28 @@ int ms_idx_mboxes_iter(struct ms_idx_rd *rd, uint64_t user_id,
 	return iter_new(rd, IT_MBOXES, DB_MBOX_NAMES, k, 8, 8, it_r);
 }
 
+int ms_idx_mboxes_iter_after(struct ms_idx_rd *rd, uint64_t user_id,
+			     const char *name, size_t len,
+			     struct ms_idx_iter **it_r)
+{
+	uint8_t k[16];
+	uint64_t h = name_hash(name, len);
+	int ret;
+
+	be64(k, user_id);
+	be64(k + 8, h + 1);
+	if ((ret = iter_new(rd, IT_MBOXES, DB_MBOX_NAMES, k, 16, 8, it_r)) < 0)
+		return ret;
+	if (h == UINT64_MAX)
+		(*it_r)->done = 1;
+	return 0;
+}
+
+uint64_t ms_idx_mboxes_bucket(const struct ms_idx_iter *it)
+{
+	return it->bucket_hash;
+}
+
 int ms_idx_mboxes_next(struct ms_idx_iter *it, struct ms_idx_mbox *m_r)
 {
 	MDB_val k, v;
@@ -3191,6 +3215,7 @@ int ms_idx_mboxes_next(struct ms_idx_iter *it, struct ms_idx_mbox *m_r)
 		it->bucket = v.mv_data;
 		it->bucket_len = v.mv_size;
 		it->bucket_off = 0;
+		it->bucket_hash = get_be64((const uint8_t *)k.mv_data + 8);
 	}
 	uint64_t id = ms_get64(it->bucket + it->bucket_off);
 	it->bucket_off += 8;

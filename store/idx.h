@@ -466,7 +466,16 @@ int ms_idx_users_iter_from(struct ms_idx_rd *rd, uint64_t from_id,
 int ms_idx_users_next(struct ms_idx_iter *it, struct ms_idx_user *u_r);
 int ms_idx_mboxes_iter(struct ms_idx_rd *rd, uint64_t user_id,
 		       struct ms_idx_iter **it_r);
+/* The same, from the bucket after the one where name would be (the
+   mailboxes are walked in the order of their names' hash; name need not
+   exist): a page of MBOX_LIST after the last name of the one before. */
+int ms_idx_mboxes_iter_after(struct ms_idx_rd *rd, uint64_t user_id,
+			     const char *name, size_t len,
+			     struct ms_idx_iter **it_r);
 int ms_idx_mboxes_next(struct ms_idx_iter *it, struct ms_idx_mbox *m_r);
+/* The name hash of the bucket the last mailbox came from: names of one
+   hash (a bucket) go in one page. */
+uint64_t ms_idx_mboxes_bucket(const struct ms_idx_iter *it);
 int ms_idx_msgs_iter(struct ms_idx_rd *rd, uint64_t mbox_id, uint32_t lo,
 		     uint32_t hi, struct ms_idx_iter **it_r);
 /* ms_idx_msgs_iter when *itp is NULL; else the same iterator, moved to

@@ -1171,10 +1171,11 @@ static int op_mbox_create(struct ms_ops *ops, struct ms_conn *c,
 }
 
 static int op_mbox_list(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
-			uint32_t id, const char **why_r)
+			uint32_t id, const struct ms_req_list *q,
+			const char **why_r)
 {
 	struct ms_idx_rd *rd;
-	struct ms_idx_iter *it;
+	struct ms_idx_iter *it = NULL;
 	struct ms_idx_mbox m;
 	struct ms_mbox_info *list = NULL;
 	size_t n = 0;
@@ -1186,15 +1187,37 @@ static int op_mbox_list(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	int ret = ms_idx_read_begin(ops->idx, &rd);
 	if (ret < 0)
 		return ret;
-	ret = ms_idx_mboxes_iter(rd, s->user_id, &it);
-	uint64_t bytes = 0;
-	size_t cap = 0;
+	if (!q->paged || q->after_name.len == 0)
+		ret = ms_idx_mboxes_iter(rd, s->user_id, &it);
+	else
+		ret = ms_idx_mboxes_iter_after(rd, s->user_id, q->after_name.s,
+					       q->after_name.len, &it);
+	/* a page ends at max mailboxes or at the reply limit, and never
+	   inside a bucket (names of one hash: the next page starts after
+	   the last name's hash); the whole list must fit one reply */
+	uint64_t bytes = 0, bucket = 0;
+	size_t cap = 0, bucket_n = 0;
 	while (ret == 0 && (ret = ms_idx_mboxes_next(it, &m)) > 0) {
 		ret = 0;
+		uint64_t h = ms_idx_mboxes_bucket(it);
+		if (n == 0 || h != bucket) {
+			if (q->paged && n >= q->max)
+				break;
+			bucket = h;
+			bucket_n = n;
+		}
 		bytes += ms_proto_mbox_size(m.name_len);
 		if (bytes > ops->reply_max) {
-			*why_r = "more mailboxes than one reply holds (the "
-				 "store's max_frame)";
+			if (q->paged && bucket_n > 0) {
+				/* the page ends before this bucket */
+				n = bucket_n;
+				break;
+			}
+			*why_r = q->paged
+				? "mailboxes of one name hash over the reply "
+				  "limit"
+				: "more mailboxes than one reply holds: ask "
+				  "for them by pages (after, max)";
 			ret = MS_ETOOBIG;
 			break;
 		}
@@ -1202,6 +1225,7 @@ static int op_mbox_list(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 			cap = cap ? cap * 2 : 16;
 			list = ms_realloc(list, cap * sizeof(*list));
 		}
+		/* names are the index's: valid until the read ends */
 		fill_mbox_info(&list[n++], &m);
 	}
 	ms_idx_iter_free(&it);
@@ -3537,7 +3561,7 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 		ret = op_mbox_create(ops, c, s, h->id, &q.u.mbox, &why);
 		break;
 	case MS_OP_MBOX_LIST:
-		ret = op_mbox_list(ops, c, s, h->id, &why);
+		ret = op_mbox_list(ops, c, s, h->id, &q.u.list, &why);
 		break;
 	case MS_OP_MBOX_STATUS:
 		ret = op_mbox_status(ops, c, s, h->id, &q.u.mbox, &why);

@@ -560,8 +560,16 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 			r->u.list.max = ms_dec_u32_nz(d, "max");
 		}
 		break;
-	case MS_OP_STATUS:
 	case MS_OP_MBOX_LIST:
+		/* version 5: a page, after a name (empty: the first page) */
+		if (d->ret == 0 && d->rd.left > 0) {
+			r->u.list.paged = 1;
+			get_name(d, "after", MS_EVENT_MBOX_NAME_MAX, true,
+				 &r->u.list.after_name);
+			r->u.list.max = ms_dec_u32_nz(d, "max");
+		}
+		break;
+	case MS_OP_STATUS:
 	case MS_OP_PROMOTE:
 		break;
 	case MS_OP_USER_CREATE:
@@ -1471,8 +1479,13 @@ static void put_req(struct enc *e, const void *src)
 			put32(e, r->u.list.max);
 		}
 		break;
-	case MS_OP_STATUS:
 	case MS_OP_MBOX_LIST:
+		if (r->u.list.paged) {
+			put_str(e, "after", &r->u.list.after_name);
+			put32(e, r->u.list.max);
+		}
+		break;
+	case MS_OP_STATUS:
 	case MS_OP_PROMOTE:
 		break;
 	case MS_OP_USER_CREATE:

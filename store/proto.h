@@ -71,7 +71,7 @@
 #include "event.h"
 #include "rec.h"
 
-#define MS_PROTO_VERSION 4
+#define MS_PROTO_VERSION 5
 #define MS_PROTO_HDR_SIZE 12
 /* Whole frame (len field included); a receiver's max is configured
    between MS_PROTO_HDR_SIZE and MS_PROTO_MAX_FRAME_LIMIT. */
@@ -411,10 +411,15 @@ struct ms_req_fetch_body { /* FETCH_BODY */
 
 /* USER_LIST: paged (version 4), the users whose id is above after_id in
    id order, at most max (!= 0) and what fits one reply, the list being
-   over at an empty page; unpaged (an empty request), every user. */
+   over at an empty page; unpaged (an empty request), every user.
+   MBOX_LIST: paged (version 5), the mailboxes after after_name (empty:
+   from the first) in the server's order, at most max (but never part of
+   a group of names of one hash) and what fits one reply, over at an
+   empty page; unpaged, every mailbox of the user. */
 struct ms_req_list {
 	uint8_t paged;
-	uint64_t after_id;
+	uint64_t after_id;		/* USER_LIST */
+	struct ms_pstr after_name;	/* MBOX_LIST */
 	uint32_t max;
 };
 

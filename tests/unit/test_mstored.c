@@ -1502,6 +1502,20 @@ struct meta_walk {
 	uint32_t last;
 };
 
+struct list_walk {
+	size_t n;
+	int inbox;
+};
+
+/* ms_client_mbox_list_each's callback: counts. */
+static int mbox_count(void *ctx, const struct ms_mbox_info *m)
+{
+	struct list_walk *w = ctx;
+	w->n++;
+	w->inbox += m->name.len == 5 && memcmp(m->name.s, "INBOX", 5) == 0;
+	return 0;
+}
+
 /* ms_client_fetch_meta_each's callback: counts, checks the order. */
 static int meta_count(void *ctx, const struct ms_msg_meta *m)
 {
@@ -2013,7 +2027,9 @@ static void test_reply_limits(void **state)
 	unsigned pages = 0, seen = 0, full = 0;
 	for (;;) {
 		q = (struct ms_req){ .op = MS_OP_USER_LIST };
-		q.u.list = (struct ms_req_list){ 1, last_id, 100000 };
+		q.u.list = (struct ms_req_list){ .paged = 1,
+						 .after_id = last_id,
+						 .max = 100000 };
 		assert_int_equal(msd_req(a, &q, &rep), 0);
 		if (rep.u.users.n == 0)
 			break;
@@ -2033,19 +2049,21 @@ static void test_reply_limits(void **state)
 	assert_true(pages >= 2);
 	/* a page of max users, and none past the last */
 	q = (struct ms_req){ .op = MS_OP_USER_LIST };
-	q.u.list = (struct ms_req_list){ 1, 0, 7 };
+	q.u.list = (struct ms_req_list){ .paged = 1, .after_id = 0, .max = 7 };
 	assert_int_equal(msd_req(a, &q, &rep), 0);
 	assert_int_equal(rep.u.users.n, 7);
-	q.u.list = (struct ms_req_list){ 1, last_id, 7 };
+	q.u.list = (struct ms_req_list){ .paged = 1, .after_id = last_id, .max = 7 };
 	assert_int_equal(msd_req(a, &q, &rep), 0);
 	assert_int_equal(rep.u.users.n, 0);
-	q.u.list = (struct ms_req_list){ 1, UINT64_MAX, 7 };
+	q.u.list = (struct ms_req_list){ .paged = 1, .after_id = UINT64_MAX, .max = 7 };
 	assert_int_equal(msd_req(a, &q, &rep), 0);
 	assert_int_equal(rep.u.users.n, 0);
 	ms_client_close(&a);
 
 	/* MBOX_LIST: 500 mailboxes of 40-byte names (about 87 bytes each)
-	   are over 32 KiB: a clear refusal, not a broken reply */
+	   are over 32 KiB: a clear refusal, not a broken reply; pages give
+	   each once (cut by the reply limit, or at max), and the library's
+	   walk goes by pages by itself */
 	c = msd_connect(&d, "kim");
 	q = (struct ms_req){ .op = MS_OP_MBOX_LIST };
 	assert_int_equal(msd_req(c, &q, &rep), 0);
@@ -2063,6 +2081,58 @@ static void test_reply_limits(void **state)
 	assert_int_equal(msd_req(c, &q, &rep), MS_ETOOBIG);
 	assert_non_null(memmem(rep.reason.s, rep.reason.len,
 			       "more mailboxes than one reply", 29));
+	uint32_t max_of[] = { 100000, 7 };
+	for (int t = 0; t < 2; t++) {
+		static uint8_t got[501];
+		char last[64] = "";
+		unsigned npages = 0, n = 0;
+		memset(got, 0, sizeof(got));
+		for (;;) {
+			q = (struct ms_req){ .op = MS_OP_MBOX_LIST };
+			q.u.list = (struct ms_req_list){
+				.paged = 1, .after_name = ms_pstr_c(last),
+				.max = max_of[t] };
+			assert_int_equal(msd_req(c, &q, &rep), 0);
+			if (rep.u.mboxes.n == 0)
+				break;
+			npages++;
+			assert_true(rep.u.mboxes.n <= max_of[t]);
+			struct ms_proto_iter it;
+			struct ms_mbox_info mi;
+			ms_proto_iter_mboxes(&it, &rep.u.mboxes);
+			while (ms_proto_next_mbox(&it, &mi) > 0) {
+				int k = 500;
+				if (mi.name.len != 5 ||
+				    memcmp(mi.name.s, "INBOX", 5) != 0)
+					assert_int_equal(sscanf(mi.name.s,
+							 "folder-%d", &k), 1);
+				assert_true(k >= 0 && k <= 500);
+				assert_int_equal(got[k], 0);
+				got[k] = 1;
+				n++;
+				assert_true(mi.name.len < sizeof(last));
+				memcpy(last, mi.name.s, mi.name.len);
+				last[mi.name.len] = '\0';
+			}
+		}
+		assert_int_equal(n, 501);
+		/* 501 × 87 bytes: at least two replies of 32 KiB; 72 of 7 */
+		assert_true(t == 0 ? npages >= 2 : npages == 72);
+	}
+	/* after a name that is not there: from its place in the order */
+	q = (struct ms_req){ .op = MS_OP_MBOX_LIST };
+	q.u.list = (struct ms_req_list){ .paged = 1,
+					 .after_name = MS_PSTR("no such name"),
+					 .max = 1000 };
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	assert_true(rep.u.mboxes.n < 501);
+	struct list_walk lw = { 0, 0 };
+	asked = msd_counter(c, "ops.op.mbox-list");
+	assert_int_equal(ms_client_mbox_list_each(c, mbox_count, &lw, &err),
+			 0);
+	assert_int_equal(lw.n, 501);
+	/* refused whole, then pages, then the empty page */
+	assert_true(msd_counter(c, "ops.op.mbox-list") - asked >= 4);
 	ms_client_close(&c);
 	assert_int_equal(msd_stop(&d), 0);
 }

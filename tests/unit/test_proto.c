@@ -191,6 +191,11 @@ static void dump_req(FILE *f, const struct ms_req *r)
 		fprintf(f, " paged=%u after=%llu max=%u", r->u.list.paged,
 			(unsigned long long)r->u.list.after_id, r->u.list.max);
 		break;
+	case MS_OP_MBOX_LIST:
+		fprintf(f, " paged=%u", r->u.list.paged);
+		dump_str(f, "after", r->u.list.after_name);
+		fprintf(f, " max=%u", r->u.list.max);
+		break;
 	case MS_OP_MBOX_CREATE:
 	case MS_OP_MBOX_RENAME:
 	case MS_OP_MBOX_DELETE:
@@ -543,7 +548,13 @@ static struct ms_req sample_req(uint16_t op)
 		r.u.user.name = P("bob");
 		break;
 	case MS_OP_USER_LIST:
-		r.u.list = (struct ms_req_list){1, 42, 100};
+		r.u.list = (struct ms_req_list){
+			.paged = 1, .after_id = 42, .max = 100 };
+		break;
+	case MS_OP_MBOX_LIST:
+		r.u.list = (struct ms_req_list){
+			.paged = 1, .after_name = P("Archiv/Entwürfe"),
+			.max = 500 };
 		break;
 	case MS_OP_MBOX_CREATE:
 		r.u.mbox.name = P("Entwürfe");
@@ -905,7 +916,7 @@ static void test_golden(void **state)
 	(void)state;
 	memset(&s, 0, sizeof(s));
 	s.req = sample_req(MS_OP_HELLO);
-	check_golden(&s, MS_OP_HELLO, "u16:4 u8:0 s:alice@example.test", 0);
+	check_golden(&s, MS_OP_HELLO, "u16:5 u8:0 s:alice@example.test", 0);
 
 	s.req = sample_req(MS_OP_APPEND);
 	snprintf(spec, sizeof(spec),
@@ -1234,7 +1245,8 @@ static void test_cuts(void **state)
 			}
 			/* a USER_LIST page with nothing left is the whole
 			   list */
-			if (!s.reply && s.req.op == MS_OP_USER_LIST &&
+			if (!s.reply && (s.req.op == MS_OP_USER_LIST ||
+					 s.req.op == MS_OP_MBOX_LIST) &&
 			    cut == 0) {
 				CHECK_RET(ret, 0, "sample %zu unpaged", i);
 				continue;
@@ -1493,6 +1505,14 @@ static const struct bad_body {
 	/* 71zn */ {REQ, MS_OP_USER_LIST, "u64:7 u32:0", MS_ECORRUPT},
 	/* 71zo */ {REQ, MS_OP_USER_LIST, "u64:7", MS_ETRUNC},
 	/* 71zp */ {REQ, MS_OP_USER_LIST, "u64:7 u32:1 u8:0", MS_ECORRUPT},
+	/* MBOX_LIST: the whole list, or a page after a name (version 5) */
+	/* 71zq */ {REQ, MS_OP_MBOX_LIST, "", 0},
+	/* 71zr */ {REQ, MS_OP_MBOX_LIST, "s: u32:100", 0},
+	/* 71zs */ {REQ, MS_OP_MBOX_LIST, "s:Work u32:1", 0},
+	/* 71zt */ {REQ, MS_OP_MBOX_LIST, "s:Work u32:0", MS_ECORRUPT},
+	/* 71zu */ {REQ, MS_OP_MBOX_LIST, "s:Work", MS_ETRUNC},
+	/* 71zv */ {REQ, MS_OP_MBOX_LIST, "s:Work u32:1 u8:0", MS_ECORRUPT},
+	/* 71zw */ {REQ, MS_OP_MBOX_LIST, "sx:00 u32:1", MS_ECORRUPT},
 	/* ops that are not requests */
 	/* 72 */ {REQ, 0, "", -EOPNOTSUPP},
 	/* 73 */ {REQ, 99, "s:A", -EOPNOTSUPP},
