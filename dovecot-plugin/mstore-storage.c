@@ -797,6 +797,7 @@ struct mstore_store_mbox {
 	const char *name;
 	bool subscribed;
 };
+ARRAY_DEFINE_TYPE(mstore_store_mbox, struct mstore_store_mbox);
 
 /* Selectable local mailboxes that the store no longer has (deleted by
    another host, or by a tool) leave the local list.  TRUE if any did. */
@@ -835,37 +836,73 @@ static bool mstore_reconcile_stale(struct mail_namespace *ns,
 	return array_count(&stale) > 0;
 }
 
-static void mstore_reconcile(struct mail_namespace *ns)
+/* Every mailbox of the user in the store: one MBOX_LIST, or pages of
+   them when one reply cannot hold the list (a store with a small
+   max_frame answers MS_ETOOBIG), each after the last name of the page
+   before, until an empty page.  -1 (logged) if the store could not say. */
+static int mstore_store_mboxes(struct mail_namespace *ns,
+			       ARRAY_TYPE(mstore_store_mbox) *boxes)
 {
 	struct mstore_storage *storage = MSTORE_STORAGE(ns->storage);
 	struct ms_req q = { .op = MS_OP_MBOX_LIST };
 	struct ms_reply rep;
 	struct ms_proto_iter it;
 	struct ms_mbox_info info;
-	ARRAY(struct mstore_store_mbox) boxes;
+	const char *after = "";
+	bool paged = FALSE;
 	int ret;
+
+	for (;;) {
+		if (paged) {
+			q.u.list.paged = 1;
+			q.u.list.after_name = ms_pstr_c(after);
+			q.u.list.max = MS_CLIENT_MBOX_PAGE;
+		}
+		ret = mstore_request_status(storage, &q, &rep);
+		if (ret == MS_ETOOBIG && !paged) {
+			paged = TRUE;
+			continue;
+		}
+		if (ret < -1)
+			mstore_set_store_error(storage, ret, "MBOX_LIST");
+		if (ret < 0) {
+			e_error(ns->user->event, "mstore: listing the store's "
+				"mailboxes failed: %s",
+				mail_storage_get_last_internal_error(
+					ns->storage, NULL));
+			return -1;
+		}
+		unsigned int n = 0;
+		ms_proto_iter_mboxes(&it, &rep.u.mboxes);
+		while ((ret = ms_proto_next_mbox(&it, &info)) > 0) {
+			struct mstore_store_mbox *b =
+				array_append_space(boxes);
+			b->name = t_strndup(info.name.s, info.name.len);
+			b->subscribed = info.subscribed != 0;
+			after = b->name;
+			n++;
+		}
+		if (ret < 0) {
+			e_error(ns->user->event,
+				"mstore: malformed mailbox list from the store");
+			return -1;
+		}
+		if (!paged || n == 0)
+			return 0;
+	}
+}
+
+static void mstore_reconcile(struct mail_namespace *ns)
+{
+	struct mstore_storage *storage = MSTORE_STORAGE(ns->storage);
+	ARRAY_TYPE(mstore_store_mbox) boxes;
 
 	if (storage->reconciled)
 		return;
 	storage->reconciled = TRUE;
-	if (mstore_request(storage, &q, &rep, NULL) < 0) {
-		e_error(ns->user->event, "mstore: listing the store's "
-			"mailboxes failed: %s",
-			mail_storage_get_last_internal_error(ns->storage, NULL));
-		return;
-	}
 	t_array_init(&boxes, 16);
-	ms_proto_iter_mboxes(&it, &rep.u.mboxes);
-	while ((ret = ms_proto_next_mbox(&it, &info)) > 0) {
-		struct mstore_store_mbox *b = array_append_space(&boxes);
-		b->name = t_strndup(info.name.s, info.name.len);
-		b->subscribed = info.subscribed != 0;
-	}
-	if (ret < 0) {
-		e_error(ns->user->event,
-			"mstore: malformed mailbox list from the store");
+	if (mstore_store_mboxes(ns, &boxes) < 0)
 		return;
-	}
 	const struct mstore_store_mbox *b;
 	ARRAY_TYPE(const_string) names;
 	t_array_init(&names, array_count(&boxes));

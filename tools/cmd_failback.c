@@ -378,14 +378,20 @@ static int collect_tags(void *ctx, const struct ms_msg_meta *m)
 	return 0;
 }
 
+/* A mailbox's name into f->mboxes. */
+static int collect_mbox(void *ctx, const struct ms_mbox_info *mi)
+{
+	struct fb *f = ctx;
+	strs_add(&f->mboxes, &f->nmboxes, mi->name.s, mi->name.len);
+	return 0;
+}
+
 /* Connect to D as the user (created there if missing); collect its
    mailboxes and the $MstoreFrom- keywords it already has. */
 static int user_begin(struct fb *f, const char *user, const char **error_r)
 {
 	struct ms_req q = { .op = MS_OP_USER_CREATE };
 	struct ms_reply rep;
-	struct ms_proto_iter it;
-	struct ms_mbox_info mi;
 	int ret;
 
 	q.u.user.name = ms_pstr_c(user);
@@ -398,12 +404,9 @@ static int user_begin(struct fb *f, const char *user, const char **error_r)
 		    0 ||
 	    (ret = ms_client_hello(f->duser, user, error_r)) < 0)
 		return ret;
-	q = (struct ms_req){ .op = MS_OP_MBOX_LIST };
-	if ((ret = ms_client_request(f->duser, &q, &rep, error_r)) < 0)
+	if ((ret = ms_client_mbox_list_each(f->duser, collect_mbox, f,
+					    error_r)) < 0)
 		return ret;
-	ms_proto_iter_mboxes(&it, &rep.u.mboxes);
-	while (ms_proto_next_mbox(&it, &mi) > 0)
-		strs_add(&f->mboxes, &f->nmboxes, mi.name.s, mi.name.len);
 	for (size_t i = 0; i < f->nmboxes; i++)
 		if ((ret = ms_client_fetch_meta_each(f->duser, f->mboxes[i],
 						     collect_tags, f,

@@ -6,7 +6,7 @@ reply."""
 import socket
 import struct
 
-HELLO, STATUS, MBOX_LIST, MBOX_STATUS = 1, 2, 20, 25
+HELLO, STATUS, MBOX_LIST, MBOX_CREATE, MBOX_STATUS = 1, 2, 20, 21, 25
 APPEND, FETCH_META, FETCH_BODY, EXPUNGE, STORE = 30, 31, 32, 35, 34
 MBOX_UPDATE, APPEND_UID = 55, 56
 ESTATE = -10007
@@ -94,6 +94,9 @@ class Client:
     def stats(self):
         r = self.call(STATUS)
         return {r.str(): r.take("Q") for _ in range(r.take("H"))}
+
+    def mbox_create(self, name, special_use=0):
+        self.call(MBOX_CREATE, _str(name) + struct.pack("<I", special_use))
 
     def mbox_status(self, name):
         r = self.call(MBOX_STATUS, _str(name))

@@ -1271,3 +1271,28 @@ def test_mailbox_limit(stack):
     ok(b.create("One"))
     for conn in (c, c2, b):
         conn.logout()
+
+
+@pytest.mark.dovecot(store_conf="max_frame = 64k", quota=None)
+def test_folder_list_over_one_store_reply(stack):
+    """A user with more folders than one store reply holds (max_frame at
+    its least: 32 KiB a reply; 500 folders of about 87 bytes): the
+    store's list comes in pages at LOGIN, and LIST shows every folder,
+    with no error in Dovecot's log (the fixture checks)."""
+    import msproto
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    names = ["folder-%04d-of-a-list-longer-than-reply" % i
+             for i in range(500)]
+    for n in names:
+        m.mbox_create(n)
+    before = m.stats()["ops.op.mbox-list"]
+    c = stack.imap()
+    listed = sorted(l.rsplit(b" ", 1)[-1].strip(b'"').decode()
+                    for l in ok(c.list()))
+    assert listed == sorted(names + ["INBOX"]), (len(listed), listed[:3])
+    # refused whole, then pages of 32 KiB (about 376), then the empty one
+    assert m.stats()["ops.op.mbox-list"] - before == 4
+    typ, data = c.select(names[499])
+    assert typ == "OK", data
+    m.close()
+    c.logout()
