@@ -2296,6 +2296,11 @@ static int op_quota(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		rep.u.quota.max_messages = u.max_messages;
 		rep.u.quota.used_bytes = u.use_bytes;
 		rep.u.quota.used_messages = u.use_messages;
+		if (s->version >= 5) {
+			rep.u.quota.have_mailboxes = 1;
+			rep.u.quota.mailboxes = u.mailboxes;
+			rep.u.quota.max_mailboxes = ops->max_mailboxes;
+		}
 		reply_now(c, id, &rep);
 		return 0;
 	}

@@ -872,6 +872,13 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 		r->u.quota.max_messages = ms_dec_u64(d, "max_messages");
 		r->u.quota.used_bytes = ms_dec_u64(d, "used_bytes");
 		r->u.quota.used_messages = ms_dec_u64(d, "used_messages");
+		/* version 5 adds two fields; an older server ends here */
+		if (d->ret == 0 && d->rd.left > 0) {
+			r->u.quota.have_mailboxes = 1;
+			r->u.quota.mailboxes = ms_dec_u64(d, "mailboxes");
+			r->u.quota.max_mailboxes =
+				ms_dec_u64(d, "max_mailboxes");
+		}
 		break;
 	case MS_OP_WAIT:
 		r->u.highestmodseq = ms_dec_u64(d, "highestmodseq");
@@ -1718,6 +1725,10 @@ static void put_reply(struct enc *e, const void *src)
 		put64(e, r->u.quota.max_messages);
 		put64(e, r->u.quota.used_bytes);
 		put64(e, r->u.quota.used_messages);
+		if (r->u.quota.have_mailboxes) {
+			put64(e, r->u.quota.mailboxes);
+			put64(e, r->u.quota.max_mailboxes);
+		}
 		break;
 	case MS_OP_WAIT:
 		put64(e, r->u.highestmodseq);

@@ -567,6 +567,11 @@ struct ms_rep_quota { /* QUOTA_GET */
 	uint64_t max_messages;
 	uint64_t used_bytes;
 	uint64_t used_messages;
+	/* from version 5 (on the wire when have_mailboxes): the user's
+	   mailboxes and the store's max_mailboxes (0: no limit) */
+	int have_mailboxes;
+	uint64_t mailboxes;
+	uint64_t max_mailboxes;
 };
 
 /* REPL_WAIT, REPL_ACK: the durable end of the primary's log. */

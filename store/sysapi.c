@@ -818,9 +818,11 @@ static void admin_reply(struct hconn *hc, const struct ms_reply *rep)
 		bprintf(&b,
 			",\"max_bytes\":%" PRIu64 ",\"max_messages\":%" PRIu64
 			",\"used_bytes\":%" PRIu64 ",\"used_messages\":%" PRIu64
+			",\"mailboxes\":%" PRIu64 ",\"max_mailboxes\":%" PRIu64
 			"}\n",
 			rep->u.quota.max_bytes, rep->u.quota.max_messages,
-			rep->u.quota.used_bytes, rep->u.quota.used_messages);
+			rep->u.quota.used_bytes, rep->u.quota.used_messages,
+			rep->u.quota.mailboxes, rep->u.quota.max_mailboxes);
 		break;
 	case R_QUOTA_SET:
 		bputs(&b, "{\"user\":");

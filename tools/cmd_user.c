@@ -389,7 +389,14 @@ int cmd_quota(int argc, char **argv)
 		q.u.quota.max_messages = msgs;
 	}
 	int ret = ms_client_request(c, &q, &rep, &err);
-	if (ret == 0 && argc == 2)
+	if (ret == 0 && argc == 2 && rep.u.quota.have_mailboxes)
+		printf("user %s: %" PRIu64 " of %" PRIu64 " bytes, %" PRIu64
+		       " of %" PRIu64 " messages, %" PRIu64 " of %" PRIu64
+		       " mailboxes (0: no limit)\n",
+		       argv[1], rep.u.quota.used_bytes, rep.u.quota.max_bytes,
+		       rep.u.quota.used_messages, rep.u.quota.max_messages,
+		       rep.u.quota.mailboxes, rep.u.quota.max_mailboxes);
+	else if (ret == 0 && argc == 2)
 		printf("user %s: %" PRIu64 " of %" PRIu64 " bytes, %" PRIu64
 		       " of %" PRIu64 " messages (0: no limit)\n",
 		       argv[1], rep.u.quota.used_bytes, rep.u.quota.max_bytes,

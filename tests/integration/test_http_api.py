@@ -365,6 +365,8 @@ def test_admin_endpoints(daemon):
     st, data, _ = daemon.req("GET", "/admin/quota/bob")
     got = json.loads(data)
     assert (got["max_bytes"], got["max_messages"]) == (5000, 7)
+    # bob's INBOX, and the store's max_mailboxes (the default)
+    assert (got["mailboxes"], got["max_mailboxes"]) == (1, 10000), got
     assert daemon.req("PUT", "/admin/quota/bob", {"max_bytes": -1,
                                                   "max_messages": 0})[0] == 400
     assert daemon.req("PUT", "/admin/quota/bob", {"max_bytes": 1})[0] == 400

@@ -36,6 +36,11 @@ def test_online_admin(mstore, tmp_path):
         assert over.returncode == 1 and "quota" in over.stderr
         q = mstore("-c", conf, "quota", "alice", check=0).stdout
         assert "2032 of 2500 bytes, 2 of 0 messages" in q
+        # the user's mailboxes (INBOX) against the store's max_mailboxes
+        assert "1 of 10000 mailboxes" in q, q
+        mstore("-c", conf, "mailbox", "add", "alice", "Archive", check=0)
+        q = mstore("-c", conf, "quota", "alice", check=0).stdout
+        assert "2 of 10000 mailboxes" in q, q
         nobox = mstore("-c", conf, "deliver", "alice", "Nope", msg)
         assert nobox.returncode == 1 and "no such mailbox" in nobox.stderr
         stats = dict(l.split() for l in

@@ -443,6 +443,10 @@ static void dump_reply(FILE *f, const struct ms_reply *r)
 			(unsigned long long)r->u.quota.max_messages,
 			(unsigned long long)r->u.quota.used_bytes,
 			(unsigned long long)r->u.quota.used_messages);
+		if (r->u.quota.have_mailboxes)
+			fprintf(f, " mailboxes=%llu/%llu",
+				(unsigned long long)r->u.quota.mailboxes,
+				(unsigned long long)r->u.quota.max_mailboxes);
 		break;
 	case MS_OP_WAIT:
 		fprintf(f, " hms=%llu", (unsigned long long)r->u.highestmodseq);
@@ -758,8 +762,11 @@ static struct ms_reply sample_reply(uint16_t op)
 		r.u.copy.pairs = (struct ms_uid_pairs){2, pairs, NULL, 0};
 		break;
 	case MS_OP_QUOTA_GET:
-		r.u.quota = (struct ms_rep_quota){(uint64_t)1 << 30, 100000,
-						  123456, 789};
+		r.u.quota = (struct ms_rep_quota){
+			.max_bytes = (uint64_t)1 << 30, .max_messages = 100000,
+			.used_bytes = 123456, .used_messages = 789,
+			.have_mailboxes = 1, .mailboxes = 12,
+			.max_mailboxes = 10000 };
 		break;
 	case MS_OP_WAIT:
 		r.u.highestmodseq = 95;
@@ -1243,6 +1250,13 @@ static void test_cuts(void **state)
 				CHECK_RET(ret, 0, "sample %zu v2 form", i);
 				continue;
 			}
+			/* a QUOTA_GET reply without the fields of version
+			   5 is the version 4 form */
+			if (s.reply && s.rep.op == MS_OP_QUOTA_GET &&
+			    cut == body_len - 16) {
+				CHECK_RET(ret, 0, "sample %zu v4 form", i);
+				continue;
+			}
 			/* a USER_LIST page with nothing left is the whole
 			   list */
 			if (!s.reply && (s.req.op == MS_OP_USER_LIST ||
@@ -1518,6 +1532,17 @@ static const struct bad_body {
 	/* 73 */ {REQ, 99, "s:A", -EOPNOTSUPP},
 	/* 74 */ {REQ, MS_OP_STATUS | MS_OP_REPLY, "", -EOPNOTSUPP},
 	/* replies */
+	/* QUOTA_GET: version 5 adds the mailboxes and their limit */
+	/* 74q */ {REP, MS_OP_QUOTA_GET, "i32:0 u64:1 u64:2 u64:3 u64:4", 0},
+	/* 74r */ {REP, MS_OP_QUOTA_GET,
+		   "i32:0 u64:1 u64:2 u64:3 u64:4 u64:5 u64:0", 0},
+	/* 74s */ {REP, MS_OP_QUOTA_GET,
+		   "i32:0 u64:1 u64:2 u64:3 u64:4 u64:5", MS_ETRUNC},
+	/* 74t */ {REP, MS_OP_QUOTA_GET,
+		   "i32:0 u64:1 u64:2 u64:3 u64:4 u64:5 u64:6 u8:0",
+		   MS_ECORRUPT},
+	/* 74u */ {REP, MS_OP_QUOTA_GET, "i32:0 u64:1 u64:2 u64:3",
+		   MS_ETRUNC},
 	/* 75 */ {REP, MS_OP_WAIT, "i32:1 u64:5", MS_ECORRUPT},
 	/* 76 */ {REP, MS_OP_WAIT, "i32:-5 s:why", 0},
 	/* 77 */ {REP, MS_OP_WAIT, "i32:-5 s:why u64:5", MS_ECORRUPT},
