@@ -1114,11 +1114,15 @@ static int op_mbox_create(struct ms_ops *ops, struct ms_conn *c,
 		return ret;
 	struct ms_idx_user u;
 	ret = ms_idx_user_get(rd, s->user_id, &u);
+	if (ret == MS_ENOTFOUND) {
+		/* deleted (by an admin) while this session was open */
+		ms_idx_read_end(&rd);
+		*why_r = "the session's user no longer exists";
+		return MS_ENOTFOUND;
+	}
 	if (ret == 0)
 		ret = ms_idx_mbox_by_name(rd, s->user_id, q->name.s,
 					  q->name.len, &m);
-	else if (ret == MS_ENOTFOUND)
-		ret = MS_ECORRUPT; /* a session's user is in the index */
 	ms_idx_read_end(&rd);
 	char *key = mbox_key(s->user_id, q->name.s, q->name.len);
 	if (ret == 0 || pend_has((const char *const *)ops->pend_mboxes.v,

@@ -1087,6 +1087,18 @@ static void test_max_mailboxes(void **state)
 	kill(d.pid, SIGHUP);
 	usleep(300000);
 	assert_int_equal(mbox_create(k, "b", &rep), -EMLINK);
+	/* kim deleted while a session of hers is open: a create is refused
+	   as for a user that is not there, and writes nothing */
+	struct ms_client *adm = msd_connect(&d, NULL);
+	struct ms_req uq = { .op = MS_OP_USER_DELETE };
+	uq.u.user.name = MS_PSTR("kim");
+	assert_int_equal(msd_req(adm, &uq, &rep), 0);
+	uint64_t seq = msd_counter(adm, "log.durable_seq");
+	assert_int_equal(mbox_create(k, "b", &rep), MS_ENOTFOUND);
+	assert_non_null(memmem(rep.reason.s, rep.reason.len,
+			       "no longer exists", 16));
+	assert_int_equal(msd_counter(adm, "log.durable_seq"), seq);
+	ms_client_close(&adm);
 	assert_int_equal(msd_mbox_status(c, "e").messages, 0);
 	assert_int_equal(msd_append1(c, "e", "x", 1, 0).status, 0);
 	/* raised and restarted: the count comes from the index */
