@@ -875,6 +875,15 @@ static int mstore_store_mboxes(struct mail_namespace *ns,
 		unsigned int n = 0;
 		ms_proto_iter_mboxes(&it, &rep.u.mboxes);
 		while ((ret = ms_proto_next_mbox(&it, &info)) > 0) {
+			if (n == 0 && paged && *after != '\0' &&
+			    strlen(after) == info.name.len &&
+			    memcmp(after, info.name.s, info.name.len) == 0) {
+				/* a page starts after the name before: a
+				   server that does not advance would be
+				   asked forever */
+				ret = -1;
+				break;
+			}
 			struct mstore_store_mbox *b =
 				array_append_space(boxes);
 			b->name = t_strndup(info.name.s, info.name.len);

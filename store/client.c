@@ -333,7 +333,14 @@ int ms_client_mbox_list_each(struct ms_client *c,
 		uint32_t n = 0;
 		ms_proto_iter_mboxes(&it, &rep.u.mboxes);
 		while ((ret = ms_proto_next_mbox(&it, &mi)) > 0) {
-			n++;
+			/* a page starts after the name before: a server
+			   that does not advance would be asked forever */
+			if (n++ == 0 && paged && after_len > 0 &&
+			    mi.name.len == after_len &&
+			    memcmp(mi.name.s, after, after_len) == 0) {
+				*error_r = "MBOX_LIST: a page does not advance";
+				return MS_ECORRUPT;
+			}
 			if (mi.name.len > sizeof(after)) {
 				*error_r = "MBOX_LIST: a name over the limit";
 				return MS_ECORRUPT;

@@ -4,7 +4,8 @@
  * in pieces, two frames in one read, a train of frames of mixed sizes
  * cut at odd places, a peer that never answers or never
  * reads (the timeout), a send larger than the socket buffer, a peer that
- * closes, a frame that breaks the rules.  The client tries each send and
+ * closes, a frame that breaks the rules, MBOX_LIST pages that do not
+ * advance.  The client tries each send and
  * receive first and waits (poll, bounded by its timeout) only when the
  * socket is not ready; these cases walk both ways.
  */
@@ -92,8 +93,10 @@ enum script {
 	BAD_FLAGS,	 /* a frame with flags != 0 */
 	TRAIN,		 /* TRAIN_FRAMES frames, written in pieces of
 			    TRAIN_PIECE bytes that cut them anywhere */
-	SLOW_PINGS	 /* reads SLOW_PINGS_N requests one by one, 2 ms
+	SLOW_PINGS,	 /* reads SLOW_PINGS_N requests one by one, 2 ms
 			    apart, then answers once */
+	STUCK_PAGES	 /* MBOX_LIST: the whole list refused (too big),
+			    then every page the same one mailbox */
 };
 
 #define SLOW_PINGS_N 40
@@ -174,6 +177,43 @@ static int peer(int lfd, enum script s)
 		if (write_all(fd, g, n) < 0)
 			return 4;
 		break;
+	case STUCK_PAGES:
+		for (int i = 0; i < 5; i++) {
+			uint32_t len, id;
+			uint16_t op;
+			uint8_t req[2048];
+			struct ms_buf out;
+			if (read_all(fd, f, 12) < 0)
+				break; /* the client gave up */
+			memcpy(&len, f, 4);
+			memcpy(&op, f + 4, 2);
+			memcpy(&id, f + 8, 4);
+			if (op != MS_OP_MBOX_LIST || len < 8 ||
+			    len - 8 > sizeof(req) ||
+			    read_all(fd, req, len - 8) < 0)
+				return 3;
+			/* the first is the whole list, the others pages */
+			if ((i == 0) != (len == 8))
+				return 7;
+			ms_buf_init(&out, 0);
+			if (i == 0) {
+				ms_proto_error(&out, MS_OP_MBOX_LIST, id,
+					       MS_ETOOBIG, "too many");
+			} else {
+				struct ms_mbox_info mi = {
+					.mbox_id = 1, .name = MS_PSTR("A"),
+					.uidvalidity = 1, .uidnext = 1 };
+				struct ms_reply r = { .op = MS_OP_MBOX_LIST };
+				r.u.mboxes = (struct ms_mbox_infos){ 1, &mi,
+								     NULL, 0 };
+				if (ms_reply_encode(&out, id, &r, NULL) < 0)
+					return 8;
+			}
+			if (write_all(fd, out.data, out.len) < 0)
+				return 4;
+			ms_buf_free(&out);
+		}
+		break;
 	case TRAIN: {
 		size_t cap = (size_t)TRAIN_FRAMES * (12 + 70001), len = 0;
 		uint8_t *buf = malloc(cap), *body = malloc(70001);
@@ -242,6 +282,30 @@ static int finish(struct ms_client **c, pid_t pid)
 	ms_client_close(c);
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 100 + WTERMSIG(st);
+}
+
+static int count_mbox(void *ctx, const struct ms_mbox_info *m)
+{
+	(void)m;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+/* A server whose MBOX_LIST pages do not advance (each the same mailbox):
+   ms_client_mbox_list_each stops at the second page with an error,
+   instead of asking forever. */
+static void test_mbox_pages_that_do_not_advance(void **state)
+{
+	(void)state;
+	pid_t pid;
+	struct ms_client *c = start(STUCK_PAGES, 5000, &pid);
+	const char *error = "";
+	int n = 0;
+	assert_int_equal(ms_client_mbox_list_each(c, count_mbox, &n, &error),
+			 MS_ECORRUPT);
+	assert_non_null(strstr(error, "does not advance"));
+	assert_int_equal(n, 1);
+	assert_int_equal(finish(&c, pid), 0);
 }
 
 static void send_ping(struct ms_client *c)
@@ -467,6 +531,7 @@ int main(void)
 		cmocka_unit_test(test_send_timeout),
 		cmocka_unit_test(test_peer_closes),
 		cmocka_unit_test(test_bad_frame),
+		cmocka_unit_test(test_mbox_pages_that_do_not_advance),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
