@@ -1153,9 +1153,12 @@ static void heal(struct ms_log *log, int c, struct ms_pos pos,
 	/* rebuild the exact header bytes of the good copy */
 	ms_rec_encode_hdr(hb, h->type, h->flags, h->len, h->seq, h->timeline,
 			  payload->data);
-	if (fd >= 0)
+	if (fd >= 0) {
+		/* from here the file may read otherwise (ms_log_file_epoch) */
+		log->file_epoch++;
 		ret = log->io->ops->pwrite(log->io, c, fd, hb, sizeof(hb),
 					   pos.off);
+	}
 	if (ret >= 0 && h->type != MS_REC_HOLE)
 		ret = log->io->ops->pwrite(log->io, c, fd, payload->data,
 					   h->len, pos.off + MS_REC_HDR_SIZE);
@@ -1173,6 +1176,11 @@ static void heal(struct ms_log *log, int c, struct ms_pos pos,
 		 ms_log_copy_name(c), (unsigned long long)pos.seg,
 		 (unsigned long long)pos.off, ms_log_copy_name(1 - c),
 		 ms_log_copy_name(1 - c));
+}
+
+uint64_t ms_log_file_epoch(const struct ms_log *log)
+{
+	return log->file_epoch;
 }
 
 int ms_log_file(struct ms_log *log, int copy, uint64_t seg)

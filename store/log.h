@@ -202,6 +202,11 @@ int ms_log_read_at(struct ms_log *log, struct ms_pos pos,
    the next call into the log (dup it to keep it); -errno if it cannot be
    opened (retired by compaction, say). */
 int ms_log_file(struct ms_log *log, int copy, uint64_t seg);
+/* Changes whenever bytes already in a copy's files are rewritten (a
+   record healed from the other copy, or an attempt that may have
+   written part of it): a range read and checked before may read
+   otherwise now. */
+uint64_t ms_log_file_epoch(const struct ms_log *log);
 
 /*
  * Scrub: read every record of one segment on every copy, rewrite a bad

@@ -81,6 +81,7 @@ struct ms_log {
 	uint64_t counter;	/* fd cache clock */
 
 	struct ms_log_status st;	/* counters */
+	uint64_t file_epoch;	/* ms_log_file_epoch: in-place rewrites */
 	ms_log_apply_fn *apply;
 	void *apply_ctx;
 	/* ms_log_defer_apply: durable batches whose records the apply hook

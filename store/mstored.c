@@ -238,6 +238,11 @@ static void h_tick(void *ctx)
 	ms_ops_tick(ctx);
 }
 
+static uint64_t h_file_epoch(void *ctx)
+{
+	return ms_ops_file_epoch(ctx);
+}
+
 /*
  * The store's files belong to the user mstored runs as: after the drop
  * it must still create segments, lost+found files and index pages.
@@ -330,7 +335,8 @@ int main(int argc, char **argv)
 	struct ms_srv_limits lim;
 	limits_of(&cfg, &lim);
 	d.cfg = &cfg;
-	struct ms_srv_handler h = { h_request, h_closed, h_tick };
+	struct ms_srv_handler h = { h_request, h_closed, h_tick,
+				    h_file_epoch };
 	if (ms_srv_new(&lim, &h, d.ops, loop_of(&cfg), &d.srv) < 0 ||
 	    ms_srv_listen(d.srv, cfg.socket, cfg.socket_mode, 0, &err) < 0 ||
 	    ms_srv_listen(d.srv, cfg.admin_socket, cfg.admin_socket_mode, 1,

@@ -63,6 +63,7 @@ struct sess {
 	struct ms_pos fbody_pos;
 	int fbody_copy;
 	uint64_t fbody_len;
+	uint64_t fbody_epoch;	/* the log's file epoch when checked */
 };
 
 struct req;
@@ -1804,7 +1805,8 @@ static int reply_from_file(struct ms_ops *ops, struct ms_conn *c,
  * takes no file range now (8 queued, an internal connection) or the
  * chunk is small.  A record's bytes do not change in its file while
  * the body lives (compaction writes a new file; the caller saw the
- * index point at the same place).  0 if sent; -1 if the file is gone or
+ * index point at the same place, and no record rewritten in the files
+ * since: a heal of a file cut short leaves zeros where the cut was).  0 if sent; -1 if the file is gone or
  * reads short (cut, failing): the caller reads the record anew, from
  * whichever copy is good.
  */
@@ -1889,7 +1891,8 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 	   still has it where it was read */
 	if (ret == 0 && s->have_fbody &&
 	    memcmp(s->fbody_key, msg.body_key, 32) == 0 &&
-	    s->fbody_pos.seg == b.pos.seg && s->fbody_pos.off == b.pos.off) {
+	    s->fbody_pos.seg == b.pos.seg && s->fbody_pos.off == b.pos.off &&
+	    s->fbody_epoch == ms_log_file_epoch(ops->log)) {
 		if (fbody_chunk(ops, c, s, id, q->offset, maxc) == 0)
 			return 0;
 		s->have_fbody = 0;
@@ -1929,6 +1932,7 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 				s->fbody_pos = b.pos;
 				s->fbody_copy = copy;
 				s->fbody_len = view_len;
+				s->fbody_epoch = ms_log_file_epoch(ops->log);
 				s->have_fbody = 1;
 			}
 			ret = 0;
@@ -3945,6 +3949,11 @@ static void reply_settled(struct ms_ops *ops, struct req *r)
 		return;
 	ms_conn_send(r->conn, r->reply.data, r->reply.len);
 	req_free(r);
+}
+
+uint64_t ms_ops_file_epoch(struct ms_ops *ops)
+{
+	return ms_log_file_epoch(ops->log);
 }
 
 void ms_ops_tick(struct ms_ops *ops)

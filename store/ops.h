@@ -64,6 +64,8 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 		    size_t len);
 void ms_ops_closed(struct ms_ops *ops, struct ms_conn *c);
 void ms_ops_tick(struct ms_ops *ops);
+/* For ms_srv_handler.file_epoch: the log's (ms_log_file_epoch). */
+uint64_t ms_ops_file_epoch(struct ms_ops *ops);
 /* Settings that can change while running (SIGHUP). */
 void ms_ops_reload(struct ms_ops *ops, const struct ms_store_cfg *cfg);
 /* Settle everything in flight (shutdown). */

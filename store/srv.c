@@ -100,6 +100,7 @@ struct ms_conn {
 		int fd;		/* a dup, closed when sent */
 		uint64_t off, len;
 		size_t at;
+		uint64_t epoch;	/* the files' when queued (file_epoch) */
 	} tails[CONN_TAILS];
 	unsigned ntails;
 	uint64_t tail_bytes;	/* of the tails, not sent yet */
@@ -648,6 +649,11 @@ static uint64_t conn_pending(const struct ms_conn *c)
 	return c->out.len - c->out_off + c->tail_bytes;
 }
 
+static uint64_t file_epoch(struct ms_srv *srv)
+{
+	return srv->h.file_epoch != NULL ? srv->h.file_epoch(srv->ctx) : 0;
+}
+
 static void conn_tails_close(struct ms_conn *c)
 {
 	for (unsigned i = 0; i < c->ntails; i++)
@@ -814,6 +820,16 @@ static int conn_send_tail(struct ms_conn *c)
 	struct conn_tail *t = &c->tails[0];
 	off_t off = (off_t)t->off;
 	ssize_t n;
+	if (file_epoch(c->srv) != t->epoch) {
+		/* a record was rewritten in the files since this range's
+		   bytes were checked: a file cut short and healed reads
+		   zeros where the cut was */
+		msg_warn("client.closed uid=%u reason=reply_file error=%s",
+			 (unsigned)c->uid,
+			 msg_q("the store's files were rewritten (healed) "
+			       "since the range was read"));
+		return -1;
+	}
 	do
 		n = sendfile(c->w.fd, t->fd, &off,
 			     t->len < (1u << 30) ? (size_t)t->len : 1u << 30);
@@ -912,7 +928,8 @@ int ms_conn_send_file(struct ms_conn *c, const void *head, size_t hlen,
 		return 0;
 	}
 	c->tails[c->ntails++] = (struct conn_tail){ dup_fd, off, len,
-						    c->out.len };
+						    c->out.len,
+						    file_epoch(c->srv) };
 	c->tail_bytes += len;
 	ms_conn_queued(c);
 	return 0;

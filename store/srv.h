@@ -47,6 +47,11 @@ struct ms_srv_handler {
 	void (*closed)(void *ctx, struct ms_conn *c);
 	/* After each turn of the loop (commit, flush replies...). */
 	void (*tick)(void *ctx);
+	/* A count that changes whenever bytes already in the files that
+	   ms_conn_send_file ranges come from are rewritten (a record
+	   healed from the other copy); NULL: never.  A range queued
+	   before a change is not sent: its bytes were checked before. */
+	uint64_t (*file_epoch)(void *ctx);
 };
 
 enum ms_srv_loop {
