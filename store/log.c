@@ -1190,6 +1190,16 @@ int ms_log_file(struct ms_log *log, int copy, uint64_t seg)
 	return ms_log_seg_fd(log, copy, seg);
 }
 
+int ms_log_read_part(struct ms_log *log, int copy, struct ms_pos pos,
+		     uint64_t off, void *buf, size_t len)
+{
+	int fd = ms_log_file(log, copy, pos.seg);
+	if (fd < 0)
+		return fd;
+	return log->io->ops->pread(log->io, copy, fd, buf, len,
+				   pos.off + MS_REC_HDR_SIZE + off);
+}
+
 int ms_log_read(struct ms_log *log, struct ms_pos pos,
 		struct ms_rec_hdr *hdr_r, struct ms_buf *payload,
 		const char **error_r)

@@ -202,6 +202,13 @@ int ms_log_read_at(struct ms_log *log, struct ms_pos pos,
    the next call into the log (dup it to keep it); -errno if it cannot be
    opened (retired by compaction, say). */
 int ms_log_file(struct ms_log *log, int copy, uint64_t seg);
+/* len bytes of the payload of the record at pos on copy, from off in
+   it: a part of a record that ms_log_read_at() checked there before
+   (ms_log_file_epoch unchanged since), read again through the log's
+   I/O, with no check of its own.  0; MS_ETRUNC past the file's end; or
+   -errno. */
+int ms_log_read_part(struct ms_log *log, int copy, struct ms_pos pos,
+		     uint64_t off, void *buf, size_t len);
 /* Changes whenever bytes already in a copy's files are rewritten (a
    record healed from the other copy, or an attempt that may have
    written part of it): a range read and checked before may read

@@ -624,14 +624,21 @@ static struct sess *sess_of(struct ms_conn *c)
 
 static void gather_back(struct ms_ops *ops, struct sess *s);
 
+/* Let go of the session's decoded body and its buffer. */
+static void sess_body_free(struct ms_ops *ops, struct sess *s)
+{
+	ops->body_held -= s->body.cap;
+	ms_buf_free(&s->body);
+	s->have_body = 0;
+}
+
 void ms_ops_closed(struct ms_ops *ops, struct ms_conn *c)
 {
 	struct sess *s = ms_conn_data(c);
 	if (s == NULL)
 		return;
 	gather_back(ops, s);	/* it will not send again */
-	ops->body_held -= s->body.cap;
-	ms_buf_free(&s->body);
+	sess_body_free(ops, s);
 	free(s);
 	ms_conn_set_data(c, NULL);
 }
@@ -1801,14 +1808,13 @@ static int reply_from_file(struct ms_ops *ops, struct ms_conn *c,
 /*
  * A chunk of the plain body the session read last (have_fbody): from the
  * file of the copy whose record passed the check at the first chunk,
- * with sendfile, or read from there into memory when the connection
+ * with sendfile, or read from there into the reply when the connection
  * takes no file range now (8 queued, an internal connection) or the
- * chunk is small.  A record's bytes do not change in its file while
- * the body lives (compaction writes a new file; the caller saw the
- * index point at the same place, and no record rewritten in the files
- * since: a heal of a file cut short leaves zeros where the cut was).  0 if sent; -1 if the file is gone or
- * reads short (cut, failing): the caller reads the record anew, from
- * whichever copy is good.
+ * chunk is small.  The caller saw the index point at the same place and
+ * no record rewritten in the files since (a heal of a file cut short
+ * leaves zeros where the cut was); compaction writes a new file.  0 if
+ * sent; <0 if the file is gone or reads short: the caller reads the
+ * record anew, from whichever copy is good.
  */
 static int fbody_chunk(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		       uint32_t id, uint64_t offset, uint64_t maxc)
@@ -1816,10 +1822,7 @@ static int fbody_chunk(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	uint64_t total = s->fbody_len;
 	uint64_t off = offset < total ? offset : total;
 	uint64_t len = total - off < maxc ? total - off : maxc;
-	int fd = ms_log_file(ops->log, s->fbody_copy, s->fbody_pos.seg);
 
-	if (fd < 0)
-		return -1;
 	if (len >= FILE_REPLY_MIN &&
 	    reply_from_file(ops, c, id, s->fbody_copy, s->fbody_pos, total,
 			    off, len)) {
@@ -1827,24 +1830,12 @@ static int fbody_chunk(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		ops->n_body_chunks_file++;
 		return 0;
 	}
-	/* asked again: the descriptor is the log's, valid until the next
-	   call into it */
-	if ((fd = ms_log_file(ops->log, s->fbody_copy, s->fbody_pos.seg)) < 0)
-		return -1;
 	struct ms_buf *buf = &ops->rd_payload;
-	uint64_t at = s->fbody_pos.off + MS_REC_HDR_SIZE + MS_BODY_FIXED_SIZE +
-		      off;
 	int ret = ms_buf_resize(buf, (size_t)len);
-	for (size_t got = 0; ret == 0 && got < len;) {
-		ssize_t n = pread(fd, buf->data + got, (size_t)len - got,
-				  (off_t)(at + got));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			ret = -1;
-		else
-			got += (size_t)n;
-	}
+	if (ret == 0)
+		ret = ms_log_read_part(ops->log, s->fbody_copy, s->fbody_pos,
+				       MS_BODY_FIXED_SIZE + off, buf->data,
+				       (size_t)len);
 	if (ret == 0) {
 		struct ms_reply rep = { .op = MS_OP_FETCH_BODY };
 		rep.u.fetch_body.total = total;
@@ -1855,7 +1846,7 @@ static int fbody_chunk(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	}
 	if (buf->cap > READ_KEEP)
 		ms_buf_free(buf);
-	return ret < 0 ? -1 : 0;
+	return ret;
 }
 
 static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
@@ -1910,6 +1901,10 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 		int copy = 0;
 		s->have_body = 0;
 		s->have_fbody = 0;
+		/* a large buffer of a body decoded before is not kept for
+		   one that may not need it */
+		if (s->body.cap > READ_KEEP)
+			sess_body_free(ops, s);
 		ret = ms_log_read_at(ops->log, b.pos, &h, payload, &copy,
 				     why_r);
 		if (ret == 0 && h.type != MS_REC_BODY) {
@@ -1980,11 +1975,8 @@ static int op_fetch_body(struct ms_ops *ops, struct ms_conn *c,
 	}
 	/* a decoded body is let go after its last chunk: an idle session
 	   holds no body */
-	if (view == NULL && off + len >= total && s->body.cap > READ_KEEP) {
-		ops->body_held -= s->body.cap;
-		ms_buf_free(&s->body);
-		s->have_body = 0;
-	}
+	if (view == NULL && off + len >= total && s->body.cap > READ_KEEP)
+		sess_body_free(ops, s);
 	if (payload->cap > READ_KEEP)
 		ms_buf_free(payload);
 	return 0;
