@@ -1276,7 +1276,7 @@ def test_mailbox_limit(stack):
 @pytest.mark.dovecot(store_conf="max_frame = 64k", quota=None)
 def test_folder_list_over_one_store_reply(stack):
     """A user with more folders than one store reply holds (max_frame at
-    its least: 32 KiB a reply; 500 folders of about 87 bytes): the
+    its least: 32 KiB a reply; 500 folders of 86 bytes): the
     store's list comes in pages at LOGIN, and LIST shows every folder,
     with no error in Dovecot's log (the fixture checks)."""
     import msproto
@@ -1290,7 +1290,7 @@ def test_folder_list_over_one_store_reply(stack):
     listed = sorted(l.rsplit(b" ", 1)[-1].strip(b'"').decode()
                     for l in ok(c.list()))
     assert listed == sorted(names + ["INBOX"]), (len(listed), listed[:3])
-    # refused whole, then pages of 32 KiB (about 376), then the empty one
+    # refused whole, then two pages of 32 KiB, then the empty one
     assert m.stats()["ops.op.mbox-list"] - before == 4
     typ, data = c.select(names[499])
     assert typ == "OK", data

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <xxhash.h>
 
 #include "client.h"
 #include "idx.h"
@@ -2110,7 +2111,7 @@ static void test_reply_limits(void **state)
 	assert_int_equal(rep.u.users.n, 0);
 	ms_client_close(&a);
 
-	/* MBOX_LIST: 500 mailboxes of 40-byte names (about 87 bytes each)
+	/* MBOX_LIST: 500 mailboxes of 39-byte names (86 bytes each)
 	   are over 32 KiB: a clear refusal, not a broken reply; pages give
 	   each once (cut by the reply limit, or at max), and the library's
 	   walk goes by pages by itself */
@@ -2132,6 +2133,7 @@ static void test_reply_limits(void **state)
 	assert_non_null(memmem(rep.reason.s, rep.reason.len,
 			       "more mailboxes than one reply", 29));
 	uint32_t max_of[] = { 100000, 7 };
+	static uint64_t order[501]; /* the names' hashes, in list order */
 	for (int t = 0; t < 2; t++) {
 		static uint8_t got[501];
 		char last[64] = "";
@@ -2159,6 +2161,9 @@ static void test_reply_limits(void **state)
 				assert_true(k >= 0 && k <= 500);
 				assert_int_equal(got[k], 0);
 				got[k] = 1;
+				order[n] = XXH3_64bits(mi.name.s, mi.name.len);
+				/* the server's order: the names' hash */
+				assert_true(n == 0 || order[n] > order[n - 1]);
 				n++;
 				assert_true(mi.name.len < sizeof(last));
 				memcpy(last, mi.name.s, mi.name.len);
@@ -2166,23 +2171,35 @@ static void test_reply_limits(void **state)
 			}
 		}
 		assert_int_equal(n, 501);
-		/* 501 × 87 bytes: at least two replies of 32 KiB; 72 of 7 */
-		assert_true(t == 0 ? npages >= 2 : npages == 72);
+		/* 43,052 bytes: two replies of 32 KiB; 72 pages of 7 */
+		assert_int_equal(npages, t == 0 ? 2 : 72);
 	}
-	/* after a name that is not there: from its place in the order */
+	/* after a name that is not there: the next 5 from its hash's place
+	   in the order */
+	uint64_t hx = XXH3_64bits("no such name", 12);
+	size_t at = 0;
+	while (at < 501 && order[at] <= hx)
+		at++;
 	q = (struct ms_req){ .op = MS_OP_MBOX_LIST };
 	q.u.list = (struct ms_req_list){ .paged = 1,
 					 .after_name = MS_PSTR("no such name"),
-					 .max = 1000 };
+					 .max = 5 };
 	assert_int_equal(msd_req(c, &q, &rep), 0);
-	assert_true(rep.u.mboxes.n < 501);
+	assert_int_equal(rep.u.mboxes.n, at + 5 <= 501 ? 5 : 501 - at);
+	struct ms_proto_iter pit;
+	struct ms_mbox_info pmi;
+	ms_proto_iter_mboxes(&pit, &rep.u.mboxes);
+	for (size_t k = at; ms_proto_next_mbox(&pit, &pmi) > 0; k++)
+		assert_true(XXH3_64bits(pmi.name.s, pmi.name.len) == order[k]);
 	struct list_walk lw = { 0, 0 };
 	asked = msd_counter(c, "ops.op.mbox-list");
 	assert_int_equal(ms_client_mbox_list_each(c, mbox_count, &lw, &err),
 			 0);
 	assert_int_equal(lw.n, 501);
-	/* refused whole, then pages, then the empty page */
-	assert_true(msd_counter(c, "ops.op.mbox-list") - asked >= 4);
+	assert_int_equal(lw.inbox, 1);
+	/* refused whole, two pages of 32 KiB (43,052 bytes in all), the
+	   empty page */
+	assert_int_equal(msd_counter(c, "ops.op.mbox-list") - asked, 4);
 	ms_client_close(&c);
 	assert_int_equal(msd_stop(&d), 0);
 }
