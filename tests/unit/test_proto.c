@@ -2047,58 +2047,48 @@ static size_t reply_len(const struct ms_reply *rep)
 
 /* The item sizes mstored counts to keep a reply under its limit
    (ms_proto_*_size) are what the encoder writes for an item. */
+/* The bytes the one item of r's list adds: r against r with an empty
+   list (the same op, its fixed fields as in r). */
+static size_t item_len(const struct ms_reply *r, const struct ms_reply *empty)
+{
+	return reply_len(r) - reply_len(empty);
+}
+
 static void test_item_sizes(void **state)
 {
 	(void)state;
 	static const struct ms_pstr kw[] = {P("$Forwarded"), P("Work")};
 	const size_t kw_len = 2 + 10 + 2 + 4; /* packed: 2 strs */
 	const struct ms_keywords kws = {2, kw, NULL, 0};
-	struct ms_reply r0, r1;
 
 	/* USER_LIST: a user */
 	const struct ms_user_info u = {7, P("carol@example.test")};
-	r0 = (struct ms_reply){ .op = MS_OP_USER_LIST };
-	r1 = r0;
-	r1.u.users.n = 1;
-	r1.u.users.list = &u;
-	assert_int_equal(reply_len(&r1) - reply_len(&r0),
-			 ms_proto_user_size(u.name.len));
+	struct ms_reply e = { .op = MS_OP_USER_LIST }, r = e;
+	r.u.users = (struct ms_user_infos){1, &u, NULL, 0};
+	assert_int_equal(item_len(&r, &e), ms_proto_user_size(u.name.len));
 	/* MBOX_LIST: a mailbox */
-	struct ms_mbox_info mb;
-	memset(&mb, 0, sizeof(mb));
-	mb.mbox_id = 3;
-	mb.name = P("Archive/2026");
-	mb.uidvalidity = 1700000000;
-	mb.uidnext = 9;
-	mb.highestmodseq = 4;
-	r0 = (struct ms_reply){ .op = MS_OP_MBOX_LIST };
-	r1 = r0;
-	r1.u.mboxes.n = 1;
-	r1.u.mboxes.list = &mb;
-	assert_int_equal(reply_len(&r1) - reply_len(&r0),
-			 ms_proto_mbox_size(mb.name.len));
+	const struct ms_mbox_info mb = { .mbox_id = 3,
+					 .name = P("Archive/2026"),
+					 .uidvalidity = 1700000000,
+					 .uidnext = 9,
+					 .highestmodseq = 4 };
+	e = r = (struct ms_reply){ .op = MS_OP_MBOX_LIST };
+	r.u.mboxes = (struct ms_mbox_infos){1, &mb, NULL, 0};
+	assert_int_equal(item_len(&r, &e), ms_proto_mbox_size(mb.name.len));
 	/* FETCH_META: a message with two keywords */
-	struct ms_msg_meta m;
-	memset(&m, 0, sizeof(m));
-	m.uid = 5;
-	m.modseq = 9;
-	m.keywords = kws;
-	r0 = (struct ms_reply){ .op = MS_OP_FETCH_META };
-	r1 = r0;
-	r1.u.metas.n = 1;
-	r1.u.metas.list = &m;
-	assert_int_equal(reply_len(&r1) - reply_len(&r0),
-			 ms_proto_meta_size(kw_len));
+	const struct ms_msg_meta m = { .uid = 5, .modseq = 9,
+				       .keywords = kws };
+	e = r = (struct ms_reply){ .op = MS_OP_FETCH_META };
+	r.u.metas = (struct ms_msg_metas){1, &m, NULL, 0};
+	assert_int_equal(item_len(&r, &e), ms_proto_meta_size(kw_len));
 	/* CHANGES: a change with the same keywords */
 	const struct ms_msg_change ch = {5, 9, MS_EVENT_FLAG_SEEN, kws};
-	r0 = (struct ms_reply){ .op = MS_OP_CHANGES };
-	r0.u.changes.highestmodseq = 9;
-	r0.u.changes.uidvalidity = 1700000000;
-	r1 = r0;
-	r1.u.changes.changes.n = 1;
-	r1.u.changes.changes.list = &ch;
-	assert_int_equal(reply_len(&r1) - reply_len(&r0),
-			 ms_proto_change_size(kw_len));
+	e = (struct ms_reply){ .op = MS_OP_CHANGES };
+	e.u.changes.highestmodseq = 9;
+	e.u.changes.uidvalidity = 1700000000;
+	r = e;
+	r.u.changes.changes = (struct ms_msg_changes){1, &ch, NULL, 0};
+	assert_int_equal(item_len(&r, &e), ms_proto_change_size(kw_len));
 }
 
 static void test_fetch_body_head(void **state)
