@@ -222,7 +222,9 @@ static void raw_call(int fd, const struct ms_req *q, struct ms_buf *buf,
 }
 
 /* A client that speaks version 2 gets STORE and EXPUNGE replies without
-   the fields version 3 added (mailbox id, the modseq before). */
+   the fields version 3 added (mailbox id, the modseq before); one of
+   version 4 gets QUOTA_GET replies without those of version 5 (the
+   user's mailboxes, the store's max_mailboxes). */
 static void test_store_reply_versions(void **state)
 {
 	(void)state;
@@ -262,6 +264,16 @@ static void test_store_reply_versions(void **state)
 		if (v >= 3) {
 			assert_int_equal(rep.u.store.mbox_id, in.mbox_id);
 			assert_int_equal(rep.u.store.prev_modseq, hms);
+		}
+		/* QUOTA_GET: the mailboxes and their limit from version 5 */
+		q = (struct ms_req){ .op = MS_OP_QUOTA_GET };
+		raw_call(fd, &q, &buf, &rep);
+		assert_int_equal(rep.status, 0);
+		assert_int_equal(rep.u.quota.used_messages, 1);
+		assert_int_equal(rep.u.quota.have_mailboxes, v >= 5);
+		if (v >= 5) {
+			assert_int_equal(rep.u.quota.mailboxes, 1);
+			assert_int_equal(rep.u.quota.max_mailboxes, 10000);
 		}
 		ms_buf_free(&buf);
 		close(fd);
