@@ -64,6 +64,7 @@ struct sess {
 	int fbody_copy;
 	uint64_t fbody_len;
 	uint64_t fbody_epoch;	/* the log's file epoch when checked */
+	struct waiter *waits;	/* its WAITs parked (IDLE) */
 };
 
 struct req;
@@ -113,13 +114,14 @@ struct mstate {			/* allocation state of one mailbox */
 	struct mstate *next;
 };
 
-struct waiter {			/* a WAIT request */
+struct waiter {			/* a WAIT request ("WAIT" below) */
 	struct ms_conn *conn;	/* a reference */
 	uint32_t id;
 	uint64_t mbox_id;
 	uint64_t known;
 	uint64_t deadline_ms;
-	struct waiter *next;
+	struct waiter *next, **pprev;		/* its bucket's chain */
+	struct waiter *s_next, **s_pprev;	/* its session's */
 };
 
 struct upend {			/* quota use in flight per user */
@@ -211,7 +213,11 @@ struct ms_ops {
 	unsigned turn_requests; /* requests this turn of the loop */
 	struct ms_scrub_stats scrub;
 	uint64_t scrub_passes;
-	struct waiter *waiters;	/* WAIT requests parked until a change */
+	/* WAIT requests parked until a change, by mailbox ("WAIT") */
+	struct waiter **wait_tab;
+	size_t wait_cap;	/* buckets: 0 or a power of two */
+	size_t nwaiters;
+	uint64_t wait_next_ms;	/* no deadline comes before it */
 	uint64_t *touched;	/* mailboxes changed in this turn */
 	size_t ntouched, captouched;
 	/* counters for STATUS */
@@ -483,7 +489,7 @@ static void apply_record(void *ctx, const struct ms_rec_hdr *h,
 	if ((h->type == MS_REC_PLACE || h->type == MS_REC_FLAGS ||
 	     h->type == MS_REC_EXPUNGE || h->type == MS_REC_MBOX_DELETE ||
 	     h->type == MS_REC_MBOX_RENAME || h->type == MS_REC_MBOX_UPDATE) &&
-	    h->len >= 16 && ops->waiters != NULL) {
+	    h->len >= 16 && ops->nwaiters > 0) {
 		if (ops->ntouched == ops->captouched) {
 			ops->captouched = ops->captouched ? ops->captouched * 2
 							  : 64;
@@ -623,6 +629,7 @@ static struct sess *sess_of(struct ms_conn *c)
 }
 
 static void gather_back(struct ms_ops *ops, struct sess *s);
+static void wait_drop_session(struct ms_ops *ops, struct sess *s);
 
 /* Let go of the session's decoded body and its buffer. */
 static void sess_body_free(struct ms_ops *ops, struct sess *s)
@@ -638,6 +645,7 @@ void ms_ops_closed(struct ms_ops *ops, struct ms_conn *c)
 	if (s == NULL)
 		return;
 	gather_back(ops, s);	/* it will not send again */
+	wait_drop_session(ops, s);
 	sess_body_free(ops, s);
 	free(s);
 	ms_conn_set_data(c, NULL);
@@ -922,6 +930,7 @@ static int op_status(struct ms_ops *ops, struct ms_conn *c, uint32_t id)
 		{ MS_PSTR("ops.body_chunks"), ops->n_body_chunks },
 		{ MS_PSTR("ops.body_chunks_from_file"), ops->n_body_chunks_file },
 		{ MS_PSTR("ops.session_body_bytes"), ops->body_held },
+		{ MS_PSTR("ops.waits"), ops->nwaiters },
 		{ MS_PSTR("scrub.records"), ops->scrub.records },
 		{ MS_PSTR("scrub.bytes"), ops->scrub.bytes },
 		{ MS_PSTR("scrub.healed"), ops->scrub.healed },
@@ -3042,6 +3051,69 @@ static void compact_tick(struct ms_ops *ops)
 	}
 }
 
+/*
+ * ---- WAIT ----
+ *
+ * An IMAP session in IDLE parks a WAIT here for up to an hour, so a
+ * store with many users holds many of them; a loop turn that changed
+ * mailboxes must not walk them all.  They hang in a table by mailbox
+ * id (a changed mailbox wakes its own chain) and on their session's
+ * list (a connection that goes drops its own at once).  Deadlines are
+ * found by a walk of the table, done only once the earliest of them
+ * (wait_next_ms) has come.
+ */
+static size_t wait_bucket(const struct ms_ops *ops, uint64_t mbox_id)
+{
+	/* Fibonacci hashing: ids are dense, the high bits spread them */
+	return (size_t)((mbox_id * 0x9e3779b97f4a7c15ULL) >> 32) &
+	       (ops->wait_cap - 1);
+}
+
+static void wait_link(struct ms_ops *ops, struct waiter *w)
+{
+	struct waiter **b = &ops->wait_tab[wait_bucket(ops, w->mbox_id)];
+	w->next = *b;
+	if (*b != NULL)
+		(*b)->pprev = &w->next;
+	w->pprev = b;
+	*b = w;
+}
+
+static void wait_grow(struct ms_ops *ops)
+{
+	struct waiter **old = ops->wait_tab;
+	size_t oldcap = ops->wait_cap;
+
+	ops->wait_cap = oldcap ? oldcap * 2 : 64;
+	ops->wait_tab = ms_calloc(ops->wait_cap, sizeof(*ops->wait_tab));
+	for (size_t i = 0; i < oldcap; i++) {
+		while (old[i] != NULL) {
+			struct waiter *w = old[i];
+			old[i] = w->next;
+			wait_link(ops, w);
+		}
+	}
+	free(old);
+}
+
+/* Out of the table and off its session's list; the caller frees it. */
+static void wait_unlink(struct ms_ops *ops, struct waiter *w)
+{
+	*w->pprev = w->next;
+	if (w->next != NULL)
+		w->next->pprev = w->pprev;
+	*w->s_pprev = w->s_next;
+	if (w->s_next != NULL)
+		w->s_next->s_pprev = w->s_pprev;
+	ops->nwaiters--;
+}
+
+static void wait_free(struct waiter *w)
+{
+	ms_conn_unref(&w->conn);
+	free(w);
+}
+
 static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		   uint32_t id, const struct ms_req_wait *q, const char **why_r)
 {
@@ -3067,48 +3139,90 @@ static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	w->mbox_id = m.id;
 	w->known = q->known_modseq;
 	w->deadline_ms = now_ms() + q->timeout_ms;
-	w->next = ops->waiters;
-	ops->waiters = w;
+	if (ops->nwaiters >= ops->wait_cap)
+		wait_grow(ops);
+	wait_link(ops, w);
+	w->s_next = s->waits;
+	if (s->waits != NULL)
+		s->waits->s_pprev = &w->s_next;
+	w->s_pprev = &s->waits;
+	s->waits = w;
+	if (ops->nwaiters++ == 0 || w->deadline_ms < ops->wait_next_ms)
+		ops->wait_next_ms = w->deadline_ms;
 	return 0;
 }
 
-/* After a commit: wake the waiters whose mailbox changed or timed out. */
+/* After a commit: wake the waiters whose mailbox changed or timed out.
+   They are taken out first and answered after: an answer can close a
+   connection, and its session's other waiters with it. */
 static void wake_waiters(struct ms_ops *ops)
 {
 	uint64_t now = now_ms();
-	struct waiter **pw = &ops->waiters;
-	struct ms_idx_rd *rd = NULL;
+	struct waiter *due = NULL;
 
-	while (*pw != NULL) {
-		struct waiter *w = *pw;
-		int wake = ms_conn_is_closed(w->conn) || now >= w->deadline_ms;
-		for (size_t i = 0; !wake && i < ops->ntouched; i++)
-			wake = ops->touched[i] == w->mbox_id;
-		if (!wake) {
-			pw = &w->next;
-			continue;
+	for (size_t i = 0; i < ops->ntouched && ops->nwaiters > 0; i++) {
+		uint64_t id = ops->touched[i];
+		struct waiter *w = ops->wait_tab[wait_bucket(ops, id)];
+		while (w != NULL) {
+			struct waiter *next = w->next;
+			if (w->mbox_id == id) {
+				wait_unlink(ops, w);
+				w->next = due;
+				due = w;
+			}
+			w = next;
 		}
-		*pw = w->next;
-		if (!ms_conn_is_closed(w->conn)) {
-			struct ms_idx_mbox m;
-			struct ms_reply rep = { .op = MS_OP_WAIT };
-			if (rd == NULL && ms_idx_read_begin(ops->idx, &rd) < 0)
-				rd = NULL;
-			if (rd != NULL && ms_idx_mbox_get(rd, w->mbox_id, &m) == 0) {
-				rep.u.highestmodseq = m.highestmodseq;
-				reply_now(w->conn, w->id, &rep);
-			} else {
-				reply_error(w->conn, MS_OP_WAIT, w->id,
-					    MS_ENOTFOUND,
-					    "the mailbox is gone");
+	}
+	if (ops->nwaiters > 0 && now >= ops->wait_next_ms) {
+		uint64_t next_ms = UINT64_MAX;
+		for (size_t i = 0; i < ops->wait_cap; i++) {
+			struct waiter *w = ops->wait_tab[i];
+			while (w != NULL) {
+				struct waiter *next = w->next;
+				if (now >= w->deadline_ms) {
+					wait_unlink(ops, w);
+					w->next = due;
+					due = w;
+				} else if (w->deadline_ms < next_ms) {
+					next_ms = w->deadline_ms;
+				}
+				w = next;
 			}
 		}
-		ms_conn_unref(&w->conn);
-		free(w);
+		ops->wait_next_ms = next_ms;
+	}
+	ops->ntouched = 0;
+	if (due == NULL)
+		return;
+	struct ms_idx_rd *rd = NULL;
+	if (ms_idx_read_begin(ops->idx, &rd) < 0)
+		rd = NULL;
+	while (due != NULL) {
+		struct waiter *w = due;
+		struct ms_idx_mbox m;
+		struct ms_reply rep = { .op = MS_OP_WAIT };
+		due = w->next;
+		if (rd != NULL && ms_idx_mbox_get(rd, w->mbox_id, &m) == 0) {
+			rep.u.highestmodseq = m.highestmodseq;
+			reply_now(w->conn, w->id, &rep);
+		} else {
+			reply_error(w->conn, MS_OP_WAIT, w->id, MS_ENOTFOUND,
+				    "the mailbox is gone");
+		}
+		wait_free(w);
 	}
 	if (rd != NULL)
 		ms_idx_read_end(&rd);
-	ops->ntouched = 0;
+}
+
+/* A connection went: its parked WAITs go with it. */
+static void wait_drop_session(struct ms_ops *ops, struct sess *s)
+{
+	while (s->waits != NULL) {
+		struct waiter *w = s->waits;
+		wait_unlink(ops, w);
+		wait_free(w);
+	}
 }
 
 /* ---- replication (udsync): REPL_WAIT, REPL_ACK, sync mode ---- */
@@ -3987,7 +4101,7 @@ void ms_ops_tick(struct ms_ops *ops)
 		reply_settled(ops, r);
 	}
 	idx_settle(ops, 0);
-	if (ops->waiters != NULL)
+	if (ops->nwaiters > 0)
 		wake_waiters(ops);
 	ops->ntouched = 0;
 	repl_tick(ops);
@@ -4274,12 +4388,14 @@ void ms_ops_close(struct ms_ops **opsp)
 			free(m);
 		}
 	}
-	while (ops->waiters != NULL) {
-		struct waiter *w = ops->waiters;
-		ops->waiters = w->next;
-		ms_conn_unref(&w->conn);
-		free(w);
+	for (size_t i = 0; i < ops->wait_cap; i++) {
+		while (ops->wait_tab[i] != NULL) {
+			struct waiter *w = ops->wait_tab[i];
+			ops->wait_tab[i] = w->next;
+			wait_free(w);
+		}
 	}
+	free(ops->wait_tab);
 	free(ops->touched);
 	free(ops->dying);
 	while (ops->upend != NULL) {

@@ -298,6 +298,8 @@ static const struct metric_def status_metrics[] = {
 	{ "ops.session_body_bytes", "mstore_session_body_bytes", "gauge",
 	  "Bytes of decoded (compressed or sealed) bodies that sessions "
 	  "hold between the chunks of a FETCH_BODY." },
+	{ "ops.waits", "mstore_waits", "gauge",
+	  "WAIT requests parked until their mailbox changes (IMAP IDLE)." },
 	{ "ops.undeleted", "mstore_undeleted_total", "counter",
 	  "Messages brought back by undelete." },
 	{ "ops.gather_holds", "mstore_group_commit_holds_total", "counter",

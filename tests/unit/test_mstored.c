@@ -7,6 +7,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1449,6 +1450,147 @@ static void test_many_idle(void **state)
 		fail_msg("no ready line with%s", want);
 }
 
+/* Send a WAIT on cl for mailbox at its highestmodseq now. */
+static uint64_t wait_send(struct ms_client *cl, const char *mailbox,
+			  uint32_t timeout_ms)
+{
+	struct ms_req q = { .op = MS_OP_WAIT };
+	const char *err = "";
+	uint32_t id;
+	uint64_t hms = msd_mbox_status(cl, mailbox).highestmodseq;
+	q.u.wait.mailbox = (struct ms_pstr){ mailbox, strlen(mailbox) };
+	q.u.wait.known_modseq = hms;
+	q.u.wait.timeout_ms = timeout_ms;
+	assert_int_equal(ms_client_send_req(cl, &q, &id, &err), 0);
+	return hms;
+}
+
+/* A WAIT's reply on cl within ms: 1 with its status and highestmodseq,
+   0 when none came. */
+static int wait_reply(struct ms_client *cl, int ms, int *status_r,
+		      uint64_t *hms_r)
+{
+	struct pollfd p = { .fd = ms_client_fd(cl), .events = POLLIN };
+	if (poll(&p, 1, ms) <= 0)
+		return 0;
+	struct ms_proto_hdr h;
+	struct ms_reply rep;
+	const uint8_t *body;
+	size_t len;
+	const char *err = "";
+	assert_int_equal(ms_client_recv(cl, &h, &body, &len, &err), 0);
+	assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err), 0);
+	assert_int_equal(rep.op, MS_OP_WAIT);
+	*status_r = rep.status;
+	*hms_r = rep.status == 0 ? rep.u.highestmodseq : 0;
+	return 1;
+}
+
+/*
+ * Many WAITs parked at once (IDLE sessions), on three mailboxes, with
+ * two deadlines: the table they hang in grows past its first size; a
+ * change wakes exactly the waiters of its mailbox; a deadline wakes
+ * exactly those whose time came, with the modseq they knew; a
+ * connection that hangs up takes its WAITs along (two on one
+ * connection included), and a deleted mailbox answers its waiters with
+ * an error.  ops.waits counts them all the way.
+ */
+static void test_many_waits(void **state)
+{
+	(void)state;
+	enum { PER = 40, SHORT = 10, GONE = 20 };
+	struct msd d;
+	msd_setup(&d, "mstored-waits", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "wt"), 0);
+	struct ms_client *adm = msd_connect(&d, NULL);
+	struct ms_client *c = msd_connect(&d, "wt");
+	struct ms_reply rep;
+	const char *names[] = { "A", "B", "C" };
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(mbox_create(c, names[i], &rep), 0);
+	/* PER long waiters on each of A, B, C; SHORT with a short
+	   deadline on A; one connection with two WAITs on A */
+	static struct ms_client *w[3][PER], *sh[SHORT];
+	uint64_t known[3] = { 0 }, sknown = 0;
+	for (int m = 0; m < 3; m++)
+		for (int i = 0; i < PER; i++) {
+			w[m][i] = msd_connect(&d, "wt");
+			known[m] = wait_send(w[m][i], names[m], 60000);
+		}
+	for (int i = 0; i < SHORT; i++) {
+		sh[i] = msd_connect(&d, "wt");
+		sknown = wait_send(sh[i], "A", 700);
+	}
+	struct ms_client *two = msd_connect(&d, "wt");
+	wait_send(two, "A", 60000);
+	wait_send(two, "A", 60000);
+	uint64_t all = 3 * PER + SHORT + 2;
+	assert_int_equal(counter_wait(adm, "ops.waits", all), all);
+
+	/* hang-ups: their WAITs go (the one with two included) */
+	for (int i = 0; i < GONE; i++)
+		ms_client_close(&w[0][i]);
+	ms_client_close(&two);
+	all -= GONE + 2;
+	assert_int_equal(counter_wait(adm, "ops.waits", all), all);
+
+	/* a change to B wakes B's waiters, and only them */
+	assert_int_equal(msd_append1(c, "B", "wake", 4, 0).status, 0);
+	int st;
+	uint64_t hms;
+	for (int i = 0; i < PER; i++) {
+		assert_int_equal(wait_reply(w[1][i], 5000, &st, &hms), 1);
+		assert_int_equal(st, 0);
+		assert_true(hms > known[1]);
+	}
+	all -= PER;
+	assert_int_equal(counter_wait(adm, "ops.waits", all), all);
+	for (int i = GONE; i < PER; i++)
+		assert_int_equal(wait_reply(w[0][i], 0, &st, &hms), 0);
+	for (int i = 0; i < PER; i++)
+		assert_int_equal(wait_reply(w[2][i], 0, &st, &hms), 0);
+
+	/* the short deadlines pass: those answer with what they knew */
+	for (int i = 0; i < SHORT; i++) {
+		assert_int_equal(wait_reply(sh[i], 5000, &st, &hms), 1);
+		assert_int_equal(st, 0);
+		assert_int_equal(hms, sknown);
+	}
+	all -= SHORT;
+	assert_int_equal(counter_wait(adm, "ops.waits", all), all);
+	for (int i = GONE; i < PER; i++)
+		assert_int_equal(wait_reply(w[0][i], 0, &st, &hms), 0);
+
+	/* C deleted: its waiters are told it is gone */
+	struct ms_req q = { .op = MS_OP_MBOX_DELETE };
+	q.u.mbox.name = MS_PSTR("C");
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	for (int i = 0; i < PER; i++) {
+		assert_int_equal(wait_reply(w[2][i], 5000, &st, &hms), 1);
+		assert_int_equal(st, MS_ENOTFOUND);
+	}
+	all -= PER;
+	assert_int_equal(counter_wait(adm, "ops.waits", all), all);
+
+	/* A's long waiters are still parked, and a change to A wakes them */
+	assert_int_equal(all, PER - GONE);
+	assert_int_equal(msd_append1(c, "A", "wake", 4, 0).status, 0);
+	for (int i = GONE; i < PER; i++) {
+		assert_int_equal(wait_reply(w[0][i], 5000, &st, &hms), 1);
+		assert_true(hms > known[0]);
+	}
+	assert_int_equal(counter_wait(adm, "ops.waits", 0), 0);
+	for (int m = 0; m < 3; m++)
+		for (int i = 0; i < PER; i++)
+			ms_client_close(&w[m][i]);
+	for (int i = 0; i < SHORT; i++)
+		ms_client_close(&sh[i]);
+	ms_client_close(&c);
+	ms_client_close(&adm);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
 /*
  * Group commit gather: a lone client is never held (its own request
  * ends the gather); a flush held for a client that does not come back
@@ -2239,6 +2381,7 @@ int main(void)
 		cmocka_unit_test(test_shutdown_and_hangup),
 		cmocka_unit_test(test_pipelined_burst),
 		cmocka_unit_test(test_many_idle),
+		cmocka_unit_test(test_many_waits),
 		cmocka_unit_test(test_commit_gather),
 		cmocka_unit_test(test_reply_limits),
 		cmocka_unit_test(test_file_replies),
