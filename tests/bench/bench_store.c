@@ -39,7 +39,9 @@
  * MS_BENCH_MESSAGES (default 1000000), MS_BENCH_ENGINE=psync,
  * MSTORE_BUILD (where mstored is), MS_BENCH_CASES and MS_BENCH_PARTS
  * (to run a part of it; see parse_cases), MS_BENCH_STORE_CONF (more
- * [store] settings for the daemons).  Under each append row: the
+ * [store] settings for the daemons), MS_BENCH_WAITS (connections parked
+ * in WAIT through each append case, as IMAP sessions in IDLE; 0).  Under
+ * each append row: the
  * histograms of records per flush (STATUS log.batch.*, and the engine's),
  * over the measured window.  fio, if installed, adds the disk's
  * figures for reference.  Exit 77 when mstored is not built, the engine
@@ -61,6 +63,7 @@
 #include <strings.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -748,14 +751,73 @@ static int engine_read(const struct msd *d, enum ms_io_kind kind, double warm,
 
 /* ---- the daemon ---- */
 
+/*
+ * MS_BENCH_WAITS: connections parked in WAIT on a user of their own
+ * during each append case, as IMAP sessions in IDLE are (the plugin
+ * parks one WAIT per IDLE), to see what many of them cost the loop.
+ */
+#define BENCH_WAITS_MAX 20000
+static long bench_waits;
+static struct ms_client **waiters;
+
+static int waiters_park(struct msd *d)
+{
+	if (bench_waits == 0)
+		return 0;
+	int ret = msd_user_add(d, "waiter");
+	if (ret < 0) {
+		fprintf(stderr, "bench-store: USER_CREATE waiter: %s\n",
+			ms_strerror(ret));
+		return -1;
+	}
+	waiters = calloc((size_t)bench_waits, sizeof(*waiters));
+	if (waiters == NULL)
+		return -1;
+	for (long i = 0; i < bench_waits; i++) {
+		struct ms_client *c = msd_connect(d, "waiter");
+		struct ms_req q = {.op = MS_OP_MBOX_STATUS};
+		struct ms_reply rep;
+		const char *err = "";
+		uint32_t id;
+		q.u.mbox.name = MS_PSTR("INBOX");
+		if (ms_client_request(c, &q, &rep, &err) < 0) {
+			fprintf(stderr, "bench-store: MBOX_STATUS: %s\n", err);
+			ms_client_close(&c);
+			return -1;
+		}
+		q = (struct ms_req){.op = MS_OP_WAIT};
+		q.u.wait.mailbox = MS_PSTR("INBOX");
+		q.u.wait.known_modseq = rep.u.mbox.highestmodseq;
+		q.u.wait.timeout_ms = MS_PROTO_MAX_WAIT_MS;
+		if (ms_client_send_req(c, &q, &id, &err) < 0) {
+			fprintf(stderr, "bench-store: WAIT: %s\n", err);
+			ms_client_close(&c);
+			return -1;
+		}
+		waiters[i] = c;
+	}
+	return 0;
+}
+
+static void waiters_close(void)
+{
+	for (long i = 0; waiters != NULL && i < bench_waits; i++)
+		ms_client_close(&waiters[i]);
+	free(waiters);
+	waiters = NULL;
+}
+
 static void daemon_setup(struct msd *d, enum ms_io_kind kind, int nusers)
 {
 	/* MS_BENCH_STORE_CONF: more [store] lines (with \n between them),
 	   e.g. "group_commit_wait_us = 0" to compare */
 	const char *more = getenv("MS_BENCH_STORE_CONF");
-	char extra[1024];
-	snprintf(extra, sizeof(extra), "%s\n%s",
-		 kind == MS_IO_PSYNC ? "io_engine = psync" : "",
+	char extra[1024], conns[64] = "";
+	if (bench_waits > 0)
+		snprintf(conns, sizeof(conns), "max_connections = %ld\n",
+			 bench_waits + BENCH_MAX_CLIENTS + 16);
+	snprintf(extra, sizeof(extra), "%s\n%s%s",
+		 kind == MS_IO_PSYNC ? "io_engine = psync" : "", conns,
 		 more != NULL ? more : "");
 	msd_setup(d, "bench", extra);
 	cur_msd = d;
@@ -806,6 +868,7 @@ static int daemon_log_check(const struct msd *d)
 
 static void daemon_done(struct msd *d)
 {
+	waiters_close();
 	msd_stop(d);
 	cur_msd = NULL;
 	daemon_log_check(d);
@@ -1017,6 +1080,20 @@ int main(void)
 	char dir[PATH_MAX];
 	int fails = 0;
 
+	double waits_d;
+	if (mst_env_double("bench-store", "MS_BENCH_WAITS", 0, 0,
+			   BENCH_WAITS_MAX, &waits_d) < 0)
+		return 1;
+	bench_waits = (long)waits_d;
+	if (bench_waits > 0) {
+		/* the daemon inherits it */
+		struct rlimit rl;
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+		    rl.rlim_cur < (rlim_t)bench_waits * 2 + 1024) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	if (mst_env_double("bench-store", "MS_BENCH_SECONDS", 3, 0.1, 3600, &secs) < 0 ||
 	    mst_env_double("bench-store", "MS_BENCH_MESSAGES", 1000000, 1,
 		       (double)BENCH_MESSAGES_MAX, &msgs_d) < 0 ||
@@ -1066,6 +1143,10 @@ int main(void)
 	       "appends per flush (a\nflush = write + fdatasync of both "
 	       "copies); cpu_us: CPU time of the daemon (of the\nengine's "
 	       "process), all threads, per append\n");
+	if (bench_waits > 0)
+		printf("mstored: %ld connections parked in WAIT "
+		       "(MS_BENCH_WAITS) through each case\n",
+		       bench_waits);
 	printf("%-15s %-43s  %-43s\n", "",
 	       "--------------- mstored -------------------",
 	       "--------------- engine --------------------");
@@ -1096,7 +1177,8 @@ int main(void)
 			struct dstat st[2];
 			memset(st, 0, sizeof(st));
 			daemon_setup(&d, kind, n);
-			if (run_clients(&d, &job, n, sh, st) < 0)
+			if (waiters_park(&d) < 0 ||
+			    run_clients(&d, &job, n, sh, st) < 0)
 				ok = 0;
 			uint64_t win = 0;
 			for (int i = 0; i < n; i++) {
