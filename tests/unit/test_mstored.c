@@ -1591,6 +1591,106 @@ static void test_many_waits(void **state)
 	assert_int_equal(msd_stop(&d), 0);
 }
 
+/* n APPENDs of body into INBOX sent at once on c, then their replies
+   read: how many were placed (the others must be over quota). */
+static int appends_pipelined(struct ms_client *c, int n, const char *body)
+{
+	struct ms_placement pl = { .mailbox = MS_PSTR("INBOX") };
+	struct ms_req q = { .op = MS_OP_APPEND };
+	struct ms_buf b;
+	const char *err = "";
+	int placed = 0;
+
+	q.u.append.body = (const uint8_t *)body;
+	q.u.append.body_len = (uint32_t)strlen(body);
+	q.u.append.placements.n = 1;
+	q.u.append.placements.list = &pl;
+	ms_buf_init(&b, 0);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(ms_req_encode(&b, ms_client_id(c), &q, &err),
+				 0);
+	assert_int_equal(ms_client_send(c, b.data, b.len), 0);
+	ms_buf_free(&b);
+	for (int i = 0; i < n; i++) {
+		struct ms_proto_hdr h;
+		struct ms_reply rep;
+		struct ms_proto_iter it;
+		struct ms_append_result r;
+		const uint8_t *body_r;
+		size_t len;
+		assert_int_equal(ms_client_recv(c, &h, &body_r, &len, &err), 0);
+		assert_int_equal(ms_reply_decode(h.op, body_r, len, &rep, &err),
+				 0);
+		assert_int_equal(rep.status, 0);
+		ms_proto_iter_results(&it, &rep.u.append);
+		assert_int_equal(ms_proto_next_result(&it, &r), 1);
+		if (r.status == 0)
+			placed++;
+		else
+			assert_int_equal(r.status, -EDQUOT);
+	}
+	return placed;
+}
+
+static void quota_set(struct ms_client *adm, const char *user,
+		      uint64_t max_bytes, uint64_t max_messages)
+{
+	struct ms_req q = { .op = MS_OP_QUOTA_SET };
+	struct ms_reply rep;
+	q.u.quota.user = (struct ms_pstr){ user, strlen(user) };
+	q.u.quota.max_bytes = max_bytes;
+	q.u.quota.max_messages = max_messages;
+	assert_int_equal(msd_req(adm, &q, &rep), 0);
+}
+
+/*
+ * Quota counts what is in flight: APPENDs sent at once, none durable
+ * yet when the next is checked, fill a quota exactly and no further,
+ * by messages and by bytes; what was in flight is let go when it is
+ * durable (the next batch again fills exactly what is left), and users
+ * that appended once and never again leave nothing behind that changes
+ * another's count (600 of them, then the first user again).
+ */
+static void test_quota_in_flight(void **state)
+{
+	(void)state;
+	struct msd d;
+	msd_setup(&d, "mstored-quota-flight", NULL);
+	msd_start(&d);
+	struct ms_client *adm = msd_connect(&d, NULL);
+	assert_int_equal(msd_user_add(&d, "qf"), 0);
+	struct ms_client *c = msd_connect(&d, "qf");
+	static const char body[] = "Subject: q\r\n\r\n0123456789\r\n";
+	const uint64_t len = sizeof(body) - 1;
+
+	quota_set(adm, "qf", 0, 5);
+	assert_int_equal(appends_pipelined(c, 8, body), 5);
+	quota_set(adm, "qf", 0, 7);
+	assert_int_equal(appends_pipelined(c, 4, body), 2);
+	/* by bytes: room for three more */
+	quota_set(adm, "qf", 10 * len, 0);
+	assert_int_equal(appends_pipelined(c, 6, body), 3);
+	assert_int_equal(appends_pipelined(c, 2, body), 0);
+	assert_int_equal(msd_mbox_status(c, "INBOX").messages, 10);
+
+	/* many users, one append each, none with a quota */
+	char name[32];
+	for (int u = 0; u < 600; u++) {
+		snprintf(name, sizeof(name), "many%d", u);
+		assert_int_equal(msd_user_add(&d, name), 0);
+		struct ms_client *x = msd_connect(&d, name);
+		assert_int_equal(appends_pipelined(x, 1, body), 1);
+		ms_client_close(&x);
+	}
+	/* qf's count is its own: room for exactly two */
+	quota_set(adm, "qf", 12 * len, 0);
+	assert_int_equal(appends_pipelined(c, 5, body), 2);
+	assert_int_equal(msd_mbox_status(c, "INBOX").messages, 12);
+	ms_client_close(&c);
+	ms_client_close(&adm);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
 /*
  * Group commit gather: a lone client is never held (its own request
  * ends the gather); a flush held for a client that does not come back
@@ -2382,6 +2482,7 @@ int main(void)
 		cmocka_unit_test(test_pipelined_burst),
 		cmocka_unit_test(test_many_idle),
 		cmocka_unit_test(test_many_waits),
+		cmocka_unit_test(test_quota_in_flight),
 		cmocka_unit_test(test_commit_gather),
 		cmocka_unit_test(test_reply_limits),
 		cmocka_unit_test(test_file_replies),
