@@ -17,6 +17,10 @@
  * each body checked by its tag); the page cache is warm.  Reference:
  * one thread doing ms_log_read + ms_body_decode on the same bodies.
  *
+ * Users: one 4 KiB APPEND to each of MS_BENCH_USERS (50,000) users, by
+ * one admin connection pipelining; the rate of each tenth of the users
+ * (it must not fall as more users have had mail).
+ *
  * Restart: a store with MS_BENCH_MESSAGES messages in one INBOX, built
  * by two clients pipelining APPENDs of 1000 placements.  Then, each
  * after a clean stop (SIGTERM, timed), msd_start() is timed until the
@@ -965,6 +969,122 @@ struct bcase {
 	int clients;
 };
 
+/*
+ * Many users: one APPEND of 4 KiB to each of nusers users, through one
+ * admin connection with USERS_WINDOW requests in flight (as
+ * mstore-lmtpd delivers for many recipients), the users created first
+ * the same way.  The rate of each tenth of the users says whether an
+ * append costs more as more users have had mail (it must not).
+ */
+#define USERS_WINDOW 100
+
+static int users_send(struct ms_client *a, const struct ms_req *q,
+		      int *inflight)
+{
+	const char *err = "";
+	uint32_t id;
+	if (ms_client_send_req(a, q, &id, &err) < 0) {
+		fprintf(stderr, "bench-store: users: send: %s\n", err);
+		return -1;
+	}
+	(*inflight)++;
+	return 0;
+}
+
+/* Read replies until at most keep are in flight; all must succeed. */
+static int users_reap(struct ms_client *a, int *inflight, int keep)
+{
+	while (*inflight > keep) {
+		struct ms_proto_hdr h;
+		struct ms_reply rep;
+		const uint8_t *b;
+		size_t len;
+		const char *err = "";
+		if (ms_client_recv(a, &h, &b, &len, &err) < 0 ||
+		    ms_reply_decode(h.op, b, len, &rep, &err) < 0 ||
+		    rep.status < 0) {
+			fprintf(stderr, "bench-store: users: reply: %s %.*s\n",
+				err, (int)rep.reason.len,
+				rep.reason.s ? rep.reason.s : "");
+			return -1;
+		}
+		if (rep.op == MS_OP_APPEND) {
+			struct ms_proto_iter it;
+			struct ms_append_result r;
+			ms_proto_iter_results(&it, &rep.u.append);
+			if (ms_proto_next_result(&it, &r) != 1 ||
+			    r.status != 0) {
+				fprintf(stderr, "bench-store: users: a "
+					"placement failed\n");
+				return -1;
+			}
+		}
+		(*inflight)--;
+	}
+	return 0;
+}
+
+static int users_part(enum ms_io_kind kind, long nusers)
+{
+	struct msd d;
+	int inflight = 0, ret = 0;
+	uint8_t body[4096];
+	char name[32];
+	double rate[10];
+
+	printf("\nusers: one 4 KiB APPEND to each of %ld users (one admin "
+	       "connection, %d in flight),\nthe users created first; "
+	       "appends/s for each tenth of them\n",
+	       nusers, USERS_WINDOW);
+	fflush(stdout);
+	daemon_setup(&d, kind, 0);
+	struct ms_client *a = msd_connect(&d, NULL);
+	for (long u = 0; ret == 0 && u < nusers; u++) {
+		struct ms_req q = {.op = MS_OP_USER_CREATE};
+		snprintf(name, sizeof(name), "user%ld", u);
+		q.u.user.name = ms_pstr_c(name);
+		ret = users_send(a, &q, &inflight);
+		if (ret == 0)
+			ret = users_reap(a, &inflight, USERS_WINDOW);
+	}
+	if (ret == 0)
+		ret = users_reap(a, &inflight, 0);
+	ms_random(body, sizeof(body));
+	for (int t = 0; ret == 0 && t < 10; t++) {
+		long lo = nusers * t / 10, hi = nusers * (t + 1) / 10;
+		double t0 = now_s();
+		for (long u = lo; ret == 0 && u < hi; u++) {
+			struct ms_placement pl = {.mailbox = MS_PSTR("INBOX")};
+			struct ms_req q = {.op = MS_OP_APPEND};
+			snprintf(name, sizeof(name), "user%ld", u);
+			pl.user = ms_pstr_c(name);
+			tag_put(body, 0, (uint64_t)u);
+			q.u.append.body = body;
+			q.u.append.body_len = sizeof(body);
+			q.u.append.placements.n = 1;
+			q.u.append.placements.list = &pl;
+			ret = users_send(a, &q, &inflight);
+			if (ret == 0)
+				ret = users_reap(a, &inflight, USERS_WINDOW);
+		}
+		if (ret == 0)
+			ret = users_reap(a, &inflight, 0);
+		double dt = now_s() - t0;
+		rate[t] = dt > 0 ? (double)(hi - lo) / dt : 0;
+	}
+	ms_client_close(&a);
+	if (ret == 0) {
+		for (int t = 0; t < 10; t++)
+			printf(" %.0f", rate[t]);
+		printf("\n  the last tenth at %.0f%% of the first's rate\n",
+		       rate[0] > 0 ? 100 * rate[9] / rate[0] : 0);
+	} else {
+		printf("  FAILED\n");
+	}
+	daemon_done(&d);
+	return ret;
+}
+
 static int parse_cases(struct bcase *cs, size_t max, size_t *n_r)
 {
 	const char *e = getenv("MS_BENCH_CASES");
@@ -1080,9 +1200,11 @@ int main(void)
 	char dir[PATH_MAX];
 	int fails = 0;
 
-	double waits_d;
+	double waits_d, users_d;
 	if (mst_env_double("bench-store", "MS_BENCH_WAITS", 0, 0,
-			   BENCH_WAITS_MAX, &waits_d) < 0)
+			   BENCH_WAITS_MAX, &waits_d) < 0 ||
+	    mst_env_double("bench-store", "MS_BENCH_USERS", 50000, 10,
+			   1000000, &users_d) < 0)
 		return 1;
 	bench_waits = (long)waits_d;
 	if (bench_waits > 0) {
@@ -1314,6 +1436,10 @@ int main(void)
 		}
 		daemon_done(&d);
 	}
+
+	/* ---- many users ---- */
+	if (part_on("users") && users_part(kind, (long)users_d) < 0)
+		fails++;
 
 	/* ---- restart with many messages ---- */
 	if (!part_on("restart")) {
