@@ -800,9 +800,11 @@ struct mstore_store_mbox {
 ARRAY_DEFINE_TYPE(mstore_store_mbox, struct mstore_store_mbox);
 
 /* Selectable local mailboxes that the store no longer has (deleted by
-   another host, or by a tool) leave the local list.  TRUE if any did. */
+   another host, or by a tool) leave the local list.  TRUE if any did.
+   names is sorted (i_strcmp_p): a user may have thousands of folders,
+   and each local one is looked up in it. */
 static bool mstore_reconcile_stale(struct mail_namespace *ns,
-				   const ARRAY_TYPE(const_string) *names)
+				   ARRAY_TYPE(const_string) *names)
 {
 	struct mailbox_list_iterate_context *iter;
 	const struct mailbox_info *info;
@@ -817,7 +819,7 @@ static bool mstore_reconcile_stale(struct mail_namespace *ns,
 			continue;
 		const char *name = mstore_vname_to_store(ns, info->vname);
 		if (strcmp(name, "INBOX") == 0 ||
-		    array_lsearch(names, &name, i_strcmp_p) != NULL)
+		    array_bsearch(names, &name, i_strcmp_p) != NULL)
 			continue;
 		name = t_strdup(info->vname);
 		array_push_back(&stale, &name);
@@ -917,6 +919,7 @@ static void mstore_reconcile(struct mail_namespace *ns)
 	t_array_init(&names, array_count(&boxes));
 	array_foreach(&boxes, b)
 		array_push_back(&names, &b->name);
+	array_sort(&names, i_strcmp_p);
 	bool changed = mstore_reconcile_stale(ns, &names);
 	bool have_subs = mailbox_list_iter_subscriptions_refresh(ns->list) == 0;
 	array_foreach(&boxes, b) {
