@@ -208,3 +208,43 @@ def test_modseq_never_goes_back(stack):
         for uid, m in before[b][1].items():
             assert after[b][1][uid] >= m, (b, uid, m, after[b][1][uid])
     c.logout()
+
+
+def test_index_loss_many_folders(stack):
+    """A user with hundreds of folders, nested, some subscribed, some
+    with mail: after the loss the first LIST brings every one back (the
+    plugin makes their directories and no more; each one's index comes
+    at its first open), LSUB the subscribed ones, and the folders with
+    mail show the same UIDVALIDITY, UIDs and flags."""
+    c = stack.imap()
+    names = []
+    for y in range(2010, 2025):
+        for m in range(1, 21):
+            names.append("Archive/%d/%02d" % (y, m))
+    for n in names:
+        ok(c.create(n))
+    subscribed = names[::3]
+    for n in subscribed:
+        ok(c.subscribe(n))
+    with_mail = [names[0], names[150], names[-1]]
+    for n in with_mail:
+        for i in range(3):
+            ok(c.append(n, r"(\Seen)" if i else None, None, MSG))
+    before = {n: state(c, n) for n in with_mail}
+    listed_before = sorted(ok(c.list()))
+    c.logout()
+
+    shutil.rmtree(stack.index_dir("alice"))
+    c = stack.imap()
+    assert sorted(ok(c.list())) == listed_before
+    lsub = {line.rsplit(b" ", 1)[-1].strip(b'"').decode()
+            for line in ok(c.lsub())}
+    assert lsub == set(subscribed)
+    assert {n: state(c, n) for n in with_mail} == before
+    # one never opened before the loss nor after it: empty and usable
+    typ, data = c.select(names[7])
+    assert typ == "OK" and data == [b"0"], data
+    ok(c.append(names[7], None, None, MSG))
+    ok(c.select(names[7]))
+    assert uids(c) == [1]
+    c.logout()
