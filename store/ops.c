@@ -120,7 +120,8 @@ struct waiter {			/* a WAIT request ("WAIT" below) */
 	uint64_t mbox_id;
 	uint64_t known;
 	uint64_t deadline_ms;
-	struct waiter *next, **pprev;		/* its bucket's chain */
+	struct waiter *next, *prev;		/* its mailbox's */
+	struct waiter *expired_next;		/* wake_waiters' own */
 	struct waiter *s_next, **s_pprev;	/* its session's */
 };
 
@@ -210,9 +211,9 @@ struct ms_ops {
 	unsigned turn_requests; /* requests this turn of the loop */
 	struct ms_scrub_stats scrub;
 	uint64_t scrub_passes;
-	/* WAIT requests parked until a change, by mailbox ("WAIT") */
-	struct waiter **wait_tab;
-	size_t wait_cap;	/* buckets: 0 or a power of two */
+	/* WAIT requests parked until a change: mailbox id -> its first
+	   ("WAIT") */
+	struct ms_u64map waits;
 	size_t nwaiters;
 	uint64_t wait_next_ms;	/* no deadline comes before it */
 	uint64_t *touched;	/* mailboxes changed in this turn */
@@ -3080,52 +3081,33 @@ static void compact_tick(struct ms_ops *ops)
  *
  * An IMAP session in IDLE parks a WAIT here for up to an hour, so a
  * store with many users holds many of them; a loop turn that changed
- * mailboxes must not walk them all.  They hang in a table by mailbox
- * id (a changed mailbox wakes its own chain) and on their session's
- * list (a connection that goes drops its own at once).  Deadlines are
- * found by a walk of the table, done only once the earliest of them
- * (wait_next_ms) has come.
+ * mailboxes must not walk them all.  Each mailbox's hang in a list
+ * that a map by mailbox id finds (a changed mailbox wakes its own), and
+ * on their session's list (a connection that goes drops its own at
+ * once).  Deadlines are found by a walk of them all, done only once the
+ * earliest (wait_next_ms) has come.
  */
-static size_t wait_bucket(const struct ms_ops *ops, uint64_t mbox_id)
-{
-	/* Fibonacci hashing: ids are dense, the high bits spread them */
-	return (size_t)((mbox_id * 0x9e3779b97f4a7c15ULL) >> 32) &
-	       (ops->wait_cap - 1);
-}
-
 static void wait_link(struct ms_ops *ops, struct waiter *w)
 {
-	struct waiter **b = &ops->wait_tab[wait_bucket(ops, w->mbox_id)];
-	w->next = *b;
-	if (*b != NULL)
-		(*b)->pprev = &w->next;
-	w->pprev = b;
-	*b = w;
+	struct waiter *first = ms_u64map_get(&ops->waits, w->mbox_id);
+	w->prev = NULL;
+	w->next = first;
+	if (first != NULL)
+		first->prev = w;
+	ms_u64map_put(&ops->waits, w->mbox_id, w);
 }
 
-static void wait_grow(struct ms_ops *ops)
-{
-	struct waiter **old = ops->wait_tab;
-	size_t oldcap = ops->wait_cap;
-
-	ops->wait_cap = oldcap ? oldcap * 2 : 64;
-	ops->wait_tab = ms_calloc(ops->wait_cap, sizeof(*ops->wait_tab));
-	for (size_t i = 0; i < oldcap; i++) {
-		while (old[i] != NULL) {
-			struct waiter *w = old[i];
-			old[i] = w->next;
-			wait_link(ops, w);
-		}
-	}
-	free(old);
-}
-
-/* Out of the table and off its session's list; the caller frees it. */
+/* Off its mailbox's list and its session's; the caller frees it. */
 static void wait_unlink(struct ms_ops *ops, struct waiter *w)
 {
-	*w->pprev = w->next;
+	if (w->prev != NULL)
+		w->prev->next = w->next;
+	else if (w->next != NULL)
+		ms_u64map_put(&ops->waits, w->mbox_id, w->next);
+	else
+		ms_u64map_del(&ops->waits, w->mbox_id);
 	if (w->next != NULL)
-		w->next->pprev = w->pprev;
+		w->next->prev = w->prev;
 	*w->s_pprev = w->s_next;
 	if (w->s_next != NULL)
 		w->s_next->s_pprev = w->s_pprev;
@@ -3163,8 +3145,6 @@ static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	w->mbox_id = m.id;
 	w->known = q->known_modseq;
 	w->deadline_ms = now_ms() + q->timeout_ms;
-	if (ops->nwaiters >= ops->wait_cap)
-		wait_grow(ops);
 	wait_link(ops, w);
 	w->s_next = s->waits;
 	if (s->waits != NULL)
@@ -3185,33 +3165,36 @@ static void wake_waiters(struct ms_ops *ops)
 	struct waiter *due = NULL;
 
 	for (size_t i = 0; i < ops->ntouched && ops->nwaiters > 0; i++) {
-		uint64_t id = ops->touched[i];
-		struct waiter *w = ops->wait_tab[wait_bucket(ops, id)];
-		while (w != NULL) {
-			struct waiter *next = w->next;
-			if (w->mbox_id == id) {
-				wait_unlink(ops, w);
-				w->next = due;
-				due = w;
-			}
-			w = next;
+		struct waiter *w;
+		while ((w = ms_u64map_get(&ops->waits, ops->touched[i])) !=
+		       NULL) {
+			wait_unlink(ops, w);
+			w->next = due;
+			due = w;
 		}
 	}
 	if (ops->nwaiters > 0 && now >= ops->wait_next_ms) {
 		uint64_t next_ms = UINT64_MAX;
-		for (size_t i = 0; i < ops->wait_cap; i++) {
-			struct waiter *w = ops->wait_tab[i];
-			while (w != NULL) {
-				struct waiter *next = w->next;
+		/* the map is not changed under the walk: the due ones are
+		   collected first */
+		struct waiter *expired = NULL;
+		MS_U64MAP_EACH(&ops->waits, k) {
+			for (struct waiter *w = ops->waits.vals[k]; w != NULL;
+			     w = w->next) {
 				if (now >= w->deadline_ms) {
-					wait_unlink(ops, w);
-					w->next = due;
-					due = w;
+					w->expired_next = expired;
+					expired = w;
 				} else if (w->deadline_ms < next_ms) {
 					next_ms = w->deadline_ms;
 				}
-				w = next;
 			}
+		}
+		while (expired != NULL) {
+			struct waiter *w = expired;
+			expired = w->expired_next;
+			wait_unlink(ops, w);
+			w->next = due;
+			due = w;
 		}
 		ops->wait_next_ms = next_ms;
 	}
@@ -4406,14 +4389,15 @@ void ms_ops_close(struct ms_ops **opsp)
 		req_free(r);
 	}
 	mstate_clear(ops);
-	for (size_t i = 0; i < ops->wait_cap; i++) {
-		while (ops->wait_tab[i] != NULL) {
-			struct waiter *w = ops->wait_tab[i];
-			ops->wait_tab[i] = w->next;
+	MS_U64MAP_EACH(&ops->waits, k) {
+		struct waiter *w = ops->waits.vals[k];
+		while (w != NULL) {
+			struct waiter *next = w->next;
 			wait_free(w);
+			w = next;
 		}
 	}
-	free(ops->wait_tab);
+	ms_u64map_free(&ops->waits);
 	free(ops->touched);
 	free(ops->dying);
 	MS_U64MAP_EACH(&ops->upend, i) {
