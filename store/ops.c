@@ -3225,11 +3225,14 @@ static void wake_waiters(struct ms_ops *ops)
 /* A connection went: its parked WAITs go with it. */
 static void wait_drop_session(struct ms_ops *ops, struct sess *s)
 {
-	while (s->waits != NULL) {
-		struct waiter *w = s->waits;
+	struct waiter *w = s->waits;
+	while (w != NULL) {
+		struct waiter *next = w->s_next;
 		wait_unlink(ops, w);
 		wait_free(w);
+		w = next;
 	}
+	s->waits = NULL;
 }
 
 /* ---- replication (udsync): REPL_WAIT, REPL_ACK, sync mode ---- */
