@@ -233,10 +233,19 @@ def test_index_loss_many_folders(stack):
     before = {n: state(c, n) for n in with_mail}
     listed_before = sorted(ok(c.list()))
     c.logout()
+    guids = {n: stack.doveadm("mailbox status", "guid", n,
+                              user="alice").stdout
+             for n in with_mail + [names[7]]}
 
     shutil.rmtree(stack.index_dir("alice"))
+    import msproto
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    metas = m.stats()["ops.op.fetch-meta"]
     c = stack.imap()
     assert sorted(ok(c.list())) == listed_before
+    # the listing opened no folder: no message was asked of the store
+    # (Dovecot's list index asks each new folder's GUID: one request)
+    assert m.stats()["ops.op.fetch-meta"] == metas
     lsub = {line.rsplit(b" ", 1)[-1].strip(b'"').decode()
             for line in ok(c.lsub())}
     assert lsub == set(subscribed)
@@ -248,3 +257,8 @@ def test_index_loss_many_folders(stack):
     ok(c.select(names[7]))
     assert uids(c) == [1]
     c.logout()
+    # the folders' GUIDs, as Dovecot's list index and doveadm see them
+    for n, g in guids.items():
+        assert stack.doveadm("mailbox status", "guid", n,
+                             user="alice").stdout == g, n
+    m.close()
