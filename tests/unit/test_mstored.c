@@ -1488,7 +1488,7 @@ static int wait_reply(struct ms_client *cl, int ms, int *status_r,
 
 /*
  * Many WAITs parked at once (IDLE sessions), on three mailboxes, with
- * two deadlines: the table they hang in grows past its first size; a
+ * two deadlines, each mailbox's in a list of its own: a
  * change wakes exactly the waiters of its mailbox; a deadline wakes
  * exactly those whose time came, with the modseq they knew; a
  * connection that hangs up takes its WAITs along (two on one
