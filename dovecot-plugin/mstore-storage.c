@@ -656,29 +656,19 @@ static int mstore_mailbox_get_metadata(struct mailbox *box,
 				       struct mailbox_metadata *metadata_r)
 {
 	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
+	/* the GUID alone, of a folder that is not open: Dovecot's list
+	   index asks it of each folder it adds to its list (at the first
+	   listing on a host, all of them), and an open would make and sync
+	   the folder's index first, all of its messages.  The store's
+	   answer below is all it needs. */
+	bool guid_only = items == MAILBOX_METADATA_GUID && !box->opened &&
+			 !mbox->deleted;
 
-	if (items == MAILBOX_METADATA_GUID && !box->opened && !mbox->deleted) {
-		/* the GUID alone, of a folder that is not open: Dovecot's
-		   list index asks it of each folder it adds to its list (at
-		   the first listing on a host, all of them), and an open
-		   would make and sync the folder's index first, all of its
-		   messages.  One store request says it. */
-		if (!mbox->have_guid) {
-			struct ms_req q = { .op = MS_OP_MBOX_UPDATE };
-			struct ms_reply rep;
-			q.u.mbox_update.name =
-				ms_pstr_c(mstore_box_store_name(box));
-			if (mstore_request(mbox->storage, &q, &rep, NULL) < 0)
-				return -1;
-			mstore_mailbox_guid_from(mbox, &rep);
-		}
-		memcpy(metadata_r->guid, mbox->guid, sizeof(metadata_r->guid));
-		return 0;
-	}
-	if (index_mailbox_get_metadata(box, items, metadata_r) < 0)
+	if (!guid_only && index_mailbox_get_metadata(box, items, metadata_r) < 0)
 		return -1;
 	if ((items & MAILBOX_METADATA_GUID) != 0 && !mbox->have_guid &&
-	    !mbox->deleted && !mstore_mailbox_guid_cached(mbox)) {
+	    !mbox->deleted &&
+	    (guid_only || !mstore_mailbox_guid_cached(mbox))) {
 		/* the store's: an MBOX_UPDATE that changes nothing reads
 		   it (set by a migration, or derived from the mailbox id) */
 		struct ms_req q = { .op = MS_OP_MBOX_UPDATE };
