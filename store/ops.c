@@ -108,7 +108,6 @@ struct req {
 };
 
 struct mstate {			/* allocation state of one mailbox */
-	uint64_t id;
 	uint64_t uidnext;
 	uint64_t modseq;	/* highest given */
 	uint32_t uidvalidity;	/* as of the last request (MBOX_UPDATE) */
@@ -118,7 +117,6 @@ struct waiter {			/* a WAIT request ("WAIT" below) */
 	struct ms_conn *conn;	/* a reference */
 	uint32_t id;
 	uint64_t mbox_id;
-	uint64_t known;
 	uint64_t deadline_ms;
 	struct waiter *next, *prev;		/* its mailbox's */
 	struct waiter *expired_next;		/* wake_waiters' own */
@@ -126,7 +124,7 @@ struct waiter {			/* a WAIT request ("WAIT" below) */
 };
 
 struct upend {			/* quota use in flight per user */
-	uint64_t user_id, bytes, msgs;
+	uint64_t bytes, msgs;
 };
 
 /*
@@ -348,7 +346,6 @@ static struct mstate *mstate_get(struct ms_ops *ops, struct ms_idx_rd *rd,
 	if (ms_idx_mbox_get(rd, mbox_id, &im) < 0)
 		return NULL;
 	m = ms_calloc(1, sizeof(*m));
-	m->id = mbox_id;
 	m->uidnext = im.uidnext ? im.uidnext : 1;
 	m->modseq = im.highestmodseq;
 	m->uidvalidity = im.uidvalidity;
@@ -372,11 +369,11 @@ static void mstate_new(struct ms_ops *ops, uint64_t mbox_id,
 		       uint32_t uidvalidity)
 {
 	struct mstate *m = ms_calloc(1, sizeof(*m));
-	m->id = mbox_id;
 	m->uidnext = 1;
 	m->modseq = 1;
 	m->uidvalidity = uidvalidity;
-	free(ms_u64map_del(&ops->mstate, mbox_id));
+	/* ids are never given twice: no state can be there yet */
+	ms_assert(ms_u64map_get(&ops->mstate, mbox_id) == NULL);
 	ms_u64map_put(&ops->mstate, mbox_id, m);
 }
 
@@ -409,7 +406,6 @@ static void upend_add(struct ms_ops *ops, uint64_t user_id, uint64_t bytes)
 	struct upend *u = ms_u64map_get(&ops->upend, user_id);
 	if (u == NULL) {
 		u = ms_calloc(1, sizeof(*u));
-		u->user_id = user_id;
 		ms_u64map_put(&ops->upend, user_id, u);
 	}
 	u->bytes += bytes;
@@ -3143,7 +3139,6 @@ static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	ms_conn_ref(c);
 	w->id = id;
 	w->mbox_id = m.id;
-	w->known = q->known_modseq;
 	w->deadline_ms = now_ms() + q->timeout_ms;
 	wait_link(ops, w);
 	w->s_next = s->waits;
