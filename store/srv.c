@@ -1210,8 +1210,8 @@ static void srv_accept(struct ms_srv *srv, struct watch *lw)
  * sessions parked in IDLE turns thousands of times a second under load,
  * and the walk then cost a fifth of the loop (3,000 connections, 64
  * appending).  Once a second at most, and four times within the
- * smallest limit the last walk saw, so a limit is kept to within a
- * quarter of itself (a second for the default 30 minutes).
+ * smallest limit the last walk saw: a limit is kept to within a quarter
+ * of itself (a second for the default 30 minutes) and the turn after.
  */
 #define IDLE_CHECK_MAX_MS 1000
 
