@@ -996,7 +996,7 @@ static int users_reap(struct ms_client *a, int *inflight, int keep)
 {
 	while (*inflight > keep) {
 		struct ms_proto_hdr h;
-		struct ms_reply rep;
+		struct ms_reply rep = {0};
 		const uint8_t *b;
 		size_t len;
 		const char *err = "";
