@@ -718,16 +718,126 @@ static int mstore_mailbox_set_subscribed(struct mailbox *box, bool set)
 	return index_storage_set_subscribed(box, set);
 }
 
-static int
-mstore_list_index_has_changed(struct mailbox *box ATTR_UNUSED,
-			      struct mail_index_view *list_view ATTR_UNUSED,
-			      uint32_t seq ATTR_UNUSED, bool quick ATTR_UNUSED,
-			      const char **reason_r)
+/* Record extension "mstore-list" of Dovecot's mailbox list index: the
+   store's state of a mailbox that the list index's cached STATUS
+   (messages, unseen, recent, UIDNEXT, UIDVALIDITY, HIGHESTMODSEQ) was
+   taken with.  All zero: not known. */
+struct mstore_list_rec {
+	uint64_t mbox_id;
+	uint64_t modseq; /* the store's HIGHESTMODSEQ the index had seen */
+	uint32_t uidvalidity;
+	uint32_t unused;
+};
+
+static uint32_t mstore_list_ext_id(struct mail_index *list_index)
 {
-	/* the store may have changed behind the list index's back: let
-	   STATUS open the mailbox, which pulls from the store */
-	*reason_r = "mstore: the store is the truth";
-	return 1;
+	return mail_index_ext_register(list_index, "mstore-list", 0,
+				       sizeof(struct mstore_list_rec),
+				       sizeof(uint64_t));
+}
+
+/*
+ * Whether the list index's cached STATUS of a mailbox may be out of date
+ * (1) or may answer a STATUS without opening the mailbox (0).  Dovecot's
+ * own check says whether this host's index of the mailbox changed since;
+ * the store may have changed behind it (a delivery, another host), which
+ * one MBOX_STATUS finds out: the same mailbox, at the HIGHESTMODSEQ that
+ * index had seen when the cache was written.  The cached figures are
+ * Dovecot's own (its HIGHESTMODSEQ and \Recent are the index's), so a
+ * STATUS answered from them says what an open would.  A quick check (a
+ * LIST's \Marked) does not ask the store: out of date.  A store that
+ * cannot answer: out of date, and the open reports it.
+ */
+static int
+mstore_list_index_has_changed(struct mailbox *box,
+			      struct mail_index_view *list_view,
+			      uint32_t seq, bool quick, const char **reason_r)
+{
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
+	struct mstore_list_rec rec;
+	struct ms_req q = { .op = MS_OP_MBOX_STATUS };
+	struct ms_reply rep;
+	const void *data;
+	bool expunged;
+	int ret;
+
+	ret = index_storage_list_index_has_changed(box, list_view, seq, quick,
+						   reason_r);
+	if (ret != 0)
+		return ret;
+	if (quick) {
+		*reason_r = "mstore: a quick check does not ask the store";
+		return 1;
+	}
+	mail_index_lookup_ext(list_view, seq,
+		mstore_list_ext_id(mail_index_view_get_index(list_view)),
+		&data, &expunged);
+	if (data == NULL || expunged || mbox->deleted) {
+		*reason_r = "mstore: no store state with the cached status";
+		return 1;
+	}
+	memcpy(&rec, data, sizeof(rec));
+	if (rec.mbox_id == 0) {
+		*reason_r = "mstore: no store state with the cached status";
+		return 1;
+	}
+	T_BEGIN {
+		q.u.mbox.name = ms_pstr_c(mstore_box_store_name(box));
+		ret = mstore_request_status(mbox->storage, &q, &rep);
+	} T_END;
+	if (ret != 0) {
+		*reason_r = "mstore: the store did not say";
+		return 1;
+	}
+	if (rep.u.mbox.mbox_id != rec.mbox_id ||
+	    rep.u.mbox.uidvalidity != rec.uidvalidity ||
+	    rep.u.mbox.highestmodseq != rec.modseq) {
+		*reason_r = "mstore: the mailbox changed in the store";
+		return 1;
+	}
+	return 0;
+}
+
+/* Dovecot's list index took a mailbox's STATUS from its index: record the
+   store's state that index had seen with it (mstore_list_index_has_changed). */
+static void
+mstore_list_index_update_sync(struct mailbox *box,
+			      struct mail_index_transaction *trans,
+			      uint32_t seq)
+{
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
+	struct mail_index_view *list_view, *view;
+	struct mail_index *list_index;
+	struct mstore_index_header ext;
+	struct mstore_list_rec rec;
+	const void *old;
+	uint32_t ext_id;
+	bool expunged;
+
+	index_storage_list_index_update_sync(box, trans, seq);
+	list_view = mail_index_transaction_get_view(trans);
+	list_index = mail_index_view_get_index(list_view);
+	if (mail_index_is_in_memory(list_index))
+		return;
+	ext_id = mstore_list_ext_id(list_index);
+	mail_index_lookup_ext(list_view, seq, ext_id, &old, &expunged);
+	if (expunged)
+		return;
+	/* the index as the list index's status was read from it: its
+	   latest state, not the mailbox's view */
+	i_zero(&rec);
+	view = mail_index_view_open(box->index);
+	rec.uidvalidity = mail_index_get_header(view)->uid_validity;
+	if (mstore_index_ext_get(view, mbox->hdr_ext_id, &ext, sizeof(ext)) &&
+	    rec.uidvalidity != 0 && !mbox->deleted) {
+		rec.mbox_id = ext.mbox_id;
+		rec.modseq = ext.last_modseq;
+	}
+	mail_index_view_close(&view);
+	if (rec.mbox_id == 0)
+		i_zero(&rec);
+	if (old == NULL || memcmp(old, &rec, sizeof(rec)) != 0)
+		mail_index_update_ext(trans, seq, ext_id, &rec, NULL);
 }
 
 /* A standby store (the DR site) serves reads only: Dovecot then selects
@@ -1091,7 +1201,7 @@ struct mailbox mstore_mailbox = {
 		.attribute_iter_next = index_storage_attribute_iter_next,
 		.attribute_iter_deinit = index_storage_attribute_iter_deinit,
 		.list_index_has_changed = mstore_list_index_has_changed,
-		.list_index_update_sync = index_storage_list_index_update_sync,
+		.list_index_update_sync = mstore_list_index_update_sync,
 		.sync_init = mstore_mailbox_sync_init,
 		.sync_next = index_mailbox_sync_next,
 		.sync_deinit = index_mailbox_sync_deinit,

@@ -666,6 +666,92 @@ def test_changes_from_other_sides(stack):
     b.logout()
 
 
+def test_status_from_list_index(stack):
+    """STATUS of a folder that is not open is answered from Dovecot's
+    mailbox list index when neither this host's index of it nor the
+    store changed since the list index took it: one MBOX_STATUS, no
+    open.  Any change in the store (a delivery, flags, an expunge, the
+    mailbox deleted and made again) or by another session here makes
+    the STATUS open and sync the folder, and it says what the store
+    has."""
+    import struct
+    import msproto
+
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    m.mbox_create("Cached")
+    for _ in range(3):
+        stack.deliver("alice", "Cached", MSG)
+    items = "(MESSAGES UNSEEN UIDNEXT UIDVALIDITY HIGHESTMODSEQ)"
+
+    def status(why=None):
+        """doveadm's STATUS (with its debug log) and an IMAP session's;
+        asserts the two agree and whether the folder was opened (why:
+        the reason the list index's figures were not used)."""
+        r = stack.doveadm("-D mailbox status",
+                          "messages unseen uidnext uidvalidity "
+                          "highestmodseq", "Cached", user="alice")
+        log = [l for l in r.stderr.splitlines() if "Mailbox Cached:" in l]
+        opened = any(l.endswith("Mailbox opened") for l in log)
+        if why is None:
+            assert not opened, log
+        else:
+            assert opened and any(why in l for l in log), (why, log)
+        got = dict(kv.split("=") for kv in r.stdout.split()[1:])
+        c = stack.imap()
+        line = ok(c.status("Cached", items))[0].decode()
+        c.logout()
+        for k in ("messages", "unseen", "uidnext", "uidvalidity",
+                  "highestmodseq"):
+            assert re.search(r"\b%s %s\b" % (k.upper(), got[k]), line), \
+                (got, line)
+        return {k: int(v) for k, v in got.items()}
+
+    first = status("Mailbox not found")   # the first: the folder is new
+    assert first["messages"] == 3 and first["unseen"] == 3
+    assert status() == first
+    # what a STATUS answered from the list index costs: one request
+    c = stack.imap()
+    c.list()
+    ops0 = m.stats()
+    ok(c.status("Cached", items))
+    ops1 = m.stats()
+    c.logout()
+    delta = {k[7:]: ops1[k] - ops0[k] for k in ops1
+             if k.startswith("ops.op.") and ops1[k] != ops0.get(k, 0) and
+             k != "ops.op.status"}
+    assert delta == {"mbox-status": 1}, delta
+
+    changed = "the mailbox changed in the store"
+    stack.deliver("alice", "Cached", MSG)
+    now = status(changed)
+    assert now["messages"] == 4 and now["uidnext"] == first["uidnext"] + 1
+    assert status() == now
+    m.store("Cached", [(1, 1)], 0, 1)               # \Seen on UID 1
+    now = status(changed)
+    assert now["unseen"] == 3
+    assert status() == now
+    m.expunge("Cached", [(2, 2)])
+    now = status(changed)
+    assert now["messages"] == 3
+    assert status() == now
+    # a change by a session here: its sync updates the list index
+    c = stack.imap()
+    ok(c.select("Cached"))
+    ok(c.store("1:*", "+FLAGS", r"(\Seen)"))
+    c.logout()
+    now = status()
+    assert now["unseen"] == 0
+    # the mailbox deleted and made again in the store: a new UIDVALIDITY
+    name = struct.pack("<H", 6) + b"Cached"
+    m.call(23, name)                                # MBOX_DELETE
+    m.call(21, name + struct.pack("<I", 0))         # MBOX_CREATE
+    stack.deliver("alice", "Cached", MSG)
+    now = status(changed)
+    assert now["messages"] == 1 and now["uidvalidity"] != first["uidvalidity"]
+    assert status() == now
+    m.close()
+
+
 def test_idle_woken_by_store(stack):
     c = stack.imap()
     ok(c.select("INBOX"))
