@@ -34,6 +34,10 @@
  *   store     3 rounds of UID STORE +FLAGS (\Flagged) on every other
  *             message of the envelope row's INBOX and -FLAGS back:
  *             messages changed per second (information, no target)
+ *   status    STATUS (MESSAGES UNSEEN UIDNEXT) of each of 50 folders
+ *             (2 messages each, made over IMAP first, untimed) in
+ *             turn, none selected: STATUS commands per second
+ *             (information, no target)
  * A single-session row repeats its command (after untimed warm-up
  * rounds that let Dovecot fill its cache) until MS_BENCH_SECONDS have
  * passed, at least once; every round is checked (the number of FETCH
@@ -149,6 +153,7 @@ enum row {
 	R_APPEND,
 	R_COPY,
 	R_STORE,
+	R_STATUS,
 	NROWS
 };
 
@@ -260,6 +265,8 @@ struct imap {
 	char tag[16];
 	int done, ok, cont_req, literal_plus;
 	uint64_t fetches, lit_bytes, exists;
+	/* STATUS responses, and the sum of their MESSAGES */
+	uint64_t statuses, status_messages;
 	char result[256];
 };
 
@@ -277,6 +284,12 @@ static void on_line(struct imap *c, const char *line, size_t len, uint64_t lit)
 		else if (sp != NULL && len - (size_t)(sp - line) >= 7 &&
 			 strncmp(sp, " EXISTS", 7) == 0)
 			c->exists = strtoull(line + 2, NULL, 10);
+		else if (len >= 9 && strncmp(line + 2, "STATUS ", 7) == 0) {
+			const char *m = memmem(line, len, "(MESSAGES ", 10);
+			c->statuses++;
+			if (m != NULL)
+				c->status_messages += strtoull(m + 10, NULL, 10);
+		}
 		if (memmem(line, len, "LITERAL+", 8) != NULL)
 			c->literal_plus = 1;
 		(void)lit;
@@ -484,6 +497,7 @@ static int imap_start(struct imap *c, char *why, size_t whylen, const char *fmt,
 	free(body);
 	c->done = c->ok = c->cont_req = 0;
 	c->fetches = c->lit_bytes = 0;
+	c->statuses = c->status_messages = 0;
 	c->result[0] = '\0';
 	int ret = imap_send(c, cmd, (size_t)n, why, whylen);
 	free(cmd);
@@ -1241,6 +1255,97 @@ static int row_store(struct server *s, uint32_t n, struct result *r,
 	return ret;
 }
 
+/* status: STATUS_FOLDERS folders of the env user with STATUS_MSGS
+   messages each, made over IMAP (CREATE, APPEND) before the first pass
+   and not timed; then one session, after a LIST, asks STATUS (MESSAGES
+   UNSEEN UIDNEXT) of each folder in turn with none selected, as a
+   client checking its folders for new mail, for the row's time.  The
+   first round is not timed (each server builds what it keeps of a
+   folder); every answer is checked.  STATUS commands per second. */
+#define STATUS_FOLDERS 50
+#define STATUS_MSGS 2
+static int status_folders_make(struct imap *c, char *why, size_t whylen)
+{
+	char msg[1024], box[32];
+	int ret = 0;
+
+	for (int f = 0; ret == 0 && f < STATUS_FOLDERS; f++) {
+		snprintf(box, sizeof(box), "bstat-%02d", f);
+		ret = imap_cmd(c, why, whylen, "CREATE %s", box);
+		for (uint32_t i = 0; ret == 0 && i < STATUS_MSGS; i++) {
+			size_t n = msg_make(msg, sizeof(msg), box, i, 0);
+			char *cmd = NULL;
+			if (asprintf(&cmd, "APPEND %s {%zu+}\r\n%.*s", box, n,
+				     (int)n, msg) < 0) {
+				snprintf(why, whylen, "out of memory");
+				return -1;
+			}
+			ret = imap_cmd(c, why, whylen, "%s", cmd);
+			free(cmd);
+		}
+	}
+	return ret;
+}
+
+static int status_round(struct imap *c, char *why, size_t whylen)
+{
+	char box[32];
+	int ret = 0;
+
+	for (int f = 0; ret == 0 && f < STATUS_FOLDERS; f++) {
+		snprintf(box, sizeof(box), "bstat-%02d", f);
+		ret = imap_cmd(c, why, whylen,
+			       "STATUS %s (MESSAGES UNSEEN UIDNEXT)", box);
+		if (ret == 0 && (c->statuses != 1 ||
+				 c->status_messages != STATUS_MSGS)) {
+			snprintf(why, whylen,
+				 "STATUS %s: %llu answers, %llu messages, "
+				 "expected 1 and %d", box,
+				 (unsigned long long)c->statuses,
+				 (unsigned long long)c->status_messages,
+				 STATUS_MSGS);
+			ret = -1;
+		}
+	}
+	return ret;
+}
+
+static int row_status(struct server *s, struct result *r, char *why,
+		      size_t whylen)
+{
+	static int made[NKINDS];
+	struct imap c;
+	struct meter m = {0};
+	char user[32];
+	int ret = 0;
+
+	user_name(1, user, sizeof(user));
+	if (imap_login(&c, s->port, user, why, whylen) < 0)
+		return -1;
+	if (!made[s->kind]) {
+		ret = status_folders_make(&c, why, whylen);
+		made[s->kind] = ret == 0;
+		imap_logout(&c);
+		if (ret < 0 || imap_login(&c, s->port, user, why, whylen) < 0)
+			return -1;
+	}
+	ret = imap_cmd(&c, why, whylen, "LIST \"\" %s", "*");
+	if (ret == 0)
+		ret = status_round(&c, why, whylen);
+	meter_start(s, &m);
+	double t0 = bp_now(), t_end = t0 + K.secs;
+	while (ret == 0 && (r->rounds == 0 || bp_now() < t_end)) {
+		ret = status_round(&c, why, whylen);
+		r->rounds++;
+	}
+	double busy = bp_now() - t0;
+	meter_stop(s, &m, r);
+	if (ret == 0 && busy > 0)
+		r->value = (double)STATUS_FOLDERS * r->rounds / busy;
+	imap_logout(&c);
+	return ret;
+}
+
 /* ---- append: APPEND_CLIENTS sessions in one epoll loop ---- */
 
 enum app_state {
@@ -1554,6 +1659,9 @@ static const char *row_label(enum row r, char *buf, size_t n)
 	case R_STORE:
 		snprintf(buf, n, "STORE odd uids of %ld", K.env_msgs);
 		break;
+	case R_STATUS:
+		snprintf(buf, n, "STATUS of %d folders", STATUS_FOLDERS);
+		break;
 	default:
 		buf[0] = '\0';
 	}
@@ -1562,9 +1670,9 @@ static const char *row_label(enum row r, char *buf, size_t n)
 
 static const char *const row_unit[NROWS] = {"MB/s", "msgs/s", "ms",
 					    "ms",   "ms",     "msgs/s",
-					    "msgs/s", "msgs/s"};
+					    "msgs/s", "msgs/s", "cmds/s"};
 /* 1: higher is better (a rate); 0: lower is better (a time) */
-static const int row_rate[NROWS] = {1, 1, 0, 0, 0, 1, 1, 1};
+static const int row_rate[NROWS] = {1, 1, 0, 0, 0, 1, 1, 1, 1};
 
 /* A row's figure: two decimals below 10 (a SELECT's 0.41 ms against
    0.36 is not "0.4 against 0.4"), one above. */
@@ -1653,6 +1761,9 @@ static int run_row(struct server *srv, enum row rw)
 		ret = row_store(srv, (uint32_t)K.env_msgs, &one, why,
 				sizeof(why));
 		break;
+	case R_STATUS:
+		ret = row_status(srv, &one, why, sizeof(why));
+		break;
 	case R_APPEND: {
 		/* every pass's APPENDs stay: the count is the sum */
 		static uint64_t sum[NKINDS][MAX_CLIENTS];
@@ -1738,7 +1849,7 @@ static int run_all(void)
 		if (up[k] && k != K_MDBOX)
 			fails += run_row(&srv[k], R_COLD);
 	static const enum row order[] = {R_BODY, R_ENV, R_COPY, R_STORE,
-					 R_SELECT, R_APPEND};
+					 R_STATUS, R_SELECT, R_APPEND};
 	for (long pass = 0; pass < K.passes; pass++) {
 		if (K.passes > 1)
 			printf("-- pass %ld\n", pass + 1);
