@@ -18,6 +18,7 @@
 #include "array.h"
 #include "str.h"
 #include "ioloop.h"
+#include "time-util.h"
 #include "guid.h"
 #include "mail-namespace.h"
 #include "mail-user.h"
@@ -179,6 +180,7 @@ static void mstore_storage_destroy(struct mail_storage *_storage)
 	struct mstore_storage *storage = MSTORE_STORAGE(_storage);
 
 	mstore_client_disconnect(storage);
+	pool_unref(&storage->snap_pool);
 	index_storage_destroy(_storage);
 }
 
@@ -718,6 +720,70 @@ static int mstore_mailbox_set_subscribed(struct mailbox *box, bool set)
 	return index_storage_set_subscribed(box, set);
 }
 
+static int mstore_store_mboxes(struct mail_namespace *ns, pool_t pool,
+			       ARRAY_TYPE(mstore_store_mbox) *boxes);
+
+static int mstore_store_mbox_cmp(const struct mstore_store_mbox *a,
+				 const struct mstore_store_mbox *b)
+{
+	return strcmp(a->name, b->name);
+}
+
+/* The store's state of the mailbox named name, for the list index's
+   check: from the run's MBOX_LIST (the second check of an ioloop run
+   asks it, the later ones use it), or one MBOX_STATUS.  1: found; 0:
+   the store has no such mailbox; -1: the store did not say. */
+static int mstore_store_state(struct mstore_mailbox *mbox, const char *name,
+			      struct mstore_store_mbox *state_r)
+{
+	struct mstore_storage *storage = mbox->storage;
+	struct ms_req q = { .op = MS_OP_MBOX_STATUS };
+	struct ms_reply rep;
+	int ret;
+
+	if (timeval_cmp(&storage->snap_run, &ioloop_timeval) != 0) {
+		storage->snap_run = ioloop_timeval;
+		storage->snap_checks = 0;
+		storage->snap_valid = FALSE;
+	}
+	if (++storage->snap_checks >= 2 && !storage->snap_valid &&
+	    mstore_ns_is_ours(mbox->box.list->ns)) {
+		if (storage->snap_pool == NULL) {
+			storage->snap_pool = pool_alloconly_create(
+				"mstore list snapshot", 1024);
+		} else {
+			p_clear(storage->snap_pool);
+		}
+		p_array_init(&storage->snap, storage->snap_pool, 64);
+		if (mstore_store_mboxes(mbox->box.list->ns, storage->snap_pool,
+					&storage->snap) < 0)
+			return -1;
+		array_sort(&storage->snap, mstore_store_mbox_cmp);
+		storage->snap_valid = TRUE;
+	}
+	if (storage->snap_valid) {
+		struct mstore_store_mbox key = { .name = name };
+		const struct mstore_store_mbox *b =
+			array_bsearch(&storage->snap, &key,
+				      mstore_store_mbox_cmp);
+		if (b == NULL)
+			return 0;
+		*state_r = *b;
+		return 1;
+	}
+	q.u.mbox.name = ms_pstr_c(name);
+	ret = mstore_request_status(storage, &q, &rep);
+	if (ret == MS_ENOTFOUND)
+		return 0;
+	if (ret != 0)
+		return -1;
+	i_zero(state_r);
+	state_r->mbox_id = rep.u.mbox.mbox_id;
+	state_r->uidvalidity = rep.u.mbox.uidvalidity;
+	state_r->highestmodseq = rep.u.mbox.highestmodseq;
+	return 1;
+}
+
 /* Record extension "mstore-list" of Dovecot's mailbox list index: the
    store's state of a mailbox that the list index's cached STATUS
    (messages, unseen, recent, UIDNEXT, UIDVALIDITY, HIGHESTMODSEQ) was
@@ -755,8 +821,7 @@ mstore_list_index_has_changed(struct mailbox *box,
 {
 	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
 	struct mstore_list_rec rec;
-	struct ms_req q = { .op = MS_OP_MBOX_STATUS };
-	struct ms_reply rep;
+	struct mstore_store_mbox state;
 	const void *data;
 	bool expunged;
 	int ret;
@@ -782,16 +847,17 @@ mstore_list_index_has_changed(struct mailbox *box,
 		return 1;
 	}
 	T_BEGIN {
-		q.u.mbox.name = ms_pstr_c(mstore_box_store_name(box));
-		ret = mstore_request_status(mbox->storage, &q, &rep);
+		ret = mstore_store_state(mbox, mstore_box_store_name(box),
+					 &state);
 	} T_END;
-	if (ret != 0) {
-		*reason_r = "mstore: the store did not say";
+	if (ret <= 0) {
+		*reason_r = ret == 0 ? "mstore: not in the store" :
+			"mstore: the store did not say";
 		return 1;
 	}
-	if (rep.u.mbox.mbox_id != rec.mbox_id ||
-	    rep.u.mbox.uidvalidity != rec.uidvalidity ||
-	    rep.u.mbox.highestmodseq != rec.modseq) {
+	if (state.mbox_id != rec.mbox_id ||
+	    state.uidvalidity != rec.uidvalidity ||
+	    state.highestmodseq != rec.modseq) {
 		*reason_r = "mstore: the mailbox changed in the store";
 		return 1;
 	}
@@ -911,12 +977,6 @@ mstore_transaction_commit(struct mailbox_transaction_context *t,
 /* ---- the local folder list completed from the store (first listing,
    a mailbox opened that is not here) ---- */
 
-struct mstore_store_mbox {
-	const char *name;
-	bool subscribed;
-};
-ARRAY_DEFINE_TYPE(mstore_store_mbox, struct mstore_store_mbox);
-
 /* Selectable local mailboxes that the store no longer has (deleted by
    another host, or by a tool) leave the local list.  TRUE if any did.
    names is sorted (i_strcmp_p): a user may have thousands of folders,
@@ -964,7 +1024,7 @@ static bool mstore_reconcile_stale(struct mail_namespace *ns,
    them when one reply cannot hold the list (a store with a small
    max_frame answers MS_ETOOBIG), each after the last name of the page
    before, until an empty page.  -1 (logged) if the store could not say. */
-static int mstore_store_mboxes(struct mail_namespace *ns,
+static int mstore_store_mboxes(struct mail_namespace *ns, pool_t pool,
 			       ARRAY_TYPE(mstore_store_mbox) *boxes)
 {
 	struct mstore_storage *storage = MSTORE_STORAGE(ns->storage);
@@ -1010,7 +1070,10 @@ static int mstore_store_mboxes(struct mail_namespace *ns,
 			}
 			struct mstore_store_mbox *b =
 				array_append_space(boxes);
-			b->name = t_strndup(info.name.s, info.name.len);
+			b->name = p_strndup(pool, info.name.s, info.name.len);
+			b->mbox_id = info.mbox_id;
+			b->highestmodseq = info.highestmodseq;
+			b->uidvalidity = info.uidvalidity;
 			b->subscribed = info.subscribed != 0;
 			after = b->name;
 			n++;
@@ -1060,7 +1123,7 @@ static void mstore_reconcile(struct mail_namespace *ns)
 		return;
 	storage->reconciled = TRUE;
 	t_array_init(&boxes, 16);
-	if (mstore_store_mboxes(ns, &boxes) < 0)
+	if (mstore_store_mboxes(ns, pool_datastack_create(), &boxes) < 0)
 		return;
 	const struct mstore_store_mbox *b;
 	ARRAY_TYPE(const_string) names;

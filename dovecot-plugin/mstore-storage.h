@@ -73,6 +73,16 @@ struct mstore_prefetch {
 	uint64_t size;
 };
 
+/* A mailbox of the store as MBOX_LIST names it. */
+struct mstore_store_mbox {
+	const char *name;
+	uint64_t mbox_id;
+	uint64_t highestmodseq;
+	uint32_t uidvalidity;
+	bool subscribed;
+};
+ARRAY_DEFINE_TYPE(mstore_store_mbox, struct mstore_store_mbox);
+
 struct mstore_storage {
 	struct mail_storage storage;
 	const char *socket_path;
@@ -102,6 +112,16 @@ struct mstore_storage {
 	   still valid while this has not moved */
 	unsigned int req_seq;
 	bool reconciled;
+	/* the list index's checks of one ioloop run (a LIST-STATUS checks
+	   every folder it lists): snap_run is that run's ioloop_timeval,
+	   snap_checks the checks that asked the store in it; from the
+	   second on, the store's mailboxes as one MBOX_LIST found them
+	   (snap, sorted by name, in snap_pool) answer the rest */
+	struct timeval snap_run;
+	unsigned int snap_checks;
+	bool snap_valid;
+	pool_t snap_pool;
+	ARRAY_TYPE(mstore_store_mbox) snap;
 	/* the store is a standby mstored (the DR site before promote):
 	   every mailbox is read-only; known once asked (STATUS) or once a
 	   write was refused with -EROFS, forgotten at a reconnect */

@@ -764,6 +764,55 @@ def test_status_from_list_index(stack):
     m.close()
 
 
+def test_list_status_one_listing(stack):
+    """LIST-STATUS checks every folder it lists against the store: the
+    first check of the command asks MBOX_STATUS, the second one
+    MBOX_LIST, which answers all the others; a folder changed in the
+    store meanwhile is opened and shows its new figures."""
+    import msproto
+
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    names = ["LS%d" % i for i in range(6)]
+    for i, n in enumerate(names):
+        m.mbox_create(n)
+        for _ in range(i + 1):
+            stack.deliver("alice", n, MSG)
+    c = stack.imap()
+
+    def list_status():
+        s0 = m.stats()
+        line, untagged = raw(c, 'LIST "" "LS*" RETURN (STATUS (MESSAGES '
+                                'UIDNEXT))')
+        s1 = m.stats()
+        assert b"OK" in line, line
+        got = {}
+        for u in untagged:
+            mm = re.match(rb'\* STATUS "?(LS\d)"? \(MESSAGES (\d+) '
+                          rb'UIDNEXT (\d+)\)', u)
+            if mm:
+                got[mm.group(1).decode()] = int(mm.group(2))
+        ops = {k[7:]: s1[k] - s0.get(k, 0) for k in s1
+               if k.startswith("ops.op.") and s1[k] != s0.get(k, 0) and
+               k != "ops.op.status"}
+        return got, ops
+
+    want = {n: i + 1 for i, n in enumerate(names)}
+    got, _ = list_status()          # the first: every folder is opened
+    assert got == want
+    got, ops = list_status()
+    assert got == want
+    assert ops == {"mbox-status": 1, "mbox-list": 1}, ops
+    stack.deliver("alice", "LS3", MSG)
+    want["LS3"] += 1
+    got, ops = list_status()
+    assert got == want
+    assert ops.get("mbox-list") == 1 and ops.get("changes", 0) >= 1, ops
+    got, ops = list_status()
+    assert got == want and ops == {"mbox-status": 1, "mbox-list": 1}, ops
+    c.logout()
+    m.close()
+
+
 def test_idle_woken_by_store(stack):
     c = stack.imap()
     ok(c.select("INBOX"))
