@@ -38,6 +38,9 @@
  *             (2 messages each, made over IMAP first, untimed) in
  *             turn, none selected: STATUS commands per second
  *             (information, no target)
+ *   lstatus   LIST "" "bstat-*" RETURN (STATUS (MESSAGES UNSEEN
+ *             UIDNEXT)) of those folders: ms per command (information,
+ *             no target)
  * A single-session row repeats its command (after untimed warm-up
  * rounds that let Dovecot fill its cache) until MS_BENCH_SECONDS have
  * passed, at least once; every round is checked (the number of FETCH
@@ -154,6 +157,7 @@ enum row {
 	R_COPY,
 	R_STORE,
 	R_STATUS,
+	R_LSTATUS,
 	NROWS
 };
 
@@ -1310,28 +1314,42 @@ static int status_round(struct imap *c, char *why, size_t whylen)
 	return ret;
 }
 
+/* A session of the env user, after a LIST; the status rows' folders
+   made first if they are not there yet. */
+static int status_session(struct server *s, struct imap *c, char *why,
+			  size_t whylen)
+{
+	static int made[NKINDS];
+	char user[32];
+	int ret;
+
+	user_name(1, user, sizeof(user));
+	if (imap_login(c, s->port, user, why, whylen) < 0)
+		return -1;
+	if (!made[s->kind]) {
+		ret = status_folders_make(c, why, whylen);
+		made[s->kind] = ret == 0;
+		imap_logout(c);
+		if (ret < 0 || imap_login(c, s->port, user, why, whylen) < 0)
+			return -1;
+	}
+	if (imap_cmd(c, why, whylen, "LIST \"\" %s", "*") < 0) {
+		imap_logout(c);
+		return -1;
+	}
+	return 0;
+}
+
 static int row_status(struct server *s, struct result *r, char *why,
 		      size_t whylen)
 {
-	static int made[NKINDS];
 	struct imap c;
 	struct meter m = {0};
-	char user[32];
 	int ret = 0;
 
-	user_name(1, user, sizeof(user));
-	if (imap_login(&c, s->port, user, why, whylen) < 0)
+	if (status_session(s, &c, why, whylen) < 0)
 		return -1;
-	if (!made[s->kind]) {
-		ret = status_folders_make(&c, why, whylen);
-		made[s->kind] = ret == 0;
-		imap_logout(&c);
-		if (ret < 0 || imap_login(&c, s->port, user, why, whylen) < 0)
-			return -1;
-	}
-	ret = imap_cmd(&c, why, whylen, "LIST \"\" %s", "*");
-	if (ret == 0)
-		ret = status_round(&c, why, whylen);
+	ret = status_round(&c, why, whylen);
 	meter_start(s, &m);
 	double t0 = bp_now(), t_end = t0 + K.secs;
 	while (ret == 0 && (r->rounds == 0 || bp_now() < t_end)) {
@@ -1342,6 +1360,55 @@ static int row_status(struct server *s, struct result *r, char *why,
 	meter_stop(s, &m, r);
 	if (ret == 0 && busy > 0)
 		r->value = (double)STATUS_FOLDERS * r->rounds / busy;
+	imap_logout(&c);
+	return ret;
+}
+
+/* One LIST-STATUS of the status rows' folders, checked. */
+static int lstatus_round(struct imap *c, char *why, size_t whylen)
+{
+	int ret = imap_cmd(c, why, whylen,
+			   "LIST \"\" %s RETURN (STATUS (MESSAGES UNSEEN "
+			   "UIDNEXT))", "bstat-*");
+	if (ret == 0 && (c->statuses != STATUS_FOLDERS ||
+			 c->status_messages !=
+				 (uint64_t)STATUS_FOLDERS * STATUS_MSGS)) {
+		snprintf(why, whylen,
+			 "LIST-STATUS: %llu STATUS, %llu messages, expected "
+			 "%d and %d", (unsigned long long)c->statuses,
+			 (unsigned long long)c->status_messages,
+			 STATUS_FOLDERS, STATUS_FOLDERS * STATUS_MSGS);
+		ret = -1;
+	}
+	return ret;
+}
+
+/* lstatus: the same folders by LIST-STATUS, rounds for the row's time
+   after an untimed one; the median ms per command. */
+static int row_lstatus(struct server *s, struct result *r, char *why,
+		       size_t whylen)
+{
+	static double ms[100000];
+	struct imap c;
+	struct meter m = {0};
+	int ret, k = 0;
+
+	if (status_session(s, &c, why, whylen) < 0)
+		return -1;
+	ret = lstatus_round(&c, why, whylen);
+	meter_start(s, &m);
+	double t_end = bp_now() + K.secs;
+	while (ret == 0 && (k == 0 || bp_now() < t_end) && k < 100000) {
+		double t0 = bp_now();
+		ret = lstatus_round(&c, why, whylen);
+		ms[k++] = (bp_now() - t0) * 1e3;
+	}
+	meter_stop(s, &m, r);
+	if (ret == 0) {
+		qsort(ms, (size_t)k, sizeof(double), cmp_double);
+		r->value = ms[(k - 1) / 2];
+	}
+	r->rounds = k;
 	imap_logout(&c);
 	return ret;
 }
@@ -1662,6 +1729,9 @@ static const char *row_label(enum row r, char *buf, size_t n)
 	case R_STATUS:
 		snprintf(buf, n, "STATUS of %d folders", STATUS_FOLDERS);
 		break;
+	case R_LSTATUS:
+		snprintf(buf, n, "LIST-STATUS of %d folders", STATUS_FOLDERS);
+		break;
 	default:
 		buf[0] = '\0';
 	}
@@ -1670,9 +1740,10 @@ static const char *row_label(enum row r, char *buf, size_t n)
 
 static const char *const row_unit[NROWS] = {"MB/s", "msgs/s", "ms",
 					    "ms",   "ms",     "msgs/s",
-					    "msgs/s", "msgs/s", "cmds/s"};
+					    "msgs/s", "msgs/s", "cmds/s",
+					    "ms"};
 /* 1: higher is better (a rate); 0: lower is better (a time) */
-static const int row_rate[NROWS] = {1, 1, 0, 0, 0, 1, 1, 1, 1};
+static const int row_rate[NROWS] = {1, 1, 0, 0, 0, 1, 1, 1, 1, 0};
 
 /* A row's figure: two decimals below 10 (a SELECT's 0.41 ms against
    0.36 is not "0.4 against 0.4"), one above. */
@@ -1764,6 +1835,9 @@ static int run_row(struct server *srv, enum row rw)
 	case R_STATUS:
 		ret = row_status(srv, &one, why, sizeof(why));
 		break;
+	case R_LSTATUS:
+		ret = row_lstatus(srv, &one, why, sizeof(why));
+		break;
 	case R_APPEND: {
 		/* every pass's APPENDs stay: the count is the sum */
 		static uint64_t sum[NKINDS][MAX_CLIENTS];
@@ -1849,7 +1923,8 @@ static int run_all(void)
 		if (up[k] && k != K_MDBOX)
 			fails += run_row(&srv[k], R_COLD);
 	static const enum row order[] = {R_BODY, R_ENV, R_COPY, R_STORE,
-					 R_STATUS, R_SELECT, R_APPEND};
+					 R_STATUS, R_LSTATUS, R_SELECT,
+					 R_APPEND};
 	for (long pass = 0; pass < K.passes; pass++) {
 		if (K.passes > 1)
 			printf("-- pass %ld\n", pass + 1);

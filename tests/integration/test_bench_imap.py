@@ -13,7 +13,7 @@ from conftest import BUILD, SRC
 
 ROWS = ("FETCH BODY.PEEK[]", "FETCH (FLAGS ENVELOPE)", "SELECT",
         "LOGIN before it", "1st LOGIN+SELECT, no index", "APPEND",
-        "COPY+MOVE 1:*", "STORE odd uids", "STATUS of")
+        "COPY+MOVE 1:*", "STORE odd uids", "STATUS of", "LIST-STATUS of")
 
 
 def test_bench_imap_smoke():
