@@ -967,7 +967,10 @@ mstore_transaction_commit(struct mailbox_transaction_context *t,
 		return -1;
 	if (!push || !mail_index_sync_have_any(box->index, 0))
 		return 0;
-	if (mstore_sync(mbox, FALSE) < 0) {
+	mbox->committing = TRUE;
+	int ret = mstore_sync(mbox, FALSE);
+	mbox->committing = FALSE;
+	if (ret < 0) {
 		/* committed to the index, but not yet in the store */
 		return -1;
 	}

@@ -157,6 +157,10 @@ struct mstore_mailbox {
 	   after its open) need not ask the store again */
 	bool synced_at_open;
 	struct timeval synced_at;
+	/* inside mstore_transaction_commit()'s sync: it pushes changes,
+	   whose replies say whether anything else changed the mailbox, so
+	   it asks no CHANGES first */
+	bool committing;
 	/* the reply to the open's MBOX_STATUS sent ahead, read
 	   (mstore_status_ahead_take): the store's mailbox as it was while
 	   the index opened */

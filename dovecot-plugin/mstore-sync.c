@@ -1049,12 +1049,14 @@ static bool mstore_index_modseq_lags(struct mail_index *index)
 }
 
 /*
- * Ask the store for CHANGES before locking the index.  Most syncs (every
- * command's, every SELECT of a mailbox nobody touched) find nothing new;
- * then the sync needs the lock only if Dovecot has work of its own
- * (changes to push, \Recent to take, dirty flags, an index to rewrite),
- * which mail_index_sync_begin() with MAIL_INDEX_SYNC_FLAG_REQUIRE_CHANGES
- * finds out.  Whatever the answer, the locked sync uses it instead of
+ * Ask the store for CHANGES before locking the index (not in a commit's
+ * sync: it locks to push anyway, and the replies to its pushes say
+ * whether anything else changed the mailbox, mstore_sync_push_reply).
+ * Most syncs (every command's, every SELECT of a mailbox nobody touched)
+ * find nothing new; then the sync needs the lock only if Dovecot has work
+ * of its own (changes to push, \Recent to take, dirty flags, an index to
+ * rewrite), which mail_index_sync_begin() with
+ * MAIL_INDEX_SYNC_FLAG_REQUIRE_CHANGES finds out.  Whatever the answer, the locked sync uses it instead of
  * asking again, if its index is still at the same modseq.  1: the store
  * has nothing new for the index; 0: the locked sync is to see (a change,
  * a store error such as MS_ESTATE, or nothing asked); -1: the store
@@ -1163,7 +1165,7 @@ int mstore_sync(struct mstore_mailbox *mbox, bool full)
 	flags = index_storage_get_sync_flags(box) |
 		MAIL_INDEX_SYNC_FLAG_FLUSH_DIRTY |
 		MAIL_INDEX_SYNC_FLAG_AVOID_FLAG_UPDATES;
-	if (!full) {
+	if (!full && !mbox->committing) {
 		int asked;
 		T_BEGIN {
 			ctx.name = mstore_box_store_name(box);
