@@ -837,12 +837,9 @@ mstore_list_index_has_changed(struct mailbox *box,
 	mail_index_lookup_ext(list_view, seq,
 		mstore_list_ext_id(mail_index_view_get_index(list_view)),
 		&data, &expunged);
-	if (data == NULL || expunged || mbox->deleted) {
-		*reason_r = "mstore: no store state with the cached status";
-		return 1;
-	}
-	memcpy(&rec, data, sizeof(rec));
-	if (rec.mbox_id == 0) {
+	if (data != NULL)
+		memcpy(&rec, data, sizeof(rec));
+	if (data == NULL || expunged || mbox->deleted || rec.mbox_id == 0) {
 		*reason_r = "mstore: no store state with the cached status";
 		return 1;
 	}
@@ -893,15 +890,14 @@ mstore_list_index_update_sync(struct mailbox *box,
 	   latest state, not the mailbox's view */
 	i_zero(&rec);
 	view = mail_index_view_open(box->index);
-	rec.uidvalidity = mail_index_get_header(view)->uid_validity;
+	uint32_t uidvalidity = mail_index_get_header(view)->uid_validity;
 	if (mstore_index_ext_get(view, mbox->hdr_ext_id, &ext, sizeof(ext)) &&
-	    rec.uidvalidity != 0 && !mbox->deleted) {
+	    uidvalidity != 0 && ext.mbox_id != 0 && !mbox->deleted) {
 		rec.mbox_id = ext.mbox_id;
 		rec.modseq = ext.last_modseq;
+		rec.uidvalidity = uidvalidity;
 	}
 	mail_index_view_close(&view);
-	if (rec.mbox_id == 0)
-		i_zero(&rec);
 	if (old == NULL || memcmp(old, &rec, sizeof(rec)) != 0)
 		mail_index_update_ext(trans, seq, ext_id, &rec, NULL);
 }
