@@ -729,10 +729,43 @@ static int mstore_store_mbox_cmp(const struct mstore_store_mbox *a,
 	return strcmp(a->name, b->name);
 }
 
+/* The run's list of the store's mailboxes is of an earlier ioloop run:
+   let it go (a user's thousands of names are not kept between
+   commands). */
+static void mstore_snap_age(struct mstore_storage *storage)
+{
+	if (timeval_cmp(&storage->snap_run, &ioloop_timeval) == 0)
+		return;
+	storage->snap_run = ioloop_timeval;
+	storage->snap_checks = 0;
+	storage->snap_valid = FALSE;
+	pool_unref(&storage->snap_pool);
+}
+
+/* Every mailbox of the user in the store, as one MBOX_LIST (or its
+   pages) says now, sorted by name, as this ioloop run's list: the
+   first listing's reconcile and the list index's checks share it. */
+static int mstore_snap_take(struct mail_namespace *ns)
+{
+	struct mstore_storage *storage = MSTORE_STORAGE(ns->storage);
+
+	mstore_snap_age(storage);
+	storage->snap_valid = FALSE;
+	pool_unref(&storage->snap_pool);
+	storage->snap_pool = pool_alloconly_create("mstore list snapshot",
+						   1024);
+	p_array_init(&storage->snap, storage->snap_pool, 64);
+	if (mstore_store_mboxes(ns, storage->snap_pool, &storage->snap) < 0)
+		return -1;
+	array_sort(&storage->snap, mstore_store_mbox_cmp);
+	storage->snap_valid = TRUE;
+	return 0;
+}
+
 /* The store's state of the mailbox named name, for the list index's
-   check: from the run's MBOX_LIST (the second check of an ioloop run
-   asks it, the later ones use it), or one MBOX_STATUS.  1: found; 0:
-   the store has no such mailbox; -1: the store did not say. */
+   check: from the run's list (taken by the run's reconcile, or by its
+   second check), or one MBOX_STATUS.  1: found; 0: the store has no
+   such mailbox; -1: the store did not say. */
 static int mstore_store_state(struct mstore_mailbox *mbox, const char *name,
 			      struct mstore_store_mbox *state_r)
 {
@@ -741,26 +774,11 @@ static int mstore_store_state(struct mstore_mailbox *mbox, const char *name,
 	struct ms_reply rep;
 	int ret;
 
-	if (timeval_cmp(&storage->snap_run, &ioloop_timeval) != 0) {
-		storage->snap_run = ioloop_timeval;
-		storage->snap_checks = 0;
-		storage->snap_valid = FALSE;
-	}
+	mstore_snap_age(storage);
 	if (++storage->snap_checks >= 2 && !storage->snap_valid &&
-	    mstore_ns_is_ours(mbox->box.list->ns)) {
-		if (storage->snap_pool == NULL) {
-			storage->snap_pool = pool_alloconly_create(
-				"mstore list snapshot", 1024);
-		} else {
-			p_clear(storage->snap_pool);
-		}
-		p_array_init(&storage->snap, storage->snap_pool, 64);
-		if (mstore_store_mboxes(mbox->box.list->ns, storage->snap_pool,
-					&storage->snap) < 0)
-			return -1;
-		array_sort(&storage->snap, mstore_store_mbox_cmp);
-		storage->snap_valid = TRUE;
-	}
+	    mstore_ns_is_ours(mbox->box.list->ns) &&
+	    mstore_snap_take(mbox->box.list->ns) < 0)
+		return -1;
 	if (storage->snap_valid) {
 		struct mstore_store_mbox key = { .name = name };
 		const struct mstore_store_mbox *b =
@@ -978,10 +996,10 @@ mstore_transaction_commit(struct mailbox_transaction_context *t,
 
 /* Selectable local mailboxes that the store no longer has (deleted by
    another host, or by a tool) leave the local list.  TRUE if any did.
-   names is sorted (i_strcmp_p): a user may have thousands of folders,
-   and each local one is looked up in it. */
+   boxes is sorted by name: a user may have thousands of folders, and
+   each local one is looked up in it. */
 static bool mstore_reconcile_stale(struct mail_namespace *ns,
-				   ARRAY_TYPE(const_string) *names,
+				   ARRAY_TYPE(mstore_store_mbox) *boxes,
 				   ARRAY_TYPE(const_string) *local)
 {
 	struct mailbox_list_iterate_context *iter;
@@ -996,8 +1014,9 @@ static bool mstore_reconcile_stale(struct mail_namespace *ns,
 				    MAILBOX_NONEXISTENT)) != 0)
 			continue;
 		const char *name = mstore_vname_to_store(ns, info->vname);
+		struct mstore_store_mbox key = { .name = name };
 		if (strcmp(name, "INBOX") == 0 ||
-		    array_bsearch(names, &name, i_strcmp_p) != NULL) {
+		    array_bsearch(boxes, &key, mstore_store_mbox_cmp) != NULL) {
 			name = t_strdup(name);
 			array_push_back(local, &name);
 			continue;
@@ -1116,29 +1135,25 @@ static int mstore_restore_folder(struct mailbox *box)
 static void mstore_reconcile(struct mail_namespace *ns)
 {
 	struct mstore_storage *storage = MSTORE_STORAGE(ns->storage);
-	ARRAY_TYPE(mstore_store_mbox) boxes;
 
 	if (storage->reconciled)
 		return;
 	storage->reconciled = TRUE;
-	t_array_init(&boxes, 16);
-	if (mstore_store_mboxes(ns, pool_datastack_create(), &boxes) < 0)
+	/* the run's list: a LIST-STATUS's checks of the folders it lists
+	   then ask the store nothing more (mstore_store_state) */
+	if (mstore_snap_take(ns) < 0)
 		return;
+	ARRAY_TYPE(mstore_store_mbox) *boxes = &storage->snap;
 	const struct mstore_store_mbox *b;
-	ARRAY_TYPE(const_string) names;
-	t_array_init(&names, array_count(&boxes));
-	array_foreach(&boxes, b)
-		array_push_back(&names, &b->name);
-	array_sort(&names, i_strcmp_p);
 	/* the local folders the store has too, from the one walk of the
 	   local list: asking each folder whether it exists, between
 	   creates, had Dovecot read its whole folder list again each time */
 	ARRAY_TYPE(const_string) local;
-	t_array_init(&local, array_count(&boxes) + 1);
-	bool changed = mstore_reconcile_stale(ns, &names, &local);
+	t_array_init(&local, array_count(boxes) + 1);
+	bool changed = mstore_reconcile_stale(ns, boxes, &local);
 	array_sort(&local, i_strcmp_p);
 	bool have_subs = mailbox_list_iter_subscriptions_refresh(ns->list) == 0;
-	array_foreach(&boxes, b) {
+	array_foreach(boxes, b) {
 		bool here = array_bsearch(&local, &b->name, i_strcmp_p) != NULL;
 		if (here && (!b->subscribed || !have_subs))
 			continue; /* nothing to do for it */

@@ -768,8 +768,10 @@ def test_status_from_list_index(stack):
 def test_list_status_one_listing(stack):
     """LIST-STATUS checks every folder it lists against the store: the
     first check of the command asks MBOX_STATUS, the second one
-    MBOX_LIST, which answers all the others; a folder changed in the
-    store meanwhile is opened and shows its new figures."""
+    MBOX_LIST, which answers all the others (at a session's first
+    listing, the MBOX_LIST that completes the local list does); a folder
+    changed in the store meanwhile is opened and shows its new
+    figures."""
     import msproto
 
     m = msproto.Client(stack.p("mstored.sock"), user="alice")
@@ -810,6 +812,13 @@ def test_list_status_one_listing(stack):
     assert ops.get("mbox-list") == 1 and ops.get("changes", 0) >= 1, ops
     got, ops = list_status()
     assert got == want and ops == {"mbox-status": 1, "mbox-list": 1}, ops
+    c.logout()
+    # a new session's first listing: the store's list that completes the
+    # local list serves the checks too
+    c = stack.imap()
+    got, ops = list_status()
+    ops.pop("hello", None)
+    assert got == want and ops == {"mbox-list": 1}, ops
     c.logout()
     m.close()
 
