@@ -3077,9 +3077,9 @@ static void compact_tick(struct ms_ops *ops)
  *
  * An IMAP session in IDLE parks a WAIT here for up to an hour, so a
  * store with many users holds many of them; a loop turn that changed
- * mailboxes must not walk them all.  Each mailbox's hang in a list
- * that a map by mailbox id finds (a changed mailbox wakes its own), and
- * on their session's list (a connection that goes drops its own at
+ * mailboxes must not walk them all.  Each mailbox's WAITs hang in a
+ * list that a map by mailbox id finds (a changed mailbox wakes its own),
+ * and on their session's list (a connection that goes drops its own at
  * once).  Deadlines are found by a walk of them all, done only once the
  * earliest (wait_next_ms) has come.
  */
