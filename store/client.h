@@ -36,6 +36,21 @@ int ms_client_send(struct ms_client *c, const void *buf, size_t len);
 int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 		   const uint8_t **body_r, size_t *len_r,
 		   const char **error_r);
+/*
+ * A watched reply (a USER_WAIT sent with ms_client_send_req, its id
+ * given here) is taken out of the stream: every recv passes over it
+ * wherever it comes and notes its status and count, and no caller sees
+ * it.  ms_client_watch_poll() says whether it came: 1 with its status
+ * and count (the watch is then over; send another), 0 not yet, or a
+ * negative error: no watch, the connection failed, or replies to other
+ * requests (or part of a frame) are there unread, so that it cannot be
+ * told now.  With do_read set it first reads, without waiting, what the
+ * socket holds; else it looks only at what recv has read already.  Like
+ * a recv, it lets go of the frame the last recv handed out.
+ */
+void ms_client_watch(struct ms_client *c, uint32_t id);
+int ms_client_watch_poll(struct ms_client *c, int do_read, int32_t *status_r,
+			 uint64_t *changes_r, const char **error_r);
 /* Encode q with a fresh id and send it without waiting for its reply
    (read later with ms_client_recv(): pipelining).  0 with *id_r set, or
    a codec or transport error (*error_r says which). */

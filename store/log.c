@@ -727,7 +727,8 @@ static int head_fd_for(struct ms_log *log, int c, struct ms_log_batch *b)
 	return fd;
 }
 
-static void batch_apply(struct ms_log *log, const struct ms_log_batch *b);
+static void batch_each(const struct ms_log_batch *b, ms_log_apply_fn *fn,
+		       void *ctx);
 
 /* A batch done with goes back to the spare list. */
 static void batch_release(struct ms_log *log, struct ms_log_batch *b)
@@ -742,6 +743,13 @@ void ms_log_set_apply_hook(struct ms_log *log, ms_log_apply_fn *fn,
 	ms_log_apply_pending(log);
 	log->apply = fn;
 	log->apply_ctx = ctx;
+}
+
+void ms_log_set_notice_hook(struct ms_log *log, ms_log_apply_fn *fn,
+			    void *ctx)
+{
+	log->notice = fn;
+	log->notice_ctx = ctx;
 }
 
 void ms_log_defer_apply(struct ms_log *log, int on)
@@ -759,13 +767,14 @@ void ms_log_apply_pending(struct ms_log *log)
 		if (log->applyq_first == NULL)
 			log->applyq_last = NULL;
 		if (log->apply != NULL)
-			batch_apply(log, b);
+			batch_each(b, log->apply, log->apply_ctx);
 		batch_release(log, b);
 	}
 }
 
-/* The batch is durable: hand each of its records to the apply hook. */
-static void batch_apply(struct ms_log *log, const struct ms_log_batch *b)
+/* The batch is durable: hand each of its records to a hook. */
+static void batch_each(const struct ms_log_batch *b, ms_log_apply_fn *fn,
+		       void *ctx)
 {
 	size_t off = b->new_seg ? MS_SEG_HDR_SIZE : 0;
 	while (off + MS_REC_HDR_SIZE <= b->data.len) {
@@ -776,9 +785,8 @@ static void batch_apply(struct ms_log *log, const struct ms_log_batch *b)
 			msg_panic("bug msg=\"batch holds a bad record header\" "
 				  "error=%s",
 				  msg_q(err));
-		log->apply(log->apply_ctx, &h,
-			   b->data.data + off + MS_REC_HDR_SIZE,
-			   (struct ms_pos){ b->seg, b->off + off });
+		fn(ctx, &h, b->data.data + off + MS_REC_HDR_SIZE,
+		   (struct ms_pos){ b->seg, b->off + off });
 		off += MS_REC_HDR_SIZE + h.len;
 	}
 }
@@ -1022,8 +1030,10 @@ static void flush_done(struct ms_log *log)
 	/* the apply hook before the done callbacks, or, deferred, at
 	   ms_log_apply_pending() */
 	int defer = log->defer_apply && log->apply != NULL;
+	if (log->notice != NULL)
+		batch_each(b, log->notice, log->notice_ctx);
 	if (log->apply != NULL && !defer)
-		batch_apply(log, b);
+		batch_each(b, log->apply, log->apply_ctx);
 	batch_finish(log, b, 0);
 	if (b->sealed) {
 		for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {

@@ -170,6 +170,14 @@ typedef void ms_log_apply_fn(void *ctx, const struct ms_rec_hdr *hdr,
 void ms_log_set_apply_hook(struct ms_log *log, ms_log_apply_fn *fn,
 			   void *ctx);
 /*
+ * Called like the apply hook, for every record of a durable batch in log
+ * order and before the batch's done callbacks, but never deferred: the
+ * daemon counts each user's changes here (USER_WAIT), before any reply
+ * that says a change is done can go out.
+ */
+void ms_log_set_notice_hook(struct ms_log *log, ms_log_apply_fn *fn,
+			    void *ctx);
+/*
  * Deferred: a durable batch's done callbacks run first, and its records
  * go to the apply hook at ms_log_apply_pending() (ms_log_sync and
  * ms_log_close call it too).  The daemon answers its clients between

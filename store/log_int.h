@@ -84,6 +84,8 @@ struct ms_log {
 	uint64_t file_epoch;	/* ms_log_file_epoch: in-place rewrites */
 	ms_log_apply_fn *apply;
 	void *apply_ctx;
+	ms_log_apply_fn *notice;	/* ms_log_set_notice_hook */
+	void *notice_ctx;
 	/* ms_log_defer_apply: durable batches whose records the apply hook
 	   has not seen yet, oldest first */
 	int defer_apply;

@@ -66,6 +66,7 @@ struct sess {
 	uint64_t fbody_len;
 	uint64_t fbody_epoch;	/* the log's file epoch when checked */
 	struct waiter *waits;	/* its WAITs parked (IDLE) */
+	uint64_t hello_changes;	/* the user's change count HELLO gave */
 };
 
 struct req;
@@ -113,10 +114,10 @@ struct mstate {			/* allocation state of one mailbox */
 	uint32_t uidvalidity;	/* as of the last request (MBOX_UPDATE) */
 };
 
-struct waiter {			/* a WAIT request ("WAIT" below) */
+struct waiter {			/* a WAIT or USER_WAIT request ("WAIT" below) */
 	struct ms_conn *conn;	/* a reference */
 	uint32_t id;
-	uint64_t mbox_id;
+	uint64_t mbox_id;	/* USER_WAIT: its user id | WAIT_USER_KEY */
 	uint64_t deadline_ms;
 	struct waiter *next, *prev;		/* its mailbox's */
 	struct waiter *expired_next;		/* wake_waiters' own */
@@ -216,6 +217,12 @@ struct ms_ops {
 	uint64_t wait_next_ms;	/* no deadline comes before it */
 	uint64_t *touched;	/* mailboxes changed in this turn */
 	size_t ntouched, captouched;
+	/* each user's change count (USER_WAIT, "WAIT" below) */
+	uint64_t chg_epoch;	/* random, new at every start */
+	uint64_t chg_seq;	/* changes counted since the start */
+	uint64_t chg_floor;	/* the count of a user not in chg_users */
+	struct ms_u64map chg_users;	/* user id -> its count, as a pointer */
+	struct waiter *uwake;	/* USER_WAITs due: sent by uwake_send */
 	/* counters for STATUS */
 	uint64_t n_requests, n_errors, n_appends, n_bodies_deduped;
 	uint64_t n_body_chunks, n_body_chunks_file;
@@ -848,6 +855,8 @@ static void fill_mbox_info(struct ms_mbox_info *i, const struct ms_idx_mbox *m)
 
 /* ---- requests ---- */
 
+static uint64_t user_changes(const struct ms_ops *ops, uint64_t user_id);
+
 static int op_hello(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		    uint32_t id, const struct ms_req_hello *q,
 		    const char **why_r)
@@ -902,6 +911,12 @@ static int op_hello(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	rep.u.hello.server = MS_PSTR(OPS_SERVER_NAME);
 	if (rep.u.hello.version >= 2 && ops->standby)
 		rep.u.hello.flags |= MS_HELLO_STANDBY;
+	if (rep.u.hello.version >= 6) {
+		rep.u.hello.changes_epoch = ops->chg_epoch;
+		rep.u.hello.changes = s->user_id != 0
+			? user_changes(ops, s->user_id) : 0;
+	}
+	s->hello_changes = s->user_id != 0 ? user_changes(ops, s->user_id) : 0;
 	reply_now(c, id, &rep);
 	return 0;
 }
@@ -2548,10 +2563,13 @@ static uint64_t now_us(void)
 
 /* Everything queued is durable, applied and committed. */
 static void idx_settle(struct ms_ops *ops, int force);
+static void uwake_send(struct ms_ops *ops);
 
 static int settle(struct ms_ops *ops)
 {
 	int ret = ms_log_sync(ops->log);
+	/* before any reply that may show what became durable */
+	uwake_send(ops);
 	idx_settle(ops, 1);
 	return ret;
 }
@@ -3116,6 +3134,9 @@ static void wait_free(struct waiter *w)
 	free(w);
 }
 
+static void wait_park(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
+		      uint32_t id, uint64_t key, uint32_t timeout_ms);
+
 static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		   uint32_t id, const struct ms_req_wait *q, const char **why_r)
 {
@@ -3134,12 +3155,136 @@ static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		reply_now(c, id, &rep);
 		return 0;
 	}
+	wait_park(ops, c, s, id, m.id, q->timeout_ms);
+	return 0;
+}
+
+/*
+ * USER_WAIT: a session learns of any change to its user's mail without
+ * asking mailbox by mailbox (the Dovecot plugin: a SELECT or a command's
+ * sync that finds the user unchanged since its index was brought up to
+ * date asks the store nothing).  Each user has a change count: the value
+ * of chg_seq when a durable record last named the user (every record
+ * type whose payload starts with the user id: placements, flags,
+ * expunges, mailboxes, subscriptions, quota, the user itself).  Counts
+ * live in memory only; HELLO hands one out with chg_epoch, which is new
+ * at every start, so a count from before a restart is never taken for a
+ * current one.  A user not in chg_users (unchanged since the start, or
+ * forgotten when the map reached CHG_USERS_MAX) has chg_floor, which
+ * only ever grows: a forgotten count can look changed, never unchanged.
+ *
+ * The order is the point: counts are noted when a batch is durable,
+ * before its done callbacks (the log's notice hook; on a standby as the
+ * records are applied), and the USER_WAITs that wakes are sent
+ * (uwake_send) before any reply of that turn: before the replies that
+ * say the change is done, and before any read of the index that shows
+ * it.  So a client that learns of a change by any path can count on
+ * every session of that user having been sent its wake-up first.
+ */
+#define WAIT_USER_KEY ((uint64_t)1 << 63)
+#define CHG_USERS_MAX ((size_t)1 << 20)
+_Static_assert(sizeof(void *) >= sizeof(uint64_t),
+	       "chg_users keeps a count in a pointer");
+
+static uint64_t user_changes(const struct ms_ops *ops, uint64_t user_id)
+{
+	void *v = ms_u64map_get(&ops->chg_users, user_id);
+	return v != NULL ? (uint64_t)(uintptr_t)v : ops->chg_floor;
+}
+
+/* The log's notice hook: count the change of the record's user, and
+   take its USER_WAITs off to be woken. */
+static void note_record(void *ctx, const struct ms_rec_hdr *h,
+			const uint8_t *payload, struct ms_pos pos)
+{
+	struct ms_ops *ops = ctx;
+	struct waiter *w;
+	(void)pos;
+
+	switch (h->type) {
+	case MS_REC_PLACE:
+	case MS_REC_FLAGS:
+	case MS_REC_EXPUNGE:
+	case MS_REC_MBOX_CREATE:
+	case MS_REC_MBOX_RENAME:
+	case MS_REC_MBOX_DELETE:
+	case MS_REC_MBOX_SUBSCRIBE:
+	case MS_REC_MBOX_UPDATE:
+	case MS_REC_USER_CREATE:
+	case MS_REC_USER_DELETE:
+	case MS_REC_QUOTA:
+		break;
+	default:
+		return;
+	}
+	if (h->len < 8)
+		return;
+	uint64_t user_id = ms_get64(payload);
+	if (user_id == 0 || (user_id & WAIT_USER_KEY) != 0)
+		return;
+	if (ops->chg_users.n >= CHG_USERS_MAX &&
+	    ms_u64map_get(&ops->chg_users, user_id) == NULL) {
+		ms_u64map_free(&ops->chg_users);
+		ops->chg_floor = ops->chg_seq;
+	}
+	ops->chg_seq++;
+	ms_u64map_put(&ops->chg_users, user_id,
+		      (void *)(uintptr_t)ops->chg_seq);
+	while ((w = ms_u64map_get(&ops->waits, user_id | WAIT_USER_KEY)) !=
+	       NULL) {
+		wait_unlink(ops, w);
+		w->next = ops->uwake;
+		ops->uwake = w;
+	}
+}
+
+/* Send the USER_WAIT replies note_record made due. */
+static void uwake_send(struct ms_ops *ops)
+{
+	while (ops->uwake != NULL) {
+		struct waiter *w = ops->uwake;
+		struct ms_reply rep = { .op = MS_OP_USER_WAIT };
+		ops->uwake = w->next;
+		rep.u.user_changes =
+			user_changes(ops, w->mbox_id & ~WAIT_USER_KEY);
+		reply_now(w->conn, w->id, &rep);
+		wait_free(w);
+	}
+}
+
+static int op_user_wait(struct ms_ops *ops, struct ms_conn *c,
+			struct sess *s, uint32_t id,
+			const struct ms_req_user_wait *q, const char **why_r)
+{
+	if (s->user_id == 0) {
+		*why_r = "USER_WAIT needs a user session";
+		return -EACCES;
+	}
+	uint64_t count = user_changes(ops, s->user_id);
+	/* the count HELLO gave: the two can go out together, and a change
+	   between them still wakes this one */
+	uint64_t known = q->known_changes == MS_USER_WAIT_HELLO
+				 ? s->hello_changes : q->known_changes;
+	if (count != known || q->timeout_ms == 0) {
+		struct ms_reply rep = { .op = MS_OP_USER_WAIT };
+		rep.u.user_changes = count;
+		reply_now(c, id, &rep);
+		return 0;
+	}
+	wait_park(ops, c, s, id, s->user_id | WAIT_USER_KEY, q->timeout_ms);
+	return 0;
+}
+
+/* Park a WAIT (key: its mailbox id) or USER_WAIT (its user | bit). */
+static void wait_park(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
+		      uint32_t id, uint64_t key, uint32_t timeout_ms)
+{
 	struct waiter *w = ms_calloc(1, sizeof(*w));
 	w->conn = c;
 	ms_conn_ref(c);
 	w->id = id;
-	w->mbox_id = m.id;
-	w->deadline_ms = now_ms() + q->timeout_ms;
+	w->mbox_id = key;
+	w->deadline_ms = now_ms() + timeout_ms;
 	wait_link(ops, w);
 	w->s_next = s->waits;
 	if (s->waits != NULL)
@@ -3148,7 +3293,6 @@ static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	s->waits = w;
 	if (ops->nwaiters++ == 0 || w->deadline_ms < ops->wait_next_ms)
 		ops->wait_next_ms = w->deadline_ms;
-	return 0;
 }
 
 /* After a commit: wake the waiters whose mailbox changed or timed out.
@@ -3204,7 +3348,14 @@ static void wake_waiters(struct ms_ops *ops)
 		struct ms_idx_mbox m;
 		struct ms_reply rep = { .op = MS_OP_WAIT };
 		due = w->next;
-		if (rd != NULL && ms_idx_mbox_get(rd, w->mbox_id, &m) == 0) {
+		if ((w->mbox_id & WAIT_USER_KEY) != 0) {
+			/* its deadline: the count it knew */
+			rep.op = MS_OP_USER_WAIT;
+			rep.u.user_changes = user_changes(
+				ops, w->mbox_id & ~WAIT_USER_KEY);
+			reply_now(w->conn, w->id, &rep);
+		} else if (rd != NULL &&
+			   ms_idx_mbox_get(rd, w->mbox_id, &m) == 0) {
 			rep.u.highestmodseq = m.highestmodseq;
 			reply_now(w->conn, w->id, &rep);
 		} else {
@@ -3733,6 +3884,9 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 	case MS_OP_WAIT:
 		ret = op_wait(ops, c, s, h->id, &q.u.wait, &why);
 		break;
+	case MS_OP_USER_WAIT:
+		ret = op_user_wait(ops, c, s, h->id, &q.u.user_wait, &why);
+		break;
 	case MS_OP_UNDELETE:
 		ret = op_undelete(ops, c, s, h->id, &q.u.undelete, &why);
 		break;
@@ -4081,6 +4235,7 @@ void ms_ops_tick(struct ms_ops *ops)
 		if (more <= 0 || (i > 0 && ops->completions == before))
 			break;
 	}
+	uwake_send(ops); /* before the replies: see USER_WAIT */
 	/* the replies go out before the index takes the records that made
 	   them durable (ms_log_defer_apply): a client reads the index only
 	   with a later request, which this turn's end has applied for */
@@ -4332,6 +4487,10 @@ static int ops_open(const struct ms_store_cfg *cfg, int standby,
 		goto fail;
 	if (!standby && (ret = finish_retires(ops, from, error_r)) < 0)
 		goto fail;
+	do
+		randombytes_buf(&ops->chg_epoch, sizeof(ops->chg_epoch));
+	while (ops->chg_epoch == 0);
+	ms_log_set_notice_hook(ops->log, note_record, ops);
 	ms_log_set_apply_hook(ops->log, apply_record, ops);
 	ms_log_defer_apply(ops->log, 1);
 	/* names that do not resolve stop the start (a reload keeps the
@@ -4396,6 +4555,12 @@ void ms_ops_close(struct ms_ops **opsp)
 		}
 	}
 	ms_u64map_free(&ops->waits);
+	while (ops->uwake != NULL) {
+		struct waiter *w = ops->uwake;
+		ops->uwake = w->next;
+		wait_free(w);
+	}
+	ms_u64map_free(&ops->chg_users);
 	free(ops->touched);
 	free(ops->dying);
 	MS_U64MAP_EACH(&ops->upend, i) {
@@ -4557,6 +4722,8 @@ static int standby_apply(struct ms_ops *ops, const char **error_r)
 	while ((ret = ms_log_iter_next(it, &pos, &h, &p, error_r)) > 0) {
 		if (h.seq <= seq)
 			continue;
+		/* the wake-ups go out at the tick after, before any reply */
+		note_record(ops, &h, p, pos);
 		apply_record(ops, &h, p, pos);
 		if (++n % 4096 == 0)
 			idx_settle(ops, 1);
@@ -4703,6 +4870,7 @@ int ms_ops_promote(struct ms_ops *ops, uint64_t *timeline_r,
 	mstate_clear(ops);
 	if (init_ids(ops, error_r) < 0)
 		msg_fatal("promote.failed error=%s", msg_q(*error_r));
+	ms_log_set_notice_hook(ops->log, note_record, ops);
 	ms_log_set_apply_hook(ops->log, apply_record, ops);
 	ms_log_defer_apply(ops->log, 1);
 	return ms_ops_timeline(ops, timeline_r, fork_seq_r, error_r);

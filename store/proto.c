@@ -40,6 +40,7 @@ static const char *const op_names[] = {
 	[MS_OP_QUOTA_SET] = "quota-set",
 	[MS_OP_WAIT] = "wait",
 	[MS_OP_COMPACT] = "compact",
+	[MS_OP_USER_WAIT] = "user-wait",
 	[MS_OP_REPL_WAIT] = "repl-wait",
 	[MS_OP_REPL_ACK] = "repl-ack",
 	[MS_OP_PROMOTE] = "promote",
@@ -681,6 +682,11 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 					    MS_PROTO_MAX_WAIT_MS);
 		break;
 	}
+	case MS_OP_USER_WAIT:
+		r->u.user_wait.known_changes = ms_dec_u64(d, "known_changes");
+		r->u.user_wait.timeout_ms = get_u32_max(d, "timeout_ms",
+							MS_PROTO_MAX_WAIT_MS);
+		break;
 	case MS_OP_UNDELETE: {
 		struct ms_req_undelete *u = &r->u.undelete;
 		get_name(d, "user", MS_EVENT_USER_NAME_MAX, true, &u->user);
@@ -774,6 +780,11 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 		/* unknown flags are for later versions to define: kept */
 		if (r->u.hello.version >= 2)
 			r->u.hello.flags = ms_dec_u32(d, "flags");
+		if (r->u.hello.version >= 6) {
+			r->u.hello.changes_epoch =
+				ms_dec_u64(d, "changes_epoch");
+			r->u.hello.changes = ms_dec_u64(d, "changes");
+		}
 		break;
 	case MS_OP_STATUS:
 	case MS_OP_COMPACT:
@@ -882,6 +893,9 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 		break;
 	case MS_OP_WAIT:
 		r->u.highestmodseq = ms_dec_u64(d, "highestmodseq");
+		break;
+	case MS_OP_USER_WAIT:
+		r->u.user_changes = ms_dec_u64(d, "changes");
 		break;
 	case MS_OP_REPL_WAIT:
 	case MS_OP_REPL_ACK:
@@ -1588,6 +1602,10 @@ static void put_req(struct enc *e, const void *src)
 		put64(e, r->u.wait.known_modseq);
 		put32(e, r->u.wait.timeout_ms);
 		break;
+	case MS_OP_USER_WAIT:
+		put64(e, r->u.user_wait.known_changes);
+		put32(e, r->u.user_wait.timeout_ms);
+		break;
 	case MS_OP_UNDELETE:
 		put_str(e, "user", &r->u.undelete.user);
 		put_str(e, "mailbox", &r->u.undelete.mailbox);
@@ -1648,6 +1666,15 @@ static void put_reply(struct enc *e, const void *src)
 		else
 			unused(e, r->u.hello.flags == 0,
 			       "flags (before version 2)");
+		if (r->u.hello.version >= 6) {
+			put64(e, r->u.hello.changes_epoch);
+			put64(e, r->u.hello.changes);
+		} else {
+			unused(e,
+			       r->u.hello.changes_epoch == 0 &&
+				       r->u.hello.changes == 0,
+			       "change count (before version 6)");
+		}
 		break;
 	case MS_OP_STATUS:
 	case MS_OP_COMPACT:
@@ -1732,6 +1759,9 @@ static void put_reply(struct enc *e, const void *src)
 		break;
 	case MS_OP_WAIT:
 		put64(e, r->u.highestmodseq);
+		break;
+	case MS_OP_USER_WAIT:
+		put64(e, r->u.user_changes);
 		break;
 	case MS_OP_REPL_WAIT:
 	case MS_OP_REPL_ACK:

@@ -95,8 +95,10 @@ enum script {
 			    TRAIN_PIECE bytes that cut them anywhere */
 	SLOW_PINGS,	 /* reads SLOW_PINGS_N requests one by one, 2 ms
 			    apart, then answers once */
-	STUCK_PAGES	 /* MBOX_LIST: the whole list refused (too big),
+	STUCK_PAGES,	 /* MBOX_LIST: the whole list refused (too big),
 			    then every page the same one mailbox */
+	WATCH		 /* a USER_WAIT reply among others, per ping:
+			    see test_watched_reply */
 };
 
 #define SLOW_PINGS_N 40
@@ -214,6 +216,42 @@ static int peer(int lfd, enum script s)
 			ms_buf_free(&out);
 		}
 		break;
+	case WATCH: {
+		/* per ping, what to write: (id, watched?) frames, and
+		   whether the last one goes out cut after 5 bytes */
+		static const struct { uint32_t id[2]; int n, cut; } steps[] = {
+			{ { 5, 7 }, 2, 0 }, /* watched, then a reply */
+			{ { 8 }, 1, 0 },     /* a reply */
+			{ { 6 }, 1, 0 },     /* watched alone */
+			{ { 10, 9 }, 2, 0 }, /* a reply, then watched */
+			{ { 11 }, 1, 1 },    /* watched, in part */
+		};
+		for (size_t i = 0; i < MS_ARRAY_SIZE(steps); i++) {
+			struct ms_buf out;
+			if (read_all(fd, f, 16) < 0)
+				return 3;
+			ms_buf_init(&out, 0);
+			for (int k = 0; k < steps[i].n; k++) {
+				uint32_t id = steps[i].id[k];
+				if (id == 7 || id == 8 || id == 10) {
+					n = frame(g, 0x8000 | 2, id, rep_body,
+						  sizeof(rep_body));
+					if (ms_buf_append(&out, g, n) < 0)
+						return 8;
+					continue;
+				}
+				struct ms_reply r = { .op = MS_OP_USER_WAIT };
+				r.u.user_changes = 40 + id;
+				if (ms_reply_encode(&out, id, &r, NULL) < 0)
+					return 8;
+			}
+			size_t len = steps[i].cut ? 5 : out.len;
+			if (write_all(fd, out.data, len) < 0)
+				return 4;
+			ms_buf_free(&out);
+		}
+		break;
+	}
 	case TRAIN: {
 		size_t cap = (size_t)TRAIN_FRAMES * (12 + 70001), len = 0;
 		uint8_t *buf = malloc(cap), *body = malloc(70001);
@@ -500,6 +538,55 @@ static void test_bad_frame(void **state)
 	assert_int_equal(finish(&c, pid), 0);
 }
 
+/* A watched reply (USER_WAIT) is passed over by recv wherever it comes
+   and reported by ms_client_watch_poll: not yet when nothing came; -EBUSY
+   while another reply before it is unread, or only a part of it came. */
+static void test_watched_reply(void **state)
+{
+	(void)state;
+	pid_t pid;
+	struct ms_client *c = start(WATCH, 2000, &pid);
+	const char *err = "";
+	int32_t st = -1;
+	uint64_t chg = 0;
+
+	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), -ENOENT);
+	ms_client_watch(c, 5);
+	send_ping(c);
+	(void)recv_ok(c, 7, sizeof(rep_body), 0, 1000);
+	assert_int_equal(ms_client_watch_poll(c, 0, &st, &chg, &err), 1);
+	assert_int_equal(st, 0);
+	assert_int_equal(chg, 45);
+	/* over: until the next watch */
+	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), -ENOENT);
+
+	ms_client_watch(c, 6);
+	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), 0);
+	send_ping(c);
+	(void)recv_ok(c, 8, sizeof(rep_body), 0, 1000);
+	sleep_ms(50);
+	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), 0);
+	send_ping(c);
+	sleep_ms(50);
+	assert_int_equal(ms_client_watch_poll(c, 0, &st, &chg, &err), 0);
+	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), 1);
+	assert_int_equal(chg, 46);
+
+	ms_client_watch(c, 9);
+	send_ping(c);
+	sleep_ms(50);
+	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), -EBUSY);
+	(void)recv_ok(c, 10, sizeof(rep_body), 0, 1000);
+	assert_int_equal(ms_client_watch_poll(c, 0, &st, &chg, &err), 1);
+	assert_int_equal(chg, 49);
+
+	ms_client_watch(c, 11);
+	send_ping(c);
+	sleep_ms(50);
+	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), -EBUSY);
+	assert_int_equal(finish(&c, pid), 0);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -532,6 +619,7 @@ int main(void)
 		cmocka_unit_test(test_peer_closes),
 		cmocka_unit_test(test_bad_frame),
 		cmocka_unit_test(test_mbox_pages_that_do_not_advance),
+		cmocka_unit_test(test_watched_reply),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1486,6 +1486,234 @@ static int wait_reply(struct ms_client *cl, int ms, int *status_r,
 	return 1;
 }
 
+/* A user session that said HELLO at this version: its change epoch
+   and the user's change count. */
+static struct ms_client *uw_connect(struct msd *d, const char *user,
+				    uint64_t *epoch_r, uint64_t *count_r)
+{
+	struct ms_client *c;
+	struct ms_req q = { .op = MS_OP_HELLO };
+	struct ms_reply rep;
+	const char *err = "";
+	assert_int_equal(ms_client_connect(d->sock, 5000, &c, &err), 0);
+	q.u.hello.version = MS_PROTO_VERSION;
+	q.u.hello.role = user != NULL ? MS_ROLE_USER : MS_ROLE_ADMIN;
+	q.u.hello.user = ms_pstr_c(user);
+	assert_int_equal(ms_client_request(c, &q, &rep, &err), 0);
+	assert_int_equal(rep.u.hello.version, MS_PROTO_VERSION);
+	assert_true(rep.u.hello.changes_epoch != 0);
+	*epoch_r = rep.u.hello.changes_epoch;
+	*count_r = rep.u.hello.changes;
+	return c;
+}
+
+/* Park a USER_WAIT on c, and make sure it is parked: a STATUS sent
+   behind it is answered first (a connection's requests are taken in
+   order), with nothing before it. */
+static void uw_park(struct ms_client *c, uint64_t known, uint32_t timeout_ms)
+{
+	struct ms_req q = { .op = MS_OP_USER_WAIT };
+	struct ms_proto_hdr h;
+	const uint8_t *body;
+	size_t len;
+	const char *err = "";
+	uint32_t id, sid;
+	q.u.user_wait.known_changes = known;
+	q.u.user_wait.timeout_ms = timeout_ms;
+	assert_int_equal(ms_client_send_req(c, &q, &id, &err), 0);
+	q = (struct ms_req){ .op = MS_OP_STATUS };
+	assert_int_equal(ms_client_send_req(c, &q, &sid, &err), 0);
+	assert_int_equal(ms_client_recv(c, &h, &body, &len, &err), 0);
+	assert_int_equal(h.id, sid);
+}
+
+/* A USER_WAIT reply readable on c within ms: 1 with its status and
+   count, 0 when none. */
+static int uw_reply(struct ms_client *c, int ms, int *status_r,
+		    uint64_t *count_r)
+{
+	struct pollfd p = { .fd = ms_client_fd(c), .events = POLLIN };
+	if (poll(&p, 1, ms) <= 0)
+		return 0;
+	struct ms_proto_hdr h;
+	struct ms_reply rep;
+	const uint8_t *body;
+	size_t len;
+	const char *err = "";
+	assert_int_equal(ms_client_recv(c, &h, &body, &len, &err), 0);
+	assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err), 0);
+	assert_int_equal(rep.op, MS_OP_USER_WAIT);
+	*status_r = rep.status;
+	*count_r = rep.status == 0 ? rep.u.user_changes : 0;
+	return 1;
+}
+
+/*
+ * USER_WAIT: a change to any of the user's mail (a delivery, flags, an
+ * expunge, a new, renamed or deleted mailbox, a subscription) wakes the
+ * user's parked USER_WAITs, and the wake-up is on the waiter's socket
+ * before the writer has its reply: polled without waiting right after
+ * each acknowledged change, 60 rounds.  Another user's change wakes
+ * nothing; an unchanged user's next HELLO gives the same count; a count
+ * already old, or MS_USER_WAIT_HELLO after a change since the HELLO,
+ * is answered at once; a deadline answers with the same count; the
+ * admin role is refused; a restart gives a new epoch.
+ */
+static void test_user_wait(void **state)
+{
+	(void)state;
+	struct msd d;
+	msd_setup(&d, "mstored-uwait", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "uwa"), 0);
+	assert_int_equal(msd_user_add(&d, "uwb"), 0);
+	uint64_t epoch, c0, e2, cnt;
+	struct ms_client *w = msd_connect(&d, "uwa");
+	struct ms_client *b = msd_connect(&d, "uwb");
+	struct ms_reply rep;
+	struct ms_req q;
+	int st;
+
+	assert_int_equal(msd_append1(w, "INBOX", "first", 5, 0).status, 0);
+	struct ms_client *a = uw_connect(&d, "uwa", &epoch, &c0);
+	uint64_t known = c0;
+	uint32_t last_uid = 0;
+	for (int round = 0; round < 60; round++) {
+		char name[32];
+		struct ms_uid_range one = { 1, 1 };
+		uw_park(a, known, 60000);
+		switch (round % 6) {
+		case 0: {
+			struct ms_append_result r =
+				msd_append1(w, "INBOX", "more", 4, 0);
+			assert_int_equal(r.status, 0);
+			last_uid = r.uid;
+			break;
+		}
+		case 1:
+		case 2:
+			q = (struct ms_req){ .op = round % 6 == 1
+							  ? MS_OP_STORE
+							  : MS_OP_EXPUNGE };
+			q.u.store.mailbox = MS_PSTR("INBOX");
+			q.u.store.uids.n = 1;
+			q.u.store.uids.list = &one;
+			one.lo = one.hi = last_uid;
+			q.u.store.flags = MS_EVENT_FLAG_DELETED;
+			q.u.store.mode = MS_EVENT_MODE_ADD;
+			assert_int_equal(msd_req(w, &q, &rep), 0);
+			break;
+		case 3:
+			snprintf(name, sizeof(name), "F%d", round);
+			assert_int_equal(mbox_create(w, name, &rep), 0);
+			break;
+		case 4:
+			snprintf(name, sizeof(name), "F%d", round - 1);
+			q = (struct ms_req){ .op = MS_OP_MBOX_SUBSCRIBE };
+			q.u.mbox.name = ms_pstr_c(name);
+			q.u.mbox.subscribe = 1;
+			assert_int_equal(msd_req(w, &q, &rep), 0);
+			break;
+		case 5:
+			snprintf(name, sizeof(name), "F%d", round - 2);
+			q = (struct ms_req){ .op = MS_OP_MBOX_DELETE };
+			q.u.mbox.name = ms_pstr_c(name);
+			assert_int_equal(msd_req(w, &q, &rep), 0);
+			break;
+		}
+		/* the writer has its reply: the wake-up is already here */
+		if (uw_reply(a, 0, &st, &cnt) != 1)
+			fail_msg("round %d: no wake-up on the socket when the "
+				 "change was acknowledged", round);
+		assert_int_equal(st, 0);
+		assert_true(cnt > known);
+		known = cnt;
+	}
+
+	/* another user's change wakes nothing */
+	uw_park(a, known, 60000);
+	assert_int_equal(msd_append1(b, "INBOX", "bob", 3, 0).status, 0);
+	assert_int_equal(uw_reply(a, 300, &st, &cnt), 0);
+	/* an unchanged user's HELLO: the same epoch and count */
+	struct ms_client *a2 = uw_connect(&d, "uwa", &e2, &cnt);
+	assert_true(e2 == epoch);
+	assert_true(cnt == known);
+	/* a second one on a with a short deadline: the count it knew */
+	uw_park(a, known, 300);
+	assert_int_equal(uw_reply(a, 5000, &st, &cnt), 1);
+	assert_int_equal(st, 0);
+	assert_true(cnt == known);
+	/* a count already old is answered at once */
+	q = (struct ms_req){ .op = MS_OP_USER_WAIT };
+	q.u.user_wait.known_changes = c0;
+	q.u.user_wait.timeout_ms = 60000;
+	assert_int_equal(msd_req(a2, &q, &rep), 0);
+	assert_true(rep.u.user_changes == known);
+
+	/* MS_USER_WAIT_HELLO: parked at the count the HELLO gave, sent
+	   with the HELLO and read after it */
+	struct ms_client *x;
+	const char *err = "";
+	uint32_t hid, wid;
+	assert_int_equal(ms_client_connect(d.sock, 5000, &x, &err), 0);
+	q = (struct ms_req){ .op = MS_OP_HELLO };
+	q.u.hello.version = MS_PROTO_VERSION;
+	q.u.hello.user = MS_PSTR("uwa");
+	assert_int_equal(ms_client_send_req(x, &q, &hid, &err), 0);
+	q = (struct ms_req){ .op = MS_OP_USER_WAIT };
+	q.u.user_wait.known_changes = MS_USER_WAIT_HELLO;
+	q.u.user_wait.timeout_ms = 60000;
+	assert_int_equal(ms_client_send_req(x, &q, &wid, &err), 0);
+	{
+		struct ms_proto_hdr h;
+		const uint8_t *body;
+		size_t len;
+		assert_int_equal(ms_client_recv(x, &h, &body, &len, &err), 0);
+		assert_int_equal(h.id, hid);
+		assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err),
+				 0);
+		assert_true(rep.u.hello.changes == known);
+	}
+	assert_int_equal(uw_reply(x, 200, &st, &cnt), 0);
+	assert_int_equal(msd_append1(w, "INBOX", "late", 4, 0).status, 0);
+	assert_int_equal(uw_reply(x, 0, &st, &cnt), 1);
+	assert_true(cnt > known);
+	known = cnt;
+	ms_client_close(&x);
+	/* ...and a change between the HELLO and the USER_WAIT answers the
+	   USER_WAIT at once */
+	x = uw_connect(&d, "uwa", &e2, &cnt);
+	assert_true(cnt == known);
+	assert_int_equal(msd_append1(w, "INBOX", "between", 7, 0).status, 0);
+	q = (struct ms_req){ .op = MS_OP_USER_WAIT };
+	q.u.user_wait.known_changes = MS_USER_WAIT_HELLO;
+	q.u.user_wait.timeout_ms = 60000;
+	assert_int_equal(msd_req(x, &q, &rep), 0);
+	assert_true(rep.u.user_changes > known);
+	known = rep.u.user_changes;
+	ms_client_close(&x);
+
+	/* not for the admin role */
+	struct ms_client *adm = msd_connect(&d, NULL);
+	q = (struct ms_req){ .op = MS_OP_USER_WAIT };
+	q.u.user_wait.timeout_ms = 1000;
+	assert_int_equal(msd_req(adm, &q, &rep), -EACCES);
+	/* a hang-up with USER_WAITs parked (a's first, a2's none) */
+	uw_park(a2, known, 60000);
+	ms_client_close(&a);
+	ms_client_close(&a2);
+	ms_client_close(&adm);
+	ms_client_close(&b);
+	ms_client_close(&w);
+	assert_int_equal(msd_stop(&d), 0);
+	/* a restart: a new epoch */
+	msd_start(&d);
+	a = uw_connect(&d, "uwa", &e2, &cnt);
+	assert_true(e2 != epoch);
+	ms_client_close(&a);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
 /*
  * Many WAITs parked at once (IDLE sessions), on three mailboxes, with
  * two deadlines, each mailbox's in a list of its own: a
@@ -2489,6 +2717,7 @@ int main(void)
 		cmocka_unit_test(test_file_reply_cut),
 		cmocka_unit_test(test_large_body_chunks),
 		cmocka_unit_test(test_max_mailboxes),
+		cmocka_unit_test(test_user_wait),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -274,6 +274,11 @@ static void dump_req(FILE *f, const struct ms_req *r)
 			(unsigned long long)r->u.wait.known_modseq,
 			r->u.wait.timeout_ms);
 		break;
+	case MS_OP_USER_WAIT:
+		fprintf(f, " known=%llu to=%u",
+			(unsigned long long)r->u.user_wait.known_changes,
+			r->u.user_wait.timeout_ms);
+		break;
 	case MS_OP_UNDELETE:
 		dump_str(f, "user", r->u.undelete.user);
 		dump_str(f, "mbox", r->u.undelete.mailbox);
@@ -451,6 +456,9 @@ static void dump_reply(FILE *f, const struct ms_reply *r)
 	case MS_OP_WAIT:
 		fprintf(f, " hms=%llu", (unsigned long long)r->u.highestmodseq);
 		break;
+	case MS_OP_USER_WAIT:
+		fprintf(f, " chg=%llu", (unsigned long long)r->u.user_changes);
+		break;
 	case MS_OP_REPL_WAIT:
 	case MS_OP_REPL_ACK:
 	case MS_OP_PROMOTE:
@@ -508,7 +516,7 @@ static const uint16_t all_ops[] = {
 	MS_OP_WAIT,           MS_OP_UNDELETE,    MS_OP_COMPACT,
 	MS_OP_REPL_WAIT,      MS_OP_REPL_ACK,    MS_OP_PROMOTE,
 	MS_OP_FORK_INFO,      MS_OP_MBOX_UPDATE, MS_OP_APPEND_UID,
-	MS_OP_LMTP_STATS,
+	MS_OP_LMTP_STATS,     MS_OP_USER_WAIT,
 };
 
 #define P(lit) MS_PSTR(lit)
@@ -629,6 +637,9 @@ static struct ms_req sample_req(uint16_t op)
 	case MS_OP_WAIT:
 		r.u.wait = (struct ms_req_wait){P("INBOX"), 1234, 30000};
 		break;
+	case MS_OP_USER_WAIT:
+		r.u.user_wait = (struct ms_req_user_wait){77, 30000};
+		break;
 	case MS_OP_UNDELETE:
 		r.u.undelete = (struct ms_req_undelete){P("erin"), P("INBOX"),
 							1700000000};
@@ -701,7 +712,7 @@ static struct ms_reply sample_reply(uint16_t op)
 	switch (op) {
 	case MS_OP_HELLO:
 		r.u.hello = (struct ms_rep_hello){2, 42, P("mstored 0.1.0"),
-						  MS_HELLO_STANDBY};
+						  MS_HELLO_STANDBY, 0, 0};
 		break;
 	case MS_OP_STATUS:
 	case MS_OP_COMPACT:
@@ -770,6 +781,9 @@ static struct ms_reply sample_reply(uint16_t op)
 		break;
 	case MS_OP_WAIT:
 		r.u.highestmodseq = 95;
+		break;
+	case MS_OP_USER_WAIT:
+		r.u.user_changes = 96;
 		break;
 	case MS_OP_REPL_WAIT:
 	case MS_OP_REPL_ACK:
@@ -871,8 +885,9 @@ static void test_op_names(void **state)
 	}
 	assert_string_equal(ms_op_name(MS_OP_MBOX_CREATE), "mbox-create");
 	assert_string_equal(ms_op_name(MS_OP_WAIT), "wait");
+	assert_string_equal(ms_op_name(MS_OP_USER_WAIT), "user-wait");
 	static const uint16_t unknown[] = {0,  3,  9,      13,     26,
-					   39, 44, 0x7fff, 0xffff, MS_OP_REPLY};
+					   39, 45, 0x7fff, 0xffff, MS_OP_REPLY};
 	for (size_t i = 0; i < MS_ARRAY_SIZE(unknown); i++) {
 		assert_false(ms_op_known(unknown[i]));
 		assert_string_equal(ms_op_name(unknown[i]), "unknown");
@@ -923,7 +938,7 @@ static void test_golden(void **state)
 	(void)state;
 	memset(&s, 0, sizeof(s));
 	s.req = sample_req(MS_OP_HELLO);
-	check_golden(&s, MS_OP_HELLO, "u16:5 u8:0 s:alice@example.test", 0);
+	check_golden(&s, MS_OP_HELLO, "u16:6 u8:0 s:alice@example.test", 0);
 
 	s.req = sample_req(MS_OP_APPEND);
 	snprintf(spec, sizeof(spec),
@@ -988,6 +1003,25 @@ static void test_golden(void **state)
 		struct ms_buf b;
 		const char *err = NULL;
 		s.rep.u.hello.flags = MS_HELLO_STANDBY;
+		ms_buf_init(&b, 0);
+		assert_int_equal(ms_reply_encode(&b, 1, &s.rep, &err),
+				 -EINVAL);
+		ms_buf_free(&b);
+	}
+	/* from version 6 the change epoch and the user's change count;
+	   before, no room for them either */
+	s.rep.u.hello.version = 6;
+	s.rep.u.hello.flags = 0;
+	s.rep.u.hello.changes_epoch = 0x0102030405060708ull;
+	s.rep.u.hello.changes = 9;
+	snprintf(spec, sizeof(spec),
+		 "i32:0 u16:6 u64:42 sx:%s u32:0 u64:72623859790382856 u64:9",
+		 hex("mstored 0.1.0", 13));
+	check_golden(&s, MS_OP_HELLO | MS_OP_REPLY, spec, 11);
+	{
+		struct ms_buf b;
+		const char *err = NULL;
+		s.rep.u.hello.version = 5;
 		ms_buf_init(&b, 0);
 		assert_int_equal(ms_reply_encode(&b, 1, &s.rep, &err),
 				 -EINVAL);
@@ -1646,6 +1680,13 @@ static const struct bad_body {
 	/* 120 */
 	{REP, MS_OP_APPEND_UID, "i32:0 u16:1 i32:0 u64:5 u32:1 u32:7 u64:3",
 	 0},
+	/* 121 */ {REQ, MS_OP_USER_WAIT, "u64:7 u32:3600000", 0},
+	/* 122 */ {REQ, MS_OP_USER_WAIT, "u64:7 u32:3600001", MS_ECORRUPT},
+	/* 123 */ {REQ, MS_OP_USER_WAIT, "u64:7", MS_ETRUNC},
+	/* 124 */ {REQ, MS_OP_USER_WAIT, "u64:7 u32:0 u8:0", MS_ECORRUPT},
+	/* 125 */ {REP, MS_OP_USER_WAIT, "i32:0 u64:8", 0},
+	/* 126 */ {REP, MS_OP_USER_WAIT, "i32:0 u32:8", MS_ETRUNC},
+	/* 127 */ {REP, MS_OP_USER_WAIT, "i32:-13 s:no", 0},
 };
 
 static void test_bad_bodies(void **state)
