@@ -25,9 +25,11 @@ struct ms_client {
 	size_t start;		/* in[start..len): not handed out yet */
 	size_t handed;		/* the frame the last recv handed out */
 	char reason[512];
-	/* ms_client_watch: a reply taken out of the stream */
-	uint32_t watch_id;	/* 0: none */
-	int watch_fired;	/* it came: watch_status, watch_changes */
+	/* ms_client_watch: a request whose replies are taken out of the
+	   stream */
+	uint32_t watch_id;	/* 0: none (or it was refused) */
+	int watch_seen;		/* a reply came: the last one's status and
+				   count */
 	int32_t watch_status;
 	uint64_t watch_changes;
 };
@@ -137,7 +139,7 @@ int ms_client_send(struct ms_client *c, const void *buf, size_t len)
 	return 0;
 }
 
-/* The watched reply, whole at p: noted and passed over. */
+/* A frame of the watch, whole at p: noted and passed over. */
 static void watch_take(struct ms_client *c, const struct ms_proto_hdr *h,
 		       const uint8_t *p, size_t flen)
 {
@@ -146,15 +148,16 @@ static void watch_take(struct ms_client *c, const struct ms_proto_hdr *h,
 
 	if (ms_reply_decode(h->op, p + MS_PROTO_HDR_SIZE,
 			    flen - MS_PROTO_HDR_SIZE, &rep, &err) == 0 &&
-	    rep.op == MS_OP_USER_WAIT) {
+	    rep.op == MS_OP_USER_WATCH) {
 		c->watch_status = rep.status;
 		c->watch_changes = rep.status == 0 ? rep.u.user_changes : 0;
 	} else {
 		c->watch_status = MS_ECORRUPT;
 		c->watch_changes = 0;
 	}
-	c->watch_fired = 1;
-	c->watch_id = 0;
+	c->watch_seen = 1;
+	if (c->watch_status != 0)
+		c->watch_id = 0; /* refused: no more frames come */
 	c->start += flen;
 	if (c->start == c->in.len)
 		c->start = c->in.len = 0;
@@ -163,7 +166,20 @@ static void watch_take(struct ms_client *c, const struct ms_proto_hdr *h,
 void ms_client_watch(struct ms_client *c, uint32_t id)
 {
 	c->watch_id = id;
-	c->watch_fired = 0;
+	c->watch_seen = 0;
+	c->watch_status = 0;
+	c->watch_changes = 0;
+}
+
+int ms_client_watch_peek(const struct ms_client *c, int32_t *status_r,
+			 uint64_t *changes_r)
+{
+	if (c->watch_seen) {
+		*status_r = c->watch_status;
+		*changes_r = c->watch_changes;
+		return 1;
+	}
+	return c->watch_id != 0 ? 0 : -ENOENT;
 }
 
 int ms_client_watch_poll(struct ms_client *c, int do_read,
@@ -175,35 +191,28 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 	if (c->start == c->in.len)
 		c->start = c->in.len = 0;
 	for (int read_once = 0;; read_once = 1) {
-		if (c->watch_fired) {
-			c->watch_fired = 0;
-			*status_r = c->watch_status;
-			*changes_r = c->watch_changes;
-			return 1;
-		}
-		if (c->watch_id == 0) {
-			*error_r = "no reply is watched";
-			return -ENOENT;
-		}
-		if (c->start < c->in.len) {
+		/* the watch's frames at the front: taken */
+		while (c->watch_id != 0 && c->start < c->in.len) {
 			struct ms_proto_hdr h;
 			size_t need = 0;
 			const char *err = "";
 			const uint8_t *p = c->in.data + c->start;
 			int ret = ms_proto_frame(p, c->in.len - c->start,
 						 c->max_frame, &h, &need, &err);
-			if (ret == 0 && h.id == c->watch_id) {
-				watch_take(c, &h, p, 4 + (size_t)h.len);
-				continue;
-			}
+			if (ret != 0 || h.id != c->watch_id)
+				break;
+			watch_take(c, &h, p, 4 + (size_t)h.len);
+		}
+		if (c->start < c->in.len) {
 			/* a reply to something else first, or a part of a
 			   frame: what the watch says cannot be known now */
-			*error_r = ret == 0 ? "other replies are unread"
-					    : "a reply is on its way";
+			*error_r = "other replies are unread, or a part of one";
 			return -EBUSY;
 		}
 		if (read_once || !do_read)
-			return 0;
+			break;
+		if (c->watch_id == 0)
+			break;
 		if (ms_buf_reserve(&c->in, MS_CLIENT_READ_MIN) < 0) {
 			*error_r = "out of memory";
 			return -ENOMEM;
@@ -214,7 +223,7 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 				 MS_CLIENT_READ_MIN, MSG_DONTWAIT);
 		while (n < 0 && errno == EINTR);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return 0;
+			break;
 		if (n < 0) {
 			*error_r = ms_errf("recv: %s", strerror(errno));
 			return -errno;
@@ -225,6 +234,10 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 		}
 		c->in.len += (size_t)n;
 	}
+	int ret = ms_client_watch_peek(c, status_r, changes_r);
+	if (ret < 0)
+		*error_r = "no watch";
+	return ret;
 }
 
 int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,

@@ -37,18 +37,23 @@ int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 		   const uint8_t **body_r, size_t *len_r,
 		   const char **error_r);
 /*
- * A watched reply (a USER_WAIT sent with ms_client_send_req, its id
- * given here) is taken out of the stream: every recv passes over it
- * wherever it comes and notes its status and count, and no caller sees
- * it.  ms_client_watch_poll() says whether it came: 1 with its status
- * and count (the watch is then over; send another), 0 not yet, or a
- * negative error: no watch, the connection failed, or replies to other
- * requests (or part of a frame) are there unread, so that it cannot be
- * told now.  With do_read set it first reads, without waiting, what the
- * socket holds; else it looks only at what recv has read already.  Like
- * a recv, it lets go of the frame the last recv handed out.
+ * A watch: a request answered again and again (USER_WATCH, sent with
+ * ms_client_send_req, its id given here) whose replies are taken out of
+ * the stream: every recv passes over them wherever they come and keeps
+ * the last one's status and count, and no caller sees them.
+ * ms_client_watch_peek() says what recv has kept, touching nothing: 1
+ * (a reply came: the last one's status and count), 0 (none yet), or
+ * -ENOENT (no watch).  ms_client_watch_poll() first takes the watch's
+ * replies the buffer holds and, with do_read, what the socket holds
+ * without waiting, then answers the same; or a negative error: the
+ * connection failed, or a reply to another request (or part of a
+ * frame) is there unread, so that it cannot be told now (-EBUSY).  Like
+ * a recv, it lets go of the frame the last recv handed out.  A watch
+ * whose reply is an error ends there.
  */
 void ms_client_watch(struct ms_client *c, uint32_t id);
+int ms_client_watch_peek(const struct ms_client *c, int32_t *status_r,
+			 uint64_t *changes_r);
 int ms_client_watch_poll(struct ms_client *c, int do_read, int32_t *status_r,
 			 uint64_t *changes_r, const char **error_r);
 /* Encode q with a fresh id and send it without waiting for its reply

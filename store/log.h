@@ -172,7 +172,7 @@ void ms_log_set_apply_hook(struct ms_log *log, ms_log_apply_fn *fn,
 /*
  * Called like the apply hook, for every record of a durable batch in log
  * order and before the batch's done callbacks, but never deferred: the
- * daemon counts each user's changes here (USER_WAIT), before any reply
+ * daemon counts each user's changes here (USER_WATCH), before any reply
  * that says a change is done can go out.
  */
 void ms_log_set_notice_hook(struct ms_log *log, ms_log_apply_fn *fn,

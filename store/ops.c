@@ -65,8 +65,8 @@ struct sess {
 	int fbody_copy;
 	uint64_t fbody_len;
 	uint64_t fbody_epoch;	/* the log's file epoch when checked */
-	struct waiter *waits;	/* its WAITs parked (IDLE) */
-	uint64_t hello_changes;	/* the user's change count HELLO gave */
+	struct waiter *waits;	/* its WAITs parked (IDLE), its USER_WATCH */
+	int watching;		/* it has a USER_WATCH */
 };
 
 struct req;
@@ -114,10 +114,13 @@ struct mstate {			/* allocation state of one mailbox */
 	uint32_t uidvalidity;	/* as of the last request (MBOX_UPDATE) */
 };
 
-struct waiter {			/* a WAIT or USER_WAIT request ("WAIT" below) */
+struct waiter {			/* a WAIT or USER_WATCH request ("WAIT" below) */
 	struct ms_conn *conn;	/* a reference */
 	uint32_t id;
-	uint64_t mbox_id;	/* USER_WAIT: its user id | WAIT_USER_KEY */
+	uint64_t mbox_id;	/* USER_WATCH: its user id | WAIT_USER_KEY */
+	/* USER_WATCH: on ops->uwake while its user's change is to be sent */
+	int due;
+	struct waiter *u_next, **u_pprev;
 	uint64_t deadline_ms;
 	struct waiter *next, *prev;		/* its mailbox's */
 	struct waiter *expired_next;		/* wake_waiters' own */
@@ -217,12 +220,12 @@ struct ms_ops {
 	uint64_t wait_next_ms;	/* no deadline comes before it */
 	uint64_t *touched;	/* mailboxes changed in this turn */
 	size_t ntouched, captouched;
-	/* each user's change count (USER_WAIT, "WAIT" below) */
+	/* each user's change count (USER_WATCH, "WAIT" below) */
 	uint64_t chg_epoch;	/* random, new at every start */
 	uint64_t chg_seq;	/* changes counted since the start */
 	uint64_t chg_floor;	/* the count of a user not in chg_users */
 	struct ms_u64map chg_users;	/* user id -> its count, as a pointer */
-	struct waiter *uwake;	/* USER_WAITs due: sent by uwake_send */
+	struct waiter *uwake;	/* USER_WATCHes due: sent by uwake_send */
 	/* counters for STATUS */
 	uint64_t n_requests, n_errors, n_appends, n_bodies_deduped;
 	uint64_t n_body_chunks, n_body_chunks_file;
@@ -916,7 +919,6 @@ static int op_hello(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		rep.u.hello.changes = s->user_id != 0
 			? user_changes(ops, s->user_id) : 0;
 	}
-	s->hello_changes = s->user_id != 0 ? user_changes(ops, s->user_id) : 0;
 	reply_now(c, id, &rep);
 	return 0;
 }
@@ -3111,6 +3113,8 @@ static void wait_link(struct ms_ops *ops, struct waiter *w)
 	ms_u64map_put(&ops->waits, w->mbox_id, w);
 }
 
+static void uwake_unlink(struct ms_ops *ops, struct waiter *w);
+
 /* Off its mailbox's list and its session's; the caller frees it. */
 static void wait_unlink(struct ms_ops *ops, struct waiter *w)
 {
@@ -3125,6 +3129,8 @@ static void wait_unlink(struct ms_ops *ops, struct waiter *w)
 	*w->s_pprev = w->s_next;
 	if (w->s_next != NULL)
 		w->s_next->s_pprev = w->s_pprev;
+	if (w->due)
+		uwake_unlink(ops, w);
 	ops->nwaiters--;
 }
 
@@ -3135,7 +3141,7 @@ static void wait_free(struct waiter *w)
 }
 
 static void wait_park(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
-		      uint32_t id, uint64_t key, uint32_t timeout_ms);
+		      uint32_t id, uint64_t key, uint64_t deadline_ms);
 
 static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		   uint32_t id, const struct ms_req_wait *q, const char **why_r)
@@ -3155,12 +3161,12 @@ static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		reply_now(c, id, &rep);
 		return 0;
 	}
-	wait_park(ops, c, s, id, m.id, q->timeout_ms);
+	wait_park(ops, c, s, id, m.id, now_ms() + q->timeout_ms);
 	return 0;
 }
 
 /*
- * USER_WAIT: a session learns of any change to its user's mail without
+ * USER_WATCH: a session learns of any change to its user's mail without
  * asking mailbox by mailbox (the Dovecot plugin: a SELECT or a command's
  * sync that finds the user unchanged since its index was brought up to
  * date asks the store nothing).  Each user has a change count: the value
@@ -3173,13 +3179,16 @@ static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
  * forgotten when the map reached CHG_USERS_MAX) has chg_floor, which
  * only ever grows: a forgotten count can look changed, never unchanged.
  *
- * The order is the point: counts are noted when a batch is durable,
- * before its done callbacks (the log's notice hook; on a standby as the
- * records are applied), and the USER_WAITs that wakes are sent
- * (uwake_send) before any reply of that turn: before the replies that
- * say the change is done, and before any read of the index that shows
- * it.  So a client that learns of a change by any path can count on
- * every session of that user having been sent its wake-up first.
+ * A USER_WATCH is answered at once with the count, and then again each
+ * time it moves, for as long as the connection lives: there is no gap
+ * between one wait and the next in which a change could go unseen.  The
+ * order is the point: counts are noted when a batch is durable, before
+ * its done callbacks (the log's notice hook; on a standby as the records
+ * are applied), and the watches that wakes are answered (uwake_send)
+ * before any reply of that turn: before the replies that say the change
+ * is done, and before any read of the index that shows it.  So a client
+ * that learns of a change by any path finds the new count already on
+ * its watch's connection.
  */
 #define WAIT_USER_KEY ((uint64_t)1 << 63)
 #define CHG_USERS_MAX ((size_t)1 << 20)
@@ -3193,12 +3202,11 @@ static uint64_t user_changes(const struct ms_ops *ops, uint64_t user_id)
 }
 
 /* The log's notice hook: count the change of the record's user, and
-   take its USER_WAITs off to be woken. */
+   mark its watches due. */
 static void note_record(void *ctx, const struct ms_rec_hdr *h,
 			const uint8_t *payload, struct ms_pos pos)
 {
 	struct ms_ops *ops = ctx;
-	struct waiter *w;
 	(void)pos;
 
 	switch (h->type) {
@@ -3230,61 +3238,76 @@ static void note_record(void *ctx, const struct ms_rec_hdr *h,
 	ops->chg_seq++;
 	ms_u64map_put(&ops->chg_users, user_id,
 		      (void *)(uintptr_t)ops->chg_seq);
-	while ((w = ms_u64map_get(&ops->waits, user_id | WAIT_USER_KEY)) !=
-	       NULL) {
-		wait_unlink(ops, w);
-		w->next = ops->uwake;
+	for (struct waiter *w = ms_u64map_get(&ops->waits,
+					      user_id | WAIT_USER_KEY);
+	     w != NULL; w = w->next) {
+		if (w->due)
+			continue;
+		w->due = 1;
+		w->u_next = ops->uwake;
+		if (ops->uwake != NULL)
+			ops->uwake->u_pprev = &w->u_next;
+		w->u_pprev = &ops->uwake;
 		ops->uwake = w;
 	}
 }
 
-/* Send the USER_WAIT replies note_record made due. */
+/* Off the due list (it is being answered, or it goes). */
+static void uwake_unlink(struct ms_ops *ops, struct waiter *w)
+{
+	(void)ops;
+	*w->u_pprev = w->u_next;
+	if (w->u_next != NULL)
+		w->u_next->u_pprev = w->u_pprev;
+	w->due = 0;
+}
+
+/* Answer the USER_WATCHes note_record made due: each with its user's
+   count now, and it stays. */
 static void uwake_send(struct ms_ops *ops)
 {
 	while (ops->uwake != NULL) {
 		struct waiter *w = ops->uwake;
-		struct ms_reply rep = { .op = MS_OP_USER_WAIT };
-		ops->uwake = w->next;
+		struct ms_reply rep = { .op = MS_OP_USER_WATCH };
+		uwake_unlink(ops, w);
 		rep.u.user_changes =
 			user_changes(ops, w->mbox_id & ~WAIT_USER_KEY);
+		/* an answer that closes the connection unlinks no one else:
+		   the watch goes with its session, at the close's end */
 		reply_now(w->conn, w->id, &rep);
-		wait_free(w);
 	}
 }
 
-static int op_user_wait(struct ms_ops *ops, struct ms_conn *c,
-			struct sess *s, uint32_t id,
-			const struct ms_req_user_wait *q, const char **why_r)
+static int op_user_watch(struct ms_ops *ops, struct ms_conn *c,
+			 struct sess *s, uint32_t id, const char **why_r)
 {
 	if (s->user_id == 0) {
-		*why_r = "USER_WAIT needs a user session";
+		*why_r = "USER_WATCH needs a user session";
 		return -EACCES;
 	}
-	uint64_t count = user_changes(ops, s->user_id);
-	/* the count HELLO gave: the two can go out together, and a change
-	   between them still wakes this one */
-	uint64_t known = q->known_changes == MS_USER_WAIT_HELLO
-				 ? s->hello_changes : q->known_changes;
-	if (count != known || q->timeout_ms == 0) {
-		struct ms_reply rep = { .op = MS_OP_USER_WAIT };
-		rep.u.user_changes = count;
-		reply_now(c, id, &rep);
-		return 0;
+	if (s->watching) {
+		*why_r = "this connection has a USER_WATCH already";
+		return -EEXIST;
 	}
-	wait_park(ops, c, s, id, s->user_id | WAIT_USER_KEY, q->timeout_ms);
+	struct ms_reply rep = { .op = MS_OP_USER_WATCH };
+	rep.u.user_changes = user_changes(ops, s->user_id);
+	reply_now(c, id, &rep);
+	s->watching = 1;
+	wait_park(ops, c, s, id, s->user_id | WAIT_USER_KEY, UINT64_MAX);
 	return 0;
 }
 
-/* Park a WAIT (key: its mailbox id) or USER_WAIT (its user | bit). */
+/* Park a WAIT (key: its mailbox id) or USER_WATCH (its user | bit, no
+   deadline: UINT64_MAX). */
 static void wait_park(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
-		      uint32_t id, uint64_t key, uint32_t timeout_ms)
+		      uint32_t id, uint64_t key, uint64_t deadline_ms)
 {
 	struct waiter *w = ms_calloc(1, sizeof(*w));
 	w->conn = c;
 	ms_conn_ref(c);
 	w->id = id;
 	w->mbox_id = key;
-	w->deadline_ms = now_ms() + timeout_ms;
+	w->deadline_ms = deadline_ms;
 	wait_link(ops, w);
 	w->s_next = s->waits;
 	if (s->waits != NULL)
@@ -3348,14 +3371,7 @@ static void wake_waiters(struct ms_ops *ops)
 		struct ms_idx_mbox m;
 		struct ms_reply rep = { .op = MS_OP_WAIT };
 		due = w->next;
-		if ((w->mbox_id & WAIT_USER_KEY) != 0) {
-			/* its deadline: the count it knew */
-			rep.op = MS_OP_USER_WAIT;
-			rep.u.user_changes = user_changes(
-				ops, w->mbox_id & ~WAIT_USER_KEY);
-			reply_now(w->conn, w->id, &rep);
-		} else if (rd != NULL &&
-			   ms_idx_mbox_get(rd, w->mbox_id, &m) == 0) {
+		if (rd != NULL && ms_idx_mbox_get(rd, w->mbox_id, &m) == 0) {
 			rep.u.highestmodseq = m.highestmodseq;
 			reply_now(w->conn, w->id, &rep);
 		} else {
@@ -3884,8 +3900,8 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 	case MS_OP_WAIT:
 		ret = op_wait(ops, c, s, h->id, &q.u.wait, &why);
 		break;
-	case MS_OP_USER_WAIT:
-		ret = op_user_wait(ops, c, s, h->id, &q.u.user_wait, &why);
+	case MS_OP_USER_WATCH:
+		ret = op_user_watch(ops, c, s, h->id, &why);
 		break;
 	case MS_OP_UNDELETE:
 		ret = op_undelete(ops, c, s, h->id, &q.u.undelete, &why);
@@ -4235,7 +4251,7 @@ void ms_ops_tick(struct ms_ops *ops)
 		if (more <= 0 || (i > 0 && ops->completions == before))
 			break;
 	}
-	uwake_send(ops); /* before the replies: see USER_WAIT */
+	uwake_send(ops); /* before the replies: see USER_WATCH */
 	/* the replies go out before the index takes the records that made
 	   them durable (ms_log_defer_apply): a client reads the index only
 	   with a later request, which this turn's end has applied for */
@@ -4555,11 +4571,7 @@ void ms_ops_close(struct ms_ops **opsp)
 		}
 	}
 	ms_u64map_free(&ops->waits);
-	while (ops->uwake != NULL) {
-		struct waiter *w = ops->uwake;
-		ops->uwake = w->next;
-		wait_free(w);
-	}
+	ops->uwake = NULL; /* parked ones, freed with the map's */
 	ms_u64map_free(&ops->chg_users);
 	free(ops->touched);
 	free(ops->dying);

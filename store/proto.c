@@ -40,7 +40,7 @@ static const char *const op_names[] = {
 	[MS_OP_QUOTA_SET] = "quota-set",
 	[MS_OP_WAIT] = "wait",
 	[MS_OP_COMPACT] = "compact",
-	[MS_OP_USER_WAIT] = "user-wait",
+	[MS_OP_USER_WATCH] = "user-watch",
 	[MS_OP_REPL_WAIT] = "repl-wait",
 	[MS_OP_REPL_ACK] = "repl-ack",
 	[MS_OP_PROMOTE] = "promote",
@@ -572,6 +572,7 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 		break;
 	case MS_OP_STATUS:
 	case MS_OP_PROMOTE:
+	case MS_OP_USER_WATCH:
 		break;
 	case MS_OP_USER_CREATE:
 	case MS_OP_USER_DELETE:
@@ -682,11 +683,6 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 					    MS_PROTO_MAX_WAIT_MS);
 		break;
 	}
-	case MS_OP_USER_WAIT:
-		r->u.user_wait.known_changes = ms_dec_u64(d, "known_changes");
-		r->u.user_wait.timeout_ms = get_u32_max(d, "timeout_ms",
-							MS_PROTO_MAX_WAIT_MS);
-		break;
 	case MS_OP_UNDELETE: {
 		struct ms_req_undelete *u = &r->u.undelete;
 		get_name(d, "user", MS_EVENT_USER_NAME_MAX, true, &u->user);
@@ -894,7 +890,7 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 	case MS_OP_WAIT:
 		r->u.highestmodseq = ms_dec_u64(d, "highestmodseq");
 		break;
-	case MS_OP_USER_WAIT:
+	case MS_OP_USER_WATCH:
 		r->u.user_changes = ms_dec_u64(d, "changes");
 		break;
 	case MS_OP_REPL_WAIT:
@@ -1508,6 +1504,7 @@ static void put_req(struct enc *e, const void *src)
 		break;
 	case MS_OP_STATUS:
 	case MS_OP_PROMOTE:
+	case MS_OP_USER_WATCH:
 		break;
 	case MS_OP_USER_CREATE:
 	case MS_OP_USER_DELETE:
@@ -1602,10 +1599,7 @@ static void put_req(struct enc *e, const void *src)
 		put64(e, r->u.wait.known_modseq);
 		put32(e, r->u.wait.timeout_ms);
 		break;
-	case MS_OP_USER_WAIT:
-		put64(e, r->u.user_wait.known_changes);
-		put32(e, r->u.user_wait.timeout_ms);
-		break;
+
 	case MS_OP_UNDELETE:
 		put_str(e, "user", &r->u.undelete.user);
 		put_str(e, "mailbox", &r->u.undelete.mailbox);
@@ -1760,7 +1754,7 @@ static void put_reply(struct enc *e, const void *src)
 	case MS_OP_WAIT:
 		put64(e, r->u.highestmodseq);
 		break;
-	case MS_OP_USER_WAIT:
+	case MS_OP_USER_WATCH:
 		put64(e, r->u.user_changes);
 		break;
 	case MS_OP_REPL_WAIT:

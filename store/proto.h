@@ -116,7 +116,7 @@ enum ms_op {
 	MS_OP_QUOTA_SET = 41,
 	MS_OP_WAIT = 42,
 	MS_OP_COMPACT = 43,
-	MS_OP_USER_WAIT = 44,	/* any change to the session user's mail */
+	MS_OP_USER_WATCH = 44,	/* the user's change count, as it moves */
 	/* replication (udsync, docs/replication.md): 50..59 */
 	MS_OP_REPL_WAIT = 50,
 	MS_OP_REPL_ACK = 51,
@@ -443,13 +443,6 @@ struct ms_req_wait { /* WAIT */
 	uint32_t timeout_ms;
 };
 
-struct ms_req_user_wait { /* USER_WAIT */
-	uint64_t known_changes; /* the user's change count the client has,
-				   or MS_USER_WAIT_HELLO */
-	uint32_t timeout_ms;
-};
-/* USER_WAIT's known_changes: the count the session's HELLO reply gave */
-#define MS_USER_WAIT_HELLO UINT64_MAX
 
 /* UNDELETE: bring back the messages of mailbox expunged at or after
    since (unix seconds; 0 = the whole undelete window) as new uids.  user
@@ -516,7 +509,6 @@ struct ms_req {
 		struct ms_req_changes changes;
 		struct ms_req_quota quota;
 		struct ms_req_wait wait;
-		struct ms_req_user_wait user_wait;
 		struct ms_req_undelete undelete;
 		struct ms_req_compact compact;
 		struct ms_req_repl_wait repl_wait;
@@ -538,7 +530,7 @@ struct ms_rep_hello {
 	struct ms_pstr server;
 	uint32_t flags;	  /* MS_HELLO_*; on the wire from version 2 */
 	/* on the wire from version 6: the server's change epoch (new at
-	   every start) and the user's change count (USER_WAIT) */
+	   every start) and the user's change count (USER_WATCH) */
 	uint64_t changes_epoch;
 	uint64_t changes;
 };
@@ -637,7 +629,7 @@ struct ms_reply {
 		struct ms_rep_copy copy;             /* COPY, MOVE, UNDELETE */
 		struct ms_rep_quota quota;           /* QUOTA_GET */
 		uint64_t highestmodseq;              /* WAIT */
-		uint64_t user_changes;               /* USER_WAIT */
+		uint64_t user_changes;               /* USER_WATCH */
 		struct ms_rep_repl repl;   /* REPL_WAIT, REPL_ACK, PROMOTE */
 		struct ms_rep_fork_info fork_info; /* FORK_INFO */
 	} u;

@@ -97,8 +97,8 @@ enum script {
 			    apart, then answers once */
 	STUCK_PAGES,	 /* MBOX_LIST: the whole list refused (too big),
 			    then every page the same one mailbox */
-	WATCH		 /* a USER_WAIT reply among others, per ping:
-			    see test_watched_reply */
+	WATCH		 /* USER_WATCH replies among others, per ping:
+			    see test_watch_replies */
 };
 
 #define SLOW_PINGS_N 40
@@ -217,14 +217,18 @@ static int peer(int lfd, enum script s)
 		}
 		break;
 	case WATCH: {
-		/* per ping, what to write: (id, watched?) frames, and
-		   whether the last one goes out cut after 5 bytes */
-		static const struct { uint32_t id[2]; int n, cut; } steps[] = {
-			{ { 5, 7 }, 2, 0 }, /* watched, then a reply */
-			{ { 8 }, 1, 0 },     /* a reply */
-			{ { 6 }, 1, 0 },     /* watched alone */
-			{ { 10, 9 }, 2, 0 }, /* a reply, then watched */
-			{ { 11 }, 1, 1 },    /* watched, in part */
+		/* per ping, the frames to write: (id, count) a watch frame
+		   (USER_WATCH, id 5), (id, 0) a ping's reply; cut: only the
+		   first 5 bytes go */
+		static const struct {
+			struct { uint32_t id; uint64_t count; } f[2];
+			int n, cut;
+		} steps[] = {
+			{ { { 5, 45 }, { 7, 0 } }, 2, 0 },
+			{ { { 8, 0 } }, 1, 0 },
+			{ { { 5, 46 } }, 1, 0 },
+			{ { { 10, 0 }, { 5, 47 } }, 2, 0 },
+			{ { { 5, 48 } }, 1, 1 },
 		};
 		for (size_t i = 0; i < MS_ARRAY_SIZE(steps); i++) {
 			struct ms_buf out;
@@ -232,16 +236,16 @@ static int peer(int lfd, enum script s)
 				return 3;
 			ms_buf_init(&out, 0);
 			for (int k = 0; k < steps[i].n; k++) {
-				uint32_t id = steps[i].id[k];
-				if (id == 7 || id == 8 || id == 10) {
+				uint32_t id = steps[i].f[k].id;
+				if (steps[i].f[k].count == 0) {
 					n = frame(g, 0x8000 | 2, id, rep_body,
 						  sizeof(rep_body));
 					if (ms_buf_append(&out, g, n) < 0)
 						return 8;
 					continue;
 				}
-				struct ms_reply r = { .op = MS_OP_USER_WAIT };
-				r.u.user_changes = 40 + id;
+				struct ms_reply r = { .op = MS_OP_USER_WATCH };
+				r.u.user_changes = steps[i].f[k].count;
 				if (ms_reply_encode(&out, id, &r, NULL) < 0)
 					return 8;
 			}
@@ -538,10 +542,11 @@ static void test_bad_frame(void **state)
 	assert_int_equal(finish(&c, pid), 0);
 }
 
-/* A watched reply (USER_WAIT) is passed over by recv wherever it comes
-   and reported by ms_client_watch_poll: not yet when nothing came; -EBUSY
-   while another reply before it is unread, or only a part of it came. */
-static void test_watched_reply(void **state)
+/* A watch's replies (USER_WATCH) are passed over by recv wherever they
+   come, the last one kept, and reported by peek and poll; poll says
+   -EBUSY while another reply before one is unread, or only a part of
+   one came. */
+static void test_watch_replies(void **state)
 {
 	(void)state;
 	pid_t pid;
@@ -551,36 +556,36 @@ static void test_watched_reply(void **state)
 	uint64_t chg = 0;
 
 	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), -ENOENT);
+	assert_int_equal(ms_client_watch_peek(c, &st, &chg), -ENOENT);
 	ms_client_watch(c, 5);
+	assert_int_equal(ms_client_watch_peek(c, &st, &chg), 0);
 	send_ping(c);
 	(void)recv_ok(c, 7, sizeof(rep_body), 0, 1000);
-	assert_int_equal(ms_client_watch_poll(c, 0, &st, &chg, &err), 1);
+	assert_int_equal(ms_client_watch_peek(c, &st, &chg), 1);
 	assert_int_equal(st, 0);
 	assert_int_equal(chg, 45);
-	/* over: until the next watch */
-	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), -ENOENT);
+	assert_int_equal(ms_client_watch_poll(c, 0, &st, &chg, &err), 1);
+	assert_int_equal(chg, 45);
 
-	ms_client_watch(c, 6);
-	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), 0);
 	send_ping(c);
 	(void)recv_ok(c, 8, sizeof(rep_body), 0, 1000);
 	sleep_ms(50);
-	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), 0);
+	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), 1);
+	assert_int_equal(chg, 45);
 	send_ping(c);
 	sleep_ms(50);
-	assert_int_equal(ms_client_watch_poll(c, 0, &st, &chg, &err), 0);
+	assert_int_equal(ms_client_watch_poll(c, 0, &st, &chg, &err), 1);
+	assert_int_equal(chg, 45); /* not read yet */
 	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), 1);
 	assert_int_equal(chg, 46);
 
-	ms_client_watch(c, 9);
 	send_ping(c);
 	sleep_ms(50);
 	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), -EBUSY);
 	(void)recv_ok(c, 10, sizeof(rep_body), 0, 1000);
 	assert_int_equal(ms_client_watch_poll(c, 0, &st, &chg, &err), 1);
-	assert_int_equal(chg, 49);
+	assert_int_equal(chg, 47);
 
-	ms_client_watch(c, 11);
 	send_ping(c);
 	sleep_ms(50);
 	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), -EBUSY);
@@ -619,7 +624,7 @@ int main(void)
 		cmocka_unit_test(test_peer_closes),
 		cmocka_unit_test(test_bad_frame),
 		cmocka_unit_test(test_mbox_pages_that_do_not_advance),
-		cmocka_unit_test(test_watched_reply),
+		cmocka_unit_test(test_watch_replies),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

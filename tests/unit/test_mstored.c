@@ -1507,81 +1507,74 @@ static struct ms_client *uw_connect(struct msd *d, const char *user,
 	return c;
 }
 
-/* Park a USER_WAIT on c, and make sure it is parked: a STATUS sent
-   behind it is answered first (a connection's requests are taken in
-   order), with nothing before it. */
-static void uw_park(struct ms_client *c, uint64_t known, uint32_t timeout_ms)
+/* Start a USER_WATCH on c; its first reply (the count now) within 5 s. */
+static uint64_t uw_watch(struct ms_client *c)
 {
-	struct ms_req q = { .op = MS_OP_USER_WAIT };
-	struct ms_proto_hdr h;
-	const uint8_t *body;
-	size_t len;
+	struct ms_req q = { .op = MS_OP_USER_WATCH };
+	struct pollfd p = { .fd = ms_client_fd(c), .events = POLLIN };
 	const char *err = "";
-	uint32_t id, sid;
-	q.u.user_wait.known_changes = known;
-	q.u.user_wait.timeout_ms = timeout_ms;
+	int32_t st;
+	uint64_t count = 0;
+	uint32_t id;
 	assert_int_equal(ms_client_send_req(c, &q, &id, &err), 0);
-	q = (struct ms_req){ .op = MS_OP_STATUS };
-	assert_int_equal(ms_client_send_req(c, &q, &sid, &err), 0);
-	assert_int_equal(ms_client_recv(c, &h, &body, &len, &err), 0);
-	assert_int_equal(h.id, sid);
+	ms_client_watch(c, id);
+	assert_true(poll(&p, 1, 5000) == 1);
+	assert_int_equal(ms_client_watch_poll(c, 1, &st, &count, &err), 1);
+	assert_int_equal(st, 0);
+	return count;
 }
 
-/* A USER_WAIT reply readable on c within ms: 1 with its status and
-   count, 0 when none. */
-static int uw_reply(struct ms_client *c, int ms, int *status_r,
-		    uint64_t *count_r)
+/* The watch's count from what c's socket holds now, without waiting. */
+static uint64_t uw_now(struct ms_client *c)
 {
-	struct pollfd p = { .fd = ms_client_fd(c), .events = POLLIN };
-	if (poll(&p, 1, ms) <= 0)
-		return 0;
-	struct ms_proto_hdr h;
-	struct ms_reply rep;
-	const uint8_t *body;
-	size_t len;
 	const char *err = "";
-	assert_int_equal(ms_client_recv(c, &h, &body, &len, &err), 0);
-	assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err), 0);
-	assert_int_equal(rep.op, MS_OP_USER_WAIT);
-	*status_r = rep.status;
-	*count_r = rep.status == 0 ? rep.u.user_changes : 0;
-	return 1;
+	int32_t st;
+	uint64_t count = 0;
+	assert_int_equal(ms_client_watch_poll(c, 1, &st, &count, &err), 1);
+	assert_int_equal(st, 0);
+	return count;
 }
 
 /*
- * USER_WAIT: a change to any of the user's mail (a delivery, flags, an
- * expunge, a new, renamed or deleted mailbox, a subscription) wakes the
- * user's parked USER_WAITs, and the wake-up is on the waiter's socket
- * before the writer has its reply: polled without waiting right after
- * each acknowledged change, 60 rounds.  Another user's change wakes
- * nothing; an unchanged user's next HELLO gives the same count; a count
- * already old, or MS_USER_WAIT_HELLO after a change since the HELLO,
- * is answered at once; a deadline answers with the same count; the
- * admin role is refused; a restart gives a new epoch.
+ * USER_WATCH: answered at once with the user's change count, then each
+ * time a change to the user's mail (a delivery, flags, an expunge, a
+ * new or deleted mailbox, a subscription) moves it; the new count is on
+ * the watcher's socket before the writer has its reply: read without
+ * waiting right after each of 60 acknowledged changes, on 20 watching
+ * connections.  Another user's change moves nothing; an unchanged
+ * user's next HELLO gives the same epoch and count; a second watch on
+ * a connection and the admin role are refused; a restart gives a new
+ * epoch.
  */
-static void test_user_wait(void **state)
+static void test_user_watch(void **state)
 {
 	(void)state;
+	enum { WATCHERS = 20 };
 	struct msd d;
-	msd_setup(&d, "mstored-uwait", NULL);
+	msd_setup(&d, "mstored-uwatch", NULL);
 	msd_start(&d);
 	assert_int_equal(msd_user_add(&d, "uwa"), 0);
 	assert_int_equal(msd_user_add(&d, "uwb"), 0);
 	uint64_t epoch, c0, e2, cnt;
 	struct ms_client *w = msd_connect(&d, "uwa");
 	struct ms_client *b = msd_connect(&d, "uwb");
+	struct ms_client *a[WATCHERS];
 	struct ms_reply rep;
 	struct ms_req q;
-	int st;
 
 	assert_int_equal(msd_append1(w, "INBOX", "first", 5, 0).status, 0);
-	struct ms_client *a = uw_connect(&d, "uwa", &epoch, &c0);
+	for (int i = 0; i < WATCHERS; i++) {
+		a[i] = uw_connect(&d, "uwa", &e2, &c0);
+		if (i == 0)
+			epoch = e2;
+		assert_true(e2 == epoch);
+		assert_true(uw_watch(a[i]) == c0);
+	}
 	uint64_t known = c0;
 	uint32_t last_uid = 0;
 	for (int round = 0; round < 60; round++) {
 		char name[32];
 		struct ms_uid_range one = { 1, 1 };
-		uw_park(a, known, 60000);
 		switch (round % 6) {
 		case 0: {
 			struct ms_append_result r =
@@ -1621,96 +1614,50 @@ static void test_user_wait(void **state)
 			assert_int_equal(msd_req(w, &q, &rep), 0);
 			break;
 		}
-		/* the writer has its reply: the wake-up is already here */
-		if (uw_reply(a, 0, &st, &cnt) != 1)
-			fail_msg("round %d: no wake-up on the socket when the "
-				 "change was acknowledged", round);
-		assert_int_equal(st, 0);
-		assert_true(cnt > known);
-		known = cnt;
+		/* the writer has its reply: every watcher has the count */
+		uint64_t now = uw_now(a[0]);
+		if (now <= known)
+			fail_msg("round %d: the count on the watch did not move "
+				 "by the time the change was acknowledged",
+				 round);
+		for (int i = 1; i < WATCHERS; i++)
+			if (uw_now(a[i]) != now)
+				fail_msg("round %d: watcher %d is behind", round,
+					 i);
+		known = now;
 	}
 
-	/* another user's change wakes nothing */
-	uw_park(a, known, 60000);
+	/* another user's change moves nothing */
 	assert_int_equal(msd_append1(b, "INBOX", "bob", 3, 0).status, 0);
-	assert_int_equal(uw_reply(a, 300, &st, &cnt), 0);
+	usleep(200000);
+	assert_true(uw_now(a[0]) == known);
 	/* an unchanged user's HELLO: the same epoch and count */
-	struct ms_client *a2 = uw_connect(&d, "uwa", &e2, &cnt);
+	struct ms_client *x = uw_connect(&d, "uwa", &e2, &cnt);
 	assert_true(e2 == epoch);
 	assert_true(cnt == known);
-	/* a second one on a with a short deadline: the count it knew */
-	uw_park(a, known, 300);
-	assert_int_equal(uw_reply(a, 5000, &st, &cnt), 1);
-	assert_int_equal(st, 0);
-	assert_true(cnt == known);
-	/* a count already old is answered at once */
-	q = (struct ms_req){ .op = MS_OP_USER_WAIT };
-	q.u.user_wait.known_changes = c0;
-	q.u.user_wait.timeout_ms = 60000;
-	assert_int_equal(msd_req(a2, &q, &rep), 0);
-	assert_true(rep.u.user_changes == known);
-
-	/* MS_USER_WAIT_HELLO: parked at the count the HELLO gave, sent
-	   with the HELLO and read after it */
-	struct ms_client *x;
-	const char *err = "";
-	uint32_t hid, wid;
-	assert_int_equal(ms_client_connect(d.sock, 5000, &x, &err), 0);
-	q = (struct ms_req){ .op = MS_OP_HELLO };
-	q.u.hello.version = MS_PROTO_VERSION;
-	q.u.hello.user = MS_PSTR("uwa");
-	assert_int_equal(ms_client_send_req(x, &q, &hid, &err), 0);
-	q = (struct ms_req){ .op = MS_OP_USER_WAIT };
-	q.u.user_wait.known_changes = MS_USER_WAIT_HELLO;
-	q.u.user_wait.timeout_ms = 60000;
-	assert_int_equal(ms_client_send_req(x, &q, &wid, &err), 0);
-	{
-		struct ms_proto_hdr h;
-		const uint8_t *body;
-		size_t len;
-		assert_int_equal(ms_client_recv(x, &h, &body, &len, &err), 0);
-		assert_int_equal(h.id, hid);
-		assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err),
-				 0);
-		assert_true(rep.u.hello.changes == known);
-	}
-	assert_int_equal(uw_reply(x, 200, &st, &cnt), 0);
-	assert_int_equal(msd_append1(w, "INBOX", "late", 4, 0).status, 0);
-	assert_int_equal(uw_reply(x, 0, &st, &cnt), 1);
-	assert_true(cnt > known);
-	known = cnt;
-	ms_client_close(&x);
-	/* ...and a change between the HELLO and the USER_WAIT answers the
-	   USER_WAIT at once */
-	x = uw_connect(&d, "uwa", &e2, &cnt);
-	assert_true(cnt == known);
-	assert_int_equal(msd_append1(w, "INBOX", "between", 7, 0).status, 0);
-	q = (struct ms_req){ .op = MS_OP_USER_WAIT };
-	q.u.user_wait.known_changes = MS_USER_WAIT_HELLO;
-	q.u.user_wait.timeout_ms = 60000;
-	assert_int_equal(msd_req(x, &q, &rep), 0);
-	assert_true(rep.u.user_changes > known);
-	known = rep.u.user_changes;
-	ms_client_close(&x);
-
-	/* not for the admin role */
+	/* one watch a connection; none for the admin role */
+	q = (struct ms_req){ .op = MS_OP_USER_WATCH };
+	assert_int_equal(msd_req(a[1], &q, &rep), -EEXIST);
+	assert_true(uw_now(a[1]) == known);
 	struct ms_client *adm = msd_connect(&d, NULL);
-	q = (struct ms_req){ .op = MS_OP_USER_WAIT };
-	q.u.user_wait.timeout_ms = 1000;
 	assert_int_equal(msd_req(adm, &q, &rep), -EACCES);
-	/* a hang-up with USER_WAITs parked (a's first, a2's none) */
-	uw_park(a2, known, 60000);
-	ms_client_close(&a);
-	ms_client_close(&a2);
+	/* a watcher that goes while a change is due to it, and the others
+	   still told */
+	ms_client_close(&a[0]);
+	assert_int_equal(msd_append1(w, "INBOX", "late", 4, 0).status, 0);
+	assert_true(uw_now(a[WATCHERS - 1]) > known);
+	for (int i = 1; i < WATCHERS; i++)
+		ms_client_close(&a[i]);
+	ms_client_close(&x);
 	ms_client_close(&adm);
 	ms_client_close(&b);
 	ms_client_close(&w);
 	assert_int_equal(msd_stop(&d), 0);
 	/* a restart: a new epoch */
 	msd_start(&d);
-	a = uw_connect(&d, "uwa", &e2, &cnt);
+	x = uw_connect(&d, "uwa", &e2, &cnt);
 	assert_true(e2 != epoch);
-	ms_client_close(&a);
+	ms_client_close(&x);
 	assert_int_equal(msd_stop(&d), 0);
 }
 
@@ -2717,7 +2664,7 @@ int main(void)
 		cmocka_unit_test(test_file_reply_cut),
 		cmocka_unit_test(test_large_body_chunks),
 		cmocka_unit_test(test_max_mailboxes),
-		cmocka_unit_test(test_user_wait),
+		cmocka_unit_test(test_user_watch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

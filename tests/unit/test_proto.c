@@ -274,11 +274,6 @@ static void dump_req(FILE *f, const struct ms_req *r)
 			(unsigned long long)r->u.wait.known_modseq,
 			r->u.wait.timeout_ms);
 		break;
-	case MS_OP_USER_WAIT:
-		fprintf(f, " known=%llu to=%u",
-			(unsigned long long)r->u.user_wait.known_changes,
-			r->u.user_wait.timeout_ms);
-		break;
 	case MS_OP_UNDELETE:
 		dump_str(f, "user", r->u.undelete.user);
 		dump_str(f, "mbox", r->u.undelete.mailbox);
@@ -456,7 +451,7 @@ static void dump_reply(FILE *f, const struct ms_reply *r)
 	case MS_OP_WAIT:
 		fprintf(f, " hms=%llu", (unsigned long long)r->u.highestmodseq);
 		break;
-	case MS_OP_USER_WAIT:
+	case MS_OP_USER_WATCH:
 		fprintf(f, " chg=%llu", (unsigned long long)r->u.user_changes);
 		break;
 	case MS_OP_REPL_WAIT:
@@ -516,7 +511,7 @@ static const uint16_t all_ops[] = {
 	MS_OP_WAIT,           MS_OP_UNDELETE,    MS_OP_COMPACT,
 	MS_OP_REPL_WAIT,      MS_OP_REPL_ACK,    MS_OP_PROMOTE,
 	MS_OP_FORK_INFO,      MS_OP_MBOX_UPDATE, MS_OP_APPEND_UID,
-	MS_OP_LMTP_STATS,     MS_OP_USER_WAIT,
+	MS_OP_LMTP_STATS,     MS_OP_USER_WATCH,
 };
 
 #define P(lit) MS_PSTR(lit)
@@ -636,9 +631,6 @@ static struct ms_req sample_req(uint16_t op)
 		break;
 	case MS_OP_WAIT:
 		r.u.wait = (struct ms_req_wait){P("INBOX"), 1234, 30000};
-		break;
-	case MS_OP_USER_WAIT:
-		r.u.user_wait = (struct ms_req_user_wait){77, 30000};
 		break;
 	case MS_OP_UNDELETE:
 		r.u.undelete = (struct ms_req_undelete){P("erin"), P("INBOX"),
@@ -782,7 +774,7 @@ static struct ms_reply sample_reply(uint16_t op)
 	case MS_OP_WAIT:
 		r.u.highestmodseq = 95;
 		break;
-	case MS_OP_USER_WAIT:
+	case MS_OP_USER_WATCH:
 		r.u.user_changes = 96;
 		break;
 	case MS_OP_REPL_WAIT:
@@ -885,7 +877,7 @@ static void test_op_names(void **state)
 	}
 	assert_string_equal(ms_op_name(MS_OP_MBOX_CREATE), "mbox-create");
 	assert_string_equal(ms_op_name(MS_OP_WAIT), "wait");
-	assert_string_equal(ms_op_name(MS_OP_USER_WAIT), "user-wait");
+	assert_string_equal(ms_op_name(MS_OP_USER_WATCH), "user-watch");
 	static const uint16_t unknown[] = {0,  3,  9,      13,     26,
 					   39, 45, 0x7fff, 0xffff, MS_OP_REPLY};
 	for (size_t i = 0; i < MS_ARRAY_SIZE(unknown); i++) {
@@ -1680,13 +1672,12 @@ static const struct bad_body {
 	/* 120 */
 	{REP, MS_OP_APPEND_UID, "i32:0 u16:1 i32:0 u64:5 u32:1 u32:7 u64:3",
 	 0},
-	/* 121 */ {REQ, MS_OP_USER_WAIT, "u64:7 u32:3600000", 0},
-	/* 122 */ {REQ, MS_OP_USER_WAIT, "u64:7 u32:3600001", MS_ECORRUPT},
-	/* 123 */ {REQ, MS_OP_USER_WAIT, "u64:7", MS_ETRUNC},
-	/* 124 */ {REQ, MS_OP_USER_WAIT, "u64:7 u32:0 u8:0", MS_ECORRUPT},
-	/* 125 */ {REP, MS_OP_USER_WAIT, "i32:0 u64:8", 0},
-	/* 126 */ {REP, MS_OP_USER_WAIT, "i32:0 u32:8", MS_ETRUNC},
-	/* 127 */ {REP, MS_OP_USER_WAIT, "i32:-13 s:no", 0},
+	/* 121 */ {REQ, MS_OP_USER_WATCH, "", 0},
+	/* 122 */ {REQ, MS_OP_USER_WATCH, "u8:0", MS_ECORRUPT},
+	/* 123 */ {REP, MS_OP_USER_WATCH, "i32:0 u64:8", 0},
+	/* 124 */ {REP, MS_OP_USER_WATCH, "i32:0 u32:8", MS_ETRUNC},
+	/* 125 */ {REP, MS_OP_USER_WATCH, "i32:0 u64:8 u8:0", MS_ECORRUPT},
+	/* 126 */ {REP, MS_OP_USER_WATCH, "i32:-13 s:no", 0},
 };
 
 static void test_bad_bodies(void **state)
