@@ -44,9 +44,16 @@ static void mstore_hello_req(struct mstore_storage *storage,
 }
 
 static void mstore_hello_done(struct mstore_storage *storage,
-			      const struct ms_reply *rep)
+			      const struct ms_reply *rep, bool main_conn)
 {
 	storage->user_id = rep->u.hello.user_id;
+	if (main_conn) {
+		/* the user's change count goes with this connection's
+		   watch only (mstore_chg_refresh) */
+		storage->chg_known = rep->u.hello.version >= 6;
+		storage->chg_epoch = rep->u.hello.changes_epoch;
+		storage->chg_count = rep->u.hello.changes;
+	}
 	if (rep->u.hello.version >= 2) {
 		/* no STATUS needed to know it (mstore_storage_is_standby) */
 		storage->standby =
@@ -65,7 +72,7 @@ static void mstore_hello_failed(struct mstore_storage *storage, int ret,
 }
 
 static int mstore_client_connect(struct mstore_storage *storage,
-				 struct ms_client **client_r)
+				 struct ms_client **client_r, bool main_conn)
 {
 	struct ms_client *c;
 	const char *error;
@@ -87,9 +94,26 @@ static int mstore_client_connect(struct mstore_storage *storage,
 		ms_client_close(&c);
 		return -1;
 	}
-	mstore_hello_done(storage, &rep);
+	mstore_hello_done(storage, &rep, main_conn);
 	*client_r = c;
 	return 0;
+}
+
+/* The connection's watch: a USER_WATCH, whose replies (the user's change
+   count, at once and at every change) recv takes out of the stream
+   wherever they come (ms_client_watch). */
+static void mstore_watch_start(struct mstore_storage *storage)
+{
+	struct ms_req q = { .op = MS_OP_USER_WATCH };
+	const char *error;
+	uint32_t id;
+
+	if (ms_client_send_req(storage->client, &q, &id, &error) < 0) {
+		/* the next request reconnects and reports */
+		mstore_client_disconnect(storage);
+		return;
+	}
+	ms_client_watch(storage->client, id);
 }
 
 void mstore_client_start(struct mstore_storage *storage)
@@ -111,6 +135,9 @@ void mstore_client_start(struct mstore_storage *storage)
 	}
 	storage->client = c;
 	storage->hello_id = id;
+	/* with it: its first reply is read with the HELLO's, or soon
+	   after */
+	mstore_watch_start(storage);
 }
 
 /* Read the reply to the HELLO sent ahead, if one is still due.  On any
@@ -148,7 +175,7 @@ static int mstore_client_hello_finish(struct mstore_storage *storage)
 		mstore_client_disconnect(storage);
 		return 0;
 	}
-	mstore_hello_done(storage, &rep);
+	mstore_hello_done(storage, &rep, TRUE);
 	return 0;
 }
 
@@ -161,9 +188,15 @@ static int mstore_client_ready(struct mstore_storage *storage)
 	}
 	if (storage->client != NULL && mstore_client_hello_finish(storage) < 0)
 		return -1;
-	if (storage->client == NULL &&
-	    mstore_client_connect(storage, &storage->client) < 0)
-		return -1;
+	if (storage->client == NULL) {
+		if (mstore_client_connect(storage, &storage->client,
+					  TRUE) < 0)
+			return -1;
+		if (storage->chg_known)
+			mstore_watch_start(storage);
+		if (storage->client == NULL)
+			return -1;
+	}
 	return 0;
 }
 
@@ -277,6 +310,66 @@ void mstore_client_disconnect(struct mstore_storage *storage)
 	storage->ahead_mbox = NULL;
 	/* a promote may come between two connections */
 	storage->standby_known = FALSE;
+	storage->chg_known = FALSE;
+}
+
+/*
+ * The user's change count (mstored's USER_WATCH, docs/protocol.md): the
+ * connection's watch is answered at once with the count, and again each
+ * time it moves, before the store acknowledges the change to anyone.  So
+ * a reply read on the connection shows every change up to the count the
+ * watch had said before it: mstore_chg_snapshot() right after such a
+ * reply says what the reply is as new as.  mstore_chg_refresh() takes
+ * what the socket holds without waiting: with the watch's first answer
+ * in and nothing after it, nothing of the user changed since the count
+ * it leaves in chg_count.
+ */
+bool mstore_chg_snapshot(struct mstore_storage *storage,
+			 struct mstore_chg *snap_r)
+{
+	int32_t status;
+	uint64_t count;
+
+	i_zero(snap_r);
+	if (storage->client == NULL || !storage->chg_known ||
+	    ms_client_watch_peek(storage->client, &status, &count) != 1 ||
+	    status != 0)
+		return FALSE;
+	snap_r->epoch = storage->chg_epoch;
+	snap_r->count = count;
+	return TRUE;
+}
+
+bool mstore_chg_refresh(struct mstore_storage *storage)
+{
+	const char *error;
+	int32_t status;
+	uint64_t count;
+
+	if (storage->client == NULL)
+		return FALSE;
+	if (storage->hello_id != 0 && mstore_client_hello_finish(storage) < 0) {
+		storage->hello_refused = TRUE; /* the next request says */
+		return FALSE;
+	}
+	/* replies of others in flight would come first: not now */
+	if (storage->client == NULL || !storage->chg_known ||
+	    storage->ahead_id != 0 || storage->prefetch_count > 0)
+		return FALSE;
+	storage->req_seq++; /* a borrowed reply goes */
+	if (ms_client_watch_poll(storage->client, 1, &status, &count,
+				 &error) != 1 || status != 0)
+		return FALSE;
+	storage->chg_count = count;
+	return TRUE;
+}
+
+bool mstore_chg_current(struct mstore_storage *storage,
+			const struct mstore_chg *chg)
+{
+	return storage->chg_known && chg->epoch != 0 &&
+	       chg->epoch == storage->chg_epoch &&
+	       chg->count == storage->chg_count;
 }
 
 bool mstore_storage_is_standby(struct mstore_storage *storage)
@@ -308,7 +401,7 @@ struct ms_client *mstore_client_open_extra(struct mstore_storage *storage)
 {
 	struct ms_client *c;
 
-	if (mstore_client_connect(storage, &c) < 0)
+	if (mstore_client_connect(storage, &c, FALSE) < 0)
 		return NULL;
 	return c;
 }

@@ -232,6 +232,8 @@ static int mstore_mailbox_alloc_index(struct mstore_mailbox *mbox)
 		sizeof(uint64_t));
 	mbox->guid_ext_id = mail_index_ext_register(mbox->box.index,
 		"mstore-guid", sizeof(struct mstore_index_guid), 0, 0);
+	mbox->chg_ext_id = mail_index_ext_register(mbox->box.index,
+		"mstore-chg", sizeof(struct mstore_chg), 0, 0);
 	return 0;
 }
 
@@ -325,9 +327,12 @@ static int mstore_mailbox_open(struct mailbox *box)
 		return -1;
 	if (mstore_mailbox_alloc_index(mbox) < 0)
 		return -1;
-	if (!box->creating && (box->flags & MAILBOX_FLAG_SAVEONLY) == 0) {
+	if (!box->creating && (box->flags & MAILBOX_FLAG_SAVEONLY) == 0 &&
+	    !mstore_chg_refresh(mbox->storage)) {
 		/* the sync below compares the index with this, which
-		   comes back while the index opens (mstore_sync_ask_first) */
+		   comes back while the index opens (mstore_sync_ask_first);
+		   with the user's change count known, the sync can tell
+		   from it whether to ask at all */
 		T_BEGIN {
 			mstore_status_ahead(mbox->storage, mbox,
 					    mstore_box_store_name(box));

@@ -54,6 +54,15 @@ struct mstore_index_guid {
 	uint8_t guid[16];
 };
 
+/* A user's change count as mstored gave it (USER_WATCH): meaningful
+   only with the epoch it came with.  Also the header extension
+   "mstore-chg": the count as of which the index has every change of
+   the store's mailbox (the sync that last pulled it). */
+struct mstore_chg {
+	uint64_t epoch; /* 0: none */
+	uint64_t count;
+};
+
 /* Per-message record extension "mstore-rec". */
 struct mstore_mail_rec {
 	uint8_t guid[16];
@@ -126,6 +135,10 @@ struct mstore_storage {
 	   every mailbox is read-only; known once asked (STATUS) or once a
 	   write was refused with -EROFS, forgotten at a reconnect */
 	bool standby, standby_known;
+	/* the user's change count on client, and the epoch it goes with:
+	   from its HELLO, then from its watch (mstore_chg_refresh) */
+	bool chg_known;
+	uint64_t chg_epoch, chg_count;
 };
 
 struct mstore_idle;
@@ -136,6 +149,11 @@ struct mstore_mailbox {
 	uint32_t hdr_ext_id;
 	uint32_t rec_ext_id;
 	uint32_t guid_ext_id;
+	uint32_t chg_ext_id;
+	/* the count as of which this process found the store with
+	   nothing the index lacks (a sync that asked; not in the index:
+	   only a locked sync writes there) */
+	struct mstore_chg verified;
 	uint64_t mbox_id;
 	/* this process saved into the box: the next sync must pull even if
 	   it is a FAST one, so that the saved UIDs are seen */
@@ -270,6 +288,15 @@ bool mstore_index_ext_get(struct mail_index_view *view, uint32_t ext_id,
    request reads: the round trip overlaps whatever the process does until
    then.  A failure is silent here; the first request reports it. */
 void mstore_client_start(struct mstore_storage *storage);
+/* The user's change count (docs/dovecot-plugin.md, "The user's change
+   count"): as of the reply just read (FALSE: not known); brought up to
+   what the connection holds, without waiting (FALSE: cannot tell now);
+   whether chg is the current count. */
+bool mstore_chg_snapshot(struct mstore_storage *storage,
+			 struct mstore_chg *snap_r);
+bool mstore_chg_refresh(struct mstore_storage *storage);
+bool mstore_chg_current(struct mstore_storage *storage,
+			const struct mstore_chg *chg);
 /* Whether the store refuses writes (a standby): asked once per
    connection with STATUS ("repl.standby"); FALSE if it cannot say. */
 bool mstore_storage_is_standby(struct mstore_storage *storage);

@@ -85,6 +85,10 @@ struct mstore_sync_ctx {
 	const struct ms_reply *pre;
 	uint64_t pre_since;
 	unsigned int pre_seq;
+	struct mstore_chg pre_chg;
+	/* the user's change count as of the reply the pull took the
+	   store's state from (epoch 0: not known); written with it */
+	struct mstore_chg chg;
 	/* the open's MBOX_STATUS named another store mailbox than the one
 	   the index is of (renamed away, another made under the name):
 	   CHANGES, which goes by name, cannot tell; the pull reads it
@@ -534,6 +538,7 @@ static int mstore_sync_read_full(struct mstore_sync_ctx *ctx)
 	q.u.mbox.name = ms_pstr_c(ctx->name);
 	if (mstore_request(ctx->mbox->storage, &q, &rep, NULL) < 0)
 		return -1;
+	(void)mstore_chg_snapshot(ctx->mbox->storage, &ctx->chg);
 	ctx->uid_validity = rep.u.mbox.uidvalidity;
 	ctx->highestmodseq = rep.u.mbox.highestmodseq;
 	ctx->mbox_id = rep.u.mbox.mbox_id;
@@ -562,9 +567,11 @@ static int mstore_sync_read_changes(struct mstore_sync_ctx *ctx,
 	    ctx->pre_seq == ctx->mbox->storage->req_seq) {
 		/* asked just before the lock, from the same point */
 		rep = *ctx->pre;
+		ctx->chg = ctx->pre_chg;
 		status = 0;
 	} else {
 		status = mstore_request_status(ctx->mbox->storage, &q, &rep);
+		(void)mstore_chg_snapshot(ctx->mbox->storage, &ctx->chg);
 	}
 	ctx->pre = NULL;
 	if (status == MS_ESTATE) {
@@ -870,6 +877,20 @@ static void mstore_sync_write_header(struct mstore_sync_ctx *ctx)
 	    memcmp(&new_hdr, &ctx->ext_hdr, sizeof(new_hdr)) != 0)
 		mail_index_update_header_ext(ctx->trans, ctx->mbox->hdr_ext_id,
 					     0, &new_hdr, sizeof(new_hdr));
+	if (ctx->chg.epoch != 0 && !ctx->incomplete) {
+		/* the count as of which the index has all of the store's
+		   mailbox (mstore_sync_ask_first); written only when it
+		   moves: the update is a record in the log */
+		struct mstore_chg old;
+		(void)mstore_index_ext_get(ctx->sync_view,
+					   ctx->mbox->chg_ext_id, &old,
+					   sizeof(old));
+		if (ctx->reset || memcmp(&old, &ctx->chg, sizeof(old)) != 0)
+			mail_index_update_header_ext(ctx->trans,
+				ctx->mbox->chg_ext_id, 0, &ctx->chg,
+				sizeof(ctx->chg));
+		ctx->mbox->verified = ctx->chg;
+	}
 	if (ctx->expunged_any && ctx->box->vsize_hdr_ext_id != 0) {
 		/* the mailbox's vsize summary no longer adds up: drop it,
 		   Dovecot recounts it when asked */
@@ -950,8 +971,12 @@ static int mstore_sync_pull(struct mstore_sync_ctx *ctx, bool full)
 	} else if (ctx->pushed && ctx->push_alone) {
 		/* the store changed by this push alone, which the index
 		   already has: its feed would bring back only our own
-		   changes (for a STORE of 5,000 messages, 5,000 of them) */
+		   changes (for a STORE of 5,000 messages, 5,000 of them).
+		   No count goes with that: a push's reply tells of this
+		   mailbox up to the push, and a count read before it may
+		   be of a change after it in the same flush */
 		ctx->pre = NULL;
+		i_zero(&ctx->chg);
 		ctx->uid_validity = hdr->uid_validity;
 		ctx->highestmodseq = ctx->push_modseq;
 		ctx->mbox_id = ctx->ext_hdr.mbox_id;
@@ -1076,6 +1101,7 @@ static int mstore_sync_ask_first(struct mstore_sync_ctx *ctx,
 	struct mail_index_view *view;
 	struct mstore_index_header ext;
 	struct mstore_index_guid g;
+	struct mstore_chg chg;
 	bool ahead = mstore_status_ahead_take(mbox);
 	bool fresh = mbox->index_fresh;
 
@@ -1087,19 +1113,45 @@ static int mstore_sync_ask_first(struct mstore_sync_ctx *ctx,
 	uint32_t uidv = mail_index_get_header(view)->uid_validity;
 	(void)mstore_index_ext_get(view, mbox->hdr_ext_id, &ext, sizeof(ext));
 	(void)mstore_index_ext_get(view, mbox->guid_ext_id, &g, sizeof(g));
+	(void)mstore_index_ext_get(view, mbox->chg_ext_id, &chg, sizeof(chg));
 	mail_index_view_close(&view);
 	/* a new or rebuilt index, or a GUID to cache: the locked sync
 	   asks for more than CHANGES */
 	if (uidv == 0 || ext.mbox_id == 0 || g.mbox_id != ext.mbox_id ||
 	    guid_128_is_empty(g.guid))
 		return 0;
+	/* nothing of the user changed since the index (or this process)
+	   last found the store with nothing it lacks: nothing to ask */
+	if (!ahead && mstore_chg_refresh(mbox->storage) &&
+	    (mstore_chg_current(mbox->storage, &chg) ||
+	     mstore_chg_current(mbox->storage, &mbox->verified)))
+		return 1;
+	if (!ahead && fresh) {
+		/* an open, with no MBOX_STATUS sent ahead (the count was
+		   to tell): ask it now; CHANGES goes by name and would not
+		   see the mailbox replaced by another of the same name */
+		struct ms_req sq = { .op = MS_OP_MBOX_STATUS };
+		sq.u.mbox.name = ms_pstr_c(ctx->name);
+		int status = mstore_request_status(mbox->storage, &sq, rep);
+		if (status == -1)
+			return -1;
+		if (status != 0)
+			return 0;
+		ahead = TRUE;
+		mbox->ahead_mbox_id = rep->u.mbox.mbox_id;
+		mbox->ahead_uidvalidity = rep->u.mbox.uidvalidity;
+		mbox->ahead_highestmodseq = rep->u.mbox.highestmodseq;
+	}
 	if (ahead) {
 		if (mbox->ahead_mbox_id != ext.mbox_id) {
 			ctx->other_mailbox = TRUE;
 			return 0;
 		}
-		return mbox->ahead_uidvalidity == uidv &&
-		       mbox->ahead_highestmodseq == ext.last_modseq ? 1 : 0;
+		if (mbox->ahead_uidvalidity != uidv ||
+		    mbox->ahead_highestmodseq != ext.last_modseq)
+			return 0;
+		(void)mstore_chg_snapshot(mbox->storage, &mbox->verified);
+		return 1;
 	}
 
 	struct ms_req q = { .op = MS_OP_CHANGES };
@@ -1113,10 +1165,13 @@ static int mstore_sync_ask_first(struct mstore_sync_ctx *ctx,
 	ctx->pre = rep;
 	ctx->pre_since = ext.last_modseq;
 	ctx->pre_seq = mbox->storage->req_seq;
-	return rep->u.changes.uidvalidity == uidv &&
-	       rep->u.changes.highestmodseq == ext.last_modseq &&
-	       rep->u.changes.changes.n == 0 &&
-	       rep->u.changes.expunged.n == 0 ? 1 : 0;
+	(void)mstore_chg_snapshot(mbox->storage, &ctx->pre_chg);
+	if (rep->u.changes.uidvalidity != uidv ||
+	    rep->u.changes.highestmodseq != ext.last_modseq ||
+	    rep->u.changes.changes.n != 0 || rep->u.changes.expunged.n != 0)
+		return 0;
+	mbox->verified = ctx->pre_chg;
+	return 1;
 }
 
 /*

@@ -399,8 +399,10 @@ def test_store_echo_not_pulled(stack):
     before = _ops(stack, "changes")
     typ, data = c.uid("STORE", "3", "+FLAGS", "(\\Seen)")
     assert typ == "OK", data
-    # the pull the broken chain asks for, and the command's own sync
-    assert _ops(stack, "changes")[0] - before[0] == 2
+    # the pull the broken chain asks for; the command's own sync then
+    # asks nothing: the user's change count has not moved since that pull
+    # (its own push counted too)
+    assert _ops(stack, "changes")[0] - before[0] == 1
     assert any(b"UID 2 " in d and b"\\Deleted" in d for d in data
                if isinstance(d, bytes)), data
     shown = _fetch_flags(c)
@@ -817,7 +819,8 @@ def test_list_status_one_listing(stack):
     # local list serves the checks too
     c = stack.imap()
     got, ops = list_status()
-    ops.pop("hello", None)
+    ops.pop("hello", None)        # the login's, with its watch
+    ops.pop("user-watch", None)
     assert got == want and ops == {"mbox-list": 1}, ops
     c.logout()
     m.close()
@@ -985,10 +988,12 @@ def _index_positions(path):
 
 def test_select_one_request_index_current(stack):
     """A SELECT of a mailbox an earlier session opened asks the store
-    one thing, MBOX_STATUS, sent before the index opens (CHANGES only
-    when the store has something new): whether the store is a standby
-    comes with HELLO, the mailbox GUID the list index wants is cached in
-    the index.
+    nothing when nothing of the user changed since that session's sync
+    (the user's change count from the session's USER_WATCH equals the
+    one its index recorded), and MBOX_STATUS when something did (CHANGES
+    too when it is this mailbox): whether the store is a standby comes
+    with HELLO, the mailbox GUID the list index wants is cached in the
+    index.
     And after dovecot.index.log rotates, the next sync writes
     dovecot.index with a modseq header that has caught up with its log
     position: a lagging one makes every open walk every message's
@@ -1016,7 +1021,9 @@ def test_select_one_request_index_current(stack):
         # it, on a loaded machine
         deadline = time.time() + 10
         s1 = m.stats()
-        while s1["ops.op.hello"] == s0["ops.op.hello"] and \
+        while (s1["ops.op.hello"] == s0["ops.op.hello"] or
+               s1.get("ops.op.user-watch", 0) ==
+               s0.get("ops.op.user-watch", 0)) and \
                 time.time() < deadline:
             time.sleep(0.05)
             s1 = m.stats()
@@ -1029,11 +1036,20 @@ def test_select_one_request_index_current(stack):
 
     ops, ops0 = {}, {}
     with_select, login_only = requests(True, ops), requests(False, ops0)
-    assert with_select - login_only == 1, (ops, ops0)
-    assert ops == {"hello": 1, "mbox-status": 1}, ops
-    # a login alone says HELLO and nothing more: the folder list is
-    # asked for by the first listing (or a mailbox not found here)
-    assert requests(False) == 1
+    assert with_select == login_only, (ops, ops0)
+    assert ops == {"hello": 1, "user-watch": 1}, ops
+    # a login alone says HELLO and starts its watch, nothing more: the
+    # folder list is asked for by the first listing (or a mailbox not
+    # found here)
+    assert requests(False) == 2
+    # a change elsewhere of the user: the count moved, MBOX_STATUS
+    # finds this mailbox as it was
+    c = stack.imap()
+    ok(c.create("Other"))
+    c.logout()
+    ops = {}
+    requests(True, ops)
+    assert ops == {"hello": 1, "user-watch": 1, "mbox-status": 1}, ops
     # rotate the index log at the next sync (doveadm's settings only)
     idx = os.path.join(stack.index_dir("alice"), "mailboxes", "INBOX",
                        "mstore-box", "dovecot.index")
@@ -1069,6 +1085,66 @@ def test_select_one_request_index_current(stack):
     assert s1["ops.op.changes"] - s0["ops.op.changes"] == 1
     assert s1["ops.op.mbox-status"] - s0["ops.op.mbox-status"] == 1
     m.close()
+
+
+def test_user_watch_skips_only_unchanged(stack):
+    """A sync asks the store nothing while the user's change count (its
+    connection's USER_WATCH) is the one its index recorded, and sees every
+    change made from any other side: 20 rounds of a change (a delivery,
+    a flag or an expunge by another client of the store, a new folder)
+    each followed at once by a SELECT in a session logged in before it,
+    and by a NOOP in a session that has the folder selected.  A NOOP or
+    a re-SELECT with nothing changed asks nothing.  After mstored
+    restarts (a new epoch: the recorded counts mean nothing) the next
+    SELECT asks again and is right."""
+    import msproto
+    stack.deliver("alice", "INBOX", MSG)
+    sel = stack.imap()
+    assert sel.select("INBOX")[1] == [b"1"]
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    # nothing changed: a NOOP and a SELECT again ask nothing
+    before = _ops(stack, "changes", "mbox-status")
+    ok(sel.noop())
+    assert sel.select("INBOX")[1] == [b"1"]
+    assert _ops(stack, "changes", "mbox-status") == before
+    n = 1
+    for i in range(20):
+        c = stack.imap()  # logged in, and synced, before the change
+        assert c.select("INBOX")[1] == [str(n).encode()]
+        kind = i % 4
+        if kind == 0:
+            stack.deliver("alice", "INBOX", MSG)
+            n += 1
+        elif kind == 1:
+            m.store("INBOX", [(1, 1)], 0 if i % 8 == 1 else 1, 4)
+        elif kind == 2:
+            stack.deliver("alice", "INBOX", MSG)
+            uid = m.mbox_status("INBOX")["uidnext"] - 1
+            m.expunge("INBOX", [(uid, uid)])
+        else:
+            ok(stack.imap().create("F%d" % i))
+        # each first, before the other's sync can bring the change into
+        # the index they share
+        if i % 2:
+            typ, data = c.select("INBOX")
+            assert typ == "OK" and data == [str(n).encode()], (i, data)
+        ok(sel.noop())
+        sel.untagged_responses.clear()  # what the NOOP said
+        shown = _fetch_flags(sel)
+        assert len(shown) == n, (i, shown)
+        want = {u: sorted(f) for u, (f, _) in shown.items()}
+        assert stack.store_view("alice", "INBOX") == want, i
+        if i % 2 == 0:
+            typ, data = c.select("INBOX")
+            assert typ == "OK" and data == [str(n).encode()], (i, data)
+        c.logout()
+    m.close()
+    stack.kill_mstored()
+    stack.start_mstored()
+    stack.deliver("alice", "INBOX", MSG)
+    c = stack.imap()
+    assert c.select("INBOX")[1] == [str(n + 1).encode()]
+    c.logout()
 
 
 def test_sync_without_changes_takes_no_index_lock(stack):
