@@ -825,6 +825,16 @@ static uint32_t mstore_list_ext_id(struct mail_index *list_index)
 				       sizeof(uint64_t));
 }
 
+/* Record extension "mstore-lchg": the user's change count as of which
+   the mailbox's index had every change of the store's mailbox when the
+   list index took its STATUS (struct mstore_chg; epoch 0: not known). */
+static uint32_t mstore_list_chg_ext_id(struct mail_index *list_index)
+{
+	return mail_index_ext_register(list_index, "mstore-lchg", 0,
+				       sizeof(struct mstore_chg),
+				       sizeof(uint64_t));
+}
+
 /*
  * Whether the list index's cached STATUS of a mailbox may be out of date
  * (1) or may answer a STATUS without opening the mailbox (0).  Dovecot's
@@ -866,6 +876,17 @@ mstore_list_index_has_changed(struct mailbox *box,
 		*reason_r = "mstore: no store state with the cached status";
 		return 1;
 	}
+	/* nothing of the user changed since: nothing to ask */
+	mail_index_lookup_ext(list_view, seq,
+		mstore_list_chg_ext_id(mail_index_view_get_index(list_view)),
+		&data, &expunged);
+	if (data != NULL && !expunged) {
+		struct mstore_chg chg;
+		memcpy(&chg, data, sizeof(chg));
+		if (chg.epoch != 0 && mstore_chg_refresh(mbox->storage) &&
+		    mstore_chg_current(mbox->storage, &chg))
+			return 0;
+	}
 	T_BEGIN {
 		ret = mstore_store_state(mbox, mstore_box_store_name(box),
 					 &state);
@@ -896,8 +917,9 @@ mstore_list_index_update_sync(struct mailbox *box,
 	struct mail_index *list_index;
 	struct mstore_index_header ext;
 	struct mstore_list_rec rec;
-	const void *old;
-	uint32_t ext_id;
+	struct mstore_chg chg;
+	const void *old, *old_chg;
+	uint32_t ext_id, chg_ext_id;
 	bool expunged;
 
 	index_storage_list_index_update_sync(box, trans, seq);
@@ -912,6 +934,7 @@ mstore_list_index_update_sync(struct mailbox *box,
 	/* the index as the list index's status was read from it: its
 	   latest state, not the mailbox's view */
 	i_zero(&rec);
+	i_zero(&chg);
 	view = mail_index_view_open(box->index);
 	uint32_t uidvalidity = mail_index_get_header(view)->uid_validity;
 	if (mstore_index_ext_get(view, mbox->hdr_ext_id, &ext, sizeof(ext)) &&
@@ -919,10 +942,24 @@ mstore_list_index_update_sync(struct mailbox *box,
 		rec.mbox_id = ext.mbox_id;
 		rec.modseq = ext.last_modseq;
 		rec.uidvalidity = uidvalidity;
+		/* the count the index is as new as: its own, or the newer
+		   one this process found the store with nothing the index
+		   lacked at (an index only takes more from the store, or
+		   is rebuilt from it whole) */
+		(void)mstore_index_ext_get(view, mbox->chg_ext_id, &chg,
+					   sizeof(chg));
+		if (mbox->verified.epoch != 0 &&
+		    (chg.epoch != mbox->verified.epoch ||
+		     chg.count < mbox->verified.count))
+			chg = mbox->verified;
 	}
 	mail_index_view_close(&view);
 	if (old == NULL || memcmp(old, &rec, sizeof(rec)) != 0)
 		mail_index_update_ext(trans, seq, ext_id, &rec, NULL);
+	chg_ext_id = mstore_list_chg_ext_id(list_index);
+	mail_index_lookup_ext(list_view, seq, chg_ext_id, &old_chg, &expunged);
+	if (old_chg == NULL || memcmp(old_chg, &chg, sizeof(chg)) != 0)
+		mail_index_update_ext(trans, seq, chg_ext_id, &chg, NULL);
 }
 
 /* A standby store (the DR site) serves reads only: Dovecot then selects
