@@ -181,6 +181,9 @@ static void mstore_storage_destroy(struct mail_storage *_storage)
 
 	mstore_client_disconnect(storage);
 	pool_unref(&storage->snap_pool);
+	if (hash_table_is_created(storage->list_checked))
+		hash_table_destroy(&storage->list_checked);
+	pool_unref(&storage->list_checked_pool);
 	index_storage_destroy(_storage);
 }
 
@@ -744,6 +747,7 @@ static void mstore_snap_age(struct mstore_storage *storage)
 	storage->snap_run = ioloop_timeval;
 	storage->snap_checks = 0;
 	storage->snap_valid = FALSE;
+	i_zero(&storage->snap_chg);
 	pool_unref(&storage->snap_pool);
 }
 
@@ -762,6 +766,7 @@ static int mstore_snap_take(struct mail_namespace *ns)
 	p_array_init(&storage->snap, storage->snap_pool, 64);
 	if (mstore_store_mboxes(ns, storage->snap_pool, &storage->snap) < 0)
 		return -1;
+	(void)mstore_chg_snapshot(storage, &storage->snap_chg);
 	array_sort(&storage->snap, mstore_store_mbox_cmp);
 	storage->snap_valid = TRUE;
 	return 0;
@@ -772,7 +777,8 @@ static int mstore_snap_take(struct mail_namespace *ns)
    second check), or one MBOX_STATUS.  1: found; 0: the store has no
    such mailbox; -1: the store did not say. */
 static int mstore_store_state(struct mstore_mailbox *mbox, const char *name,
-			      struct mstore_store_mbox *state_r)
+			      struct mstore_store_mbox *state_r,
+			      struct mstore_chg *chg_r)
 {
 	struct mstore_storage *storage = mbox->storage;
 	struct ms_req q = { .op = MS_OP_MBOX_STATUS };
@@ -792,10 +798,12 @@ static int mstore_store_state(struct mstore_mailbox *mbox, const char *name,
 		if (b == NULL)
 			return 0;
 		*state_r = *b;
+		*chg_r = storage->snap_chg;
 		return 1;
 	}
 	q.u.mbox.name = ms_pstr_c(name);
 	ret = mstore_request_status(storage, &q, &rep);
+	(void)mstore_chg_snapshot(storage, chg_r);
 	if (ret == MS_ENOTFOUND)
 		return 0;
 	if (ret != 0)
@@ -876,21 +884,29 @@ mstore_list_index_has_changed(struct mailbox *box,
 		*reason_r = "mstore: no store state with the cached status";
 		return 1;
 	}
-	/* nothing of the user changed since: nothing to ask */
+	/* nothing of the user changed since the record was written, or
+	   since this process last found the store as it says: nothing to
+	   ask */
+	struct mstore_storage *storage = mbox->storage;
+	const char *name = mstore_box_store_name(box);
+	struct mstore_chg chg, *checked = NULL;
+	char *key;
 	mail_index_lookup_ext(list_view, seq,
 		mstore_list_chg_ext_id(mail_index_view_get_index(list_view)),
 		&data, &expunged);
-	if (data != NULL && !expunged) {
-		struct mstore_chg chg;
+	i_zero(&chg);
+	if (data != NULL && !expunged)
 		memcpy(&chg, data, sizeof(chg));
-		if (chg.epoch != 0 && mstore_chg_refresh(mbox->storage) &&
-		    mstore_chg_current(mbox->storage, &chg))
-			return 0;
-	}
-	T_BEGIN {
-		ret = mstore_store_state(mbox, mstore_box_store_name(box),
-					 &state);
-	} T_END;
+	if (hash_table_is_created(storage->list_checked) &&
+	    !hash_table_lookup_full(storage->list_checked, name, &key,
+				    &checked))
+		checked = NULL;
+	if ((chg.epoch != 0 || checked != NULL) &&
+	    mstore_chg_refresh(storage) &&
+	    (mstore_chg_current(storage, &chg) ||
+	     (checked != NULL && mstore_chg_current(storage, checked))))
+		return 0;
+	ret = mstore_store_state(mbox, name, &state, &chg);
 	if (ret <= 0) {
 		*reason_r = ret == 0 ? "mstore: not in the store" :
 			"mstore: the store did not say";
@@ -901,6 +917,23 @@ mstore_list_index_has_changed(struct mailbox *box,
 	    state.highestmodseq != rec.modseq) {
 		*reason_r = "mstore: the mailbox changed in the store";
 		return 1;
+	}
+	if (chg.epoch != 0) {
+		if (checked == NULL) {
+			if (!hash_table_is_created(storage->list_checked)) {
+				storage->list_checked_pool =
+					pool_alloconly_create(
+						"mstore list checks", 1024);
+				hash_table_create(&storage->list_checked,
+						  storage->list_checked_pool,
+						  0, str_hash, strcmp);
+			}
+			key = p_strdup(storage->list_checked_pool, name);
+			checked = p_new(storage->list_checked_pool,
+					struct mstore_chg, 1);
+			hash_table_insert(storage->list_checked, key, checked);
+		}
+		*checked = chg;
 	}
 	return 0;
 }

@@ -15,6 +15,7 @@
 #ifndef MSTORE_STORAGE_H
 #define MSTORE_STORAGE_H
 
+#include "hash.h"
 #include "index-storage.h"
 #include "index-mail.h"
 #include "mailbox-list-private.h"
@@ -131,6 +132,14 @@ struct mstore_storage {
 	bool snap_valid;
 	pool_t snap_pool;
 	ARRAY_TYPE(mstore_store_mbox) snap;
+	/* the user's change count as of that list */
+	struct mstore_chg snap_chg;
+	/* per mailbox name, the count as of which the store was found as
+	   the list index's record says (a check that asked the store; the
+	   check cannot write the list index): that record holds while the
+	   count has not moved since */
+	HASH_TABLE(char *, struct mstore_chg *) list_checked;
+	pool_t list_checked_pool;
 	/* the store is a standby mstored (the DR site before promote):
 	   every mailbox is read-only; known once asked (STATUS) or once a
 	   write was refused with -EROFS, forgotten at a reconnect */
