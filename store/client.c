@@ -341,8 +341,12 @@ int ms_client_request(struct ms_client *c, const struct ms_req *q,
 	const uint8_t *body = NULL;
 	size_t len = 0;
 	uint32_t id;
-	int ret = ms_client_send_req(c, q, &id, error_r);
+	int ret;
 
+	/* not a decoded reply until one is (callers tell the store's
+	   answer from a failure of ours by it) */
+	rep_r->op = 0;
+	ret = ms_client_send_req(c, q, &id, error_r);
 	if (ret == -EPIPE || ret == -ECONNRESET) {
 		/* the server hung up; it may have said why (a refused
 		   connection gets one error frame with id 0) */
