@@ -128,16 +128,29 @@ void mstore_client_start(struct mstore_storage *storage)
 	if (ms_client_connect(storage->socket_path, MSTORE_TIMEOUT_MSECS,
 			      &c, &error) < 0)
 		return; /* the first request connects again and says why */
+	/* HELLO and the watch in one write: mstored reads them together
+	   and answers both in one turn */
+	struct ms_req wq = { .op = MS_OP_USER_WATCH };
+	struct ms_buf b;
+	uint32_t wid;
+	int ret;
 	mstore_hello_req(storage, &q);
-	if (ms_client_send_req(c, &q, &id, &error) < 0) {
+	id = ms_client_id(c);
+	wid = ms_client_id(c);
+	ms_buf_init(&b, MS_PROTO_MAX_FRAME_LIMIT);
+	ret = ms_req_encode(&b, id, &q, &error);
+	if (ret == 0)
+		ret = ms_req_encode(&b, wid, &wq, &error);
+	if (ret == 0)
+		ret = ms_client_send(c, b.data, b.len);
+	ms_buf_free(&b);
+	if (ret < 0) {
 		ms_client_close(&c);
 		return;
 	}
 	storage->client = c;
 	storage->hello_id = id;
-	/* with it: its first reply is read with the HELLO's, or soon
-	   after */
-	mstore_watch_start(storage);
+	ms_client_watch(c, wid);
 }
 
 /* Read the reply to the HELLO sent ahead, if one is still due.  On any
@@ -357,7 +370,9 @@ bool mstore_chg_refresh(struct mstore_storage *storage)
 	    storage->ahead_id != 0 || storage->prefetch_count > 0)
 		return FALSE;
 	storage->req_seq++; /* a borrowed reply goes */
-	if (ms_client_watch_poll(storage->client, 1, &status, &count,
+	/* the watch's first reply comes right behind the HELLO's: waited
+	   for if it is not in yet */
+	if (ms_client_watch_poll(storage->client, 2, &status, &count,
 				 &error) != 1 || status != 0)
 		return FALSE;
 	storage->chg_count = count;

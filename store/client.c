@@ -209,9 +209,9 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 			*error_r = "other replies are unread, or a part of one";
 			return -EBUSY;
 		}
-		if (read_once || !do_read)
-			break;
-		if (c->watch_id == 0)
+		/* 2: until its first reply is in */
+		if (!do_read || c->watch_id == 0 ||
+		    (read_once && (do_read != 2 || c->watch_seen)))
 			break;
 		if (ms_buf_reserve(&c->in, MS_CLIENT_READ_MIN) < 0) {
 			*error_r = "out of memory";
@@ -222,8 +222,19 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 			n = recv(c->fd, c->in.data + c->in.len,
 				 MS_CLIENT_READ_MIN, MSG_DONTWAIT);
 		while (n < 0 && errno == EINTR);
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			break;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (do_read != 2 || c->watch_seen)
+				break;
+			int ret = wait_fd(c, POLLIN);
+			if (ret < 0) {
+				*error_r = ret == -ETIMEDOUT
+						   ? "server timed out"
+						   : ms_errf("poll: %s",
+							     strerror(-ret));
+				return ret;
+			}
+			continue;
+		}
 		if (n < 0) {
 			*error_r = ms_errf("recv: %s", strerror(errno));
 			return -errno;

@@ -44,8 +44,9 @@ int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
  * ms_client_watch_peek() says what recv has kept, touching nothing: 1
  * (a reply came: the last one's status and count), 0 (none yet), or
  * -ENOENT (no watch).  ms_client_watch_poll() first takes the watch's
- * replies the buffer holds and, with do_read, what the socket holds
- * without waiting, then answers the same; or a negative error: the
+ * replies the buffer holds and, with do_read 1, what the socket holds
+ * without waiting (2: and, if the watch's first reply has not come yet,
+ * waits for it, with the timeout), then answers the same; or a negative error: the
  * connection failed, or a reply to another request (or part of a
  * frame) is there unread, so that it cannot be told now (-EBUSY).  Like
  * a recv, it lets go of the frame the last recv handed out.  A watch

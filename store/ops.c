@@ -3291,9 +3291,11 @@ static int op_user_watch(struct ms_ops *ops, struct ms_conn *c,
 	}
 	struct ms_reply rep = { .op = MS_OP_USER_WATCH };
 	rep.u.user_changes = user_changes(ops, s->user_id);
-	reply_now(c, id, &rep);
 	s->watching = 1;
 	wait_park(ops, c, s, id, s->user_id | WAIT_USER_KEY, UINT64_MAX);
+	/* last: a send that fails drops the connection, and the session
+	   (with the watch just parked) goes with it */
+	reply_now(c, id, &rep);
 	return 0;
 }
 

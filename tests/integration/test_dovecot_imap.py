@@ -1043,9 +1043,7 @@ def test_select_one_request_index_current(stack):
         # it, on a loaded machine
         deadline = time.time() + 10
         s1 = m.stats()
-        while (s1["ops.op.hello"] == s0["ops.op.hello"] or
-               s1.get("ops.op.user-watch", 0) ==
-               s0.get("ops.op.user-watch", 0)) and \
+        while s1["ops.op.hello"] == s0["ops.op.hello"] and \
                 time.time() < deadline:
             time.sleep(0.05)
             s1 = m.stats()
@@ -1057,13 +1055,16 @@ def test_select_one_request_index_current(stack):
         return sum(delta.values())
 
     ops, ops0 = {}, {}
-    with_select, login_only = requests(True, ops), requests(False, ops0)
-    assert with_select == login_only, (ops, ops0)
+    requests(True, ops)
+    requests(False, ops0)
     assert ops == {"hello": 1, "user-watch": 1}, ops
     # a login alone says HELLO and starts its watch, nothing more: the
     # folder list is asked for by the first listing (or a mailbox not
-    # found here)
-    assert requests(False) == 2
+    # found here).  The watch goes out right behind the HELLO, and a
+    # session that ends at once may be gone before mstored reads it
+    # (its connection reset with the HELLO's reply unread)
+    assert ops0.get("hello") == 1 and \
+        set(ops0) <= {"hello", "user-watch"}, ops0
     # a change elsewhere of the user: the count moved, MBOX_STATUS
     # finds this mailbox as it was
     c = stack.imap()

@@ -224,6 +224,7 @@ static int peer(int lfd, enum script s)
 			struct { uint32_t id; uint64_t count; } f[2];
 			int n, cut;
 		} steps[] = {
+			{ { { 5, 44 } }, 1, 0 },	/* 100 ms late */
 			{ { { 5, 45 }, { 7, 0 } }, 2, 0 },
 			{ { { 8, 0 } }, 1, 0 },
 			{ { { 5, 46 } }, 1, 0 },
@@ -234,6 +235,8 @@ static int peer(int lfd, enum script s)
 			struct ms_buf out;
 			if (read_all(fd, f, 16) < 0)
 				return 3;
+			if (i == 0)
+				sleep_ms(100);
 			ms_buf_init(&out, 0);
 			for (int k = 0; k < steps[i].n; k++) {
 				uint32_t id = steps[i].f[k].id;
@@ -559,6 +562,17 @@ static void test_watch_replies(void **state)
 	assert_int_equal(ms_client_watch_peek(c, &st, &chg), -ENOENT);
 	ms_client_watch(c, 5);
 	assert_int_equal(ms_client_watch_peek(c, &st, &chg), 0);
+	/* do_read 2: the first reply waited for */
+	send_ping(c);
+	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), 0);
+	uint64_t t0 = now_ms();
+	assert_int_equal(ms_client_watch_poll(c, 2, &st, &chg, &err), 1);
+	assert_true(now_ms() - t0 >= 50);
+	assert_int_equal(chg, 44);
+	/* once it came, 2 reads what is there and does not wait */
+	t0 = now_ms();
+	assert_int_equal(ms_client_watch_poll(c, 2, &st, &chg, &err), 1);
+	assert_true(now_ms() - t0 < 50);
 	send_ping(c);
 	(void)recv_ok(c, 7, sizeof(rep_body), 0, 1000);
 	assert_int_equal(ms_client_watch_peek(c, &st, &chg), 1);

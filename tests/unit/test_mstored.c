@@ -1641,6 +1641,33 @@ static void test_user_watch(void **state)
 	assert_true(uw_now(a[1]) == known);
 	struct ms_client *adm = msd_connect(&d, NULL);
 	assert_int_equal(msd_req(adm, &q, &rep), -EACCES);
+	/* a USER_WATCH whose first reply cannot be sent (the client shut
+	   its reading side after HELLO): the send drops the connection and
+	   its session; the watch is parked before that reply, not after
+	   (a use after free under ASan otherwise) */
+	for (int i = 0; i < 20; i++) {
+		struct ms_buf fb;
+		struct ms_req hq = { .op = MS_OP_HELLO };
+		struct ms_req wq = { .op = MS_OP_USER_WATCH };
+		int fd = raw_connect(&d);
+		const char *werr = "";
+		hq.u.hello.version = MS_PROTO_VERSION;
+		hq.u.hello.user = MS_PSTR("uwa");
+		ms_buf_init(&fb, 0);
+		raw_call(fd, &hq, &fb, &rep);
+		assert_int_equal(rep.status, 0);
+		assert_int_equal(shutdown(fd, SHUT_RD), 0);
+		ms_buf_reset(&fb);
+		assert_int_equal(ms_req_encode(&fb, 2, &wq, &werr), 0);
+		assert_int_equal(send(fd, fb.data, fb.len, MSG_NOSIGNAL),
+				 (ssize_t)fb.len);
+		ms_buf_free(&fb);
+		/* answered (or not) by the time a request behind it is */
+		assert_int_equal(msd_append1(w, "INBOX", "x", 1, 0).status, 0);
+		close(fd);
+	}
+	assert_int_equal(msd_append1(w, "INBOX", "alive", 5, 0).status, 0);
+	known = uw_now(a[1]);
 	/* a watcher that goes while a change is due to it, and the others
 	   still told */
 	ms_client_close(&a[0]);
