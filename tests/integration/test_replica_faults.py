@@ -165,7 +165,7 @@ def test_link_cut_bitflip_replay(tmp_path):
         assert proxy.flips == 1
         assert "does not open" in pair.log("recv")
         # a frame replayed: refused the same way
-        proxy.replay_next = 4
+        proxy.replay_next = 1
         proxy.cut()
         assert pair.deliver(80, seed=4, size=3000) == 80
         check_identical(pair)
