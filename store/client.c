@@ -139,6 +139,17 @@ int ms_client_send(struct ms_client *c, const void *buf, size_t len)
 	return 0;
 }
 
+/* Wait (with the timeout) until the socket has something to read. */
+static int wait_readable(struct ms_client *c, const char **error_r)
+{
+	int ret = wait_fd(c, POLLIN);
+	if (ret < 0)
+		*error_r = ret == -ETIMEDOUT
+				   ? "server timed out"
+				   : ms_errf("poll: %s", strerror(-ret));
+	return ret;
+}
+
 /* A frame of the watch, whole at p: noted and passed over. */
 static void watch_take(struct ms_client *c, const struct ms_proto_hdr *h,
 		       const uint8_t *p, size_t flen)
@@ -225,14 +236,9 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			if (do_read != 2 || c->watch_seen)
 				break;
-			int ret = wait_fd(c, POLLIN);
-			if (ret < 0) {
-				*error_r = ret == -ETIMEDOUT
-						   ? "server timed out"
-						   : ms_errf("poll: %s",
-							     strerror(-ret));
+			int ret = wait_readable(c, error_r);
+			if (ret < 0)
 				return ret;
-			}
 			continue;
 		}
 		if (n < 0) {
@@ -306,13 +312,8 @@ int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 		ssize_t n = recv(c->fd, c->in.data + c->in.len, room,
 				 MSG_DONTWAIT);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if ((ret = wait_fd(c, POLLIN)) < 0) {
-				*error_r = ret == -ETIMEDOUT
-						   ? "server timed out"
-						   : ms_errf("poll: %s",
-							     strerror(-ret));
+			if ((ret = wait_readable(c, error_r)) < 0)
 				return ret;
-			}
 			continue;
 		}
 		if (n < 0) {
