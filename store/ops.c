@@ -127,6 +127,9 @@ struct waiter {			/* a WAIT or USER_WATCH request ("WAIT" below) */
 	struct waiter *s_next, **s_pprev;	/* its session's */
 };
 
+/* a USER_WATCH's key in the WAIT map: its user id with this bit */
+#define WAIT_USER_KEY ((uint64_t)1 << 63)
+
 struct upend {			/* quota use in flight per user */
 	uint64_t bytes, msgs;
 };
@@ -217,6 +220,7 @@ struct ms_ops {
 	   ("WAIT") */
 	struct ms_u64map waits;
 	size_t nwaiters;
+	size_t nwatches;	/* the USER_WATCHes among them */
 	uint64_t wait_next_ms;	/* no deadline comes before it */
 	uint64_t *touched;	/* mailboxes changed in this turn */
 	size_t ntouched, captouched;
@@ -524,7 +528,7 @@ static void apply_record(void *ctx, const struct ms_rec_hdr *h,
 	if ((h->type == MS_REC_PLACE || h->type == MS_REC_FLAGS ||
 	     h->type == MS_REC_EXPUNGE || h->type == MS_REC_MBOX_DELETE ||
 	     h->type == MS_REC_MBOX_RENAME || h->type == MS_REC_MBOX_UPDATE) &&
-	    h->len >= 16 && ops->nwaiters > 0) {
+	    h->len >= 16 && ops->nwaiters > ops->nwatches) {
 		if (ops->ntouched == ops->captouched) {
 			ops->captouched = ops->captouched ? ops->captouched * 2
 							  : 64;
@@ -969,7 +973,8 @@ static int op_status(struct ms_ops *ops, struct ms_conn *c, uint32_t id)
 		{ MS_PSTR("ops.body_chunks"), ops->n_body_chunks },
 		{ MS_PSTR("ops.body_chunks_from_file"), ops->n_body_chunks_file },
 		{ MS_PSTR("ops.session_body_bytes"), ops->body_held },
-		{ MS_PSTR("ops.waits"), ops->nwaiters },
+		{ MS_PSTR("ops.waits"), ops->nwaiters - ops->nwatches },
+		{ MS_PSTR("ops.user_watches"), ops->nwatches },
 		{ MS_PSTR("scrub.records"), ops->scrub.records },
 		{ MS_PSTR("scrub.bytes"), ops->scrub.bytes },
 		{ MS_PSTR("scrub.healed"), ops->scrub.healed },
@@ -3132,6 +3137,8 @@ static void wait_unlink(struct ms_ops *ops, struct waiter *w)
 	if (w->due)
 		uwake_unlink(ops, w);
 	ops->nwaiters--;
+	if ((w->mbox_id & WAIT_USER_KEY) != 0)
+		ops->nwatches--;
 }
 
 static void wait_free(struct waiter *w)
@@ -3190,7 +3197,6 @@ static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
  * that learns of a change by any path finds the new count already on
  * its watch's connection.
  */
-#define WAIT_USER_KEY ((uint64_t)1 << 63)
 #define CHG_USERS_MAX ((size_t)1 << 20)
 _Static_assert(sizeof(void *) >= sizeof(uint64_t),
 	       "chg_users keeps a count in a pointer");
@@ -3316,6 +3322,8 @@ static void wait_park(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		s->waits->s_pprev = &w->s_next;
 	w->s_pprev = &s->waits;
 	s->waits = w;
+	if ((key & WAIT_USER_KEY) != 0)
+		ops->nwatches++;
 	if (ops->nwaiters++ == 0 || w->deadline_ms < ops->wait_next_ms)
 		ops->wait_next_ms = w->deadline_ms;
 }
@@ -4279,7 +4287,9 @@ void ms_ops_tick(struct ms_ops *ops)
 		reply_settled(ops, r);
 	}
 	idx_settle(ops, 0);
-	if (ops->nwaiters > 0)
+	/* WAITs only: a USER_WATCH is answered by uwake_send, and has no
+	   deadline */
+	if (ops->nwaiters > ops->nwatches)
 		wake_waiters(ops);
 	ops->ntouched = 0;
 	repl_tick(ops);

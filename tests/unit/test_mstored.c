@@ -1570,6 +1570,9 @@ static void test_user_watch(void **state)
 		assert_true(e2 == epoch);
 		assert_true(uw_watch(a[i]) == c0);
 	}
+	/* counted apart from IDLE's WAITs (whose walk they stay out of) */
+	assert_int_equal(msd_counter(w, "ops.user_watches"), WATCHERS);
+	assert_int_equal(msd_counter(w, "ops.waits"), 0);
 	uint64_t known = c0;
 	uint32_t last_uid = 0;
 	for (int round = 0; round < 60; round++) {
@@ -1675,6 +1678,7 @@ static void test_user_watch(void **state)
 	assert_true(uw_now(a[WATCHERS - 1]) > known);
 	for (int i = 1; i < WATCHERS; i++)
 		ms_client_close(&a[i]);
+	assert_int_equal(counter_wait(w, "ops.user_watches", 0), 0);
 	ms_client_close(&x);
 	ms_client_close(&adm);
 	ms_client_close(&b);
