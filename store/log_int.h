@@ -90,6 +90,8 @@ struct ms_log {
 	   has not seen yet, oldest first */
 	int defer_apply;
 	struct ms_log_batch *applyq_first, *applyq_last;
+	/* the scrub's read windows, one per copy (log.c, scrub_from) */
+	struct ms_buf scrub_win[MS_IO_COPIES];
 };
 
 void ms_log_copy_fail(struct ms_log *log, int c, int err, const char *what);
