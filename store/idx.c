@@ -1634,7 +1634,11 @@ static int apply_place(struct ms_idx_txn *t, struct ms_pos pos, uint64_t seq,
 		return ret;
 	be64(k, e->mbox_id);
 	be32(k + 8, e->uid);
-	for (int db = DB_MSGS; db <= DB_EXPUNGED; db++) {
+	/* every uid placed (present or expunged) is below uidnext, which
+	   never goes back: a uid at or above it (every new message) is in
+	   neither table, and only one below it needs looking for */
+	for (int db = DB_MSGS; db <= DB_EXPUNGED && e->uid < mb.m.uidnext;
+	     db++) {
 		ret = db_get(t->rd.txn, t->idx, db, k, 12, &v, &t->err);
 		if (ret == 0)
 			return anomaly(t, "mailbox %llu uid %u %s",
