@@ -25,7 +25,9 @@
  */
 #include "lib.h"
 #include "buffer.h"
+#include "array.h"
 #include "mail-storage-private.h"
+#include "mail-user.h"
 #include "mstore-storage.h"
 
 #include <errno.h>
@@ -33,14 +35,19 @@
 #include "client.h"
 #include "ms.h"
 
-static void mstore_hello_req(struct mstore_storage *storage,
-			     struct ms_req *q)
+static void mstore_hello_req_as(const char *user, struct ms_req *q)
 {
 	i_zero(q);
 	q->op = MS_OP_HELLO;
 	q->u.hello.version = MS_PROTO_VERSION;
 	q->u.hello.role = MS_ROLE_USER;
-	q->u.hello.user = ms_pstr_c(storage->storage.user->username);
+	q->u.hello.user = ms_pstr_c(user);
+}
+
+static void mstore_hello_req(struct mstore_storage *storage,
+			     struct ms_req *q)
+{
+	mstore_hello_req_as(storage->storage.user->username, q);
 }
 
 static void mstore_hello_done(struct mstore_storage *storage,
@@ -116,25 +123,22 @@ static void mstore_watch_start(struct mstore_storage *storage)
 	ms_client_watch(storage->client, id);
 }
 
-void mstore_client_start(struct mstore_storage *storage)
+/* Connect to path and send HELLO as user and the watch, in one write
+   (mstored reads them together and answers both in one turn), without
+   waiting: the first request reads the replies. */
+static int mstore_client_open(const char *path, const char *user,
+			      struct ms_client **c_r, uint32_t *hello_id_r)
 {
+	struct ms_req q, wq = { .op = MS_OP_USER_WATCH };
 	struct ms_client *c;
-	struct ms_req q;
-	const char *error;
-	uint32_t id;
-
-	if (storage->client != NULL)
-		return;
-	if (ms_client_connect(storage->socket_path, MSTORE_TIMEOUT_MSECS,
-			      &c, &error) < 0)
-		return; /* the first request connects again and says why */
-	/* HELLO and the watch in one write: mstored reads them together
-	   and answers both in one turn */
-	struct ms_req wq = { .op = MS_OP_USER_WATCH };
 	struct ms_buf b;
-	uint32_t wid;
+	const char *error;
+	uint32_t id, wid;
 	int ret;
-	mstore_hello_req(storage, &q);
+
+	if (ms_client_connect(path, MSTORE_TIMEOUT_MSECS, &c, &error) < 0)
+		return -1;
+	mstore_hello_req_as(user, &q);
 	id = ms_client_id(c);
 	wid = ms_client_id(c);
 	ms_buf_init(&b, MS_PROTO_MAX_FRAME_LIMIT);
@@ -146,11 +150,103 @@ void mstore_client_start(struct mstore_storage *storage)
 	ms_buf_free(&b);
 	if (ret < 0) {
 		ms_client_close(&c);
+		return -1;
+	}
+	ms_client_watch(c, wid);
+	*c_r = c;
+	*hello_id_r = id;
+	return 0;
+}
+
+/*
+ * The connection opened when the mail user is made.  imap makes the user
+ * before it answers LOGIN and the namespaces only after (Dovecot's
+ * client_create_finish()), so a connection opened with the storage got
+ * mstored's HELLO work onto the CPUs while imap made the namespaces and
+ * served the client's first command: here it overlaps the LOGIN reply's
+ * way to the client and back.  The storage takes it over
+ * (mstore_client_start); one nobody took is closed with the user.
+ */
+struct mstore_user {
+	union mail_user_module_context module_ctx;
+	struct ms_client *client;	/* not taken yet */
+	uint32_t hello_id;
+	const char *socket_path;
+};
+
+#define MSTORE_USER_CONTEXT(obj) MODULE_CONTEXT(obj, mstore_user_module)
+static MODULE_CONTEXT_DEFINE_INIT(mstore_user_module,
+				  &mail_user_module_register);
+
+static void mstore_user_deinit(struct mail_user *user)
+{
+	struct mstore_user *muser = MSTORE_USER_CONTEXT(user);
+
+	ms_client_close(&muser->client);
+	muser->module_ctx.super.deinit(user);
+}
+
+/* Whether the user's mail (or one of its namespaces) is in mstore. */
+static bool mstore_user_uses_mstore(struct mail_user *user)
+{
+	static const char prefix[] = MSTORE_STORAGE_NAME ":";
+	struct mail_namespace_settings *const *nss;
+	const char *loc = mail_user_set_get_storage_set(user)->mail_location;
+
+	if (loc != NULL && str_begins(loc, prefix))
+		return TRUE;
+	if (!array_is_created(&user->set->namespaces))
+		return FALSE;
+	array_foreach(&user->set->namespaces, nss) {
+		if ((*nss)->location != NULL &&
+		    str_begins((*nss)->location, prefix))
+			return TRUE;
+	}
+	return FALSE;
+}
+
+void mstore_user_created(struct mail_user *user)
+{
+	struct mail_user_vfuncs *v = user->vlast;
+	struct mstore_user *muser;
+	const char *path;
+
+	/* the users of shared folders are someone else's: their storage
+	   connects for itself */
+	if (user->autocreated || !mstore_user_uses_mstore(user))
+		return;
+	path = mail_user_plugin_getenv(user, "mstore_socket");
+	if (path == NULL || *path == '\0')
+		return; /* the storage says what is missing */
+	muser = p_new(user->pool, struct mstore_user, 1);
+	muser->module_ctx.super = *v;
+	user->vlast = &muser->module_ctx.super;
+	v->deinit = mstore_user_deinit;
+	MODULE_CONTEXT_SET(user, mstore_user_module, muser);
+	muser->socket_path = p_strdup(user->pool, path);
+	/* a failure is silent: the storage connects again and says why */
+	(void)mstore_client_open(path, user->username, &muser->client,
+				 &muser->hello_id);
+}
+
+void mstore_client_start(struct mstore_storage *storage)
+{
+	struct mail_user *user = storage->storage.user;
+	struct mstore_user *muser = MSTORE_USER_CONTEXT(user);
+
+	if (storage->client != NULL)
+		return;
+	if (muser != NULL && muser->client != NULL &&
+	    strcmp(muser->socket_path, storage->socket_path) == 0) {
+		storage->client = muser->client;
+		storage->hello_id = muser->hello_id;
+		muser->client = NULL;
 		return;
 	}
-	storage->client = c;
-	storage->hello_id = id;
-	ms_client_watch(c, wid);
+	/* a failure is silent: the first request connects again and says
+	   why */
+	(void)mstore_client_open(storage->socket_path, user->username,
+				 &storage->client, &storage->hello_id);
 }
 
 /* Read the reply to the HELLO sent ahead, if one is still due.  On any

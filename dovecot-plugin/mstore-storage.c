@@ -1308,6 +1308,7 @@ static void mstore_mailbox_list_created(struct mailbox_list *list)
 }
 
 struct mail_storage_hooks mstore_storage_hooks = {
+	.mail_user_created = mstore_user_created,
 	.mailbox_list_created = mstore_mailbox_list_created,
 };
 

@@ -297,6 +297,10 @@ bool mstore_index_ext_get(struct mail_index_view *view, uint32_t ext_id,
    request reads: the round trip overlaps whatever the process does until
    then.  A failure is silent here; the first request reports it. */
 void mstore_client_start(struct mstore_storage *storage);
+/* mail_user_created hook: connect and send HELLO for the user whose mail
+   is in mstore, before Dovecot answers LOGIN; the storage takes the
+   connection (mstore_client_start). */
+void mstore_user_created(struct mail_user *user);
 /* The user's change count (docs/dovecot-plugin.md, "The user's change
    count"): as of the reply just read (FALSE: not known); brought up to
    what the connection holds, without waiting (FALSE: cannot tell now);
