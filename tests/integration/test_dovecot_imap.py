@@ -1291,7 +1291,13 @@ def test_user_gone_from_the_store(stack):
         typ, data = c.select(box)
         assert typ == "NO", (box, typ, data)
         c.logout()
+    # the log process writes the lines after the sessions have said
+    # NO: wait for them (no more come: each session logged before NO)
+    deadline = time.monotonic() + 5
     problems = stack.log_problems()
+    while len(problems) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        problems = stack.log_problems()
     assert len(problems) == 2, problems
     for p in problems:
         assert "HELLO as bob" in p and "no such user" in p, problems
