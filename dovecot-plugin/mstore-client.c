@@ -457,7 +457,9 @@ bool mstore_chg_refresh(struct mstore_storage *storage)
 
 	if (storage->client == NULL)
 		return FALSE;
-	if (storage->hello_id != 0 && mstore_client_hello_finish(storage) < 0) {
+	uint64_t drains = ms_client_drains(storage->client);
+	bool hello_now = storage->hello_id != 0;
+	if (hello_now && mstore_client_hello_finish(storage) < 0) {
 		storage->hello_refused = TRUE; /* the next request says */
 		return FALSE;
 	}
@@ -466,10 +468,19 @@ bool mstore_chg_refresh(struct mstore_storage *storage)
 	    storage->ahead_id != 0 || storage->prefetch_count > 0)
 		return FALSE;
 	storage->req_seq++; /* a borrowed reply goes */
+	/* reading the HELLO's reply just now emptied the socket: all the
+	   watch said before this call is in the buffer, and another read
+	   could only say EAGAIN */
+	int do_read = hello_now &&
+		ms_client_drains(storage->client) != drains ? 0 : 2;
+	int ret = ms_client_watch_poll(storage->client, do_read, &status,
+				       &count, &error);
 	/* the watch's first reply comes right behind the HELLO's: waited
 	   for if it is not in yet */
-	if (ms_client_watch_poll(storage->client, 2, &status, &count,
-				 &error) != 1 || status != 0)
+	if (ret == 0 && do_read == 0)
+		ret = ms_client_watch_poll(storage->client, 2, &status,
+					   &count, &error);
+	if (ret != 1 || status != 0)
 		return FALSE;
 	storage->chg_count = count;
 	return TRUE;

@@ -330,8 +330,9 @@ static int mstore_mailbox_open(struct mailbox *box)
 		return -1;
 	if (mstore_mailbox_alloc_index(mbox) < 0)
 		return -1;
+	mbox->chg_refreshed = FALSE;
 	if (!box->creating && (box->flags & MAILBOX_FLAG_SAVEONLY) == 0 &&
-	    !mstore_chg_refresh(mbox->storage)) {
+	    !(mbox->chg_refreshed = mstore_chg_refresh(mbox->storage))) {
 		/* the sync below compares the index with this, which
 		   comes back while the index opens (mstore_sync_ask_first);
 		   with the user's change count known, the sync can tell
@@ -360,6 +361,7 @@ static int mstore_mailbox_open(struct mailbox *box)
 	/* the reply sent ahead and the fresh index are about this open
 	   only (its sync took them, unless it had no use for them) */
 	mbox->index_fresh = FALSE;
+	mbox->chg_refreshed = FALSE;
 	mstore_status_ahead_forget(mbox);
 	if (ret < 0)
 		return -1;

@@ -197,6 +197,9 @@ struct mstore_mailbox {
 	/* set by the open for its sync only: the index was read from its
 	   files just now and needs no refresh */
 	bool index_fresh;
+	/* set by the open for its sync only: the user's change count was
+	   refreshed just now (mstore_chg_refresh) */
+	bool chg_refreshed;
 	struct mstore_idle *idle;
 };
 

@@ -1104,8 +1104,12 @@ static int mstore_sync_ask_first(struct mstore_sync_ctx *ctx,
 	struct mstore_chg chg;
 	bool ahead = mstore_status_ahead_take(mbox);
 	bool fresh = mbox->index_fresh;
+	/* the open that called this refreshed the count a moment ago, with
+	   no command read in between */
+	bool refreshed = fresh && mbox->chg_refreshed;
 
 	mbox->index_fresh = FALSE;
+	mbox->chg_refreshed = FALSE;
 	if (mbox->deleted || mstore_index_modseq_lags(index) ||
 	    (!fresh && mail_index_refresh(index) < 0))
 		return 0;
@@ -1122,7 +1126,7 @@ static int mstore_sync_ask_first(struct mstore_sync_ctx *ctx,
 		return 0;
 	/* nothing of the user changed since the index (or this process)
 	   last found the store with nothing it lacks: nothing to ask */
-	if (!ahead && mstore_chg_refresh(mbox->storage) &&
+	if (!ahead && (refreshed || mstore_chg_refresh(mbox->storage)) &&
 	    (mstore_chg_current(mbox->storage, &chg) ||
 	     mstore_chg_current(mbox->storage, &mbox->verified)))
 		return 1;

@@ -36,6 +36,7 @@ struct ms_client {
 	   that finds no whole frame polls first (recv could only say
 	   EAGAIN that soon after the send) */
 	int await;
+	uint64_t drains;	/* ms_client_drains */
 };
 
 int ms_client_connect(const char *path, unsigned timeout_ms,
@@ -189,6 +190,11 @@ void ms_client_watch(struct ms_client *c, uint32_t id)
 	c->watch_changes = 0;
 }
 
+uint64_t ms_client_drains(const struct ms_client *c)
+{
+	return c->drains;
+}
+
 int ms_client_watch_peek(const struct ms_client *c, int32_t *status_r,
 			 uint64_t *changes_r)
 {
@@ -241,6 +247,7 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 				 MS_CLIENT_READ_MIN, MSG_DONTWAIT);
 		while (n < 0 && errno == EINTR);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			c->drains++;
 			if (do_read != 2 || c->watch_seen)
 				break;
 			int ret = wait_readable(c, error_r);
@@ -256,6 +263,8 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 			*error_r = "the server closed the connection";
 			return MS_ETRUNC;
 		}
+		if ((size_t)n < MS_CLIENT_READ_MIN)
+			c->drains++;
 		c->in.len += (size_t)n;
 	}
 	int ret = ms_client_watch_peek(c, status_r, changes_r);
@@ -324,10 +333,13 @@ int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 		ssize_t n = recv(c->fd, c->in.data + c->in.len, room,
 				 MSG_DONTWAIT);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			c->drains++;
 			if ((ret = wait_readable(c, error_r)) < 0)
 				return ret;
 			continue;
 		}
+		if (n >= 0 && (size_t)n < room)
+			c->drains++;
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;

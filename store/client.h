@@ -57,6 +57,10 @@ int ms_client_watch_peek(const struct ms_client *c, int32_t *status_r,
 			 uint64_t *changes_r);
 int ms_client_watch_poll(struct ms_client *c, int do_read, int32_t *status_r,
 			 uint64_t *changes_r, const char **error_r);
+/* How many reads so far found the socket emptied: a recv that took less
+   than it had room for, or said EAGAIN.  One counted since a moment T
+   means every byte the server sent before T is in the buffer. */
+uint64_t ms_client_drains(const struct ms_client *c);
 /* Encode q with a fresh id and send it without waiting for its reply
    (read later with ms_client_recv(): pipelining).  0 with *id_r set, or
    a codec or transport error (*error_r says which). */

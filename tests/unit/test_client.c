@@ -588,10 +588,17 @@ static void test_watch_replies(void **state)
 	assert_int_equal(chg, 45);
 	send_ping(c);
 	sleep_ms(50);
+	uint64_t d0 = ms_client_drains(c);
 	assert_int_equal(ms_client_watch_poll(c, 0, &st, &chg, &err), 1);
 	assert_int_equal(chg, 45); /* not read yet */
+	assert_int_equal(ms_client_drains(c), d0); /* nothing read */
 	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), 1);
 	assert_int_equal(chg, 46);
+	/* that read took all there was: the socket was emptied */
+	assert_true(ms_client_drains(c) > d0);
+	d0 = ms_client_drains(c);
+	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), 1);
+	assert_int_equal(ms_client_drains(c), d0 + 1); /* EAGAIN */
 
 	send_ping(c);
 	sleep_ms(50);
