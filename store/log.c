@@ -1285,7 +1285,6 @@ struct scrub_win {
 	size_t len;
 	uint64_t size_seg;	/* the segment whose file size is known */
 	uint64_t size;
-	uint64_t read_end;	/* the furthest offset read in the step */
 	uint64_t left;		/* bytes of records the step may still read */
 };
 
@@ -1312,14 +1311,16 @@ static void scrub_fill(struct ms_log *log, int c, struct ms_pos pos,
 		want = SCRUB_WIN;
 	if (want > w->size - pos.off)
 		want = w->size - pos.off;
+	/* not past the durable end of the head segment: the zeros kept
+	   ready there, and the page the next flush writes into */
+	if (pos.seg == log->durable.seg && want > log->durable.off - pos.off)
+		want = log->durable.off - pos.off;
 	if (log->io->ops->pread(log->io, c, fd, w->data, (size_t)want,
 				pos.off) < 0)
 		return;
 	w->seg = pos.seg;
 	w->off = pos.off;
 	w->len = (size_t)want;
-	if (pos.off + want > w->read_end)
-		w->read_end = pos.off + want;
 }
 
 /* Whether w holds pos's segment's bytes [pos.off, pos.off+len). */
@@ -1363,11 +1364,8 @@ static int scrub_read(struct ms_log *log, int c, struct ms_pos pos,
 		scrub_fill(log, c, pos, w);
 	}
 	int ret = read_copy(log, c, pos, hdr_r, &w->own, error_r);
-	if (ret == 0 && hdr_r->type != MS_REC_HOLE) {
+	if (ret == 0 && hdr_r->type != MS_REC_HOLE)
 		*payload_r = w->own.data;
-		if (pos.off + MS_REC_HDR_SIZE + hdr_r->len > w->read_end)
-			w->read_end = pos.off + MS_REC_HDR_SIZE + hdr_r->len;
-	}
 	return ret;
 }
 
@@ -1466,14 +1464,16 @@ static int scrub_from(struct ms_log *log, struct ms_pos *posp,
 		if (h[good].type == MS_REC_SEAL)
 			break;
 	}
-	/* what the scrub read of the secondary leaves the cache again
-	   (flush_done): its next pass reads the disk too */
+	/* what the scrub checked of the secondary leaves the cache again
+	   (flush_done): its next pass reads the disk too.  Whole pages up
+	   to the last record checked: what the window read past it is
+	   the next step's, and in the head segment the page holding the
+	   durable end stays (the next flush writes into it) */
 	for (int c = 1; c < MS_IO_COPIES && c < log->ncopies; c++) {
 		int fd;
-		uint64_t to = w[c].read_end > pos.off ? w[c].read_end : pos.off;
-		if (pos.seg == start.seg && to > start.off &&
+		if (pos.seg == start.seg && pos.off > start.off &&
 		    (fd = ms_log_seg_fd(log, c, start.seg)) >= 0)
-			drop_cached(fd, start.off, to);
+			drop_cached(fd, start.off, pos.off);
 	}
 	for (int c = 0; c < MS_IO_COPIES; c++)
 		ms_buf_free(&w[c].own);
