@@ -2493,14 +2493,7 @@ int ms_idx_open(const char *dir, uint64_t map_size, struct ms_idx **idx_r,
 		ret = map_err(rc, "create", &err);
 		goto fail;
 	}
-	/* NOSYNC: the log makes writes durable, the index replays its
-	   tail (docs/format.md).  WRITEMAP: a commit leaves its pages
-	   dirty in the map instead of writing them with pwrite, a copy of
-	   every page it touched (about 9% of the loop at 64 appending
-	   clients: docs/performance.md); data.mdb is then as long as the
-	   map, a sparse file */
-	rc = mdb_env_open(idx->env, dir, MDB_NOSYNC | MDB_NOTLS | MDB_WRITEMAP,
-			  0600);
+	rc = mdb_env_open(idx->env, dir, MDB_NOSYNC | MDB_NOTLS, 0600);
 	if (rc != 0) {
 		ret = map_err(rc, dir, &err);
 		goto fail;
