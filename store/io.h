@@ -147,6 +147,7 @@ int ms_io_fault_apply_loss(struct ms_io *io, uint64_t seed);
 /* Counters, for tests. */
 unsigned long ms_io_fault_writes(struct ms_io *io, int copy);
 unsigned long ms_io_fault_syncs(struct ms_io *io, int copy);
+unsigned long ms_io_fault_reads(struct ms_io *io, int copy);
 
 static inline void ms_io_free(struct ms_io **io)
 {

@@ -38,6 +38,7 @@ struct fault_io {
 	struct ms_fault_plan plan;
 	unsigned long writes[MS_IO_COPIES], syncs[MS_IO_COPIES];
 	unsigned long truncates[MS_IO_COPIES];
+	unsigned long reads[MS_IO_COPIES];
 	unsigned long writes_all, syncs_all;
 	int dead[MS_IO_COPIES];
 	int powered_off;
@@ -185,6 +186,8 @@ static int fault_pread(struct ms_io *io, int copy, int fd, void *buf,
 	struct fault_io *f = (struct fault_io *)io;
 	if (f->powered_off)
 		return -EIO;
+	if (copy >= 0 && copy < MS_IO_COPIES)
+		f->reads[copy]++;
 	return f->inner->ops->pread(f->inner, copy, fd, buf, len, off);
 }
 
@@ -240,6 +243,11 @@ unsigned long ms_io_fault_writes(struct ms_io *io, int copy)
 unsigned long ms_io_fault_syncs(struct ms_io *io, int copy)
 {
 	return ((struct fault_io *)io)->syncs[copy];
+}
+
+unsigned long ms_io_fault_reads(struct ms_io *io, int copy)
+{
+	return ((struct fault_io *)io)->reads[copy];
 }
 
 /* splitmix64: a small seeded generator, the same on every machine */
