@@ -39,6 +39,7 @@ struct fault_io {
 	unsigned long writes[MS_IO_COPIES], syncs[MS_IO_COPIES];
 	unsigned long truncates[MS_IO_COPIES];
 	unsigned long reads[MS_IO_COPIES];
+	uint64_t read_end[MS_IO_COPIES];
 	unsigned long writes_all, syncs_all;
 	int dead[MS_IO_COPIES];
 	int powered_off;
@@ -186,8 +187,11 @@ static int fault_pread(struct ms_io *io, int copy, int fd, void *buf,
 	struct fault_io *f = (struct fault_io *)io;
 	if (f->powered_off)
 		return -EIO;
-	if (copy >= 0 && copy < MS_IO_COPIES)
+	if (copy >= 0 && copy < MS_IO_COPIES) {
 		f->reads[copy]++;
+		if (off + len > f->read_end[copy])
+			f->read_end[copy] = off + len;
+	}
 	return f->inner->ops->pread(f->inner, copy, fd, buf, len, off);
 }
 
@@ -248,6 +252,14 @@ unsigned long ms_io_fault_syncs(struct ms_io *io, int copy)
 unsigned long ms_io_fault_reads(struct ms_io *io, int copy)
 {
 	return ((struct fault_io *)io)->reads[copy];
+}
+
+uint64_t ms_io_fault_read_end(struct ms_io *io, int copy)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	uint64_t end = f->read_end[copy];
+	f->read_end[copy] = 0;
+	return end;
 }
 
 /* splitmix64: a small seeded generator, the same on every machine */

@@ -1067,6 +1067,34 @@ static void test_scrub_windows(void **state)
 	assert_true(ss.records >= N);
 	/* two per record and copy read one by one: 4 * N and more */
 	assert_true(preads < ss.records / 10);
+	/* in the head segment the windows stop at the durable end: the
+	   zeros kept ready past it are not read */
+	struct ms_pos last;
+	mst_fill(buf, SMALL, 1);
+	assert_int_equal(ms_log_append(log, MS_REC_NOOP, 0, buf, SMALL,
+				       on_done, &a, &last, NULL),
+			 0);
+	ms_log_sync(log); /* with the zeros kept ready past it */
+	struct ms_log_status lst;
+	ms_log_get_status(log, &lst);
+	assert_int_equal(lst.durable.seg, pos[N - 1].seg);
+	char hp[2200];
+	struct stat hst;
+	seg_path(hp, sizeof(hp), t->b, lst.durable.seg);
+	assert_int_equal(stat(hp, &hst), 0);
+	assert_true((uint64_t)hst.st_size > lst.durable.off + 4096);
+	for (int c = 0; c < 2; c++)
+		(void)ms_io_fault_read_end(io, c);
+	struct ms_scrub_stats hs = { 0 };
+	assert_int_equal(ms_log_scrub(log, lst.durable.seg, &hs, &err), 0);
+	assert_true(hs.records > 0);
+	for (int c = 0; c < 2; c++) {
+		uint64_t e = ms_io_fault_read_end(io, c);
+		if (e == 0 || e > lst.durable.off)
+			fail_msg("copy %d: the scrub read to %llu, the durable "
+				 "end is %llu", c, (unsigned long long)e,
+				 (unsigned long long)lst.durable.off);
+	}
 	ms_log_close(&log);
 	const char *why;
 	if (!mst_copies_equal(t->a, t->b, &why))
