@@ -1338,13 +1338,9 @@ static int scrub_read(struct ms_log *log, int c, struct ms_pos pos,
 		      const uint8_t **payload_r, const char **error_r)
 {
 	*payload_r = NULL;
-	for (int fills = 0; fills < 2; fills++) {
-		if (!scrub_has(w, pos, MS_REC_HDR_SIZE)) {
-			if (fills > 0)
-				break;
-			scrub_fill(log, c, pos, w);
-			continue;
-		}
+	if (!scrub_has(w, pos, MS_REC_HDR_SIZE))
+		scrub_fill(log, c, pos, w);
+	if (scrub_has(w, pos, MS_REC_HDR_SIZE)) {
 		const uint8_t *hb = w->data + (pos.off - w->off);
 		int ret = ms_rec_check_hdr(hb, hdr_r, error_r);
 		if (ret < 0)
@@ -1352,17 +1348,20 @@ static int scrub_read(struct ms_log *log, int c, struct ms_pos pos,
 		if (hdr_r->type == MS_REC_HOLE)
 			return ms_rec_check_sum(hb, NULL, 0, error_r);
 		uint64_t span = MS_REC_HDR_SIZE + (uint64_t)hdr_r->len;
+		/* cut by the window's end: a window from this record, if it
+		   fits one and this one did not start here already */
+		if (!scrub_has(w, pos, span) && span <= SCRUB_WIN &&
+		    pos.off != w->off)
+			scrub_fill(log, c, pos, w);
 		if (scrub_has(w, pos, span)) {
+			hb = w->data + (pos.off - w->off);
 			*payload_r = hb + MS_REC_HDR_SIZE;
 			return ms_rec_check_sum(hb, *payload_r, hdr_r->len,
 						error_r);
 		}
-		/* cut by the window's end: once more from this record, if
-		   the window did not start here already */
-		if (span > SCRUB_WIN || pos.off == w->off)
-			break;
-		scrub_fill(log, c, pos, w);
 	}
+	/* longer than a window, or no window could be read: on its own,
+	   and read_copy says what is wrong */
 	int ret = read_copy(log, c, pos, hdr_r, &w->own, error_r);
 	if (ret == 0 && hdr_r->type != MS_REC_HOLE)
 		*payload_r = w->own.data;
