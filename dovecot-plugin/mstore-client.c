@@ -171,7 +171,6 @@ struct mstore_user {
 	union mail_user_module_context module_ctx;
 	struct ms_client *client;	/* not taken yet */
 	uint32_t hello_id;
-	const char *socket_path;
 };
 
 #define MSTORE_USER_CONTEXT(obj) MODULE_CONTEXT(obj, mstore_user_module)
@@ -223,7 +222,6 @@ void mstore_user_created(struct mail_user *user)
 	user->vlast = &muser->module_ctx.super;
 	v->deinit = mstore_user_deinit;
 	MODULE_CONTEXT_SET(user, mstore_user_module, muser);
-	muser->socket_path = p_strdup(user->pool, path);
 	/* a failure is silent: the storage connects again and says why */
 	(void)mstore_client_open(path, user->username, &muser->client,
 				 &muser->hello_id);
@@ -236,8 +234,8 @@ void mstore_client_start(struct mstore_storage *storage)
 
 	if (storage->client != NULL)
 		return;
-	if (muser != NULL && muser->client != NULL &&
-	    strcmp(muser->socket_path, storage->socket_path) == 0) {
+	/* the same user's mstore_socket: the same path */
+	if (muser != NULL && muser->client != NULL) {
 		storage->client = muser->client;
 		storage->hello_id = muser->hello_id;
 		muser->client = NULL;
