@@ -35,19 +35,13 @@
 #include "client.h"
 #include "ms.h"
 
-static void mstore_hello_req_as(const char *user, struct ms_req *q)
+static void mstore_hello_req(const char *user, struct ms_req *q)
 {
 	i_zero(q);
 	q->op = MS_OP_HELLO;
 	q->u.hello.version = MS_PROTO_VERSION;
 	q->u.hello.role = MS_ROLE_USER;
 	q->u.hello.user = ms_pstr_c(user);
-}
-
-static void mstore_hello_req(struct mstore_storage *storage,
-			     struct ms_req *q)
-{
-	mstore_hello_req_as(storage->storage.user->username, q);
 }
 
 static void mstore_hello_done(struct mstore_storage *storage,
@@ -94,7 +88,7 @@ static int mstore_client_connect(struct mstore_storage *storage,
 	}
 	struct ms_req q;
 	struct ms_reply rep;
-	mstore_hello_req(storage, &q);
+	mstore_hello_req(storage->storage.user->username, &q);
 	ret = ms_client_request(c, &q, &rep, &error);
 	if (ret < 0) {
 		mstore_hello_failed(storage, ret, error);
@@ -138,7 +132,7 @@ static int mstore_client_open(const char *path, const char *user,
 
 	if (ms_client_connect(path, MSTORE_TIMEOUT_MSECS, &c, &error) < 0)
 		return -1;
-	mstore_hello_req_as(user, &q);
+	mstore_hello_req(user, &q);
 	id = ms_client_id(c);
 	wid = ms_client_id(c);
 	ms_buf_init(&b, MS_PROTO_MAX_FRAME_LIMIT);
