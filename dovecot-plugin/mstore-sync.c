@@ -32,7 +32,7 @@
 #include "ioloop.h"
 #include "time-util.h"
 #include "mail-index-modseq.h"
-#include "mail-cache.h"
+#include "mail-cache-private.h"
 #include "mailbox-recent-flags.h"
 #include "mstore-storage.h"
 
@@ -1022,6 +1022,11 @@ static int mstore_sync_pull(struct mstore_sync_ctx *ctx, bool full)
  * existing index (whose file was never made, or was deleted as
  * corrupted) gets it once.  A failure is Dovecot's to log; the lookups
  * then go on as without the file.
+ * The fields the settings ask to cache (mail_cache_fields: flags) are
+ * registered as never used; written so, the first read of the file's
+ * header takes them for fields unused for a month and purges the file
+ * again to drop them.  They are written as used now, as Dovecot marks
+ * a field it starts caching.
  */
 static void mstore_sync_cache_file(struct mstore_sync_ctx *ctx)
 {
@@ -1030,6 +1035,12 @@ static void mstore_sync_cache_file(struct mstore_sync_ctx *ctx)
 	if (cache == NULL || ctx->box->index->readonly ||
 	    mail_cache_open_and_verify(cache) != 0)
 		return;
+	for (unsigned int i = 0; i < cache->fields_count; i++) {
+		struct mail_cache_field *f = &cache->fields[i].field;
+		if ((f->decision & ENUM_NEGATE(MAIL_CACHE_DECISION_FORCED)) !=
+		    MAIL_CACHE_DECISION_NO && f->last_used == 0)
+			f->last_used = ioloop_time;
+	}
 	(void)mail_cache_purge_with_trans(cache, ctx->trans, 0,
 					  "mstore: no cache file yet");
 }
