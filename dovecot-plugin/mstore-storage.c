@@ -29,6 +29,7 @@
 #include "index-mail.h"
 #include "mail-index-modseq.h"
 #include "mail-index-transaction-private.h"
+#include "mail-cache-private.h"
 #include "mstore-storage.h"
 
 #include <errno.h>
@@ -322,6 +323,65 @@ static int mstore_mailbox_check_existence(struct mailbox *box)
 	return -1;
 }
 
+/*
+ * Dovecot keeps a mailbox's index open between opens in one process
+ * (mail_index_alloc_cache), and each open registers the cache fields of
+ * the settings again.  A forced decision (mail_never_cache_fields,
+ * mail_always_cache_fields) is then marked changed though it is what it
+ * was, and the next close of a transaction locks dovecot.index.cache
+ * and writes its field header again: a lock, two writes and an unlock
+ * for every APPEND of a session with nothing selected.  When the file's
+ * newest field header already holds every last use and decision that
+ * write would put there, the write would change nothing: the mark is
+ * taken back, as the write would have done.  Anything that differs (a
+ * field used, a decision another process wrote) keeps the write.
+ */
+static bool mstore_cache_header_current(struct mail_cache *cache)
+{
+	const struct mail_cache_header_fields *fh;
+	const void *data;
+	uint32_t offset = cache->last_field_header_offset;
+	unsigned int count = cache->file_fields_count;
+
+	if (MAIL_CACHE_IS_UNUSABLE(cache) || cache->locked || cache->purging ||
+	    offset == 0 || count == 0)
+		return FALSE;
+	if (mail_cache_map(cache, offset, MAIL_CACHE_FIELD_NAMES(count),
+			   &data) <= 0)
+		return FALSE;
+	fh = data;
+	/* a newer header (another process added fields) is Dovecot's to
+	   read */
+	if (fh->next_offset != 0 || fh->fields_count != count ||
+	    fh->size < MAIL_CACHE_FIELD_NAMES(count))
+		return FALSE;
+	const uint32_t *last_used =
+		CONST_PTR_OFFSET(fh, MAIL_CACHE_FIELD_LAST_USED());
+	const uint8_t *decisions =
+		CONST_PTR_OFFSET(fh, MAIL_CACHE_FIELD_DECISION(count));
+	for (unsigned int i = 0; i < count; i++) {
+		const struct mail_cache_field *f =
+			&cache->fields[cache->file_field_map[i]].field;
+		if ((uint32_t)f->last_used != last_used[i] ||
+		    (uint8_t)f->decision != decisions[i])
+			return FALSE;
+	}
+	return TRUE;
+}
+
+static void mstore_cache_header_settle(struct mailbox *box)
+{
+	struct mail_cache *cache = box->cache;
+
+	if (cache == NULL || !cache->field_header_write_pending ||
+	    !mstore_cache_header_current(cache))
+		return;
+	/* what mail_cache_header_fields_update() leaves after writing */
+	for (unsigned int i = 0; i < cache->file_fields_count; i++)
+		cache->fields[i].decision_dirty = FALSE;
+	cache->field_header_write_pending = FALSE;
+}
+
 static int mstore_mailbox_open(struct mailbox *box)
 {
 	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
@@ -347,6 +407,7 @@ static int mstore_mailbox_open(struct mailbox *box)
 		mstore_status_ahead_forget(mbox);
 		return -1;
 	}
+	mstore_cache_header_settle(box);
 	/* MODSEQs always, so that they follow the store's from the start
 	   (mstore-sync.c), not only once a client enables CONDSTORE */
 	mail_index_modseq_enable(box->index);

@@ -481,13 +481,16 @@ def test_saved_mail_read_while_saving(stack):
     assert f["from"] == "c@example.test", f
 
 
-def _traced(stack, run):
+def _traced(stack, run, calls="open,openat,sendto", paths=False):
     """Run run() while the session's one imap process is traced with
-    strace (opens and store requests); the trace's lines."""
+    strace (the system calls in calls: opens and store requests unless
+    told; with paths, each descriptor followed by its file's path); the
+    trace's lines."""
     pids = stack.imap_pids()
     assert len(pids) == 1, pids
     trace = stack.p("log", "imap-%d.strace" % pids[0])
-    st = subprocess.Popen(["strace", "-f", "-e", "trace=open,openat,sendto",
+    st = subprocess.Popen(["strace", "-f"] + (["-y"] if paths else []) +
+                          ["-e", "trace=" + calls,
                            "-o", trace, "-p", str(pids[0])],
                           stderr=subprocess.PIPE)
     try:
@@ -584,6 +587,44 @@ def test_cache_file_made_once_then_never_missed(stack):
     ok(c.store("1", "+FLAGS", "(\\Flagged)"))
     ok(c.noop())
     assert os.path.exists(path)
+    c.logout()
+
+
+def test_append_unselected_leaves_cache_file(stack):
+    """APPENDs of a session with nothing selected (a client saving to
+    Sent) open and close the mailbox each time.  Dovecot registers its
+    cache fields again at each open of the index it keeps open and marks
+    the forced decisions (mail_never_cache_fields) changed though they
+    are not: each close then locked dovecot.index.cache and wrote its
+    field header.  The open takes that mark back when the file already
+    holds what the write would write: traced, the APPENDs after the
+    first two lock and write nothing in the cache file.  Its field
+    header stays what it was, and the next session finds it current
+    (no field dropped as unused, which would make it purge the file:
+    test_cache_file_made_once_then_never_missed)."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    c = stack.imap()
+    for _ in range(2):
+        ok(c.append("INBOX", None, None, MSG))
+    path = os.path.join(stack.home("alice"), "mstore", "mailboxes", "INBOX",
+                        "mstore-box", "dovecot.index.cache")
+    before = open(path, "rb").read()
+
+    def appends():
+        for _ in range(6):
+            ok(c.append("INBOX", None, None, MSG))
+    lines = _traced(stack, appends, "fcntl,pwrite64,pwritev,write,sendto",
+                    paths=True)
+    assert len([l for l in lines if "sendto(" in l]) >= 6, lines
+    # (this stack's quota plugin still writes dovecot.index.log at each
+    # APPEND: Dovecot's vsize header; not the cache file's business)
+    cache = [l for l in lines if "dovecot.index.cache>" in l]
+    assert cache == [], cache
+    assert open(path, "rb").read() == before
+    c.logout()
+    c = stack.imap()
+    assert c.select("INBOX")[1] == [b"8"]
     c.logout()
 
 
