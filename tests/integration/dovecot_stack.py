@@ -92,7 +92,8 @@ def children(ppid):
 class Stack:
     def __init__(self, root, build, users=("alice", "bob"), sieve=False,
                  fts=False, lmtpd=False, mail_log=False,
-                 quota="*:storage=1G:messages=1000", store_conf=""):
+                 quota="*:storage=1G:messages=1000", store_conf="",
+                 user_fields=None):
         self.root = str(root)
         self.build = build
         self.users = list(users)
@@ -108,6 +109,10 @@ class Stack:
         # Dovecot's quota plugin (the count backend over the store)
         # with this quota_rule; None: no quota plugin
         self.quota = quota
+        # {user: "userdb_mail=maildir:~/Maildir ..."}: extra fields of
+        # those users' passwd-file lines (userdb_ fields override the
+        # user's settings)
+        self.user_fields = dict(user_fields or {})
         # more [store] lines for mstored
         self.store_conf = store_conf
         self.lmtpd_proc = None
@@ -299,7 +304,9 @@ protocol lmtp {
   quota_rule = {self.quota}
 """
         lines = [f"{u}:{{PLAIN}}{PASSWORD}:{mu.pw_uid}:{mu.pw_gid}::"
-                 f"{self.home(u)}" for u in self.users]
+                 f"{self.home(u)}" +
+                 (f"::{self.user_fields[u]}" if u in self.user_fields
+                  else "") for u in self.users]
         with open(self.p("passwd"), "w") as f:
             f.write("\n".join(lines) + "\n")
         conf = f"""

@@ -628,6 +628,71 @@ def test_append_unselected_leaves_cache_file(stack):
     c.logout()
 
 
+@pytest.mark.dovecot(users=("alice", "bob", "carol"),
+                     user_fields={"carol": "userdb_mail=maildir:~/Maildir"})
+def test_login_connection_per_mstore_user(stack):
+    """The plugin connects to the store when Dovecot makes the mail user,
+    before it answers LOGIN (docs/dovecot-plugin.md, "At login"), and
+    the storage takes that connection.  Counted by mstored: one HELLO
+    per session of an mstore user, whether it does anything or not.  A
+    user whose mail is not in the store (a userdb mail= override, a site
+    moving users in) gets no connection at all, and their mail works.
+    Dovecot's LMTP process outlives its deliveries: after one
+    transaction to an mstore user and to that other user, it holds no
+    connection to the store (the user's goes with the user)."""
+    import msproto
+    m = msproto.Client(stack.p("mstored.sock"), user="bob")
+
+    def settled(s0, want_hellos):
+        """mstored's stats once it has counted want_hellos more HELLOs
+        and is back to s0's connections (ours only), or the last ones
+        seen after 10 s."""
+        deadline = time.time() + 10
+        while True:
+            s1 = m.stats()
+            if (s1["ops.op.hello"] - s0["ops.op.hello"] == want_hellos and
+                    s1["srv.connections"] == s0["srv.connections"]) or \
+                    time.time() > deadline:
+                return s1
+            time.sleep(0.05)
+
+    s0 = m.stats()
+    c = stack.imap("alice")
+    c.logout()
+    c = stack.imap("alice")
+    ok(c.append("INBOX", None, None, MSG))
+    assert c.select("INBOX")[1] == [b"1"]
+    c.logout()
+    s1 = settled(s0, 2)
+    assert s1["ops.op.hello"] - s0["ops.op.hello"] == 2, (s0, s1)
+    assert s1["srv.connections"] == s0["srv.connections"], (s0, s1)
+
+    # carol's mail is in ~/Maildir: no HELLO, and her mail is there
+    c = stack.imap("carol")
+    ok(c.append("INBOX", None, None, MSG))
+    assert c.select("INBOX")[1] == [b"1"]
+    assert [x for x in ok(c.fetch("1", "(BODY.PEEK[])"))
+            if isinstance(x, tuple)][0][1] == MSG
+    c.logout()
+    assert os.path.isdir(os.path.join(stack.home("carol"), "Maildir"))
+    time.sleep(0.3)
+    s2 = settled(s1, 0)
+    assert s2["ops.op.hello"] == s1["ops.op.hello"], (s1, s2)
+    assert s2["srv.connections"] == s1["srv.connections"], (s1, s2)
+
+    replies = stack.lmtp_send("x@example.test", ["alice@example.test",
+                                                 "carol@example.test"], MSG)
+    assert [r[0] for r in replies] == [250, 250], replies
+    assert stack.imap_pids("lmtp"), "Dovecot's LMTP process is gone"
+    s3 = settled(s2, 1)
+    assert s3["ops.op.hello"] - s2["ops.op.hello"] == 1, (s2, s3)
+    assert s3["srv.connections"] == s2["srv.connections"], (s2, s3)
+    c = stack.imap("carol")
+    assert c.select("INBOX")[1] == [b"2"]
+    c.logout()
+    m.close()
+
+
 def test_multiappend_catenate(stack):
     c = stack.imap()
     # MULTIAPPEND: two messages in one command
