@@ -148,17 +148,6 @@ int mstore_save_continue(struct mail_save_context *_ctx)
 	return 0;
 }
 
-static uint64_t mstore_virtual_size(const unsigned char *p, size_t len)
-{
-	uint64_t v = len;
-
-	for (size_t i = 0; i < len; i++) {
-		if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
-			v++;
-	}
-	return v;
-}
-
 static void mstore_save_body_free(buffer_t *body)
 {
 	buffer_free(&body);
@@ -331,7 +320,7 @@ static int mstore_save_append(struct mstore_save_context *ctx)
 	}
 	mstore_save_add_uid(ctx, res.uidvalidity, res.uid);
 	mstore_save_add_to_index(ctx, res.uid, ctx->body->used,
-		mstore_virtual_size(ctx->body->data, ctx->body->used),
+		ms_crlf_size(ctx->body->data, ctx->body->used),
 		&ctx->body);
 	return 0;
 }

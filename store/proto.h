@@ -689,6 +689,13 @@ uint64_t ms_proto_mbox_size(size_t name_len);
 uint64_t ms_proto_meta_size(size_t keywords_len);
 uint64_t ms_proto_change_size(size_t keywords_len);
 /*
+ * A message's size with every line ending in CRLF, as IMAP's
+ * RFC822.SIZE counts it (FETCH_META's virtual_size): len, plus one for
+ * each LF that has no CR right before it.  mstored computes it at
+ * APPEND; the Dovecot plugin for the mail it has just saved.
+ */
+uint64_t ms_crlf_size(const void *p, size_t len);
+/*
  * The start of a FETCH_BODY reply (status 0) whose chunk of chunk_len
  * bytes the caller sends right after it, from wherever the bytes are (a
  * file, with sendfile): the frame header, counting the chunk, the total

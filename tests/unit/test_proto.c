@@ -2210,6 +2210,51 @@ static void test_iterators(void **state)
 	assert_int_equal(ms_uid_set_range(&s, 0, &lo, &hi), -EINVAL);
 }
 
+/* What ms_crlf_size counts, a byte at a time. */
+static uint64_t crlf_size_ref(const uint8_t *p, size_t len)
+{
+	uint64_t v = len;
+	for (size_t i = 0; i < len; i++)
+		v += p[i] == '\n' && (i == 0 || p[i - 1] != '\r');
+	return v;
+}
+
+/* ms_crlf_size: a table, then random bytes of few kinds (seeded: the
+   same bytes every run) from every start within a word against the
+   byte loop. */
+static void test_crlf_size(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *s;
+		uint64_t want;
+	} t[] = {
+		{"", 0},         {"\n", 2},       {"\r\n", 2},
+		{"\r", 1},       {"a\nb", 4},     {"a\r\nb\n", 6},
+		{"\n\n", 4},     {"\r\r\n", 3},   {"\n\r", 3},
+		{"x\r", 2},      {"\r\n\n\r\n", 6},
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		assert_int_equal(ms_crlf_size(t[i].s, strlen(t[i].s)),
+				 t[i].want);
+	/* a NUL is a byte like any other */
+	assert_int_equal(ms_crlf_size("\0\n\0", 3), 4);
+
+	static uint8_t buf[65536];
+	static const uint8_t kinds[] = {'\r', '\n', 'a', '\0'};
+	uint32_t x = 2463534242u;
+	for (size_t i = 0; i < sizeof(buf); i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		buf[i] = kinds[x % 4];
+	}
+	for (size_t len = 0; len <= sizeof(buf) - 8; len = len * 2 + 1)
+		for (size_t at = 0; at < 8; at++)
+			assert_int_equal(ms_crlf_size(buf + at, len),
+					 crlf_size_ref(buf + at, len));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2227,6 +2272,7 @@ int main(void)
 		cmocka_unit_test(test_iterators),
 		cmocka_unit_test(test_fetch_body_head),
 		cmocka_unit_test(test_item_sizes),
+		cmocka_unit_test(test_crlf_size),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
