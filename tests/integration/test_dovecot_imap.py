@@ -670,8 +670,10 @@ def test_append_unselected_leaves_cache_file(stack):
     c.logout()
 
 
-@pytest.mark.dovecot(users=("alice", "bob", "carol"),
-                     user_fields={"carol": "userdb_mail=maildir:~/Maildir"})
+@pytest.mark.dovecot(users=("alice", "bob", "carol", "dave"),
+                     user_fields={"carol": "userdb_mail=maildir:~/Maildir",
+                                  "dave": "userdb_mail=mstore:~/mstore:"
+                                          "NOSUCHKEY=1"})
 def test_login_connection_per_mstore_user(stack):
     """The plugin connects to the store when Dovecot makes the mail user,
     before it answers LOGIN (docs/dovecot-plugin.md, "At login"), and
@@ -681,7 +683,10 @@ def test_login_connection_per_mstore_user(stack):
     moving users in) gets no connection at all, and their mail works.
     Dovecot's LMTP process outlives its deliveries: after one
     transaction to an mstore user and to that other user, it holds no
-    connection to the store (the user's goes with the user)."""
+    connection to the store (the user's goes with the user).  Nor after
+    a user whose mail location Dovecot refuses (a typo in one user's
+    userdb mail=): the connection made with the user, which no storage
+    took, is closed with it."""
     import msproto
     m = msproto.Client(stack.p("mstored.sock"), user="bob")
 
@@ -731,6 +736,22 @@ def test_login_connection_per_mstore_user(stack):
     c = stack.imap("carol")
     assert c.select("INBOX")[1] == [b"2"]
     c.logout()
+
+    # dave's location has a setting Dovecot does not know: the user is
+    # made (and connects), its namespaces fail, the delivery is deferred
+    s3 = m.stats()
+    replies = stack.lmtp_send("x@example.test", ["dave@example.test"], MSG)
+    assert [r[0] for r in replies] == [451], replies
+    assert stack.imap_pids("lmtp"), "Dovecot's LMTP process is gone"
+    s4 = settled(s3, 1)
+    assert s4["ops.op.hello"] - s3["ops.op.hello"] == 1, (s3, s4)
+    assert s4["srv.connections"] == s3["srv.connections"], (s3, s4)
+    # the one error of this test is that refusal, checked here
+    problems = stack.log_problems()
+    assert problems and all("rcpt dave@example.test" in l and
+                            "Unknown setting: NOSUCHKEY" in l
+                            for l in problems), problems
+    stack.allow_errors = True
     m.close()
 
 
