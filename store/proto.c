@@ -1988,7 +1988,8 @@ uint64_t ms_crlf_size(const void *p, size_t len)
 	uint64_t v = len;
 
 	/* memchr, not a byte loop: the loop was 4% of mstored's CPU at
-	   4 KiB appends, and most of the plugin's own share of an APPEND */
+	   4 KiB appends, and a fifth of the Dovecot plugin's own CPU in
+	   an APPEND */
 	while (at < end &&
 	       (at = memchr(at, '\n', (size_t)(end - at))) != NULL) {
 		if (at == start || at[-1] != '\r')
