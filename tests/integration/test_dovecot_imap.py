@@ -481,6 +481,18 @@ def test_saved_mail_read_while_saving(stack):
     assert f["from"] == "c@example.test", f
 
 
+def _stats_when(m, done, timeout=10):
+    """mstored's STATUS counters (msproto client m) once done(them) is
+    true, or the last ones read after timeout seconds: the caller's
+    asserts then say what was missing."""
+    deadline = time.time() + timeout
+    while True:
+        s = m.stats()
+        if done(s) or time.time() > deadline:
+            return s
+        time.sleep(0.05)
+
+
 def _traced(stack, run, calls="open,openat,sendto", paths=False):
     """Run run() while the session's one imap process is traced with
     strace (the system calls in calls: opens and store requests unless
@@ -692,16 +704,10 @@ def test_login_connection_per_mstore_user(stack):
 
     def settled(s0, want_hellos):
         """mstored's stats once it has counted want_hellos more HELLOs
-        and is back to s0's connections (ours only), or the last ones
-        seen after 10 s."""
-        deadline = time.time() + 10
-        while True:
-            s1 = m.stats()
-            if (s1["ops.op.hello"] - s0["ops.op.hello"] == want_hellos and
-                    s1["srv.connections"] == s0["srv.connections"]) or \
-                    time.time() > deadline:
-                return s1
-            time.sleep(0.05)
+        and is back to s0's connections (ours only)."""
+        return _stats_when(m, lambda s1: (
+            s1["ops.op.hello"] - s0["ops.op.hello"] == want_hellos and
+            s1["srv.connections"] == s0["srv.connections"]))
 
     s0 = m.stats()
     c = stack.imap("alice")
@@ -739,13 +745,13 @@ def test_login_connection_per_mstore_user(stack):
 
     # dave's location has a setting Dovecot does not know: the user is
     # made (and connects), its namespaces fail, the delivery is deferred
-    s3 = m.stats()
+    s4 = m.stats()
     replies = stack.lmtp_send("x@example.test", ["dave@example.test"], MSG)
     assert [r[0] for r in replies] == [451], replies
     assert stack.imap_pids("lmtp"), "Dovecot's LMTP process is gone"
-    s4 = settled(s3, 1)
-    assert s4["ops.op.hello"] - s3["ops.op.hello"] == 1, (s3, s4)
-    assert s4["srv.connections"] == s3["srv.connections"], (s3, s4)
+    s5 = settled(s4, 1)
+    assert s5["ops.op.hello"] - s4["ops.op.hello"] == 1, (s4, s5)
+    assert s5["srv.connections"] == s4["srv.connections"], (s4, s5)
     # the one error of this test is that refusal, checked here
     problems = stack.log_problems()
     assert problems and all("rcpt dave@example.test" in l and
@@ -1209,12 +1215,8 @@ def test_select_one_request_index_current(stack):
         # is read by the first request that needs the store): a session
         # that asks nothing else can be over before mstored has read
         # it, on a loaded machine
-        deadline = time.time() + 10
-        s1 = m.stats()
-        while s1["ops.op.hello"] == s0["ops.op.hello"] and \
-                time.time() < deadline:
-            time.sleep(0.05)
-            s1 = m.stats()
+        s1 = _stats_when(
+            m, lambda s1: s1["ops.op.hello"] != s0["ops.op.hello"])
         delta = {k[len("ops.op."):]: s1[k] - s0[k] for k in s1
                  if k.startswith("ops.op.") and s1[k] != s0[k] and
                  k != "ops.op.status"}
