@@ -148,8 +148,8 @@ int ms_io_fault_apply_loss(struct ms_io *io, uint64_t seed);
 unsigned long ms_io_fault_writes(struct ms_io *io, int copy);
 unsigned long ms_io_fault_syncs(struct ms_io *io, int copy);
 unsigned long ms_io_fault_reads(struct ms_io *io, int copy);
-/* The furthest byte (offset + length) a read of copy reached, in any
-   file, since the last call. */
+/* The furthest byte (offset + length) a read of copy asked for, in any
+   file, since the last call (which it resets). */
 uint64_t ms_io_fault_read_end(struct ms_io *io, int copy);
 
 static inline void ms_io_free(struct ms_io **io)
