@@ -22,6 +22,7 @@
  * socket.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #include <unistd.h>
 
 #include "body.h"
+#include "chgsnap.h"
 #include "event.h"
 #include "idx.h"
 #include "log.h"
@@ -225,10 +227,12 @@ struct ms_ops {
 	uint64_t *touched;	/* mailboxes changed in this turn */
 	size_t ntouched, captouched;
 	/* each user's change count (USER_WATCH, "WAIT" below) */
-	uint64_t chg_epoch;	/* random, new at every start */
-	uint64_t chg_seq;	/* changes counted since the start */
+	uint64_t chg_epoch;	/* random, new at a start (chg_restore) */
+	uint64_t chg_seq;	/* the largest count given in this epoch */
 	uint64_t chg_floor;	/* the count of a user not in chg_users */
 	struct ms_u64map chg_users;	/* user id -> its count, as a pointer */
+	uint64_t chg_noted;	/* the seq of the last record counted */
+	int chg_live;		/* counting: chg_save may write them */
 	struct waiter *uwake;	/* USER_WATCHes due: sent by uwake_send */
 	/* counters for STATUS */
 	uint64_t n_requests, n_errors, n_appends, n_bodies_deduped;
@@ -3165,11 +3169,15 @@ static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
  * of chg_seq when a durable record last named the user (every record
  * type whose payload starts with the user id: placements, flags,
  * expunges, mailboxes, subscriptions, quota, the user itself).  Counts
- * live in memory only; HELLO hands one out with chg_epoch, which is new
- * at every start, so a count from before a restart is never taken for a
- * current one.  A user not in chg_users (unchanged since the start, or
- * forgotten when the map reached CHG_USERS_MAX) has chg_floor, which
- * only ever grows: a forgotten count can look changed, never unchanged.
+ * live in memory; HELLO hands one out with chg_epoch.  A clean stop
+ * writes them to the index directory (chg_save), and the next start
+ * takes them back with their epoch only if the log is as it was then
+ * (chg_restore): its last record the one last counted, on the same
+ * timeline of the same store.  Every other start draws a new epoch, so
+ * a count from before it is never taken for a current one.  A user not
+ * in chg_users (unchanged since its epoch began, or forgotten when the
+ * map reached CHG_USERS_MAX) has chg_floor, which only ever grows: a
+ * forgotten count can look changed, never unchanged.
  *
  * A USER_WATCH is answered at once with the count, and then again each
  * time it moves, for as long as the connection lives: there is no gap
@@ -3183,6 +3191,8 @@ static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
  * its watch's connection.
  */
 #define CHG_USERS_MAX ((size_t)1 << 20)
+_Static_assert(CHG_USERS_MAX <= MS_CHGSNAP_MAX_USERS,
+	       "a clean stop writes every count it holds");
 _Static_assert(sizeof(void *) >= sizeof(uint64_t),
 	       "chg_users keeps a count in a pointer");
 
@@ -3200,6 +3210,7 @@ static void note_record(void *ctx, const struct ms_rec_hdr *h,
 	struct ms_ops *ops = ctx;
 	(void)pos;
 
+	ops->chg_noted = h->seq;
 	switch (h->type) {
 	case MS_REC_PLACE:
 	case MS_REC_FLAGS:
@@ -4416,6 +4427,110 @@ static int init_ids(struct ms_ops *ops, const char **error_r)
 	return ret < 0 ? ret : 0;
 }
 
+/* A new epoch: every count from before it is stale. */
+static void chg_new_epoch(struct ms_ops *ops)
+{
+	do
+		randombytes_buf(&ops->chg_epoch, sizeof(ops->chg_epoch));
+	while (ops->chg_epoch == 0);
+	ops->chg_seq = ops->chg_floor = 0;
+	ms_u64map_free(&ops->chg_users);
+}
+
+/*
+ * At the start, before any record is counted: the counts a clean stop
+ * wrote, if the log is as that stop left it (the same store, timeline
+ * and last record: nothing since, by this daemon, a tool or udsync);
+ * else a new epoch.  The file goes either way: once this process counts
+ * a record the log has moved past it, and a stale file is only refused
+ * again.  (The check, not the removal, is what keeps a count from
+ * meaning two states: every new count comes with a new record.)
+ */
+static void chg_restore(struct ms_ops *ops)
+{
+	const struct ms_meta *meta = ms_log_meta(ops->log);
+	struct ms_log_status ls;
+	struct ms_chgsnap snap;
+	struct ms_u64map users = { 0 };
+	const char *err = "", *stale = NULL;
+	int dirfd, ret;
+
+	ms_log_get_status(ops->log, &ls);
+	ops->chg_noted = ls.durable_seq;
+	chg_new_epoch(ops);
+	dirfd = open(ops->idx_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0) {
+		msg_warn("changes.unreadable dir=%s error=%s",
+			 msg_q(ops->idx_dir), msg_q(strerror(errno)));
+		return;
+	}
+	ret = ms_chgsnap_read(dirfd, &snap, &users, &err);
+	if (ret < 0) {
+		msg_warn("changes.unreadable dir=%s error=%s msg=\"a new "
+			 "epoch: clients ask once\"",
+			 msg_q(ops->idx_dir), msg_q(err));
+	} else if (ret > 0) {
+		if (memcmp(snap.store_id, meta->store_id, 16) != 0)
+			stale = "another store";
+		else if (snap.timeline != ls.timeline)
+			stale = "another timeline";
+		else if (snap.seq != ls.durable_seq)
+			stale = "the log moved";
+	}
+	if (ret > 0 && stale == NULL) {
+		ops->chg_epoch = snap.epoch;
+		ops->chg_seq = snap.chg_seq;
+		ops->chg_floor = snap.chg_floor;
+		ops->chg_users = users;
+		msg_info("changes.restored users=%zu seq=%llu",
+			 ops->chg_users.n, (unsigned long long)snap.seq);
+	} else {
+		ms_u64map_free(&users);
+		if (stale != NULL)
+			msg_info("changes.stale reason=%s file_seq=%llu "
+				 "log_seq=%llu msg=\"a new epoch\"",
+				 msg_q(stale), (unsigned long long)snap.seq,
+				 (unsigned long long)ls.durable_seq);
+	}
+	if (ret != 0 && unlinkat(dirfd, MS_CHGSNAP_NAME, 0) < 0 &&
+	    errno != ENOENT)
+		msg_warn("changes.unlink_failed dir=%s error=%s",
+			 msg_q(ops->idx_dir), msg_q(strerror(errno)));
+	close(dirfd);
+	ops->chg_live = 1;
+}
+
+/* At a clean stop, with the log settled: the counts for the next start
+   (chg_restore).  A failure costs the clients a question each. */
+static void chg_save(struct ms_ops *ops)
+{
+	const struct ms_meta *meta = ms_log_meta(ops->log);
+	struct ms_log_status ls;
+	struct ms_chgsnap snap;
+	const char *err = "";
+	int dirfd;
+
+	if (!ops->chg_live)
+		return;
+	ms_log_get_status(ops->log, &ls);
+	memcpy(snap.store_id, meta->store_id, 16);
+	snap.timeline = ls.timeline;
+	snap.seq = ops->chg_noted;
+	snap.epoch = ops->chg_epoch;
+	snap.chg_seq = ops->chg_seq;
+	snap.chg_floor = ops->chg_floor;
+	dirfd = open(ops->idx_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0 || ms_chgsnap_write(dirfd, &snap, &ops->chg_users,
+					  &err) < 0) {
+		msg_warn("changes.save_failed dir=%s error=%s msg=\"the next "
+			 "start draws a new epoch\"",
+			 msg_q(ops->idx_dir),
+			 msg_q(dirfd < 0 ? strerror(errno) : err));
+	}
+	if (dirfd >= 0)
+		close(dirfd);
+}
+
 /* standby: read-only (mstored --standby); replica_ok: a DR replica may
    be opened read-write (promote --offline); else it is refused */
 static int ops_open(const struct ms_store_cfg *cfg, int standby,
@@ -4500,9 +4615,7 @@ static int ops_open(const struct ms_store_cfg *cfg, int standby,
 		goto fail;
 	if (!standby && (ret = finish_retires(ops, from, error_r)) < 0)
 		goto fail;
-	do
-		randombytes_buf(&ops->chg_epoch, sizeof(ops->chg_epoch));
-	while (ops->chg_epoch == 0);
+	chg_restore(ops);
 	ms_log_set_notice_hook(ops->log, note_record, ops);
 	ms_log_set_apply_hook(ops->log, apply_record, ops);
 	ms_log_defer_apply(ops->log, 1);
@@ -4542,6 +4655,7 @@ void ms_ops_close(struct ms_ops **opsp)
 		if (ops->txn != NULL && ms_idx_commit(&ops->txn) < 0)
 			msg_error("index.commit_failed at=close msg=\"the next "
 				  "start replays the log\"");
+		chg_save(ops);
 	}
 	if (ops->txn != NULL)
 		ms_idx_abort(&ops->txn);

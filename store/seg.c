@@ -184,9 +184,7 @@ int ms_meta_read(int dirfd, struct ms_meta *m_r, const char **error_r)
 	return ms_meta_decode(buf, (size_t)n, m_r, error_r);
 }
 
-/* Replace dirfd/name with len bytes of buf, durably: a temporary file
-   written and fsynced, renamed over name, the directory fsynced. */
-static int write_small_file(int dirfd, const char *name, const char *tmp,
+int ms_write_small_file(int dirfd, const char *name, const char *tmp,
 			    const uint8_t *buf, size_t len,
 			    const char **error_r)
 {
@@ -216,7 +214,7 @@ int ms_meta_write(int dirfd, const struct ms_meta *m, const char **error_r)
 	uint8_t buf[MS_META_SIZE];
 
 	ms_meta_encode(m, buf);
-	return write_small_file(dirfd, MS_META_NAME, MS_META_NAME ".tmp", buf,
+	return ms_write_small_file(dirfd, MS_META_NAME, MS_META_NAME ".tmp", buf,
 				sizeof(buf), error_r);
 }
 
@@ -308,7 +306,7 @@ int ms_replica_write(int dirfd, const struct ms_replica *r,
 	ms_assert(r->state == MS_REPLICA_DR ||
 		  r->state == MS_REPLICA_PROMOTING);
 	ms_replica_encode(r, buf);
-	return write_small_file(dirfd, MS_REPLICA_NAME, MS_REPLICA_NAME ".tmp",
+	return ms_write_small_file(dirfd, MS_REPLICA_NAME, MS_REPLICA_NAME ".tmp",
 				buf, sizeof(buf), error_r);
 }
 

@@ -201,6 +201,10 @@ void ms_seg_sum_rec(void *xxh3_state, const struct ms_rec_hdr *h,
 /* Full-length pread / pwrite: -errno, or MS_ETRUNC for a read past EOF. */
 int ms_pread_full(int fd, void *buf, size_t len, uint64_t off);
 int ms_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+/* Replace dirfd/name with len bytes of buf, durably: written to tmp and
+   fsynced, renamed over name, the directory fsynced. */
+int ms_write_small_file(int dirfd, const char *name, const char *tmp,
+			const uint8_t *buf, size_t len, const char **error_r);
 
 /*
  * Save the bytes [off, size) of fd to a new file name (relative to dirfd,

@@ -45,6 +45,7 @@
 #include <xxhash.h>
 
 #include "body.h"
+#include "chgsnap.h"
 #include "client.h"
 #include "event.h"
 #include "idx.h"
@@ -855,8 +856,10 @@ static int rewind_store(struct fb *f, const char **error_r)
 	report(f, "rewind: the log ends at %" PRIu64 ":%" PRIu64
 		  " (seq %" PRIu64 "); udsync.pos written",
 	       last, size, seq);
-	static const char *const idxfiles[] = { "data.mdb", "lock.mdb" };
-	for (size_t i = 0; i < 2; i++) {
+	/* the change counts go too: they describe the log before the cut */
+	static const char *const idxfiles[] = { "data.mdb", "lock.mdb",
+						MS_CHGSNAP_NAME };
+	for (size_t i = 0; i < MS_ARRAY_SIZE(idxfiles); i++) {
 		char path[4200];
 		snprintf(path, sizeof(path), "%s/%s", f->idxdir, idxfiles[i]);
 		if (unlink(path) < 0 && errno != ENOENT) {

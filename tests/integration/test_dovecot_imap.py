@@ -1288,8 +1288,8 @@ def test_user_watch_skips_only_unchanged(stack):
     each followed at once by a SELECT in a session logged in before it,
     and by a NOOP in a session that has the folder selected.  A NOOP or
     a re-SELECT with nothing changed asks nothing.  After mstored
-    restarts (a new epoch: the recorded counts mean nothing) the next
-    SELECT asks again and is right."""
+    restarts (a clean stop: the epoch and counts are kept) a delivery
+    made then moves the count, and the next SELECT shows it."""
     import msproto
     stack.deliver("alice", "INBOX", MSG)
     sel = stack.imap()
@@ -1338,6 +1338,49 @@ def test_user_watch_skips_only_unchanged(stack):
     c = stack.imap()
     assert c.select("INBOX")[1] == [str(n + 1).encode()]
     c.logout()
+
+
+def test_clean_restart_keeps_change_counts(stack):
+    """mstored stopped cleanly keeps the users' change counts and their
+    epoch (docs/protocol.md, USER_WATCH): after the restart, new
+    sessions' SELECTs of folders nobody changed ask the store nothing
+    and show what they showed.  A change made after the restart is seen
+    at once.  After a kill -9 (a new epoch) the SELECT of each folder
+    asks again, and is right."""
+    import signal
+    stack.deliver("alice", "INBOX", MSG)
+    c = stack.imap()
+    ok(c.create("Kept"))
+    stack.deliver("alice", "Kept", MSG)
+    stack.deliver("alice", "Kept", MSG)
+    assert c.select("Kept")[1] == [b"2"]
+    assert c.select("INBOX")[1] == [b"1"]
+    c.logout()
+
+    def selects(want):
+        before = _ops(stack, "changes", "mbox-status")
+        s = stack.imap()
+        for box, n in want:
+            typ, data = s.select(box)
+            assert typ == "OK" and data == [str(n).encode()], (box, data)
+        s.logout()
+        return [b - a for a, b in zip(before,
+                                      _ops(stack, "changes",
+                                           "mbox-status"))]
+
+    stack.allow_errors = True  # sessions' connections die with mstored
+    stack.kill_mstored()
+    stack.start_mstored()
+    assert selects([("INBOX", 1), ("Kept", 2)]) == [0, 0]
+    # a change after the restart: asked for, and seen
+    stack.deliver("alice", "Kept", MSG)
+    asked = selects([("Kept", 3)])
+    assert asked[0] + asked[1] >= 1, asked
+    # killed: every count is stale, each folder's first open asks
+    stack.kill_mstored(signal.SIGKILL)
+    stack.start_mstored()
+    asked = selects([("INBOX", 1), ("Kept", 3)])
+    assert asked[0] + asked[1] >= 2, asked
 
 
 def test_sync_without_changes_takes_no_index_lock(stack):

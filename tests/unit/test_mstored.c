@@ -7,6 +7,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -25,6 +26,7 @@
 #include <cmocka.h>
 #include <xxhash.h>
 
+#include "chgsnap.h"
 #include "client.h"
 #include "idx.h"
 #include "log.h"
@@ -1543,8 +1545,8 @@ static uint64_t uw_now(struct ms_client *c)
  * waiting right after each of 60 acknowledged changes, on 20 watching
  * connections.  Another user's change moves nothing; an unchanged
  * user's next HELLO gives the same epoch and count; a second watch on
- * a connection and the admin role are refused; a restart gives a new
- * epoch.
+ * a connection and the admin role are refused; a clean restart keeps
+ * the epoch and the count, a kill -9 and restart gives a new epoch.
  */
 static void test_user_watch(void **state)
 {
@@ -1683,12 +1685,184 @@ static void test_user_watch(void **state)
 	ms_client_close(&adm);
 	ms_client_close(&b);
 	ms_client_close(&w);
+	x = uw_connect(&d, "uwa", &e2, &known);
+	ms_client_close(&x);
 	assert_int_equal(msd_stop(&d), 0);
-	/* a restart: a new epoch */
+	/* a clean restart: the same epoch and count (test_changes_kept) */
+	msd_start(&d);
+	x = uw_connect(&d, "uwa", &e2, &cnt);
+	assert_true(e2 == epoch && cnt == known);
+	ms_client_close(&x);
+	/* killed: a new epoch */
+	msd_kill(&d);
 	msd_start(&d);
 	x = uw_connect(&d, "uwa", &e2, &cnt);
 	assert_true(e2 != epoch);
 	ms_client_close(&x);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
+/* lines of d's log holding needle */
+static int log_count(const struct msd *d, const char *needle)
+{
+	FILE *f = fopen(d->logfile, "r");
+	char line[512];
+	int n = 0;
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+		n += strstr(line, needle) != NULL;
+	if (f != NULL)
+		fclose(f);
+	return n;
+}
+
+static void hello_of(struct msd *d, const char *user, uint64_t *epoch_r,
+		     uint64_t *count_r)
+{
+	struct ms_client *c = uw_connect(d, user, epoch_r, count_r);
+	ms_client_close(&c);
+}
+
+/* Rewrite d's change counts file through edit (NULL: as it is). */
+static void snap_edit(struct msd *d, void (*edit)(struct ms_chgsnap *))
+{
+	int dirfd = open(d->index, O_RDONLY | O_DIRECTORY);
+	struct ms_chgsnap s;
+	struct ms_u64map users = { 0 };
+	const char *err = "";
+	assert_true(dirfd >= 0);
+	assert_int_equal(ms_chgsnap_read(dirfd, &s, &users, &err), 1);
+	if (edit != NULL)
+		edit(&s);
+	assert_int_equal(ms_chgsnap_write(dirfd, &s, &users, &err), 0);
+	ms_u64map_free(&users);
+	close(dirfd);
+}
+
+static void other_store(struct ms_chgsnap *s)
+{
+	s->store_id[0] ^= 1;
+}
+
+static void other_timeline(struct ms_chgsnap *s)
+{
+	s->timeline++;
+}
+
+static int snap_exists(const struct msd *d)
+{
+	char path[1200];
+	snprintf(path, sizeof(path), "%s/%s", d->index, MS_CHGSNAP_NAME);
+	return access(path, F_OK) == 0;
+}
+
+/*
+ * The change counts across restarts (docs/protocol.md, USER_WATCH): a
+ * clean stop writes them to the index directory; the next start takes
+ * back the epoch and every user's count, and removes the file.  A
+ * changed user's count moves after such a start, an unchanged user's
+ * does not.  A new epoch (and a log line saying why) when the file is
+ * from before the log's last record (an older file put back), of
+ * another store or timeline, damaged, or absent (a kill -9: there is
+ * none); every such start still serves.
+ */
+static void test_changes_kept(void **state)
+{
+	(void)state;
+	struct msd d;
+	uint64_t e, a0, b0, e2, a1, b1, a2, b2;
+	char held[1200], path[1200];
+	msd_setup(&d, "mstored-chgkeep", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "cka"), 0);
+	assert_int_equal(msd_user_add(&d, "ckb"), 0);
+	struct ms_client *w = msd_connect(&d, "cka");
+	assert_int_equal(msd_append1(w, "INBOX", "one", 3, 0).status, 0);
+	ms_client_close(&w);
+	hello_of(&d, "cka", &e, &a0);
+	hello_of(&d, "ckb", &e2, &b0);
+	assert_true(e2 == e);
+
+	assert_int_equal(msd_stop(&d), 0);
+	assert_true(snap_exists(&d));
+	msd_start(&d);
+	assert_false(snap_exists(&d));
+	assert_int_equal(log_count(&d, "event=changes.restored"), 1);
+	hello_of(&d, "cka", &e2, &a1);
+	hello_of(&d, "ckb", &e2, &b1);
+	assert_true(e2 == e && a1 == a0 && b1 == b0);
+	/* a change after the restart moves its user's count only */
+	w = msd_connect(&d, "cka");
+	assert_int_equal(msd_append1(w, "INBOX", "two", 3, 0).status, 0);
+	ms_client_close(&w);
+	hello_of(&d, "cka", &e2, &a1);
+	hello_of(&d, "ckb", &e2, &b1);
+	assert_true(e2 == e && a1 > a0 && b1 == b0);
+	assert_int_equal(msd_stop(&d), 0);
+	msd_start(&d);
+	hello_of(&d, "cka", &e2, &a2);
+	hello_of(&d, "ckb", &e2, &b2);
+	assert_true(e2 == e && a2 == a1 && b2 == b0);
+
+	/* an older file put back after the log moved on */
+	assert_int_equal(msd_stop(&d), 0);
+	snprintf(path, sizeof(path), "%s/%s", d.index, MS_CHGSNAP_NAME);
+	snprintf(held, sizeof(held), "%s/held", d.dir);
+	assert_int_equal(rename(path, held), 0);
+	msd_start(&d);	/* no file: a new epoch */
+	hello_of(&d, "cka", &e2, &a2);
+	assert_true(e2 != e);
+	e = e2;
+	w = msd_connect(&d, "ckb");
+	assert_int_equal(msd_append1(w, "INBOX", "three", 5, 0).status, 0);
+	ms_client_close(&w);
+	assert_int_equal(msd_stop(&d), 0);
+	assert_int_equal(rename(held, path), 0);
+	msd_start(&d);
+	assert_int_equal(log_count(&d, "reason=\"the log moved\""), 1);
+	assert_false(snap_exists(&d));
+	hello_of(&d, "ckb", &e2, &b2);
+	assert_true(e2 != e);
+	e = e2;
+
+	/* another store's file, another timeline's, a damaged one */
+	static void (*const edits[])(struct ms_chgsnap *) = { other_store,
+							      other_timeline };
+	static const char *const why[] = { "reason=\"another store\"",
+					   "reason=\"another timeline\"" };
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(msd_stop(&d), 0);
+		if (i < 2) {
+			snap_edit(&d, edits[i]);
+		} else {
+			int fd = open(path, O_RDWR);
+			uint8_t byte;
+			assert_true(fd >= 0);
+			assert_int_equal(pread(fd, &byte, 1, 30), 1);
+			byte ^= 0x40;
+			assert_int_equal(pwrite(fd, &byte, 1, 30), 1);
+			close(fd);
+		}
+		msd_start(&d);
+		assert_int_equal(log_count(&d, i < 2 ? why[i]
+						     : "event=changes."
+						       "unreadable"),
+				 1);
+		assert_false(snap_exists(&d));
+		hello_of(&d, "cka", &e2, &a2);
+		assert_true(e2 != e);
+		e = e2;
+		w = msd_connect(&d, "cka");
+		assert_int_equal(msd_append1(w, "INBOX", "on", 2, 0).status,
+				 0);
+		ms_client_close(&w);
+	}
+	/* and the file as written is taken (the edits above were what
+	   made the difference) */
+	assert_int_equal(msd_stop(&d), 0);
+	snap_edit(&d, NULL);
+	msd_start(&d);
+	hello_of(&d, "cka", &e2, &a2);
+	assert_true(e2 == e);
 	assert_int_equal(msd_stop(&d), 0);
 }
 
@@ -2696,6 +2870,7 @@ int main(void)
 		cmocka_unit_test(test_large_body_chunks),
 		cmocka_unit_test(test_max_mailboxes),
 		cmocka_unit_test(test_user_watch),
+		cmocka_unit_test(test_changes_kept),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,164 @@
+/*
+ * chgsnap.c - the change counts file; see chgsnap.h and docs/format.md
+ * ("Change counts").
+ *
+ * A file that is short, long, of another version, fails its checksum or
+ * holds a value no writer makes (a count above the largest, a user twice)
+ * is refused whole: the caller then starts with a new epoch, which costs
+ * the clients one question each and never shows them a stale count.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "buf.h"
+#include "chgsnap.h"
+#include "ms.h"
+#include "seg.h"
+
+void ms_chgsnap_encode(const struct ms_chgsnap *s,
+		       const struct ms_u64map *users, uint8_t **buf_r,
+		       size_t *len_r)
+{
+	size_t len = MS_CHGSNAP_HDR_SIZE + users->n * MS_CHGSNAP_USER_SIZE + 8;
+	uint8_t *buf = ms_malloc(len), *p = buf;
+
+	memcpy(p, MS_CHGSNAP_MAGIC, 8);
+	memcpy(p + 8, s->store_id, 16);
+	p += 24;
+	ms_put64(p, s->timeline);
+	ms_put64(p + 8, s->seq);
+	ms_put64(p + 16, s->epoch);
+	ms_put64(p + 24, s->chg_seq);
+	ms_put64(p + 32, s->chg_floor);
+	ms_put64(p + 40, users->n);
+	p += 48;
+	MS_U64MAP_EACH(users, i) {
+		ms_put64(p, users->keys[i]);
+		ms_put64(p + 8, (uint64_t)(uintptr_t)users->vals[i]);
+		p += MS_CHGSNAP_USER_SIZE;
+	}
+	ms_put64(p, XXH3_64bits(buf, (size_t)(p - buf)));
+	*buf_r = buf;
+	*len_r = len;
+}
+
+int ms_chgsnap_decode(const uint8_t *buf, size_t len, struct ms_chgsnap *s,
+		      struct ms_u64map *users, const char **error_r)
+{
+	const uint8_t *p = buf + 24;
+	uint64_t n;
+
+	if (len < MS_CHGSNAP_HDR_SIZE + 8) {
+		*error_r = ms_errf("%zu bytes, shorter than its header", len);
+		return MS_ECORRUPT;
+	}
+	if (memcmp(buf, MS_CHGSNAP_MAGIC, 8) != 0) {
+		*error_r = "not a change counts file of this version";
+		return MS_ECORRUPT;
+	}
+	n = ms_get64(p + 40);
+	if (n > MS_CHGSNAP_MAX_USERS ||
+	    len != MS_CHGSNAP_HDR_SIZE + n * MS_CHGSNAP_USER_SIZE + 8) {
+		*error_r = ms_errf("%zu bytes for %llu users", len,
+				   (unsigned long long)n);
+		return MS_ECORRUPT;
+	}
+	if (ms_get64(buf + len - 8) != XXH3_64bits(buf, len - 8)) {
+		*error_r = "checksum mismatch";
+		return MS_ECORRUPT;
+	}
+	memcpy(s->store_id, buf + 8, 16);
+	s->timeline = ms_get64(p);
+	s->seq = ms_get64(p + 8);
+	s->epoch = ms_get64(p + 16);
+	s->chg_seq = ms_get64(p + 24);
+	s->chg_floor = ms_get64(p + 32);
+	if (s->epoch == 0 || s->chg_floor > s->chg_seq) {
+		*error_r = ms_errf("epoch %llu, floor %llu above the count "
+				   "%llu",
+				   (unsigned long long)s->epoch,
+				   (unsigned long long)s->chg_floor,
+				   (unsigned long long)s->chg_seq);
+		return MS_ECORRUPT;
+	}
+	p += 48;
+	for (uint64_t i = 0; i < n; i++, p += MS_CHGSNAP_USER_SIZE) {
+		uint64_t user = ms_get64(p), count = ms_get64(p + 8);
+		/* a listed user changed after the floor was set */
+		if (user == 0 || count <= s->chg_floor ||
+		    count > s->chg_seq ||
+		    ms_u64map_get(users, user) != NULL) {
+			*error_r = ms_errf("user %llu: count %llu (floor %llu, "
+					   "largest %llu), or listed twice",
+					   (unsigned long long)user,
+					   (unsigned long long)count,
+					   (unsigned long long)s->chg_floor,
+					   (unsigned long long)s->chg_seq);
+			ms_u64map_free(users);
+			return MS_ECORRUPT;
+		}
+		ms_u64map_put(users, user, (void *)(uintptr_t)count);
+	}
+	return 0;
+}
+
+int ms_chgsnap_write(int dirfd, const struct ms_chgsnap *s,
+		     const struct ms_u64map *users, const char **error_r)
+{
+	uint8_t *buf;
+	size_t len;
+
+	ms_chgsnap_encode(s, users, &buf, &len);
+	int ret = ms_write_small_file(dirfd, MS_CHGSNAP_NAME, MS_CHGSNAP_TMP,
+				      buf, len, error_r);
+	free(buf);
+	return ret;
+}
+
+int ms_chgsnap_read(int dirfd, struct ms_chgsnap *s, struct ms_u64map *users,
+		    const char **error_r)
+{
+	const size_t max = MS_CHGSNAP_HDR_SIZE +
+			   MS_CHGSNAP_MAX_USERS * MS_CHGSNAP_USER_SIZE + 8;
+	struct stat st;
+	uint8_t *buf;
+	int ret;
+	int fd = openat(dirfd, MS_CHGSNAP_NAME, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0;
+		ret = -errno;
+		*error_r = ms_errf("open: %s", strerror(errno));
+		return ret;
+	}
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		*error_r = ms_errf("fstat: %s", strerror(errno));
+		close(fd);
+		return ret;
+	}
+	/* bounded before it is read: a file no writer makes is refused */
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
+		*error_r = ms_errf("not a regular file of at most %zu bytes",
+				   max);
+		close(fd);
+		return MS_ECORRUPT;
+	}
+	buf = ms_malloc((size_t)st.st_size + 1);
+	ret = ms_pread_full(fd, buf, (size_t)st.st_size, 0);
+	close(fd);
+	if (ret < 0)
+		*error_r = ms_errf("read: %s", ms_strerror(ret));
+	else
+		ret = ms_chgsnap_decode(buf, (size_t)st.st_size, s, users,
+					error_r);
+	free(buf);
+	return ret < 0 ? ret : 1;
+}

@@ -1,0 +1,57 @@
+/*
+ * chgsnap.h - the users' change counts kept across a clean stop.
+ *
+ * mstored counts the changes of each user's mail in memory (ops.c,
+ * "USER_WATCH"); a client keeps a count with the epoch it came with and
+ * asks nothing while the count stays.  A clean stop writes the counts to
+ * <index dir>/changes; the next start takes them (and the epoch) back
+ * only if the log is exactly where it was: same store, same timeline,
+ * same last record.  Any other start draws a new epoch, as a first start
+ * does.  The format is in docs/format.md ("Change counts").
+ *
+ * DIAGNOSTICS: return codes with *error_r; nothing is logged.
+ */
+#ifndef MS_CHGSNAP_H
+#define MS_CHGSNAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "u64map.h"
+
+#define MS_CHGSNAP_NAME "changes"
+#define MS_CHGSNAP_TMP "changes.tmp"
+#define MS_CHGSNAP_MAGIC "MSCHGS01"
+/* magic, store id, 6 u64 fields; then the users; then the checksum */
+#define MS_CHGSNAP_HDR_SIZE (8 + 16 + 6 * 8)
+#define MS_CHGSNAP_USER_SIZE 16
+#define MS_CHGSNAP_MAX_USERS ((uint64_t)1 << 20)
+
+struct ms_chgsnap {
+	uint8_t store_id[16];
+	uint64_t timeline;	/* the log's when written */
+	uint64_t seq;		/* the last record counted */
+	uint64_t epoch;		/* != 0 */
+	uint64_t chg_seq;	/* the largest count given */
+	uint64_t chg_floor;	/* the count of a user not listed */
+};
+
+/* The file's bytes for s and users (user id -> count, as a pointer):
+   *buf_r malloc'ed, *len_r its size. */
+void ms_chgsnap_encode(const struct ms_chgsnap *s,
+		       const struct ms_u64map *users, uint8_t **buf_r,
+		       size_t *len_r);
+/* Check and read the bytes of a file into s and users (empty on entry):
+   0, or MS_ECORRUPT with *error_r (users then emptied). */
+int ms_chgsnap_decode(const uint8_t *buf, size_t len, struct ms_chgsnap *s,
+		      struct ms_u64map *users, const char **error_r);
+
+/* Write dirfd/changes durably (a temporary file renamed over it). */
+int ms_chgsnap_write(int dirfd, const struct ms_chgsnap *s,
+		     const struct ms_u64map *users, const char **error_r);
+/* Read dirfd/changes: 1 read, 0 no such file, < 0 unreadable or not
+   valid (error_r). */
+int ms_chgsnap_read(int dirfd, struct ms_chgsnap *s, struct ms_u64map *users,
+		    const char **error_r);
+
+#endif

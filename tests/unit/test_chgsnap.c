@@ -1,0 +1,214 @@
+/*
+ * test_chgsnap.c - the change counts file (store/chgsnap.c): written and
+ * read back equal (1,000 users, and none); no file is "none"; every
+ * shorter length, one byte more, every single flipped byte, and values
+ * no writer makes (behind a good checksum) are refused whole, the map
+ * left empty; a file larger than any writer makes is refused before it
+ * is read.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <xxhash.h>
+
+#include "chgsnap.h"
+#include "ms.h"
+#include "mstest.h"
+#include "seg.h"
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+static uint64_t rng(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+static void sample(struct ms_chgsnap *s, struct ms_u64map *users, size_t n)
+{
+	memset(s, 0, sizeof(*s));
+	for (int i = 0; i < 16; i++)
+		s->store_id[i] = (uint8_t)(0xa0 + i);
+	s->timeline = 3;
+	s->seq = 123456;
+	s->epoch = 0x1122334455667788ULL;
+	s->chg_floor = 500;
+	s->chg_seq = 500 + 4 * n + 1;
+	ms_u64map_init(users);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t user = 1 + (rng() % 1000000);
+		if (ms_u64map_get(users, user) != NULL) {
+			i--;
+			continue;
+		}
+		ms_u64map_put(users, user,
+			      (void *)(uintptr_t)(s->chg_floor + 1 +
+						  rng() % (4 * n + 1)));
+	}
+}
+
+static void assert_same(const struct ms_chgsnap *a,
+			const struct ms_u64map *ua,
+			const struct ms_chgsnap *b,
+			const struct ms_u64map *ub)
+{
+	assert_memory_equal(a->store_id, b->store_id, 16);
+	assert_true(a->timeline == b->timeline && a->seq == b->seq &&
+		    a->epoch == b->epoch && a->chg_seq == b->chg_seq &&
+		    a->chg_floor == b->chg_floor);
+	assert_int_equal(ua->n, ub->n);
+	MS_U64MAP_EACH(ua, i) {
+		assert_ptr_equal(ms_u64map_get(ub, ua->keys[i]), ua->vals[i]);
+	}
+}
+
+static void test_round_trip(void **state)
+{
+	(void)state;
+	char *dir = mst_tmpdir("chgsnap");
+	int dirfd = open(dir, O_RDONLY | O_DIRECTORY);
+	struct ms_chgsnap s, r;
+	struct ms_u64map users, back = { 0 };
+	const char *err = "";
+
+	assert_true(dirfd >= 0);
+	assert_int_equal(ms_chgsnap_read(dirfd, &r, &back, &err), 0);
+	for (size_t n = 0; n <= 1000; n += 1000) {
+		sample(&s, &users, n);
+		assert_int_equal(ms_chgsnap_write(dirfd, &s, &users, &err), 0);
+		assert_int_equal(faccessat(dirfd, MS_CHGSNAP_TMP, F_OK, 0), -1);
+		assert_int_equal(ms_chgsnap_read(dirfd, &r, &back, &err), 1);
+		assert_same(&s, &users, &r, &back);
+		ms_u64map_free(&users);
+		ms_u64map_free(&back);
+	}
+	close(dirfd);
+	mst_rmtree(dir);
+}
+
+/* Every cut, one byte more, and every flipped byte: refused, map empty. */
+static void test_damage(void **state)
+{
+	(void)state;
+	struct ms_chgsnap s, r;
+	struct ms_u64map users, back = { 0 };
+	const char *err = "";
+	uint8_t *buf, *big;
+	size_t len;
+
+	sample(&s, &users, 40);
+	ms_chgsnap_encode(&s, &users, &buf, &len);
+	assert_int_equal(len, MS_CHGSNAP_HDR_SIZE + 40 * 16 + 8);
+	assert_int_equal(ms_chgsnap_decode(buf, len, &r, &back, &err), 0);
+	ms_u64map_free(&back);
+	for (size_t cut = 0; cut < len; cut++) {
+		assert_int_equal(ms_chgsnap_decode(buf, cut, &r, &back, &err),
+				 MS_ECORRUPT);
+		assert_int_equal(back.n, 0);
+	}
+	big = calloc(1, len + 1);
+	memcpy(big, buf, len);
+	assert_int_equal(ms_chgsnap_decode(big, len + 1, &r, &back, &err),
+			 MS_ECORRUPT);
+	free(big);
+	for (size_t i = 0; i < len; i++) {
+		for (int bit = 0; bit < 8; bit += 3) {
+			buf[i] ^= (uint8_t)(1u << bit);
+			assert_int_equal(
+				ms_chgsnap_decode(buf, len, &r, &back, &err),
+				MS_ECORRUPT);
+			assert_int_equal(back.n, 0);
+			buf[i] ^= (uint8_t)(1u << bit);
+		}
+	}
+	free(buf);
+	ms_u64map_free(&users);
+}
+
+/* Values no writer makes, with the checksum made good: refused. */
+static void test_values(void **state)
+{
+	(void)state;
+	struct ms_chgsnap s, r;
+	struct ms_u64map users, back = { 0 };
+	const char *err = "";
+	uint8_t *buf;
+	size_t len;
+	const size_t users_at = MS_CHGSNAP_HDR_SIZE;
+	const size_t epoch_at = 24 + 16, floor_at = 24 + 32;
+
+	sample(&s, &users, 3);
+	ms_chgsnap_encode(&s, &users, &buf, &len);
+	struct {
+		size_t off;
+		uint64_t v;
+		const char *what;
+	} bad[] = {
+		{ epoch_at, 0, "epoch 0" },
+		{ floor_at, s.chg_seq + 1, "floor above the largest" },
+		{ users_at, 0, "user 0" },
+		{ users_at + 8, s.chg_floor, "a count at the floor" },
+		{ users_at + 8, s.chg_seq + 1, "a count above the largest" },
+		{ users_at + 16, 0, "(user 2 = user 1, below)" },
+	};
+	for (size_t i = 0; i < MS_ARRAY_SIZE(bad); i++) {
+		uint8_t *c = malloc(len);
+		memcpy(c, buf, len);
+		if (i == MS_ARRAY_SIZE(bad) - 1)
+			memcpy(c + users_at + 16, c + users_at, 8);
+		else
+			ms_put64(c + bad[i].off, bad[i].v);
+		ms_put64(c + len - 8, XXH3_64bits(c, len - 8));
+		if (ms_chgsnap_decode(c, len, &r, &back, &err) != MS_ECORRUPT)
+			fail_msg("%s was taken", bad[i].what);
+		assert_int_equal(back.n, 0);
+		free(c);
+	}
+	/* a user count that says more users than the bytes hold */
+	ms_put64(buf + 24 + 40, 4);
+	ms_put64(buf + len - 8, XXH3_64bits(buf, len - 8));
+	assert_int_equal(ms_chgsnap_decode(buf, len, &r, &back, &err),
+			 MS_ECORRUPT);
+	free(buf);
+	ms_u64map_free(&users);
+}
+
+/* A file larger than any writer makes: refused before it is read. */
+static void test_oversized(void **state)
+{
+	(void)state;
+	char *dir = mst_tmpdir("chgsnap-big");
+	int dirfd = open(dir, O_RDONLY | O_DIRECTORY);
+	struct ms_chgsnap r;
+	struct ms_u64map back = { 0 };
+	const char *err = "";
+	int fd = openat(dirfd, MS_CHGSNAP_NAME, O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)(MS_CHGSNAP_HDR_SIZE +
+						MS_CHGSNAP_MAX_USERS * 16 + 9)),
+			 0);
+	close(fd);
+	assert_int_equal(ms_chgsnap_read(dirfd, &r, &back, &err), MS_ECORRUPT);
+	assert_non_null(strstr(err, "at most"));
+	close(dirfd);
+	mst_rmtree(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_damage),
+		cmocka_unit_test(test_values),
+		cmocka_unit_test(test_oversized),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
