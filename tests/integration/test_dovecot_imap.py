@@ -1344,7 +1344,8 @@ def test_clean_restart_keeps_change_counts(stack):
     """mstored stopped cleanly keeps the users' change counts and their
     epoch (docs/protocol.md, USER_WATCH): after the restart, new
     sessions' SELECTs of folders nobody changed ask the store nothing
-    and show what they showed.  A change made after the restart is seen
+    and show what they showed, and a STATUS is answered from Dovecot's
+    list index without asking either.  A change made after the restart is seen
     at once.  After a kill -9 (a new epoch) the SELECT of each folder
     asks again, and is right."""
     import signal
@@ -1371,6 +1372,13 @@ def test_clean_restart_keeps_change_counts(stack):
     stack.allow_errors = True  # sessions' connections die with mstored
     stack.kill_mstored()
     stack.start_mstored()
+    # a STATUS answered from Dovecot's list index, and SELECTs
+    before = _ops(stack, "changes", "mbox-status")
+    s = stack.imap()
+    typ, data = s.status("Kept", "(MESSAGES UIDNEXT)")
+    assert typ == "OK" and b"MESSAGES 2" in data[0], (typ, data)
+    s.logout()
+    assert _ops(stack, "changes", "mbox-status") == before
     assert selects([("INBOX", 1), ("Kept", 2)]) == [0, 0]
     # a change after the restart: asked for, and seen
     stack.deliver("alice", "Kept", MSG)
