@@ -24,13 +24,6 @@
 #include "seg.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
-static uint64_t rng(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
 
 static void sample(struct ms_chgsnap *s, struct ms_u64map *users, size_t n)
 {
@@ -44,14 +37,14 @@ static void sample(struct ms_chgsnap *s, struct ms_u64map *users, size_t n)
 	s->chg_seq = 500 + 4 * n + 1;
 	ms_u64map_init(users);
 	for (size_t i = 0; i < n; i++) {
-		uint64_t user = 1 + (rng() % 1000000);
+		uint64_t user = 1 + mst_randn(&rng_state, 1000000);
 		if (ms_u64map_get(users, user) != NULL) {
 			i--;
 			continue;
 		}
 		ms_u64map_put(users, user,
 			      (void *)(uintptr_t)(s->chg_floor + 1 +
-						  rng() % (4 * n + 1)));
+						  mst_randn(&rng_state, 4 * n + 1)));
 	}
 }
 
