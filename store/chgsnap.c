@@ -31,13 +31,15 @@ void ms_chgsnap_encode(const struct ms_chgsnap *s,
 	memcpy(p, MS_CHGSNAP_MAGIC, 8);
 	memcpy(p + 8, s->store_id, 16);
 	p += 24;
-	ms_put64(p, s->timeline);
-	ms_put64(p + 8, s->seq);
-	ms_put64(p + 16, s->epoch);
-	ms_put64(p + 24, s->chg_seq);
-	ms_put64(p + 32, s->chg_floor);
-	ms_put64(p + 40, users->n);
-	p += 48;
+	ms_put64(p, s->dir_dev);
+	ms_put64(p + 8, s->dir_ino);
+	ms_put64(p + 16, s->timeline);
+	ms_put64(p + 24, s->seq);
+	ms_put64(p + 32, s->epoch);
+	ms_put64(p + 40, s->chg_seq);
+	ms_put64(p + 48, s->chg_floor);
+	ms_put64(p + 56, users->n);
+	p += 64;
 	MS_U64MAP_EACH(users, i) {
 		ms_put64(p, users->keys[i]);
 		ms_put64(p + 8, (uint64_t)(uintptr_t)users->vals[i]);
@@ -62,7 +64,7 @@ int ms_chgsnap_decode(const uint8_t *buf, size_t len, struct ms_chgsnap *s,
 		*error_r = "not a change counts file of this version";
 		return MS_ECORRUPT;
 	}
-	n = ms_get64(p + 40);
+	n = ms_get64(p + 56);
 	if (n > MS_CHGSNAP_MAX_USERS ||
 	    len != MS_CHGSNAP_HDR_SIZE + n * MS_CHGSNAP_USER_SIZE + 8) {
 		*error_r = ms_errf("%zu bytes for %llu users", len,
@@ -74,11 +76,13 @@ int ms_chgsnap_decode(const uint8_t *buf, size_t len, struct ms_chgsnap *s,
 		return MS_ECORRUPT;
 	}
 	memcpy(s->store_id, buf + 8, 16);
-	s->timeline = ms_get64(p);
-	s->seq = ms_get64(p + 8);
-	s->epoch = ms_get64(p + 16);
-	s->chg_seq = ms_get64(p + 24);
-	s->chg_floor = ms_get64(p + 32);
+	s->dir_dev = ms_get64(p);
+	s->dir_ino = ms_get64(p + 8);
+	s->timeline = ms_get64(p + 16);
+	s->seq = ms_get64(p + 24);
+	s->epoch = ms_get64(p + 32);
+	s->chg_seq = ms_get64(p + 40);
+	s->chg_floor = ms_get64(p + 48);
 	if (s->epoch == 0 || s->chg_floor > s->chg_seq) {
 		*error_r = ms_errf("epoch %llu, floor %llu above the count "
 				   "%llu",
@@ -87,7 +91,7 @@ int ms_chgsnap_decode(const uint8_t *buf, size_t len, struct ms_chgsnap *s,
 				   (unsigned long long)s->chg_seq);
 		return MS_ECORRUPT;
 	}
-	p += 48;
+	p += 64;
 	for (uint64_t i = 0; i < n; i++, p += MS_CHGSNAP_USER_SIZE) {
 		uint64_t user = ms_get64(p), count = ms_get64(p + 8);
 		/* a listed user changed after the floor was set */

@@ -5,8 +5,8 @@
  * "USER_WATCH"); a client keeps a count with the epoch it came with and
  * asks nothing while the count stays.  A clean stop writes the counts to
  * <index dir>/changes; the next start takes them (and the epoch) back
- * only if the log is exactly where it was: same store, same timeline,
- * same last record.  Any other start draws a new epoch, as a first start
+ * only if the log is exactly where it was (same store, same timeline,
+ * same last record) and the file is in the directory that wrote it.  Any other start draws a new epoch, as a first start
  * does.  The format is in docs/format.md ("Change counts").
  *
  * DIAGNOSTICS: return codes with *error_r; nothing is logged.
@@ -21,14 +21,17 @@
 
 #define MS_CHGSNAP_NAME "changes"
 #define MS_CHGSNAP_TMP "changes.tmp"
-#define MS_CHGSNAP_MAGIC "MSCHGS01"
-/* magic, store id, 6 u64 fields; then the users; then the checksum */
-#define MS_CHGSNAP_HDR_SIZE (8 + 16 + 6 * 8)
+#define MS_CHGSNAP_MAGIC "MSCHGS02"
+/* magic, store id, 8 u64 fields; then the users; then the checksum */
+#define MS_CHGSNAP_HDR_SIZE (8 + 16 + 8 * 8)
 #define MS_CHGSNAP_USER_SIZE 16
 #define MS_CHGSNAP_MAX_USERS ((uint64_t)1 << 20)
 
 struct ms_chgsnap {
 	uint8_t store_id[16];
+	/* the index directory's (st_dev, st_ino): a copy of the directory
+	   (another site seeded from this one) is not the one written */
+	uint64_t dir_dev, dir_ino;
 	uint64_t timeline;	/* the log's when written */
 	uint64_t seq;		/* the last record counted */
 	uint64_t epoch;		/* != 0 */

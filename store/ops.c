@@ -27,6 +27,7 @@
 #include <pwd.h>
 #include <stdlib.h>
 #include <sodium.h>
+#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -4458,13 +4459,19 @@ static void chg_restore(struct ms_ops *ops)
 	ms_log_get_status(ops->log, &ls);
 	ops->chg_noted = ls.durable_seq;
 	chg_new_epoch(ops);
+	ops->chg_live = 1;
 	dirfd = open(ops->idx_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0) {
 		msg_warn("changes.unreadable dir=%s error=%s",
 			 msg_q(ops->idx_dir), msg_q(strerror(errno)));
 		return;
 	}
+	struct stat dst;
 	ret = ms_chgsnap_read(dirfd, &snap, &users, &err);
+	if (ret > 0 && fstat(dirfd, &dst) < 0) {
+		err = ms_errf("fstat: %s", strerror(errno));
+		ret = -EIO;
+	}
 	if (ret < 0) {
 		msg_warn("changes.unreadable dir=%s error=%s msg=\"a new "
 			 "epoch: clients ask once\"",
@@ -4472,6 +4479,9 @@ static void chg_restore(struct ms_ops *ops)
 	} else if (ret > 0) {
 		if (memcmp(snap.store_id, meta->store_id, 16) != 0)
 			stale = "another store";
+		else if (snap.dir_dev != (uint64_t)dst.st_dev ||
+			 snap.dir_ino != (uint64_t)dst.st_ino)
+			stale = "written in another directory";
 		else if (snap.timeline != ls.timeline)
 			stale = "another timeline";
 		else if (snap.seq != ls.durable_seq)
@@ -4497,7 +4507,6 @@ static void chg_restore(struct ms_ops *ops)
 		msg_warn("changes.unlink_failed dir=%s error=%s",
 			 msg_q(ops->idx_dir), msg_q(strerror(errno)));
 	close(dirfd);
-	ops->chg_live = 1;
 }
 
 /* At a clean stop, with the log settled: the counts for the next start
@@ -4507,6 +4516,7 @@ static void chg_save(struct ms_ops *ops)
 	const struct ms_meta *meta = ms_log_meta(ops->log);
 	struct ms_log_status ls;
 	struct ms_chgsnap snap;
+	struct stat dst;
 	const char *err = "";
 	int dirfd;
 
@@ -4520,13 +4530,19 @@ static void chg_save(struct ms_ops *ops)
 	snap.chg_seq = ops->chg_seq;
 	snap.chg_floor = ops->chg_floor;
 	dirfd = open(ops->idx_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0 || ms_chgsnap_write(dirfd, &snap, &ops->chg_users,
-					  &err) < 0) {
+	if (dirfd < 0 || fstat(dirfd, &dst) < 0) {
+		err = ms_errf("%s: %s", dirfd < 0 ? "open" : "fstat",
+			      strerror(errno));
+	} else {
+		snap.dir_dev = (uint64_t)dst.st_dev;
+		snap.dir_ino = (uint64_t)dst.st_ino;
+		if (ms_chgsnap_write(dirfd, &snap, &ops->chg_users, &err) == 0)
+			err = NULL;
+	}
+	if (err != NULL)
 		msg_warn("changes.save_failed dir=%s error=%s msg=\"the next "
 			 "start draws a new epoch\"",
-			 msg_q(ops->idx_dir),
-			 msg_q(dirfd < 0 ? strerror(errno) : err));
-	}
+			 msg_q(ops->idx_dir), msg_q(err));
 	if (dirfd >= 0)
 		close(dirfd);
 }

@@ -30,6 +30,8 @@ static void sample(struct ms_chgsnap *s, struct ms_u64map *users, size_t n)
 	memset(s, 0, sizeof(*s));
 	for (int i = 0; i < 16; i++)
 		s->store_id[i] = (uint8_t)(0xa0 + i);
+	s->dir_dev = 0x801;
+	s->dir_ino = 424242;
 	s->timeline = 3;
 	s->seq = 123456;
 	s->epoch = 0x1122334455667788ULL;
@@ -54,7 +56,8 @@ static void assert_same(const struct ms_chgsnap *a,
 			const struct ms_u64map *ub)
 {
 	assert_memory_equal(a->store_id, b->store_id, 16);
-	assert_true(a->timeline == b->timeline && a->seq == b->seq &&
+	assert_true(a->dir_dev == b->dir_dev && a->dir_ino == b->dir_ino &&
+		    a->timeline == b->timeline && a->seq == b->seq &&
 		    a->epoch == b->epoch && a->chg_seq == b->chg_seq &&
 		    a->chg_floor == b->chg_floor);
 	assert_int_equal(ua->n, ub->n);
@@ -136,7 +139,7 @@ static void test_values(void **state)
 	uint8_t *buf;
 	size_t len;
 	const size_t users_at = MS_CHGSNAP_HDR_SIZE;
-	const size_t epoch_at = 24 + 16, floor_at = 24 + 32;
+	const size_t epoch_at = 24 + 32, floor_at = 24 + 48;
 
 	sample(&s, &users, 3);
 	ms_chgsnap_encode(&s, &users, &buf, &len);
@@ -166,7 +169,7 @@ static void test_values(void **state)
 		free(c);
 	}
 	/* a user count that says more users than the bytes hold */
-	ms_put64(buf + 24 + 40, 4);
+	ms_put64(buf + 24 + 56, 4);
 	ms_put64(buf + len - 8, XXH3_64bits(buf, len - 8));
 	assert_int_equal(ms_chgsnap_decode(buf, len, &r, &back, &err),
 			 MS_ECORRUPT);

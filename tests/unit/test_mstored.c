@@ -1762,8 +1762,8 @@ static int snap_exists(const struct msd *d)
  * changed user's count moves after such a start, an unchanged user's
  * does not.  A new epoch (and a log line saying why) when the file is
  * from before the log's last record (an older file put back), of
- * another store or timeline, damaged, or absent (a kill -9: there is
- * none); every such start still serves.
+ * another store or timeline, damaged, in a copy of the index directory,
+ * or absent (a kill -9: there is none); every such start still serves.
  */
 static void test_changes_kept(void **state)
 {
@@ -1863,6 +1863,20 @@ static void test_changes_kept(void **state)
 	msd_start(&d);
 	hello_of(&d, "cka", &e2, &a2);
 	assert_true(e2 == e);
+	/* a copy of the index directory (a site seeded from this one):
+	   not the directory that wrote the file */
+	assert_int_equal(msd_stop(&d), 0);
+	char cmd[4600];
+	snprintf(cmd, sizeof(cmd), "mv '%s' '%s.orig' && cp -a '%s.orig' '%s'",
+		 d.index, d.index, d.index, d.index);
+	assert_int_equal(system(cmd), 0);
+	assert_true(snap_exists(&d));
+	msd_start(&d);
+	assert_int_equal(log_count(&d, "reason=\"written in another "
+				       "directory\""),
+			 1);
+	hello_of(&d, "cka", &e2, &a2);
+	assert_true(e2 != e);
 	assert_int_equal(msd_stop(&d), 0);
 }
 
