@@ -21,6 +21,8 @@
 #include "ms.h"
 #include "seg.h"
 
+static const uint8_t chgsnap_magic[8] = { 'M', 'S', 'C', 'H', 'G', 'S', '0', '2' };
+
 void ms_chgsnap_encode(const struct ms_chgsnap *s,
 		       const struct ms_u64map *users, uint8_t **buf_r,
 		       size_t *len_r)
@@ -28,7 +30,7 @@ void ms_chgsnap_encode(const struct ms_chgsnap *s,
 	size_t len = MS_CHGSNAP_HDR_SIZE + users->n * MS_CHGSNAP_USER_SIZE + 8;
 	uint8_t *buf = ms_malloc(len), *p = buf;
 
-	memcpy(p, MS_CHGSNAP_MAGIC, 8);
+	memcpy(p, chgsnap_magic, 8);
 	memcpy(p + 8, s->store_id, 16);
 	p += 24;
 	ms_put64(p, s->dir_dev);
@@ -60,7 +62,7 @@ int ms_chgsnap_decode(const uint8_t *buf, size_t len, struct ms_chgsnap *s,
 		*error_r = ms_errf("%zu bytes, shorter than its header", len);
 		return MS_ECORRUPT;
 	}
-	if (memcmp(buf, MS_CHGSNAP_MAGIC, 8) != 0) {
+	if (memcmp(buf, chgsnap_magic, 8) != 0) {
 		*error_r = "not a change counts file of this version";
 		return MS_ECORRUPT;
 	}

@@ -21,7 +21,6 @@
 
 #define MS_CHGSNAP_NAME "changes"
 #define MS_CHGSNAP_TMP "changes.tmp"
-#define MS_CHGSNAP_MAGIC "MSCHGS02"
 /* magic, store id, 8 u64 fields; then the users; then the checksum */
 #define MS_CHGSNAP_HDR_SIZE (8 + 16 + 8 * 8)
 #define MS_CHGSNAP_USER_SIZE 16
