@@ -1764,6 +1764,7 @@ static int snap_exists(const struct msd *d)
  * from before the log's last record (an older file put back), of
  * another store or timeline, damaged, in a copy of the index directory,
  * or absent (a kill -9: there is none); every such start still serves.
+ * A temporary file left behind by a torn write is neither read nor kept.
  */
 static void test_changes_kept(void **state)
 {
@@ -1798,10 +1799,22 @@ static void test_changes_kept(void **state)
 	hello_of(&d, "ckb", &e2, &b1);
 	assert_true(e2 == e && a1 > a0 && b1 == b0);
 	assert_int_equal(msd_stop(&d), 0);
+	/* a temporary file left by a stop killed while it wrote: not read,
+	   and the next stop writes over it */
+	snprintf(path, sizeof(path), "%s/%s", d.index, MS_CHGSNAP_TMP);
+	FILE *tf = fopen(path, "w");
+	assert_non_null(tf);
+	fputs("torn", tf);
+	fclose(tf);
 	msd_start(&d);
 	hello_of(&d, "cka", &e2, &a2);
 	hello_of(&d, "ckb", &e2, &b2);
 	assert_true(e2 == e && a2 == a1 && b2 == b0);
+	assert_int_equal(msd_stop(&d), 0);
+	assert_int_equal(access(path, F_OK), -1);
+	msd_start(&d);
+	hello_of(&d, "cka", &e2, &a2);
+	assert_true(e2 == e && a2 == a1);
 
 	/* an older file put back after the log moved on */
 	assert_int_equal(msd_stop(&d), 0);
