@@ -3174,7 +3174,8 @@ static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
  * writes them to the index directory (chg_save), and the next start
  * takes them back with their epoch only if the log is as it was then
  * (chg_restore): its last record the one last counted, on the same
- * timeline of the same store.  Every other start draws a new epoch, so
+ * timeline of the same store, and the file in the directory that wrote
+ * it.  Every other start draws a new epoch, so
  * a count from before it is never taken for a current one.  A user not
  * in chg_users (unchanged since its epoch began, or forgotten when the
  * map reached CHG_USERS_MAX) has chg_floor, which only ever grows: a
@@ -4441,8 +4442,9 @@ static void chg_new_epoch(struct ms_ops *ops)
 /*
  * At the start, before any record is counted: the counts a clean stop
  * wrote, if the log is as that stop left it (the same store, timeline
- * and last record: nothing since, by this daemon, a tool or udsync);
- * else a new epoch.  The file goes either way: once this process counts
+ * and last record: nothing since, by this daemon, a tool or udsync) and
+ * the file is where it was written (not a copy of the directory); else
+ * a new epoch.  The file goes either way: once this process counts
  * a record the log has moved past it, and a stale file is only refused
  * again.  (The check, not the removal, is what keeps a count from
  * meaning two states: every new count comes with a new record.)
