@@ -117,10 +117,19 @@ int ms_chgsnap_decode(const uint8_t *buf, size_t len, struct ms_chgsnap *s,
 int ms_chgsnap_write(int dirfd, const struct ms_chgsnap *s,
 		     const struct ms_u64map *users, const char **error_r)
 {
+	struct ms_chgsnap here = *s;
+	struct stat st;
 	uint8_t *buf;
 	size_t len;
 
-	ms_chgsnap_encode(s, users, &buf, &len);
+	if (fstat(dirfd, &st) < 0) {
+		int ret = -errno;
+		*error_r = ms_errf("fstat: %s", strerror(errno));
+		return ret;
+	}
+	here.dir_dev = (uint64_t)st.st_dev;
+	here.dir_ino = (uint64_t)st.st_ino;
+	ms_chgsnap_encode(&here, users, &buf, &len);
 	int ret = ms_write_small_file(dirfd, MS_CHGSNAP_NAME, MS_CHGSNAP_TMP,
 				      buf, len, error_r);
 	free(buf);
@@ -157,7 +166,7 @@ int ms_chgsnap_read(int dirfd, struct ms_chgsnap *s, struct ms_u64map *users,
 		close(fd);
 		return MS_ECORRUPT;
 	}
-	buf = ms_malloc((size_t)st.st_size + 1);
+	buf = ms_malloc((size_t)st.st_size);
 	ret = ms_pread_full(fd, buf, (size_t)st.st_size, 0);
 	close(fd);
 	if (ret < 0)
@@ -167,4 +176,12 @@ int ms_chgsnap_read(int dirfd, struct ms_chgsnap *s, struct ms_u64map *users,
 					error_r);
 	free(buf);
 	return ret < 0 ? ret : 1;
+}
+
+int ms_chgsnap_in(int dirfd, const struct ms_chgsnap *s)
+{
+	struct stat st;
+
+	return fstat(dirfd, &st) == 0 && (uint64_t)st.st_dev == s->dir_dev &&
+	       (uint64_t)st.st_ino == s->dir_ino;
 }

@@ -28,8 +28,9 @@
 
 struct ms_chgsnap {
 	uint8_t store_id[16];
-	/* the index directory's (st_dev, st_ino): a copy of the directory
-	   (another site seeded from this one) is not the one written */
+	/* the (st_dev, st_ino) of the directory that wrote it, set by
+	   ms_chgsnap_write: a copy of the directory (another site seeded
+	   from this one) is not that one (ms_chgsnap_in) */
 	uint64_t dir_dev, dir_ino;
 	uint64_t timeline;	/* the log's when written */
 	uint64_t seq;		/* the last record counted */
@@ -48,12 +49,16 @@ void ms_chgsnap_encode(const struct ms_chgsnap *s,
 int ms_chgsnap_decode(const uint8_t *buf, size_t len, struct ms_chgsnap *s,
 		      struct ms_u64map *users, const char **error_r);
 
-/* Write dirfd/changes durably (a temporary file renamed over it). */
+/* Write dirfd/changes durably (a temporary file renamed over it), with
+   dirfd's identity in place of s's dir_dev and dir_ino. */
 int ms_chgsnap_write(int dirfd, const struct ms_chgsnap *s,
 		     const struct ms_u64map *users, const char **error_r);
 /* Read dirfd/changes: 1 read, 0 no such file, < 0 unreadable or not
    valid (error_r). */
 int ms_chgsnap_read(int dirfd, struct ms_chgsnap *s, struct ms_u64map *users,
 		    const char **error_r);
+/* 1 if s was written in dirfd's directory itself, else 0 (also when
+   dirfd cannot be looked at). */
+int ms_chgsnap_in(int dirfd, const struct ms_chgsnap *s);
 
 #endif

@@ -27,7 +27,6 @@
 #include <pwd.h>
 #include <stdlib.h>
 #include <sodium.h>
-#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -233,7 +232,6 @@ struct ms_ops {
 	uint64_t chg_floor;	/* the count of a user not in chg_users */
 	struct ms_u64map chg_users;	/* user id -> its count, as a pointer */
 	uint64_t chg_noted;	/* the seq of the last record counted */
-	int chg_live;		/* counting: chg_save may write them */
 	struct waiter *uwake;	/* USER_WATCHes due: sent by uwake_send */
 	/* counters for STATUS */
 	uint64_t n_requests, n_errors, n_appends, n_bodies_deduped;
@@ -4429,16 +4427,6 @@ static int init_ids(struct ms_ops *ops, const char **error_r)
 	return ret < 0 ? ret : 0;
 }
 
-/* A new epoch: every count from before it is stale. */
-static void chg_new_epoch(struct ms_ops *ops)
-{
-	do
-		randombytes_buf(&ops->chg_epoch, sizeof(ops->chg_epoch));
-	while (ops->chg_epoch == 0);
-	ops->chg_seq = ops->chg_floor = 0;
-	ms_u64map_free(&ops->chg_users);
-}
-
 /*
  * At the start, before any record is counted: the counts a clean stop
  * wrote, if the log is as that stop left it (the same store, timeline
@@ -4460,20 +4448,17 @@ static void chg_restore(struct ms_ops *ops)
 
 	ms_log_get_status(ops->log, &ls);
 	ops->chg_noted = ls.durable_seq;
-	chg_new_epoch(ops);
-	ops->chg_live = 1;
+	/* a new epoch, unless the file gives the old one back */
+	do
+		randombytes_buf(&ops->chg_epoch, sizeof(ops->chg_epoch));
+	while (ops->chg_epoch == 0);
 	dirfd = open(ops->idx_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0) {
 		msg_warn("changes.unreadable dir=%s error=%s",
 			 msg_q(ops->idx_dir), msg_q(strerror(errno)));
 		return;
 	}
-	struct stat dst;
 	ret = ms_chgsnap_read(dirfd, &snap, &users, &err);
-	if (ret > 0 && fstat(dirfd, &dst) < 0) {
-		err = ms_errf("fstat: %s", strerror(errno));
-		ret = -EIO;
-	}
 	if (ret < 0) {
 		msg_warn("changes.unreadable dir=%s error=%s msg=\"a new "
 			 "epoch: clients ask once\"",
@@ -4481,8 +4466,7 @@ static void chg_restore(struct ms_ops *ops)
 	} else if (ret > 0) {
 		if (memcmp(snap.store_id, meta->store_id, 16) != 0)
 			stale = "another store";
-		else if (snap.dir_dev != (uint64_t)dst.st_dev ||
-			 snap.dir_ino != (uint64_t)dst.st_ino)
+		else if (!ms_chgsnap_in(dirfd, &snap))
 			stale = "written in another directory";
 		else if (snap.timeline != ls.timeline)
 			stale = "another timeline";
@@ -4517,36 +4501,30 @@ static void chg_save(struct ms_ops *ops)
 {
 	const struct ms_meta *meta = ms_log_meta(ops->log);
 	struct ms_log_status ls;
-	struct ms_chgsnap snap;
-	struct stat dst;
+	struct ms_chgsnap snap = { .seq = ops->chg_noted,
+				   .epoch = ops->chg_epoch,
+				   .chg_seq = ops->chg_seq,
+				   .chg_floor = ops->chg_floor };
 	const char *err = "";
-	int dirfd;
+	int dirfd, ret;
 
-	if (!ops->chg_live)
-		return;
+	if (ops->chg_epoch == 0)
+		return; /* the open failed before chg_restore */
 	ms_log_get_status(ops->log, &ls);
 	memcpy(snap.store_id, meta->store_id, 16);
 	snap.timeline = ls.timeline;
-	snap.seq = ops->chg_noted;
-	snap.epoch = ops->chg_epoch;
-	snap.chg_seq = ops->chg_seq;
-	snap.chg_floor = ops->chg_floor;
 	dirfd = open(ops->idx_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0 || fstat(dirfd, &dst) < 0) {
-		err = ms_errf("%s: %s", dirfd < 0 ? "open" : "fstat",
-			      strerror(errno));
+	if (dirfd < 0) {
+		ret = -errno;
+		err = ms_errf("open: %s", strerror(errno));
 	} else {
-		snap.dir_dev = (uint64_t)dst.st_dev;
-		snap.dir_ino = (uint64_t)dst.st_ino;
-		if (ms_chgsnap_write(dirfd, &snap, &ops->chg_users, &err) == 0)
-			err = NULL;
+		ret = ms_chgsnap_write(dirfd, &snap, &ops->chg_users, &err);
+		close(dirfd);
 	}
-	if (err != NULL)
+	if (ret < 0)
 		msg_warn("changes.save_failed dir=%s error=%s msg=\"the next "
 			 "start draws a new epoch\"",
 			 msg_q(ops->idx_dir), msg_q(err));
-	if (dirfd >= 0)
-		close(dirfd);
 }
 
 /* standby: read-only (mstored --standby); replica_ok: a DR replica may

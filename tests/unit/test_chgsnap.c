@@ -1,18 +1,22 @@
 /*
  * test_chgsnap.c - the change counts file (store/chgsnap.c): written and
- * read back equal (1,000 users, and none); no file is "none"; every
- * shorter length, one byte more, every single flipped byte, and values
- * no writer makes (behind a good checksum) are refused whole, the map
- * left empty; a file larger than any writer makes is refused before it
- * is read.
+ * read back equal (1,000 users, and none), with the identity of the
+ * directory that wrote it, which a copy of the file in another
+ * directory does not have; no file is "none"; every shorter length,
+ * one byte more, every single flipped byte, and values no writer makes
+ * (behind a good checksum) are refused whole, the map left empty; the
+ * most users a file may list are taken and one more is refused; a file
+ * larger than any writer makes is refused before it is read.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -30,7 +34,7 @@ static void sample(struct ms_chgsnap *s, struct ms_u64map *users, size_t n)
 	memset(s, 0, sizeof(*s));
 	for (int i = 0; i < 16; i++)
 		s->store_id[i] = (uint8_t)(0xa0 + i);
-	s->dir_dev = 0x801;
+	s->dir_dev = 0x801; /* the writer puts its own in their place */
 	s->dir_ino = 424242;
 	s->timeline = 3;
 	s->seq = 123456;
@@ -77,17 +81,69 @@ static void test_round_trip(void **state)
 
 	assert_true(dirfd >= 0);
 	assert_int_equal(ms_chgsnap_read(dirfd, &r, &back, &err), 0);
+	struct stat st;
+	assert_int_equal(fstat(dirfd, &st), 0);
 	for (size_t n = 0; n <= 1000; n += 1000) {
 		sample(&s, &users, n);
 		assert_int_equal(ms_chgsnap_write(dirfd, &s, &users, &err), 0);
 		assert_int_equal(faccessat(dirfd, MS_CHGSNAP_TMP, F_OK, 0), -1);
 		assert_int_equal(ms_chgsnap_read(dirfd, &r, &back, &err), 1);
+		/* the writer put its directory's identity in place of s's */
+		assert_true(r.dir_dev == (uint64_t)st.st_dev &&
+			    r.dir_ino == (uint64_t)st.st_ino);
+		assert_int_equal(ms_chgsnap_in(dirfd, &r), 1);
+		s.dir_dev = r.dir_dev;
+		s.dir_ino = r.dir_ino;
 		assert_same(&s, &users, &r, &back);
 		ms_u64map_free(&users);
 		ms_u64map_free(&back);
 	}
+	/* the same bytes in another directory: read, but not written there */
+	char *other = mst_tmpdir("chgsnap-copy"), cmd[2200];
+	snprintf(cmd, sizeof(cmd), "cp '%s/%s' '%s/'", dir, MS_CHGSNAP_NAME,
+		 other);
+	assert_int_equal(system(cmd), 0);
+	int ofd = open(other, O_RDONLY | O_DIRECTORY);
+	assert_true(ofd >= 0);
+	assert_int_equal(ms_chgsnap_read(ofd, &r, &back, &err), 1);
+	assert_int_equal(ms_chgsnap_in(ofd, &r), 0);
+	assert_int_equal(ms_chgsnap_in(dirfd, &r), 1);
+	ms_u64map_free(&back);
+	close(ofd);
 	close(dirfd);
+	mst_rmtree(other);
 	mst_rmtree(dir);
+}
+
+/* MS_CHGSNAP_MAX_USERS listed: taken; one more (bytes and checksum
+   right for it): refused. */
+static void test_most_users(void **state)
+{
+	(void)state;
+	struct ms_chgsnap s, r;
+	struct ms_u64map users = { 0 }, back = { 0 };
+	const char *err = "";
+	uint8_t *buf;
+	size_t len;
+
+	memset(&s, 0, sizeof(s));
+	s.epoch = 1;
+	s.chg_seq = MS_CHGSNAP_MAX_USERS + 1;
+	for (uint64_t u = 1; u <= MS_CHGSNAP_MAX_USERS + 1; u++)
+		ms_u64map_put(&users, u, (void *)(uintptr_t)u);
+	ms_chgsnap_encode(&s, &users, &buf, &len);
+	assert_int_equal(ms_chgsnap_decode(buf, len, &r, &back, &err),
+			 MS_ECORRUPT);
+	assert_non_null(strstr(err, "users"));
+	assert_int_equal(back.n, 0);
+	free(buf);
+	ms_u64map_del(&users, MS_CHGSNAP_MAX_USERS + 1);
+	ms_chgsnap_encode(&s, &users, &buf, &len);
+	assert_int_equal(ms_chgsnap_decode(buf, len, &r, &back, &err), 0);
+	assert_int_equal(back.n, MS_CHGSNAP_MAX_USERS);
+	free(buf);
+	ms_u64map_free(&back);
+	ms_u64map_free(&users);
 }
 
 /* Every cut, one byte more, and every flipped byte: refused, map empty. */
@@ -204,6 +260,7 @@ int main(void)
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_damage),
 		cmocka_unit_test(test_values),
+		cmocka_unit_test(test_most_users),
 		cmocka_unit_test(test_oversized),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
