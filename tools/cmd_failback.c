@@ -45,7 +45,6 @@
 #include <xxhash.h>
 
 #include "body.h"
-#include "chgsnap.h"
 #include "client.h"
 #include "event.h"
 #include "idx.h"
@@ -856,9 +855,9 @@ static int rewind_store(struct fb *f, const char **error_r)
 	report(f, "rewind: the log ends at %" PRIu64 ":%" PRIu64
 		  " (seq %" PRIu64 "); udsync.pos written",
 	       last, size, seq);
-	/* the change counts go too: they describe the log before the cut */
-	static const char *const idxfiles[] = { "data.mdb", "lock.mdb",
-						MS_CHGSNAP_NAME };
+	/* (the change counts file may stay: a cut log no longer ends at
+	   the record its counts were counted to, and a start refuses it) */
+	static const char *const idxfiles[] = { "data.mdb", "lock.mdb" };
 	for (size_t i = 0; i < MS_ARRAY_SIZE(idxfiles); i++) {
 		char path[4200];
 		snprintf(path, sizeof(path), "%s/%s", f->idxdir, idxfiles[i]);
