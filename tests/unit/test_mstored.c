@@ -1770,8 +1770,8 @@ static int snap_exists(const struct msd *d)
  * does not.  A new epoch (and a log line saying why) when the file is
  * from before the log's last record (an older file put back) or past it
  * (a log cut since), of another store or timeline, damaged, in a copy
- * of the index directory,
- * or absent (a kill -9: there is none); every such start still serves.
+ * of the index directory, or absent (a kill -9: there is none); every
+ * such start still serves.
  * A temporary file left behind by a torn write is neither read nor kept.
  */
 static void test_changes_kept(void **state)
