@@ -32,6 +32,7 @@
 
 #include <cmocka.h>
 
+#include "mstest.h"
 #include "mstest_cmocka.h"
 #include "proto.h"
 
@@ -2242,13 +2243,9 @@ static void test_crlf_size(void **state)
 
 	static uint8_t buf[65536];
 	static const uint8_t kinds[] = {'\r', '\n', 'a', '\0'};
-	uint32_t x = 2463534242u;
-	for (size_t i = 0; i < sizeof(buf); i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		buf[i] = kinds[x % 4];
-	}
+	uint64_t x = 2463534242u;
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = kinds[mst_randn(&x, 4)];
 	for (size_t len = 0; len <= sizeof(buf) - 8; len = len * 2 + 1)
 		for (size_t at = 0; at < 8; at++)
 			assert_int_equal(ms_crlf_size(buf + at, len),
