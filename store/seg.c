@@ -185,8 +185,7 @@ int ms_meta_read(int dirfd, struct ms_meta *m_r, const char **error_r)
 }
 
 int ms_write_small_file(int dirfd, const char *name, const char *tmp,
-			    const uint8_t *buf, size_t len,
-			    const char **error_r)
+			const uint8_t *buf, size_t len, const char **error_r)
 {
 	int ret;
 	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
@@ -214,8 +213,8 @@ int ms_meta_write(int dirfd, const struct ms_meta *m, const char **error_r)
 	uint8_t buf[MS_META_SIZE];
 
 	ms_meta_encode(m, buf);
-	return ms_write_small_file(dirfd, MS_META_NAME, MS_META_NAME ".tmp", buf,
-				sizeof(buf), error_r);
+	return ms_write_small_file(dirfd, MS_META_NAME, MS_META_NAME ".tmp",
+				   buf, sizeof(buf), error_r);
 }
 
 /* ---- replica marker (seg.h) ---- */
@@ -306,8 +305,9 @@ int ms_replica_write(int dirfd, const struct ms_replica *r,
 	ms_assert(r->state == MS_REPLICA_DR ||
 		  r->state == MS_REPLICA_PROMOTING);
 	ms_replica_encode(r, buf);
-	return ms_write_small_file(dirfd, MS_REPLICA_NAME, MS_REPLICA_NAME ".tmp",
-				buf, sizeof(buf), error_r);
+	return ms_write_small_file(dirfd, MS_REPLICA_NAME,
+				   MS_REPLICA_NAME ".tmp", buf, sizeof(buf),
+				   error_r);
 }
 
 int ms_replica_remove(int dirfd, const char **error_r)
