@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -1764,8 +1765,9 @@ static int snap_exists(const struct msd *d)
  * from before the log's last record (an older file put back) or past it
  * (a log cut since), of another store or timeline, damaged, in a copy
  * of the index directory, or absent (a kill -9: there is none); every
- * such start still serves.
- * A temporary file left behind by a torn write is neither read nor kept.
+ * such start still serves.  A temporary file left behind by a torn
+ * write is neither read nor kept; a stop that cannot write the file
+ * logs it, and the next start draws a new epoch.
  */
 static void test_changes_kept(void **state)
 {
@@ -1894,6 +1896,19 @@ static void test_changes_kept(void **state)
 	assert_int_equal(log_count(&d, "reason=\"written in another "
 				       "directory\""),
 			 1);
+	hello_of(&d, "cka", &e2, &a2);
+	assert_true(e2 != e);
+	e = e2;
+	/* a stop that cannot write the file (its temporary name taken by
+	   a directory): it says so and exits 0, and the next start draws a
+	   new epoch */
+	snprintf(path, sizeof(path), "%s/%s", d.index, MS_CHGSNAP_TMP);
+	assert_int_equal(mkdir(path, 0700), 0);
+	assert_int_equal(msd_stop(&d), 0);
+	assert_int_equal(log_count(&d, "event=changes.save_failed"), 1);
+	assert_false(snap_exists(&d));
+	assert_int_equal(rmdir(path), 0);
+	msd_start(&d);
 	hello_of(&d, "cka", &e2, &a2);
 	assert_true(e2 != e);
 	assert_int_equal(msd_stop(&d), 0);
