@@ -50,6 +50,23 @@ def test_plugin_exports_only_its_entry_points():
                      "mstore_plugin_version"}, names
 
 
+def test_plugin_needs_only_dovecot_and_libc():
+    """Every imap, pop3 and lmtp process maps and relocates each shared
+    object the plugin needs when it loads it: the plugin needs Dovecot's
+    libraries and libc, nothing of ours (xxHash, the one library its code
+    uses, is compiled in: store/rec.c)."""
+    so = os.path.join(BUILD, "modules", "lib20_mstore_plugin.so")
+    if not os.path.exists(so):
+        pytest.skip("the Dovecot plugin is not built here")
+    r = sh("readelf", "-d", "-W", so)
+    assert r.returncode == 0, r.stderr
+    needed = {line.split("[", 1)[1].rstrip("]")
+              for line in r.stdout.splitlines() if "(NEEDED)" in line}
+    allowed = {"libdovecot-storage.so.0", "libdovecot.so.0", "libc.so.6",
+               "ld-linux-x86-64.so.2"}
+    assert needed and needed <= allowed, needed - allowed
+
+
 def test_full_relro():
     """Linked as Debian links Dovecot, its plugins and its daemons: full
     RELRO (the GOT is bound at load and then read-only), so no first
