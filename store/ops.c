@@ -3191,6 +3191,10 @@ static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
  * its watch's connection.
  */
 #define CHG_USERS_MAX ((size_t)1 << 20)
+/* a restore's gap (chg_restore): at least this, under twice it */
+#define CHG_SEQ_GAP_MIN ((uint64_t)1 << 40)
+/* a file whose counts leave less room than 2^20 restores: a new epoch */
+#define CHG_SEQ_RESTORE_MAX (UINT64_MAX - ((uint64_t)1 << 61))
 _Static_assert(CHG_USERS_MAX <= MS_CHGSNAP_MAX_USERS,
 	       "a clean stop writes every count it holds");
 _Static_assert(sizeof(void *) >= sizeof(uint64_t),
@@ -4434,8 +4438,9 @@ static int init_ids(struct ms_ops *ops, const char **error_r)
  * the file is where it was written (not a copy of the directory); else
  * a new epoch.  The file goes either way: once this process counts
  * a record the log has moved past it, and a stale file is only refused
- * again.  (The check, not the removal, is what keeps a count from
- * meaning two states: every new count comes with a new record.)
+ * again.  (The checks and the gap below, not the removal, are what keep
+ * a count from meaning two states: every new count comes with a new
+ * record, past any count given before the file was copied.)
  */
 static void chg_restore(struct ms_ops *ops)
 {
@@ -4472,12 +4477,27 @@ static void chg_restore(struct ms_ops *ops)
 			stale = "another timeline";
 		else if (snap.seq != ls.durable_seq)
 			stale = "the log moved";
+		else if (snap.chg_seq > CHG_SEQ_RESTORE_MAX)
+			stale = "its counts are used up";
 	}
 	if (ret > 0 && stale == NULL) {
 		ops->chg_epoch = snap.epoch;
-		ops->chg_seq = snap.chg_seq;
 		ops->chg_floor = snap.chg_floor;
 		ops->chg_users = users;
+		/*
+		 * The counts given from here on start past a random gap.
+		 * A store put back in place from a copy of its files (the
+		 * same directories; the log, the index and this file as a
+		 * clean stop left them) passes every check above, and the
+		 * counts given after the copy was made, before it was put
+		 * back, were given to states the log no longer has: counting
+		 * on from the file's largest would give them again to other
+		 * states.  A user unchanged since keeps its count.
+		 */
+		uint64_t gap;
+		randombytes_buf(&gap, sizeof(gap));
+		ops->chg_seq = snap.chg_seq + CHG_SEQ_GAP_MIN +
+			       gap % CHG_SEQ_GAP_MIN;
 		msg_info("changes.restored users=%zu seq=%llu",
 			 ops->chg_users.n, (unsigned long long)snap.seq);
 	} else {

@@ -1749,6 +1749,13 @@ static void log_cut(struct ms_chgsnap *s)
 	s->seq++;
 }
 
+/* counts too near the top of u64 for another restore's gap (ops.c,
+   CHG_SEQ_RESTORE_MAX): one past the largest taken */
+static void used_up(struct ms_chgsnap *s)
+{
+	s->chg_seq = UINT64_MAX - ((uint64_t)1 << 61) + 1;
+}
+
 static int snap_exists(const struct msd *d)
 {
 	char path[1200];
@@ -1841,13 +1848,15 @@ static void test_changes_kept(void **state)
 	e = e2;
 
 	/* another store's file, another timeline's, one counted past a
-	   log cut since, a damaged one */
+	   log cut since, one with no room left for counts, a damaged one */
 	static void (*const edits[])(struct ms_chgsnap *) = {
-		other_store, other_timeline, log_cut
+		other_store, other_timeline, log_cut, used_up
 	};
-	static const char *const why[] = { "reason=\"another store\"",
-					   "reason=\"another timeline\"",
-					   "reason=\"the log moved\"" };
+	static const char *const why[] = {
+		"reason=\"another store\"", "reason=\"another timeline\"",
+		"reason=\"the log moved\"",
+		"reason=\"its counts are used up\""
+	};
 	enum { EDITS = MS_ARRAY_SIZE(edits) };
 	for (int i = 0; i <= EDITS; i++) {
 		assert_int_equal(msd_stop(&d), 0);
@@ -1911,6 +1920,71 @@ static void test_changes_kept(void **state)
 	msd_start(&d);
 	hello_of(&d, "cka", &e2, &a2);
 	assert_true(e2 != e);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
+/* Run a shell command; the test fails if it does. */
+static void __attribute__((format(printf, 1, 2))) sh(const char *fmt, ...)
+{
+	char cmd[8192];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	assert_int_equal(system(cmd), 0);
+}
+
+/*
+ * A store put back in place from a copy of its files, taken after a
+ * clean stop (its directories kept, every file as the copy had it: the
+ * log, the index and the change counts).  The start takes the counts
+ * back (nothing tells it the log was put back), so the users' counts are
+ * the copy's; and a change after it gets a count no change after the
+ * copy was made had (ops.c, chg_restore's gap), where counting on from
+ * the file's largest count gave the first one's again.
+ */
+static void test_changes_put_back(void **state)
+{
+	(void)state;
+	struct msd d;
+	uint64_t e, e2, a0, b0, a1, a2, b2;
+	const char *const dirs[] = { d.primary, d.secondary, d.index };
+	msd_setup(&d, "mstored-chgback", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "pba"), 0);
+	assert_int_equal(msd_user_add(&d, "pbb"), 0);
+	struct ms_client *w = msd_connect(&d, "pba");
+	assert_int_equal(msd_append1(w, "INBOX", "one", 3, 0).status, 0);
+	ms_client_close(&w);
+	assert_int_equal(msd_stop(&d), 0);
+	for (int i = 0; i < 3; i++)
+		sh("cp -a '%s' '%s/copy%d'", dirs[i], d.dir, i);
+
+	msd_start(&d);
+	hello_of(&d, "pba", &e, &a0);
+	hello_of(&d, "pbb", &e2, &b0);
+	w = msd_connect(&d, "pba");
+	assert_int_equal(msd_append1(w, "INBOX", "two", 3, 0).status, 0);
+	ms_client_close(&w);
+	hello_of(&d, "pba", &e2, &a1);
+	assert_true(e2 == e && a1 != a0);
+	assert_int_equal(msd_stop(&d), 0);
+
+	/* put back: the files only, so that every directory stays the
+	   one that wrote the counts */
+	for (int i = 0; i < 3; i++)
+		sh("find '%s' -type f -delete && cp -a '%s/copy%d/.' '%s/'",
+		   dirs[i], d.dir, i, dirs[i]);
+	msd_start(&d);
+	assert_int_equal(log_count(&d, "event=changes.restored"), 2);
+	hello_of(&d, "pba", &e2, &a2);
+	hello_of(&d, "pbb", &e2, &b2);
+	assert_true(e2 == e && a2 == a0 && b2 == b0);
+	w = msd_connect(&d, "pba");
+	assert_int_equal(msd_append1(w, "INBOX", "other", 5, 0).status, 0);
+	ms_client_close(&w);
+	hello_of(&d, "pba", &e2, &a2);
+	assert_true(e2 == e && a2 != a0 && a2 != a1);
 	assert_int_equal(msd_stop(&d), 0);
 }
 
@@ -2919,6 +2993,7 @@ int main(void)
 		cmocka_unit_test(test_max_mailboxes),
 		cmocka_unit_test(test_user_watch),
 		cmocka_unit_test(test_changes_kept),
+		cmocka_unit_test(test_changes_put_back),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
