@@ -55,7 +55,7 @@ void ms_chgsnap_encode(const struct ms_chgsnap *s,
 int ms_chgsnap_decode(const uint8_t *buf, size_t len, struct ms_chgsnap *s,
 		      struct ms_u64map *users, const char **error_r)
 {
-	const uint8_t *p = buf + 24;
+	const uint8_t *p;
 	uint64_t n;
 
 	if (len < MS_CHGSNAP_HDR_SIZE + 8) {
@@ -66,6 +66,7 @@ int ms_chgsnap_decode(const uint8_t *buf, size_t len, struct ms_chgsnap *s,
 		*error_r = "not a change counts file of this version";
 		return MS_ECORRUPT;
 	}
+	p = buf + 24;
 	n = ms_get64(p + 56);
 	if (n > MS_CHGSNAP_MAX_USERS ||
 	    len != MS_CHGSNAP_HDR_SIZE + n * MS_CHGSNAP_USER_SIZE + 8) {

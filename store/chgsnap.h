@@ -6,8 +6,9 @@
  * asks nothing while the count stays.  A clean stop writes the counts to
  * <index dir>/changes; the next start takes them (and the epoch) back
  * only if the log is exactly where it was (same store, same timeline,
- * same last record) and the file is in the directory that wrote it.  Any other start draws a new epoch, as a first start
- * does.  The format is in docs/format.md ("Change counts").
+ * same last record) and the file is in the directory that wrote it.
+ * Any other start draws a new epoch, as a first start does.  The format
+ * is in docs/format.md ("Change counts").
  *
  * DIAGNOSTICS: return codes with *error_r; nothing is logged.
  */

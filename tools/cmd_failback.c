@@ -855,8 +855,9 @@ static int rewind_store(struct fb *f, const char **error_r)
 	report(f, "rewind: the log ends at %" PRIu64 ":%" PRIu64
 		  " (seq %" PRIu64 "); udsync.pos written",
 	       last, size, seq);
-	/* (the change counts file may stay: a cut log no longer ends at
-	   the record its counts were counted to, and a start refuses it) */
+	/* (the change counts file may stay: the rewound log follows the
+	   new primary's timeline, and a start refuses counts of another
+	   timeline or of another last record) */
 	static const char *const idxfiles[] = { "data.mdb", "lock.mdb" };
 	for (size_t i = 0; i < MS_ARRAY_SIZE(idxfiles); i++) {
 		char path[4200];
