@@ -1709,6 +1709,15 @@ static void test_user_watch(void **state)
 	assert_int_equal(msd_stop(&d), 0);
 }
 
+/* One acknowledged message into user's INBOX. */
+static void append_as(struct msd *d, const char *user, const char *text)
+{
+	struct ms_client *w = msd_connect(d, user);
+	assert_int_equal(msd_append1(w, "INBOX", text, strlen(text), 0).status,
+			 0);
+	ms_client_close(&w);
+}
+
 static void hello_of(struct msd *d, const char *user, uint64_t *epoch_r,
 		     uint64_t *count_r)
 {
@@ -1786,9 +1795,7 @@ static void test_changes_kept(void **state)
 	msd_start(&d);
 	assert_int_equal(msd_user_add(&d, "cka"), 0);
 	assert_int_equal(msd_user_add(&d, "ckb"), 0);
-	struct ms_client *w = msd_connect(&d, "cka");
-	assert_int_equal(msd_append1(w, "INBOX", "one", 3, 0).status, 0);
-	ms_client_close(&w);
+	append_as(&d, "cka", "one");
 	hello_of(&d, "cka", &e, &a0);
 	hello_of(&d, "ckb", &e2, &b0);
 	assert_true(e2 == e);
@@ -1802,9 +1809,7 @@ static void test_changes_kept(void **state)
 	hello_of(&d, "ckb", &e2, &b1);
 	assert_true(e2 == e && a1 == a0 && b1 == b0);
 	/* a change after the restart moves its user's count only */
-	w = msd_connect(&d, "cka");
-	assert_int_equal(msd_append1(w, "INBOX", "two", 3, 0).status, 0);
-	ms_client_close(&w);
+	append_as(&d, "cka", "two");
 	hello_of(&d, "cka", &e2, &a1);
 	hello_of(&d, "ckb", &e2, &b1);
 	assert_true(e2 == e && a1 > a0 && b1 == b0);
@@ -1835,9 +1840,7 @@ static void test_changes_kept(void **state)
 	hello_of(&d, "cka", &e2, &a2);
 	assert_true(e2 != e);
 	e = e2;
-	w = msd_connect(&d, "ckb");
-	assert_int_equal(msd_append1(w, "INBOX", "three", 5, 0).status, 0);
-	ms_client_close(&w);
+	append_as(&d, "ckb", "three");
 	assert_int_equal(msd_stop(&d), 0);
 	assert_int_equal(rename(held, path), 0);
 	msd_start(&d);
@@ -1881,10 +1884,7 @@ static void test_changes_kept(void **state)
 		hello_of(&d, "cka", &e2, &a2);
 		assert_true(e2 != e);
 		e = e2;
-		w = msd_connect(&d, "cka");
-		assert_int_equal(msd_append1(w, "INBOX", "on", 2, 0).status,
-				 0);
-		ms_client_close(&w);
+		append_as(&d, "cka", "on");
 	}
 	/* and the file as written is taken (the edits above were what
 	   made the difference) */
@@ -1953,9 +1953,7 @@ static void test_changes_put_back(void **state)
 	msd_start(&d);
 	assert_int_equal(msd_user_add(&d, "pba"), 0);
 	assert_int_equal(msd_user_add(&d, "pbb"), 0);
-	struct ms_client *w = msd_connect(&d, "pba");
-	assert_int_equal(msd_append1(w, "INBOX", "one", 3, 0).status, 0);
-	ms_client_close(&w);
+	append_as(&d, "pba", "one");
 	assert_int_equal(msd_stop(&d), 0);
 	for (int i = 0; i < 3; i++)
 		sh("cp -a '%s' '%s/copy%d'", dirs[i], d.dir, i);
@@ -1963,9 +1961,7 @@ static void test_changes_put_back(void **state)
 	msd_start(&d);
 	hello_of(&d, "pba", &e, &a0);
 	hello_of(&d, "pbb", &e2, &b0);
-	w = msd_connect(&d, "pba");
-	assert_int_equal(msd_append1(w, "INBOX", "two", 3, 0).status, 0);
-	ms_client_close(&w);
+	append_as(&d, "pba", "two");
 	hello_of(&d, "pba", &e2, &a1);
 	assert_true(e2 == e && a1 != a0);
 	assert_int_equal(msd_stop(&d), 0);
@@ -1980,9 +1976,7 @@ static void test_changes_put_back(void **state)
 	hello_of(&d, "pba", &e2, &a2);
 	hello_of(&d, "pbb", &e2, &b2);
 	assert_true(e2 == e && a2 == a0 && b2 == b0);
-	w = msd_connect(&d, "pba");
-	assert_int_equal(msd_append1(w, "INBOX", "other", 5, 0).status, 0);
-	ms_client_close(&w);
+	append_as(&d, "pba", "other");
 	hello_of(&d, "pba", &e2, &a2);
 	assert_true(e2 == e && a2 != a0 && a2 != a1);
 	assert_int_equal(msd_stop(&d), 0);
