@@ -479,11 +479,23 @@ bool mstore_chg_refresh(struct mstore_storage *storage)
 }
 
 bool mstore_chg_current(struct mstore_storage *storage,
-			const struct mstore_chg *chg)
+			const struct mstore_chg *chg, uint64_t mbox_id)
 {
-	return storage->chg_known && chg->epoch != 0 &&
-	       chg->epoch == storage->chg_epoch &&
-	       chg->count == storage->chg_count;
+	uint64_t mbox_count;
+
+	if (!storage->chg_known || chg->epoch == 0 ||
+	    chg->epoch != storage->chg_epoch)
+		return FALSE;
+	if (chg->count == storage->chg_count)
+		return TRUE;
+	/* the user changed since, but maybe not this mailbox: the count
+	   of its last change, as the watch's replies read so far list it
+	   (none for a mailbox they do not list: a new one, or the store's
+	   mailbox of that name is another) */
+	return storage->client != NULL && mbox_id != 0 &&
+	       ms_client_watch_mbox(storage->client, mbox_id,
+				    &mbox_count) == 1 &&
+	       mbox_count <= chg->count;
 }
 
 bool mstore_storage_is_standby(struct mstore_storage *storage)

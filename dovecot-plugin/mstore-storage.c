@@ -966,8 +966,9 @@ mstore_list_index_has_changed(struct mailbox *box,
 		checked = NULL;
 	if ((chg.epoch != 0 || checked != NULL) &&
 	    mstore_chg_refresh(storage) &&
-	    (mstore_chg_current(storage, &chg) ||
-	     (checked != NULL && mstore_chg_current(storage, checked))))
+	    (mstore_chg_current(storage, &chg, rec.mbox_id) ||
+	     (checked != NULL &&
+	      mstore_chg_current(storage, checked, rec.mbox_id))))
 		return 0;
 	ret = mstore_store_state(mbox, name, &state, &chg);
 	if (ret <= 0) {

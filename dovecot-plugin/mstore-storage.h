@@ -307,12 +307,13 @@ void mstore_user_created(struct mail_user *user);
 /* The user's change count (docs/dovecot-plugin.md, "The user's change
    count"): as of the reply just read (FALSE: not known); brought up to
    what the connection holds, without waiting (FALSE: cannot tell now);
-   whether chg is the current count. */
+   whether chg is the current count, or (protocol version 7) a count at
+   or after the last change of the store's mailbox mbox_id (0: none). */
 bool mstore_chg_snapshot(struct mstore_storage *storage,
 			 struct mstore_chg *snap_r);
 bool mstore_chg_refresh(struct mstore_storage *storage);
 bool mstore_chg_current(struct mstore_storage *storage,
-			const struct mstore_chg *chg);
+			const struct mstore_chg *chg, uint64_t mbox_id);
 /* Whether the store refuses writes (a standby): asked once per
    connection with STATUS ("repl.standby"); FALSE if it cannot say. */
 bool mstore_storage_is_standby(struct mstore_storage *storage);

@@ -1138,8 +1138,9 @@ static int mstore_sync_ask_first(struct mstore_sync_ctx *ctx,
 	/* nothing of the user changed since the index (or this process)
 	   last found the store with nothing it lacks: nothing to ask */
 	if (!ahead && (refreshed || mstore_chg_refresh(mbox->storage)) &&
-	    (mstore_chg_current(mbox->storage, &chg) ||
-	     mstore_chg_current(mbox->storage, &mbox->verified)))
+	    (mstore_chg_current(mbox->storage, &chg, ext.mbox_id) ||
+	     mstore_chg_current(mbox->storage, &mbox->verified,
+				ext.mbox_id)))
 		return 1;
 	if (!ahead && fresh) {
 		/* an open, with no MBOX_STATUS sent ahead (the count was

@@ -21,13 +21,19 @@
 #include "ms.h"
 #include "seg.h"
 
-static const uint8_t chgsnap_magic[8] = { 'M', 'S', 'C', 'H', 'G', 'S', '0', '2' };
+/* version 3 adds the mailboxes; a version 2 file is read as one with
+   none */
+static const uint8_t chgsnap_magic[8] = { 'M', 'S', 'C', 'H', 'G', 'S', '0', '3' };
+static const uint8_t chgsnap_magic_v2[8] = { 'M', 'S', 'C', 'H', 'G', 'S', '0', '2' };
 
 void ms_chgsnap_encode(const struct ms_chgsnap *s,
-		       const struct ms_u64map *users, uint8_t **buf_r,
+		       const struct ms_u64map *users,
+		       const struct ms_u64map *mboxes, uint8_t **buf_r,
 		       size_t *len_r)
 {
-	size_t len = MS_CHGSNAP_HDR_SIZE + users->n * MS_CHGSNAP_USER_SIZE + 8;
+	size_t m = mboxes != NULL ? mboxes->n : 0;
+	size_t len = MS_CHGSNAP_HDR_SIZE + users->n * MS_CHGSNAP_USER_SIZE +
+		     8 + m * MS_CHGSNAP_USER_SIZE + 8;
 	uint8_t *buf = ms_malloc(len), *p = buf;
 
 	memcpy(p, chgsnap_magic, 8);
@@ -47,31 +53,49 @@ void ms_chgsnap_encode(const struct ms_chgsnap *s,
 		ms_put64(p + 8, (uint64_t)(uintptr_t)users->vals[i]);
 		p += MS_CHGSNAP_USER_SIZE;
 	}
+	ms_put64(p, m);
+	p += 8;
+	if (mboxes != NULL) {
+		MS_U64MAP_EACH(mboxes, i) {
+			ms_put64(p, mboxes->keys[i]);
+			ms_put64(p + 8, (uint64_t)(uintptr_t)mboxes->vals[i]);
+			p += MS_CHGSNAP_USER_SIZE;
+		}
+	}
 	ms_put64(p, XXH3_64bits(buf, (size_t)(p - buf)));
 	*buf_r = buf;
 	*len_r = len;
 }
 
 int ms_chgsnap_decode(const uint8_t *buf, size_t len, struct ms_chgsnap *s,
-		      struct ms_u64map *users, const char **error_r)
+		      struct ms_u64map *users, struct ms_u64map *mboxes,
+		      const char **error_r)
 {
 	const uint8_t *p;
-	uint64_t n;
+	uint64_t n, m = 0;
+	int v3;
 
 	if (len < MS_CHGSNAP_HDR_SIZE + 8) {
 		*error_r = ms_errf("%zu bytes, shorter than its header", len);
 		return MS_ECORRUPT;
 	}
-	if (memcmp(buf, chgsnap_magic, 8) != 0) {
+	v3 = memcmp(buf, chgsnap_magic, 8) == 0;
+	if (!v3 && memcmp(buf, chgsnap_magic_v2, 8) != 0) {
 		*error_r = "not a change counts file of this version";
 		return MS_ECORRUPT;
 	}
 	p = buf + 24;
 	n = ms_get64(p + 56);
-	if (n > MS_CHGSNAP_MAX_USERS ||
-	    len != MS_CHGSNAP_HDR_SIZE + n * MS_CHGSNAP_USER_SIZE + 8) {
-		*error_r = ms_errf("%zu bytes for %llu users", len,
-				   (unsigned long long)n);
+	size_t users_end = 0;
+	if (n <= MS_CHGSNAP_MAX_USERS)
+		users_end = MS_CHGSNAP_HDR_SIZE + n * MS_CHGSNAP_USER_SIZE;
+	if (v3 && n <= MS_CHGSNAP_MAX_USERS && len >= users_end + 8 + 8)
+		m = ms_get64(buf + users_end);
+	if (n > MS_CHGSNAP_MAX_USERS || m > MS_CHGSNAP_MAX_MBOXES ||
+	    len != users_end + (v3 ? 8 + m * MS_CHGSNAP_USER_SIZE : 0) + 8) {
+		*error_r = ms_errf("%zu bytes for %llu users and %llu "
+				   "mailboxes", len, (unsigned long long)n,
+				   (unsigned long long)m);
 		return MS_ECORRUPT;
 	}
 	if (ms_get64(buf + len - 8) != XXH3_64bits(buf, len - 8)) {
@@ -112,11 +136,31 @@ int ms_chgsnap_decode(const uint8_t *buf, size_t len, struct ms_chgsnap *s,
 		}
 		ms_u64map_put(users, user, (void *)(uintptr_t)count);
 	}
+	/* a mailbox's count is that of its last change: any count given */
+	struct ms_u64map seen = { 0 }, *into = mboxes != NULL ? mboxes : &seen;
+	p += v3 ? 8 : 0;
+	for (uint64_t i = 0; i < m; i++, p += MS_CHGSNAP_USER_SIZE) {
+		uint64_t mbox = ms_get64(p), count = ms_get64(p + 8);
+		if (mbox == 0 || count == 0 || count > s->chg_seq ||
+		    ms_u64map_get(into, mbox) != NULL) {
+			*error_r = ms_errf("mailbox %llu: count %llu (largest "
+					   "%llu), or listed twice",
+					   (unsigned long long)mbox,
+					   (unsigned long long)count,
+					   (unsigned long long)s->chg_seq);
+			ms_u64map_free(users);
+			ms_u64map_free(into);
+			return MS_ECORRUPT;
+		}
+		ms_u64map_put(into, mbox, (void *)(uintptr_t)count);
+	}
+	ms_u64map_free(&seen);
 	return 0;
 }
 
 int ms_chgsnap_write(int dirfd, const struct ms_chgsnap *s,
-		     const struct ms_u64map *users, const char **error_r)
+		     const struct ms_u64map *users,
+		     const struct ms_u64map *mboxes, const char **error_r)
 {
 	struct ms_chgsnap here = *s;
 	struct stat st;
@@ -130,7 +174,7 @@ int ms_chgsnap_write(int dirfd, const struct ms_chgsnap *s,
 	}
 	here.dir_dev = (uint64_t)st.st_dev;
 	here.dir_ino = (uint64_t)st.st_ino;
-	ms_chgsnap_encode(&here, users, &buf, &len);
+	ms_chgsnap_encode(&here, users, mboxes, &buf, &len);
 	int ret = ms_write_small_file(dirfd, MS_CHGSNAP_NAME, MS_CHGSNAP_TMP,
 				      buf, len, error_r);
 	free(buf);
@@ -138,10 +182,11 @@ int ms_chgsnap_write(int dirfd, const struct ms_chgsnap *s,
 }
 
 int ms_chgsnap_read(int dirfd, struct ms_chgsnap *s, struct ms_u64map *users,
-		    const char **error_r)
+		    struct ms_u64map *mboxes, const char **error_r)
 {
 	const size_t max = MS_CHGSNAP_HDR_SIZE +
-			   MS_CHGSNAP_MAX_USERS * MS_CHGSNAP_USER_SIZE + 8;
+			   MS_CHGSNAP_MAX_USERS * MS_CHGSNAP_USER_SIZE + 8 +
+			   MS_CHGSNAP_MAX_MBOXES * MS_CHGSNAP_USER_SIZE + 8;
 	struct stat st;
 	uint8_t *buf;
 	int ret;
@@ -174,7 +219,7 @@ int ms_chgsnap_read(int dirfd, struct ms_chgsnap *s, struct ms_u64map *users,
 		*error_r = ms_errf("read: %s", ms_strerror(ret));
 	else
 		ret = ms_chgsnap_decode(buf, (size_t)st.st_size, s, users,
-					error_r);
+					mboxes, error_r);
 	free(buf);
 	return ret < 0 ? ret : 1;
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "u64map.h"
 #include "msg.h"
 
 /* What a read asks for at least, when no frame header says more. */
@@ -32,6 +33,11 @@ struct ms_client {
 				   count */
 	int32_t watch_status;
 	uint64_t watch_changes;
+	/* the watch's mailbox counts (version 7): mailbox id -> count, as
+	   a pointer; known once a reply listed every mailbox, and until a
+	   reply comes without them */
+	struct ms_u64map watch_mboxes;
+	int watch_mboxes_known;
 	/* ms_client_request sent and waits for the reply: the next read
 	   that finds no whole frame polls first (recv could only say
 	   EAGAIN that soon after the send) */
@@ -85,6 +91,7 @@ void ms_client_close(struct ms_client **cp)
 		return;
 	close(c->fd);
 	ms_buf_free(&c->in);
+	ms_u64map_free(&c->watch_mboxes);
 	free(c);
 	*cp = NULL;
 }
@@ -158,6 +165,37 @@ static int wait_readable(struct ms_client *c, const char **error_r)
 	return ret;
 }
 
+static void watch_forget_mboxes(struct ms_client *c)
+{
+	ms_u64map_free(&c->watch_mboxes);
+	c->watch_mboxes_known = 0;
+}
+
+/* The mailbox counts of a watch's reply: all of them (full) or the
+   changed ones.  -1: none to go by (an older server, no room for them,
+   or a list that does not decode). */
+static int watch_take_mboxes(struct ms_client *c,
+			     const struct ms_rep_user_watch *w)
+{
+	struct ms_proto_iter it;
+	struct ms_mbox_chg m;
+	int ret;
+
+	if (!w->have_mboxes)
+		return -1;
+	if (w->full) {
+		ms_u64map_free(&c->watch_mboxes);
+		c->watch_mboxes_known = 1;
+	} else if (!c->watch_mboxes_known) {
+		return -1;
+	}
+	ms_proto_iter_mbox_chgs(&it, &w->mboxes);
+	while ((ret = ms_proto_next_mbox_chg(&it, &m)) > 0)
+		ms_u64map_put(&c->watch_mboxes, m.mbox_id,
+			      (void *)(uintptr_t)m.changes);
+	return ret < 0 ? -1 : 0;
+}
+
 /* A frame of the watch, whole at p: noted and passed over. */
 static void watch_take(struct ms_client *c, const struct ms_proto_hdr *h,
 		       const uint8_t *p, size_t flen)
@@ -169,10 +207,13 @@ static void watch_take(struct ms_client *c, const struct ms_proto_hdr *h,
 			    flen - MS_PROTO_HDR_SIZE, &rep, &err) == 0 &&
 	    rep.op == MS_OP_USER_WATCH) {
 		c->watch_status = rep.status;
-		c->watch_changes = rep.status == 0 ? rep.u.user_changes : 0;
+		c->watch_changes = rep.status == 0 ? rep.u.watch.changes : 0;
+		if (rep.status != 0 || watch_take_mboxes(c, &rep.u.watch) < 0)
+			watch_forget_mboxes(c);
 	} else {
 		c->watch_status = MS_ECORRUPT;
 		c->watch_changes = 0;
+		watch_forget_mboxes(c);
 	}
 	c->watch_seen = 1;
 	if (c->watch_status != 0)
@@ -188,6 +229,21 @@ void ms_client_watch(struct ms_client *c, uint32_t id)
 	c->watch_seen = 0;
 	c->watch_status = 0;
 	c->watch_changes = 0;
+	watch_forget_mboxes(c);
+}
+
+int ms_client_watch_mbox(const struct ms_client *c, uint64_t mbox_id,
+			 uint64_t *changes_r)
+{
+	if (!c->watch_seen || c->watch_status != 0 ||
+	    !c->watch_mboxes_known)
+		return -ENOENT;
+	void *v = mbox_id != 0 ? ms_u64map_get(&c->watch_mboxes, mbox_id)
+			       : NULL;
+	if (v == NULL)
+		return 0;
+	*changes_r = (uint64_t)(uintptr_t)v;
+	return 1;
 }
 
 uint64_t ms_client_drains(const struct ms_client *c)

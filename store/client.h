@@ -57,6 +57,13 @@ int ms_client_watch_peek(const struct ms_client *c, int32_t *status_r,
 			 uint64_t *changes_r);
 int ms_client_watch_poll(struct ms_client *c, int do_read, int32_t *status_r,
 			 uint64_t *changes_r, const char **error_r);
+/* The count of one of the user's mailboxes as the watch's replies taken
+   so far say (protocol version 7): 1 with *changes_r set; 0 when they
+   list no such mailbox (a new one, or not the user's); -ENOENT when
+   they say nothing of mailboxes (no reply yet, an older server, or one
+   that had no room to list them). */
+int ms_client_watch_mbox(const struct ms_client *c, uint64_t mbox_id,
+			 uint64_t *changes_r);
 /* How many reads so far found the socket emptied: a recv that took less
    than it had room for, or said EAGAIN.  One counted since a moment T
    means every byte the server sent before T is in the buffer. */

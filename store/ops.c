@@ -122,6 +122,14 @@ struct waiter {			/* a WAIT or USER_WATCH request ("WAIT" below) */
 	uint64_t mbox_id;	/* USER_WATCH: its user id | WAIT_USER_KEY */
 	/* USER_WATCH: on ops->uwake while its user's change is to be sent */
 	int due;
+	/* USER_WATCH: the session's protocol version; from 7 its replies
+	   carry mailbox counts (watch_reply): those of the mailboxes
+	   changed since the last reply (mchg), or every one of the user's
+	   (mchg_full), or none at all (mchg_none: the user was deleted) */
+	uint16_t version;
+	uint8_t mchg_full, mchg_none, mchg_over;
+	uint64_t *mchg;
+	size_t nmchg, capmchg;
 	struct waiter *u_next, **u_pprev;
 	uint64_t deadline_ms;
 	struct waiter *next, *prev;		/* its mailbox's */
@@ -231,6 +239,9 @@ struct ms_ops {
 	uint64_t chg_seq;	/* the largest count given in this epoch */
 	uint64_t chg_floor;	/* the count of a user not in chg_users */
 	struct ms_u64map chg_users;	/* user id -> its count, as a pointer */
+	/* mailbox id -> the count its last change got; a mailbox not here
+	   has its user's count */
+	struct ms_u64map chg_mboxes;
 	uint64_t chg_noted;	/* the seq of the last record counted */
 	struct waiter *uwake;	/* USER_WATCHes due: sent by uwake_send */
 	/* counters for STATUS */
@@ -3132,11 +3143,13 @@ static void wait_unlink(struct ms_ops *ops, struct waiter *w)
 static void wait_free(struct waiter *w)
 {
 	ms_conn_unref(&w->conn);
+	free(w->mchg);
 	free(w);
 }
 
-static void wait_park(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
-		      uint32_t id, uint64_t key, uint64_t deadline_ms);
+static struct waiter *wait_park(struct ms_ops *ops, struct ms_conn *c,
+				struct sess *s, uint32_t id, uint64_t key,
+				uint64_t deadline_ms);
 
 static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		   uint32_t id, const struct ms_req_wait *q, const char **why_r)
@@ -3189,13 +3202,28 @@ static int op_wait(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
  * is done, and before any read of the index that shows it.  So a client
  * that learns of a change by any path finds the new count already on
  * its watch's connection.
+ *
+ * Each mailbox has a count too (version 7): the count its last change
+ * got (chg_mboxes: every record type whose payload has the mailbox id
+ * after the user id), or, not in the map, its user's count, which is
+ * never below it.  A watch's first reply gives the counts of all the
+ * user's mailboxes, and each next one those of the mailboxes changed
+ * since the one before (more than fit a watch's mchg: all again), so
+ * that a client can tell a change in one mailbox from a change in
+ * another without asking.  A mailbox not in a client's list is one it
+ * knows nothing of: a new one, or not the user's.
  */
 #define CHG_USERS_MAX ((size_t)1 << 20)
+#define CHG_MBOXES_MAX ((size_t)1 << 20)
+/* a watch's mailboxes changed between two replies: past this, a reply
+   without mailboxes, and the next one lists them all */
+#define WATCH_MCHG_MAX ((size_t)1024)
 /* a restore's gap (chg_restore): at least this, under twice it */
 #define CHG_SEQ_GAP_MIN ((uint64_t)1 << 40)
 /* a file whose counts leave less room than 2^20 restores: a new epoch */
 #define CHG_SEQ_RESTORE_MAX (UINT64_MAX - ((uint64_t)1 << 61))
-_Static_assert(CHG_USERS_MAX <= MS_CHGSNAP_MAX_USERS,
+_Static_assert(CHG_USERS_MAX <= MS_CHGSNAP_MAX_USERS &&
+		       CHG_MBOXES_MAX <= MS_CHGSNAP_MAX_MBOXES,
 	       "a clean stop writes every count it holds");
 _Static_assert(sizeof(void *) >= sizeof(uint64_t),
 	       "chg_users keeps a count in a pointer");
@@ -3204,6 +3232,38 @@ static uint64_t user_changes(const struct ms_ops *ops, uint64_t user_id)
 {
 	void *v = ms_u64map_get(&ops->chg_users, user_id);
 	return v != NULL ? (uint64_t)(uintptr_t)v : ops->chg_floor;
+}
+
+static uint64_t mbox_changes(const struct ms_ops *ops, uint64_t user_id,
+			     uint64_t mbox_id)
+{
+	void *v = ms_u64map_get(&ops->chg_mboxes, mbox_id);
+	return v != NULL ? (uint64_t)(uintptr_t)v : user_changes(ops, user_id);
+}
+
+/* Note a change of mailbox mbox_id for a watch; 0: of the user as a
+   whole (USER_DELETE; USER_CREATE comes before any session of the
+   user): it has no mailboxes after it. */
+static void watch_note_mbox(struct waiter *w, uint64_t mbox_id)
+{
+	if (w->version < 7 || w->mchg_none || w->mchg_over)
+		return;
+	if (mbox_id == 0) {
+		w->mchg_none = 1;
+		return;
+	}
+	for (size_t i = 0; i < w->nmchg; i++)
+		if (w->mchg[i] == mbox_id)
+			return;
+	if (w->nmchg == WATCH_MCHG_MAX) {
+		w->mchg_over = 1;
+		return;
+	}
+	if (w->nmchg == w->capmchg) {
+		w->capmchg = w->capmchg ? w->capmchg * 2 : 8;
+		w->mchg = ms_realloc(w->mchg, w->capmchg * sizeof(*w->mchg));
+	}
+	w->mchg[w->nmchg++] = mbox_id;
 }
 
 /* The log's notice hook: count the change of the record's user, and
@@ -3236,6 +3296,26 @@ static void note_record(void *ctx, const struct ms_rec_hdr *h,
 	uint64_t user_id = ms_get64(payload);
 	if (user_id == 0 || (user_id & WAIT_USER_KEY) != 0)
 		return;
+	/* the mailbox a record changes: its id after the user's; none
+	   (0) for the user's own records, which count for each of its
+	   mailboxes; a subscription or quota changes no mailbox */
+	uint64_t mbox_id = 0;
+	int of_mbox = 1;
+	switch (h->type) {
+	case MS_REC_USER_CREATE:
+	case MS_REC_USER_DELETE:
+		break;
+	case MS_REC_MBOX_SUBSCRIBE:
+	case MS_REC_QUOTA:
+		of_mbox = 0;
+		break;
+	default:
+		if (h->len < 16)
+			return;
+		mbox_id = ms_get64(payload + 8);
+		if (mbox_id == 0)
+			return;
+	}
 	if (ops->chg_users.n >= CHG_USERS_MAX &&
 	    ms_u64map_get(&ops->chg_users, user_id) == NULL) {
 		ms_u64map_free(&ops->chg_users);
@@ -3244,9 +3324,19 @@ static void note_record(void *ctx, const struct ms_rec_hdr *h,
 	ops->chg_seq++;
 	ms_u64map_put(&ops->chg_users, user_id,
 		      (void *)(uintptr_t)ops->chg_seq);
+	if (mbox_id != 0) {
+		/* forgotten, a mailbox has its user's count: never lower */
+		if (ops->chg_mboxes.n >= CHG_MBOXES_MAX &&
+		    ms_u64map_get(&ops->chg_mboxes, mbox_id) == NULL)
+			ms_u64map_free(&ops->chg_mboxes);
+		ms_u64map_put(&ops->chg_mboxes, mbox_id,
+			      (void *)(uintptr_t)ops->chg_seq);
+	}
 	for (struct waiter *w = ms_u64map_get(&ops->waits,
 					      user_id | WAIT_USER_KEY);
 	     w != NULL; w = w->next) {
+		if (of_mbox)
+			watch_note_mbox(w, mbox_id);
 		if (w->due)
 			continue;
 		w->due = 1;
@@ -3268,6 +3358,89 @@ static void uwake_unlink(struct ms_ops *ops, struct waiter *w)
 	w->due = 0;
 }
 
+static void mchg_add(struct ms_ops *ops, uint64_t user_id,
+		     struct ms_mbox_chg **list, size_t *n, size_t *cap,
+		     uint64_t mbox_id)
+{
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 16;
+		*list = ms_realloc(*list, *cap * sizeof(**list));
+	}
+	(*list)[*n].mbox_id = mbox_id;
+	(*list)[*n].changes = mbox_changes(ops, user_id, mbox_id);
+	(*n)++;
+}
+
+/*
+ * A watch's reply: the user's count and, from version 7, the mailboxes'
+ * (watch_note_mbox).  Those changed since the last reply; or all the
+ * user's (the first reply, and the one after a reply that had too many
+ * to note): those the index has, and those changed since the last
+ * reply, which it may not have yet (the turn's records are applied after
+ * its replies); or none at all after a USER_DELETE.  The list is in
+ * *list_r (freed by the caller).  A reply with no mailboxes at all (too
+ * many changed, more than fit one reply, the index unreadable) tells
+ * the client it knows none until a reply lists them all again.
+ */
+static void watch_reply(struct ms_ops *ops, struct waiter *w,
+			struct ms_reply *rep, struct ms_mbox_chg **list_r)
+{
+	uint64_t user_id = w->mbox_id & ~WAIT_USER_KEY;
+	struct ms_mbox_chg *list = NULL;
+	size_t n = 0, cap = 0;
+	int ret = 0;
+
+	*list_r = NULL;
+	rep->u.watch.changes = user_changes(ops, user_id);
+	if (w->version < 7)
+		return;
+	if (w->mchg_none) {
+		rep->u.watch.have_mboxes = 1;
+		rep->u.watch.full = 1;
+	} else if (w->mchg_over) {
+		w->mchg_full = 1; /* the next reply */
+		w->mchg_over = 0;
+		w->nmchg = 0;
+		return;
+	} else if (w->mchg_full) {
+		struct ms_idx_rd *rd;
+		struct ms_idx_iter *it = NULL;
+		struct ms_idx_mbox m;
+		ret = ms_idx_read_begin(ops->idx, &rd);
+		if (ret == 0) {
+			ret = ms_idx_mboxes_iter(rd, user_id, &it);
+			while (ret == 0 &&
+			       (ret = ms_idx_mboxes_next(it, &m)) > 0) {
+				ret = 0;
+				mchg_add(ops, user_id, &list, &n, &cap, m.id);
+			}
+			ms_idx_iter_free(&it);
+			ms_idx_read_end(&rd);
+		}
+		rep->u.watch.full = 1;
+	}
+	if (!w->mchg_none) {
+		for (size_t i = 0; i < w->nmchg; i++)
+			mchg_add(ops, user_id, &list, &n, &cap, w->mchg[i]);
+		rep->u.watch.have_mboxes = 1;
+	}
+	if (ret < 0 || (n + 1) * 16 + 64 > ops->reply_max) {
+		/* none: the client knows none until the next full reply */
+		rep->u.watch.have_mboxes = 0;
+		rep->u.watch.full = 0;
+		free(list);
+		list = NULL;
+		n = 0;
+		w->mchg_full = 1;
+	} else {
+		w->mchg_full = 0;
+	}
+	w->nmchg = 0;
+	rep->u.watch.mboxes.n = (uint32_t)n;
+	rep->u.watch.mboxes.list = list;
+	*list_r = list;
+}
+
 /* Answer the USER_WATCHes note_record made due: each with its user's
    count now, and it stays. */
 static void uwake_send(struct ms_ops *ops)
@@ -3275,12 +3448,13 @@ static void uwake_send(struct ms_ops *ops)
 	while (ops->uwake != NULL) {
 		struct waiter *w = ops->uwake;
 		struct ms_reply rep = { .op = MS_OP_USER_WATCH };
+		struct ms_mbox_chg *list;
 		uwake_unlink(ops, w);
-		rep.u.user_changes =
-			user_changes(ops, w->mbox_id & ~WAIT_USER_KEY);
+		watch_reply(ops, w, &rep, &list);
 		/* an answer that closes the connection unlinks no one else:
 		   the watch goes with its session, at the close's end */
 		reply_now(w->conn, w->id, &rep);
+		free(list);
 	}
 }
 
@@ -3296,19 +3470,25 @@ static int op_user_watch(struct ms_ops *ops, struct ms_conn *c,
 		return -EEXIST;
 	}
 	struct ms_reply rep = { .op = MS_OP_USER_WATCH };
-	rep.u.user_changes = user_changes(ops, s->user_id);
+	struct ms_mbox_chg *list;
 	s->watching = 1;
-	wait_park(ops, c, s, id, s->user_id | WAIT_USER_KEY, UINT64_MAX);
+	struct waiter *w = wait_park(ops, c, s, id,
+				     s->user_id | WAIT_USER_KEY, UINT64_MAX);
+	w->version = s->version;
+	w->mchg_full = 1; /* the first reply: every mailbox */
+	watch_reply(ops, w, &rep, &list);
 	/* last: a send that fails drops the connection, and the session
 	   (with the watch just parked) goes with it */
 	reply_now(c, id, &rep);
+	free(list);
 	return 0;
 }
 
 /* Park a WAIT (key: its mailbox id) or USER_WATCH (its user | bit, no
    deadline: UINT64_MAX). */
-static void wait_park(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
-		      uint32_t id, uint64_t key, uint64_t deadline_ms)
+static struct waiter *wait_park(struct ms_ops *ops, struct ms_conn *c,
+				struct sess *s, uint32_t id, uint64_t key,
+				uint64_t deadline_ms)
 {
 	struct waiter *w = ms_calloc(1, sizeof(*w));
 	w->conn = c;
@@ -3326,6 +3506,7 @@ static void wait_park(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		ops->nwatches++;
 	if (ops->nwaiters++ == 0 || w->deadline_ms < ops->wait_next_ms)
 		ops->wait_next_ms = w->deadline_ms;
+	return w;
 }
 
 /* After a commit: wake the waiters whose mailbox changed or timed out.
@@ -4447,7 +4628,7 @@ static void chg_restore(struct ms_ops *ops)
 	const struct ms_meta *meta = ms_log_meta(ops->log);
 	struct ms_log_status ls;
 	struct ms_chgsnap snap;
-	struct ms_u64map users = { 0 };
+	struct ms_u64map users = { 0 }, mboxes = { 0 };
 	const char *err = "", *stale = NULL;
 	int dirfd, ret;
 
@@ -4463,7 +4644,7 @@ static void chg_restore(struct ms_ops *ops)
 			 msg_q(ops->idx_dir), msg_q(strerror(errno)));
 		return;
 	}
-	ret = ms_chgsnap_read(dirfd, &snap, &users, &err);
+	ret = ms_chgsnap_read(dirfd, &snap, &users, &mboxes, &err);
 	if (ret < 0) {
 		msg_warn("changes.unreadable dir=%s error=%s msg=\"a new "
 			 "epoch: clients ask once\"",
@@ -4484,6 +4665,7 @@ static void chg_restore(struct ms_ops *ops)
 		ops->chg_epoch = snap.epoch;
 		ops->chg_floor = snap.chg_floor;
 		ops->chg_users = users;
+		ops->chg_mboxes = mboxes;
 		/*
 		 * The counts given from here on start past a random gap.
 		 * A store put back in place from a copy of its files (the
@@ -4498,10 +4680,12 @@ static void chg_restore(struct ms_ops *ops)
 		randombytes_buf(&gap, sizeof(gap));
 		ops->chg_seq = snap.chg_seq + CHG_SEQ_GAP_MIN +
 			       gap % CHG_SEQ_GAP_MIN;
-		msg_info("changes.restored users=%zu seq=%llu",
-			 ops->chg_users.n, (unsigned long long)snap.seq);
+		msg_info("changes.restored users=%zu mailboxes=%zu seq=%llu",
+			 ops->chg_users.n, ops->chg_mboxes.n,
+			 (unsigned long long)snap.seq);
 	} else {
 		ms_u64map_free(&users);
+		ms_u64map_free(&mboxes);
 		if (stale != NULL)
 			msg_info("changes.stale reason=%s file_seq=%llu "
 				 "log_seq=%llu msg=\"a new epoch\"",
@@ -4538,7 +4722,8 @@ static void chg_save(struct ms_ops *ops)
 		ret = -errno;
 		err = ms_errf("open: %s", strerror(errno));
 	} else {
-		ret = ms_chgsnap_write(dirfd, &snap, &ops->chg_users, &err);
+		ret = ms_chgsnap_write(dirfd, &snap, &ops->chg_users,
+				       &ops->chg_mboxes, &err);
 		close(dirfd);
 	}
 	if (ret < 0)
@@ -4700,6 +4885,7 @@ void ms_ops_close(struct ms_ops **opsp)
 	ms_u64map_free(&ops->waits);
 	ops->uwake = NULL; /* parked ones, freed with the map's */
 	ms_u64map_free(&ops->chg_users);
+	ms_u64map_free(&ops->chg_mboxes);
 	free(ops->touched);
 	free(ops->dying);
 	MS_U64MAP_EACH(&ops->upend, i) {

@@ -76,6 +76,7 @@ enum kind {
 	K_CHANGE,
 	K_PAIR,
 	K_PLACEMENT_UID, /* APPEND_UID's: K_PLACEMENT + uid, guid */
+	K_MBOX_CHG,
 };
 
 /*
@@ -113,6 +114,8 @@ static const struct kind_info {
 	[K_PLACEMENT_UID] = {"nplacements", 2, MS_PROTO_MAX_PLACEMENTS,
 			     2 + 2 + 4 + 8 + 2 + 4 + MS_EVENT_GUID_SIZE,
 			     sizeof(struct ms_placement)},
+	[K_MBOX_CHG] = {"nmailboxes", 4, UINT32_MAX, 8 + 8,
+			sizeof(struct ms_mbox_chg)},
 };
 
 /* One item of any kind; every member starts at offset 0. */
@@ -126,6 +129,7 @@ union item {
 	struct ms_msg_meta meta;
 	struct ms_msg_change change;
 	struct ms_uid_pair pair;
+	struct ms_mbox_chg mbox_chg;
 };
 
 /* Exactly one form is set, or none for an empty list. */
@@ -524,6 +528,10 @@ static void dec_item(struct ms_dec *d, int kind, union item *it)
 		it->pair.src_uid = ms_dec_u32_nz(d, "src uid");
 		it->pair.dst_uid = ms_dec_u32_nz(d, "dst uid");
 		break;
+	case K_MBOX_CHG:
+		it->mbox_chg.mbox_id = ms_dec_u64_nz(d, "mailbox id");
+		it->mbox_chg.changes = ms_dec_u64_nz(d, "mailbox changes");
+		break;
 	default:
 		ms_assert(!"unknown list kind");
 	}
@@ -891,7 +899,22 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 		r->u.highestmodseq = ms_dec_u64(d, "highestmodseq");
 		break;
 	case MS_OP_USER_WATCH:
-		r->u.user_changes = ms_dec_u64(d, "changes");
+		r->u.watch.changes = ms_dec_u64(d, "changes");
+		/* version 7 adds the mailboxes' counts; an older server
+		   ends here */
+		if (d->ret == 0 && d->rd.left > 0) {
+			r->u.watch.have_mboxes = 1;
+			off = ms_dec_off(d);
+			uint8_t full = ms_dec_u8(d, "full");
+			if (d->ret == 0 && full > 1)
+				ms_dec_bad(d, "full", off,
+					   ms_errf("%u is not 0 or 1", full));
+			r->u.watch.full = full;
+			r->u.watch.mboxes.n =
+				dec_list(d, K_MBOX_CHG,
+					 &r->u.watch.mboxes.packed,
+					 &r->u.watch.mboxes.packed_len);
+		}
 		break;
 	case MS_OP_REPL_WAIT:
 	case MS_OP_REPL_ACK:
@@ -1170,6 +1193,22 @@ int ms_proto_next_change(struct ms_proto_iter *it, struct ms_msg_change *c_r)
 
 	if (ret == 1)
 		*c_r = u.change;
+	return ret;
+}
+
+void ms_proto_iter_mbox_chgs(struct ms_proto_iter *it,
+			     const struct ms_mbox_chgs *l)
+{
+	iter_init(it, K_MBOX_CHG, l->n, l->list, l->packed, l->packed_len);
+}
+
+int ms_proto_next_mbox_chg(struct ms_proto_iter *it, struct ms_mbox_chg *c_r)
+{
+	union item u;
+	int ret = iter_next(it, K_MBOX_CHG, &u);
+
+	if (ret == 1)
+		*c_r = u.mbox_chg;
 	return ret;
 }
 
@@ -1474,6 +1513,12 @@ static void put_item(struct enc *e, int kind, const void *item)
 		put32(e, p->dst_uid);
 		break;
 	}
+	case K_MBOX_CHG: {
+		const struct ms_mbox_chg *m = item;
+		put64(e, m->mbox_id);
+		put64(e, m->changes);
+		break;
+	}
 	default:
 		ms_assert(!"unknown list kind");
 	}
@@ -1755,7 +1800,14 @@ static void put_reply(struct enc *e, const void *src)
 		put64(e, r->u.highestmodseq);
 		break;
 	case MS_OP_USER_WATCH:
-		put64(e, r->u.user_changes);
+		put64(e, r->u.watch.changes);
+		if (r->u.watch.have_mboxes) {
+			put8(e, r->u.watch.full);
+			put_list(e, K_MBOX_CHG, r->u.watch.mboxes.n,
+				 r->u.watch.mboxes.list,
+				 r->u.watch.mboxes.packed,
+				 r->u.watch.mboxes.packed_len);
+		}
 		break;
 	case MS_OP_REPL_WAIT:
 	case MS_OP_REPL_ACK:

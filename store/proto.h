@@ -71,7 +71,7 @@
 #include "event.h"
 #include "rec.h"
 
-#define MS_PROTO_VERSION 6
+#define MS_PROTO_VERSION 7
 #define MS_PROTO_HDR_SIZE 12
 /* Whole frame (len field included); a receiver's max is configured
    between MS_PROTO_HDR_SIZE and MS_PROTO_MAX_FRAME_LIMIT. */
@@ -313,6 +313,11 @@ struct ms_uid_pair { /* COPY, MOVE replies */
 	uint32_t dst_uid;
 };
 
+struct ms_mbox_chg { /* USER_WATCH replies (version 7) */
+	uint64_t mbox_id;
+	uint64_t changes;	/* the mailbox's change count, != 0 */
+};
+
 /* Lists of items: list[0..n-1], or packed (packed_len bytes, n items). */
 #define MS_PROTO_LIST_MEMBERS(item) \
 	uint32_t n;                 \
@@ -346,6 +351,9 @@ struct ms_msg_changes {
 };
 struct ms_uid_pairs {
 	MS_PROTO_LIST_MEMBERS(ms_uid_pair);
+};
+struct ms_mbox_chgs {
+	MS_PROTO_LIST_MEMBERS(ms_mbox_chg);
 };
 
 /* ---- requests ---- */
@@ -562,6 +570,16 @@ struct ms_rep_copy { /* COPY, MOVE */
 	struct ms_uid_pairs pairs;
 };
 
+/* USER_WATCH: the user's change count; from version 7 (have_mboxes)
+   the change counts of its mailboxes too: every one of them (full), or
+   those that changed since the watch's previous reply */
+struct ms_rep_user_watch {
+	uint64_t changes;
+	uint8_t have_mboxes;
+	uint8_t full;
+	struct ms_mbox_chgs mboxes;
+};
+
 struct ms_rep_fetch_body {
 	uint64_t total;
 	const uint8_t *chunk;
@@ -629,7 +647,7 @@ struct ms_reply {
 		struct ms_rep_copy copy;             /* COPY, MOVE, UNDELETE */
 		struct ms_rep_quota quota;           /* QUOTA_GET */
 		uint64_t highestmodseq;              /* WAIT */
-		uint64_t user_changes;               /* USER_WATCH */
+		struct ms_rep_user_watch watch;      /* USER_WATCH */
 		struct ms_rep_repl repl;   /* REPL_WAIT, REPL_ACK, PROMOTE */
 		struct ms_rep_fork_info fork_info; /* FORK_INFO */
 	} u;
@@ -750,6 +768,8 @@ void ms_proto_iter_changes(struct ms_proto_iter *it,
 			   const struct ms_msg_changes *l);
 void ms_proto_iter_pairs(struct ms_proto_iter *it,
 			 const struct ms_uid_pairs *l);
+void ms_proto_iter_mbox_chgs(struct ms_proto_iter *it,
+			     const struct ms_mbox_chgs *l);
 
 int ms_proto_next_keyword(struct ms_proto_iter *it, struct ms_pstr *kw_r);
 int ms_proto_next_placement(struct ms_proto_iter *it, struct ms_placement *p_r);
@@ -761,5 +781,6 @@ int ms_proto_next_result(struct ms_proto_iter *it,
 int ms_proto_next_meta(struct ms_proto_iter *it, struct ms_msg_meta *m_r);
 int ms_proto_next_change(struct ms_proto_iter *it, struct ms_msg_change *c_r);
 int ms_proto_next_pair(struct ms_proto_iter *it, struct ms_uid_pair *p_r);
+int ms_proto_next_mbox_chg(struct ms_proto_iter *it, struct ms_mbox_chg *c_r);
 
 #endif

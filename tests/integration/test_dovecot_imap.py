@@ -847,8 +847,9 @@ def test_status_from_list_index(stack):
     """STATUS of a folder that is not open is answered from Dovecot's
     mailbox list index when neither this host's index of it nor the
     store changed since the list index took it: no open, and no request
-    while the user's change count is the one the list index recorded
-    (one MBOX_STATUS when it moved).  Any change in the store (a delivery, flags, an expunge, the
+    while the user's change count is the one the list index recorded,
+    nor when it moved by a change in another folder (the mailbox's own
+    count, from the watch).  Any change in the store (a delivery, flags, an expunge, the
     mailbox deleted and made again) or by another session here makes
     the STATUS open and sync the folder, and it says what the store
     has."""
@@ -888,9 +889,8 @@ def test_status_from_list_index(stack):
     assert first["messages"] == 3 and first["unseen"] == 3
     assert status() == first
     # what a STATUS answered from the list index costs: nothing while
-    # the user's change count is the recorded one; one MBOX_STATUS when
-    # it moved (a folder made elsewhere), and in the same session
-    # nothing again until it moves once more
+    # the user's change count is the recorded one, and nothing when it
+    # moved by a folder made elsewhere (the folder's own count did not)
     def status_requests(times=1):
         c = stack.imap()
         c.list()
@@ -907,7 +907,7 @@ def test_status_from_list_index(stack):
         return deltas
     assert status_requests() == [{}]
     m.mbox_create("Elsewhere")
-    assert status_requests(2) == [{"mbox-status": 1}, {}]
+    assert status_requests(2) == [{}, {}]
     assert status() == first
 
     changed = "the mailbox changed in the store"
@@ -954,13 +954,14 @@ def test_status_from_list_index(stack):
 
 
 def test_list_status_one_listing(stack):
-    """LIST-STATUS checks every folder it lists against the store: the
-    first check of the command asks MBOX_STATUS, the second one
-    MBOX_LIST, which answers all the others (at a session's first
-    listing, the MBOX_LIST that completes the local list does), when
-    the user's change count moved since the figures were taken; with
-    the count unchanged since then, or since this session last checked,
-    it asks nothing.  A folder changed in the store meanwhile is opened
+    """LIST-STATUS checks every folder it lists against the store when
+    its own change count (the watch's, protocol version 7) moved since
+    the figures were taken: the first check of the command asks
+    MBOX_STATUS, the second one MBOX_LIST, which answers all the others
+    (at a session's first listing, the MBOX_LIST that completes the
+    local list does); with the count unchanged since then, or since
+    this session last checked, it asks nothing, whatever changed in
+    other folders.  A folder changed in the store meanwhile is opened
     and shows its new figures."""
     import msproto
 
@@ -1000,7 +1001,9 @@ def test_list_status_one_listing(stack):
     want["LS3"] += 1
     got, ops = list_status()
     assert got == want
-    assert ops.get("mbox-list") == 1 and ops.get("changes", 0) >= 1, ops
+    # LS3 alone is checked and opened: the others' counts did not move
+    assert "mbox-list" not in ops and ops.get("changes", 0) >= 1 and \
+        ops.get("mbox-status", 0) <= 2, ops
     # the folders the last one checked (all but LS3, which it opened)
     # need no new check while the count has not moved since
     got, ops = list_status()
@@ -1010,6 +1013,12 @@ def test_list_status_one_listing(stack):
     want["LS2"] += 1
     got, ops = list_status()
     assert got == want and ops.get("changes", 0) >= 1, ops
+    # three changed: the second check asks MBOX_LIST for the rest
+    for n in ("LS0", "LS1", "LS4"):
+        stack.deliver("alice", n, MSG)
+        want[n] += 1
+    got, ops = list_status()
+    assert got == want and ops.get("mbox-list") == 1, ops
     c.logout()
     # a new session's first listing: the store's list that completes the
     # local list serves the checks too
@@ -1235,14 +1244,14 @@ def test_select_one_request_index_current(stack):
     # (its connection reset with the HELLO's reply unread)
     assert ops0.get("hello") == 1 and \
         set(ops0) <= {"hello", "user-watch"}, ops0
-    # a change elsewhere of the user: the count moved, MBOX_STATUS
-    # finds this mailbox as it was
+    # a change elsewhere of the user: the user's count moved, this
+    # mailbox's did not (the watch's mailbox counts): nothing asked
     c = stack.imap()
     ok(c.create("Other"))
     c.logout()
     ops = {}
     requests(True, ops)
-    assert ops == {"hello": 1, "user-watch": 1, "mbox-status": 1}, ops
+    assert ops == {"hello": 1, "user-watch": 1}, ops
     # rotate the index log at the next sync (doveadm's settings only)
     idx = os.path.join(stack.index_dir("alice"), "mailboxes", "INBOX",
                        "mstore-box", "dovecot.index")
@@ -1278,6 +1287,96 @@ def test_select_one_request_index_current(stack):
     assert s1["ops.op.changes"] - s0["ops.op.changes"] == 1
     assert s1["ops.op.mbox-status"] - s0["ops.op.mbox-status"] == 1
     m.close()
+
+
+def test_other_folders_change_asks_nothing(stack):
+    """A change in one folder costs the next open of another nothing (the
+    watch's count of each mailbox, protocol version 7): after each of a
+    delivery, a flag change by another client of the store, an expunge,
+    a subscription and a new folder, all in folder A, a new session's
+    SELECT of B and a STATUS of B (from the list index) ask the store
+    nothing, a NOOP in a session that had B selected before the change
+    asks nothing, and a SELECT of A asks and shows the change.  A folder
+    renamed away and another made under its name, and a folder deleted
+    and made again, are each seen as the new folder."""
+    import msproto
+    c = stack.imap()
+    for box in ("A", "B"):
+        ok(c.create(box))
+    c.logout()
+    stack.deliver("alice", "A", MSG)
+    stack.deliver("alice", "B", MSG)
+    stack.deliver("alice", "B", MSG)
+    c = stack.imap()
+    assert c.select("A")[1] == [b"1"]
+    assert c.select("B")[1] == [b"2"]
+    c.logout()
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    held = stack.imap()  # B selected before every change
+    assert held.select("B")[1] == [b"2"]
+    n_a = 1
+
+    def change(kind):
+        nonlocal n_a
+        if kind == "deliver":
+            stack.deliver("alice", "A", MSG)
+            n_a += 1
+        elif kind == "flag":
+            m.store("A", [(1, 1)], 0, 4)
+        elif kind == "expunge":
+            stack.deliver("alice", "A", MSG)
+            uid = m.mbox_status("A")["uidnext"] - 1
+            m.expunge("A", [(uid, uid)])
+        elif kind == "subscribe":
+            ok(stack.imap().subscribe("A"))
+        else:
+            ok(stack.imap().create("A/" + kind))
+
+    for kind in ("deliver", "flag", "expunge", "subscribe", "new"):
+        change(kind)
+        before = _ops(stack, "changes", "mbox-status")
+        s = stack.imap()
+        assert s.select("B")[1] == [b"2"], kind
+        s.logout()
+        s = stack.imap()
+        typ, data = s.status("B", "(MESSAGES)")
+        assert typ == "OK" and b"MESSAGES 2" in data[0], (kind, data)
+        s.logout()
+        ok(held.noop())
+        assert _ops(stack, "changes", "mbox-status") == before, kind
+        s = stack.imap()
+        assert s.select("A")[1] == [str(n_a).encode()], kind
+        shown = _fetch_flags(s)
+        want = {u: sorted(f) for u, (f, _) in shown.items()}
+        assert stack.store_view("alice", "A") == want, kind
+        s.logout()
+    # a change in B reaches the session that has it selected
+    stack.deliver("alice", "B", MSG)
+    ok(held.noop())
+    assert len(_fetch_flags(held)) == 3
+    held.logout()
+    # B renamed away, another B made: the new one is shown
+    c = stack.imap()
+    ok(c.rename("B", "B-old"))
+    ok(c.create("B"))
+    c.logout()
+    s = stack.imap()
+    assert s.select("B")[1] == [b"0"]
+    assert s.select("B-old")[1] == [b"3"]
+    s.logout()
+    # A deleted and made again
+    c = stack.imap()
+    for sub in ("A/new",):
+        ok(c.delete(sub))
+    ok(c.delete("A"))
+    ok(c.create("A"))
+    c.logout()
+    stack.deliver("alice", "A", MSG)
+    s = stack.imap()
+    assert s.select("A")[1] == [b"1"]
+    s.logout()
+    m.close()
+    assert stack.log_problems() == []
 
 
 def test_user_watch_skips_only_unchanged(stack):

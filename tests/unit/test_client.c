@@ -248,7 +248,7 @@ static int peer(int lfd, enum script s)
 					continue;
 				}
 				struct ms_reply r = { .op = MS_OP_USER_WATCH };
-				r.u.user_changes = steps[i].f[k].count;
+				r.u.watch.changes = steps[i].f[k].count;
 				if (ms_reply_encode(&out, id, &r, NULL) < 0)
 					return 8;
 			}

@@ -1544,6 +1544,199 @@ static uint64_t uw_now(struct ms_client *c)
 	return count;
 }
 
+/* The store's id of c's mailbox name. */
+static uint64_t uw_mbox_id(struct ms_client *c, const char *name)
+{
+	struct ms_req q = { .op = MS_OP_MBOX_STATUS };
+	struct ms_reply rep;
+	q.u.mbox.name = ms_pstr_c(name);
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	assert_true(rep.u.mbox.mbox_id != 0);
+	return rep.u.mbox.mbox_id;
+}
+
+/* The watch's count of mailbox id as c holds it: 0 if it lists none. */
+static uint64_t uw_mbox(struct ms_client *c, uint64_t id)
+{
+	uint64_t n = 0;
+	int ret = ms_client_watch_mbox(c, id, &n);
+	assert_true(ret == 0 || ret == 1);
+	return ret == 1 ? n : 0;
+}
+
+/*
+ * USER_WATCH, version 7: the replies carry mailbox counts, the count of
+ * each mailbox's last change.  The first reply lists every mailbox of
+ * the user; a change in one mailbox moves its count (to the user's new
+ * one) and no other's; a subscription moves the user's count and no
+ * mailbox's; a new mailbox is listed from its creation on; a delete and
+ * a rename move the mailbox's count; creates pipelined past what one
+ * reply notes one by one are all listed, with counts; another user's
+ * mailbox is never listed; a version 6 session gets none, and the
+ * client says it knows nothing of mailboxes.  Run with a watcher on each
+ * side of every change, read without waiting once the change is
+ * acknowledged.
+ */
+static void test_user_watch_mailboxes(void **state)
+{
+	(void)state;
+	struct msd d;
+	msd_setup(&d, "mstored-uwmbox", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "uma"), 0);
+	assert_int_equal(msd_user_add(&d, "umb"), 0);
+	struct ms_client *w = msd_connect(&d, "uma");
+	struct ms_client *other = msd_connect(&d, "umb");
+	struct ms_reply rep;
+	struct ms_req q;
+	uint64_t epoch, c0;
+
+	assert_int_equal(msd_append1(w, "INBOX", "first", 5, 0).status, 0);
+	assert_int_equal(mbox_create(w, "A", &rep), 0);
+	assert_int_equal(mbox_create(w, "B", &rep), 0);
+	uint64_t inbox = uw_mbox_id(w, "INBOX"), ma = uw_mbox_id(w, "A"),
+		 mb = uw_mbox_id(w, "B");
+	uint64_t theirs = uw_mbox_id(other, "INBOX");
+	struct ms_client *x = uw_connect(&d, "uma", &epoch, &c0);
+	assert_true(uw_watch(x) == c0);
+	/* every mailbox at once, none above the user's count */
+	uint64_t ci = uw_mbox(x, inbox), ca = uw_mbox(x, ma),
+		 cb = uw_mbox(x, mb);
+	assert_true(ci != 0 && ca != 0 && cb != 0);
+	assert_true(ci <= c0 && ca <= c0 && cb <= c0);
+	assert_true(ca > ci && cb > ca); /* made in that order */
+	assert_int_equal(uw_mbox(x, theirs), 0);
+	assert_int_equal(uw_mbox(x, 999999999), 0);
+
+	/* a delivery to A: A's count, no other's */
+	assert_int_equal(msd_append1(w, "A", "to a", 4, 0).status, 0);
+	uint64_t now = uw_now(x);
+	assert_true(now > c0);
+	assert_true(uw_mbox(x, ma) == now);
+	assert_true(uw_mbox(x, mb) == cb && uw_mbox(x, inbox) == ci);
+	ca = now;
+	/* flags in INBOX */
+	struct ms_uid_range one = { 1, 1 };
+	q = (struct ms_req){ .op = MS_OP_STORE };
+	q.u.store.mailbox = MS_PSTR("INBOX");
+	q.u.store.uids.n = 1;
+	q.u.store.uids.list = &one;
+	q.u.store.flags = MS_EVENT_FLAG_SEEN;
+	q.u.store.mode = MS_EVENT_MODE_ADD;
+	assert_int_equal(msd_req(w, &q, &rep), 0);
+	now = uw_now(x);
+	assert_true(uw_mbox(x, inbox) == now);
+	assert_true(uw_mbox(x, ma) == ca && uw_mbox(x, mb) == cb);
+	ci = now;
+	/* a subscription: the user's count only */
+	uint64_t before = now;
+	q = (struct ms_req){ .op = MS_OP_MBOX_SUBSCRIBE };
+	q.u.mbox.name = MS_PSTR("B");
+	q.u.mbox.subscribe = 1;
+	assert_int_equal(msd_req(w, &q, &rep), 0);
+	now = uw_now(x);
+	assert_true(now > before);
+	assert_true(uw_mbox(x, inbox) == ci && uw_mbox(x, ma) == ca &&
+		    uw_mbox(x, mb) == cb);
+	/* another user's delivery: nothing */
+	assert_int_equal(msd_append1(other, "INBOX", "b", 1, 0).status, 0);
+	assert_true(uw_now(x) == now);
+	assert_int_equal(uw_mbox(x, theirs), 0);
+	/* a new mailbox is listed; a rename and a delete move theirs */
+	assert_int_equal(mbox_create(w, "C", &rep), 0);
+	now = uw_now(x);
+	uint64_t mc = uw_mbox_id(w, "C");
+	assert_true(uw_mbox(x, mc) == now);
+	q = (struct ms_req){ .op = MS_OP_MBOX_RENAME };
+	q.u.mbox.name = MS_PSTR("A");
+	q.u.mbox.new_name = MS_PSTR("A2");
+	assert_int_equal(msd_req(w, &q, &rep), 0);
+	now = uw_now(x);
+	assert_true(uw_mbox(x, ma) == now);
+	assert_true(uw_mbox_id(w, "A2") == ma);
+	q = (struct ms_req){ .op = MS_OP_MBOX_DELETE };
+	q.u.mbox.name = MS_PSTR("B");
+	assert_int_equal(msd_req(w, &q, &rep), 0);
+	now = uw_now(x);
+	assert_true(uw_mbox(x, mb) == now);
+	assert_true(uw_mbox(x, inbox) == ci && uw_mbox(x, mc) < now);
+
+	/* creates pipelined: more than a reply notes one by one */
+	enum { MANY = 20 };
+	uint32_t ids[MANY];
+	const char *err = "";
+	before = now;
+	for (int i = 0; i < MANY; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "P%d", i);
+		q = (struct ms_req){ .op = MS_OP_MBOX_CREATE };
+		q.u.mbox.name = ms_pstr_c(name);
+		assert_int_equal(ms_client_send_req(w, &q, &ids[i], &err), 0);
+	}
+	for (int i = 0; i < MANY; i++) {
+		struct ms_proto_hdr h;
+		const uint8_t *body;
+		size_t len;
+		assert_int_equal(ms_client_recv(w, &h, &body, &len, &err), 0);
+		assert_int_equal(h.id, ids[i]);
+		assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err),
+				 0);
+		assert_int_equal(rep.status, 0);
+	}
+	now = uw_now(x);
+	for (int i = 0; i < MANY; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "P%d", i);
+		uint64_t n = uw_mbox(x, uw_mbox_id(w, name));
+		if (n <= before || n > now)
+			fail_msg("P%d: count %llu, not in (%llu, %llu]", i,
+				 (unsigned long long)n,
+				 (unsigned long long)before,
+				 (unsigned long long)now);
+	}
+	assert_true(uw_mbox(x, inbox) == ci);
+
+	/* a version 6 session: no mailboxes */
+	struct ms_client *v6;
+	const char *e6 = "";
+	q = (struct ms_req){ .op = MS_OP_HELLO };
+	assert_int_equal(ms_client_connect(d.sock, 5000, &v6, &e6), 0);
+	q.u.hello.version = 6;
+	q.u.hello.role = MS_ROLE_USER;
+	q.u.hello.user = MS_PSTR("uma");
+	assert_int_equal(ms_client_request(v6, &q, &rep, &e6), 0);
+	assert_int_equal(rep.u.hello.version, 6);
+	assert_true(uw_watch(v6) == now);
+	uint64_t n6;
+	assert_int_equal(ms_client_watch_mbox(v6, inbox, &n6), -ENOENT);
+	assert_int_equal(msd_append1(w, "INBOX", "x", 1, 0).status, 0);
+	assert_true(uw_now(v6) > now);
+	assert_int_equal(ms_client_watch_mbox(v6, inbox, &n6), -ENOENT);
+	assert_true(uw_now(x) == uw_now(v6));
+	assert_true(uw_mbox(x, inbox) == uw_now(x));
+
+	/* a clean restart keeps the mailboxes' counts with the epoch */
+	uint64_t keep[4] = { uw_mbox(x, inbox), uw_mbox(x, ma),
+			     uw_mbox(x, mb), uw_mbox(x, mc) };
+	uint64_t user_count = uw_now(x);
+	ms_client_close(&v6);
+	ms_client_close(&x);
+	ms_client_close(&other);
+	ms_client_close(&w);
+	assert_int_equal(msd_stop(&d), 0);
+	msd_start(&d);
+	uint64_t e2, c2;
+	x = uw_connect(&d, "uma", &e2, &c2);
+	assert_true(e2 == epoch && c2 == user_count);
+	assert_true(uw_watch(x) == c2);
+	/* B was deleted: listed no more */
+	assert_true(uw_mbox(x, inbox) == keep[0] && uw_mbox(x, ma) == keep[1] &&
+		    uw_mbox(x, mb) == 0 && uw_mbox(x, mc) == keep[3]);
+	assert_true(keep[2] != 0);
+	ms_client_close(&x);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
 /*
  * USER_WATCH: answered at once with the user's change count, then each
  * time a change to the user's mail (a delivery, flags, an expunge, a
@@ -1730,14 +1923,15 @@ static void snap_edit(struct msd *d, void (*edit)(struct ms_chgsnap *))
 {
 	int dirfd = open(d->index, O_RDONLY | O_DIRECTORY);
 	struct ms_chgsnap s;
-	struct ms_u64map users = { 0 };
+	struct ms_u64map users = { 0 }, mboxes = { 0 };
 	const char *err = "";
 	assert_true(dirfd >= 0);
-	assert_int_equal(ms_chgsnap_read(dirfd, &s, &users, &err), 1);
+	assert_int_equal(ms_chgsnap_read(dirfd, &s, &users, &mboxes, &err), 1);
 	if (edit != NULL)
 		edit(&s);
-	assert_int_equal(ms_chgsnap_write(dirfd, &s, &users, &err), 0);
+	assert_int_equal(ms_chgsnap_write(dirfd, &s, &users, &mboxes, &err), 0);
 	ms_u64map_free(&users);
+	ms_u64map_free(&mboxes);
 	close(dirfd);
 }
 
@@ -2986,6 +3180,7 @@ int main(void)
 		cmocka_unit_test(test_large_body_chunks),
 		cmocka_unit_test(test_max_mailboxes),
 		cmocka_unit_test(test_user_watch),
+		cmocka_unit_test(test_user_watch_mailboxes),
 		cmocka_unit_test(test_changes_kept),
 		cmocka_unit_test(test_changes_put_back),
 	};

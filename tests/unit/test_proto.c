@@ -452,9 +452,19 @@ static void dump_reply(FILE *f, const struct ms_reply *r)
 	case MS_OP_WAIT:
 		fprintf(f, " hms=%llu", (unsigned long long)r->u.highestmodseq);
 		break;
-	case MS_OP_USER_WATCH:
-		fprintf(f, " chg=%llu", (unsigned long long)r->u.user_changes);
+	case MS_OP_USER_WATCH: {
+		struct ms_mbox_chg m;
+		fprintf(f, " chg=%llu",
+			(unsigned long long)r->u.watch.changes);
+		if (!r->u.watch.have_mboxes)
+			break;
+		fprintf(f, " %s", r->u.watch.full ? "full" : "delta");
+		ms_proto_iter_mbox_chgs(&it, &r->u.watch.mboxes);
+		while (ms_proto_next_mbox_chg(&it, &m) > 0)
+			fprintf(f, " %llu@%llu", (unsigned long long)m.mbox_id,
+				(unsigned long long)m.changes);
 		break;
+	}
 	case MS_OP_REPL_WAIT:
 	case MS_OP_REPL_ACK:
 	case MS_OP_PROMOTE:
@@ -693,6 +703,7 @@ static const struct ms_msg_change changes[] = {
 };
 static const struct ms_uid_range set_expunged[] = {{5, 6}, {9, 9}};
 static const struct ms_uid_pair pairs[] = {{2, 10}, {3, 11}};
+static const struct ms_mbox_chg mbox_chgs[] = {{5, 90}, {7, 96}};
 static const char chunk[] = "Subject: hello\r\n";
 
 /* A valid success reply for op, list form. */
@@ -776,7 +787,10 @@ static struct ms_reply sample_reply(uint16_t op)
 		r.u.highestmodseq = 95;
 		break;
 	case MS_OP_USER_WATCH:
-		r.u.user_changes = 96;
+		r.u.watch = (struct ms_rep_user_watch){
+			.changes = 96, .have_mboxes = 1, .full = 1,
+			.mboxes = {.n = MS_ARRAY_SIZE(mbox_chgs),
+				   .list = mbox_chgs} };
 		break;
 	case MS_OP_REPL_WAIT:
 	case MS_OP_REPL_ACK:
@@ -931,7 +945,7 @@ static void test_golden(void **state)
 	(void)state;
 	memset(&s, 0, sizeof(s));
 	s.req = sample_req(MS_OP_HELLO);
-	check_golden(&s, MS_OP_HELLO, "u16:6 u8:0 s:alice@example.test", 0);
+	check_golden(&s, MS_OP_HELLO, "u16:7 u8:0 s:alice@example.test", 0);
 
 	s.req = sample_req(MS_OP_APPEND);
 	snprintf(spec, sizeof(spec),
@@ -1282,6 +1296,13 @@ static void test_cuts(void **state)
 			if (s.reply && s.rep.op == MS_OP_QUOTA_GET &&
 			    cut == body_len - 16) {
 				CHECK_RET(ret, 0, "sample %zu v4 form", i);
+				continue;
+			}
+			/* a USER_WATCH reply without the fields of version
+			   7 is the version 6 form */
+			if (s.reply && s.rep.op == MS_OP_USER_WATCH &&
+			    cut == 12) {
+				CHECK_RET(ret, 0, "sample %zu v6 form", i);
 				continue;
 			}
 			/* a USER_LIST page with nothing left is the whole
@@ -1677,8 +1698,24 @@ static const struct bad_body {
 	/* 122 */ {REQ, MS_OP_USER_WATCH, "u8:0", MS_ECORRUPT},
 	/* 123 */ {REP, MS_OP_USER_WATCH, "i32:0 u64:8", 0},
 	/* 124 */ {REP, MS_OP_USER_WATCH, "i32:0 u32:8", MS_ETRUNC},
-	/* 125 */ {REP, MS_OP_USER_WATCH, "i32:0 u64:8 u8:0", MS_ECORRUPT},
+	/* 125 */ {REP, MS_OP_USER_WATCH, "i32:0 u64:8 u8:0", MS_ETRUNC},
 	/* 126 */ {REP, MS_OP_USER_WATCH, "i32:-13 s:no", 0},
+	/* version 7: the mailboxes' counts, all (1) or the changed (0) */
+	/* 127 */ {REP, MS_OP_USER_WATCH, "i32:0 u64:8 u8:0 u32:0", 0},
+	/* 128 */
+	{REP, MS_OP_USER_WATCH, "i32:0 u64:8 u8:1 u32:2 u64:5 u64:7 u64:6 u64:8",
+	 0},
+	/* 129 */ {REP, MS_OP_USER_WATCH, "i32:0 u64:8 u8:2 u32:0", MS_ECORRUPT},
+	/* 130 */
+	{REP, MS_OP_USER_WATCH, "i32:0 u64:8 u8:1 u32:1 u64:0 u64:7", MS_ECORRUPT},
+	/* 131 */
+	{REP, MS_OP_USER_WATCH, "i32:0 u64:8 u8:1 u32:1 u64:5 u64:0", MS_ECORRUPT},
+	/* 132 */
+	{REP, MS_OP_USER_WATCH, "i32:0 u64:8 u8:1 u32:2 u64:5 u64:7", MS_ETRUNC},
+	/* 133 */
+	{REP, MS_OP_USER_WATCH, "i32:0 u64:8 u8:1 u32:1 u64:5 u64:7 u8:0",
+	 MS_ECORRUPT},
+	/* 134 */ {REP, MS_OP_USER_WATCH, "i32:0 u64:8 u8:1 u32:1 u64:5", MS_ETRUNC},
 };
 
 static void test_bad_bodies(void **state)
