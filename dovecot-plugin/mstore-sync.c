@@ -102,6 +102,14 @@ struct mstore_sync_ctx {
 	bool pushed;
 	bool push_alone;
 	uint64_t push_modseq;
+	/* and the mailbox's change counts (protocol version 7): the first
+	   reply's count before it at most the count the index (or this
+	   process) had the store's mailbox as of, each next one's where
+	   the one before ended: then the index has the mailbox as of the
+	   last reply's count, which the pull writes when it leaves the
+	   feed out */
+	bool push_chg_ok;
+	struct mstore_chg push_chg;
 	/* what the push's EXPUNGEs expunged: Dovecot's index holds only
 	   requests for them until the sync expunges them, from the feed
 	   or, when the pull is left out, from here */
@@ -194,6 +202,11 @@ static void mstore_sync_push_reply(struct mstore_sync_ctx *ctx,
 		return;
 	}
 	ctx->push_modseq = mu->modseq;
+	if (!mu->have_chg || mu->changes == 0 ||
+	    mu->prev_changes > ctx->push_chg.count)
+		ctx->push_chg_ok = FALSE;
+	else
+		ctx->push_chg.count = mu->changes;
 	for (uint32_t i = 0; !store && i < mu->uids.n; i++) {
 		struct ms_uid_range r;
 		if (ms_uid_set_range(&mu->uids, i, &r.lo, &r.hi) < 0) {
@@ -324,6 +337,31 @@ mstore_push_find(ARRAY_TYPE(mstore_push) *pushes,
 	return push;
 }
 
+/* The count the index has the store's mailbox as of, to start the push's
+   chain of counts from: its own, or the larger one this process found
+   the store with nothing the index lacked at; of the current epoch. */
+static void mstore_sync_push_chg_base(struct mstore_sync_ctx *ctx)
+{
+	struct mstore_storage *storage = ctx->mbox->storage;
+	struct mstore_chg chg, *v = &ctx->mbox->verified;
+
+	i_zero(&ctx->push_chg);
+	ctx->push_chg_ok = FALSE;
+	if (!storage->chg_known)
+		return;
+	i_zero(&chg);
+	(void)mstore_index_ext_get(ctx->sync_view, ctx->mbox->chg_ext_id,
+				   &chg, sizeof(chg));
+	if (chg.epoch != storage->chg_epoch)
+		i_zero(&chg);
+	if (v->epoch == storage->chg_epoch && v->count > chg.count)
+		chg = *v;
+	if (chg.epoch == 0)
+		return;
+	ctx->push_chg = chg;
+	ctx->push_chg_ok = TRUE;
+}
+
 static int mstore_sync_push(struct mstore_sync_ctx *ctx)
 {
 	struct mail_index_sync_rec rec;
@@ -334,6 +372,7 @@ static int mstore_sync_push(struct mstore_sync_ctx *ctx)
 	ctx->pushed = FALSE;
 	ctx->push_alone = TRUE;
 	ctx->push_modseq = ctx->ext_hdr.last_modseq;
+	mstore_sync_push_chg_base(ctx);
 	array_clear(&ctx->push_expunged);
 	i_array_init(&pushes, 4);
 	while (ret == 0 &&
@@ -972,11 +1011,14 @@ static int mstore_sync_pull(struct mstore_sync_ctx *ctx, bool full)
 		/* the store changed by this push alone, which the index
 		   already has: its feed would bring back only our own
 		   changes (for a STORE of 5,000 messages, 5,000 of them).
-		   No count goes with that: a push's reply tells of this
-		   mailbox up to the push, and a count read before it may
-		   be of a change after it in the same flush */
+		   The count that goes with that is the last reply's, when
+		   the replies' counts chain from the index's (a count read
+		   from the watch may be of a change after the push) */
 		ctx->pre = NULL;
 		i_zero(&ctx->chg);
+		if (ctx->push_chg_ok &&
+		    ctx->push_chg.epoch == ctx->mbox->storage->chg_epoch)
+			ctx->chg = ctx->push_chg;
 		ctx->uid_validity = hdr->uid_validity;
 		ctx->highestmodseq = ctx->push_modseq;
 		ctx->mbox_id = ctx->ext_hdr.mbox_id;

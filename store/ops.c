@@ -107,7 +107,17 @@ struct req {
 	/* answered only once its records are applied (ms_ops_tick): what
 	   it did is more than the index (COMPACT: the retired segments) */
 	int after_apply;
+	/* STORE, EXPUNGE (version 7): the offset in reply of the mailbox's
+	   counts before and after its record (0: none), filled in when
+	   the record is durable (rec_done, from chg_recs) */
+	size_t chg_off;
 	struct req *next;
+};
+
+/* the mailbox counts note_record gave the FLAGS and EXPUNGE records of
+   the batch being finished, for their requests' replies */
+struct chg_rec {
+	uint64_t seq, prev, count;
 };
 
 struct mstate {			/* allocation state of one mailbox */
@@ -243,6 +253,9 @@ struct ms_ops {
 	   has its user's count */
 	struct ms_u64map chg_mboxes;
 	uint64_t chg_noted;	/* the seq of the last record counted */
+	struct chg_rec *chg_recs;	/* seq ascending */
+	size_t nchg_recs, capchg_recs;
+	int chg_recs_done;	/* a done callback came since: a new batch */
 	struct waiter *uwake;	/* USER_WATCHes due: sent by uwake_send */
 	/* counters for STATUS */
 	uint64_t n_requests, n_errors, n_appends, n_bodies_deduped;
@@ -571,6 +584,27 @@ static void apply_record(void *ctx, const struct ms_rec_hdr *h,
 	}
 }
 
+/* A STORE's or EXPUNGE's reply gets the mailbox counts that its record
+   (seq) got, or keeps 0, 0 (cannot tell). */
+static void chg_patch(struct req *r, uint64_t seq)
+{
+	struct ms_ops *ops = r->ops;
+	size_t lo = 0, hi = ops->nchg_recs;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (ops->chg_recs[mid].seq < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < ops->nchg_recs && ops->chg_recs[lo].seq == seq &&
+	    r->chg_off + 16 <= r->reply.len) {
+		ms_put64(r->reply.data + r->chg_off, ops->chg_recs[lo].prev);
+		ms_put64(r->reply.data + r->chg_off + 8,
+			 ops->chg_recs[lo].count);
+	}
+}
+
 /* A record of a request is durable (and applied) or has failed. */
 static void rec_done(void *ctx, int status, uint64_t seq, struct ms_pos pos)
 {
@@ -578,8 +612,11 @@ static void rec_done(void *ctx, int status, uint64_t seq, struct ms_pos pos)
 	(void)seq;
 	(void)pos;
 	r->ops->completions++;
+	r->ops->chg_recs_done = 1;
 	if (seq > r->max_seq)
 		r->max_seq = seq;
+	if (r->chg_off != 0 && status == 0)
+		chg_patch(r, seq);
 	if (status != 0 && r->status == 0)
 		r->status = status;
 	if (--r->pending == 0)
@@ -651,6 +688,10 @@ static void req_submit(struct req *r, const struct ms_reply *rep)
 		ms_buf_reset(&r->reply);
 		ms_proto_error(&r->reply, r->op, r->id, -EIO,
 			       "reply encoding failed");
+		r->chg_off = 0;
+	} else if (r->chg_off == SIZE_MAX) {
+		/* the counts end the reply (chg_patch) */
+		r->chg_off = r->reply.len - 16;
 	}
 	if (r->pending == 0) {
 		r->next = NULL;
@@ -877,6 +918,8 @@ static void fill_mbox_info(struct ms_mbox_info *i, const struct ms_idx_mbox *m)
 /* ---- requests ---- */
 
 static uint64_t user_changes(const struct ms_ops *ops, uint64_t user_id);
+static uint64_t mbox_changes(const struct ms_ops *ops, uint64_t user_id,
+			     uint64_t mbox_id);
 
 static int op_hello(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		    uint32_t id, const struct ms_req_hello *q,
@@ -1750,6 +1793,12 @@ static int op_store_expunge(struct ms_ops *ops, struct ms_conn *c,
 	mu->have_prev = s->version >= 3;
 	mu->mbox_id = m.id;
 	mu->prev_modseq = prev_modseq;
+	/* version 7: the counts, at the end of the reply, filled in when
+	   the record is durable; with no record, the mailbox's now */
+	mu->have_chg = s->version >= 7;
+	if (mu->have_chg && nhit == 0)
+		mu->prev_changes = mu->changes =
+			mbox_changes(ops, s->user_id, m.id);
 	if (op == MS_OP_STORE) {
 		mu->uids.n = nfail;
 		mu->uids.list = (const struct ms_uid_range *)(void *)failed.data;
@@ -1757,6 +1806,8 @@ static int op_store_expunge(struct ms_ops *ops, struct ms_conn *c,
 		mu->uids.n = nhit;
 		mu->uids.list = (const struct ms_uid_range *)(void *)hit.data;
 	}
+	if (mu->have_chg && nhit > 0)
+		r->chg_off = SIZE_MAX; /* once encoded, below */
 	req_submit(r, &rep);
 out:
 	ms_buf_free(&hit);
@@ -3316,6 +3367,8 @@ static void note_record(void *ctx, const struct ms_rec_hdr *h,
 		if (mbox_id == 0)
 			return;
 	}
+	/* the mailbox's count before this change */
+	uint64_t mprev = mbox_id != 0 ? mbox_changes(ops, user_id, mbox_id) : 0;
 	if (ops->chg_users.n >= CHG_USERS_MAX &&
 	    ms_u64map_get(&ops->chg_users, user_id) == NULL) {
 		ms_u64map_free(&ops->chg_users);
@@ -3324,6 +3377,28 @@ static void note_record(void *ctx, const struct ms_rec_hdr *h,
 	ops->chg_seq++;
 	ms_u64map_put(&ops->chg_users, user_id,
 		      (void *)(uintptr_t)ops->chg_seq);
+	if (h->type == MS_REC_FLAGS || h->type == MS_REC_EXPUNGE) {
+		/* for the reply of the request that wrote it (chg_patch):
+		   the batch's records, from the first one noted after a
+		   done callback; bounded where no request waits (a
+		   standby) */
+		if (ops->chg_recs_done || ops->nchg_recs >= 65536) {
+			ops->nchg_recs = 0;
+			ops->chg_recs_done = 0;
+		}
+		if (ops->nchg_recs == ops->capchg_recs) {
+			ops->capchg_recs = ops->capchg_recs
+						   ? ops->capchg_recs * 2
+						   : 64;
+			ops->chg_recs = ms_realloc(ops->chg_recs,
+						   ops->capchg_recs *
+							   sizeof(*ops->chg_recs));
+		}
+		ops->chg_recs[ops->nchg_recs++] = (struct chg_rec){
+			.seq = h->seq,
+			.prev = mprev,
+			.count = ops->chg_seq };
+	}
 	if (mbox_id != 0) {
 		/* forgotten, a mailbox has its user's count: never lower */
 		if (ops->chg_mboxes.n >= CHG_MBOXES_MAX &&
@@ -4886,6 +4961,7 @@ void ms_ops_close(struct ms_ops **opsp)
 	ops->uwake = NULL; /* parked ones, freed with the map's */
 	ms_u64map_free(&ops->chg_users);
 	ms_u64map_free(&ops->chg_mboxes);
+	free(ops->chg_recs);
 	free(ops->touched);
 	free(ops->dying);
 	MS_U64MAP_EACH(&ops->upend, i) {

@@ -874,6 +874,18 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 				ms_dec_bad(d, "prev_modseq", off,
 					   "above modseq");
 		}
+		/* version 7 adds two more */
+		if (d->ret == 0 && d->rd.left > 0) {
+			r->u.store.have_chg = 1;
+			r->u.store.prev_changes =
+				ms_dec_u64(d, "prev_changes");
+			off = ms_dec_off(d);
+			r->u.store.changes = ms_dec_u64(d, "changes");
+			if (d->ret == 0 && r->u.store.changes != 0 &&
+			    r->u.store.prev_changes > r->u.store.changes)
+				ms_dec_bad(d, "changes", off,
+					   "below prev_changes");
+		}
 		break;
 	case MS_OP_COPY:
 	case MS_OP_MOVE:
@@ -1777,6 +1789,10 @@ static void put_reply(struct enc *e, const void *src)
 		if (r->u.store.have_prev) {
 			put64(e, r->u.store.mbox_id);
 			put64(e, r->u.store.prev_modseq);
+			if (r->u.store.have_chg) {
+				put64(e, r->u.store.prev_changes);
+				put64(e, r->u.store.changes);
+			}
 		}
 		break;
 	case MS_OP_COPY:

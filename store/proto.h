@@ -563,6 +563,13 @@ struct ms_rep_modseq_uids { /* STORE: failed; EXPUNGE: expunged */
 	int have_prev;
 	uint64_t mbox_id;
 	uint64_t prev_modseq;
+	/* from version 7 (on the wire when have_chg, which needs
+	   have_prev): the mailbox's change count (USER_WATCH) just before
+	   this request's change and the one it gave; changes 0: the server
+	   cannot tell */
+	int have_chg;
+	uint64_t prev_changes;
+	uint64_t changes;
 };
 
 struct ms_rep_copy { /* COPY, MOVE */

@@ -1627,6 +1627,50 @@ static void test_user_watch_mailboxes(void **state)
 	now = uw_now(x);
 	assert_true(uw_mbox(x, inbox) == now);
 	assert_true(uw_mbox(x, ma) == ca && uw_mbox(x, mb) == cb);
+	/* the reply has the mailbox's counts before and after it */
+	assert_true(rep.u.store.have_chg);
+	assert_true(rep.u.store.prev_changes == ci &&
+		    rep.u.store.changes == now);
+	ci = now;
+	/* an EXPUNGE of nothing there: the counts now, no change */
+	struct ms_uid_range gone = { 999, 999 };
+	q.op = MS_OP_EXPUNGE;
+	q.u.store.uids.list = &gone;
+	assert_int_equal(msd_req(w, &q, &rep), 0);
+	assert_true(rep.u.expunge.have_chg &&
+		    rep.u.expunge.prev_changes == ci &&
+		    rep.u.expunge.changes == ci);
+	q.op = MS_OP_STORE;
+	q.u.store.uids.list = &one;
+	/* pipelined STOREs of two sessions in one flush: each reply's
+	   counts are its own record's, one after the other */
+	struct ms_client *w2 = msd_connect(&d, "uma");
+	uint32_t sid[2];
+	const char *serr = "";
+	assert_int_equal(ms_client_send_req(w, &q, &sid[0], &serr), 0);
+	assert_int_equal(ms_client_send_req(w2, &q, &sid[1], &serr), 0);
+	uint64_t got[2][2];
+	for (int k = 0; k < 2; k++) {
+		struct ms_proto_hdr h;
+		const uint8_t *body;
+		size_t len;
+		struct ms_client *cl = k == 0 ? w : w2;
+		assert_int_equal(ms_client_recv(cl, &h, &body, &len, &serr), 0);
+		assert_int_equal(h.id, sid[k]);
+		assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &serr),
+				 0);
+		assert_int_equal(rep.status, 0);
+		got[k][0] = rep.u.store.prev_changes;
+		got[k][1] = rep.u.store.changes;
+	}
+	now = uw_now(x);
+	/* in some order: one from ci, the other from the first's */
+	int first = got[0][0] == ci ? 0 : 1;
+	assert_true(got[first][0] == ci);
+	assert_true(got[1 - first][0] == got[first][1]);
+	assert_true(got[1 - first][1] == now && got[first][1] < now);
+	assert_true(uw_mbox(x, inbox) == now);
+	ms_client_close(&w2);
 	ci = now;
 	/* a subscription: the user's count only */
 	uint64_t before = now;

@@ -427,6 +427,10 @@ static void dump_reply(FILE *f, const struct ms_reply *r)
 			fprintf(f, " mbox=%llu prev=%llu",
 				(unsigned long long)r->u.store.mbox_id,
 				(unsigned long long)r->u.store.prev_modseq);
+		if (r->u.store.have_chg)
+			fprintf(f, " chg=%llu..%llu",
+				(unsigned long long)r->u.store.prev_changes,
+				(unsigned long long)r->u.store.changes);
 		break;
 	case MS_OP_COPY:
 	case MS_OP_MOVE:
@@ -769,6 +773,10 @@ static struct ms_reply sample_reply(uint16_t op)
 		r.u.expunge.have_prev = 1;
 		r.u.expunge.mbox_id = 7;
 		r.u.expunge.prev_modseq = 91;
+		/* and of version 7 */
+		r.u.expunge.have_chg = 1;
+		r.u.expunge.prev_changes = 40;
+		r.u.expunge.changes = 41;
 		break;
 	case MS_OP_COPY:
 	case MS_OP_MOVE:
@@ -1283,12 +1291,15 @@ static void test_cuts(void **state)
 			int ret = decode_copy(&s, b.data + MS_PROTO_HDR_SIZE,
 					      cut, &error);
 			/* a STORE or EXPUNGE reply without the fields of
-			   version 3 is the version 2 form */
+			   version 3 is the version 2 form, without those of
+			   version 7 the version 3 form */
 			if (s.reply && s.rep.u.store.have_prev &&
 			    (s.rep.op == MS_OP_STORE ||
 			     s.rep.op == MS_OP_EXPUNGE) &&
-			    cut == body_len - 16) {
-				CHECK_RET(ret, 0, "sample %zu v2 form", i);
+			    (cut == body_len - 16 ||
+			     (s.rep.u.store.have_chg &&
+			      cut == body_len - 32))) {
+				CHECK_RET(ret, 0, "sample %zu v2/v3 form", i);
 				continue;
 			}
 			/* a QUOTA_GET reply without the fields of version
@@ -1325,7 +1336,7 @@ static void test_cuts(void **state)
 		int v2_store = s.reply &&
 			       (s.rep.op == MS_OP_STORE ||
 				s.rep.op == MS_OP_EXPUNGE) &&
-			       !s.rep.u.store.have_prev;
+			       !s.rep.u.store.have_chg;
 		CHECK_RET(decode_copy(&s, b.data + MS_PROTO_HDR_SIZE,
 				      body_len + 1, &error),
 			  v2_store ? MS_ETRUNC : MS_ECORRUPT,
@@ -1403,7 +1414,21 @@ static const struct bad_body {
 	{REP, MS_OP_EXPUNGE, "i32:0 u64:5 u32:0 u64:0 u64:4", MS_ECORRUPT},
 	/* 33e */ {REP, MS_OP_EXPUNGE, "i32:0 u64:5 u32:0 u64:7", MS_ETRUNC},
 	/* 33f */
-	{REP, MS_OP_EXPUNGE, "i32:0 u64:5 u32:0 u64:7 u64:4 u8:0", MS_ECORRUPT},
+	{REP, MS_OP_EXPUNGE, "i32:0 u64:5 u32:0 u64:7 u64:4 u8:0", MS_ETRUNC},
+	/* version 7: the mailbox's change counts before and after */
+	/* 33g */
+	{REP, MS_OP_EXPUNGE, "i32:0 u64:5 u32:0 u64:7 u64:4 u64:3 u64:9", 0},
+	/* 33h */
+	{REP, MS_OP_STORE, "i32:0 u64:5 u32:0 u64:7 u64:4 u64:9 u64:3",
+	 MS_ECORRUPT},
+	/* 33i: 0, the server cannot tell */
+	{REP, MS_OP_STORE, "i32:0 u64:5 u32:0 u64:7 u64:4 u64:9 u64:0", 0},
+	/* 33j */
+	{REP, MS_OP_STORE, "i32:0 u64:5 u32:0 u64:7 u64:4 u64:9 u64:9 u8:0",
+	 MS_ECORRUPT},
+	/* 33k */
+	{REP, MS_OP_STORE, "i32:0 u64:5 u32:0 u64:7 u64:4 u64:9 u32:9",
+	 MS_ETRUNC},
 	/* APPEND */
 	/* 34 */ {REQ, MS_OP_APPEND, "u32:1 x:41 u16:0", MS_ECORRUPT},
 	/* 35 */ {REQ, MS_OP_APPEND, "u32:1 x:41 u16:1001", MS_ETOOBIG},
