@@ -3349,7 +3349,9 @@ static void note_record(void *ctx, const struct ms_rec_hdr *h,
 		return;
 	/* the mailbox a record changes: its id after the user's; none
 	   (0) for the user's own records, which count for each of its
-	   mailboxes; a subscription or quota changes no mailbox */
+	   mailboxes; a subscription or quota changes no mailbox; a
+	   mailbox record without one (no writer makes it) leaves every
+	   watch knowing none until it lists them all again */
 	uint64_t mbox_id = 0;
 	int of_mbox = 1;
 	switch (h->type) {
@@ -3361,11 +3363,10 @@ static void note_record(void *ctx, const struct ms_rec_hdr *h,
 		of_mbox = 0;
 		break;
 	default:
-		if (h->len < 16)
-			return;
-		mbox_id = ms_get64(payload + 8);
+		if (h->len >= 16)
+			mbox_id = ms_get64(payload + 8);
 		if (mbox_id == 0)
-			return;
+			of_mbox = -1;
 	}
 	/* the mailbox's count before this change */
 	uint64_t mprev = mbox_id != 0 ? mbox_changes(ops, user_id, mbox_id) : 0;
@@ -3410,8 +3411,10 @@ static void note_record(void *ctx, const struct ms_rec_hdr *h,
 	for (struct waiter *w = ms_u64map_get(&ops->waits,
 					      user_id | WAIT_USER_KEY);
 	     w != NULL; w = w->next) {
-		if (of_mbox)
+		if (of_mbox > 0)
 			watch_note_mbox(w, mbox_id);
+		else if (of_mbox < 0)
+			w->mchg_over = 1;
 		if (w->due)
 			continue;
 		w->due = 1;
