@@ -210,6 +210,12 @@ static void fix_pair(struct ms_uid_pair *p, uint16_t op)
 		die("a decoded uid pair breaks the rules", op);
 }
 
+static void fix_mbox_chg(struct ms_mbox_chg *m, uint16_t op)
+{
+	if (m->mbox_id == 0 || m->changes == 0)
+		die("a decoded mailbox count breaks the rules", op);
+}
+
 /* r in list form (and checked). */
 static void req_to_list(struct ms_req *r)
 {
@@ -292,6 +298,13 @@ static void reply_to_list(struct ms_reply *r)
 		LIST_COPY(&r->u.copy.pairs, struct ms_uid_pair,
 			  ms_proto_iter_pairs, ms_proto_next_pair, fix_pair,
 			  op);
+		break;
+	case MS_OP_USER_WATCH:
+		if (!r->u.watch.have_mboxes && r->u.watch.mboxes.n != 0)
+			die("mailbox counts without their fields", op);
+		LIST_COPY(&r->u.watch.mboxes, struct ms_mbox_chg,
+			  ms_proto_iter_mbox_chgs, ms_proto_next_mbox_chg,
+			  fix_mbox_chg, op);
 		break;
 	default:
 		break;
