@@ -1032,6 +1032,8 @@ static int op_status(struct ms_ops *ops, struct ms_conn *c, uint32_t id)
 		{ MS_PSTR("ops.session_body_bytes"), ops->body_held },
 		{ MS_PSTR("ops.waits"), ops->nwaiters - ops->nwatches },
 		{ MS_PSTR("ops.user_watches"), ops->nwatches },
+		{ MS_PSTR("ops.change_counts.users"), ops->chg_users.n },
+		{ MS_PSTR("ops.change_counts.mailboxes"), ops->chg_mboxes.n },
 		{ MS_PSTR("scrub.records"), ops->scrub.records },
 		{ MS_PSTR("scrub.bytes"), ops->scrub.bytes },
 		{ MS_PSTR("scrub.healed"), ops->scrub.healed },

@@ -1759,6 +1759,11 @@ static void test_user_watch_mailboxes(void **state)
 	assert_true(uw_now(x) == uw_now(v6));
 	assert_true(uw_mbox(x, inbox) == uw_now(x));
 
+	/* STATUS: the counts held, of the users and of the mailboxes made
+	   or changed here (INBOX, A, B, C, P0..P19 and umb's INBOX) */
+	assert_int_equal(msd_counter(w, "ops.change_counts.users"), 2);
+	assert_int_equal(msd_counter(w, "ops.change_counts.mailboxes"),
+			 5 + MANY);
 	/* a clean restart keeps the mailboxes' counts with the epoch */
 	uint64_t keep[4] = { uw_mbox(x, inbox), uw_mbox(x, ma),
 			     uw_mbox(x, mb), uw_mbox(x, mc) };
