@@ -271,19 +271,24 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 	if (c->start == c->in.len)
 		c->start = c->in.len = 0;
 	for (int read_once = 0;; read_once = 1) {
-		/* the watch's frames at the front: taken */
+		/* the watch's frames at the front: taken; a part of one
+		   (a long list of mailboxes) is read on */
+		size_t part = 0;
 		while (c->watch_id != 0 && c->start < c->in.len) {
 			struct ms_proto_hdr h;
-			size_t need = 0;
+			size_t need = 0, have = c->in.len - c->start;
 			const char *err = "";
 			const uint8_t *p = c->in.data + c->start;
-			int ret = ms_proto_frame(p, c->in.len - c->start,
-						 c->max_frame, &h, &need, &err);
+			int ret = ms_proto_frame(p, have, c->max_frame, &h,
+						 &need, &err);
+			if (ret == MS_ETRUNC && have >= MS_PROTO_HDR_SIZE &&
+			    ms_get32(p + 8) == c->watch_id)
+				part = need - have;
 			if (ret != 0 || h.id != c->watch_id)
 				break;
 			watch_take(c, &h, p, 4 + (size_t)h.len);
 		}
-		if (c->start < c->in.len) {
+		if (c->start < c->in.len && (part == 0 || !do_read)) {
 			/* a reply to something else first, or a part of a
 			   frame: what the watch says cannot be known now */
 			*error_r = "other replies are unread, or a part of one";
@@ -291,19 +296,27 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 		}
 		/* 2: until its first reply is in */
 		if (!do_read || c->watch_id == 0 ||
-		    (read_once && (do_read != 2 || c->watch_seen)))
+		    (part == 0 && read_once &&
+		     (do_read != 2 || c->watch_seen)))
 			break;
-		if (ms_buf_reserve(&c->in, MS_CLIENT_READ_MIN) < 0) {
+		size_t want = part > MS_CLIENT_READ_MIN ? part
+							: MS_CLIENT_READ_MIN;
+		if (ms_buf_reserve(&c->in, want) < 0) {
 			*error_r = "out of memory";
 			return -ENOMEM;
 		}
 		ssize_t n;
 		do
-			n = recv(c->fd, c->in.data + c->in.len,
-				 MS_CLIENT_READ_MIN, MSG_DONTWAIT);
+			n = recv(c->fd, c->in.data + c->in.len, want,
+				 MSG_DONTWAIT);
 		while (n < 0 && errno == EINTR);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			c->drains++;
+			if (part != 0 && (do_read != 2 || c->watch_seen)) {
+				*error_r = "a part of the watch's reply is "
+					   "not in yet";
+				return -EBUSY;
+			}
 			if (do_read != 2 || c->watch_seen)
 				break;
 			int ret = wait_readable(c, error_r);
@@ -319,7 +332,7 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 			*error_r = "the server closed the connection";
 			return MS_ETRUNC;
 		}
-		if ((size_t)n < MS_CLIENT_READ_MIN)
+		if ((size_t)n < want)
 			c->drains++;
 		c->in.len += (size_t)n;
 	}
