@@ -552,6 +552,19 @@ bool mstore_index_ext_get(struct mail_index_view *view, uint32_t ext_id,
 	return TRUE;
 }
 
+void mstore_index_chg(struct mstore_mailbox *mbox,
+		      struct mail_index_view *view, struct mstore_chg *chg_r)
+{
+	/* an index only takes more from the store, or is rebuilt from it
+	   whole: a count verified later is as good as its own */
+	(void)mstore_index_ext_get(view, mbox->chg_ext_id, chg_r,
+				   sizeof(*chg_r));
+	if (mbox->verified.epoch != 0 &&
+	    (chg_r->epoch != mbox->verified.epoch ||
+	     chg_r->count < mbox->verified.count))
+		*chg_r = mbox->verified;
+}
+
 static bool mstore_mailbox_guid_cached(struct mstore_mailbox *mbox)
 {
 	struct mstore_index_guid g;
@@ -1039,16 +1052,7 @@ mstore_list_index_update_sync(struct mailbox *box,
 		rec.mbox_id = ext.mbox_id;
 		rec.modseq = ext.last_modseq;
 		rec.uidvalidity = uidvalidity;
-		/* the count the index is as new as: its own, or the newer
-		   one this process found the store with nothing the index
-		   lacked at (an index only takes more from the store, or
-		   is rebuilt from it whole) */
-		(void)mstore_index_ext_get(view, mbox->chg_ext_id, &chg,
-					   sizeof(chg));
-		if (mbox->verified.epoch != 0 &&
-		    (chg.epoch != mbox->verified.epoch ||
-		     chg.count < mbox->verified.count))
-			chg = mbox->verified;
+		mstore_index_chg(mbox, view, &chg);
 	}
 	mail_index_view_close(&view);
 	if (old == NULL || memcmp(old, &rec, sizeof(rec)) != 0)

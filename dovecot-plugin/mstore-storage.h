@@ -296,6 +296,12 @@ void mstore_status_ahead_forget(struct mstore_mailbox *mbox);
    if the index has that much of it, else dst is all zeros. */
 bool mstore_index_ext_get(struct mail_index_view *view, uint32_t ext_id,
 			  void *dst, size_t size);
+/* The change count the index (as view has it) has the store's mailbox
+   as of: its own ("mstore-chg"), or the newer one this process found
+   the store with nothing the index lacked at (mbox->verified); epoch 0
+   if none. */
+void mstore_index_chg(struct mstore_mailbox *mbox,
+		      struct mail_index_view *view, struct mstore_chg *chg_r);
 /* Connect and send HELLO without waiting for the reply, which the first
    request reads: the round trip overlaps whatever the process does until
    then.  A failure is silent here; the first request reports it. */

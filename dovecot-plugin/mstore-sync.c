@@ -337,29 +337,16 @@ mstore_push_find(ARRAY_TYPE(mstore_push) *pushes,
 	return push;
 }
 
-/* The count the index has the store's mailbox as of, to start the push's
-   chain of counts from: its own, or the larger one this process found
-   the store with nothing the index lacked at; of the current epoch. */
+/* The count the push's chain of counts starts from: the one the index
+   has the store's mailbox as of, of the current epoch. */
 static void mstore_sync_push_chg_base(struct mstore_sync_ctx *ctx)
 {
 	struct mstore_storage *storage = ctx->mbox->storage;
-	struct mstore_chg chg, *v = &ctx->mbox->verified;
 
-	i_zero(&ctx->push_chg);
-	ctx->push_chg_ok = FALSE;
-	if (!storage->chg_known)
-		return;
-	i_zero(&chg);
-	(void)mstore_index_ext_get(ctx->sync_view, ctx->mbox->chg_ext_id,
-				   &chg, sizeof(chg));
-	if (chg.epoch != storage->chg_epoch)
-		i_zero(&chg);
-	if (v->epoch == storage->chg_epoch && v->count > chg.count)
-		chg = *v;
-	if (chg.epoch == 0)
-		return;
-	ctx->push_chg = chg;
-	ctx->push_chg_ok = TRUE;
+	mstore_index_chg(ctx->mbox, ctx->sync_view, &ctx->push_chg);
+	ctx->push_chg_ok = storage->chg_known &&
+			   ctx->push_chg.epoch != 0 &&
+			   ctx->push_chg.epoch == storage->chg_epoch;
 }
 
 static int mstore_sync_push(struct mstore_sync_ctx *ctx)
