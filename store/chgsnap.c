@@ -86,12 +86,16 @@ int ms_chgsnap_decode(const uint8_t *buf, size_t len, struct ms_chgsnap *s,
 	}
 	p = buf + 24;
 	n = ms_get64(p + 56);
-	size_t users_end = 0;
-	if (n <= MS_CHGSNAP_MAX_USERS)
-		users_end = MS_CHGSNAP_HDR_SIZE + n * MS_CHGSNAP_USER_SIZE;
-	if (v3 && n <= MS_CHGSNAP_MAX_USERS && len >= users_end + 8 + 8)
+	if (n > MS_CHGSNAP_MAX_USERS) {
+		*error_r = ms_errf("%llu users, more than a file holds",
+				   (unsigned long long)n);
+		return MS_ECORRUPT;
+	}
+	/* version 3: the mailboxes' number after the users */
+	size_t users_end = MS_CHGSNAP_HDR_SIZE + n * MS_CHGSNAP_USER_SIZE;
+	if (v3 && len >= users_end + 8 + 8)
 		m = ms_get64(buf + users_end);
-	if (n > MS_CHGSNAP_MAX_USERS || m > MS_CHGSNAP_MAX_MBOXES ||
+	if (m > MS_CHGSNAP_MAX_MBOXES ||
 	    len != users_end + (v3 ? 8 + m * MS_CHGSNAP_USER_SIZE : 0) + 8) {
 		*error_r = ms_errf("%zu bytes for %llu users and %llu "
 				   "mailboxes", len, (unsigned long long)n,
