@@ -107,10 +107,10 @@ struct req {
 	/* answered only once its records are applied (ms_ops_tick): what
 	   it did is more than the index (COMPACT: the retired segments) */
 	int after_apply;
-	/* STORE, EXPUNGE (version 7): the offset in reply of the mailbox's
-	   counts before and after its record (0: none), filled in when
+	/* STORE, EXPUNGE (version 7) that wrote a record: its reply ends
+	   with the mailbox's counts before and after it, filled in when
 	   the record is durable (rec_done, from chg_recs) */
-	size_t chg_off;
+	int chg_counts;
 	struct req *next;
 };
 
@@ -256,6 +256,7 @@ struct ms_ops {
 	struct chg_rec *chg_recs;	/* seq ascending */
 	size_t nchg_recs, capchg_recs;
 	int chg_recs_done;	/* a done callback came since: a new batch */
+	uint64_t n_watch_full;	/* USER_WATCH replies that listed all */
 	struct waiter *uwake;	/* USER_WATCHes due: sent by uwake_send */
 	/* counters for STATUS */
 	uint64_t n_requests, n_errors, n_appends, n_bodies_deduped;
@@ -598,10 +599,10 @@ static void chg_patch(struct req *r, uint64_t seq)
 			hi = mid;
 	}
 	if (lo < ops->nchg_recs && ops->chg_recs[lo].seq == seq &&
-	    r->chg_off + 16 <= r->reply.len) {
-		ms_put64(r->reply.data + r->chg_off, ops->chg_recs[lo].prev);
-		ms_put64(r->reply.data + r->chg_off + 8,
-			 ops->chg_recs[lo].count);
+	    r->reply.len >= MS_PROTO_HDR_SIZE + 16) {
+		uint8_t *end = r->reply.data + r->reply.len;
+		ms_put64(end - 16, ops->chg_recs[lo].prev);
+		ms_put64(end - 8, ops->chg_recs[lo].count);
 	}
 }
 
@@ -615,7 +616,7 @@ static void rec_done(void *ctx, int status, uint64_t seq, struct ms_pos pos)
 	r->ops->chg_recs_done = 1;
 	if (seq > r->max_seq)
 		r->max_seq = seq;
-	if (r->chg_off != 0 && status == 0)
+	if (r->chg_counts && status == 0)
 		chg_patch(r, seq);
 	if (status != 0 && r->status == 0)
 		r->status = status;
@@ -688,10 +689,7 @@ static void req_submit(struct req *r, const struct ms_reply *rep)
 		ms_buf_reset(&r->reply);
 		ms_proto_error(&r->reply, r->op, r->id, -EIO,
 			       "reply encoding failed");
-		r->chg_off = 0;
-	} else if (r->chg_off == SIZE_MAX) {
-		/* the counts end the reply (chg_patch) */
-		r->chg_off = r->reply.len - 16;
+		r->chg_counts = 0;
 	}
 	if (r->pending == 0) {
 		r->next = NULL;
@@ -1034,6 +1032,7 @@ static int op_status(struct ms_ops *ops, struct ms_conn *c, uint32_t id)
 		{ MS_PSTR("ops.user_watches"), ops->nwatches },
 		{ MS_PSTR("ops.change_counts.users"), ops->chg_users.n },
 		{ MS_PSTR("ops.change_counts.mailboxes"), ops->chg_mboxes.n },
+		{ MS_PSTR("ops.change_counts.full_lists"), ops->n_watch_full },
 		{ MS_PSTR("scrub.records"), ops->scrub.records },
 		{ MS_PSTR("scrub.bytes"), ops->scrub.bytes },
 		{ MS_PSTR("scrub.healed"), ops->scrub.healed },
@@ -1808,8 +1807,7 @@ static int op_store_expunge(struct ms_ops *ops, struct ms_conn *c,
 		mu->uids.n = nhit;
 		mu->uids.list = (const struct ms_uid_range *)(void *)hit.data;
 	}
-	if (mu->have_chg && nhit > 0)
-		r->chg_off = SIZE_MAX; /* once encoded, below */
+	r->chg_counts = mu->have_chg && nhit > 0;
 	req_submit(r, &rep);
 out:
 	ms_buf_free(&hit);
@@ -3514,6 +3512,7 @@ static void watch_reply(struct ms_ops *ops, struct waiter *w,
 		w->mchg_full = 1;
 	} else {
 		w->mchg_full = 0;
+		ops->n_watch_full += rep->u.watch.full;
 	}
 	w->nmchg = 0;
 	rep->u.watch.mboxes.n = (uint32_t)n;

@@ -1786,6 +1786,131 @@ static void test_user_watch_mailboxes(void **state)
 	assert_int_equal(msd_stop(&d), 0);
 }
 
+/* The watch's count once every reply the server sent is whole in c
+   (a large list can come in pieces: a piece is waited for, 5 s at most). */
+static uint64_t uw_settled(struct ms_client *c)
+{
+	const char *err = "";
+	int32_t st;
+	uint64_t count = 0;
+	for (int i = 0; i < 500; i++) {
+		int ret = ms_client_watch_poll(c, 1, &st, &count, &err);
+		if (ret == 1) {
+			assert_int_equal(st, 0);
+			return count;
+		}
+		assert_int_equal(ret, -EBUSY);
+		struct pollfd p = { .fd = ms_client_fd(c), .events = POLLIN };
+		(void)poll(&p, 1, 10);
+	}
+	fail_msg("the watch's replies did not come whole");
+	return 0;
+}
+
+/* n MBOX_CREATEs of prefix0.. prefix(n-1) pipelined on c, each OK. */
+static void mbox_create_many(struct ms_client *c, const char *prefix, int n)
+{
+	uint32_t *ids = calloc((size_t)n, sizeof(*ids));
+	const char *err = "";
+	assert_non_null(ids);
+	for (int i = 0; i < n; i++) {
+		char name[32];
+		struct ms_req q = { .op = MS_OP_MBOX_CREATE };
+		snprintf(name, sizeof(name), "%s%d", prefix, i);
+		q.u.mbox.name = ms_pstr_c(name);
+		assert_int_equal(ms_client_send_req(c, &q, &ids[i], &err), 0);
+	}
+	for (int i = 0; i < n; i++) {
+		struct ms_proto_hdr h;
+		struct ms_reply rep;
+		const uint8_t *body;
+		size_t len;
+		assert_int_equal(ms_client_recv(c, &h, &body, &len, &err), 0);
+		assert_int_equal(h.id, ids[i]);
+		assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err),
+				 0);
+		assert_int_equal(rep.status, 0);
+	}
+	free(ids);
+}
+
+/*
+ * The watch's mailbox lists at their limits ([store] max_frame = 64K:
+ * a reply of 32 KiB at most, about 2,000 mailboxes).  More than 1,024
+ * mailboxes changed between two replies (a RENAME of a folder with
+ * 1,100 children, one request): that reply has none, the client knows
+ * none, and the next one lists them all (STATUS counts the full lists).
+ * A full list larger than a reply holds (2,100 mailboxes): a new watch
+ * gets none, and knows none, its user's count right; an older watch
+ * goes on with the changed ones.  A USER_DELETE: an empty full list,
+ * the client knows that the user has no mailbox.
+ */
+static void test_user_watch_mailbox_limits(void **state)
+{
+	(void)state;
+	struct msd d;
+	msd_setup(&d, "mstored-uwlim", "max_frame = 64K");
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "ula"), 0);
+	struct ms_client *w = msd_connect(&d, "ula");
+	struct ms_reply rep;
+	struct ms_req q;
+	uint64_t epoch, c0, n;
+	assert_int_equal(msd_append1(w, "INBOX", "first", 5, 0).status, 0);
+	assert_int_equal(mbox_create(w, "R", &rep), 0);
+	mbox_create_many(w, "R/c", 1100);
+	uint64_t inbox = uw_mbox_id(w, "INBOX"), child = uw_mbox_id(w, "R/c7");
+	struct ms_client *x = uw_connect(&d, "ula", &epoch, &c0);
+	assert_true(uw_watch(x) == c0);
+	assert_true(uw_mbox(x, child) != 0);
+	assert_int_equal(msd_counter(w, "ops.change_counts.full_lists"), 1);
+
+	/* 1,101 renamed in one request: none, then all */
+	q = (struct ms_req){ .op = MS_OP_MBOX_RENAME };
+	q.u.mbox.name = MS_PSTR("R");
+	q.u.mbox.new_name = MS_PSTR("S");
+	assert_int_equal(msd_req(w, &q, &rep), 0);
+	uint64_t now = uw_settled(x);
+	assert_true(now > c0);
+	assert_int_equal(ms_client_watch_mbox(x, child, &n), -ENOENT);
+	assert_int_equal(msd_append1(w, "INBOX", "more", 4, 0).status, 0);
+	now = uw_settled(x);
+	assert_int_equal(msd_counter(w, "ops.change_counts.full_lists"), 2);
+	assert_true(uw_mbox(x, inbox) == now);
+	uint64_t k = uw_mbox(x, uw_mbox_id(w, "S/c7"));
+	assert_true(k > c0 && k < now && uw_mbox_id(w, "S/c7") == child);
+
+	/* 2,103 mailboxes: a full list does not fit a reply */
+	mbox_create_many(w, "T", 1000);
+	now = uw_settled(x);
+	assert_true(uw_mbox(x, uw_mbox_id(w, "T999")) != 0);
+	uint64_t c1;
+	struct ms_client *y = uw_connect(&d, "ula", &epoch, &c1);
+	assert_true(uw_watch(y) == now && c1 == now);
+	assert_int_equal(ms_client_watch_mbox(y, inbox, &n), -ENOENT);
+	assert_int_equal(msd_counter(w, "ops.change_counts.full_lists"), 2);
+	assert_int_equal(msd_append1(w, "INBOX", "last", 4, 0).status, 0);
+	now = uw_settled(x);
+	assert_true(uw_settled(y) == now);
+	assert_true(uw_mbox(x, inbox) == now);
+	assert_int_equal(ms_client_watch_mbox(y, inbox, &n), -ENOENT);
+
+	/* the user deleted: an empty full list */
+	struct ms_client *adm = msd_connect(&d, NULL);
+	q = (struct ms_req){ .op = MS_OP_USER_DELETE };
+	q.u.user.name = MS_PSTR("ula");
+	assert_int_equal(msd_req(adm, &q, &rep), 0);
+	assert_true(uw_settled(x) > now);
+	assert_true(uw_settled(y) > now);
+	assert_int_equal(ms_client_watch_mbox(x, inbox, &n), 0);
+	assert_int_equal(ms_client_watch_mbox(y, inbox, &n), 0);
+	ms_client_close(&adm);
+	ms_client_close(&y);
+	ms_client_close(&x);
+	ms_client_close(&w);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
 /*
  * USER_WATCH: answered at once with the user's change count, then each
  * time a change to the user's mail (a delivery, flags, an expunge, a
@@ -3230,6 +3355,7 @@ int main(void)
 		cmocka_unit_test(test_max_mailboxes),
 		cmocka_unit_test(test_user_watch),
 		cmocka_unit_test(test_user_watch_mailboxes),
+		cmocka_unit_test(test_user_watch_mailbox_limits),
 		cmocka_unit_test(test_changes_kept),
 		cmocka_unit_test(test_changes_put_back),
 	};
