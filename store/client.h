@@ -47,8 +47,10 @@ int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
  * replies the buffer holds and, with do_read 1, what the socket holds
  * without waiting (2: and, if the watch's first reply has not come yet,
  * waits for it, with the timeout), then answers the same; or a negative error: the
- * connection failed, or a reply to another request (or part of a
- * frame) is there unread, so that it cannot be told now (-EBUSY).  Like
+ * connection failed, or a reply to another request (or part of one) is
+ * there unread, or a part of the watch's own reply that the socket does
+ * not hold the rest of yet (with do_read, the rest that it holds is
+ * read), so that it cannot be told now (-EBUSY).  Like
  * a recv, it lets go of the frame the last recv handed out.  A watch
  * whose reply is an error ends there.
  */
