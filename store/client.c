@@ -270,7 +270,9 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 	c->handed = 0;
 	if (c->start == c->in.len)
 		c->start = c->in.len = 0;
-	for (int read_once = 0;; read_once = 1) {
+	/* read on while a read fills what it asked for: the socket may
+	   hold more of the watch's replies */
+	for (int drained = 0;;) {
 		/* the watch's frames at the front: taken; a part of one
 		   (a long list of mailboxes) is read on */
 		size_t part = 0;
@@ -281,8 +283,10 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 			const uint8_t *p = c->in.data + c->start;
 			int ret = ms_proto_frame(p, have, c->max_frame, &h,
 						 &need, &err);
-			if (ret == MS_ETRUNC && have >= MS_PROTO_HDR_SIZE &&
-			    ms_get32(p + 8) == c->watch_id)
+			/* a part: the watch's, or too short to tell whose */
+			if (ret == MS_ETRUNC && need > have &&
+			    (have < MS_PROTO_HDR_SIZE ||
+			     ms_get32(p + 8) == c->watch_id))
 				part = need - have;
 			if (ret != 0 || h.id != c->watch_id)
 				break;
@@ -296,7 +300,7 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 		}
 		/* 2: until its first reply is in */
 		if (!do_read || c->watch_id == 0 ||
-		    (part == 0 && read_once &&
+		    (part == 0 && drained &&
 		     (do_read != 2 || c->watch_seen)))
 			break;
 		size_t want = part > MS_CLIENT_READ_MIN ? part
@@ -332,7 +336,8 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 			*error_r = "the server closed the connection";
 			return MS_ETRUNC;
 		}
-		if ((size_t)n < want)
+		drained = (size_t)n < want;
+		if (drained)
 			c->drains++;
 		c->in.len += (size_t)n;
 	}

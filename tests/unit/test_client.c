@@ -219,17 +219,21 @@ static int peer(int lfd, enum script s)
 	case WATCH: {
 		/* per ping, the frames to write: (id, count) a watch frame
 		   (USER_WATCH, id 5), (id, 0) a ping's reply; cut: only the
-		   first 5 bytes go */
+		   first 5 bytes go; many: 8 watch frames of version 7 with
+		   30 mailboxes each and one of version 6 (4,096 bytes, one
+		   read of the client's, whole frames), then that many more
+		   of version 6; counts 100, 101, ... */
 		static const struct {
 			struct { uint32_t id; uint64_t count; } f[2];
-			int n, cut;
+			int n, cut, many;
 		} steps[] = {
-			{ { { 5, 44 } }, 1, 0 },	/* 100 ms late */
-			{ { { 5, 45 }, { 7, 0 } }, 2, 0 },
-			{ { { 8, 0 } }, 1, 0 },
-			{ { { 5, 46 } }, 1, 0 },
-			{ { { 10, 0 }, { 5, 47 } }, 2, 0 },
-			{ { { 5, 48 } }, 1, 1 },
+			{ { { 5, 44 } }, 1, 0, 0 },	/* 100 ms late */
+			{ { { 5, 45 }, { 7, 0 } }, 2, 0, 0 },
+			{ { { 8, 0 } }, 1, 0, 0 },
+			{ { { 5, 46 } }, 1, 0, 0 },
+			{ { { 10, 0 }, { 5, 47 } }, 2, 0, 0 },
+			{ { { 0, 0 } }, 0, 0, 100 },
+			{ { { 5, 48 } }, 1, 1, 0 },
 		};
 		for (size_t i = 0; i < MS_ARRAY_SIZE(steps); i++) {
 			struct ms_buf out;
@@ -251,6 +255,24 @@ static int peer(int lfd, enum script s)
 				r.u.watch.changes = steps[i].f[k].count;
 				if (ms_reply_encode(&out, id, &r, NULL) < 0)
 					return 8;
+			}
+			static struct ms_mbox_chg thirty[30];
+			for (int k = 0; k < 30; k++)
+				thirty[k] = (struct ms_mbox_chg){
+					(uint64_t)k + 1, 50 };
+			for (int k = 0; steps[i].many > 0 &&
+					k < 9 + steps[i].many; k++) {
+				struct ms_reply r = { .op = MS_OP_USER_WATCH };
+				r.u.watch.changes = 100 + (uint64_t)k;
+				if (k < 8) {
+					r.u.watch.have_mboxes = 1;
+					r.u.watch.mboxes.n = 30;
+					r.u.watch.mboxes.list = thirty;
+				}
+				if (ms_reply_encode(&out, 5, &r, NULL) < 0)
+					return 8;
+				if (k == 8 && out.len != 4096)
+					return 9;
 			}
 			size_t len = steps[i].cut ? 5 : out.len;
 			if (write_all(fd, out.data, len) < 0)
@@ -606,6 +628,12 @@ static void test_watch_replies(void **state)
 	(void)recv_ok(c, 10, sizeof(rep_body), 0, 1000);
 	assert_int_equal(ms_client_watch_poll(c, 0, &st, &chg, &err), 1);
 	assert_int_equal(chg, 47);
+	/* more replies than one read takes, the first read ending with a
+	   whole frame: one poll takes them all */
+	send_ping(c);
+	sleep_ms(50);
+	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), 1);
+	assert_int_equal(chg, 208);
 
 	send_ping(c);
 	sleep_ms(50);
