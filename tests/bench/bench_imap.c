@@ -93,6 +93,7 @@
  * MS_BENCH_MSTORED_CONF (more [store] lines for mstored, "\n" between
  * them: A/B runs of its knobs, e.g. "group_commit_wait_us = 0"),
  * MS_BENCH_IMAP_SERVERS (a comma list of mstore, mdbox, maildir; all),
+ * MS_BENCH_IMAP_ROWS (a comma list of the row names above; all),
  * MS_BENCH_IMAP_BODY_MSGS, _BODY_SIZE, _ENV_MSGS, _SELECT_MSGS,
  * _APPEND_CLIENTS, _APPEND_SIZE, _APPEND_SELECT, _PREFETCH, _PASSES (as
  * above; a CI smoke run sets them tiny), MSTORE_BUILD.  Exit 77 when
@@ -168,6 +169,7 @@ struct knobs {
 	long prefetch;	 /* mstore's mail_prefetch_count */
 	long passes;     /* every row on every server, this many times */
 	int run[NKINDS];
+	int rows[NROWS]; /* MS_BENCH_IMAP_ROWS: the rows that run */
 };
 static struct knobs K;
 
@@ -1920,7 +1922,7 @@ static int run_all(void)
 	/* the cold row first: it must be the first access of its user
 	   (mdbox: see above) */
 	for (int k = 0; k < NKINDS; k++)
-		if (up[k] && k != K_MDBOX)
+		if (up[k] && k != K_MDBOX && K.rows[R_COLD])
 			fails += run_row(&srv[k], R_COLD);
 	static const enum row order[] = {R_BODY, R_ENV, R_COPY, R_STORE,
 					 R_STATUS, R_LSTATUS, R_SELECT,
@@ -1930,7 +1932,7 @@ static int run_all(void)
 			printf("-- pass %ld\n", pass + 1);
 		for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
 			for (int k = 0; k < NKINDS; k++)
-				if (up[k])
+				if (up[k] && K.rows[order[i]])
 					fails += run_row(&srv[k], order[i]);
 	}
 	for (int k = 0; k < NKINDS; k++)
@@ -1977,6 +1979,43 @@ static int env_long(const char *name, long def, long lo, long hi, long *v_r)
 	return 0;
 }
 
+/* MS_BENCH_IMAP_ROWS: a comma list of row names (all when unset); the
+   select row brings its login row, and the table shows "n/a" for the
+   rows left out. */
+static int read_rows(void)
+{
+	static const char *const names[NROWS] = {
+	    [R_BODY] = "body",	   [R_ENV] = "env",	  [R_SELECT] = "select",
+	    [R_COLD] = "cold",	  [R_APPEND] = "append",
+	    [R_COPY] = "copy",	   [R_STORE] = "store",	  [R_STATUS] = "status",
+	    [R_LSTATUS] = "lstatus"};
+	const char *v = getenv("MS_BENCH_IMAP_ROWS");
+	char list[256], item[32];
+	int any = 0;
+
+	for (int r = 0; r < NROWS; r++)
+		K.rows[r] = !v || !*v;
+	if (!v || !*v)
+		return 0;
+	snprintf(list, sizeof(list), ",%s,", v);
+	for (int r = 0; r < NROWS; r++) {
+		if (!names[r])
+			continue;
+		snprintf(item, sizeof(item), ",%s,", names[r]);
+		K.rows[r] = strstr(list, item) != NULL;
+		any |= K.rows[r];
+	}
+	if (!any || strlen(v) + 3 > sizeof(list)) {
+		fprintf(stderr,
+			"bench-imap: MS_BENCH_IMAP_ROWS=%s: a comma list of "
+			"body, env, select, cold, append, copy, store, status, "
+			"lstatus\n",
+			v);
+		return -1;
+	}
+	return 0;
+}
+
 static int read_knobs(void)
 {
 	const char *sv = getenv("MS_BENCH_IMAP_SERVERS");
@@ -2001,6 +2040,8 @@ static int read_knobs(void)
 		return -1;
 	for (int k = 0; k < NKINDS; k++)
 		K.run[k] = 1;
+	if (read_rows() < 0)
+		return -1;
 	if (sv && *sv) {
 		char list[256], item[32];
 		int any = 0;
