@@ -70,6 +70,18 @@ static const struct ms_cfg_def lmtp_defs[] = {
 	  F(bare_lf),
 	  "a message line ending in a bare LF: normalize (store CRLF) or "
 	  "reject (550 5.6.0)" },
+	{ "lmtp", "dovecot_indexer", MS_CFG_STR, NULL, 0, 107, NULL,
+	  F(dovecot_indexer),
+	  "Dovecot's indexer socket: queue each folder that got mail for "
+	  "full-text indexing; empty: off" },
+	{ "lmtp", "dovecot_separator", MS_CFG_STR, "/", 1, 1, NULL,
+	  F(dovecot_separator),
+	  "the hierarchy separator of Dovecot's namespace (folder names "
+	  "for the indexer)" },
+	{ "lmtp", "dovecot_prefix", MS_CFG_STR, NULL, 0, 100, NULL,
+	  F(dovecot_prefix),
+	  "the prefix of Dovecot's namespace (folder names for the "
+	  "indexer)" },
 };
 
 /* ---- lists ---- */
@@ -288,6 +300,21 @@ int lmtp_cfg_parse(const char *text, size_t len, struct lmtp_cfg *cfg,
 	return 0;
 }
 
+/* A relative *p made relative to the config file's directory. */
+static void absolute(const char *path, char **p)
+{
+	const char *slash = strrchr(path, '/');
+	if (*p == NULL || (*p)[0] == '/' || slash == NULL)
+		return;
+	size_t dl = (size_t)(slash - path), pl = strlen(*p);
+	char *r = ms_malloc(dl + 1 + pl + 1);
+	memcpy(r, path, dl);
+	r[dl] = '/';
+	memcpy(r + dl + 1, *p, pl + 1);
+	free(*p);
+	*p = r;
+}
+
 int lmtp_cfg_load(const char *path, struct lmtp_cfg *cfg,
 		  const char **error_r)
 {
@@ -300,15 +327,14 @@ int lmtp_cfg_load(const char *path, struct lmtp_cfg *cfg,
 		*error_r = ms_errf("%s: %s", path, *error_r);
 		return ret;
 	}
-	const char *slash = strrchr(path, '/');
-	if (c.socket != NULL && c.socket[0] != '/' && slash != NULL) {
-		size_t dl = (size_t)(slash - path), pl = strlen(c.socket);
-		char *r = ms_malloc(dl + 1 + pl + 1);
-		memcpy(r, path, dl);
-		r[dl] = '/';
-		memcpy(r + dl + 1, c.socket, pl + 1);
-		free(c.socket);
-		c.socket = r;
+	absolute(path, &c.socket);
+	absolute(path, &c.dovecot_indexer);
+	if (c.dovecot_indexer != NULL && strlen(c.dovecot_indexer) > 107) {
+		*error_r = ms_errf("%s: [lmtp] dovecot_indexer: the path is "
+				   "longer than a unix socket's 107 bytes",
+				   path);
+		lmtp_cfg_free(&c);
+		return MS_ECONFIG;
 	}
 	*cfg = c;
 	return 0;

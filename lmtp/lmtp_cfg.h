@@ -54,6 +54,9 @@ struct lmtp_cfg {
 	uint64_t max_errors;
 	unsigned quota_reply; /* enum lmtp_quota_reply */
 	unsigned bare_lf;     /* enum lmtp_bare_lf */
+	char *dovecot_indexer;	 /* NULL: off */
+	char *dovecot_separator; /* one byte */
+	char *dovecot_prefix;	 /* NULL: none */
 
 	/* derived from the above by the loader */
 	struct lmtp_listen *listens;

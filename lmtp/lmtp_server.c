@@ -3,6 +3,7 @@
  * lmtp_server.h.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "lmtp_indexer.h"
 #include "lmtp_reply.h"
 #include "lmtp_session.h"
 #include "msg.h"
@@ -417,6 +419,9 @@ void lmtp_server_tick(struct lmtp_server *srv)
 {
 	uint64_t now = lmtp_now_ms();
 	stats_push(srv, now);
+	uint64_t ix_due = lmtp_indexer_tick(srv->indexer, now);
+	if (ix_due != 0)
+		lmtp_loop_wake_at(srv->loop, ix_due);
 	for (int t = 0; t < 2; t++) {
 		struct lmtp_slist *l = &srv->timers[t];
 		while (l->head != NULL &&
@@ -477,6 +482,10 @@ int lmtp_server_new(struct lmtp_loop *loop, struct lmtp_store *store,
 		srv->stats_instance = ((uint64_t)getpid() << 32) ^ lmtp_now_ms();
 	if (srv->stats_instance == 0)
 		srv->stats_instance = 1;
+	if (cfg->dovecot_indexer != NULL)
+		srv->indexer = lmtp_indexer_new(cfg->dovecot_indexer,
+						cfg->dovecot_separator[0],
+						cfg->dovecot_prefix);
 	*srv_r = srv;
 	return 0;
 }
@@ -487,6 +496,16 @@ void lmtp_server_free(struct lmtp_server **srvp)
 	if (srv == NULL)
 		return;
 	lmtp_store_cancel(&srv->stats_req);
+	if (srv->indexer != NULL) {
+		struct lmtp_indexer_stats st;
+		lmtp_indexer_stats(srv->indexer, &st);
+		msg_info("indexer.stats noted=%" PRIu64 " sent=%" PRIu64
+			 " dropped=%" PRIu64 " failures=%" PRIu64
+			 " waiting=%zu",
+			 st.noted, st.sent, st.dropped, st.failures,
+			 lmtp_indexer_waiting(srv->indexer));
+		lmtp_indexer_free(&srv->indexer);
+	}
 	while (srv->all.head != NULL)
 		lmtp_server_kill(srv, srv->all.head);
 	reap(srv);

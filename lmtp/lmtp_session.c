@@ -31,6 +31,7 @@
 
 #include "buf.h"
 #include "lmtp_hdr.h"
+#include "lmtp_indexer.h"
 #include "lmtp_reply.h"
 #include "lmtp_session.h"
 #include "msg.h"
@@ -408,6 +409,9 @@ static void finish_delivery(struct lmtp_session *s)
 								: r->mailbox),
 			 t->body.len, d->code, msg_q(d->enh ? d->enh : ""),
 			 msg_q(r->note));
+		if (r->reply == LMTP_R_DELIVERED && s->srv->indexer != NULL)
+			lmtp_indexer_note(s->srv->indexer, r->user,
+					  r->inbox ? NULL : r->mailbox);
 		reply(s, r->reply, r->note);
 	}
 	txn_free(s);

@@ -73,6 +73,8 @@ struct lmtp_server {
 	struct lmtp_store_req *stats_req;
 	uint64_t stats_instance, stats_pushed, stats_next_ms;
 	bool stats_ready, stats_off;
+	/* Dovecot's indexer told of folders that got mail; NULL: off */
+	struct lmtp_indexer *indexer;
 };
 
 /* Server side, for sessions. */

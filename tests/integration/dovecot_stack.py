@@ -91,7 +91,8 @@ def children(ppid):
 
 class Stack:
     def __init__(self, root, build, users=("alice", "bob"), sieve=False,
-                 fts=False, lmtpd=False, mail_log=False,
+                 fts=False, lmtpd=False, lmtpd_indexer=False,
+                 mail_log=False,
                  quota="*:storage=1G:messages=1000", store_conf="",
                  user_fields=None):
         self.root = str(root)
@@ -103,6 +104,9 @@ class Stack:
         self.fts = fts
         # mstore-lmtpd on a free port, delivering straight to mstored
         self.lmtpd = lmtpd
+        # ... and telling Dovecot's indexer which folders got mail
+        # ([lmtp] dovecot_indexer: FTS indexes it as it arrives)
+        self.lmtpd_indexer = lmtpd_indexer
         # Dovecot's mail_log: a line per save and copy, with fields read
         # from the saved mail itself while it is being saved
         self.mail_log = mail_log
@@ -562,6 +566,8 @@ compact_interval = 0
 listen = 127.0.0.1:{self.mlmtp_port}
 hostname = lmtp.example.test
 """)
+                if self.lmtpd_indexer:
+                    f.write(f"dovecot_indexer = {self.p('run', 'indexer')}\n")
         self.start_mstored()
         for u in self.users:
             self.mstore("user", "add", u)

@@ -7,7 +7,8 @@ to Dovecot's index cache (~/mstore/xapian-indexes):
   - mail delivered by mstore-lmtpd never passes through Dovecot: it is
     indexed at the next SEARCH (the fts plugin sees the index lagging
     behind the mailbox and has the indexer catch up first) or by
-    `doveadm index`;
+    `doveadm index`; with [lmtp] dovecot_indexer, mstore-lmtpd queues
+    the folders with Dovecot's indexer and it is indexed as it arrives;
   - a search from the index reads no body from the store (counted with
     mstored's ops.requests);
   - expunged mail is not found, and a lost index directory is rebuilt
@@ -29,10 +30,10 @@ def body_msg(n, word, subject="note"):
             b"Some common text, then " + word.encode() + b" and more.\r\n")
 
 
-def fts_lookup(stack, mailbox, *query):
+def fts_lookup(stack, mailbox, *query, user="alice"):
     """UIDs the FTS backend itself returns (no mail is opened)."""
     out = stack.doveadm("fts lookup", "mailbox", mailbox, *query,
-                        user="alice").stdout.strip()
+                        user=user).stdout.strip()
     # "INBOX: 3,5" or "INBOX: 2:4" or "INBOX: no results"
     val = out.split(": ", 1)[1]
     if val == "no results":
@@ -55,10 +56,10 @@ def search(c, *crit):
     return [int(x) for x in ok(c.uid("SEARCH", None, *crit))[0].split()]
 
 
-def wait_indexed(stack, mailbox, word, want, timeout=20):
+def wait_indexed(stack, mailbox, word, want, timeout=20, user="alice"):
     end = time.time() + timeout
     while time.time() < end:
-        got = fts_lookup(stack, mailbox, "body", word)
+        got = fts_lookup(stack, mailbox, "body", word, user=user)
         if got == want:
             return
         time.sleep(0.2)
@@ -144,3 +145,45 @@ def test_fts_index_follows_every_path(stack):
     assert search(c, "BODY", "lateword") == [4 + n]
     assert search(c, "BODY", "appendword2") == []
     c.logout()
+
+
+@pytest.mark.dovecot(fts=True, lmtpd=True, lmtpd_indexer=True)
+def test_fts_lmtpd_mail_indexed_on_arrival(stack):
+    """With [lmtp] dovecot_indexer, mstore-lmtpd queues each folder that
+    got mail with Dovecot's indexer: mail it delivers is in the FTS
+    index as it arrives, with no search, no IMAP session and no
+    doveadm index (test_fts_index_follows_every_path shows that without
+    it nothing is indexed until a search)."""
+    c = stack.imap()
+    ok(c.create("Work"))
+    ok(c.create("Work/2026"))
+    c.logout()
+    # settle: the indexer-worker of the CREATEs is done
+    for _ in range(100):
+        if not stack.imap_pids("imap"):
+            break
+        time.sleep(0.1)
+    n = 20
+    for i in range(n):
+        stack.lmtpd_deliver("alice@example.test",
+                            body_msg(i, f"arriveword{i:02d}q"))
+    stack.lmtpd_deliver("alice+Work/2026@example.test",
+                        body_msg(100, "folderword"))
+    stack.lmtpd_deliver("bob@example.test", body_msg(200, "bobword"))
+    assert not stack.imap_pids("imap")
+    wait_indexed(stack, "INBOX", f"arriveword{n - 1:02d}q", [n])
+    wait_indexed(stack, "Work/2026", "folderword", [1])
+    wait_indexed(stack, "INBOX", "bobword", [1], user="bob")
+    for i in range(n):
+        word = f"arriveword{i:02d}q"
+        assert fts_lookup(stack, "INBOX", "body", word) == [i + 1]
+    # later mail too, in a folder already indexed
+    stack.lmtpd_deliver("alice@example.test", body_msg(300, "laterword"))
+    wait_indexed(stack, "INBOX", "laterword", [n + 1])
+    # and a search answers from the index
+    c = stack.imap()
+    ok(c.select("INBOX"))
+    assert search(c, "BODY", "arriveword07q") == [8]
+    c.logout()
+    log = open(stack.p("lmtpd.log"), errors="replace").read()
+    assert "event=indexer.unreachable" not in log, log[-2000:]

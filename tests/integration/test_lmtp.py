@@ -543,3 +543,141 @@ def test_megabyte_data_line(small):
     assert r.reply()[0] == 250
     r.close()
     assert split_headers(small.bodies("c")[-1])[1] == data
+
+
+# ---- Dovecot's indexer told of folders that got mail ---------------------
+
+class FakeIndexer:
+    """A unix socket that reads what Dovecot's indexer would: every
+    connection's bytes, in the order the connections came."""
+
+    def __init__(self, path):
+        self.path = path
+        self.conns = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.running = True
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            c.settimeout(10)
+            data = b""
+            while True:
+                b = c.recv(65536)
+                if not b:
+                    break
+                data += b
+            c.close()
+            with self.lock:
+                self.conns.append(data)
+
+    def lines(self):
+        with self.lock:
+            return [ln for d in self.conns for ln in d.split(b"\n") if ln]
+
+    def close(self):
+        self.running = False
+        self.t.join(5)
+        self.sock.close()
+        os.unlink(self.path)
+
+
+def test_indexer_notices(tmp_path):
+    """[lmtp] dovecot_indexer: after deliveries, mstore-lmtpd queues each
+    folder that got mail with Dovecot's indexer (its protocol: VERSION,
+    then APPEND <tag 0> <user> <folder>), each folder once however many
+    messages it got, folder names as Dovecot's namespace has them; while
+    the socket is gone, mail is still delivered and the folders wait;
+    when it is back, they go."""
+    root = str(tmp_path)
+    isock = os.path.join(root, "indexer")
+    b = Backend(root, "dovecot_indexer = indexer\ndovecot_separator = .\n")
+    fake = FakeIndexer(isock)
+    b.start()
+    try:
+        for u in ("alice", "bob"):
+            b.user_add(u)
+        c = b.client("alice")
+        c.mbox_create("Work")
+        c.mbox_create("Work/2026")
+        c.close()
+        l = lmtp(b)
+        for i in range(5):
+            l.sendmail("s@x.test", ["alice@example.test"], msg(f"in {i}"))
+        # two recipients in one transaction (smtplib reads one reply
+        # after DATA: the raw form)
+        r = Raw(b)
+        r.send(b"LHLO x\r\nMAIL FROM:<s@x.test>\r\n"
+               b"RCPT TO:<alice+Work/2026@example.test>\r\n"
+               b"RCPT TO:<bob@example.test>\r\nDATA\r\n")
+        assert r.replies(5) == [250, 250, 250, 250, 354]
+        r.send(msg("two") + b".\r\n")
+        assert r.replies(2) == [250, 250]
+        r.close()
+        l.sendmail("s@x.test", ["alice+Work/2026@example.test"], msg("3"))
+        # a detail folder that does not exist: INBOX
+        l.sendmail("s@x.test", ["bob+Nope@example.test"], msg("nope"))
+        # refused recipients are not queued
+        assert l.mail("s@x.test")[0] == 250
+        assert l.rcpt("nobody@example.test")[0] == 550
+        l.rset()
+        l.quit()
+        want = {b"APPEND\t0\talice\tINBOX", b"APPEND\t0\talice\tWork.2026",
+                b"APPEND\t0\tbob\tINBOX"}
+        wait_for(lambda: set(fake.lines()) >= want, 10, "the notices")
+        time.sleep(0.3)
+        got = fake.lines()
+        assert set(got) == want | {b"VERSION\tindexer\t1\t0"}, got
+        # every connection starts with the handshake; no pair twice
+        # within one connection
+        with fake.lock:
+            for d in fake.conns:
+                assert d.startswith(b"VERSION\tindexer\t1\t0\n"), d
+                ls = d.split(b"\n")[1:-1]
+                assert len(ls) == len(set(ls)), d
+        assert len(b.bodies("alice")) == 5
+        assert len(b.bodies("alice", "Work/2026")) == 2
+        assert len(b.bodies("bob")) == 2
+
+        # the indexer is gone: mail is still delivered, the folder waits
+        fake.close()
+        n = len(b.bodies("bob"))
+        l = lmtp(b)
+        for i in range(3):
+            l.sendmail("s@x.test", ["bob@example.test"], msg(f"down {i}"))
+        l.quit()
+        assert len(b.bodies("bob")) == n + 3
+        wait_for(lambda: "event=indexer.unreachable" in b.lmtpd_log(), 10,
+                 "the unreachable warning")
+        time.sleep(1.5)   # a retry or two: one warning for the streak
+        assert b.lmtpd_log().count("event=indexer.unreachable") == 1
+        # back: what waited goes at the next try (1 s, then 2 s ...)
+        fake = FakeIndexer(isock)
+        wait_for(lambda: len(fake.lines()) >= 2, 15, "the waiting folder")
+        assert fake.lines() == [b"VERSION\tindexer\t1\t0",
+                                b"APPEND\t0\tbob\tINBOX"]
+        assert "event=indexer.reachable" in b.lmtpd_log()
+    finally:
+        fake.close()
+        rc = b.stop()
+    assert rc == 0
+    # at the stop: every pair noted was sent, none dropped
+    import re
+    m = re.search(r"event=indexer\.stats noted=(\d+) sent=(\d+) "
+                  r"dropped=(\d+) failures=(\d+) waiting=(\d+)",
+                  b.lmtpd_log())
+    assert m, b.lmtpd_log()[-2000:]
+    noted, sent, dropped, failures, waiting = map(int, m.groups())
+    assert noted == sent and noted >= 4 and dropped == 0 and waiting == 0
+    assert failures >= 1

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <arpa/inet.h>
 #include <cmocka.h>
@@ -204,7 +205,39 @@ static void test_cfg(void **state)
 	assert_int_equal(c.ntrusted, 0);
 	assert_false(c.trust_unix);
 	assert_string_equal(c.recipient_delimiter, "+");
+	assert_null(c.dovecot_indexer);
+	assert_string_equal(c.dovecot_separator, "/");
+	assert_null(c.dovecot_prefix);
 	lmtp_cfg_free(&c);
+
+	/* Dovecot's indexer, relative to the config file's directory */
+	char dir[] = "/tmp/ms-lmtpcfg-XXXXXX", path[64];
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/mstore.conf", dir);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("[lmtp]\ndovecot_indexer = run/indexer\n"
+	      "dovecot_separator = .\ndovecot_prefix = INBOX.\n", f);
+	fclose(f);
+	assert_int_equal(lmtp_cfg_load(path, &c, &err), 0);
+	char want[96];
+	snprintf(want, sizeof(want), "%s/run/indexer", dir);
+	assert_string_equal(c.dovecot_indexer, want);
+	assert_string_equal(c.dovecot_separator, ".");
+	assert_string_equal(c.dovecot_prefix, "INBOX.");
+	lmtp_cfg_free(&c);
+	/* a path that a unix socket cannot hold once made absolute */
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "[lmtp]\ndovecot_indexer = %.*s\n", 100,
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	fclose(f);
+	err = NULL;
+	assert_int_equal(lmtp_cfg_load(path, &c, &err), MS_ECONFIG);
+	assert_non_null(strstr(err, "dovecot_indexer"));
+	unlink(path);
+	rmdir(dir);
 
 	static const char *const bad[] = {
 		"[lmtp]\nlisten = localhost:24\n",
@@ -219,6 +252,8 @@ static void test_cfg(void **state)
 		"[lmtp]\nmax_line_length = 100\n",
 		"[lmtp]\nrecipient_delimiter = +-\n",
 		"[lmtp]\nbare_lf = keep\n",
+		"[lmtp]\ndovecot_separator = ::\n",
+		"[lmtp]\ndovecot_separator =\n",
 		"[lmtp]\nnope = 1\n",
 	};
 	for (size_t i = 0; i < MS_ARRAY_SIZE(bad); i++) {
