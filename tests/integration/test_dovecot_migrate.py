@@ -8,7 +8,10 @@
   the same bytes, flags, keywords, UIDs, UIDNEXT and UIDVALIDITY over
   IMAP and in the store itself (mstore export reads the store, not
   Dovecot), also after Dovecot's index directory is deleted; a second
-  backup writes nothing to the store."""
+  backup writes nothing to the store.
+- the same from an mdbox that Dovecot made (dsync from such a maildir):
+  backup -R keeps UIDs, UIDVALIDITY, UIDNEXT, flags and keywords, and
+  import copies."""
 import os
 import pwd
 import random
@@ -98,7 +101,7 @@ def gen_message(rng, box, i):
     return data
 
 
-def gen_backup_maildir(root, seed=20231114):
+def gen_backup_maildir(root, seed=20231114, per_folder=PER_FOLDER):
     """The maildir and what it holds: folder -> {uidvalidity, next_uid,
     guid, msgs: uid -> (flags, keywords, bytes)}."""
     rng = random.Random(seed)
@@ -112,7 +115,7 @@ def gen_backup_maildir(root, seed=20231114):
         guid = "%032x" % rng.getrandbits(128)
         uid = rng.randint(0, 50)
         msgs, lines = {}, []
-        for i in range(PER_FOLDER):
+        for i in range(per_folder):
             uid += rng.choice([1, 1, 1, 2, 3, 17, 250])  # gaps
             flags = {f for f in FLAG_LETTER if rng.random() < 0.3}
             kws = {k for k in KEYWORDS if rng.random() < 0.2}
@@ -139,13 +142,14 @@ def gen_backup_maildir(root, seed=20231114):
     return truth
 
 
-def backup(stack, md):
-    """doveadm backup -R -u alice maildir:MD (the quota rule of the test
-    config is lifted: it allows 1000 messages, the migration brings
-    exactly that many)."""
+def backup(stack, md, location=None):
+    """doveadm backup -R -u alice maildir:MD (or LOCATION; the quota rule
+    of the test config is lifted: it allows 1000 messages, the migration
+    brings exactly that many)."""
     r = subprocess.run(["doveadm", "-c", stack.dconf, "-o",
                         "plugin/quota_rule=*:storage=1G:messages=100000",
-                        "backup", "-R", "-u", "alice", f"maildir:{md}"],
+                        "backup", "-R", "-u", "alice",
+                        location or f"maildir:{md}"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
 
@@ -328,3 +332,67 @@ def test_store_migration_rules(stack):
     assert (st["uidvalidity"], st["uidnext"], st["guid"]) == \
         (7654321, 152, guid)
     c.close()
+
+
+def doveadm_plain(stack, location, *args):
+    """doveadm for alice with her mail at LOCATION, without the mstore
+    plugin (a server that has not been moved yet)."""
+    r = subprocess.run(["doveadm", "-c", stack.dconf, "-o",
+                        f"mail_location={location}", "-o", "mail_plugins=",
+                        *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
+    return r.stdout
+
+
+def test_doveadm_backup_from_mdbox(stack):
+    """Mail kept in Dovecot's mdbox comes in the same way: an mdbox made
+    by Dovecot (dsync from a generated maildir, so with the maildir's
+    UIDs, UIDVALIDITY, flags and keywords), then `doveadm backup -R -u
+    alice mdbox:...` into the store: the same UIDs, UIDNEXT,
+    UIDVALIDITY, flags, keywords and bytes over IMAP and in the store;
+    `doveadm import` from it copies with new UIDs."""
+    md = stack.p("Maildir")
+    truth = gen_backup_maildir(md, seed=7, per_folder=30)
+    mdbox = stack.p("mdbox")
+    os.makedirs(mdbox)
+    chown_tree(mdbox)
+    # the mdbox, made by Dovecot from the maildir
+    doveadm_plain(stack, f"maildir:{md}", "backup", "-u", "alice",
+                  f"mdbox:{mdbox}")
+    assert os.path.isdir(os.path.join(mdbox, "storage"))
+    out = doveadm_plain(stack, f"mdbox:{mdbox}", "mailbox", "status", "-u",
+                        "alice", "uidvalidity uidnext messages", "*")
+    got = {}
+    for line in out.splitlines():
+        box, _, rest = line.rpartition(" messages=")
+        kv = dict(f.split("=") for f in ("messages=" + rest).split())
+        got[box] = (int(kv["uidvalidity"]), int(kv["uidnext"]),
+                    int(kv["messages"]))
+    for box, t in truth.items():
+        assert got.get(box) == (t["uidvalidity"], t["next_uid"],
+                                len(t["msgs"])), (box, got, out)
+
+    backup(stack, None, f"mdbox:{mdbox}")
+    check_imap(stack, truth)
+    # the store holds the bytes dsync read from the mdbox, which Dovecot
+    # wrote with LF line ends (mail_save_crlf = no); IMAP serves them
+    # with CRLF, as above
+    st = store_state(stack, "alice")
+    for box, t in truth.items():
+        lf = {uid: (f, k, b.replace(b"\r\n", b"\n"))
+              for uid, (f, k, b) in t["msgs"].items()}
+        assert st[box] == (t["uidvalidity"], lf), box
+    # again: nothing to do, nothing written
+    seq = durable_seq(stack)
+    backup(stack, None, f"mdbox:{mdbox}")
+    assert durable_seq(stack) == seq
+
+    # doveadm import copies from the mdbox, by value, new UIDs
+    stack.doveadm("import", "-s", f"mdbox:{mdbox}", "old", "mailbox",
+                  "Work", user="alice")
+    c = stack.imap()
+    ok(c.select("old/Work", readonly=True))
+    data = ok(c.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[])"))
+    bodies = sorted(d[1] for d in data if isinstance(d, tuple))
+    assert bodies == sorted(m[2] for m in truth["Work"]["msgs"].values())
+    c.logout()
