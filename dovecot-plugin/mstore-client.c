@@ -52,6 +52,7 @@ static void mstore_hello_done(struct mstore_storage *storage,
 		/* the user's change count goes with this connection's
 		   watch only (mstore_chg_refresh) */
 		storage->chg_known = rep->u.hello.version >= 6;
+		storage->subs_known = rep->u.hello.version >= 8;
 		storage->chg_epoch = rep->u.hello.changes_epoch;
 		storage->chg_count = rep->u.hello.changes;
 	}

@@ -26,6 +26,7 @@
 #include "mailbox-list-private.h"
 #include "mailbox-list-iter.h"
 #include "mailbox-list-index.h"
+#include "mailbox-tree.h"
 #include "index-mail.h"
 #include "mail-index-modseq.h"
 #include "mail-index-transaction-private.h"
@@ -1275,6 +1276,54 @@ static int mstore_restore_folder(struct mailbox *box)
 	return 0;
 }
 
+/*
+ * After folders were restored (an index loss, or this host's first
+ * login): the store's subscriptions come back too, by name, those to
+ * names with no folder included (a RENAME or DELETE leaves them, in
+ * Dovecot's file as in the store).  Subscriptions of folders that exist
+ * came back with them already.  A store that cannot list them (before
+ * protocol version 8, or more than one reply holds) leaves those out.
+ */
+static bool mstore_restore_subscriptions(struct mail_namespace *ns)
+{
+	struct mstore_storage *storage = MSTORE_STORAGE(ns->storage);
+	struct ms_req q = { .op = MS_OP_MBOX_SUBS };
+	struct ms_reply rep;
+	struct ms_proto_iter it;
+	struct ms_pstr name;
+	bool changed = FALSE;
+	int ret;
+
+	if (!storage->subs_known || ns->list->subscriptions == NULL)
+		return FALSE;
+	ret = mstore_request_status(storage, &q, &rep);
+	if (ret < -1)
+		mstore_set_store_error(storage, ret, "MBOX_SUBS");
+	if (ret < 0) {
+		e_warning(ns->user->event, "mstore: the store's "
+			  "subscriptions could not be listed (%s): those of "
+			  "names with no folder are not restored",
+			  mail_storage_get_last_internal_error(ns->storage,
+							       NULL));
+		return FALSE;
+	}
+	ms_proto_iter_names(&it, &rep.u.subs);
+	while ((ret = ms_proto_next_name(&it, &name)) > 0) {
+		const char *vname = mstore_store_to_vname(
+			ns, t_strndup(name.s, name.len));
+		struct mailbox_node *node =
+			mailbox_tree_lookup(ns->list->subscriptions, vname);
+		if (node != NULL && (node->flags & MAILBOX_SUBSCRIBED) != 0)
+			continue;
+		if (mailbox_list_set_subscribed(ns->list, vname, TRUE) == 0)
+			changed = TRUE;
+	}
+	if (ret < 0)
+		e_error(ns->user->event,
+			"mstore: malformed subscription list from the store");
+	return changed;
+}
+
 static void mstore_reconcile(struct mail_namespace *ns)
 {
 	struct mstore_storage *storage = MSTORE_STORAGE(ns->storage);
@@ -1296,6 +1345,7 @@ static void mstore_reconcile(struct mail_namespace *ns)
 	bool changed = mstore_reconcile_stale(ns, boxes, &local);
 	array_sort(&local, i_strcmp_p);
 	bool have_subs = mailbox_list_iter_subscriptions_refresh(ns->list) == 0;
+	bool restored = FALSE;
 	array_foreach(boxes, b) {
 		bool here = array_bsearch(&local, &b->name, i_strcmp_p) != NULL;
 		if (here && (!b->subscribed || !have_subs))
@@ -1305,6 +1355,7 @@ static void mstore_reconcile(struct mail_namespace *ns)
 
 		if (!here) {
 			changed = TRUE;
+			restored = TRUE;
 			if (mstore_restore_folder(box) < 0)
 				e_error(box->event, "mstore: could not restore "
 					"the mailbox from the store: %s",
@@ -1320,6 +1371,8 @@ static void mstore_reconcile(struct mail_namespace *ns)
 		}
 		mailbox_free(&box);
 	}
+	if (restored && have_subs && mstore_restore_subscriptions(ns))
+		changed = TRUE;
 	/* Dovecot's list index may have been read in this same ioloop run
 	   (the walk above), and would not look at the disk again in it:
 	   the listing that asked for this one must see what it changed */

@@ -148,6 +148,9 @@ struct mstore_storage {
 	   from its HELLO, then from its watch (mstore_chg_refresh) */
 	bool chg_known;
 	uint64_t chg_epoch, chg_count;
+	/* the store lists the user's subscriptions by name (MBOX_SUBS,
+	   protocol version 8) */
+	bool subs_known;
 };
 
 struct mstore_idle;

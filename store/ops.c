@@ -1363,6 +1363,65 @@ static int op_mbox_list(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	return ret;
 }
 
+static int pstr_cmp(const void *a, const void *b)
+{
+	const struct ms_pstr *x = a, *y = b;
+	size_t n = x->len < y->len ? x->len : y->len;
+	int c = memcmp(x->s, y->s, n);
+	return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* MBOX_SUBS: the session's user's subscribed names, sorted; those with
+   no mailbox too (subscriptions are by name).  The whole list in one
+   reply, or MS_ETOOBIG. */
+static int op_mbox_subs(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
+			uint32_t id, const char **why_r)
+{
+	struct ms_idx_rd *rd;
+	struct ms_idx_iter *it = NULL;
+	struct ms_pstr *list = NULL;
+	size_t n = 0, cap = 0;
+	uint64_t bytes = 0;
+
+	if (ms_conn_is_admin(c)) {
+		*why_r = "subscriptions are listed in a user session";
+		return -EINVAL;
+	}
+	int ret = ms_idx_read_begin(ops->idx, &rd);
+	if (ret < 0)
+		return ret;
+	ret = ms_idx_subs_iter(rd, s->user_id, &it);
+	const char *name;
+	size_t len;
+	while (ret == 0 && (ret = ms_idx_subs_next(it, &name, &len)) > 0) {
+		ret = 0;
+		bytes += 2 + len;
+		if (bytes + 64 > ops->reply_max) {
+			*why_r = "more subscriptions than one reply holds";
+			ret = MS_ETOOBIG;
+			break;
+		}
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			list = ms_realloc(list, cap * sizeof(*list));
+		}
+		/* the index's bytes: valid until the read ends */
+		list[n++] = (struct ms_pstr){ name, len };
+	}
+	ms_idx_iter_free(&it);
+	if (ret == 0) {
+		struct ms_reply rep = { .op = MS_OP_MBOX_SUBS };
+		if (n > 1)
+			qsort(list, n, sizeof(*list), pstr_cmp);
+		rep.u.subs.n = (uint32_t)n;
+		rep.u.subs.list = list;
+		reply_now(c, id, &rep);
+	}
+	ms_idx_read_end(&rd);
+	free(list);
+	return ret;
+}
+
 static int op_mbox_status(struct ms_ops *ops, struct ms_conn *c,
 			  struct sess *s, uint32_t id,
 			  const struct ms_req_mbox *q, const char **why_r)
@@ -4123,6 +4182,9 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 		break;
 	case MS_OP_MBOX_LIST:
 		ret = op_mbox_list(ops, c, s, h->id, &q.u.list, &why);
+		break;
+	case MS_OP_MBOX_SUBS:
+		ret = op_mbox_subs(ops, c, s, h->id, &why);
 		break;
 	case MS_OP_MBOX_STATUS:
 		ret = op_mbox_status(ops, c, s, h->id, &q.u.mbox, &why);

@@ -41,6 +41,7 @@ static const char *const op_names[] = {
 	[MS_OP_WAIT] = "wait",
 	[MS_OP_COMPACT] = "compact",
 	[MS_OP_USER_WATCH] = "user-watch",
+	[MS_OP_MBOX_SUBS] = "mbox-subs",
 	[MS_OP_REPL_WAIT] = "repl-wait",
 	[MS_OP_REPL_ACK] = "repl-ack",
 	[MS_OP_PROMOTE] = "promote",
@@ -77,6 +78,7 @@ enum kind {
 	K_PAIR,
 	K_PLACEMENT_UID, /* APPEND_UID's: K_PLACEMENT + uid, guid */
 	K_MBOX_CHG,
+	K_NAME, /* MBOX_SUBS: mailbox names */
 };
 
 /*
@@ -116,6 +118,7 @@ static const struct kind_info {
 			     sizeof(struct ms_placement)},
 	[K_MBOX_CHG] = {"nmailboxes", 4, UINT32_MAX, 8 + 8,
 			sizeof(struct ms_mbox_chg)},
+	[K_NAME] = {"nnames", 4, UINT32_MAX, 2 + 1, sizeof(struct ms_pstr)},
 };
 
 /* One item of any kind; every member starts at offset 0. */
@@ -447,6 +450,10 @@ static void dec_item(struct ms_dec *d, int kind, union item *it)
 		get_name(d, "keyword", MS_EVENT_KEYWORD_MAX, false,
 			 &it->keyword);
 		break;
+	case K_NAME:
+		get_name(d, "name", MS_EVENT_MBOX_NAME_MAX, false,
+			 &it->keyword);
+		break;
 	case K_PLACEMENT:
 	case K_PLACEMENT_UID: {
 		struct ms_placement *p = &it->placement;
@@ -581,6 +588,7 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 	case MS_OP_STATUS:
 	case MS_OP_PROMOTE:
 	case MS_OP_USER_WATCH:
+	case MS_OP_MBOX_SUBS:
 		break;
 	case MS_OP_USER_CREATE:
 	case MS_OP_USER_DELETE:
@@ -806,6 +814,10 @@ static void dec_reply(struct ms_dec *d, uint16_t op, struct ms_reply *r)
 	case MS_OP_MBOX_LIST:
 		r->u.mboxes.n = dec_list(d, K_MBOX, &r->u.mboxes.packed,
 					 &r->u.mboxes.packed_len);
+		break;
+	case MS_OP_MBOX_SUBS:
+		r->u.subs.n = dec_list(d, K_NAME, &r->u.subs.packed,
+				       &r->u.subs.packed_len);
 		break;
 	case MS_OP_MBOX_CREATE:
 	case MS_OP_MBOX_STATUS:
@@ -1151,6 +1163,21 @@ void ms_proto_iter_mboxes(struct ms_proto_iter *it,
 	iter_init(it, K_MBOX, l->n, l->list, l->packed, l->packed_len);
 }
 
+void ms_proto_iter_names(struct ms_proto_iter *it, const struct ms_names *l)
+{
+	iter_init(it, K_NAME, l->n, l->list, l->packed, l->packed_len);
+}
+
+int ms_proto_next_name(struct ms_proto_iter *it, struct ms_pstr *name_r)
+{
+	union item u;
+	int ret = iter_next(it, K_NAME, &u);
+
+	if (ret == 1)
+		*name_r = u.keyword;
+	return ret;
+}
+
 int ms_proto_next_mbox(struct ms_proto_iter *it, struct ms_mbox_info *m_r)
 {
 	union item u;
@@ -1450,6 +1477,9 @@ static void put_item(struct enc *e, int kind, const void *item)
 	case K_KEYWORD:
 		put_str(e, "keyword", item);
 		break;
+	case K_NAME:
+		put_str(e, "name", item);
+		break;
 	case K_PLACEMENT:
 	case K_PLACEMENT_UID: {
 		static const uint8_t zero_guid[MS_EVENT_GUID_SIZE];
@@ -1562,6 +1592,7 @@ static void put_req(struct enc *e, const void *src)
 	case MS_OP_STATUS:
 	case MS_OP_PROMOTE:
 	case MS_OP_USER_WATCH:
+	case MS_OP_MBOX_SUBS:
 		break;
 	case MS_OP_USER_CREATE:
 	case MS_OP_USER_DELETE:
@@ -1743,6 +1774,10 @@ static void put_reply(struct enc *e, const void *src)
 	case MS_OP_MBOX_LIST:
 		put_list(e, K_MBOX, r->u.mboxes.n, r->u.mboxes.list,
 			 r->u.mboxes.packed, r->u.mboxes.packed_len);
+		break;
+	case MS_OP_MBOX_SUBS:
+		put_list(e, K_NAME, r->u.subs.n, r->u.subs.list,
+			 r->u.subs.packed, r->u.subs.packed_len);
 		break;
 	case MS_OP_MBOX_CREATE:
 	case MS_OP_MBOX_STATUS:

@@ -71,7 +71,7 @@
 #include "event.h"
 #include "rec.h"
 
-#define MS_PROTO_VERSION 7
+#define MS_PROTO_VERSION 8
 #define MS_PROTO_HDR_SIZE 12
 /* Whole frame (len field included); a receiver's max is configured
    between MS_PROTO_HDR_SIZE and MS_PROTO_MAX_FRAME_LIMIT. */
@@ -103,6 +103,7 @@ enum ms_op {
 	MS_OP_MBOX_DELETE = 23,
 	MS_OP_MBOX_SUBSCRIBE = 24,
 	MS_OP_MBOX_STATUS = 25,
+	MS_OP_MBOX_SUBS = 26,	/* the user's subscribed names (version 8) */
 	MS_OP_APPEND = 30,
 	MS_OP_FETCH_META = 31,
 	MS_OP_FETCH_BODY = 32,
@@ -220,6 +221,14 @@ static inline struct ms_pstr ms_pstr_c(const char *s)
 
 /* Keywords: u16 n, then n × str.  list[0..n-1] or packed (packed_len). */
 struct ms_keywords {
+	uint32_t n;
+	const struct ms_pstr *list;
+	const uint8_t *packed;
+	size_t packed_len;
+};
+
+/* Names (MBOX_SUBS): u32 n, then n × str.  list or packed. */
+struct ms_names {
 	uint32_t n;
 	const struct ms_pstr *list;
 	const uint8_t *packed;
@@ -643,6 +652,7 @@ struct ms_reply {
 		uint64_t user_id;                    /* USER_CREATE/DELETE */
 		struct ms_user_infos users;          /* USER_LIST */
 		struct ms_mbox_infos mboxes;         /* MBOX_LIST */
+		struct ms_names subs;                /* MBOX_SUBS */
 		struct ms_mbox_info mbox;            /* MBOX_CREATE/STATUS */
 		struct ms_rep_mbox_update mbox_update; /* MBOX_UPDATE */
 		struct ms_append_results append;     /* APPEND, APPEND_UID */
@@ -777,6 +787,7 @@ void ms_proto_iter_pairs(struct ms_proto_iter *it,
 			 const struct ms_uid_pairs *l);
 void ms_proto_iter_mbox_chgs(struct ms_proto_iter *it,
 			     const struct ms_mbox_chgs *l);
+void ms_proto_iter_names(struct ms_proto_iter *it, const struct ms_names *l);
 
 int ms_proto_next_keyword(struct ms_proto_iter *it, struct ms_pstr *kw_r);
 int ms_proto_next_placement(struct ms_proto_iter *it, struct ms_placement *p_r);
@@ -789,5 +800,6 @@ int ms_proto_next_meta(struct ms_proto_iter *it, struct ms_msg_meta *m_r);
 int ms_proto_next_change(struct ms_proto_iter *it, struct ms_msg_change *c_r);
 int ms_proto_next_pair(struct ms_proto_iter *it, struct ms_uid_pair *p_r);
 int ms_proto_next_mbox_chg(struct ms_proto_iter *it, struct ms_mbox_chg *c_r);
+int ms_proto_next_name(struct ms_proto_iter *it, struct ms_pstr *name_r);
 
 #endif

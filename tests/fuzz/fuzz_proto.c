@@ -39,6 +39,7 @@ static const uint16_t all_ops[] = {
 	MS_OP_STORE,          MS_OP_EXPUNGE,     MS_OP_COPY,
 	MS_OP_MOVE,           MS_OP_QUOTA_GET,   MS_OP_QUOTA_SET,
 	MS_OP_WAIT,           MS_OP_MBOX_UPDATE, MS_OP_APPEND_UID,
+	MS_OP_MBOX_SUBS,
 };
 
 static void die(const char *what, uint16_t op)
@@ -210,6 +211,12 @@ static void fix_pair(struct ms_uid_pair *p, uint16_t op)
 		die("a decoded uid pair breaks the rules", op);
 }
 
+static void fix_name(struct ms_pstr *n, uint16_t op)
+{
+	if (n->len == 0 || n->s == NULL)
+		die("a decoded name is empty", op);
+}
+
 static void fix_mbox_chg(struct ms_mbox_chg *m, uint16_t op)
 {
 	if (m->mbox_id == 0 || m->changes == 0)
@@ -272,6 +279,10 @@ static void reply_to_list(struct ms_reply *r)
 		break;
 	case MS_OP_MBOX_UPDATE:
 		fix_mbox(&r->u.mbox_update.mbox, op);
+		break;
+	case MS_OP_MBOX_SUBS:
+		LIST_COPY(&r->u.subs, struct ms_pstr, ms_proto_iter_names,
+			  ms_proto_next_name, fix_name, op);
 		break;
 	case MS_OP_APPEND:
 	case MS_OP_APPEND_UID:

@@ -262,3 +262,40 @@ def test_index_loss_many_folders(stack):
         assert stack.doveadm("mailbox status", "guid", n,
                              user="alice").stdout == g, n
     m.close()
+
+
+def lsub_names(c):
+    return sorted(line.rsplit(b" ", 1)[-1].strip(b'"').decode()
+                  for line in ok(c.lsub()) if line)
+
+
+def test_index_loss_keeps_subscriptions_without_folder(stack):
+    """Subscriptions are by name: a RENAME or DELETE of a subscribed
+    folder leaves the name subscribed (Dovecot's rule, on mdbox too).
+    After an index loss LSUB is what it was, those names included: they
+    come back from the store's list (MBOX_SUBS)."""
+    c = stack.imap()
+    for name in ("Work", "Work/Sub", "Old", "Keep"):
+        ok(c.create(name))
+        ok(c.subscribe(name))
+    ok(c.rename("Work", "Job"))
+    ok(c.delete("Old"))
+    ok(c.subscribe("Job"))
+    before = lsub_names(c)
+    assert before == ["Job", "Keep", "Old", "Work", "Work/Sub"], before
+    c.logout()
+
+    shutil.rmtree(stack.index_dir("alice"))
+    c = stack.imap()
+    assert lsub_names(c) == before
+    # the folders came back with them
+    names = b" ".join(ok(c.list()))
+    assert b"Job/Sub" in names and b"Keep" in names
+    ok(c.unsubscribe("Work"))
+    c.logout()
+    # an unsubscribe after the restore reaches the store: the next loss
+    # brings back the rest only
+    shutil.rmtree(stack.index_dir("alice"))
+    c = stack.imap()
+    assert lsub_names(c) == ["Job", "Keep", "Old", "Work/Sub"]
+    c.logout()

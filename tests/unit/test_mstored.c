@@ -732,6 +732,47 @@ static void test_mailbox_ops(void **state)
 	q.u.mbox.name = MS_PSTR("Worker");
 	assert_int_equal(msd_req(c, &q, &rep), MS_ENOTFOUND);
 
+	/* MBOX_SUBS: every subscribed name, sorted, with or without a
+	   mailbox (by name, as IMAP has them: a delete or a rename moves
+	   none); an unsubscribe takes one out; admin sessions refused */
+	static const char *const subs[] = { "Zeta", "Archive/Work",
+					    "Ghost/\xc3\xa9t\xc3\xa9", "Gone" };
+	for (size_t i = 0; i < MS_ARRAY_SIZE(subs); i++) {
+		q = (struct ms_req){ .op = MS_OP_MBOX_SUBSCRIBE };
+		q.u.mbox.name = ms_pstr_c(subs[i]);
+		q.u.mbox.subscribe = 1;
+		assert_int_equal(msd_req(c, &q, &rep), 0);
+	}
+	q = (struct ms_req){ .op = MS_OP_MBOX_SUBSCRIBE };
+	q.u.mbox.name = MS_PSTR("Gone");
+	q.u.mbox.subscribe = 0;
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	q = (struct ms_req){ .op = MS_OP_MBOX_SUBS };
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	static const char *const want_subs[] = {
+		"Archive/Work", "Ghost/\xc3\xa9t\xc3\xa9", "Worker", "Zeta" };
+	struct ms_proto_iter sit;
+	struct ms_pstr sn;
+	size_t ns = 0;
+	assert_int_equal(rep.u.subs.n, MS_ARRAY_SIZE(want_subs));
+	ms_proto_iter_names(&sit, &rep.u.subs);
+	while (ms_proto_next_name(&sit, &sn) == 1) {
+		assert_true(ns < MS_ARRAY_SIZE(want_subs));
+		assert_int_equal(sn.len, strlen(want_subs[ns]));
+		assert_memory_equal(sn.s, want_subs[ns], sn.len);
+		ns++;
+	}
+	assert_int_equal(ns, MS_ARRAY_SIZE(want_subs));
+	struct ms_client *sadm = msd_connect(&d, NULL);
+	assert_int_equal(msd_req(sadm, &q, &rep), -EINVAL);
+	ms_client_close(&sadm);
+	/* another user has none */
+	assert_int_equal(msd_user_add(&d, "gus"), 0);
+	struct ms_client *g = msd_connect(&d, "gus");
+	assert_int_equal(msd_req(g, &q, &rep), 0);
+	assert_int_equal(rep.u.subs.n, 0);
+	ms_client_close(&g);
+
 	/* copy shares the body; move expunges the source */
 	for (int i = 0; i < 5; i++)
 		assert_int_equal(msd_append1(c, "INBOX", "copy me", 7, 1).status, 0);
@@ -1894,6 +1935,23 @@ static void test_user_watch_mailbox_limits(void **state)
 	assert_true(uw_settled(y) == now);
 	assert_true(uw_mbox(x, inbox) == now);
 	assert_int_equal(ms_client_watch_mbox(y, inbox, &n), -ENOENT);
+
+	/* MBOX_SUBS over a reply: refused, MS_ETOOBIG, with the reason */
+	char big[1001];
+	memset(big, 'n', 1000);
+	big[1000] = '\0';
+	for (int i = 0; i < 40; i++) {
+		snprintf(big, 8, "%07d", i);
+		big[7] = 'n';
+		q = (struct ms_req){ .op = MS_OP_MBOX_SUBSCRIBE };
+		q.u.mbox.name = ms_pstr_c(big);
+		q.u.mbox.subscribe = 1;
+		assert_int_equal(msd_req(w, &q, &rep), 0);
+	}
+	q = (struct ms_req){ .op = MS_OP_MBOX_SUBS };
+	assert_int_equal(msd_req(w, &q, &rep), MS_ETOOBIG);
+	assert_non_null(rep.reason.s);
+	assert_true(rep.reason.len > 0);
 
 	/* the user deleted: an empty full list */
 	struct ms_client *adm = msd_connect(&d, NULL);

@@ -359,6 +359,13 @@ static void dump_reply(FILE *f, const struct ms_reply *r)
 			dump_mbox(f, &m);
 		break;
 	}
+	case MS_OP_MBOX_SUBS: {
+		struct ms_pstr n;
+		ms_proto_iter_names(&it, &r->u.subs);
+		while ((ret = ms_proto_next_name(&it, &n)) == 1)
+			dump_str(f, "sub", n);
+		break;
+	}
 	case MS_OP_MBOX_CREATE:
 	case MS_OP_MBOX_STATUS:
 		dump_mbox(f, &r->u.mbox);
@@ -526,13 +533,15 @@ static const uint16_t all_ops[] = {
 	MS_OP_WAIT,           MS_OP_UNDELETE,    MS_OP_COMPACT,
 	MS_OP_REPL_WAIT,      MS_OP_REPL_ACK,    MS_OP_PROMOTE,
 	MS_OP_FORK_INFO,      MS_OP_MBOX_UPDATE, MS_OP_APPEND_UID,
-	MS_OP_LMTP_STATS,     MS_OP_USER_WATCH,
+	MS_OP_LMTP_STATS,     MS_OP_USER_WATCH,  MS_OP_MBOX_SUBS,
 };
 
 #define P(lit) MS_PSTR(lit)
 
 static const struct ms_pstr kw_two[] = {P("$Forwarded"), P("Work")};
 static const struct ms_pstr kw_junk[] = {P("$Junk")};
+static const struct ms_pstr sub_names[] = {P("Archiv/Entwürfe"), P("Gone"),
+					   P("Work")};
 static const struct ms_uid_range set_three[] = {
 	{1, 5}, {7, 7}, {9, 4294967295u}};
 static const struct ms_uid_range set_one[] = {{3, 4}};
@@ -736,6 +745,10 @@ static struct ms_reply sample_reply(uint16_t op)
 	case MS_OP_MBOX_LIST:
 		r.u.mboxes = (struct ms_mbox_infos){2, mboxes, NULL, 0};
 		break;
+	case MS_OP_MBOX_SUBS:
+		r.u.subs = (struct ms_names){MS_ARRAY_SIZE(sub_names), sub_names,
+					     NULL, 0};
+		break;
 	case MS_OP_MBOX_CREATE:
 	case MS_OP_MBOX_STATUS:
 		r.u.mbox = mboxes[1];
@@ -901,7 +914,7 @@ static void test_op_names(void **state)
 	assert_string_equal(ms_op_name(MS_OP_MBOX_CREATE), "mbox-create");
 	assert_string_equal(ms_op_name(MS_OP_WAIT), "wait");
 	assert_string_equal(ms_op_name(MS_OP_USER_WATCH), "user-watch");
-	static const uint16_t unknown[] = {0,  3,  9,      13,     26,
+	static const uint16_t unknown[] = {0,  3,  9,      13,     27,
 					   39, 45, 0x7fff, 0xffff, MS_OP_REPLY};
 	for (size_t i = 0; i < MS_ARRAY_SIZE(unknown); i++) {
 		assert_false(ms_op_known(unknown[i]));
@@ -953,7 +966,7 @@ static void test_golden(void **state)
 	(void)state;
 	memset(&s, 0, sizeof(s));
 	s.req = sample_req(MS_OP_HELLO);
-	check_golden(&s, MS_OP_HELLO, "u16:7 u8:0 s:alice@example.test", 0);
+	check_golden(&s, MS_OP_HELLO, "u16:8 u8:0 s:alice@example.test", 0);
 
 	s.req = sample_req(MS_OP_APPEND);
 	snprintf(spec, sizeof(spec),
@@ -1741,6 +1754,18 @@ static const struct bad_body {
 	{REP, MS_OP_USER_WATCH, "i32:0 u64:8 u8:1 u32:1 u64:5 u64:7 u8:0",
 	 MS_ECORRUPT},
 	/* 134 */ {REP, MS_OP_USER_WATCH, "i32:0 u64:8 u8:1 u32:1 u64:5", MS_ETRUNC},
+	/* MBOX_SUBS (version 8): the subscribed names */
+	/* 135 */ {REQ, MS_OP_MBOX_SUBS, "", 0},
+	/* 136 */ {REQ, MS_OP_MBOX_SUBS, "u8:0", MS_ECORRUPT},
+	/* 137 */ {REP, MS_OP_MBOX_SUBS, "i32:0 u32:0", 0},
+	/* 138 */ {REP, MS_OP_MBOX_SUBS, "i32:0 u32:2 s:A s:B/C", 0},
+	/* 139 */ {REP, MS_OP_MBOX_SUBS, "i32:0 u32:2 s:A", MS_ETRUNC},
+	/* 140 */ {REP, MS_OP_MBOX_SUBS, "i32:0 u32:1 s: u8:0", MS_ECORRUPT},
+	/* 140b */ {REP, MS_OP_MBOX_SUBS, "i32:0 u32:1 s:", MS_ETRUNC},
+	/* 141 */ {REP, MS_OP_MBOX_SUBS, "i32:0 u32:1 sx:410a", MS_ECORRUPT},
+	/* 142 */ {REP, MS_OP_MBOX_SUBS, "i32:0 u32:1 s:A u8:0", MS_ECORRUPT},
+	/* 143 */ {REP, MS_OP_MBOX_SUBS, "i32:0", MS_ETRUNC},
+	/* 144 */ {REP, MS_OP_MBOX_SUBS, "i32:-13 s:no", 0},
 };
 
 static void test_bad_bodies(void **state)
