@@ -1941,8 +1941,9 @@ static void test_user_watch_mailbox_limits(void **state)
 	memset(big, 'n', 1000);
 	big[1000] = '\0';
 	for (int i = 0; i < 40; i++) {
-		snprintf(big, 8, "%07d", i);
-		big[7] = 'n';
+		char num[16];
+		snprintf(num, sizeof(num), "%07d", i);
+		memcpy(big, num, 7); /* the rest stays 'n' */
 		q = (struct ms_req){ .op = MS_OP_MBOX_SUBSCRIBE };
 		q.u.mbox.name = ms_pstr_c(big);
 		q.u.mbox.subscribe = 1;
