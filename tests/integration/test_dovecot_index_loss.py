@@ -299,3 +299,19 @@ def test_index_loss_keeps_subscriptions_without_folder(stack):
     c = stack.imap()
     assert lsub_names(c) == ["Job", "Keep", "Old", "Work/Sub"]
     c.logout()
+
+
+def test_index_loss_subscriptions_inbox_only(stack):
+    """The same for a user left with INBOX alone: its restore brings the
+    subscription list back too."""
+    c = stack.imap()
+    ok(c.create("Old"))
+    ok(c.subscribe("Old"))
+    ok(c.subscribe("INBOX"))
+    ok(c.delete("Old"))
+    assert lsub_names(c) == ["INBOX", "Old"]
+    c.logout()
+    shutil.rmtree(stack.index_dir("alice"))
+    c = stack.imap()
+    assert lsub_names(c) == ["INBOX", "Old"]
+    c.logout()
