@@ -180,6 +180,10 @@ struct result {
 	double value; /* the row's unit; in the table: the median */
 	double vals[MAX_PASSES];
 	int nvals;
+	/* the server's CPU per unit of the row (append: µs a message),
+	   each pass; its median is cpu_per */
+	double cpus[MAX_PASSES];
+	double cpu_per;
 	double extra; /* body: -, env: ms per FETCH, append: p99 ms */
 	double p50;   /* append: ms */
 	double srv;   /* server CPU, cores */
@@ -1789,11 +1793,15 @@ static void keep(struct result *r, const struct result *one, int ok)
 	struct result old = *r;
 	*r = *one;
 	memcpy(r->vals, old.vals, sizeof(r->vals));
+	memcpy(r->cpus, old.cpus, sizeof(r->cpus));
 	r->nvals = old.nvals;
 	r->ran = 1;
 	r->ok = (old.ran ? old.ok : 1) && ok;
-	if (ok && r->nvals < MAX_PASSES)
+	if (ok && r->nvals < MAX_PASSES) {
+		r->cpus[r->nvals] =
+			one->value > 0 ? one->srv / one->value * 1e6 : 0;
 		r->vals[r->nvals++] = one->value;
+	}
 }
 
 /* One row on one running server: measured, kept, printed.  0 or 1. */
@@ -1879,6 +1887,10 @@ static void finish_results(void)
 			qsort(v, (size_t)n, sizeof(double), cmp_double);
 			r->value = n % 2 ? v[n / 2]
 					 : (v[n / 2 - 1] + v[n / 2]) / 2;
+			memcpy(v, r->cpus, (size_t)n * sizeof(double));
+			qsort(v, (size_t)n, sizeof(double), cmp_double);
+			r->cpu_per = n % 2 ? v[n / 2]
+					   : (v[n / 2 - 1] + v[n / 2]) / 2;
 		}
 	}
 }
@@ -2121,6 +2133,22 @@ static void print_table(void)
 			printf("%.2fx (%s)\n", v, v >= want ? "met" : "MISSED");
 		else
 			printf("not measured\n");
+	}
+	/* information: what the APPEND rate leaves out, the CPU each
+	   server spent on a message (its rate also follows the disk) */
+	const struct result *a = res[R_APPEND];
+	if (a[K_MSTORE].ran && a[K_MSTORE].ok && a[K_MSTORE].cpu_per > 0) {
+		printf("\nserver CPU per APPEND (median of the passes; "
+		       "information):\n");
+		for (int k = 0; k < NKINDS; k++) {
+			if (!a[k].ran || !a[k].ok || a[k].cpu_per <= 0)
+				continue;
+			printf("  %-8s %6.0f us", kind_name[k], a[k].cpu_per);
+			if (k != K_MSTORE)
+				printf("   %.2fx mstore's", a[k].cpu_per /
+						      a[K_MSTORE].cpu_per);
+			printf("\n");
+		}
 	}
 }
 
