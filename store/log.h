@@ -46,6 +46,11 @@ struct ms_log_cfg {
 	struct ms_io *io;		/* use this engine (tests); owned */
 	int create;			/* make a new store if there is none */
 	int readonly;			/* no recovery writes, no appends */
+	/* read-only, and another process appends (mstored --standby over
+	   the store udsync recv writes): a bad record at the head is the
+	   writer's write in progress, not damage; the durable end stays
+	   before it, where ms_log_follow() goes on */
+	int follow;
 	/* open a DR replica (mstore.replica) read-write: only udsync recv,
 	   promote, failback, reindex and repair (they append nothing on the
 	   old timeline); every other read-write open gets MS_EREPLICA */

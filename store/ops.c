@@ -4890,6 +4890,7 @@ static int ops_open(const struct ms_store_cfg *cfg, int standby,
 	ms_store_cfg_to_log(cfg, &lc);
 	lc.create = !standby;
 	lc.readonly = standby;
+	lc.follow = standby; /* udsync recv writes the store meanwhile */
 	ops->standby = standby;
 	lc.replica_ok = replica_ok;
 	ops->lcfg = lc;

@@ -582,6 +582,18 @@ int ms_log_recover(struct ms_log *log, const char **error_r)
 					(unsigned long long)mark);
 				ret = MS_ECORRUPT;
 			}
+			if (ret < 0 && log->cfg.readonly && log->cfg.follow) {
+				/* the writer's flush in progress, most likely
+				   (the records after it came while the copies
+				   were read): the durable end stays before
+				   it, and following reads it again; damage
+				   that stays stops the following there */
+				msg_info("recover.head_in_progress segment=%llu "
+					 "offset=%llu",
+					 (unsigned long long)seg,
+					 (unsigned long long)s.end);
+				ret = 0;
+			}
 			if (ret < 0 && log->cfg.readonly) {
 				/* a reader may still read every record on
 				   disk: each is checked on its own, and a walk

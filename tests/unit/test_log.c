@@ -1264,6 +1264,34 @@ static void test_head_damage_not_cut(void **state)
 	assert_int_equal(r, MS_ECORRUPT);
 	ms_log_iter_free(&it);
 	ms_log_close(&log);
+
+	/* a follower (mstored --standby over what udsync recv writes): the
+	   bad record is the writer's flush in progress, seen while later
+	   ones came; the durable end stays before it ... */
+	cfg.follow = 1;
+	assert_int_equal(ms_log_open(&cfg, &log, &err), 0);
+	struct ms_pos end;
+	uint64_t seq;
+	ms_log_durable(log, &end, &seq);
+	assert_int_equal(end.seg, pos[5].seg);
+	assert_int_equal(end.off, pos[5].off);
+	assert_int_equal(ms_log_follow(log, &err), 0); /* still bad */
+	/* ... and once the write is whole, following takes it and the
+	   records after it */
+	assert_int_equal(mst_flip(pa, pos[5].off + 50, 0x08), 0);
+	assert_int_equal(mst_flip(pb, pos[5].off + 60, 0x08), 0);
+	assert_int_equal(ms_log_follow(log, &err), 1);
+	uint64_t seq2;
+	ms_log_durable(log, &end, &seq2);
+	assert_int_equal(seq2, seq + 7);
+	n = 0;
+	ms_log_iter_new(log, (struct ms_pos){ 0, 0 }, &it);
+	while ((r = ms_log_iter_next(it, &p, &h, &pl, &err)) == 1)
+		n++;
+	assert_int_equal(r, 0);
+	assert_int_equal(n, 12);
+	ms_log_iter_free(&it);
+	ms_log_close(&log);
 	mst_rmtree(t->root);
 }
 
