@@ -300,21 +300,6 @@ int lmtp_cfg_parse(const char *text, size_t len, struct lmtp_cfg *cfg,
 	return 0;
 }
 
-/* A relative *p made relative to the config file's directory. */
-static void absolute(const char *path, char **p)
-{
-	const char *slash = strrchr(path, '/');
-	if (*p == NULL || (*p)[0] == '/' || slash == NULL)
-		return;
-	size_t dl = (size_t)(slash - path), pl = strlen(*p);
-	char *r = ms_malloc(dl + 1 + pl + 1);
-	memcpy(r, path, dl);
-	r[dl] = '/';
-	memcpy(r + dl + 1, *p, pl + 1);
-	free(*p);
-	*p = r;
-}
-
 int lmtp_cfg_load(const char *path, struct lmtp_cfg *cfg,
 		  const char **error_r)
 {
@@ -327,8 +312,8 @@ int lmtp_cfg_load(const char *path, struct lmtp_cfg *cfg,
 		*error_r = ms_errf("%s: %s", path, *error_r);
 		return ret;
 	}
-	absolute(path, &c.socket);
-	absolute(path, &c.dovecot_indexer);
+	ms_cfg_path_abs(&c.socket, path);
+	ms_cfg_path_abs(&c.dovecot_indexer, path);
 	if (c.dovecot_indexer != NULL && strlen(c.dovecot_indexer) > 107) {
 		*error_r = ms_errf("%s: [lmtp] dovecot_indexer: the path is "
 				   "longer than a unix socket's 107 bytes",

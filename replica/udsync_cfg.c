@@ -41,17 +41,7 @@ int udsync_cfg_load(const char *path, struct udsync_cfg *cfg,
 	int ret = ms_cfg_load(defs, MS_ARRAY_SIZE(defs), path, &c, error_r);
 	if (ret < 0)
 		return ret;
-	/* a relative key file is relative to the config file */
-	const char *slash = strrchr(path, '/');
-	if (c.key_file != NULL && c.key_file[0] != '/' && slash != NULL) {
-		size_t dl = (size_t)(slash - path), kl = strlen(c.key_file);
-		char *k = ms_malloc(dl + 1 + kl + 1);
-		memcpy(k, path, dl);
-		k[dl] = '/';
-		memcpy(k + dl + 1, c.key_file, kl + 1);
-		free(c.key_file);
-		c.key_file = k;
-	}
+	ms_cfg_path_abs(&c.key_file, path);
 	*cfg = c;
 	return 0;
 }

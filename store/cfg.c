@@ -713,6 +713,20 @@ out:
 	return ret;
 }
 
+void ms_cfg_path_abs(char **p, const char *cfg_path)
+{
+	const char *slash = strrchr(cfg_path, '/');
+	if (*p == NULL || (*p)[0] == '/' || slash == NULL)
+		return;
+	size_t dl = (size_t)(slash - cfg_path), pl = strlen(*p);
+	char *r = ms_malloc(dl + 1 + pl + 1);
+	memcpy(r, cfg_path, dl);
+	r[dl] = '/';
+	memcpy(r + dl + 1, *p, pl + 1);
+	free(*p);
+	*p = r;
+}
+
 void ms_cfg_free(const struct ms_cfg_def *defs, size_t n, void *target)
 {
 	for (size_t i = 0; i < n; i++) {

@@ -95,6 +95,9 @@ int ms_cfg_load(const struct ms_cfg_def *defs, size_t n, const char *path,
 		void *target, const char **error_r);
 /* Free the STR fields of a parsed target and set them to NULL. */
 void ms_cfg_free(const struct ms_cfg_def *defs, size_t n, void *target);
+/* A relative path value *p made relative to the directory of the config
+   file cfg_path (the rule of every section); NULL and absolute stay. */
+void ms_cfg_path_abs(char **p, const char *cfg_path);
 /*
  * Print every key of the table with its value, in file syntax, "" section
  * first, then the others in table order; help as a "# " line above each

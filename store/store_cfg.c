@@ -161,22 +161,6 @@ int ms_store_cfg_parse(const char *text, size_t len, struct ms_store_cfg *cfg,
 	return 0;
 }
 
-/* dir of path + "/" + p, for a relative p */
-static void absolutise(char **p, const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	if (*p == NULL || (*p)[0] == '/' || slash == NULL)
-		return;
-	size_t dl = (size_t)(slash - path);
-	size_t pl = strlen(*p);
-	char *r = ms_malloc(dl + 1 + pl + 1);
-	memcpy(r, path, dl);
-	r[dl] = '/';
-	memcpy(r + dl + 1, *p, pl + 1);
-	free(*p);
-	*p = r;
-}
-
 int ms_store_cfg_load(const char *path, struct ms_store_cfg *cfg,
 		      const char **error_r)
 {
@@ -190,13 +174,13 @@ int ms_store_cfg_load(const char *path, struct ms_store_cfg *cfg,
 		ms_store_cfg_free(&c);
 		return ret;
 	}
-	absolutise(&c.primary, path);
-	absolutise(&c.secondary, path);
-	absolutise(&c.key_file, path);
-	absolutise(&c.index, path);
-	absolutise(&c.socket, path);
-	absolutise(&c.admin_socket, path);
-	absolutise(&c.http_token_file, path);
+	ms_cfg_path_abs(&c.primary, path);
+	ms_cfg_path_abs(&c.secondary, path);
+	ms_cfg_path_abs(&c.key_file, path);
+	ms_cfg_path_abs(&c.index, path);
+	ms_cfg_path_abs(&c.socket, path);
+	ms_cfg_path_abs(&c.admin_socket, path);
+	ms_cfg_path_abs(&c.http_token_file, path);
 	*cfg = c;
 	return 0;
 }
