@@ -819,6 +819,30 @@ static const struct num_case {
 	/* 26 */ {P_DUR, "1w", -EINVAL, 0},
 };
 
+/* relative paths are relative to the config file's directory */
+static void test_path_abs(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *cfg, *in, *want;
+	} c[] = {
+		{ "/etc/mstore/mstore.conf", "a.sock", "/etc/mstore/a.sock" },
+		{ "/etc/mstore/mstore.conf", "run/x", "/etc/mstore/run/x" },
+		{ "/etc/mstore/mstore.conf", "/run/x", "/run/x" },
+		{ "conf/m.conf", "../d", "conf/../d" },
+		{ "m.conf", "d", "d" }, /* no directory in the file's path */
+	};
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		char *p = ms_strdup(c[i].in);
+		ms_cfg_path_abs(&p, c[i].cfg);
+		assert_string_equal(p, c[i].want);
+		free(p);
+	}
+	char *none = NULL;
+	ms_cfg_path_abs(&none, "/etc/mstore/mstore.conf");
+	assert_null(none);
+}
+
 static void test_numbers(void **state)
 {
 	(void)state;
@@ -863,6 +887,7 @@ int main(void)
 		cmocka_unit_test(test_dump),
 		cmocka_unit_test(test_load),
 		cmocka_unit_test(test_numbers),
+		cmocka_unit_test(test_path_abs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
