@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "buf.h"
 #include "cfg.h"
@@ -18,6 +19,8 @@ static const char *const quota_names[] = { "permanent", "temporary", NULL };
 static const char *const bare_lf_names[] = { "normalize", "reject", NULL };
 
 #define F(field) offsetof(struct lmtp_cfg, field)
+/* the longest path a unix socket address holds */
+#define SUN_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
 
 static const struct ms_cfg_def lmtp_defs[] = {
 	{ "lmtp", "listen", MS_CFG_STR, "127.0.0.1:24", 0, 4000, NULL,
@@ -70,7 +73,7 @@ static const struct ms_cfg_def lmtp_defs[] = {
 	  F(bare_lf),
 	  "a message line ending in a bare LF: normalize (store CRLF) or "
 	  "reject (550 5.6.0)" },
-	{ "lmtp", "dovecot_indexer", MS_CFG_STR, NULL, 0, 107, NULL,
+	{ "lmtp", "dovecot_indexer", MS_CFG_STR, NULL, 0, SUN_PATH_MAX, NULL,
 	  F(dovecot_indexer),
 	  "Dovecot's indexer socket: queue each folder that got mail for "
 	  "full-text indexing; empty: off" },
@@ -314,10 +317,11 @@ int lmtp_cfg_load(const char *path, struct lmtp_cfg *cfg,
 	}
 	ms_cfg_path_abs(&c.socket, path);
 	ms_cfg_path_abs(&c.dovecot_indexer, path);
-	if (c.dovecot_indexer != NULL && strlen(c.dovecot_indexer) > 107) {
+	if (c.dovecot_indexer != NULL &&
+	    strlen(c.dovecot_indexer) > SUN_PATH_MAX) {
 		*error_r = ms_errf("%s: [lmtp] dovecot_indexer: the path is "
-				   "longer than a unix socket's 107 bytes",
-				   path);
+				   "longer than a unix socket's %zu bytes",
+				   path, SUN_PATH_MAX);
 		lmtp_cfg_free(&c);
 		return MS_ECONFIG;
 	}

@@ -121,7 +121,7 @@ struct lmtp_indexer *lmtp_indexer_new(const char *path, char sep,
 	ix->sep = sep;
 	ix->prefix = ms_strdup(prefix != NULL ? prefix : "");
 	ms_u64map_init(&ix->seen);
-	ms_buf_init(&ix->out, LMTP_INDEXER_WRITE);
+	ms_buf_init(&ix->out, 0);
 	return ix;
 }
 
@@ -184,7 +184,8 @@ void lmtp_indexer_note(struct lmtp_indexer *ix, const char *user,
 	p->vname = vname;
 	if (ix->n == ix->cap) {
 		ix->cap = ix->cap ? ix->cap * 2 : 16;
-		ix->pairs = ms_realloc(ix->pairs, ix->cap * sizeof(struct pair *));
+		ix->pairs =
+			ms_realloc(ix->pairs, ix->cap * sizeof(struct pair *));
 	}
 	ix->pairs[ix->n++] = p;
 	if (old == NULL) /* a different pair with the same key: no entry */
@@ -205,28 +206,34 @@ static void drop_first(struct lmtp_indexer *ix, size_t k)
 	ix->n -= k;
 }
 
-/* Build the handshake and as many whole lines as fit; their number. */
-static size_t build(struct lmtp_indexer *ix)
+/* Build the handshake and the lines that fit LMTP_INDEXER_WRITE, at
+   least one. */
+static void build(struct lmtp_indexer *ix)
 {
 	size_t k = 0;
 	ms_buf_reset(&ix->out);
 	(void)ms_buf_append(&ix->out, HANDSHAKE, sizeof(HANDSHAKE) - 1);
-	while (k < ix->n && lmtp_indexer_line(&ix->out, ix->pairs[k]->user,
-					      ix->pairs[k]->vname) == 0)
+	while (k < ix->n) {
+		size_t was = ix->out.len;
+		(void)lmtp_indexer_line(&ix->out, ix->pairs[k]->user,
+					ix->pairs[k]->vname);
+		if (k > 0 && ix->out.len > LMTP_INDEXER_WRITE) {
+			ix->out.len = was;
+			break;
+		}
 		k++;
-	return k;
+	}
 }
 
-/* One connection: 0 with *sent_r pairs written, or -errno. */
+/* One connection: 0 with *sent_r pairs written, or -errno.  Some
+   pair waits (lmtp_indexer_tick). */
 static int send_batch(struct lmtp_indexer *ix, size_t *sent_r)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	size_t k = build(ix);
 	int fd, ret = 0;
 
 	*sent_r = 0;
-	if (k == 0)
-		return -E2BIG; /* one line longer than a write */
+	build(ix);
 	if (strlen(ix->path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG; /* the config refuses it */
 	memcpy(sa.sun_path, ix->path, strlen(ix->path) + 1);
@@ -269,14 +276,6 @@ uint64_t lmtp_indexer_tick(struct lmtp_indexer *ix, uint64_t now)
 		drop_first(ix, sent);
 		ix->dropping = 0;
 	}
-	if (ret == -E2BIG) {
-		/* a line that no write holds (the store's name limits keep
-		   this from happening): dropped, not tried forever */
-		ix->st.dropped++;
-		drop_first(ix, 1);
-		ix->due = ix->n > 0 ? now : 0;
-		return ix->due;
-	}
 	if (ret < 0) {
 		ix->st.failures++;
 		if (ix->retry_ms == 0)
@@ -289,14 +288,14 @@ uint64_t lmtp_indexer_tick(struct lmtp_indexer *ix, uint64_t now)
 				       ? LMTP_INDEXER_RETRY_MAX_MS
 				       : ix->retry_ms * 2;
 		ix->due = now + ix->retry_ms;
-		return ix->n > 0 ? ix->due : 0;
+		return ix->due;
 	}
 	if (ix->retry_ms != 0)
 		msg_info("indexer.reachable socket=%s", msg_q(ix->path));
 	ix->retry_ms = 0;
 	/* what did not fit goes at once; new pairs wait for the interval */
 	ix->due = ix->n > 0 ? now : 0;
-	return ix->n > 0 ? now : 0;
+	return ix->due;
 }
 
 size_t lmtp_indexer_waiting(const struct lmtp_indexer *ix)

@@ -23,8 +23,10 @@
  *
  * Bounds: at most LMTP_INDEXER_MAX pairs wait (more are dropped, counted
  * and logged: the next search catches up, as without this); one
- * connection writes at most LMTP_INDEXER_WRITE bytes, whole lines, with
- * one non-blocking send (what does not fit waits for the next turn).  A
+ * connection writes at most LMTP_INDEXER_WRITE bytes of whole lines
+ * (a line is at most about 2.9 KiB: user 255 and mailbox 1024 bytes,
+ * escaped, and the prefix), with one non-blocking send; what does not
+ * fit, or was not taken by a short send, waits for the next turn.  A
  * socket that cannot be reached (Dovecot down, no such file) keeps the
  * pairs and tries again after 1 s, doubling to 30 s, with one warning
  * per failure streak.

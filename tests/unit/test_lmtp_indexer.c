@@ -329,6 +329,39 @@ static void test_bound_and_backlog(void **state)
 	lsn_done(&l);
 }
 
+/* a line longer than one write goes alone (no name the store allows
+   makes one; a prefix can) */
+static void test_long_line_alone(void **state)
+{
+	(void)state;
+	struct lsn l;
+	struct ms_buf got;
+	lsn_dir(&l);
+	lsn_listen(&l);
+	ms_buf_init(&got, 0);
+	size_t plen = LMTP_INDEXER_WRITE + 1000;
+	char *prefix = malloc(plen + 1);
+	assert_non_null(prefix);
+	memset(prefix, 'p', plen);
+	prefix[plen] = '\0';
+	struct lmtp_indexer *ix = lmtp_indexer_new(l.path, '/', prefix);
+	lmtp_indexer_note(ix, "alice", "Box");
+	lmtp_indexer_note(ix, "bob", "Box");
+	uint64_t now = 10, due = lmtp_indexer_tick(ix, now);
+	int conns = 0;
+	while (due != 0) {
+		due = lmtp_indexer_tick(ix, due);
+		conns += lsn_take(&l, &got);
+	}
+	assert_int_equal(conns, 2);
+	size_t line = strlen("APPEND\t0\talice\t") + plen + strlen("Box\n");
+	assert_int_equal(got.len, 2 * (sizeof(HS) - 1) + 2 * line - 2);
+	lmtp_indexer_free(&ix);
+	free(prefix);
+	ms_buf_free(&got);
+	lsn_done(&l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -338,6 +371,7 @@ int main(void)
 		cmocka_unit_test(test_sends_each_pair_once),
 		cmocka_unit_test(test_unreachable_keeps_and_retries),
 		cmocka_unit_test(test_bound_and_backlog),
+		cmocka_unit_test(test_long_line_alone),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
