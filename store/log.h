@@ -47,9 +47,9 @@ struct ms_log_cfg {
 	int create;			/* make a new store if there is none */
 	int readonly;			/* no recovery writes, no appends */
 	/* read-only, and another process appends (mstored --standby over
-	   the store udsync recv writes): a bad record at the head is the
-	   writer's write in progress, not damage; the durable end stays
-	   before it, where ms_log_follow() goes on */
+	   the store udsync recv writes): the head's durable end is where
+	   its valid records end, whatever follows (the writer's flush in
+	   progress); ms_log_follow() goes on from there */
 	int follow;
 	/* open a DR replica (mstore.replica) read-write: only udsync recv,
 	   promote, failback, reindex and repair (they append nothing on the

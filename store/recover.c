@@ -562,7 +562,11 @@ int ms_log_recover(struct ms_log *log, const char **error_r)
 			scan_free(&s);
 			break;
 		}
-		if (last && !s.sealed) {
+		/* a follower's head ends where its valid records end: past
+		   them is the writer's flush in progress (whose next batch
+		   may come while the copies are read), or damage, where the
+		   following stops alike */
+		if (last && !s.sealed && !log->cfg.follow) {
 			for (int c = 0; c < MS_IO_COPIES && c < log->ncopies; c++) {
 				uint64_t mark = s.size[c] > s.end
 							? find_batch_mark(fd[c], s.end,
@@ -581,18 +585,6 @@ int ms_log_recover(struct ms_log *log, const char **error_r)
 					ms_log_copy_name(c),
 					(unsigned long long)mark);
 				ret = MS_ECORRUPT;
-			}
-			if (ret < 0 && log->cfg.readonly && log->cfg.follow) {
-				/* the writer's flush in progress, most likely
-				   (the records after it came while the copies
-				   were read): the durable end stays before
-				   it, and following reads it again; damage
-				   that stays stops the following there */
-				msg_info("recover.head_in_progress segment=%llu "
-					 "offset=%llu",
-					 (unsigned long long)seg,
-					 (unsigned long long)s.end);
-				ret = 0;
 			}
 			if (ret < 0 && log->cfg.readonly) {
 				/* a reader may still read every record on
