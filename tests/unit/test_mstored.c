@@ -1936,24 +1936,6 @@ static void test_user_watch_mailbox_limits(void **state)
 	assert_true(uw_mbox(x, inbox) == now);
 	assert_int_equal(ms_client_watch_mbox(y, inbox, &n), -ENOENT);
 
-	/* MBOX_SUBS over a reply: refused, MS_ETOOBIG, with the reason */
-	char big[1001];
-	memset(big, 'n', 1000);
-	big[1000] = '\0';
-	for (int i = 0; i < 40; i++) {
-		char num[16];
-		snprintf(num, sizeof(num), "%07d", i);
-		memcpy(big, num, 7); /* the rest stays 'n' */
-		q = (struct ms_req){ .op = MS_OP_MBOX_SUBSCRIBE };
-		q.u.mbox.name = ms_pstr_c(big);
-		q.u.mbox.subscribe = 1;
-		assert_int_equal(msd_req(w, &q, &rep), 0);
-	}
-	q = (struct ms_req){ .op = MS_OP_MBOX_SUBS };
-	assert_int_equal(msd_req(w, &q, &rep), MS_ETOOBIG);
-	assert_non_null(rep.reason.s);
-	assert_true(rep.reason.len > 0);
-
 	/* the user deleted: an empty full list */
 	struct ms_client *adm = msd_connect(&d, NULL);
 	q = (struct ms_req){ .op = MS_OP_USER_DELETE };
@@ -3149,6 +3131,31 @@ static void test_reply_limits(void **state)
 	struct ms_client *c = msd_connect(&d, "kim");
 	struct ms_req q;
 	struct ms_reply rep;
+	/* MBOX_SUBS at the reply limit (32 KiB here): 32 names of 1,000
+	   bytes (2 + 1,000 each, with the reply's own 64) fit, a 33rd is
+	   refused, MS_ETOOBIG, with the reason */
+	char subname[1001];
+	memset(subname, 'n', 1000);
+	subname[1000] = '\0';
+	for (int i = 0; i < 33; i++) {
+		char num[16];
+		snprintf(num, sizeof(num), "%07d", i);
+		memcpy(subname, num, 7); /* the rest stays 'n' */
+		q = (struct ms_req){ .op = MS_OP_MBOX_SUBSCRIBE };
+		q.u.mbox.name = ms_pstr_c(subname);
+		q.u.mbox.subscribe = 1;
+		assert_int_equal(msd_req(c, &q, &rep), 0);
+		q = (struct ms_req){ .op = MS_OP_MBOX_SUBS };
+		if (i < 32) {
+			assert_int_equal(msd_req(c, &q, &rep), 0);
+			assert_int_equal(rep.u.subs.n, i + 1);
+			continue;
+		}
+		assert_int_equal(msd_req(c, &q, &rep), MS_ETOOBIG);
+		assert_non_null(rep.reason.s);
+		assert_true(rep.reason.len > 0);
+	}
+
 	/* 66 bytes a message in FETCH_META: 600 are over 32 KiB */
 	for (int i = 0; i < 600; i++)
 		assert_int_equal(msd_append1(c, "INBOX", "short body", 10,
