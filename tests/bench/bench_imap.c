@@ -1991,46 +1991,46 @@ static int env_long(const char *name, long def, long lo, long hi, long *v_r)
 	return 0;
 }
 
-/* MS_BENCH_IMAP_ROWS: a comma list of row names (all when unset); the
-   select row brings its login row, and the table shows "n/a" for the
-   rows left out. */
-static int read_rows(void)
+/* The environment variable var, a comma list of names[0..n) (NULL
+   entries are not names): on[i] = 1 for those in it, 0 for the rest.
+   Unset or empty: every name on.  0, or -1 (with a message) for an
+   empty list or a word that is none of the names. */
+static int pick(const char *var, const char *const *names, int n, int *on)
 {
-	static const char *const names[NROWS] = {
-	    [R_BODY] = "body",	   [R_ENV] = "env",	  [R_SELECT] = "select",
-	    [R_COLD] = "cold",	  [R_APPEND] = "append",
-	    [R_COPY] = "copy",	   [R_STORE] = "store",	  [R_STATUS] = "status",
-	    [R_LSTATUS] = "lstatus"};
-	const char *v = getenv("MS_BENCH_IMAP_ROWS");
-	char list[256], item[32];
+	const char *v = getenv(var), *p = v;
 	int any = 0;
 
-	for (int r = 0; r < NROWS; r++)
-		K.rows[r] = !v || !*v;
+	for (int i = 0; i < n; i++)
+		on[i] = !v || !*v;
 	if (!v || !*v)
 		return 0;
-	snprintf(list, sizeof(list), ",%s,", v);
-	for (int r = 0; r < NROWS; r++) {
-		if (!names[r])
-			continue;
-		snprintf(item, sizeof(item), ",%s,", names[r]);
-		K.rows[r] = strstr(list, item) != NULL;
-		any |= K.rows[r];
+	for (int i = 0; i < n; i++)
+		on[i] = 0;
+	while (*p != '\0') {
+		size_t len = strcspn(p, ",");
+		int hit = -1;
+		for (int i = 0; i < n && hit < 0; i++)
+			if (names[i] && strlen(names[i]) == len &&
+			    strncmp(p, names[i], len) == 0)
+				hit = i;
+		if (hit < 0) {
+			fprintf(stderr, "bench-imap: %s=%s: \"%.*s\" is not one "
+				"of:", var, v, (int)len, p);
+			for (int i = 0; i < n; i++)
+				if (names[i])
+					fprintf(stderr, " %s", names[i]);
+			fprintf(stderr, "\n");
+			return -1;
+		}
+		on[hit] = 1;
+		any = 1;
+		p += len + (p[len] == ',');
 	}
-	if (!any || strlen(v) + 3 > sizeof(list)) {
-		fprintf(stderr,
-			"bench-imap: MS_BENCH_IMAP_ROWS=%s: a comma list of "
-			"body, env, select, cold, append, copy, store, status, "
-			"lstatus\n",
-			v);
-		return -1;
-	}
-	return 0;
+	return any ? 0 : -1;
 }
 
 static int read_knobs(void)
 {
-	const char *sv = getenv("MS_BENCH_IMAP_SERVERS");
 	if (mst_env_double("bench-imap", "MS_BENCH_SECONDS", 3, 0.1, 3600,
 			   &K.secs) < 0 ||
 	    env_long("MS_BENCH_IMAP_BODY_MSGS", 2000, 1, 1000000,
@@ -2050,28 +2050,13 @@ static int read_knobs(void)
 	    env_long("MS_BENCH_IMAP_PREFETCH", 4, 0, 1000, &K.prefetch) < 0 ||
 	    env_long("MS_BENCH_IMAP_PASSES", 3, 1, MAX_PASSES, &K.passes) < 0)
 		return -1;
-	for (int k = 0; k < NKINDS; k++)
-		K.run[k] = 1;
-	if (read_rows() < 0)
+	static const char *const row_names[NROWS] = {
+	    [R_BODY] = "body",	   [R_ENV] = "env",	  [R_SELECT] = "select",
+	    [R_COLD] = "cold",	   [R_APPEND] = "append", [R_COPY] = "copy",
+	    [R_STORE] = "store",   [R_STATUS] = "status", [R_LSTATUS] = "lstatus"};
+	if (pick("MS_BENCH_IMAP_ROWS", row_names, NROWS, K.rows) < 0 ||
+	    pick("MS_BENCH_IMAP_SERVERS", kind_name, NKINDS, K.run) < 0)
 		return -1;
-	if (sv && *sv) {
-		char list[256], item[32];
-		int any = 0;
-		snprintf(list, sizeof(list), ",%s,", sv);
-		for (int k = 0; k < NKINDS; k++) {
-			snprintf(item, sizeof(item), ",%s,", kind_name[k]);
-			K.run[k] = strstr(list, item) != NULL;
-			any |= K.run[k];
-		}
-		if (!any) {
-			fprintf(stderr,
-				"bench-imap: MS_BENCH_IMAP_SERVERS=%s: "
-				"a comma list of mstore, mdbox, "
-				"maildir\n",
-				sv);
-			return -1;
-		}
-	}
 	return 0;
 }
 
