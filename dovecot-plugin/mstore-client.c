@@ -3,7 +3,8 @@
  *
  * One blocking connection per storage, opened when the storage is
  * created (mail processes have dropped privileges by then, so the socket
- * is opened as the mail user), said HELLO as the logged-in user.  The
+ * is opened as the mail user), said HELLO as the store user whose mail
+ * the storage holds (the logged-in user, or a shared namespace's owner).  The
  * HELLO is sent then and its reply read by the first request, so that
  * the round trip overlaps the rest of the login (Dovecot answers LOGIN
  * before it creates the namespaces) and the client's first command.  A
@@ -69,7 +70,7 @@ static void mstore_hello_failed(struct mstore_storage *storage, int ret,
 {
 	mail_storage_set_critical(&storage->storage,
 		"mstore: HELLO as %s on %s failed: %s (%s)",
-		storage->storage.user->username, storage->socket_path,
+		storage->store_user, storage->socket_path,
 		error, ms_strerror(ret));
 }
 
@@ -89,7 +90,7 @@ static int mstore_client_connect(struct mstore_storage *storage,
 	}
 	struct ms_req q;
 	struct ms_reply rep;
-	mstore_hello_req(storage->storage.user->username, &q);
+	mstore_hello_req(storage->store_user, &q);
 	ret = ms_client_request(c, &q, &rep, &error);
 	if (ret < 0) {
 		mstore_hello_failed(storage, ret, error);
@@ -229,8 +230,10 @@ void mstore_client_start(struct mstore_storage *storage)
 
 	if (storage->client != NULL)
 		return;
-	/* the same user's mstore_socket: the same path */
-	if (muser != NULL && muser->client != NULL) {
+	/* the same user's mstore_socket: the same path; a shared or public
+	   namespace's storage is another store user's */
+	if (muser != NULL && muser->client != NULL &&
+	    strcmp(storage->store_user, user->username) == 0) {
 		storage->client = muser->client;
 		storage->hello_id = muser->hello_id;
 		muser->client = NULL;
@@ -238,7 +241,7 @@ void mstore_client_start(struct mstore_storage *storage)
 	}
 	/* a failure is silent: the first request connects again and says
 	   why */
-	(void)mstore_client_open(storage->socket_path, user->username,
+	(void)mstore_client_open(storage->socket_path, storage->store_user,
 				 &storage->client, &storage->hello_id);
 }
 

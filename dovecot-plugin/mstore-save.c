@@ -366,8 +366,11 @@ static bool mstore_copy_same_user(struct mail_save_context *_ctx,
 {
 	struct mailbox *dest = _ctx->transaction->box;
 
+	/* the same store user: a shared or public folder is another's,
+	   though its storage is this process's user's too */
 	return strcmp(mail->box->storage->name, MSTORE_STORAGE_NAME) == 0 &&
-	       mail->box->storage->user == dest->storage->user &&
+	       strcmp(MSTORE_STORAGE(mail->box->storage)->store_user,
+		      MSTORE_STORAGE(dest->storage)->store_user) == 0 &&
 	       MSTORE_STORAGE(mail->box->storage)->socket_path != NULL &&
 	       strcmp(MSTORE_STORAGE(mail->box->storage)->socket_path,
 		      MSTORE_STORAGE(dest->storage)->socket_path) == 0 &&

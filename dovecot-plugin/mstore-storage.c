@@ -171,9 +171,32 @@ static int mstore_storage_create(struct mail_storage *_storage,
 		return -1;
 	}
 	storage->socket_path = p_strdup(_storage->pool, path);
+	if (ns->type == MAIL_NAMESPACE_TYPE_PUBLIC) {
+		/* a public namespace has no owner: its folders are one
+		   store user's, named by the setting */
+		const char *pub = mail_user_plugin_getenv(_storage->user,
+			"mstore_public_user");
+		if (pub == NULL || *pub == '\0') {
+			*error_r = "mstore: a public namespace needs "
+				"plugin { mstore_public_user }: the store "
+				"user whose folders it shows";
+			return -1;
+		}
+		storage->store_user = p_strdup(_storage->pool, pub);
+	} else {
+		/* a shared namespace's storage is made by the user who
+		   looks into another's folders: the owner's are asked for */
+		storage->store_user = p_strdup(_storage->pool,
+			ns->owner != NULL ? ns->owner->username :
+			_storage->user->username);
+	}
 	_storage->unique_root_dir =
 		p_strdup(_storage->pool, ns->list->set.root_dir);
-	mstore_client_start(storage);
+	/* the user's own folders are asked for at once; another user's
+	   (a shared or public namespace, made for each owner a LIST
+	   finds) connect at their first request */
+	if (ns->type == MAIL_NAMESPACE_TYPE_PRIVATE && !ns->user->autocreated)
+		mstore_client_start(storage);
 	return 0;
 }
 
@@ -244,14 +267,15 @@ static int mstore_mailbox_alloc_index(struct mstore_mailbox *mbox)
 
 static void mstore_reconcile(struct mail_namespace *ns);
 
-/* A private mstore namespace whose list may be completed now: not while
+/* An mstore namespace whose list may be completed now: not while
    Dovecot's list index reads the disk (its sync asks existence questions
    of each folder it walks; folders made or removed under it would be
-   missed or half seen). */
+   missed or half seen).  A shared namespace's per-owner namespace (an
+   mstore storage speaking as the owner) and a public one are completed
+   too: their folders are made by others. */
 static bool mstore_ns_is_ours(const struct mail_namespace *ns)
 {
-	if (ns == NULL || ns->type != MAIL_NAMESPACE_TYPE_PRIVATE ||
-	    ns->storage == NULL ||
+	if (ns == NULL || ns->storage == NULL ||
 	    strcmp(ns->storage->name, MSTORE_STORAGE_NAME) != 0 ||
 	    ns->alias_for != NULL)
 		return FALSE;
@@ -592,7 +616,7 @@ void mstore_mailbox_guid_from(struct mstore_mailbox *mbox,
 	} else {
 		mail_generate_guid_128_hash(
 			t_strdup_printf("mstore-mailbox-%s-%llu",
-					mbox->box.storage->user->username,
+					mbox->storage->store_user,
 					(unsigned long long)
 					rep->u.mbox_update.mbox.mbox_id),
 			mbox->guid);
@@ -779,7 +803,7 @@ static int mstore_mailbox_get_metadata(struct mailbox *box,
 		}
 		mail_generate_guid_128_hash(
 			t_strdup_printf("mstore-mailbox-%s-%llu",
-					box->storage->user->username,
+					MSTORE_STORAGE(box->storage)->store_user,
 					(unsigned long long)id),
 			metadata_r->guid);
 	}
@@ -1344,7 +1368,11 @@ static void mstore_reconcile(struct mail_namespace *ns)
 	t_array_init(&local, array_count(boxes) + 1);
 	bool changed = mstore_reconcile_stale(ns, boxes, &local);
 	array_sort(&local, i_strcmp_p);
-	bool have_subs = mailbox_list_iter_subscriptions_refresh(ns->list) == 0;
+	/* the store's subscriptions are its user's own: a shared or public
+	   namespace's go to nobody who looks into them */
+	bool have_subs = ns->type == MAIL_NAMESPACE_TYPE_PRIVATE &&
+		(ns->flags & NAMESPACE_FLAG_SUBSCRIPTIONS) != 0 &&
+		mailbox_list_iter_subscriptions_refresh(ns->list) == 0;
 	bool restored = FALSE;
 	array_foreach(boxes, b) {
 		bool here = array_bsearch(&local, &b->name, i_strcmp_p) != NULL;

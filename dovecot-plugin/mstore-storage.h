@@ -96,6 +96,10 @@ ARRAY_DEFINE_TYPE(mstore_store_mbox, struct mstore_store_mbox);
 struct mstore_storage {
 	struct mail_storage storage;
 	const char *socket_path;
+	/* the store's user whose mail this storage holds: the namespace's
+	   owner (the logged-in user, or another user for a shared
+	   namespace), or plugin { mstore_public_user } for a public one */
+	const char *store_user;
 	struct ms_client *client;
 	/* read-ahead requests in flight on client, oldest first; every
 	   other request reads their replies first (ms_client_request()

@@ -92,7 +92,7 @@ def children(ppid):
 class Stack:
     def __init__(self, root, build, users=("alice", "bob"), sieve=False,
                  fts=False, lmtpd=False, lmtpd_indexer=False,
-                 mail_log=False,
+                 mail_log=False, shared=False, public=False,
                  quota="*:storage=1G:messages=1000", store_conf="",
                  user_fields=None):
         self.root = str(root)
@@ -110,6 +110,12 @@ class Stack:
         # Dovecot's mail_log: a line per save and copy, with fields read
         # from the saved mail itself while it is being saved
         self.mail_log = mail_log
+        # Dovecot's ACL plugin and a shared namespace "shared/USER/"
+        # over the other users' mstore mail (IMAP SETACL grants)
+        self.shared = shared
+        # ... and a public namespace "Public/" over the store user
+        # "public" (plugin { mstore_public_user })
+        self.public = public
         # Dovecot's quota plugin (the count backend over the store)
         # with this quota_rule; None: no quota plugin
         self.quota = quota
@@ -288,6 +294,47 @@ service indexer-worker {
             plugin += """
   mail_log_events = save copy
   mail_log_fields = uid box msgid size vsize from subject
+"""
+        if self.shared or self.public:
+            plugins += " acl"
+            plugin += f"""
+  acl = vfile
+  acl_shared_dict = file:{self.p('acl', 'shared-mailboxes.db')}
+"""
+            conf += """
+protocol imap {
+  mail_plugins = $mail_plugins imap_acl
+}
+"""
+        if self.public:
+            plugin += """
+  mstore_public_user = public
+"""
+            conf += f"""
+namespace public {{
+  type = public
+  separator = /
+  prefix = Public/
+  location = mstore:{self.p('public')}:INDEXPVT=~/public
+  subscriptions = no
+  list = children
+}}
+"""
+        if self.shared:
+            conf += """
+namespace shared {
+  type = shared
+  separator = /
+  prefix = shared/%%u/
+  location = mstore:%%h/mstore:INDEXPVT=~/shared/%%u
+  subscriptions = no
+  list = children
+}
+service auth {
+  unix_listener auth-userdb {
+    mode = 0666
+  }
+}
 """
         if self.sieve:
             plugin += """
@@ -543,6 +590,12 @@ lmtp_save_to_detail_mailbox = no
         for u in self.users:
             os.makedirs(self.home(u), exist_ok=True)
             os.chown(self.home(u), mu.pw_uid, mu.pw_gid)
+        if self.shared or self.public:
+            # the ACL plugin's dictionary of who shares with whom, and
+            # the public folders' index cache: the mail processes'
+            for d in ("acl", "public"):
+                os.makedirs(self.p(d), exist_ok=True)
+                os.chown(self.p(d), mu.pw_uid, mu.pw_gid)
         with open(self.conf, "w") as f:
             f.write(f"""[store]
 primary = store/primary
@@ -571,6 +624,8 @@ hostname = lmtp.example.test
         self.start_mstored()
         for u in self.users:
             self.mstore("user", "add", u)
+        if self.public:
+            self.mstore("user", "add", "public")
         if self.lmtpd:
             self.start_lmtpd()
         self.imap_port = free_port()
