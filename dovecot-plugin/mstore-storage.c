@@ -953,7 +953,8 @@ static uint32_t mstore_list_chg_ext_id(struct mail_index *list_index)
  * index had seen when the cache was written.  The cached figures are
  * Dovecot's own (its HIGHESTMODSEQ and \Recent are the index's), so a
  * STATUS answered from them says what an open would.  A quick check (a
- * LIST's \Marked) does not ask the store: out of date.  A store that
+ * LIST's \Marked or \Unmarked) does not ask the store: current only by
+ * the change counts, else out of date (neither flag).  A store that
  * cannot answer: out of date, and the open reports it.
  */
 static int
@@ -972,10 +973,6 @@ mstore_list_index_has_changed(struct mailbox *box,
 						   reason_r);
 	if (ret != 0)
 		return ret;
-	if (quick) {
-		*reason_r = "mstore: a quick check does not ask the store";
-		return 1;
-	}
 	mail_index_lookup_ext(list_view, seq,
 		mstore_list_ext_id(mail_index_view_get_index(list_view)),
 		&data, &expunged);
@@ -1008,6 +1005,10 @@ mstore_list_index_has_changed(struct mailbox *box,
 	     (checked != NULL &&
 	      mstore_chg_current(storage, checked, rec.mbox_id))))
 		return 0;
+	if (quick) {
+		*reason_r = "mstore: a quick check does not ask the store";
+		return 1;
+	}
 	ret = mstore_store_state(mbox, name, &state, &chg);
 	if (ret <= 0) {
 		*reason_r = ret == 0 ? "mstore: not in the store" :

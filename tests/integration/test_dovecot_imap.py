@@ -1038,6 +1038,46 @@ def test_list_status_one_listing(stack):
     m.close()
 
 
+def test_list_marked_unmarked(stack):
+    """LIST's \\Marked/\\UnMarked, as on Dovecot's own formats: from
+    the list index's figures when the change counts say the store has
+    nothing newer (no request for it), and neither when they do not."""
+    import msproto
+
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    c = stack.imap()
+    ok(c.create("Work"))
+    ok(c.append("Work", None, None, MSG))
+    ok(c.select("Work"))
+    ok(c.close())
+
+    def flags_of(name):
+        s0 = m.stats()
+        data = ok(c.list('""', '"*"'))
+        s1 = m.stats()
+        asked = {k for k in s1 if k.startswith("ops.op.") and
+                 k != "ops.op.status" and s1[k] != s0.get(k, 0)}
+        for line in data:
+            if line.endswith(b" " + name.encode()):
+                return line.split(b")")[0], asked
+        raise AssertionError(data)
+
+    flags, _ = flags_of("Work")
+    assert b"\\UnMarked" in flags, flags
+    flags, asked = flags_of("Work")
+    assert b"\\UnMarked" in flags and not asked, (flags, asked)
+    # new mail in the store: not \\UnMarked any more, and LIST does not
+    # open the folder or ask the store about it to say so
+    stack.deliver("alice", "Work", MSG)
+    flags, asked = flags_of("Work")
+    assert b"Marked" not in flags, flags
+    assert not asked, asked
+    typ, data = c.select("Work")
+    assert typ == "OK" and data == [b"2"], data
+    c.logout()
+    m.close()
+
+
 def test_idle_woken_by_store(stack):
     c = stack.imap()
     ok(c.select("INBOX"))

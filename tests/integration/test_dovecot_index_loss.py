@@ -210,6 +210,13 @@ def test_modseq_never_goes_back(stack):
     c.logout()
 
 
+def listed(c):
+    """LIST's lines, sorted, without \\Marked and \\UnMarked: hints
+    from the list index's figures, which a lost index has yet to take."""
+    return sorted(re.sub(rb" \\(Un)?Marked", b"", x, flags=re.I)
+                  for x in ok(c.list()))
+
+
 def test_index_loss_many_folders(stack):
     """A user with hundreds of folders, nested, some subscribed, some
     with mail: after the loss the first LIST brings every one back (the
@@ -231,7 +238,7 @@ def test_index_loss_many_folders(stack):
         for i in range(3):
             ok(c.append(n, r"(\Seen)" if i else None, None, MSG))
     before = {n: state(c, n) for n in with_mail}
-    listed_before = sorted(ok(c.list()))
+    listed_before = listed(c)
     c.logout()
     guids = {n: stack.doveadm("mailbox status", "guid", n,
                               user="alice").stdout
@@ -242,7 +249,7 @@ def test_index_loss_many_folders(stack):
     m = msproto.Client(stack.p("mstored.sock"), user="alice")
     metas = m.stats()["ops.op.fetch-meta"]
     c = stack.imap()
-    assert sorted(ok(c.list())) == listed_before
+    assert listed(c) == listed_before
     # the listing opened no folder: no message was asked of the store
     # (Dovecot's list index asks each new folder's GUID: one request)
     assert m.stats()["ops.op.fetch-meta"] == metas
