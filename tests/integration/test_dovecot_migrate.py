@@ -1,4 +1,4 @@
-"""Migration into the store.
+"""Migration into the store, and out of it.
 
 - doveadm import: a maildir read by Dovecot's maildir driver is copied
   by value into mstore folders (new UIDs in the store).
@@ -11,7 +11,9 @@
   backup writes nothing to the store.
 - the same from an mdbox that Dovecot made (dsync from such a maildir):
   backup -R keeps UIDs, UIDVALIDITY, UIDNEXT, flags and keywords, and
-  import copies."""
+  import copies.
+- out of the store: doveadm backup into an mdbox, then a two-way
+  doveadm sync after changes on both sides."""
 import os
 import pwd
 import random
@@ -410,3 +412,90 @@ def test_doveadm_backup_from_mdbox(stack):
     bodies = sorted(d[1] for d in data if isinstance(d, tuple))
     assert bodies == sorted(m[2] for m in truth["Work"]["msgs"].values())
     c.logout()
+
+
+# ---- out of the store, and both ways ----
+
+def dsync_view(stack, location, box):
+    """uid -> (flags and keywords without \\Recent, GUID, CRLF size) of
+    BOX, by doveadm: through the plugin (location None) or plain Dovecot
+    (mdbox keeps LF line ends: its physical sizes differ)."""
+    args = ["-f", "flow", "fetch", "-u", "alice",
+            "uid guid size.virtual flags", "mailbox", box, "all"]
+    if location is None:
+        r = subprocess.run(["doveadm", "-c", stack.dconf] + args,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        out = r.stdout
+    else:
+        out = doveadm_plain(stack, location, *args)
+    view = {}
+    for line in out.splitlines():
+        m = re.match(r"uid=(\d+) guid=(\S+) size.virtual=(\d+) "
+                     r"flags=(.*)$", line)
+        assert m, line
+        view[int(m.group(1))] = (
+            sorted(f for f in m.group(4).split() if f != "\\Recent"),
+            m.group(2), int(m.group(3)))
+    return view
+
+
+def box_status(stack, location, box):
+    args = ["mailbox", "status", "-u", "alice", "uidvalidity uidnext",
+            box]
+    if location is None:
+        return stack.doveadm(args[0] + " " + args[1], *args[4:],
+                             user="alice").stdout.split()
+    return doveadm_plain(stack, location, *args).split()
+
+
+def test_doveadm_backup_out_and_two_way_sync(stack):
+    """Leaving the store is as easy as coming in: `doveadm backup -u
+    alice mdbox:...` copies the store's folders out with their UIDs,
+    UIDVALIDITY, GUIDs, sizes, flags and keywords; then, with changes
+    on both sides (a flag, a keyword, an expunge, a new message), a
+    two-way `doveadm sync` leaves both the same, and the store (a fresh
+    index) agrees."""
+    md = stack.p("Maildir")
+    truth = gen_backup_maildir(md, seed=11, per_folder=20)
+    backup(stack, md)
+    mdbox = stack.p("out")
+    os.makedirs(mdbox)
+    chown_tree(mdbox)
+    stack.doveadm("backup", f"mdbox:{mdbox}", user="alice")
+    loc = f"mdbox:{mdbox}"
+    for box in truth:
+        assert box_status(stack, loc, box) == box_status(stack, None, box)
+        assert dsync_view(stack, loc, box) == dsync_view(stack, None, box)
+        assert sorted(dsync_view(stack, loc, box)) == \
+            sorted(truth[box]["msgs"]), box
+
+    inbox = sorted(truth["INBOX"]["msgs"])
+    # changes on the mdbox side ...
+    doveadm_plain(stack, loc, "flags", "add", "-u", "alice", "\\Answered",
+                  "mailbox", "INBOX", "uid", str(inbox[0]))
+    r = subprocess.run(["doveadm", "-c", stack.dconf, "-o",
+                        f"mail_location={loc}", "-o", "mail_plugins=",
+                        "save", "-u", "alice", "-m", "Work"],
+                       input=MSG, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    # ... and on the store's
+    c = stack.imap()
+    ok(c.select("INBOX"))
+    ok(c.uid("STORE", str(inbox[1]), "+FLAGS", "(\\Deleted)"))
+    ok(c.expunge())
+    ok(c.uid("STORE", str(inbox[2]), "+FLAGS", "(project-y)"))
+    c.logout()
+    stack.doveadm("sync", loc, user="alice")
+    for box in truth:
+        assert dsync_view(stack, loc, box) == dsync_view(stack, None, box)
+    view = dsync_view(stack, None, "INBOX")
+    assert "\\Answered" in view[inbox[0]][0]
+    assert inbox[1] not in view
+    assert "project-y" in view[inbox[2]][0]
+    work = dsync_view(stack, None, "Work")
+    assert len(work) == len(truth["Work"]["msgs"]) + 1
+    # the store itself, read through a new index
+    for box in ("INBOX", "Work"):
+        assert stack.store_view("alice", box) == {
+            u: v[0] for u, v in dsync_view(stack, None, box).items()}
