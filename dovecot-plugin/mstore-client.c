@@ -527,12 +527,33 @@ bool mstore_storage_is_standby(struct mstore_storage *storage)
 	return storage->standby;
 }
 
-struct ms_client *mstore_client_open_extra(struct mstore_storage *storage)
+struct ms_client *mstore_client_open_extra(struct mstore_storage *storage,
+					   const char **error_r)
 {
 	struct ms_client *c;
+	struct ms_req q;
+	struct ms_reply rep;
+	const char *error;
+	int ret;
 
-	if (mstore_client_connect(storage, &c, FALSE) < 0)
+	/* nothing logged here: IDLE's reconnects say once per outage what
+	   failed (mstore-sync.c) */
+	if (ms_client_connect(storage->socket_path, MSTORE_TIMEOUT_MSECS,
+			      &c, &error) < 0) {
+		*error_r = t_strdup(error);
 		return NULL;
+	}
+	mstore_hello_req(storage->store_user, &q);
+	ret = ms_client_request(c, &q, &rep, &error);
+	if (ret < 0) {
+		*error_r = t_strdup_printf("HELLO as %s on %s failed: %s (%s)",
+					   storage->store_user,
+					   storage->socket_path, error,
+					   ms_strerror(ret));
+		ms_client_close(&c);
+		return NULL;
+	}
+	mstore_hello_done(storage, &rep, FALSE);
 	return c;
 }
 

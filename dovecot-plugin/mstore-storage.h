@@ -208,6 +208,9 @@ struct mstore_mailbox {
 	   refreshed just now (mstore_chg_refresh) */
 	bool chg_refreshed;
 	struct mstore_idle *idle;
+	/* IDLE's store connection is away: the retries made since it went
+	   (0: up).  Warned about once per outage. */
+	unsigned int idle_retries;
 };
 
 struct mstore_mail {
@@ -332,7 +335,10 @@ bool mstore_chg_current(struct mstore_storage *storage,
 bool mstore_storage_is_standby(struct mstore_storage *storage);
 /* A fresh connection, said HELLO as the user (for IDLE).  NULL on error,
    logged. */
-struct ms_client *mstore_client_open_extra(struct mstore_storage *storage);
+/* Another connection to the store, HELLO said; NULL with error_r set
+   (nothing logged) when it cannot be made. */
+struct ms_client *mstore_client_open_extra(struct mstore_storage *storage,
+					   const char **error_r);
 
 /* mstore-storage.c */
 /* A mailbox_update's store part (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ,

@@ -1423,7 +1423,8 @@ static uint64_t mstore_idle_known_modseq(struct mstore_mailbox *mbox)
 	return h.last_modseq;
 }
 
-static int mstore_idle_send_wait(struct mstore_idle *idle)
+static int mstore_idle_send_wait(struct mstore_idle *idle,
+				 const char **error_r)
 {
 	struct ms_req q = { .op = MS_OP_WAIT };
 	const char *error = "";
@@ -1434,8 +1435,8 @@ static int mstore_idle_send_wait(struct mstore_idle *idle)
 	q.u.wait.timeout_ms = MSTORE_WAIT_MSECS;
 	ret = ms_client_send_req(idle->client, &q, &idle->wait_id, &error);
 	if (ret < 0) {
-		e_error(idle->mbox->box.event, "mstore: WAIT failed: %s %s",
-			error, ms_strerror(ret));
+		*error_r = t_strdup_printf("sending WAIT: %s (%s)", error,
+					   ms_strerror(ret));
 	}
 	return ret;
 }
@@ -1449,15 +1450,48 @@ static void mstore_idle_retry(struct mstore_mailbox *mbox)
 	mstore_idle_start(mbox);
 }
 
-static void mstore_idle_failed(struct mstore_idle *idle)
+/* The store is away (a restart, an outage): try again later, 1 s after
+   the first failure and doubling to 10 s, a quarter of it at random so
+   that the sessions of a restarted store do not all come at once.  IDLE
+   goes on meanwhile (Dovecot still checks every
+   mailbox_idle_check_interval).  The first failure of an outage is a
+   warning, the retries that fail after it are not logged. */
+static void mstore_idle_away(struct mstore_idle *idle, const char *what,
+			     const char *error)
 {
-	/* try again later; IDLE goes on without wake-ups meanwhile (Dovecot
-	   still checks every mailbox_idle_check_interval) */
+	struct mstore_mailbox *mbox = idle->mbox;
+
+	if (mbox->idle_retries == 0) {
+		e_warning(mbox->box.event, "mstore: IDLE %s: %s; "
+			  "reconnecting in the background", what, error);
+	} else {
+		e_debug(mbox->box.event, "mstore: IDLE %s (retry %u): %s",
+			what, mbox->idle_retries, error);
+	}
+	unsigned int delay = 1000U << I_MIN(mbox->idle_retries, 4U);
+	if (delay > 10000)
+		delay = 10000;
+	delay += i_rand_limit(delay / 4 + 1);
+	mbox->idle_retries++;
 	io_remove(&idle->io);
 	ms_client_close(&idle->client);
 	if (idle->to_retry == NULL)
-		idle->to_retry = timeout_add(5000, mstore_idle_retry,
-					     idle->mbox);
+		idle->to_retry = timeout_add(delay, mstore_idle_retry, mbox);
+}
+
+/* The store answered what it should not: an error, and retried like an
+   outage (a store that was replaced may answer right again). */
+static void mstore_idle_bad(struct mstore_idle *idle, const char *error,
+			    int ret)
+{
+	struct mstore_mailbox *mbox = idle->mbox;
+
+	e_error(mbox->box.event, "mstore: IDLE wait: %s (%s)", error,
+		ms_strerror(ret));
+	/* logged already: the retry's first failure is not warned about */
+	if (mbox->idle_retries == 0)
+		mbox->idle_retries = 1;
+	mstore_idle_away(idle, "wait", error);
 }
 
 static void mstore_idle_input(struct mstore_mailbox *mbox)
@@ -1472,8 +1506,14 @@ static void mstore_idle_input(struct mstore_mailbox *mbox)
 	int ret;
 
 	ret = ms_client_recv(idle->client, &h, &body, &len, &error);
-	if (ret == 0)
-		ret = ms_reply_decode(h.op, body, len, &rep, &error);
+	if (ret < 0) {
+		/* the connection went (mstored stopped or restarted) */
+		mstore_idle_away(idle, "lost the store connection",
+				 t_strdup_printf("%s (%s)", error,
+						 ms_strerror(ret)));
+		return;
+	}
+	ret = ms_reply_decode(h.op, body, len, &rep, &error);
 	if (ret == 0 && (h.id != idle->wait_id || rep.op != MS_OP_WAIT)) {
 		ret = MS_ECORRUPT;
 		error = "unexpected reply";
@@ -1483,17 +1523,13 @@ static void mstore_idle_input(struct mstore_mailbox *mbox)
 		error = "the store refused WAIT";
 	}
 	if (ret < 0) {
-		e_error(box->event, "mstore: IDLE wait: %s (%s)", error,
-			ms_strerror(ret));
-		mstore_idle_failed(idle);
+		mstore_idle_bad(idle, error, ret);
 		return;
 	}
 	bool changed = rep.u.highestmodseq != idle->known;
 	idle->known = rep.u.highestmodseq;
-	if (mstore_idle_send_wait(idle) < 0) {
-		mstore_idle_failed(idle);
-		idle = NULL;
-	}
+	if (mstore_idle_send_wait(idle, &error) < 0)
+		mstore_idle_away(idle, "lost the store connection", error);
 	if (changed && box->notify_callback != NULL)
 		box->notify_callback(box, box->notify_context);
 }
@@ -1501,22 +1537,25 @@ static void mstore_idle_input(struct mstore_mailbox *mbox)
 static void mstore_idle_start(struct mstore_mailbox *mbox)
 {
 	struct mstore_idle *idle;
+	const char *error;
 
 	idle = i_new(struct mstore_idle, 1);
 	idle->mbox = mbox;
 	mbox->idle = idle;
 	idle->known = mstore_idle_known_modseq(mbox);
-	idle->client = mstore_client_open_extra(mbox->storage);
+	idle->client = mstore_client_open_extra(mbox->storage, &error);
 	if (idle->client == NULL) {
-		e_error(mbox->box.event, "mstore: IDLE: %s",
-			mail_storage_get_last_internal_error(
-				&mbox->storage->storage, NULL));
-		mstore_idle_failed(idle);
+		mstore_idle_away(idle, "cannot reach the store", error);
 		return;
 	}
-	if (mstore_idle_send_wait(idle) < 0) {
-		mstore_idle_failed(idle);
+	if (mstore_idle_send_wait(idle, &error) < 0) {
+		mstore_idle_away(idle, "lost the store connection", error);
 		return;
+	}
+	if (mbox->idle_retries > 0) {
+		e_info(mbox->box.event, "mstore: IDLE reconnected to the "
+		       "store after %u retries", mbox->idle_retries);
+		mbox->idle_retries = 0;
 	}
 	idle->io = io_add(ms_client_fd(idle->client), IO_READ,
 			  mstore_idle_input, mbox);

@@ -1108,6 +1108,44 @@ def test_idle_woken_by_store(stack):
     c.logout()
 
 
+def test_idle_outlives_a_store_restart(stack):
+    """mstored restarted (an upgrade) or away for a while under IDLEing
+    sessions: the IDLE connection comes back by itself and the next
+    change wakes the session as before; Dovecot's log has one warning
+    for the lost connection, no error, and nothing for each retry while
+    the store is away."""
+    c = stack.imap()
+    ok(c.select("INBOX"))
+    tag = c._new_tag()
+    c.send(tag + b" IDLE\r\n")
+    assert c.readline().startswith(b"+")
+    c.sock.settimeout(20)
+    log0 = os.path.getsize(stack.dlog)
+    stack.kill_mstored(signal.SIGTERM)
+    time.sleep(7)    # longer than the first retries
+    stack.start_mstored()
+    time.sleep(3)    # back in the retry's time
+    t0 = time.time()
+    stack.deliver("alice", "INBOX", MSG)
+    line = c.readline()
+    assert b"EXISTS" in line, line
+    # woken by the store, well before mailbox_idle_check_interval
+    assert time.time() - t0 < 10
+    c.send(b"DONE\r\n")
+    line = c.readline()
+    while not line.startswith(tag):
+        line = c.readline()
+    assert b"OK" in line
+    c.logout()
+    with open(stack.dlog, "rb") as f:
+        f.seek(log0)
+        new = [ln for ln in f.read().decode(errors="replace").splitlines()
+               if "mstore" in ln]
+    warnings = [ln for ln in new if "Warning" in ln]
+    assert len(warnings) == 1 and "IDLE" in warnings[0], new
+    assert not [ln for ln in new if "Error" in ln], new
+
+
 def test_qresync(stack):
     c = stack.imap()
     for i in range(4):
