@@ -2574,10 +2574,8 @@ static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	ret = resolve_mbox(rd, s->user_id, q->mailbox, &src, why_r);
 	if (ret == 0)
 		ret = resolve_mbox(rd, s->user_id, q->dst, &dst, why_r);
-	if (ret == 0 && src.id == dst.id) {
-		ret = -EINVAL;
-		*why_r = "source and destination are the same mailbox";
-	}
+	/* into the same mailbox too, as IMAP allows: a COPY makes
+	   duplicates with new UIDs, a MOVE gives the messages new UIDs */
 	if (ret == 0)
 		ret = ms_idx_user_get(rd, s->user_id, &u);
 	struct mstate *ms = ret == 0 ? mstate_get(ops, rd, dst.id) : NULL;

@@ -806,6 +806,43 @@ static void test_mailbox_ops(void **state)
 	uint64_t msgs2;
 	user_quota(c, &msgs2);
 	assert_int_equal(msgs2, msgs1);
+	/* into the same mailbox: a copy is a duplicate with a new UID (and
+	   counts), a move gives new UIDs and takes the old ones away */
+	struct ms_uid_range r1 = { 1, 1 }, r2 = { 2, 2 };
+	q = (struct ms_req){ .op = MS_OP_COPY };
+	q.u.uids.mailbox = MS_PSTR("Archive/Work");
+	q.u.uids.uids.n = 1;
+	q.u.uids.uids.list = &r1;
+	q.u.uids.dst = MS_PSTR("Archive/Work");
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	assert_int_equal(rep.u.copy.pairs.n, 1);
+	struct ms_proto_iter pit;
+	struct ms_uid_pair pair;
+	ms_proto_iter_pairs(&pit, &rep.u.copy.pairs);
+	assert_int_equal(ms_proto_next_pair(&pit, &pair), 1);
+	assert_int_equal(pair.src_uid, 1);
+	assert_int_equal(pair.dst_uid, 6);
+	q.op = MS_OP_MOVE;
+	q.u.uids.uids.list = &r2;
+	assert_int_equal(msd_req(c, &q, &rep), 0);
+	ms_proto_iter_pairs(&pit, &rep.u.copy.pairs);
+	assert_int_equal(ms_proto_next_pair(&pit, &pair), 1);
+	assert_int_equal(pair.src_uid, 2);
+	assert_int_equal(pair.dst_uid, 7);
+	struct ms_mbox_info ws = msd_mbox_status(c, "Archive/Work");
+	assert_int_equal(ws.messages, 6);
+	assert_int_equal(ws.uidnext, 8);
+	body.len = 0;
+	assert_int_equal(ms_client_fetch_body(c, "Archive/Work", 6, 0, &body,
+					      &err),
+			 0);
+	assert_int_equal(body.len, 7);
+	assert_memory_equal(body.data, "copy me", 7);
+	assert_int_equal(ms_client_fetch_body(c, "Archive/Work", 2, 0, &body,
+					      &err),
+			 MS_ENOTFOUND);
+	user_quota(c, &msgs2);
+	assert_int_equal(msgs2, msgs1 + 1);
 
 	/* quota: the admin sets it, an append past it is refused */
 	struct ms_client *adm = msd_connect(&d, NULL);
