@@ -93,6 +93,7 @@ class Stack:
     def __init__(self, root, build, users=("alice", "bob"), sieve=False,
                  fts=False, lmtpd=False, lmtpd_indexer=False,
                  mail_log=False, shared=False, public=False,
+                 virtual=False,
                  quota="*:storage=1G:messages=1000", store_conf="",
                  user_fields=None):
         self.root = str(root)
@@ -116,6 +117,9 @@ class Stack:
         # ... and a public namespace "Public/" over the store user
         # "public" (plugin { mstore_public_user })
         self.public = public
+        # Dovecot's virtual plugin: virtual/All (every message of every
+        # folder) and virtual/Flagged, over the user's mstore folders
+        self.virtual = virtual
         # Dovecot's quota plugin (the count backend over the store)
         # with this quota_rule; None: no quota plugin
         self.quota = quota
@@ -288,6 +292,17 @@ class Stack:
 service indexer-worker {
   vsz_limit = 1G
 }
+"""
+        if self.virtual:
+            plugins += " virtual"
+            conf += f"""
+namespace virtual {{
+  prefix = virtual/
+  separator = /
+  location = virtual:{self.p('virtual')}:INDEX=~/virtual
+  list = yes
+  subscriptions = no
+}}
 """
         if self.mail_log:
             plugins += " notify mail_log"
@@ -590,6 +605,16 @@ lmtp_save_to_detail_mailbox = no
         for u in self.users:
             os.makedirs(self.home(u), exist_ok=True)
             os.chown(self.home(u), mu.pw_uid, mu.pw_gid)
+        if self.virtual:
+            # the virtual folders' definitions (dovecot-virtual files)
+            for box, rule in (("All", "*\n  all\n"),
+                              ("Flagged", "*\n  flagged\n")):
+                d = self.p("virtual", box)
+                os.makedirs(d, exist_ok=True)
+                with open(os.path.join(d, "dovecot-virtual"), "w") as f:
+                    f.write(rule)
+                os.chown(d, mu.pw_uid, mu.pw_gid)
+            os.chown(self.p("virtual"), mu.pw_uid, mu.pw_gid)
         if self.shared or self.public:
             # the ACL plugin's dictionary of who shares with whom, and
             # the public folders' index cache: the mail processes'
