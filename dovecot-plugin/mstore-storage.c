@@ -738,6 +738,60 @@ static int mstore_mailbox_delete(struct mailbox *box)
 	return index_storage_mailbox_delete(box);
 }
 
+/*
+ * RENAME INBOX (RFC 3501): INBOX's messages move to a new mailbox of the
+ * new name, and INBOX stays, empty; folders under INBOX stay where they
+ * are.  The new mailbox is made as a CREATE makes it, then the store
+ * moves every message into it in one request (one durable write: all of
+ * them or none), with their flags and keywords, under new UIDs.  INBOX's
+ * sessions see the expunges at their next sync.
+ */
+static int mstore_rename_inbox(struct mailbox *src, struct mailbox *dest)
+{
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(src);
+	struct ms_req q = { .op = MS_OP_MBOX_STATUS };
+	struct ms_reply rep;
+	struct ms_uid_range all = { 1, (uint32_t)-1 };
+	int ret;
+
+	if (strcmp(dest->storage->name, MSTORE_STORAGE_NAME) != 0 ||
+	    strcmp(MSTORE_STORAGE(dest->storage)->store_user,
+		   mbox->storage->store_user) != 0) {
+		mail_storage_set_error(src->storage, MAIL_ERROR_NOTPOSSIBLE,
+			"INBOX can be renamed only to a folder of its own user");
+		return -1;
+	}
+	/* a name the store has (and this index may not): not made again */
+	q.u.mbox.name = ms_pstr_c(mstore_box_store_name(dest));
+	ret = mstore_request_status(mbox->storage, &q, &rep);
+	if (ret == -1)
+		return -1;
+	if (ret == 0) {
+		mail_storage_set_error(src->storage, MAIL_ERROR_EXISTS,
+				       "Mailbox already exists");
+		return -1;
+	}
+	if (ret != MS_ENOTFOUND) {
+		mstore_set_store_error(mbox->storage, ret, "RENAME");
+		return -1;
+	}
+	if (mailbox_create(dest, NULL, FALSE) < 0) {
+		mail_storage_copy_error(src->storage, dest->storage);
+		return -1;
+	}
+	q = (struct ms_req){ .op = MS_OP_MOVE };
+	q.u.uids.mailbox = MS_PSTR("INBOX");
+	q.u.uids.uids.n = 1;
+	q.u.uids.uids.list = &all;
+	q.u.uids.dst = ms_pstr_c(mstore_box_store_name(dest));
+	ret = mstore_request_status(mbox->storage, &q, &rep);
+	if (ret < -1)
+		mstore_set_store_error(mbox->storage, ret, "RENAME");
+	/* a failed move left every message in INBOX, and the new folder
+	   empty: it stays, as a CREATE made it */
+	return ret < 0 ? -1 : 0;
+}
+
 static int mstore_mailbox_rename(struct mailbox *src, struct mailbox *dest)
 {
 	struct mstore_mailbox *mbox = MSTORE_MAILBOX(src);
@@ -746,9 +800,10 @@ static int mstore_mailbox_rename(struct mailbox *src, struct mailbox *dest)
 	int ret;
 
 	if (src->inbox_user) {
-		mail_storage_set_error(src->storage, MAIL_ERROR_NOTPOSSIBLE,
-			"Renaming INBOX isn't supported.");
-		return -1;
+		T_BEGIN {
+			ret = mstore_rename_inbox(src, dest);
+		} T_END;
+		return ret;
 	}
 	q.u.mbox.name = ms_pstr_c(mstore_box_store_name(src));
 	q.u.mbox.new_name = ms_pstr_c(mstore_box_store_name(dest));

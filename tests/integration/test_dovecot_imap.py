@@ -137,6 +137,53 @@ def test_list_create_rename_delete(stack):
     c.logout()
 
 
+def test_rename_inbox(stack):
+    """RENAME INBOX (RFC 3501): its messages move to a new folder of the
+    new name, with their flags and keywords; INBOX stays, empty, and its
+    children stay where they are; an open INBOX session sees the
+    expunges.  A name that exists (here, or only in the store) is
+    refused and nothing moves."""
+    import msproto
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    c = stack.imap()
+    flags = [None, r"(\Seen)", r"(\Flagged $Work)"]
+    for i, f in enumerate(flags):
+        ok(c.append("INBOX", f, None, MSG.replace(b"hello", b"in%d" % i)))
+    ok(c.create("INBOX/Sub"))
+    ok(c.append("INBOX/Sub", None, None, MSG))
+    before = [m.fetch_body("INBOX", u) for u in (1, 2, 3)]
+    other = stack.imap()
+    ok(other.select("INBOX"))
+    ok(c.create("Taken"))
+    m.mbox_create("StoreOnly")
+    for name in ("Taken", "StoreOnly"):
+        typ, data = c.rename("INBOX", name)
+        assert typ == "NO" and b"ALREADYEXISTS" in data[0], (name, data)
+    assert len(m.fetch_meta("INBOX")) == 3
+    ok(c.rename("INBOX", "Old"))
+    names = b" ".join(ok(c.list()))
+    assert b" Old" in names and b" INBOX/Sub" in names
+    assert m.fetch_meta("INBOX") == []
+    assert [m.fetch_body("Old", u) for u in (1, 2, 3)] == before
+    assert len(m.fetch_meta("INBOX/Sub")) == 1
+    ok(c.select("Old"))
+    data = ok(c.fetch("1:*", "(FLAGS)"))
+    assert b"\\Seen" in data[1] and b"\\Flagged" in data[2] and \
+        b"$Work" in data[2], data
+    # the session that had INBOX open: three expunges at its next command
+    typ, data = other.noop()
+    assert typ == "OK"
+    gone = sorted(other.untagged_responses.get("EXPUNGE"))
+    assert gone == [b"1", b"2", b"3"], other.untagged_responses
+    # INBOX takes mail again, with the next UID (none is given twice)
+    typ, data = c.append("INBOX", None, None, MSG)
+    assert typ == "OK" and b"APPENDUID" in data[0] and \
+        data[0].split()[2] == b"4]", data
+    other.logout()
+    c.logout()
+    m.close()
+
+
 def test_append_fetch_everything(stack):
     c = stack.imap()
     ok(c.create("Box"))
