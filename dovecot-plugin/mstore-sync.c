@@ -32,6 +32,7 @@
 #include "ioloop.h"
 #include "time-util.h"
 #include "mail-index-modseq.h"
+#include "mail-index-transaction-private.h"
 #include "mail-cache-private.h"
 #include "mailbox-recent-flags.h"
 #include "mstore-storage.h"
@@ -76,6 +77,9 @@ struct mstore_sync_ctx {
 	bool incomplete;
 	/* the index had no UIDVALIDITY yet: new, or rebuilt after a loss */
 	bool fresh;
+	/* a session that takes \Recent (SELECT): the messages new to the
+	   index are its recent ones (mstore_sync_take_recent) */
+	bool drop_recent;
 	/* the store refused the push (-EROFS: a standby): the queued
 	   changes were dropped and the index is pulled back whole */
 	bool refused;
@@ -759,6 +763,12 @@ static void mstore_sync_append(struct mstore_sync_ctx *ctx,
 	uint32_t seq;
 
 	mail_index_append(ctx->trans, msg->uid, &seq);
+	/* arrived since this index last saw the mailbox, and this session
+	   is the first to see it: \Recent here (the commit's DROP_RECENT
+	   takes it from the others).  Not a rebuilt index's messages: the
+	   cache of a mailbox is not new mail. */
+	if (ctx->drop_recent && !ctx->fresh && !ctx->reset)
+		mailbox_recent_flags_set_uid(ctx->box, msg->uid);
 	mail_index_update_flags(ctx->trans, seq, MODIFY_REPLACE,
 				mstore_flags_from_store(msg->flags));
 	if (msg->keywords[0] != NULL) {
@@ -1034,6 +1044,15 @@ static int mstore_sync_pull(struct mstore_sync_ctx *ctx, bool full)
 		mailbox_recent_flags_reset(ctx->box);
 	}
 	mstore_sync_apply(ctx);
+	if (ctx->fresh || ctx->reset) {
+		/* what a new or rebuilt index took in is no one's recent
+		   mail: the first SELECT after an index loss does not see
+		   the whole mailbox as \Recent */
+		uint32_t next = mail_index_transaction_get_next_uid(ctx->trans);
+		mail_index_update_header(ctx->trans,
+			offsetof(struct mail_index_header, first_recent_uid),
+			&next, sizeof(next), FALSE);
+	}
 	mstore_sync_write_header(ctx);
 	mstore_sync_guid(ctx);
 	return 0;
@@ -1285,6 +1304,21 @@ int mstore_sync(struct mstore_mailbox *mbox, bool full)
 	}
 	box->tmp_sync_view = ctx.sync_view;
 	mbox->syncing = TRUE;
+	if ((flags & MAIL_INDEX_SYNC_FLAG_DROP_RECENT) != 0) {
+		/* the index's messages no session has taken as \Recent yet
+		   (pulled by a process that did not SELECT: a STATUS, an
+		   APPEND's sync, doveadm) are this session's, as in sdbox;
+		   those this sync pulls too (mstore_sync_append) */
+		const struct mail_index_header *hdr =
+			mail_index_get_header(ctx.sync_view);
+		uint32_t seq1, seq2;
+		if (mail_index_lookup_seq_range(ctx.sync_view,
+						hdr->first_recent_uid,
+						hdr->next_uid, &seq1, &seq2))
+			mailbox_recent_flags_set_seqs(box, ctx.sync_view,
+						      seq1, seq2);
+		ctx.drop_recent = TRUE;
+	}
 	/* the messages read from the store on the heap, not the data
 	   stack: a first read of a mailbox holds them all (88 bytes each),
 	   and the data stack's blocks double as they grow and are not given

@@ -1,0 +1,130 @@
+"""The same IMAP session against Dovecot on mstore and Dovecot on mdbox
+(one Dovecot; user "alice" on the store, user "mdbox" on mdbox through a
+userdb mail= override), reply by reply: every untagged line and every
+tagged reply must be the same, once the parts that differ by nature are
+masked (timings, UIDVALIDITY, MODSEQ values, tags).  What the other
+tests check item by item, this checks for everything a client sees at
+once, \\Recent included, against Dovecot's own format."""
+import re
+
+import pytest
+
+from test_dovecot_imap import MSG, MIME, raw
+
+DATE = '"07-Feb-1994 21:52:25 -0800"'
+
+
+def lit(data):
+    return "{%d+}\r\n%s" % (len(data), data.decode())
+
+
+# One session's commands, in order; "@2 ..." runs in a second session of
+# the same user (opened when first needed), which sees what the first did
+SESSION = [
+    'CAPABILITY', 'NAMESPACE',
+    'CREATE Work', 'CREATE "Work/Sub"', 'CREATE Sent',
+    'CREATE "&AMk-t&AOk-"', 'CREATE "a/b/"',
+    'LIST "" "*"', 'LIST "" "%"', 'LIST "" "Work/%"', 'LSUB "" "*"',
+    'SUBSCRIBE Work', 'LSUB "" "*"',
+    'LIST (SUBSCRIBED) "" "*" RETURN (CHILDREN)',
+    'LIST (SPECIAL-USE) "" "*"',
+    'LIST "" "*" RETURN (SPECIAL-USE STATUS (MESSAGES UNSEEN RECENT))',
+    'APPEND INBOX (\\Seen) %s %s' % (DATE, lit(MSG)),
+    'APPEND INBOX (\\Flagged $Label1) %s %s' % (DATE, lit(MIME)),
+    'APPEND INBOX () %s {5+}\r\nab\ncd' % DATE,
+    'APPEND Work %s %s' % (DATE, lit(MSG)),
+    'STATUS INBOX (MESSAGES RECENT UIDNEXT UNSEEN SIZE)',
+    'STATUS Work (MESSAGES RECENT UNSEEN)',
+    'GETQUOTAROOT INBOX',
+    'SELECT INBOX (CONDSTORE)',
+    '@2 SELECT INBOX',
+    'FETCH 1:* (FLAGS INTERNALDATE RFC822.SIZE ENVELOPE)',
+    'FETCH 1:* (BODYSTRUCTURE)', 'FETCH 1:* (BODY)',
+    'FETCH 2 (BODY.PEEK[1] BODY.PEEK[1.MIME] BODY.PEEK[2] BINARY.PEEK[2] '
+    'BINARY.SIZE[2] BODY.PEEK[HEADER] BODY.PEEK[TEXT]<2.5>)',
+    'FETCH 3 (BODY.PEEK[] RFC822.SIZE BODY.PEEK[HEADER] BODY.PEEK[TEXT])',
+    'FETCH 1 (RFC822.HEADER RFC822.TEXT)',
+    'UID FETCH 1:* (UID FLAGS)',
+    'SEARCH ALL', 'SEARCH UNSEEN', 'SEARCH RECENT', 'SEARCH NEW',
+    'SEARCH FLAGGED', 'SEARCH KEYWORD $Label1', 'SEARCH SUBJECT hello',
+    'SEARCH BODY world', 'SEARCH LARGER 100', 'SEARCH SMALLER 10',
+    'SEARCH BEFORE 1-Jan-2000', 'SEARCH SENTBEFORE 1-Jan-2000',
+    'SEARCH HEADER Message-ID 1@example', 'SEARCH OR SEEN FLAGGED',
+    'SEARCH NOT SEEN', 'SEARCH 2:*', 'SEARCH UID 2:3',
+    'SEARCH RETURN (MIN MAX COUNT ALL) ALL',
+    'SORT (SUBJECT) UTF-8 ALL', 'SORT (REVERSE ARRIVAL) UTF-8 ALL',
+    'SORT (SIZE) UTF-8 ALL', 'SORT (DATE) UTF-8 ALL',
+    'THREAD REFERENCES UTF-8 ALL', 'THREAD ORDEREDSUBJECT UTF-8 ALL',
+    'STORE 1 +FLAGS (\\Answered)', 'STORE 1 -FLAGS.SILENT (\\Seen)',
+    'STORE 2 FLAGS ($New \\Draft)', 'STORE 1:* +FLAGS (NonJunk)',
+    'UID STORE 1:* (UNCHANGEDSINCE 1) +FLAGS (\\Seen)',
+    'FETCH 1:* (FLAGS)', 'SEARCH KEYWORD NonJunk',
+    '@2 NOOP', '@2 FETCH 1:* (FLAGS)',
+    'APPEND INBOX %s {5+}\r\nnew 1' % DATE,
+    '@2 NOOP', 'NOOP', 'FETCH 4 (FLAGS)', '@2 FETCH 4 (FLAGS)',
+    'COPY 1 Work', 'MOVE 2 Work', 'UID COPY 1:* Sent', 'COPY 1 INBOX',
+    'FETCH 1:* (UID FLAGS)',
+    'STORE 1 +FLAGS (\\Deleted)', 'UID EXPUNGE 99', 'EXPUNGE',
+    'FETCH 1:* (UID FLAGS)', '@2 NOOP', '@2 FETCH 1:* (UID FLAGS)',
+    'STATUS Work (MESSAGES RECENT UIDNEXT UNSEEN)',
+    'STATUS Sent (MESSAGES RECENT UIDNEXT)',
+    'EXAMINE Work', 'FETCH 1:* (UID FLAGS RFC822.SIZE)',
+    'STORE 1 +FLAGS (\\Seen)', 'UNSELECT',
+    'SELECT Work', 'FETCH 1:* (UID FLAGS)', 'CLOSE',
+    'SELECT Work', 'FETCH 1:* (UID FLAGS)', 'CLOSE',
+    'RENAME Work Job', 'LIST "" "*"', 'SELECT Job', 'FETCH 1:* (UID FLAGS)',
+    'UID SEARCH ALL', 'CLOSE',
+    'DELETE Job', 'LIST "" "*"', 'DELETE "Job/Sub"', 'LIST "" "*"',
+    'DELETE Nonexistent', 'SELECT Nonexistent', 'CREATE INBOX',
+    'SELECT "&AMk-t&AOk-"', 'APPEND "&AMk-t&AOk-" %s {5+}\r\nhello' % DATE,
+    'STATUS "&AMk-t&AOk-" (MESSAGES RECENT)', 'FETCH 1 (FLAGS)', 'CLOSE',
+    'STATUS INBOX (MESSAGES RECENT UNSEEN)', 'LIST "" "*"', 'LOGOUT',
+]
+# Not here: RENAME INBOX, which mdbox does by renaming INBOX's directory
+# (the new folder keeps INBOX's UIDVALIDITY and UIDs) and the store by a
+# MOVE into a new folder (new UIDs, \Recent there as after any COPY);
+# test_dovecot_imap.py's test_rename_inbox checks it.
+
+
+def norm(b):
+    s = b.decode("utf-8", "replace")
+    s = re.sub(r"\(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)", "(T)", s)
+    s = re.sub(r"UIDVALIDITY \d+", "UIDVALIDITY V", s)
+    s = re.sub(r"(HIGHESTMODSEQ|MODSEQ) \(?\d+\)?", r"\1 M", s)
+    s = re.sub(r"(COPYUID|APPENDUID) \d+", r"\1 V", s)
+    s = re.sub(r'\(TAG "[^"]*"\)', "(TAG T)", s)
+    return s
+
+
+def run(stack, user):
+    sessions = {1: stack.imap(user)}
+    out = []
+    for cmd in SESSION:
+        n = 1
+        if cmd.startswith("@2 "):
+            n, cmd = 2, cmd[3:]
+            if n not in sessions:
+                sessions[n] = stack.imap(user)
+        c = sessions[n]
+        try:
+            line, untagged = raw(c, cmd)
+        except EOFError as e:        # LOGOUT: BYE, then the tagged OK
+            line, untagged = b"? closed", [str(e).encode()]
+        out.append((n, cmd.split("\r\n")[0], [norm(u) for u in untagged],
+                    norm(line.split(b" ", 1)[1])))
+    sessions[2].logout()
+    return out
+
+
+@pytest.mark.dovecot(users=("alice", "mdbox"),
+                     user_fields={"mdbox": "userdb_mail=mdbox:~/mdbox"})
+def test_same_replies_as_mdbox(stack):
+    ours = run(stack, "alice")
+    theirs = run(stack, "mdbox")
+    diffs = []
+    for (n, cmd, u1, l1), (_, _, u2, l2) in zip(ours, theirs):
+        if u1 != u2 or l1 != l2:
+            diffs.append(f"[{n}] {cmd}\n  mstore: {u1} {l1!r}\n"
+                         f"  mdbox:  {u2} {l2!r}")
+    assert not diffs, "\n".join(diffs)
+    assert len(ours) == len(SESSION)
