@@ -5,6 +5,7 @@ tagged reply must be the same, once the parts that differ by nature are
 masked (timings, UIDVALIDITY, MODSEQ values, tags).  What the other
 tests check item by item, this checks for everything a client sees at
 once, \\Recent included, against Dovecot's own format."""
+import poplib
 import re
 
 import pytest
@@ -96,10 +97,10 @@ def norm(b):
     return s
 
 
-def run(stack, user):
+def run(stack, user, session):
     sessions = {1: stack.imap(user)}
     out = []
-    for cmd in SESSION:
+    for cmd in session:
         n = 1
         if cmd.startswith("@2 "):
             n, cmd = 2, cmd[3:]
@@ -112,19 +113,99 @@ def run(stack, user):
             line, untagged = b"? closed", [str(e).encode()]
         out.append((n, cmd.split("\r\n")[0], [norm(u) for u in untagged],
                     norm(line.split(b" ", 1)[1])))
-    sessions[2].logout()
+    if 2 in sessions:
+        sessions[2].logout()
     return out
 
 
-@pytest.mark.dovecot(users=("alice", "mdbox"),
-                     user_fields={"mdbox": "userdb_mail=mdbox:~/mdbox"})
-def test_same_replies_as_mdbox(stack):
-    ours = run(stack, "alice")
-    theirs = run(stack, "mdbox")
+
+
+# Extensions and their corner cases: QRESYNC/CONDSTORE, MULTIAPPEND,
+# binary literals, ESEARCH, LIST-EXTENDED, keywords
+SESSION2 = [
+    'ENABLE QRESYNC',
+    'CREATE Box',
+    'APPEND Box (\\Seen) %s %s (\\Flagged kw1) %s %s () %s %s' % (
+        DATE, lit(MSG), DATE, lit(MIME), DATE, lit(MSG)),
+    'APPEND Box (\\Draft) %s ~{6+}\r\nab\x00cd\n' % DATE,
+    'SELECT Box (CONDSTORE)',
+    'FETCH 1:* (UID FLAGS RFC822.SIZE BINARY.SIZE[1])',
+    'FETCH 4 (BINARY.PEEK[1] BODY.PEEK[])',
+    'STORE 1:2 +FLAGS (kw2 $Forwarded)', 'STORE 3 +FLAGS (\\Deleted)',
+    'UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1)',
+    'UID SEARCH RETURN (ALL COUNT) KEYWORD kw2',
+    'SEARCH RETURN (SAVE) FLAGGED', 'FETCH $ (UID)',
+    'UID EXPUNGE 3', 'UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)',
+    'CLOSE',
+    'SELECT Box (QRESYNC (1 1))',
+    'STATUS Box (MESSAGES UIDNEXT UNSEEN RECENT)',
+    'LIST "" ""', 'LIST "" "%/%"',
+    'LIST (RECURSIVEMATCH SUBSCRIBED) "" "*"',
+    'LIST "" "*" RETURN (CHILDREN SUBSCRIBED)',
+    'CREATE "Box/Kid"', 'SUBSCRIBE "Box/Kid"',
+    'LIST (RECURSIVEMATCH SUBSCRIBED) "" "%"',
+    'STORE 1 FLAGS ()', 'STORE 1 +FLAGS (\\Seen)',
+    'FETCH 1:* (FLAGS)', 'SEARCH UNKEYWORD kw1', 'SEARCH DRAFT',
+    'SEARCH ON 7-Feb-1994', 'SEARCH SINCE 1-Jan-1990 BEFORE 1-Jan-2000',
+    'SEARCH SENTON 7-Feb-1994', 'SEARCH CHARSET UTF-8 TEXT "Grüße"',
+    'GETQUOTA "User quota"', 'UNSELECT', 'LOGOUT',
+]
+
+
+def pop3_run(stack, user):
+    """A POP3 session, and a second one after DELE: every reply."""
+    out = []
+    for cmds in (["STAT", "LIST", "UIDL", "RETR 1", "TOP 2 0", "TOP 3 1",
+                  "LIST 2", "UIDL 3", "DELE 1", "STAT", "LIST", "RSET",
+                  "STAT", "DELE 2", "QUIT"],
+                 ["STAT", "LIST", "UIDL", "RETR 3", "QUIT"]):
+        p = stack.pop3(user)
+        for cmd in cmds:
+            if cmd == "QUIT":
+                out.append((cmd, p.quit()))
+                break
+            multi = cmd in ("LIST", "UIDL") or cmd.split()[0] in (
+                "RETR", "TOP")
+            try:
+                out.append((cmd, p._longcmd(cmd) if multi else
+                            p._shortcmd(cmd)))
+            except poplib.error_proto as e:
+                out.append((cmd, ("ERR", str(e))))
+    # UIDLs are %08Xu%08Xv: the UIDVALIDITY half differs
+    return [(c, re.sub(rb"([0-9A-F]{8})[0-9A-F]{8}", rb"\1V", repr(r).encode()))
+            for c, r in out]
+
+
+def compare(ours, theirs):
     diffs = []
     for (n, cmd, u1, l1), (_, _, u2, l2) in zip(ours, theirs):
         if u1 != u2 or l1 != l2:
             diffs.append(f"[{n}] {cmd}\n  mstore: {u1} {l1!r}\n"
                          f"  mdbox:  {u2} {l2!r}")
     assert not diffs, "\n".join(diffs)
-    assert len(ours) == len(SESSION)
+    assert len(ours) == len(theirs)
+
+
+PARITY = pytest.mark.dovecot(users=("alice", "mdbox"), user_fields={
+    "mdbox": "userdb_mail=mdbox:~/mdbox"})
+
+
+@PARITY
+def test_same_replies_as_mdbox(stack):
+    compare(run(stack, "alice", SESSION), run(stack, "mdbox", SESSION))
+
+
+@PARITY
+def test_same_replies_as_mdbox_extensions(stack):
+    compare(run(stack, "alice", SESSION2), run(stack, "mdbox", SESSION2))
+
+
+@PARITY
+def test_same_pop3_replies_as_mdbox(stack):
+    for user in ("alice", "mdbox"):
+        c = stack.imap(user)
+        for i in range(3):
+            c.append("INBOX", None, None, MSG.replace(b"hello", b"m%d" % i))
+        c.logout()
+    ours, theirs = pop3_run(stack, "alice"), pop3_run(stack, "mdbox")
+    assert ours == theirs
