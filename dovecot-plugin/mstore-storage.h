@@ -174,6 +174,8 @@ struct mstore_mailbox {
 	/* this process saved into the box: the next sync must pull even if
 	   it is a FAST one, so that the saved UIDs are seen */
 	bool pending_saves;
+	/* the sync under way takes no \Recent (a FAST one that pulls) */
+	bool sync_keep_recent;
 	/* inside mstore_sync() */
 	bool syncing;
 	/* deleted from the store: syncs stay local (mailbox deletion) */

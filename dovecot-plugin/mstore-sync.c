@@ -1284,6 +1284,8 @@ int mstore_sync(struct mstore_mailbox *mbox, bool full)
 	flags = index_storage_get_sync_flags(box) |
 		MAIL_INDEX_SYNC_FLAG_FLUSH_DIRTY |
 		MAIL_INDEX_SYNC_FLAG_AVOID_FLAG_UPDATES;
+	if (mbox->sync_keep_recent)
+		flags &= ENUM_NEGATE(MAIL_INDEX_SYNC_FLAG_DROP_RECENT);
 	if (!full && !mbox->committing) {
 		int asked;
 		T_BEGIN {
@@ -1388,6 +1390,34 @@ void mstore_sync_view_refresh(struct mailbox *box)
 		mailbox_set_index_error(box);
 }
 
+/*
+ * Whether the change counts say the store changed this mailbox since the
+ * index (or this process) last found it complete, without a request:
+ * the watch's pushed counts, read from the socket.  FALSE when they
+ * cannot tell (no count in the index, another epoch).
+ */
+static bool mstore_sync_store_moved(struct mstore_mailbox *mbox)
+{
+	struct mstore_storage *storage = mbox->storage;
+	struct mstore_index_header ext;
+	struct mstore_chg chg;
+
+	if (mbox->deleted || mbox->box.view == NULL ||
+	    !mstore_chg_refresh(storage))
+		return FALSE;
+	i_zero(&ext);
+	i_zero(&chg);
+	(void)mstore_index_ext_get(mbox->box.view, mbox->hdr_ext_id, &ext,
+				   sizeof(ext));
+	(void)mstore_index_ext_get(mbox->box.view, mbox->chg_ext_id, &chg,
+				   sizeof(chg));
+	if (ext.mbox_id == 0 || chg.epoch == 0 ||
+	    chg.epoch != storage->chg_epoch)
+		return FALSE;
+	return !mstore_chg_current(storage, &chg, ext.mbox_id) &&
+	       !mstore_chg_current(storage, &mbox->verified, ext.mbox_id);
+}
+
 struct mailbox_sync_context *
 mstore_mailbox_sync_init(struct mailbox *box, enum mailbox_sync_flags flags)
 {
@@ -1403,10 +1433,25 @@ mstore_mailbox_sync_init(struct mailbox *box, enum mailbox_sync_flags flags)
 	    timeval_cmp(&mbox->synced_at, &ioloop_timeval) == 0)
 		want = FALSE;
 	mbox->synced_at_open = FALSE;
+	/* a FAST sync (the one after FETCH, STORE, SEARCH, STATUS of the
+	   selected folder) within Dovecot's 5 s of the last full one: what
+	   other processes wrote to the index Dovecot shows anyway; what
+	   reached the store by other ways (mstore-lmtpd, another host, a
+	   Dovecot LMTP save, which adds nothing to the index) is pulled when
+	   the counts say there is some, so that it shows at the next
+	   command, as on Dovecot's own formats */
+	/* a FAST sync takes no \Recent (Dovecot's own formats do not sync
+	   their storage then): the next full one does.  Our own saves'
+	   sync takes them, as theirs does. */
+	bool fast = !want && !force && !mbox->pending_saves;
+	if (fast && mstore_sync_store_moved(mbox))
+		want = TRUE;
 	if (force || mbox->pending_saves || want ||
 	    mail_index_sync_have_any(box->index, 0)) {
 		mbox->pending_saves = FALSE;
+		mbox->sync_keep_recent = fast;
 		ret = mstore_sync(mbox, force);
+		mbox->sync_keep_recent = FALSE;
 	}
 	return index_mailbox_sync_init(box, flags, ret < 0);
 }

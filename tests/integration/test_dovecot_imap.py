@@ -893,6 +893,21 @@ def test_changes_from_other_sides(stack):
     ok(a.select("Other"))
     st = ok(a.status("INBOX", "(MESSAGES UIDNEXT UNSEEN)"))
     assert b"MESSAGES 1" in st[0] and b"UIDNEXT 3" in st[0], st
+    # ... and at the next command of any kind, not only NOOP: a FETCH,
+    # a SEARCH and a STORE (their FAST syncs) report new mail and flags
+    # from the store within Dovecot's 5 s between full syncs, as its
+    # own formats do
+    ok(b.noop())
+    for i, (cmd, args) in enumerate((("FETCH", ("1:*", "(FLAGS)")),
+                                     ("SEARCH", (None, "ALL")),
+                                     ("STORE", ("1", "+FLAGS", "(x%d)")))):
+        b.untagged_responses.clear()
+        stack.deliver("alice", "INBOX", MSG)
+        if cmd == "STORE":
+            args = (args[0], args[1], args[2] % i)
+        ok(getattr(b, cmd.lower())(*args))
+        assert b.untagged_responses.get("EXISTS") == [b"%d" % (i + 2)], \
+            (cmd, b.untagged_responses)
     a.logout()
     b.logout()
 
