@@ -443,6 +443,7 @@ static int mstore_mailbox_open(struct mailbox *box)
 		return 0; /* delivery: nothing to read */
 	/* this sync's index was just read from its files: no refresh */
 	mbox->index_fresh = fresh;
+	mbox->sync_skipped = FALSE;
 	int ret = mstore_sync(mbox, FALSE);
 	/* the reply sent ahead and the fresh index are about this open
 	   only (its sync took them, unless it had no use for them) */
@@ -451,7 +452,10 @@ static int mstore_mailbox_open(struct mailbox *box)
 	mstore_status_ahead_forget(mbox);
 	if (ret < 0)
 		return -1;
-	mstore_sync_view_refresh(box);
+	/* the view, opened with the index a moment ago, needs no sync when
+	   the sync changed nothing */
+	if (!mbox->sync_skipped || !fresh)
+		mstore_sync_view_refresh(box);
 	if (mbox->list_guid_stale) {
 		/* the list index updates a mailbox's record at the end of
 		   its sync only once it has been read in this session */

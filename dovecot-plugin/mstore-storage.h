@@ -176,6 +176,9 @@ struct mstore_mailbox {
 	bool pending_saves;
 	/* the sync under way takes no \Recent (a FAST one that pulls) */
 	bool sync_keep_recent;
+	/* the last mstore_sync() found nothing to do and did not begin an
+	   index sync: the mailbox's view is as current as the index */
+	bool sync_skipped;
 	/* inside mstore_sync() */
 	bool syncing;
 	/* deleted from the store: syncs stay local (mailbox deletion) */

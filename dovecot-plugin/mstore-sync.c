@@ -32,6 +32,9 @@
 #include "ioloop.h"
 #include "time-util.h"
 #include "mail-index-modseq.h"
+#include "mail-index-private.h"
+#include "mail-transaction-log.h"
+#include "mail-cache.h"
 #include "mail-index-transaction-private.h"
 #include "mail-cache-private.h"
 #include "mailbox-recent-flags.h"
@@ -1270,6 +1273,42 @@ static int mstore_sync_modseq_catch_up(struct mstore_sync_ctx *ctx)
 	return status < 0 ? -1 : 0;
 }
 
+/*
+ * What mail_index_sync_begin() with MAIL_INDEX_SYNC_FLAG_REQUIRE_CHANGES
+ * looks at to decide there is nothing to sync (its mail_index_need_sync()
+ * and the checks after it), on the map as it is: \Recent to take, dirty
+ * flags to flush, transactions in the log past the index's tail, a
+ * rewrite or a cache purge due, a deleted index.  Called right after the
+ * map was read from the files (an open) or refreshed (the ask), so that
+ * mapping again, as mail_index_sync_begin() would, finds nothing more.
+ */
+static bool mstore_index_has_work(struct mail_index *index,
+				  enum mail_index_sync_flags flags)
+{
+	const struct mail_index_header *hdr;
+	const char *reason;
+	uint32_t log_seq;
+	uoff_t log_offset;
+
+	if (index->map == NULL || index->index_deleted ||
+	    index->need_recreate != NULL)
+		return TRUE;
+	hdr = &index->map->hdr;
+	if (hdr->first_recent_uid < hdr->next_uid &&
+	    (flags & MAIL_INDEX_SYNC_FLAG_DROP_RECENT) != 0)
+		return TRUE;
+	if ((hdr->flags & MAIL_INDEX_HDR_FLAG_HAVE_DIRTY) != 0 &&
+	    (flags & MAIL_INDEX_SYNC_FLAG_FLUSH_DIRTY) != 0 &&
+	    (index->flags & MAIL_INDEX_OPEN_FLAG_NO_DIRTY) == 0)
+		return TRUE;
+	mail_transaction_log_get_head(index->log, &log_seq, &log_offset);
+	if ((hdr->log_file_tail_offset < log_offset &&
+	     hdr->log_file_seq == log_seq) || hdr->log_file_seq < log_seq)
+		return TRUE;
+	return index->cache != NULL &&
+	       mail_cache_need_purge(index->cache, &reason);
+}
+
 int mstore_sync(struct mstore_mailbox *mbox, bool full)
 {
 	struct mailbox *box = &mbox->box;
@@ -1296,6 +1335,14 @@ int mstore_sync(struct mstore_mailbox *mbox, bool full)
 			return -1;
 		if (asked > 0)
 			flags |= MAIL_INDEX_SYNC_FLAG_REQUIRE_CHANGES;
+	}
+	if ((flags & MAIL_INDEX_SYNC_FLAG_REQUIRE_CHANGES) != 0 &&
+	    !mstore_index_has_work(box->index, flags)) {
+		/* the store has nothing new, and the index, just mapped
+		   (opened, or refreshed by the ask), nothing of Dovecot's:
+		   mail_index_sync_begin() would map it again to find that */
+		mbox->sync_skipped = TRUE;
+		return 0;
 	}
 	ret = mail_index_sync_begin(box->index, &ctx.index_sync_ctx,
 				    &ctx.sync_view, &ctx.trans, flags);
