@@ -44,6 +44,15 @@ def raw(c, command):
         lines.append(line)
 
 
+def idle_done(c, tag):
+    """End the IDLE begun with tag: DONE, then its tagged OK."""
+    c.send(b"DONE\r\n")
+    line = c.readline()
+    while not line.startswith(tag):
+        line = c.readline()
+    assert b"OK" in line, line
+
+
 def ok(res):
     typ, data = res
     assert typ == "OK", data
@@ -1211,11 +1220,7 @@ def test_idle_woken_by_store(stack):
     assert b"FETCH" in line and b"\\Flagged" in line, line
     assert time.time() - t0 < 5
     other.logout()
-    c.send(b"DONE\r\n")
-    line = c.readline()
-    while not line.startswith(tag):
-        line = c.readline()
-    assert b"OK" in line
+    idle_done(c, tag)
     c.logout()
 
 
@@ -1242,11 +1247,7 @@ def test_idle_outlives_a_store_restart(stack):
     # woken by the store when the next retry (at most 10 s after the
     # last) came back, before mailbox_idle_check_interval (30 s)
     assert time.time() - t0 < 15
-    c.send(b"DONE\r\n")
-    line = c.readline()
-    while not line.startswith(tag):
-        line = c.readline()
-    assert b"OK" in line
+    idle_done(c, tag)
     c.logout()
     with open(stack.dlog, "rb") as f:
         f.seek(log0)

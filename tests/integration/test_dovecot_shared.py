@@ -10,7 +10,7 @@ import time
 import pytest
 
 import msproto
-from test_dovecot_imap import MSG, MIME, ok
+from test_dovecot_imap import MSG, MIME, idle_done, ok
 
 SEEN, FLAGGED, DELETED = 1 << 1, 1 << 2, 1 << 3
 
@@ -113,10 +113,7 @@ def test_shared_namespace_is_the_owners_mail(stack):
     assert b"4 EXISTS" in line, line
     # well below mailbox_idle_check_interval (30 s)
     assert time.time() - t0 < 5
-    b.send(b"DONE\r\n")
-    while not line.startswith(tag):
-        line = b.readline()
-    assert b"OK" in line
+    idle_done(b, tag)
     ok(b.select('"shared/alice/Projects"'))
     # a MOVE out of alice's folder: by value into bob's, expunged in hers
     ok(b.uid("MOVE", "2", "INBOX"))

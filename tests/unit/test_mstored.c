@@ -673,6 +673,20 @@ static uint64_t user_quota(struct ms_client *c, uint64_t *msgs_r)
 	return rep.u.quota.used_bytes;
 }
 
+/* A COPY or MOVE of src's uids lo..hi into dst: the status. */
+static int copy_move(struct ms_client *c, uint16_t op, const char *src,
+		     uint32_t lo, uint32_t hi, const char *dst,
+		     struct ms_reply *rep)
+{
+	struct ms_uid_range r = { lo, hi };
+	struct ms_req q = { .op = op };
+	q.u.uids.mailbox = ms_pstr_c(src);
+	q.u.uids.uids.n = 1;
+	q.u.uids.uids.list = &r;
+	q.u.uids.dst = ms_pstr_c(dst);
+	return msd_req(c, &q, rep);
+}
+
 /* rename (children too), delete, subscribe, copy, move, quota, wait */
 static void test_mailbox_ops(void **state)
 {
@@ -777,13 +791,8 @@ static void test_mailbox_ops(void **state)
 	for (int i = 0; i < 5; i++)
 		assert_int_equal(msd_append1(c, "INBOX", "copy me", 7, 1).status, 0);
 	uint64_t msgs0, bytes0 = user_quota(c, &msgs0);
-	struct ms_uid_range r13 = { 1, 3 };
-	q = (struct ms_req){ .op = MS_OP_COPY };
-	q.u.uids.mailbox = MS_PSTR("INBOX");
-	q.u.uids.uids.n = 1;
-	q.u.uids.uids.list = &r13;
-	q.u.uids.dst = MS_PSTR("Archive/Work");
-	assert_int_equal(msd_req(c, &q, &rep), 0);
+	assert_int_equal(copy_move(c, MS_OP_COPY, "INBOX", 1, 3, "Archive/Work",
+				   &rep), 0);
 	assert_int_equal(rep.u.copy.pairs.n, 3);
 	assert_int_equal(msd_mbox_status(c, "Archive/Work").messages, 3);
 	uint64_t msgs1, bytes1 = user_quota(c, &msgs1);
@@ -796,10 +805,8 @@ static void test_mailbox_ops(void **state)
 					      &err),
 			 0);
 	assert_int_equal(body.len, 7);
-	struct ms_uid_range r45 = { 4, 5 };
-	q.op = MS_OP_MOVE;
-	q.u.uids.uids.list = &r45;
-	assert_int_equal(msd_req(c, &q, &rep), 0);
+	assert_int_equal(copy_move(c, MS_OP_MOVE, "INBOX", 4, 5, "Archive/Work",
+				   &rep), 0);
 	assert_int_equal(rep.u.copy.pairs.n, 2);
 	assert_int_equal(msd_mbox_status(c, "INBOX").messages, 3);
 	assert_int_equal(msd_mbox_status(c, "Archive/Work").messages, 5);
@@ -808,23 +815,17 @@ static void test_mailbox_ops(void **state)
 	assert_int_equal(msgs2, msgs1);
 	/* into the same mailbox: a copy is a duplicate with a new UID (and
 	   counts), a move gives new UIDs and takes the old ones away */
-	struct ms_uid_range r1 = { 1, 1 }, r2 = { 2, 2 };
-	q = (struct ms_req){ .op = MS_OP_COPY };
-	q.u.uids.mailbox = MS_PSTR("Archive/Work");
-	q.u.uids.uids.n = 1;
-	q.u.uids.uids.list = &r1;
-	q.u.uids.dst = MS_PSTR("Archive/Work");
-	assert_int_equal(msd_req(c, &q, &rep), 0);
-	assert_int_equal(rep.u.copy.pairs.n, 1);
 	struct ms_proto_iter pit;
 	struct ms_uid_pair pair;
+	assert_int_equal(copy_move(c, MS_OP_COPY, "Archive/Work", 1, 1,
+				   "Archive/Work", &rep), 0);
+	assert_int_equal(rep.u.copy.pairs.n, 1);
 	ms_proto_iter_pairs(&pit, &rep.u.copy.pairs);
 	assert_int_equal(ms_proto_next_pair(&pit, &pair), 1);
 	assert_int_equal(pair.src_uid, 1);
 	assert_int_equal(pair.dst_uid, 6);
-	q.op = MS_OP_MOVE;
-	q.u.uids.uids.list = &r2;
-	assert_int_equal(msd_req(c, &q, &rep), 0);
+	assert_int_equal(copy_move(c, MS_OP_MOVE, "Archive/Work", 2, 2,
+				   "Archive/Work", &rep), 0);
 	ms_proto_iter_pairs(&pit, &rep.u.copy.pairs);
 	assert_int_equal(ms_proto_next_pair(&pit, &pair), 1);
 	assert_int_equal(pair.src_uid, 2);
@@ -854,12 +855,8 @@ static void test_mailbox_ops(void **state)
 	assert_int_equal(msd_req(c, &q, &rep), -EACCES); /* not by the user */
 	assert_int_equal(msd_append1(c, "INBOX", "fits", 4, 0).status, 0);
 	assert_int_equal(msd_append1(c, "INBOX", "over", 4, 0).status, -EDQUOT);
-	q = (struct ms_req){ .op = MS_OP_COPY };
-	q.u.uids.mailbox = MS_PSTR("INBOX");
-	q.u.uids.uids.n = 1;
-	q.u.uids.uids.list = &r13;
-	q.u.uids.dst = MS_PSTR("Archive/Work");
-	assert_int_equal(msd_req(c, &q, &rep), -EDQUOT);
+	assert_int_equal(copy_move(c, MS_OP_COPY, "INBOX", 1, 3, "Archive/Work",
+				   &rep), -EDQUOT);
 
 	/* wait: a change from another connection wakes it */
 	uint64_t hms = msd_mbox_status(c, "INBOX").highestmodseq;
