@@ -65,35 +65,42 @@ static void mstore_hello_done(struct mstore_storage *storage,
 	}
 }
 
+static const char *mstore_hello_error(struct mstore_storage *storage,
+				      int ret, const char *error)
+{
+	return t_strdup_printf("HELLO as %s on %s failed: %s (%s)",
+			       storage->store_user, storage->socket_path,
+			       error, ms_strerror(ret));
+}
+
 static void mstore_hello_failed(struct mstore_storage *storage, int ret,
 				const char *error)
 {
-	mail_storage_set_critical(&storage->storage,
-		"mstore: HELLO as %s on %s failed: %s (%s)",
-		storage->store_user, storage->socket_path,
-		error, ms_strerror(ret));
+	mail_storage_set_critical(&storage->storage, "mstore: %s",
+				  mstore_hello_error(storage, ret, error));
 }
 
+/* A connection to the store that said HELLO as the storage's store user;
+   -1 with error_r set (nothing logged: the caller says how). */
 static int mstore_client_connect(struct mstore_storage *storage,
-				 struct ms_client **client_r, bool main_conn)
+				 struct ms_client **client_r, bool main_conn,
+				 const char **error_r)
 {
 	struct ms_client *c;
+	struct ms_req q;
+	struct ms_reply rep;
 	const char *error;
 	int ret;
 
-	ret = ms_client_connect(storage->socket_path, MSTORE_TIMEOUT_MSECS,
-				&c, &error);
-	if (ret < 0) {
-		mail_storage_set_critical(&storage->storage,
-			"mstore: %s", error);
+	if (ms_client_connect(storage->socket_path, MSTORE_TIMEOUT_MSECS,
+			      &c, &error) < 0) {
+		*error_r = t_strdup(error);
 		return -1;
 	}
-	struct ms_req q;
-	struct ms_reply rep;
 	mstore_hello_req(storage->store_user, &q);
 	ret = ms_client_request(c, &q, &rep, &error);
 	if (ret < 0) {
-		mstore_hello_failed(storage, ret, error);
+		*error_r = mstore_hello_error(storage, ret, error);
 		ms_client_close(&c);
 		return -1;
 	}
@@ -294,9 +301,13 @@ static int mstore_client_ready(struct mstore_storage *storage)
 	if (storage->client != NULL && mstore_client_hello_finish(storage) < 0)
 		return -1;
 	if (storage->client == NULL) {
-		if (mstore_client_connect(storage, &storage->client,
-					  TRUE) < 0)
+		const char *error;
+		if (mstore_client_connect(storage, &storage->client, TRUE,
+					  &error) < 0) {
+			mail_storage_set_critical(&storage->storage,
+						  "mstore: %s", error);
 			return -1;
+		}
 		if (storage->chg_known)
 			mstore_watch_start(storage);
 		if (storage->client == NULL)
@@ -531,29 +542,11 @@ struct ms_client *mstore_client_open_extra(struct mstore_storage *storage,
 					   const char **error_r)
 {
 	struct ms_client *c;
-	struct ms_req q;
-	struct ms_reply rep;
-	const char *error;
-	int ret;
 
 	/* nothing logged here: IDLE's reconnects say once per outage what
 	   failed (mstore-sync.c) */
-	if (ms_client_connect(storage->socket_path, MSTORE_TIMEOUT_MSECS,
-			      &c, &error) < 0) {
-		*error_r = t_strdup(error);
+	if (mstore_client_connect(storage, &c, FALSE, error_r) < 0)
 		return NULL;
-	}
-	mstore_hello_req(storage->store_user, &q);
-	ret = ms_client_request(c, &q, &rep, &error);
-	if (ret < 0) {
-		*error_r = t_strdup_printf("HELLO as %s on %s failed: %s (%s)",
-					   storage->store_user,
-					   storage->socket_path, error,
-					   ms_strerror(ret));
-		ms_client_close(&c);
-		return NULL;
-	}
-	mstore_hello_done(storage, &rep, FALSE);
 	return c;
 }
 

@@ -443,8 +443,7 @@ static int mstore_mailbox_open(struct mailbox *box)
 		return 0; /* delivery: nothing to read */
 	/* this sync's index was just read from its files: no refresh */
 	mbox->index_fresh = fresh;
-	mbox->sync_skipped = FALSE;
-	int ret = mstore_sync(mbox, FALSE);
+	int ret = mstore_sync(mbox, 0);
 	/* the reply sent ahead and the fresh index are about this open
 	   only (its sync took them, unless it had no use for them) */
 	mbox->index_fresh = FALSE;
@@ -452,9 +451,9 @@ static int mstore_mailbox_open(struct mailbox *box)
 	mstore_status_ahead_forget(mbox);
 	if (ret < 0)
 		return -1;
-	/* the view, opened with the index a moment ago, needs no sync when
-	   the sync changed nothing */
-	if (!mbox->sync_skipped || !fresh)
+	/* the view, opened with the index read from its files a moment
+	   ago, needs no sync when the sync had nothing to do */
+	if (ret > 0 || !fresh)
 		mstore_sync_view_refresh(box);
 	if (mbox->list_guid_stale) {
 		/* the list index updates a mailbox's record at the end of
@@ -551,7 +550,7 @@ static int mstore_mailbox_create(struct mailbox *box,
 	if (mailbox_open(box) < 0)
 		return -1;
 	/* fill the index from the store (UIDVALIDITY, messages) */
-	if (mstore_sync(mbox, FALSE) < 0)
+	if (mstore_sync(mbox, 0) < 0)
 		return -1;
 	mstore_sync_view_refresh(box);
 	/* dsync (doveadm backup/sync) creates with the source's
@@ -675,7 +674,7 @@ int mstore_mailbox_update_store(struct mstore_mailbox *mbox,
 	mstore_mailbox_guid_from(mbox, &rep);
 	/* the new UIDVALIDITY (an index reset) and UIDNEXT come in as the
 	   store's, like any other of its facts */
-	if (mstore_sync(mbox, TRUE) < 0)
+	if (mstore_sync(mbox, MSTORE_SYNC_FULL) < 0)
 		return -1;
 	mstore_sync_view_refresh(box);
 	return 0;
@@ -746,9 +745,10 @@ static int mstore_mailbox_delete(struct mailbox *box)
  * RENAME INBOX (RFC 3501): INBOX's messages move to a new mailbox of the
  * new name, and INBOX stays, empty; folders under INBOX stay where they
  * are.  The new mailbox is made as a CREATE makes it, then the store
- * moves every message into it in one request (one durable write: all of
- * them or none), with their flags and keywords, under new UIDs.  INBOX's
- * sessions see the expunges at their next sync.
+ * moves every message into it in one request, with their flags and
+ * keywords, under new UIDs (the copies' records first, then the sources'
+ * expunge: a crash in the middle leaves copies too many, none lost).
+ * INBOX's sessions see the expunges at their next sync.
  */
 static int mstore_rename_inbox(struct mailbox *src, struct mailbox *dest)
 {
@@ -1210,7 +1210,7 @@ mstore_transaction_commit(struct mailbox_transaction_context *t,
 	if (!push || !mail_index_sync_have_any(box->index, 0))
 		return 0;
 	mbox->committing = TRUE;
-	int ret = mstore_sync(mbox, FALSE);
+	int ret = mstore_sync(mbox, 0);
 	mbox->committing = FALSE;
 	if (ret < 0) {
 		/* committed to the index, but not yet in the store */

@@ -174,11 +174,6 @@ struct mstore_mailbox {
 	/* this process saved into the box: the next sync must pull even if
 	   it is a FAST one, so that the saved UIDs are seen */
 	bool pending_saves;
-	/* the sync under way takes no \Recent (a FAST one that pulls) */
-	bool sync_keep_recent;
-	/* the last mstore_sync() found nothing to do and did not begin an
-	   index sync: the mailbox's view is as current as the index */
-	bool sync_skipped;
 	/* inside mstore_sync() */
 	bool syncing;
 	/* deleted from the store: syncs stay local (mailbox deletion) */
@@ -362,9 +357,17 @@ enum mail_flags mstore_flags_from_store(uint32_t flags);
 /* mstore-sync.c */
 struct mailbox_sync_context *
 mstore_mailbox_sync_init(struct mailbox *box, enum mailbox_sync_flags flags);
-/* Push pending changes and pull the store's (full: from modseq 0 with a
-   complete comparison).  0 or -1 with the error set. */
-int mstore_sync(struct mstore_mailbox *mbox, bool full);
+enum mstore_sync_flags {
+	/* pull from modseq 0 with a complete comparison */
+	MSTORE_SYNC_FULL = 0x01,
+	/* take no \Recent (a FAST sync that pulls, as Dovecot's formats
+	   do not sync their storage then) */
+	MSTORE_SYNC_KEEP_RECENT = 0x02,
+};
+/* Push pending changes and pull the store's.  1: an index sync was made;
+   0: there was nothing to do (the index and its views are as they were);
+   -1 with the error set. */
+int mstore_sync(struct mstore_mailbox *mbox, enum mstore_sync_flags flags);
 /* The open box's view brought up to the index after mstore_sync(). */
 void mstore_sync_view_refresh(struct mailbox *box);
 void mstore_notify_changes(struct mailbox *box);

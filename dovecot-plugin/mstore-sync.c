@@ -32,9 +32,7 @@
 #include "ioloop.h"
 #include "time-util.h"
 #include "mail-index-modseq.h"
-#include "mail-index-private.h"
 #include "mail-transaction-log.h"
-#include "mail-cache.h"
 #include "mail-index-transaction-private.h"
 #include "mail-cache-private.h"
 #include "mailbox-recent-flags.h"
@@ -81,7 +79,7 @@ struct mstore_sync_ctx {
 	/* the index had no UIDVALIDITY yet: new, or rebuilt after a loss */
 	bool fresh;
 	/* a session that takes \Recent (SELECT): the messages new to the
-	   index are its recent ones (mstore_sync_take_recent) */
+	   index are its recent ones (mstore_sync_append) */
 	bool drop_recent;
 	/* the store refused the push (-EROFS: a standby): the queued
 	   changes were dropped and the index is pulled back whole */
@@ -1309,11 +1307,12 @@ static bool mstore_index_has_work(struct mail_index *index,
 	       mail_cache_need_purge(index->cache, &reason);
 }
 
-int mstore_sync(struct mstore_mailbox *mbox, bool full)
+int mstore_sync(struct mstore_mailbox *mbox, enum mstore_sync_flags sflags)
 {
 	struct mailbox *box = &mbox->box;
 	struct mstore_sync_ctx ctx;
 	enum mail_index_sync_flags flags;
+	bool full = (sflags & MSTORE_SYNC_FULL) != 0;
 	struct ms_reply pre;
 	int ret;
 
@@ -1323,7 +1322,7 @@ int mstore_sync(struct mstore_mailbox *mbox, bool full)
 	flags = index_storage_get_sync_flags(box) |
 		MAIL_INDEX_SYNC_FLAG_FLUSH_DIRTY |
 		MAIL_INDEX_SYNC_FLAG_AVOID_FLAG_UPDATES;
-	if (mbox->sync_keep_recent)
+	if ((sflags & MSTORE_SYNC_KEEP_RECENT) != 0)
 		flags &= ENUM_NEGATE(MAIL_INDEX_SYNC_FLAG_DROP_RECENT);
 	if (!full && !mbox->committing) {
 		int asked;
@@ -1341,7 +1340,6 @@ int mstore_sync(struct mstore_mailbox *mbox, bool full)
 		/* the store has nothing new, and the index, just mapped
 		   (opened, or refreshed by the ask), nothing of Dovecot's:
 		   mail_index_sync_begin() would map it again to find that */
-		mbox->sync_skipped = TRUE;
 		return 0;
 	}
 	ret = mail_index_sync_begin(box->index, &ctx.index_sync_ctx,
@@ -1423,7 +1421,7 @@ int mstore_sync(struct mstore_mailbox *mbox, bool full)
 	if (ret == 0 && ctx.highestmodseq != 0 && !ctx.incomplete &&
 	    !ctx.reset && !ctx.refused)
 		ret = mstore_sync_modseq_catch_up(&ctx);
-	return ret;
+	return ret < 0 ? -1 : 1;
 }
 
 void mstore_sync_view_refresh(struct mailbox *box)
@@ -1486,19 +1484,17 @@ mstore_mailbox_sync_init(struct mailbox *box, enum mailbox_sync_flags flags)
 	   reached the store by other ways (mstore-lmtpd, another host, a
 	   Dovecot LMTP save, which adds nothing to the index) is pulled when
 	   the counts say there is some, so that it shows at the next
-	   command, as on Dovecot's own formats */
-	/* a FAST sync takes no \Recent (Dovecot's own formats do not sync
-	   their storage then): the next full one does.  Our own saves'
-	   sync takes them, as theirs does. */
+	   command, as on Dovecot's own formats.  It takes no \Recent, as
+	   theirs do not sync their storage then: the next full sync does.
+	   Our own saves' sync takes them, as theirs does. */
 	bool fast = !want && !force && !mbox->pending_saves;
 	if (fast && mstore_sync_store_moved(mbox))
 		want = TRUE;
 	if (force || mbox->pending_saves || want ||
 	    mail_index_sync_have_any(box->index, 0)) {
 		mbox->pending_saves = FALSE;
-		mbox->sync_keep_recent = fast;
-		ret = mstore_sync(mbox, force);
-		mbox->sync_keep_recent = FALSE;
+		ret = mstore_sync(mbox, (force ? MSTORE_SYNC_FULL : 0) |
+				  (fast ? MSTORE_SYNC_KEEP_RECENT : 0));
 	}
 	return index_mailbox_sync_init(box, flags, ret < 0);
 }
