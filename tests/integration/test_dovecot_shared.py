@@ -10,7 +10,7 @@ import time
 import pytest
 
 import msproto
-from test_dovecot_imap import MSG, MIME, idle_done, ok
+from test_dovecot_imap import MSG, MIME, idle_done, idle_line, ok
 
 SEEN, FLAGGED, DELETED = 1 << 1, 1 << 2, 1 << 3
 
@@ -109,7 +109,7 @@ def test_shared_namespace_is_the_owners_mail(stack):
     t0 = time.time()
     stack.deliver("alice", "INBOX", MSG.replace(b"hello", b"new for alice"))
     b.sock.settimeout(10)
-    line = b.readline()
+    line = idle_line(b)
     assert b"4 EXISTS" in line, line
     # well below mailbox_idle_check_interval (30 s)
     assert time.time() - t0 < 5
