@@ -11,7 +11,8 @@
  *             of 2 KiB: messages/s (and ms per FETCH)
  *   select    SELECT INBOX of SELECT_MSGS [100000] messages of 1 KiB,
  *             the first SELECT after a LOGIN, Dovecot's index warm
- *             (the median of the rounds)
+ *             (the median of the rounds; the servers' rounds
+ *             alternate, one each in turn)
  *   login     that LOGIN (information: it is where the plugin asks the
  *             store for the user's folders)
  *   cold      the first LOGIN + SELECT of that mailbox ever, with no
@@ -68,7 +69,8 @@
  *
  * The servers all run at once, each filled first; then each row runs
  * on each server in turn (interleaved, so that a busy machine slows all
- * of them alike), MS_BENCH_IMAP_PASSES times [3]; the table shows the
+ * of them alike; the select row's rounds alternate between the servers
+ * one by one), MS_BENCH_IMAP_PASSES times [3]; the table shows the
  * median of the passes (one pass moves by 15-30% with the machine's
  * load).  At the end every server is stopped and its
  * scratch directory under MS_BENCH_DIR removed.  The servers:
@@ -1120,41 +1122,64 @@ static int row_cold(struct server *s, uint32_t n, struct result *r, char *why,
 	return ret;
 }
 
-/* select and login: rounds of connect, LOGIN, SELECT, LOGOUT. */
-static int row_select(struct server *s, uint32_t n, struct result *rs,
-		      struct result *rl, char *why, size_t whylen)
+/*
+ * select and login: rounds of connect, LOGIN, SELECT, LOGOUT, on every
+ * running server in turn, round by round (the servers' rounds
+ * interleaved, so that what slows the machine for a while - another
+ * process, the host under the virtual machine - slows each of them
+ * alike; a row run per server in turn moved the ratio by 10-20% from
+ * pass to pass), until MS_BENCH_SECONDS per server have passed.  Each
+ * server's median SELECT and LOGIN into rs[k] and rl[k]; its CPU over
+ * the wall time of its own rounds.  0, or -1 with why (the server whose
+ * round failed: its kind in *bad_r).
+ */
+static int row_select(struct server **ss, int ns, uint32_t n,
+		      struct result *rs, struct result *rl, int *bad_r,
+		      char *why, size_t whylen)
 {
-	static double sel_ms[100000], login_ms[100000];
+	static double sel_ms[NKINDS][100000], login_ms[NKINDS][100000];
+	double wall[NKINDS] = {0}, cpu0[NKINDS], self0 = bp_self_cpu();
+	double t_start = bp_now(), t_end = t_start + K.secs * ns;
 	int k = 0, ret = 0;
-	struct meter m = {0};
-	double t_end = bp_now() + K.secs;
-	meter_start(s, &m);
+
+	for (int i = 0; i < ns; i++)
+		cpu0[i] = bp_tree_cpu(ss[i]->roots, ss[i]->nroots);
 	do {
-		struct imap c;
-		double t0 = bp_now();
-		if (imap_login(&c, s->port, "sel", why, whylen) < 0)
-			return -1;
-		double t1 = bp_now();
-		ret = imap_cmd(&c, why, whylen, "SELECT %s", "INBOX");
-		double t2 = bp_now();
-		if (ret == 0 && c.exists != n) {
-			snprintf(why, whylen,
-				 "SELECT: %llu EXISTS, expected %u",
-				 (unsigned long long)c.exists, n);
-			ret = -1;
+		for (int i = 0; i < ns && ret == 0; i++) {
+			struct imap c;
+			double t0 = bp_now();
+			*bad_r = i;
+			if (imap_login(&c, ss[i]->port, "sel", why, whylen) <
+			    0)
+				return -1;
+			double t1 = bp_now();
+			ret = imap_cmd(&c, why, whylen, "SELECT %s", "INBOX");
+			double t2 = bp_now();
+			if (ret == 0 && c.exists != n) {
+				snprintf(why, whylen,
+					 "SELECT: %llu EXISTS, expected %u",
+					 (unsigned long long)c.exists, n);
+				ret = -1;
+			}
+			imap_logout(&c);
+			login_ms[i][k] = (t1 - t0) * 1e3;
+			sel_ms[i][k] = (t2 - t1) * 1e3;
+			wall[i] += bp_now() - t0;
 		}
-		imap_logout(&c);
-		login_ms[k] = (t1 - t0) * 1e3;
-		sel_ms[k] = (t2 - t1) * 1e3;
 		k++;
 	} while (ret == 0 && bp_now() < t_end && k < 100000);
-	meter_stop(s, &m, rs);
-	*rl = *rs;
-	qsort(sel_ms, (size_t)k, sizeof(double), cmp_double);
-	qsort(login_ms, (size_t)k, sizeof(double), cmp_double);
-	rs->value = sel_ms[(k - 1) / 2];
-	rl->value = login_ms[(k - 1) / 2];
-	rs->rounds = rl->rounds = k;
+	double all = bp_now() - t_start, self = bp_self_cpu() - self0;
+	for (int i = 0; i < ns; i++) {
+		double cpu = bp_tree_cpu(ss[i]->roots, ss[i]->nroots) - cpu0[i];
+		rs[i].srv = wall[i] > 0 ? cpu / wall[i] : 0;
+		rs[i].cli = all > 0 ? 100 * self / all : 0;
+		qsort(sel_ms[i], (size_t)k, sizeof(double), cmp_double);
+		qsort(login_ms[i], (size_t)k, sizeof(double), cmp_double);
+		rs[i].value = sel_ms[i][(k - 1) / 2];
+		rs[i].rounds = k;
+		rl[i] = rs[i];
+		rl[i].value = login_ms[i][(k - 1) / 2];
+	}
 	return ret;
 }
 
@@ -1751,11 +1776,11 @@ static const char *const row_unit[NROWS] = {"MB/s", "msgs/s", "ms",
 /* 1: higher is better (a rate); 0: lower is better (a time) */
 static const int row_rate[NROWS] = {1, 1, 0, 0, 0, 1, 1, 1, 1, 0};
 
-/* A row's figure: two decimals below 10 (a SELECT's 0.41 ms against
-   0.36 is not "0.4 against 0.4"), one above. */
+/* A row's figure: three decimals below 1 (a SELECT's 0.334 ms against
+   0.318 is not "0.33 against 0.32"), two below 10, one above. */
 static const char *fmt_value(double v, char *buf, size_t size)
 {
-	snprintf(buf, size, v < 10 ? "%.2f" : "%.1f", v);
+	snprintf(buf, size, v < 1 ? "%.3f" : v < 10 ? "%.2f" : "%.1f", v);
 	return buf;
 }
 
@@ -1808,7 +1833,7 @@ static void keep(struct result *r, const struct result *one, int ok)
 static int run_row(struct server *srv, enum row rw)
 {
 	enum kind k = srv->kind;
-	struct result one = {.ran = 1}, login = {.ran = 1};
+	struct result one = {.ran = 1};
 	static char why[16384];
 	uint64_t acked[MAX_CLIENTS];
 	int ret;
@@ -1828,11 +1853,6 @@ static int run_row(struct server *srv, enum row rw)
 		ret = row_fetch(srv, 1, "(FLAGS ENVELOPE)",
 				(uint32_t)K.env_msgs, 0, 2, &one, why,
 				sizeof(why));
-		break;
-	case R_SELECT:
-		/* LOGIN is measured with it */
-		ret = row_select(srv, (uint32_t)K.sel_msgs, &one, &login, why,
-				 sizeof(why));
 		break;
 	case R_COPY:
 		ret = row_copy(srv, (uint32_t)K.env_msgs, &one, why,
@@ -1865,12 +1885,43 @@ static int run_row(struct server *srv, enum row rw)
 	one.ok = ret == 0;
 	keep(&res[rw][k], &one, ret == 0);
 	print_row(k, rw, &one, why);
-	if (rw == R_SELECT) {
-		login.ok = ret == 0;
-		keep(&res[R_LOGIN][k], &login, ret == 0);
-		print_row(k, R_LOGIN, &login, why);
-	}
 	return ret == 0 ? 0 : 1;
+}
+
+/* The select row (and LOGIN, measured with it) on every running server
+   at once, their rounds interleaved: kept, printed.  The failures. */
+static int run_select(struct server *srv, const int *up)
+{
+	struct server *ss[NKINDS];
+	struct result one[NKINDS], login[NKINDS];
+	static char why[16384];
+	int ns = 0, bad = -1, fails = 0;
+
+	for (int k = 0; k < NKINDS; k++)
+		if (up[k])
+			ss[ns++] = &srv[k];
+	if (ns == 0)
+		return 0;
+	memset(one, 0, sizeof(one));
+	why[0] = '\0';
+	int ret = row_select(ss, ns, (uint32_t)K.sel_msgs, one, login, &bad,
+			     why, sizeof(why));
+	for (int i = 0; i < ns; i++) {
+		/* a failed round fails its server's row; the others' rows
+		   were cut short with it and are not kept either */
+		int ok = ret == 0;
+		enum kind k = ss[i]->kind;
+		one[i].ran = login[i].ran = 1;
+		one[i].ok = login[i].ok = ok;
+		keep(&res[R_SELECT][k], &one[i], ok);
+		keep(&res[R_LOGIN][k], &login[i], ok);
+		const char *w = ok ? ""
+			: i == bad ? why : "another server's round failed";
+		print_row(k, R_SELECT, &one[i], w);
+		print_row(k, R_LOGIN, &login[i], w);
+		fails += !ok;
+	}
+	return fails;
 }
 
 /* The medians for the table. */
@@ -1942,10 +1993,17 @@ static int run_all(void)
 	for (long pass = 0; pass < K.passes; pass++) {
 		if (K.passes > 1)
 			printf("-- pass %ld\n", pass + 1);
-		for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+		for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+			if (!K.rows[order[i]])
+				continue;
+			if (order[i] == R_SELECT) {
+				fails += run_select(srv, up);
+				continue;
+			}
 			for (int k = 0; k < NKINDS; k++)
-				if (up[k] && K.rows[order[i]])
+				if (up[k])
 					fails += run_row(&srv[k], order[i]);
+		}
 	}
 	for (int k = 0; k < NKINDS; k++)
 		if (K.run[k] && server_stop(&srv[k]) < 0)
