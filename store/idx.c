@@ -109,9 +109,11 @@ struct ms_idx_txn {
 	struct ms_buf copy; /* a copy of a value being changed */
 	struct kwv rec_kw, old_kw, new_kw;
 	/* range_walk: its cursor on the messages (at the one being
-	   changed) and one on the modseq index, so that a change of many
-	   messages does not search each from the root */
-	MDB_cursor *walk_msgs, *walk_modseq;
+	   changed) and two on the modseq index, one where the old entries
+	   go from and one where the new ones come (the mailbox's end), so
+	   that a change of many messages does not search each from the
+	   root: LMDB looks on a cursor's page first */
+	MDB_cursor *walk_msgs, *walk_modseq, *walk_modseq_put;
 };
 
 /* A user or mailbox loaded for change: the name is copied. */
@@ -1216,8 +1218,8 @@ static int modseq_put(struct ms_idx_txn *t, uint64_t mbox, uint64_t modseq,
 	uint8_t k[20];
 
 	modseq_key(k, mbox, modseq, uid);
-	if (t->walk_modseq != NULL)
-		return cur_put(t, t->walk_modseq, DB_MODSEQ, k, 20, &kind, 1,
+	if (t->walk_modseq_put != NULL)
+		return cur_put(t, t->walk_modseq_put, DB_MODSEQ, k, 20, &kind, 1,
 			       0);
 	return db_put(t, DB_MODSEQ, k, 20, &kind, 1);
 }
@@ -1759,11 +1761,14 @@ static int flags_change(struct ms_idx_txn *t, const struct ms_idx_msg *m,
 
 /*
  * Walk the present messages of mb in the ranges of ev (FLAGS or EXPUNGE):
- * fn(t, message) for each, re-seeking after every change.
+ * fn(t, message) for each: a search for the first of each range, then a
+ * step to the next message after a flag change, a search again after an
+ * expunge.
  */
 typedef int range_fn(struct ms_idx_txn *t, struct mbox_rec *mb,
 		     const struct ms_idx_msg *m, const struct ms_event *ev,
 		     uint64_t seq, struct user_rec *u);
+static range_fn flags_one;
 
 static int range_walk(struct ms_idx_txn *t, struct mbox_rec *mb,
 		      const struct ms_event *ev, uint64_t seq,
@@ -1772,7 +1777,7 @@ static int range_walk(struct ms_idx_txn *t, struct mbox_rec *mb,
 	const struct ms_event_ranges *rs = ev->type == MS_REC_FLAGS
 						   ? &ev->u.flags.ranges
 						   : &ev->u.expunge.ranges;
-	MDB_cursor *c = NULL, *cm = NULL;
+	MDB_cursor *c = NULL, *cm = NULL, *cp = NULL;
 	int ret = 0;
 
 	if ((ret = cursor_open(t, DB_MSGS, &c)) < 0)
@@ -1781,8 +1786,14 @@ static int range_walk(struct ms_idx_txn *t, struct mbox_rec *mb,
 		mdb_cursor_close(c);
 		return ret;
 	}
+	if ((ret = cursor_open(t, DB_MODSEQ, &cp)) < 0) {
+		mdb_cursor_close(cm);
+		mdb_cursor_close(c);
+		return ret;
+	}
 	t->walk_msgs = c;
 	t->walk_modseq = cm;
+	t->walk_modseq_put = cp;
 	for (uint32_t i = 0; i < rs->n && ret >= 0; i++) {
 		uint32_t lo, hi;
 		uint64_t next;
@@ -1791,6 +1802,7 @@ static int range_walk(struct ms_idx_txn *t, struct mbox_rec *mb,
 			ret = txn_fail(t, -EINVAL);
 			break;
 		}
+		int at_prev = 0;
 		for (next = lo; next <= hi;) {
 			uint8_t k[12];
 			MDB_val key = {.mv_size = 12, .mv_data = k}, raw, v;
@@ -1798,7 +1810,12 @@ static int range_walk(struct ms_idx_txn *t, struct mbox_rec *mb,
 
 			be64(k, mb->m.id);
 			be32(k + 8, (uint32_t)next);
-			int rc = mdb_cursor_get(c, &key, &raw, MDB_SET_RANGE);
+			/* a flag change leaves the cursor on the message it
+			   changed, the one before next: a step finds the
+			   same key as a search (an expunge moves it) */
+			int rc = mdb_cursor_get(c, &key, &raw,
+						at_prev ? MDB_NEXT
+							: MDB_SET_RANGE);
 			if (rc == MDB_NOTFOUND)
 				break;
 			if (rc != 0) {
@@ -1820,10 +1837,13 @@ static int range_walk(struct ms_idx_txn *t, struct mbox_rec *mb,
 			if ((ret = fn(t, mb, &m, ev, seq, u)) < 0)
 				break;
 			next = (uint64_t)m.uid + 1;
+			at_prev = fn == flags_one;
 		}
 	}
 	t->walk_msgs = NULL;
 	t->walk_modseq = NULL;
+	t->walk_modseq_put = NULL;
+	mdb_cursor_close(cp);
 	mdb_cursor_close(cm);
 	mdb_cursor_close(c);
 	return ret < 0 ? ret : 0;
@@ -3136,6 +3156,11 @@ static int iter_step_err(struct ms_idx_iter *it, MDB_val *k, MDB_val *v,
 	}
 	if (v != NULL && (ret = val_open(it->db, &key, &val, v, error_r)) < 0)
 		return ret;
+	/* the range's last uid: no step past it to find that out (a set
+	   of single uids takes one cursor move per uid, not two) */
+	if (it->kind == IT_MSGS && key.mv_size == 12 &&
+	    get_be32((const uint8_t *)key.mv_data + 8) == it->hi)
+		it->done = 1;
 	*k = key;
 	return 1;
 }

@@ -874,6 +874,135 @@ static void test_place_flags_expunge(void **state)
 	tx_free(&x);
 }
 
+/*
+ * Flag changes and expunges over many messages (LMDB pages of them), in
+ * two mailboxes side by side (a walk must stop at its mailbox's end),
+ * with holes (expunged uids) inside the ranges, by ranges and by lists
+ * of single uids, in each mode: every message's flags and modseq
+ * against a model, and the index's own check (each message's modseq
+ * entry, and no other) after each batch.  range_walk steps from a
+ * changed message to the next and searches only at a range's start.
+ */
+#define WALK_N 1500
+static void test_flags_walk(void **state)
+{
+	struct tx x;
+	uint8_t b[32];
+	static uint32_t mflags[2][WALK_N + 1];
+	static uint64_t mmod[2][WALK_N + 1];
+	static uint8_t gone[2][WALK_N + 1];
+	uint64_t modseq = 1;
+	uint32_t seed = 12345;
+	static const uint8_t modes[] = {MS_EVENT_MODE_ADD,
+					MS_EVENT_MODE_REMOVE,
+					MS_EVENT_MODE_REPLACE};
+
+	(void)state;
+	tx_init(&x, "idx-walk", 0);
+	ev_user(&x, 1, "alice");
+	ev_mbox(&x, 1, 10, 777, 0, "INBOX");
+	ev_mbox(&x, 1, 11, 778, 0, "Other");
+	ev_body(&x, 1, 100, b);
+	assert_int_equal(tx_apply(&x), 0);
+	for (uint32_t uid = 1; uid <= WALK_N; uid++) {
+		for (int mb = 0; mb < 2; mb++) {
+			ev_place(&x, 1, (uint64_t)(10 + mb), uid, modseq, 0, b,
+				 100, NULL);
+			mmod[mb][uid] = modseq;
+		}
+		modseq++;
+	}
+	assert_int_equal(tx_apply(&x), 0);
+	check_ok(x.idx);
+	for (int round = 0; round < 60; round++) {
+		int mb = round % 2;
+		uint64_t id = (uint64_t)(10 + mb);
+		seed = seed * 1103515245u + 12345u;
+		uint32_t lo = 1 + (seed >> 8) % WALK_N;
+		seed = seed * 1103515245u + 12345u;
+		uint32_t hi = lo + (seed >> 8) % 400;
+		if (hi > WALK_N + 5)
+			hi = WALK_N + 5; /* past the last uid too */
+		if (round % 7 == 3) {
+			/* holes: expunge every fifth uid of the range */
+			struct ms_event_range r[100];
+			uint32_t n = 0;
+			for (uint32_t u = lo; u <= hi && u <= WALK_N && n < 100;
+			     u += 5) {
+				r[n++] = (struct ms_event_range){u, u};
+				gone[mb][u] = 1;
+			}
+			if (n > 0) {
+				ev_expunge_ranges(&x, 1, id, modseq++, r, n);
+				assert_int_equal(tx_apply(&x), 0);
+			}
+			continue;
+		}
+		uint8_t mode = modes[round % 3];
+		uint32_t fl = (round & 4) ? SEEN | FLAGGED : SEEN;
+		struct ms_event ev = {.type = MS_REC_FLAGS};
+		struct ms_event_flags *f = &ev.u.flags;
+		struct ms_event_range r[400];
+		uint32_t n = 0;
+		if (round % 5 == 1) {
+			/* single uids: every other one */
+			for (uint32_t u = lo; u <= hi && n < 400; u += 2)
+				r[n++] = (struct ms_event_range){u, u};
+		} else {
+			r[n++] = (struct ms_event_range){lo, hi};
+		}
+		f->user_id = 1;
+		f->mbox_id = id;
+		f->modseq = modseq;
+		f->mode = mode;
+		f->flags = fl;
+		f->ranges = (struct ms_event_ranges){.n = n, .list = r};
+		tx_ev(&x, &ev);
+		for (uint32_t i = 0; i < n; i++) {
+			for (uint32_t u = r[i].lo; u <= r[i].hi && u <= WALK_N;
+			     u++) {
+				if (gone[mb][u])
+					continue;
+				uint32_t nf = mode == MS_EVENT_MODE_ADD
+						      ? mflags[mb][u] | fl
+					      : mode == MS_EVENT_MODE_REMOVE
+						      ? mflags[mb][u] & ~fl
+						      : fl;
+				if (nf != mflags[mb][u]) {
+					mflags[mb][u] = nf;
+					mmod[mb][u] = modseq;
+				}
+			}
+		}
+		modseq++;
+		assert_int_equal(tx_apply(&x), 0);
+		if (round % 10 == 9)
+			check_ok(x.idx);
+	}
+	check_ok(x.idx);
+	for (int mb = 0; mb < 2; mb++) {
+		struct ms_idx_rd *rd = NULL;
+		CHECK_RET(ms_idx_read_begin(x.idx, &rd), 0, "read");
+		for (uint32_t u = 1; u <= WALK_N; u++) {
+			struct ms_idx_msg m;
+			int ret = ms_idx_msg_get(rd, (uint64_t)(10 + mb), u, &m);
+			if (gone[mb][u]) {
+				CHECK_RET(ret, MS_ENOTFOUND, "uid %u", u);
+				continue;
+			}
+			CHECK_RET(ret, 0, "uid %u", u);
+			if (m.flags != mflags[mb][u] || m.modseq != mmod[mb][u])
+				fail_msg("mbox %d uid %u: flags 0x%x modseq %llu,"
+					 " want 0x%x %llu", 10 + mb, u, m.flags,
+					 (unsigned long long)m.modseq,
+					 mflags[mb][u],
+					 (unsigned long long)mmod[mb][u]);
+		}
+		ms_idx_read_end(&rd);
+	}
+	tx_free(&x);
+}
+
 static void test_change_feed(void **state)
 {
 	struct tx x;
@@ -2665,6 +2794,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_users_mailboxes),
 		cmocka_unit_test(test_place_flags_expunge),
+		cmocka_unit_test(test_flags_walk),
 		cmocka_unit_test(test_change_feed),
 		cmocka_unit_test(test_body_refcount),
 		cmocka_unit_test(test_mbox_update),
