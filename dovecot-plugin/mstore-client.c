@@ -255,8 +255,10 @@ void mstore_client_start(struct mstore_storage *storage)
 /* Read the reply to the HELLO sent ahead, if one is still due.  On any
    failure the connection is closed (the caller connects afresh and
    reports what that says), except a refusal by the store, which is
-   logged here and returned. */
-static int mstore_client_hello_finish(struct mstore_storage *storage)
+   logged here and returned.  Without wait, 1 when the reply is not in
+   yet (nothing else changed). */
+static int mstore_client_hello_read(struct mstore_storage *storage,
+				    bool wait)
 {
 	struct ms_proto_hdr h;
 	struct ms_reply rep;
@@ -268,8 +270,13 @@ static int mstore_client_hello_finish(struct mstore_storage *storage)
 	if (storage->hello_id == 0)
 		return 0;
 	do {
-		ret = ms_client_recv(storage->client, &h, &body, &len, &error);
+		ret = wait ? ms_client_recv(storage->client, &h, &body, &len,
+					    &error)
+			   : ms_client_recv_nowait(storage->client, &h, &body,
+						   &len, &error);
 	} while (ret == 0 && h.id != storage->hello_id && h.id != 0);
+	if (ret == -EAGAIN && !wait)
+		return 1;
 	storage->hello_id = 0;
 	i_zero(&rep);
 	if (ret == 0)
@@ -289,6 +296,11 @@ static int mstore_client_hello_finish(struct mstore_storage *storage)
 	}
 	mstore_hello_done(storage, &rep, TRUE);
 	return 0;
+}
+
+static int mstore_client_hello_finish(struct mstore_storage *storage)
+{
+	return mstore_client_hello_read(storage, TRUE);
 }
 
 /* The connection, up and said HELLO. */
@@ -456,7 +468,8 @@ bool mstore_chg_snapshot(struct mstore_storage *storage,
 	return TRUE;
 }
 
-bool mstore_chg_refresh(struct mstore_storage *storage)
+static bool mstore_chg_refresh_full(struct mstore_storage *storage,
+				    bool wait, bool *hello_late_r)
 {
 	const char *error;
 	int32_t status;
@@ -466,8 +479,13 @@ bool mstore_chg_refresh(struct mstore_storage *storage)
 		return FALSE;
 	uint64_t drains = ms_client_drains(storage->client);
 	bool hello_now = storage->hello_id != 0;
-	if (hello_now && mstore_client_hello_finish(storage) < 0) {
+	int hret = hello_now ? mstore_client_hello_read(storage, wait) : 0;
+	if (hret < 0) {
 		storage->hello_refused = TRUE; /* the next request says */
+		return FALSE;
+	}
+	if (hret == 1) {
+		*hello_late_r = TRUE;
 		return FALSE;
 	}
 	/* replies of others in flight would come first: not now */
@@ -491,6 +509,18 @@ bool mstore_chg_refresh(struct mstore_storage *storage)
 		return FALSE;
 	storage->chg_count = count;
 	return TRUE;
+}
+
+bool mstore_chg_refresh(struct mstore_storage *storage)
+{
+	return mstore_chg_refresh_full(storage, TRUE, NULL);
+}
+
+bool mstore_chg_refresh_nowait(struct mstore_storage *storage,
+			       bool *hello_late_r)
+{
+	*hello_late_r = FALSE;
+	return mstore_chg_refresh_full(storage, FALSE, hello_late_r);
 }
 
 bool mstore_chg_current(struct mstore_storage *storage,

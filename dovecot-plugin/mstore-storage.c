@@ -416,8 +416,17 @@ static int mstore_mailbox_open(struct mailbox *box)
 	if (mstore_mailbox_alloc_index(mbox) < 0)
 		return -1;
 	mbox->chg_refreshed = FALSE;
+	/* The user's change count says whether the store changed since
+	   the index was synced; it comes with the reply to the HELLO sent
+	   at login.  When that is not in yet (the first command of a
+	   session: mstored had the LOGIN reply's way to the client and
+	   back to answer), the index opens first and the sync below waits
+	   for it, rather than this open: mstored answers meanwhile. */
+	bool hello_late = FALSE;
 	if (!box->creating && (box->flags & MAILBOX_FLAG_SAVEONLY) == 0 &&
-	    !(mbox->chg_refreshed = mstore_chg_refresh(mbox->storage))) {
+	    !(mbox->chg_refreshed =
+		      mstore_chg_refresh_nowait(mbox->storage, &hello_late)) &&
+	    !hello_late) {
 		/* the sync below compares the index with this, which
 		   comes back while the index opens (mstore_sync_ask_first);
 		   with the user's change count known, the sync can tell

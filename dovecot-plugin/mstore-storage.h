@@ -328,6 +328,10 @@ void mstore_user_created(struct mail_user *user);
 bool mstore_chg_snapshot(struct mstore_storage *storage,
 			 struct mstore_chg *snap_r);
 bool mstore_chg_refresh(struct mstore_storage *storage);
+/* The same, but when the reply to the HELLO sent at login is not in yet,
+   FALSE with *hello_late_r set, at once. */
+bool mstore_chg_refresh_nowait(struct mstore_storage *storage,
+			       bool *hello_late_r);
 bool mstore_chg_current(struct mstore_storage *storage,
 			const struct mstore_chg *chg, uint64_t mbox_id);
 /* Whether the store refuses writes (a standby): asked once per

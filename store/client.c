@@ -347,9 +347,9 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 	return ret;
 }
 
-int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
-		   const uint8_t **body_r, size_t *len_r,
-		   const char **error_r)
+static int client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
+		       const uint8_t **body_r, size_t *len_r, int wait,
+		       const char **error_r)
 {
 	/* drop the frame handed out last time: passed over, not moved;
 	   what follows it moves to the front only when a read needs the
@@ -399,7 +399,7 @@ int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 			*error_r = "reply over the frame limit";
 			return ret;
 		}
-		if (c->await) {
+		if (c->await && wait) {
 			c->await = 0;
 			if ((ret = wait_readable(c, error_r)) < 0)
 				return ret;
@@ -408,6 +408,10 @@ int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 				 MSG_DONTWAIT);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			c->drains++;
+			if (!wait) {
+				*error_r = "no whole reply in yet";
+				return -EAGAIN;
+			}
 			if ((ret = wait_readable(c, error_r)) < 0)
 				return ret;
 			continue;
@@ -426,6 +430,20 @@ int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 		}
 		c->in.len += (size_t)n;
 	}
+}
+
+int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
+		   const uint8_t **body_r, size_t *len_r,
+		   const char **error_r)
+{
+	return client_recv(c, hdr_r, body_r, len_r, 1, error_r);
+}
+
+int ms_client_recv_nowait(struct ms_client *c, struct ms_proto_hdr *hdr_r,
+			  const uint8_t **body_r, size_t *len_r,
+			  const char **error_r)
+{
+	return client_recv(c, hdr_r, body_r, len_r, 0, error_r);
 }
 
 int ms_client_send_req(struct ms_client *c, const struct ms_req *q,

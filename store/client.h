@@ -36,6 +36,12 @@ int ms_client_send(struct ms_client *c, const void *buf, size_t len);
 int ms_client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 		   const uint8_t **body_r, size_t *len_r,
 		   const char **error_r);
+/* The same without waiting: the next whole frame the buffer holds, or
+   the socket holds now (one recv), else -EAGAIN with nothing lost (a
+   part of a frame stays in the buffer for the next recv). */
+int ms_client_recv_nowait(struct ms_client *c, struct ms_proto_hdr *hdr_r,
+			  const uint8_t **body_r, size_t *len_r,
+			  const char **error_r);
 /*
  * A watch: a request answered again and again (USER_WATCH, sent with
  * ms_client_send_req, its id given here) whose replies are taken out of

@@ -1376,6 +1376,47 @@ def test_select_asks_once_writes_nothing(stack):
     c.logout()
 
 
+def test_select_with_the_store_late_to_answer(stack):
+    """The first command of a session before mstored has answered the
+    HELLO sent at login: the mailbox's index opens first and its sync
+    waits for the answer (the open does not wait before it reads the
+    index); a delivery since the index was last synced is still in
+    EXISTS, and nothing is logged."""
+    import threading
+    stack.deliver("alice", "INBOX", MSG)
+    c = stack.imap()
+    assert c.select("INBOX")[1] == [b"1"]
+    c.logout()
+    stack.deliver("alice", "INBOX", MSG)
+    pid = stack.mstored_pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        c = stack.imap()  # Dovecot answers LOGIN; the HELLO waits
+        got = []
+
+        def run():
+            t = threading.Timer(0.5, os.kill, (pid, signal.SIGCONT))
+            t.start()
+            try:
+                t0 = time.time()
+                got.append(c.select("INBOX")[1])
+                got.append(time.time() - t0)
+            finally:
+                t.join()
+        lines = _traced(stack, run, calls="openat,poll")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert got[0] == [b"2"], got
+    assert got[1] >= 0.4, got  # it did wait for the store
+    opened = [i for i, l in enumerate(lines)
+              if re.search(r'INBOX/mstore-box/dovecot\.index"', l)]
+    waited = [i for i, l in enumerate(lines) if "poll(" in l]
+    assert opened and waited, lines
+    assert opened[0] < waited[0], lines
+    c.logout()
+    assert not stack.log_problems()
+
+
 def _index_positions(path):
     """dovecot.index as written: (log_file_seq, log_file_tail_offset) of
     its header and (log_seq, log_offset) of its modseq extension's."""

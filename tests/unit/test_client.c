@@ -431,6 +431,35 @@ static void test_reply_late_in_pieces(void **state)
 	assert_int_equal(finish(&c, pid), 0);
 }
 
+/* recv without waiting: nothing there yet, then a part of the frame
+   (kept, not lost), then the whole frame, each answered at once. */
+static void test_recv_nowait(void **state)
+{
+	(void)state;
+	pid_t pid;
+	struct ms_client *c = start(LATE_IN_PIECES, 5000, &pid);
+	struct ms_proto_hdr h;
+	const uint8_t *body = NULL;
+	size_t len = 0;
+	const char *error = "";
+
+	send_ping(c);
+	uint64_t t0 = now_ms();
+	assert_int_equal(ms_client_recv_nowait(c, &h, &body, &len, &error),
+			 -EAGAIN);
+	assert_true(now_ms() - t0 < 50);
+	sleep_ms(125); /* the first 5 bytes are in */
+	assert_int_equal(ms_client_recv_nowait(c, &h, &body, &len, &error),
+			 -EAGAIN);
+	sleep_ms(100); /* and the rest */
+	assert_int_equal(ms_client_recv_nowait(c, &h, &body, &len, &error),
+			 0);
+	assert_int_equal(h.id, 7);
+	assert_int_equal(len, sizeof(rep_body));
+	assert_memory_equal(body, rep_body, sizeof(rep_body));
+	assert_int_equal(finish(&c, pid), 0);
+}
+
 static void test_two_frames_one_read(void **state)
 {
 	(void)state;
@@ -664,6 +693,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_reply_late_in_pieces),
+		cmocka_unit_test(test_recv_nowait),
 		cmocka_unit_test(test_two_frames_one_read),
 		cmocka_unit_test(test_train_of_frames),
 		cmocka_unit_test(test_wait_not_woken_by_reads),
