@@ -188,7 +188,8 @@ def pop3_run(stack, user):
             except poplib.error_proto as e:
                 out.append((cmd, ("ERR", str(e))))
     # UIDLs are %08Xu%08Xv: the UIDVALIDITY half differs
-    return [(c, re.sub(rb"([0-9A-F]{8})[0-9A-F]{8}", rb"\1V", repr(r).encode()))
+    return [(c, re.sub(rb"([0-9a-fA-F]{8})[0-9a-fA-F]{8}", rb"\1V",
+                       repr(r).encode()))
             for c, r in out]
 
 
