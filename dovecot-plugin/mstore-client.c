@@ -26,6 +26,7 @@
  */
 #include "lib.h"
 #include "buffer.h"
+#include "ioloop.h"
 #include "array.h"
 #include "mail-storage-private.h"
 #include "mail-user.h"
@@ -430,6 +431,9 @@ static void mstore_prefetch_forget(struct mstore_storage *storage)
 
 void mstore_client_disconnect(struct mstore_storage *storage)
 {
+	/* a NOTIFY watch of the connection goes first (its timer puts it
+	   back on the next connection) */
+	io_remove(&storage->notify_io);
 	/* the replies in flight are lost with the connection */
 	mstore_prefetch_forget(storage);
 	ms_client_close(&storage->client);

@@ -205,6 +205,9 @@ static void mstore_storage_destroy(struct mail_storage *_storage)
 	struct mstore_storage *storage = MSTORE_STORAGE(_storage);
 
 	mstore_client_disconnect(storage);
+	/* a NOTIFY watch of its list: that list no longer names it */
+	if (storage->notify_owner != NULL)
+		*storage->notify_owner = NULL;
 	pool_unref(&storage->snap_pool);
 	if (hash_table_is_created(storage->list_checked))
 		hash_table_destroy(&storage->list_checked);
@@ -1484,6 +1487,17 @@ static void mstore_reconcile(struct mail_namespace *ns)
 
 struct mstore_list {
 	union mailbox_list_module_context module_ctx;
+	/* NOTIFY (mstore_list_notify_wait): the storage whose connection
+	   is watched (its notify_io; NULL when none, or once the storage
+	   went), the timer that looks after the watch, and the store's
+	   folders as last seen (sorted by name) */
+	struct mstore_storage *notify_storage;
+	struct timeout *notify_to;
+	pool_t notify_pool;
+	ARRAY_TYPE(mstore_store_mbox) notify_seen;
+	uint64_t notify_count;
+	unsigned int notify_retry_msecs;
+	bool notify_waiting;
 };
 
 static MODULE_CONTEXT_DEFINE_INIT(mstore_list_module,
@@ -1510,9 +1524,248 @@ mstore_list_iter_init(struct mailbox_list *list, const char *const *patterns,
 	return mlist->module_ctx.super.iter_init(list, patterns, flags);
 }
 
+/* ---- NOTIFY (RFC 5465) for folders not selected ----
+
+   Dovecot's NOTIFY (the list index's notify_wait) watches the list
+   index's log and INBOX's index log, which only a sync of a folder in
+   some session writes: a delivery by mstore-lmtpd, or a change made on
+   another host, touches neither.  While Dovecot waits, the storage's
+   store connection is watched too; when the user's change count (the
+   USER_WATCH's replies) moves, one MBOX_LIST says which folders'
+   HIGHESTMODSEQ (or mailbox id) moved since the last look, and each of
+   those is synced here: that writes its index and its list index
+   record, and Dovecot's own watch announces it as for a change made
+   by another session.  The io belongs to the storage, which removes it
+   before its connection closes, for whatever reason
+   (mstore_client_disconnect); a timer here puts it back. */
+
+/* a failed look or watch is tried again after 1 s, doubling to 10 s; a
+   watch that is up is looked after every 10 s */
+#define MSTORE_NOTIFY_RETRY_MSECS 1000
+#define MSTORE_NOTIFY_CHECK_MSECS 10000
+
+static int mstore_store_mboxes(struct mail_namespace *ns, pool_t pool,
+			       ARRAY_TYPE(mstore_store_mbox) *boxes);
+static void mstore_notify_input(struct mailbox_list *list);
+static void mstore_notify_watch(struct mailbox_list *list);
+
+/* The store's folders now, sorted, into mlist->notify_seen; with sync,
+   each folder whose HIGHESTMODSEQ or id differs from the last look's is
+   synced.  -1 if the store could not say (logged). */
+static int mstore_notify_look(struct mailbox_list *list, bool sync)
+{
+	struct mstore_list *mlist = MSTORE_LIST_CONTEXT(list);
+	struct mail_namespace *ns = list->ns;
+	pool_t pool = pool_alloconly_create("mstore notify", 1024);
+	ARRAY_TYPE(mstore_store_mbox) now;
+	const struct mstore_store_mbox *b, *old;
+
+	p_array_init(&now, pool, 16);
+	if (mstore_store_mboxes(ns, pool, &now) < 0) {
+		pool_unref(&pool);
+		return -1;
+	}
+	array_sort(&now, mstore_store_mbox_cmp);
+	array_foreach(&now, b) {
+		if (!sync)
+			break;
+		old = array_bsearch(&mlist->notify_seen, b,
+				    mstore_store_mbox_cmp);
+		if (old != NULL && old->highestmodseq == b->highestmodseq &&
+		    old->mbox_id == b->mbox_id)
+			continue;
+		T_BEGIN {
+			struct mailbox *box = mailbox_alloc(
+				list, mstore_store_to_vname(ns, b->name), 0);
+			/* errors are the storage's, logged there; the
+			   session's own commands report them */
+			(void)mailbox_sync(box, 0);
+			mailbox_free(&box);
+		} T_END;
+	}
+	pool_unref(&mlist->notify_pool);
+	mlist->notify_pool = pool;
+	mlist->notify_seen = now;
+	return 0;
+}
+
+static void mstore_notify_unwatch(struct mstore_list *mlist)
+{
+	timeout_remove(&mlist->notify_to);
+	if (mlist->notify_storage != NULL) {
+		io_remove(&mlist->notify_storage->notify_io);
+		mlist->notify_storage->notify_owner = NULL;
+		mlist->notify_storage = NULL;
+	}
+}
+
+static void mstore_notify_retry(struct mailbox_list *list)
+{
+	struct mstore_list *mlist = MSTORE_LIST_CONTEXT(list);
+
+	mstore_notify_unwatch(mlist);
+	if (mlist->notify_retry_msecs == 0)
+		mlist->notify_retry_msecs = MSTORE_NOTIFY_RETRY_MSECS;
+	mlist->notify_to = timeout_add(mlist->notify_retry_msecs,
+				       mstore_notify_watch, list);
+	mlist->notify_retry_msecs *= 2;
+	if (mlist->notify_retry_msecs > MSTORE_NOTIFY_CHECK_MSECS)
+		mlist->notify_retry_msecs = MSTORE_NOTIFY_CHECK_MSECS;
+}
+
+/* The watch is up: its io still there (the storage's connection did not
+   close meanwhile), or up again. */
+static void mstore_notify_check(struct mailbox_list *list)
+{
+	struct mstore_list *mlist = MSTORE_LIST_CONTEXT(list);
+
+	if (mlist->notify_storage == NULL ||
+	    mlist->notify_storage->notify_io == NULL)
+		mstore_notify_watch(list);
+}
+
+/* Watch the store connection (after a look at the store's folders when
+   none was taken, or the connection went: the look's request connects
+   again, and the user's watch comes with the connection). */
+static void mstore_notify_watch(struct mailbox_list *list)
+{
+	struct mstore_list *mlist = MSTORE_LIST_CONTEXT(list);
+	struct mstore_storage *storage = MSTORE_STORAGE(list->ns->storage);
+	int32_t status;
+	uint64_t count;
+	const char *error;
+
+	mstore_notify_unwatch(mlist);
+	if (!mlist->notify_waiting)
+		return;
+	bool seen = array_is_created(&mlist->notify_seen);
+	bool looked = !seen || storage->client == NULL;
+	if (looked && mstore_notify_look(list, seen) < 0) {
+		mstore_notify_retry(list);
+		return;
+	}
+	/* a store without the user's change count (before protocol
+	   version 6) has nothing to watch: Dovecot's own watch stays */
+	if (storage->client != NULL && !storage->chg_known)
+		return;
+	if (storage->client == NULL ||
+	    ms_client_watch_poll(storage->client, 1, &status, &count,
+				 &error) != 1 || status != 0) {
+		/* replies to something else first (a read-ahead), or
+		   the watch's first reply not in: a moment later */
+		mstore_notify_retry(list);
+		return;
+	}
+	/* the count moved while nothing watched (a pause, a retry): what
+	   changed meanwhile is looked for now */
+	if (!looked && count != mlist->notify_count &&
+	    mstore_notify_look(list, TRUE) < 0) {
+		mstore_notify_retry(list);
+		return;
+	}
+	mlist->notify_retry_msecs = 0;
+	mlist->notify_count = count;
+	mlist->notify_storage = storage;
+	storage->notify_owner = &mlist->notify_storage;
+	storage->notify_io = io_add(ms_client_fd(storage->client), IO_READ,
+				    mstore_notify_input, list);
+	mlist->notify_to = timeout_add(MSTORE_NOTIFY_CHECK_MSECS,
+				       mstore_notify_check, list);
+}
+
+static void mstore_notify_input(struct mailbox_list *list)
+{
+	struct mstore_list *mlist = MSTORE_LIST_CONTEXT(list);
+	struct mstore_storage *storage = mlist->notify_storage;
+	int32_t status;
+	uint64_t count;
+	const char *error;
+
+	i_assert(storage != NULL && storage->client != NULL);
+	int ret = ms_client_watch_poll(storage->client, 1, &status, &count,
+				       &error);
+	if (ret != 1 || status != 0) {
+		/* the connection went, or something else's reply is there
+		   unread (the next request reads it): the look after a
+		   pause connects again or finds the socket read */
+		mstore_notify_unwatch(mlist); /* before its fd closes */
+		if (ret < 0 && ret != -EBUSY)
+			mstore_client_disconnect(storage);
+		mstore_notify_retry(list);
+		return;
+	}
+	if (count == mlist->notify_count)
+		return;
+	mlist->notify_count = count;
+	/* the look's request and the syncs use the connection: its io
+	   comes back afterwards */
+	mstore_notify_unwatch(mlist);
+	if (mstore_notify_look(list, TRUE) < 0) {
+		mstore_notify_retry(list);
+		return;
+	}
+	mstore_notify_watch(list);
+}
+
+/* The user's own folders in mstore: the session's store connection
+   watches that user (a shared or public namespace's storage speaks as
+   another, and connects only when asked). */
+static bool mstore_list_notifies(struct mailbox_list *list)
+{
+	struct mail_namespace *ns = list->ns;
+
+	return ns != NULL && ns->storage != NULL && ns->alias_for == NULL &&
+	       ns->type == MAIL_NAMESPACE_TYPE_PRIVATE &&
+	       strcmp(ns->storage->name, MSTORE_STORAGE_NAME) == 0;
+}
+
+static void mstore_list_notify_wait(struct mailbox_list_notify *notify,
+				    void (*callback)(void *context),
+				    void *context)
+{
+	struct mailbox_list *list = notify->list;
+	struct mstore_list *mlist = MSTORE_LIST_CONTEXT(list);
+
+	mlist->module_ctx.super.notify_wait(notify, callback, context);
+	if (!mstore_list_notifies(list))
+		return;
+	if (callback == NULL) {
+		mlist->notify_waiting = FALSE;
+		mstore_notify_unwatch(mlist);
+		return;
+	}
+	if (mlist->notify_waiting)
+		return;
+	mlist->notify_waiting = TRUE;
+	mstore_notify_watch(list);
+}
+
+static void mstore_list_notify_deinit(struct mailbox_list_notify *notify)
+{
+	struct mailbox_list *list = notify->list;
+	struct mstore_list *mlist = MSTORE_LIST_CONTEXT(list);
+
+	mlist->notify_waiting = FALSE;
+	mstore_notify_unwatch(mlist);
+	pool_unref(&mlist->notify_pool);
+	i_zero(&mlist->notify_seen);
+	mlist->module_ctx.super.notify_deinit(notify);
+}
+
+static void mstore_list_deinit(struct mailbox_list *list)
+{
+	struct mstore_list *mlist = MSTORE_LIST_CONTEXT(list);
+
+	mstore_notify_unwatch(mlist);
+	pool_unref(&mlist->notify_pool);
+	mlist->module_ctx.super.deinit(list);
+}
+
 /* Plugin hooks run before Dovecot's own (the list index's), and the first
    to wrap a vtable is the outermost: a listing comes here first, and the
-   list index's refresh, below, never does. */
+   list index's refresh, below, never does.  The list index's notify
+   functions are set into super after this, so notify_wait below calls
+   them. */
 static void mstore_mailbox_list_created(struct mailbox_list *list)
 {
 	struct mailbox_list_vfuncs *v = list->vlast;
@@ -1522,6 +1775,9 @@ static void mstore_mailbox_list_created(struct mailbox_list *list)
 	mlist->module_ctx.super = *v;
 	list->vlast = &mlist->module_ctx.super;
 	v->iter_init = mstore_list_iter_init;
+	v->notify_wait = mstore_list_notify_wait;
+	v->notify_deinit = mstore_list_notify_deinit;
+	v->deinit = mstore_list_deinit;
 	MODULE_CONTEXT_SET(list, mstore_list_module, mlist);
 }
 

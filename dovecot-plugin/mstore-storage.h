@@ -95,6 +95,11 @@ ARRAY_DEFINE_TYPE(mstore_store_mbox, struct mstore_store_mbox);
 
 struct mstore_storage {
 	struct mail_storage storage;
+	/* NOTIFY: the io on client that the list's watch added
+	   (mstore_list_notify_wait), removed before client closes, and the
+	   list's pointer to this storage, cleared when this goes */
+	struct io *notify_io;
+	struct mstore_storage **notify_owner;
 	const char *socket_path;
 	/* the store's user whose mail this storage holds: the namespace's
 	   owner (the logged-in user, or another user for a shared
