@@ -147,3 +147,33 @@ def test_notify_across_a_store_restart(stack):
     s.close()
     problems = [l for l in stack.log_problems() if "mstore" not in l]
     assert not problems, problems
+
+
+def test_notify_during_idle(stack):
+    """A session in IDLE with NOTIFY set is told of a delivery into
+    another folder (STATUS) and of one into the selected folder
+    (EXISTS), both made at the store."""
+    c = stack.imap()
+    ok(c.create("Other"))
+    c.logout()
+    s = Session(stack.imap_port, "alice")
+    s.cmd("SELECT INBOX")
+    s.cmd("NOTIFY SET STATUS (selected (MessageNew MessageExpunge)) "
+          "(personal (MessageNew MessageExpunge))")
+    s.until(rb"^\* STATUS \"?INBOX", 1.5)
+    s.n += 1
+    tag = b"t%d" % s.n
+    s.s.sendall(tag + b" IDLE\r\n")
+    line, lines = s.until(rb"^\+ ", 10)
+    assert line is not None, lines
+    stack.deliver("alice", "Other", MSG)
+    line, lines = s.until(rb"^\* STATUS \"?Other\"? ", 10)
+    assert line is not None, lines
+    stack.deliver("alice", "INBOX", MSG)
+    line, lines = s.until(rb"^\* 1 EXISTS", 10)
+    assert line is not None, lines
+    s.s.sendall(b"DONE\r\n")
+    line, lines = s.until(tag + rb" OK", 10)
+    assert line is not None, lines
+    s.close()
+    assert not stack.log_problems()
