@@ -79,6 +79,20 @@ def _status(line):
                 re.findall(rb"([A-Z]+) (\d+)", line))
 
 
+def _notifying(stack, spec):
+    """A folder Other next to INBOX, and a session that selected INBOX
+    and said NOTIFY SET STATUS spec; Dovecot's first look (a STATUS of
+    INBOX after the SET) has gone by."""
+    c = stack.imap()
+    ok(c.create("Other"))
+    c.logout()
+    s = Session(stack.imap_port, "alice")
+    s.cmd("SELECT INBOX")
+    s.cmd("NOTIFY SET STATUS " + spec)
+    s.until(rb"^\* STATUS \"?INBOX", 1.5)
+    return s
+
+
 def test_notify_store_changes_of_other_folders(stack):
     """A session that selected INBOX and asked NOTIFY SET for its
     personal folders gets a STATUS of Other for each delivery into it
@@ -86,16 +100,9 @@ def test_notify_store_changes_of_other_folders(stack):
     within a few seconds (Dovecot bundles a change for 0.5 s); none
     after NOTIFY NONE."""
     import msproto
-    c = stack.imap()
-    ok(c.create("Other"))
-    c.logout()
-    s = Session(stack.imap_port, "alice")
-    s.cmd("SELECT INBOX")
-    s.cmd("NOTIFY SET STATUS (selected (MessageNew MessageExpunge "
-          "FlagChange)) (personal (MessageNew MessageExpunge "
-          "FlagChange))")
-    # Dovecot's first look (a STATUS of INBOX after the SET) goes by
-    s.until(rb"^\* STATUS \"?INBOX", 1.5)
+    s = _notifying(stack, "(selected (MessageNew MessageExpunge "
+                          "FlagChange)) (personal (MessageNew "
+                          "MessageExpunge FlagChange))")
     waited = []
     for n in (1, 2):
         t0 = time.time()
@@ -128,13 +135,7 @@ def test_notify_across_a_store_restart(stack):
     connects again (after 1 s, then 2, 4 ... at most 10 s apart), and a
     delivery after the restart is announced."""
     stack.allow_errors = True   # the store unreachable for a moment
-    c = stack.imap()
-    ok(c.create("Other"))
-    c.logout()
-    s = Session(stack.imap_port, "alice")
-    s.cmd("SELECT INBOX")
-    s.cmd("NOTIFY SET STATUS (personal (MessageNew MessageExpunge))")
-    s.until(rb"^\* STATUS \"?INBOX", 1.5)
+    s = _notifying(stack, "(personal (MessageNew MessageExpunge))")
     stack.kill_mstored()
     stack.start_mstored()
     stack.deliver("alice", "Other", MSG)
@@ -153,14 +154,8 @@ def test_notify_during_idle(stack):
     """A session in IDLE with NOTIFY set is told of a delivery into
     another folder (STATUS) and of one into the selected folder
     (EXISTS), both made at the store."""
-    c = stack.imap()
-    ok(c.create("Other"))
-    c.logout()
-    s = Session(stack.imap_port, "alice")
-    s.cmd("SELECT INBOX")
-    s.cmd("NOTIFY SET STATUS (selected (MessageNew MessageExpunge)) "
-          "(personal (MessageNew MessageExpunge))")
-    s.until(rb"^\* STATUS \"?INBOX", 1.5)
+    s = _notifying(stack, "(selected (MessageNew MessageExpunge)) "
+                          "(personal (MessageNew MessageExpunge))")
     s.n += 1
     tag = b"t%d" % s.n
     s.s.sendall(tag + b" IDLE\r\n")
