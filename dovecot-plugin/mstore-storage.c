@@ -1546,43 +1546,50 @@ mstore_list_iter_init(struct mailbox_list *list, const char *const *patterns,
 
 static int mstore_store_mboxes(struct mail_namespace *ns, pool_t pool,
 			       ARRAY_TYPE(mstore_store_mbox) *boxes);
-static void mstore_notify_input(struct mailbox_list *list);
 static void mstore_notify_watch(struct mailbox_list *list);
 
-/* The store's folders now, sorted, into mlist->notify_seen; with sync,
-   each folder whose HIGHESTMODSEQ or id differs from the last look's is
-   synced.  -1 if the store could not say (logged). */
-static int mstore_notify_look(struct mailbox_list *list, bool sync)
+/* Sync each folder of now (the store's, sorted) whose HIGHESTMODSEQ or
+   id differs from the last look's, or that it did not list. */
+static void mstore_notify_sync_moved(struct mailbox_list *list,
+				     const ARRAY_TYPE(mstore_store_mbox) *now)
 {
 	struct mstore_list *mlist = MSTORE_LIST_CONTEXT(list);
-	struct mail_namespace *ns = list->ns;
-	pool_t pool = pool_alloconly_create("mstore notify", 1024);
-	ARRAY_TYPE(mstore_store_mbox) now;
 	const struct mstore_store_mbox *b, *old;
 
-	p_array_init(&now, pool, 16);
-	if (mstore_store_mboxes(ns, pool, &now) < 0) {
-		pool_unref(&pool);
-		return -1;
-	}
-	array_sort(&now, mstore_store_mbox_cmp);
-	array_foreach(&now, b) {
-		if (!sync)
-			break;
+	array_foreach(now, b) {
 		old = array_bsearch(&mlist->notify_seen, b,
 				    mstore_store_mbox_cmp);
 		if (old != NULL && old->highestmodseq == b->highestmodseq &&
 		    old->mbox_id == b->mbox_id)
 			continue;
 		T_BEGIN {
-			struct mailbox *box = mailbox_alloc(
-				list, mstore_store_to_vname(ns, b->name), 0);
+			struct mailbox *box = mailbox_alloc(list,
+				mstore_store_to_vname(list->ns, b->name), 0);
 			/* errors are the storage's, logged there; the
 			   session's own commands report them */
 			(void)mailbox_sync(box, 0);
 			mailbox_free(&box);
 		} T_END;
 	}
+}
+
+/* The store's folders now, sorted, into mlist->notify_seen; with sync,
+   the folders that moved since the last look are synced first.  -1 if
+   the store could not say (logged). */
+static int mstore_notify_look(struct mailbox_list *list, bool sync)
+{
+	struct mstore_list *mlist = MSTORE_LIST_CONTEXT(list);
+	pool_t pool = pool_alloconly_create("mstore notify", 1024);
+	ARRAY_TYPE(mstore_store_mbox) now;
+
+	p_array_init(&now, pool, 16);
+	if (mstore_store_mboxes(list->ns, pool, &now) < 0) {
+		pool_unref(&pool);
+		return -1;
+	}
+	array_sort(&now, mstore_store_mbox_cmp);
+	if (sync)
+		mstore_notify_sync_moved(list, &now);
 	pool_unref(&mlist->notify_pool);
 	mlist->notify_pool = pool;
 	mlist->notify_seen = now;
@@ -1624,9 +1631,12 @@ static void mstore_notify_check(struct mailbox_list *list)
 		mstore_notify_watch(list);
 }
 
-/* Watch the store connection (after a look at the store's folders when
-   none was taken, or the connection went: the look's request connects
-   again, and the user's watch comes with the connection). */
+/* Watch the store connection, and look at the store's folders when
+   there is reason to: none taken yet, the connection gone (the look's
+   request connects again, and the user's watch comes with the
+   connection), or the user's change count moved since the last look.
+   Also the io's callback: it reads the watch's replies and looks again
+   when the count moved, then watches on. */
 static void mstore_notify_watch(struct mailbox_list *list)
 {
 	struct mstore_list *mlist = MSTORE_LIST_CONTEXT(list);
@@ -1635,6 +1645,8 @@ static void mstore_notify_watch(struct mailbox_list *list)
 	uint64_t count;
 	const char *error;
 
+	/* the look's request and the syncs use the connection: the io is
+	   off meanwhile, and before the connection may close */
 	mstore_notify_unwatch(mlist);
 	if (!mlist->notify_waiting)
 		return;
@@ -1644,20 +1656,28 @@ static void mstore_notify_watch(struct mailbox_list *list)
 		mstore_notify_retry(list);
 		return;
 	}
-	/* a store without the user's change count (before protocol
-	   version 6) has nothing to watch: Dovecot's own watch stays */
-	if (storage->client != NULL && !storage->chg_known)
-		return;
-	if (storage->client == NULL ||
-	    ms_client_watch_poll(storage->client, 1, &status, &count,
-				 &error) != 1 || status != 0) {
-		/* replies to something else first (a read-ahead), or
-		   the watch's first reply not in: a moment later */
+	/* the look's syncs lost the connection: a moment later */
+	if (storage->client == NULL) {
 		mstore_notify_retry(list);
 		return;
 	}
-	/* the count moved while nothing watched (a pause, a retry): what
-	   changed meanwhile is looked for now */
+	/* a store without the user's change count (before protocol
+	   version 6) has nothing to watch: Dovecot's own watch stays */
+	if (!storage->chg_known)
+		return;
+	int ret = ms_client_watch_poll(storage->client, 1, &status, &count,
+				       &error);
+	if (ret != 1 || status != 0) {
+		/* the connection went, or the watch ended with an error:
+		   the next look connects afresh; or something else's reply
+		   is unread (-EBUSY: a read-ahead, which the next request
+		   reads) or the watch's first reply is not in yet (0): a
+		   moment later */
+		if ((ret < 0 && ret != -EBUSY) || (ret == 1 && status != 0))
+			mstore_client_disconnect(storage);
+		mstore_notify_retry(list);
+		return;
+	}
 	if (!looked && count != mlist->notify_count &&
 	    mstore_notify_look(list, TRUE) < 0) {
 		mstore_notify_retry(list);
@@ -1668,43 +1688,9 @@ static void mstore_notify_watch(struct mailbox_list *list)
 	mlist->notify_storage = storage;
 	storage->notify_owner = &mlist->notify_storage;
 	storage->notify_io = io_add(ms_client_fd(storage->client), IO_READ,
-				    mstore_notify_input, list);
+				    mstore_notify_watch, list);
 	mlist->notify_to = timeout_add(MSTORE_NOTIFY_CHECK_MSECS,
 				       mstore_notify_check, list);
-}
-
-static void mstore_notify_input(struct mailbox_list *list)
-{
-	struct mstore_list *mlist = MSTORE_LIST_CONTEXT(list);
-	struct mstore_storage *storage = mlist->notify_storage;
-	int32_t status;
-	uint64_t count;
-	const char *error;
-
-	i_assert(storage != NULL && storage->client != NULL);
-	int ret = ms_client_watch_poll(storage->client, 1, &status, &count,
-				       &error);
-	if (ret != 1 || status != 0) {
-		/* the connection went, or something else's reply is there
-		   unread (the next request reads it): the look after a
-		   pause connects again or finds the socket read */
-		mstore_notify_unwatch(mlist); /* before its fd closes */
-		if (ret < 0 && ret != -EBUSY)
-			mstore_client_disconnect(storage);
-		mstore_notify_retry(list);
-		return;
-	}
-	if (count == mlist->notify_count)
-		return;
-	mlist->notify_count = count;
-	/* the look's request and the syncs use the connection: its io
-	   comes back afterwards */
-	mstore_notify_unwatch(mlist);
-	if (mstore_notify_look(list, TRUE) < 0) {
-		mstore_notify_retry(list);
-		return;
-	}
-	mstore_notify_watch(list);
 }
 
 /* The user's own folders in mstore: the session's store connection
