@@ -1761,18 +1761,19 @@ static int flags_change(struct ms_idx_txn *t, const struct ms_idx_msg *m,
 
 /*
  * Walk the present messages of mb in the ranges of ev (FLAGS or EXPUNGE):
- * fn(t, message) for each: a search for the first of each range, then a
- * step to the next message after a flag change, a search again after an
- * expunge.
+ * fn(t, message) for each.  The first of each range is searched for;
+ * with fn_stays (fn leaves the cursor on the message: a flag change) the
+ * next is a step away; else (an expunge deletes the message under the
+ * cursor) it is searched for again, not taken from where LMDB leaves a
+ * cursor after a delete.
  */
 typedef int range_fn(struct ms_idx_txn *t, struct mbox_rec *mb,
 		     const struct ms_idx_msg *m, const struct ms_event *ev,
 		     uint64_t seq, struct user_rec *u);
-static range_fn flags_one;
 
 static int range_walk(struct ms_idx_txn *t, struct mbox_rec *mb,
 		      const struct ms_event *ev, uint64_t seq,
-		      struct user_rec *u, range_fn *fn)
+		      struct user_rec *u, range_fn *fn, int fn_stays)
 {
 	const struct ms_event_ranges *rs = ev->type == MS_REC_FLAGS
 						   ? &ev->u.flags.ranges
@@ -1810,9 +1811,8 @@ static int range_walk(struct ms_idx_txn *t, struct mbox_rec *mb,
 
 			be64(k, mb->m.id);
 			be32(k + 8, (uint32_t)next);
-			/* a flag change leaves the cursor on the message it
-			   changed, the one before next: a step finds the
-			   same key as a search (an expunge moves it) */
+			/* the cursor on the message before next: a step
+			   finds the same key as a search */
 			int rc = mdb_cursor_get(c, &key, &raw,
 						at_prev ? MDB_NEXT
 							: MDB_SET_RANGE);
@@ -1837,7 +1837,7 @@ static int range_walk(struct ms_idx_txn *t, struct mbox_rec *mb,
 			if ((ret = fn(t, mb, &m, ev, seq, u)) < 0)
 				break;
 			next = (uint64_t)m.uid + 1;
-			at_prev = fn == flags_one;
+			at_prev = fn_stays;
 		}
 	}
 	t->walk_msgs = NULL;
@@ -1899,7 +1899,7 @@ static int apply_flags(struct ms_idx_txn *t, uint64_t seq,
 		return ret;
 	if (kwv_from_event(&t->rec_kw, ev) < 0)
 		return anomaly(t, "bad keyword list");
-	if ((ret = range_walk(t, &mb, ev, seq, NULL, flags_one)) < 0)
+	if ((ret = range_walk(t, &mb, ev, seq, NULL, flags_one, 1)) < 0)
 		return ret;
 	if (e->modseq > mb.m.highestmodseq)
 		mb.m.highestmodseq = e->modseq;
@@ -1977,7 +1977,7 @@ static int apply_expunge(struct ms_idx_txn *t, uint64_t seq,
 						     "owner missing", &t->err))
 			       : ret;
 	uint64_t before = mb.m.messages, want = 0;
-	if ((ret = range_walk(t, &mb, ev, seq, &u, expunge_one)) < 0)
+	if ((ret = range_walk(t, &mb, ev, seq, &u, expunge_one, 0)) < 0)
 		return ret;
 	/* the writer names present uids only: any it did not find here
 	   were purged, and their PLACE compacted away (idx.h) */
