@@ -544,6 +544,15 @@ static void want_msg(struct tx *x, uint64_t mbox, uint32_t uid, uint32_t flags,
 /* ---- tests ------------------------------------------------------------------
  */
 
+/* User 1 "alice" with INBOX (mailbox 10, UIDVALIDITY 1) and a second
+   mailbox (11, UIDVALIDITY 2) of that name. */
+static void alice_two_mboxes(struct tx *x, const char *second)
+{
+	ev_user(x, 1, "alice");
+	ev_mbox(x, 1, 10, 1, 0, "INBOX");
+	ev_mbox(x, 1, 11, 2, 0, second);
+}
+
 static void test_users_mailboxes(void **state)
 {
 	struct tx x;
@@ -899,9 +908,7 @@ static void test_flags_walk(void **state)
 
 	(void)state;
 	tx_init(&x, "idx-walk", 0);
-	ev_user(&x, 1, "alice");
-	ev_mbox(&x, 1, 10, 777, 0, "INBOX");
-	ev_mbox(&x, 1, 11, 778, 0, "Other");
+	alice_two_mboxes(&x, "Other");
 	ev_body(&x, 1, 100, b);
 	assert_int_equal(tx_apply(&x), 0);
 	for (uint32_t uid = 1; uid <= WALK_N; uid++) {
@@ -1015,9 +1022,7 @@ static void test_change_feed(void **state)
 
 	(void)state;
 	tx_init(&x, "idx-feed", 0);
-	ev_user(&x, 1, "alice");
-	ev_mbox(&x, 1, 10, 1, 0, "INBOX");
-	ev_mbox(&x, 1, 11, 2, 0, "Other");
+	alice_two_mboxes(&x, "Other");
 	ev_body(&x, 1, 100, b);
 	for (uint32_t uid = 1; uid <= 6; uid++)
 		ev_place(&x, 1, 10, uid, uid, 0, b, 100, NULL);
@@ -2321,9 +2326,7 @@ static void test_purge(void **state)
 
 	(void)state;
 	tx_init(&x, "idx-purge", 0);
-	ev_user(&x, 1, "alice");
-	ev_mbox(&x, 1, 10, 1, 0, "INBOX");
-	ev_mbox(&x, 1, 11, 2, 0, "Trash");
+	alice_two_mboxes(&x, "Trash");
 	ev_body(&x, 1, 1000, b1);
 	ev_body(&x, 2, 2000, b2);
 	lb2 = x.last_len;
