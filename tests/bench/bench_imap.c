@@ -1131,7 +1131,7 @@ static int row_cold(struct server *s, uint32_t n, struct result *r, char *why,
  * pass to pass), until MS_BENCH_SECONDS per server have passed.  Each
  * server's median SELECT and LOGIN into rs[k] and rl[k]; its CPU over
  * the wall time of its own rounds.  0, or -1 with why (the server whose
- * round failed: its kind in *bad_r).
+ * round failed: its index in ss in *bad_r).
  */
 static int row_select(struct server **ss, int ns, uint32_t n,
 		      struct result *rs, struct result *rl, int *bad_r,
