@@ -109,6 +109,8 @@ struct ms_conn {
 	struct ms_conn *prev, *next;
 	int in_more;		/* on srv->more (holds a reference) */
 	struct ms_conn *more_next;
+	int in_held;		/* on srv->held (holds a reference) */
+	struct ms_conn *held_next;
 	/* a stream connection (ms_srv_listen_tcp) */
 	const struct ms_srv_stream *stream;
 	struct watch *lw;	/* its listener */
@@ -134,6 +136,7 @@ struct ms_srv {
 	 */
 	int edge;
 	struct ms_conn *more;
+	struct ms_conn *held;	/* output held back (ms_conn_hold) */
 	int wake_ms; /* a turn wanted within this (-1: none; ms_srv_wake_in) */
 	uint64_t idle_checked_ms;	/* srv_idle_check's last walk */
 	uint64_t idle_every_ms;		/* and how long until the next */
@@ -952,6 +955,28 @@ void ms_conn_queued(struct ms_conn *c)
 	conn_flush(c);
 }
 
+void ms_conn_hold(struct ms_conn *c)
+{
+	if (c->closed || c->in_held)
+		return;
+	c->in_held = 1;
+	ms_conn_ref(c);
+	c->held_next = c->srv->held;
+	c->srv->held = c;
+}
+
+void ms_srv_flush_held(struct ms_srv *srv)
+{
+	while (srv->held != NULL) {
+		struct ms_conn *c = srv->held;
+		srv->held = c->held_next;
+		c->in_held = 0;
+		/* sent already with a later frame, or not yet */
+		ms_conn_queued(c);
+		ms_conn_unref(&c);
+	}
+}
+
 /* A stream connection: hand its input on until nothing is consumed. */
 static size_t conn_stream_input(struct ms_conn *c)
 {
@@ -1232,8 +1257,9 @@ static void srv_idle_check(struct ms_srv *srv)
 		if (limit != 0 && limit / 4 < every)
 			every = limit / 4;
 		/* references besides its own, its poll request's and its
-		   place on srv->more: a request in flight */
-		int held = c->refs - 1 - c->w.armed - c->in_more;
+		   places on srv->more and srv->held: a request in flight */
+		int held = c->refs - 1 - c->w.armed - c->in_more -
+			   c->in_held;
 		if (limit != 0 && now - c->last_ms > limit &&
 		    conn_pending(c) == 0 && held == 0) {
 			if (c->stream)
@@ -1327,6 +1353,7 @@ void ms_srv_free(struct ms_srv **srvp)
 		conn_drop(srv->conns);
 	srv_more(srv->more);	/* all closed: only their references go */
 	srv->more = NULL;
+	ms_srv_flush_held(srv);	/* the same */
 	srv_reap(srv);
 	srv->loop->free(srv);
 	for (size_t i = 0; i < srv->nwatches; i++) {

@@ -162,6 +162,15 @@ int ms_conn_send_file(struct ms_conn *c, const void *head, size_t hlen,
  */
 struct ms_buf *ms_conn_out(struct ms_conn *c);
 void ms_conn_queued(struct ms_conn *c);
+/*
+ * Instead of ms_conn_queued(): what was appended to ms_conn_out() waits
+ * for the connection's next send, so that it and that send go out in
+ * one write (one wake-up of the client instead of two), or for
+ * ms_srv_flush_held() at the latest, which the caller must reach before
+ * its turn of the loop ends.
+ */
+void ms_conn_hold(struct ms_conn *c);
+void ms_srv_flush_held(struct ms_srv *srv);
 void ms_conn_ref(struct ms_conn *c);
 void ms_conn_unref(struct ms_conn **c);
 /* Close after the queued output is written. */

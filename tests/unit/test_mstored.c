@@ -2151,6 +2151,140 @@ static void test_user_watch(void **state)
 	assert_int_equal(msd_stop(&d), 0);
 }
 
+/* How many whole frames buf holds, their ops in ops[] (up to max); -1
+   when it ends in part of one. */
+static int raw_frames(const struct ms_buf *buf, uint16_t *ops, int max)
+{
+	size_t off = 0;
+	int n = 0;
+	while (off < buf->len) {
+		struct ms_proto_hdr h;
+		size_t need = 0;
+		const char *err = "";
+		if (ms_proto_frame(buf->data + off, buf->len - off, 0, &h,
+				   &need, &err) != 0)
+			break;
+		if (n < max)
+			ops[n] = h.op;
+		n++;
+		off += MS_PROTO_HDR_SIZE + h.body_len;
+	}
+	return off == buf->len ? n : -1;
+}
+
+/*
+ * A watcher that writes: its watch's frame goes out with its reply, in
+ * one write, so that it is woken once (docs/protocol.md, USER_WATCH).
+ * A raw connection says HELLO and USER_WATCH, then 40 times sends an
+ * APPEND, waits until its socket is readable and reads once without
+ * waiting: the watch's frame and then the reply, both whole, and
+ * nothing else.  Ten other watchers of the user (no reply of theirs
+ * in those turns) have the new count by the time the writer has its
+ * reply, as every watcher does when the writer does not watch
+ * (test_user_watch); as do the watchers while two watching writers
+ * append at once.
+ */
+static void test_user_watch_with_reply(void **state)
+{
+	(void)state;
+	enum { WATCHERS = 10, ROUNDS = 40 };
+	struct msd d;
+	msd_setup(&d, "mstored-uwreply", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "uwr"), 0);
+	struct ms_client *a[WATCHERS];
+	uint64_t epoch, c0;
+	for (int i = 0; i < WATCHERS; i++) {
+		a[i] = uw_connect(&d, "uwr", &epoch, &c0);
+		(void)uw_watch(a[i]);
+	}
+	struct ms_buf fb;
+	struct ms_reply rep;
+	struct ms_req hq = { .op = MS_OP_HELLO };
+	struct ms_req wq = { .op = MS_OP_USER_WATCH };
+	struct ms_req aq = { .op = MS_OP_APPEND };
+	struct ms_placement pl = { .mailbox = MS_PSTR("INBOX") };
+	const char *err = "";
+	int fd = raw_connect(&d);
+	hq.u.hello.version = MS_PROTO_VERSION;
+	hq.u.hello.user = MS_PSTR("uwr");
+	ms_buf_init(&fb, 0);
+	raw_call(fd, &hq, &fb, &rep);
+	assert_int_equal(rep.status, 0);
+	raw_call(fd, &wq, &fb, &rep);
+	assert_int_equal(rep.status, 0);
+	aq.u.append.body = (const uint8_t *)"Subject: x\r\n\r\nbody\r\n";
+	aq.u.append.body_len = 20;
+	aq.u.append.placements.n = 1;
+	aq.u.append.placements.list = &pl;
+	uint64_t known = uw_now(a[0]);
+	for (int round = 0; round < ROUNDS; round++) {
+		uint16_t ops[4];
+		ms_buf_reset(&fb);
+		assert_int_equal(ms_req_encode(&fb, 100 + (uint32_t)round, &aq,
+					       &err),
+				 0);
+		assert_int_equal(send(fd, fb.data, fb.len, MSG_NOSIGNAL),
+				 (ssize_t)fb.len);
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		assert_int_equal(poll(&p, 1, 5000), 1);
+		ms_buf_reset(&fb);
+		assert_int_equal(ms_buf_reserve(&fb, 65536), 0);
+		ssize_t n = recv(fd, fb.data, 65536, MSG_DONTWAIT);
+		assert_true(n > 0);
+		fb.len = (size_t)n;
+		int nf = raw_frames(&fb, ops, 4);
+		if (nf != 2)
+			fail_msg("round %d: one read took %d frames (%zd "
+				 "bytes), not the watch's and the reply",
+				 round, nf, n);
+		assert_int_equal(ops[0], MS_OP_USER_WATCH | MS_OP_REPLY);
+		assert_int_equal(ops[1], MS_OP_APPEND | MS_OP_REPLY);
+		/* the others were told before the reply went */
+		uint64_t now = uw_now(a[0]);
+		if (now <= known)
+			fail_msg("round %d: a watcher's count did not move by "
+				 "the time the writer had its reply",
+				 round);
+		for (int i = 1; i < WATCHERS; i++)
+			if (uw_now(a[i]) != now)
+				fail_msg("round %d: watcher %d is behind",
+					 round, i);
+		known = now;
+	}
+	/* two watching writers in one turn: each reply comes behind its
+	   watch's frame, and every watcher has the count when either
+	   writer has its reply */
+	for (int round = 0; round < ROUNDS; round++) {
+		struct ms_req q0 = aq;
+		uint32_t id0, id1;
+		assert_int_equal(ms_client_send_req(a[0], &q0, &id0, &err), 0);
+		assert_int_equal(ms_client_send_req(a[1], &q0, &id1, &err), 0);
+		struct ms_proto_hdr h;
+		const uint8_t *body;
+		size_t len;
+		assert_int_equal(ms_client_recv(a[0], &h, &body, &len, &err),
+				 0);
+		assert_int_equal(h.id, id0);
+		uint64_t now = uw_now(a[0]);
+		assert_true(now > known);
+		for (int i = 2; i < WATCHERS; i++)
+			assert_true(uw_now(a[i]) >= now);
+		assert_int_equal(ms_client_recv(a[1], &h, &body, &len, &err),
+				 0);
+		assert_int_equal(h.id, id1);
+		known = uw_now(a[1]);
+		assert_true(known >= now);
+		for (int i = 2; i < WATCHERS; i++)
+			assert_true(uw_now(a[i]) >= known);
+	}
+	ms_buf_free(&fb);
+	close(fd);
+	for (int i = 0; i < WATCHERS; i++)
+		ms_client_close(&a[i]);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
 /* One acknowledged message into user's INBOX. */
 static void append_as(struct msd *d, const char *user, const char *text)
 {
@@ -3454,6 +3588,7 @@ int main(void)
 		cmocka_unit_test(test_large_body_chunks),
 		cmocka_unit_test(test_max_mailboxes),
 		cmocka_unit_test(test_user_watch),
+		cmocka_unit_test(test_user_watch_with_reply),
 		cmocka_unit_test(test_user_watch_mailboxes),
 		cmocka_unit_test(test_user_watch_mailbox_limits),
 		cmocka_unit_test(test_changes_kept),
