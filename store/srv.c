@@ -90,6 +90,7 @@ struct ms_conn {
 	int closing;		/* close when out is drained */
 	int admin;
 	int in_frames;		/* conn_frames is running (no re-entry) */
+	int flush_due;		/* output queued while it ran (CONN_CORK) */
 	uid_t uid;		/* the peer's (SO_PEERCRED), at accept */
 	gid_t gid;
 	struct ms_buf in, out;
@@ -946,12 +947,24 @@ struct ms_buf *ms_conn_out(struct ms_conn *c)
 	return c->closed || c->internal ? NULL : &c->out;
 }
 
+/*
+ * The replies to the requests of one read go out together, at the end
+ * of conn_frames (one write, one wake-up of the client: a HELLO and the
+ * USER_WATCH behind it, a run of pipelined reads), unless this much is
+ * queued before: then at once.
+ */
+#define CONN_CORK ((uint64_t)64 << 10)
+
 void ms_conn_queued(struct ms_conn *c)
 {
 	if (c->closed)
 		return;
 	if (c->stream)
 		c->last_ms = now_ms();
+	if (c->in_frames && conn_pending(c) < CONN_CORK) {
+		c->flush_due = 1;
+		return;
+	}
 	conn_flush(c);
 }
 
@@ -1031,6 +1044,11 @@ static void conn_frames(struct ms_conn *c)
 		off += flen;
 	}
 	c->in_frames = 0;
+	if (c->flush_due) {
+		c->flush_due = 0;
+		if (!c->closed)
+			conn_flush(c);
+	}
 	if (c->closed)
 		return;
 	memmove(c->in.data, c->in.data + off, c->in.len - off);
@@ -1226,6 +1244,13 @@ static void srv_accept(struct ms_srv *srv, struct watch *lw)
 			continue;
 		}
 		conn_link(srv, c);
+		/* a client sends its first request right after connecting
+		   (the Dovecot plugin: HELLO and USER_WATCH in one write), so
+		   it is mostly here already: served now, not a turn later
+		   (which begins with a wait, and may do a scrub step first).
+		   Nothing there yet: one recv says EAGAIN, and the watch just
+		   added wakes the loop when it comes. */
+		conn_read(c, EPOLLIN);
 	}
 }
 
