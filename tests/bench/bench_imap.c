@@ -70,9 +70,10 @@
  * The servers all run at once, each filled first; then each row runs
  * on each server in turn (interleaved, so that a busy machine slows all
  * of them alike; the select row's rounds alternate between the servers
- * one by one), MS_BENCH_IMAP_PASSES times [3]; the table shows the
- * median of the passes (one pass moves by 15-30% with the machine's
- * load).  At the end every server is stopped and its
+ * one by one, and the append row runs in 3 slices a pass, the servers
+ * taking turns slice by slice), MS_BENCH_IMAP_PASSES times [3]; the
+ * table shows the median of the passes (one pass moves by 15-30% with
+ * the machine's load).  At the end every server is stopped and its
  * scratch directory under MS_BENCH_DIR removed.  The servers:
  *  - Dovecot (Debian's dovecot-core and dovecot-imapd), private: its own
  *    dovecot.conf, base_dir, state_dir, logs and instance_name under the
@@ -1594,16 +1595,28 @@ static void asess_read(struct agen *g, struct asess *a)
 	}
 }
 
-static int row_append(struct server *s, struct result *r, uint64_t *acked,
-		      char *why, size_t whylen)
+/* The append row's slices of one pass on one server, summed. */
+struct aacc {
+	uint64_t msgs;
+	double win, srv_cpu, cli_cpu; /* s; CPU s (server), % x s (client) */
+	double *lat;
+	size_t nlat, caplat;
+};
+
+/* One slice: K.clients sessions log in, APPEND for a window of secs
+   (after a warm-up), log out; counted into acc. */
+static int row_append(struct server *s, double secs, struct aacc *acc,
+		      uint64_t *acked, char *why, size_t whylen)
 {
 	int nc = (int)K.clients;
 	struct asess *as = ms_calloc((size_t)nc, sizeof(*as));
-	struct agen g = {.t_stop = 1e300};
+	struct agen g = {.t_stop = 1e300, .lat = acc->lat, .nlat = acc->nlat,
+			 .caplat = acc->caplat};
 	struct epoll_event evs[64];
 	struct meter m = {0};
+	struct result r = {0};
 	int ret = 0;
-	double warm = K.secs / 10 > 0.3 ? K.secs / 10 : 0.3;
+	double warm = secs / 10 > 0.3 ? secs / 10 : 0.3;
 
 	g.ep = epoll_create1(EPOLL_CLOEXEC);
 	if (g.ep < 0) {
@@ -1632,7 +1645,7 @@ static int row_append(struct server *s, struct result *r, uint64_t *acked,
 		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = a};
 		epoll_ctl(g.ep, EPOLL_CTL_ADD, a->c.fd, &ev);
 	}
-	double t_go = bp_now(), w0 = t_go + warm, w1 = w0 + K.secs;
+	double t_go = bp_now(), w0 = t_go + warm, w1 = w0 + secs;
 	g.t_stop = w1;
 	for (int i = 0; i < nc && ret == 0; i++)
 		append_start(&g, &as[i]);
@@ -1645,8 +1658,11 @@ static int row_append(struct server *s, struct result *r, uint64_t *acked,
 			g.in_window = 1;
 		}
 		if (g.in_window && t >= w1) {
-			double w = meter_stop(s, &m, r);
-			r->value = (double)g.win_msgs / w;
+			double w = meter_stop(s, &m, &r);
+			acc->msgs += g.win_msgs;
+			acc->win += w;
+			acc->srv_cpu += r.srv * w;
+			acc->cli_cpu += r.cli * w;
 			g.in_window = 0;
 			window_done = 1;
 		}
@@ -1689,15 +1705,30 @@ static int row_append(struct server *s, struct result *r, uint64_t *acked,
 		free(as[i].buf);
 	}
 	close(g.ep);
-	if (ret == 0 && g.nlat > 0) {
-		qsort(g.lat, g.nlat, sizeof(double), cmp_double);
-		r->p50 = g.lat[(g.nlat - 1) / 2];
-		r->extra = g.lat[(size_t)((double)(g.nlat - 1) * 0.99)];
-	}
-	r->rounds = (int)g.nlat;
-	free(g.lat);
+	acc->lat = g.lat;
+	acc->nlat = g.nlat;
+	acc->caplat = g.caplat;
 	free(as);
 	return ret;
+}
+
+/* The pass's result from its slices (and acc's latencies freed). */
+static void aacc_result(struct aacc *acc, struct result *r)
+{
+	if (acc->win > 0) {
+		r->value = (double)acc->msgs / acc->win;
+		r->srv = acc->srv_cpu / acc->win;
+		r->cli = acc->cli_cpu / acc->win;
+	}
+	if (acc->nlat > 0) {
+		qsort(acc->lat, acc->nlat, sizeof(double), cmp_double);
+		r->p50 = acc->lat[(acc->nlat - 1) / 2];
+		r->extra = acc->lat[(size_t)((double)(acc->nlat - 1) * 0.99)];
+	}
+	r->rounds = (int)acc->nlat;
+	free(acc->lat);
+	acc->lat = NULL;
+	acc->nlat = acc->caplat = 0;
 }
 
 /* Every APPEND user's INBOX holds exactly what got OK. */
@@ -1835,7 +1866,6 @@ static int run_row(struct server *srv, enum row rw)
 	enum kind k = srv->kind;
 	struct result one = {.ran = 1};
 	static char why[16384];
-	uint64_t acked[MAX_CLIENTS];
 	int ret;
 
 	why[0] = '\0';
@@ -1868,17 +1898,6 @@ static int run_row(struct server *srv, enum row rw)
 	case R_LSTATUS:
 		ret = row_lstatus(srv, &one, why, sizeof(why));
 		break;
-	case R_APPEND: {
-		/* every pass's APPENDs stay: the count is the sum */
-		static uint64_t sum[NKINDS][MAX_CLIENTS];
-		memset(acked, 0, sizeof(acked));
-		ret = row_append(srv, &one, acked, why, sizeof(why));
-		for (int i = 0; i < K.clients; i++)
-			sum[k][i] += acked[i];
-		if (ret == 0)
-			ret = check_appended(srv, sum[k], why, sizeof(why));
-		break;
-	}
 	default:
 		return 0;
 	}
@@ -1886,6 +1905,53 @@ static int run_row(struct server *srv, enum row rw)
 	keep(&res[rw][k], &one, ret == 0);
 	print_row(k, rw, &one, why);
 	return ret == 0 ? 0 : 1;
+}
+
+/*
+ * The append row on every running server: APPEND_SLICES slices a pass,
+ * each a window of MS_BENCH_SECONDS / APPEND_SLICES, the servers taking
+ * turns slice by slice, so that the machine's speed, which moves over
+ * seconds (one server's pass alone moved by 20-30%), weighs on them
+ * alike; a pass's rate is its slices' APPENDs over their windows.  Every
+ * APPEND stays: the INBOXes are checked against the sum at each pass.
+ * Kept, printed; the failures.
+ */
+#define APPEND_SLICES 3
+static int run_append(struct server *srv, const int *up)
+{
+	static uint64_t sum[NKINDS][MAX_CLIENTS];
+	static char why[NKINDS][16384];
+	struct aacc acc[NKINDS];
+	int bad[NKINDS] = {0}, fails = 0;
+
+	memset(acc, 0, sizeof(acc));
+	for (int sl = 0; sl < APPEND_SLICES; sl++) {
+		for (int k = 0; k < NKINDS; k++) {
+			uint64_t acked[MAX_CLIENTS] = {0};
+			if (!up[k] || bad[k])
+				continue;
+			why[k][0] = '\0';
+			if (row_append(&srv[k], K.secs / APPEND_SLICES, &acc[k],
+				       acked, why[k], sizeof(why[k])) < 0)
+				bad[k] = 1;
+			for (int i = 0; i < K.clients; i++)
+				sum[k][i] += acked[i];
+		}
+	}
+	for (int k = 0; k < NKINDS; k++) {
+		struct result one = {.ran = 1};
+		if (!up[k])
+			continue;
+		if (!bad[k] && check_appended(&srv[k], sum[k], why[k],
+					      sizeof(why[k])) < 0)
+			bad[k] = 1;
+		aacc_result(&acc[k], &one);
+		one.ok = !bad[k];
+		keep(&res[R_APPEND][k], &one, !bad[k]);
+		print_row((enum kind)k, R_APPEND, &one, why[k]);
+		fails += bad[k];
+	}
+	return fails;
 }
 
 /* The select row (and LOGIN, measured with it) on every running server
@@ -1998,6 +2064,10 @@ static int run_all(void)
 				continue;
 			if (order[i] == R_SELECT) {
 				fails += run_select(srv, up);
+				continue;
+			}
+			if (order[i] == R_APPEND) {
+				fails += run_append(srv, up);
 				continue;
 			}
 			for (int k = 0; k < NKINDS; k++)
