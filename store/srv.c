@@ -951,7 +951,9 @@ struct ms_buf *ms_conn_out(struct ms_conn *c)
  * The replies to the requests of one read go out together, at the end
  * of conn_frames (one write, one wake-up of the client: a HELLO and the
  * USER_WATCH behind it, a run of pipelined reads), unless this much is
- * queued before: then at once.
+ * queued before, or the client's max_out: then at once (conn_frames
+ * stops serving a client whose queue is at max_out, and waits for it
+ * to drain: never for bytes held back here).
  */
 #define CONN_CORK ((uint64_t)64 << 10)
 
@@ -961,7 +963,8 @@ void ms_conn_queued(struct ms_conn *c)
 		return;
 	if (c->stream)
 		c->last_ms = now_ms();
-	if (c->in_frames && conn_pending(c) < CONN_CORK) {
+	if (c->in_frames && conn_pending(c) < CONN_CORK &&
+	    conn_pending(c) < c->srv->lim.max_out) {
 		c->flush_due = 1;
 		return;
 	}
