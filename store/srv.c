@@ -90,7 +90,8 @@ struct ms_conn {
 	int closing;		/* close when out is drained */
 	int admin;
 	int in_frames;		/* conn_frames is running (no re-entry) */
-	int flush_due;		/* output queued while it ran (CONN_CORK) */
+	int first_read;		/* its first read is being served (CONN_CORK) */
+	int flush_due;		/* output held back meanwhile (CONN_CORK) */
 	uid_t uid;		/* the peer's (SO_PEERCRED), at accept */
 	gid_t gid;
 	struct ms_buf in, out;
@@ -948,12 +949,17 @@ struct ms_buf *ms_conn_out(struct ms_conn *c)
 }
 
 /*
- * The replies to the requests of one read go out together, at the end
- * of conn_frames (one write, one wake-up of the client: a HELLO and the
- * USER_WATCH behind it, a run of pipelined reads), unless this much is
- * queued before, or the client's max_out: then at once (conn_frames
- * stops serving a client whose queue is at max_out, and waits for it
- * to drain: never for bytes held back here).
+ * The replies to the requests of a connection's first read go out
+ * together, at the end of conn_frames: one write, one wake-up of the
+ * client, for the HELLO and the USER_WATCH that a Dovecot session sends
+ * together at login; unless this much is queued before, or the client's
+ * max_out: then at once (conn_frames stops serving a client whose queue
+ * is at max_out, and waits for it to drain: never for bytes held back
+ * here).  Only the first read: a later run of pipelined requests (the
+ * plugin's read-ahead of bodies, a LIST-STATUS's folders) is answered
+ * as each reply is ready, so that the client works on the first replies
+ * while the rest are made (holding every read's replies to its end made
+ * bench-imap's LIST-STATUS row 0.83 ms against 0.70).
  */
 #define CONN_CORK ((uint64_t)64 << 10)
 
@@ -963,7 +969,7 @@ void ms_conn_queued(struct ms_conn *c)
 		return;
 	if (c->stream)
 		c->last_ms = now_ms();
-	if (c->in_frames && conn_pending(c) < CONN_CORK &&
+	if (c->in_frames && c->first_read && conn_pending(c) < CONN_CORK &&
 	    conn_pending(c) < c->srv->lim.max_out) {
 		c->flush_due = 1;
 		return;
@@ -1047,6 +1053,7 @@ static void conn_frames(struct ms_conn *c)
 		off += flen;
 	}
 	c->in_frames = 0;
+	c->first_read = 0;
 	if (c->flush_due) {
 		c->flush_due = 0;
 		if (!c->closed)
@@ -1247,6 +1254,7 @@ static void srv_accept(struct ms_srv *srv, struct watch *lw)
 			continue;
 		}
 		conn_link(srv, c);
+		c->first_read = 1;
 		/* a client sends its first request right after connecting
 		   (the Dovecot plugin: HELLO and USER_WATCH in one write), so
 		   it is mostly here already: served now, not a turn later

@@ -3,11 +3,11 @@
  * requests in, replies out, with bounds on everything that grows.  It
  * knows frames (proto.h) but no operation: each whole request frame goes
  * to the handler, which answers now or later (after the log made the
- * request durable) with ms_conn_send().  The replies to the requests of
- * one read go out in one write when that read's frames are done (up to
- * 64 KiB queued; more goes at once), and a new connection is read in
- * the turn that accepts it: a client's first requests are served
- * without a turn of the loop in between.
+ * request durable) with ms_conn_send().  A new connection is read in
+ * the turn that accepts it, and the replies to the requests of that
+ * first read go out in one write when its frames are done (up to 64 KiB
+ * queued; more goes at once): a client's first requests are served
+ * without a turn of the loop in between, and answered with one wake-up.
  *
  * One thread, one loop: poll requests on an io_uring ring of its own
  * (MS_SRV_LOOP_URING), or epoll where io_uring is refused or not wanted

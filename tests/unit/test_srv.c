@@ -6,10 +6,11 @@
  *
  *  - a request that is in the socket when the connection is accepted is
  *    served in that same turn of the loop, before its tick;
- *  - the replies to the requests of one read go out in one write, at the
- *    end of the read: none of them is in the client's socket while a
- *    later request of that read is being served; a queue that reaches
- *    64 KiB goes at once;
+ *  - the replies to the requests of a connection's first read go out in
+ *    one write, at the end of the read: none of them is in the client's
+ *    socket while a later request of that read is being served; a queue
+ *    that reaches 64 KiB goes at once; a later read's replies go as each
+ *    is made (the client works on the first while the rest are made);
  *  - ms_conn_hold: held output goes with the connection's next send, or
  *    at ms_srv_flush_held, not before.
  */
@@ -44,6 +45,8 @@ struct t {
 	int in_sock[8];		/* client's bytes readable at each request */
 	size_t reply_len[8];	/* the reply to each request (0: small) */
 	int hold_in_tick;	/* tick: hold a frame, check, flush */
+	int second;		/* tick: read the replies, send this many more */
+	size_t got;		/* the replies' bytes read by the tick */
 	struct ms_conn *last;	/* a reference */
 	int held_before, held_after;
 };
@@ -79,6 +82,7 @@ static void on_request(void *ctx, struct ms_conn *c,
 	(void)len;
 	assert_true(t->nreq < 8);
 	t->req_tick[t->nreq] = t->ticks;
+	assert_true(t->nreq < 8);
 	t->in_sock[t->nreq] = readable(t->cfd);
 	ms_buf_init(&b, 0);
 	frame(&b, h->op | MS_OP_REPLY, h->id, t->reply_len[t->nreq]);
@@ -96,6 +100,23 @@ static void on_tick(void *ctx)
 {
 	struct t *t = ctx;
 	t->ticks++;
+	if (t->second > 0 && t->nreq > 0) {
+		/* the first read's replies off the socket; then more
+		   requests, which the loop reads in a later turn */
+		static char sink[1 << 20];
+		ssize_t r;
+		while ((r = recv(t->cfd, sink, sizeof(sink), MSG_DONTWAIT)) >
+		       0)
+			t->got += (size_t)r;
+		struct ms_buf b;
+		ms_buf_init(&b, 0);
+		for (int i = 0; i < t->second; i++)
+			frame(&b, 0x7000, (uint32_t)(t->nreq + i + 1), 16);
+		assert_int_equal(send(t->cfd, b.data, b.len, MSG_NOSIGNAL),
+				 (ssize_t)b.len);
+		ms_buf_free(&b);
+		t->second = 0;
+	}
 	if (!t->hold_in_tick || t->nreq < t->stop_at || t->last == NULL)
 		return;
 	/* a frame held: not sent until the flush */
@@ -158,14 +179,14 @@ static void teardown(struct t *t)
 	close(t->cfd);
 }
 
-/* Read the client's frames: n of them, ids 1..n in order (plus the held
-   one, id 99, when held). */
-static void expect_replies(struct t *t, int n, int held)
+/* Read the client's frames: n of them, ids first+1..first+n in order
+   (plus the held one, id 99, when held). */
+static void expect_replies_from(struct t *t, int first, int n, int held)
 {
 	struct ms_buf b;
 	ms_buf_init(&b, 0);
 	size_t want = 0;
-	for (int i = 0; i < n; i++)
+	for (int i = first; i < first + n; i++)
 		want += MS_PROTO_HDR_SIZE + t->reply_len[i];
 	if (held)
 		want += MS_PROTO_HDR_SIZE + 10;
@@ -184,11 +205,17 @@ static void expect_replies(struct t *t, int n, int held)
 		assert_int_equal(ms_proto_frame(b.data + off, b.len - off, 0,
 						&h, NULL, &err),
 				 0);
-		assert_int_equal(h.id, i < n ? (uint32_t)i + 1 : 99u);
+		assert_int_equal(h.id,
+				 i < n ? (uint32_t)(first + i) + 1 : 99u);
 		off += MS_PROTO_HDR_SIZE + h.body_len;
 	}
 	assert_int_equal(off, b.len);
 	ms_buf_free(&b);
+}
+
+static void expect_replies(struct t *t, int n, int held)
+{
+	expect_replies_from(t, 0, n, held);
 }
 
 static const enum ms_srv_loop loops[] = { MS_SRV_LOOP_URING,
@@ -210,23 +237,30 @@ static void test_first_request_in_accept_turn(void **state)
 	}
 }
 
-static void test_replies_of_one_read_in_one_write(void **state)
+static void test_first_read_in_one_write(void **state)
 {
 	(void)state;
 	for (size_t l = 0; l < MS_ARRAY_SIZE(loops); l++) {
-		struct t t = { .stop_at = 4 };
+		struct t t = { .stop_at = 7, .second = 3 };
 		/* the third reply is more than the cork takes: it and what
 		   was queued before it go at once */
 		t.reply_len[2] = 70u << 10;
 		setup(&t, loops[l], 4);
 		assert_int_equal(ms_srv_run(t.srv), 0);
-		assert_int_equal(t.nreq, 4);
+		assert_int_equal(t.nreq, 7);
 		assert_int_equal(t.in_sock[0], 0);
 		assert_int_equal(t.in_sock[1], 0); /* the first one waits */
 		assert_int_equal(t.in_sock[2], 0);
 		assert_int_equal(t.in_sock[3],
 				 (int)(3 * MS_PROTO_HDR_SIZE + (70u << 10)));
-		expect_replies(&t, 4, 0);
+		assert_int_equal(t.got, 4 * MS_PROTO_HDR_SIZE + (70u << 10));
+		/* the second read (in a later turn): each reply goes as it
+		   is made */
+		assert_true(t.req_tick[4] > 0);
+		assert_int_equal(t.in_sock[4], 0);
+		assert_int_equal(t.in_sock[5], MS_PROTO_HDR_SIZE);
+		assert_int_equal(t.in_sock[6], 2 * MS_PROTO_HDR_SIZE);
+		expect_replies_from(&t, 4, 3, 0);
 		teardown(&t);
 	}
 }
@@ -249,7 +283,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_first_request_in_accept_turn),
-		cmocka_unit_test(test_replies_of_one_read_in_one_write),
+		cmocka_unit_test(test_first_read_in_one_write),
 		cmocka_unit_test(test_hold),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
