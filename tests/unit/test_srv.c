@@ -9,8 +9,9 @@
  *  - the replies to the requests of a connection's first read go out in
  *    one write, at the end of the read: none of them is in the client's
  *    socket while a later request of that read is being served; a queue
- *    that reaches 64 KiB goes at once; a later read's replies go as each
- *    is made (the client works on the first while the rest are made);
+ *    that reaches 64 KiB, or the client's max_out, goes at once; a later
+ *    read's replies go as each is made (the client works on the first
+ *    while the rest are made);
  *  - ms_conn_hold: held output goes with the connection's next send, or
  *    at ms_srv_flush_held, not before.
  */
@@ -45,6 +46,8 @@ struct t {
 	int in_sock[8];		/* client's bytes readable at each request */
 	size_t reply_len[8];	/* the reply to each request (0: small) */
 	int hold_in_tick;	/* tick: hold a frame, check, flush */
+	size_t max_out;		/* the server's limit (0: 4 MiB) */
+	int give_up;		/* stop at this many ticks (0: never) */
 	int second;		/* tick: read the replies, send this many more */
 	size_t got;		/* the replies' bytes read by the tick */
 	struct ms_conn *last;	/* a reference */
@@ -72,6 +75,18 @@ static void frame(struct ms_buf *b, uint16_t op, uint32_t id, size_t len)
 	b->len += len;
 }
 
+/* n requests in one write on fd, ids first+1..first+n. */
+static void send_requests(int fd, int first, int n)
+{
+	struct ms_buf b;
+	ms_buf_init(&b, 0);
+	for (int i = 0; i < n; i++)
+		frame(&b, 0x7000, (uint32_t)(first + i + 1), 16);
+	assert_int_equal(send(fd, b.data, b.len, MSG_NOSIGNAL),
+			 (ssize_t)b.len);
+	ms_buf_free(&b);
+}
+
 static void on_request(void *ctx, struct ms_conn *c,
 		       const struct ms_proto_hdr *h, const uint8_t *body,
 		       size_t len)
@@ -82,7 +97,6 @@ static void on_request(void *ctx, struct ms_conn *c,
 	(void)len;
 	assert_true(t->nreq < 8);
 	t->req_tick[t->nreq] = t->ticks;
-	assert_true(t->nreq < 8);
 	t->in_sock[t->nreq] = readable(t->cfd);
 	ms_buf_init(&b, 0);
 	frame(&b, h->op | MS_OP_REPLY, h->id, t->reply_len[t->nreq]);
@@ -108,15 +122,11 @@ static void on_tick(void *ctx)
 		while ((r = recv(t->cfd, sink, sizeof(sink), MSG_DONTWAIT)) >
 		       0)
 			t->got += (size_t)r;
-		struct ms_buf b;
-		ms_buf_init(&b, 0);
-		for (int i = 0; i < t->second; i++)
-			frame(&b, 0x7000, (uint32_t)(t->nreq + i + 1), 16);
-		assert_int_equal(send(t->cfd, b.data, b.len, MSG_NOSIGNAL),
-				 (ssize_t)b.len);
-		ms_buf_free(&b);
+		send_requests(t->cfd, t->nreq, t->second);
 		t->second = 0;
 	}
+	if (t->give_up > 0 && t->ticks >= t->give_up)
+		ms_srv_stop(t->srv);
 	if (!t->hold_in_tick || t->nreq < t->stop_at || t->last == NULL)
 		return;
 	/* a frame held: not sent until the flush */
@@ -149,12 +159,11 @@ static void setup(struct t *t, enum ms_srv_loop loop, int n)
 	struct ms_srv_limits lim = {
 		.max_frame = 1u << 20,
 		.max_conns = 16,
-		.max_out = 4u << 20,
+		.max_out = t->max_out != 0 ? t->max_out : 4u << 20,
 	};
 	char path[256];
 	const char *err = "";
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct ms_buf b;
 
 	snprintf(path, sizeof(path), "%s/s.sock", mst_tmpdir("srv"));
 	assert_int_equal(ms_srv_new(&lim, &h, t, loop, &t->srv), 0);
@@ -164,12 +173,7 @@ static void setup(struct t *t, enum ms_srv_loop loop, int n)
 	memcpy(sa.sun_path, path, strlen(path) + 1);
 	assert_int_equal(connect(t->cfd, (struct sockaddr *)&sa, sizeof(sa)),
 			 0);
-	ms_buf_init(&b, 0);
-	for (int i = 0; i < n; i++)
-		frame(&b, 0x7000, (uint32_t)i + 1, 16);
-	assert_int_equal(send(t->cfd, b.data, b.len, MSG_NOSIGNAL),
-			 (ssize_t)b.len);
-	ms_buf_free(&b);
+	send_requests(t->cfd, 0, n);
 }
 
 static void teardown(struct t *t)
@@ -265,6 +269,31 @@ static void test_first_read_in_one_write(void **state)
 	}
 }
 
+/* A client whose max_out is under what the first read holds back: the
+   hold ends at max_out, and every request of the read is served (held
+   to 64 KiB, the read would stop at max_out with two requests unserved
+   and their replies' bytes sent, nothing left to wake it). */
+static void test_first_read_within_max_out(void **state)
+{
+	(void)state;
+	for (size_t l = 0; l < MS_ARRAY_SIZE(loops); l++) {
+		struct t t = { .stop_at = 4, .max_out = 16u << 10,
+			       .give_up = 3 };
+		for (int i = 0; i < 4; i++)
+			t.reply_len[i] = 8u << 10;
+		setup(&t, loops[l], 4);
+		assert_int_equal(ms_srv_run(t.srv), 0);
+		assert_int_equal(t.nreq, 4);
+		assert_int_equal(t.req_tick[3], 0);
+		assert_int_equal(t.in_sock[1], 0);
+		/* the first two replies reached max_out: sent at once */
+		assert_int_equal(t.in_sock[2],
+				 (int)(2 * (MS_PROTO_HDR_SIZE + (8u << 10))));
+		expect_replies(&t, 4, 0);
+		teardown(&t);
+	}
+}
+
 static void test_hold(void **state)
 {
 	(void)state;
@@ -284,6 +313,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_first_request_in_accept_turn),
 		cmocka_unit_test(test_first_read_in_one_write),
+		cmocka_unit_test(test_first_read_within_max_out),
 		cmocka_unit_test(test_hold),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
