@@ -6,6 +6,7 @@ watches the user's change count on the session's store connection while
 Dovecot waits, syncs the folders whose HIGHESTMODSEQ moved, and Dovecot
 announces them as it does changes made by another session."""
 import re
+import signal
 import socket
 import time
 
@@ -145,6 +146,36 @@ def test_notify_across_a_store_restart(stack):
         raise AssertionError(open(stack.dlog, errors="replace").read()[-3000:])
     assert line is not None, lines
     assert _status(line)["MESSAGES"] == 1, line
+    s.close()
+    problems = [l for l in stack.log_problems() if "mstore" not in l]
+    assert not problems, problems
+
+
+def test_notify_backs_off_while_the_store_is_down(stack):
+    """While the store is down the plugin tries again 1 s after losing
+    its connection, then 2 s and 4 s later (doubling; at most 10 s
+    apart): with mstored back 4.5 s after it went, a delivery is
+    announced only at the try 7 s after the loss, not within a second of
+    the restart as a try every second would have it."""
+    stack.allow_errors = True   # the store unreachable for a while
+    s = _notifying(stack, "(personal (MessageNew MessageExpunge))")
+    t0 = time.time()
+    stack.kill_mstored(signal.SIGKILL)
+    time.sleep(max(0.0, 4.5 - (time.time() - t0)))
+    stack.start_mstored()
+    up = time.time() - t0
+    stack.deliver("alice", "Other", MSG)
+    delivered = time.time() - t0
+    line, lines = s.until(rb"^\* STATUS \"?Other\"? ", 30)
+    announced = time.time() - t0
+    assert line is not None, lines
+    assert _status(line)["MESSAGES"] == 1, line
+    print("store back after %.2f s, delivered at %.2f s, announced at "
+          "%.2f s" % (up, delivered, announced))
+    # the tries at 1, 3 and 7 s: the one at 7 s (or, with a store slow
+    # to start, the next, at 15 s) finds it
+    if delivered < 6.5:
+        assert announced >= 6.5, (up, delivered, announced)
     s.close()
     problems = [l for l in stack.log_problems() if "mstore" not in l]
     assert not problems, problems
