@@ -212,6 +212,10 @@ static void mstore_storage_destroy(struct mail_storage *_storage)
 	if (hash_table_is_created(storage->list_checked))
 		hash_table_destroy(&storage->list_checked);
 	pool_unref(&storage->list_checked_pool);
+	for (unsigned int i = 0; i < MSTORE_PERM_CACHE; i++) {
+		i_free(storage->perms[i].name);
+		i_free(storage->perms[i].origin);
+	}
 	index_storage_destroy(_storage);
 }
 
@@ -410,14 +414,102 @@ static void mstore_cache_header_settle(struct mailbox *box)
 	cache->field_header_write_pending = FALSE;
 }
 
+/*
+ * A client with no folder selected opens the folder again for each
+ * APPEND or STATUS, and each open found the folder's directory by three
+ * stat()s of it and one of its parent: ours (does it exist?), two of
+ * Dovecot's index cache (mail_index_alloc_cache_get: is an index of this
+ * directory still open in this process?), and the permissions' (of the
+ * name's directory).  The index cache hands back an index still open
+ * only after its own stat() found the directory with the inode that
+ * index was opened with, so such an index says the folder is there as
+ * our stat would, and the permissions found at that index's open are
+ * the folder's still (what Dovecot keeps for a selected folder's whole
+ * life too).  Where the index has a directory of its own (an INDEX= in
+ * mail_location), allocating it may create that directory, and the
+ * order stays: existence first.
+ */
+static bool mstore_mailbox_index_is_dir(struct mailbox *box)
+{
+	const char *mail_dir, *index_dir;
+
+	return mailbox_get_path_to(box, MAILBOX_LIST_PATH_TYPE_MAILBOX,
+				   &mail_dir) > 0 &&
+	       mailbox_get_path_to(box, MAILBOX_LIST_PATH_TYPE_INDEX,
+				   &index_dir) > 0 &&
+	       strcmp(mail_dir, index_dir) == 0;
+}
+
+static struct mstore_perm *
+mstore_perm_find(struct mstore_storage *storage, struct mailbox *box)
+{
+	for (unsigned int i = 0; i < MSTORE_PERM_CACHE; i++) {
+		struct mstore_perm *p = &storage->perms[i];
+
+		if (p->index == box->index && p->name != NULL &&
+		    strcmp(p->name, box->name) == 0)
+			return p;
+	}
+	return NULL;
+}
+
+static bool mstore_perm_take(struct mailbox *box)
+{
+	struct mstore_storage *storage = MSTORE_MAILBOX(box)->storage;
+	struct mstore_perm *p;
+
+	if (box->_perm.file_create_mode != 0 ||
+	    (p = mstore_perm_find(storage, box)) == NULL)
+		return FALSE;
+	box->_perm = p->perm;
+	box->_perm.file_create_gid_origin = p_strdup(box->pool, p->origin);
+	/* the index is told them again, as at a first open */
+	box->_perm.mail_index_permissions_set = FALSE;
+	return TRUE;
+}
+
+/* Permissions found by this open (not taken) are kept for the next, in
+   place of what was kept for the same index and name (an index freed
+   and another allocated at its address for a folder made again), or of
+   the oldest. */
+static void mstore_perm_keep(struct mailbox *box)
+{
+	struct mstore_storage *storage = MSTORE_MAILBOX(box)->storage;
+	struct mstore_perm *p;
+
+	if (box->_perm.file_create_mode == 0 || box->index == NULL)
+		return;
+	if ((p = mstore_perm_find(storage, box)) == NULL) {
+		p = &storage->perms[storage->perm_next];
+		storage->perm_next = (storage->perm_next + 1) %
+			MSTORE_PERM_CACHE;
+	}
+	i_free(p->name);
+	i_free(p->origin);
+	p->index = box->index;
+	p->name = i_strdup(box->name);
+	p->origin = i_strdup(box->_perm.file_create_gid_origin);
+	p->perm = box->_perm;
+	p->perm.file_create_gid_origin = NULL;
+}
+
 static int mstore_mailbox_open(struct mailbox *box)
 {
 	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
+	bool indexed = FALSE, index_open = FALSE;
 
-	if (!box->creating && mstore_mailbox_check_existence(box) < 0)
+	if (!box->creating && mstore_mailbox_index_is_dir(box)) {
+		if (mstore_mailbox_alloc_index(mbox) < 0)
+			return -1;
+		indexed = TRUE;
+		index_open = box->index->open_count > 0;
+	}
+	if (!box->creating && !index_open &&
+	    mstore_mailbox_check_existence(box) < 0)
 		return -1;
-	if (mstore_mailbox_alloc_index(mbox) < 0)
+	if (!indexed && mstore_mailbox_alloc_index(mbox) < 0)
 		return -1;
+	bool perm_taken = index_open && mstore_perm_take(box);
 	mbox->chg_refreshed = FALSE;
 	/* The user's change count says whether the store changed since
 	   the index was synced; it comes with the reply to the HELLO sent
@@ -444,6 +536,8 @@ static int mstore_mailbox_open(struct mailbox *box)
 		mstore_status_ahead_forget(mbox);
 		return -1;
 	}
+	if (!perm_taken)
+		mstore_perm_keep(box);
 	mstore_cache_header_settle(box);
 	/* MODSEQs always, so that they follow the store's from the start
 	   (mstore-sync.c), not only once a client enables CONDSTORE */

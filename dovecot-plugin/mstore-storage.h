@@ -93,6 +93,13 @@ struct mstore_store_mbox {
 };
 ARRAY_DEFINE_TYPE(mstore_store_mbox, struct mstore_store_mbox);
 
+#define MSTORE_PERM_CACHE 4
+struct mstore_perm {
+	struct mail_index *index;
+	char *name, *origin; /* origin: perm.file_create_gid_origin's */
+	struct mailbox_permissions perm;
+};
+
 struct mstore_storage {
 	struct mail_storage storage;
 	/* NOTIFY: the io on client that the list's watch added
@@ -160,6 +167,14 @@ struct mstore_storage {
 	/* the store lists the user's subscriptions by name (MBOX_SUBS,
 	   protocol version 8) */
 	bool subs_known;
+	/* the permissions Dovecot found for the folders opened last, by
+	   stat() of each one's directory (mailbox_get_permissions), with
+	   the index and name they are of: an open of the same folder while
+	   that index stayed open in this process takes them instead of a
+	   stat (mstore_mailbox_open).  A few, not one: Dovecot's quota
+	   plugin opens INBOX between two APPENDs to Sent. */
+	struct mstore_perm perms[MSTORE_PERM_CACHE];
+	unsigned int perm_next;
 };
 
 struct mstore_idle;

@@ -565,15 +565,18 @@ def _stats_when(m, done, timeout=10):
         time.sleep(0.05)
 
 
-def _traced(stack, run, calls="open,openat,sendto", paths=False):
+def _traced(stack, run, calls="open,openat,sendto", paths=False,
+            strsize=None):
     """Run run() while the session's one imap process is traced with
     strace (the system calls in calls: opens and store requests unless
-    told; with paths, each descriptor followed by its file's path); the
-    trace's lines."""
+    told; with paths, each descriptor followed by its file's path; with
+    strsize, that many bytes of each buffer shown, not 32); the trace's
+    lines."""
     pids = stack.imap_pids()
     assert len(pids) == 1, pids
     trace = stack.p("log", "imap-%d.strace" % pids[0])
     st = subprocess.Popen(["strace", "-f"] + (["-y"] if paths else []) +
+                          (["-s", str(strsize)] if strsize else []) +
                           ["-e", "trace=" + calls,
                            "-o", trace, "-p", str(pids[0])],
                           stderr=subprocess.PIPE)
@@ -751,6 +754,70 @@ def test_append_unselected_leaves_cache_file(stack):
     c.logout()
     c = stack.imap()
     assert c.select("INBOX")[1] == [b"9"]
+    c.logout()
+
+
+def test_append_unselected_stats_folder_twice(stack):
+    """A session with nothing selected opens the folder again for each
+    APPEND.  An open found the folder's directory by four stat()s: the
+    plugin's (is it there?), two of Dovecot's index cache (is an index
+    of this directory still open here?) and one for the permissions of
+    the folder's name.  An index the cache hands back still open says
+    the directory is there with the inode it was opened with, and the
+    permissions found at that open hold: traced, each open of the folder
+    for an APPEND after the first stats its directory twice, Dovecot's
+    two, in a row.  Whether the folder is
+    there is still asked each time: deleted by another session between
+    two APPENDs, the next is refused with [TRYCREATE] and the store has
+    no such folder; made again, the next APPEND goes into the new one
+    (a new UIDVALIDITY, UID 1)."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    c = stack.imap()
+    ok(c.create("Sent"))
+    for _ in range(2):
+        ok(c.append("Sent", None, None, MSG))
+
+    def appends():
+        for _ in range(6):
+            ok(c.append("Sent", None, None, MSG))
+    lines = _traced(stack, appends, "stat,lstat,newfstatat,statx,sendto",
+                    strsize=64)
+    # the trace saw the six APPENDs (the store's APPEND request holds
+    # the message)
+    assert len([l for l in lines if "sendto(" in l and
+                "From: a@example.test" in l]) == 6, lines
+    # each open of the folder: Dovecot's two stat()s of its directory,
+    # in a row (this stack's quota plugin opens it a second time for
+    # each APPEND); none of the name's directory for the permissions
+    runs, n = [], 0
+    for l in lines + [""]:
+        if re.search(r'stat[^"]*"[^"]*/mailboxes/Sent/mstore-box"', l):
+            n += 1
+        elif n:
+            runs, n = runs + [n], 0
+    assert len(runs) >= 6 and set(runs) == {2}, (runs, lines)
+    assert not [l for l in lines if '/mailboxes/Sent"' in l], lines
+    uidv = int(re.search(rb"UIDVALIDITY (\d+)",
+                         ok(c.status("Sent", "(UIDVALIDITY)"))[0]).group(1))
+
+    # deleted by another session: refused, and nothing is made
+    d = stack.imap()
+    ok(d.delete("Sent"))
+    typ, data = c.append("Sent", None, None, MSG)
+    assert typ == "NO" and b"[TRYCREATE]" in data[0], (typ, data)
+    import msproto
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    with pytest.raises(msproto.Error):
+        m.mbox_status("Sent")
+    # made again: the APPEND goes into the new folder
+    ok(d.create("Sent"))
+    d.logout()
+    typ, data = c.append("Sent", None, None, MSG)
+    assert typ == "OK", (typ, data)
+    got = re.search(rb"APPENDUID (\d+) (\d+)", data[0])
+    assert got and int(got.group(1)) != uidv and got.group(2) == b"1", data
+    assert c.select("Sent")[1] == [b"1"]
     c.logout()
 
 
