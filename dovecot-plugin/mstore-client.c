@@ -27,6 +27,7 @@
 #include "lib.h"
 #include "buffer.h"
 #include "ioloop.h"
+#include "time-util.h"
 #include "array.h"
 #include "mail-storage-private.h"
 #include "mail-user.h"
@@ -443,6 +444,7 @@ void mstore_client_disconnect(struct mstore_storage *storage)
 	/* a promote may come between two connections */
 	storage->standby_known = FALSE;
 	storage->chg_known = FALSE;
+	storage->chg_polled = FALSE;
 }
 
 /*
@@ -496,6 +498,17 @@ static bool mstore_chg_refresh_full(struct mstore_storage *storage,
 	if (storage->client == NULL || !storage->chg_known ||
 	    storage->ahead_id != 0 || storage->prefetch_count > 0)
 		return FALSE;
+	/* Polled already in this ioloop run, and nothing sent or read
+	   since by any client of the process (this one's own requests, a
+	   change made through another storage of the same user): what a
+	   change acknowledged before this run began said is in what that
+	   poll read (the watch hears of a change before anyone is told it
+	   is done).  A LIST-STATUS asked the socket twice for each folder
+	   it listed, each time to be told EAGAIN. */
+	if (storage->chg_polled &&
+	    storage->chg_polled_io == ms_client_io_seq() &&
+	    timeval_cmp(&storage->chg_polled_run, &ioloop_timeval) == 0)
+		return TRUE;
 	storage->req_seq++; /* a borrowed reply goes */
 	/* reading the HELLO's reply just now emptied the socket: all the
 	   watch said before this call is in the buffer, and another read
@@ -512,6 +525,9 @@ static bool mstore_chg_refresh_full(struct mstore_storage *storage,
 	if (ret != 1 || status != 0)
 		return FALSE;
 	storage->chg_count = count;
+	storage->chg_polled = TRUE;
+	storage->chg_polled_run = ioloop_timeval;
+	storage->chg_polled_io = ms_client_io_seq();
 	return TRUE;
 }
 

@@ -164,6 +164,14 @@ struct mstore_storage {
 	   from its HELLO, then from its watch (mstore_chg_refresh) */
 	bool chg_known;
 	uint64_t chg_epoch, chg_count;
+	/* chg_count was read from the socket (the watch polled) in the
+	   ioloop run of chg_polled_run, and no client of this process sent
+	   or read anything since (ms_client_io_seq() was chg_polled_io):
+	   another refresh in that run has nothing new to find
+	   (mstore_chg_refresh_full) */
+	bool chg_polled;
+	struct timeval chg_polled_run;
+	uint64_t chg_polled_io;
 	/* the store lists the user's subscriptions by name (MBOX_SUBS,
 	   protocol version 8) */
 	bool subs_known;

@@ -1800,6 +1800,90 @@ def test_user_watch_skips_only_unchanged(stack):
     c.logout()
 
 
+@pytest.mark.dovecot(quota=None)
+def test_watch_polled_once_per_command(stack):
+    """A LIST-STATUS answers each folder whose list index record is
+    current by the user's change count, and each such check read the
+    store socket for news of the watch (a recv that said EAGAIN), twice
+    a folder.  A poll is taken as good for the rest of its ioloop run
+    while no client of the process sent or read anything: traced, three
+    LIST-STATUS of 10 unchanged folders read the socket once each and
+    send nothing.  What the poll must still see: a delivery made before
+    the next command (MESSAGES 2), and the session's own APPEND sent in
+    one write with the LIST-STATUS or STATUS after it, which run in the
+    same ioloop run (the stack without the quota plugin, whose write of
+    the folder's index at each APPEND Dovecot's own check would see)."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    from test_dovecot_notify import Session
+    c = stack.imap()
+    for i in range(10):
+        ok(c.create("pw-%d" % i))
+        ok(c.append("pw-%d" % i, None, None, MSG))
+    c.logout()
+    s = Session(stack.imap_port, "alice")
+    cmd = 'LIST "" "pw-*" RETURN (STATUS (MESSAGES))'
+
+    def counts(lines):
+        got = {}
+        for l in lines:
+            m = re.match(rb'\* STATUS "?(pw-\d+)"? \(MESSAGES (\d+)\)', l)
+            if m:
+                got[m.group(1).decode()] = int(m.group(2))
+        return got
+    assert counts(s.cmd(cmd)[1]) == {"pw-%d" % i: 1 for i in range(10)}
+    s.cmd(cmd)  # every record checked once: the rest by the counts
+
+    def lists():
+        for _ in range(3):
+            got = counts(s.cmd(cmd)[1])
+            assert got == {"pw-%d" % i: 1 for i in range(10)}, got
+    lines = _traced(stack, lists, "recvfrom,sendto")
+    # the store client's calls (Dovecot's own use read and write)
+    store = [l for l in lines if "MSG_DONTWAIT" in l]
+    assert [l.split("(")[0].split()[-1] for l in store] == \
+        ["recvfrom"] * 3, lines
+
+    # a delivery before the command
+    stack.deliver("alice", "pw-3", MSG)
+    assert counts(s.cmd(cmd)[1])["pw-3"] == 2
+    # the session's own APPEND in the same write as the LIST-STATUS
+    s.s.sendall(b"a1 APPEND pw-5 {%d+}\r\n" % len(MSG) + MSG +
+                b"\r\na2 " + cmd.encode() + b"\r\n")
+    got, n = [], 0
+    while n < 2:
+        line = s.line()
+        assert line is not None, got
+        got.append(line)
+        n += line.startswith((b"a1 OK", b"a2 OK"))
+    assert counts(got)["pw-5"] == 2, got
+    # and with a STATUS
+    s.s.sendall(b"b1 APPEND pw-6 {%d+}\r\n" % len(MSG) + MSG +
+                b"\r\nb2 STATUS pw-6 (MESSAGES)\r\n")
+    got, n = [], 0
+    while n < 2:
+        line = s.line()
+        assert line is not None, got
+        got.append(line)
+        n += line.startswith((b"b1 OK", b"b2 OK"))
+    assert counts(got)["pw-6"] == 2, got
+    # a COPY from the selected folder, and the commands after it in the
+    # same write
+    s.cmd("SELECT pw-0")
+    s.s.sendall(b"c1 UID COPY 1 pw-7\r\nc2 STATUS pw-7 (MESSAGES)\r\n"
+                b"c3 UID COPY 1 pw-8\r\nc4 " + cmd.encode() + b"\r\n")
+    got, n = [], 0
+    while n < 4:
+        line = s.line()
+        assert line is not None, got
+        got.append(line)
+        n += line.startswith((b"c1 OK", b"c2 OK", b"c3 OK", b"c4 OK"))
+    assert [counts([l]) for l in got if l.startswith(b"* STATUS")][0] == \
+        {"pw-7": 2}, got
+    assert counts(got)["pw-8"] == 2, got
+    s.close()
+
+
 def test_clean_restart_keeps_change_counts(stack):
     """mstored stopped cleanly keeps the users' change counts and their
     epoch (docs/protocol.md, USER_WATCH): after the restart, new
