@@ -181,6 +181,31 @@ def test_notify_backs_off_while_the_store_is_down(stack):
     assert not problems, problems
 
 
+def test_notify_backoff_capped_at_10s(stack):
+    """The tries' doubling stops at 10 s: after those at 1, 3, 7 and 15 s
+    the next is at 25 s, not at 31 s.  With mstored back 16 s after it
+    went, a delivery is announced by the try at 25 s."""
+    stack.allow_errors = True   # the store unreachable for a while
+    s = _notifying(stack, "(personal (MessageNew MessageExpunge))")
+    t0 = time.time()
+    stack.kill_mstored(signal.SIGKILL)
+    time.sleep(max(0.0, 16.0 - (time.time() - t0)))
+    stack.start_mstored()
+    stack.deliver("alice", "Other", MSG)
+    delivered = time.time() - t0
+    line, lines = s.until(rb"^\* STATUS \"?Other\"? ", 20)
+    announced = time.time() - t0
+    assert line is not None, lines
+    assert _status(line)["MESSAGES"] == 1, line
+    print("delivered at %.2f s, announced at %.2f s" % (delivered,
+                                                        announced))
+    assert delivered < 24.0, delivered
+    assert 24.0 <= announced < 28.0, (delivered, announced)
+    s.close()
+    problems = [l for l in stack.log_problems() if "mstore" not in l]
+    assert not problems, problems
+
+
 def test_notify_during_idle(stack):
     """A session in IDLE with NOTIFY set is told of a delivery into
     another folder (STATUS) and of one into the selected folder
