@@ -1848,36 +1848,33 @@ def test_watch_polled_once_per_command(stack):
     stack.deliver("alice", "pw-3", MSG)
     assert counts(s.cmd(cmd)[1])["pw-3"] == 2
     # the session's own APPEND in the same write as the LIST-STATUS
-    s.s.sendall(b"a1 APPEND pw-5 {%d+}\r\n" % len(MSG) + MSG +
-                b"\r\na2 " + cmd.encode() + b"\r\n")
-    got, n = [], 0
-    while n < 2:
-        line = s.line()
-        assert line is not None, got
-        got.append(line)
-        n += line.startswith((b"a1 OK", b"a2 OK"))
+    def pipelined(tag, cmds):
+        """cmds (bytes, each ending in CRLF) tagged tag1, tag2, ...
+        sent in one write; every line until each is answered OK."""
+        s.s.sendall(b"".join(b"%s%d %s" % (tag, i + 1, c)
+                             for i, c in enumerate(cmds)))
+        oks = tuple(b"%s%d OK" % (tag, i + 1) for i in range(len(cmds)))
+        got, n = [], 0
+        while n < len(cmds):
+            line = s.line()
+            assert line is not None, got
+            got.append(line)
+            n += line.startswith(oks)
+        return got
+    def append(box):
+        return b"APPEND %s {%d+}\r\n" % (box, len(MSG)) + MSG + b"\r\n"
+    got = pipelined(b"a", [append(b"pw-5"), cmd.encode() + b"\r\n"])
     assert counts(got)["pw-5"] == 2, got
     # and with a STATUS
-    s.s.sendall(b"b1 APPEND pw-6 {%d+}\r\n" % len(MSG) + MSG +
-                b"\r\nb2 STATUS pw-6 (MESSAGES)\r\n")
-    got, n = [], 0
-    while n < 2:
-        line = s.line()
-        assert line is not None, got
-        got.append(line)
-        n += line.startswith((b"b1 OK", b"b2 OK"))
+    got = pipelined(b"b", [append(b"pw-6"),
+                           b"STATUS pw-6 (MESSAGES)\r\n"])
     assert counts(got)["pw-6"] == 2, got
     # a COPY from the selected folder, and the commands after it in the
     # same write
     s.cmd("SELECT pw-0")
-    s.s.sendall(b"c1 UID COPY 1 pw-7\r\nc2 STATUS pw-7 (MESSAGES)\r\n"
-                b"c3 UID COPY 1 pw-8\r\nc4 " + cmd.encode() + b"\r\n")
-    got, n = [], 0
-    while n < 4:
-        line = s.line()
-        assert line is not None, got
-        got.append(line)
-        n += line.startswith((b"c1 OK", b"c2 OK", b"c3 OK", b"c4 OK"))
+    got = pipelined(b"c", [b"UID COPY 1 pw-7\r\n",
+                           b"STATUS pw-7 (MESSAGES)\r\n",
+                           b"UID COPY 1 pw-8\r\n", cmd.encode() + b"\r\n"])
     assert [counts([l]) for l in got if l.startswith(b"* STATUS")][0] == \
         {"pw-7": 2}, got
     assert counts(got)["pw-8"] == 2, got

@@ -151,25 +151,34 @@ def test_notify_across_a_store_restart(stack):
     assert not problems, problems
 
 
+def _down_for(stack, secs, wait):
+    """A NOTIFYing session while mstored is killed and started again
+    secs after, then a delivery: (the session, seconds from the kill to
+    the store back, to the delivery, to the delivery's STATUS line, at
+    most wait seconds after it)."""
+    stack.allow_errors = True   # the store unreachable for a while
+    s = _notifying(stack, "(personal (MessageNew MessageExpunge))")
+    t0 = time.time()
+    stack.kill_mstored(signal.SIGKILL)
+    time.sleep(max(0.0, secs - (time.time() - t0)))
+    stack.start_mstored()
+    up = time.time() - t0
+    stack.deliver("alice", "Other", MSG)
+    delivered = time.time() - t0
+    line, lines = s.until(rb"^\* STATUS \"?Other\"? ", wait)
+    announced = time.time() - t0
+    assert line is not None, lines
+    assert _status(line)["MESSAGES"] == 1, line
+    return s, up, delivered, announced
+
+
 def test_notify_backs_off_while_the_store_is_down(stack):
     """While the store is down the plugin tries again 1 s after losing
     its connection, then 2 s and 4 s later (doubling; at most 10 s
     apart): with mstored back 4.5 s after it went, a delivery is
     announced only at the try 7 s after the loss, not within a second of
     the restart as a try every second would have it."""
-    stack.allow_errors = True   # the store unreachable for a while
-    s = _notifying(stack, "(personal (MessageNew MessageExpunge))")
-    t0 = time.time()
-    stack.kill_mstored(signal.SIGKILL)
-    time.sleep(max(0.0, 4.5 - (time.time() - t0)))
-    stack.start_mstored()
-    up = time.time() - t0
-    stack.deliver("alice", "Other", MSG)
-    delivered = time.time() - t0
-    line, lines = s.until(rb"^\* STATUS \"?Other\"? ", 30)
-    announced = time.time() - t0
-    assert line is not None, lines
-    assert _status(line)["MESSAGES"] == 1, line
+    s, up, delivered, announced = _down_for(stack, 4.5, 30)
     print("store back after %.2f s, delivered at %.2f s, announced at "
           "%.2f s" % (up, delivered, announced))
     # the tries at 1, 3 and 7 s: the one at 7 s (or, with a store slow
@@ -185,18 +194,7 @@ def test_notify_backoff_capped_at_10s(stack):
     """The tries' doubling stops at 10 s: after those at 1, 3, 7 and 15 s
     the next is at 25 s, not at 31 s.  With mstored back 16 s after it
     went, a delivery is announced by the try at 25 s."""
-    stack.allow_errors = True   # the store unreachable for a while
-    s = _notifying(stack, "(personal (MessageNew MessageExpunge))")
-    t0 = time.time()
-    stack.kill_mstored(signal.SIGKILL)
-    time.sleep(max(0.0, 16.0 - (time.time() - t0)))
-    stack.start_mstored()
-    stack.deliver("alice", "Other", MSG)
-    delivered = time.time() - t0
-    line, lines = s.until(rb"^\* STATUS \"?Other\"? ", 20)
-    announced = time.time() - t0
-    assert line is not None, lines
-    assert _status(line)["MESSAGES"] == 1, line
+    s, _, delivered, announced = _down_for(stack, 16.0, 20)
     print("delivered at %.2f s, announced at %.2f s" % (delivered,
                                                         announced))
     assert delivered < 24.0, delivered
