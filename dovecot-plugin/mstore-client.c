@@ -82,6 +82,17 @@ static void mstore_hello_failed(struct mstore_storage *storage, int ret,
 				  mstore_hello_error(storage, ret, error));
 }
 
+/* Every storage's req_seq move of this process, counted together: one
+   that has not moved since a moment T means no storage here sent a
+   request or read a reply since T (mstore_chg_refresh_full). */
+static unsigned int mstore_req_seq_all;
+
+static void mstore_req_next(struct mstore_storage *storage)
+{
+	storage->req_seq++;
+	mstore_req_seq_all++;
+}
+
 /* A connection to the store that said HELLO as the storage's store user;
    -1 with error_r set (nothing logged: the caller says how). */
 static int mstore_client_connect(struct mstore_storage *storage,
@@ -378,7 +389,7 @@ static void mstore_status_ahead_finish(struct mstore_storage *storage)
 	}
 	if (storage->ahead_id == 0)
 		return; /* the HELLO's reply was bad: connection closed */
-	storage->req_seq++;
+	mstore_req_next(storage);
 	ret = ms_client_recv(storage->client, &h, &body, &len, &error);
 	if (ret == 0 && h.id != storage->ahead_id)
 		ret = MS_ECORRUPT;
@@ -444,7 +455,7 @@ void mstore_client_disconnect(struct mstore_storage *storage)
 	/* a promote may come between two connections */
 	storage->standby_known = FALSE;
 	storage->chg_known = FALSE;
-	storage->chg_polled = FALSE;
+	storage->chg_polled_seq = 0;
 }
 
 /*
@@ -498,18 +509,18 @@ static bool mstore_chg_refresh_full(struct mstore_storage *storage,
 	if (storage->client == NULL || !storage->chg_known ||
 	    storage->ahead_id != 0 || storage->prefetch_count > 0)
 		return FALSE;
-	/* Polled already in this ioloop run, and nothing sent or read
-	   since by any client of the process (this one's own requests, a
-	   change made through another storage of the same user): what a
-	   change acknowledged before this run began said is in what that
-	   poll read (the watch hears of a change before anyone is told it
-	   is done).  A LIST-STATUS asked the socket twice for each folder
-	   it listed, each time to be told EAGAIN. */
-	if (storage->chg_polled &&
-	    storage->chg_polled_io == ms_client_io_seq() &&
+	/* Polled already in this ioloop run, and no request or read since
+	   by any storage of the process (this one's own requests, a change
+	   made through another storage of the same user): what a change
+	   acknowledged before this run began said is in what that poll
+	   read (the watch hears of a change before anyone is told it is
+	   done).  A LIST-STATUS asked the socket twice for each folder it
+	   listed, each time to be told EAGAIN. */
+	if (storage->chg_polled_seq != 0 &&
+	    storage->chg_polled_seq == mstore_req_seq_all &&
 	    timeval_cmp(&storage->chg_polled_run, &ioloop_timeval) == 0)
 		return TRUE;
-	storage->req_seq++; /* a borrowed reply goes */
+	mstore_req_next(storage); /* a borrowed reply goes */
 	/* reading the HELLO's reply just now emptied the socket: all the
 	   watch said before this call is in the buffer, and another read
 	   could only say EAGAIN */
@@ -525,9 +536,8 @@ static bool mstore_chg_refresh_full(struct mstore_storage *storage,
 	if (ret != 1 || status != 0)
 		return FALSE;
 	storage->chg_count = count;
-	storage->chg_polled = TRUE;
 	storage->chg_polled_run = ioloop_timeval;
-	storage->chg_polled_io = ms_client_io_seq();
+	storage->chg_polled_seq = mstore_req_seq_all;
 	return TRUE;
 }
 
@@ -610,7 +620,7 @@ int mstore_request_status(struct mstore_storage *storage,
 		/* ms_client_request() would skip the replies to requests
 		   sent ahead */
 		mstore_status_ahead_finish(storage);
-		storage->req_seq++;
+		mstore_req_next(storage);
 		mstore_prefetch_drain(storage);
 		if (mstore_client_ready(storage) < 0)
 			return -1;
@@ -834,7 +844,7 @@ static int mstore_prefetch_recv(struct mstore_storage *storage)
 	int ret;
 
 	i_assert(storage->client != NULL && storage->prefetch_count > 0);
-	storage->req_seq++;
+	mstore_req_next(storage);
 	ret = ms_client_recv(storage->client, &h, &body, &len, &error);
 	if (ret == 0)
 		ret = ms_reply_decode(h.op, body, len, &rep, &error);

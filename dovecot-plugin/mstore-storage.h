@@ -165,13 +165,12 @@ struct mstore_storage {
 	bool chg_known;
 	uint64_t chg_epoch, chg_count;
 	/* chg_count was read from the socket (the watch polled) in the
-	   ioloop run of chg_polled_run, and no client of this process sent
-	   or read anything since (ms_client_io_seq() was chg_polled_io):
-	   another refresh in that run has nothing new to find
-	   (mstore_chg_refresh_full) */
-	bool chg_polled;
+	   ioloop run of chg_polled_run, when the process's count of
+	   requests and reads was chg_polled_seq (0: no poll to go by):
+	   while that count stays, another refresh in that run has nothing
+	   new to find (mstore_chg_refresh_full) */
 	struct timeval chg_polled_run;
-	uint64_t chg_polled_io;
+	unsigned int chg_polled_seq;
 	/* the store lists the user's subscriptions by name (MBOX_SUBS,
 	   protocol version 8) */
 	bool subs_known;

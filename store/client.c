@@ -132,23 +132,9 @@ static int wait_fd(struct ms_client *c, short ev)
  * send could only say EAGAIN (an APPEND's reply comes after a flush of
  * the log), one system call in three of each round trip.
  */
-/* ms_client_io_seq: every send and recv of any client of the process */
-static uint64_t io_seq;
-
-static void io_seq_bump(void)
-{
-	__atomic_fetch_add(&io_seq, 1, __ATOMIC_RELAXED);
-}
-
-uint64_t ms_client_io_seq(void)
-{
-	return __atomic_load_n(&io_seq, __ATOMIC_RELAXED);
-}
-
 int ms_client_send(struct ms_client *c, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
-	io_seq_bump();
 	while (len > 0) {
 		ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0) {
@@ -324,7 +310,6 @@ int ms_client_watch_poll(struct ms_client *c, int do_read,
 			return -ENOMEM;
 		}
 		ssize_t n;
-		io_seq_bump();
 		do
 			n = recv(c->fd, c->in.data + c->in.len, want,
 				 MSG_DONTWAIT);
@@ -419,7 +404,6 @@ static int client_recv(struct ms_client *c, struct ms_proto_hdr *hdr_r,
 			if ((ret = wait_readable(c, error_r)) < 0)
 				return ret;
 		}
-		io_seq_bump();
 		ssize_t n = recv(c->fd, c->in.data + c->in.len, room,
 				 MSG_DONTWAIT);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {

@@ -76,10 +76,6 @@ int ms_client_watch_mbox(const struct ms_client *c, uint64_t mbox_id,
    than it had room for, or said EAGAIN.  One counted since a moment T
    means every byte the server sent before T is in the buffer. */
 uint64_t ms_client_drains(const struct ms_client *c);
-/* A count of the sends and recvs of every client of this process: one
-   that has not moved since a moment T means no client sent a request or
-   read a reply (nor a watch's frame) since T. */
-uint64_t ms_client_io_seq(void);
 /* Encode q with a fresh id and send it without waiting for its reply
    (read later with ms_client_recv(): pipelining).  0 with *id_r set, or
    a codec or transport error (*error_r says which). */

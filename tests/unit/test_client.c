@@ -648,17 +648,10 @@ static void test_watch_replies(void **state)
 	/* that read took all there was: the socket was emptied */
 	assert_true(ms_client_drains(c) > d0);
 	d0 = ms_client_drains(c);
-	uint64_t io0 = ms_client_io_seq();
 	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), 1);
 	assert_int_equal(ms_client_drains(c), d0 + 1); /* EAGAIN */
-	/* every recv counts in the process's I/O count, a poll that reads
-	   nothing does not, and a send does */
-	assert_int_equal(ms_client_io_seq(), io0 + 1);
-	assert_int_equal(ms_client_watch_poll(c, 0, &st, &chg, &err), 1);
-	assert_int_equal(ms_client_io_seq(), io0 + 1);
 
 	send_ping(c);
-	assert_int_equal(ms_client_io_seq(), io0 + 2);
 	sleep_ms(50);
 	assert_int_equal(ms_client_watch_poll(c, 1, &st, &chg, &err), -EBUSY);
 	(void)recv_ok(c, 10, sizeof(rep_body), 0, 1000);
