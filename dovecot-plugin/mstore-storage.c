@@ -31,6 +31,7 @@
 #include "mail-index-modseq.h"
 #include "mail-index-transaction-private.h"
 #include "mail-cache-private.h"
+#include "mail-search-build.h"
 #include "mstore-storage.h"
 
 #include <errno.h>
@@ -80,47 +81,77 @@ enum mail_flags mstore_flags_from_store(uint32_t f)
 	return flags;
 }
 
-/* vname -> the store's name: the namespace prefix dropped, the
-   namespace's separator turned into '/'. */
-static const char *
-mstore_vname_to_store(struct mail_namespace *ns, const char *vname)
+/* A private namespace beside the user's INBOX one (lazy_expunge's
+   "expunged/", an archive namespace): not the INBOX namespace, not an
+   alias of another, with a prefix.  Its folders keep the prefix in the
+   store ("expunged/INBOX"), so that they are its own: with the prefix
+   dropped, "expunged/INBOX" was the store's INBOX, and a message that
+   lazy_expunge moved there on EXPUNGE came back into the INBOX. */
+static bool mstore_ns_keeps_prefix(const struct mail_namespace *ns)
 {
-	char sep = mail_namespace_get_sep(ns);
+	return ns->type == MAIL_NAMESPACE_TYPE_PRIVATE &&
+	       (ns->flags & NAMESPACE_FLAG_INBOX_USER) == 0 &&
+	       ns->alias_for == NULL && ns->prefix_len > 0;
+}
 
-	if (strcasecmp(vname, "INBOX") == 0)
-		return "INBOX";
-	if (ns->prefix_len > 0 &&
-	    strncmp(vname, ns->prefix, ns->prefix_len) == 0)
-		vname += ns->prefix_len;
+/* The namespace's separator and '/' swapped in s from start on. */
+static const char *mstore_sep_swap(const char *s, size_t start, char sep)
+{
 	if (sep == '/')
-		return vname;
-	char *s = t_strdup_noconst(vname);
-	for (char *p = s; *p != '\0'; p++) {
+		return s;
+	char *t = t_strdup_noconst(s);
+	for (char *p = t + start; *p != '\0'; p++) {
 		if (*p == sep)
 			*p = '/';
 		else if (*p == '/')
 			*p = sep;
 	}
-	return s;
+	return t;
+}
+
+/* vname -> the store's name: the namespace prefix dropped (but see
+   mstore_ns_keeps_prefix), the namespace's separator turned into '/'. */
+static const char *
+mstore_vname_to_store(struct mail_namespace *ns, const char *vname)
+{
+	if (strcasecmp(vname, "INBOX") == 0)
+		return "INBOX";
+	if (ns->prefix_len > 0 && !mstore_ns_keeps_prefix(ns) &&
+	    strncmp(vname, ns->prefix, ns->prefix_len) == 0)
+		vname += ns->prefix_len;
+	return mstore_sep_swap(vname, 0, mail_namespace_get_sep(ns));
 }
 
 static const char *
 mstore_store_to_vname(struct mail_namespace *ns, const char *name)
 {
-	char sep = mail_namespace_get_sep(ns);
-
 	if (strcmp(name, "INBOX") == 0 && (ns->flags & NAMESPACE_FLAG_INBOX_USER) != 0)
 		return "INBOX";
-	char *s = t_strdup_noconst(t_strconcat(ns->prefix, name, NULL));
-	if (sep != '/') {
-		for (char *p = s + ns->prefix_len; *p != '\0'; p++) {
-			if (*p == '/')
-				*p = sep;
-			else if (*p == sep)
-				*p = '/';
-		}
+	if (mstore_ns_keeps_prefix(ns))
+		return mstore_sep_swap(name, 0, mail_namespace_get_sep(ns));
+	return mstore_sep_swap(t_strconcat(ns->prefix, name, NULL),
+			       ns->prefix_len, mail_namespace_get_sep(ns));
+}
+
+/* Whether the store's folder name is one of the namespace's: a
+   namespace that keeps its prefix has the names under it; the INBOX
+   namespace (and its aliases) every other name; a shared or public
+   namespace every folder of its store user. */
+static bool mstore_ns_owns(struct mail_namespace *ns, const char *name)
+{
+	if (ns->type != MAIL_NAMESPACE_TYPE_PRIVATE)
+		return TRUE;
+	if (mstore_ns_keeps_prefix(ns))
+		return str_begins(name, mstore_vname_to_store(ns, ns->prefix));
+	for (struct mail_namespace *o = ns->user->namespaces; o != NULL;
+	     o = o->next) {
+		if (o != ns && mstore_ns_keeps_prefix(o) &&
+		    o->storage != NULL &&
+		    strcmp(o->storage->name, MSTORE_STORAGE_NAME) == 0 &&
+		    str_begins(name, mstore_vname_to_store(o, o->prefix)))
+			return FALSE;
 	}
-	return s;
+	return TRUE;
 }
 
 const char *mstore_box_store_name(struct mailbox *box)
@@ -807,6 +838,40 @@ static int mstore_mailbox_update(struct mailbox *box,
 	return index_storage_mailbox_update(box, &local);
 }
 
+/* Every message of an open box expunged through Dovecot's own calls
+   before the store deletes the box: whatever hooks an expunge sees each
+   message, as with Dovecot's own formats (index_storage_mailbox_delete_pre
+   expunges first too).  lazy_expunge moves them to its folder; with the
+   store's DELETE first, its copies had no source left, and the DELETE
+   failed after the store had deleted the folder.  -1: nothing is
+   deleted. */
+static int mstore_mailbox_delete_expunge_all(struct mailbox *box)
+{
+	struct mailbox_transaction_context *t;
+	struct mail_search_args *args;
+	struct mail_search_context *ctx;
+	struct mail *mail;
+
+	if (mailbox_sync(box, MAILBOX_SYNC_FLAG_FULL_READ) < 0)
+		return -1;
+	if (mail_index_view_get_messages_count(box->view) == 0)
+		return 0;
+	t = mailbox_transaction_begin(box, 0, __func__);
+	args = mail_search_build_init();
+	mail_search_build_add_all(args);
+	ctx = mailbox_search_init(t, args, NULL, 0, NULL);
+	mail_search_args_unref(&args);
+	while (mailbox_search_next(ctx, &mail))
+		mail_expunge(mail);
+	if (mailbox_search_deinit(&ctx) < 0) {
+		mailbox_transaction_rollback(&t);
+		return -1;
+	}
+	if (mailbox_transaction_commit(&t) < 0)
+		return -1;
+	return mailbox_sync(box, 0);
+}
+
 static int mstore_mailbox_delete(struct mailbox *box)
 {
 	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
@@ -832,6 +897,19 @@ static int mstore_mailbox_delete(struct mailbox *box)
 	if (!box->opened) {
 		/* a \NoSelect directory: nothing of it is in the store */
 		return index_storage_mailbox_delete(box);
+	}
+	if (box->deleting_must_be_empty) {
+		/* (doveadm mailbox delete -e, dsync): said before the store
+		   deletes anything, not after */
+		if (mailbox_sync(box, MAILBOX_SYNC_FLAG_FULL_READ) < 0)
+			return -1;
+		if (mail_index_view_get_messages_count(box->view) > 0) {
+			mail_storage_set_error(box->storage, MAIL_ERROR_EXISTS,
+					       "Mailbox isn't empty");
+			return -1;
+		}
+	} else if (mstore_mailbox_delete_expunge_all(box) < 0) {
+		return -1;
 	}
 	q.u.mbox.name = ms_pstr_c(mstore_box_store_name(box));
 	ret = mstore_request_status(mbox->storage, &q, &rep);
@@ -1499,8 +1577,10 @@ static bool mstore_restore_subscriptions(struct mail_namespace *ns)
 	}
 	ms_proto_iter_names(&it, &rep.u.subs);
 	while ((ret = ms_proto_next_name(&it, &name)) > 0) {
-		const char *vname = mstore_store_to_vname(
-			ns, t_strndup(name.s, name.len));
+		const char *sname = t_strndup(name.s, name.len);
+		if (!mstore_ns_owns(ns, sname))
+			continue;
+		const char *vname = mstore_store_to_vname(ns, sname);
 		struct mailbox_node *node =
 			mailbox_tree_lookup(ns->list->subscriptions, vname);
 		if (node != NULL && (node->flags & MAILBOX_SUBSCRIBED) != 0)
@@ -1541,6 +1621,8 @@ static void mstore_reconcile(struct mail_namespace *ns)
 		mailbox_list_iter_subscriptions_refresh(ns->list) == 0;
 	bool restored = FALSE;
 	array_foreach(boxes, b) {
+		if (!mstore_ns_owns(ns, b->name))
+			continue; /* another namespace's (expunged/...) */
 		bool here = array_bsearch(&local, &b->name, i_strcmp_p) != NULL;
 		if (here && (!b->subscribed || !have_subs))
 			continue; /* nothing to do for it */
@@ -1680,6 +1762,11 @@ static int mstore_notify_look(struct mailbox_list *list, bool sync)
 	if (mstore_store_mboxes(list->ns, pool, &now) < 0) {
 		pool_unref(&pool);
 		return -1;
+	}
+	for (unsigned int i = array_count(&now); i > 0; i--) {
+		const struct mstore_store_mbox *b = array_idx(&now, i - 1);
+		if (!mstore_ns_owns(list->ns, b->name))
+			array_delete(&now, i - 1, 1);
 	}
 	array_sort(&now, mstore_store_mbox_cmp);
 	if (sync)
