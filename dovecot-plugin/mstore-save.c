@@ -39,6 +39,8 @@
 #include "client.h"
 #include "ms.h"
 
+ARRAY_DEFINE_TYPE(ms_uid_pair, struct ms_uid_pair);
+
 /* Room left in a frame for everything of an APPEND but the body. */
 #define MSTORE_APPEND_OVERHEAD (256 * 1024)
 
@@ -60,6 +62,10 @@ struct mstore_save_context {
 	   a uid comes again (so each uid is one copy) */
 	char *copy_src;
 	ARRAY_TYPE(seq_range) copy_uids;
+	/* of those, the ones whose caller wants other flags or keywords
+	   than the source's (mstore_copy_fix) */
+	ARRAY(struct mstore_copy_fix) copy_fixes;
+	pool_t fix_pool;
 
 	bool failed:1;
 	bool finished:1;
@@ -67,7 +73,21 @@ struct mstore_save_context {
 
 #define MSTORE_SAVECTX(s) (container_of(s, struct mstore_save_context, ctx))
 
+/* Store-side copies to be given other flags and keywords than their
+   sources have: the store's COPY copies a message's as they are, and
+   most callers want just that (IMAP COPY asks for the source's own),
+   but not all: lazy_expunge keeps an expunged message without its
+   \Deleted.  A STORE (replace) of the wanted ones follows the COPY, one
+   per set of wanted flags and keywords, on the copies' new UIDs. */
+struct mstore_copy_fix {
+	uint32_t flags;		/* the store's bits */
+	const char **keywords;	/* NULL-terminated, in fix_pool */
+	unsigned int nkeywords;
+	ARRAY_TYPE(seq_range) src_uids;
+};
+
 static int mstore_copy_flush(struct mstore_save_context *ctx);
+static void mstore_copy_fixes_clear(struct mstore_save_context *ctx);
 
 struct mail_save_context *
 mstore_save_alloc(struct mailbox_transaction_context *t)
@@ -82,6 +102,7 @@ mstore_save_alloc(struct mailbox_transaction_context *t)
 		ctx->trans = t->itrans;
 		i_array_init(&ctx->saved_uids, 8);
 		i_array_init(&ctx->copy_uids, 8);
+		i_array_init(&ctx->copy_fixes, 2);
 		t->save_ctx = &ctx->ctx;
 	}
 	return t->save_ctx;
@@ -202,6 +223,104 @@ static void mstore_save_add_uid(struct mstore_save_context *ctx,
 	seq_range_array_add(&ctx->saved_uids, uid);
 }
 
+/* The fixes of the copies just made: the copies' new UIDs (pairs from
+   the COPY's reply) given the flags and keywords their callers asked
+   for, one STORE per fix. */
+static int mstore_copy_fixes_apply(struct mstore_save_context *ctx,
+				   const ARRAY_TYPE(ms_uid_pair) *pairs)
+{
+	const struct mstore_copy_fix *fix;
+	const struct ms_uid_pair *pair;
+
+	array_foreach(&ctx->copy_fixes, fix) {
+		ARRAY_TYPE(seq_range) dst;
+		t_array_init(&dst, 8);
+		array_foreach(pairs, pair) {
+			if (seq_range_exists(&fix->src_uids, pair->src_uid))
+				seq_range_array_add(&dst, pair->dst_uid);
+		}
+		if (array_count(&dst) == 0)
+			continue;
+		struct ms_req q = { .op = MS_OP_STORE };
+		struct ms_reply rep;
+		struct ms_pstr *kws = t_new(struct ms_pstr,
+					    fix->nkeywords + 1);
+		for (unsigned int i = 0; i < fix->nkeywords; i++)
+			kws[i] = ms_pstr_c(fix->keywords[i]);
+		q.u.store.mailbox = ms_pstr_c(
+			mstore_box_store_name(&ctx->mbox->box));
+		q.u.store.uids = mstore_uid_set(&dst);
+		q.u.store.mode = MS_EVENT_MODE_REPLACE;
+		q.u.store.flags = fix->flags;
+		q.u.store.keywords.n = fix->nkeywords;
+		q.u.store.keywords.list = fix->nkeywords > 0 ? kws : NULL;
+		if (mstore_request(ctx->mbox->storage, &q, &rep, NULL) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Whether the copy of mail is to have other flags or keywords than the
+   source has: then it is noted in a fix (mstore_copy_fix). */
+static void mstore_copy_note_flags(struct mstore_save_context *ctx,
+				   struct mail *mail)
+{
+	const struct mail_save_data *mdata = &ctx->ctx.data;
+	enum mail_flags want = mdata->flags & ENUM_NEGATE(MAIL_RECENT);
+	const char *const *have_kw = mail_get_keywords(mail);
+	ARRAY_TYPE(const_string) want_kw;
+
+	t_array_init(&want_kw, 8);
+	if (mdata->keywords != NULL) {
+		const ARRAY_TYPE(keywords) *names =
+			mail_index_get_keywords(mdata->keywords->index);
+		for (unsigned int i = 0; i < mdata->keywords->count; i++) {
+			unsigned int idx = mdata->keywords->idx[i];
+			if (idx < array_count(names))
+				array_push_back(&want_kw,
+					array_idx(names, idx));
+		}
+	}
+	bool same = want == (mail_get_flags(mail) & ENUM_NEGATE(MAIL_RECENT)) &&
+		str_array_length(have_kw) == array_count(&want_kw);
+	const char *const *kw;
+	array_foreach(&want_kw, kw) {
+		if (same && !str_array_find(have_kw, *kw))
+			same = FALSE;
+	}
+	if (same)
+		return;
+
+	/* the fix with these same flags and keywords, or a new one */
+	uint32_t sflags = mstore_flags_to_store(want);
+	struct mstore_copy_fix *fix;
+	array_foreach_modifiable(&ctx->copy_fixes, fix) {
+		if (fix->flags != sflags ||
+		    fix->nkeywords != array_count(&want_kw))
+			continue;
+		bool match = TRUE;
+		array_foreach(&want_kw, kw) {
+			if (!str_array_find(fix->keywords, *kw))
+				match = FALSE;
+		}
+		if (match) {
+			seq_range_array_add(&fix->src_uids, mail->uid);
+			return;
+		}
+	}
+	if (ctx->fix_pool == NULL)
+		ctx->fix_pool = pool_alloconly_create("mstore copy fixes", 512);
+	fix = array_append_space(&ctx->copy_fixes);
+	fix->flags = sflags;
+	fix->nkeywords = array_count(&want_kw);
+	fix->keywords = p_new(ctx->fix_pool, const char *, fix->nkeywords + 1);
+	for (unsigned int i = 0; i < fix->nkeywords; i++)
+		fix->keywords[i] = p_strdup(ctx->fix_pool,
+					    array_idx_elem(&want_kw, i));
+	i_array_init(&fix->src_uids, 8);
+	seq_range_array_add(&fix->src_uids, mail->uid);
+}
+
 /* Sends the store-side copies gathered so far as one COPY.  What the
    store copied is this transaction's even when this fails: a rollback
    takes it back.  A source that is gone (expunged by another session
@@ -228,25 +347,36 @@ static int mstore_copy_flush(struct mstore_save_context *ctx)
 		ret = mstore_request(storage, &q, &rep, NULL);
 	} T_END;
 	array_clear(&ctx->copy_uids);
-	if (ret < 0)
+	if (ret < 0) {
+		mstore_copy_fixes_clear(ctx);
 		return -1;
+	}
+	ARRAY_TYPE(ms_uid_pair) pairs;
+	t_array_init(&pairs, want);
 	ms_proto_iter_pairs(&it, &rep.u.copy.pairs);
 	while ((ret = ms_proto_next_pair(&it, &pair)) > 0) {
 		mstore_save_add_uid(ctx, rep.u.copy.uidvalidity,
 				    pair.dst_uid);
+		array_push_back(&pairs, &pair);
 		got++;
 	}
 	if (ret < 0 || got != rep.u.copy.pairs.n || got > want) {
+		mstore_copy_fixes_clear(ctx);
 		mailbox_set_critical(&ctx->mbox->box,
 			"mstore: malformed COPY reply from the store");
 		return -1;
 	}
 	if (got < want) {
+		mstore_copy_fixes_clear(ctx);
 		mail_storage_set_error(&storage->storage, MAIL_ERROR_EXPUNGED,
 			"Some of the requested messages no longer exist");
 		return -1;
 	}
-	return 0;
+	T_BEGIN {
+		ret = mstore_copy_fixes_apply(ctx, &pairs);
+	} T_END;
+	mstore_copy_fixes_clear(ctx);
+	return ret;
 }
 
 static int mstore_save_append(struct mstore_save_context *ctx)
@@ -419,6 +549,7 @@ static int mstore_copy_store(struct mstore_save_context *ctx,
 		ctx->copy_src = i_strdup(src);
 	}
 	seq_range_array_add(&ctx->copy_uids, mail->uid);
+	mstore_copy_note_flags(ctx, mail);
 	/* its UID comes with the COPY's reply; until then it reads as its
 	   source (mail_log, say, reads its headers now) */
 	mstore_save_add_to_index(ctx, 0, psize, vsize, NULL);
@@ -478,8 +609,20 @@ int mstore_transaction_save_commit_pre(struct mail_save_context *_ctx)
 	return 0;
 }
 
+static void mstore_copy_fixes_clear(struct mstore_save_context *ctx)
+{
+	struct mstore_copy_fix *fix;
+
+	array_foreach_modifiable(&ctx->copy_fixes, fix)
+		array_free(&fix->src_uids);
+	array_clear(&ctx->copy_fixes);
+	pool_unref(&ctx->fix_pool);
+}
+
 static void mstore_save_free(struct mstore_save_context *ctx)
 {
+	mstore_copy_fixes_clear(ctx);
+	array_free(&ctx->copy_fixes);
 	array_free(&ctx->saved_uids);
 	array_free(&ctx->copy_uids);
 	i_free(ctx->copy_src);
