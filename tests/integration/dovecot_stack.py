@@ -93,7 +93,7 @@ class Stack:
     def __init__(self, root, build, users=("alice", "bob"), sieve=False,
                  fts=False, lmtpd=False, lmtpd_indexer=False,
                  mail_log=False, shared=False, public=False,
-                 virtual=False,
+                 virtual=False, lazy_expunge=None,
                  quota="*:storage=1G:messages=1000", store_conf="",
                  user_fields=None):
         self.root = str(root)
@@ -120,6 +120,10 @@ class Stack:
         # Dovecot's virtual plugin: virtual/All (every message of every
         # folder) and virtual/Flagged, over the user's mstore folders
         self.virtual = virtual
+        # Dovecot's lazy_expunge: what is expunged goes to a folder of
+        # its own ("mailbox": the one folder .EXPUNGED; "namespace": a
+        # hidden namespace expunged/ with a folder per source folder)
+        self.lazy_expunge = lazy_expunge
         # Dovecot's quota plugin (the count backend over the store)
         # with this quota_rule; None: no quota plugin
         self.quota = quota
@@ -303,6 +307,24 @@ namespace virtual {{
   list = yes
   subscriptions = no
 }}
+"""
+        if self.lazy_expunge:
+            plugins += " lazy_expunge"
+            plugin += f"""
+  lazy_expunge = {'.EXPUNGED' if self.lazy_expunge == 'mailbox'
+                  else 'expunged/'}
+  lazy_expunge_only_last_instance = yes
+"""
+            if self.lazy_expunge == "namespace":
+                conf += """
+namespace expunged {
+  prefix = expunged/
+  separator = /
+  location = mstore:~/mstore-expunged
+  hidden = yes
+  list = no
+  subscriptions = no
+}
 """
         if self.mail_log:
             plugins += " notify mail_log"

@@ -139,3 +139,27 @@ def test_store_quota_refuses_copy_fresh_index(stack):
         c.logout()
     assert sorted(stack.store_view("bob", "INBOX")) == [1, 2]
     assert stack.store_view("bob", "Other") == {}
+
+
+def test_mailbox_delete_empty_only(stack):
+    """doveadm mailbox delete -e (what dsync asks for too) refuses a
+    folder that has mail before the store deletes anything: the folder
+    and its message stay; emptied, it goes."""
+    import msproto
+    d = stack.doveadm
+    d("mailbox create", "Work", user="alice")
+    stack.deliver("alice", "Work", MSG)
+    r = d("mailbox delete", "-e", "Work", user="alice", check=False)
+    assert r.returncode != 0 and "isn't empty" in r.stderr, r
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    assert [x["uid"] for x in m.fetch_meta("Work")] == [1]
+    assert "Work" in d("mailbox list", user="alice").stdout.split()
+    d("expunge", "mailbox", "Work", "all", user="alice")
+    d("mailbox delete", "-e", "Work", user="alice")
+    try:
+        m.mbox_status("Work")
+        raise AssertionError("Work is still in the store")
+    except msproto.Error:
+        pass
+    assert "Work" not in d("mailbox list", user="alice").stdout.split()
+    m.close()
