@@ -93,7 +93,7 @@ class Stack:
     def __init__(self, root, build, users=("alice", "bob"), sieve=False,
                  fts=False, lmtpd=False, lmtpd_indexer=False,
                  mail_log=False, shared=False, public=False,
-                 virtual=False, lazy_expunge=None,
+                 virtual=False, lazy_expunge=None, trash=False,
                  quota="*:storage=1G:messages=1000", store_conf="",
                  user_fields=None):
         self.root = str(root)
@@ -124,6 +124,9 @@ class Stack:
         # its own ("mailbox": the one folder .EXPUNGED; "namespace": a
         # hidden namespace expunged/ with a folder per source folder)
         self.lazy_expunge = lazy_expunge
+        # Dovecot's trash plugin: over quota, the oldest mail of Trash
+        # goes first (needs quota)
+        self.trash = trash
         # Dovecot's quota plugin (the count backend over the store)
         # with this quota_rule; None: no quota plugin
         self.quota = quota
@@ -325,6 +328,13 @@ namespace expunged {
   list = no
   subscriptions = no
 }
+"""
+        if self.trash:
+            plugins += " trash"
+            with open(self.p("trash.conf"), "w") as f:
+                f.write("1 Trash\n")
+            plugin += f"""
+  trash = {self.p('trash.conf')}
 """
         if self.mail_log:
             plugins += " notify mail_log"
