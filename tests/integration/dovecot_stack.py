@@ -94,6 +94,7 @@ class Stack:
                  fts=False, lmtpd=False, lmtpd_indexer=False,
                  mail_log=False, shared=False, public=False,
                  virtual=False, lazy_expunge=None, trash=False,
+                 dovecot_conf="",
                  quota="*:storage=1G:messages=1000", store_conf="",
                  user_fields=None):
         self.root = str(root)
@@ -127,6 +128,8 @@ class Stack:
         # Dovecot's trash plugin: over quota, the oldest mail of Trash
         # goes first (needs quota)
         self.trash = trash
+        # more dovecot.conf, at its end
+        self.dovecot_conf = dovecot_conf
         # Dovecot's quota plugin (the count backend over the store)
         # with this quota_rule; None: no quota plugin
         self.quota = quota
@@ -392,6 +395,7 @@ protocol lmtp {
   mail_plugins = $mail_plugins sieve
 }
 """
+        conf += self.dovecot_conf
         return plugins, plugin, conf
 
     def write_dovecot_conf(self):

@@ -204,3 +204,46 @@ def test_second_namespace_folders_are_its_own(stack):
         m.mbox_status("Work")
     c.logout()
     m.close()
+
+
+@pytest.mark.dovecot(dovecot_conf="""
+namespace compat {
+  prefix = INBOX.
+  separator = .
+  alias_for =
+  hidden = yes
+  list = no
+  subscriptions = no
+}
+""")
+def test_alias_namespace_is_the_inbox_namespace(stack):
+    """The other side of the rule: a namespace that is an alias of the
+    INBOX one (alias_for, a Courier-style INBOX. prefix) has no folders
+    of its own.  Dovecot hands its names to the INBOX namespace before
+    the storage sees them, so they are the same store folders; and the
+    INBOX namespace keeps the store's folders under the alias's prefix
+    (INBOX/Sub, a child of INBOX), which come back after the index is
+    lost."""
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    c = stack.imap()
+    ok(c.create("Work/Sub"))
+    ok(c.append("INBOX.Work.Sub", None, None, body(0)))
+    assert subjects_in_store(m, "Work/Sub") == ["m0"]
+    ok(c.select("INBOX.Work.Sub"))
+    ok(c.store("1", "+FLAGS", r"(\Flagged)"))
+    assert m.fetch_meta("Work/Sub")[0]["flags"] & FLAGGED
+    typ, data = c.status("Work/Sub", "(MESSAGES)")
+    assert typ == "OK" and b"MESSAGES 1" in data[0], data
+    names = b" ".join(ok(c.list()))
+    assert b"INBOX." not in names, names
+    ok(c.create("INBOX/Sub"))
+    ok(c.append("INBOX/Sub", None, None, body(1)))
+    c.logout()
+    shutil.rmtree(stack.index_dir("alice"))
+    c = stack.imap()
+    names = b" ".join(ok(c.list()))
+    assert b'"INBOX/Sub"' in names or b" INBOX/Sub" in names, names
+    typ, data = c.status("INBOX/Sub", "(MESSAGES)")
+    assert typ == "OK" and b"MESSAGES 1" in data[0], data
+    c.logout()
+    m.close()
