@@ -356,6 +356,27 @@ static int mstore_reconcile_for(struct mailbox *box)
 	return 1;
 }
 
+/* Dovecot's question whether a folder exists is answered from the local
+   list.  A folder that the store has and the list lacks (the index
+   cache lost, the folder made through another host or a tool) is added
+   from the store first, as at an open: GETMETADATA and SETMETADATA,
+   doveadm and the plugins ask this without opening. */
+static int mstore_mailbox_exists(struct mailbox *box, bool auto_boxes,
+				 enum mailbox_existence *existence_r)
+{
+	int ret;
+
+	if (index_storage_mailbox_exists(box, auto_boxes, existence_r) < 0)
+		return -1;
+	/* INBOX is left to Dovecot, which makes its folder at its first
+	   open */
+	if (*existence_r != MAILBOX_EXISTENCE_NONE || box->inbox_user)
+		return 0;
+	if ((ret = mstore_reconcile_for(box)) <= 0)
+		return ret;
+	return index_storage_mailbox_exists(box, auto_boxes, existence_r);
+}
+
 static int mstore_mailbox_check_existence(struct mailbox *box)
 {
 	const char *box_path = mailbox_get_path(box);
@@ -1978,7 +1999,7 @@ struct mailbox mstore_mailbox = {
 	.v = {
 		.is_readonly = mstore_mailbox_is_readonly,
 		.enable = index_storage_mailbox_enable,
-		.exists = index_storage_mailbox_exists,
+		.exists = mstore_mailbox_exists,
 		.open = mstore_mailbox_open,
 		.close = mstore_mailbox_close,
 		.free = index_storage_mailbox_free,

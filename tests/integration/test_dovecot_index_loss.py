@@ -5,6 +5,8 @@ import imaplib
 import re
 import shutil
 
+import pytest
+
 from test_dovecot_imap import MSG, fetch_map, ok, uids  # noqa: F401
 
 imaplib.Commands.setdefault("ENABLE", ("AUTH",))
@@ -321,4 +323,43 @@ def test_index_loss_subscriptions_inbox_only(stack):
     shutil.rmtree(stack.index_dir("alice"))
     c = stack.imap()
     assert lsub_names(c) == ["INBOX", "Old"]
+    c.logout()
+
+
+METADATA_CONF = """
+mail_attribute_dict = file:%h/dovecot-attributes
+protocol imap {
+  imap_metadata = yes
+}
+"""
+
+
+@pytest.mark.dovecot(dovecot_conf=METADATA_CONF)
+def test_metadata_of_a_folder_not_listed_here(stack):
+    """IMAP METADATA asks whether a folder exists without opening it.  A
+    folder the store has and the local list lacks (the index directory
+    lost; a folder made through the store by another host or a tool
+    while a session is logged in) is found in the store, as at an open:
+    GETMETADATA and SETMETADATA answer instead of "Mailbox doesn't
+    exist", and a folder the store lacks too is still refused."""
+    from test_dovecot_imap import raw
+    c = stack.imap()
+    ok(c.create("Work"))
+    line, _ = raw(c, 'SETMETADATA Work (/private/comment "my work")')
+    assert b" OK " in line, line
+    c.logout()
+    shutil.rmtree(stack.index_dir("alice"))
+    c = stack.imap()
+    line, untagged = raw(c, "GETMETADATA Work /private/comment")
+    assert b" OK " in line, line
+    assert b"my work" in b"".join(untagged), untagged
+    # made through the store while this session is logged in
+    stack.mstore("mailbox", "add", "alice", "Made/Elsewhere")
+    line, _ = raw(c, 'SETMETADATA Made/Elsewhere (/private/comment "x")')
+    assert b" OK " in line, line
+    line, untagged = raw(c, "GETMETADATA Made/Elsewhere /private/comment")
+    assert b" OK " in line and b"x)" in b"".join(untagged), \
+        (line, untagged)
+    line, _ = raw(c, "GETMETADATA Nowhere /private/comment")
+    assert b" NO " in line and b"doesn't exist" in line, line
     c.logout()
