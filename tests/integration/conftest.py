@@ -106,6 +106,8 @@ def stack(request):
     marker = request.node.get_closest_marker("dovecot")
     mods = "/usr/lib/dovecot/modules"
     for opt, lib, pkg in (("sieve", "lib90_sieve_plugin.so", "dovecot-sieve"),
+                          ("imapsieve", "lib95_imap_sieve_plugin.so",
+                           "dovecot-sieve"),
                           ("fts", "lib21_fts_xapian_plugin.so",
                            "dovecot-fts-xapian")):
         if marker and marker.kwargs.get(opt) and not os.path.exists(

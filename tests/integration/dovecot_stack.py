@@ -94,6 +94,7 @@ class Stack:
                  fts=False, lmtpd=False, lmtpd_indexer=False,
                  mail_log=False, shared=False, public=False,
                  virtual=False, lazy_expunge=None, trash=False,
+                 imapsieve=None,
                  dovecot_conf="",
                  quota="*:storage=1G:messages=1000", store_conf="",
                  user_fields=None):
@@ -128,6 +129,9 @@ class Stack:
         # Dovecot's trash plugin: over quota, the oldest mail of Trash
         # goes first (needs quota)
         self.trash = trash
+        # Dovecot's imap_sieve: this Sieve script runs on each message
+        # COPY'd, MOVE'd or APPEND'ed into Junk (spam training)
+        self.imapsieve = imapsieve
         # more dovecot.conf, at its end
         self.dovecot_conf = dovecot_conf
         # Dovecot's quota plugin (the count backend over the store)
@@ -338,6 +342,27 @@ namespace expunged {
                 f.write("1 Trash\n")
             plugin += f"""
   trash = {self.p('trash.conf')}
+"""
+        if self.imapsieve:
+            # in a directory of the mail user's: Pigeonhole writes the
+            # compiled script next to it
+            mu = pwd.getpwnam(MAIL_USER)
+            os.makedirs(self.p("imapsieve"), exist_ok=True)
+            os.chown(self.p("imapsieve"), mu.pw_uid, mu.pw_gid)
+            script = self.p("imapsieve", "junk.sieve")
+            with open(script, "w") as f:
+                f.write(self.imapsieve)
+            os.chmod(script, 0o644)
+            plugin += f"""
+  sieve_plugins = sieve_imapsieve
+  imapsieve_mailbox1_name = Junk
+  imapsieve_mailbox1_causes = COPY APPEND
+  imapsieve_mailbox1_before = file:{script}
+"""
+            conf += """
+protocol imap {
+  mail_plugins = $mail_plugins imap_sieve
+}
 """
         if self.mail_log:
             plugins += " notify mail_log"
