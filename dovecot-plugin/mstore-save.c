@@ -66,6 +66,10 @@ struct mstore_save_context {
 	   than the source's (mstore_copy_fix) */
 	ARRAY(struct mstore_copy_fix) copy_fixes;
 	pool_t fix_pool;
+	/* saves with UIDs of their caller's choosing, held until commit
+	   (mstore_deferred) */
+	ARRAY(struct mstore_deferred) deferred;
+	size_t deferred_bytes;
 
 	bool failed:1;
 	bool finished:1;
@@ -86,8 +90,31 @@ struct mstore_copy_fix {
 	ARRAY_TYPE(seq_range) src_uids;
 };
 
+/* A save with a UID of its caller's choosing (dsync keeping the
+   source's UIDs, or renumbering a conflict), held until commit.  dsync
+   saves such messages in the order they reach it, not by UID (a local
+   copy renumbered to UID 6 may come before the other side's message for
+   UID 5), and commits only when the UIDs still to come are higher: it
+   counts on the index sorting a transaction's appends by UID at commit,
+   as Dovecot's own does.  The store's UIDNEXT never goes back, so the
+   held saves are sent at commit in UID order; or earlier, sorted, once
+   their bodies pass MSTORE_DEFER_MAX_BYTES. */
+struct mstore_deferred {
+	uint32_t uid;
+	uint32_t flags;
+	int64_t received;
+	uint8_t guid[16];
+	const char **keywords;	/* in the body's pool: see deferred_free */
+	unsigned int nkeywords;
+	buffer_t *body;
+	pool_t pool;
+};
+#define MSTORE_DEFER_MAX_BYTES (16 * 1024 * 1024)
+
 static int mstore_copy_flush(struct mstore_save_context *ctx);
 static void mstore_copy_fixes_clear(struct mstore_save_context *ctx);
+static int mstore_deferred_flush(struct mstore_save_context *ctx);
+static void mstore_deferred_clear(struct mstore_save_context *ctx);
 
 struct mail_save_context *
 mstore_save_alloc(struct mailbox_transaction_context *t)
@@ -103,6 +130,7 @@ mstore_save_alloc(struct mailbox_transaction_context *t)
 		i_array_init(&ctx->saved_uids, 8);
 		i_array_init(&ctx->copy_uids, 8);
 		i_array_init(&ctx->copy_fixes, 2);
+		i_array_init(&ctx->deferred, 4);
 		t->save_ctx = &ctx->ctx;
 	}
 	return t->save_ctx;
@@ -379,17 +407,29 @@ static int mstore_copy_flush(struct mstore_save_context *ctx)
 	return ret;
 }
 
+static int mstore_save_send(struct mstore_save_context *ctx,
+			    struct ms_req *q, const struct ms_placement *pl,
+			    const void *body, size_t body_len, bool to_index);
+
+static bool mstore_deferred_has(struct mstore_save_context *ctx,
+				uint32_t uid)
+{
+	const struct mstore_deferred *d;
+
+	array_foreach(&ctx->deferred, d) {
+		if (d->uid == uid)
+			return TRUE;
+	}
+	return FALSE;
+}
+
 static int mstore_save_append(struct mstore_save_context *ctx)
 {
 	struct mail_save_context *_ctx = &ctx->ctx;
 	struct mail_save_data *mdata = &_ctx->data;
-	struct mstore_storage *storage = ctx->mbox->storage;
 	struct ms_req q = { .op = MS_OP_APPEND };
-	struct ms_reply rep;
 	struct ms_placement pl;
 	struct ms_pstr *kws = NULL;
-	struct ms_proto_iter it;
-	struct ms_append_result res;
 	unsigned int nkw = 0;
 
 	i_zero(&pl);
@@ -424,15 +464,60 @@ static int mstore_save_append(struct mstore_save_context *ctx)
 		    guid_128_from_string(mdata->guid, pl.guid) < 0)
 			mail_generate_guid_128_hash(mdata->guid, pl.guid);
 	}
-	q.u.append.body = ctx->body->data;
-	q.u.append.body_len = ctx->body->used;
-	q.u.append.placements.n = 1;
-	q.u.append.placements.list = &pl;
-	if (mstore_request(storage, &q, &rep, NULL) < 0)
+	if (q.op == MS_OP_APPEND_UID && pl.uid != 0 &&
+	    !seq_range_exists(&ctx->saved_uids, pl.uid) &&
+	    !mstore_deferred_has(ctx, pl.uid)) {
+		/* held until commit, sent in UID order (mstore_deferred);
+		   a UID this transaction already has is sent now, for the
+		   store to refuse */
+		pool_t pool = pool_alloconly_create("mstore deferred save",
+						    256);
+		struct mstore_deferred *d = array_append_space(&ctx->deferred);
+		d->pool = pool;
+		d->uid = pl.uid;
+		d->flags = pl.flags;
+		d->received = pl.received;
+		memcpy(d->guid, pl.guid, sizeof(d->guid));
+		d->nkeywords = nkw;
+		d->keywords = p_new(pool, const char *, nkw + 1);
+		for (unsigned int i = 0; i < nkw; i++)
+			d->keywords[i] = p_strndup(pool, kws[i].s, kws[i].len);
+		d->body = buffer_create_dynamic(default_pool,
+						ctx->body->used + 1);
+		buffer_append_buf(d->body, ctx->body, 0, SIZE_MAX);
+		ctx->deferred_bytes += ctx->body->used;
+		mstore_save_add_to_index(ctx, pl.uid, ctx->body->used,
+			ms_crlf_size(ctx->body->data, ctx->body->used),
+			&ctx->body);
+		if (ctx->deferred_bytes > MSTORE_DEFER_MAX_BYTES)
+			return mstore_deferred_flush(ctx);
+		return 0;
+	}
+	return mstore_save_send(ctx, &q, &pl, ctx->body->data,
+				ctx->body->used, TRUE);
+}
+
+/* One APPEND or APPEND_UID of body with the placement pl; the message's
+   UID is noted as saved, and with to_index the temporary index record
+   made (with the body). */
+static int mstore_save_send(struct mstore_save_context *ctx,
+			    struct ms_req *q, const struct ms_placement *pl,
+			    const void *body, size_t body_len, bool to_index)
+{
+	struct mstore_storage *storage = ctx->mbox->storage;
+	struct ms_reply rep;
+	struct ms_proto_iter it;
+	struct ms_append_result res;
+
+	q->u.append.body = body;
+	q->u.append.body_len = body_len;
+	q->u.append.placements.n = 1;
+	q->u.append.placements.list = pl;
+	if (mstore_request(storage, q, &rep, NULL) < 0)
 		return -1;
 	ms_proto_iter_results(&it, &rep.u.append);
 	if (rep.u.append.n != 1 || ms_proto_next_result(&it, &res) <= 0) {
-		mail_set_critical(_ctx->dest_mail,
+		mailbox_set_critical(&ctx->mbox->box,
 			"mstore: malformed APPEND reply from the store");
 		return -1;
 	}
@@ -449,10 +534,67 @@ static int mstore_save_append(struct mstore_save_context *ctx)
 		return -1;
 	}
 	mstore_save_add_uid(ctx, res.uidvalidity, res.uid);
-	mstore_save_add_to_index(ctx, res.uid, ctx->body->used,
-		ms_crlf_size(ctx->body->data, ctx->body->used),
-		&ctx->body);
+	if (to_index) {
+		mstore_save_add_to_index(ctx, res.uid, ctx->body->used,
+			ms_crlf_size(ctx->body->data, ctx->body->used),
+			&ctx->body);
+	}
 	return 0;
+}
+
+static int mstore_deferred_cmp(const struct mstore_deferred *a,
+			       const struct mstore_deferred *b)
+{
+	return a->uid < b->uid ? -1 : a->uid > b->uid ? 1 : 0;
+}
+
+static void mstore_deferred_clear(struct mstore_save_context *ctx)
+{
+	struct mstore_deferred *d;
+
+	array_foreach_modifiable(&ctx->deferred, d) {
+		buffer_free(&d->body);
+		pool_unref(&d->pool);
+	}
+	array_clear(&ctx->deferred);
+	ctx->deferred_bytes = 0;
+}
+
+/* The held saves, in UID order; -1 at the first the store refused (the
+   ones sent before it are this transaction's: a rollback takes them
+   back). */
+static int mstore_deferred_flush(struct mstore_save_context *ctx)
+{
+	const struct mstore_deferred *d;
+	int ret = 0;
+
+	array_sort(&ctx->deferred, mstore_deferred_cmp);
+	array_foreach(&ctx->deferred, d) {
+		T_BEGIN {
+			struct ms_req q = { .op = MS_OP_APPEND_UID };
+			struct ms_placement pl;
+			struct ms_pstr *kws = t_new(struct ms_pstr,
+						    d->nkeywords + 1);
+
+			i_zero(&pl);
+			pl.mailbox = ms_pstr_c(
+				mstore_box_store_name(&ctx->mbox->box));
+			pl.uid = d->uid;
+			pl.flags = d->flags;
+			pl.received = d->received;
+			memcpy(pl.guid, d->guid, sizeof(pl.guid));
+			for (unsigned int i = 0; i < d->nkeywords; i++)
+				kws[i] = ms_pstr_c(d->keywords[i]);
+			pl.keywords.n = d->nkeywords;
+			pl.keywords.list = d->nkeywords > 0 ? kws : NULL;
+			ret = mstore_save_send(ctx, &q, &pl, d->body->data,
+					       d->body->used, FALSE);
+		} T_END;
+		if (ret < 0)
+			break;
+	}
+	mstore_deferred_clear(ctx);
+	return ret;
 }
 
 int mstore_save_finish(struct mail_save_context *_ctx)
@@ -570,7 +712,11 @@ int mstore_copy(struct mail_save_context *_ctx, struct mail *mail)
 		ctx->failed = TRUE;
 		return -1;
 	}
-	if (!mstore_copy_same_user(_ctx, mail))
+	/* a copy that is to have a UID of its caller's choosing (dsync
+	   renumbering a conflict, or copying a message it has elsewhere,
+	   keeps the source's UIDs) is saved by value with that UID: the
+	   store's COPY gives the next one */
+	if (!mstore_copy_same_user(_ctx, mail) || _ctx->data.uid != 0)
 		return mail_storage_copy(_ctx, mail);
 	T_BEGIN {
 		ret = mstore_copy_store(ctx, mail);
@@ -581,6 +727,15 @@ int mstore_copy(struct mail_save_context *_ctx, struct mail *mail)
 	return ret;
 }
 
+int mstore_transaction_save_flush(struct mail_save_context *_ctx)
+{
+	struct mstore_save_context *ctx = MSTORE_SAVECTX(_ctx);
+
+	if (mstore_deferred_flush(ctx) < 0)
+		return -1;
+	return mstore_copy_flush(ctx);
+}
+
 int mstore_transaction_save_commit_pre(struct mail_save_context *_ctx)
 {
 	struct mstore_save_context *ctx = MSTORE_SAVECTX(_ctx);
@@ -588,6 +743,11 @@ int mstore_transaction_save_commit_pre(struct mail_save_context *_ctx)
 		_ctx->transaction->changes;
 	uint32_t i, last_seq;
 
+	/* the held saves first: the copies' UIDs are the store's next */
+	if (mstore_deferred_flush(ctx) < 0) {
+		mstore_transaction_save_rollback(_ctx);
+		return -1;
+	}
 	if (mstore_copy_flush(ctx) < 0) {
 		/* the commit fails (MAIL_ERROR_EXPUNGED when a source had
 		   gone, which IMAP reports as such); what the store copied
@@ -623,6 +783,8 @@ static void mstore_save_free(struct mstore_save_context *ctx)
 {
 	mstore_copy_fixes_clear(ctx);
 	array_free(&ctx->copy_fixes);
+	mstore_deferred_clear(ctx);
+	array_free(&ctx->deferred);
 	array_free(&ctx->saved_uids);
 	array_free(&ctx->copy_uids);
 	i_free(ctx->copy_src);

@@ -1392,6 +1392,37 @@ static bool mstore_itrans_has_store_changes(struct mail_index_transaction *it)
    size) is committed to the index alone: no store request, so no error
    can come of it; IMAP COPY commits the source's transaction while it
    still holds the storage's error string of a failed copy. */
+/* Expunges in an external transaction are applied to the index as
+   done, not queued for the backend as an IMAP EXPUNGE's are: dsync moves
+   a message within a folder to a new UID in one such transaction (its
+   UID reassignment after a conflict).  They are sent to the store here,
+   before the index takes them and after the transaction's copies (a
+   crash in between leaves a copy too many, never none).  Before, the
+   store kept those messages while the index dropped them. */
+static int mstore_external_expunges(struct mailbox_transaction_context *t)
+{
+	struct mail_index_transaction *it = t->itrans;
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(t->box);
+	const struct mail_transaction_expunge_guid *e;
+	ARRAY_TYPE(seq_range) uids;
+	struct ms_req q = { .op = MS_OP_EXPUNGE };
+	struct ms_reply rep;
+	uint32_t uid;
+
+	t_array_init(&uids, 8);
+	array_foreach(&it->expunges, e) {
+		/* a sequence of the transaction's view until it commits */
+		mail_index_lookup_uid(it->view, e->uid, &uid);
+		if (uid != 0)
+			seq_range_array_add(&uids, uid);
+	}
+	if (array_count(&uids) == 0)
+		return 0;
+	q.u.uids.mailbox = ms_pstr_c(mstore_box_store_name(t->box));
+	q.u.uids.uids = mstore_uid_set(&uids);
+	return mstore_request(mbox->storage, &q, &rep, NULL) < 0 ? -1 : 0;
+}
+
 static int
 mstore_transaction_commit(struct mailbox_transaction_context *t,
 			  struct mail_transaction_commit_changes *changes_r)
@@ -1409,6 +1440,21 @@ mstore_transaction_commit(struct mailbox_transaction_context *t,
 		index_transaction_rollback(t);
 		mstore_set_store_error(mbox->storage, -EROFS, "STORE");
 		return -1;
+	}
+	if (external && !mbox->syncing && !mbox->deleted &&
+	    array_is_created(&t->itrans->expunges) &&
+	    array_count(&t->itrans->expunges) > 0) {
+		int ret = 0;
+		if (t->save_ctx != NULL)
+			ret = mstore_transaction_save_flush(t->save_ctx);
+		if (ret == 0) T_BEGIN {
+			ret = mstore_external_expunges(t);
+		} T_END;
+		if (ret < 0) {
+			/* what the store copied is taken back */
+			index_transaction_rollback(t);
+			return -1;
+		}
 	}
 	if (index_transaction_commit(t, changes_r) < 0)
 		return -1;

@@ -413,6 +413,10 @@ int mstore_save_finish(struct mail_save_context *ctx);
 void mstore_save_cancel(struct mail_save_context *ctx);
 int mstore_copy(struct mail_save_context *ctx, struct mail *mail);
 int mstore_transaction_save_commit_pre(struct mail_save_context *ctx);
+/* The transaction's held saves and gathered copies sent now (before its
+   external expunges, mstore_transaction_commit); -1: the caller rolls
+   the transaction back. */
+int mstore_transaction_save_flush(struct mail_save_context *ctx);
 void mstore_transaction_save_commit_post(
 	struct mail_save_context *ctx,
 	struct mail_index_transaction_commit_result *result);

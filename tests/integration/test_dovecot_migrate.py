@@ -499,3 +499,85 @@ def test_doveadm_backup_out_and_two_way_sync(stack):
     for box in ("INBOX", "Work"):
         assert stack.store_view("alice", box) == {
             u: v[0] for u, v in dsync_view(stack, None, box).items()}
+
+
+def test_two_way_sync_uid_conflict(stack):
+    """A two-way `doveadm sync` where both sides got a new message under
+    the same UID since the last sync (a delivery to the store, one to the
+    old server) renumbers both: dsync copies the store's message to a new
+    UID of its choosing and saves the other side's under the next.  The
+    store's COPY gives the next UID itself, so such a copy is saved by
+    value with the UID dsync asks for; before, the save that followed
+    failed ("uid 5 is below the mailbox's UIDNEXT 6") and the sides kept
+    disagreeing.  dsync also saves such messages in the order they reach
+    it, not by UID (the index sorts a transaction's appends at commit):
+    the plugin holds them until commit and sends them in UID order; sent
+    as they came, "uid 5 is below the mailbox's UIDNEXT 7" half the time.
+    When dsync saves the two out of UID order it also moves them to new
+    UIDs within the folder in one transaction whose expunges the index
+    takes as done: the plugin sends those to the store first (before,
+    the store kept both old copies while the index dropped them).  Which
+    way a folder goes is dsync's timing, so four folders are synced at
+    once.  Both sides end up the same (after dsync's own "run again" when
+    it says so), each new message once in the store, and syncing
+    settles: a sync then writes nothing to the store."""
+    mdbox = stack.p("peer")
+    os.makedirs(mdbox)
+    chown_tree(mdbox)
+    loc = f"mdbox:{mdbox}"
+    boxes = ["INBOX", "A", "B", "C"]
+    for box in boxes[1:]:
+        stack.doveadm("mailbox create", box, user="alice")
+    for box in boxes:
+        for i in range(3):
+            stack.deliver("alice", box, MSG.replace(b"hello", b"s%d" % i))
+    stack.doveadm("sync", loc, user="alice")
+    for box in boxes:
+        assert dsync_view(stack, loc, box) == dsync_view(stack, None, box)
+    # UID 4 on both sides, different messages; and a flag on the store's
+    # side, so that no folder's UIDNEXT and HIGHESTMODSEQ happen to be the
+    # same on both sides (dsync then skips it as unchanged)
+    c = stack.imap()
+    for box in boxes:
+        stack.deliver("alice", box, MSG.replace(b"hello", b"store4"))
+        ok(c.select(box))
+        ok(c.uid("STORE", "1", "+FLAGS", r"(\Flagged)"))
+    c.logout()
+    for box in boxes:
+        r = subprocess.run(["doveadm", "-c", stack.dconf, "-o",
+                            f"mail_location={loc}", "-o", "mail_plugins=",
+                            "save", "-u", "alice", "-m", box],
+                           input=MSG.replace(b"hello", b"peer4"),
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    r = stack.doveadm("sync", loc, user="alice", check=False)
+    if r.returncode == 2:
+        # dsync's own "UIDs changed due to UID conflicts: run again"
+        assert "UID conflicts" in r.stderr, r.stderr
+        r = stack.doveadm("sync", loc, user="alice", check=False)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    views = {}
+    for box in boxes:
+        store, peer = dsync_view(stack, None, box), dsync_view(stack, loc,
+                                                              box)
+        assert store == peer, (box, store, peer)
+        assert len(store) == 5 and 4 not in store, (box, store)
+        assert box_status(stack, loc, box) == box_status(stack, None, box)
+        # both new messages, once each, in the store itself
+        subjects = sorted(re.search(rb"Subject: (\S+)",
+                                    m.fetch_body(box, r["uid"])).group(1)
+                          for r in m.fetch_meta(box))
+        assert subjects == [b"peer4", b"s0", b"s1", b"s2", b"store4"], \
+            (box, subjects)
+        views[box] = store
+    m.close()
+    # after a "run again", dsync's next sync may still raise both sides'
+    # HIGHESTMODSEQ to the same value (one write); the one after that
+    # writes nothing
+    stack.doveadm("sync", loc, user="alice")
+    seq = durable_seq(stack)
+    stack.doveadm("sync", loc, user="alice")
+    assert durable_seq(stack) == seq
+    for box in boxes:
+        assert dsync_view(stack, None, box) == views[box]
