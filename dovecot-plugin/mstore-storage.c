@@ -545,6 +545,24 @@ static void mstore_perm_keep(struct mailbox *box)
 	p->perm.file_create_gid_origin = NULL;
 }
 
+/* MODSEQs on in the index.  Dovecot notes them on in the index object,
+   which its cache of open indexes keeps: after the folder's index files
+   were made again under the same path (INBOX deleted and made again by
+   doveadm backup, its log reset), the note outlived the files, no
+   MODSEQ extension was written, and the next MODSEQ update was
+   "modseqs updated before they were enabled" (a corrupted index, fscked
+   by Dovecot). */
+static void mstore_modseq_enable(struct mail_index *index)
+{
+	uint32_t ext_idx;
+
+	if (index->modseqs_enabled && index->map != NULL &&
+	    !mail_index_map_get_ext_idx(index->map, index->modseq_ext_id,
+					&ext_idx))
+		index->modseqs_enabled = FALSE;
+	mail_index_modseq_enable(index);
+}
+
 static int mstore_mailbox_open(struct mailbox *box)
 {
 	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
@@ -593,7 +611,7 @@ static int mstore_mailbox_open(struct mailbox *box)
 	mstore_cache_header_settle(box);
 	/* MODSEQs always, so that they follow the store's from the start
 	   (mstore-sync.c), not only once a client enables CONDSTORE */
-	mail_index_modseq_enable(box->index);
+	mstore_modseq_enable(box->index);
 	if (box->creating)
 		return 0; /* create_box binds it to the store */
 	if ((box->flags & MAILBOX_FLAG_SAVEONLY) != 0 &&

@@ -581,7 +581,11 @@ lmtp_save_to_detail_mailbox = no
             cmd += ["-u", user]
         cmd += [str(a) for a in args]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if check and r.returncode != 0:
+        # doveadm's errors go to its stderr, not to Dovecot's log: a
+        # command that succeeds says none (an index it had to repair
+        # says "Error: ... fscking")
+        if check and (r.returncode != 0 or "Error:" in r.stderr or
+                      "Panic:" in r.stderr):
             raise AssertionError(f"doveadm {command} {args}: {r.returncode} "
                                  f"{r.stdout} {r.stderr}")
         return r
