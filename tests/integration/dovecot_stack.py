@@ -604,7 +604,8 @@ lmtp_save_to_detail_mailbox = no
                            command.split() + ["-u", user] +
                            [str(a) for a in args],
                            capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
+        if r.returncode != 0 or "Error:" in r.stderr or \
+                "Panic:" in r.stderr:
             raise AssertionError(f"doveadm {command}: {r.stdout} "
                                  f"{r.stderr}")
         return r.stdout
