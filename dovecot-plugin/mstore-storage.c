@@ -918,12 +918,28 @@ static int mstore_mailbox_delete(struct mailbox *box)
 	struct ms_reply rep;
 	int ret;
 
+	if (box->opened && box->deleting_must_be_empty) {
+		/* (doveadm mailbox delete -e, dsync): said before the store
+		   deletes anything, not after */
+		if (mailbox_sync(box, MAILBOX_SYNC_FLAG_FULL_READ) < 0)
+			return -1;
+		if (mail_index_view_get_messages_count(box->view) > 0) {
+			mail_storage_set_error(box->storage, MAIL_ERROR_EXISTS,
+					       "Mailbox isn't empty");
+			return -1;
+		}
+	}
 	if (box->inbox_user) {
 		/* the store keeps every user's INBOX: deleting it (what
 		   doveadm backup does to a destination INBOX of another
 		   UIDVALIDITY or GUID, before it creates it again) empties
-		   it, as deleting it does with Dovecot's own formats */
+		   it, as deleting it does with Dovecot's own formats: its
+		   messages expunged through Dovecot first, as any folder's
+		   (lazy_expunge keeps them), then whatever came meanwhile */
 		struct ms_uid_range all = { 1, UINT32_MAX };
+		if (box->opened && !box->deleting_must_be_empty &&
+		    mstore_mailbox_delete_expunge_all(box) < 0)
+			return -1;
 		q.op = MS_OP_EXPUNGE;
 		q.u.uids.mailbox = MS_PSTR("INBOX");
 		q.u.uids.uids.n = 1;
@@ -937,19 +953,9 @@ static int mstore_mailbox_delete(struct mailbox *box)
 		/* a \NoSelect directory: nothing of it is in the store */
 		return index_storage_mailbox_delete(box);
 	}
-	if (box->deleting_must_be_empty) {
-		/* (doveadm mailbox delete -e, dsync): said before the store
-		   deletes anything, not after */
-		if (mailbox_sync(box, MAILBOX_SYNC_FLAG_FULL_READ) < 0)
-			return -1;
-		if (mail_index_view_get_messages_count(box->view) > 0) {
-			mail_storage_set_error(box->storage, MAIL_ERROR_EXISTS,
-					       "Mailbox isn't empty");
-			return -1;
-		}
-	} else if (mstore_mailbox_delete_expunge_all(box) < 0) {
+	if (!box->deleting_must_be_empty &&
+	    mstore_mailbox_delete_expunge_all(box) < 0)
 		return -1;
-	}
 	q.u.mbox.name = ms_pstr_c(mstore_box_store_name(box));
 	ret = mstore_request_status(mbox->storage, &q, &rep);
 	if (ret < -1 && ret != MS_ENOTFOUND) {

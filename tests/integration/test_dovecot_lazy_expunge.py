@@ -147,6 +147,13 @@ def test_lazy_expunge_keeps_what_is_expunged(stack, form):
     assert "m5" in kept and kept["m5"]["flags"] & DELETED == 0, kept
     assert m.fetch_body(old_dest, kept["m5"]["uid"]) == body(5)
 
+    # INBOX is never gone from the store: deleting it (as doveadm backup
+    # does) empties it, and its messages are kept the same way
+    stack.deliver("alice", "INBOX", body(6))
+    stack.doveadm("mailbox delete", "INBOX", user="alice")
+    assert subjects_in_store(m, "INBOX") == []
+    assert "m6" in subjects_in_store(m, inbox_dest)
+
     # the Dovecot indexes lost (the namespace's own directory too): the
     # lazy folders come back from the store with the same UIDs
     uids = {b: [r["uid"] for r in m.fetch_meta(b)]
