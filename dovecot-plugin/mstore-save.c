@@ -100,13 +100,8 @@ struct mstore_copy_fix {
    held saves are sent at commit in UID order; or earlier, sorted, once
    their bodies pass MSTORE_DEFER_MAX_BYTES. */
 struct mstore_deferred {
-	uint32_t uid;
-	uint32_t flags;
-	int64_t received;
-	uint8_t guid[16];
-	const char **keywords;	/* in the body's pool: see deferred_free */
-	unsigned int nkeywords;
-	buffer_t *body;
+	struct ms_placement pl;	/* its strings in pool */
+	buffer_t *body;		/* a copy: the save's own went to the index */
 	pool_t pool;
 };
 #define MSTORE_DEFER_MAX_BYTES (16 * 1024 * 1024)
@@ -288,6 +283,21 @@ static int mstore_copy_fixes_apply(struct mstore_save_context *ctx,
 	return 0;
 }
 
+/* Whether the NULL-terminated a holds the keywords of b, no more. */
+static bool mstore_kw_same(const char *const *a,
+			   const ARRAY_TYPE(const_string) *b)
+{
+	const char *const *kw;
+
+	if (str_array_length(a) != array_count(b))
+		return FALSE;
+	array_foreach(b, kw) {
+		if (!str_array_find(a, *kw))
+			return FALSE;
+	}
+	return TRUE;
+}
+
 /* Whether the copy of mail is to have other flags or keywords than the
    source has: then it is noted in a fix (mstore_copy_fix). */
 static void mstore_copy_note_flags(struct mstore_save_context *ctx,
@@ -309,29 +319,17 @@ static void mstore_copy_note_flags(struct mstore_save_context *ctx,
 					array_idx(names, idx));
 		}
 	}
-	bool same = want == (mail_get_flags(mail) & ENUM_NEGATE(MAIL_RECENT)) &&
-		str_array_length(have_kw) == array_count(&want_kw);
-	const char *const *kw;
-	array_foreach(&want_kw, kw) {
-		if (same && !str_array_find(have_kw, *kw))
-			same = FALSE;
-	}
-	if (same)
+	if (want == (mail_get_flags(mail) & ENUM_NEGATE(MAIL_RECENT)) &&
+	    mstore_kw_same(have_kw, &want_kw))
 		return;
 
 	/* the fix with these same flags and keywords, or a new one */
 	uint32_t sflags = mstore_flags_to_store(want);
 	struct mstore_copy_fix *fix;
 	array_foreach_modifiable(&ctx->copy_fixes, fix) {
-		if (fix->flags != sflags ||
-		    fix->nkeywords != array_count(&want_kw))
-			continue;
-		bool match = TRUE;
-		array_foreach(&want_kw, kw) {
-			if (!str_array_find(fix->keywords, *kw))
-				match = FALSE;
-		}
-		if (match) {
+		if (fix->flags == sflags &&
+		    mstore_kw_same((const char *const *)fix->keywords,
+				   &want_kw)) {
 			seq_range_array_add(&fix->src_uids, mail->uid);
 			return;
 		}
@@ -409,7 +407,7 @@ static int mstore_copy_flush(struct mstore_save_context *ctx)
 
 static int mstore_save_send(struct mstore_save_context *ctx,
 			    struct ms_req *q, const struct ms_placement *pl,
-			    const void *body, size_t body_len, bool to_index);
+			    const buffer_t *body, uint32_t *uid_r);
 
 static bool mstore_deferred_has(struct mstore_save_context *ctx,
 				uint32_t uid)
@@ -417,7 +415,7 @@ static bool mstore_deferred_has(struct mstore_save_context *ctx,
 	const struct mstore_deferred *d;
 
 	array_foreach(&ctx->deferred, d) {
-		if (d->uid == uid)
+		if (d->pl.uid == uid)
 			return TRUE;
 	}
 	return FALSE;
@@ -473,15 +471,15 @@ static int mstore_save_append(struct mstore_save_context *ctx)
 		pool_t pool = pool_alloconly_create("mstore deferred save",
 						    256);
 		struct mstore_deferred *d = array_append_space(&ctx->deferred);
+		struct ms_pstr *dkws = p_new(pool, struct ms_pstr, nkw + 1);
 		d->pool = pool;
-		d->uid = pl.uid;
-		d->flags = pl.flags;
-		d->received = pl.received;
-		memcpy(d->guid, pl.guid, sizeof(d->guid));
-		d->nkeywords = nkw;
-		d->keywords = p_new(pool, const char *, nkw + 1);
+		d->pl = pl;
+		d->pl.mailbox = ms_pstr_c(p_strndup(pool, pl.mailbox.s,
+						    pl.mailbox.len));
 		for (unsigned int i = 0; i < nkw; i++)
-			d->keywords[i] = p_strndup(pool, kws[i].s, kws[i].len);
+			dkws[i] = ms_pstr_c(p_strndup(pool, kws[i].s,
+						      kws[i].len));
+		d->pl.keywords.list = nkw > 0 ? dkws : NULL;
 		d->body = buffer_create_dynamic(default_pool,
 						ctx->body->used + 1);
 		buffer_append_buf(d->body, ctx->body, 0, SIZE_MAX);
@@ -493,24 +491,27 @@ static int mstore_save_append(struct mstore_save_context *ctx)
 			return mstore_deferred_flush(ctx);
 		return 0;
 	}
-	return mstore_save_send(ctx, &q, &pl, ctx->body->data,
-				ctx->body->used, TRUE);
+	uint32_t uid;
+	if (mstore_save_send(ctx, &q, &pl, ctx->body, &uid) < 0)
+		return -1;
+	mstore_save_add_to_index(ctx, uid, ctx->body->used,
+		ms_crlf_size(ctx->body->data, ctx->body->used), &ctx->body);
+	return 0;
 }
 
 /* One APPEND or APPEND_UID of body with the placement pl; the message's
-   UID is noted as saved, and with to_index the temporary index record
-   made (with the body). */
+   UID is noted as saved, and given. */
 static int mstore_save_send(struct mstore_save_context *ctx,
 			    struct ms_req *q, const struct ms_placement *pl,
-			    const void *body, size_t body_len, bool to_index)
+			    const buffer_t *body, uint32_t *uid_r)
 {
 	struct mstore_storage *storage = ctx->mbox->storage;
 	struct ms_reply rep;
 	struct ms_proto_iter it;
 	struct ms_append_result res;
 
-	q->u.append.body = body;
-	q->u.append.body_len = body_len;
+	q->u.append.body = body->data;
+	q->u.append.body_len = body->used;
 	q->u.append.placements.n = 1;
 	q->u.append.placements.list = pl;
 	if (mstore_request(storage, q, &rep, NULL) < 0)
@@ -534,18 +535,14 @@ static int mstore_save_send(struct mstore_save_context *ctx,
 		return -1;
 	}
 	mstore_save_add_uid(ctx, res.uidvalidity, res.uid);
-	if (to_index) {
-		mstore_save_add_to_index(ctx, res.uid, ctx->body->used,
-			ms_crlf_size(ctx->body->data, ctx->body->used),
-			&ctx->body);
-	}
+	*uid_r = res.uid;
 	return 0;
 }
 
 static int mstore_deferred_cmp(const struct mstore_deferred *a,
 			       const struct mstore_deferred *b)
 {
-	return a->uid < b->uid ? -1 : a->uid > b->uid ? 1 : 0;
+	return a->pl.uid < b->pl.uid ? -1 : a->pl.uid > b->pl.uid ? 1 : 0;
 }
 
 static void mstore_deferred_clear(struct mstore_save_context *ctx)
@@ -570,27 +567,11 @@ static int mstore_deferred_flush(struct mstore_save_context *ctx)
 
 	array_sort(&ctx->deferred, mstore_deferred_cmp);
 	array_foreach(&ctx->deferred, d) {
-		T_BEGIN {
-			struct ms_req q = { .op = MS_OP_APPEND_UID };
-			struct ms_placement pl;
-			struct ms_pstr *kws = t_new(struct ms_pstr,
-						    d->nkeywords + 1);
+		struct ms_req q = { .op = MS_OP_APPEND_UID };
+		uint32_t uid;
 
-			i_zero(&pl);
-			pl.mailbox = ms_pstr_c(
-				mstore_box_store_name(&ctx->mbox->box));
-			pl.uid = d->uid;
-			pl.flags = d->flags;
-			pl.received = d->received;
-			memcpy(pl.guid, d->guid, sizeof(pl.guid));
-			for (unsigned int i = 0; i < d->nkeywords; i++)
-				kws[i] = ms_pstr_c(d->keywords[i]);
-			pl.keywords.n = d->nkeywords;
-			pl.keywords.list = d->nkeywords > 0 ? kws : NULL;
-			ret = mstore_save_send(ctx, &q, &pl, d->body->data,
-					       d->body->used, FALSE);
-		} T_END;
-		if (ret < 0)
+		if ((ret = mstore_save_send(ctx, &q, &d->pl, d->body,
+					    &uid)) < 0)
 			break;
 	}
 	mstore_deferred_clear(ctx);

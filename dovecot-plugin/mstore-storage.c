@@ -82,16 +82,18 @@ enum mail_flags mstore_flags_from_store(uint32_t f)
 }
 
 /* A private namespace beside the user's INBOX one (lazy_expunge's
-   "expunged/", an archive namespace): not the INBOX namespace, not an
-   alias of another, with a prefix.  Its folders keep the prefix in the
-   store ("expunged/INBOX"), so that they are its own: with the prefix
-   dropped, "expunged/INBOX" was the store's INBOX, and a message that
-   lazy_expunge moved there on EXPUNGE came back into the INBOX. */
+   "expunged/", an archive namespace): not the INBOX namespace, with a
+   prefix.  Its folders keep the prefix in the store ("expunged/INBOX"),
+   so that they are its own: with the prefix dropped, "expunged/INBOX"
+   was the store's INBOX, and a message that lazy_expunge moved there on
+   EXPUNGE came back into the INBOX.  (An alias of the INBOX namespace,
+   alias_for, has the INBOX flag too, and Dovecot hands its names to the
+   namespace it stands for before a storage sees them.) */
 static bool mstore_ns_keeps_prefix(const struct mail_namespace *ns)
 {
 	return ns->type == MAIL_NAMESPACE_TYPE_PRIVATE &&
 	       (ns->flags & NAMESPACE_FLAG_INBOX_USER) == 0 &&
-	       ns->alias_for == NULL && ns->prefix_len > 0;
+	       ns->prefix_len > 0;
 }
 
 /* The namespace's separator and '/' swapped in s from start on. */
