@@ -621,3 +621,51 @@ def test_backup_replaces_inbox_cleanly(stack):
     line = ok(c.status("INBOX", "(HIGHESTMODSEQ)"))[0]
     assert int(re.search(rb"HIGHESTMODSEQ (\d+)", line).group(1)) > 0
     c.logout()
+
+
+def test_backup_holds_bounded_bodies(stack):
+    """The saves dsync gives UIDs are held until commit (to be sent in
+    UID order), a copy of each body with them; once the held bodies pass
+    16 MiB they are sent.  doveadm backup -R of ten 12 MB messages (one
+    dsync commit: it commits every 100) keeps the UIDs and sizes, and
+    doveadm's largest resident size stays under 100 MB: with no bound
+    it held all ten, 146 MB against 64 MB when measured."""
+    md = stack.p("Maildir")
+    os.makedirs(md)
+    chown_tree(md)
+    loc = f"maildir:{md}"
+    big = MSG.replace(b"Hello, world.\r\n", (b"x" * 998 + b"\r\n") * 12000)
+    for i in range(10):
+        r = subprocess.run(["doveadm", "-c", stack.dconf, "-o",
+                            f"mail_location={loc}", "-o", "mail_plugins=",
+                            "save", "-u", "alice"],
+                           input=big.replace(b"hello", b"m%d" % i),
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    # doveadm's peak resident size, apart from this process's other
+    # children: a child that runs it and reports its own children's
+    probe = ("import resource, subprocess, sys\n"
+             "r = subprocess.run(sys.argv[1:], capture_output=True, "
+             "text=True)\n"
+             "sys.stderr.write(r.stderr)\n"
+             "print(r.returncode, resource.getrusage("
+             "resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    r = subprocess.run(["/usr/bin/python3", "-c", probe, "doveadm", "-c",
+                        stack.dconf, "-o",
+                        "plugin/quota_rule=*:storage=1G:messages=100000",
+                        "backup", "-R", "-u", "alice", loc],
+                       capture_output=True, text=True, timeout=300)
+    rc, maxrss_kb = map(int, r.stdout.split())
+    assert rc == 0 and "Error" not in r.stderr, r.stderr
+    assert maxrss_kb < 100 * 1024, maxrss_kb
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    meta = m.fetch_meta("INBOX")
+    assert [x["uid"] for x in meta] == list(range(1, 11))
+    # the maildir keeps LF line ends, and so the store what dsync read
+    assert {x["size"] for x in meta} == {
+        len(big.replace(b"hello", b"m0").replace(b"\r\n", b"\n"))}
+    for x in meta[:2]:
+        assert m.fetch_body("INBOX", x["uid"]).replace(b"\r\n", b"\n") == \
+            big.replace(b"hello", b"m%d" % (x["uid"] - 1)).replace(
+                b"\r\n", b"\n")
+    m.close()
