@@ -101,6 +101,11 @@ struct req {
 	uint64_t *pend_quota_users;
 	size_t npend_quota;
 	uint64_t pend_quota_bytes;
+	/* messages on their way into mailboxes (struct mpend), and the
+	   mailbox it deletes: released with the request */
+	struct mpend_ent *pend_in;
+	size_t npend_in;
+	uint64_t pend_del;
 	/* replication = sync: the seq of its last record, and since when
 	   its reply waits for the DR site */
 	uint64_t max_seq;
@@ -154,6 +159,17 @@ struct waiter {			/* a WAIT or USER_WATCH request ("WAIT" below) */
 
 struct upend {			/* quota use in flight per user */
 	uint64_t bytes, msgs;
+};
+
+/* Per mailbox, while not all 0: messages on their way in (PLACE records
+   of APPEND, COPY, MOVE, UNDELETE not yet in the index) and deletes in
+   flight (MBOX_DELETE not yet in the index). */
+struct mpend {
+	uint64_t in, del;
+};
+
+struct mpend_ent {		/* a request's share of one struct mpend */
+	uint64_t mbox_id, n;
 };
 
 /*
@@ -221,6 +237,7 @@ struct ms_ops {
 	struct req *inflight;	/* requests with records in the log */
 	struct ms_u64map mstate;	/* mailbox id -> struct mstate */
 	struct ms_u64map upend;	/* user id -> struct upend, while not 0 */
+	struct ms_u64map mpend;	/* mailbox id -> struct mpend, while not 0 */
 	uint64_t next_user_id, next_mbox_id;
 	uint32_t last_uidvalidity;
 	struct {
@@ -481,6 +498,83 @@ static void upend_sub(struct ms_ops *ops, uint64_t user_id, uint64_t bytes)
 		free(ms_u64map_del(&ops->upend, user_id));
 }
 
+static const struct mpend *mpend_find(const struct ms_ops *ops,
+				      uint64_t mbox_id)
+{
+	static const struct mpend none;
+	const struct mpend *m = ms_u64map_get(&ops->mpend, mbox_id);
+	return m != NULL ? m : &none;
+}
+
+static struct mpend *mpend_get(struct ms_ops *ops, uint64_t mbox_id)
+{
+	struct mpend *m = ms_u64map_get(&ops->mpend, mbox_id);
+	if (m == NULL) {
+		m = ms_calloc(1, sizeof(*m));
+		ms_u64map_put(&ops->mpend, mbox_id, m);
+	}
+	return m;
+}
+
+static void mpend_put(struct ms_ops *ops, uint64_t mbox_id, struct mpend *m)
+{
+	if (m->in == 0 && m->del == 0)
+		free(ms_u64map_del(&ops->mpend, mbox_id));
+}
+
+/* r brings n messages into mailbox mbox_id (until it ends). */
+static void mpend_in_add(struct ms_ops *ops, struct req *r, uint64_t mbox_id,
+			 uint64_t n)
+{
+	if (n == 0)
+		return;
+	mpend_get(ops, mbox_id)->in += n;
+	if (r->npend_in > 0 && r->pend_in[r->npend_in - 1].mbox_id == mbox_id) {
+		r->pend_in[r->npend_in - 1].n += n;
+		return;
+	}
+	r->pend_in = ms_realloc(r->pend_in,
+				(r->npend_in + 1) * sizeof(*r->pend_in));
+	r->pend_in[r->npend_in++] = (struct mpend_ent){ mbox_id, n };
+}
+
+static void mpend_release(struct ms_ops *ops, struct req *r)
+{
+	for (size_t i = 0; i < r->npend_in; i++) {
+		struct mpend *m = ms_u64map_get(&ops->mpend,
+						r->pend_in[i].mbox_id);
+		ms_assert(m != NULL && m->in >= r->pend_in[i].n);
+		m->in -= r->pend_in[i].n;
+		mpend_put(ops, r->pend_in[i].mbox_id, m);
+	}
+	free(r->pend_in);
+	r->pend_in = NULL;
+	r->npend_in = 0;
+	if (r->pend_del != 0) {
+		struct mpend *m = ms_u64map_get(&ops->mpend, r->pend_del);
+		ms_assert(m != NULL && m->del > 0);
+		m->del--;
+		mpend_put(ops, r->pend_del, m);
+		r->pend_del = 0;
+	}
+}
+
+/*
+ * A mailbox whose MBOX_DELETE is in flight is gone for every request
+ * after it: a message placed in it meanwhile would be answered OK and
+ * then land in no mailbox (its PLACE record comes after the delete's in
+ * the log), and a second delete or a rename would name a mailbox the
+ * index no longer has when they are applied.
+ */
+static int mbox_dying(const struct ms_ops *ops, uint64_t mbox_id,
+		      const char **why_r)
+{
+	if (mpend_find(ops, mbox_id)->del == 0)
+		return 0;
+	*why_r = "no such mailbox (being deleted)";
+	return MS_ENOTFOUND;
+}
+
 static int pend_has(const char *const *v, size_t n, const char *s)
 {
 	for (size_t i = 0; i < n; i++)
@@ -689,6 +783,7 @@ static void req_free(struct req *r)
 	for (size_t i = 0; i < r->npend_quota; i++)
 		upend_sub(ops, r->pend_quota_users[i], r->pend_quota_bytes);
 	free(r->pend_quota_users);
+	mpend_release(ops, r);
 	ms_conn_unref(&r->conn);
 	ms_buf_free(&r->reply);
 	free(r);
@@ -1606,6 +1701,8 @@ static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		int st = resolve_user(rd, c, s, pl.user, &u, &why);
 		if (st == 0)
 			st = resolve_mbox(rd, u.id, pl.mailbox, &m, &why);
+		if (st == 0)
+			st = mbox_dying(ops, m.id, &why);
 		const struct upend *up = st == 0 ? upend_find(ops, u.id) : NULL;
 		if (st == 0 &&
 		    ((u.max_bytes &&
@@ -1713,8 +1810,10 @@ static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	/* the quota use counted above stays in flight with the request */
 	r->pend_quota_users = ms_calloc(nok ? nok : 1, sizeof(uint64_t));
 	r->pend_quota_bytes = q->body_len;
-	for (size_t i = 0; i < nok; i++)
+	for (size_t i = 0; i < nok; i++) {
 		r->pend_quota_users[r->npend_quota++] = ok[i].user_id;
+		mpend_in_add(ops, r, ok[i].mbox_id, 1);
+	}
 	if (ret < 0) {
 		/* the log refused: nothing of this request is acknowledged */
 		if (r->pending == 0) {
@@ -2298,6 +2397,8 @@ static int op_mbox_rename(struct ms_ops *ops, struct ms_conn *c,
 	if (ret < 0)
 		return ret;
 	ret = resolve_mbox(rd, s->user_id, q->name, &m, why_r);
+	if (ret == 0)
+		ret = mbox_dying(ops, m.id, why_r);
 	if (ret == 0 && ms_idx_mbox_by_name(rd, s->user_id, q->new_name.s,
 					    q->new_name.len, &other) == 0) {
 		ret = -EEXIST;
@@ -2396,13 +2497,34 @@ static int op_mbox_delete(struct ms_ops *ops, struct ms_conn *c,
 		return ret;
 	ret = resolve_mbox(rd, s->user_id, q->name, &m, why_r);
 	ms_idx_read_end(&rd);
+	if (ret == 0)
+		ret = mbox_dying(ops, m.id, why_r);
 	if (ret < 0)
 		return ret;
+	/* version 9: only an empty mailbox, nothing on its way in (what a
+	   caller that expunged everything first needs, so that a message
+	   delivered meanwhile is not deleted unseen) */
+	if ((q->delete_flags & MS_MBOX_DELETE_EMPTY) &&
+	    (m.messages > 0 || mpend_find(ops, m.id)->in > 0)) {
+		*why_r = m.messages > 0 ? "mailbox is not empty"
+					: "a message is on its way in";
+		return -ENOTEMPTY;
+	}
 	struct ms_event ev = { .type = MS_REC_MBOX_DELETE };
 	ev.u.mbox_delete.user_id = s->user_id;
 	ev.u.mbox_delete.mbox_id = m.id;
 	struct ms_reply rep = { .op = MS_OP_MBOX_DELETE };
-	return write_one(ops, c, MS_OP_MBOX_DELETE, id, &ev, &rep, why_r);
+	struct req *r = req_new(ops, c, MS_OP_MBOX_DELETE, id);
+	ret = req_append_event(r, &ev, NULL);
+	if (ret < 0) {
+		req_free(r);
+		*why_r = "the store refused the write";
+		return ret;
+	}
+	r->pend_del = m.id;
+	mpend_get(ops, m.id)->del++;
+	req_submit(r, &rep);
+	return 0;
 }
 
 static int op_mbox_subscribe(struct ms_ops *ops, struct ms_conn *c,
@@ -2592,6 +2714,8 @@ static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	ret = resolve_mbox(rd, s->user_id, q->mailbox, &src, why_r);
 	if (ret == 0)
 		ret = resolve_mbox(rd, s->user_id, q->dst, &dst, why_r);
+	if (ret == 0)
+		ret = mbox_dying(ops, dst.id, why_r);
 	/* into the same mailbox too, as IMAP allows: a COPY makes
 	   duplicates with new UIDs, a MOVE gives the messages new UIDs */
 	if (ret == 0)
@@ -2634,6 +2758,7 @@ static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 
 	struct req *r = req_new(ops, c, op, id);
 	ret = place_all(r, ms, evs, n, &kwbuf, pairs);
+	mpend_in_add(ops, r, dst.id, n);
 	if (ret == 0 && op == MS_OP_MOVE && n > 0) {
 		/* the sources, as ranges (they came in uid order) */
 		struct ms_event_range *rg = ms_calloc(n, sizeof(*rg));
@@ -2774,6 +2899,7 @@ static int op_undelete(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 
 	struct req *r = req_new(ops, c, MS_OP_UNDELETE, id);
 	ret = place_all(r, ms, evs, n, &kwbuf, pairs);
+	mpend_in_add(ops, r, m.id, n);
 	if (ret < 0 && r->pending == 0) {
 		req_free(r);
 		*why_r = "the store refused the write";
@@ -5083,6 +5209,10 @@ void ms_ops_close(struct ms_ops **opsp)
 		free(ops->upend.vals[i]);
 	}
 	ms_u64map_free(&ops->upend);
+	MS_U64MAP_EACH(&ops->mpend, i) {
+		free(ops->mpend.vals[i]);
+	}
+	ms_u64map_free(&ops->mpend);
 	for (size_t i = 0; i < ops->pend_users.n; i++)
 		free(ops->pend_users.v[i]);
 	for (size_t i = 0; i < ops->pend_mboxes.n; i++)

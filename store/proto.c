@@ -610,6 +610,18 @@ static void dec_req(struct ms_dec *d, uint16_t op, struct ms_req *r)
 				 false, &m->new_name);
 		if (op == MS_OP_MBOX_SUBSCRIBE)
 			m->subscribe = get_bool(d, "subscribe");
+		/* version 9: flags after the name, never 0 (a request
+		   without them is the unconditional delete) */
+		if (op == MS_OP_MBOX_DELETE && d->ret == 0 && d->rd.left > 0) {
+			size_t foff = ms_dec_off(d);
+			m->delete_flags = ms_dec_u8(d, "flags");
+			if (d->ret == 0 &&
+			    (m->delete_flags == 0 ||
+			     (m->delete_flags & ~MS_MBOX_DELETE_MASK) != 0))
+				ms_dec_bad(d, "flags", foff,
+					   ms_errf("0x%x: unknown bits or 0",
+						   m->delete_flags));
+		}
 		break;
 	}
 	case MS_OP_MBOX_UPDATE: {
@@ -1617,6 +1629,10 @@ static void put_req(struct enc *e, const void *src)
 			put8(e, m->subscribe);
 		else
 			unused(e, m->subscribe == 0, "subscribe");
+		if (op == MS_OP_MBOX_DELETE && m->delete_flags != 0)
+			put8(e, m->delete_flags);
+		else
+			unused(e, m->delete_flags == 0, "delete_flags");
 		break;
 	}
 	case MS_OP_MBOX_UPDATE: {

@@ -71,7 +71,7 @@
 #include "event.h"
 #include "rec.h"
 
-#define MS_PROTO_VERSION 8
+#define MS_PROTO_VERSION 9
 #define MS_PROTO_HDR_SIZE 12
 /* Whole frame (len field included); a receiver's max is configured
    between MS_PROTO_HDR_SIZE and MS_PROTO_MAX_FRAME_LIMIT. */
@@ -385,7 +385,14 @@ struct ms_req_mbox {
 	struct ms_pstr new_name;
 	uint32_t special_use;
 	uint8_t subscribe;
+	/* MBOX_DELETE (version 9): MS_MBOX_DELETE_* bits; 0 is not sent */
+	uint8_t delete_flags;
 };
+
+/* MBOX_DELETE: only a mailbox that holds no message and has none on its
+   way in (-ENOTEMPTY otherwise) */
+#define MS_MBOX_DELETE_EMPTY 1u
+#define MS_MBOX_DELETE_MASK MS_MBOX_DELETE_EMPTY
 
 struct ms_req_append {       /* APPEND, APPEND_UID */
 	const uint8_t *body; /* may be empty (body_len 0) */

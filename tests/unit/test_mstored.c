@@ -2664,6 +2664,207 @@ static void test_many_waits(void **state)
 	assert_int_equal(msd_stop(&d), 0);
 }
 
+/* The replies to the requests of ids[0..n) (in any order): statuses of
+   each (an APPEND's: its one placement's) into st, reasons into why. */
+static void replies_by_id(struct ms_client *c, const uint32_t *ids, int n,
+			  int *st, char (*why)[64])
+{
+	for (int k = 0; k < n; k++) {
+		struct ms_proto_hdr h;
+		struct ms_reply rep;
+		const uint8_t *body;
+		size_t len;
+		const char *err = "";
+		assert_int_equal(ms_client_recv(c, &h, &body, &len, &err), 0);
+		assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err),
+				 0);
+		int i = 0;
+		while (i < n && ids[i] != h.id)
+			i++;
+		assert_true(i < n);
+		st[i] = rep.status;
+		snprintf(why[i], 64, "%.*s", (int)rep.reason.len,
+			 rep.reason.s ? rep.reason.s : "");
+		if (rep.status == 0 && h.op == (MS_OP_APPEND | MS_OP_REPLY)) {
+			struct ms_proto_iter it;
+			struct ms_append_result r;
+			ms_proto_iter_results(&it, &rep.u.append);
+			assert_int_equal(ms_proto_next_result(&it, &r), 1);
+			st[i] = r.status;
+			snprintf(why[i], 64, "%.*s", (int)r.reason.len,
+				 r.reason.s ? r.reason.s : "");
+		}
+	}
+}
+
+/* reqs q[0..n) in one send on c; their ids into ids */
+static void send_reqs(struct ms_client *c, const struct ms_req *q, int n,
+		      uint32_t *ids)
+{
+	struct ms_buf b;
+	const char *err = "";
+	ms_buf_init(&b, 0);
+	for (int i = 0; i < n; i++) {
+		ids[i] = ms_client_id(c);
+		assert_int_equal(ms_req_encode(&b, ids[i], &q[i], &err), 0);
+	}
+	assert_int_equal(ms_client_send(c, b.data, b.len), 0);
+	ms_buf_free(&b);
+}
+
+/*
+ * MBOX_DELETE while messages come in.  A delete in flight makes the
+ * mailbox gone for what follows it: an APPEND, a COPY, a second delete
+ * and a rename pipelined behind it are refused (not answered OK and
+ * then lost with the mailbox).  With MS_MBOX_DELETE_EMPTY (version 9)
+ * a mailbox that holds a message, or has one on its way in (an APPEND
+ * or COPY ahead of it in the same send), is not deleted: -ENOTEMPTY,
+ * and everything stays; an empty one is.  Unknown flag bits are a
+ * malformed request.
+ */
+static void test_mbox_delete_races(void **state)
+{
+	(void)state;
+	struct msd d;
+	struct ms_reply rep;
+	uint32_t ids[4];
+	int st[4];
+	char why[4][64];
+	msd_setup(&d, "mstored-delrace", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "dee"), 0);
+	struct ms_client *c = msd_connect(&d, "dee");
+	assert_int_equal(mbox_create(c, "x", &rep), 0);
+	assert_int_equal(mbox_create(c, "y", &rep), 0);
+	assert_int_equal(msd_append1(c, "x", "one", 3, 0).status, 0);
+
+	/* a message in it: not deleted */
+	struct ms_req dq = { .op = MS_OP_MBOX_DELETE };
+	dq.u.mbox.name = MS_PSTR("x");
+	dq.u.mbox.delete_flags = MS_MBOX_DELETE_EMPTY;
+	assert_int_equal(msd_req(c, &dq, &rep), -ENOTEMPTY);
+	assert_non_null(memmem(rep.reason.s, rep.reason.len, "not empty", 9));
+	assert_int_equal(msd_mbox_status(c, "x").messages, 1);
+
+	/* emptied, then an APPEND and the delete in one send: the APPEND
+	   is on its way in when the delete is asked */
+	struct ms_uid_range all = { 1, UINT32_MAX };
+	struct ms_req eq = { .op = MS_OP_EXPUNGE };
+	eq.u.uids.mailbox = MS_PSTR("x");
+	eq.u.uids.uids.n = 1;
+	eq.u.uids.uids.list = &all;
+	assert_int_equal(msd_req(c, &eq, &rep), 0);
+	assert_int_equal(msd_mbox_status(c, "x").messages, 0);
+	struct ms_placement pl = { .mailbox = MS_PSTR("x") };
+	struct ms_req q[4];
+	memset(q, 0, sizeof(q));
+	q[0].op = MS_OP_APPEND;
+	q[0].u.append.body = (const uint8_t *)"two";
+	q[0].u.append.body_len = 3;
+	q[0].u.append.placements.n = 1;
+	q[0].u.append.placements.list = &pl;
+	q[1] = dq;
+	send_reqs(c, q, 2, ids);
+	replies_by_id(c, ids, 2, st, why);
+	assert_int_equal(st[0], 0);
+	assert_int_equal(st[1], -ENOTEMPTY);
+	assert_non_null(strstr(why[1], "on its way in"));
+	assert_int_equal(msd_mbox_status(c, "x").messages, 1);
+	/* a COPY into it ahead of the delete: the same */
+	assert_int_equal(msd_append1(c, "y", "three", 5, 0).status, 0);
+	assert_int_equal(msd_req(c, &eq, &rep), 0);
+	q[0] = (struct ms_req){ .op = MS_OP_COPY };
+	q[0].u.uids.mailbox = MS_PSTR("y");
+	q[0].u.uids.dst = MS_PSTR("x");
+	q[0].u.uids.uids.n = 1;
+	q[0].u.uids.uids.list = &all;
+	send_reqs(c, q, 2, ids);
+	replies_by_id(c, ids, 2, st, why);
+	assert_int_equal(st[0], 0);
+	assert_int_equal(st[1], -ENOTEMPTY);
+	assert_int_equal(msd_mbox_status(c, "x").messages, 1);
+	/* empty, nothing coming: deleted */
+	assert_int_equal(msd_req(c, &eq, &rep), 0);
+	assert_int_equal(msd_req(c, &dq, &rep), 0);
+	struct ms_req sq = { .op = MS_OP_MBOX_STATUS };
+	sq.u.mbox.name = MS_PSTR("x");
+	assert_int_equal(msd_req(c, &sq, &rep), MS_ENOTFOUND);
+
+	/* an unconditional delete in flight: what follows it in the same
+	   send finds no mailbox, and nothing answered OK is lost */
+	struct ms_placement ply = { .mailbox = MS_PSTR("y") };
+	q[0] = (struct ms_req){ .op = MS_OP_MBOX_DELETE };
+	q[0].u.mbox.name = MS_PSTR("y");
+	q[1] = (struct ms_req){ .op = MS_OP_APPEND };
+	q[1].u.append.body = (const uint8_t *)"four";
+	q[1].u.append.body_len = 4;
+	q[1].u.append.placements.n = 1;
+	q[1].u.append.placements.list = &ply;
+	q[2] = (struct ms_req){ .op = MS_OP_MBOX_DELETE };
+	q[2].u.mbox.name = MS_PSTR("y");
+	q[3] = (struct ms_req){ .op = MS_OP_MBOX_RENAME };
+	q[3].u.mbox.name = MS_PSTR("y");
+	q[3].u.mbox.new_name = MS_PSTR("z");
+	assert_int_equal(mbox_create(c, "w", &rep), 0);
+	send_reqs(c, q, 4, ids);
+	replies_by_id(c, ids, 4, st, why);
+	assert_int_equal(st[0], 0);
+	for (int i = 1; i < 4; i++) {
+		assert_int_equal(st[i], MS_ENOTFOUND);
+		assert_non_null(strstr(why[i], "being deleted"));
+	}
+	sq.u.mbox.name = MS_PSTR("y");
+	assert_int_equal(msd_req(c, &sq, &rep), MS_ENOTFOUND);
+	sq.u.mbox.name = MS_PSTR("z");
+	assert_int_equal(msd_req(c, &sq, &rep), MS_ENOTFOUND);
+	/* a COPY into a mailbox being deleted */
+	assert_int_equal(msd_append1(c, "INBOX", "five", 4, 0).status, 0);
+	q[0] = (struct ms_req){ .op = MS_OP_MBOX_DELETE };
+	q[0].u.mbox.name = MS_PSTR("w");
+	q[1] = (struct ms_req){ .op = MS_OP_COPY };
+	q[1].u.uids.mailbox = MS_PSTR("INBOX");
+	q[1].u.uids.dst = MS_PSTR("w");
+	q[1].u.uids.uids.n = 1;
+	q[1].u.uids.uids.list = &all;
+	send_reqs(c, q, 2, ids);
+	replies_by_id(c, ids, 2, st, why);
+	assert_int_equal(st[0], 0);
+	assert_int_equal(st[1], MS_ENOTFOUND);
+	assert_int_equal(msd_mbox_status(c, "INBOX").messages, 1);
+
+	/* unknown flag bits: malformed */
+	assert_int_equal(mbox_create(c, "v", &rep), 0);
+	dq.u.mbox.name = MS_PSTR("v");
+	{
+		/* the encoder refuses them: the flags byte (the frame's
+		   last) is changed after it */
+		struct ms_buf b;
+		const char *err = "";
+		ms_buf_init(&b, 0);
+		ids[0] = ms_client_id(c);
+		assert_int_equal(ms_req_encode(&b, ids[0], &dq, &err), 0);
+		assert_int_equal(b.data[b.len - 1], MS_MBOX_DELETE_EMPTY);
+		b.data[b.len - 1] = 2;
+		assert_int_equal(ms_client_send(c, b.data, b.len), 0);
+		ms_buf_free(&b);
+	}
+	replies_by_id(c, ids, 1, st, why);
+	assert_int_equal(st[0], -EINVAL);
+	assert_non_null(strstr(why[0], "flags"));
+	assert_int_equal(msd_mbox_status(c, "v").messages, 0);
+	/* the index after a restart: nothing of the refused requests */
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+	msd_start(&d);
+	c = msd_connect(&d, "dee");
+	sq.u.mbox.name = MS_PSTR("x");
+	assert_int_equal(msd_req(c, &sq, &rep), MS_ENOTFOUND);
+	assert_int_equal(msd_mbox_status(c, "INBOX").messages, 1);
+	assert_int_equal(msd_mbox_status(c, "v").messages, 0);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
 /* n APPENDs of body into INBOX sent at once on c, then their replies
    read: how many were placed (the others must be over quota). */
 static int appends_pipelined(struct ms_client *c, int n, const char *body)
@@ -3593,6 +3794,7 @@ int main(void)
 		cmocka_unit_test(test_user_watch_mailbox_limits),
 		cmocka_unit_test(test_changes_kept),
 		cmocka_unit_test(test_changes_put_back),
+		cmocka_unit_test(test_mbox_delete_races),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -204,8 +204,8 @@ static void dump_req(FILE *f, const struct ms_req *r)
 	case MS_OP_MBOX_STATUS:
 		dump_str(f, "name", r->u.mbox.name);
 		dump_str(f, "new", r->u.mbox.new_name);
-		fprintf(f, " su=%u sub=%u", r->u.mbox.special_use,
-			r->u.mbox.subscribe);
+		fprintf(f, " su=%u sub=%u del=%u", r->u.mbox.special_use,
+			r->u.mbox.subscribe, r->u.mbox.delete_flags);
 		break;
 	case MS_OP_MBOX_UPDATE:
 		dump_str(f, "name", r->u.mbox_update.name);
@@ -597,6 +597,7 @@ static struct ms_req sample_req(uint16_t op)
 		break;
 	case MS_OP_MBOX_DELETE:
 		r.u.mbox.name = P("Old");
+		r.u.mbox.delete_flags = MS_MBOX_DELETE_EMPTY;
 		break;
 	case MS_OP_MBOX_SUBSCRIBE:
 		r.u.mbox.name = P("Lists/dev");
@@ -966,7 +967,7 @@ static void test_golden(void **state)
 	(void)state;
 	memset(&s, 0, sizeof(s));
 	s.req = sample_req(MS_OP_HELLO);
-	check_golden(&s, MS_OP_HELLO, "u16:8 u8:0 s:alice@example.test", 0);
+	check_golden(&s, MS_OP_HELLO, "u16:9 u8:0 s:alice@example.test", 0);
 
 	s.req = sample_req(MS_OP_APPEND);
 	snprintf(spec, sizeof(spec),
@@ -1327,6 +1328,13 @@ static void test_cuts(void **state)
 			if (s.reply && s.rep.op == MS_OP_USER_WATCH &&
 			    cut == 12) {
 				CHECK_RET(ret, 0, "sample %zu v6 form", i);
+				continue;
+			}
+			/* an MBOX_DELETE without its flags (version 9) is
+			   the unconditional delete */
+			if (!s.reply && s.req.op == MS_OP_MBOX_DELETE &&
+			    cut == body_len - 1) {
+				CHECK_RET(ret, 0, "sample %zu v8 form", i);
 				continue;
 			}
 			/* a USER_LIST page with nothing left is the whole
@@ -1766,6 +1774,13 @@ static const struct bad_body {
 	/* 142 */ {REP, MS_OP_MBOX_SUBS, "i32:0 u32:1 s:A u8:0", MS_ECORRUPT},
 	/* 143 */ {REP, MS_OP_MBOX_SUBS, "i32:0", MS_ETRUNC},
 	/* 144 */ {REP, MS_OP_MBOX_SUBS, "i32:-13 s:no", 0},
+	/* MBOX_DELETE's flags (version 9): only known bits, never 0 */
+	/* 145 */ {REQ, MS_OP_MBOX_DELETE, "s:Old u8:1", 0},
+	/* 146 */ {REQ, MS_OP_MBOX_DELETE, "s:Old u8:0", MS_ECORRUPT},
+	/* 147 */ {REQ, MS_OP_MBOX_DELETE, "s:Old u8:2", MS_ECORRUPT},
+	/* 148 */ {REQ, MS_OP_MBOX_DELETE, "s:Old u8:255", MS_ECORRUPT},
+	/* 149 */ {REQ, MS_OP_MBOX_DELETE, "s:Old u8:1 u8:1", MS_ECORRUPT},
+	/* 150 */ {REQ, MS_OP_MBOX_RENAME, "s:A s:B u8:1", MS_ECORRUPT},
 };
 
 static void test_bad_bodies(void **state)
