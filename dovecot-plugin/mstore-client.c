@@ -56,6 +56,7 @@ static void mstore_hello_done(struct mstore_storage *storage,
 		   watch only (mstore_chg_refresh) */
 		storage->chg_known = rep->u.hello.version >= 6;
 		storage->subs_known = rep->u.hello.version >= 8;
+		storage->delete_empty_known = rep->u.hello.version >= 9;
 		storage->chg_epoch = rep->u.hello.changes_epoch;
 		storage->chg_count = rep->u.hello.changes;
 	}

@@ -913,6 +913,10 @@ static int mstore_mailbox_delete_expunge_all(struct mailbox *box)
 	return mailbox_sync(box, 0);
 }
 
+/* DELETE's rounds of expunging what is there and deleting the mailbox
+   only if nothing came meanwhile */
+#define MSTORE_DELETE_ROUNDS 5
+
 static int mstore_mailbox_delete(struct mailbox *box)
 {
 	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
@@ -955,11 +959,32 @@ static int mstore_mailbox_delete(struct mailbox *box)
 		/* a \NoSelect directory: nothing of it is in the store */
 		return index_storage_mailbox_delete(box);
 	}
-	if (!box->deleting_must_be_empty &&
-	    mstore_mailbox_delete_expunge_all(box) < 0)
-		return -1;
 	q.u.mbox.name = ms_pstr_c(mstore_box_store_name(box));
-	ret = mstore_request_status(mbox->storage, &q, &rep);
+	for (unsigned int round = 0;; round++) {
+		if (!box->deleting_must_be_empty &&
+		    mstore_mailbox_delete_expunge_all(box) < 0)
+			return -1;
+		/* the store deletes it only if nothing came meanwhile: a
+		   message delivered between the expunges above and the
+		   delete is expunged by the next round, through Dovecot
+		   (lazy_expunge keeps it), not deleted unseen */
+		if (mbox->storage->delete_empty_known)
+			q.u.mbox.delete_flags = MS_MBOX_DELETE_EMPTY;
+		ret = mstore_request_status(mbox->storage, &q, &rep);
+		if (ret != -ENOTEMPTY)
+			break;
+		if (box->deleting_must_be_empty) {
+			mail_storage_set_error(box->storage, MAIL_ERROR_EXISTS,
+					       "Mailbox isn't empty");
+			return -1;
+		}
+		if (round + 1 == MSTORE_DELETE_ROUNDS) {
+			mail_storage_set_error(box->storage, MAIL_ERROR_INUSE,
+				"Mail keeps arriving in the mailbox, "
+				"try deleting it again");
+			return -1;
+		}
+	}
 	if (ret < -1 && ret != MS_ENOTFOUND) {
 		mstore_set_store_error(mbox->storage, ret, "DELETE");
 		return -1;

@@ -174,6 +174,9 @@ struct mstore_storage {
 	/* the store lists the user's subscriptions by name (MBOX_SUBS,
 	   protocol version 8) */
 	bool subs_known;
+	/* the store deletes a mailbox only when empty if asked
+	   (MS_MBOX_DELETE_EMPTY, protocol version 9) */
+	bool delete_empty_known;
 	/* the permissions Dovecot found for the folders opened last, by
 	   stat() of each one's directory (mailbox_get_permissions), with
 	   the index and name they are of: an open of the same folder while

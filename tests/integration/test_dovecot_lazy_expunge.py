@@ -254,3 +254,66 @@ def test_alias_namespace_is_the_inbox_namespace(stack):
     assert typ == "OK" and b"MESSAGES 1" in data[0], data
     c.logout()
     m.close()
+
+
+@pytest.mark.dovecot(lazy_expunge="mailbox")
+def test_delete_while_mail_arrives_loses_nothing(stack):
+    """DELETE of a folder that mail keeps arriving in.  The plugin
+    expunges the folder's messages through Dovecot (lazy_expunge keeps
+    them), then asks the store to delete the folder only if it is
+    empty, with nothing on its way in; a message delivered in between
+    makes it expunge again.  So every message the store answered OK is
+    in the lazy folder, or in the folder when DELETE gave up (NO
+    [INUSE], the folder still there); none is deleted unseen.  A
+    delivery while the folder is gone is refused (no such mailbox)."""
+    import threading
+    import time
+    c = stack.imap()
+    acked, refused, errors = [], [], []
+    outcomes = []
+    n = [0]
+
+    def deliver(stop):
+        m = msproto.Client(stack.p("mstored.sock"), user="alice")
+        while not stop.is_set() and n[0] < 4000:
+            n[0] += 1
+            i = n[0]
+            try:
+                m.append(body(i), mailbox="Work")
+                acked.append("m%d" % i)
+            except msproto.Error as e:
+                if e.status != -10012:  # MS_ENOTFOUND
+                    errors.append(str(e))
+                refused.append(i)
+            time.sleep(0.01)
+        m.close()
+
+    for rnd in range(12):
+        typ, data = c.create("Work")
+        assert typ == "OK" or b"exists" in data[0], data
+        stop = threading.Event()
+        t = threading.Thread(target=deliver, args=(stop,))
+        t.start()
+        time.sleep(0.05)
+        typ, data = c.delete("Work")
+        outcomes.append(typ)
+        if typ != "OK":
+            assert b"INUSE" in data[0], data
+        time.sleep(0.01)
+        stop.set()
+        t.join(30)
+        assert not t.is_alive()
+    assert not errors, errors
+    assert "OK" in outcomes, outcomes
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    kept = subjects_in_store(m, ".EXPUNGED")
+    try:
+        left = subjects_in_store(m, "Work")
+    except msproto.Error:
+        left = []
+    assert len(acked) > 50, len(acked)
+    assert sorted(kept + left) == sorted(acked), (
+        len(acked), len(kept), len(left),
+        sorted(set(acked) - set(kept) - set(left))[:10])
+    print("DELETE outcomes", outcomes, "acked", len(acked),
+          "refused", len(refused), "kept", len(kept), "left", len(left))
