@@ -561,10 +561,12 @@ static void mpend_release(struct ms_ops *ops, struct req *r)
 
 /*
  * A mailbox whose MBOX_DELETE is in flight is gone for every request
- * after it: a message placed in it meanwhile would be answered OK and
- * then land in no mailbox (its PLACE record comes after the delete's in
- * the log), and a second delete or a rename would name a mailbox the
- * index no longer has when they are applied.
+ * that writes after it: a message placed in it meanwhile would be
+ * answered OK and then land in no mailbox (its PLACE record comes after
+ * the delete's in the log), and a flag change, an expunge, an update, a
+ * second delete or a rename would name a mailbox the index no longer
+ * has when they are applied (an anomaly).  Reads still see it until the
+ * delete is applied.
  */
 static int mbox_dying(const struct ms_ops *ops, uint64_t mbox_id,
 		      const char **why_r)
@@ -1580,6 +1582,8 @@ static int op_mbox_update(struct ms_ops *ops, struct ms_conn *c,
 	if (ret < 0)
 		return ret;
 	ret = resolve_mbox(rd, s->user_id, q->name, &m, why_r);
+	if (ret == 0)
+		ret = mbox_dying(ops, m.id, why_r);
 	struct mstate *ms = ret == 0 ? mstate_get(ops, rd, m.id) : NULL;
 	if (ret == 0 && ms == NULL) {
 		ret = MS_ENOTFOUND;
@@ -1911,6 +1915,8 @@ static int op_store_expunge(struct ms_ops *ops, struct ms_conn *c,
 	ms_buf_init(&hit, 0);
 	ms_buf_init(&failed, 0);
 	ret = resolve_mbox(rd, s->user_id, *mbname, &m, why_r);
+	if (ret == 0)
+		ret = mbox_dying(ops, m.id, why_r);
 	if (ret == 0)
 		ret = present_ranges(rd, m.id, set,
 				     op == MS_OP_STORE
@@ -2714,6 +2720,8 @@ static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	ret = resolve_mbox(rd, s->user_id, q->mailbox, &src, why_r);
 	if (ret == 0)
 		ret = resolve_mbox(rd, s->user_id, q->dst, &dst, why_r);
+	if (ret == 0)
+		ret = mbox_dying(ops, src.id, why_r);
 	if (ret == 0)
 		ret = mbox_dying(ops, dst.id, why_r);
 	/* into the same mailbox too, as IMAP allows: a COPY makes

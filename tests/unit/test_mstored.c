@@ -2727,9 +2727,9 @@ static void test_mbox_delete_races(void **state)
 	(void)state;
 	struct msd d;
 	struct ms_reply rep;
-	uint32_t ids[4];
-	int st[4];
-	char why[4][64];
+	uint32_t ids[6];
+	int st[6];
+	char why[6][64];
 	msd_setup(&d, "mstored-delrace", NULL);
 	msd_start(&d);
 	assert_int_equal(msd_user_add(&d, "dee"), 0);
@@ -2756,7 +2756,7 @@ static void test_mbox_delete_races(void **state)
 	assert_int_equal(msd_req(c, &eq, &rep), 0);
 	assert_int_equal(msd_mbox_status(c, "x").messages, 0);
 	struct ms_placement pl = { .mailbox = MS_PSTR("x") };
-	struct ms_req q[4];
+	struct ms_req q[6];
 	memset(q, 0, sizeof(q));
 	q[0].op = MS_OP_APPEND;
 	q[0].u.append.body = (const uint8_t *)"two";
@@ -2831,6 +2831,40 @@ static void test_mbox_delete_races(void **state)
 	assert_int_equal(st[0], 0);
 	assert_int_equal(st[1], MS_ENOTFOUND);
 	assert_int_equal(msd_mbox_status(c, "INBOX").messages, 1);
+	/* the writes that name a mailbox being deleted: a flag change, an
+	   expunge, an update, a MOVE out of it */
+	assert_int_equal(mbox_create(c, "u", &rep), 0);
+	assert_int_equal(msd_append1(c, "u", "six", 3, 0).status, 0);
+	q[0] = (struct ms_req){ .op = MS_OP_MBOX_DELETE };
+	q[0].u.mbox.name = MS_PSTR("u");
+	q[1] = (struct ms_req){ .op = MS_OP_STORE };
+	q[1].u.store.mailbox = MS_PSTR("u");
+	q[1].u.store.uids.n = 1;
+	q[1].u.store.uids.list = &all;
+	q[1].u.store.mode = MS_EVENT_MODE_ADD;
+	q[1].u.store.flags = MS_EVENT_FLAG_SEEN;
+	q[2] = eq;
+	q[2].u.uids.mailbox = MS_PSTR("u");
+	q[3] = (struct ms_req){ .op = MS_OP_MBOX_UPDATE };
+	q[3].u.mbox_update.name = MS_PSTR("u");
+	q[3].u.mbox_update.uidnext = 100;
+	q[4] = (struct ms_req){ .op = MS_OP_MOVE };
+	q[4].u.uids.mailbox = MS_PSTR("u");
+	q[4].u.uids.dst = MS_PSTR("INBOX");
+	q[4].u.uids.uids.n = 1;
+	q[4].u.uids.uids.list = &all;
+	send_reqs(c, q, 5, ids);
+	replies_by_id(c, ids, 5, st, why);
+	assert_int_equal(st[0], 0);
+	for (int i = 1; i < 5; i++) {
+		assert_int_equal(st[i], MS_ENOTFOUND);
+		assert_non_null(strstr(why[i], "being deleted"));
+	}
+	assert_int_equal(msd_mbox_status(c, "INBOX").messages, 1);
+	/* none of it was an anomaly for the index */
+	struct ms_client *adm = msd_connect(&d, NULL);
+	assert_int_equal(msd_counter(adm, "index.anomalies"), 0);
+	ms_client_close(&adm);
 
 	/* unknown flag bits: malformed */
 	assert_int_equal(mbox_create(c, "v", &rep), 0);
