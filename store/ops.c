@@ -106,6 +106,9 @@ struct req {
 	struct mpend_ent *pend_in;
 	size_t npend_in;
 	uint64_t pend_del;
+	/* MBOX_RENAME: the new names it reserves while in flight */
+	char **pend_ren;
+	size_t npend_ren;
 	/* replication = sync: the seq of its last record, and since when
 	   its reply waits for the DR site */
 	uint64_t max_seq;
@@ -243,7 +246,7 @@ struct ms_ops {
 	struct {
 		char **v;
 		size_t n;
-	} pend_users, pend_mboxes;
+	} pend_users, pend_mboxes, pend_renames;
 	uint64_t completions;
 	int dead_reported;
 	int idx_full;		/* apply hit the map size: grow, replay */
@@ -585,6 +588,17 @@ static int pend_has(const char *const *v, size_t n, const char *s)
 	return 0;
 }
 
+/* A mailbox name (mbox_key) that a create or a rename in flight takes:
+   the index does not have it yet, and a second one would be an anomaly
+   when applied (a name the user has already). */
+static int name_pending(const struct ms_ops *ops, const char *key)
+{
+	return pend_has((const char *const *)ops->pend_mboxes.v,
+			ops->pend_mboxes.n, key) ||
+	       pend_has((const char *const *)ops->pend_renames.v,
+			ops->pend_renames.n, key);
+}
+
 static char *pend_add(char ***v, size_t *n, const char *s)
 {
 	*v = ms_realloc(*v, (*n + 1) * sizeof(**v));
@@ -780,6 +794,12 @@ static void req_free(struct req *r)
 		pend_del(ops->pend_users.v, &ops->pend_users.n, r->pend_user);
 	if (r->pend_mbox)
 		pend_del(ops->pend_mboxes.v, &ops->pend_mboxes.n, r->pend_mbox);
+	for (size_t i = 0; i < r->npend_ren; i++) {
+		pend_del(ops->pend_renames.v, &ops->pend_renames.n,
+			 r->pend_ren[i]);
+		free(r->pend_ren[i]);
+	}
+	free(r->pend_ren);
 	free(r->pend_user);
 	free(r->pend_mbox);
 	for (size_t i = 0; i < r->npend_quota; i++)
@@ -1359,8 +1379,7 @@ static int op_mbox_create(struct ms_ops *ops, struct ms_conn *c,
 					  q->name.len, &m);
 	ms_idx_read_end(&rd);
 	char *key = mbox_key(s->user_id, q->name.s, q->name.len);
-	if (ret == 0 || pend_has((const char *const *)ops->pend_mboxes.v,
-				 ops->pend_mboxes.n, key)) {
+	if (ret == 0 || name_pending(ops, key)) {
 		free(key);
 		*why_r = "the mailbox exists";
 		return -EEXIST;
@@ -2365,6 +2384,16 @@ static int is_child(const char *name, size_t len, struct ms_pstr parent)
 	       memcmp(name, parent.s, parent.len) == 0;
 }
 
+/* The rename r takes user_id's name until it ends (req_free). */
+static void rename_reserve(struct ms_ops *ops, struct req *r,
+			   uint64_t user_id, const char *name, size_t len)
+{
+	char *key = mbox_key(user_id, name, len);
+	r->pend_ren[r->npend_ren++] =
+		pend_add(&ops->pend_renames.v, &ops->pend_renames.n, key);
+	free(key);
+}
+
 static int op_mbox_rename(struct ms_ops *ops, struct ms_conn *c,
 			  struct sess *s, uint32_t id,
 			  const struct ms_req_mbox *q, const char **why_r)
@@ -2410,6 +2439,15 @@ static int op_mbox_rename(struct ms_ops *ops, struct ms_conn *c,
 		ret = -EEXIST;
 		*why_r = "a mailbox of the new name exists";
 	}
+	if (ret == 0) {
+		char *key = mbox_key(s->user_id, q->new_name.s,
+				     q->new_name.len);
+		if (name_pending(ops, key)) {
+			ret = -EEXIST;
+			*why_r = "a mailbox of the new name is being made";
+		}
+		free(key);
+	}
 	/* children move with their parent */
 	if (ret == 0)
 		ret = ms_idx_mboxes_iter(rd, s->user_id, &it);
@@ -2432,6 +2470,14 @@ static int op_mbox_rename(struct ms_ops *ops, struct ms_conn *c,
 					kids[nkids - 1].len, &clash) == 0) {
 			ret = -EEXIST;
 			*why_r = "a child's new name is taken or too long";
+		} else {
+			char *key = mbox_key(s->user_id, kids[nkids - 1].name,
+					     kids[nkids - 1].len);
+			if (name_pending(ops, key)) {
+				ret = -EEXIST;
+				*why_r = "a child's new name is being made";
+			}
+			free(key);
 		}
 	}
 	ms_idx_iter_free(&it);
@@ -2457,6 +2503,13 @@ static int op_mbox_rename(struct ms_ops *ops, struct ms_conn *c,
 		} else {
 			if (ret < 0)
 				r->status = ret;
+			/* the new names are taken until the index has them */
+			r->pend_ren = ms_calloc(nkids + 1, sizeof(char *));
+			rename_reserve(ops, r, s->user_id, q->new_name.s,
+				       q->new_name.len);
+			for (size_t i = 0; i < nkids; i++)
+				rename_reserve(ops, r, s->user_id, kids[i].name,
+					       kids[i].len);
 			struct ms_reply rep = { .op = MS_OP_MBOX_RENAME };
 			req_submit(r, &rep);
 			ret = 0;
@@ -5225,8 +5278,11 @@ void ms_ops_close(struct ms_ops **opsp)
 		free(ops->pend_users.v[i]);
 	for (size_t i = 0; i < ops->pend_mboxes.n; i++)
 		free(ops->pend_mboxes.v[i]);
+	for (size_t i = 0; i < ops->pend_renames.n; i++)
+		free(ops->pend_renames.v[i]);
 	free(ops->pend_users.v);
 	free(ops->pend_mboxes.v);
+	free(ops->pend_renames.v);
 	if (ops->idx != NULL) {
 		ms_idx_sync(ops->idx);
 		ms_idx_close(&ops->idx);

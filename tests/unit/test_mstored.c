@@ -2899,6 +2899,82 @@ static void test_mbox_delete_races(void **state)
 	assert_int_equal(msd_stop(&d), 0);
 }
 
+/*
+ * Names in flight: a RENAME takes its new names (its own and its
+ * children's) until they are in the index, as a CREATE takes its name.
+ * A CREATE of a name a rename in flight takes, a RENAME onto a name a
+ * create or another rename in flight takes, are refused with -EEXIST
+ * (they were answered OK, and the index then met a second mailbox of
+ * one name: an anomaly, the second one's change dropped).
+ */
+static void test_mbox_rename_races(void **state)
+{
+	(void)state;
+	struct msd d;
+	struct ms_reply rep;
+	uint32_t ids[2];
+	int st[2];
+	char why[2][64];
+	struct ms_req q[2];
+	msd_setup(&d, "mstored-renrace", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "ren"), 0);
+	struct ms_client *c = msd_connect(&d, "ren");
+	const char *made[] = { "a", "a2", "p", "p/k", "e", "g" };
+	for (size_t i = 0; i < MS_ARRAY_SIZE(made); i++)
+		assert_int_equal(mbox_create(c, made[i], &rep), 0);
+	struct {
+		const char *op1, *a1, *b1, *op2, *a2, *b2, *why;
+	} cases[] = {
+		{ "rename", "a", "b", "create", "b", NULL, "exists" },
+		{ "create", "c", NULL, "rename", "a2", "c", "being made" },
+		{ "rename", "p", "q", "create", "q/k", NULL, "exists" },
+		{ "rename", "e", "f", "rename", "g", "f", "being made" },
+	};
+	for (size_t k = 0; k < MS_ARRAY_SIZE(cases); k++) {
+		const char *op[2] = { cases[k].op1, cases[k].op2 };
+		const char *a[2] = { cases[k].a1, cases[k].a2 };
+		const char *b[2] = { cases[k].b1, cases[k].b2 };
+		for (int i = 0; i < 2; i++) {
+			q[i] = (struct ms_req){ .op = strcmp(op[i], "rename")
+							  ? MS_OP_MBOX_CREATE
+							  : MS_OP_MBOX_RENAME };
+			q[i].u.mbox.name = (struct ms_pstr){ a[i],
+							     strlen(a[i]) };
+			if (b[i] != NULL)
+				q[i].u.mbox.new_name = (struct ms_pstr){
+					b[i], strlen(b[i])
+				};
+		}
+		send_reqs(c, q, 2, ids);
+		replies_by_id(c, ids, 2, st, why);
+		assert_int_equal(st[0], 0);
+		assert_int_equal(st[1], -EEXIST);
+		assert_non_null(strstr(why[1], cases[k].why));
+	}
+	/* what the index has: the first of each pair */
+	const char *there[] = { "b", "a2", "c", "q", "q/k", "f", "g" };
+	for (size_t i = 0; i < MS_ARRAY_SIZE(there); i++)
+		assert_int_equal(msd_mbox_status(c, there[i]).messages, 0);
+	struct ms_req sq = { .op = MS_OP_MBOX_STATUS };
+	const char *gone[] = { "a", "p", "p/k", "e" };
+	for (size_t i = 0; i < MS_ARRAY_SIZE(gone); i++) {
+		sq.u.mbox.name = (struct ms_pstr){ gone[i], strlen(gone[i]) };
+		assert_int_equal(msd_req(c, &sq, &rep), MS_ENOTFOUND);
+	}
+	/* once applied, the names are free again for what may take them */
+	q[0] = (struct ms_req){ .op = MS_OP_MBOX_RENAME };
+	q[0].u.mbox.name = MS_PSTR("g");
+	q[0].u.mbox.new_name = MS_PSTR("e");
+	assert_int_equal(msd_req(c, &q[0], &rep), 0);
+	assert_int_equal(mbox_create(c, "a", &rep), 0);
+	struct ms_client *adm = msd_connect(&d, NULL);
+	assert_int_equal(msd_counter(adm, "index.anomalies"), 0);
+	ms_client_close(&adm);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
 /* n APPENDs of body into INBOX sent at once on c, then their replies
    read: how many were placed (the others must be over quota). */
 static int appends_pipelined(struct ms_client *c, int n, const char *body)
@@ -3829,6 +3905,7 @@ int main(void)
 		cmocka_unit_test(test_changes_kept),
 		cmocka_unit_test(test_changes_put_back),
 		cmocka_unit_test(test_mbox_delete_races),
+		cmocka_unit_test(test_mbox_rename_races),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
