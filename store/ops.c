@@ -2455,6 +2455,9 @@ static int op_mbox_rename(struct ms_ops *ops, struct ms_conn *c,
 		ret = 0;
 		if (!is_child(other.name, other.name_len, q->name))
 			continue;
+		/* a child being deleted is gone when this applies */
+		if (mpend_find(ops, other.id)->del > 0)
+			continue;
 		kids = ms_realloc(kids, (nkids + 1) * sizeof(*kids));
 		size_t rest = other.name_len - q->name.len;
 		kids[nkids].id = other.id;

@@ -2975,6 +2975,176 @@ static void test_mbox_rename_races(void **state)
 	assert_int_equal(msd_stop(&d), 0);
 }
 
+/*
+ * Folder lifecycle against writes, seeded (MS_SEED): three sessions of
+ * one user each send a few random requests at once, the three in turn,
+ * then read their replies: CREATE, RENAME (children too), DELETE (with
+ * and without MS_MBOX_DELETE_EMPTY), APPEND, COPY, MOVE, STORE,
+ * EXPUNGE, MBOX_UPDATE over a handful of names.  Any status the request
+ * may have is fine; what must never happen is an index anomaly (a
+ * record the index cannot apply: a request answered OK whose change is
+ * then dropped), a reply of -EIO, or a closed connection; after a
+ * restart (the log's tail replayed) there is still none, and every
+ * mailbox's MESSAGES is what FETCH_META lists.  MS_STRESS: 15 times the
+ * rounds.
+ */
+static void test_lifecycle_random(void **state)
+{
+	(void)state;
+	enum { NS = 3, MAXB = 6 };
+	static const char *names[] = { "A", "B", "C", "A/x", "B/x", "C/x" };
+	const size_t nn = MS_ARRAY_SIZE(names);
+	uint64_t seed = mst_seed(20261201), rs = seed;
+	unsigned long rounds = mst_rounds(1000, 15000);
+	struct msd d;
+	struct ms_reply rep;
+	msd_setup(&d, "mstored-lifecycle", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "lif"), 0);
+	struct ms_client *c[NS];
+	for (int i = 0; i < NS; i++)
+		c[i] = msd_connect(&d, "lif");
+	struct ms_uid_range all = { 1, UINT32_MAX };
+	struct ms_uid_range some = { 2, 4 };
+	char body[64];
+	unsigned long sent = 0, ok = 0;
+	for (unsigned long round = 0; round < rounds; round++) {
+		uint32_t ids[NS][MAXB];
+		struct ms_placement pl[NS][MAXB];
+		int nb[NS];
+		for (int k = 0; k < NS; k++) {
+			struct ms_req q[MAXB];
+			nb[k] = 1 + (int)mst_randn(&rs, MAXB);
+			for (int i = 0; i < nb[k]; i++) {
+				const char *a = names[mst_randn(&rs, nn)];
+				const char *b = names[mst_randn(&rs, nn)];
+				struct ms_pstr pa = { a, strlen(a) };
+				struct ms_pstr pb = { b, strlen(b) };
+				struct ms_req *r = &q[i];
+				memset(r, 0, sizeof(*r));
+				switch (mst_randn(&rs, 15)) {
+				case 0: case 12:
+					r->op = MS_OP_MBOX_CREATE;
+					r->u.mbox.name = pa;
+					break;
+				case 1: case 13:
+					r->op = MS_OP_MBOX_RENAME;
+					r->u.mbox.name = pa;
+					r->u.mbox.new_name = pb;
+					break;
+				case 2: case 14:
+					r->op = MS_OP_MBOX_DELETE;
+					r->u.mbox.name = pa;
+					if (mst_randn(&rs, 2))
+						r->u.mbox.delete_flags =
+							MS_MBOX_DELETE_EMPTY;
+					break;
+				case 3: case 4: case 5:
+					snprintf(body, sizeof(body),
+						 "Subject: r%lu\r\n\r\n%d\r\n",
+						 round, i);
+					pl[k][i] = (struct ms_placement){
+						.mailbox = mst_randn(&rs, 4)
+								   ? pa
+								   : MS_PSTR("INBOX")
+					};
+					r->op = MS_OP_APPEND;
+					r->u.append.body = (const uint8_t *)body;
+					r->u.append.body_len =
+						(uint32_t)strlen(body);
+					r->u.append.placements.n = 1;
+					r->u.append.placements.list = &pl[k][i];
+					break;
+				case 6: case 7:
+					r->op = mst_randn(&rs, 2) ? MS_OP_COPY
+								  : MS_OP_MOVE;
+					r->u.uids.mailbox = pa;
+					r->u.uids.dst = pb;
+					r->u.uids.uids.n = 1;
+					r->u.uids.uids.list =
+						mst_randn(&rs, 2) ? &all : &some;
+					break;
+				case 8:
+					r->op = MS_OP_STORE;
+					r->u.store.mailbox = pa;
+					r->u.store.uids.n = 1;
+					r->u.store.uids.list = &all;
+					r->u.store.mode = MS_EVENT_MODE_ADD;
+					r->u.store.flags = MS_EVENT_FLAG_SEEN;
+					break;
+				case 9: case 10:
+					r->op = MS_OP_EXPUNGE;
+					r->u.uids.mailbox = pa;
+					r->u.uids.uids.n = 1;
+					r->u.uids.uids.list =
+						mst_randn(&rs, 2) ? &all : &some;
+					break;
+				default:
+					r->op = MS_OP_MBOX_UPDATE;
+					r->u.mbox_update.name = pa;
+					r->u.mbox_update.uidnext =
+						(uint32_t)(50 + round);
+					break;
+				}
+			}
+			send_reqs(c[k], q, nb[k], ids[k]);
+			sent += (unsigned long)nb[k];
+		}
+		for (int k = 0; k < NS; k++) {
+			int st[MAXB];
+			char why[MAXB][64];
+			replies_by_id(c[k], ids[k], nb[k], st, why);
+			for (int i = 0; i < nb[k]; i++) {
+				if (st[i] == -EIO || st[i] == MS_ENOCOPY)
+					fail_msg("seed %llu round %lu: %d %s",
+						 (unsigned long long)seed,
+						 round, st[i], why[i]);
+				ok += st[i] == 0;
+			}
+		}
+	}
+	struct ms_client *adm = msd_connect(&d, NULL);
+	uint64_t an = msd_counter(adm, "index.anomalies");
+	if (an != 0)
+		fail_msg("seed %llu: %llu index anomalies (%lu requests, "
+			 "%lu OK)", (unsigned long long)seed,
+			 (unsigned long long)an, sent, ok);
+	ms_client_close(&adm);
+	for (int i = 0; i < NS; i++)
+		ms_client_close(&c[i]);
+	assert_int_equal(msd_stop(&d), 0);
+	msd_start(&d);
+	adm = msd_connect(&d, NULL);
+	assert_int_equal(msd_counter(adm, "index.anomalies"), 0);
+	ms_client_close(&adm);
+	struct ms_client *u = msd_connect(&d, "lif");
+	struct ms_req lq = { .op = MS_OP_MBOX_LIST };
+	assert_int_equal(msd_req(u, &lq, &rep), 0);
+	uint32_t nmb = rep.u.mboxes.n;
+	assert_true(nmb >= 1);
+	for (size_t i = 0; i < nn + 1; i++) {
+		const char *nm = i < nn ? names[i] : "INBOX";
+		struct ms_req sq = { .op = MS_OP_MBOX_STATUS };
+		sq.u.mbox.name = (struct ms_pstr){ nm, strlen(nm) };
+		if (msd_req(u, &sq, &rep) != 0)
+			continue;
+		uint32_t msgs = rep.u.mbox.messages;
+		struct ms_req fq = { .op = MS_OP_FETCH_META };
+		fq.u.uids.mailbox = sq.u.mbox.name;
+		fq.u.uids.uids.n = 1;
+		fq.u.uids.uids.list = &all;
+		assert_int_equal(msd_req(u, &fq, &rep), 0);
+		if (rep.u.metas.n != msgs)
+			fail_msg("seed %llu: %s has MESSAGES %u, FETCH_META "
+				 "%u", (unsigned long long)seed, nm, msgs,
+				 rep.u.metas.n);
+	}
+	printf("lifecycle: seed %llu, %lu requests, %lu OK, %u mailboxes\n",
+	       (unsigned long long)seed, sent, ok, nmb);
+	ms_client_close(&u);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
 /* n APPENDs of body into INBOX sent at once on c, then their replies
    read: how many were placed (the others must be over quota). */
 static int appends_pipelined(struct ms_client *c, int n, const char *body)
@@ -3906,6 +4076,7 @@ int main(void)
 		cmocka_unit_test(test_changes_put_back),
 		cmocka_unit_test(test_mbox_delete_races),
 		cmocka_unit_test(test_mbox_rename_races),
+		cmocka_unit_test(test_lifecycle_random),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
