@@ -106,6 +106,8 @@ struct req {
 	struct mpend_ent *pend_in;
 	size_t npend_in;
 	uint64_t pend_del;
+	/* USER_DELETE: the user it deletes (ops->udel), while in flight */
+	uint64_t pend_user_del;
 	/* MBOX_RENAME: the new names it reserves while in flight */
 	char **pend_ren;
 	size_t npend_ren;
@@ -241,6 +243,7 @@ struct ms_ops {
 	struct ms_u64map mstate;	/* mailbox id -> struct mstate */
 	struct ms_u64map upend;	/* user id -> struct upend, while not 0 */
 	struct ms_u64map mpend;	/* mailbox id -> struct mpend, while not 0 */
+	struct ms_u64map udel;	/* user id -> struct mpend (del), while not 0 */
 	uint64_t next_user_id, next_mbox_id;
 	uint32_t last_uidvalidity;
 	struct {
@@ -560,6 +563,25 @@ static void mpend_release(struct ms_ops *ops, struct req *r)
 		mpend_put(ops, r->pend_del, m);
 		r->pend_del = 0;
 	}
+	if (r->pend_user_del != 0) {
+		struct mpend *u = ms_u64map_get(&ops->udel, r->pend_user_del);
+		ms_assert(u != NULL && u->del > 0);
+		if (--u->del == 0)
+			free(ms_u64map_del(&ops->udel, r->pend_user_del));
+		r->pend_user_del = 0;
+	}
+}
+
+/* As mbox_dying, for a user whose USER_DELETE is in flight: the
+   records of a write after it would name a user the index no longer
+   has when they are applied. */
+static int user_dying(const struct ms_ops *ops, uint64_t user_id,
+		      const char **why_r)
+{
+	if (ms_u64map_get(&ops->udel, user_id) == NULL)
+		return 0;
+	*why_r = "no such user (being deleted)";
+	return MS_ENOTFOUND;
 }
 
 /*
@@ -1723,6 +1745,8 @@ static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		}
 		int st = resolve_user(rd, c, s, pl.user, &u, &why);
 		if (st == 0)
+			st = user_dying(ops, u.id, &why);
+		if (st == 0)
 			st = resolve_mbox(rd, u.id, pl.mailbox, &m, &why);
 		if (st == 0)
 			st = mbox_dying(ops, m.id, &why);
@@ -2629,11 +2653,28 @@ static int op_user_delete(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 		*why_r = "no such user";
 		return ret;
 	}
+	if ((ret = user_dying(ops, u.id, why_r)) < 0)
+		return ret;
 	struct ms_event ev = { .type = MS_REC_USER_DELETE };
 	ev.u.user_delete.user_id = u.id;
 	struct ms_reply rep = { .op = MS_OP_USER_DELETE };
 	rep.u.user_id = u.id;
-	return write_one(ops, c, MS_OP_USER_DELETE, id, &ev, &rep, why_r);
+	struct req *r = req_new(ops, c, MS_OP_USER_DELETE, id);
+	ret = req_append_event(r, &ev, NULL);
+	if (ret < 0) {
+		req_free(r);
+		*why_r = "the store refused the write";
+		return ret;
+	}
+	struct mpend *ud = ms_u64map_get(&ops->udel, u.id);
+	if (ud == NULL) {
+		ud = ms_calloc(1, sizeof(*ud));
+		ms_u64map_put(&ops->udel, u.id, ud);
+	}
+	ud->del++;
+	r->pend_user_del = u.id;
+	req_submit(r, &rep);
+	return 0;
 }
 
 static int op_quota(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
@@ -2651,6 +2692,8 @@ static int op_quota(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		return ret;
 	ret = resolve_user(rd, c, s, q->user, &u, why_r);
 	ms_idx_read_end(&rd);
+	if (ret == 0 && op == MS_OP_QUOTA_SET)
+		ret = user_dying(ops, u.id, why_r);
 	if (ret < 0)
 		return ret;
 	if (op == MS_OP_QUOTA_GET) {
@@ -2929,6 +2972,8 @@ static int op_undelete(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		return ret;
 	ms_buf_init(&kwbuf, 0);
 	ret = resolve_user(rd, c, s, q->user, &u, why_r);
+	if (ret == 0)
+		ret = user_dying(ops, u.id, why_r);
 	if (ret == 0)
 		ret = resolve_mbox(rd, u.id, q->mailbox, &m, why_r);
 	struct mstate *ms = ret == 0 ? mstate_get(ops, rd, m.id) : NULL;
@@ -4385,6 +4430,18 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 			    "writes are refused for now, try again later");
 		return;
 	}
+	if ((op_writes(q.op) || q.op == MS_OP_MBOX_UPDATE) &&
+	    !ms_conn_is_admin(c) && s->hello &&
+	    user_dying(ops, s->user_id, &why) < 0) {
+		/* the session's user: its records would be applied after
+		   the user's delete */
+		ops->n_errors++;
+		if (h->op < MS_OPS_MAX_OP)
+			ops->n_op_errors[h->op]++;
+		reply_error(c, h->op, h->id, MS_ENOTFOUND,
+			    "the session's user is being deleted");
+		return;
+	}
 	switch (q.op) {
 	case MS_OP_HELLO:
 		ret = op_hello(ops, c, s, h->id, &q.u.hello, &why);
@@ -5277,6 +5334,10 @@ void ms_ops_close(struct ms_ops **opsp)
 		free(ops->mpend.vals[i]);
 	}
 	ms_u64map_free(&ops->mpend);
+	MS_U64MAP_EACH(&ops->udel, i) {
+		free(ops->udel.vals[i]);
+	}
+	ms_u64map_free(&ops->udel);
 	for (size_t i = 0; i < ops->pend_users.n; i++)
 		free(ops->pend_users.v[i]);
 	for (size_t i = 0; i < ops->pend_mboxes.n; i++)

@@ -2976,6 +2976,84 @@ static void test_mbox_rename_races(void **state)
 }
 
 /*
+ * A user whose USER_DELETE is in flight is gone for the writes after it:
+ * an admin APPEND placement for the user, a QUOTA_SET and a second
+ * USER_DELETE pipelined behind it are refused with MS_ENOTFOUND.  A
+ * session of the user writing at the same time (the server may take its
+ * requests before or after the delete): each is answered OK and
+ * applied, or refused; never an index anomaly, before or after a
+ * restart.
+ */
+static void test_user_delete_races(void **state)
+{
+	(void)state;
+	struct msd d;
+	uint32_t ids[4];
+	int st[4];
+	char why[4][64];
+	struct ms_req q[4];
+	msd_setup(&d, "mstored-udelrace", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "gone"), 0);
+	struct ms_client *adm = msd_connect(&d, NULL);
+	struct ms_client *u = msd_connect(&d, "gone");
+	assert_int_equal(msd_append1(u, "INBOX", "one", 3, 0).status, 0);
+	struct ms_placement pl = { .user = MS_PSTR("gone"),
+				   .mailbox = MS_PSTR("INBOX") };
+	memset(q, 0, sizeof(q));
+	q[0].op = MS_OP_USER_DELETE;
+	q[0].u.user.name = MS_PSTR("gone");
+	q[1].op = MS_OP_APPEND;
+	q[1].u.append.body = (const uint8_t *)"two";
+	q[1].u.append.body_len = 3;
+	q[1].u.append.placements.n = 1;
+	q[1].u.append.placements.list = &pl;
+	q[2].op = MS_OP_QUOTA_SET;
+	q[2].u.quota.user = MS_PSTR("gone");
+	q[2].u.quota.max_messages = 10;
+	q[3] = q[0];
+	send_reqs(adm, q, 4, ids);
+	/* and the user's session, at once */
+	struct ms_req uq[2];
+	uint32_t uids[2];
+	int ust[2];
+	char uwhy[2][64];
+	memset(uq, 0, sizeof(uq));
+	uq[0].op = MS_OP_MBOX_CREATE;
+	uq[0].u.mbox.name = MS_PSTR("late");
+	struct ms_placement upl = { .mailbox = MS_PSTR("INBOX") };
+	uq[1].op = MS_OP_APPEND;
+	uq[1].u.append.body = (const uint8_t *)"three";
+	uq[1].u.append.body_len = 5;
+	uq[1].u.append.placements.n = 1;
+	uq[1].u.append.placements.list = &upl;
+	send_reqs(u, uq, 2, uids);
+	replies_by_id(adm, ids, 4, st, why);
+	assert_int_equal(st[0], 0);
+	for (int i = 1; i < 4; i++) {
+		assert_int_equal(st[i], MS_ENOTFOUND);
+		assert_non_null(strstr(why[i], "being deleted"));
+	}
+	replies_by_id(u, uids, 2, ust, uwhy);
+	for (int i = 0; i < 2; i++)
+		assert_true(ust[i] == 0 || ust[i] == MS_ENOTFOUND);
+	/* the session's writes after the delete is applied: refused */
+	assert_int_equal(msd_append1(u, "INBOX", "four", 4, 0).status,
+			 MS_ENOTFOUND);
+	assert_int_equal(msd_counter(adm, "index.anomalies"), 0);
+	/* the name is free again */
+	assert_int_equal(msd_user_add(&d, "gone"), 0);
+	ms_client_close(&u);
+	ms_client_close(&adm);
+	assert_int_equal(msd_stop(&d), 0);
+	msd_start(&d);
+	adm = msd_connect(&d, NULL);
+	assert_int_equal(msd_counter(adm, "index.anomalies"), 0);
+	ms_client_close(&adm);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
+/*
  * Folder lifecycle against writes, seeded (MS_SEED): three sessions of
  * one user each send a few random requests at once, the three in turn,
  * then read their replies: CREATE, RENAME (children too), DELETE (with
@@ -4076,6 +4154,7 @@ int main(void)
 		cmocka_unit_test(test_changes_put_back),
 		cmocka_unit_test(test_mbox_delete_races),
 		cmocka_unit_test(test_mbox_rename_races),
+		cmocka_unit_test(test_user_delete_races),
 		cmocka_unit_test(test_lifecycle_random),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
