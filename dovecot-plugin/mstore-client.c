@@ -659,8 +659,13 @@ void mstore_set_store_error(struct mstore_storage *storage, int status,
 
 	switch (status) {
 	case MS_ENOTFOUND:
+		/* what a mailbox request finds gone is, nearly always, the
+		   mailbox itself (deleted or renamed by another session
+		   meanwhile): Dovecot's words for it, and the store's in
+		   brackets for the rest (a user, a message) */
 		mail_storage_set_error(s, MAIL_ERROR_NOTFOUND,
-			t_strdup_printf("%s: not found", what));
+			t_strdup_printf("Mailbox doesn't exist "
+					"(%s: not found in the store)", what));
 		break;
 	case -EEXIST:
 		mail_storage_set_error(s, MAIL_ERROR_EXISTS,

@@ -1065,6 +1065,20 @@ static int mstore_mailbox_rename(struct mailbox *src, struct mailbox *dest)
 		} T_END;
 		return ret;
 	}
+	/* Dovecot's own rename below refuses a new name whose directory is
+	   there with folders under it (a parent that is no folder itself:
+	   B when renaming B/x to B); asked first, or the store's rename
+	   would be done and Dovecot's not, and the two disagree */
+	enum mailbox_existence existence;
+	if (mailbox_exists(dest, FALSE, &existence) < 0) {
+		mail_storage_copy_error(src->storage, dest->storage);
+		return -1;
+	}
+	if (existence != MAILBOX_EXISTENCE_NONE) {
+		mail_storage_set_error(src->storage, MAIL_ERROR_EXISTS,
+				       "Target mailbox already exists");
+		return -1;
+	}
 	q.u.mbox.name = ms_pstr_c(mstore_box_store_name(src));
 	q.u.mbox.new_name = ms_pstr_c(mstore_box_store_name(dest));
 	ret = mstore_request_status(mbox->storage, &q, &rep);

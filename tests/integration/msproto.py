@@ -1,6 +1,7 @@
 """A small client of the mstore protocol (docs/protocol.md) for tests:
 the ops the udsync, migration and feed tests read and write with (HELLO,
-MBOX_STATUS, APPEND, APPEND_UID, MBOX_UPDATE, FETCH_META, FETCH_BODY,
+MBOX_LIST, MBOX_STATUS, APPEND, APPEND_UID, MBOX_UPDATE, FETCH_META,
+FETCH_BODY,
 EXPUNGE, STATUS, CHANGES, COMPACT).  Not pipelined: one request, its
 reply."""
 import socket
@@ -94,6 +95,16 @@ class Client:
     def stats(self):
         r = self.call(STATUS)
         return {r.str(): r.take("Q") for _ in range(r.take("H"))}
+
+    def mbox_list(self):
+        """The names of the session user's mailboxes (MBOX_LIST)."""
+        r = self.call(MBOX_LIST)
+        out = []
+        for _ in range(r.take("I")):
+            r.take("Q")
+            out.append(r.str())
+            r.take("IIQIIQIB")
+        return out
 
     def mbox_create(self, name, special_use=0):
         self.call(MBOX_CREATE, _str(name) + struct.pack("<I", special_use))
