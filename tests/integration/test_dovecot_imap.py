@@ -2326,3 +2326,25 @@ def test_folder_list_over_one_store_reply(stack):
     assert typ == "OK", data
     m.close()
     c.logout()
+
+
+def test_rename_to_own_parent_refused_everywhere(stack):
+    """RENAME B/x B, where B is only the directory B/x is in: Dovecot
+    refuses it (its directory of the new name is there, B/x in it), and
+    the store must not have renamed the folder first: the folder stays
+    B/x in both, with its message, and SELECT B/x works."""
+    import msproto
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    c = stack.imap()
+    ok(c.create("B/x"))
+    ok(c.append("B/x", None, None, MSG))
+    typ, data = c.rename("B/x", "B")
+    assert typ == "NO" and b"exists" in data[0], data
+    assert sorted(m.mbox_list()) == ["B/x", "INBOX"], m.mbox_list()
+    assert len(m.fetch_meta("B/x")) == 1
+    ok(c.select("B/x"))
+    assert uids(c) == [1]
+    # another session sees the same
+    c2 = stack.imap()
+    typ, data = c2.status("B/x", "(MESSAGES)")
+    assert typ == "OK" and b"MESSAGES 1" in data[0], data
