@@ -504,28 +504,40 @@ static void upend_sub(struct ms_ops *ops, uint64_t user_id, uint64_t bytes)
 		free(ms_u64map_del(&ops->upend, user_id));
 }
 
-static const struct mpend *mpend_find(const struct ms_ops *ops,
-				      uint64_t mbox_id)
+/* id's entry of map (ops->mpend by mailbox, ops->udel by user); all 0
+   when it has none */
+static const struct mpend *mpend_find(const struct ms_u64map *map,
+				      uint64_t id)
 {
 	static const struct mpend none;
-	const struct mpend *m = ms_u64map_get(&ops->mpend, mbox_id);
+	const struct mpend *m = ms_u64map_get(map, id);
 	return m != NULL ? m : &none;
 }
 
-static struct mpend *mpend_get(struct ms_ops *ops, uint64_t mbox_id)
+static struct mpend *mpend_get(struct ms_u64map *map, uint64_t id)
 {
-	struct mpend *m = ms_u64map_get(&ops->mpend, mbox_id);
+	struct mpend *m = ms_u64map_get(map, id);
 	if (m == NULL) {
 		m = ms_calloc(1, sizeof(*m));
-		ms_u64map_put(&ops->mpend, mbox_id, m);
+		ms_u64map_put(map, id, m);
 	}
 	return m;
 }
 
-static void mpend_put(struct ms_ops *ops, uint64_t mbox_id, struct mpend *m)
+/* An entry back to all 0 leaves the map. */
+static void mpend_put(struct ms_u64map *map, uint64_t id, struct mpend *m)
 {
 	if (m->in == 0 && m->del == 0)
-		free(ms_u64map_del(&ops->mpend, mbox_id));
+		free(ms_u64map_del(map, id));
+}
+
+/* One less of r's delete of id in map (its release). */
+static void mpend_del_sub(struct ms_u64map *map, uint64_t id)
+{
+	struct mpend *m = ms_u64map_get(map, id);
+	ms_assert(m != NULL && m->del > 0);
+	m->del--;
+	mpend_put(map, id, m);
 }
 
 /* r brings n messages into mailbox mbox_id (until it ends). */
@@ -534,7 +546,7 @@ static void mpend_in_add(struct ms_ops *ops, struct req *r, uint64_t mbox_id,
 {
 	if (n == 0)
 		return;
-	mpend_get(ops, mbox_id)->in += n;
+	mpend_get(&ops->mpend, mbox_id)->in += n;
 	if (r->npend_in > 0 && r->pend_in[r->npend_in - 1].mbox_id == mbox_id) {
 		r->pend_in[r->npend_in - 1].n += n;
 		return;
@@ -551,25 +563,16 @@ static void mpend_release(struct ms_ops *ops, struct req *r)
 						r->pend_in[i].mbox_id);
 		ms_assert(m != NULL && m->in >= r->pend_in[i].n);
 		m->in -= r->pend_in[i].n;
-		mpend_put(ops, r->pend_in[i].mbox_id, m);
+		mpend_put(&ops->mpend, r->pend_in[i].mbox_id, m);
 	}
 	free(r->pend_in);
 	r->pend_in = NULL;
 	r->npend_in = 0;
-	if (r->pend_del != 0) {
-		struct mpend *m = ms_u64map_get(&ops->mpend, r->pend_del);
-		ms_assert(m != NULL && m->del > 0);
-		m->del--;
-		mpend_put(ops, r->pend_del, m);
-		r->pend_del = 0;
-	}
-	if (r->pend_user_del != 0) {
-		struct mpend *u = ms_u64map_get(&ops->udel, r->pend_user_del);
-		ms_assert(u != NULL && u->del > 0);
-		if (--u->del == 0)
-			free(ms_u64map_del(&ops->udel, r->pend_user_del));
-		r->pend_user_del = 0;
-	}
+	if (r->pend_del != 0)
+		mpend_del_sub(&ops->mpend, r->pend_del);
+	if (r->pend_user_del != 0)
+		mpend_del_sub(&ops->udel, r->pend_user_del);
+	r->pend_del = r->pend_user_del = 0;
 }
 
 /* As mbox_dying, for a user whose USER_DELETE is in flight: the
@@ -578,7 +581,7 @@ static void mpend_release(struct ms_ops *ops, struct req *r)
 static int user_dying(const struct ms_ops *ops, uint64_t user_id,
 		      const char **why_r)
 {
-	if (ms_u64map_get(&ops->udel, user_id) == NULL)
+	if (mpend_find(&ops->udel, user_id)->del == 0)
 		return 0;
 	*why_r = "no such user (being deleted)";
 	return MS_ENOTFOUND;
@@ -596,7 +599,7 @@ static int user_dying(const struct ms_ops *ops, uint64_t user_id,
 static int mbox_dying(const struct ms_ops *ops, uint64_t mbox_id,
 		      const char **why_r)
 {
-	if (mpend_find(ops, mbox_id)->del == 0)
+	if (mpend_find(&ops->mpend, mbox_id)->del == 0)
 		return 0;
 	*why_r = "no such mailbox (being deleted)";
 	return MS_ENOTFOUND;
@@ -1054,6 +1057,16 @@ static int resolve_mbox(struct ms_idx_rd *rd, uint64_t user_id,
 	else if (ret < 0)
 		*why_r = "index lookup failed";
 	return ret < 0 ? ret : 0;
+}
+
+/* resolve_mbox for a request that writes to the mailbox: one whose
+   delete is in flight is gone already (mbox_dying). */
+static int resolve_mbox_w(const struct ms_ops *ops, struct ms_idx_rd *rd,
+			  uint64_t user_id, struct ms_pstr name,
+			  struct ms_idx_mbox *m_r, const char **why_r)
+{
+	int ret = resolve_mbox(rd, user_id, name, m_r, why_r);
+	return ret == 0 ? mbox_dying(ops, m_r->id, why_r) : ret;
 }
 
 static void fill_mbox_info(struct ms_mbox_info *i, const struct ms_idx_mbox *m)
@@ -1622,9 +1635,7 @@ static int op_mbox_update(struct ms_ops *ops, struct ms_conn *c,
 	int ret = ms_idx_read_begin(ops->idx, &rd);
 	if (ret < 0)
 		return ret;
-	ret = resolve_mbox(rd, s->user_id, q->name, &m, why_r);
-	if (ret == 0)
-		ret = mbox_dying(ops, m.id, why_r);
+	ret = resolve_mbox_w(ops, rd, s->user_id, q->name, &m, why_r);
 	struct mstate *ms = ret == 0 ? mstate_get(ops, rd, m.id) : NULL;
 	if (ret == 0 && ms == NULL) {
 		ret = MS_ENOTFOUND;
@@ -1747,9 +1758,8 @@ static int op_append(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 		if (st == 0)
 			st = user_dying(ops, u.id, &why);
 		if (st == 0)
-			st = resolve_mbox(rd, u.id, pl.mailbox, &m, &why);
-		if (st == 0)
-			st = mbox_dying(ops, m.id, &why);
+			st = resolve_mbox_w(ops, rd, u.id, pl.mailbox, &m,
+					    &why);
 		const struct upend *up = st == 0 ? upend_find(ops, u.id) : NULL;
 		if (st == 0 &&
 		    ((u.max_bytes &&
@@ -1957,9 +1967,7 @@ static int op_store_expunge(struct ms_ops *ops, struct ms_conn *c,
 		return ret;
 	ms_buf_init(&hit, 0);
 	ms_buf_init(&failed, 0);
-	ret = resolve_mbox(rd, s->user_id, *mbname, &m, why_r);
-	if (ret == 0)
-		ret = mbox_dying(ops, m.id, why_r);
+	ret = resolve_mbox_w(ops, rd, s->user_id, *mbname, &m, why_r);
 	if (ret == 0)
 		ret = present_ranges(rd, m.id, set,
 				     op == MS_OP_STORE
@@ -2455,9 +2463,7 @@ static int op_mbox_rename(struct ms_ops *ops, struct ms_conn *c,
 	int ret = ms_idx_read_begin(ops->idx, &rd);
 	if (ret < 0)
 		return ret;
-	ret = resolve_mbox(rd, s->user_id, q->name, &m, why_r);
-	if (ret == 0)
-		ret = mbox_dying(ops, m.id, why_r);
+	ret = resolve_mbox_w(ops, rd, s->user_id, q->name, &m, why_r);
 	if (ret == 0 && ms_idx_mbox_by_name(rd, s->user_id, q->new_name.s,
 					    q->new_name.len, &other) == 0) {
 		ret = -EEXIST;
@@ -2480,7 +2486,7 @@ static int op_mbox_rename(struct ms_ops *ops, struct ms_conn *c,
 		if (!is_child(other.name, other.name_len, q->name))
 			continue;
 		/* a child being deleted is gone when this applies */
-		if (mpend_find(ops, other.id)->del > 0)
+		if (mpend_find(&ops->mpend, other.id)->del > 0)
 			continue;
 		kids = ms_realloc(kids, (nkids + 1) * sizeof(*kids));
 		size_t rest = other.name_len - q->name.len;
@@ -2549,17 +2555,29 @@ static int op_mbox_rename(struct ms_ops *ops, struct ms_conn *c,
 }
 
 /* One record, no reply body: DELETE, SUBSCRIBE, USER_DELETE, QUOTA_SET. */
+/* A request of one record ev, not submitted yet; NULL (*ret_r, *why_r)
+   when the log refused it. */
+static struct req *req_one(struct ms_ops *ops, struct ms_conn *c, uint16_t op,
+			   uint32_t id, const struct ms_event *ev,
+			   const char **why_r, int *ret_r)
+{
+	struct req *r = req_new(ops, c, op, id);
+	if ((*ret_r = req_append_event(r, ev, NULL)) < 0) {
+		req_free(r);
+		*why_r = "the store refused the write";
+		return NULL;
+	}
+	return r;
+}
+
 static int write_one(struct ms_ops *ops, struct ms_conn *c, uint16_t op,
 		     uint32_t id, const struct ms_event *ev,
 		     const struct ms_reply *rep, const char **why_r)
 {
-	struct req *r = req_new(ops, c, op, id);
-	int ret = req_append_event(r, ev, NULL);
-	if (ret < 0) {
-		req_free(r);
-		*why_r = "the store refused the write";
+	int ret;
+	struct req *r = req_one(ops, c, op, id, ev, why_r, &ret);
+	if (r == NULL)
 		return ret;
-	}
 	req_submit(r, rep);
 	return 0;
 }
@@ -2581,17 +2599,15 @@ static int op_mbox_delete(struct ms_ops *ops, struct ms_conn *c,
 	int ret = ms_idx_read_begin(ops->idx, &rd);
 	if (ret < 0)
 		return ret;
-	ret = resolve_mbox(rd, s->user_id, q->name, &m, why_r);
+	ret = resolve_mbox_w(ops, rd, s->user_id, q->name, &m, why_r);
 	ms_idx_read_end(&rd);
-	if (ret == 0)
-		ret = mbox_dying(ops, m.id, why_r);
 	if (ret < 0)
 		return ret;
 	/* version 9: only an empty mailbox, nothing on its way in (what a
 	   caller that expunged everything first needs, so that a message
 	   delivered meanwhile is not deleted unseen) */
 	if ((q->delete_flags & MS_MBOX_DELETE_EMPTY) &&
-	    (m.messages > 0 || mpend_find(ops, m.id)->in > 0)) {
+	    (m.messages > 0 || mpend_find(&ops->mpend, m.id)->in > 0)) {
 		*why_r = m.messages > 0 ? "mailbox is not empty"
 					: "a message is on its way in";
 		return -ENOTEMPTY;
@@ -2600,15 +2616,12 @@ static int op_mbox_delete(struct ms_ops *ops, struct ms_conn *c,
 	ev.u.mbox_delete.user_id = s->user_id;
 	ev.u.mbox_delete.mbox_id = m.id;
 	struct ms_reply rep = { .op = MS_OP_MBOX_DELETE };
-	struct req *r = req_new(ops, c, MS_OP_MBOX_DELETE, id);
-	ret = req_append_event(r, &ev, NULL);
-	if (ret < 0) {
-		req_free(r);
-		*why_r = "the store refused the write";
+	struct req *r = req_one(ops, c, MS_OP_MBOX_DELETE, id, &ev, why_r,
+				&ret);
+	if (r == NULL)
 		return ret;
-	}
 	r->pend_del = m.id;
-	mpend_get(ops, m.id)->del++;
+	mpend_get(&ops->mpend, m.id)->del++;
 	req_submit(r, &rep);
 	return 0;
 }
@@ -2659,20 +2672,12 @@ static int op_user_delete(struct ms_ops *ops, struct ms_conn *c, uint32_t id,
 	ev.u.user_delete.user_id = u.id;
 	struct ms_reply rep = { .op = MS_OP_USER_DELETE };
 	rep.u.user_id = u.id;
-	struct req *r = req_new(ops, c, MS_OP_USER_DELETE, id);
-	ret = req_append_event(r, &ev, NULL);
-	if (ret < 0) {
-		req_free(r);
-		*why_r = "the store refused the write";
+	struct req *r = req_one(ops, c, MS_OP_USER_DELETE, id, &ev, why_r,
+				&ret);
+	if (r == NULL)
 		return ret;
-	}
-	struct mpend *ud = ms_u64map_get(&ops->udel, u.id);
-	if (ud == NULL) {
-		ud = ms_calloc(1, sizeof(*ud));
-		ms_u64map_put(&ops->udel, u.id, ud);
-	}
-	ud->del++;
 	r->pend_user_del = u.id;
+	mpend_get(&ops->udel, u.id)->del++;
 	req_submit(r, &rep);
 	return 0;
 }
@@ -2816,13 +2821,9 @@ static int op_copy_move(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	int ret = ms_idx_read_begin(ops->idx, &rd);
 	if (ret < 0)
 		return ret;
-	ret = resolve_mbox(rd, s->user_id, q->mailbox, &src, why_r);
+	ret = resolve_mbox_w(ops, rd, s->user_id, q->mailbox, &src, why_r);
 	if (ret == 0)
-		ret = resolve_mbox(rd, s->user_id, q->dst, &dst, why_r);
-	if (ret == 0)
-		ret = mbox_dying(ops, src.id, why_r);
-	if (ret == 0)
-		ret = mbox_dying(ops, dst.id, why_r);
+		ret = resolve_mbox_w(ops, rd, s->user_id, q->dst, &dst, why_r);
 	/* into the same mailbox too, as IMAP allows: a COPY makes
 	   duplicates with new UIDs, a MOVE gives the messages new UIDs */
 	if (ret == 0)
@@ -2975,7 +2976,7 @@ static int op_undelete(struct ms_ops *ops, struct ms_conn *c, struct sess *s,
 	if (ret == 0)
 		ret = user_dying(ops, u.id, why_r);
 	if (ret == 0)
-		ret = resolve_mbox(rd, u.id, q->mailbox, &m, why_r);
+		ret = resolve_mbox_w(ops, rd, u.id, q->mailbox, &m, why_r);
 	struct mstate *ms = ret == 0 ? mstate_get(ops, rd, m.id) : NULL;
 	if (ret == 0 && ms == NULL)
 		ret = MS_ENOTFOUND;
@@ -4430,6 +4431,8 @@ void ms_ops_request(struct ms_ops *ops, struct ms_conn *c,
 			    "writes are refused for now, try again later");
 		return;
 	}
+	/* (MBOX_UPDATE is no write for a standby: one that changes nothing
+	   reads the GUID; here it may as well be refused) */
 	if ((op_writes(q.op) || q.op == MS_OP_MBOX_UPDATE) &&
 	    !ms_conn_is_admin(c) && s->hello &&
 	    user_dying(ops, s->user_id, &why) < 0) {
