@@ -2664,6 +2664,14 @@ static void test_many_waits(void **state)
 	assert_int_equal(msd_stop(&d), 0);
 }
 
+/* The index of d's daemon met no record it could not apply. */
+static void assert_no_anomalies(struct msd *d)
+{
+	struct ms_client *adm = msd_connect(d, NULL);
+	assert_int_equal(msd_counter(adm, "index.anomalies"), 0);
+	ms_client_close(&adm);
+}
+
 /* The replies to the requests of ids[0..n) (in any order): statuses of
    each (an APPEND's: its one placement's) into st, reasons into why. */
 static void replies_by_id(struct ms_client *c, const uint32_t *ids, int n,
@@ -2862,9 +2870,7 @@ static void test_mbox_delete_races(void **state)
 	}
 	assert_int_equal(msd_mbox_status(c, "INBOX").messages, 1);
 	/* none of it was an anomaly for the index */
-	struct ms_client *adm = msd_connect(&d, NULL);
-	assert_int_equal(msd_counter(adm, "index.anomalies"), 0);
-	ms_client_close(&adm);
+	assert_no_anomalies(&d);
 
 	/* unknown flag bits: malformed */
 	assert_int_equal(mbox_create(c, "v", &rep), 0);
@@ -2968,9 +2974,7 @@ static void test_mbox_rename_races(void **state)
 	q[0].u.mbox.new_name = MS_PSTR("e");
 	assert_int_equal(msd_req(c, &q[0], &rep), 0);
 	assert_int_equal(mbox_create(c, "a", &rep), 0);
-	struct ms_client *adm = msd_connect(&d, NULL);
-	assert_int_equal(msd_counter(adm, "index.anomalies"), 0);
-	ms_client_close(&adm);
+	assert_no_anomalies(&d);
 	ms_client_close(&c);
 	assert_int_equal(msd_stop(&d), 0);
 }
@@ -3047,9 +3051,7 @@ static void test_user_delete_races(void **state)
 	ms_client_close(&adm);
 	assert_int_equal(msd_stop(&d), 0);
 	msd_start(&d);
-	adm = msd_connect(&d, NULL);
-	assert_int_equal(msd_counter(adm, "index.anomalies"), 0);
-	ms_client_close(&adm);
+	assert_no_anomalies(&d);
 	assert_int_equal(msd_stop(&d), 0);
 }
 
@@ -3192,9 +3194,7 @@ static void test_lifecycle_random(void **state)
 		ms_client_close(&c[i]);
 	assert_int_equal(msd_stop(&d), 0);
 	msd_start(&d);
-	adm = msd_connect(&d, NULL);
-	assert_int_equal(msd_counter(adm, "index.anomalies"), 0);
-	ms_client_close(&adm);
+	assert_no_anomalies(&d);
 	struct ms_client *u = msd_connect(&d, "lif");
 	struct ms_req lq = { .op = MS_OP_MBOX_LIST };
 	assert_int_equal(msd_req(u, &lq, &rep), 0);
