@@ -924,9 +924,12 @@ static int mstore_mailbox_delete(struct mailbox *box)
 	struct ms_reply rep;
 	int ret;
 
-	if (box->opened && box->deleting_must_be_empty) {
+	if (box->opened && box->deleting_must_be_empty &&
+	    (box->inbox_user || !mbox->storage->delete_empty_known)) {
 		/* (doveadm mailbox delete -e, dsync): said before the store
-		   deletes anything, not after */
+		   deletes anything, not after; a store of protocol version
+		   9 checks it itself, in the same step as the delete
+		   (MS_MBOX_DELETE_EMPTY, below) */
 		if (mailbox_sync(box, MAILBOX_SYNC_FLAG_FULL_READ) < 0)
 			return -1;
 		if (mail_index_view_get_messages_count(box->view) > 0) {
@@ -1068,9 +1071,11 @@ static int mstore_mailbox_rename(struct mailbox *src, struct mailbox *dest)
 	/* Dovecot's own rename below refuses a new name whose directory is
 	   there with folders under it (a parent that is no folder itself:
 	   B when renaming B/x to B); asked first, or the store's rename
-	   would be done and Dovecot's not, and the two disagree */
+	   would be done and Dovecot's not, and the two disagree.  The local
+	   list alone: a name the store has is the store's -EEXIST below
+	   (mstore_mailbox_exists would ask the store for it first) */
 	enum mailbox_existence existence;
-	if (mailbox_exists(dest, FALSE, &existence) < 0) {
+	if (index_storage_mailbox_exists(dest, FALSE, &existence) < 0) {
 		mail_storage_copy_error(src->storage, dest->storage);
 		return -1;
 	}
