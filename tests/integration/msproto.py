@@ -1,8 +1,7 @@
 """A small client of the mstore protocol (docs/protocol.md) for tests:
 the ops the udsync, migration and feed tests read and write with (HELLO,
 MBOX_LIST, MBOX_STATUS, APPEND, APPEND_UID, MBOX_UPDATE, FETCH_META,
-FETCH_BODY,
-EXPUNGE, STATUS, CHANGES, COMPACT).  Not pipelined: one request, its
+FETCH_BODY, EXPUNGE, STATUS, CHANGES, COMPACT).  Not pipelined: one request, its
 reply."""
 import socket
 import struct
