@@ -1511,6 +1511,25 @@ mstore_transaction_commit(struct mailbox_transaction_context *t,
 		mstore_set_store_error(mbox->storage, -EROFS, "STORE");
 		return -1;
 	}
+	if (!external && t->save_ctx == NULL &&
+	    mail_index_is_deleted(box->index) &&
+	    !mstore_itrans_has_store_changes(t->itrans)) {
+		/* the folder is gone (another session deleted or renamed
+		   it): the transaction holds only what Dovecot caches,
+		   worth nothing now, and is dropped rather than failed.
+		   The index would fail it and set the storage's error
+		   ("deleted under us"), freeing the error string IMAP COPY
+		   still holds from a failed copy when it commits the
+		   source's transaction: the client's NO then read freed
+		   memory.  The next sync tells the session the folder
+		   went. */
+		index_transaction_rollback(t);
+		i_zero(changes_r);
+		changes_r->pool = pool_alloconly_create(
+			MEMPOOL_GROWING"transaction changes", 512);
+		p_array_init(&changes_r->saved_uids, changes_r->pool, 32);
+		return 0;
+	}
 	if (external && !mbox->syncing && !mbox->deleted &&
 	    array_is_created(&t->itrans->expunges) &&
 	    array_count(&t->itrans->expunges) > 0) {
