@@ -2464,12 +2464,19 @@ static int op_mbox_rename(struct ms_ops *ops, struct ms_conn *c,
 	if (ret < 0)
 		return ret;
 	ret = resolve_mbox_w(ops, rd, s->user_id, q->name, &m, why_r);
+	/* a name that is no mailbox (or one whose delete is in flight:
+	   gone when this applies) may still be the parent of some, as
+	   IMAP's \Noselect folder is: its children move (version 10) */
+	bool bare = ret == MS_ENOTFOUND;
+	const char *bare_why = bare ? *why_r : NULL;
+	if (bare)
+		ret = 0;
 	if (ret == 0 && ms_idx_mbox_by_name(rd, s->user_id, q->new_name.s,
 					    q->new_name.len, &other) == 0) {
 		ret = -EEXIST;
 		*why_r = "a mailbox of the new name exists";
 	}
-	if (ret == 0) {
+	if (ret == 0 && !bare) {
 		char *key = mbox_key(s->user_id, q->new_name.s,
 				     q->new_name.len);
 		if (name_pending(ops, key)) {
@@ -2515,14 +2522,21 @@ static int op_mbox_rename(struct ms_ops *ops, struct ms_conn *c,
 	}
 	ms_idx_iter_free(&it);
 	ms_idx_read_end(&rd);
+	if (ret == 0 && bare && nkids == 0) {
+		ret = MS_ENOTFOUND; /* nothing under it either */
+		*why_r = bare_why;
+	}
 	if (ret == 0) {
 		struct req *r = req_new(ops, c, MS_OP_MBOX_RENAME, id);
 		struct ms_event ev = { .type = MS_REC_MBOX_RENAME };
 		ev.u.mbox_rename.user_id = s->user_id;
-		ev.u.mbox_rename.mbox_id = m.id;
-		ev.u.mbox_rename.new_name =
-			(struct ms_event_str){ q->new_name.s, q->new_name.len };
-		ret = req_append_event(r, &ev, NULL);
+		if (!bare) {
+			ev.u.mbox_rename.mbox_id = m.id;
+			ev.u.mbox_rename.new_name = (struct ms_event_str){
+				q->new_name.s, q->new_name.len
+			};
+			ret = req_append_event(r, &ev, NULL);
+		}
 		for (size_t i = 0; i < nkids && ret == 0; i++) {
 			ev.u.mbox_rename.mbox_id = kids[i].id;
 			ev.u.mbox_rename.new_name = (struct ms_event_str){
@@ -2538,8 +2552,9 @@ static int op_mbox_rename(struct ms_ops *ops, struct ms_conn *c,
 				r->status = ret;
 			/* the new names are taken until the index has them */
 			r->pend_ren = ms_calloc(nkids + 1, sizeof(char *));
-			rename_reserve(ops, r, s->user_id, q->new_name.s,
-				       q->new_name.len);
+			if (!bare)
+				rename_reserve(ops, r, s->user_id,
+					       q->new_name.s, q->new_name.len);
 			for (size_t i = 0; i < nkids; i++)
 				rename_reserve(ops, r, s->user_id, kids[i].name,
 					       kids[i].len);

@@ -71,7 +71,7 @@
 #include "event.h"
 #include "rec.h"
 
-#define MS_PROTO_VERSION 9
+#define MS_PROTO_VERSION 10
 #define MS_PROTO_HDR_SIZE 12
 /* Whole frame (len field included); a receiver's max is configured
    between MS_PROTO_HDR_SIZE and MS_PROTO_MAX_FRAME_LIMIT. */

@@ -2348,3 +2348,36 @@ def test_rename_to_own_parent_refused_everywhere(stack):
     c2 = stack.imap()
     typ, data = c2.status("B/x", "(MESSAGES)")
     assert typ == "OK" and b"MESSAGES 1" in data[0], data
+
+
+def test_rename_bare_parent_moves_children(stack):
+    """RENAME B C, where B is only the directory of B/x and B/y/z (a
+    \\Noselect folder): IMAP moves the children, Dovecot (on mdbox too)
+    lists C/x and C/y/z, and the store must have them under the same
+    names, with their messages and UIDs; the old names are gone in
+    both.  A bare name with nothing under it is NONEXISTENT.  Before,
+    the store answered "not found" and kept B/x while Dovecot showed
+    C/x (test_folder_lifecycle_random, seed 37)."""
+    import msproto
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    c = stack.imap()
+    ok(c.create("B/x"))
+    ok(c.create("B/y/z"))
+    ok(c.append("B/x", None, None, MSG))
+    ok(c.append("B/y/z", None, None, MSG))
+    ok(c.append("B/y/z", None, None, MSG))
+    ok(c.rename("B", "C"))
+    assert sorted(m.mbox_list()) == ["C/x", "C/y/z", "INBOX"], \
+        m.mbox_list()
+    assert [r["uid"] for r in m.fetch_meta("C/y/z")] == [1, 2]
+    names = {re.search(rb'"/" "?([^"]*)"?$', line).group(1)
+             for line in ok(c.list('""', "*"))}
+    assert names == {b"INBOX", b"C", b"C/x", b"C/y", b"C/y/z"}, names
+    c2 = stack.imap()
+    ok(c2.select("C/y/z"))
+    assert uids(c2) == [1, 2]
+    typ, data = c2.select("B/x")
+    assert typ == "NO", data
+    typ, data = c2.rename("B", "D")
+    assert typ == "NO" and b"NONEXISTENT" in data[0], data
+    assert sorted(m.mbox_list()) == ["C/x", "C/y/z", "INBOX"]

@@ -2980,6 +2980,93 @@ static void test_mbox_rename_races(void **state)
 }
 
 /*
+ * MBOX_RENAME of a name that is no mailbox but has mailboxes under it (an
+ * IMAP \Noselect parent: CREATE d/x makes d/x only) moves those, as IMAP
+ * renames a \Noselect folder's inferiors (version 10; before, it was
+ * MS_ENOTFOUND, and Dovecot renamed its own folders while the store kept
+ * the old names).  A name with nothing under it stays MS_ENOTFOUND; a
+ * new name (or a child's) that exists is -EEXIST, and nothing moves; a
+ * parent whose delete is in flight counts as bare.  The same after a
+ * restart (the log replayed), and never an index anomaly.
+ */
+static void rename_bare_check(struct ms_client *c)
+{
+	struct ms_req sq = { .op = MS_OP_MBOX_STATUS };
+	struct ms_reply rep;
+	const char *there[] = { "n/x", "n/y/z", "dz", "k/x", "j/x", "r2/c" };
+	const char *gone[] = { "d/x", "d/y/z", "n", "n/y", "p2", "p2/c",
+			       "r2" };
+	assert_int_equal(msd_mbox_status(c, "n/x").messages, 1);
+	for (size_t i = 0; i < MS_ARRAY_SIZE(there); i++) {
+		sq.u.mbox.name = (struct ms_pstr){ there[i], strlen(there[i]) };
+		assert_int_equal(msd_req(c, &sq, &rep), 0);
+	}
+	for (size_t i = 0; i < MS_ARRAY_SIZE(gone); i++) {
+		sq.u.mbox.name = (struct ms_pstr){ gone[i], strlen(gone[i]) };
+		assert_int_equal(msd_req(c, &sq, &rep), MS_ENOTFOUND);
+	}
+}
+
+static void test_mbox_rename_bare(void **state)
+{
+	(void)state;
+	struct msd d;
+	struct ms_reply rep;
+	uint32_t ids[2];
+	int st[2];
+	char why[2][64];
+	struct ms_req q[2];
+	msd_setup(&d, "mstored-renbare", NULL);
+	msd_start(&d);
+	assert_int_equal(msd_user_add(&d, "bare"), 0);
+	struct ms_client *c = msd_connect(&d, "bare");
+	const char *made[] = { "d/x", "d/y/z", "dz", "k/x", "j/x", "p2",
+			       "p2/c" };
+	for (size_t i = 0; i < MS_ARRAY_SIZE(made); i++)
+		assert_int_equal(mbox_create(c, made[i], &rep), 0);
+	assert_int_equal(msd_append1(c, "d/x", "one", 3, 0).status, 0);
+	struct {
+		const char *from, *to;
+		int status;
+	} cases[] = {
+		{ "nothing", "m", MS_ENOTFOUND },
+		{ "d", "dz", -EEXIST },	 /* the new name is a mailbox */
+		{ "k", "j", -EEXIST },	 /* a child's new name is */
+		{ "d", "d/w", -EINVAL }, /* under itself */
+		{ "d", "n", 0 },
+	};
+	for (size_t k = 0; k < MS_ARRAY_SIZE(cases); k++) {
+		q[0] = (struct ms_req){ .op = MS_OP_MBOX_RENAME };
+		q[0].u.mbox.name = (struct ms_pstr){ cases[k].from,
+						     strlen(cases[k].from) };
+		q[0].u.mbox.new_name = (struct ms_pstr){ cases[k].to,
+							 strlen(cases[k].to) };
+		assert_int_equal(msd_req(c, &q[0], &rep), cases[k].status);
+	}
+	/* p2's delete, then the rename of p2 (bare by then): its child
+	   moves */
+	q[0] = (struct ms_req){ .op = MS_OP_MBOX_DELETE };
+	q[0].u.mbox.name = MS_PSTR("p2");
+	q[1] = (struct ms_req){ .op = MS_OP_MBOX_RENAME };
+	q[1].u.mbox.name = MS_PSTR("p2");
+	q[1].u.mbox.new_name = MS_PSTR("r2");
+	send_reqs(c, q, 2, ids);
+	replies_by_id(c, ids, 2, st, why);
+	assert_int_equal(st[0], 0);
+	assert_int_equal(st[1], 0);
+	rename_bare_check(c);
+	assert_no_anomalies(&d);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+	msd_start(&d);
+	c = msd_connect(&d, "bare");
+	rename_bare_check(c);
+	assert_no_anomalies(&d);
+	ms_client_close(&c);
+	assert_int_equal(msd_stop(&d), 0);
+}
+
+/*
  * A user whose USER_DELETE is in flight is gone for the writes after it:
  * an admin APPEND placement for the user, a QUOTA_SET and a second
  * USER_DELETE pipelined behind it are refused with MS_ENOTFOUND.  A
@@ -4154,6 +4241,7 @@ int main(void)
 		cmocka_unit_test(test_changes_put_back),
 		cmocka_unit_test(test_mbox_delete_races),
 		cmocka_unit_test(test_mbox_rename_races),
+		cmocka_unit_test(test_mbox_rename_bare),
 		cmocka_unit_test(test_user_delete_races),
 		cmocka_unit_test(test_lifecycle_random),
 	};
