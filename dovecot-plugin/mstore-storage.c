@@ -656,6 +656,29 @@ static void mstore_mailbox_close(struct mailbox *box)
 	index_storage_mailbox_close(box);
 }
 
+/*
+ * Dovecot's list index marks itself for a rescan after a folder is made,
+ * deleted or renamed (mailbox_list_index_refresh_later()), but skips the
+ * mark when this process's view of the list index still shows an earlier
+ * mark, which another session may have consumed since: that session's
+ * next LIST then misses the change for good (Dovecot 2.3; mdbox does the
+ * same: after one session's DELETE of a folder with children, and
+ * another's LIST, the first session's next CREATE stays unlisted in the
+ * other).  Called once this process's change is on disk, with the view
+ * refreshed first, the mark is there unless one is pending that a later
+ * rescan (after the change) consumes.
+ */
+static void mstore_list_index_changed(struct mailbox_list *list)
+{
+	struct mailbox_list_index *ilist = INDEX_LIST_CONTEXT(list);
+
+	if (ilist == NULL || !ilist->has_backing_store ||
+	    mailbox_list_index_index_open(list) < 0)
+		return;
+	(void)mail_index_refresh(ilist->index);
+	mailbox_list_index_refresh_later(list);
+}
+
 /* Remove the local folder of a create the store did not take, keeping
    the storage's error for the client. */
 static void mstore_mailbox_create_undo(struct mailbox *box)
@@ -679,8 +702,11 @@ static int mstore_mailbox_create(struct mailbox *box,
 	struct ms_reply rep;
 	int ret;
 
-	if ((ret = index_storage_mailbox_create(box, directory)) <= 0)
+	if ((ret = index_storage_mailbox_create(box, directory)) < 0)
 		return ret;
+	mstore_list_index_changed(box->list);
+	if (ret == 0)
+		return 0;
 
 	q.u.mbox.name = ms_pstr_c(mstore_box_store_name(box));
 	if (box->set != NULL && box->set->special_use != NULL) {
@@ -917,6 +943,14 @@ static int mstore_mailbox_delete_expunge_all(struct mailbox *box)
    only if nothing came meanwhile */
 #define MSTORE_DELETE_ROUNDS 5
 
+static int mstore_index_delete(struct mailbox *box)
+{
+	if (index_storage_mailbox_delete(box) < 0)
+		return -1;
+	mstore_list_index_changed(box->list);
+	return 0;
+}
+
 static int mstore_mailbox_delete(struct mailbox *box)
 {
 	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
@@ -956,11 +990,11 @@ static int mstore_mailbox_delete(struct mailbox *box)
 		if (mstore_request(mbox->storage, &q, &rep, NULL) < 0)
 			return -1;
 		mbox->deleted = TRUE;
-		return index_storage_mailbox_delete(box);
+		return mstore_index_delete(box);
 	}
 	if (!box->opened) {
 		/* a \NoSelect directory: nothing of it is in the store */
-		return index_storage_mailbox_delete(box);
+		return mstore_index_delete(box);
 	}
 	q.u.mbox.name = ms_pstr_c(mstore_box_store_name(box));
 	for (unsigned int round = 0;; round++) {
@@ -997,7 +1031,7 @@ static int mstore_mailbox_delete(struct mailbox *box)
 	/* gone from the store: from now on the syncs of this box only
 	   apply Dovecot's own requests to its index */
 	mbox->deleted = TRUE;
-	return index_storage_mailbox_delete(box);
+	return mstore_index_delete(box);
 }
 
 /*
@@ -1093,7 +1127,12 @@ static int mstore_mailbox_rename(struct mailbox *src, struct mailbox *dest)
 	}
 	if (ret == -1)
 		return -1;
-	return index_storage_mailbox_rename(src, dest);
+	if (index_storage_mailbox_rename(src, dest) < 0)
+		return -1;
+	mstore_list_index_changed(src->list);
+	if (dest->list != src->list)
+		mstore_list_index_changed(dest->list);
+	return 0;
 }
 
 static int mstore_mailbox_get_metadata(struct mailbox *box,

@@ -2381,3 +2381,25 @@ def test_rename_bare_parent_moves_children(stack):
     typ, data = c2.rename("B", "D")
     assert typ == "NO" and b"NONEXISTENT" in data[0], data
     assert sorted(m.mbox_list()) == ["C/x", "C/y/z", "INBOX"]
+
+
+def test_list_sees_folder_made_after_another_sessions_delete(stack):
+    """Session b deletes folder B (its child B/x stays, B becomes a
+    \\Noselect directory); session a lists; b then makes folder X2:
+    a's next LIST shows it.  Dovecot's list index skipped its "rescan"
+    mark when b's own view of the index, stale, still showed the mark
+    of b's DELETE that a's LIST had consumed, and a never listed X2
+    (Dovecot on mdbox does the same; test_folder_lifecycle_random,
+    seed 97).  The plugin refreshes that view and marks again once its
+    create, delete or rename is on disk."""
+    a, b = stack.imap(), stack.imap()
+    ok(b.create("B/x"))
+    ok(b.create("B"))
+    ok(a.list())
+    ok(b.list())
+    ok(b.delete("B"))
+    ok(a.list())
+    ok(b.create("X2"))
+    names = {re.search(rb'"/" "?([^"]*)"?$', line).group(1)
+             for line in ok(a.list('""', "*"))}
+    assert names == {b"INBOX", b"B", b"B/x", b"X2"}, names
