@@ -173,6 +173,11 @@ REPLACED_LOG = re.compile(
     r"(indexid changed|Invalid transaction log size)\b.*|stat\(\) failed "
     r"with file \S+/dovecot\.index\.cache: No such file or directory)$")
 LIFECYCLE_ROUNDS = 150
+# the store's bits of IMAP's system flags (docs/protocol.md); the other
+# words are keywords
+FLAG_BITS = {"\\Seen": 0x01, "\\Answered": 0x02, "\\Flagged": 0x04}
+SYSTEM_FLAGS = dict(FLAG_BITS, **{"\\Deleted": 0x08, "\\Draft": 0x10})
+FLAG_WORDS = ["\\Seen", "\\Answered", "\\Flagged", "$Work", "Project"]
 
 
 @pytest.mark.parametrize("user", ["alice", "mdbox"])
@@ -209,14 +214,15 @@ def test_folder_replaced_under_a_selection(stack, user, how):
 def test_folder_lifecycle_random(stack):
     """Three IMAP sessions of one user and a store client delivering,
     seeded: each round every session does a random CREATE, RENAME,
-    DELETE, APPEND, COPY, MOVE, EXPUNGE, SELECT or STATUS over a few
-    names (children too), with deliveries into random folders between
-    them; sessions keep folders selected while others rename and delete
-    them.  Every reply is OK or a NO a client can expect (no such
-    folder, exists already, ...), never a server error; Dovecot logs no
-    error; at the end each session lists the store's folders, and
-    every folder's messages (STATUS and the UIDs a SELECT shows) are
-    the store's.  MS_SEED picks the seed; 150 rounds, 1,500 under
+    DELETE, APPEND, COPY, MOVE, EXPUNGE, STORE of flags and keywords,
+    SELECT or STATUS over a few names (children too), with deliveries
+    into random folders and flag changes by another store client
+    between them; sessions keep folders selected while others rename
+    and delete them.  Every reply is OK or a NO a client can expect (no
+    such folder, exists already, ...), never a server error; Dovecot
+    logs no error; at the end each session lists the store's folders,
+    and every folder's messages (STATUS, the UIDs a SELECT shows, each
+    one's flags and keywords) are the store's.  MS_SEED picks the seed; 150 rounds, 1,500 under
     MS_STRESS.
 
     One failure is Dovecot's and taken as the session's end, as its
@@ -299,7 +305,7 @@ def test_folder_lifecycle_random(stack):
 
     def one(k, c, rnd_i):
         a, b = rnd.choice(names), rnd.choice(names)
-        op = rnd.randrange(10)
+        op = rnd.randrange(12)
         made = a if op == 0 else b if op == 1 else None
         if made is not None and c.state == "SELECTED" and sel[k] == made:
             # Dovecot's own limit, mdbox's alike: a session whose
@@ -340,6 +346,24 @@ def test_folder_lifecycle_random(stack):
                 check(c, f"{k} STATUS {a}", c.status(a, "(MESSAGES)"))
             elif op == 8:
                 check(c, f"{k} NOOP", c.noop())
+            elif op == 10 and c.state == "SELECTED":
+                # flags and keywords on some of the selected folder's
+                uids = rnd.choice(["1:*", "1", "2:3", "*"])
+                what = "+FLAGS" if rnd.randrange(2) else "-FLAGS"
+                fl = " ".join(rnd.sample(FLAG_WORDS, rnd.randrange(1, 3)))
+                check(c, f"{k} STORE {uids} {what} ({fl})",
+                      c.uid("STORE", uids, what, f"({fl})"))
+            elif op == 11:
+                # the same from another client of the store (a filter,
+                # another protocol), in any folder
+                fl = rnd.sample(FLAG_WORDS, rnd.randrange(1, 3))
+                bits = sum(FLAG_BITS.get(f, 0) for f in fl)
+                kws = [f for f in fl if f not in FLAG_BITS]
+                try:
+                    m.store(a, ((1, 0xffffffff),), rnd.randrange(2),
+                            bits, kws)
+                except msproto.Error as e:
+                    assert e.status == -10012, (seed, e)
             else:
                 sel[k] = None
                 if check(c, f"{k} SELECT {a}", c.select(a)):
@@ -374,6 +398,14 @@ def test_folder_lifecycle_random(stack):
     # every session sees the store's folders and messages
     store = {nm: sorted(r["uid"] for r in m.fetch_meta(nm))
              for nm in m.mbox_list()}
+    store_flags = {}
+    for nm in store:
+        store_flags[nm] = {
+            r["uid"]: {f.encode() for f, bit in SYSTEM_FLAGS.items()
+                       if r["flags"] & bit} |
+            {kw.encode() if isinstance(kw, str) else kw
+             for kw in r["keywords"]}
+            for r in m.fetch_meta(nm)}
     for k, c in enumerate(cs):
         if c.state == "SELECTED":
             try:
@@ -401,6 +433,10 @@ def test_folder_lifecycle_random(stack):
             got = [int(x) for x in ok(c.uid("SEARCH", None, "ALL"))[0]
                    .split()]
             assert got == want, (seed, k, nm, got, want)
+            if want:
+                seen = {uid: set(f) for uid, f in view(c).items()}
+                assert seen == store_flags[nm], \
+                    (seed, k, nm, seen, store_flags[nm])
             c.close()
     log_new(wait=0.5)
     print(f"lifecycle seed {seed}: {rounds} rounds, {delivered} delivered, "
