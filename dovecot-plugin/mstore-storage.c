@@ -1102,6 +1102,16 @@ static int mstore_mailbox_rename(struct mailbox *src, struct mailbox *dest)
 		} T_END;
 		return ret;
 	}
+	/* IMAP's RENAME refuses this itself; doveadm and dsync come here
+	   (the store would refuse it too, with a text less plain) */
+	size_t src_len = strlen(src->name);
+	if (src->list == dest->list &&
+	    strncmp(dest->name, src->name, src_len) == 0 &&
+	    dest->name[src_len] == mailbox_list_get_hierarchy_sep(src->list)) {
+		mail_storage_set_error(src->storage, MAIL_ERROR_NOTPOSSIBLE,
+			"Can't rename mailbox under its own child");
+		return -1;
+	}
 	/* Dovecot's own rename below refuses a new name whose directory is
 	   there with folders under it (a parent that is no folder itself:
 	   B when renaming B/x to B); asked first, or the store's rename

@@ -217,8 +217,9 @@ def test_folder_lifecycle_random(stack):
     DELETE, APPEND, COPY, MOVE, EXPUNGE, STORE of flags and keywords,
     SELECT or STATUS over a few names (children too), with deliveries
     into random folders and flag changes by another store client
-    between them; sessions keep folders selected while others rename
-    and delete them.  Every reply is OK or a NO a client can expect (no
+    between them, and doveadm's mailbox create, delete and rename,
+    expunge and flags in a fourth process; sessions keep folders
+    selected while others rename and delete them.  Every reply is OK or a NO a client can expect (no
     such folder, exists already, ...), never a server error; Dovecot
     logs no error; at the end each session lists the store's folders,
     and every folder's messages (STATUS, the UIDs a SELECT shows, each
@@ -236,7 +237,9 @@ def test_folder_lifecycle_random(stack):
     names of a \\Noselect parent's children after RENAME (37, 45;
     test_rename_bare_parent_moves_children), a folder made after
     another session's DELETE never listed (97;
-    test_list_sees_folder_made_after_another_sessions_delete)."""
+    test_list_sees_folder_made_after_another_sessions_delete), and
+    doveadm's rename of a folder under itself refused in words the
+    store had not (4; test_rename_under_itself_refused)."""
     import os
     import msproto
     seed = int(os.environ.get("MS_SEED", "20261201"))
@@ -250,7 +253,8 @@ def test_folder_lifecycle_random(stack):
                    b"INUSE", b"TRYCREATE", b"Mailbox not found",
                    b"under its own child", b"Renaming not supported",
                    b"can't be renamed", b"same name",
-                   b"has children", b"deleted under us", b"EXPUNGEISSUED")
+                   b"has children", b"deleted under us", b"EXPUNGEISSUED",
+                   b"to itself")
     # Dovecot's own answer (on any storage) when another session deleted
     # the selected folder, or made it again (a new UIDVALIDITY): BYE
     byes = ("Selected mailbox was deleted",
@@ -305,7 +309,7 @@ def test_folder_lifecycle_random(stack):
 
     def one(k, c, rnd_i):
         a, b = rnd.choice(names), rnd.choice(names)
-        op = rnd.randrange(12)
+        op = rnd.randrange(13)
         made = a if op == 0 else b if op == 1 else None
         if made is not None and c.state == "SELECTED" and sel[k] == made:
             # Dovecot's own limit, mdbox's alike: a session whose
@@ -353,6 +357,23 @@ def test_folder_lifecycle_random(stack):
                 fl = " ".join(rnd.sample(FLAG_WORDS, rnd.randrange(1, 3)))
                 check(c, f"{k} STORE {uids} {what} ({fl})",
                       c.uid("STORE", uids, what, f"({fl})"))
+            elif op == 12:
+                # doveadm, another process of the user's
+                cmd, args = rnd.choice([
+                    ("mailbox create", [a]), ("mailbox delete", [a]),
+                    ("mailbox rename", [a, b]),
+                    ("expunge", ["mailbox", a, "all"]),
+                    ("flags add", ["\\Seen", "mailbox", a, "all"])])
+                r = stack.doveadm(cmd, *args, user="alice", check=False)
+                err = r.stderr.encode()
+                log.append((f"{k} doveadm {cmd} {args}", r.returncode,
+                            err[:80]))
+                assert b"Panic" not in err and b"Fatal" not in err, \
+                    (seed, cmd, args, r.stderr)
+                if r.returncode != 0 or b"Error" in err:
+                    assert any(e in err for e in expected_no), \
+                        (seed, cmd, args, r.returncode, r.stderr,
+                         log[-8:])
             elif op == 11:
                 # the same from another client of the store (a filter,
                 # another protocol), in any folder

@@ -163,3 +163,25 @@ def test_mailbox_delete_empty_only(stack):
         pass
     assert "Work" not in d("mailbox list", user="alice").stdout.split()
     m.close()
+
+
+def test_rename_under_itself_refused(stack):
+    """doveadm mailbox rename B B/y: refused with IMAP's words ("under
+    its own child": IMAP's RENAME checks that itself, doveadm does not),
+    nothing renamed in the store or in Dovecot.  Before, the store's
+    refusal came back as "RENAME: refused by the store"
+    (test_folder_lifecycle_random with doveadm, seed 4)."""
+    import msproto
+    m = msproto.Client(stack.p("mstored.sock"), user="alice")
+    c = stack.imap()
+    ok(c.create("B/x"))
+    ok(c.create("B"))
+    for new in ("B/y", "B/x"):
+        r = stack.doveadm("mailbox rename", "B", new, user="alice",
+                          check=False)
+        assert r.returncode != 0, r
+        assert "Can't rename mailbox under its own child" in r.stderr, r
+    assert sorted(m.mbox_list()) == ["B", "B/x", "INBOX"]
+    names = {re.search(rb'"/" "?([^"]*)"?$', line).group(1)
+             for line in ok(c.list('""', "*"))}
+    assert names == {b"INBOX", b"B", b"B/x"}, names
