@@ -2905,6 +2905,34 @@ static void test_mbox_delete_races(void **state)
 	assert_int_equal(msd_stop(&d), 0);
 }
 
+/* A store in dir with user `user`, connected, and the mailboxes
+   made[0..n) created. */
+static struct ms_client *start_with_mboxes(struct msd *d, const char *dir,
+					   const char *user,
+					   const char *const *made, size_t n)
+{
+	struct ms_reply rep;
+	msd_setup(d, dir, NULL);
+	msd_start(d);
+	assert_int_equal(msd_user_add(d, user), 0);
+	struct ms_client *c = msd_connect(d, user);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(mbox_create(c, made[i], &rep), 0);
+	return c;
+}
+
+/* MBOX_STATUS of each of names[0..n) answers `status`. */
+static void assert_mbox_status(struct ms_client *c, const char *const *names,
+			       size_t n, int status)
+{
+	struct ms_req sq = { .op = MS_OP_MBOX_STATUS };
+	struct ms_reply rep;
+	for (size_t i = 0; i < n; i++) {
+		sq.u.mbox.name = (struct ms_pstr){ names[i], strlen(names[i]) };
+		assert_int_equal(msd_req(c, &sq, &rep), status);
+	}
+}
+
 /*
  * Names in flight: a RENAME takes its new names (its own and its
  * children's) until they are in the index, as a CREATE takes its name.
@@ -2922,13 +2950,9 @@ static void test_mbox_rename_races(void **state)
 	int st[2];
 	char why[2][64];
 	struct ms_req q[2];
-	msd_setup(&d, "mstored-renrace", NULL);
-	msd_start(&d);
-	assert_int_equal(msd_user_add(&d, "ren"), 0);
-	struct ms_client *c = msd_connect(&d, "ren");
 	const char *made[] = { "a", "a2", "p", "p/k", "e", "g" };
-	for (size_t i = 0; i < MS_ARRAY_SIZE(made); i++)
-		assert_int_equal(mbox_create(c, made[i], &rep), 0);
+	struct ms_client *c = start_with_mboxes(&d, "mstored-renrace", "ren",
+						made, MS_ARRAY_SIZE(made));
 	struct {
 		const char *op1, *a1, *b1, *op2, *a2, *b2, *why;
 	} cases[] = {
@@ -2962,12 +2986,8 @@ static void test_mbox_rename_races(void **state)
 	const char *there[] = { "b", "a2", "c", "q", "q/k", "f", "g" };
 	for (size_t i = 0; i < MS_ARRAY_SIZE(there); i++)
 		assert_int_equal(msd_mbox_status(c, there[i]).messages, 0);
-	struct ms_req sq = { .op = MS_OP_MBOX_STATUS };
 	const char *gone[] = { "a", "p", "p/k", "e" };
-	for (size_t i = 0; i < MS_ARRAY_SIZE(gone); i++) {
-		sq.u.mbox.name = (struct ms_pstr){ gone[i], strlen(gone[i]) };
-		assert_int_equal(msd_req(c, &sq, &rep), MS_ENOTFOUND);
-	}
+	assert_mbox_status(c, gone, MS_ARRAY_SIZE(gone), MS_ENOTFOUND);
 	/* once applied, the names are free again for what may take them */
 	q[0] = (struct ms_req){ .op = MS_OP_MBOX_RENAME };
 	q[0].u.mbox.name = MS_PSTR("g");
@@ -2991,20 +3011,12 @@ static void test_mbox_rename_races(void **state)
  */
 static void rename_bare_check(struct ms_client *c)
 {
-	struct ms_req sq = { .op = MS_OP_MBOX_STATUS };
-	struct ms_reply rep;
 	const char *there[] = { "n/x", "n/y/z", "dz", "k/x", "j/x", "r2/c" };
 	const char *gone[] = { "d/x", "d/y/z", "n", "n/y", "p2", "p2/c",
 			       "r2" };
 	assert_int_equal(msd_mbox_status(c, "n/x").messages, 1);
-	for (size_t i = 0; i < MS_ARRAY_SIZE(there); i++) {
-		sq.u.mbox.name = (struct ms_pstr){ there[i], strlen(there[i]) };
-		assert_int_equal(msd_req(c, &sq, &rep), 0);
-	}
-	for (size_t i = 0; i < MS_ARRAY_SIZE(gone); i++) {
-		sq.u.mbox.name = (struct ms_pstr){ gone[i], strlen(gone[i]) };
-		assert_int_equal(msd_req(c, &sq, &rep), MS_ENOTFOUND);
-	}
+	assert_mbox_status(c, there, MS_ARRAY_SIZE(there), 0);
+	assert_mbox_status(c, gone, MS_ARRAY_SIZE(gone), MS_ENOTFOUND);
 }
 
 static void test_mbox_rename_bare(void **state)
@@ -3016,14 +3028,10 @@ static void test_mbox_rename_bare(void **state)
 	int st[2];
 	char why[2][64];
 	struct ms_req q[2];
-	msd_setup(&d, "mstored-renbare", NULL);
-	msd_start(&d);
-	assert_int_equal(msd_user_add(&d, "bare"), 0);
-	struct ms_client *c = msd_connect(&d, "bare");
 	const char *made[] = { "d/x", "d/y/z", "dz", "k/x", "j/x", "p2",
 			       "p2/c" };
-	for (size_t i = 0; i < MS_ARRAY_SIZE(made); i++)
-		assert_int_equal(mbox_create(c, made[i], &rep), 0);
+	struct ms_client *c = start_with_mboxes(&d, "mstored-renbare", "bare",
+						made, MS_ARRAY_SIZE(made));
 	assert_int_equal(msd_append1(c, "d/x", "one", 3, 0).status, 0);
 	struct {
 		const char *from, *to;
