@@ -2416,6 +2416,31 @@ static int is_child(const char *name, size_t len, struct ms_pstr parent)
 	       memcmp(name, parent.s, parent.len) == 0;
 }
 
+/* Whether user_id's name is free for a rename to take: no mailbox of
+   it in the index, none being made (a create or a rename in flight).
+   0, or -EEXIST with why (whose: "a mailbox" or "a child's"). */
+static int rename_name_free(struct ms_ops *ops, struct ms_idx_rd *rd,
+			    uint64_t user_id, const char *name, size_t len,
+			    int child, const char **why_r)
+{
+	struct ms_idx_mbox other;
+	if (len > MS_EVENT_MBOX_NAME_MAX ||
+	    ms_idx_mbox_by_name(rd, user_id, name, len, &other) == 0) {
+		*why_r = child ? "a child's new name is taken or too long"
+			       : "a mailbox of the new name exists";
+		return -EEXIST;
+	}
+	char *key = mbox_key(user_id, name, len);
+	int pending = name_pending(ops, key);
+	free(key);
+	if (pending) {
+		*why_r = child ? "a child's new name is being made"
+			       : "a mailbox of the new name is being made";
+		return -EEXIST;
+	}
+	return 0;
+}
+
 /* The rename r takes user_id's name until it ends (req_free). */
 static void rename_reserve(struct ms_ops *ops, struct req *r,
 			   uint64_t user_id, const char *name, size_t len)
@@ -2468,23 +2493,11 @@ static int op_mbox_rename(struct ms_ops *ops, struct ms_conn *c,
 	   gone when this applies) may still be the parent of some, as
 	   IMAP's \Noselect folder is: its children move (version 10) */
 	bool bare = ret == MS_ENOTFOUND;
-	const char *bare_why = bare ? *why_r : NULL;
 	if (bare)
-		ret = 0;
-	if (ret == 0 && ms_idx_mbox_by_name(rd, s->user_id, q->new_name.s,
-					    q->new_name.len, &other) == 0) {
-		ret = -EEXIST;
-		*why_r = "a mailbox of the new name exists";
-	}
-	if (ret == 0 && !bare) {
-		char *key = mbox_key(s->user_id, q->new_name.s,
-				     q->new_name.len);
-		if (name_pending(ops, key)) {
-			ret = -EEXIST;
-			*why_r = "a mailbox of the new name is being made";
-		}
-		free(key);
-	}
+		ret = 0; /* *why_r keeps resolve's reason, for no children */
+	if (ret == 0)
+		ret = rename_name_free(ops, rd, s->user_id, q->new_name.s,
+				       q->new_name.len, 0, why_r);
 	/* children move with their parent */
 	if (ret == 0)
 		ret = ms_idx_mboxes_iter(rd, s->user_id, &it);
@@ -2504,28 +2517,14 @@ static int op_mbox_rename(struct ms_ops *ops, struct ms_conn *c,
 		memcpy(kids[nkids].name + q->new_name.len,
 		       other.name + q->name.len, rest);
 		nkids++;
-		struct ms_idx_mbox clash;
-		if (kids[nkids - 1].len > MS_EVENT_MBOX_NAME_MAX ||
-		    ms_idx_mbox_by_name(rd, s->user_id, kids[nkids - 1].name,
-					kids[nkids - 1].len, &clash) == 0) {
-			ret = -EEXIST;
-			*why_r = "a child's new name is taken or too long";
-		} else {
-			char *key = mbox_key(s->user_id, kids[nkids - 1].name,
-					     kids[nkids - 1].len);
-			if (name_pending(ops, key)) {
-				ret = -EEXIST;
-				*why_r = "a child's new name is being made";
-			}
-			free(key);
-		}
+		ret = rename_name_free(ops, rd, s->user_id,
+				       kids[nkids - 1].name,
+				       kids[nkids - 1].len, 1, why_r);
 	}
 	ms_idx_iter_free(&it);
 	ms_idx_read_end(&rd);
-	if (ret == 0 && bare && nkids == 0) {
+	if (ret == 0 && bare && nkids == 0)
 		ret = MS_ENOTFOUND; /* nothing under it either */
-		*why_r = bare_why;
-	}
 	if (ret == 0) {
 		struct req *r = req_new(ops, c, MS_OP_MBOX_RENAME, id);
 		struct ms_event ev = { .type = MS_REC_MBOX_RENAME };

@@ -2672,6 +2672,16 @@ static void assert_no_anomalies(struct msd *d)
 	ms_client_close(&adm);
 }
 
+/* d stopped cleanly and started again (its log replayed into the
+   index); *c a new session of user's. */
+static void restart_as(struct msd *d, struct ms_client **c, const char *user)
+{
+	ms_client_close(c);
+	assert_int_equal(msd_stop(d), 0);
+	msd_start(d);
+	*c = msd_connect(d, user);
+}
+
 /* The replies to the requests of ids[0..n) (in any order): statuses of
    each (an APPEND's: its one placement's) into st, reasons into why. */
 static void replies_by_id(struct ms_client *c, const uint32_t *ids, int n,
@@ -2893,10 +2903,7 @@ static void test_mbox_delete_races(void **state)
 	assert_non_null(strstr(why[0], "flags"));
 	assert_int_equal(msd_mbox_status(c, "v").messages, 0);
 	/* the index after a restart: nothing of the refused requests */
-	ms_client_close(&c);
-	assert_int_equal(msd_stop(&d), 0);
-	msd_start(&d);
-	c = msd_connect(&d, "dee");
+	restart_as(&d, &c, "dee");
 	sq.u.mbox.name = MS_PSTR("x");
 	assert_int_equal(msd_req(c, &sq, &rep), MS_ENOTFOUND);
 	assert_int_equal(msd_mbox_status(c, "INBOX").messages, 1);
@@ -3011,7 +3018,8 @@ static void test_mbox_rename_races(void **state)
  */
 static void rename_bare_check(struct ms_client *c)
 {
-	const char *there[] = { "n/x", "n/y/z", "dz", "k/x", "j/x", "r2/c" };
+	const char *there[] = { "n/x", "n/y/z", "dz", "k/x", "j/x", "r2/c",
+				"m2" };
 	const char *gone[] = { "d/x", "d/y/z", "n", "n/y", "p2", "p2/c",
 			       "r2" };
 	assert_int_equal(msd_mbox_status(c, "n/x").messages, 1);
@@ -3051,8 +3059,9 @@ static void test_mbox_rename_bare(void **state)
 							 strlen(cases[k].to) };
 		assert_int_equal(msd_req(c, &q[0], &rep), cases[k].status);
 	}
-	/* p2's delete, then the rename of p2 (bare by then): its child
-	   moves */
+	/* pipelined: p2's delete, then the rename of p2 (bare by then):
+	   its child moves; a create of m2, then a rename of bare k to m2:
+	   refused, as a rename onto a mailbox would be */
 	q[0] = (struct ms_req){ .op = MS_OP_MBOX_DELETE };
 	q[0].u.mbox.name = MS_PSTR("p2");
 	q[1] = (struct ms_req){ .op = MS_OP_MBOX_RENAME };
@@ -3062,12 +3071,18 @@ static void test_mbox_rename_bare(void **state)
 	replies_by_id(c, ids, 2, st, why);
 	assert_int_equal(st[0], 0);
 	assert_int_equal(st[1], 0);
+	q[0] = (struct ms_req){ .op = MS_OP_MBOX_CREATE };
+	q[0].u.mbox.name = MS_PSTR("m2");
+	q[1].u.mbox.name = MS_PSTR("k");
+	q[1].u.mbox.new_name = MS_PSTR("m2");
+	send_reqs(c, q, 2, ids);
+	replies_by_id(c, ids, 2, st, why);
+	assert_int_equal(st[0], 0);
+	assert_int_equal(st[1], -EEXIST);
+	assert_non_null(strstr(why[1], "being made"));
 	rename_bare_check(c);
 	assert_no_anomalies(&d);
-	ms_client_close(&c);
-	assert_int_equal(msd_stop(&d), 0);
-	msd_start(&d);
-	c = msd_connect(&d, "bare");
+	restart_as(&d, &c, "bare");
 	rename_bare_check(c);
 	assert_no_anomalies(&d);
 	ms_client_close(&c);
