@@ -187,7 +187,8 @@ FLAG_WORDS = ["\\Seen", "\\Answered", "\\Flagged", "$Work", "Project"]
 def test_folder_replaced_under_a_selection(stack, user, how):
     """Session a has X selected; session b deletes X and makes X again
     (or renames Y to X); a's STORE is refused with Dovecot's SERVERBUG
-    and Dovecot logs "duplicate transaction log sequence": the same on
+    and Dovecot logs "duplicate transaction log sequence" (or "indexid
+    changed", by timing): the same on
     mdbox as on the plugin, so Dovecot's own (its index code follows
     the path to the new folder's files).  test_folder_lifecycle_random
     takes this, and nothing else, as a session's end."""
@@ -204,11 +205,15 @@ def test_folder_replaced_under_a_selection(stack, user, how):
         ok(b.create("X"))
     typ, data = a.uid("STORE", "1:*", "+FLAGS", r"(\Seen)")
     assert typ == "NO" and b"SERVERBUG" in data[0], data
+    # Dovecot's log process writes the line a moment after the reply
+    deadline = time.monotonic() + 5
+    while not stack.log_problems() and time.monotonic() < deadline:
+        time.sleep(0.05)
     problems = stack.log_problems()
+    # which of the lines depends on how far a's index had read when b
+    # was done (seen: either one, in runs of the same commands)
     assert problems and all(REPLACED_LOG.search(l) for l in problems), \
         problems
-    assert any("duplicate transaction log sequence" in l
-               for l in problems), problems
 
 
 def test_folder_lifecycle_random(stack):
