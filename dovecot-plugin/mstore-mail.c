@@ -215,6 +215,19 @@ static int mstore_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 				return -1;
 			}
 		}
+		/* the whole message is in memory: say whether it has NULs,
+		   which Dovecot knows otherwise only from a parse.  Not
+		   knowing, IMAP's FETCH BODY[] copies every literal through a
+		   stream that replaces NULs, 8 KiB at a time (a write to the
+		   client each).  Only for the bytes as stored: a plugin that
+		   changed the stream (decryption, decompression) serves
+		   others. */
+		if (mail->data.stream == input && !_mail->has_nuls &&
+		    !_mail->has_no_nuls) {
+			bool nuls = memchr(body->data, '\0', body->used) != NULL;
+			_mail->has_nuls = nuls;
+			_mail->has_no_nuls = !nuls;
+		}
 	}
 	return index_mail_init_stream(mail, hdr_size, body_size, stream_r);
 }
