@@ -1223,6 +1223,8 @@ static int op_status(struct ms_ops *ops, struct ms_conn *c, uint32_t id)
 		  ops->srv ? ms_srv_conns(ops->srv) : 0 },
 		{ MS_PSTR("srv.loop_uring"),
 		  ops->srv ? (uint64_t)ms_srv_loop_uring(ops->srv) : 0 },
+		{ MS_PSTR("srv.file_replies_queued"),
+		  ops->srv ? ms_srv_file_queued(ops->srv) : 0 },
 	};
 	/* records per flush: log.batch.le_N (N = the bucket's upper
 	   bound, counts per bucket) and log.batch.more, above them all */

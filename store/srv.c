@@ -103,6 +103,10 @@ struct ms_conn {
 		uint64_t off, len;
 		size_t at;
 		uint64_t epoch;	/* the files' when queued (file_epoch) */
+		/* fd is the log's own, lent for ms_conn_send_file's call:
+		   never closed here, replaced by a dup before the call
+		   returns if the range is not sent by then */
+		int lent;
 	} tails[CONN_TAILS];
 	unsigned ntails;
 	uint64_t tail_bytes;	/* of the tails, not sent yet */
@@ -141,6 +145,7 @@ struct ms_srv {
 	struct ms_conn *held;	/* output held back (ms_conn_hold) */
 	int wake_ms; /* a turn wanted within this (-1: none; ms_srv_wake_in) */
 	uint64_t idle_checked_ms;	/* srv_idle_check's last walk */
+	uint64_t n_file_queued;	/* file ranges that waited (a dup each) */
 	uint64_t idle_every_ms;		/* and how long until the next */
 	struct ms_srv_limits lim;
 	struct ms_srv_handler h;
@@ -493,6 +498,11 @@ int ms_srv_loop_uring(const struct ms_srv *srv)
 	return srv->loop == &uring_loop;
 }
 
+uint64_t ms_srv_file_queued(const struct ms_srv *srv)
+{
+	return srv->n_file_queued;
+}
+
 static int watch_add(struct ms_srv *srv, struct watch *w, unsigned events)
 {
 	return srv->loop->add(srv, w, events);
@@ -665,7 +675,8 @@ static uint64_t file_epoch(struct ms_srv *srv)
 static void conn_tails_close(struct ms_conn *c)
 {
 	for (unsigned i = 0; i < c->ntails; i++)
-		close(c->tails[i].fd);
+		if (!c->tails[i].lent)
+			close(c->tails[i].fd);
 	c->ntails = 0;
 	c->tail_bytes = 0;
 }
@@ -857,7 +868,8 @@ static int conn_send_tail(struct ms_conn *c)
 	t->len -= (uint64_t)n;
 	c->tail_bytes -= (uint64_t)n;
 	if (t->len == 0) {
-		close(t->fd);
+		if (!t->lent)
+			close(t->fd);
 		c->ntails--;
 		memmove(&c->tails[0], &c->tails[1],
 			c->ntails * sizeof(c->tails[0]));
@@ -920,26 +932,46 @@ void ms_conn_send(struct ms_conn *c, const void *frame, size_t len)
 	ms_conn_queued(c);
 }
 
+/*
+ * The range goes out with the log's own descriptor while this call
+ * runs: a reply that the socket takes at once (a client reading as fast
+ * as the store answers, as Dovecot's read-ahead does) costs no dup and
+ * no close.  What is still queued when the call returns gets a dup of
+ * its own, since the log may close its descriptor before the socket
+ * drains (a segment compacted or retired); without one, the connection
+ * is dropped (its frame is part sent), as a failed sendfile drops it.
+ */
 int ms_conn_send_file(struct ms_conn *c, const void *head, size_t hlen,
 		      int fd, uint64_t off, uint64_t len)
 {
 	if (c->closed || c->internal || c->ntails == CONN_TAILS)
 		return -1;
-	int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-	if (dup_fd < 0)
-		return -1;
 	if (ms_buf_append(&c->out, head, hlen) < 0) {
-		close(dup_fd);
 		msg_warn("client.closed uid=%u reason=reply_queue_full",
 			 (unsigned)c->uid);
 		conn_drop(c);
 		return 0;
 	}
-	c->tails[c->ntails++] = (struct conn_tail){ dup_fd, off, len,
-						    c->out.len,
-						    file_epoch(c->srv) };
+	c->tails[c->ntails++] = (struct conn_tail){ fd, off, len, c->out.len,
+						    file_epoch(c->srv), 1 };
 	c->tail_bytes += len;
 	ms_conn_queued(c);
+	for (unsigned i = 0; i < c->ntails && !c->closed; i++) {
+		struct conn_tail *t = &c->tails[i];
+		if (!t->lent)
+			continue;
+		int dup_fd = fcntl(t->fd, F_DUPFD_CLOEXEC, 0);
+		if (dup_fd < 0) {
+			msg_warn("client.closed uid=%u reason=reply_file "
+				 "error=%s",
+				 (unsigned)c->uid, msg_q(ms_strerror(-errno)));
+			conn_drop(c);
+			break;
+		}
+		t->fd = dup_fd;
+		t->lent = 0;
+		c->srv->n_file_queued++;
+	}
 	return 0;
 }
 

@@ -73,6 +73,9 @@ int ms_srv_new(const struct ms_srv_limits *lim,
 /* The loop in use: 1 for io_uring; its name, for a log line. */
 int ms_srv_loop_uring(const struct ms_srv *srv);
 const char *ms_srv_loop_name(const struct ms_srv *srv);
+/* File ranges of replies that the socket did not take at once: each
+   waited with a descriptor of its own (ms_conn_send_file). */
+uint64_t ms_srv_file_queued(const struct ms_srv *srv);
 void ms_srv_free(struct ms_srv **srv);
 /*
  * Listen on a unix socket at path (a stale socket file is replaced),

@@ -373,6 +373,10 @@ static const struct metric_def status_metrics[] = {
 	  "Open client connections (protocol and HTTP)." },
 	{ "srv.loop_uring", "mstore_event_loop_uring", "gauge",
 	  "1 when the network loop waits on io_uring, 0 for epoll." },
+	{ "srv.file_replies_queued", "mstore_file_replies_queued_total",
+	  "counter", "Body replies sent from a segment file that the "
+	  "client's socket did not take at once (each waited with a "
+	  "descriptor of its own)." },
 };
 
 /* STATUS counters exported otherwise (copy states, sums of histograms) */

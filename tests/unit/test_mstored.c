@@ -3598,8 +3598,11 @@ static void file_fetches(struct ms_client *c, int n)
  * them every tenth, all sent before any reply is read.  Each body is read
  * anew (the session keeps only the last one), so the chunks go from the
  * file until 8 file ranges are queued, and from memory while they are;
- * the replies come back in order, byte-identical.  A client that hangs
- * up with file ranges queued leaves no descriptor open.
+ * the replies come back in order, byte-identical.  Before that, each
+ * body asked for and read one at a time goes out at once, with the log's
+ * own descriptor (srv.file_replies_queued stays 0); in the burst some
+ * ranges wait, with a dup each.  A client that hangs up with file ranges
+ * queued leaves no descriptor open.
  */
 static void test_file_replies(void **state)
 {
@@ -3612,6 +3615,21 @@ static void test_file_replies(void **state)
 	int fds0 = count_fds(d.pid);
 	struct ms_buf b;
 	const char *err = "";
+	/* one at a time, each reply read as it comes: the socket takes it
+	   at once, sent with the log's own descriptor (none waits with a
+	   dup of its own) */
+	for (int i = 0; i < B; i++) {
+		ms_buf_init(&b, 0);
+		assert_int_equal(ms_client_fetch_body(c, "INBOX",
+						      (uint32_t)i + 1, 0, &b,
+						      &err), 0);
+		assert_int_equal(b.len, SIZE);
+		assert_memory_equal(b.data, bodies[i], SIZE);
+		ms_buf_free(&b);
+	}
+	assert_int_equal(msd_counter(c, "ops.body_chunks_from_file"), B);
+	assert_int_equal(msd_counter(c, "srv.file_replies_queued"), 0);
+	assert_int_equal(count_fds(d.pid), fds0);
 	ms_buf_init(&b, 0);
 	for (int i = 0; i < N; i++) {
 		struct ms_req q = { .op = MS_OP_FETCH_BODY };
@@ -3650,10 +3668,12 @@ static void test_file_replies(void **state)
 	/* both ways were taken: 12 fresh reads a turn of 12, the first
 	   8 queued from the file (then the queue is full, and stays so
 	   while nothing is read) */
-	uint64_t all = msd_counter(c, "ops.body_chunks");
-	uint64_t file = msd_counter(c, "ops.body_chunks_from_file");
+	uint64_t all = msd_counter(c, "ops.body_chunks") - B;
+	uint64_t file = msd_counter(c, "ops.body_chunks_from_file") - B;
 	assert_int_equal(all, 108);
 	assert_true(file >= 8 && file < all);
+	/* those the socket could not take waited, each with its dup */
+	assert_true(msd_counter(c, "srv.file_replies_queued") >= 1);
 
 	/* hang up with file ranges queued: closed with the connection */
 	ms_buf_free(&b);
