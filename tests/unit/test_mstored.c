@@ -3573,6 +3573,24 @@ static struct ms_client *file_setup(struct msd *d, const char *tag,
 	return c;
 }
 
+/* Every body of file_setup's INBOX asked for and read one at a time:
+   bodies' bytes. */
+static void file_bodies_check(struct ms_client *c,
+			      uint8_t bodies[][FILE_BODY_SIZE])
+{
+	const char *err = "";
+	for (int i = 0; i < FILE_BODIES; i++) {
+		struct ms_buf body;
+		ms_buf_init(&body, 0);
+		assert_int_equal(ms_client_fetch_body(c, "INBOX",
+						      (uint32_t)i + 1, 0, &body,
+						      &err), 0);
+		assert_int_equal(body.len, FILE_BODY_SIZE);
+		assert_memory_equal(body.data, bodies[i], FILE_BODY_SIZE);
+		ms_buf_free(&body);
+	}
+}
+
 /* n FETCH_BODY requests of uids 1..FILE_BODIES in turn, in one send,
    none of their replies read */
 static void file_fetches(struct ms_client *c, int n)
@@ -3618,15 +3636,7 @@ static void test_file_replies(void **state)
 	/* one at a time, each reply read as it comes: the socket takes it
 	   at once, sent with the log's own descriptor (none waits with a
 	   dup of its own) */
-	for (int i = 0; i < B; i++) {
-		ms_buf_init(&b, 0);
-		assert_int_equal(ms_client_fetch_body(c, "INBOX",
-						      (uint32_t)i + 1, 0, &b,
-						      &err), 0);
-		assert_int_equal(b.len, SIZE);
-		assert_memory_equal(b.data, bodies[i], SIZE);
-		ms_buf_free(&b);
-	}
+	file_bodies_check(c, bodies);
 	assert_int_equal(msd_counter(c, "ops.body_chunks_from_file"), B);
 	assert_int_equal(msd_counter(c, "srv.file_replies_queued"), 0);
 	assert_int_equal(count_fds(d.pid), fds0);
@@ -3760,16 +3770,7 @@ static void test_file_reply_cut(void **state)
 	assert_true(got >= 1 && got < N);
 	ms_client_close(&h);
 	/* the daemon serves on: every body, read from the other copy */
-	for (int i = 0; i < B; i++) {
-		struct ms_buf body;
-		ms_buf_init(&body, 0);
-		assert_int_equal(ms_client_fetch_body(c, "INBOX",
-						      (uint32_t)i + 1, 0, &body,
-						      &err), 0);
-		assert_int_equal(body.len, SIZE);
-		assert_memory_equal(body.data, bodies[i], SIZE);
-		ms_buf_free(&body);
-	}
+	file_bodies_check(c, bodies);
 	ms_client_close(&c);
 	assert_int_equal(msd_stop(&d), 0);
 	assert_true(log_has(&d, "reason=reply_file"));
