@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "msg.h"
+#include "seg.h"
 #include "srv.h"
 
 #define SRV_READ_CHUNK 65536
@@ -145,8 +146,8 @@ struct ms_srv {
 	struct ms_conn *held;	/* output held back (ms_conn_hold) */
 	int wake_ms; /* a turn wanted within this (-1: none; ms_srv_wake_in) */
 	uint64_t idle_checked_ms;	/* srv_idle_check's last walk */
-	uint64_t n_file_queued;	/* file ranges that waited (a dup each) */
 	uint64_t idle_every_ms;		/* and how long until the next */
+	uint64_t n_file_queued;	/* file ranges that waited (a dup each) */
 	struct ms_srv_limits lim;
 	struct ms_srv_handler h;
 	void *ctx;
@@ -933,13 +934,39 @@ void ms_conn_send(struct ms_conn *c, const void *frame, size_t len)
 }
 
 /*
+ * The part of the last file range that the socket did not take keeps its
+ * bytes: a dup of the log's descriptor, which the log may close before
+ * the socket drains (a segment compacted or retired); without a
+ * descriptor to spare, the bytes themselves, read into the queue in the
+ * range's place (it is the last thing queued).  -1 if neither.
+ */
+static int conn_tail_keep(struct ms_conn *c)
+{
+	struct conn_tail *t = &c->tails[c->ntails - 1];
+	int dup_fd = fcntl(t->fd, F_DUPFD_CLOEXEC, 0);
+	if (dup_fd >= 0) {
+		t->fd = dup_fd;
+		t->lent = 0;
+		c->srv->n_file_queued++;
+		return 0;
+	}
+	size_t at = c->out.len;
+	if (t->at != at || ms_buf_resize(&c->out, at + t->len) < 0 ||
+	    ms_pread_full(t->fd, c->out.data + at, t->len, t->off) < 0) {
+		c->out.len = at;
+		return -1;
+	}
+	c->tail_bytes -= t->len;
+	c->ntails--;
+	return 0;
+}
+
+/*
  * The range goes out with the log's own descriptor while this call
  * runs: a reply that the socket takes at once (a client reading as fast
  * as the store answers, as Dovecot's read-ahead does) costs no dup and
- * no close.  What is still queued when the call returns gets a dup of
- * its own, since the log may close its descriptor before the socket
- * drains (a segment compacted or retired); without one, the connection
- * is dropped (its frame is part sent), as a failed sendfile drops it.
+ * no close.  What is still queued when the call returns is kept by
+ * conn_tail_keep.
  */
 int ms_conn_send_file(struct ms_conn *c, const void *head, size_t hlen,
 		      int fd, uint64_t off, uint64_t len)
@@ -956,21 +983,13 @@ int ms_conn_send_file(struct ms_conn *c, const void *head, size_t hlen,
 						    file_epoch(c->srv), 1 };
 	c->tail_bytes += len;
 	ms_conn_queued(c);
-	for (unsigned i = 0; i < c->ntails && !c->closed; i++) {
-		struct conn_tail *t = &c->tails[i];
-		if (!t->lent)
-			continue;
-		int dup_fd = fcntl(t->fd, F_DUPFD_CLOEXEC, 0);
-		if (dup_fd < 0) {
-			msg_warn("client.closed uid=%u reason=reply_file "
-				 "error=%s",
-				 (unsigned)c->uid, msg_q(ms_strerror(-errno)));
-			conn_drop(c);
-			break;
-		}
-		t->fd = dup_fd;
-		t->lent = 0;
-		c->srv->n_file_queued++;
+	/* ranges leave from the front: this one, if left, is the last */
+	if (!c->closed && c->ntails > 0 && c->tails[c->ntails - 1].lent &&
+	    conn_tail_keep(c) < 0) {
+		msg_warn("client.closed uid=%u reason=reply_file error=%s",
+			 (unsigned)c->uid,
+			 msg_q("no descriptor and no room for the range"));
+		conn_drop(c);
 	}
 	return 0;
 }

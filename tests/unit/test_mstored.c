@@ -3591,6 +3591,28 @@ static void file_bodies_check(struct ms_client *c,
 	}
 }
 
+/* The lowest descriptor number pid has free. */
+static int lowest_free_fd(pid_t pid)
+{
+	char path[64];
+	static char used[4096];
+	memset(used, 0, sizeof(used));
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	DIR *d = opendir(path);
+	struct dirent *e;
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL) {
+		int fd = atoi(e->d_name);
+		if (e->d_name[0] != '.' && fd >= 0 && fd < (int)sizeof(used))
+			used[fd] = 1;
+	}
+	closedir(d);
+	int fd = 0;
+	while (fd < (int)sizeof(used) && used[fd])
+		fd++;
+	return fd;
+}
+
 /* n FETCH_BODY requests of uids 1..FILE_BODIES in turn, in one send,
    none of their replies read */
 static void file_fetches(struct ms_client *c, int n)
@@ -3684,6 +3706,34 @@ static void test_file_replies(void **state)
 	assert_true(file >= 8 && file < all);
 	/* those the socket could not take waited, each with its dup */
 	assert_true(msd_counter(c, "srv.file_replies_queued") >= 1);
+
+	/* no descriptor to spare (mstored's open files at its limit): the
+	   ranges the socket does not take are read into the queue, not
+	   kept as dups, and every reply still comes back whole */
+	uint64_t queued = msd_counter(c, "srv.file_replies_queued");
+	uint64_t from_file = msd_counter(c, "ops.body_chunks_from_file");
+	struct rlimit old, low;
+	assert_int_equal(prlimit(d.pid, RLIMIT_NOFILE, NULL, &old), 0);
+	low = old;
+	low.rlim_cur = (rlim_t)lowest_free_fd(d.pid);
+	assert_int_equal(prlimit(d.pid, RLIMIT_NOFILE, &low, NULL), 0);
+	file_fetches(c, 40);
+	usleep(200000);
+	for (int i = 0; i < 40; i++) {
+		struct ms_proto_hdr h;
+		const uint8_t *body;
+		size_t len;
+		struct ms_reply rep;
+		assert_int_equal(ms_client_recv(c, &h, &body, &len, &err), 0);
+		assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err), 0);
+		assert_int_equal(rep.status, 0);
+		assert_int_equal(rep.u.fetch_body.chunk_len, SIZE);
+		assert_memory_equal(rep.u.fetch_body.chunk, bodies[i % B], SIZE);
+	}
+	assert_int_equal(prlimit(d.pid, RLIMIT_NOFILE, &old, NULL), 0);
+	assert_true(msd_counter(c, "ops.body_chunks_from_file") > from_file);
+	assert_int_equal(msd_counter(c, "srv.file_replies_queued"), queued);
+	assert_int_equal(count_fds(d.pid), fds0);
 
 	/* hang up with file ranges queued: closed with the connection */
 	ms_buf_free(&b);
