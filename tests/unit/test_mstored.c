@@ -3591,6 +3591,28 @@ static void file_bodies_check(struct ms_client *c,
 	}
 }
 
+/* The next reply on c, decoded into *rep (pointing into c's buffer,
+   until the next read): status 0. */
+static void reply_ok(struct ms_client *c, struct ms_reply *rep)
+{
+	struct ms_proto_hdr h;
+	const uint8_t *body;
+	size_t len;
+	const char *err = "";
+	assert_int_equal(ms_client_recv(c, &h, &body, &len, &err), 0);
+	assert_int_equal(ms_reply_decode(h.op, body, len, rep, &err), 0);
+	assert_int_equal(rep->status, 0);
+}
+
+/* rep is a FETCH_BODY reply with all of want (FILE_BODY_SIZE bytes). */
+static void body_reply_check(const struct ms_reply *rep, const uint8_t *want)
+{
+	assert_int_equal(rep->op, MS_OP_FETCH_BODY);
+	assert_int_equal(rep->u.fetch_body.total, FILE_BODY_SIZE);
+	assert_int_equal(rep->u.fetch_body.chunk_len, FILE_BODY_SIZE);
+	assert_memory_equal(rep->u.fetch_body.chunk, want, FILE_BODY_SIZE);
+}
+
 /* The lowest descriptor number pid has free. */
 static int lowest_free_fd(pid_t pid)
 {
@@ -3678,22 +3700,14 @@ static void test_file_replies(void **state)
 	/* let the daemon queue all it may (1 MiB) before anything is read */
 	usleep(200000);
 	for (int i = 0; i < N; i++) {
-		struct ms_proto_hdr h;
-		const uint8_t *body;
-		size_t len;
 		struct ms_reply rep;
-		assert_int_equal(ms_client_recv(c, &h, &body, &len, &err), 0);
-		assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err), 0);
-		assert_int_equal(rep.status, 0);
+		reply_ok(c, &rep);
 		if (i % 10 == 9) {
 			assert_int_equal(rep.op, MS_OP_MBOX_STATUS);
 			assert_int_equal(rep.u.mbox.messages, B);
 			continue;
 		}
-		assert_int_equal(rep.op, MS_OP_FETCH_BODY);
-		assert_int_equal(rep.u.fetch_body.total, SIZE);
-		assert_int_equal(rep.u.fetch_body.chunk_len, SIZE);
-		assert_memory_equal(rep.u.fetch_body.chunk, bodies[i % B], SIZE);
+		body_reply_check(&rep, bodies[i % B]);
 	}
 	/* the queue drained: every file range's descriptor closed */
 	assert_int_equal(count_fds(d.pid), fds0);
@@ -3720,15 +3734,9 @@ static void test_file_replies(void **state)
 	file_fetches(c, 40);
 	usleep(200000);
 	for (int i = 0; i < 40; i++) {
-		struct ms_proto_hdr h;
-		const uint8_t *body;
-		size_t len;
 		struct ms_reply rep;
-		assert_int_equal(ms_client_recv(c, &h, &body, &len, &err), 0);
-		assert_int_equal(ms_reply_decode(h.op, body, len, &rep, &err), 0);
-		assert_int_equal(rep.status, 0);
-		assert_int_equal(rep.u.fetch_body.chunk_len, SIZE);
-		assert_memory_equal(rep.u.fetch_body.chunk, bodies[i % B], SIZE);
+		reply_ok(c, &rep);
+		body_reply_check(&rep, bodies[i % B]);
 	}
 	assert_int_equal(prlimit(d.pid, RLIMIT_NOFILE, &old, NULL), 0);
 	assert_true(msd_counter(c, "ops.body_chunks_from_file") > from_file);
