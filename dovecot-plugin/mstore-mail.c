@@ -16,6 +16,10 @@
 #include "ioloop.h"
 #include "str.h"
 #include "guid.h"
+#include "message-header-parser.h"
+#include "message-part-data.h"
+#include "imap-envelope.h"
+#include "mail-cache.h"
 #include "index-mail.h"
 #include "mstore-storage.h"
 
@@ -132,6 +136,86 @@ static int mstore_mail_get_virtual_size(struct mail *_mail, uoff_t *size_r)
 	return mstore_mail_no_rec(_mail);
 }
 
+/*
+ * FETCH ENVELOPE, built as Dovecot builds it (index-mail-headers.c:
+ * the cached "imap.envelope" if the cache has it, else the envelope's
+ * header fields, from the cache or the message, parsed), with one
+ * difference: the lookup of those header fields is made once per
+ * mailbox (mbox->envelope_headers) instead of once per message.
+ * Dovecot makes it for every message, and making it (each field
+ * registered with the cache by name, the list sorted) cost a fifth of
+ * the imap process's instructions in a FETCH 1:* (FLAGS ENVELOPE) over
+ * cached headers (callgrind; docs/dovecot-plugin.md).  The lookup holds
+ * the cache's field numbers, which live as long as the mailbox's index.
+ */
+#define MSTORE_ENVELOPE_HDR_FLAGS                                              \
+	(MESSAGE_HEADER_PARSER_FLAG_SKIP_INITIAL_LWSP |                        \
+	 MESSAGE_HEADER_PARSER_FLAG_DROP_CR)
+
+static void mstore_mail_envelope_header(struct message_header_line *hdr,
+					struct index_mail *mail)
+{
+	struct mail *_mail = &mail->mail.mail;
+	unsigned int field =
+		mail->ibox->cache_fields[MAIL_CACHE_IMAP_ENVELOPE].idx;
+
+	message_part_envelope_parse_from_header(mail->mail.data_pool,
+						&mail->data.envelope_data,
+						&mail->data.part_data_limits,
+						hdr);
+	if (hdr != NULL)
+		return;
+	string_t *str = str_new(mail->mail.data_pool, 256);
+	imap_envelope_write(mail->data.envelope_data, str);
+	mail->data.envelope = str_c(str);
+	mail->data.save_envelope = FALSE;
+	if (mail_cache_field_can_add(_mail->transaction->cache_trans,
+				     _mail->seq, field))
+		index_mail_cache_add_idx(mail, field, str_data(str),
+					 str_len(str));
+}
+
+static int mstore_mail_get_envelope(struct mail *_mail)
+{
+	struct index_mail *mail = INDEX_MAIL(_mail);
+	struct mstore_mailbox *mbox = MSTORE_MAILBOX(_mail->box);
+	unsigned int field =
+		mail->ibox->cache_fields[MAIL_CACHE_IMAP_ENVELOPE].idx;
+	struct istream *input;
+	string_t *str;
+
+	str = str_new(mail->mail.data_pool, 256);
+	if (index_mail_cache_lookup_field(mail, str, field) > 0) {
+		mail->data.envelope = str_c(str);
+		return 0;
+	}
+	str_free(&str);
+
+	uoff_t old_offset = mail->data.stream == NULL
+				    ? 0
+				    : mail->data.stream->v_offset;
+	/* the header parse below must be the only one building it */
+	mail->data.save_envelope = FALSE;
+	if (mbox->envelope_headers == NULL)
+		mbox->envelope_headers = mailbox_header_lookup_init(
+			_mail->box, message_part_envelope_headers);
+	if (mail_get_header_stream(_mail, mbox->envelope_headers, &input) < 0)
+		return -1;
+	if (mail->data.envelope == NULL) {
+		/* the headers came from the cache: parse them */
+		message_parse_header(input, NULL, MSTORE_ENVELOPE_HDR_FLAGS,
+				     mstore_mail_envelope_header, mail);
+		if (input->stream_errno != 0) {
+			index_mail_stream_log_failure_for(mail, input);
+			return -1;
+		}
+		i_assert(mail->data.envelope != NULL);
+	}
+	if (mail->data.stream != NULL)
+		i_stream_seek(mail->data.stream, old_offset);
+	return 0;
+}
+
 static int mstore_mail_get_special(struct mail *_mail,
 				   enum mail_fetch_field field,
 				   const char **value_r)
@@ -139,6 +223,14 @@ static int mstore_mail_get_special(struct mail *_mail,
 	struct mstore_mail_rec rec;
 
 	switch (field) {
+	case MAIL_FETCH_IMAP_ENVELOPE: {
+		struct index_mail *imail = INDEX_MAIL(_mail);
+		if (imail->data.envelope == NULL &&
+		    mstore_mail_get_envelope(_mail) < 0)
+			return -1;
+		*value_r = imail->data.envelope;
+		return 0;
+	}
 	case MAIL_FETCH_GUID: {
 		if (!mstore_mail_get_rec(_mail, &rec))
 			break;

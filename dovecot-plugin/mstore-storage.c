@@ -650,6 +650,8 @@ static void mstore_mailbox_close(struct mailbox *box)
 	struct mstore_mailbox *mbox = MSTORE_MAILBOX(box);
 
 	mstore_idle_stop(mbox);
+	if (mbox->envelope_headers != NULL)
+		mailbox_header_lookup_unref(&mbox->envelope_headers);
 	/* its mails are gone: replies to their read-ahead are dropped
 	   now rather than left on the connection */
 	mstore_prefetch_drain(mbox->storage);

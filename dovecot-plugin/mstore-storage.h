@@ -238,6 +238,9 @@ struct mstore_mailbox {
 	   refreshed just now (mstore_chg_refresh) */
 	bool chg_refreshed;
 	struct mstore_idle *idle;
+	/* FETCH ENVELOPE's lookup of the envelope's header fields, made
+	   at the first (mstore-mail.c) */
+	struct mailbox_header_lookup_ctx *envelope_headers;
 	/* IDLE's store connection is away: the retries made since it went
 	   (0: up).  Warned about once per outage. */
 	unsigned int idle_retries;

@@ -136,6 +136,24 @@ def run(stack, user, session):
 
 
 
+ENV_HDRS = (
+    b'Date: Mon, 7 Feb 1994 21:52:25 -0800 (PST)\r\n'
+    b'From: "Fred \\"The\\" Flintstone" <fred@example.test>, '
+    b'wilma@example.test\r\n'
+    b'From: second@example.test\r\n'
+    b'Sender: =?UTF-8?B?w4lkaXRo?= <edith@example.test>\r\n'
+    b'Reply-To: list:;\r\n'
+    b'To: undisclosed-recipients:;, Team: a@example.test, "B, Bee"\r\n'
+    b' <b@example.test>;, c@example.test\r\n'
+    b'Cc: (comment) d@example.test (another),\r\n e@example.test,\r\n'
+    b'\tGr\xc3\xbc\xc3\x9fe <f@example.test>\r\n'
+    b'Bcc:\r\n'
+    b'Subject: =?ISO-8859-1?Q?caf=E9?= and\r\n a folded line\r\n'
+    b'In-Reply-To: <a@example.test> (was: b)\r\n'
+    b'Message-ID:   <id1@example.test>  \r\n'
+    b'X-Other: x\r\n\r\nbody\r\n')
+
+
 # Extensions and their corner cases: QRESYNC/CONDSTORE, MULTIAPPEND,
 # binary literals, ESEARCH, LIST-EXTENDED, keywords
 SESSION2 = [
@@ -164,7 +182,20 @@ SESSION2 = [
     'FETCH 1:* (FLAGS)', 'SEARCH UNKEYWORD kw1', 'SEARCH DRAFT',
     'SEARCH ON 7-Feb-1994', 'SEARCH SINCE 1-Jan-1990 BEFORE 1-Jan-2000',
     'SEARCH SENTON 7-Feb-1994', 'SEARCH CHARSET UTF-8 TEXT "Grüße"',
-    'GETQUOTA "User quota"', 'UNSELECT', 'LOGOUT',
+    'GETQUOTA "User quota"', 'UNSELECT',
+    # ENVELOPE from headers that make its parse work: folded lines, a
+    # second From, groups, comments, encoded and raw 8-bit words, no
+    # Date, a header with no body, none at all.  The second FETCH is
+    # built from the headers the first put in the cache (the plugin's
+    # own path, mstore-mail.c), the first from the message
+    'CREATE Env',
+    'APPEND Env %s %s' % (DATE, lit(ENV_HDRS)),
+    'APPEND Env %s {28+}\r\nSubject: no body, no newline' % DATE,
+    'APPEND Env %s {9+}\r\n\r\nno head' % DATE,
+    'APPEND Env %s %s' % (DATE, lit(MSG)),
+    'EXAMINE Env',
+    'FETCH 1:* (ENVELOPE)', 'FETCH 1:4 (ENVELOPE)', 'UID FETCH 2,4 (ENVELOPE)',
+    'LOGOUT',
 ]
 
 
