@@ -33,6 +33,20 @@ import time
 from conftest import free_port
 
 MAIL_USER = "mstoremail"
+
+# Dovecot's attachment decoder protocol (fts-parser-script.c): run with
+# no argument, the script lists the content types it decodes, each with
+# file name extensions for application/octet-stream, then an empty line;
+# run with a content type, it turns the attachment on stdin into UTF-8
+# text on stdout.  This one undoes ROT13: the words it gives are nowhere
+# in the message, so a search finds them only through the decoder.
+FTS_DECODER_SCRIPT = """#!/bin/sh
+if [ -z "$1" ]; then
+  printf 'application/x-mstore-rot13 rot13\\n\\n'
+  exit 0
+fi
+exec tr 'A-Za-z' 'N-ZA-Mn-za-m'
+"""
 STORE_USER = "mstore"
 PASSWORD = "secret"
 
@@ -91,7 +105,8 @@ def children(ppid):
 
 class Stack:
     def __init__(self, root, build, users=("alice", "bob"), sieve=False,
-                 fts=False, lmtpd=False, lmtpd_indexer=False,
+                 fts=False, fts_decoder=False, lmtpd=False,
+                 lmtpd_indexer=False,
                  mail_log=False, shared=False, public=False,
                  virtual=False, lazy_expunge=None, trash=False,
                  imapsieve=None,
@@ -105,6 +120,10 @@ class Stack:
         self.sieve = sieve
         # Dovecot's FTS with the xapian backend, autoindexing saves
         self.fts = fts
+        # ... with an attachment decoder (fts_decoder, a script service):
+        # application/x-mstore-rot13 and files named *.rot13 are indexed
+        # as the text their ROT13 gives (FTS_DECODER_SCRIPT)
+        self.fts_decoder = fts_decoder
         # mstore-lmtpd on a free port, delivering straight to mstored
         self.lmtpd = lmtpd
         # ... and telling Dovecot's indexer which folders got mail
@@ -306,6 +325,21 @@ class Stack:
 service indexer-worker {
   vsz_limit = 1G
 }
+"""
+            if self.fts_decoder:
+                script = self.p("fts-decoder.sh")
+                with open(script, "w") as f:
+                    f.write(FTS_DECODER_SCRIPT)
+                os.chmod(script, 0o755)
+                plugin += "  fts_decoder = decode2text\n"
+                conf += f"""
+service decode2text {{
+  executable = script {script}
+  user = {MAIL_USER}
+  unix_listener decode2text {{
+    mode = 0666
+  }}
+}}
 """
         if self.virtual:
             plugins += " virtual"

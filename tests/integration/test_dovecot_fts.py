@@ -13,6 +13,8 @@ to Dovecot's index cache (~/mstore/xapian-indexes):
     mstored's ops.requests);
   - expunged mail is not found, and a lost index directory is rebuilt
     at the next search."""
+import base64
+import codecs
 import glob
 import os
 import shutil
@@ -201,3 +203,53 @@ def test_fts_lmtpd_mail_indexed_on_arrival(stack):
     c.logout()
     log = open(stack.p("lmtpd.log"), errors="replace").read()
     assert "event=indexer.unreachable" not in log, log[-2000:]
+
+
+def attachment_msg(n, word, ctype, filename):
+    """A message whose only copy of word is in an attachment, ROT13'd
+    and base64'd (the decoder of the stack's fts_decoder undoes ROT13)."""
+    data = base64.encodebytes(
+        codecs.encode(f"the attachment says {word} here\n",
+                      "rot13").encode())
+    return (b"From: sender@example.test\r\nTo: alice@example.test\r\n"
+            b"Subject: attached %d\r\n"
+            b"Message-ID: <att%d@example.test>\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+            b"--b\r\nContent-Type: text/plain\r\n\r\nSee the file.\r\n"
+            b"--b\r\nContent-Type: %s; name=\"%s\"\r\n"
+            b"Content-Disposition: attachment; filename=\"%s\"\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" %
+            (n, n, ctype.encode(), filename.encode(), filename.encode()) +
+            data.replace(b"\n", b"\r\n") + b"--b--\r\n")
+
+
+@pytest.mark.dovecot(fts=True, fts_decoder=True, lmtpd=True)
+def test_fts_attachments_through_the_decoder(stack):
+    """Dovecot's attachment decoding (fts_decoder, a script service)
+    over mstore bodies: an attachment of a type the decoder takes, by
+    its content type or by its file name's extension, is indexed as the
+    decoder's text, for mail saved through Dovecot and for mail of
+    mstore-lmtpd; one the decoder does not take is not indexed."""
+    c = stack.imap()
+    ok(c.select("INBOX"))
+    ok(c.append("INBOX", None, None, attachment_msg(
+        1, "decodedalpha", "application/x-mstore-rot13", "a.bin")))
+    ok(c.append("INBOX", None, None, attachment_msg(
+        2, "decodedbeta", "application/octet-stream", "report.rot13")))
+    ok(c.append("INBOX", None, None, attachment_msg(
+        3, "decodedgamma", "application/octet-stream", "other.bin")))
+    wait_indexed(stack, "INBOX", "decodedbeta", [2])
+    stack.lmtpd_deliver("alice@example.test", attachment_msg(
+        4, "decodeddelta", "application/x-mstore-rot13", "d.bin"))
+    ok(c.noop())
+    assert search(c, "BODY", "decodedalpha") == [1]
+    assert search(c, "BODY", "decodedbeta") == [2]
+    assert search(c, "TEXT", "decodeddelta") == [4]
+    # not a type the decoder takes: not indexed
+    assert search(c, "BODY", "decodedgamma") == []
+    # what is indexed is the decoder's text, not the attachment's
+    assert search(c, "BODY", codecs.encode("decodedalpha", "rot13")) == []
+    assert search(c, "BODY", "see") == [1, 2, 3, 4]
+    c.logout()
+    # the decoder ran without an error in Dovecot's log
+    assert stack.log_problems() == []
