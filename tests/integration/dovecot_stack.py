@@ -124,6 +124,8 @@ class Stack:
         # application/x-mstore-rot13 and files named *.rot13 are indexed
         # as the text their ROT13 gives (FTS_DECODER_SCRIPT)
         self.fts_decoder = fts_decoder
+        if fts_decoder and not fts:
+            raise ValueError("fts_decoder needs fts")
         # mstore-lmtpd on a free port, delivering straight to mstored
         self.lmtpd = lmtpd
         # ... and telling Dovecot's indexer which folders got mail
