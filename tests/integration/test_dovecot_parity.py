@@ -280,3 +280,47 @@ SESSION3 = [
 @PARITY
 def test_same_replies_as_mdbox_several_sessions(stack):
     compare(run(stack, "alice", SESSION3), run(stack, "mdbox", SESSION3))
+
+
+def address_flood(to_n, cc_n):
+    """A message whose To and Cc hold to_n and cc_n addresses, folded
+    50 to a line."""
+    def field(name, first, n):
+        addrs = ["u%d@example.test" % i for i in range(first, first + n)]
+        lines = [", ".join(addrs[i:i + 50]) for i in range(0, n, 50)]
+        return name.encode() + b": " + ",\r\n ".join(lines).encode() + b"\r\n"
+    return (b"From: flood@example.test\r\nSubject: many\r\n" +
+            field("To", 0, to_n) + field("Cc", to_n, cc_n) +
+            b"Message-ID: <flood@example.test>\r\n\r\nbody\r\n")
+
+
+@PARITY
+def test_envelope_address_limit_as_mdbox(stack, monkeypatch):
+    """Dovecot parses at most 100,000 addresses of one message
+    (MESSAGE_PART_DATA_MAX_TOTAL_ADDRESSES, counted per mail over its
+    fields).  The plugin builds ENVELOPE itself (mstore-mail.c); a
+    message over the limit gets the same cut ENVELOPE as on mdbox at each
+    fetch (its headers are over Dovecot's 64 KiB cache record limit:
+    every fetch parses the message)."""
+    import imaplib
+    # the ENVELOPE line is a few MB; imaplib refuses lines over 1 MB
+    monkeypatch.setattr(imaplib, "_MAXLINE", 64 << 20)
+    to_n, cc_n = 60000, 40050
+    msg = address_flood(to_n, cc_n)
+    session = ['CREATE Flood', 'APPEND Flood %s %s' % (DATE, lit(msg)),
+               'APPEND Flood %s %s' % (DATE, lit(MSG)),
+               'EXAMINE Flood', 'FETCH 1:2 (ENVELOPE)',
+               'FETCH 1 (ENVELOPE)', 'FETCH 2,1 (ENVELOPE)', 'LOGOUT']
+    ours, theirs = run(stack, "alice", session), run(stack, "mdbox", session)
+    envs = [u for _, cmd, untagged, _ in ours if "ENVELOPE" in cmd
+            for u in untagged if u.startswith("* 1 FETCH")]
+    assert len(envs) == 3
+    for env in envs:
+        # every address is (NIL NIL "name" "example.test"); From's one
+        # is counted first, then To's 60,000, then Cc's up to the
+        # limit: 39,999 of its 40,050 (From shows three times: as
+        # Sender and Reply-To too)
+        assert env.count('"example.test")') == 100000 + 2, len(env)
+        assert '"u%d" "example.test"' % (to_n + 39998) in env
+        assert '"u%d" "example.test"' % (to_n + 39999) not in env
+    compare(ours, theirs)
