@@ -168,7 +168,6 @@ static void mstore_mail_envelope_header(struct message_header_line *hdr,
 	string_t *str = str_new(mail->mail.data_pool, 256);
 	imap_envelope_write(mail->data.envelope_data, str);
 	mail->data.envelope = str_c(str);
-	mail->data.save_envelope = FALSE;
 	if (mail_cache_field_can_add(_mail->transaction->cache_trans,
 				     _mail->seq, field))
 		index_mail_cache_add_idx(mail, field, str_data(str),
@@ -194,23 +193,21 @@ static int mstore_mail_get_envelope(struct mail *_mail)
 	uoff_t old_offset = mail->data.stream == NULL
 				    ? 0
 				    : mail->data.stream->v_offset;
-	/* the header parse below must be the only one building it */
+	/* the parse below builds it: not also Dovecot's parse of the
+	   message's header, if the fields are not all cached */
 	mail->data.save_envelope = FALSE;
 	if (mbox->envelope_headers == NULL)
 		mbox->envelope_headers = mailbox_header_lookup_init(
 			_mail->box, message_part_envelope_headers);
 	if (mail_get_header_stream(_mail, mbox->envelope_headers, &input) < 0)
 		return -1;
-	if (mail->data.envelope == NULL) {
-		/* the headers came from the cache: parse them */
-		message_parse_header(input, NULL, MSTORE_ENVELOPE_HDR_FLAGS,
-				     mstore_mail_envelope_header, mail);
-		if (input->stream_errno != 0) {
-			index_mail_stream_log_failure_for(mail, input);
-			return -1;
-		}
-		i_assert(mail->data.envelope != NULL);
+	message_parse_header(input, NULL, MSTORE_ENVELOPE_HDR_FLAGS,
+			     mstore_mail_envelope_header, mail);
+	if (input->stream_errno != 0) {
+		index_mail_stream_log_failure_for(mail, input);
+		return -1;
 	}
+	i_assert(mail->data.envelope != NULL);
 	if (mail->data.stream != NULL)
 		i_stream_seek(mail->data.stream, old_offset);
 	return 0;
