@@ -33,6 +33,8 @@ import time
 from conftest import free_port
 
 MAIL_USER = "mstoremail"
+STORE_USER = "mstore"
+PASSWORD = "secret"
 
 # Dovecot's attachment decoder protocol (fts-parser-script.c): run with
 # no argument, the script lists the content types it decodes, each with
@@ -47,8 +49,6 @@ if [ -z "$1" ]; then
 fi
 exec tr 'A-Za-z' 'N-ZA-Mn-za-m'
 """
-STORE_USER = "mstore"
-PASSWORD = "secret"
 
 
 def ensure_system_user(name):

@@ -5,6 +5,7 @@ tagged reply must be the same, once the parts that differ by nature are
 masked (timings, UIDVALIDITY, MODSEQ values, tags).  What the other
 tests check item by item, this checks for everything a client sees at
 once, \\Recent included, against Dovecot's own format."""
+import imaplib
 import poplib
 import re
 
@@ -302,7 +303,6 @@ def test_envelope_address_limit_as_mdbox(stack, monkeypatch):
     message over the limit gets the same cut ENVELOPE as on mdbox at each
     fetch (its headers are over Dovecot's 64 KiB cache record limit:
     every fetch parses the message)."""
-    import imaplib
     # the ENVELOPE line is a few MB; imaplib refuses lines over 1 MB
     monkeypatch.setattr(imaplib, "_MAXLINE", 64 << 20)
     to_n, cc_n = 60000, 40050
