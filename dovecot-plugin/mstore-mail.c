@@ -148,8 +148,8 @@ static int mstore_mail_get_virtual_size(struct mail *_mail, uoff_t *size_r)
  * cached headers (callgrind; docs/dovecot-plugin.md).  The lookup holds
  * the cache's field numbers, which live as long as the mailbox's index.
  */
-#define MSTORE_ENVELOPE_HDR_FLAGS                                              \
-	(MESSAGE_HEADER_PARSER_FLAG_SKIP_INITIAL_LWSP |                        \
+#define MSTORE_ENVELOPE_HDR_FLAGS                       \
+	(MESSAGE_HEADER_PARSER_FLAG_SKIP_INITIAL_LWSP | \
 	 MESSAGE_HEADER_PARSER_FLAG_DROP_CR)
 
 static void mstore_mail_envelope_header(struct message_header_line *hdr,
@@ -159,10 +159,9 @@ static void mstore_mail_envelope_header(struct message_header_line *hdr,
 	unsigned int field =
 		mail->ibox->cache_fields[MAIL_CACHE_IMAP_ENVELOPE].idx;
 
-	message_part_envelope_parse_from_header(mail->mail.data_pool,
-						&mail->data.envelope_data,
-						&mail->data.part_data_limits,
-						hdr);
+	message_part_envelope_parse_from_header(
+		mail->mail.data_pool, &mail->data.envelope_data,
+		&mail->data.part_data_limits, hdr);
 	if (hdr != NULL)
 		return;
 	string_t *str = str_new(mail->mail.data_pool, 256);
@@ -190,9 +189,8 @@ static int mstore_mail_get_envelope(struct mail *_mail)
 	}
 	str_free(&str);
 
-	uoff_t old_offset = mail->data.stream == NULL
-				    ? 0
-				    : mail->data.stream->v_offset;
+	uoff_t old_offset =
+		mail->data.stream == NULL ? 0 : mail->data.stream->v_offset;
 	/* the parse below builds it: not also Dovecot's parse of the
 	   message's header, if the fields are not all cached */
 	mail->data.save_envelope = FALSE;
